@@ -1,0 +1,473 @@
+//! The domain configuration model: what a domain file says, parsed but not yet validated.
+//!
+//! The TOML schema is a public contract (operators and the `m2m` CLI write it):
+//!
+//! ```toml
+//! [domain]
+//! name = "web"                 # required, non-empty
+//! topology = "peer-to-peer"    # optional: "peer-to-peer" | "client-server"; inferred if absent
+//! replicas = 1                 # optional, default 1: an integer >= 1, or "entire-domain"
+//! request_timeout_ms = 5000    # optional; also heartbeat_interval_ms, failure_timeout_ms
+//! transport = "tcp"            # optional: "tcp" | "quic"
+//!
+//! [[node]]
+//! name = "app1"                # unique in the domain
+//! address = "127.0.0.1:7101"   # replication listener, unique
+//! admin = "127.0.0.1:8101"     # optional admin listener
+//! mode = "both"                # optional, default "both": "client" | "server" | "both"
+//! managers = { cart = "both" } # optional: session managers on this node, each with a mode
+//! ```
+//!
+//! [`DomainConfig::parse`] turns text into this model and reports syntax and schema errors with
+//! their line and column; [`crate::validate`] checks the rules that span several fields.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::error::Error;
+
+/// The name of a node, unique in its domain. Cheap to clone.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct NodeId(Arc<str>);
+
+impl NodeId {
+    /// A node id from its name.
+    pub fn new(name: &str) -> Self {
+        NodeId(Arc::from(name))
+    }
+
+    /// The node's name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+impl fmt::Display for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<&str> for NodeId {
+    fn from(s: &str) -> Self {
+        NodeId::new(s)
+    }
+}
+
+/// How a node's session managers take part in a domain.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    /// Sends copies of the sessions it owns; stores no backups.
+    Client,
+    /// Stores backups of other nodes' sessions; owns no sessions of its own.
+    Server,
+    /// Both sends copies of its own sessions and stores backups (the default).
+    #[default]
+    Both,
+}
+
+impl Mode {
+    /// The name used in domain files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Client => "client",
+            Mode::Server => "server",
+            Mode::Both => "both",
+        }
+    }
+
+    /// Whether a node in this mode owns sessions (serves requests and sends copies).
+    pub fn owns_sessions(self) -> bool {
+        matches!(self, Mode::Client | Mode::Both)
+    }
+
+    /// Whether a node in this mode stores backups of other nodes' sessions.
+    pub fn stores_backups(self) -> bool {
+        matches!(self, Mode::Server | Mode::Both)
+    }
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How the members of a domain relate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Topology {
+    /// Every member is `both`: each owns sessions and backs up the others'.
+    PeerToPeer,
+    /// Members are `client` (own sessions) or `server` (store backups), never `both`.
+    ClientServer,
+}
+
+impl Topology {
+    /// The name used in domain files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Topology::PeerToPeer => "peer-to-peer",
+            Topology::ClientServer => "client-server",
+        }
+    }
+}
+
+impl fmt::Display for Topology {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How many backup copies each session has.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Replicas {
+    /// This many backups (at most the number of eligible nodes).
+    Count(u32),
+    /// A backup on every eligible node.
+    EntireDomain,
+}
+
+impl Default for Replicas {
+    fn default() -> Self {
+        Replicas::Count(1)
+    }
+}
+
+impl Replicas {
+    /// How many backups to place when `eligible` nodes can hold them.
+    pub fn wanted(self, eligible: usize) -> usize {
+        match self {
+            Replicas::Count(n) => (n as usize).min(eligible),
+            Replicas::EntireDomain => eligible,
+        }
+    }
+}
+
+impl fmt::Display for Replicas {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Replicas::Count(n) => write!(f, "{n}"),
+            Replicas::EntireDomain => f.write_str("entire-domain"),
+        }
+    }
+}
+
+impl Serialize for Replicas {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Replicas::Count(n) => s.serialize_u32(*n),
+            Replicas::EntireDomain => s.serialize_str("entire-domain"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Replicas {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Replicas;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a whole number of replicas, or \"entire-domain\"")
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Replicas, E> {
+                // Zero and negative counts parse, so that validation can name the rule.
+                Ok(Replicas::Count(u32::try_from(v.max(0)).unwrap_or(u32::MAX)))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Replicas, E> {
+                Ok(Replicas::Count(u32::try_from(v).unwrap_or(u32::MAX)))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Replicas, E> {
+                if v == "entire-domain" {
+                    Ok(Replicas::EntireDomain)
+                } else {
+                    Err(E::invalid_value(serde::de::Unexpected::Str(v), &self))
+                }
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// Which carrier the nodes of a domain speak. Every node of a domain uses the same one.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TransportKind {
+    /// TLS over TCP (the default).
+    #[default]
+    Tcp,
+    /// QUIC (quinn).
+    Quic,
+}
+
+impl fmt::Display for TransportKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TransportKind::Tcp => "tcp",
+            TransportKind::Quic => "quic",
+        })
+    }
+}
+
+/// A `host:port` network address, checked when the file is parsed.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(transparent)]
+pub struct Address(String);
+
+impl Address {
+    /// Checks that `s` is `host:port` (or `[ipv6]:port`) with a non-empty host and a port
+    /// from 1 to 65535.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        if s.parse::<std::net::SocketAddr>().is_ok() {
+            return Ok(Address(s.to_owned()));
+        }
+        let bad = || format!("`{s}` is not an address: expected host:port, e.g. \"127.0.0.1:7101\"");
+        let (host, port) = s.rsplit_once(':').ok_or_else(bad)?;
+        let port_ok = port.parse::<u16>().map(|p| p != 0).unwrap_or(false);
+        let host_ok = !host.is_empty()
+            && host.len() <= 253
+            && host
+                .split('.')
+                .all(|l| !l.is_empty() && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'));
+        if port_ok && host_ok { Ok(Address(s.to_owned())) } else { Err(bad()) }
+    }
+
+    /// The address as written.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Address {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Address {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Address::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// The `[domain]` table.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DomainSection {
+    /// The domain's name; nodes of other domains are refused.
+    pub name: String,
+    /// The topology as written; `None` means inferred from the modes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topology: Option<Topology>,
+    /// How many backups each session has.
+    #[serde(default)]
+    pub replicas: Replicas,
+    /// How long a synchronous write or a fetch waits before it is reported as not acknowledged.
+    #[serde(default = "default_request_timeout_ms")]
+    pub request_timeout_ms: u64,
+    /// How often each node tells its peers it is alive.
+    #[serde(default = "default_heartbeat_interval_ms")]
+    pub heartbeat_interval_ms: u64,
+    /// How long without hearing from a peer before it is considered failed.
+    #[serde(default = "default_failure_timeout_ms")]
+    pub failure_timeout_ms: u64,
+    /// The carrier every node of the domain speaks.
+    #[serde(default)]
+    pub transport: TransportKind,
+}
+
+fn default_request_timeout_ms() -> u64 {
+    5000
+}
+fn default_heartbeat_interval_ms() -> u64 {
+    200
+}
+fn default_failure_timeout_ms() -> u64 {
+    1000
+}
+
+/// One `[[node]]` entry.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// Unique name of the node.
+    pub name: NodeId,
+    /// The replication listener.
+    pub address: Address,
+    /// The optional admin (HTTP) listener.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin: Option<Address>,
+    /// The node's mode as written; `None` means not written (default `both`, or the managers').
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<Mode>,
+    /// Session managers on this node that join the domain, each with its mode.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub managers: BTreeMap<String, Mode>,
+}
+
+impl NodeConfig {
+    /// The node's effective mode: the mode written, else the mode of its managers when they
+    /// agree, else `both`. (Disagreeing managers are a validation error.)
+    pub fn mode(&self) -> Mode {
+        if let Some(m) = self.mode {
+            return m;
+        }
+        let mut modes = self.managers.values();
+        match modes.next() {
+            Some(&first) if modes.all(|&m| m == first) => first,
+            _ => Mode::Both,
+        }
+    }
+
+    /// Every session-manager mode this node declares: its managers', or the node's own mode
+    /// when it lists none.
+    pub fn manager_modes(&self) -> Vec<(String, Mode)> {
+        if self.managers.is_empty() {
+            vec![("default".to_owned(), self.mode.unwrap_or_default())]
+        } else {
+            self.managers.iter().map(|(k, &m)| (k.clone(), m)).collect()
+        }
+    }
+}
+
+/// A whole domain file.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DomainConfig {
+    /// The `[domain]` table.
+    pub domain: DomainSection,
+    /// The `[[node]]` entries, in file order.
+    #[serde(default, rename = "node")]
+    pub nodes: Vec<NodeConfig>,
+}
+
+impl DomainConfig {
+    /// Parses a domain file. `origin` names the text in error messages (usually the path).
+    ///
+    /// This checks syntax and schema only; call [`crate::validate::validate`] (or
+    /// [`DomainConfig::load`]) for the rules.
+    pub fn parse(text: &str, origin: &str) -> Result<Self, Error> {
+        toml::from_str(text).map_err(|e| {
+            let (line, column) = e.span().map(|span| line_col(text, span.start)).unwrap_or((0, 0));
+            Error::Parse { origin: origin.to_owned(), line, column, message: e.message().to_owned() }
+        })
+    }
+
+    /// Parses and validates: the config when it breaks no rule (warnings may remain in the
+    /// report), else [`Error::Invalid`] with every violation.
+    pub fn load(text: &str, origin: &str) -> Result<(Self, crate::validate::Report), Error> {
+        let cfg = Self::parse(text, origin)?;
+        let report = crate::validate::validate(&cfg);
+        if report.has_errors() { Err(Error::Invalid(report)) } else { Ok((cfg, report)) }
+    }
+
+    /// The node with this name.
+    pub fn node(&self, name: &NodeId) -> Option<&NodeConfig> {
+        self.nodes.iter().find(|n| &n.name == name)
+    }
+
+    /// The topology as written, or inferred from the modes: peer-to-peer when every node is
+    /// `both`, client-server otherwise.
+    pub fn topology(&self) -> Topology {
+        self.domain.topology.unwrap_or_else(|| {
+            if self.nodes.iter().all(|n| n.mode() == Mode::Both) {
+                Topology::PeerToPeer
+            } else {
+                Topology::ClientServer
+            }
+        })
+    }
+
+    /// Heartbeat period.
+    pub fn heartbeat_interval(&self) -> Duration {
+        Duration::from_millis(self.domain.heartbeat_interval_ms)
+    }
+
+    /// Silence after which a peer is considered failed.
+    pub fn failure_timeout(&self) -> Duration {
+        Duration::from_millis(self.domain.failure_timeout_ms)
+    }
+
+    /// How long a synchronous write or fetch waits.
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.domain.request_timeout_ms)
+    }
+}
+
+/// 1-based line and column of byte `offset` in `text`.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = text.get(..offset).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_minimal_file_with_defaults() {
+        let cfg = DomainConfig::parse(
+            "[domain]\nname = \"web\"\n[[node]]\nname = \"a\"\naddress = \"127.0.0.1:1\"\n",
+            "t",
+        )
+        .expect("valid");
+        assert_eq!(cfg.domain.replicas, Replicas::Count(1));
+        assert_eq!(cfg.nodes[0].mode(), Mode::Both);
+        assert_eq!(cfg.topology(), Topology::PeerToPeer);
+        assert_eq!(cfg.domain.transport, TransportKind::Tcp);
+    }
+
+    #[test]
+    fn unknown_key_reports_line_and_column() {
+        let text = "[domain]\nname = \"web\"\ncolour = 3\n";
+        match DomainConfig::parse(text, "f.toml") {
+            Err(Error::Parse { line, column, message, .. }) => {
+                assert_eq!((line, column), (3, 1), "{message}");
+                assert!(message.contains("colour"), "{message}");
+            }
+            other => panic!("expected a parse error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn bad_address_and_mode_are_parse_errors() {
+        for (text, needle) in [
+            ("[domain]\nname='w'\n[[node]]\nname='a'\naddress='nope'\n", "not an address"),
+            ("[domain]\nname='w'\n[[node]]\nname='a'\naddress='h:0'\n", "not an address"),
+            ("[domain]\nname='w'\n[[node]]\nname='a'\naddress='h:1'\nmode='primary'\n", "primary"),
+            ("[domain]\nname='w'\ntopology='ring'\n", "ring"),
+            ("[domain]\nname='w'\nreplicas='all'\n", "entire-domain"),
+        ] {
+            let err = DomainConfig::parse(text, "f").expect_err(text);
+            let msg = err.to_string();
+            assert!(msg.contains(needle), "{text:?} gave {msg}");
+            assert!(matches!(err, Error::Parse { line, .. } if line > 0), "{msg}");
+        }
+    }
+
+    #[test]
+    fn address_forms() {
+        for ok in ["127.0.0.1:7101", "[::1]:7101", "app-1.example:80", "localhost:1"] {
+            assert!(Address::parse(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", ":80", "host", "host:", "host:70000", "a..b:1", "h st:1"] {
+            assert!(Address::parse(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,36 @@
+//! The sans-IO core of m2m, memory-to-memory session replication.
+//!
+//! This crate has no sockets, no threads, no async runtime and no clock: every call that
+//! depends on time takes `now`. It holds
+//! - the domain configuration model ([`config`]) and its rules ([`validate`]),
+//! - placement of session copies on nodes ([`placement`]),
+//! - the messages nodes exchange ([`message`]) and the contract transports implement
+//!   ([`transport`]).
+//!
+//! ```
+//! use replication_core::{DomainConfig, validate::rule};
+//! let text = r#"
+//!     [domain]
+//!     name = "web"
+//!     topology = "client-server"
+//!     [[node]]
+//!     name = "app1"
+//!     address = "127.0.0.1:7101"
+//!     mode = "both"
+//! "#;
+//! let cfg = DomainConfig::parse(text, "web.toml").expect("well-formed");
+//! let report = replication_core::validate::validate(&cfg);
+//! assert!(report.codes().contains(rule::CS_FORBIDS_BOTH));
+//! assert!(report.codes().contains(rule::CS_NEEDS_SERVER));
+//! ```
+
+pub mod config;
+pub mod error;
+pub mod message;
+pub mod placement;
+pub mod transport;
+pub mod validate;
+
+pub use config::{DomainConfig, Mode, NodeId, Replicas, Topology, TransportKind};
+pub use error::Error;
+pub use message::{Message, PROTOCOL_VERSION};

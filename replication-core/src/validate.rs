@@ -1,0 +1,333 @@
+//! The rules a domain must follow, checked all at once.
+//!
+//! [`validate`] returns a [`Report`] with every violation: a stable rule code (see [`rule`]),
+//! whether it is an error or a warning, a sentence a person understands, and the members
+//! involved. A domain with no errors can run; warnings say where it will work less well than
+//! the operator may think.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use serde::Serialize;
+
+use crate::config::{DomainConfig, Mode, Replicas, Topology};
+
+/// The stable rule codes. Scripts and the CLI's JSON output rely on them: never rename one.
+pub mod rule {
+    /// The domain name is empty.
+    pub const DOMAIN_NAME: &str = "domain-name";
+    /// The domain lists no node.
+    pub const NO_NODES: &str = "no-nodes";
+    /// `replicas` is below 1.
+    pub const REPLICAS_MIN: &str = "replicas-min";
+    /// Two nodes share a name.
+    pub const DUPLICATE_NAME: &str = "duplicate-node-name";
+    /// Two listeners (replication or admin) share an address.
+    pub const DUPLICATE_ADDRESS: &str = "duplicate-address";
+    /// Peer-to-peer topology with a session manager that is not `both`.
+    pub const P2P_REQUIRES_BOTH: &str = "peer-to-peer-requires-both";
+    /// Client-server topology with a session manager that is `both`.
+    pub const CS_FORBIDS_BOTH: &str = "client-server-forbids-both";
+    /// No topology written, and `both` is mixed with `client` or `server`.
+    pub const MIXED_BOTH: &str = "both-mixed-with-client-server";
+    /// Client-server topology without any `server` to hold backups.
+    pub const CS_NEEDS_SERVER: &str = "client-server-needs-server";
+    /// The session managers of one node have different modes.
+    pub const NODE_MODES_DIFFER: &str = "node-modes-differ";
+    /// Timings that cannot work (zero, or failure timeout not above the heartbeat interval).
+    pub const TIMING: &str = "timing";
+    /// Warning: client-server topology without any `client`: no session is ever replicated.
+    pub const CS_NO_CLIENT: &str = "client-server-no-client";
+    /// Warning: fewer eligible backup holders than `replicas`.
+    pub const FEWER_HOLDERS: &str = "fewer-backup-holders";
+    /// Warning: a two-node peer-to-peer domain; one failure leaves no backup.
+    pub const TWO_NODE_P2P: &str = "two-node-peer-to-peer";
+}
+
+/// How serious a violation is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// The domain cannot run.
+    Error,
+    /// The domain runs, but not as well as the operator may think.
+    Warning,
+}
+
+/// One broken rule.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Violation {
+    /// The stable rule code, one of [`rule`].
+    pub code: &'static str,
+    /// Error or warning.
+    pub severity: Severity,
+    /// A sentence a person understands.
+    pub message: String,
+    /// The members involved: node names, or `node/manager` for a session manager.
+    pub members: Vec<String>,
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let sev = match self.severity {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+        };
+        write!(f, "{sev}[{}]: {}", self.code, self.message)?;
+        if !self.members.is_empty() {
+            write!(f, " (members: {})", self.members.join(", "))?;
+        }
+        Ok(())
+    }
+}
+
+/// Every violation of a domain, errors first.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Report {
+    /// The violations, errors before warnings, each group in the order found.
+    pub violations: Vec<Violation>,
+}
+
+impl Report {
+    /// Whether any violation is an error.
+    pub fn has_errors(&self) -> bool {
+        self.errors().next().is_some()
+    }
+
+    /// The errors.
+    pub fn errors(&self) -> impl Iterator<Item = &Violation> {
+        self.violations.iter().filter(|v| v.severity == Severity::Error)
+    }
+
+    /// The warnings.
+    pub fn warnings(&self) -> impl Iterator<Item = &Violation> {
+        self.violations.iter().filter(|v| v.severity == Severity::Warning)
+    }
+
+    /// The distinct rule codes broken, sorted.
+    pub fn codes(&self) -> BTreeSet<&'static str> {
+        self.violations.iter().map(|v| v.code).collect()
+    }
+
+    fn push(&mut self, severity: Severity, code: &'static str, message: String, members: Vec<String>) {
+        self.violations.push(Violation { code, severity, message, members });
+    }
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for v in &self.violations {
+            writeln!(f, "{v}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Checks every rule of `cfg` and reports all violations.
+pub fn validate(cfg: &DomainConfig) -> Report {
+    let mut r = Report::default();
+    let e = Severity::Error;
+
+    if cfg.domain.name.trim().is_empty() {
+        r.push(e, rule::DOMAIN_NAME, "the domain name is empty; give [domain] a name".into(), vec![]);
+    }
+    if cfg.nodes.is_empty() {
+        r.push(e, rule::NO_NODES, "the domain lists no [[node]]".into(), vec![]);
+    }
+    if cfg.domain.replicas == Replicas::Count(0) {
+        r.push(e, rule::REPLICAS_MIN, "replicas must be at least 1 (or \"entire-domain\")".into(), vec![]);
+    }
+    check_timing(cfg, &mut r);
+    check_unique(cfg, &mut r);
+
+    // Modes, per session manager.
+    let managers: Vec<(String, Mode)> = cfg
+        .nodes
+        .iter()
+        .flat_map(|n| n.manager_modes().into_iter().map(move |(m, mode)| (format!("{}/{}", n.name, m), mode)))
+        .collect();
+    let with = |pred: fn(Mode) -> bool| -> Vec<String> {
+        managers.iter().filter(|(_, m)| pred(*m)).map(|(n, _)| n.clone()).collect()
+    };
+    let both = with(|m| m == Mode::Both);
+    let clients = with(|m| m == Mode::Client);
+    let servers = with(|m| m == Mode::Server);
+
+    for n in &cfg.nodes {
+        let mut modes: BTreeMap<Mode, Vec<String>> = BTreeMap::new();
+        if let (Some(m), false) = (n.mode, n.managers.is_empty()) {
+            modes.entry(m).or_default().push(format!("{} (node mode)", n.name));
+        }
+        for (k, m) in &n.managers {
+            modes.entry(*m).or_default().push(format!("{}/{k}", n.name));
+        }
+        if modes.len() > 1 {
+            let list = modes
+                .iter()
+                .map(|(m, who)| format!("{} is {m}", who.join(", ")))
+                .collect::<Vec<_>>()
+                .join("; ");
+            r.push(
+                e,
+                rule::NODE_MODES_DIFFER,
+                format!(
+                    "all session managers of node {} must have the same mode in one domain: {list}",
+                    n.name
+                ),
+                modes.into_values().flatten().collect(),
+            );
+        }
+    }
+
+    let topology = cfg.topology();
+    match cfg.domain.topology {
+        Some(Topology::PeerToPeer) => {
+            let not_both: Vec<String> = clients.iter().chain(&servers).cloned().collect();
+            if !not_both.is_empty() {
+                r.push(
+                    e,
+                    rule::P2P_REQUIRES_BOTH,
+                    "in a peer-to-peer domain every session manager must be `both`; these are client or server only".into(),
+                    not_both,
+                );
+            }
+        }
+        Some(Topology::ClientServer) => {
+            if !both.is_empty() {
+                r.push(
+                    e,
+                    rule::CS_FORBIDS_BOTH,
+                    "in a client-server domain every session manager must be `client` or `server`, never `both`".into(),
+                    both.clone(),
+                );
+            }
+        }
+        None => {
+            let mixed = !both.is_empty() && (!clients.is_empty() || !servers.is_empty());
+            if mixed {
+                let mut members = both.clone();
+                members.extend(clients.iter().chain(&servers).cloned());
+                r.push(
+                    e,
+                    rule::MIXED_BOTH,
+                    "`both` cannot share a domain with `client` or `server`: make every manager `both` (peer-to-peer) or every one `client` or `server` (client-server)".into(),
+                    members,
+                );
+            }
+        }
+    }
+    if topology == Topology::ClientServer && !cfg.nodes.is_empty() && servers.is_empty() {
+        r.push(
+            e,
+            rule::CS_NEEDS_SERVER,
+            "a client-server domain needs at least one `server` to hold backups".into(),
+            vec![],
+        );
+    }
+
+    // Warnings.
+    let w = Severity::Warning;
+    if topology == Topology::ClientServer && clients.is_empty() && !servers.is_empty() {
+        r.push(
+            w,
+            rule::CS_NO_CLIENT,
+            "the client-server domain has no `client`: no node owns sessions, so nothing is replicated"
+                .into(),
+            vec![],
+        );
+    }
+    if let Replicas::Count(n) = cfg.domain.replicas {
+        let n = n as usize;
+        let holders: Vec<String> = cfg
+            .nodes
+            .iter()
+            .filter(|nd| match topology {
+                Topology::PeerToPeer => nd.mode() == Mode::Both,
+                Topology::ClientServer => nd.mode() == Mode::Server,
+            })
+            .map(|nd| nd.name.to_string())
+            .collect();
+        // An owner never holds its own backup: in peer-to-peer one holder is the owner.
+        let available = match topology {
+            Topology::PeerToPeer => holders.len().saturating_sub(1),
+            Topology::ClientServer => holders.len(),
+        };
+        if n > available && n >= 1 && !holders.is_empty() {
+            r.push(
+                w,
+                rule::FEWER_HOLDERS,
+                format!(
+                    "replicas = {n}, but only {available} node(s) can hold a backup of any one session, so each session will have {available} backup(s) ({} copies in all, counting the owner's)",
+                    available + 1
+                ),
+                holders,
+            );
+        }
+    }
+    if topology == Topology::PeerToPeer && cfg.nodes.len() == 2 {
+        r.push(
+            w,
+            rule::TWO_NODE_P2P,
+            "a two-node peer-to-peer domain: after one node fails the survivor owns every session with no backup until the other returns".into(),
+            cfg.nodes.iter().map(|n| n.name.to_string()).collect(),
+        );
+    }
+    r.violations.sort_by_key(|v| v.severity);
+    r
+}
+
+fn check_timing(cfg: &DomainConfig, r: &mut Report) {
+    let d = &cfg.domain;
+    let mut bad = Vec::new();
+    for (k, v) in [
+        ("request_timeout_ms", d.request_timeout_ms),
+        ("heartbeat_interval_ms", d.heartbeat_interval_ms),
+        ("failure_timeout_ms", d.failure_timeout_ms),
+    ] {
+        if v == 0 {
+            bad.push(format!("{k} must be above 0"));
+        }
+    }
+    if d.heartbeat_interval_ms > 0 && d.failure_timeout_ms < 2 * d.heartbeat_interval_ms {
+        bad.push(format!(
+            "failure_timeout_ms ({}) must be at least twice heartbeat_interval_ms ({}), or a single late heartbeat fails a live node",
+            d.failure_timeout_ms, d.heartbeat_interval_ms
+        ));
+    }
+    for b in bad {
+        r.push(Severity::Error, rule::TIMING, b, vec![]);
+    }
+}
+
+fn check_unique(cfg: &DomainConfig, r: &mut Report) {
+    let mut names: BTreeMap<&str, usize> = BTreeMap::new();
+    for n in &cfg.nodes {
+        *names.entry(n.name.as_str()).or_default() += 1;
+    }
+    for (name, count) in names.into_iter().filter(|(_, c)| *c > 1) {
+        r.push(
+            Severity::Error,
+            rule::DUPLICATE_NAME,
+            format!("{count} nodes are named {name}; node names must be unique in a domain"),
+            vec![name.to_owned()],
+        );
+    }
+    let mut addrs: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for n in &cfg.nodes {
+        addrs.entry(n.address.as_str()).or_default().push(format!("{} (address)", n.name));
+        if let Some(a) = &n.admin {
+            addrs.entry(a.as_str()).or_default().push(format!("{} (admin)", n.name));
+        }
+    }
+    for (addr, users) in addrs.into_iter().filter(|(_, u)| u.len() > 1) {
+        r.push(
+            Severity::Error,
+            rule::DUPLICATE_ADDRESS,
+            format!(
+                "{addr} is used by {} listeners; every replication and admin address must be unique",
+                users.len()
+            ),
+            users,
+        );
+    }
+}
