@@ -379,11 +379,11 @@ impl DomainConfig {
         self.nodes.iter().find(|n| &n.name == name)
     }
 
-    /// The topology as written, or inferred from the modes: peer-to-peer when every node is
-    /// `both`, client-server otherwise.
+    /// The topology as written, or inferred from the modes: peer-to-peer when every session
+    /// manager is `both`, client-server otherwise.
     pub fn topology(&self) -> Topology {
         self.domain.topology.unwrap_or_else(|| {
-            if self.nodes.iter().all(|n| n.mode() == Mode::Both) {
+            if self.nodes.iter().flat_map(NodeConfig::manager_modes).all(|(_, m)| m == Mode::Both) {
                 Topology::PeerToPeer
             } else {
                 Topology::ClientServer

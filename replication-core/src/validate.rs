@@ -225,8 +225,13 @@ pub fn validate(cfg: &DomainConfig) -> Report {
         );
     }
 
-    // Warnings.
+    // Warnings. Capacity warnings are left out while the modes themselves are wrong: fixing
+    // the modes changes who can hold backups.
     let w = Severity::Warning;
+    let modes_wrong = r.violations.iter().any(|v| {
+        [rule::P2P_REQUIRES_BOTH, rule::CS_FORBIDS_BOTH, rule::MIXED_BOTH, rule::NODE_MODES_DIFFER]
+            .contains(&v.code)
+    });
     if topology == Topology::ClientServer && clients.is_empty() && !servers.is_empty() {
         r.push(
             w,
@@ -252,7 +257,7 @@ pub fn validate(cfg: &DomainConfig) -> Report {
             Topology::PeerToPeer => holders.len().saturating_sub(1),
             Topology::ClientServer => holders.len(),
         };
-        if n > available && n >= 1 && !holders.is_empty() {
+        if n > available && !modes_wrong && !holders.is_empty() {
             r.push(
                 w,
                 rule::FEWER_HOLDERS,
