@@ -20,6 +20,9 @@ pub mod rule {
     pub const NO_NODES: &str = "no-nodes";
     /// `replicas` is below 1.
     pub const REPLICAS_MIN: &str = "replicas-min";
+    /// A node or domain name that is not 1 to 63 letters, digits or inner hyphens (names go
+    /// into certificate names and session ids).
+    pub const NAME_CHARS: &str = "name-chars";
     /// Two nodes share a name.
     pub const DUPLICATE_NAME: &str = "duplicate-node-name";
     /// Two listeners (replication or admin) share an address.
@@ -137,6 +140,7 @@ pub fn validate(cfg: &DomainConfig) -> Report {
     if cfg.domain.replicas == Replicas::Count(0) {
         r.push(e, rule::REPLICAS_MIN, "replicas must be at least 1 (or \"entire-domain\")".into(), vec![]);
     }
+    check_names(cfg, &mut r);
     check_timing(cfg, &mut r);
     check_unique(cfg, &mut r);
 
@@ -279,6 +283,37 @@ pub fn validate(cfg: &DomainConfig) -> Report {
     }
     r.violations.sort_by_key(|v| v.severity);
     r
+}
+
+/// Whether `name` is a DNS label: 1 to 63 ASCII letters, digits and hyphens, no hyphen at
+/// either end. Node and domain names appear in certificate names (`node.domain.m2m`) and in
+/// session ids, so they must be.
+pub fn is_label(name: &str) -> bool {
+    (1..=63).contains(&name.len())
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-')
+}
+
+fn check_names(cfg: &DomainConfig, r: &mut Report) {
+    let name = cfg.domain.name.as_str();
+    if !name.trim().is_empty() && !is_label(name) {
+        r.push(
+            Severity::Error,
+            rule::NAME_CHARS,
+            format!("domain name `{name}` must be 1 to 63 letters, digits or inner hyphens"),
+            vec![],
+        );
+    }
+    let bad: BTreeSet<&str> = cfg.nodes.iter().map(|n| n.name.as_str()).filter(|n| !is_label(n)).collect();
+    if !bad.is_empty() {
+        r.push(
+            Severity::Error,
+            rule::NAME_CHARS,
+            "node names must be 1 to 63 letters, digits or inner hyphens (they appear in certificates and session ids)".into(),
+            bad.into_iter().map(str::to_owned).collect(),
+        );
+    }
 }
 
 fn check_timing(cfg: &DomainConfig, r: &mut Report) {

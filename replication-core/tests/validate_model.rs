@@ -14,7 +14,11 @@ fn mode() -> impl Strategy<Value = Mode> {
 
 fn node() -> impl Strategy<Value = NodeConfig> {
     (
-        0..6usize,
+        prop_oneof![
+            (0..6usize).prop_map(|i| format!("n{i}")),
+            Just("n.1".to_owned()),
+            Just("n:1".to_owned())
+        ],
         0..8u16,
         proptest::option::of(0..8u16),
         proptest::option::of(mode()),
@@ -25,7 +29,7 @@ fn node() -> impl Strategy<Value = NodeConfig> {
         ),
     )
         .prop_map(|(name, port, admin, mode, managers)| NodeConfig {
-            name: NodeId::new(&format!("n{name}")),
+            name: NodeId::new(&name),
             address: Address::parse(&format!("127.0.0.1:{}", 7100 + port)).expect("valid address"),
             admin: admin.map(|p| Address::parse(&format!("127.0.0.1:{}", 7100 + p)).expect("valid address")),
             mode,
@@ -35,7 +39,7 @@ fn node() -> impl Strategy<Value = NodeConfig> {
 
 fn domain() -> impl Strategy<Value = DomainConfig> {
     (
-        prop_oneof![Just(""), Just(" "), Just("web"), Just("shop")],
+        prop_oneof![Just(""), Just(" "), Just("web"), Just("shop"), Just("a.b"), Just("-x")],
         proptest::option::of(prop_oneof![Just(Topology::PeerToPeer), Just(Topology::ClientServer)]),
         prop_oneof![(0..5u32).prop_map(Replicas::Count), Just(Replicas::EntireDomain)],
         prop_oneof![Just(0u64), Just(100), Just(200), Just(1000)],
@@ -61,8 +65,20 @@ fn model(cfg: &DomainConfig) -> (BTreeSet<&'static str>, BTreeSet<&'static str>)
     let mut errors = BTreeSet::new();
     let mut warnings = BTreeSet::new();
     let d = &cfg.domain;
+    let label = |s: &str| {
+        !s.is_empty()
+            && s.len() < 64
+            && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            && !s.starts_with('-')
+            && !s.ends_with('-')
+    };
     if d.name.trim().is_empty() {
         errors.insert(rule::DOMAIN_NAME);
+    } else if !label(&d.name) {
+        errors.insert(rule::NAME_CHARS);
+    }
+    if cfg.nodes.iter().any(|n| !label(n.name.as_str())) {
+        errors.insert(rule::NAME_CHARS);
     }
     if cfg.nodes.is_empty() {
         errors.insert(rule::NO_NODES);
