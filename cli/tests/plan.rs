@@ -242,3 +242,16 @@ fn bad_arguments_exit_2() {
     let json = plan_json(&[THREE, "--sessions", "0"]);
     assert_eq!(sum(&json, "owns"), 0);
 }
+
+#[test]
+fn sessions_without_a_possible_owner_are_reported_unplaced() {
+    let file = fixture("client-server-no-client.toml");
+    let run = m2m(&["plan", &file, "--sessions", "10"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stderr.contains("warning[client-server-no-client]"), "{run:?}");
+    assert!(run.stdout.contains("unplaced: 10 session(s)"), "{run:?}");
+    let json = plan_json(&[&file, "--sessions", "10", "--fail", "store1"]);
+    assert_eq!(n(&json["unplaced"]), 10, "{json}");
+    assert_eq!(sum(&json, "owns"), 0);
+    assert_eq!(n(&json["after_failure"]["lost"]), 0, "{json}");
+}
