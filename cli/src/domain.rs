@@ -1,0 +1,111 @@
+//! Reading a domain file, shared by every subcommand that takes one.
+
+use std::fmt;
+use std::path::Path;
+
+use replication_core::{DomainConfig, Error};
+use serde_json::{Value, json};
+
+/// Why a domain file cannot be used at all (exit code 2).
+#[derive(Debug)]
+pub(crate) enum LoadError {
+    /// The file cannot be read (missing, a directory, no permission).
+    Read {
+        /// The path as given.
+        file: String,
+        /// The operating system's reason.
+        message: String,
+    },
+    /// The file is not UTF-8, not TOML, or does not match the schema. `line` and `column` are
+    /// 1-based, 0 when unknown.
+    Parse {
+        /// The path as given.
+        file: String,
+        /// 1-based line, 0 when unknown.
+        line: usize,
+        /// 1-based column, 0 when unknown.
+        column: usize,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl LoadError {
+    /// The JSON shape used by `--format json`: `{"file", "valid": false, "parse_error": {..}}`
+    /// or `{"file", "valid": false, "read_error": {"message"}}`.
+    pub(crate) fn to_json(&self) -> Value {
+        match self {
+            LoadError::Read { file, message } => {
+                json!({ "file": file, "valid": false, "read_error": { "message": message } })
+            }
+            LoadError::Parse { file, line, column, message } => json!({
+                "file": file,
+                "valid": false,
+                "parse_error": { "line": line, "column": column, "message": message },
+            }),
+        }
+    }
+}
+
+impl fmt::Display for LoadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LoadError::Read { file, message } => write!(f, "{file}: cannot read the file: {message}"),
+            LoadError::Parse { file, line: 0, message, .. } => {
+                write!(f, "{file}: cannot parse the domain file: {message}")
+            }
+            LoadError::Parse { file, line, column, message } => write!(
+                f,
+                "{file}:{line}:{column}: cannot parse the domain file (line {line}, column {column}): {message}"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for LoadError {}
+
+/// Reads and parses (but does not validate) the domain file at `path`.
+pub(crate) fn load(path: &Path) -> Result<DomainConfig, LoadError> {
+    let file = path.display().to_string();
+    let bytes =
+        std::fs::read(path).map_err(|e| LoadError::Read { file: file.clone(), message: e.to_string() })?;
+    let text = match String::from_utf8(bytes) {
+        Ok(t) => t,
+        Err(e) => {
+            let good = e.utf8_error().valid_up_to();
+            let bytes = e.as_bytes();
+            let (line, column) = line_col(bytes.get(..good).unwrap_or_default());
+            let bad = bytes.get(good).copied().unwrap_or_default();
+            return Err(LoadError::Parse {
+                file,
+                line,
+                column,
+                message: format!("the file is not UTF-8 text (byte 0x{bad:02x})"),
+            });
+        }
+    };
+    DomainConfig::parse(&text, &file).map_err(|e| match e {
+        Error::Parse { line, column, message, .. } => LoadError::Parse { file, line, column, message },
+        other => LoadError::Parse { file, line: 0, column: 0, message: other.to_string() },
+    })
+}
+
+/// 1-based line and column just after `before` (which is valid UTF-8 up to its end).
+fn line_col(before: &[u8]) -> (usize, usize) {
+    let text = String::from_utf8_lossy(before);
+    let line = text.matches('\n').count() + 1;
+    let column = text.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn line_col_counts_from_one() {
+        assert_eq!(line_col(b""), (1, 1));
+        assert_eq!(line_col(b"ab"), (1, 3));
+        assert_eq!(line_col(b"ab\nc"), (2, 2));
+    }
+}
