@@ -181,3 +181,59 @@ fn help_on_every_command() {
     assert!(top.contains("validate") && top.contains("plan"), "{top}");
     assert!(m2m(&["plan", "--help"]).stdout.contains("--fail <NODE>"));
 }
+
+/// Every golden domain file of the core through the real binary: exit 0 for `valid/`, 1 for
+/// `invalid/` with each expected code in the JSON, 2 with the position for `parse-error/`.
+#[test]
+fn golden_domain_files() {
+    let root = common::workspace_root().join("replication-core/testdata/domains");
+    let mut seen = 0;
+    for (dir, want_code) in [("valid", 0), ("invalid", 1), ("parse-error", 2)] {
+        let mut files: Vec<_> = std::fs::read_dir(root.join(dir))
+            .expect("golden dir")
+            .map(|e| e.expect("entry").path())
+            .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+            .collect();
+        files.sort();
+        for path in files {
+            let file = path.to_str().expect("utf-8 path").to_owned();
+            let text = std::fs::read_to_string(&path).expect("readable");
+            let header = |key: &str| {
+                text.lines().find_map(|l| l.strip_prefix(&format!("# {key}:"))).map(|s| s.trim().to_owned())
+            };
+            let run = m2m(&["validate", &file, "--format", "json"]);
+            assert_eq!(run.code, want_code, "{file}: {run:?}");
+            let json = run.json();
+            match dir {
+                "parse-error" => {
+                    let want = header("parse-error").expect("parse-error header");
+                    let pos = want.split(' ').next().expect("position");
+                    let got = format!("{}:{}", json["parse_error"]["line"], json["parse_error"]["column"]);
+                    assert_eq!(got, pos, "{file}: {json}");
+                    // The text form names the file, line and column too.
+                    let text_run = m2m(&["validate", &file]);
+                    assert!(text_run.all().contains(&format!("{file}:{pos}")), "{text_run:?}");
+                }
+                _ => {
+                    let mut got = codes(&json["errors"]);
+                    got.sort();
+                    got.dedup();
+                    let mut want: Vec<String> = header("errors")
+                        .expect("errors header")
+                        .split(',')
+                        .map(|s| s.trim().to_owned())
+                        .filter(|s| !s.is_empty())
+                        .collect();
+                    want.sort();
+                    assert_eq!(got, want, "{file}: {json}");
+                    let text_run = m2m(&["validate", &file]);
+                    for code in &want {
+                        assert!(text_run.stdout.contains(&format!("error[{code}]")), "{file}: {text_run:?}");
+                    }
+                }
+            }
+            seen += 1;
+        }
+    }
+    assert!(seen >= 20, "only {seen} golden files");
+}

@@ -218,7 +218,14 @@ impl Placement {
                 }
             };
             let after = self.backups(sid, &new_owner, alive);
-            let wanted = self.replicas.wanted(eligible);
+            // The target after the failure: `replicas` backups as far as the config has
+            // eligible nodes, or for `entire-domain` every live eligible node.
+            let wanted = match self.replicas {
+                Replicas::Count(_) => self.replicas.wanted(eligible),
+                Replicas::EntireDomain => {
+                    self.members.iter().filter(|m| m.stores && m.id != new_owner && alive(&m.id)).count()
+                }
+            };
             // Copies that exist right after the failure, before any re-replication: the
             // surviving holders. Under-replicated: fewer surviving backups than wanted.
             let surviving_backups = survivors.iter().filter(|n| **n != &new_owner).count();

@@ -174,3 +174,17 @@ fn what_if_counts_add_up_and_lose_nothing_when_replicas_cover_the_failures() {
     assert!(w.lost > 0);
     assert_eq!(w.lost + w.ownership_moved + w.nodes[&NodeId::new("node3")].owned, 3000);
 }
+
+#[test]
+fn entire_domain_target_after_a_failure_counts_live_nodes_only() {
+    let c = cfg(3, None, Replicas::EntireDomain);
+    let p = Placement::new(&c);
+    let ids: Vec<String> = (0..500).map(|i| format!("s-{i}")).collect();
+    let owners: Vec<NodeId> = ids.iter().map(|s| p.home(s, |_| true).expect("owner")).collect();
+    let failed: BTreeSet<NodeId> = [NodeId::new("node1")].into();
+    let w = p.what_if(ids.iter().map(String::as_str).zip(&owners), &failed);
+    assert_eq!(w.lost, 0);
+    assert_eq!(w.below_target_after_recovery, 0, "the failed node is not a target");
+    // Every survivor pair holds one owner and one backup of every session.
+    assert_eq!(w.nodes.values().map(|l| l.backups_after).sum::<usize>(), 500);
+}
