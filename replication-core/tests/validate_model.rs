@@ -152,8 +152,13 @@ fn model(cfg: &DomainConfig) -> (BTreeSet<&'static str>, BTreeSet<&'static str>)
         && let Replicas::Count(r) = d.replicas
     {
         // A valid domain: each node has one mode.
+        // Holders are nodes (a node with two server managers is one holder).
+        let node_is_server = |n: &replication_core::config::NodeConfig| {
+            n.mode == Some(Mode::Server)
+                || (!n.managers.is_empty() && n.managers.values().all(|&m| m == Mode::Server))
+        };
         let holders =
-            if cs { all.iter().filter(|&&m| m == Mode::Server).count() } else { cfg.nodes.len() - 1 };
+            if cs { cfg.nodes.iter().filter(|n| node_is_server(n)).count() } else { cfg.nodes.len() - 1 };
         if r as usize > holders {
             warnings.insert(rule::FEWER_HOLDERS);
         }
