@@ -398,14 +398,20 @@ async fn accept_handshake(
         let (mut tx, mut rx) =
             conn.accept_bi().await.map_err(|e| (who.clone(), format!("handshake failed: {e}")))?;
         let mut buf = Vec::new();
-        let hello = match read_frame::<_, ()>(&mut rx, &mut buf, shared.max_frame).await {
-            Ok(Some(Frame::Hello(h))) => h,
-            Ok(Some(other)) => {
-                return Err((who, framing(&WireError::Unexpected { expected: "hello", got: other.kind() })));
-            }
-            Ok(None) => return Err((who, "closed before its hello".into())),
-            Err(e) => return Err((who, e.to_string())),
-        };
+        let hello =
+            match read_frame::<_, ()>(&mut rx, &mut buf, shared.max_frame.min(wire::MAX_HANDSHAKE_FRAME))
+                .await
+            {
+                Ok(Some(Frame::Hello(h))) => h,
+                Ok(Some(other)) => {
+                    return Err((
+                        who,
+                        framing(&WireError::Unexpected { expected: "hello", got: other.kind() }),
+                    ));
+                }
+                Ok(None) => return Err((who, "closed before its hello".into())),
+                Err(e) => return Err((who, e.to_string())),
+            };
         let mut enc = FrameEncoder::new(shared.max_frame);
         if let Err(r) = hello.check(&shared.cfg, &shared.local, authenticated.as_ref()) {
             let reason = r.to_string();
@@ -470,7 +476,7 @@ async fn dial(shared: &Shared, peer: &NodeId) -> Result<Link, DialError> {
         enc.hello(&shared.hello).map_err(|e| DialError::Refused(e.to_string()))?;
         tx.write_all(enc.finish()).await.map_err(|e| DialError::Refused(format!("handshake failed: {e}")))?;
         let mut buf = Vec::new();
-        match read_frame::<_, ()>(&mut rx, &mut buf, shared.max_frame).await {
+        match read_frame::<_, ()>(&mut rx, &mut buf, shared.max_frame.min(wire::MAX_HANDSHAKE_FRAME)).await {
             Ok(Some(Frame::Hello(h))) => {
                 if &h.node != peer {
                     return Err(DialError::Refused(format!(
