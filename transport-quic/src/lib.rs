@@ -470,36 +470,52 @@ async fn dial(shared: &Shared, peer: &NodeId) -> Result<Link, DialError> {
             }
             e => DialError::Refused(format!("[{}] QUIC/TLS handshake failed: {e}", refusal::CERTIFICATE)),
         })?;
-        let (mut tx, mut rx) =
-            conn.open_bi().await.map_err(|e| DialError::Refused(format!("handshake failed: {e}")))?;
-        let mut enc = FrameEncoder::new(shared.max_frame);
-        enc.hello(&shared.hello).map_err(|e| DialError::Refused(e.to_string()))?;
-        tx.write_all(enc.finish()).await.map_err(|e| DialError::Refused(format!("handshake failed: {e}")))?;
-        let mut buf = Vec::new();
-        match read_frame::<_, ()>(&mut rx, &mut buf, shared.max_frame.min(wire::MAX_HANDSHAKE_FRAME)).await {
-            Ok(Some(Frame::Hello(h))) => {
-                if &h.node != peer {
-                    return Err(DialError::Refused(format!(
-                        "[{}] dialed `{peer}` at {}, but `{}` answered",
-                        refusal::UNEXPECTED_PEER,
-                        node.address,
-                        h.node
-                    )));
+        let exchange = async {
+            let (mut tx, mut rx) =
+                conn.open_bi().await.map_err(|e| DialError::Refused(format!("handshake failed: {e}")))?;
+            let mut enc = FrameEncoder::new(shared.max_frame);
+            enc.hello(&shared.hello).map_err(|e| DialError::Refused(e.to_string()))?;
+            tx.write_all(enc.finish())
+                .await
+                .map_err(|e| DialError::Refused(format!("handshake failed: {e}")))?;
+            let mut buf = Vec::new();
+            match read_frame::<_, ()>(&mut rx, &mut buf, shared.max_frame.min(wire::MAX_HANDSHAKE_FRAME))
+                .await
+            {
+                Ok(Some(Frame::Hello(h))) => {
+                    if &h.node != peer {
+                        return Err(DialError::Refused(format!(
+                            "[{}] dialed `{peer}` at {}, but `{}` answered",
+                            refusal::UNEXPECTED_PEER,
+                            node.address,
+                            h.node
+                        )));
+                    }
+                    let auth = shared.secure.then_some(peer);
+                    h.check(&shared.cfg, &shared.local, auth)
+                        .map_err(|r| DialError::Refused(r.to_string()))?;
+                    Ok(Link { conn: conn.clone(), control_tx: tx, control_rx: rx })
                 }
-                let auth = shared.secure.then_some(peer);
-                h.check(&shared.cfg, &shared.local, auth).map_err(|r| DialError::Refused(r.to_string()))?;
-                Ok(Link { conn, control_tx: tx, control_rx: rx })
+                Ok(Some(Frame::Refuse(reason))) => {
+                    Err(DialError::Refused(format!("refused by the peer: {reason}")))
+                }
+                Ok(Some(other)) => Err(DialError::Refused(framing(&WireError::Unexpected {
+                    expected: "hello",
+                    got: other.kind(),
+                }))),
+                Ok(None) => Err(DialError::Refused("the peer closed the stream during the handshake".into())),
+                Err(e) => Err(DialError::Refused(format!("handshake failed: {e}"))),
             }
-            Ok(Some(Frame::Refuse(reason))) => {
-                Err(DialError::Refused(format!("refused by the peer: {reason}")))
-            }
-            Ok(Some(other)) => Err(DialError::Refused(framing(&WireError::Unexpected {
-                expected: "hello",
-                got: other.kind(),
-            }))),
-            Ok(None) => Err(DialError::Refused("the peer closed the stream during the handshake".into())),
-            Err(e) => Err(DialError::Refused(format!("handshake failed: {e}"))),
-        }
+        };
+        exchange.await.map_err(|e| match conn.close_reason() {
+            // In TLS 1.3 the acceptor checks our certificate after our side of the TLS
+            // handshake is done: its verdict closes the connection with a crypto error.
+            Some(why) if why.to_string().contains("cryptographic handshake") => DialError::Refused(format!(
+                "[{}] the peer refused the TLS handshake: {why}",
+                refusal::CERTIFICATE
+            )),
+            _ => e,
+        })
     };
     match tokio::time::timeout(timeout, work).await {
         Ok(r) => r,
