@@ -243,6 +243,12 @@ pub async fn handshake_insecure<H: Harness>() {
     connected(c.node("b"), "a").await;
     c.node("b").try_send(&n("a"), msg(None, 1)).expect("queued");
     assert_eq!(receive(c.node("a"), "b", 1).await, vec![msg(None, 1)]);
+    // The runtime may hold a transport as a trait object.
+    let mut c = c;
+    let a: Box<dyn Transport<TestMsg>> = Box::new(c.nodes.remove("a").expect("a"));
+    a.try_send(&n("b"), msg(None, 2)).expect("queued");
+    assert_eq!(receive(c.node("b"), "a", 1).await, vec![msg(None, 2)]);
+    a.shutdown().await;
 }
 
 pub async fn messages_both_ways_in_order<H: Harness>() {
