@@ -98,6 +98,26 @@ fn line_col(before: &[u8]) -> (usize, usize) {
     (line, column)
 }
 
+/// Reads, parses and validates the domain file at `path` for a command that needs a usable
+/// domain. On failure the problem is printed to stderr and the exit code is returned: 2 when
+/// the file cannot be read or parsed, 1 when it breaks a rule. Warnings are printed and pass.
+pub(crate) fn load_valid(path: &Path) -> Result<DomainConfig, std::process::ExitCode> {
+    let file = path.display().to_string();
+    let cfg = load(path).map_err(|e| {
+        eprintln!("{e}");
+        crate::output::exit(crate::output::EXIT_UNUSABLE)
+    })?;
+    let report = replication_core::validate::validate(&cfg);
+    if report.has_errors() {
+        eprint!("{}", crate::cmd::validate::report_text(&file, &cfg, &report));
+        return Err(crate::output::exit(crate::output::EXIT_INVALID));
+    }
+    for w in report.warnings() {
+        eprintln!("{w}");
+    }
+    Ok(cfg)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

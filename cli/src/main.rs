@@ -27,6 +27,8 @@ enum Command {
     Validate(cmd::validate::Args),
     /// Show where sessions would live, and what happens when nodes fail ("what if").
     Plan(cmd::plan::Args),
+    /// Create the domain's certificate authority and the nodes' certificates.
+    Certs(cmd::certs::Args),
 }
 
 fn main() -> ExitCode {
@@ -34,6 +36,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Validate(args) => cmd::validate::run(&args),
         Command::Plan(args) => cmd::plan::run(&args),
+        Command::Certs(args) => cmd::certs::run(&args),
     };
     match result {
         Ok(code) => code,

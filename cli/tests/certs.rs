@@ -1,0 +1,61 @@
+//! End-to-end tests of `m2m certs init`, running the real binary.
+
+mod common;
+
+use common::{fixture, m2m};
+
+fn scratch_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("m2m-certs-tests").join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+#[test]
+fn init_creates_a_ca_and_one_certificate_per_node_and_keeps_existing_files() {
+    let dir = scratch_dir("init");
+    let out = dir.to_str().expect("utf-8");
+    let run = m2m(&["certs", "init", "--domain", "examples/domains/three-node.toml", "--out", out]);
+    assert_eq!(run.code, 0, "{run:?}");
+    for f in ["ca.pem", "ca.key", "app1.pem", "app1.key", "app2.pem", "app3.key"] {
+        let text = std::fs::read_to_string(dir.join(f)).unwrap_or_else(|e| panic!("{f}: {e}"));
+        assert!(text.contains("-----BEGIN"), "{f} is PEM");
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(dir.join("app1.key")).expect("key").permissions().mode();
+        assert_eq!(mode & 0o077, 0, "keys are private: {mode:o}");
+    }
+    assert!(run.stdout.contains("app1") && run.stdout.contains("issued"), "{run:?}");
+    let before = std::fs::read_to_string(dir.join("app2.pem")).expect("cert");
+    let again = m2m(&["certs", "init", "--domain", "examples/domains/three-node.toml", "--out", out]);
+    assert_eq!(again.code, 0, "{again:?}");
+    assert!(again.stdout.contains("kept"), "{again:?}");
+    assert_eq!(std::fs::read_to_string(dir.join("app2.pem")).expect("cert"), before, "not overwritten");
+    // The material loads as a node identity.
+    let cfg = replication_core::DomainConfig::parse(
+        &std::fs::read_to_string(common::workspace_root().join("examples/domains/three-node.toml"))
+            .expect("read"),
+        "three-node",
+    )
+    .expect("parses");
+    let pem = replication_core::tls::load_node(&dir, &"app3".into()).expect("loads");
+    let cfg = std::sync::Arc::new(cfg);
+    replication_core::tls::server_config(&cfg, &"app3".into(), &pem).expect("a usable server identity");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn init_refuses_invalid_and_unreadable_domains() {
+    let dir = scratch_dir("refuse");
+    let out = dir.to_str().expect("utf-8");
+    let run = m2m(&["certs", "init", "--domain", &fixture("invalid-many.toml"), "--out", out]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stderr.contains("error["), "{run:?}");
+    let run = m2m(&["certs", "init", "--domain", "no/such/file.toml", "--out", out]);
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(run.stderr.contains("no/such/file.toml"), "{run:?}");
+    assert!(!dir.exists(), "nothing written for a bad domain");
+    let run = m2m(&["certs", "init", "--out", out]);
+    assert_eq!(run.code, 2, "missing --domain: {run:?}");
+}
