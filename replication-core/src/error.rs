@@ -1,6 +1,8 @@
 //! The crate's error type.
 
+use crate::config::TransportKind;
 use crate::validate::Report;
+use crate::wire::{Refusal, WireError};
 
 /// Everything that can go wrong in `replication-core`.
 #[derive(Debug, thiserror::Error)]
@@ -41,4 +43,32 @@ pub enum Error {
     /// The transport or node has shut down.
     #[error("closed")]
     Closed,
+    /// A framing error on one connection (oversize frame, garbage, truncated frame).
+    #[error("wire: {0}")]
+    Wire(#[from] WireError),
+    /// A handshake was refused; the refusal names the rule.
+    #[error("refused: {0}")]
+    Refused(#[from] Refusal),
+    /// The domain asks for a transport this build does not include.
+    #[error(
+        "the domain uses transport `{kind}`, which this build does not include: rebuild with cargo feature `{kind}`"
+    )]
+    Unsupported {
+        /// The transport the domain file names.
+        kind: TransportKind,
+    },
+    /// Certificates or TLS configuration: cannot generate, parse or use them.
+    #[error("tls: {0}")]
+    Tls(String),
+    /// Reading or writing a file (certificates, keys).
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// The transport settings are unusable (this node not in the domain, zero capacities...).
+    #[error("settings: {0}")]
+    Settings(String),
 }

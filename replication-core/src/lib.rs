@@ -5,7 +5,9 @@
 //! - the domain configuration model ([`config`]) and its rules ([`validate`]),
 //! - placement of session copies on nodes ([`placement`]),
 //! - the messages nodes exchange ([`message`]) and the contract transports implement
-//!   ([`transport`]).
+//!   ([`transport`]), and the codec they share ([`wire`]);
+//! - with the off-by-default cargo feature `tls`: domain certificates and mutual-TLS configs
+//!   (`tls`).
 //!
 //! ```
 //! use replication_core::{DomainConfig, validate::rule};
@@ -28,8 +30,11 @@ pub mod config;
 pub mod error;
 pub mod message;
 pub mod placement;
+#[cfg(feature = "tls")]
+pub mod tls;
 pub mod transport;
 pub mod validate;
+pub mod wire;
 
 pub use config::{DomainConfig, Mode, NodeId, Replicas, Topology, TransportKind};
 pub use error::Error;

@@ -10,10 +10,13 @@
 //! whose queue to a peer is full refuses the message with [`Error::QueueFull`] rather than
 //! blocking the driver: blocking there could deadlock two nodes sending to each other.
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::config::NodeId;
+use crate::config::{DomainConfig, NodeId, TransportKind};
 use crate::error::Error;
 
 /// A message a transport can carry.
@@ -69,4 +72,185 @@ pub trait Transport<M: WireMessage>: Send + Sync + 'static {
     /// Stops accepting and connecting, flushes what is queued (bounded by a grace period),
     /// and closes every link.
     async fn shutdown(&self);
+}
+
+/// The error a runtime returns when the domain file names a transport this build does not
+/// include (see the cargo features `tcp` and `quic` of the runtime crate).
+pub fn unsupported(kind: TransportKind) -> Error {
+    Error::Unsupported { kind }
+}
+
+/// PEM text of one node's credentials: the domain CA certificate, the node's certificate
+/// (signed by that CA, naming the node; see `tls` with the `tls` feature) and its private key.
+#[derive(Clone)]
+pub struct PemMaterial {
+    /// The domain CA certificate (`ca.pem`).
+    pub ca_cert: String,
+    /// This node's certificate (`<node>.pem`).
+    pub cert: String,
+    /// This node's private key (`<node>.key`), PKCS#8.
+    pub key: String,
+}
+
+impl std::fmt::Debug for PemMaterial {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PemMaterial").field("key", &"<redacted>").finish_non_exhaustive()
+    }
+}
+
+/// How a transport authenticates its peers.
+#[derive(Clone, Debug)]
+pub enum Security {
+    /// Mutual TLS 1.3: a peer is accepted only with a certificate from the domain CA naming a
+    /// node of the domain.
+    Tls(PemMaterial),
+    /// No authentication, no encryption: plain TCP, or QUIC with a throwaway self-signed
+    /// certificate and verification off. The Hello is taken at its word. For loopback demos
+    /// only; the transport logs a warning when it starts.
+    Insecure,
+}
+
+/// Everything a transport needs to start; the same struct for every transport, so an
+/// application switches transports with a cargo feature and nothing else.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct TransportSettings {
+    /// The domain (validated).
+    pub domain: Arc<DomainConfig>,
+    /// This node; must be listed in `domain`.
+    pub local: NodeId,
+    /// Authentication.
+    pub security: Security,
+    /// Largest frame payload sent or accepted, in bytes (default 16 MiB).
+    pub max_frame: usize,
+    /// Messages queued per peer before `try_send` reports `QueueFull` (default 1024).
+    pub queue_capacity: usize,
+    /// How long a new connection has to finish TLS and the Hello exchange (default 5 s).
+    pub handshake_timeout: Duration,
+    /// Connections still in their handshake at any time; more are dropped at once (default 64).
+    pub max_unauthenticated: usize,
+    /// First reconnect delay; doubles up to `reconnect_max`, with jitter (default 50 ms).
+    pub reconnect_min: Duration,
+    /// Longest reconnect delay (default 5 s).
+    pub reconnect_max: Duration,
+    /// How long `shutdown` may spend flushing queued messages (default 2 s).
+    pub shutdown_grace: Duration,
+    /// Received events buffered before readers wait for the application (default 4096).
+    pub event_capacity: usize,
+    /// A TCP listener bound in advance (tests bind port 0, then write the domain file); when
+    /// `None`, the TCP transport binds this node's address from the domain file.
+    pub tcp_listener: Option<std::net::TcpListener>,
+    /// A UDP socket bound in advance, for QUIC, like `tcp_listener`.
+    pub udp_socket: Option<std::net::UdpSocket>,
+}
+
+impl TransportSettings {
+    /// Settings with the defaults above.
+    pub fn new(domain: Arc<DomainConfig>, local: NodeId, security: Security) -> Self {
+        TransportSettings {
+            domain,
+            local,
+            security,
+            max_frame: crate::wire::DEFAULT_MAX_FRAME,
+            queue_capacity: 1024,
+            handshake_timeout: Duration::from_secs(5),
+            max_unauthenticated: 64,
+            reconnect_min: Duration::from_millis(50),
+            reconnect_max: Duration::from_secs(5),
+            shutdown_grace: Duration::from_secs(2),
+            event_capacity: 4096,
+            tcp_listener: None,
+            udp_socket: None,
+        }
+    }
+
+    /// Checks what a transport relies on: this node is listed, limits are not zero.
+    pub fn check(&self) -> Result<(), Error> {
+        if self.domain.node(&self.local).is_none() {
+            return Err(Error::Settings(format!(
+                "this node `{}` is not listed in domain `{}`",
+                self.local, self.domain.domain.name
+            )));
+        }
+        if self.max_frame < crate::wire::MIN_MAX_FRAME || self.max_frame > u32::MAX as usize {
+            return Err(Error::Settings(format!(
+                "max_frame must be between {} and {} bytes",
+                crate::wire::MIN_MAX_FRAME,
+                u32::MAX
+            )));
+        }
+        if self.queue_capacity == 0 || self.max_unauthenticated == 0 || self.event_capacity == 0 {
+            return Err(Error::Settings(
+                "queue_capacity, max_unauthenticated and event_capacity must be at least 1".into(),
+            ));
+        }
+        if self.reconnect_min.is_zero() || self.reconnect_max < self.reconnect_min {
+            return Err(Error::Settings("need 0 < reconnect_min <= reconnect_max".into()));
+        }
+        Ok(())
+    }
+
+    /// Whether this node dials `peer` (the other side waits for the call): the node whose
+    /// name sorts first dials, so each pair has exactly one link and no simultaneous connects.
+    pub fn dials(&self, peer: &NodeId) -> bool {
+        self.local < *peer
+    }
+}
+
+/// Jittered exponential backoff for reconnects, without a random-number dependency.
+#[derive(Debug)]
+pub struct Backoff {
+    min: Duration,
+    max: Duration,
+    current: Duration,
+    state: u64,
+}
+
+impl Backoff {
+    /// Starts at `min`, doubles up to `max`.
+    pub fn new(min: Duration, max: Duration) -> Self {
+        use std::hash::BuildHasher;
+        let seed = std::collections::hash_map::RandomState::new().hash_one(0u64) | 1;
+        Backoff { min, max, current: min, state: seed }
+    }
+
+    /// The next delay: uniformly in [d/2, d] for the current step d, which then doubles.
+    pub fn next_delay(&mut self) -> Duration {
+        // xorshift64
+        self.state ^= self.state << 13;
+        self.state ^= self.state >> 7;
+        self.state ^= self.state << 17;
+        let d = self.current;
+        self.current = (self.current * 2).min(self.max);
+        let half = d / 2;
+        let span = u64::try_from(half.as_micros()).unwrap_or(u64::MAX).max(1);
+        half + Duration::from_micros(self.state % span)
+    }
+
+    /// Back to the first step (after a successful connect).
+    pub fn reset(&mut self) {
+        self.current = self.min;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_with_jitter_and_is_capped() {
+        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_millis(800));
+        let d: Vec<Duration> = (0..6).map(|_| b.next_delay()).collect();
+        assert!(d[0] >= Duration::from_millis(50) && d[0] <= Duration::from_millis(100));
+        assert!(d[3] >= Duration::from_millis(400) && d[3] <= Duration::from_millis(800));
+        assert!(d[5] <= Duration::from_millis(800));
+        b.reset();
+        assert!(b.next_delay() <= Duration::from_millis(100));
+    }
+
+    #[test]
+    fn unsupported_names_the_feature() {
+        let e = unsupported(TransportKind::Quic).to_string();
+        assert!(e.contains("feature `quic`"), "{e}");
+    }
 }

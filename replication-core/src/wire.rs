@@ -1,0 +1,727 @@
+//! The shared codec: frames, batches and the handshake, without any I/O.
+//!
+//! Both transports (`transport-tcp`, `transport-quic`) speak the same byte format on each
+//! stream:
+//!
+//! ```text
+//! frame   = length:u32 (big endian) payload          ; length = payload bytes, <= max frame
+//! payload = kind:u8 body
+//! kind 1  = Hello   body = one MessagePack map (rmp-serde, named fields)
+//! kind 2  = Refuse  body = one MessagePack string: why the peer was refused, naming the rule
+//! kind 3  = Batch   body = zero or more MessagePack values (rmp-serde, compact), one per message
+//! ```
+//!
+//! The first exchange on every connection is a [`Hello`] each way: the dialer sends its
+//! Hello, the acceptor checks it with [`Hello::check`] and answers with its own Hello, or
+//! with a Refuse frame and closes. After that only Batch frames flow. Several queued messages
+//! are written as one Batch frame (see [`FrameEncoder`]), so one write carries them all.
+//!
+//! Everything here is total: arbitrary input yields a [`WireError`], never a panic. A frame
+//! over the limit, garbage, a truncated frame or a refused Hello is an error for that
+//! connection only.
+//!
+//! ```
+//! use replication_core::wire::{Frame, FrameDecoder, FrameEncoder, DEFAULT_MAX_FRAME};
+//! use replication_core::Message;
+//!
+//! let mut enc = FrameEncoder::new(DEFAULT_MAX_FRAME);
+//! enc.push(&Message::Heartbeat { incarnation: 1 }).expect("small");
+//! enc.push(&Message::Heartbeat { incarnation: 2 }).expect("small");
+//! let bytes = enc.finish().to_vec(); // one frame holding both messages
+//!
+//! let mut dec = FrameDecoder::new(DEFAULT_MAX_FRAME);
+//! dec.extend(&bytes);
+//! match dec.next_frame::<Message>() {
+//!     Ok(Some(Frame::Batch(msgs))) => assert_eq!(msgs.len(), 2),
+//!     other => panic!("{other:?}"),
+//! }
+//! ```
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::config::{DomainConfig, Mode, NodeId, Topology};
+use crate::validate::rule;
+
+/// The default largest frame payload: 16 MiB.
+pub const DEFAULT_MAX_FRAME: usize = 16 * 1024 * 1024;
+
+/// The smallest frame limit a transport accepts (a Hello must fit).
+pub const MIN_MAX_FRAME: usize = 1024;
+
+/// Bytes of the length prefix.
+pub const LEN_PREFIX: usize = 4;
+
+const KIND_HELLO: u8 = 1;
+const KIND_REFUSE: u8 = 2;
+const KIND_BATCH: u8 = 3;
+
+/// The first frame on every connection, each way.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    /// The sender's protocol version ([`crate::PROTOCOL_VERSION`]).
+    pub protocol_version: u32,
+    /// The sender's domain name.
+    pub domain: String,
+    /// The sender; must equal the identity its certificate names.
+    pub node: NodeId,
+    /// The sender's mode; must be the mode the domain file gives it.
+    pub mode: Mode,
+}
+
+/// Stable codes of the handshake rules, used in [`Refusal::rule`] (besides the topology rules
+/// [`rule::P2P_REQUIRES_BOTH`] and [`rule::CS_FORBIDS_BOTH`] of [`crate::validate`]).
+pub mod refusal {
+    /// The peer speaks another protocol version.
+    pub const PROTOCOL_VERSION: &str = "protocol-version";
+    /// The peer belongs to another domain.
+    pub const OTHER_DOMAIN: &str = "other-domain";
+    /// The peer names a node the domain file does not list.
+    pub const UNKNOWN_NODE: &str = "unknown-node";
+    /// The node named in the Hello is not the node the certificate names.
+    pub const IDENTITY_MISMATCH: &str = "identity-mismatch";
+    /// The peer claims to be this very node.
+    pub const SELF_CONNECTION: &str = "self-connection";
+    /// The peer's mode differs from the mode the domain file gives it.
+    pub const MODE_DIFFERS: &str = "mode-differs-from-config";
+    /// The dialed address answered as another node than the one dialed.
+    pub const UNEXPECTED_PEER: &str = "unexpected-peer";
+    /// The certificate does not chain to the domain CA or names no node of the domain.
+    pub const CERTIFICATE: &str = "certificate";
+    /// The peer broke the framing rules (oversize frame, garbage, truncated frame).
+    pub const FRAMING: &str = "framing";
+    /// The peer did not complete the handshake in time.
+    pub const HANDSHAKE_TIMEOUT: &str = "handshake-timeout";
+    /// Too many connections are waiting for their handshake.
+    pub const TOO_MANY_UNAUTHENTICATED: &str = "too-many-unauthenticated";
+}
+
+/// Why a Hello was refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("[{rule}] {reason}")]
+pub struct Refusal {
+    /// The rule broken: one of [`refusal`], or a topology rule code of [`rule`].
+    pub rule: &'static str,
+    /// A sentence a person understands.
+    pub reason: String,
+}
+
+impl Refusal {
+    fn new(rule: &'static str, reason: String) -> Self {
+        Refusal { rule, reason }
+    }
+}
+
+impl Hello {
+    /// The Hello `node` sends in `cfg`; `None` when the domain file does not list `node`.
+    pub fn for_node(cfg: &DomainConfig, node: &NodeId) -> Option<Hello> {
+        let n = cfg.node(node)?;
+        Some(Hello {
+            protocol_version: crate::PROTOCOL_VERSION,
+            domain: cfg.domain.name.clone(),
+            node: node.clone(),
+            mode: n.mode(),
+        })
+    }
+
+    /// Checks a peer's Hello against the local domain file. `local` is this node;
+    /// `authenticated` is the node the peer's certificate names (`None` only for insecure
+    /// links, where the Hello is taken at its word).
+    pub fn check(
+        &self,
+        cfg: &DomainConfig,
+        local: &NodeId,
+        authenticated: Option<&NodeId>,
+    ) -> Result<(), Refusal> {
+        if self.protocol_version != crate::PROTOCOL_VERSION {
+            return Err(Refusal::new(
+                refusal::PROTOCOL_VERSION,
+                format!(
+                    "{} speaks protocol version {}, this node speaks {}",
+                    self.node,
+                    self.protocol_version,
+                    crate::PROTOCOL_VERSION
+                ),
+            ));
+        }
+        if self.domain != cfg.domain.name {
+            return Err(Refusal::new(
+                refusal::OTHER_DOMAIN,
+                format!(
+                    "{} belongs to domain `{}`, this node to domain `{}`",
+                    self.node, self.domain, cfg.domain.name
+                ),
+            ));
+        }
+        let Some(node) = cfg.node(&self.node) else {
+            return Err(Refusal::new(
+                refusal::UNKNOWN_NODE,
+                format!("`{}` is not a node of domain `{}`", self.node, cfg.domain.name),
+            ));
+        };
+        if let Some(id) = authenticated
+            && id != &self.node
+        {
+            return Err(Refusal::new(
+                refusal::IDENTITY_MISMATCH,
+                format!("the certificate names node `{id}` but the hello names `{}`", self.node),
+            ));
+        }
+        if &self.node == local {
+            return Err(Refusal::new(
+                refusal::SELF_CONNECTION,
+                format!("the peer claims to be this node (`{local}`)"),
+            ));
+        }
+        match cfg.topology() {
+            Topology::PeerToPeer if self.mode != Mode::Both => {
+                return Err(Refusal::new(
+                    rule::P2P_REQUIRES_BOTH,
+                    format!(
+                        "{} announces mode `{}`, but domain `{}` is peer-to-peer: every node must be `both`",
+                        self.node, self.mode, cfg.domain.name
+                    ),
+                ));
+            }
+            Topology::ClientServer if self.mode == Mode::Both => {
+                return Err(Refusal::new(
+                    rule::CS_FORBIDS_BOTH,
+                    format!(
+                        "{} announces mode `both`, but domain `{}` is client-server: nodes must be `client` or `server`",
+                        self.node, cfg.domain.name
+                    ),
+                ));
+            }
+            _ => {}
+        }
+        if self.mode != node.mode() {
+            return Err(Refusal::new(
+                refusal::MODE_DIFFERS,
+                format!(
+                    "{} announces mode `{}`, the domain file gives it `{}`",
+                    self.node,
+                    self.mode,
+                    node.mode()
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// One decoded frame.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Frame<M> {
+    /// The handshake frame.
+    Hello(Hello),
+    /// The peer refused this connection; the text names the rule.
+    Refuse(String),
+    /// Messages, in the order sent.
+    Batch(Vec<M>),
+}
+
+impl<M> Frame<M> {
+    /// The frame's kind, for error messages.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Frame::Hello(_) => "hello",
+            Frame::Refuse(_) => "refuse",
+            Frame::Batch(_) => "batch",
+        }
+    }
+}
+
+/// A framing or encoding error. Fatal for the connection it happened on, for nothing else.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum WireError {
+    /// A frame (or a single message) is larger than the limit.
+    #[error("frame of {len} bytes exceeds the limit of {max} bytes")]
+    TooLarge {
+        /// The frame's payload length (or the message's encoded size).
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A frame of length zero (it has no kind byte).
+    #[error("empty frame")]
+    Empty,
+    /// The kind byte is none of Hello, Refuse, Batch.
+    #[error("unknown frame kind {0:#04x} (garbage, or a peer speaking another protocol)")]
+    UnknownKind(u8),
+    /// The frame's body does not decode.
+    #[error("malformed {kind} frame: {message}")]
+    Malformed {
+        /// The frame kind.
+        kind: &'static str,
+        /// The decoder's complaint.
+        message: String,
+    },
+    /// The stream ended in the middle of a frame.
+    #[error("stream ended inside a frame ({buffered} bytes of it received)")]
+    Truncated {
+        /// Bytes of the incomplete frame received.
+        buffered: usize,
+    },
+    /// A valid frame arrived where another kind was required (e.g. data before the Hello).
+    #[error("expected a {expected} frame, got a {got} frame")]
+    Unexpected {
+        /// The kind required.
+        expected: &'static str,
+        /// The kind received.
+        got: &'static str,
+    },
+    /// A message or Hello could not be encoded.
+    #[error("cannot encode: {0}")]
+    Encode(String),
+}
+
+/// Checks a frame header: the payload length it announces, or [`WireError::TooLarge`] /
+/// [`WireError::Empty`]. For readers that read the 4-byte prefix and then the payload.
+pub fn frame_len(header: [u8; LEN_PREFIX], max_frame: usize) -> Result<usize, WireError> {
+    let len = u32::from_be_bytes(header) as usize;
+    if len == 0 {
+        Err(WireError::Empty)
+    } else if len > max_frame {
+        Err(WireError::TooLarge { len, max: max_frame })
+    } else {
+        Ok(len)
+    }
+}
+
+/// Decodes one frame payload (the bytes after the length prefix).
+pub fn decode_payload<M: DeserializeOwned>(payload: &[u8]) -> Result<Frame<M>, WireError> {
+    let (&kind, mut body) = payload.split_first().ok_or(WireError::Empty)?;
+    match kind {
+        KIND_HELLO => {
+            let hello: Hello = rmp_serde::from_slice(body)
+                .map_err(|e| WireError::Malformed { kind: "hello", message: e.to_string() })?;
+            Ok(Frame::Hello(hello))
+        }
+        KIND_REFUSE => {
+            let reason: String = rmp_serde::from_slice(body)
+                .map_err(|e| WireError::Malformed { kind: "refuse", message: e.to_string() })?;
+            Ok(Frame::Refuse(reason))
+        }
+        KIND_BATCH => {
+            let mut msgs = Vec::new();
+            while !body.is_empty() {
+                let m: M = rmp_serde::from_read(&mut body)
+                    .map_err(|e| WireError::Malformed { kind: "batch", message: e.to_string() })?;
+                msgs.push(m);
+            }
+            Ok(Frame::Batch(msgs))
+        }
+        other => Err(WireError::UnknownKind(other)),
+    }
+}
+
+/// Incremental decoder for a byte stream: feed bytes with [`FrameDecoder::extend`], take
+/// frames with [`FrameDecoder::next_frame`]. A frame over the limit is reported as soon as
+/// its header arrives, before its body is buffered.
+#[derive(Debug)]
+pub struct FrameDecoder {
+    buf: Vec<u8>,
+    start: usize,
+    max_frame: usize,
+}
+
+impl FrameDecoder {
+    /// A decoder refusing frames larger than `max_frame`.
+    pub fn new(max_frame: usize) -> Self {
+        FrameDecoder { buf: Vec::new(), start: 0, max_frame }
+    }
+
+    /// Appends received bytes.
+    pub fn extend(&mut self, bytes: &[u8]) {
+        if self.start > 0 && self.start == self.buf.len() {
+            self.buf.clear();
+            self.start = 0;
+        } else if self.start > 64 * 1024 && self.start * 2 > self.buf.len() {
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// Bytes received but not yet decoded.
+    pub fn buffered(&self) -> usize {
+        self.buf.len() - self.start
+    }
+
+    /// The next complete frame, `Ok(None)` when more bytes are needed.
+    pub fn next_frame<M: DeserializeOwned>(&mut self) -> Result<Option<Frame<M>>, WireError> {
+        let rest = self.buf.get(self.start..).unwrap_or_default();
+        let Some((header, after)) = rest.split_first_chunk::<LEN_PREFIX>() else {
+            return Ok(None);
+        };
+        let len = frame_len(*header, self.max_frame)?;
+        let Some(payload) = after.get(..len) else {
+            return Ok(None);
+        };
+        let frame = decode_payload(payload)?;
+        self.start += LEN_PREFIX + len;
+        Ok(Some(frame))
+    }
+
+    /// Call when the stream ends: an error if a partial frame is buffered.
+    pub fn finish(&self) -> Result<(), WireError> {
+        match self.buffered() {
+            0 => Ok(()),
+            buffered => Err(WireError::Truncated { buffered }),
+        }
+    }
+}
+
+/// Builds the bytes of one write: frames appended to one buffer. Consecutive messages pushed
+/// with [`FrameEncoder::push`] share a Batch frame until the frame would exceed the limit,
+/// then a new frame starts. Reuse it with [`FrameEncoder::clear`] to keep its allocation.
+#[derive(Debug)]
+pub struct FrameEncoder {
+    buf: Vec<u8>,
+    /// Where the open Batch frame starts (its length prefix), if one is open.
+    open: Option<usize>,
+    max_frame: usize,
+}
+
+impl FrameEncoder {
+    /// An encoder producing frames of at most `max_frame` payload bytes.
+    pub fn new(max_frame: usize) -> Self {
+        FrameEncoder { buf: Vec::new(), open: None, max_frame }
+    }
+
+    /// The frame limit.
+    pub fn max_frame(&self) -> usize {
+        self.max_frame
+    }
+
+    /// Appends a Hello frame.
+    pub fn hello(&mut self, hello: &Hello) -> Result<(), WireError> {
+        self.close();
+        let start = self.begin(KIND_HELLO);
+        if let Err(e) = rmp_serde::encode::write_named(&mut self.buf, hello) {
+            self.buf.truncate(start);
+            return Err(WireError::Encode(e.to_string()));
+        }
+        self.end(start)
+    }
+
+    /// Appends a Refuse frame (the reason is cut to fit the limit).
+    pub fn refuse(&mut self, reason: &str) -> Result<(), WireError> {
+        self.close();
+        let mut reason = reason;
+        let cap = self.max_frame.saturating_sub(16);
+        if reason.len() > cap {
+            let mut end = cap;
+            while !reason.is_char_boundary(end) {
+                end -= 1;
+            }
+            reason = &reason[..end];
+        }
+        let start = self.begin(KIND_REFUSE);
+        if let Err(e) = rmp_serde::encode::write(&mut self.buf, reason) {
+            self.buf.truncate(start);
+            return Err(WireError::Encode(e.to_string()));
+        }
+        self.end(start)
+    }
+
+    /// Appends a message to the open Batch frame (opening one if needed). A message that
+    /// alone exceeds the limit is not added: [`WireError::TooLarge`] with its size.
+    pub fn push<M: Serialize>(&mut self, msg: &M) -> Result<(), WireError> {
+        let start = match self.open {
+            Some(s) => s,
+            None => {
+                let s = self.begin(KIND_BATCH);
+                self.open = Some(s);
+                s
+            }
+        };
+        let pos = self.buf.len();
+        if let Err(e) = rmp_serde::encode::write(&mut self.buf, msg) {
+            self.buf.truncate(pos);
+            self.drop_empty_open();
+            return Err(WireError::Encode(e.to_string()));
+        }
+        let msg_len = self.buf.len() - pos;
+        let payload = self.buf.len() - start - LEN_PREFIX;
+        if payload <= self.max_frame {
+            return Ok(());
+        }
+        // Too big for this frame: alone, or together with what the frame already holds?
+        if msg_len + 1 > self.max_frame {
+            self.buf.truncate(pos);
+            self.drop_empty_open();
+            return Err(WireError::TooLarge { len: msg_len + 1, max: self.max_frame });
+        }
+        let bytes = self.buf.split_off(pos);
+        self.close();
+        let s = self.begin(KIND_BATCH);
+        self.open = Some(s);
+        self.buf.extend_from_slice(&bytes);
+        Ok(())
+    }
+
+    /// Whether nothing has been encoded since the last clear.
+    pub fn is_empty(&self) -> bool {
+        self.buf.is_empty()
+    }
+
+    /// Bytes encoded so far (including an open frame).
+    pub fn len(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Closes the open frame and returns every byte encoded since the last clear.
+    pub fn finish(&mut self) -> &[u8] {
+        self.close();
+        &self.buf
+    }
+
+    /// Forgets the encoded bytes, keeping the allocation.
+    pub fn clear(&mut self) {
+        self.buf.clear();
+        self.open = None;
+    }
+
+    fn begin(&mut self, kind: u8) -> usize {
+        let start = self.buf.len();
+        self.buf.extend_from_slice(&[0; LEN_PREFIX]);
+        self.buf.push(kind);
+        start
+    }
+
+    /// Writes the length of the frame starting at `start`; removes it if it is too large.
+    fn end(&mut self, start: usize) -> Result<(), WireError> {
+        let len = self.buf.len() - start - LEN_PREFIX;
+        if len > self.max_frame {
+            self.buf.truncate(start);
+            return Err(WireError::TooLarge { len, max: self.max_frame });
+        }
+        let prefix = u32::try_from(len).map_err(|_| WireError::TooLarge { len, max: self.max_frame })?;
+        self.buf[start..start + LEN_PREFIX].copy_from_slice(&prefix.to_be_bytes());
+        Ok(())
+    }
+
+    fn close(&mut self) {
+        if let Some(start) = self.open.take() {
+            // The open frame never exceeds the limit (push keeps it so), so this cannot fail.
+            let _ = self.end(start);
+        }
+    }
+
+    fn drop_empty_open(&mut self) {
+        if let Some(start) = self.open
+            && self.buf.len() == start + LEN_PREFIX + 1
+        {
+            self.buf.truncate(start);
+            self.open = None;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transport::WireMessage;
+    use proptest::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+    struct T {
+        key: Option<u64>,
+        body: String,
+    }
+
+    impl WireMessage for T {
+        fn ordering_key(&self) -> Option<u64> {
+            self.key
+        }
+    }
+
+    fn cfg(text: &str) -> DomainConfig {
+        DomainConfig::parse(text, "t").expect("valid")
+    }
+
+    fn p2p() -> DomainConfig {
+        cfg("[domain]\nname='web'\n[[node]]\nname='a'\naddress='127.0.0.1:1'\n\
+             [[node]]\nname='b'\naddress='127.0.0.1:2'\n")
+    }
+
+    fn cs() -> DomainConfig {
+        cfg("[domain]\nname='web'\ntopology='client-server'\n\
+             [[node]]\nname='c'\naddress='127.0.0.1:1'\nmode='client'\n\
+             [[node]]\nname='s'\naddress='127.0.0.1:2'\nmode='server'\n")
+    }
+
+    fn decode_all(bytes: &[u8], max: usize) -> Result<Vec<Frame<T>>, WireError> {
+        let mut d = FrameDecoder::new(max);
+        d.extend(bytes);
+        let mut out = Vec::new();
+        while let Some(f) = d.next_frame()? {
+            out.push(f);
+        }
+        d.finish()?;
+        Ok(out)
+    }
+
+    #[test]
+    fn hello_round_trip_and_accept() {
+        let c = p2p();
+        let h = Hello::for_node(&c, &NodeId::new("a")).expect("listed");
+        let mut e = FrameEncoder::new(DEFAULT_MAX_FRAME);
+        e.hello(&h).expect("fits");
+        let frames = decode_all(e.finish(), DEFAULT_MAX_FRAME).expect("decodes");
+        assert_eq!(frames, vec![Frame::Hello(h.clone())]);
+        h.check(&c, &NodeId::new("b"), Some(&NodeId::new("a"))).expect("accepted");
+        h.check(&c, &NodeId::new("b"), None).expect("accepted insecure");
+        assert!(Hello::for_node(&c, &NodeId::new("zz")).is_none());
+    }
+
+    #[test]
+    fn hello_refusals_name_their_rule() {
+        let c = p2p();
+        let b = NodeId::new("b");
+        let good = Hello::for_node(&c, &NodeId::new("a")).expect("listed");
+        let case = |h: Hello, auth: Option<&str>| {
+            let auth = auth.map(NodeId::new);
+            h.check(&c, &b, auth.as_ref()).expect_err("refused").rule
+        };
+        let v = Hello { protocol_version: crate::PROTOCOL_VERSION + 1, ..good.clone() };
+        assert_eq!(case(v, None), refusal::PROTOCOL_VERSION);
+        assert_eq!(case(Hello { domain: "shop".into(), ..good.clone() }, None), refusal::OTHER_DOMAIN);
+        assert_eq!(case(Hello { node: NodeId::new("x"), ..good.clone() }, None), refusal::UNKNOWN_NODE);
+        assert_eq!(case(good.clone(), Some("b")), refusal::IDENTITY_MISMATCH);
+        assert_eq!(case(Hello { node: b.clone(), ..good.clone() }, None), refusal::SELF_CONNECTION);
+        assert_eq!(case(Hello { mode: Mode::Client, ..good.clone() }, None), rule::P2P_REQUIRES_BOTH);
+
+        let c2 = cs();
+        let h = Hello::for_node(&c2, &NodeId::new("c")).expect("listed");
+        let s = NodeId::new("s");
+        h.check(&c2, &s, None).expect("accepted");
+        let r = Hello { mode: Mode::Both, ..h.clone() }.check(&c2, &s, None).expect_err("both");
+        assert_eq!(r.rule, rule::CS_FORBIDS_BOTH);
+        let r = Hello { mode: Mode::Server, ..h }.check(&c2, &s, None).expect_err("differs");
+        assert_eq!(r.rule, refusal::MODE_DIFFERS);
+        assert!(r.to_string().contains("mode-differs-from-config"), "{r}");
+    }
+
+    #[test]
+    fn batches_share_a_frame_and_split_at_the_limit() {
+        let msgs: Vec<T> = (0..10).map(|i| T { key: Some(i), body: "x".repeat(100) }).collect();
+        let mut e = FrameEncoder::new(DEFAULT_MAX_FRAME);
+        for m in &msgs {
+            e.push(m).expect("fits");
+        }
+        let frames = decode_all(e.finish(), DEFAULT_MAX_FRAME).expect("decodes");
+        assert_eq!(frames, vec![Frame::Batch(msgs.clone())]);
+
+        // A 350-byte limit holds 3 of these ~105-byte messages per frame.
+        let mut e = FrameEncoder::new(350);
+        for m in &msgs {
+            e.push(m).expect("fits");
+        }
+        let frames = decode_all(e.finish(), 350).expect("decodes");
+        assert!(frames.len() > 1);
+        let flat: Vec<T> = frames
+            .into_iter()
+            .flat_map(|f| match f {
+                Frame::Batch(v) => v,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(flat, msgs);
+    }
+
+    #[test]
+    fn a_message_over_the_limit_is_refused_alone() {
+        let mut e = FrameEncoder::new(1000);
+        e.push(&T { key: None, body: "a".into() }).expect("fits");
+        let err = e.push(&T { key: None, body: "x".repeat(2000) }).expect_err("too big");
+        assert!(matches!(err, WireError::TooLarge { max: 1000, .. }), "{err}");
+        e.push(&T { key: None, body: "b".into() }).expect("fits");
+        let frames = decode_all(e.finish(), 1000).expect("decodes");
+        assert_eq!(frames.len(), 1);
+
+        let mut e = FrameEncoder::new(1000);
+        assert!(e.push(&T { key: None, body: "x".repeat(2000) }).is_err());
+        assert!(e.finish().is_empty());
+    }
+
+    #[test]
+    fn exactly_at_the_limit_passes() {
+        let m = T { key: None, body: "x".repeat(990) };
+        let size = rmp_serde::to_vec(&m).expect("enc").len() + 1;
+        let mut e = FrameEncoder::new(size);
+        e.push(&m).expect("fits exactly");
+        assert_eq!(decode_all(e.finish(), size).expect("ok"), vec![Frame::Batch(vec![m.clone()])]);
+        let mut e = FrameEncoder::new(size - 1);
+        assert!(e.push(&m).is_err());
+    }
+
+    #[test]
+    fn oversize_header_is_refused_before_the_body() {
+        let mut d = FrameDecoder::new(1024);
+        d.extend(&(2048u32).to_be_bytes());
+        assert_eq!(d.next_frame::<T>(), Err(WireError::TooLarge { len: 2048, max: 1024 }));
+    }
+
+    #[test]
+    fn garbage_truncation_and_unknown_kinds_are_errors() {
+        assert!(matches!(decode_all(&[0, 0, 0, 1, 9], 1024), Err(WireError::UnknownKind(9))));
+        assert!(matches!(decode_all(&[0, 0, 0, 0], 1024), Err(WireError::Empty)));
+        assert!(matches!(decode_all(&[0, 0, 0, 3, 3, 0xc1, 0xc1], 1024), Err(WireError::Malformed { .. })));
+        assert!(matches!(decode_all(&[0, 0, 0, 9, 3, 1], 1024), Err(WireError::Truncated { buffered: 6 })));
+        assert!(matches!(decode_all(b"GET / HTTP/1.1\r\n", 1024), Err(WireError::TooLarge { .. })));
+    }
+
+    #[test]
+    fn refuse_frame_round_trip() {
+        let mut e = FrameEncoder::new(64);
+        e.refuse(&"é".repeat(100)).expect("cut to fit");
+        let frames = decode_all(e.finish(), 64).expect("decodes");
+        assert!(matches!(&frames[0], Frame::Refuse(r) if !r.is_empty()));
+    }
+
+    proptest! {
+        #[test]
+        fn round_trip(msgs in proptest::collection::vec((proptest::option::of(any::<u64>()), ".{0,200}"), 0..40),
+                      max in 300usize..4096, chunk in 1usize..64) {
+            let msgs: Vec<T> = msgs.into_iter().map(|(key, body)| T { key, body }).collect();
+            let mut e = FrameEncoder::new(max);
+            let mut sent = Vec::new();
+            for m in &msgs {
+                if e.push(m).is_ok() { sent.push(m.clone()); }
+            }
+            let bytes = e.finish().to_vec();
+            let mut d = FrameDecoder::new(max);
+            let mut got = Vec::new();
+            for piece in bytes.chunks(chunk) {
+                d.extend(piece);
+                while let Some(f) = d.next_frame::<T>().expect("own frames decode") {
+                    match f { Frame::Batch(v) => got.extend(v), other => panic!("{other:?}") }
+                }
+            }
+            prop_assert!(d.finish().is_ok());
+            prop_assert_eq!(got, sent);
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..2048),
+                                       max in 1usize..4096) {
+            let mut d = FrameDecoder::new(max);
+            d.extend(&bytes);
+            while let Ok(Some(_)) = d.next_frame::<T>() {}
+            let _ = d.finish();
+            let _ = decode_payload::<T>(&bytes);
+            let _ = decode_payload::<Hello>(&bytes);
+        }
+
+        #[test]
+        fn framed_garbage_never_panics(body in proptest::collection::vec(any::<u8>(), 0..512), kind in 0u8..5) {
+            let mut payload = vec![kind];
+            payload.extend(&body);
+            let _ = decode_payload::<T>(&payload);
+            let _ = decode_payload::<crate::Message>(&payload);
+        }
+    }
+}
