@@ -5,7 +5,9 @@
 //! - the domain configuration model ([`config`]) and its rules ([`validate`]),
 //! - placement of session copies on nodes ([`placement`]),
 //! - the messages nodes exchange ([`message`]) and the contract transports implement
-//!   ([`transport`]).
+//!   ([`transport`]),
+//! - the replication engine of one node ([`node::Node`], with its [`api`] types): feed it
+//!   inputs, then drain [`Node::poll_output`] until `None` after every call (see [`node`]).
 //!
 //! ```
 //! use replication_core::{DomainConfig, validate::rule};
@@ -24,13 +26,19 @@
 //! assert!(report.codes().contains(rule::CS_NEEDS_SERVER));
 //! ```
 
+pub mod api;
 pub mod config;
 pub mod error;
 pub mod message;
+pub mod node;
 pub mod placement;
 pub mod transport;
 pub mod validate;
 
+pub use api::{
+    Ack, Command, Event, Input, Outcome, Output, PeerView, RequestId, Role, SessionView, Settings, Stats,
+};
 pub use config::{DomainConfig, Mode, NodeId, Replicas, Topology, TransportKind};
 pub use error::Error;
-pub use message::{Message, PROTOCOL_VERSION};
+pub use message::{Attributes, Change, Epoch, Message, PROTOCOL_VERSION, Version};
+pub use node::{Node, NodeError};
