@@ -291,8 +291,14 @@ impl ClientCertVerifier for DomainClientVerifier {
     }
 }
 
-#[derive(Debug)]
 struct NotANode(String);
+
+// rustls prints certificate errors with `Debug`: make it the sentence.
+impl fmt::Debug for NotANode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
 
 impl fmt::Display for NotANode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -1,0 +1,661 @@
+//! m2m transport over TCP, with mutual TLS 1.3 (tokio + tokio-rustls, ring provider).
+//!
+//! [`TcpTransport`] implements [`Transport`]: one logical link per peer, the node whose name
+//! sorts first dials ([`TransportSettings::dials`]), reconnects with jittered exponential
+//! backoff, bounded per-peer queues, a cap on connections in their handshake and a handshake
+//! timeout, and a `shutdown` that flushes what is queued. Frames use the shared codec
+//! ([`replication_core::wire`]); when a peer's queue holds several messages they go out as one
+//! Batch frame in one write and one flush.
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use replication_core::transport::{Security, Transport, TransportEvent, TransportSettings};
+//! use replication_core::{DomainConfig, Message, NodeId, tls};
+//! use transport_tcp::TcpTransport;
+//!
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let (cfg, _) = DomainConfig::load(&std::fs::read_to_string("web.toml")?, "web.toml")?;
+//! let me = NodeId::new("app1");
+//! let pem = tls::load_node(std::path::Path::new("certs"), &me)?;
+//! let settings = TransportSettings::new(Arc::new(cfg), me, Security::Tls(pem));
+//! let t: TcpTransport<Message> = TcpTransport::start(settings).await?;
+//! t.try_send(&NodeId::new("app2"), Message::Heartbeat { incarnation: 1 })?;
+//! while let Some(ev) = t.recv().await {
+//!     if let TransportEvent::Message { from, msg } = ev {
+//!         println!("{from}: {msg:?}");
+//!     }
+//! }
+//! t.shutdown().await;
+//! # Ok(()) }
+//! ```
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use replication_core::config::DomainConfig;
+use replication_core::transport::{
+    Backoff, Security, Transport, TransportEvent, TransportSettings, WireMessage,
+};
+use replication_core::wire::{self, Frame, FrameEncoder, Hello, LEN_PREFIX, WireError, refusal};
+use replication_core::{NodeId, tls};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::task::JoinSet;
+use tracing::{debug, info, warn};
+
+/// Errors of [`TcpTransport::start`].
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Invalid settings, unreadable certificates or TLS configuration (from the core).
+    #[error(transparent)]
+    Core(#[from] replication_core::Error),
+    /// The listener could not be bound or adopted.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address from the domain file, or `pre-bound listener`.
+        addr: String,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+}
+
+/// Bytes a writer gathers into one write before writing (it never waits to gather more).
+const WRITE_BATCH_BYTES: usize = 256 * 1024;
+
+trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
+type Stream = Box<dyn Io>;
+
+struct Shared {
+    cfg: Arc<DomainConfig>,
+    local: NodeId,
+    hello: Hello,
+    tls: Option<(tokio_rustls::TlsAcceptor, tokio_rustls::TlsConnector)>,
+    max_frame: usize,
+    handshake_timeout: Duration,
+    reconnect_min: Duration,
+    reconnect_max: Duration,
+    grace: Duration,
+    shutdown: watch::Receiver<bool>,
+}
+
+struct Peer<M> {
+    queue: mpsc::Sender<M>,
+    links: mpsc::Sender<Stream>,
+}
+
+/// A [`Transport`] over TCP (mutual TLS 1.3, or plain TCP with [`Security::Insecure`]).
+pub struct TcpTransport<M: WireMessage> {
+    shared: Arc<Shared>,
+    peers: HashMap<NodeId, Peer<M>>,
+    events: tokio::sync::Mutex<mpsc::Receiver<TransportEvent<M>>>,
+    stop: watch::Sender<bool>,
+    closed: AtomicBool,
+    tasks: std::sync::Mutex<Option<JoinSet<()>>>,
+    local_addr: SocketAddr,
+}
+
+impl<M: WireMessage> TcpTransport<M> {
+    /// Binds (or adopts `settings.tcp_listener`), starts accepting, and starts a link task per
+    /// peer of the domain. Must be called inside a tokio runtime.
+    pub async fn start(mut settings: TransportSettings) -> Result<Self, Error> {
+        settings.check()?;
+        let cfg = settings.domain.clone();
+        let local = settings.local.clone();
+        let hello = Hello::for_node(&cfg, &local)
+            .ok_or_else(|| replication_core::Error::Settings(format!("`{local}` is not in the domain")))?;
+        let tls = match &settings.security {
+            Security::Tls(pem) => {
+                let server = tls::server_config(&cfg, &local, pem)?;
+                let client = tls::client_config(&cfg, &local, pem)?;
+                Some((tokio_rustls::TlsAcceptor::from(server), tokio_rustls::TlsConnector::from(client)))
+            }
+            Security::Insecure => {
+                warn!(node = %local, "m2m tcp transport is INSECURE: no authentication, no encryption; loopback demos only");
+                None
+            }
+        };
+        let listener = match settings.tcp_listener.take() {
+            Some(l) => {
+                let bind = |source| Error::Bind { addr: "pre-bound listener".into(), source };
+                l.set_nonblocking(true).map_err(bind)?;
+                TcpListener::from_std(l).map_err(bind)?
+            }
+            None => {
+                let addr = cfg.node(&local).map(|n| n.address.to_string()).unwrap_or_default();
+                TcpListener::bind(&addr).await.map_err(|source| Error::Bind { addr, source })?
+            }
+        };
+        let local_addr =
+            listener.local_addr().map_err(|source| Error::Bind { addr: "listener".into(), source })?;
+        let (stop, shutdown) = watch::channel(false);
+        let shared = Arc::new(Shared {
+            cfg: cfg.clone(),
+            local: local.clone(),
+            hello,
+            tls,
+            max_frame: settings.max_frame,
+            handshake_timeout: settings.handshake_timeout,
+            reconnect_min: settings.reconnect_min,
+            reconnect_max: settings.reconnect_max,
+            grace: settings.shutdown_grace,
+            shutdown,
+        });
+        let (ev_tx, ev_rx) = mpsc::channel(settings.event_capacity);
+        let mut tasks = JoinSet::new();
+        let mut peers = HashMap::new();
+        for n in cfg.nodes.iter().filter(|n| n.name != local) {
+            let (queue, queue_rx) = mpsc::channel(settings.queue_capacity);
+            let (links, links_rx) = mpsc::channel(4);
+            let dials = settings.dials(&n.name);
+            tasks.spawn(peer_task(shared.clone(), n.name.clone(), dials, queue_rx, links_rx, ev_tx.clone()));
+            peers.insert(n.name.clone(), Peer { queue, links });
+        }
+        let routes: HashMap<NodeId, mpsc::Sender<Stream>> =
+            peers.iter().map(|(k, p): (&NodeId, &Peer<M>)| (k.clone(), p.links.clone())).collect();
+        let sem = Arc::new(Semaphore::new(settings.max_unauthenticated));
+        tasks.spawn(accept_loop(shared.clone(), listener, sem, routes, ev_tx));
+        info!(node = %local, addr = %local_addr, "m2m tcp transport listening");
+        Ok(TcpTransport {
+            shared,
+            peers,
+            events: tokio::sync::Mutex::new(ev_rx),
+            stop,
+            closed: AtomicBool::new(false),
+            tasks: std::sync::Mutex::new(Some(tasks)),
+            local_addr,
+        })
+    }
+
+    /// The address the listener is bound to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    fn peer(&self, to: &NodeId) -> Result<&Peer<M>, replication_core::Error> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(replication_core::Error::Closed);
+        }
+        self.peers.get(to).ok_or_else(|| replication_core::Error::UnknownPeer { peer: to.to_string() })
+    }
+}
+
+impl<M: WireMessage> Drop for TcpTransport<M> {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+#[async_trait::async_trait]
+impl<M: WireMessage> Transport<M> for TcpTransport<M> {
+    fn local(&self) -> &NodeId {
+        &self.shared.local
+    }
+
+    fn try_send(&self, to: &NodeId, msg: M) -> Result<(), replication_core::Error> {
+        self.peer(to)?.queue.try_send(msg).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => replication_core::Error::QueueFull { peer: to.to_string() },
+            mpsc::error::TrySendError::Closed(_) => replication_core::Error::Closed,
+        })
+    }
+
+    async fn send(&self, to: &NodeId, msg: M) -> Result<(), replication_core::Error> {
+        self.peer(to)?.queue.send(msg).await.map_err(|_| replication_core::Error::Closed)
+    }
+
+    async fn recv(&self) -> Option<TransportEvent<M>> {
+        self.events.lock().await.recv().await
+    }
+
+    async fn shutdown(&self) {
+        self.closed.store(true, Ordering::Release);
+        let _ = self.stop.send(true);
+        let tasks = self.tasks.lock().ok().and_then(|mut t| t.take());
+        if let Some(mut tasks) = tasks {
+            let all = async { while tasks.join_next().await.is_some() {} };
+            if tokio::time::timeout(self.shared.grace + Duration::from_millis(500), all).await.is_err() {
+                warn!(node = %self.shared.local, "shutdown grace elapsed; aborting the remaining links");
+                tasks.abort_all();
+                while tasks.join_next().await.is_some() {}
+            }
+        }
+    }
+}
+
+async fn wait_stop(rx: &mut watch::Receiver<bool>) {
+    let _ = rx.wait_for(|v| *v).await;
+}
+
+fn refused<M>(events: &mpsc::Sender<TransportEvent<M>>, peer: String, reason: String) {
+    warn!(%peer, %reason, "m2m connection refused");
+    // Never block on a refusal: a flood of bad connections must not stall the transport.
+    let _ = events.try_send(TransportEvent::Refused { peer, reason });
+}
+
+/// A reason naming the framing rule.
+fn framing(e: &WireError) -> String {
+    format!("[{}] {e}", refusal::FRAMING)
+}
+
+#[derive(Debug)]
+enum ReadError {
+    Io(std::io::Error),
+    Wire(WireError),
+}
+
+impl std::fmt::Display for ReadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReadError::Io(e) => write!(f, "{e}"),
+            ReadError::Wire(e) => f.write_str(&framing(e)),
+        }
+    }
+}
+
+/// Reads one frame; `Ok(None)` on a clean end of stream between frames.
+async fn read_frame<R: AsyncRead + Unpin, T: serde::de::DeserializeOwned>(
+    r: &mut R,
+    buf: &mut Vec<u8>,
+    max_frame: usize,
+) -> Result<Option<Frame<T>>, ReadError> {
+    let mut header = [0u8; LEN_PREFIX];
+    let mut got = 0;
+    while got < LEN_PREFIX {
+        match r.read(&mut header[got..]).await.map_err(ReadError::Io)? {
+            0 if got == 0 => return Ok(None),
+            0 => return Err(ReadError::Wire(WireError::Truncated { buffered: got })),
+            n => got += n,
+        }
+    }
+    let len = wire::frame_len(header, max_frame).map_err(ReadError::Wire)?;
+    buf.clear();
+    buf.resize(len, 0);
+    if let Err(e) = r.read_exact(buf).await {
+        return Err(if e.kind() == std::io::ErrorKind::UnexpectedEof {
+            ReadError::Wire(WireError::Truncated { buffered: LEN_PREFIX })
+        } else {
+            ReadError::Io(e)
+        });
+    }
+    wire::decode_payload(buf).map(Some).map_err(ReadError::Wire)
+}
+
+async fn write_frames<W: AsyncWrite + Unpin>(w: &mut W, bytes: &[u8]) -> std::io::Result<()> {
+    w.write_all(bytes).await?;
+    w.flush().await
+}
+
+async fn accept_loop<M: WireMessage>(
+    shared: Arc<Shared>,
+    listener: TcpListener,
+    sem: Arc<Semaphore>,
+    routes: HashMap<NodeId, mpsc::Sender<Stream>>,
+    events: mpsc::Sender<TransportEvent<M>>,
+) {
+    let mut stop = shared.shutdown.clone();
+    let mut handshakes = JoinSet::new();
+    loop {
+        let (tcp, addr) = tokio::select! {
+            _ = wait_stop(&mut stop) => return,
+            Some(_) = handshakes.join_next(), if !handshakes.is_empty() => continue,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(permit) = sem.clone().try_acquire_owned() else {
+            refused(
+                &events,
+                addr.to_string(),
+                format!(
+                    "[{}] too many connections are in their handshake",
+                    refusal::TOO_MANY_UNAUTHENTICATED
+                ),
+            );
+            continue; // dropping `tcp` closes it
+        };
+        let shared = shared.clone();
+        let events = events.clone();
+        let routes = routes.clone();
+        handshakes.spawn(async move {
+            let result = accept_handshake(&shared, tcp, addr).await;
+            drop(permit);
+            match result {
+                Ok((node, stream)) => match routes.get(&node) {
+                    Some(route) => {
+                        debug!(peer = %node, %addr, "accepted link");
+                        let _ = route.send(stream).await;
+                    }
+                    None => refused(&events, node.to_string(), "no link for this node".into()),
+                },
+                Err((peer, reason)) => refused(&events, peer, reason),
+            }
+        });
+    }
+}
+
+/// The acceptor's side of the handshake: TLS, then the Hello exchange, all under the
+/// handshake timeout. On failure: (who, why).
+async fn accept_handshake(
+    shared: &Shared,
+    tcp: TcpStream,
+    addr: SocketAddr,
+) -> Result<(NodeId, Stream), (String, String)> {
+    let timeout = shared.handshake_timeout;
+    let work = async {
+        let _ = tcp.set_nodelay(true);
+        let (mut stream, authenticated): (Stream, Option<NodeId>) = match &shared.tls {
+            Some((acceptor, _)) => {
+                let s = acceptor.accept(tcp).await.map_err(|e| {
+                    (addr.to_string(), format!("[{}] TLS handshake failed: {e}", refusal::CERTIFICATE))
+                })?;
+                let id = s
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .and_then(|c| c.first())
+                    .and_then(|c| tls::peer_node(&shared.cfg, c));
+                let Some(id) = id else {
+                    return Err((
+                        addr.to_string(),
+                        format!("[{}] no node certificate", refusal::CERTIFICATE),
+                    ));
+                };
+                (Box::new(s), Some(id))
+            }
+            None => (Box::new(tcp), None),
+        };
+        let who = authenticated.as_ref().map_or_else(|| addr.to_string(), |n| n.to_string());
+        let mut buf = Vec::new();
+        let hello = match read_frame::<_, ()>(&mut stream, &mut buf, shared.max_frame).await {
+            Ok(Some(Frame::Hello(h))) => h,
+            Ok(Some(other)) => {
+                let e = WireError::Unexpected { expected: "hello", got: other.kind() };
+                return Err((who, framing(&e)));
+            }
+            Ok(None) => return Err((who, "closed before its hello".into())),
+            Err(e) => return Err((who, e.to_string())),
+        };
+        let mut enc = FrameEncoder::new(shared.max_frame);
+        if let Err(r) = hello.check(&shared.cfg, &shared.local, authenticated.as_ref()) {
+            let reason = r.to_string();
+            if enc.refuse(&reason).is_ok() {
+                let _ = write_frames(&mut stream, enc.finish()).await;
+                let _ = stream.shutdown().await;
+            }
+            return Err((hello.node.to_string(), reason));
+        }
+        enc.hello(&shared.hello).map_err(|e| (who.clone(), e.to_string()))?;
+        write_frames(&mut stream, enc.finish()).await.map_err(|e| (who, e.to_string()))?;
+        Ok((hello.node, stream))
+    };
+    match tokio::time::timeout(timeout, work).await {
+        Ok(r) => r,
+        Err(_) => Err((
+            addr.to_string(),
+            format!("[{}] no handshake within {timeout:?}", refusal::HANDSHAKE_TIMEOUT),
+        )),
+    }
+}
+
+enum DialError {
+    /// Could not reach the peer (down, restarting): retry quietly.
+    Unreachable(String),
+    /// The peer was reached and the link refused, by either side.
+    Refused(String),
+}
+
+/// The dialer's side: TCP connect, TLS naming the peer, Hello exchange.
+async fn dial(shared: &Shared, peer: &NodeId) -> Result<Stream, DialError> {
+    let Some(node) = shared.cfg.node(peer) else {
+        return Err(DialError::Refused("not in the domain".into()));
+    };
+    let timeout = shared.handshake_timeout;
+    let work = async {
+        let tcp = TcpStream::connect(node.address.as_str())
+            .await
+            .map_err(|e| DialError::Unreachable(format!("connect {}: {e}", node.address)))?;
+        let _ = tcp.set_nodelay(true);
+        let mut stream: Stream = match &shared.tls {
+            Some((_, connector)) => {
+                let name = tls::server_name(&shared.cfg.domain.name, peer)
+                    .map_err(|e| DialError::Refused(e.to_string()))?;
+                Box::new(connector.connect(name, tcp).await.map_err(|e| {
+                    DialError::Refused(format!("[{}] TLS handshake failed: {e}", refusal::CERTIFICATE))
+                })?)
+            }
+            None => Box::new(tcp),
+        };
+        let mut enc = FrameEncoder::new(shared.max_frame);
+        enc.hello(&shared.hello).map_err(|e| DialError::Refused(e.to_string()))?;
+        write_frames(&mut stream, enc.finish())
+            .await
+            .map_err(|e| DialError::Refused(format!("handshake failed: {e}")))?;
+        let mut buf = Vec::new();
+        match read_frame::<_, ()>(&mut stream, &mut buf, shared.max_frame).await {
+            Ok(Some(Frame::Hello(h))) => {
+                if &h.node != peer {
+                    return Err(DialError::Refused(format!(
+                        "[{}] dialed `{peer}` at {}, but `{}` answered",
+                        refusal::UNEXPECTED_PEER,
+                        node.address,
+                        h.node
+                    )));
+                }
+                let auth = shared.tls.as_ref().map(|_| peer);
+                h.check(&shared.cfg, &shared.local, auth).map_err(|r| DialError::Refused(r.to_string()))?;
+                Ok(stream)
+            }
+            Ok(Some(Frame::Refuse(reason))) => {
+                Err(DialError::Refused(format!("refused by the peer: {reason}")))
+            }
+            Ok(Some(other)) => Err(DialError::Refused(framing(&WireError::Unexpected {
+                expected: "hello",
+                got: other.kind(),
+            }))),
+            Ok(None) => Err(DialError::Refused("the peer closed the connection during the handshake".into())),
+            Err(e) => Err(DialError::Refused(format!("handshake failed: {e}"))),
+        }
+    };
+    match tokio::time::timeout(timeout, work).await {
+        Ok(r) => r,
+        Err(_) => Err(DialError::Unreachable(format!("no handshake within {timeout:?}"))),
+    }
+}
+
+enum LinkEnd {
+    Stop,
+    Failed,
+    Replaced(Stream),
+}
+
+async fn peer_task<M: WireMessage>(
+    shared: Arc<Shared>,
+    peer: NodeId,
+    dials: bool,
+    mut queue: mpsc::Receiver<M>,
+    mut links: mpsc::Receiver<Stream>,
+    events: mpsc::Sender<TransportEvent<M>>,
+) {
+    let mut stop = shared.shutdown.clone();
+    let mut backoff = Backoff::new(shared.reconnect_min, shared.reconnect_max);
+    let mut enc = FrameEncoder::new(shared.max_frame);
+    let mut next: Option<Stream> = None;
+    loop {
+        let stream = match next.take() {
+            Some(s) => s,
+            None if dials => {
+                let r = tokio::select! {
+                    _ = wait_stop(&mut stop) => return,
+                    Some(s) = links.recv() => Ok(s),
+                    r = dial(&shared, &peer) => r,
+                };
+                match r {
+                    Ok(s) => s,
+                    Err(e) => {
+                        match e {
+                            DialError::Unreachable(why) => debug!(%peer, %why, "peer unreachable"),
+                            DialError::Refused(why) => refused(&events, peer.to_string(), why),
+                        }
+                        let delay = backoff.next_delay();
+                        tokio::select! {
+                            _ = wait_stop(&mut stop) => return,
+                            Some(s) = links.recv() => next = Some(s),
+                            _ = tokio::time::sleep(delay) => {}
+                        }
+                        continue;
+                    }
+                }
+            }
+            None => tokio::select! {
+                _ = wait_stop(&mut stop) => return,
+                s = links.recv() => match s { Some(s) => s, None => return },
+            },
+        };
+        backoff.reset();
+        info!(%peer, "m2m link up");
+        if events.send(TransportEvent::Connected(peer.clone())).await.is_err() {
+            return;
+        }
+        let end = run_link(&shared, &peer, stream, &mut queue, &mut links, &events, &mut enc).await;
+        info!(%peer, "m2m link down");
+        let _ = events.send(TransportEvent::Disconnected(peer.clone())).await;
+        match end {
+            LinkEnd::Stop => return,
+            LinkEnd::Failed => {
+                if dials {
+                    // Do not hammer a peer that accepts and drops at once.
+                    let delay = backoff.next_delay();
+                    tokio::select! {
+                        _ = wait_stop(&mut stop) => return,
+                        Some(s) = links.recv() => next = Some(s),
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                }
+            }
+            LinkEnd::Replaced(s) => next = Some(s),
+        }
+    }
+}
+
+/// Aborts the task when dropped.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+async fn run_link<M: WireMessage>(
+    shared: &Shared,
+    peer: &NodeId,
+    stream: Stream,
+    queue: &mut mpsc::Receiver<M>,
+    links: &mut mpsc::Receiver<Stream>,
+    events: &mpsc::Sender<TransportEvent<M>>,
+    enc: &mut FrameEncoder,
+) -> LinkEnd {
+    let (rd, mut wr) = tokio::io::split(stream);
+    let mut reader = AbortOnDrop(tokio::spawn(read_loop(rd, peer.clone(), events.clone(), shared.max_frame)));
+    let mut stop = shared.shutdown.clone();
+    loop {
+        tokio::select! {
+            biased;
+            _ = wait_stop(&mut stop) => {
+                let flush = async {
+                    enc.clear();
+                    while let Ok(m) = queue.try_recv() {
+                        encode(enc, peer, &m);
+                    }
+                    if !enc.is_empty() {
+                        write_frames(&mut wr, enc.finish()).await?;
+                    }
+                    wr.shutdown().await?;
+                    // Wait for the peer to close its side, so nothing we sent is reset.
+                    let _ = (&mut reader.0).await;
+                    Ok::<_, std::io::Error>(())
+                };
+                if let Err(e) = tokio::time::timeout(shared.grace, flush).await.unwrap_or_else(|_| {
+                    Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "shutdown grace elapsed"))
+                }) {
+                    debug!(%peer, error = %e, "flush at shutdown incomplete");
+                }
+                return LinkEnd::Stop;
+            }
+            _ = &mut reader.0 => return LinkEnd::Failed,
+            Some(s) = links.recv() => {
+                debug!(%peer, "a new connection replaces the link");
+                return LinkEnd::Replaced(s);
+            }
+            m = queue.recv() => {
+                let Some(m) = m else { return LinkEnd::Stop };
+                enc.clear();
+                encode(enc, peer, &m);
+                while enc.len() < WRITE_BATCH_BYTES {
+                    match queue.try_recv() {
+                        Ok(m) => encode(enc, peer, &m),
+                        Err(_) => break,
+                    }
+                }
+                if enc.is_empty() {
+                    continue;
+                }
+                if let Err(e) = write_frames(&mut wr, enc.finish()).await {
+                    debug!(%peer, error = %e, "write failed");
+                    return LinkEnd::Failed;
+                }
+            }
+        }
+    }
+}
+
+fn encode<M: WireMessage>(enc: &mut FrameEncoder, peer: &NodeId, m: &M) {
+    if let Err(e) = enc.push(m) {
+        warn!(%peer, error = %e, "message dropped: cannot be framed");
+    }
+}
+
+async fn read_loop<M: WireMessage, R: AsyncRead + Unpin>(
+    rd: R,
+    peer: NodeId,
+    events: mpsc::Sender<TransportEvent<M>>,
+    max_frame: usize,
+) {
+    let mut rd = BufReader::with_capacity(64 * 1024, rd);
+    let mut buf = Vec::new();
+    loop {
+        match read_frame::<_, M>(&mut rd, &mut buf, max_frame).await {
+            Ok(None) => return,
+            Ok(Some(Frame::Batch(msgs))) => {
+                for msg in msgs {
+                    if events.send(TransportEvent::Message { from: peer.clone(), msg }).await.is_err() {
+                        return;
+                    }
+                }
+            }
+            Ok(Some(other)) => {
+                let e = WireError::Unexpected { expected: "batch", got: other.kind() };
+                refused(&events, peer.to_string(), framing(&e));
+                return;
+            }
+            Err(ReadError::Io(e)) => {
+                debug!(%peer, error = %e, "read failed");
+                return;
+            }
+            Err(e @ ReadError::Wire(_)) => {
+                refused(&events, peer.to_string(), e.to_string());
+                return;
+            }
+        }
+    }
+}

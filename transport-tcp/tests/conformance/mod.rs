@@ -1,0 +1,519 @@
+//! The transport conformance suite, written once and run against every transport.
+//!
+//! A transport's test file implements [`Harness`] and calls [`conformance_tests!`]; the QUIC
+//! crate includes this file with `#[path = "../../transport-tcp/tests/conformance/mod.rs"]`.
+//! Everything runs on 127.0.0.1 with ephemeral ports; waits are generous and tests assert
+//! outcomes, not timings.
+
+#![allow(dead_code, unreachable_pub, missing_docs)]
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use replication_core::transport::{Security, Transport, TransportEvent, TransportSettings, WireMessage};
+use replication_core::{DomainConfig, NodeId, tls};
+use serde::{Deserialize, Serialize};
+
+/// Generous wait for anything that should happen.
+pub const WAIT: Duration = Duration::from_secs(30);
+
+/// The suite's message type.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TestMsg {
+    pub key: Option<u64>,
+    pub seq: u64,
+    pub body: String,
+}
+
+impl WireMessage for TestMsg {
+    fn ordering_key(&self) -> Option<u64> {
+        self.key
+    }
+}
+
+pub fn msg(key: Option<u64>, seq: u64) -> TestMsg {
+    TestMsg { key, seq, body: format!("m{seq}") }
+}
+
+/// What the suite needs from a transport.
+pub trait Harness: 'static {
+    type T: Transport<TestMsg>;
+    /// A socket bound in advance (listener or UDP socket).
+    type Bound: Send;
+    /// Binds 127.0.0.1:`port` (0 = ephemeral).
+    fn bind(port: u16) -> Self::Bound;
+    fn port(b: &Self::Bound) -> u16;
+    fn start(
+        settings: TransportSettings,
+        b: Self::Bound,
+    ) -> impl Future<Output = Result<Self::T, String>> + Send;
+    /// Sends garbage bytes to `addr`; returns whether the acceptor can see it (and report a
+    /// refusal) at all. QUIC drops garbage datagrams silently.
+    fn garbage(addr: SocketAddr) -> impl Future<Output = bool> + Send;
+    /// Opens a connection that never says anything, if the transport can be tested that way.
+    fn silent(addr: SocketAddr) -> impl Future<Output = Option<Box<dyn Send>>> + Send;
+}
+
+pub fn domain_text(domain: &str, nodes: &[(&str, u16)], extra: &str) -> String {
+    let mut s = format!("[domain]\nname = \"{domain}\"\n{extra}\n");
+    for (n, port) in nodes {
+        s.push_str(&format!("[[node]]\nname = \"{n}\"\naddress = \"127.0.0.1:{port}\"\n"));
+    }
+    s
+}
+
+pub fn parse(text: &str) -> Arc<DomainConfig> {
+    Arc::new(DomainConfig::parse(text, "test").expect("valid domain"))
+}
+
+#[derive(Clone, Copy, PartialEq)]
+pub enum Sec {
+    Tls,
+    Insecure,
+}
+
+pub fn settings(cfg: &Arc<DomainConfig>, node: &str, sec: Sec, certs: &Path) -> TransportSettings {
+    let id = NodeId::new(node);
+    let security = match sec {
+        Sec::Tls => Security::Tls(tls::load_node(certs, &id).expect("certs")),
+        Sec::Insecure => Security::Insecure,
+    };
+    let mut s = TransportSettings::new(cfg.clone(), id, security);
+    s.reconnect_min = Duration::from_millis(20);
+    s.reconnect_max = Duration::from_millis(500);
+    s.handshake_timeout = Duration::from_secs(5);
+    s
+}
+
+pub struct Cluster<H: Harness> {
+    pub nodes: BTreeMap<String, H::T>,
+    pub ports: BTreeMap<String, u16>,
+    pub cfg: Arc<DomainConfig>,
+    pub certs: tempfile::TempDir,
+    pub sec: Sec,
+}
+
+impl<H: Harness> Cluster<H> {
+    /// Binds, writes the domain, creates certificates, starts every node (`tweak` may change
+    /// each node's settings).
+    pub async fn start(names: &[&str], sec: Sec, tweak: impl Fn(&str, &mut TransportSettings)) -> Self {
+        let bound: Vec<(&str, H::Bound)> = names.iter().map(|n| (*n, H::bind(0))).collect();
+        let ports: Vec<(&str, u16)> = bound.iter().map(|(n, b)| (*n, H::port(b))).collect();
+        let cfg = parse(&domain_text("web", &ports, ""));
+        let certs = tempfile::tempdir().expect("tempdir");
+        tls::init_dir(&cfg, certs.path()).expect("certs");
+        let mut nodes = BTreeMap::new();
+        for (n, b) in bound {
+            let mut s = settings(&cfg, n, sec, certs.path());
+            tweak(n, &mut s);
+            nodes.insert(n.to_owned(), H::start(s, b).await.expect("start"));
+        }
+        let ports = ports.into_iter().map(|(n, p)| (n.to_owned(), p)).collect();
+        Cluster { nodes, ports, cfg, certs, sec }
+    }
+
+    pub fn node(&self, n: &str) -> &H::T {
+        &self.nodes[n]
+    }
+
+    pub fn addr(&self, n: &str) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.ports[n]))
+    }
+
+    /// Restarts `n` on its port.
+    pub async fn restart(&mut self, n: &str, tweak: impl Fn(&mut TransportSettings)) {
+        if let Some(t) = self.nodes.remove(n) {
+            t.shutdown().await;
+        }
+        let mut s = settings(&self.cfg, n, self.sec, self.certs.path());
+        tweak(&mut s);
+        let b = H::bind(self.ports[n]);
+        self.nodes.insert(n.to_owned(), H::start(s, b).await.expect("restart"));
+    }
+}
+
+/// The next event matching `pred`, skipping others; panics after [`WAIT`].
+pub async fn expect<T: Transport<TestMsg>>(
+    t: &T,
+    what: &str,
+    mut pred: impl FnMut(&TransportEvent<TestMsg>) -> bool,
+) -> TransportEvent<TestMsg> {
+    let fut = async {
+        loop {
+            match t.recv().await {
+                Some(ev) if pred(&ev) => return ev,
+                Some(_) => {}
+                None => panic!("{}: transport closed while waiting for {what}", t.local()),
+            }
+        }
+    };
+    match tokio::time::timeout(WAIT, fut).await {
+        Ok(ev) => ev,
+        Err(_) => panic!("{}: timed out waiting for {what}", t.local()),
+    }
+}
+
+pub async fn connected<T: Transport<TestMsg>>(t: &T, peer: &str) {
+    expect(
+        t,
+        &format!("Connected({peer})"),
+        |e| matches!(e, TransportEvent::Connected(p) if p.as_str() == peer),
+    )
+    .await;
+}
+
+/// Waits until `t` reported a link up to each of `peers` (in any order).
+pub async fn connected_all<T: Transport<TestMsg>>(t: &T, peers: &[&str]) {
+    let mut missing: std::collections::BTreeSet<&str> = peers.iter().copied().collect();
+    while !missing.is_empty() {
+        let what = format!("Connected({missing:?})");
+        if let TransportEvent::Connected(p) =
+            expect(t, &what, |e| matches!(e, TransportEvent::Connected(_))).await
+        {
+            missing.remove(p.as_str());
+        }
+    }
+}
+
+pub async fn disconnected<T: Transport<TestMsg>>(t: &T, peer: &str) {
+    expect(
+        t,
+        &format!("Disconnected({peer})"),
+        |e| matches!(e, TransportEvent::Disconnected(p) if p.as_str() == peer),
+    )
+    .await;
+}
+
+pub async fn refused<T: Transport<TestMsg>>(t: &T, what: &str) -> String {
+    match expect(t, &format!("Refused({what})"), |e| matches!(e, TransportEvent::Refused { .. })).await {
+        TransportEvent::Refused { peer, reason } => format!("{peer}: {reason}"),
+        _ => unreachable!(),
+    }
+}
+
+/// Receives `n` messages from `from` (skipping other events).
+pub async fn receive<T: Transport<TestMsg>>(t: &T, from: &str, n: usize) -> Vec<TestMsg> {
+    let mut out = Vec::with_capacity(n);
+    while out.len() < n {
+        let what = format!("message {} of {n} from {from}", out.len() + 1);
+        match expect(t, &what, |e| matches!(e, TransportEvent::Message { from: f, .. } if f.as_str() == from))
+            .await
+        {
+            TransportEvent::Message { msg, .. } => out.push(msg),
+            _ => unreachable!(),
+        }
+    }
+    out
+}
+
+pub fn n(s: &str) -> NodeId {
+    NodeId::new(s)
+}
+
+/// Per ordering key, sequence numbers must increase.
+pub fn assert_ordered(msgs: &[TestMsg]) {
+    let mut last: BTreeMap<Option<u64>, u64> = BTreeMap::new();
+    for m in msgs {
+        if let Some(prev) = last.insert(m.key, m.seq) {
+            assert!(m.seq > prev, "key {:?}: {} after {}", m.key, m.seq, prev);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+
+pub async fn handshake<H: Harness>() {
+    let c = Cluster::<H>::start(&["a", "b", "c"], Sec::Tls, |_, _| {}).await;
+    connected_all(c.node("a"), &["b", "c"]).await;
+    connected_all(c.node("b"), &["a", "c"]).await;
+    connected_all(c.node("c"), &["a", "b"]).await;
+    assert_eq!(c.node("a").local().as_str(), "a");
+}
+
+pub async fn handshake_insecure<H: Harness>() {
+    let c = Cluster::<H>::start(&["a", "b"], Sec::Insecure, |_, _| {}).await;
+    connected(c.node("a"), "b").await;
+    connected(c.node("b"), "a").await;
+    c.node("b").try_send(&n("a"), msg(None, 1)).expect("queued");
+    assert_eq!(receive(c.node("a"), "b", 1).await, vec![msg(None, 1)]);
+}
+
+pub async fn messages_both_ways_in_order<H: Harness>() {
+    let c = Cluster::<H>::start(&["a", "b"], Sec::Tls, |_, _| {}).await;
+    connected(c.node("a"), "b").await;
+    connected(c.node("b"), "a").await;
+    const N: u64 = 2000;
+    let keyed = |i: u64| if i % 5 == 0 { None } else { Some(i % 7) };
+    let send_all = |from: &'static str, to: &'static str| {
+        let t = c.node(from);
+        async move {
+            for i in 0..N {
+                t.send(&n(to), msg(keyed(i), i)).await.expect("send");
+            }
+        }
+    };
+    let recv_a = receive(c.node("a"), "b", N as usize);
+    let recv_b = receive(c.node("b"), "a", N as usize);
+    let (_, _, got_a, got_b) = tokio::join!(send_all("a", "b"), send_all("b", "a"), recv_a, recv_b);
+    for got in [got_a, got_b] {
+        assert_eq!(got.len(), N as usize);
+        assert_ordered(&got);
+        let mut seqs: Vec<u64> = got.iter().map(|m| m.seq).collect();
+        seqs.sort_unstable();
+        assert_eq!(seqs, (0..N).collect::<Vec<_>>());
+    }
+}
+
+pub async fn large_messages_up_to_the_limit<H: Harness>() {
+    const MAX: usize = 1 << 20;
+    let c = Cluster::<H>::start(&["a", "b"], Sec::Tls, |_, s| s.max_frame = MAX).await;
+    connected(c.node("a"), "b").await;
+    // The encoded size of a message is its body plus a few bytes of MessagePack framing.
+    let big = TestMsg { key: Some(1), seq: 1, body: "x".repeat(MAX - 64) };
+    let too_big = TestMsg { key: Some(1), seq: 2, body: "y".repeat(MAX + 10) };
+    let after = msg(Some(1), 3);
+    for m in [big.clone(), too_big, after.clone()] {
+        c.node("a").send(&n("b"), m).await.expect("queued");
+    }
+    // The oversize message is dropped by the sender (logged); the others arrive in order.
+    let got = receive(c.node("b"), "a", 2).await;
+    assert_eq!(got, vec![big, after]);
+}
+
+pub async fn oversize_frame_and_garbage_refused_others_keep_working<H: Harness>() {
+    // b accepts frames of at most 64 KiB; a sends frames of up to 1 MiB.
+    let c = Cluster::<H>::start(&["a", "b", "c"], Sec::Tls, |n, s| {
+        s.max_frame = if n == "b" { 64 * 1024 } else { 1 << 20 }
+    })
+    .await;
+    connected_all(c.node("b"), &["a", "c"]).await;
+    connected(c.node("a"), "b").await;
+    let big = TestMsg { key: None, seq: 1, body: "z".repeat(200 * 1024) };
+    c.node("a").send(&n("b"), big).await.expect("queued");
+    let why = refused(c.node("b"), "oversize frame").await;
+    assert!(why.contains("exceeds the limit"), "{why}");
+    // c's link to b is untouched.
+    c.node("c").send(&n("b"), msg(None, 7)).await.expect("queued");
+    assert_eq!(receive(c.node("b"), "c", 1).await, vec![msg(None, 7)]);
+
+    if H::garbage(c.addr("b")).await {
+        let why = refused(c.node("b"), "garbage").await;
+        assert!(!why.is_empty());
+    }
+    // a reconnects (b dropped the link), and small messages flow again.
+    disconnected(c.node("a"), "b").await;
+    connected(c.node("a"), "b").await;
+    c.node("a").send(&n("b"), msg(None, 8)).await.expect("queued");
+    assert_eq!(receive(c.node("b"), "a", 1).await, vec![msg(None, 8)]);
+    c.node("c").send(&n("b"), msg(None, 9)).await.expect("queued");
+    assert_eq!(receive(c.node("b"), "c", 1).await, vec![msg(None, 9)]);
+}
+
+/// a's credentials come from another CA of the same domain: both sides refuse.
+pub async fn wrong_ca_refused<H: Harness>() {
+    let ba = H::bind(0);
+    let bb = H::bind(0);
+    let cfg = parse(&domain_text("web", &[("a", H::port(&ba)), ("b", H::port(&bb))], ""));
+    let good = tempfile::tempdir().expect("tempdir");
+    let rogue = tempfile::tempdir().expect("tempdir");
+    tls::init_dir(&cfg, good.path()).expect("certs");
+    tls::init_dir(&cfg, rogue.path()).expect("certs");
+    let b = H::start(settings(&cfg, "b", Sec::Tls, good.path()), bb).await.expect("b");
+    let a = H::start(settings(&cfg, "a", Sec::Tls, rogue.path()), ba).await.expect("a");
+    let on_a = refused(&a, "dialer").await;
+    let on_b = refused(&b, "acceptor").await;
+    assert!(on_a.contains("certificate"), "dialer: {on_a}");
+    assert!(on_b.contains("certificate"), "acceptor: {on_b}");
+    assert!(a.try_send(&n("b"), msg(None, 1)).is_ok(), "queued while refused");
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+/// `aa` has a valid certificate of the domain CA but b's domain file does not list it.
+pub async fn unknown_node_refused<H: Harness>() {
+    for sec in [Sec::Tls, Sec::Insecure] {
+        let baa = H::bind(0);
+        let bb = H::bind(0);
+        let (paa, pb) = (H::port(&baa), H::port(&bb));
+        let full = parse(&domain_text("web", &[("aa", paa), ("b", pb)], ""));
+        let without = parse(&domain_text("web", &[("b", pb), ("c", 1)], ""));
+        let certs = tempfile::tempdir().expect("tempdir");
+        tls::init_dir(&full, certs.path()).expect("certs");
+        let b = H::start(settings(&without, "b", sec, certs.path()), bb).await.expect("b");
+        let aa = H::start(settings(&full, "aa", sec, certs.path()), baa).await.expect("aa");
+        let on_b = refused(&b, "acceptor").await;
+        let on_aa = refused(&aa, "dialer").await;
+        if sec == Sec::Insecure {
+            assert!(on_b.contains("unknown-node"), "acceptor: {on_b}");
+            assert!(on_aa.contains("unknown-node"), "dialer: {on_aa}");
+        } else {
+            assert!(on_b.contains("names no node"), "acceptor: {on_b}");
+            assert!(!on_aa.is_empty());
+        }
+        aa.shutdown().await;
+        b.shutdown().await;
+    }
+}
+
+/// A node of domain `shop` dials a node of domain `web`.
+pub async fn other_domain_refused<H: Harness>() {
+    for sec in [Sec::Tls, Sec::Insecure] {
+        let ba = H::bind(0);
+        let bb = H::bind(0);
+        let nodes = [("a", H::port(&ba)), ("b", H::port(&bb))];
+        let web = parse(&domain_text("web", &nodes, ""));
+        let shop = parse(&domain_text("shop", &nodes, ""));
+        let (wc, sc) = (tempfile::tempdir().expect("tmp"), tempfile::tempdir().expect("tmp"));
+        tls::init_dir(&web, wc.path()).expect("certs");
+        tls::init_dir(&shop, sc.path()).expect("certs");
+        let b = H::start(settings(&web, "b", sec, wc.path()), bb).await.expect("b");
+        let a = H::start(settings(&shop, "a", sec, sc.path()), ba).await.expect("a");
+        let on_b = refused(&b, "acceptor").await;
+        let on_a = refused(&a, "dialer").await;
+        if sec == Sec::Insecure {
+            assert!(on_b.contains("other-domain"), "acceptor: {on_b}");
+            assert!(on_a.contains("other-domain"), "dialer: {on_a}");
+        } else {
+            assert!(on_b.contains("certificate"), "acceptor: {on_b}");
+            assert!(on_a.contains("certificate"), "dialer: {on_a}");
+        }
+        a.shutdown().await;
+        b.shutdown().await;
+    }
+}
+
+/// The dialer announces a mode its domain file does not give it (insecure, so only the Hello
+/// check stands between them).
+pub async fn forbidden_mode_refused<H: Harness>() {
+    let ba = H::bind(0);
+    let bb = H::bind(0);
+    let nodes = [("a", H::port(&ba)), ("b", H::port(&bb))];
+    let on_b_side = parse(&domain_text("web", &nodes, ""));
+    // a believes the domain is client-server with itself a client.
+    let text = format!(
+        "[domain]\nname = \"web\"\ntopology = \"client-server\"\n[[node]]\nname = \"a\"\naddress = \"127.0.0.1:{}\"\nmode = \"client\"\n[[node]]\nname = \"b\"\naddress = \"127.0.0.1:{}\"\nmode = \"server\"\n",
+        nodes[0].1, nodes[1].1
+    );
+    let on_a_side = parse(&text);
+    let dir = tempfile::tempdir().expect("tmp");
+    let b = H::start(settings(&on_b_side, "b", Sec::Insecure, dir.path()), bb).await.expect("b");
+    let a = H::start(settings(&on_a_side, "a", Sec::Insecure, dir.path()), ba).await.expect("a");
+    let on_b = refused(&b, "acceptor").await;
+    assert!(on_b.contains("peer-to-peer-requires-both"), "{on_b}");
+    let on_a = refused(&a, "dialer").await;
+    assert!(on_a.contains("peer-to-peer-requires-both"), "{on_a}");
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+/// b restarts; what a queued meanwhile is delivered to the new b, in order. Then a (the
+/// dialer) restarts too.
+pub async fn peer_restart_and_reconnect<H: Harness>() {
+    let mut c = Cluster::<H>::start(&["a", "b"], Sec::Tls, |_, _| {}).await;
+    connected(c.node("a"), "b").await;
+    c.node("a").send(&n("b"), msg(Some(1), 0)).await.expect("queued");
+    assert_eq!(receive(c.node("b"), "a", 1).await, vec![msg(Some(1), 0)]);
+
+    if let Some(b) = c.nodes.remove("b") {
+        b.shutdown().await;
+    }
+    disconnected(c.node("a"), "b").await;
+    for i in 1..=20 {
+        c.node("a").try_send(&n("b"), msg(Some(1), i)).expect("queued while b is down");
+    }
+    c.restart("b", |_| {}).await;
+    let got = receive(c.node("b"), "a", 20).await;
+    assert_eq!(got, (1..=20).map(|i| msg(Some(1), i)).collect::<Vec<_>>());
+
+    // Now the dialer restarts; b queues for it meanwhile.
+    if let Some(a) = c.nodes.remove("a") {
+        a.shutdown().await;
+    }
+    disconnected(c.node("b"), "a").await;
+    for i in 0..5 {
+        c.node("b").try_send(&n("a"), msg(None, i)).expect("queued while a is down");
+    }
+    c.restart("a", |_| {}).await;
+    let got = receive(c.node("a"), "b", 5).await;
+    assert_eq!(got, (0..5).map(|i| msg(None, i)).collect::<Vec<_>>());
+}
+
+pub async fn shutdown_flushes<H: Harness>() {
+    let c = Cluster::<H>::start(&["a", "b"], Sec::Tls, |_, _| {}).await;
+    connected(c.node("b"), "a").await;
+    connected(c.node("a"), "b").await;
+    for i in 0..500 {
+        c.node("b").try_send(&n("a"), msg(Some(i % 3), i)).expect("room");
+    }
+    c.node("b").shutdown().await;
+    let got = receive(c.node("a"), "b", 500).await;
+    assert_ordered(&got);
+    assert!(matches!(c.node("b").try_send(&n("a"), msg(None, 0)), Err(replication_core::Error::Closed)));
+    // After shutdown, recv drains and ends.
+    let drained = tokio::time::timeout(WAIT, async { while c.node("b").recv().await.is_some() {} }).await;
+    assert!(drained.is_ok(), "recv ends after shutdown");
+}
+
+pub async fn bounded_queues_and_unknown_peers<H: Harness>() {
+    // b is listed but never started: a's queue to it fills up.
+    let ba = H::bind(0);
+    let bb = H::bind(0);
+    let cfg = parse(&domain_text("web", &[("a", H::port(&ba)), ("b", H::port(&bb))], ""));
+    drop(bb);
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut s = settings(&cfg, "a", Sec::Insecure, dir.path());
+    s.queue_capacity = 4;
+    let a = H::start(s, ba).await.expect("a");
+    for i in 0..4 {
+        a.try_send(&n("b"), msg(None, i)).expect("room");
+    }
+    assert!(matches!(a.try_send(&n("b"), msg(None, 9)), Err(replication_core::Error::QueueFull { .. })));
+    assert!(matches!(a.try_send(&n("zz"), msg(None, 9)), Err(replication_core::Error::UnknownPeer { .. })));
+    let waited = tokio::time::timeout(Duration::from_millis(200), a.send(&n("b"), msg(None, 10))).await;
+    assert!(waited.is_err(), "send waits for room");
+    a.shutdown().await;
+}
+
+/// A connection that says nothing is dropped after the handshake timeout, and does not
+/// prevent others from connecting.
+pub async fn silent_connection_times_out<H: Harness>() {
+    let c = Cluster::<H>::start(&["a", "b"], Sec::Tls, |n, s| {
+        if n == "b" {
+            s.handshake_timeout = Duration::from_millis(300);
+            s.max_unauthenticated = 2;
+        }
+    })
+    .await;
+    connected(c.node("b"), "a").await;
+    let Some(guard) = H::silent(c.addr("b")).await else { return };
+    let why = refused(c.node("b"), "silent peer").await;
+    assert!(why.contains("handshake-timeout") || why.contains("too-many"), "{why}");
+    drop(guard);
+    c.node("a").send(&n("b"), msg(None, 1)).await.expect("queued");
+    assert_eq!(receive(c.node("b"), "a", 1).await, vec![msg(None, 1)]);
+}
+
+/// Instantiates every case for a harness type.
+#[macro_export]
+macro_rules! conformance_tests {
+    ($h:ty) => {
+        $crate::conformance_tests!(@cases $h;
+            handshake, handshake_insecure, messages_both_ways_in_order,
+            large_messages_up_to_the_limit, oversize_frame_and_garbage_refused_others_keep_working,
+            wrong_ca_refused, unknown_node_refused, other_domain_refused, forbidden_mode_refused,
+            peer_restart_and_reconnect, shutdown_flushes, bounded_queues_and_unknown_peers,
+            silent_connection_times_out);
+    };
+    (@cases $h:ty; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                conformance::$case::<$h>().await;
+            }
+        )*
+    };
+}
