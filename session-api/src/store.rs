@@ -1,0 +1,1 @@
+//! `tower_sessions::SessionStore` backed by replicated sessions (cargo feature `tower`).
