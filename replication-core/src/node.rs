@@ -84,6 +84,8 @@ struct Peer {
     last_heard: Option<Instant>,
     /// Incarnation that announced it leaves; its messages are ignored.
     departed: Option<u64>,
+    /// How many times it came up; a backup that was down may have missed messages.
+    ups: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -93,6 +95,8 @@ struct Replica {
     last_sent: Option<Instant>,
     /// The peer's incarnation when placed; a change means it lost its copy.
     inc: Option<u64>,
+    /// The peer's `ups` when placed; a change means it may have missed messages.
+    ups: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -263,7 +267,9 @@ impl Node {
         let peers = placement
             .nodes()
             .filter(|n| **n != me)
-            .map(|n| (n.clone(), Peer { up: false, incarnation: None, last_heard: None, departed: None }))
+            .map(|n| {
+                (n.clone(), Peer { up: false, incarnation: None, last_heard: None, departed: None, ups: 0 })
+            })
             .collect();
         let heartbeat_interval = config.heartbeat_interval().max(Duration::from_millis(1));
         let tick = heartbeat_interval.min(settings.retransmit_interval).max(Duration::from_millis(1));
@@ -570,7 +576,7 @@ impl Node {
         {
             return self.out.outcome(id, Outcome::Busy);
         }
-        let epoch = Epoch::new(1, self.me.clone());
+        let epoch = Epoch::new(1, self.me.clone(), self.incarnation);
         let max_inactive_ms = u64::try_from(max_inactive.as_millis()).unwrap_or(u64::MAX);
         let copy = Snapshot {
             epoch: epoch.clone(),
@@ -766,7 +772,7 @@ impl Node {
             .max(rec.copy.as_ref().map(|c| c.epoch.term))
             .unwrap_or(0)
             .max(min_term);
-        let epoch = Epoch::new(known + 1, self.me.clone());
+        let epoch = Epoch::new(known + 1, self.me.clone(), self.incarnation);
         rec.promised = Some(epoch.clone());
         rec.last_heard = now;
         let best = rec.copy.clone();
@@ -828,8 +834,7 @@ impl Node {
             }
         }
         match best {
-            Some(Snapshot { epoch, version, body: Body::Live { attrs, max_inactive_ms } }) => {
-                let _ = epoch;
+            Some(Snapshot { epoch: prev, version, body: Body::Live { attrs, max_inactive_ms } }) => {
                 let copy = Snapshot {
                     epoch: a.epoch.clone(),
                     version,
@@ -848,6 +853,10 @@ impl Node {
                     waiting: Vec::new(),
                 };
                 o.stale = a.holders.into_iter().filter(|n| *n != me).collect();
+                // The previous owner may be alive without knowing (it missed the claim).
+                if prev.node != me {
+                    o.stale.insert(prev.node);
+                }
                 rec.owner = Some(Box::new(o));
                 self.acquisitions += 1;
                 if a.failover {
@@ -921,10 +930,14 @@ impl Node {
         }
         for b in &backups {
             let inc = peers.get(b).and_then(|p| p.incarnation);
+            let ups = peers.get(b).map_or(0, |p| p.ups);
             o.stale.remove(b);
-            let r = o.replicas.entry(b.clone()).or_insert(Replica { acked: None, last_sent: None, inc });
-            if r.inc != inc {
-                *r = Replica { acked: None, last_sent: None, inc };
+            let fresh = Replica { acked: None, last_sent: None, inc, ups };
+            let r = o.replicas.entry(b.clone()).or_insert_with(|| fresh.clone());
+            if r.inc != inc || r.ups != ups {
+                // Restarted (empty) or was down (may have missed writes, or promised a higher
+                // epoch to someone else): send it everything again.
+                *r = fresh;
             }
         }
         let want = self.placement.wanted(self.eligible_total);
@@ -1021,6 +1034,7 @@ impl Node {
         peer.last_heard = Some(now);
         if !peer.up {
             peer.up = true;
+            peer.ups += 1;
             let incarnation = peer.incarnation;
             self.out.event(Event::PeerUp { node: from.clone(), incarnation });
             self.view_changed();
@@ -1254,9 +1268,18 @@ impl Node {
             return;
         }
         let Some(rec) = self.sessions.get(session) else { return };
-        if rec.owner.is_some() || self.acquires.contains_key(session) {
+        if self.acquires.contains_key(session) {
             return;
         }
+        if rec.owner.is_some() {
+            // A newer owner tells a stale one: step down (the copy goes below).
+            if rec.copy.as_ref().is_some_and(|c| c.epoch < *epoch) {
+                self.demote(session, epoch);
+            } else {
+                return;
+            }
+        }
+        let Some(rec) = self.sessions.get(session) else { return };
         let keep = match &rec.copy {
             Some(c) => c.epoch > *epoch || matches!(c.body, Body::Tombstone),
             None => rec.promised.as_ref().is_some_and(|p| p > epoch),
@@ -1385,7 +1408,8 @@ impl Node {
                     return;
                 }
                 let touch_every = self.settings.touch_interval.min(mi / 3);
-                if live && o.touched && now >= o.last_touch + touch_every {
+                let touch_due = o.touched && now >= o.last_touch + touch_every;
+                if live && (touch_due || now >= o.last_touch + self.settings.keepalive_interval) {
                     self.send_touch(now, session);
                 }
                 self.plan(session, now);
@@ -1837,7 +1861,7 @@ mod tests {
         );
         // (a NeedFull sent to b itself is ignored: wrong direction)
         assert!(b.poll_output().is_none());
-        let msg = Message::NeedFull { session: "s".into(), epoch: Epoch::new(1, id("a")) };
+        let msg = Message::NeedFull { session: "s".into(), epoch: Epoch::new(1, id("a"), 1) };
         cl.wire.push_back((id("b"), id("a"), msg));
         cl.pump();
         assert!(matches!(cl.outcome(3), Some(Outcome::Replicated { version: 3, acks: 1, .. })));
@@ -1898,7 +1922,7 @@ mod tests {
                 from: id("a"),
                 msg: Message::Replicate {
                     session: "s".into(),
-                    epoch: Epoch::new(1, id("a")),
+                    epoch: Epoch::new(1, id("a"), 1),
                     payload: Arc::new(Payload::Touch { version: 1 }),
                 },
             },
@@ -1919,7 +1943,7 @@ mod tests {
         let c = cfg(&["a", "b"], 1);
         let now = Instant::now();
         let mut b = Node::new(c, id("b"), 1, Settings::default(), now).unwrap();
-        let e1 = Epoch::new(1, id("a"));
+        let e1 = Epoch::new(1, id("a"), 1);
         let full = Payload::Full {
             version: 4,
             body: Body::Live { attrs: Arc::new(attrs(&[("x", b"1")])), max_inactive_ms: 1000 },
@@ -1933,7 +1957,7 @@ mod tests {
         );
         let outs: Vec<Output> = std::iter::from_fn(|| b.poll_output()).collect();
         assert!(outs.iter().any(|o| matches!(o, Output::Send { msg: Message::Ack { version: 4, .. }, .. })));
-        let e2 = Epoch::new(2, id("a"));
+        let e2 = Epoch::new(2, id("a"), 1);
         b.handle_input(
             now,
             Input::Message { from: id("a"), msg: Message::Claim { session: "s".into(), epoch: e2.clone() } },
@@ -1964,7 +1988,7 @@ mod tests {
         cl.cmd("b", 2, Command::Acquire { session: "s".into() });
         cl.pump();
         assert!(
-            matches!(cl.outcome(2), Some(Outcome::Acquired { version: 1, epoch }) if epoch.node == id("b") && *epoch > Epoch::new(1, id("a"))),
+            matches!(cl.outcome(2), Some(Outcome::Acquired { version: 1, epoch }) if epoch.node == id("b") && *epoch > Epoch::new(1, id("a"), 1)),
             "{:?}",
             cl.outcome(2)
         );
@@ -2056,7 +2080,7 @@ mod tests {
                 from: id("a"),
                 msg: Message::Replicate {
                     session: "s".into(),
-                    epoch: Epoch::new(1, id("a")),
+                    epoch: Epoch::new(1, id("a"), 1),
                     payload: Arc::new(full),
                 },
             },
