@@ -183,7 +183,8 @@ pub enum Outcome {
     /// Touched.
     Touched,
     /// Fetching the session did not complete: a holder believed live did not answer within
-    /// the request timeout, or other nodes kept claiming it.
+    /// the request timeout, or this node sees fewer than half of the domain live (it may be
+    /// the one cut off).
     Unavailable,
     /// Too many pending requests; nothing was done.
     Busy,

@@ -241,6 +241,8 @@ pub struct Node {
     last_refill: Instant,
     leaving: Option<(RequestId, Instant)>,
     left: bool,
+    /// When this node last ran (any input or timeout): a long gap means it was paused.
+    last_run: Instant,
     acquisitions: u64,
     failovers: u64,
     fenced: u64,
@@ -298,6 +300,7 @@ impl Node {
             last_refill: now,
             leaving: None,
             left: false,
+            last_run: now,
             acquisitions: 0,
             failovers: 0,
             fenced: 0,
@@ -310,6 +313,7 @@ impl Node {
 
     /// Feeds one input. Drain [`Node::poll_output`] afterwards.
     pub fn handle_input(&mut self, now: Instant, input: Input) {
+        self.woke(now);
         match input {
             Input::Timeout => self.handle_timeout(now),
             Input::Command { id, cmd } => {
@@ -350,6 +354,7 @@ impl Node {
         if self.left {
             return;
         }
+        self.woke(now);
         if now >= self.next_heartbeat {
             let peers: Vec<NodeId> = self.peers.keys().cloned().collect();
             for p in &peers {
@@ -368,6 +373,28 @@ impl Node {
             self.maintenance(now);
             self.next_tick = now + self.tick;
         }
+    }
+
+    /// After a long gap without running (the process was paused, the machine slept), peers'
+    /// silence says nothing about them: give each a fresh window before suspecting it.
+    fn woke(&mut self, now: Instant) {
+        let gap = now.saturating_duration_since(self.last_run);
+        self.last_run = now;
+        if gap > self.failure_timeout / 2 {
+            let floor = now.checked_sub(self.failure_timeout / 2).unwrap_or(now);
+            for p in self.peers.values_mut() {
+                if let Some(t) = &mut p.last_heard {
+                    *t = (*t).max(floor);
+                }
+            }
+        }
+    }
+
+    /// Whether this node sees at least half of the domain live (itself included). An isolated
+    /// node must not take sessions over on its own view: it may be the one cut off.
+    fn sees_enough(&self) -> bool {
+        let live = 1 + self.peers.values().filter(|p| p.up).count();
+        live * 2 > self.peers.len()
     }
 
     // ----- read-only queries -----
@@ -418,6 +445,14 @@ impl Node {
                 r.owner.is_some() && matches!(r.copy, Some(Snapshot { body: Body::Live { .. }, .. }))
             })
             .map(|(k, _)| k.as_str())
+    }
+
+    /// Every stored copy, cheaply: `(session, epoch, version, owned by this node)`. Tombstones
+    /// included; promises without data are not.
+    pub fn copies(&self) -> impl Iterator<Item = (&str, &Epoch, Version, bool)> {
+        self.sessions.iter().filter_map(|(k, r)| {
+            r.copy.as_ref().map(|c| (k.as_str(), &c.epoch, c.version, r.owner.is_some()))
+        })
     }
 
     /// What this node holds about `session`.
@@ -749,6 +784,9 @@ impl Node {
         }
         if self.pending_count() >= self.settings.max_pending {
             return self.out.outcome(id, Outcome::Busy);
+        }
+        if !self.sees_enough() {
+            return self.out.outcome(id, Outcome::Unavailable);
         }
         self.start_acquire(now, &session, vec![(id, want_attrs)], false, 0, 0);
     }
@@ -1464,7 +1502,7 @@ impl Node {
         {
             return;
         }
-        if self.pending_count() >= self.settings.max_pending {
+        if self.pending_count() >= self.settings.max_pending || !self.sees_enough() {
             return;
         }
         let Some(rec) = self.sessions.get(session) else { return };

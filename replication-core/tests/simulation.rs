@@ -120,7 +120,11 @@ fn soak_run() {
         total.dropped += r.dropped;
         total.duplicated += r.duplicated;
         if !r.violations.is_empty() {
-            println!("{}\n  {}", summary(&r), r.violations.iter().take(5).cloned().collect::<Vec<_>>().join("\n  "));
+            println!(
+                "{}\n  {}",
+                summary(&r),
+                r.violations.iter().take(5).cloned().collect::<Vec<_>>().join("\n  ")
+            );
             bad.push(seed);
         }
         total.violations.extend(r.violations);

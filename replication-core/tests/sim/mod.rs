@@ -9,13 +9,13 @@
 
 #![allow(dead_code, clippy::unwrap_used, missing_docs, unreachable_pub)]
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
 use replication_core::{
-    Ack, Attributes, Change, Command, DomainConfig, Epoch, Event, Input, Message, Node, NodeId,
-    Outcome, Output, Role, Settings, Version,
+    Ack, Attributes, Change, Command, DomainConfig, Epoch, Event, Input, Message, Node, NodeId, Outcome,
+    Output, Settings, Version,
 };
 
 /// splitmix64.
@@ -182,14 +182,15 @@ pub struct Sim {
     sessions: Vec<String>,
     believed_owner: BTreeMap<String, NodeId>,
     acked: Vec<Acked>,
+    acked_by_session: BTreeMap<String, Vec<usize>>,
     /// Acked invalidations (the tombstone's write), by session.
     invalidated: BTreeMap<String, Acked>,
     /// Sessions with any invalidation or expiry attempt (not subject to durability checks).
     maybe_gone: BTreeSet<String>,
     /// (node, time from, time to) of faults touching a node.
     faults: Vec<(NodeId, u64, u64)>,
-    epoch_writer: BTreeMap<(String, Epoch), (NodeId, u64)>,
-    holder: BTreeMap<(NodeId, u64, String), (Epoch, Version)>,
+    epoch_writer: HashMap<(String, Epoch), (NodeId, u64)>,
+    holder: HashMap<(NodeId, u64, String), (Epoch, Version, bool)>,
     final_found: BTreeMap<String, Option<Attributes>>,
     report: Report,
     trace: u64,
@@ -210,12 +211,13 @@ impl Sim {
         let mut names = Vec::new();
         for i in 0..opt.nodes {
             let name = format!("n{i}");
-            let mode = if opt.client_server {
-                if i < opt.nodes / 2 { "client" } else { "server" }
-            } else {
-                "both"
-            };
-            let _ = write!(text, "[[node]]\nname = \"{name}\"\naddress = \"127.0.0.1:{}\"\nmode = \"{mode}\"\n", 7000 + i);
+            let mode =
+                if opt.client_server { if i < opt.nodes / 2 { "client" } else { "server" } } else { "both" };
+            let _ = write!(
+                text,
+                "[[node]]\nname = \"{name}\"\naddress = \"127.0.0.1:{}\"\nmode = \"{mode}\"\n",
+                7000 + i
+            );
             names.push(NodeId::new(&name));
         }
         let cfg = DomainConfig::parse(&text, "sim").unwrap();
@@ -227,19 +229,22 @@ impl Sim {
         settings.rereplication_per_sec = 400;
         settings.rereplication_burst = 100;
         settings.tombstone_ttl = Duration::from_secs(3600);
-        let owners: Vec<NodeId> = cfg
-            .nodes
-            .iter()
-            .filter(|n| n.mode().owns_sessions())
-            .map(|n| n.name.clone())
-            .collect();
+        let owners: Vec<NodeId> =
+            cfg.nodes.iter().filter(|n| n.mode().owns_sessions()).map(|n| n.name.clone()).collect();
         let t0 = Instant::now();
         let mut slots = BTreeMap::new();
         for n in &names {
             let node = Node::new(cfg.clone(), n.clone(), 1, settings.clone(), t0).unwrap();
             slots.insert(
                 n.clone(),
-                Slot { node: Some(node), incarnation: 1, paused_until: None, down_until: None, inbox: VecDeque::new(), leaving: false },
+                Slot {
+                    node: Some(node),
+                    incarnation: 1,
+                    paused_until: None,
+                    down_until: None,
+                    inbox: VecDeque::new(),
+                    leaving: false,
+                },
             );
         }
         let report = Report { seed: opt.seed, ..Report::default() };
@@ -263,11 +268,12 @@ impl Sim {
             sessions: Vec::new(),
             believed_owner: BTreeMap::new(),
             acked: Vec::new(),
+            acked_by_session: BTreeMap::new(),
             invalidated: BTreeMap::new(),
             maybe_gone: BTreeSet::new(),
             faults: Vec::new(),
-            epoch_writer: BTreeMap::new(),
-            holder: BTreeMap::new(),
+            epoch_writer: HashMap::new(),
+            holder: HashMap::new(),
             final_found: BTreeMap::new(),
             report,
             trace: 0xcbf2_9ce4_8422_2325,
@@ -458,7 +464,8 @@ impl Sim {
         self.next_req += 1;
         self.report.commands += 1;
         let inc = self.slots[n].incarnation;
-        self.pending.insert(id, Pending { node: n.clone(), incarnation: inc, session: session.to_owned(), kind });
+        self.pending
+            .insert(id, Pending { node: n.clone(), incarnation: inc, session: session.to_owned(), kind });
         self.trace_str(&format!("cmd {id} {n} {cmd:?}"));
         let at = self.instant();
         self.slots.get_mut(n).unwrap().node.as_mut().unwrap().handle_input(at, Input::Command { id, cmd });
@@ -481,7 +488,12 @@ impl Sim {
             self.believed_owner.insert(session.clone(), node.clone());
             let ack = self.random_ack();
             let attrs: Attributes = [("c".to_owned(), session.as_bytes().to_vec())].into_iter().collect();
-            let cmd = Command::Create { session: session.clone(), attrs, max_inactive: Duration::from_secs(3600), ack };
+            let cmd = Command::Create {
+                session: session.clone(),
+                attrs,
+                max_inactive: Duration::from_secs(3600),
+                ack,
+            };
             self.command(&node, &session, Kind::Create, cmd);
             return;
         }
@@ -507,7 +519,12 @@ impl Sim {
         } else if roll < 93 {
             self.maybe_gone.insert(session.clone());
             let ack = self.random_ack();
-            self.command(&target, &session, Kind::Invalidate, Command::Invalidate { session: session.clone(), ack });
+            self.command(
+                &target,
+                &session,
+                Kind::Invalidate,
+                Command::Invalidate { session: session.clone(), ack },
+            );
         } else if roll < 99 {
             self.command(&target, &session, Kind::Touch, Command::Touch { session: session.clone() });
         } else if self.rng.chance(300) {
@@ -551,6 +568,7 @@ impl Sim {
         match (&p.kind, &outcome) {
             (Kind::Update { key }, Outcome::Replicated { epoch, version, acks }) => {
                 self.report.acked_writes += 1;
+                self.acked_by_session.entry(p.session.clone()).or_default().push(self.acked.len());
                 self.acked.push(Acked {
                     session: p.session.clone(),
                     key: key.clone(),
@@ -558,11 +576,12 @@ impl Sim {
                     at: self.now,
                     epoch: epoch.clone(),
                     version: *version,
-                    holders: [n.clone()].into_iter().collect(),
+                    holders: self.holders_now(&p.session, epoch, *version),
                 });
             }
             (Kind::Create, Outcome::Replicated { epoch, version, acks }) => {
                 self.report.acked_writes += 1;
+                self.acked_by_session.entry(p.session.clone()).or_default().push(self.acked.len());
                 self.acked.push(Acked {
                     session: p.session.clone(),
                     key: "c".into(),
@@ -570,7 +589,7 @@ impl Sim {
                     at: self.now,
                     epoch: epoch.clone(),
                     version: *version,
-                    holders: [n.clone()].into_iter().collect(),
+                    holders: self.holders_now(&p.session, epoch, *version),
                 });
             }
             (Kind::Invalidate, Outcome::Replicated { epoch, version, acks }) => {
@@ -581,7 +600,7 @@ impl Sim {
                     at: self.now,
                     epoch: epoch.clone(),
                     version: *version,
-                    holders: [n.clone()].into_iter().collect(),
+                    holders: self.holders_now(&p.session, epoch, *version),
                 };
                 self.invalidated.entry(p.session.clone()).or_insert(a);
             }
@@ -696,48 +715,69 @@ impl Sim {
         self.trace_str("heal");
     }
 
-    /// Invariants checked after every step.
+    /// Invariants checked after every step: versions never go backwards at a holder, only an
+    /// epoch's node and incarnation owns at it, and holders of acked writes are tracked.
     fn check_step(&mut self) {
-        let mut seen = Vec::new();
+        let mut violations = Vec::new();
+        let mut next = HashMap::with_capacity(self.holder.len());
         for (n, slot) in &self.slots {
             let Some(node) = slot.node.as_ref() else { continue };
-            for id in node.session_ids() {
-                let Some(v) = node.session(id) else { continue };
-                let Some(e) = v.epoch.clone() else { continue };
-                seen.push((n.clone(), slot.incarnation, id.to_owned(), e, v.version, v.role));
-            }
-        }
-        let mut violations = Vec::new();
-        let mut present = BTreeSet::new();
-        for (n, inc, s, e, ver, role) in seen {
-            let key = (n.clone(), inc, s.clone());
-            if let Some((pe, pv)) = self.holder.get(&key) {
-                if (&e, ver) < (pe, *pv) {
-                    violations.push(format!("{n}#{inc} went back on {s}: {pe:?}/{pv} -> {e:?}/{ver}"));
+            let inc = slot.incarnation;
+            for (s, e, ver, owned) in node.copies() {
+                let key = (n.clone(), inc, s.to_owned());
+                let prev = self.holder.get(&key);
+                let changed = prev.is_none_or(|(pe, pv, po)| pe != e || *pv != ver || *po != owned);
+                if changed {
+                    if let Some((pe, pv, _)) = prev {
+                        if (e, ver) < (pe, *pv) {
+                            violations
+                                .push(format!("{n}#{inc} went back on {s}: {pe:?}/{pv} -> {e:?}/{ver}"));
+                        }
+                    }
+                    if owned {
+                        if e.node != *n || e.incarnation != inc {
+                            violations.push(format!("{n}#{inc} owns {s} at foreign epoch {e:?}"));
+                        }
+                        let w =
+                            self.epoch_writer.entry((s.to_owned(), e.clone())).or_insert((n.clone(), inc));
+                        if *w != (n.clone(), inc) {
+                            violations.push(format!("epoch {e:?} of {s} owned by {n}#{inc} and {w:?}"));
+                        }
+                    }
+                    for &i in self.acked_by_session.get(s).map(Vec::as_slice).unwrap_or(&[]) {
+                        let a = &mut self.acked[i];
+                        if (e, ver) >= (&a.epoch, a.version) {
+                            a.holders.insert(n.clone());
+                        }
+                    }
+                    if let Some(a) = self.invalidated.get_mut(s) {
+                        if (e, ver) >= (&a.epoch, a.version) {
+                            a.holders.insert(n.clone());
+                        }
+                    }
                 }
+                next.insert(key, (e.clone(), ver, owned));
             }
-            if role == Role::Owner && (e.node != n || e.incarnation != inc) {
-                violations.push(format!("{n}#{inc} owns {s} at foreign epoch {e:?}"));
-            }
-            if role == Role::Owner {
-                let prev = self.epoch_writer.entry((s.clone(), e.clone())).or_insert((n.clone(), inc));
-                if *prev != (n.clone(), inc) {
-                    violations.push(format!("epoch {e:?} of {s} owned by {n}#{inc} and {prev:?}"));
-                }
-            }
-            for a in self.acked.iter_mut().chain(self.invalidated.values_mut()) {
-                if a.session == s && (&e, ver) >= (&a.epoch, a.version) {
-                    a.holders.insert(n.clone());
-                }
-            }
-            present.insert(key.clone());
-            self.holder.insert(key, (e, ver));
         }
         // A record that disappears may come back older (a new backup copy): forget it.
-        self.holder.retain(|k, _| present.contains(k));
+        self.holder = next;
         for v in violations {
             self.violation(v);
         }
+    }
+
+    /// Nodes holding `session` at or above `(epoch, version)` right now.
+    fn holders_now(&self, session: &str, epoch: &Epoch, version: Version) -> BTreeSet<NodeId> {
+        let mut h = BTreeSet::new();
+        for (n, slot) in &self.slots {
+            let Some(node) = slot.node.as_ref() else { continue };
+            if let Some(v) = node.session(session) {
+                if v.epoch.as_ref().is_some_and(|e| (e, v.version) >= (epoch, version)) {
+                    h.insert(n.clone());
+                }
+            }
+        }
+        h
     }
 
     fn final_checks(&mut self) {
@@ -765,7 +805,9 @@ impl Sim {
                 .nodes
                 .iter()
                 .filter(|c| c.name != *o && live.contains(&c.name))
-                .filter(|c| if self.opt.client_server { c.mode() == replication_core::Mode::Server } else { true })
+                .filter(|c| {
+                    if self.opt.client_server { c.mode() == replication_core::Mode::Server } else { true }
+                })
                 .count();
             let want = (self.opt.replicas as usize).min(eligible);
             let held: Vec<&NodeId> = view.backups.iter().filter(|(_, h)| *h).map(|(n, _)| n).collect();
@@ -774,8 +816,15 @@ impl Sim {
             }
             for b in held {
                 let bv = self.slots[b].node.as_ref().and_then(|x| x.session(s));
-                if bv.as_ref().map(|v| (v.epoch.clone(), v.version)) != Some((view.epoch.clone(), view.version)) {
-                    problems.push(format!("{s}: backup {b} has {:?}, owner {o} has {:?}/{}", bv.map(|v| (v.epoch, v.version)), view.epoch, view.version));
+                if bv.as_ref().map(|v| (v.epoch.clone(), v.version))
+                    != Some((view.epoch.clone(), view.version))
+                {
+                    problems.push(format!(
+                        "{s}: backup {b} has {:?}, owner {o} has {:?}/{}",
+                        bv.map(|v| (v.epoch, v.version)),
+                        view.epoch,
+                        view.version
+                    ));
                 }
             }
         }
@@ -787,7 +836,8 @@ impl Sim {
         to_check.extend(self.invalidated.keys().cloned());
         let runnable: Vec<NodeId> = self.owners.iter().filter(|n| self.running(n)).cloned().collect();
         for s in &to_check {
-            let target = owners.get(s).and_then(|v| v.first().cloned()).or_else(|| self.rng.pick(&runnable).cloned());
+            let target =
+                owners.get(s).and_then(|v| v.first().cloned()).or_else(|| self.rng.pick(&runnable).cloned());
             let Some(t) = target else { continue };
             self.command(&t, s, Kind::FinalGet, Command::Get { session: s.clone() });
         }
@@ -798,6 +848,7 @@ impl Sim {
             self.step(false);
         }
         let acked = std::mem::take(&mut self.acked);
+        self.acked_by_session.clear();
         for a in &acked {
             if self.maybe_gone.contains(&a.session) {
                 continue;
@@ -827,7 +878,8 @@ impl Sim {
             }
         }
         // Every command got its one outcome (except those on nodes that crashed).
-        let left: Vec<String> = self.pending.iter().map(|(id, p)| format!("{id} on {} ({:?})", p.node, p.kind)).collect();
+        let left: Vec<String> =
+            self.pending.iter().map(|(id, p)| format!("{id} on {} ({:?})", p.node, p.kind)).collect();
         for l in left {
             self.violation(format!("no outcome for command {l}"));
         }
