@@ -183,7 +183,8 @@ pub enum Outcome {
     /// Touched.
     Touched,
     /// Fetching the session did not complete: a holder believed live did not answer within
-    /// the request timeout, or other nodes kept claiming it.
+    /// the request timeout, or this node sees fewer than half of the domain live (it may be
+    /// the one cut off).
     Unavailable,
     /// Too many pending requests; nothing was done.
     Busy,
@@ -296,6 +297,9 @@ pub struct Settings {
     /// An owner propagates accesses to its backups at most this often per session (and
     /// always at least every third of the session's `max_inactive`).
     pub touch_interval: Duration,
+    /// An owner sends a keep-alive to the backups of an idle session this often, so a stale
+    /// owner (paused, partitioned) learns it was fenced even when nothing is written.
+    pub keepalive_interval: Duration,
     /// How many times a fetch retries after losing a claim race.
     pub claim_retries: u32,
 }
@@ -311,6 +315,7 @@ impl Default for Settings {
             tombstone_ttl: Duration::from_secs(600),
             orphan_grace: Duration::from_secs(60),
             touch_interval: Duration::from_secs(10),
+            keepalive_interval: Duration::from_secs(30),
             claim_retries: 3,
         }
     }

@@ -26,27 +26,33 @@ pub type Version = u64;
 /// A session's attributes: name to opaque bytes.
 pub type Attributes = BTreeMap<String, Vec<u8>>;
 
-/// An ownership epoch: `(term, node)`, ordered lexicographically. Only `node` ever writes at
-/// a given epoch, so each epoch value has exactly one possible owner by construction. The
-/// state of a session is ordered by `(epoch, version)`.
+/// An ownership epoch: `(term, node, incarnation)`, ordered lexicographically. Only `node`,
+/// in that incarnation, ever writes at a given epoch, so each epoch value has exactly one
+/// possible owner by construction, even across restarts (a restarted node has forgotten the
+/// terms it used). The state of a session is ordered by `(epoch, version)`.
 #[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Epoch {
     /// Grows by one on every ownership change of the session.
     pub term: u64,
     /// The only node that may write at this epoch.
     pub node: NodeId,
+    /// The incarnation of `node` that chose this epoch.
+    pub incarnation: u64,
 }
 
 impl Epoch {
-    /// The epoch `(term, node)`.
-    pub fn new(term: u64, node: NodeId) -> Self {
-        Epoch { term, node }
+    /// The epoch `(term, node, incarnation)`.
+    pub fn new(term: u64, node: NodeId, incarnation: u64) -> Self {
+        Epoch { term, node, incarnation }
     }
 }
 
 impl Ord for Epoch {
     fn cmp(&self, other: &Self) -> Ordering {
-        self.term.cmp(&other.term).then_with(|| self.node.cmp(&other.node))
+        self.term
+            .cmp(&other.term)
+            .then_with(|| self.node.cmp(&other.node))
+            .then_with(|| self.incarnation.cmp(&other.incarnation))
     }
 }
 
@@ -58,13 +64,13 @@ impl PartialOrd for Epoch {
 
 impl fmt::Debug for Epoch {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "({},{})", self.term, self.node)
+        write!(f, "({},{},{})", self.term, self.node, self.incarnation)
     }
 }
 
 impl fmt::Display for Epoch {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}@{}", self.term, self.node)
+        write!(f, "{}@{}#{}", self.term, self.node, self.incarnation)
     }
 }
 
@@ -262,18 +268,19 @@ mod tests {
 
     #[test]
     fn epoch_orders_by_term_then_node() {
-        let a1 = Epoch::new(1, NodeId::new("a"));
-        let b1 = Epoch::new(1, NodeId::new("b"));
-        let a2 = Epoch::new(2, NodeId::new("a"));
-        assert!(a1 < b1 && b1 < a2);
-        assert_eq!(format!("{a2:?}"), "(2,a)");
+        let a1 = Epoch::new(1, NodeId::new("a"), 9);
+        let a1r = Epoch::new(1, NodeId::new("a"), 10);
+        let b1 = Epoch::new(1, NodeId::new("b"), 1);
+        let a2 = Epoch::new(2, NodeId::new("a"), 1);
+        assert!(a1 < a1r && a1r < b1 && b1 < a2);
+        assert_eq!(format!("{a2:?}"), "(2,a,1)");
     }
 
     #[test]
     fn ordering_keys() {
         let hb = Message::Heartbeat { incarnation: 1 };
         assert_eq!(hb.ordering_key(), None);
-        let m = Message::Claim { session: "s".into(), epoch: Epoch::new(1, NodeId::new("a")) };
+        let m = Message::Claim { session: "s".into(), epoch: Epoch::new(1, NodeId::new("a"), 1) };
         assert_eq!(m.ordering_key(), Some(stable_hash(b"s")));
     }
 
@@ -281,7 +288,7 @@ mod tests {
     fn round_trips_with_msgpack() {
         let m = Message::Replicate {
             session: "s".into(),
-            epoch: Epoch::new(3, NodeId::new("n")),
+            epoch: Epoch::new(3, NodeId::new("n"), 1),
             payload: Arc::new(Payload::Delta {
                 base_version: 1,
                 version: 2,

@@ -84,6 +84,8 @@ struct Peer {
     last_heard: Option<Instant>,
     /// Incarnation that announced it leaves; its messages are ignored.
     departed: Option<u64>,
+    /// How many times it came up; a backup that was down may have missed messages.
+    ups: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -93,6 +95,8 @@ struct Replica {
     last_sent: Option<Instant>,
     /// The peer's incarnation when placed; a change means it lost its copy.
     inc: Option<u64>,
+    /// The peer's `ups` when placed; a change means it may have missed messages.
+    ups: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -237,6 +241,8 @@ pub struct Node {
     last_refill: Instant,
     leaving: Option<(RequestId, Instant)>,
     left: bool,
+    /// When this node last ran (any input or timeout): a long gap means it was paused.
+    last_run: Instant,
     acquisitions: u64,
     failovers: u64,
     fenced: u64,
@@ -263,7 +269,9 @@ impl Node {
         let peers = placement
             .nodes()
             .filter(|n| **n != me)
-            .map(|n| (n.clone(), Peer { up: false, incarnation: None, last_heard: None, departed: None }))
+            .map(|n| {
+                (n.clone(), Peer { up: false, incarnation: None, last_heard: None, departed: None, ups: 0 })
+            })
             .collect();
         let heartbeat_interval = config.heartbeat_interval().max(Duration::from_millis(1));
         let tick = heartbeat_interval.min(settings.retransmit_interval).max(Duration::from_millis(1));
@@ -292,6 +300,7 @@ impl Node {
             last_refill: now,
             leaving: None,
             left: false,
+            last_run: now,
             acquisitions: 0,
             failovers: 0,
             fenced: 0,
@@ -304,6 +313,7 @@ impl Node {
 
     /// Feeds one input. Drain [`Node::poll_output`] afterwards.
     pub fn handle_input(&mut self, now: Instant, input: Input) {
+        self.woke(now);
         match input {
             Input::Timeout => self.handle_timeout(now),
             Input::Command { id, cmd } => {
@@ -344,6 +354,7 @@ impl Node {
         if self.left {
             return;
         }
+        self.woke(now);
         if now >= self.next_heartbeat {
             let peers: Vec<NodeId> = self.peers.keys().cloned().collect();
             for p in &peers {
@@ -362,6 +373,28 @@ impl Node {
             self.maintenance(now);
             self.next_tick = now + self.tick;
         }
+    }
+
+    /// After a long gap without running (the process was paused, the machine slept), peers'
+    /// silence says nothing about them: give each a fresh window before suspecting it.
+    fn woke(&mut self, now: Instant) {
+        let gap = now.saturating_duration_since(self.last_run);
+        self.last_run = now;
+        if gap > self.failure_timeout / 2 {
+            let floor = now.checked_sub(self.failure_timeout / 2).unwrap_or(now);
+            for p in self.peers.values_mut() {
+                if let Some(t) = &mut p.last_heard {
+                    *t = (*t).max(floor);
+                }
+            }
+        }
+    }
+
+    /// Whether this node sees at least half of the domain live (itself included). An isolated
+    /// node must not take sessions over on its own view: it may be the one cut off.
+    fn sees_enough(&self) -> bool {
+        let live = 1 + self.peers.values().filter(|p| p.up).count();
+        live * 2 > self.peers.len()
     }
 
     // ----- read-only queries -----
@@ -412,6 +445,14 @@ impl Node {
                 r.owner.is_some() && matches!(r.copy, Some(Snapshot { body: Body::Live { .. }, .. }))
             })
             .map(|(k, _)| k.as_str())
+    }
+
+    /// Every stored copy, cheaply: `(session, epoch, version, owned by this node)`. Tombstones
+    /// included; promises without data are not.
+    pub fn copies(&self) -> impl Iterator<Item = (&str, &Epoch, Version, bool)> {
+        self.sessions.iter().filter_map(|(k, r)| {
+            r.copy.as_ref().map(|c| (k.as_str(), &c.epoch, c.version, r.owner.is_some()))
+        })
     }
 
     /// What this node holds about `session`.
@@ -570,7 +611,7 @@ impl Node {
         {
             return self.out.outcome(id, Outcome::Busy);
         }
-        let epoch = Epoch::new(1, self.me.clone());
+        let epoch = Epoch::new(1, self.me.clone(), self.incarnation);
         let max_inactive_ms = u64::try_from(max_inactive.as_millis()).unwrap_or(u64::MAX);
         let copy = Snapshot {
             epoch: epoch.clone(),
@@ -744,6 +785,9 @@ impl Node {
         if self.pending_count() >= self.settings.max_pending {
             return self.out.outcome(id, Outcome::Busy);
         }
+        if !self.sees_enough() {
+            return self.out.outcome(id, Outcome::Unavailable);
+        }
         self.start_acquire(now, &session, vec![(id, want_attrs)], false, 0, 0);
     }
 
@@ -766,7 +810,7 @@ impl Node {
             .max(rec.copy.as_ref().map(|c| c.epoch.term))
             .unwrap_or(0)
             .max(min_term);
-        let epoch = Epoch::new(known + 1, self.me.clone());
+        let epoch = Epoch::new(known + 1, self.me.clone(), self.incarnation);
         rec.promised = Some(epoch.clone());
         rec.last_heard = now;
         let best = rec.copy.clone();
@@ -791,8 +835,7 @@ impl Node {
     /// Ends an acquire that lost to `higher`: retry with a higher term when allowed.
     fn abort_acquire(&mut self, now: Instant, session: &str, higher: &Epoch) {
         let Some(a) = self.acquires.remove(session) else { return };
-        let rival_live = self.is_live(&higher.node) && higher.node != self.me;
-        if !a.failover && !a.requests.is_empty() && a.retries < self.settings.claim_retries && !rival_live {
+        if !a.failover && !a.requests.is_empty() && a.retries < self.settings.claim_retries {
             self.start_acquire(now, session, a.requests, false, a.retries + 1, higher.term);
             return;
         }
@@ -829,8 +872,7 @@ impl Node {
             }
         }
         match best {
-            Some(Snapshot { epoch, version, body: Body::Live { attrs, max_inactive_ms } }) => {
-                let _ = epoch;
+            Some(Snapshot { epoch: prev, version, body: Body::Live { attrs, max_inactive_ms } }) => {
                 let copy = Snapshot {
                     epoch: a.epoch.clone(),
                     version,
@@ -849,6 +891,10 @@ impl Node {
                     waiting: Vec::new(),
                 };
                 o.stale = a.holders.into_iter().filter(|n| *n != me).collect();
+                // The previous owner may be alive without knowing (it missed the claim).
+                if prev.node != me {
+                    o.stale.insert(prev.node);
+                }
                 rec.owner = Some(Box::new(o));
                 self.acquisitions += 1;
                 if a.failover {
@@ -922,10 +968,14 @@ impl Node {
         }
         for b in &backups {
             let inc = peers.get(b).and_then(|p| p.incarnation);
+            let ups = peers.get(b).map_or(0, |p| p.ups);
             o.stale.remove(b);
-            let r = o.replicas.entry(b.clone()).or_insert(Replica { acked: None, last_sent: None, inc });
-            if r.inc != inc {
-                *r = Replica { acked: None, last_sent: None, inc };
+            let fresh = Replica { acked: None, last_sent: None, inc, ups };
+            let r = o.replicas.entry(b.clone()).or_insert_with(|| fresh.clone());
+            if r.inc != inc || r.ups != ups {
+                // Restarted (empty) or was down (may have missed writes, or promised a higher
+                // epoch to someone else): send it everything again.
+                *r = fresh;
             }
         }
         let want = self.placement.wanted(self.eligible_total);
@@ -1022,6 +1072,7 @@ impl Node {
         peer.last_heard = Some(now);
         if !peer.up {
             peer.up = true;
+            peer.ups += 1;
             let incarnation = peer.incarnation;
             self.out.event(Event::PeerUp { node: from.clone(), incarnation });
             self.view_changed();
@@ -1255,9 +1306,18 @@ impl Node {
             return;
         }
         let Some(rec) = self.sessions.get(session) else { return };
-        if rec.owner.is_some() || self.acquires.contains_key(session) {
+        if self.acquires.contains_key(session) {
             return;
         }
+        if rec.owner.is_some() {
+            // A newer owner tells a stale one: step down (the copy goes below).
+            if rec.copy.as_ref().is_some_and(|c| c.epoch < *epoch) {
+                self.demote(session, epoch);
+            } else {
+                return;
+            }
+        }
+        let Some(rec) = self.sessions.get(session) else { return };
         let keep = match &rec.copy {
             Some(c) => c.epoch > *epoch || matches!(c.body, Body::Tombstone),
             None => rec.promised.as_ref().is_some_and(|p| p > epoch),
@@ -1386,7 +1446,8 @@ impl Node {
                     return;
                 }
                 let touch_every = self.settings.touch_interval.min(mi / 3);
-                if live && o.touched && now >= o.last_touch + touch_every {
+                let touch_due = o.touched && now >= o.last_touch + touch_every;
+                if live && (touch_due || now >= o.last_touch + self.settings.keepalive_interval) {
                     self.send_touch(now, session);
                 }
                 self.plan(session, now);
@@ -1441,7 +1502,7 @@ impl Node {
         {
             return;
         }
-        if self.pending_count() >= self.settings.max_pending {
+        if self.pending_count() >= self.settings.max_pending || !self.sees_enough() {
             return;
         }
         let Some(rec) = self.sessions.get(session) else { return };
@@ -1524,5 +1585,616 @@ impl Node {
         self.out.outcome(id, Outcome::Left { handed_off, unreplicated });
         self.leaving = None;
         self.left = true;
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    const T0_MS: u64 = 0;
+
+    fn cfg(names: &[&str], replicas: u32) -> DomainConfig {
+        let mut text = format!("[domain]\nname = \"t\"\nreplicas = {replicas}\n");
+        for (i, n) in names.iter().enumerate() {
+            text.push_str(&format!("[[node]]\nname = \"{n}\"\naddress = \"127.0.0.1:{}\"\n", 7000 + i));
+        }
+        DomainConfig::parse(&text, "t").unwrap()
+    }
+
+    struct Cluster {
+        t0: Instant,
+        now: Instant,
+        nodes: BTreeMap<NodeId, Node>,
+        outcomes: Vec<(NodeId, RequestId, Outcome)>,
+        events: Vec<(NodeId, Event)>,
+        /// Messages in flight, delivered by `pump`.
+        wire: VecDeque<(NodeId, NodeId, Message)>,
+        /// Links that drop everything (from, to).
+        cut: BTreeSet<(NodeId, NodeId)>,
+    }
+
+    fn id(s: &str) -> NodeId {
+        NodeId::new(s)
+    }
+
+    impl Cluster {
+        fn new(names: &[&str], replicas: u32) -> Self {
+            let c = cfg(names, replicas);
+            let t0 = Instant::now();
+            let nodes = names
+                .iter()
+                .map(|n| (id(n), Node::new(c.clone(), id(n), 1, Settings::default(), t0).unwrap()))
+                .collect();
+            let mut cl = Cluster {
+                t0,
+                now: t0,
+                nodes,
+                outcomes: vec![],
+                events: vec![],
+                wire: VecDeque::new(),
+                cut: BTreeSet::new(),
+            };
+            // Heartbeats make everyone live.
+            cl.tick_all();
+            cl.pump();
+            cl
+        }
+
+        fn collect(&mut self, n: &NodeId) {
+            let node = self.nodes.get_mut(n).unwrap();
+            while let Some(o) = node.poll_output() {
+                match o {
+                    Output::Send { to, msg } => self.wire.push_back((n.clone(), to, msg)),
+                    Output::Outcome { id, outcome } => self.outcomes.push((n.clone(), id, outcome)),
+                    Output::Event(e) => self.events.push((n.clone(), e)),
+                }
+            }
+        }
+
+        fn tick_all(&mut self) {
+            let names: Vec<NodeId> = self.nodes.keys().cloned().collect();
+            for n in names {
+                let now = self.now;
+                let node = self.nodes.get_mut(&n).unwrap();
+                if node.poll_timeout().is_some_and(|t| t <= now) {
+                    node.handle_timeout(now);
+                }
+                self.collect(&n);
+            }
+        }
+
+        fn pump(&mut self) {
+            let mut budget = 100_000;
+            while let Some((from, to, msg)) = self.wire.pop_front() {
+                budget -= 1;
+                assert!(budget > 0, "message storm");
+                if self.cut.contains(&(from.clone(), to.clone())) {
+                    continue;
+                }
+                let now = self.now;
+                if let Some(node) = self.nodes.get_mut(&to) {
+                    node.handle_input(now, Input::Message { from, msg });
+                    self.collect(&to);
+                }
+            }
+        }
+
+        /// Advances virtual time in heartbeat-sized steps, delivering everything.
+        fn advance(&mut self, d: Duration) {
+            let end = self.now + d;
+            while self.now < end {
+                self.now = (self.now + Duration::from_millis(50)).min(end);
+                self.tick_all();
+                self.pump();
+            }
+        }
+
+        fn cmd(&mut self, n: &str, rid: RequestId, cmd: Command) {
+            let now = self.now;
+            self.nodes.get_mut(&id(n)).unwrap().handle_input(now, Input::Command { id: rid, cmd });
+            self.collect(&id(n));
+        }
+
+        fn outcome(&self, rid: RequestId) -> Option<&Outcome> {
+            self.outcomes.iter().find(|(_, i, _)| *i == rid).map(|(_, _, o)| o)
+        }
+
+        fn session(&self, n: &str, s: &str) -> Option<SessionView> {
+            self.nodes[&id(n)].session(s)
+        }
+    }
+
+    fn attrs(pairs: &[(&str, &[u8])]) -> Attributes {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_vec())).collect()
+    }
+
+    fn create(cl: &mut Cluster, n: &str, rid: RequestId, s: &str, ack: Ack) {
+        cl.cmd(
+            n,
+            rid,
+            Command::Create {
+                session: s.into(),
+                attrs: attrs(&[("k", b"v1")]),
+                max_inactive: Duration::from_secs(60),
+                ack,
+            },
+        );
+    }
+
+    #[test]
+    fn unknown_node_is_refused() {
+        let err = Node::new(cfg(&["a"], 1), id("z"), 1, Settings::default(), Instant::now()).unwrap_err();
+        assert_eq!(err, NodeError::UnknownNode("z".into()));
+    }
+
+    #[test]
+    fn heartbeats_make_peers_up_and_silence_makes_them_down() {
+        let mut cl = Cluster::new(&["a", "b", "c"], 1);
+        assert!(cl.nodes[&id("a")].is_live(&id("b")));
+        assert!(
+            cl.events
+                .iter()
+                .any(|(n, e)| n == &id("a") && matches!(e, Event::PeerUp { node, .. } if node == &id("b")))
+        );
+        cl.cut.insert((id("b"), id("a")));
+        cl.advance(Duration::from_millis(1500));
+        assert!(!cl.nodes[&id("a")].is_live(&id("b")));
+        assert!(
+            cl.events
+                .iter()
+                .any(|(n, e)| n == &id("a") && matches!(e, Event::PeerDown { node } if node == &id("b")))
+        );
+        assert_eq!(cl.nodes[&id("a")].stats().peers_down, 1);
+        let _ = T0_MS;
+        let _ = cl.t0;
+    }
+
+    #[test]
+    fn sync_create_without_live_backup_is_unreplicated() {
+        let c = cfg(&["a", "b"], 1);
+        let now = Instant::now();
+        let mut a = Node::new(c, id("a"), 1, Settings::default(), now).unwrap();
+        a.handle_input(
+            now,
+            Input::Command {
+                id: 1,
+                cmd: Command::Create {
+                    session: "s".into(),
+                    attrs: Attributes::new(),
+                    max_inactive: Duration::from_secs(5),
+                    ack: Ack::Sync { backups: 1 },
+                },
+            },
+        );
+        let outs: Vec<Output> = std::iter::from_fn(|| a.poll_output()).collect();
+        assert!(outs.iter().all(|o| !matches!(o, Output::Send { .. })), "{outs:?}");
+        assert!(
+            outs.iter().any(|o| matches!(
+                o,
+                Output::Outcome { id: 1, outcome: Outcome::Unreplicated { version: 1, .. } }
+            )),
+            "{outs:?}"
+        );
+        assert!(
+            outs.iter().any(|o| matches!(o, Output::Event(Event::UnderReplicated { have: 0, want: 1, .. })))
+        );
+    }
+
+    #[test]
+    fn sync_write_completes_when_backups_ack() {
+        let mut cl = Cluster::new(&["a", "b", "c"], 2);
+        create(&mut cl, "a", 1, "s", Ack::Sync { backups: 2 });
+        assert_eq!(cl.outcome(1), None, "waits for acks");
+        cl.pump();
+        assert!(
+            matches!(cl.outcome(1), Some(Outcome::Replicated { version: 1, acks: 2, .. })),
+            "{:?}",
+            cl.outcome(1)
+        );
+        // Asking for more than exist is clamped.
+        cl.cmd(
+            "a",
+            2,
+            Command::Update {
+                session: "s".into(),
+                expected_version: Some(1),
+                changes: vec![Change::Set("k".into(), b"v2".to_vec())],
+                ack: Ack::Sync { backups: 5 },
+            },
+        );
+        cl.pump();
+        assert!(matches!(cl.outcome(2), Some(Outcome::Replicated { version: 2, acks: 2, .. })));
+        for n in ["b", "c"] {
+            let v = cl.session(n, "s").unwrap();
+            assert_eq!((v.role, v.version), (Role::Backup, 2));
+            assert_eq!(v.attrs.get("k").unwrap(), b"v2");
+        }
+        let v = cl.session("a", "s").unwrap();
+        assert_eq!(v.role, Role::Owner);
+        assert!(v.backups.iter().all(|(_, held)| *held));
+    }
+
+    #[test]
+    fn async_write_completes_at_once_and_backups_still_ack() {
+        let mut cl = Cluster::new(&["a", "b"], 1);
+        create(&mut cl, "a", 1, "s", Ack::Async);
+        assert!(matches!(cl.outcome(1), Some(Outcome::Applied { version: 1, .. })));
+        cl.pump();
+        assert_eq!(cl.session("a", "s").unwrap().backups, vec![(id("b"), true)]);
+    }
+
+    #[test]
+    fn conflict_not_owner_and_already_exists() {
+        let mut cl = Cluster::new(&["a", "b"], 1);
+        create(&mut cl, "a", 1, "s", Ack::Async);
+        cl.pump();
+        cl.cmd(
+            "a",
+            2,
+            Command::Update {
+                session: "s".into(),
+                expected_version: Some(7),
+                changes: vec![Change::Clear],
+                ack: Ack::Async,
+            },
+        );
+        assert_eq!(cl.outcome(2), Some(&Outcome::Conflict { current_version: 1 }));
+        assert_eq!(cl.session("a", "s").unwrap().version, 1, "nothing applied");
+        cl.cmd(
+            "b",
+            3,
+            Command::Update { session: "s".into(), expected_version: None, changes: vec![], ack: Ack::Async },
+        );
+        assert_eq!(cl.outcome(3), Some(&Outcome::NotOwner { owner: Some(id("a")) }));
+        create(&mut cl, "a", 4, "s", Ack::Async);
+        assert_eq!(cl.outcome(4), Some(&Outcome::AlreadyExists));
+        cl.cmd("b", 5, Command::Touch { session: "zz".into() });
+        assert_eq!(cl.outcome(5), Some(&Outcome::NotOwner { owner: None }));
+    }
+
+    #[test]
+    fn delta_with_gap_asks_for_full_copy() {
+        let mut cl = Cluster::new(&["a", "b"], 1);
+        create(&mut cl, "a", 1, "s", Ack::Async);
+        cl.pump();
+        // Lose the next delta on the wire.
+        cl.cmd(
+            "a",
+            2,
+            Command::Update {
+                session: "s".into(),
+                expected_version: None,
+                changes: vec![Change::Set("x".into(), vec![1])],
+                ack: Ack::Async,
+            },
+        );
+        cl.wire.clear();
+        cl.cmd(
+            "a",
+            3,
+            Command::Update {
+                session: "s".into(),
+                expected_version: None,
+                changes: vec![Change::Set("y".into(), vec![2])],
+                ack: Ack::Sync { backups: 1 },
+            },
+        );
+        let (_, _, msg) = cl.wire.pop_front().unwrap();
+        let now = cl.now;
+        let b = cl.nodes.get_mut(&id("b")).unwrap();
+        b.handle_input(now, Input::Message { from: id("a"), msg });
+        let out = b.poll_output();
+        assert!(matches!(out, Some(Output::Send { msg: Message::NeedFull { .. }, .. })), "{out:?}");
+        b.handle_input(
+            now,
+            Input::Message {
+                from: id("a"),
+                msg: match out {
+                    Some(Output::Send { msg, .. }) => msg,
+                    _ => unreachable!(),
+                },
+            },
+        );
+        // (a NeedFull sent to b itself is ignored: wrong direction)
+        assert!(b.poll_output().is_none());
+        let msg = Message::NeedFull { session: "s".into(), epoch: Epoch::new(1, id("a"), 1) };
+        cl.wire.push_back((id("b"), id("a"), msg));
+        cl.pump();
+        assert!(matches!(cl.outcome(3), Some(Outcome::Replicated { version: 3, acks: 1, .. })));
+        let v = cl.session("b", "s").unwrap();
+        assert_eq!(v.version, 3);
+        assert_eq!(v.attrs.len(), 3);
+    }
+
+    #[test]
+    fn stale_epoch_is_fenced_and_owner_steps_down() {
+        let mut cl = Cluster::new(&["a", "b", "c"], 1);
+        create(&mut cl, "a", 1, "s", Ack::Async);
+        cl.pump();
+        // c claims the session at a higher epoch (fetch on get).
+        cl.cmd("c", 2, Command::Get { session: "s".into() });
+        // Before delivering, a starts a sync write that will be fenced.
+        cl.cmd(
+            "a",
+            3,
+            Command::Update {
+                session: "s".into(),
+                expected_version: None,
+                changes: vec![Change::Set("w".into(), vec![])],
+                ack: Ack::Sync { backups: 1 },
+            },
+        );
+        cl.pump();
+        match cl.outcome(2) {
+            Some(Outcome::Found { epoch, attrs, .. }) => {
+                assert_eq!(epoch.node, id("c"));
+                assert_eq!(attrs.get("k").unwrap(), b"v1");
+            }
+            other => panic!("{other:?}"),
+        }
+        // a's write either made it before the claim (and is in c's copy) or was fenced.
+        match cl.outcome(3) {
+            Some(Outcome::Fenced { epoch }) => assert_eq!(epoch.node, id("c")),
+            Some(Outcome::Replicated { .. }) => {
+                assert!(cl.session("c", "s").unwrap().attrs.contains_key("w"));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(cl.session("a", "s").is_none_or(|v| v.role != Role::Owner));
+        assert!(cl.events.iter().any(|(n, e)| n == &id("a") && matches!(e, Event::OwnershipLost { .. })));
+        assert!(cl.events.iter().any(|(n, e)| n == &id("c") && matches!(e, Event::OwnershipGained { .. })));
+        // A late write from the old epoch is refused with Fenced.
+        let now = cl.now;
+        let holder =
+            if cl.session("b", "s").is_some_and(|v| v.promised.as_ref().is_some_and(|p| p.node == id("c"))) {
+                "b"
+            } else {
+                "c"
+            };
+        let h = cl.nodes.get_mut(&id(holder)).unwrap();
+        h.handle_input(
+            now,
+            Input::Message {
+                from: id("a"),
+                msg: Message::Replicate {
+                    session: "s".into(),
+                    epoch: Epoch::new(1, id("a"), 1),
+                    payload: Arc::new(Payload::Touch { version: 1 }),
+                },
+            },
+        );
+        let out = h.poll_output();
+        assert!(matches!(out, Some(Output::Send { msg: Message::Fenced { .. }, .. })), "{out:?}");
+        // a is not the owner any more.
+        cl.cmd(
+            "a",
+            4,
+            Command::Update { session: "s".into(), expected_version: None, changes: vec![], ack: Ack::Async },
+        );
+        assert!(matches!(cl.outcome(4), Some(Outcome::NotOwner { .. })));
+    }
+
+    #[test]
+    fn claim_promises_and_returns_copy() {
+        let c = cfg(&["a", "b"], 1);
+        let now = Instant::now();
+        let mut b = Node::new(c, id("b"), 1, Settings::default(), now).unwrap();
+        let e1 = Epoch::new(1, id("a"), 1);
+        let full = Payload::Full {
+            version: 4,
+            body: Body::Live { attrs: Arc::new(attrs(&[("x", b"1")])), max_inactive_ms: 1000 },
+        };
+        b.handle_input(
+            now,
+            Input::Message {
+                from: id("a"),
+                msg: Message::Replicate { session: "s".into(), epoch: e1.clone(), payload: Arc::new(full) },
+            },
+        );
+        let outs: Vec<Output> = std::iter::from_fn(|| b.poll_output()).collect();
+        assert!(outs.iter().any(|o| matches!(o, Output::Send { msg: Message::Ack { version: 4, .. }, .. })));
+        let e2 = Epoch::new(2, id("a"), 1);
+        b.handle_input(
+            now,
+            Input::Message { from: id("a"), msg: Message::Claim { session: "s".into(), epoch: e2.clone() } },
+        );
+        match b.poll_output() {
+            Some(Output::Send { msg: Message::ClaimAck { epoch, copy: Some(copy), .. }, .. }) => {
+                assert_eq!(epoch, e2);
+                assert_eq!((copy.epoch, copy.version), (e1.clone(), 4));
+            }
+            other => panic!("{other:?}"),
+        }
+        // The lower epoch is now refused.
+        b.handle_input(
+            now,
+            Input::Message { from: id("a"), msg: Message::Claim { session: "s".into(), epoch: e1 } },
+        );
+        assert!(
+            matches!(b.poll_output(), Some(Output::Send { msg: Message::Fenced { epoch, .. }, .. }) if epoch == e2)
+        );
+        assert_eq!(b.session("s").unwrap().promised, Some(e2));
+    }
+
+    #[test]
+    fn get_on_non_owner_fetches_and_takes_over() {
+        let mut cl = Cluster::new(&["a", "b", "c"], 1);
+        create(&mut cl, "a", 1, "s", Ack::Sync { backups: 1 });
+        cl.pump();
+        cl.cmd("b", 2, Command::Acquire { session: "s".into() });
+        cl.pump();
+        assert!(
+            matches!(cl.outcome(2), Some(Outcome::Acquired { version: 1, epoch }) if epoch.node == id("b") && *epoch > Epoch::new(1, id("a"), 1)),
+            "{:?}",
+            cl.outcome(2)
+        );
+        cl.advance(Duration::from_millis(200));
+        let v = cl.session("b", "s").unwrap();
+        assert_eq!(v.role, Role::Owner);
+        assert!(v.backups.iter().all(|(_, held)| *held), "{v:?}");
+        // Exactly one replica besides b holds the new epoch.
+        let holders = ["a", "c"]
+            .iter()
+            .filter(|n| {
+                cl.session(n, "s").is_some_and(|v| v.epoch.as_ref().is_some_and(|e| e.node == id("b")))
+            })
+            .count();
+        assert_eq!(holders, 1);
+        cl.cmd("c", 3, Command::Get { session: "missing".into() });
+        cl.pump();
+        assert_eq!(cl.outcome(3), Some(&Outcome::NotFound));
+        assert!(cl.session("c", "missing").is_none());
+    }
+
+    #[test]
+    fn sync_write_times_out_indeterminate() {
+        let mut cl = Cluster::new(&["a", "b"], 1);
+        create(&mut cl, "a", 1, "s", Ack::Async);
+        cl.pump();
+        cl.cut.insert((id("b"), id("a")));
+        cl.cmd(
+            "a",
+            2,
+            Command::Update {
+                session: "s".into(),
+                expected_version: None,
+                changes: vec![],
+                ack: Ack::Sync { backups: 1 },
+            },
+        );
+        cl.pump();
+        // Failure timeout (1s) is shorter than the request timeout (5s): once b is down the
+        // write still waits for its deadline.
+        cl.advance(Duration::from_millis(5100));
+        assert!(
+            matches!(cl.outcome(2), Some(Outcome::Indeterminate { version: 2, acks: 0, .. })),
+            "{:?}",
+            cl.outcome(2)
+        );
+    }
+
+    #[test]
+    fn hot_failover_moves_ownership_to_the_backup() {
+        let mut cl = Cluster::new(&["a", "b", "c"], 1);
+        create(&mut cl, "a", 1, "s", Ack::Sync { backups: 1 });
+        cl.pump();
+        assert!(matches!(cl.outcome(1), Some(Outcome::Replicated { .. })));
+        let backup = cl.session("a", "s").unwrap().backups[0].0.clone();
+        cl.nodes.remove(&id("a"));
+        cl.advance(Duration::from_millis(1600));
+        let v = cl.nodes[&backup].session("s").unwrap();
+        assert_eq!(v.role, Role::Owner, "{v:?}");
+        assert_eq!(v.attrs.get("k").unwrap(), b"v1");
+        assert_eq!(cl.nodes[&backup].stats().failovers, 1);
+        // ... and re-creates the missing replica on the remaining node.
+        cl.advance(Duration::from_millis(600));
+        let v = cl.nodes[&backup].session("s").unwrap();
+        assert_eq!(v.backups.len(), 1);
+        assert!(v.backups[0].1);
+    }
+
+    #[test]
+    fn invalidate_replicates_a_tombstone_that_blocks_late_copies() {
+        let mut cl = Cluster::new(&["a", "b"], 1);
+        create(&mut cl, "a", 1, "s", Ack::Async);
+        cl.pump();
+        cl.cmd("a", 2, Command::Invalidate { session: "s".into(), ack: Ack::Sync { backups: 1 } });
+        cl.pump();
+        assert!(matches!(cl.outcome(2), Some(Outcome::Replicated { version: 2, .. })));
+        assert!(cl.session("b", "s").unwrap().invalidated);
+        assert!(cl.events.iter().any(|(_, e)| matches!(e, Event::SessionInvalidated { .. })));
+        // A late full copy of version 1 does not bring it back.
+        let now = cl.now;
+        let b = cl.nodes.get_mut(&id("b")).unwrap();
+        let full = Payload::Full {
+            version: 1,
+            body: Body::Live { attrs: Arc::new(Attributes::new()), max_inactive_ms: 1000 },
+        };
+        b.handle_input(
+            now,
+            Input::Message {
+                from: id("a"),
+                msg: Message::Replicate {
+                    session: "s".into(),
+                    epoch: Epoch::new(1, id("a"), 1),
+                    payload: Arc::new(full),
+                },
+            },
+        );
+        assert!(b.session("s").unwrap().invalidated);
+        cl.cmd("b", 3, Command::Get { session: "s".into() });
+        assert_eq!(cl.outcome(3), Some(&Outcome::NotFound));
+        cl.cmd("a", 4, Command::Get { session: "s".into() });
+        assert_eq!(cl.outcome(4), Some(&Outcome::NotFound));
+    }
+
+    #[test]
+    fn owner_expires_inactive_sessions_and_backups_follow() {
+        let mut cl = Cluster::new(&["a", "b"], 1);
+        cl.cmd(
+            "a",
+            1,
+            Command::Create {
+                session: "s".into(),
+                attrs: Attributes::new(),
+                max_inactive: Duration::from_secs(2),
+                ack: Ack::Async,
+            },
+        );
+        cl.advance(Duration::from_millis(1500));
+        cl.cmd("a", 2, Command::Touch { session: "s".into() });
+        assert_eq!(cl.outcome(2), Some(&Outcome::Touched));
+        cl.advance(Duration::from_millis(1500));
+        assert!(!cl.session("a", "s").unwrap().invalidated, "touch kept it alive");
+        cl.advance(Duration::from_millis(1000));
+        assert!(cl.session("a", "s").unwrap().invalidated);
+        assert!(cl.session("b", "s").unwrap().invalidated);
+        assert!(cl.events.iter().any(|(_, e)| matches!(e, Event::SessionExpired { .. })));
+    }
+
+    #[test]
+    fn restart_is_seen_as_leave_and_join_and_replica_is_rebuilt() {
+        let mut cl = Cluster::new(&["a", "b"], 1);
+        create(&mut cl, "a", 1, "s", Ack::Async);
+        cl.pump();
+        let c = cfg(&["a", "b"], 1);
+        let now = cl.now;
+        cl.nodes.insert(id("b"), Node::new(c, id("b"), 2, Settings::default(), now).unwrap());
+        cl.advance(Duration::from_millis(800));
+        let downs =
+            cl.events.iter().filter(|(n, e)| n == &id("a") && matches!(e, Event::PeerDown { .. })).count();
+        assert_eq!(downs, 1);
+        let v = cl.session("b", "s").expect("rebuilt on restarted backup");
+        assert_eq!(v.version, 1);
+    }
+
+    #[test]
+    fn leave_hands_sessions_over() {
+        let mut cl = Cluster::new(&["a", "b", "c"], 1);
+        create(&mut cl, "a", 1, "s", Ack::Async);
+        cl.cmd("a", 2, Command::Leave);
+        cl.pump();
+        cl.advance(Duration::from_millis(300));
+        assert_eq!(cl.outcome(2), Some(&Outcome::Left { handed_off: 1, unreplicated: 0 }));
+        assert!(cl.nodes[&id("a")].has_left());
+        assert_eq!(cl.nodes[&id("a")].poll_timeout(), None);
+        cl.cmd("a", 3, Command::Get { session: "s".into() });
+        assert_eq!(cl.outcome(3), Some(&Outcome::ShuttingDown));
+        cl.advance(Duration::from_millis(300));
+        let owners =
+            ["b", "c"].iter().filter(|n| cl.session(n, "s").is_some_and(|v| v.role == Role::Owner)).count();
+        assert_eq!(owners, 1);
+    }
+
+    #[test]
+    fn server_nodes_never_own() {
+        let text = "[domain]\nname='t'\ntopology='client-server'\n[[node]]\nname='c'\naddress='h:1'\nmode='client'\n[[node]]\nname='s'\naddress='h:2'\nmode='server'\n";
+        let c = DomainConfig::parse(text, "t").unwrap();
+        let now = Instant::now();
+        let mut s = Node::new(c, id("s"), 1, Settings::default(), now).unwrap();
+        s.handle_input(now, Input::Command { id: 1, cmd: Command::Get { session: "x".into() } });
+        assert!(matches!(s.poll_output(), Some(Output::Outcome { id: 1, outcome: Outcome::NotAllowed })));
     }
 }
