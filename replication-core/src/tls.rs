@@ -17,8 +17,8 @@
 //! ```no_run
 //! use std::sync::Arc;
 //! use replication_core::{DomainConfig, NodeId, tls};
-//! # fn main() -> Result<(), replication_core::Error> {
-//! let (cfg, _) = DomainConfig::load(&std::fs::read_to_string("web.toml").unwrap(), "web.toml")?;
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let (cfg, _) = DomainConfig::load(&std::fs::read_to_string("web.toml")?, "web.toml")?;
 //! tls::init_dir(&cfg, std::path::Path::new("certs"))?;            // m2m certs init
 //! let me = NodeId::new("app1");
 //! let pem = tls::load_node(std::path::Path::new("certs"), &me)?;

@@ -49,6 +49,10 @@ pub const DEFAULT_MAX_FRAME: usize = 16 * 1024 * 1024;
 /// The smallest frame limit a transport accepts (a Hello must fit).
 pub const MIN_MAX_FRAME: usize = 1024;
 
+/// The largest Hello or Refuse frame read during the handshake, whatever the frame limit: an
+/// unauthenticated peer cannot make a node buffer more than this.
+pub const MAX_HANDSHAKE_FRAME: usize = 64 * 1024;
+
 /// Bytes of the length prefix.
 pub const LEN_PREFIX: usize = 4;
 

@@ -548,7 +548,9 @@ impl Driver {
         let o = self.overlays.entry(session).or_default();
         o.changes.extend(changes);
         o.commits += 1;
-        let epoch = view.epoch.unwrap_or_else(|| replication_core::Epoch::new(0, self.node.id().clone()));
+        let epoch = view.epoch.unwrap_or_else(|| {
+            replication_core::Epoch::new(0, self.node.id().clone(), self.node.incarnation())
+        });
         reply.send(Reply::Outcome(Outcome::Applied { epoch, version: current + 1 }));
     }
 

@@ -376,15 +376,18 @@ async fn accept_handshake(
         };
         let who = authenticated.as_ref().map_or_else(|| addr.to_string(), |n| n.to_string());
         let mut buf = Vec::new();
-        let hello = match read_frame::<_, ()>(&mut stream, &mut buf, shared.max_frame).await {
-            Ok(Some(Frame::Hello(h))) => h,
-            Ok(Some(other)) => {
-                let e = WireError::Unexpected { expected: "hello", got: other.kind() };
-                return Err((who, framing(&e)));
-            }
-            Ok(None) => return Err((who, "closed before its hello".into())),
-            Err(e) => return Err((who, e.to_string())),
-        };
+        let hello =
+            match read_frame::<_, ()>(&mut stream, &mut buf, shared.max_frame.min(wire::MAX_HANDSHAKE_FRAME))
+                .await
+            {
+                Ok(Some(Frame::Hello(h))) => h,
+                Ok(Some(other)) => {
+                    let e = WireError::Unexpected { expected: "hello", got: other.kind() };
+                    return Err((who, framing(&e)));
+                }
+                Ok(None) => return Err((who, "closed before its hello".into())),
+                Err(e) => return Err((who, e.to_string())),
+            };
         let mut enc = FrameEncoder::new(shared.max_frame);
         if let Err(r) = hello.check(&shared.cfg, &shared.local, authenticated.as_ref()) {
             let reason = r.to_string();
@@ -441,7 +444,9 @@ async fn dial(shared: &Shared, peer: &NodeId) -> Result<Stream, DialError> {
             .await
             .map_err(|e| DialError::Refused(format!("handshake failed: {e}")))?;
         let mut buf = Vec::new();
-        match read_frame::<_, ()>(&mut stream, &mut buf, shared.max_frame).await {
+        match read_frame::<_, ()>(&mut stream, &mut buf, shared.max_frame.min(wire::MAX_HANDSHAKE_FRAME))
+            .await
+        {
             Ok(Some(Frame::Hello(h))) => {
                 if &h.node != peer {
                     return Err(DialError::Refused(format!(

@@ -1,0 +1,792 @@
+//! m2m transport over QUIC (quinn 0.11, rustls with the ring provider, mutual TLS 1.3).
+//!
+//! [`QuicTransport`] implements [`Transport`] with the same construction API as
+//! `transport_tcp::TcpTransport` (both take a [`TransportSettings`]), so an application
+//! switches carriers with a cargo feature.
+//!
+//! Per peer there is one QUIC connection; the node whose name sorts first dials
+//! ([`TransportSettings::dials`]). The handshake ([`replication_core::wire::Hello`] each
+//! way) runs on the first bidirectional stream, which then carries control traffic
+//! (`ordering_key() == None`). Messages with a key `k` travel on long-lived unidirectional
+//! stream `k % DATA_STREAMS`, so independent sessions do not block each other on loss, while
+//! each key keeps its order. Messages queued together go out as one Batch frame per stream.
+//!
+//! [`Security::Insecure`] still speaks TLS (QUIC requires it) but with a throwaway
+//! self-signed certificate and no verification; it logs a warning.
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use replication_core::transport::{Security, Transport, TransportSettings};
+//! use replication_core::{DomainConfig, Message, NodeId, tls};
+//! use transport_quic::QuicTransport;
+//!
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let (cfg, _) = DomainConfig::load(&std::fs::read_to_string("web.toml")?, "web.toml")?;
+//! let me = NodeId::new("app1");
+//! let pem = tls::load_node(std::path::Path::new("certs"), &me)?;
+//! let settings = TransportSettings::new(Arc::new(cfg), me, Security::Tls(pem));
+//! let t: QuicTransport<Message> = QuicTransport::start(settings).await?;
+//! t.try_send(&NodeId::new("app2"), Message::Heartbeat { incarnation: 1 })?;
+//! t.shutdown().await;
+//! # Ok(()) }
+//! ```
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+use quinn::{Connection, Endpoint, RecvStream, SendStream, VarInt};
+use replication_core::config::DomainConfig;
+use replication_core::transport::{
+    Backoff, Security, Transport, TransportEvent, TransportSettings, WireMessage,
+};
+use replication_core::wire::{self, Frame, FrameEncoder, Hello, LEN_PREFIX, WireError, refusal};
+use replication_core::{NodeId, tls};
+use rustls::pki_types::CertificateDer;
+use tokio::io::{AsyncRead, AsyncReadExt, BufReader};
+use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::task::JoinSet;
+use tracing::{debug, info, warn};
+
+/// Long-lived unidirectional streams per direction for keyed messages.
+pub const DATA_STREAMS: usize = 8;
+
+/// Errors of [`QuicTransport::start`].
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Invalid settings, unreadable certificates or TLS configuration (from the core).
+    #[error(transparent)]
+    Core(#[from] replication_core::Error),
+    /// The UDP socket could not be bound or adopted.
+    #[error("cannot bind {addr}: {source}")]
+    Bind {
+        /// The address from the domain file, or `pre-bound socket`.
+        addr: String,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// rustls configs not usable for QUIC (e.g. missing TLS 1.3 cipher suites).
+    #[error("QUIC crypto configuration: {0}")]
+    Crypto(String),
+}
+
+/// Bytes a writer gathers into one round of writes.
+const WRITE_BATCH_BYTES: usize = 256 * 1024;
+
+struct Shared {
+    cfg: Arc<DomainConfig>,
+    local: NodeId,
+    hello: Hello,
+    secure: bool,
+    endpoint: Endpoint,
+    client: quinn::ClientConfig,
+    max_frame: usize,
+    handshake_timeout: Duration,
+    reconnect_min: Duration,
+    reconnect_max: Duration,
+    grace: Duration,
+    shutdown: watch::Receiver<bool>,
+}
+
+/// An established, authenticated link.
+struct Link {
+    conn: Connection,
+    control_tx: SendStream,
+    control_rx: RecvStream,
+}
+
+struct Peer<M> {
+    queue: mpsc::Sender<M>,
+}
+
+/// A [`Transport`] over QUIC.
+pub struct QuicTransport<M: WireMessage> {
+    shared: Arc<Shared>,
+    peers: HashMap<NodeId, Peer<M>>,
+    events: tokio::sync::Mutex<mpsc::Receiver<TransportEvent<M>>>,
+    stop: watch::Sender<bool>,
+    closed: AtomicBool,
+    tasks: std::sync::Mutex<Option<JoinSet<()>>>,
+    local_addr: SocketAddr,
+}
+
+fn transport_config() -> Arc<quinn::TransportConfig> {
+    let mut t = quinn::TransportConfig::default();
+    t.max_concurrent_uni_streams(VarInt::from_u32(DATA_STREAMS as u32 * 4));
+    t.max_concurrent_bidi_streams(VarInt::from_u32(4));
+    t.keep_alive_interval(Some(Duration::from_secs(2)));
+    if let Ok(idle) = quinn::IdleTimeout::try_from(Duration::from_secs(10)) {
+        t.max_idle_timeout(Some(idle));
+    }
+    Arc::new(t)
+}
+
+impl<M: WireMessage> QuicTransport<M> {
+    /// Binds (or adopts `settings.udp_socket`), starts accepting, and starts a link task per
+    /// peer of the domain. Must be called inside a tokio runtime.
+    pub async fn start(mut settings: TransportSettings) -> Result<Self, Error> {
+        settings.check()?;
+        let cfg = settings.domain.clone();
+        let local = settings.local.clone();
+        let hello = Hello::for_node(&cfg, &local)
+            .ok_or_else(|| replication_core::Error::Settings(format!("`{local}` is not in the domain")))?;
+        let (server, client, secure) = match &settings.security {
+            Security::Tls(pem) => {
+                (tls::server_config(&cfg, &local, pem)?, tls::client_config(&cfg, &local, pem)?, true)
+            }
+            Security::Insecure => {
+                warn!(node = %local, "m2m quic transport is INSECURE: throwaway certificate, no verification; loopback demos only");
+                let (s, c) = tls::insecure_configs()?;
+                (s, c, false)
+            }
+        };
+        let crypto = |e: &dyn std::fmt::Display| Error::Crypto(e.to_string());
+        let mut server = quinn::ServerConfig::with_crypto(Arc::new(
+            QuicServerConfig::try_from(server).map_err(|e| crypto(&e))?,
+        ));
+        server.transport_config(transport_config());
+        let mut client =
+            quinn::ClientConfig::new(Arc::new(QuicClientConfig::try_from(client).map_err(|e| crypto(&e))?));
+        client.transport_config(transport_config());
+        let socket = match settings.udp_socket.take() {
+            Some(s) => s,
+            None => {
+                let addr = cfg.node(&local).map(|n| n.address.to_string()).unwrap_or_default();
+                std::net::UdpSocket::bind(&addr).map_err(|source| Error::Bind { addr, source })?
+            }
+        };
+        let endpoint = Endpoint::new(
+            quinn::EndpointConfig::default(),
+            Some(server),
+            socket,
+            Arc::new(quinn::TokioRuntime),
+        )
+        .map_err(|source| Error::Bind { addr: "pre-bound socket".into(), source })?;
+        let local_addr =
+            endpoint.local_addr().map_err(|source| Error::Bind { addr: "socket".into(), source })?;
+        let (stop, shutdown) = watch::channel(false);
+        let shared = Arc::new(Shared {
+            cfg: cfg.clone(),
+            local: local.clone(),
+            hello,
+            secure,
+            endpoint,
+            client,
+            max_frame: settings.max_frame,
+            handshake_timeout: settings.handshake_timeout,
+            reconnect_min: settings.reconnect_min,
+            reconnect_max: settings.reconnect_max,
+            grace: settings.shutdown_grace,
+            shutdown,
+        });
+        let (ev_tx, ev_rx) = mpsc::channel(settings.event_capacity);
+        let mut tasks = JoinSet::new();
+        let mut peers = HashMap::new();
+        let mut routes = HashMap::new();
+        for n in cfg.nodes.iter().filter(|n| n.name != local) {
+            let (queue, queue_rx) = mpsc::channel(settings.queue_capacity);
+            let (links, links_rx) = mpsc::channel(4);
+            let dials = settings.dials(&n.name);
+            tasks.spawn(peer_task(shared.clone(), n.name.clone(), dials, queue_rx, links_rx, ev_tx.clone()));
+            peers.insert(n.name.clone(), Peer { queue });
+            routes.insert(n.name.clone(), links);
+        }
+        let sem = Arc::new(Semaphore::new(settings.max_unauthenticated));
+        tasks.spawn(accept_loop(shared.clone(), sem, routes, ev_tx));
+        info!(node = %local, addr = %local_addr, "m2m quic transport listening");
+        Ok(QuicTransport {
+            shared,
+            peers,
+            events: tokio::sync::Mutex::new(ev_rx),
+            stop,
+            closed: AtomicBool::new(false),
+            tasks: std::sync::Mutex::new(Some(tasks)),
+            local_addr,
+        })
+    }
+
+    /// The address the UDP socket is bound to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    fn peer(&self, to: &NodeId) -> Result<&Peer<M>, replication_core::Error> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(replication_core::Error::Closed);
+        }
+        self.peers.get(to).ok_or_else(|| replication_core::Error::UnknownPeer { peer: to.to_string() })
+    }
+}
+
+impl<M: WireMessage> Drop for QuicTransport<M> {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+#[async_trait::async_trait]
+impl<M: WireMessage> Transport<M> for QuicTransport<M> {
+    fn local(&self) -> &NodeId {
+        &self.shared.local
+    }
+
+    fn try_send(&self, to: &NodeId, msg: M) -> Result<(), replication_core::Error> {
+        self.peer(to)?.queue.try_send(msg).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => replication_core::Error::QueueFull { peer: to.to_string() },
+            mpsc::error::TrySendError::Closed(_) => replication_core::Error::Closed,
+        })
+    }
+
+    async fn send(&self, to: &NodeId, msg: M) -> Result<(), replication_core::Error> {
+        self.peer(to)?.queue.send(msg).await.map_err(|_| replication_core::Error::Closed)
+    }
+
+    async fn recv(&self) -> Option<TransportEvent<M>> {
+        self.events.lock().await.recv().await
+    }
+
+    async fn shutdown(&self) {
+        self.closed.store(true, Ordering::Release);
+        let _ = self.stop.send(true);
+        let tasks = self.tasks.lock().ok().and_then(|mut t| t.take());
+        if let Some(mut tasks) = tasks {
+            let all = async { while tasks.join_next().await.is_some() {} };
+            if tokio::time::timeout(self.shared.grace + Duration::from_millis(500), all).await.is_err() {
+                warn!(node = %self.shared.local, "shutdown grace elapsed; aborting the remaining links");
+                tasks.abort_all();
+                while tasks.join_next().await.is_some() {}
+            }
+            self.shared.endpoint.close(VarInt::from_u32(0), b"shutdown");
+            let _ = tokio::time::timeout(Duration::from_millis(500), self.shared.endpoint.wait_idle()).await;
+        }
+    }
+}
+
+async fn wait_stop(rx: &mut watch::Receiver<bool>) {
+    let _ = rx.wait_for(|v| *v).await;
+}
+
+fn refused<M>(events: &mpsc::Sender<TransportEvent<M>>, peer: String, reason: String) {
+    warn!(%peer, %reason, "m2m connection refused");
+    let _ = events.try_send(TransportEvent::Refused { peer, reason });
+}
+
+fn framing(e: &WireError) -> String {
+    format!("[{}] {e}", refusal::FRAMING)
+}
+
+#[derive(Debug)]
+enum ReadError {
+    Io(std::io::Error),
+    Wire(WireError),
+}
+
+impl std::fmt::Display for ReadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReadError::Io(e) => write!(f, "{e}"),
+            ReadError::Wire(e) => f.write_str(&framing(e)),
+        }
+    }
+}
+
+/// Reads one frame; `Ok(None)` on a clean end of stream between frames.
+async fn read_frame<R: AsyncRead + Unpin, T: serde::de::DeserializeOwned>(
+    r: &mut R,
+    buf: &mut Vec<u8>,
+    max_frame: usize,
+) -> Result<Option<Frame<T>>, ReadError> {
+    let mut header = [0u8; LEN_PREFIX];
+    let mut got = 0;
+    while got < LEN_PREFIX {
+        match r.read(&mut header[got..]).await.map_err(ReadError::Io)? {
+            0 if got == 0 => return Ok(None),
+            0 => return Err(ReadError::Wire(WireError::Truncated { buffered: got })),
+            n => got += n,
+        }
+    }
+    let len = wire::frame_len(header, max_frame).map_err(ReadError::Wire)?;
+    buf.clear();
+    buf.resize(len, 0);
+    if let Err(e) = r.read_exact(buf).await {
+        return Err(if e.kind() == std::io::ErrorKind::UnexpectedEof {
+            ReadError::Wire(WireError::Truncated { buffered: LEN_PREFIX })
+        } else {
+            ReadError::Io(e)
+        });
+    }
+    wire::decode_payload(buf).map(Some).map_err(ReadError::Wire)
+}
+
+fn peer_node(shared: &Shared, conn: &Connection) -> Option<NodeId> {
+    let any = conn.peer_identity()?;
+    let certs = any.downcast::<Vec<CertificateDer<'static>>>().ok()?;
+    tls::peer_node(&shared.cfg, certs.first()?)
+}
+
+async fn accept_loop<M: WireMessage>(
+    shared: Arc<Shared>,
+    sem: Arc<Semaphore>,
+    routes: HashMap<NodeId, mpsc::Sender<Link>>,
+    events: mpsc::Sender<TransportEvent<M>>,
+) {
+    let mut stop = shared.shutdown.clone();
+    let mut handshakes = JoinSet::new();
+    loop {
+        let incoming = tokio::select! {
+            _ = wait_stop(&mut stop) => return,
+            Some(_) = handshakes.join_next(), if !handshakes.is_empty() => continue,
+            i = shared.endpoint.accept() => match i { Some(i) => i, None => return },
+        };
+        let addr = incoming.remote_address();
+        let Ok(permit) = sem.clone().try_acquire_owned() else {
+            incoming.refuse();
+            refused(
+                &events,
+                addr.to_string(),
+                format!(
+                    "[{}] too many connections are in their handshake",
+                    refusal::TOO_MANY_UNAUTHENTICATED
+                ),
+            );
+            continue;
+        };
+        let shared = shared.clone();
+        let events = events.clone();
+        let routes = routes.clone();
+        handshakes.spawn(async move {
+            let result = accept_handshake(&shared, incoming, addr).await;
+            drop(permit);
+            match result {
+                Ok((node, link)) => match routes.get(&node) {
+                    Some(route) => {
+                        debug!(peer = %node, %addr, "accepted link");
+                        let _ = route.send(link).await;
+                    }
+                    None => refused(&events, node.to_string(), "no link for this node".into()),
+                },
+                Err((peer, reason)) => refused(&events, peer, reason),
+            }
+        });
+    }
+}
+
+async fn accept_handshake(
+    shared: &Shared,
+    incoming: quinn::Incoming,
+    addr: SocketAddr,
+) -> Result<(NodeId, Link), (String, String)> {
+    let timeout = shared.handshake_timeout;
+    let work = async {
+        let tls_failed = |e: &dyn std::fmt::Display| {
+            (addr.to_string(), format!("[{}] QUIC/TLS handshake failed: {e}", refusal::CERTIFICATE))
+        };
+        let conn = incoming.accept().map_err(|e| tls_failed(&e))?.await.map_err(|e| tls_failed(&e))?;
+        let authenticated = if shared.secure {
+            match peer_node(shared, &conn) {
+                Some(n) => Some(n),
+                None => return Err(tls_failed(&"no node certificate")),
+            }
+        } else {
+            None
+        };
+        let who = authenticated.as_ref().map_or_else(|| addr.to_string(), |n| n.to_string());
+        let (mut tx, mut rx) =
+            conn.accept_bi().await.map_err(|e| (who.clone(), format!("handshake failed: {e}")))?;
+        let mut buf = Vec::new();
+        let hello =
+            match read_frame::<_, ()>(&mut rx, &mut buf, shared.max_frame.min(wire::MAX_HANDSHAKE_FRAME))
+                .await
+            {
+                Ok(Some(Frame::Hello(h))) => h,
+                Ok(Some(other)) => {
+                    return Err((
+                        who,
+                        framing(&WireError::Unexpected { expected: "hello", got: other.kind() }),
+                    ));
+                }
+                Ok(None) => return Err((who, "closed before its hello".into())),
+                Err(e) => return Err((who, e.to_string())),
+            };
+        let mut enc = FrameEncoder::new(shared.max_frame);
+        if let Err(r) = hello.check(&shared.cfg, &shared.local, authenticated.as_ref()) {
+            let reason = r.to_string();
+            if enc.refuse(&reason).is_ok() {
+                let _ = tx.write_all(enc.finish()).await;
+                let _ = tx.finish();
+                let _ = tokio::time::timeout(Duration::from_secs(1), tx.stopped()).await;
+            }
+            conn.close(VarInt::from_u32(1), b"refused");
+            return Err((hello.node.to_string(), reason));
+        }
+        enc.hello(&shared.hello).map_err(|e| (who.clone(), e.to_string()))?;
+        tx.write_all(enc.finish()).await.map_err(|e| (who, e.to_string()))?;
+        Ok((hello.node, Link { conn, control_tx: tx, control_rx: rx }))
+    };
+    match tokio::time::timeout(timeout, work).await {
+        Ok(r) => r,
+        Err(_) => Err((
+            addr.to_string(),
+            format!("[{}] no handshake within {timeout:?}", refusal::HANDSHAKE_TIMEOUT),
+        )),
+    }
+}
+
+enum DialError {
+    Unreachable(String),
+    Refused(String),
+}
+
+async fn dial(shared: &Shared, peer: &NodeId) -> Result<Link, DialError> {
+    let Some(node) = shared.cfg.node(peer) else {
+        return Err(DialError::Refused("not in the domain".into()));
+    };
+    let timeout = shared.handshake_timeout;
+    let work = async {
+        let addr = tokio::net::lookup_host(node.address.as_str())
+            .await
+            .ok()
+            .and_then(|mut a| a.next())
+            .ok_or_else(|| DialError::Unreachable(format!("cannot resolve {}", node.address)))?;
+        let name = if shared.secure {
+            tls::server_name(&shared.cfg.domain.name, peer)
+                .map_err(|e| DialError::Refused(e.to_string()))?
+                .to_str()
+                .into_owned()
+        } else {
+            "insecure.m2m".to_owned()
+        };
+        let connecting = shared
+            .endpoint
+            .connect_with(shared.client.clone(), addr, &name)
+            .map_err(|e| DialError::Unreachable(format!("connect {addr}: {e}")))?;
+        let conn = connecting.await.map_err(|e| match e {
+            quinn::ConnectionError::TimedOut | quinn::ConnectionError::LocallyClosed => {
+                DialError::Unreachable(format!("connect {addr}: {e}"))
+            }
+            e => DialError::Refused(format!("[{}] QUIC/TLS handshake failed: {e}", refusal::CERTIFICATE)),
+        })?;
+        let (mut tx, mut rx) =
+            conn.open_bi().await.map_err(|e| DialError::Refused(format!("handshake failed: {e}")))?;
+        let mut enc = FrameEncoder::new(shared.max_frame);
+        enc.hello(&shared.hello).map_err(|e| DialError::Refused(e.to_string()))?;
+        tx.write_all(enc.finish()).await.map_err(|e| DialError::Refused(format!("handshake failed: {e}")))?;
+        let mut buf = Vec::new();
+        match read_frame::<_, ()>(&mut rx, &mut buf, shared.max_frame.min(wire::MAX_HANDSHAKE_FRAME)).await {
+            Ok(Some(Frame::Hello(h))) => {
+                if &h.node != peer {
+                    return Err(DialError::Refused(format!(
+                        "[{}] dialed `{peer}` at {}, but `{}` answered",
+                        refusal::UNEXPECTED_PEER,
+                        node.address,
+                        h.node
+                    )));
+                }
+                let auth = shared.secure.then_some(peer);
+                h.check(&shared.cfg, &shared.local, auth).map_err(|r| DialError::Refused(r.to_string()))?;
+                Ok(Link { conn, control_tx: tx, control_rx: rx })
+            }
+            Ok(Some(Frame::Refuse(reason))) => {
+                Err(DialError::Refused(format!("refused by the peer: {reason}")))
+            }
+            Ok(Some(other)) => Err(DialError::Refused(framing(&WireError::Unexpected {
+                expected: "hello",
+                got: other.kind(),
+            }))),
+            Ok(None) => Err(DialError::Refused("the peer closed the stream during the handshake".into())),
+            Err(e) => Err(DialError::Refused(format!("handshake failed: {e}"))),
+        }
+    };
+    match tokio::time::timeout(timeout, work).await {
+        Ok(r) => r,
+        Err(_) => Err(DialError::Unreachable(format!("no handshake within {timeout:?}"))),
+    }
+}
+
+enum LinkEnd {
+    Stop,
+    Failed,
+    Replaced(Link),
+}
+
+async fn peer_task<M: WireMessage>(
+    shared: Arc<Shared>,
+    peer: NodeId,
+    dials: bool,
+    mut queue: mpsc::Receiver<M>,
+    mut links: mpsc::Receiver<Link>,
+    events: mpsc::Sender<TransportEvent<M>>,
+) {
+    let mut stop = shared.shutdown.clone();
+    let mut backoff = Backoff::new(shared.reconnect_min, shared.reconnect_max);
+    let mut encs: Vec<FrameEncoder> =
+        (0..=DATA_STREAMS).map(|_| FrameEncoder::new(shared.max_frame)).collect();
+    let mut next: Option<Link> = None;
+    loop {
+        let link = match next.take() {
+            Some(l) => l,
+            None if dials => {
+                let r = tokio::select! {
+                    _ = wait_stop(&mut stop) => return,
+                    Some(l) = links.recv() => Ok(l),
+                    r = dial(&shared, &peer) => r,
+                };
+                match r {
+                    Ok(l) => l,
+                    Err(e) => {
+                        match e {
+                            DialError::Unreachable(why) => debug!(%peer, %why, "peer unreachable"),
+                            DialError::Refused(why) => refused(&events, peer.to_string(), why),
+                        }
+                        let delay = backoff.next_delay();
+                        tokio::select! {
+                            _ = wait_stop(&mut stop) => return,
+                            Some(l) = links.recv() => next = Some(l),
+                            _ = tokio::time::sleep(delay) => {}
+                        }
+                        continue;
+                    }
+                }
+            }
+            None => tokio::select! {
+                _ = wait_stop(&mut stop) => return,
+                l = links.recv() => match l { Some(l) => l, None => return },
+            },
+        };
+        backoff.reset();
+        info!(%peer, "m2m link up");
+        if events.send(TransportEvent::Connected(peer.clone())).await.is_err() {
+            return;
+        }
+        let end = run_link(&shared, &peer, link, &mut queue, &mut links, &events, &mut encs).await;
+        info!(%peer, "m2m link down");
+        let _ = events.send(TransportEvent::Disconnected(peer.clone())).await;
+        match end {
+            LinkEnd::Stop => return,
+            LinkEnd::Failed => {
+                if dials {
+                    let delay = backoff.next_delay();
+                    tokio::select! {
+                        _ = wait_stop(&mut stop) => return,
+                        Some(l) = links.recv() => next = Some(l),
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                }
+            }
+            LinkEnd::Replaced(l) => next = Some(l),
+        }
+    }
+}
+
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The stream index for a message: 0 = control, 1..=DATA_STREAMS by key.
+fn stream_index(key: Option<u64>) -> usize {
+    match key {
+        None => 0,
+        Some(k) => 1 + (k % DATA_STREAMS as u64) as usize,
+    }
+}
+
+struct Writer {
+    conn: Connection,
+    streams: Vec<Option<SendStream>>,
+}
+
+impl Writer {
+    /// Writes every non-empty encoder to its stream (opening data streams on first use).
+    async fn write(&mut self, encs: &mut [FrameEncoder]) -> Result<(), String> {
+        for (i, enc) in encs.iter_mut().enumerate() {
+            if enc.is_empty() {
+                continue;
+            }
+            if self.streams[i].is_none() {
+                self.streams[i] = Some(self.conn.open_uni().await.map_err(|e| e.to_string())?);
+            }
+            if let Some(s) = self.streams[i].as_mut() {
+                s.write_all(enc.finish()).await.map_err(|e| e.to_string())?;
+            }
+            enc.clear();
+        }
+        Ok(())
+    }
+
+    /// Finishes every stream and waits until the peer has all their data.
+    async fn finish(&mut self) {
+        let mut acked = Vec::new();
+        for s in self.streams.iter_mut().flatten() {
+            let _ = s.finish();
+            acked.push(s.stopped());
+        }
+        for a in acked {
+            let _ = a.await;
+        }
+    }
+}
+
+async fn run_link<M: WireMessage>(
+    shared: &Shared,
+    peer: &NodeId,
+    link: Link,
+    queue: &mut mpsc::Receiver<M>,
+    links: &mut mpsc::Receiver<Link>,
+    events: &mpsc::Sender<TransportEvent<M>>,
+    encs: &mut [FrameEncoder],
+) -> LinkEnd {
+    let Link { conn, control_tx, control_rx } = link;
+    let mut reader = AbortOnDrop(tokio::spawn(read_link(
+        conn.clone(),
+        control_rx,
+        peer.clone(),
+        events.clone(),
+        shared.max_frame,
+    )));
+    let mut streams: Vec<Option<SendStream>> = (0..=DATA_STREAMS).map(|_| None).collect();
+    streams[0] = Some(control_tx);
+    let mut w = Writer { conn: conn.clone(), streams };
+    for e in encs.iter_mut() {
+        e.clear();
+    }
+    let mut stop = shared.shutdown.clone();
+    loop {
+        tokio::select! {
+            biased;
+            _ = wait_stop(&mut stop) => {
+                let flush = async {
+                    while let Ok(m) = queue.try_recv() {
+                        encode(encs, peer, &m);
+                    }
+                    let r = w.write(encs).await;
+                    w.finish().await;
+                    r
+                };
+                match tokio::time::timeout(shared.grace, flush).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => debug!(%peer, error = %e, "flush at shutdown incomplete"),
+                    Err(_) => debug!(%peer, "flush at shutdown: grace elapsed"),
+                }
+                conn.close(VarInt::from_u32(0), b"shutdown");
+                return LinkEnd::Stop;
+            }
+            _ = &mut reader.0 => {
+                conn.close(VarInt::from_u32(2), b"link failed");
+                return LinkEnd::Failed;
+            }
+            Some(l) = links.recv() => {
+                debug!(%peer, "a new connection replaces the link");
+                conn.close(VarInt::from_u32(3), b"replaced");
+                return LinkEnd::Replaced(l);
+            }
+            m = queue.recv() => {
+                let Some(m) = m else { return LinkEnd::Stop };
+                encode(encs, peer, &m);
+                let mut bytes = 0;
+                while bytes < WRITE_BATCH_BYTES {
+                    match queue.try_recv() {
+                        Ok(m) => bytes += encode(encs, peer, &m),
+                        Err(_) => break,
+                    }
+                }
+                if let Err(e) = w.write(encs).await {
+                    debug!(%peer, error = %e, "write failed");
+                    for e in encs.iter_mut() {
+                        e.clear();
+                    }
+                    conn.close(VarInt::from_u32(2), b"write failed");
+                    return LinkEnd::Failed;
+                }
+            }
+        }
+    }
+}
+
+/// Encodes `m` into its stream's encoder; returns the bytes added.
+fn encode<M: WireMessage>(encs: &mut [FrameEncoder], peer: &NodeId, m: &M) -> usize {
+    let enc = &mut encs[stream_index(m.ordering_key())];
+    let before = enc.len();
+    if let Err(e) = enc.push(m) {
+        warn!(%peer, error = %e, "message dropped: cannot be framed");
+    }
+    enc.len().saturating_sub(before)
+}
+
+/// Reads the control stream and every data stream the peer opens, until the connection ends
+/// or a stream breaks the framing rules (which closes the connection).
+async fn read_link<M: WireMessage>(
+    conn: Connection,
+    control: RecvStream,
+    peer: NodeId,
+    events: mpsc::Sender<TransportEvent<M>>,
+    max_frame: usize,
+) {
+    let mut streams = JoinSet::new();
+    streams.spawn(read_stream(control, peer.clone(), events.clone(), max_frame));
+    loop {
+        tokio::select! {
+            s = conn.accept_uni() => match s {
+                Ok(s) => {
+                    streams.spawn(read_stream(s, peer.clone(), events.clone(), max_frame));
+                }
+                Err(e) => {
+                    // Streams already received stay readable on a closed connection: drain
+                    // them, so a peer that flushed and closed loses nothing.
+                    debug!(%peer, error = %e, "connection ended; draining its streams");
+                    while let Some(r) = streams.join_next().await {
+                        if let Ok(Err(reason)) = r {
+                            refused(&events, peer.to_string(), reason);
+                        }
+                    }
+                    return;
+                }
+            },
+            Some(r) = streams.join_next() => {
+                if let Ok(Err(reason)) = r {
+                    refused(&events, peer.to_string(), reason);
+                    conn.close(VarInt::from_u32(4), b"framing");
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Reads one stream to its end; `Err(reason)` on a framing error.
+async fn read_stream<M: WireMessage>(
+    rx: RecvStream,
+    peer: NodeId,
+    events: mpsc::Sender<TransportEvent<M>>,
+    max_frame: usize,
+) -> Result<(), String> {
+    let mut rd = BufReader::with_capacity(64 * 1024, rx);
+    let mut buf = Vec::new();
+    loop {
+        match read_frame::<_, M>(&mut rd, &mut buf, max_frame).await {
+            Ok(None) => return Ok(()),
+            Ok(Some(Frame::Batch(msgs))) => {
+                for msg in msgs {
+                    if events.send(TransportEvent::Message { from: peer.clone(), msg }).await.is_err() {
+                        return Ok(());
+                    }
+                }
+            }
+            Ok(Some(other)) => {
+                return Err(framing(&WireError::Unexpected { expected: "batch", got: other.kind() }));
+            }
+            Err(ReadError::Io(e)) => {
+                debug!(%peer, error = %e, "stream read failed");
+                return Ok(());
+            }
+            Err(e @ ReadError::Wire(_)) => return Err(e.to_string()),
+        }
+    }
+}
