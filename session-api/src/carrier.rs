@@ -78,6 +78,13 @@ pub(crate) async fn start(
                     .map_err(|e| Error::Transport(e.to_string()))?;
                 Ok(Arc::new(t))
             }
+            #[cfg(feature = "quic")]
+            TransportKind::Quic => {
+                let t = transport_quic::QuicTransport::<Message>::start(settings)
+                    .await
+                    .map_err(|e| Error::Transport(e.to_string()))?;
+                Ok(Arc::new(t))
+            }
             #[allow(unreachable_patterns)]
             other => Err(Error::UnsupportedTransport { kind: other }),
         }
