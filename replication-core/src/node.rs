@@ -1521,6 +1521,7 @@ impl Node {
     /// node is its failover target.
     fn maybe_failover(&mut self, now: Instant, session: &str) {
         if !self.can_own
+            || self.leaving.is_some()
             || self.placement.topology() != Topology::PeerToPeer
             || self.acquires.contains_key(session)
         {
@@ -1645,11 +1646,17 @@ mod tests_support {
 
     impl Cluster {
         pub fn new(names: &[&str], replicas: u32) -> Self {
-            let c = cfg(names, replicas);
+            Self::from_config(cfg(names, replicas), Settings::default())
+        }
+
+        pub fn from_config(c: DomainConfig, settings: Settings) -> Self {
             let t0 = Instant::now();
-            let nodes = names
+            let nodes = c
+                .nodes
                 .iter()
-                .map(|n| (id(n), Node::new(c.clone(), id(n), 1, Settings::default(), t0).unwrap()))
+                .map(|n| {
+                    (n.name.clone(), Node::new(c.clone(), n.name.clone(), 1, settings.clone(), t0).unwrap())
+                })
                 .collect();
             let mut cl = Cluster {
                 t0,
@@ -2403,5 +2410,85 @@ mod model_tests {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod topology_tests {
+    use super::tests_support::*;
+    use super::*;
+
+    fn cs_cluster() -> Cluster {
+        let text = "[domain]\nname='t'\ntopology='client-server'\nreplicas=1\n\
+            [[node]]\nname='c1'\naddress='h:1'\nmode='client'\n\
+            [[node]]\nname='c2'\naddress='h:2'\nmode='client'\n\
+            [[node]]\nname='s1'\naddress='h:3'\nmode='server'\n\
+            [[node]]\nname='s2'\naddress='h:4'\nmode='server'\n";
+        Cluster::from_config(DomainConfig::parse(text, "t").unwrap(), Settings::default())
+    }
+
+    #[test]
+    fn client_server_backups_live_on_servers_and_clients_fetch() {
+        let mut cl = cs_cluster();
+        cl.cmd(
+            "c1",
+            1,
+            Command::Create {
+                session: "s".into(),
+                attrs: Attributes::new(),
+                max_inactive: Duration::from_secs(60),
+                ack: Ack::Sync { backups: 1 },
+            },
+        );
+        cl.pump();
+        assert!(matches!(cl.outcome(1), Some(Outcome::Replicated { acks: 1, .. })));
+        let backups = cl.session("c1", "s").unwrap().backups;
+        assert_eq!(backups.len(), 1);
+        assert!(backups[0].0.as_str().starts_with('s'));
+        assert!(cl.session("c2", "s").is_none(), "clients hold no backups");
+        // c1 dies: nothing moves by itself in client-server ...
+        cl.nodes.remove(&id("c1"));
+        cl.advance(Duration::from_millis(1500));
+        assert!(cl.nodes.values().all(|n| n.stats().owned == 0));
+        // ... the next request for it, on c2, fetches it from the server.
+        cl.cmd("c2", 2, Command::Get { session: "s".into() });
+        cl.pump();
+        assert!(matches!(cl.outcome(2), Some(Outcome::Found { epoch, .. }) if epoch.node == id("c2")));
+        cl.cmd("s1", 3, Command::Get { session: "s".into() });
+        assert_eq!(cl.outcome(3), Some(&Outcome::NotAllowed));
+    }
+
+    #[test]
+    fn rereplication_is_rate_limited() {
+        let text = "[domain]\nname='t'\nreplicas=1\n\
+            [[node]]\nname='a'\naddress='h:1'\n[[node]]\nname='b'\naddress='h:2'\n";
+        let settings = Settings { rereplication_per_sec: 10, rereplication_burst: 5, ..Settings::default() };
+        let mut cl = Cluster::from_config(DomainConfig::parse(text, "t").unwrap(), settings);
+        // b is cut off: 40 sessions are created without a live backup.
+        cl.cut.insert((id("b"), id("a")));
+        cl.advance(Duration::from_millis(1200));
+        assert!(!cl.nodes[&id("a")].is_live(&id("b")));
+        for i in 0..40 {
+            cl.cmd(
+                "a",
+                i,
+                Command::Create {
+                    session: format!("s{i}"),
+                    attrs: Attributes::new(),
+                    max_inactive: Duration::from_secs(600),
+                    ack: Ack::Async,
+                },
+            );
+        }
+        cl.cut.clear();
+        let before = cl.nodes[&id("a")].stats().full_copies_sent;
+        cl.advance(Duration::from_millis(1000));
+        let sent = cl.nodes[&id("a")].stats().full_copies_sent - before;
+        // Burst 5 plus 10 per second, not 40 at once.
+        assert!((5..=17).contains(&sent), "{sent}");
+        cl.advance(Duration::from_secs(5));
+        assert_eq!(cl.nodes[&id("a")].stats().under_replicated, 0);
+        assert_eq!(cl.nodes[&id("b")].stats().backups, 40);
     }
 }
