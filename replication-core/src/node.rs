@@ -55,6 +55,25 @@
 //! failover, hand-off) with a claim: the acquirer picks a higher epoch, every live peer
 //! promises to refuse lower epochs and returns its copy, and the acquirer continues from the
 //! highest `(epoch, version)` copy. A stale owner is fenced by the promises.
+//!
+//! What the runtime can rely on, and what it cannot:
+//! - A write reported [`Outcome::Replicated`] with `acks = k` is held by the owner and `k`
+//!   backups; it survives the crash of any `k` of them, provided the failure detector does not
+//!   wrongly declare *all* surviving holders dead while another node takes the session over
+//!   (ownership moves on the failure detector's word, not on a quorum).
+//! - [`Outcome::Unreplicated`], [`Outcome::Indeterminate`], [`Outcome::Applied`] and
+//!   [`Outcome::Fenced`] promise nothing beyond this node.
+//! - Promises live in memory: a backup that restarts forgets the epochs it promised, so a
+//!   stale owner (paused or partitioned while another node took over) that reaches a freshly
+//!   restarted backup can have a write acknowledged that the new owner later overwrites.
+//! - A node that sees fewer than half of the domain live does not take sessions over (neither
+//!   hot failover nor fetch): it may be the one cut off.
+//! - Versions grow by one per write and continue across ownership changes; the state order
+//!   is `(epoch, version)`, so after a failover that lost unacknowledged writes a version
+//!   number can be reused at the higher epoch.
+//! - Per call, maintenance examines at most [`Settings::scan_batch`] sessions and sends full
+//!   copies within the re-replication token bucket; [`Command::Leave`] is the exception (it
+//!   looks at every owned session at each tick until it completes). [`Node::stats`] is O(n).
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::ops::Bound;
