@@ -1077,7 +1077,13 @@ impl Node {
         if o.stale.is_empty() || o.replicas.values().any(|r| r.acked < Some(copy.version)) {
             return;
         }
-        for n in std::mem::take(&mut o.stale) {
+        // Holders that are down now keep their place: they are told when they come back (a
+        // former owner cut off during the takeover learns it was replaced).
+        let peers = &self.peers;
+        let (up, down): (BTreeSet<NodeId>, BTreeSet<NodeId>) =
+            std::mem::take(&mut o.stale).into_iter().partition(|n| peers.get(n).is_some_and(|p| p.up));
+        o.stale = down;
+        for n in up {
             self.out.send(&n, Message::Drop { session: session.to_owned(), epoch: copy.epoch.clone() });
         }
     }
@@ -1498,6 +1504,7 @@ impl Node {
                     let n = self.send_full_to_lagging(session, now, true);
                     self.tokens = self.tokens.saturating_sub(n * 1000);
                 }
+                self.maybe_drop_stale(session);
             }
             (None, Some(copy)) => {
                 if matches!(copy.body, Body::Live { .. }) {
