@@ -63,9 +63,12 @@
 //!   (ownership moves on the failure detector's word, not on a quorum).
 //! - [`Outcome::Unreplicated`], [`Outcome::Indeterminate`], [`Outcome::Applied`] and
 //!   [`Outcome::Fenced`] promise nothing beyond this node.
-//! - Promises live in memory: a backup that restarts forgets the epochs it promised, so a
-//!   stale owner (paused or partitioned while another node took over) that reaches a freshly
-//!   restarted backup can have a write acknowledged that the new owner later overwrites.
+//! - Promises live in memory: a backup that restarts forgets the epochs it promised. A node
+//!   that did not run for about the failure timeout steps down from all its sessions (see
+//!   [`Event::OwnershipLost`]), which covers a paused stale owner; a stale owner that was
+//!   *partitioned* (still running) while another node took over, and that then reaches a
+//!   freshly restarted backup before it learns it was replaced, can still have a write
+//!   acknowledged that the new owner later overwrites.
 //! - A node that sees fewer than half of the domain live does not take sessions over (neither
 //!   hot failover nor fetch): it may be the one cut off.
 //! - Versions grow by one per write and continue across ownership changes; the state order
