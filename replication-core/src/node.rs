@@ -252,8 +252,6 @@ pub struct Node {
     request_timeout: Duration,
     tick: Duration,
     can_own: bool,
-    /// Backup-eligible nodes of the config other than this one.
-    eligible_total: usize,
     peers: BTreeMap<NodeId, Peer>,
     sessions: BTreeMap<String, Record>,
     writes: BTreeMap<RequestId, PendingWrite>,
@@ -295,7 +293,6 @@ impl Node {
         let _ = me_cfg;
         let placement = Placement::new(&config);
         let can_own = placement.owns_sessions(&me);
-        let eligible_total = placement.nodes().filter(|n| **n != me && placement.stores_backups(n)).count();
         let peers = placement
             .nodes()
             .filter(|n| **n != me)
@@ -314,7 +311,6 @@ impl Node {
             request_timeout: config.request_timeout(),
             tick,
             can_own,
-            eligible_total,
             peers,
             sessions: BTreeMap::new(),
             writes: BTreeMap::new(),
@@ -560,6 +556,11 @@ impl Node {
         })
     }
 
+    /// How many backups each owned session should have (see [`Placement::target`]).
+    fn replica_target(&self) -> usize {
+        self.placement.target(&self.me, |n| self.peers.get(n).is_some_and(|p| p.up))
+    }
+
     /// Counters and gauges.
     pub fn stats(&self) -> Stats {
         let mut s = Stats {
@@ -575,9 +576,9 @@ impl Node {
         };
         s.peers_up = self.peers.values().filter(|p| p.up).count();
         s.peers_down = self.peers.len() - s.peers_up;
-        let live_eligible =
-            self.peers.iter().filter(|(n, p)| p.up && self.placement.stores_backups(n)).count();
-        let want = self.placement.wanted(live_eligible);
+        // The same target as `Event::UnderReplicated`: the configured count, not what happens
+        // to be live (a session whose only backup node is down is under-replicated).
+        let want = self.replica_target();
         for rec in self.sessions.values() {
             match (&rec.copy, &rec.owner) {
                 (Some(Snapshot { body: Body::Tombstone, .. }), _) => s.tombstones += 1,
@@ -1039,6 +1040,7 @@ impl Node {
     /// Recomputes the backups of an owned session when the view changed since last time.
     fn plan(&mut self, session: &str, now: Instant) {
         let view_gen = self.view_gen;
+        let want = self.replica_target();
         let Some(Record { owner: Some(o), .. }) = self.sessions.get_mut(session) else { return };
         if o.view_gen == view_gen {
             return;
@@ -1063,7 +1065,6 @@ impl Node {
                 *r = fresh;
             }
         }
-        let want = self.placement.wanted(self.eligible_total);
         let have = backups.len();
         if have < want {
             if !o.under {
@@ -2549,6 +2550,9 @@ mod topology_tests {
                 },
             );
         }
+        // Its only possible backup is down: every session is under-replicated, in the stats as
+        // in the events (the target is the configured count, not what happens to be live).
+        assert_eq!(cl.nodes[&id("a")].stats().under_replicated, 40);
         cl.cut.clear();
         let before = cl.nodes[&id("a")].stats().full_copies_sent;
         cl.advance(Duration::from_millis(1000));

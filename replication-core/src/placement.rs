@@ -97,6 +97,23 @@ impl Placement {
         Placement { members, replicas: cfg.domain.replicas, topology }
     }
 
+    /// The domain's replica setting.
+    pub fn replicas(&self) -> Replicas {
+        self.replicas
+    }
+
+    /// The backups a session owned by `owner` should have: `replicas` as far as the config has
+    /// eligible nodes other than the owner, or for `entire-domain` every eligible node that is
+    /// live now. A node that is down does not count against `entire-domain`, but does against
+    /// a fixed count (the session really has fewer copies than the operator asked for).
+    pub fn target(&self, owner: &NodeId, live: impl Fn(&NodeId) -> bool) -> usize {
+        let eligible = |m: &&Member| m.stores && &m.id != owner;
+        match self.replicas {
+            Replicas::Count(_) => self.replicas.wanted(self.members.iter().filter(eligible).count()),
+            Replicas::EntireDomain => self.members.iter().filter(eligible).filter(|m| live(&m.id)).count(),
+        }
+    }
+
     /// The domain's topology.
     pub fn topology(&self) -> Topology {
         self.topology
@@ -181,7 +198,6 @@ impl Placement {
         for (sid, owner) in sessions {
             report.sessions += 1;
             let before = self.backups(sid, owner, |_| true);
-            let eligible = self.members.iter().filter(|m| m.stores && &m.id != owner).count();
             if let Some(load) = report.nodes.get_mut(owner) {
                 load.owned += 1;
             }
@@ -218,14 +234,7 @@ impl Placement {
                 }
             };
             let after = self.backups(sid, &new_owner, alive);
-            // The target after the failure: `replicas` backups as far as the config has
-            // eligible nodes, or for `entire-domain` every live eligible node.
-            let wanted = match self.replicas {
-                Replicas::Count(_) => self.replicas.wanted(eligible),
-                Replicas::EntireDomain => {
-                    self.members.iter().filter(|m| m.stores && m.id != new_owner && alive(&m.id)).count()
-                }
-            };
+            let wanted = self.target(&new_owner, alive);
             // Copies that exist right after the failure, before any re-replication: the
             // surviving holders. Under-replicated: fewer surviving backups than wanted.
             let surviving_backups = survivors.iter().filter(|n| **n != &new_owner).count();
