@@ -87,17 +87,9 @@ use crate::api::{
     Ack, Command, Event, Input, Outcome, Output, PeerView, RequestId, Role, SessionView, Settings, Stats,
 };
 use crate::config::{DomainConfig, NodeId, Topology};
+use crate::error::Error;
 use crate::message::{Attributes, Body, Change, Epoch, Message, Payload, Snapshot, Version};
 use crate::placement::Placement;
-
-/// Why a [`Node`] cannot be built.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum NodeError {
-    /// `me` is not a node of the domain config.
-    #[error("{0} is not a node of this domain")]
-    UnknownNode(String),
-}
 
 #[derive(Debug, Clone)]
 struct Peer {
@@ -286,9 +278,9 @@ impl Node {
         incarnation: u64,
         settings: Settings,
         now: Instant,
-    ) -> Result<Node, NodeError> {
+    ) -> Result<Node, Error> {
         let Some(me_cfg) = config.node(&me) else {
-            return Err(NodeError::UnknownNode(me.to_string()));
+            return Err(Error::UnknownPeer { peer: me.to_string() });
         };
         let _ = me_cfg;
         let placement = Placement::new(&config);
@@ -1834,7 +1826,7 @@ mod tests {
     #[test]
     fn unknown_node_is_refused() {
         let err = Node::new(cfg(&["a"], 1), id("z"), 1, Settings::default(), Instant::now()).unwrap_err();
-        assert_eq!(err, NodeError::UnknownNode("z".into()));
+        assert!(matches!(err, Error::UnknownPeer { ref peer } if peer == "z"), "{err}");
     }
 
     #[test]
