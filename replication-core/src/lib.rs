@@ -6,6 +6,8 @@
 //! - placement of session copies on nodes ([`placement`]),
 //! - the messages nodes exchange ([`message`]) and the contract transports implement
 //!   ([`transport`]), and the codec they share ([`wire`]);
+//! - the replication engine of one node ([`node::Node`], with its [`api`] types): feed it
+//!   inputs, then drain [`Node::poll_output`] until `None` after every call (see [`node`]);
 //! - with the off-by-default cargo feature `tls`: domain certificates and mutual-TLS configs
 //!   (`tls`).
 //!
@@ -26,9 +28,11 @@
 //! assert!(report.codes().contains(rule::CS_NEEDS_SERVER));
 //! ```
 
+pub mod api;
 pub mod config;
 pub mod error;
 pub mod message;
+pub mod node;
 pub mod placement;
 #[cfg(feature = "tls")]
 pub mod tls;
@@ -36,6 +40,10 @@ pub mod transport;
 pub mod validate;
 pub mod wire;
 
+pub use api::{
+    Ack, Command, Event, Input, Outcome, Output, PeerView, RequestId, Role, SessionView, Settings, Stats,
+};
 pub use config::{DomainConfig, Mode, NodeId, Replicas, Topology, TransportKind};
 pub use error::Error;
-pub use message::{Message, PROTOCOL_VERSION};
+pub use message::{Attributes, Change, Epoch, Message, PROTOCOL_VERSION, Version};
+pub use node::{Node, NodeError};

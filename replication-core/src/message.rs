@@ -1,11 +1,173 @@
 //! The messages nodes exchange. Carried by the transports with the shared codec.
+//!
+//! Per-session messages carry the session id and are ordered per session by the transports
+//! ([`WireMessage::ordering_key`] is a stable hash of the id); heartbeats and control messages
+//! have no key. The protocol never relies on delivery: every message may be lost, duplicated
+//! or delayed, and the [`crate::node::Node`] engine retransmits and resynchronises.
+
+use std::cmp::Ordering;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use crate::config::NodeId;
+use crate::placement::stable_hash;
 use crate::transport::WireMessage;
 
 /// The protocol version; a peer speaking another one is refused at the handshake.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
+
+/// The version of a session's state inside one [`Epoch`]; every write adds one. Versions
+/// continue across ownership changes (a new owner starts from the highest copy it found).
+pub type Version = u64;
+
+/// A session's attributes: name to opaque bytes.
+pub type Attributes = BTreeMap<String, Vec<u8>>;
+
+/// An ownership epoch: `(term, node, incarnation)`, ordered lexicographically. Only `node`,
+/// in that incarnation, ever writes at a given epoch, so each epoch value has exactly one
+/// possible owner by construction, even across restarts (a restarted node has forgotten the
+/// terms it used). The state of a session is ordered by `(epoch, version)`.
+#[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Epoch {
+    /// Grows by one on every ownership change of the session.
+    pub term: u64,
+    /// The only node that may write at this epoch.
+    pub node: NodeId,
+    /// The incarnation of `node` that chose this epoch.
+    pub incarnation: u64,
+}
+
+impl Epoch {
+    /// The epoch `(term, node, incarnation)`.
+    pub fn new(term: u64, node: NodeId, incarnation: u64) -> Self {
+        Epoch { term, node, incarnation }
+    }
+}
+
+impl Ord for Epoch {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.term
+            .cmp(&other.term)
+            .then_with(|| self.node.cmp(&other.node))
+            .then_with(|| self.incarnation.cmp(&other.incarnation))
+    }
+}
+
+impl PartialOrd for Epoch {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl fmt::Debug for Epoch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "({},{},{})", self.term, self.node, self.incarnation)
+    }
+}
+
+impl fmt::Display for Epoch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}@{}#{}", self.term, self.node, self.incarnation)
+    }
+}
+
+/// One change to a session's attributes.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Change {
+    /// Sets an attribute.
+    Set(String, Vec<u8>),
+    /// Removes an attribute (no-op when absent).
+    Remove(String),
+    /// Removes every attribute; followed by `Set`s this is a full replace.
+    Clear,
+}
+
+impl Change {
+    /// Applies the change to `attrs`.
+    pub fn apply(&self, attrs: &mut Attributes) {
+        match self {
+            Change::Set(k, v) => {
+                attrs.insert(k.clone(), v.clone());
+            }
+            Change::Remove(k) => {
+                attrs.remove(k);
+            }
+            Change::Clear => attrs.clear(),
+        }
+    }
+
+    /// Approximate encoded size, for statistics.
+    pub fn size(&self) -> usize {
+        match self {
+            Change::Set(k, v) => k.len() + v.len() + 8,
+            Change::Remove(k) => k.len() + 4,
+            Change::Clear => 1,
+        }
+    }
+}
+
+/// A full copy of a session's content at one `(epoch, version)`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Body {
+    /// A live session.
+    Live {
+        /// The attributes.
+        attrs: Arc<Attributes>,
+        /// Inactivity after which the session expires, in milliseconds.
+        max_inactive_ms: u64,
+    },
+    /// The session was invalidated (or expired); it must never come back.
+    Tombstone,
+}
+
+/// A stored copy: `(epoch, version)` and content.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// Epoch of the owner that wrote this state.
+    pub epoch: Epoch,
+    /// Version inside that epoch.
+    pub version: Version,
+    /// The content.
+    pub body: Body,
+}
+
+impl Snapshot {
+    /// The `(epoch, version)` order key.
+    pub fn key(&self) -> (&Epoch, Version) {
+        (&self.epoch, self.version)
+    }
+}
+
+/// What the owner sends a backup. Shared (`Arc`) between the backups of one write.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Payload {
+    /// Changes from `base_version` to `version`; applied only on a copy at exactly
+    /// `(epoch, base_version)`.
+    Delta {
+        /// The version the changes apply to.
+        base_version: Version,
+        /// The version after the changes.
+        version: Version,
+        /// The changes, in order.
+        changes: Vec<Change>,
+    },
+    /// The whole state (also carries tombstones).
+    Full {
+        /// The version.
+        version: Version,
+        /// The content.
+        body: Body,
+    },
+    /// "Still in use": resets the backup's inactivity clock; a backup behind `version`
+    /// answers [`Message::NeedFull`].
+    Touch {
+        /// The owner's current version.
+        version: Version,
+    },
+}
 
 /// A core protocol message.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -16,12 +178,125 @@ pub enum Message {
         /// Changes every time the node starts, so peers notice a restart.
         incarnation: u64,
     },
+    /// "I am leaving the domain": peers consider the sender down at once.
+    Leaving {
+        /// The sender's incarnation.
+        incarnation: u64,
+    },
+    /// Owner to backup: new state of a session.
+    Replicate {
+        /// The session.
+        session: String,
+        /// The owner's epoch.
+        epoch: Epoch,
+        /// What changed.
+        payload: Arc<Payload>,
+    },
+    /// Backup to owner: "I hold `(epoch, version)`" (sent for every replicate, even duplicates).
+    Ack {
+        /// The session.
+        session: String,
+        /// Epoch of the backup's copy.
+        epoch: Epoch,
+        /// Version of the backup's copy.
+        version: Version,
+    },
+    /// Backup to owner: "I cannot apply your delta, send the whole state".
+    NeedFull {
+        /// The session.
+        session: String,
+        /// The epoch of the message that could not be applied.
+        epoch: Epoch,
+    },
+    /// "Your epoch is stale: I hold or promised `epoch`." The receiver demotes itself.
+    Fenced {
+        /// The session.
+        session: String,
+        /// The higher epoch.
+        epoch: Epoch,
+    },
+    /// Acquirer to holders: "promise to refuse epochs below `epoch`, and send me your copy".
+    Claim {
+        /// The session.
+        session: String,
+        /// The acquirer's new epoch.
+        epoch: Epoch,
+    },
+    /// Reply to [`Message::Claim`]: the promise, with the receiver's copy if it has one.
+    ClaimAck {
+        /// The session.
+        session: String,
+        /// The epoch promised (the claim's).
+        epoch: Epoch,
+        /// The receiver's copy, if any (tombstones included).
+        copy: Option<Snapshot>,
+    },
+    /// Owner to former backup: "you are no longer a backup of this session".
+    Drop {
+        /// The session.
+        session: String,
+        /// The owner's epoch; copies at a higher epoch are kept.
+        epoch: Epoch,
+    },
+}
+
+impl Message {
+    /// The session a per-session message is about.
+    pub fn session(&self) -> Option<&str> {
+        match self {
+            Message::Heartbeat { .. } | Message::Leaving { .. } => None,
+            Message::Replicate { session, .. }
+            | Message::Ack { session, .. }
+            | Message::NeedFull { session, .. }
+            | Message::Fenced { session, .. }
+            | Message::Claim { session, .. }
+            | Message::ClaimAck { session, .. }
+            | Message::Drop { session, .. } => Some(session),
+        }
+    }
 }
 
 impl WireMessage for Message {
     fn ordering_key(&self) -> Option<u64> {
-        match self {
-            Message::Heartbeat { .. } => None,
-        }
+        self.session().map(|s| stable_hash(s.as_bytes()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn epoch_orders_by_term_then_node() {
+        let a1 = Epoch::new(1, NodeId::new("a"), 9);
+        let a1r = Epoch::new(1, NodeId::new("a"), 10);
+        let b1 = Epoch::new(1, NodeId::new("b"), 1);
+        let a2 = Epoch::new(2, NodeId::new("a"), 1);
+        assert!(a1 < a1r && a1r < b1 && b1 < a2);
+        assert_eq!(format!("{a2:?}"), "(2,a,1)");
+    }
+
+    #[test]
+    fn ordering_keys() {
+        let hb = Message::Heartbeat { incarnation: 1 };
+        assert_eq!(hb.ordering_key(), None);
+        let m = Message::Claim { session: "s".into(), epoch: Epoch::new(1, NodeId::new("a"), 1) };
+        assert_eq!(m.ordering_key(), Some(stable_hash(b"s")));
+    }
+
+    #[test]
+    fn round_trips_with_msgpack() {
+        let m = Message::Replicate {
+            session: "s".into(),
+            epoch: Epoch::new(3, NodeId::new("n"), 1),
+            payload: Arc::new(Payload::Delta {
+                base_version: 1,
+                version: 2,
+                changes: vec![Change::Set("k".into(), vec![1, 2]), Change::Remove("x".into())],
+            }),
+        };
+        let bytes = rmp_serde::to_vec(&m).expect("encode");
+        let back: Message = rmp_serde::from_slice(&bytes).expect("decode");
+        assert_eq!(back, m);
     }
 }

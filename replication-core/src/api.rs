@@ -1,0 +1,404 @@
+//! The types a runtime exchanges with a [`crate::node::Node`]: what goes in ([`Input`],
+//! [`Command`]), what comes out ([`Output`], [`Outcome`], [`Event`]), the tunables
+//! ([`Settings`]) and the read-only views ([`SessionView`], [`Stats`], [`PeerView`]).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::config::NodeId;
+use crate::message::{Attributes, Change, Epoch, Message, Version};
+
+/// Identifies a command; chosen by the caller and echoed in its one [`Outcome`].
+pub type RequestId = u64;
+
+/// Something that happened to the node.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum Input {
+    /// A message from a peer (the transport authenticated `from`).
+    Message {
+        /// The sender.
+        from: NodeId,
+        /// The message.
+        msg: Message,
+    },
+    /// A command from the local session manager. Exactly one [`Output::Outcome`] with the
+    /// same `id` follows, now or later.
+    Command {
+        /// Echoed in the outcome.
+        id: RequestId,
+        /// What to do.
+        cmd: Command,
+    },
+    /// Same as [`crate::node::Node::handle_timeout`].
+    Timeout,
+}
+
+/// How a write waits for backups.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Ack {
+    /// Completes at once with [`Outcome::Applied`]; replicated in the background.
+    Async,
+    /// Waits until `backups` distinct backups (at most the live placed ones) hold the write,
+    /// or the domain's request timeout.
+    Sync {
+        /// How many backups must acknowledge (clamped to the live placed backups).
+        backups: u32,
+    },
+}
+
+/// A request from the local session manager.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum Command {
+    /// Creates a session owned by this node at version 1; completes like a write
+    /// ([`Outcome::Applied`], [`Outcome::Replicated`], ...). Fails with
+    /// [`Outcome::AlreadyExists`] when this node knows the id (live, tombstone or promise).
+    Create {
+        /// The new session's id (the runtime makes it unique).
+        session: String,
+        /// Initial attributes.
+        attrs: Attributes,
+        /// Inactivity after which the session expires.
+        max_inactive: Duration,
+        /// How the initial copy is acknowledged.
+        ack: Ack,
+    },
+    /// Changes a session this node owns. Not the owner: [`Outcome::NotOwner`] (send
+    /// [`Command::Acquire`] first).
+    Update {
+        /// The session.
+        session: String,
+        /// When set, the write applies only if the current version is this one; otherwise
+        /// [`Outcome::Conflict`] and nothing is applied.
+        expected_version: Option<Version>,
+        /// The changes, applied in order ([`Change::Clear`] first for a full replace).
+        changes: Vec<Change>,
+        /// How the write is acknowledged.
+        ack: Ack,
+    },
+    /// Reads a session; when this node is not its owner, fetches it from whoever holds it and
+    /// becomes the owner (client-server retrieval, fetch-on-get after failover).
+    Get {
+        /// The session.
+        session: String,
+    },
+    /// Like [`Command::Get`] but the outcome carries no attributes.
+    Acquire {
+        /// The session.
+        session: String,
+    },
+    /// Deletes a session this node owns; a tombstone is replicated so it never comes back.
+    Invalidate {
+        /// The session.
+        session: String,
+        /// How the tombstone is acknowledged.
+        ack: Ack,
+    },
+    /// Marks a session this node owns as used (resets its inactivity clock). Replicated to the
+    /// backups, coalesced.
+    Touch {
+        /// The session.
+        session: String,
+    },
+    /// Graceful shutdown: waits (up to the request timeout) until every owned session's latest
+    /// version is held by its backups, then tells the peers this node leaves, so the failover
+    /// targets take the sessions over. Afterwards the node refuses commands and sends nothing.
+    Leave,
+}
+
+/// The result of one command.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum Outcome {
+    /// Write applied locally (async write, or sync with `backups: 0`).
+    Applied {
+        /// The owner's epoch.
+        epoch: Epoch,
+        /// The new version.
+        version: Version,
+    },
+    /// Sync write held by `acks` distinct backups (`min(k, live placed backups)`, and > 0).
+    Replicated {
+        /// The owner's epoch.
+        epoch: Epoch,
+        /// The new version.
+        version: Version,
+        /// Distinct backups that acknowledged.
+        acks: u32,
+    },
+    /// Sync write applied locally but no backup is live: one copy only. Never a silent success.
+    Unreplicated {
+        /// The owner's epoch.
+        epoch: Epoch,
+        /// The new version.
+        version: Version,
+    },
+    /// Sync write applied locally, but not enough backups acknowledged before the request
+    /// timeout; it may or may not survive the owner's failure.
+    Indeterminate {
+        /// The owner's epoch.
+        epoch: Epoch,
+        /// The new version.
+        version: Version,
+        /// Backups that did acknowledge.
+        acks: u32,
+    },
+    /// `expected_version` is stale; nothing was applied.
+    Conflict {
+        /// The version the session is at.
+        current_version: Version,
+    },
+    /// Another node took the session over at a higher epoch; this write (or fetch) lost.
+    /// Whether a pending write survives is unknown: treat it as not applied.
+    Fenced {
+        /// The newer epoch (its node is the new owner).
+        epoch: Epoch,
+    },
+    /// This node does not own the session.
+    NotOwner {
+        /// The owner this node believes in, if any.
+        owner: Option<NodeId>,
+    },
+    /// The session's content (from [`Command::Get`]); this node now owns it.
+    Found {
+        /// The owner's epoch (this node's).
+        epoch: Epoch,
+        /// The version.
+        version: Version,
+        /// The attributes.
+        attrs: Arc<Attributes>,
+    },
+    /// This node now owns the session (from [`Command::Acquire`]).
+    Acquired {
+        /// This node's epoch.
+        epoch: Epoch,
+        /// The version.
+        version: Version,
+    },
+    /// No node that answered holds the session (or it was invalidated / expired).
+    NotFound,
+    /// The id is already known here.
+    AlreadyExists,
+    /// Touched.
+    Touched,
+    /// Fetching the session did not complete: a holder believed live did not answer within
+    /// the request timeout, or this node sees fewer than half of the domain live (it may be
+    /// the one cut off).
+    Unavailable,
+    /// Too many pending requests; nothing was done.
+    Busy,
+    /// This node's mode forbids it (e.g. a `server` node never owns sessions).
+    NotAllowed,
+    /// The node left the domain; nothing was done.
+    ShuttingDown,
+    /// [`Command::Leave`] done.
+    Left {
+        /// Owned sessions whose latest version was held by a backup when leaving.
+        handed_off: usize,
+        /// Owned sessions that had no up-to-date backup (their latest writes are lost).
+        unreplicated: usize,
+    },
+}
+
+/// Something the runtime may log, count or act on.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum Event {
+    /// A peer is up (first heard, back, or restarted with a new incarnation).
+    PeerUp {
+        /// The peer.
+        node: NodeId,
+        /// Its incarnation, when known.
+        incarnation: Option<u64>,
+    },
+    /// A peer is considered failed (silent for the failure timeout, left, or restarted).
+    PeerDown {
+        /// The peer.
+        node: NodeId,
+    },
+    /// This node became the owner of a session.
+    OwnershipGained {
+        /// The session.
+        session: String,
+        /// This node's new epoch.
+        epoch: Epoch,
+    },
+    /// This node no longer owns a session (fenced by a higher epoch).
+    OwnershipLost {
+        /// The session.
+        session: String,
+        /// The higher epoch.
+        epoch: Epoch,
+    },
+    /// An owned session expired (inactive for its `max_inactive`).
+    SessionExpired {
+        /// The session.
+        session: String,
+    },
+    /// An owned session was invalidated.
+    SessionInvalidated {
+        /// The session.
+        session: String,
+    },
+    /// An owned session has fewer live backups than the domain wants.
+    UnderReplicated {
+        /// The session.
+        session: String,
+        /// Backups placed on live nodes.
+        have: usize,
+        /// Backups wanted (the replica count, at most the eligible nodes of the config).
+        want: usize,
+    },
+}
+
+/// What the node asks the runtime to do.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Output {
+    /// Send `msg` to `to` (best effort; losses are repaired).
+    Send {
+        /// The peer.
+        to: NodeId,
+        /// The message.
+        msg: Message,
+    },
+    /// The result of the command `id`.
+    Outcome {
+        /// The command's id.
+        id: RequestId,
+        /// The result.
+        outcome: Outcome,
+    },
+    /// Something happened.
+    Event(Event),
+}
+
+/// Tunables of the engine; the timings of the domain (heartbeat, failure and request timeouts)
+/// come from the [`crate::DomainConfig`].
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct Settings {
+    /// A backup that has not acknowledged an owner's latest version after this long gets a
+    /// full copy again.
+    pub retransmit_interval: Duration,
+    /// Re-replication rate limit (full copies sent by maintenance), sessions per second.
+    pub rereplication_per_sec: u32,
+    /// Burst of the re-replication token bucket.
+    pub rereplication_burst: u32,
+    /// Sessions examined per maintenance pass (bounded work per call).
+    pub scan_batch: usize,
+    /// Pending commands (sync writes, fetches, claims) at most; more get [`Outcome::Busy`].
+    pub max_pending: usize,
+    /// How long tombstones are kept (must exceed message delays and partitions for
+    /// invalidated sessions never to come back).
+    pub tombstone_ttl: Duration,
+    /// A backup drops a copy nobody spoke about for `max_inactive + orphan_grace`.
+    pub orphan_grace: Duration,
+    /// An owner propagates accesses to its backups at most this often per session (and
+    /// always at least every third of the session's `max_inactive`).
+    pub touch_interval: Duration,
+    /// An owner sends a keep-alive to the backups of an idle session this often, so a stale
+    /// owner (paused, partitioned) learns it was fenced even when nothing is written.
+    pub keepalive_interval: Duration,
+    /// How many times a fetch retries after losing a claim race.
+    pub claim_retries: u32,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            retransmit_interval: Duration::from_millis(500),
+            rereplication_per_sec: 2000,
+            rereplication_burst: 500,
+            scan_batch: 512,
+            max_pending: 100_000,
+            tombstone_ttl: Duration::from_secs(600),
+            orphan_grace: Duration::from_secs(60),
+            touch_interval: Duration::from_secs(10),
+            keepalive_interval: Duration::from_secs(30),
+            claim_retries: 3,
+        }
+    }
+}
+
+/// This node's role for a session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// Owns it: serves it and sends copies.
+    Owner,
+    /// Holds a backup copy (or a demoted owner's copy).
+    Backup,
+    /// Claiming it (fetch or failover in progress).
+    Acquiring,
+    /// Only a promise or tombstone, no live data.
+    None,
+}
+
+/// A read-only view of one session on this node.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SessionView {
+    /// The session id.
+    pub id: String,
+    /// This node's role.
+    pub role: Role,
+    /// Epoch of the stored state (its node wrote it); `None` when nothing is stored.
+    pub epoch: Option<Epoch>,
+    /// Version of the stored state.
+    pub version: Version,
+    /// The attributes (empty for tombstones).
+    pub attrs: Arc<Attributes>,
+    /// Whether the stored state is a tombstone.
+    pub invalidated: bool,
+    /// The session's inactivity limit.
+    pub max_inactive: Duration,
+    /// The owner this node believes in.
+    pub owner: Option<NodeId>,
+    /// When owner: the placed backups, and which hold the current version.
+    pub backups: Vec<(NodeId, bool)>,
+    /// Highest epoch this node promised for the session.
+    pub promised: Option<Epoch>,
+}
+
+/// A peer as the failure detector sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerView {
+    /// The peer.
+    pub node: NodeId,
+    /// Considered live.
+    pub up: bool,
+    /// Last incarnation heard.
+    pub incarnation: Option<u64>,
+    /// When last heard from.
+    pub last_heard: Option<Instant>,
+}
+
+/// Counters and gauges of one node.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Sessions owned.
+    pub owned: usize,
+    /// Live backup copies held.
+    pub backups: usize,
+    /// Owned sessions with fewer up-to-date backups than wanted.
+    pub under_replicated: usize,
+    /// Tombstones held.
+    pub tombstones: usize,
+    /// Peers up.
+    pub peers_up: usize,
+    /// Peers down.
+    pub peers_down: usize,
+    /// Ownerships gained by claiming (failover, fetch).
+    pub acquisitions: u64,
+    /// Ownerships gained proactively after an owner failed (hot failover).
+    pub failovers: u64,
+    /// Ownerships lost to a higher epoch.
+    pub fenced: u64,
+    /// Commands waiting for an outcome.
+    pub pending: usize,
+    /// Messages sent.
+    pub messages_sent: u64,
+    /// Approximate payload bytes of replicated changes and copies sent.
+    pub bytes_replicated: u64,
+    /// Full copies sent by maintenance (re-replication and retransmission).
+    pub full_copies_sent: u64,
+}

@@ -1,0 +1,2200 @@
+//! The replication engine of one node, sans-IO.
+//!
+//! A [`Node`] owns no socket, thread or clock. The runtime feeds it [`Input`]s with the current
+//! time and carries out the [`Output`]s it produces:
+//!
+//! - **Drain rule:** after *every* [`Node::handle_input`] and [`Node::handle_timeout`], call
+//!   [`Node::poll_output`] until it returns `None`, sending each [`Output::Send`], delivering
+//!   each [`Output::Outcome`] to the command's waiter and handling each [`Output::Event`].
+//!   Then ask [`Node::poll_timeout`] when to call [`Node::handle_timeout`] next (it can change
+//!   after any input).
+//! - Every [`Command`] gets exactly one [`Output::Outcome`] carrying its [`RequestId`], at once
+//!   or later (sync writes, fetches, leave).
+//!
+//! ```
+//! use std::time::{Duration, Instant};
+//! use replication_core::{Ack, Command, DomainConfig, Input, Node, NodeId, Outcome, Output, Settings};
+//! let cfg = DomainConfig::parse(r#"
+//!     [domain]
+//!     name = "web"
+//!     [[node]]
+//!     name = "a"
+//!     address = "127.0.0.1:7101"
+//!     [[node]]
+//!     name = "b"
+//!     address = "127.0.0.1:7102"
+//! "#, "example").expect("valid");
+//! let now = Instant::now();
+//! let mut a = Node::new(cfg, NodeId::new("a"), 1, Settings::default(), now).expect("member");
+//! a.handle_input(now, Input::Command {
+//!     id: 7,
+//!     cmd: Command::Create {
+//!         session: "s1".into(),
+//!         attrs: Default::default(),
+//!         max_inactive: Duration::from_secs(1800),
+//!         ack: Ack::Sync { backups: 1 },
+//!     },
+//! });
+//! let mut outcome = None;
+//! while let Some(out) = a.poll_output() {
+//!     match out {
+//!         Output::Send { to, msg } => { /* transport.try_send(&to, msg) */ let _ = (to, msg); }
+//!         Output::Outcome { id, outcome: o } => { assert_eq!(id, 7); outcome = Some(o); }
+//!         Output::Event(_) => {}
+//!     }
+//! }
+//! // "b" has not been heard from yet: no live backup, so the write reports one copy only.
+//! assert!(matches!(outcome, Some(Outcome::Unreplicated { version: 1, .. })));
+//! let next = a.poll_timeout().expect("heartbeats are due");
+//! a.handle_timeout(next);
+//! ```
+//!
+//! The protocol (per session): the owner writes at its epoch `(term, node)` and sends deltas
+//! or full copies to the backups placed by [`Placement::backups`]; backups always acknowledge
+//! and the owner retransmits full copies until they do. Ownership moves (fetch on get, hot
+//! failover, hand-off) with a claim: the acquirer picks a higher epoch, every live peer
+//! promises to refuse lower epochs and returns its copy, and the acquirer continues from the
+//! highest `(epoch, version)` copy. A stale owner is fenced by the promises.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::ops::Bound;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::api::{
+    Ack, Command, Event, Input, Outcome, Output, PeerView, RequestId, Role, SessionView, Settings, Stats,
+};
+use crate::config::{DomainConfig, NodeId, Topology};
+use crate::message::{Attributes, Body, Change, Epoch, Message, Payload, Snapshot, Version};
+use crate::placement::Placement;
+
+/// Why a [`Node`] cannot be built.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum NodeError {
+    /// `me` is not a node of the domain config.
+    #[error("{0} is not a node of this domain")]
+    UnknownNode(String),
+}
+
+#[derive(Debug, Clone)]
+struct Peer {
+    up: bool,
+    incarnation: Option<u64>,
+    last_heard: Option<Instant>,
+    /// Incarnation that announced it leaves; its messages are ignored.
+    departed: Option<u64>,
+    /// How many times it came up; a backup that was down may have missed messages.
+    ups: u64,
+}
+
+#[derive(Debug, Clone)]
+struct Replica {
+    /// Highest version acknowledged at the owner's current epoch.
+    acked: Option<Version>,
+    last_sent: Option<Instant>,
+    /// The peer's incarnation when placed; a change means it lost its copy.
+    inc: Option<u64>,
+    /// The peer's `ups` when placed; a change means it may have missed messages.
+    ups: u64,
+}
+
+#[derive(Debug, Clone)]
+struct OwnerState {
+    last_access: Instant,
+    touched: bool,
+    last_touch: Instant,
+    replicas: BTreeMap<NodeId, Replica>,
+    /// Former holders, told to drop once the placed backups hold the current version.
+    stale: BTreeSet<NodeId>,
+    view_gen: u64,
+    under: bool,
+    waiting: Vec<RequestId>,
+}
+
+#[derive(Debug, Clone)]
+struct Record {
+    promised: Option<Epoch>,
+    copy: Option<Snapshot>,
+    owner: Option<Box<OwnerState>>,
+    /// Backup: last message about the session. Promise-only: creation time.
+    last_heard: Instant,
+    /// Incarnation of the copy's writer when it last sent it.
+    owner_inc: Option<u64>,
+    tomb_until: Option<Instant>,
+}
+
+impl Record {
+    fn empty(now: Instant) -> Self {
+        Record { promised: None, copy: None, owner: None, last_heard: now, owner_inc: None, tomb_until: None }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct PendingWrite {
+    session: String,
+    epoch: Epoch,
+    version: Version,
+    needed: u32,
+    acks: BTreeSet<NodeId>,
+}
+
+#[derive(Debug, Clone)]
+struct Acquire {
+    epoch: Epoch,
+    waiting: BTreeSet<NodeId>,
+    best: Option<Snapshot>,
+    holders: BTreeSet<NodeId>,
+    /// Commands waiting: id and whether the outcome carries the attributes.
+    requests: Vec<(RequestId, bool)>,
+    deadline: Instant,
+    retries: u32,
+    failover: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum Timer {
+    Write(RequestId),
+    Acquire(String),
+}
+
+enum WriteKind {
+    Changes(Vec<Change>),
+    Tombstone,
+}
+
+#[derive(Debug, Default)]
+struct Outbox {
+    q: VecDeque<Output>,
+    messages_sent: u64,
+    bytes: u64,
+    fulls: u64,
+}
+
+impl Outbox {
+    fn send(&mut self, to: &NodeId, msg: Message) {
+        self.messages_sent += 1;
+        self.q.push_back(Output::Send { to: to.clone(), msg });
+    }
+    fn outcome(&mut self, id: RequestId, outcome: Outcome) {
+        self.q.push_back(Output::Outcome { id, outcome });
+    }
+    fn event(&mut self, e: Event) {
+        self.q.push_back(Output::Event(e));
+    }
+}
+
+fn newer(a: &Snapshot, than: Option<&Snapshot>) -> bool {
+    than.is_none_or(|b| a.key() > b.key())
+}
+
+fn payload_size(p: &Payload) -> u64 {
+    let n = match p {
+        Payload::Delta { changes, .. } => changes.iter().map(Change::size).sum(),
+        Payload::Full { body: Body::Live { attrs, .. }, .. } => {
+            attrs.iter().map(|(k, v)| k.len() + v.len() + 8).sum()
+        }
+        Payload::Full { body: Body::Tombstone, .. } | Payload::Touch { .. } => 8,
+    };
+    n as u64
+}
+
+fn full_payload(copy: &Snapshot) -> Arc<Payload> {
+    Arc::new(Payload::Full { version: copy.version, body: copy.body.clone() })
+}
+
+fn max_inactive_of(copy: &Snapshot) -> Duration {
+    match &copy.body {
+        Body::Live { max_inactive_ms, .. } => Duration::from_millis(*max_inactive_ms),
+        Body::Tombstone => Duration::ZERO,
+    }
+}
+
+/// The replication engine of one node. See the [module docs](self) for the drain rule.
+#[derive(Debug)]
+pub struct Node {
+    me: NodeId,
+    incarnation: u64,
+    placement: Placement,
+    settings: Settings,
+    heartbeat_interval: Duration,
+    failure_timeout: Duration,
+    request_timeout: Duration,
+    tick: Duration,
+    can_own: bool,
+    /// Backup-eligible nodes of the config other than this one.
+    eligible_total: usize,
+    peers: BTreeMap<NodeId, Peer>,
+    sessions: BTreeMap<String, Record>,
+    writes: BTreeMap<RequestId, PendingWrite>,
+    acquires: BTreeMap<String, Acquire>,
+    timers: BTreeSet<(Instant, Timer)>,
+    out: Outbox,
+    next_heartbeat: Instant,
+    next_tick: Instant,
+    scan_cursor: Option<String>,
+    /// Replan pass after a view change: `Some(cursor)` while running.
+    replan_cursor: Option<Option<String>>,
+    view_gen: u64,
+    /// Re-replication token bucket, in thousandths of a session.
+    tokens: u64,
+    last_refill: Instant,
+    leaving: Option<(RequestId, Instant)>,
+    left: bool,
+    /// When this node last ran (any input or timeout): a long gap means it was paused.
+    last_run: Instant,
+    acquisitions: u64,
+    failovers: u64,
+    fenced: u64,
+}
+
+impl Node {
+    /// A node named `me` of the domain `config`, started with `incarnation` (must differ at
+    /// every start of the same node, e.g. a start timestamp). Peers are considered down until
+    /// heard from.
+    pub fn new(
+        config: DomainConfig,
+        me: NodeId,
+        incarnation: u64,
+        settings: Settings,
+        now: Instant,
+    ) -> Result<Node, NodeError> {
+        let Some(me_cfg) = config.node(&me) else {
+            return Err(NodeError::UnknownNode(me.to_string()));
+        };
+        let _ = me_cfg;
+        let placement = Placement::new(&config);
+        let can_own = placement.owns_sessions(&me);
+        let eligible_total = placement.nodes().filter(|n| **n != me && placement.stores_backups(n)).count();
+        let peers = placement
+            .nodes()
+            .filter(|n| **n != me)
+            .map(|n| {
+                (n.clone(), Peer { up: false, incarnation: None, last_heard: None, departed: None, ups: 0 })
+            })
+            .collect();
+        let heartbeat_interval = config.heartbeat_interval().max(Duration::from_millis(1));
+        let tick = heartbeat_interval.min(settings.retransmit_interval).max(Duration::from_millis(1));
+        let tokens = u64::from(settings.rereplication_burst).saturating_mul(1000);
+        Ok(Node {
+            incarnation,
+            placement,
+            heartbeat_interval,
+            failure_timeout: config.failure_timeout(),
+            request_timeout: config.request_timeout(),
+            tick,
+            can_own,
+            eligible_total,
+            peers,
+            sessions: BTreeMap::new(),
+            writes: BTreeMap::new(),
+            acquires: BTreeMap::new(),
+            timers: BTreeSet::new(),
+            out: Outbox::default(),
+            next_heartbeat: now,
+            next_tick: now + tick,
+            scan_cursor: None,
+            replan_cursor: None,
+            view_gen: 0,
+            tokens,
+            last_refill: now,
+            leaving: None,
+            left: false,
+            last_run: now,
+            acquisitions: 0,
+            failovers: 0,
+            fenced: 0,
+            me,
+            settings,
+        })
+    }
+
+    // ----- the sans-IO interface -----
+
+    /// Feeds one input. Drain [`Node::poll_output`] afterwards.
+    pub fn handle_input(&mut self, now: Instant, input: Input) {
+        self.woke(now);
+        match input {
+            Input::Timeout => self.handle_timeout(now),
+            Input::Command { id, cmd } => {
+                if self.left || self.leaving.is_some() {
+                    self.out.outcome(id, Outcome::ShuttingDown);
+                } else {
+                    self.on_command(now, id, cmd);
+                }
+            }
+            Input::Message { from, msg } => {
+                if !self.left {
+                    self.on_message(now, from, msg);
+                }
+            }
+        }
+    }
+
+    /// The next output, `None` when drained.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.out.q.pop_front()
+    }
+
+    /// When [`Node::handle_timeout`] is due; `None` after the node left.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.left {
+            return None;
+        }
+        let mut t = self.next_heartbeat.min(self.next_tick);
+        if let Some((at, _)) = self.timers.first() {
+            t = t.min(*at);
+        }
+        Some(t)
+    }
+
+    /// Runs what is due at `now`: heartbeats, request deadlines, failure detection,
+    /// retransmission, re-replication, expiry. Drain [`Node::poll_output`] afterwards.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.left {
+            return;
+        }
+        self.woke(now);
+        if now >= self.next_heartbeat {
+            let peers: Vec<NodeId> = self.peers.keys().cloned().collect();
+            for p in &peers {
+                self.out.send(p, Message::Heartbeat { incarnation: self.incarnation });
+            }
+            self.next_heartbeat = now + self.heartbeat_interval;
+        }
+        while let Some((at, _)) = self.timers.first() {
+            if *at > now {
+                break;
+            }
+            let Some((_, timer)) = self.timers.pop_first() else { break };
+            self.fire(now, timer);
+        }
+        if now >= self.next_tick {
+            self.maintenance(now);
+            self.next_tick = now + self.tick;
+        }
+    }
+
+    /// After a long gap without running (the process was paused, the machine slept), peers'
+    /// silence says nothing about them: give each a fresh window before suspecting it.
+    fn woke(&mut self, now: Instant) {
+        let gap = now.saturating_duration_since(self.last_run);
+        self.last_run = now;
+        if gap > self.failure_timeout / 2 {
+            let floor = now.checked_sub(self.failure_timeout / 2).unwrap_or(now);
+            for p in self.peers.values_mut() {
+                if let Some(t) = &mut p.last_heard {
+                    *t = (*t).max(floor);
+                }
+            }
+        }
+    }
+
+    /// Whether this node sees at least half of the domain live (itself included). An isolated
+    /// node must not take sessions over on its own view: it may be the one cut off.
+    fn sees_enough(&self) -> bool {
+        let live = 1 + self.peers.values().filter(|p| p.up).count();
+        live * 2 > self.peers.len()
+    }
+
+    // ----- read-only queries -----
+
+    /// This node.
+    pub fn id(&self) -> &NodeId {
+        &self.me
+    }
+
+    /// This node's incarnation.
+    pub fn incarnation(&self) -> u64 {
+        self.incarnation
+    }
+
+    /// Whether [`Command::Leave`] completed.
+    pub fn has_left(&self) -> bool {
+        self.left
+    }
+
+    /// Whether the failure detector considers `node` live (this node always is).
+    pub fn is_live(&self, node: &NodeId) -> bool {
+        *node == self.me || self.peers.get(node).is_some_and(|p| p.up)
+    }
+
+    /// The membership view: every peer of the config.
+    pub fn peers(&self) -> Vec<PeerView> {
+        self.peers
+            .iter()
+            .map(|(n, p)| PeerView {
+                node: n.clone(),
+                up: p.up,
+                incarnation: p.incarnation,
+                last_heard: p.last_heard,
+            })
+            .collect()
+    }
+
+    /// Ids of the sessions this node knows (owned, backed up, tombstones, promises).
+    pub fn session_ids(&self) -> impl Iterator<Item = &str> {
+        self.sessions.keys().map(String::as_str)
+    }
+
+    /// Ids of the live sessions this node owns.
+    pub fn owned_sessions(&self) -> impl Iterator<Item = &str> {
+        self.sessions
+            .iter()
+            .filter(|(_, r)| {
+                r.owner.is_some() && matches!(r.copy, Some(Snapshot { body: Body::Live { .. }, .. }))
+            })
+            .map(|(k, _)| k.as_str())
+    }
+
+    /// Every stored copy, cheaply: `(session, epoch, version, owned by this node)`. Tombstones
+    /// included; promises without data are not.
+    pub fn copies(&self) -> impl Iterator<Item = (&str, &Epoch, Version, bool)> {
+        self.sessions.iter().filter_map(|(k, r)| {
+            r.copy.as_ref().map(|c| (k.as_str(), &c.epoch, c.version, r.owner.is_some()))
+        })
+    }
+
+    /// What this node holds about `session`.
+    pub fn session(&self, session: &str) -> Option<SessionView> {
+        let rec = self.sessions.get(session)?;
+        let role = if rec.owner.is_some() {
+            Role::Owner
+        } else if self.acquires.contains_key(session) {
+            Role::Acquiring
+        } else if matches!(rec.copy, Some(Snapshot { body: Body::Live { .. }, .. })) {
+            Role::Backup
+        } else {
+            Role::None
+        };
+        let (epoch, version, attrs, invalidated, max_inactive) = match &rec.copy {
+            Some(c) => {
+                let (attrs, inv) = match &c.body {
+                    Body::Live { attrs, .. } => (attrs.clone(), false),
+                    Body::Tombstone => (Arc::new(Attributes::new()), true),
+                };
+                (Some(c.epoch.clone()), c.version, attrs, inv, max_inactive_of(c))
+            }
+            None => (None, 0, Arc::new(Attributes::new()), false, Duration::ZERO),
+        };
+        let backups = rec
+            .owner
+            .as_ref()
+            .map(|o| o.replicas.iter().map(|(n, r)| (n.clone(), r.acked >= Some(version))).collect())
+            .unwrap_or_default();
+        let owner = if rec.owner.is_some() {
+            Some(self.me.clone())
+        } else {
+            rec.promised.as_ref().or(epoch.as_ref()).map(|e| e.node.clone())
+        };
+        Some(SessionView {
+            id: session.to_owned(),
+            role,
+            epoch,
+            version,
+            attrs,
+            invalidated,
+            max_inactive,
+            owner,
+            backups,
+            promised: rec.promised.clone(),
+        })
+    }
+
+    /// Counters and gauges.
+    pub fn stats(&self) -> Stats {
+        let mut s = Stats {
+            acquisitions: self.acquisitions,
+            failovers: self.failovers,
+            fenced: self.fenced,
+            pending: self.writes.len()
+                + self.acquires.values().map(|a| a.requests.len().max(1)).sum::<usize>(),
+            messages_sent: self.out.messages_sent,
+            bytes_replicated: self.out.bytes,
+            full_copies_sent: self.out.fulls,
+            ..Stats::default()
+        };
+        s.peers_up = self.peers.values().filter(|p| p.up).count();
+        s.peers_down = self.peers.len() - s.peers_up;
+        let live_eligible =
+            self.peers.iter().filter(|(n, p)| p.up && self.placement.stores_backups(n)).count();
+        let want = self.placement.wanted(live_eligible);
+        for rec in self.sessions.values() {
+            match (&rec.copy, &rec.owner) {
+                (Some(Snapshot { body: Body::Tombstone, .. }), _) => s.tombstones += 1,
+                (Some(c), Some(o)) => {
+                    s.owned += 1;
+                    let held = o.replicas.values().filter(|r| r.acked >= Some(c.version)).count();
+                    if held < want {
+                        s.under_replicated += 1;
+                    }
+                }
+                (Some(_), None) => s.backups += 1,
+                (None, _) => {}
+            }
+        }
+        s
+    }
+
+    // ----- commands -----
+
+    fn pending_count(&self) -> usize {
+        self.writes.len() + self.acquires.len()
+    }
+
+    fn on_command(&mut self, now: Instant, id: RequestId, cmd: Command) {
+        match cmd {
+            Command::Create { session, attrs, max_inactive, ack } => {
+                self.create(now, id, session, attrs, max_inactive, ack)
+            }
+            Command::Update { session, expected_version, changes, ack } => {
+                self.update(now, id, &session, expected_version, WriteKind::Changes(changes), ack)
+            }
+            Command::Invalidate { session, ack } => {
+                self.update(now, id, &session, None, WriteKind::Tombstone, ack)
+            }
+            Command::Get { session } => self.get(now, id, session, true),
+            Command::Acquire { session } => self.get(now, id, session, false),
+            Command::Touch { session } => {
+                let outcome = match self.sessions.get_mut(&session) {
+                    Some(Record { owner: Some(o), copy: Some(c), .. }) => {
+                        if matches!(c.body, Body::Tombstone) {
+                            Outcome::NotFound
+                        } else {
+                            o.last_access = now;
+                            o.touched = true;
+                            Outcome::Touched
+                        }
+                    }
+                    _ => Outcome::NotOwner { owner: self.owner_hint(&session) },
+                };
+                self.out.outcome(id, outcome);
+            }
+            Command::Leave => {
+                self.leaving = Some((id, now + self.request_timeout));
+                // Push the latest versions out now rather than at the next retransmit.
+                let owned: Vec<String> = self.owned_sessions().map(str::to_owned).collect();
+                for s in owned {
+                    self.plan(&s, now);
+                    self.send_full_to_lagging(&s, now, false);
+                }
+                self.check_leave(now);
+            }
+        }
+    }
+
+    fn owner_hint(&self, session: &str) -> Option<NodeId> {
+        let rec = self.sessions.get(session)?;
+        if rec.owner.is_some() {
+            return Some(self.me.clone());
+        }
+        rec.promised.as_ref().or(rec.copy.as_ref().map(|c| &c.epoch)).map(|e| e.node.clone())
+    }
+
+    fn create(
+        &mut self,
+        now: Instant,
+        id: RequestId,
+        session: String,
+        attrs: Attributes,
+        max_inactive: Duration,
+        ack: Ack,
+    ) {
+        if !self.can_own {
+            return self.out.outcome(id, Outcome::NotAllowed);
+        }
+        if self.sessions.contains_key(&session) || self.acquires.contains_key(&session) {
+            return self.out.outcome(id, Outcome::AlreadyExists);
+        }
+        if matches!(ack, Ack::Sync { backups } if backups > 0)
+            && self.pending_count() >= self.settings.max_pending
+        {
+            return self.out.outcome(id, Outcome::Busy);
+        }
+        let epoch = Epoch::new(1, self.me.clone(), self.incarnation);
+        let max_inactive_ms = u64::try_from(max_inactive.as_millis()).unwrap_or(u64::MAX);
+        let copy = Snapshot {
+            epoch: epoch.clone(),
+            version: 1,
+            body: Body::Live { attrs: Arc::new(attrs), max_inactive_ms },
+        };
+        let mut rec = Record::empty(now);
+        rec.promised = Some(epoch);
+        rec.copy = Some(copy);
+        rec.owner = Some(Box::new(self.new_owner_state(now)));
+        self.sessions.insert(session.clone(), rec);
+        self.plan(&session, now);
+        self.send_full_to_lagging(&session, now, false);
+        self.complete_write(now, Some(id), &session, ack);
+    }
+
+    fn new_owner_state(&self, now: Instant) -> OwnerState {
+        OwnerState {
+            last_access: now,
+            touched: false,
+            last_touch: now,
+            replicas: BTreeMap::new(),
+            stale: BTreeSet::new(),
+            view_gen: u64::MAX, // forces a plan
+            under: false,
+            waiting: Vec::new(),
+        }
+    }
+
+    fn update(
+        &mut self,
+        now: Instant,
+        id: RequestId,
+        session: &str,
+        expected: Option<Version>,
+        kind: WriteKind,
+        ack: Ack,
+    ) {
+        let hint = self.owner_hint(session);
+        let busy = matches!(ack, Ack::Sync { backups } if backups > 0)
+            && self.pending_count() >= self.settings.max_pending;
+        let Some(Record { owner: Some(_), copy: Some(copy), .. }) = self.sessions.get(session) else {
+            return self.out.outcome(id, Outcome::NotOwner { owner: hint });
+        };
+        if matches!(copy.body, Body::Tombstone) {
+            return self.out.outcome(id, Outcome::NotFound);
+        }
+        if let Some(v) = expected {
+            if v != copy.version {
+                return self.out.outcome(id, Outcome::Conflict { current_version: copy.version });
+            }
+        }
+        if busy {
+            return self.out.outcome(id, Outcome::Busy);
+        }
+        let invalidating = matches!(kind, WriteKind::Tombstone);
+        self.apply_owner_write(now, session, kind);
+        if invalidating {
+            self.out.event(Event::SessionInvalidated { session: session.to_owned() });
+        }
+        self.complete_write(now, Some(id), session, ack);
+    }
+
+    /// Applies a write on an owned live session and sends it to the backups.
+    fn apply_owner_write(&mut self, now: Instant, session: &str, kind: WriteKind) {
+        self.plan(session, now);
+        let ttl = self.settings.tombstone_ttl;
+        let Some(Record { owner: Some(o), copy: Some(copy), tomb_until, .. }) =
+            self.sessions.get_mut(session)
+        else {
+            return;
+        };
+        let base = copy.version;
+        copy.version += 1;
+        let payload = match kind {
+            WriteKind::Changes(changes) => {
+                if let Body::Live { attrs, .. } = &mut copy.body {
+                    let attrs = Arc::make_mut(attrs);
+                    for c in &changes {
+                        c.apply(attrs);
+                    }
+                }
+                Payload::Delta { base_version: base, version: copy.version, changes }
+            }
+            WriteKind::Tombstone => {
+                copy.body = Body::Tombstone;
+                *tomb_until = Some(now + ttl);
+                Payload::Full { version: copy.version, body: Body::Tombstone }
+            }
+        };
+        o.last_access = now;
+        o.last_touch = now;
+        o.touched = false;
+        let payload = Arc::new(payload);
+        let size = payload_size(&payload);
+        for (to, r) in o.replicas.iter_mut() {
+            if !self.peers.get(to).is_some_and(|p| p.up) {
+                continue;
+            }
+            r.last_sent = Some(now);
+            self.out.bytes += size;
+            self.out.send(
+                to,
+                Message::Replicate {
+                    session: session.to_owned(),
+                    epoch: copy.epoch.clone(),
+                    payload: payload.clone(),
+                },
+            );
+        }
+    }
+
+    /// Reports a write just applied, per `ack`; `id` is `None` for internal writes (expiry).
+    fn complete_write(&mut self, now: Instant, id: Option<RequestId>, session: &str, ack: Ack) {
+        let Some(Record { owner: Some(o), copy: Some(copy), .. }) = self.sessions.get_mut(session) else {
+            return;
+        };
+        let Some(id) = id else { return };
+        let (epoch, version) = (copy.epoch.clone(), copy.version);
+        let k = match ack {
+            Ack::Async | Ack::Sync { backups: 0 } => {
+                return self.out.outcome(id, Outcome::Applied { epoch, version });
+            }
+            Ack::Sync { backups } => backups,
+        };
+        let live = o.replicas.keys().filter(|n| self.peers.get(*n).is_some_and(|p| p.up)).count();
+        if live == 0 {
+            return self.out.outcome(id, Outcome::Unreplicated { epoch, version });
+        }
+        let needed = k.min(u32::try_from(live).unwrap_or(u32::MAX));
+        o.waiting.push(id);
+        self.writes.insert(
+            id,
+            PendingWrite { session: session.to_owned(), epoch, version, needed, acks: BTreeSet::new() },
+        );
+        self.timers.insert((now + self.request_timeout, Timer::Write(id)));
+    }
+
+    fn get(&mut self, now: Instant, id: RequestId, session: String, want_attrs: bool) {
+        if !self.can_own {
+            return self.out.outcome(id, Outcome::NotAllowed);
+        }
+        if let Some(rec) = self.sessions.get_mut(&session) {
+            if let (Some(o), Some(c)) = (&mut rec.owner, &rec.copy) {
+                let outcome = match &c.body {
+                    Body::Tombstone => Outcome::NotFound,
+                    Body::Live { attrs, .. } => {
+                        o.last_access = now;
+                        o.touched = true;
+                        if want_attrs {
+                            Outcome::Found {
+                                epoch: c.epoch.clone(),
+                                version: c.version,
+                                attrs: attrs.clone(),
+                            }
+                        } else {
+                            Outcome::Acquired { epoch: c.epoch.clone(), version: c.version }
+                        }
+                    }
+                };
+                return self.out.outcome(id, outcome);
+            }
+            if matches!(rec.copy, Some(Snapshot { body: Body::Tombstone, .. })) {
+                return self.out.outcome(id, Outcome::NotFound);
+            }
+        }
+        if let Some(a) = self.acquires.get_mut(&session) {
+            a.requests.push((id, want_attrs));
+            return;
+        }
+        if self.pending_count() >= self.settings.max_pending {
+            return self.out.outcome(id, Outcome::Busy);
+        }
+        if !self.sees_enough() {
+            return self.out.outcome(id, Outcome::Unavailable);
+        }
+        self.start_acquire(now, &session, vec![(id, want_attrs)], false, 0, 0);
+    }
+
+    // ----- ownership change (claim) -----
+
+    fn start_acquire(
+        &mut self,
+        now: Instant,
+        session: &str,
+        requests: Vec<(RequestId, bool)>,
+        failover: bool,
+        retries: u32,
+        min_term: u64,
+    ) {
+        let rec = self.sessions.entry(session.to_owned()).or_insert_with(|| Record::empty(now));
+        let known = rec
+            .promised
+            .as_ref()
+            .map(|e| e.term)
+            .max(rec.copy.as_ref().map(|c| c.epoch.term))
+            .unwrap_or(0)
+            .max(min_term);
+        let epoch = Epoch::new(known + 1, self.me.clone(), self.incarnation);
+        rec.promised = Some(epoch.clone());
+        rec.last_heard = now;
+        let best = rec.copy.clone();
+        let waiting: BTreeSet<NodeId> =
+            self.peers.iter().filter(|(_, p)| p.up).map(|(n, _)| n.clone()).collect();
+        for to in &waiting {
+            self.out.send(to, Message::Claim { session: session.to_owned(), epoch: epoch.clone() });
+        }
+        let deadline = now + self.request_timeout;
+        let empty = waiting.is_empty();
+        self.acquires.insert(
+            session.to_owned(),
+            Acquire { epoch, waiting, best, holders: BTreeSet::new(), requests, deadline, retries, failover },
+        );
+        if empty {
+            self.complete_acquire(now, session);
+        } else {
+            self.timers.insert((deadline, Timer::Acquire(session.to_owned())));
+        }
+    }
+
+    /// Ends an acquire that lost to `higher`: retry with a higher term when allowed.
+    fn abort_acquire(&mut self, now: Instant, session: &str, higher: &Epoch) {
+        let Some(a) = self.acquires.remove(session) else { return };
+        if !a.failover && !a.requests.is_empty() && a.retries < self.settings.claim_retries {
+            self.start_acquire(now, session, a.requests, false, a.retries + 1, higher.term);
+            return;
+        }
+        for (id, _) in a.requests {
+            self.out.outcome(id, Outcome::Fenced { epoch: higher.clone() });
+        }
+        self.forget_if_empty(session);
+    }
+
+    fn forget_if_empty(&mut self, session: &str) {
+        if self.acquires.contains_key(session) {
+            return;
+        }
+        if self.sessions.get(session).is_some_and(|r| r.copy.is_none() && r.owner.is_none()) {
+            self.sessions.remove(session);
+        }
+    }
+
+    fn complete_acquire(&mut self, now: Instant, session: &str) {
+        let Some(a) = self.acquires.remove(session) else { return };
+        let me = self.me.clone();
+        let rec = self.sessions.entry(session.to_owned()).or_insert_with(|| Record::empty(now));
+        if rec.promised.as_ref().is_some_and(|p| *p > a.epoch) {
+            let higher = rec.promised.clone().unwrap_or_else(|| a.epoch.clone());
+            for (id, _) in a.requests {
+                self.out.outcome(id, Outcome::Fenced { epoch: higher.clone() });
+            }
+            return;
+        }
+        let mut best = a.best;
+        if let Some(c) = &rec.copy {
+            if newer(c, best.as_ref()) {
+                best = Some(c.clone());
+            }
+        }
+        match best {
+            Some(Snapshot { epoch: prev, version, body: Body::Live { attrs, max_inactive_ms } }) => {
+                let copy = Snapshot {
+                    epoch: a.epoch.clone(),
+                    version,
+                    body: Body::Live { attrs: attrs.clone(), max_inactive_ms },
+                };
+                rec.copy = Some(copy);
+                rec.tomb_until = None;
+                let mut o = OwnerState {
+                    last_access: now,
+                    touched: false,
+                    last_touch: now,
+                    replicas: BTreeMap::new(),
+                    stale: BTreeSet::new(),
+                    view_gen: u64::MAX,
+                    under: false,
+                    waiting: Vec::new(),
+                };
+                o.stale = a.holders.into_iter().filter(|n| *n != me).collect();
+                // The previous owner may be alive without knowing (it missed the claim).
+                if prev.node != me {
+                    o.stale.insert(prev.node);
+                }
+                rec.owner = Some(Box::new(o));
+                self.acquisitions += 1;
+                if a.failover {
+                    self.failovers += 1;
+                }
+                self.out
+                    .event(Event::OwnershipGained { session: session.to_owned(), epoch: a.epoch.clone() });
+                self.plan(session, now);
+                self.send_full_to_lagging(session, now, false);
+                self.maybe_drop_stale(session);
+                for (id, want) in a.requests {
+                    let outcome = if want {
+                        Outcome::Found { epoch: a.epoch.clone(), version, attrs: attrs.clone() }
+                    } else {
+                        Outcome::Acquired { epoch: a.epoch.clone(), version }
+                    };
+                    self.out.outcome(id, outcome);
+                }
+            }
+            Some(tomb @ Snapshot { body: Body::Tombstone, .. }) => {
+                if newer(&tomb, rec.copy.as_ref()) {
+                    rec.copy = Some(tomb);
+                    rec.tomb_until = Some(now + self.settings.tombstone_ttl);
+                }
+                rec.last_heard = now;
+                for (id, _) in a.requests {
+                    self.out.outcome(id, Outcome::NotFound);
+                }
+            }
+            None => {
+                for (id, _) in a.requests {
+                    self.out.outcome(id, Outcome::NotFound);
+                }
+                self.forget_if_empty(session);
+            }
+        }
+    }
+
+    /// Steps down from owning `session`: a higher epoch exists.
+    fn demote(&mut self, session: &str, higher: &Epoch) {
+        let Some(rec) = self.sessions.get_mut(session) else { return };
+        if rec.promised.as_ref().is_none_or(|p| p < higher) {
+            rec.promised = Some(higher.clone());
+        }
+        let Some(o) = rec.owner.take() else { return };
+        self.fenced += 1;
+        for id in o.waiting {
+            if self.writes.remove(&id).is_some() {
+                self.out.outcome(id, Outcome::Fenced { epoch: higher.clone() });
+            }
+        }
+        self.out.event(Event::OwnershipLost { session: session.to_owned(), epoch: higher.clone() });
+    }
+
+    // ----- placement -----
+
+    /// Recomputes the backups of an owned session when the view changed since last time.
+    fn plan(&mut self, session: &str, now: Instant) {
+        let view_gen = self.view_gen;
+        let Some(Record { owner: Some(o), .. }) = self.sessions.get_mut(session) else { return };
+        if o.view_gen == view_gen {
+            return;
+        }
+        o.view_gen = view_gen;
+        let peers = &self.peers;
+        let backups = self.placement.backups(session, &self.me, |n| peers.get(n).is_some_and(|p| p.up));
+        let removed: Vec<NodeId> = o.replicas.keys().filter(|n| !backups.contains(n)).cloned().collect();
+        for n in removed {
+            o.replicas.remove(&n);
+            o.stale.insert(n);
+        }
+        for b in &backups {
+            let inc = peers.get(b).and_then(|p| p.incarnation);
+            let ups = peers.get(b).map_or(0, |p| p.ups);
+            o.stale.remove(b);
+            let fresh = Replica { acked: None, last_sent: None, inc, ups };
+            let r = o.replicas.entry(b.clone()).or_insert_with(|| fresh.clone());
+            if r.inc != inc || r.ups != ups {
+                // Restarted (empty) or was down (may have missed writes, or promised a higher
+                // epoch to someone else): send it everything again.
+                *r = fresh;
+            }
+        }
+        let want = self.placement.wanted(self.eligible_total);
+        let have = backups.len();
+        if have < want {
+            if !o.under {
+                o.under = true;
+                self.out.event(Event::UnderReplicated { session: session.to_owned(), have, want });
+            }
+        } else {
+            o.under = false;
+        }
+        let _ = now;
+    }
+
+    /// Sends a full copy to every live placed backup that has not acknowledged the current
+    /// version and was not sent anything within the retransmit interval (`retransmit`), or
+    /// never sent anything (`!retransmit`). Returns how many were sent.
+    fn send_full_to_lagging(&mut self, session: &str, now: Instant, retransmit: bool) -> u64 {
+        let every = self.settings.retransmit_interval;
+        let Some(Record { owner: Some(o), copy: Some(copy), .. }) = self.sessions.get_mut(session) else {
+            return 0;
+        };
+        let mut payload = None;
+        let mut sent = 0;
+        for (to, r) in o.replicas.iter_mut() {
+            if r.acked >= Some(copy.version) || !self.peers.get(to).is_some_and(|p| p.up) {
+                continue;
+            }
+            let due = match r.last_sent {
+                None => true,
+                Some(t) => retransmit && now >= t + every,
+            };
+            if !due {
+                continue;
+            }
+            let p = payload.get_or_insert_with(|| full_payload(copy)).clone();
+            r.last_sent = Some(now);
+            self.out.bytes += payload_size(&p);
+            self.out.fulls += 1;
+            sent += 1;
+            self.out.send(
+                to,
+                Message::Replicate { session: session.to_owned(), epoch: copy.epoch.clone(), payload: p },
+            );
+        }
+        sent
+    }
+
+    /// Tells former holders to drop their copies once every placed backup holds the current
+    /// version (make before break).
+    fn maybe_drop_stale(&mut self, session: &str) {
+        let Some(Record { owner: Some(o), copy: Some(copy), .. }) = self.sessions.get_mut(session) else {
+            return;
+        };
+        if o.stale.is_empty() || o.replicas.values().any(|r| r.acked < Some(copy.version)) {
+            return;
+        }
+        for n in std::mem::take(&mut o.stale) {
+            self.out.send(&n, Message::Drop { session: session.to_owned(), epoch: copy.epoch.clone() });
+        }
+    }
+
+    // ----- messages -----
+
+    fn on_message(&mut self, now: Instant, from: NodeId, msg: Message) {
+        let Some(peer) = self.peers.get_mut(&from) else { return };
+        match &msg {
+            Message::Heartbeat { incarnation } => {
+                if peer.departed == Some(*incarnation) {
+                    return;
+                }
+                peer.departed = None;
+                let restarted = peer.incarnation.is_some_and(|i| i != *incarnation);
+                peer.incarnation = Some(*incarnation);
+                if restarted && peer.up {
+                    self.peer_down(now, &from);
+                }
+            }
+            Message::Leaving { incarnation } => {
+                peer.departed = Some(*incarnation);
+                if peer.up {
+                    self.peer_down(now, &from);
+                }
+                return;
+            }
+            _ => {
+                if peer.departed.is_some() && peer.departed == peer.incarnation {
+                    return;
+                }
+            }
+        }
+        let Some(peer) = self.peers.get_mut(&from) else { return };
+        peer.last_heard = Some(now);
+        if !peer.up {
+            peer.up = true;
+            peer.ups += 1;
+            let incarnation = peer.incarnation;
+            self.out.event(Event::PeerUp { node: from.clone(), incarnation });
+            self.view_changed();
+        }
+        match msg {
+            Message::Heartbeat { .. } | Message::Leaving { .. } => {}
+            Message::Replicate { session, epoch, payload } => {
+                self.on_replicate(now, &from, session, epoch, &payload)
+            }
+            Message::Ack { session, epoch, version } => self.on_ack(&from, &session, &epoch, version),
+            Message::NeedFull { session, epoch } => self.on_need_full(now, &from, &session, &epoch),
+            Message::Fenced { session, epoch } => self.on_fenced(now, &session, &epoch),
+            Message::Claim { session, epoch } => self.on_claim(now, &from, session, epoch),
+            Message::ClaimAck { session, epoch, copy } => {
+                self.on_claim_ack(now, &from, &session, &epoch, copy)
+            }
+            Message::Drop { session, epoch } => self.on_drop(&from, &session, &epoch),
+        }
+    }
+
+    fn view_changed(&mut self) {
+        self.view_gen = self.view_gen.wrapping_add(1);
+        if self.view_gen == u64::MAX {
+            self.view_gen = 0;
+        }
+        self.replan_cursor = Some(None);
+    }
+
+    fn peer_down(&mut self, now: Instant, node: &NodeId) {
+        if let Some(p) = self.peers.get_mut(node) {
+            p.up = false;
+        }
+        self.out.event(Event::PeerDown { node: node.clone() });
+        self.view_changed();
+        let done: Vec<String> = self
+            .acquires
+            .iter_mut()
+            .filter_map(|(s, a)| (a.waiting.remove(node) && a.waiting.is_empty()).then(|| s.clone()))
+            .collect();
+        for s in done {
+            self.complete_acquire(now, &s);
+        }
+    }
+
+    /// Whether a message at `epoch` about `session` is stale here; if so answers Fenced.
+    /// Otherwise records the promise and steps down / aborts lower local claims.
+    fn admit(&mut self, now: Instant, from: &NodeId, session: &str, epoch: &Epoch) -> bool {
+        let rec = self.sessions.entry(session.to_owned()).or_insert_with(|| Record::empty(now));
+        if let Some(p) = &rec.promised {
+            if p > epoch {
+                let p = p.clone();
+                self.out.send(from, Message::Fenced { session: session.to_owned(), epoch: p });
+                return false;
+            }
+        }
+        rec.promised = Some(epoch.clone());
+        let owned_lower = rec.owner.is_some() && rec.copy.as_ref().is_some_and(|c| c.epoch < *epoch);
+        if owned_lower {
+            self.demote(session, epoch);
+        }
+        if self.acquires.get(session).is_some_and(|a| a.epoch < *epoch) {
+            self.abort_acquire(now, session, epoch);
+        }
+        true
+    }
+
+    fn on_replicate(
+        &mut self,
+        now: Instant,
+        from: &NodeId,
+        session: String,
+        epoch: Epoch,
+        payload: &Payload,
+    ) {
+        if epoch.node != *from || epoch.node == self.me {
+            return;
+        }
+        if !self.admit(now, from, &session, &epoch) {
+            return;
+        }
+        let ttl = self.settings.tombstone_ttl;
+        let from_inc = self.peers.get(from).and_then(|p| p.incarnation);
+        let Some(rec) = self.sessions.get_mut(&session) else { return };
+        rec.last_heard = now;
+        rec.owner_inc = from_inc;
+        let same_epoch = rec.copy.as_ref().is_some_and(|c| c.epoch == epoch);
+        let stored_version = rec.copy.as_ref().map_or(0, |c| c.version);
+        let reply = match payload {
+            Payload::Full { version, body } => {
+                let incoming = Snapshot { epoch: epoch.clone(), version: *version, body: body.clone() };
+                if newer(&incoming, rec.copy.as_ref()) {
+                    rec.tomb_until = matches!(body, Body::Tombstone).then_some(now + ttl);
+                    rec.copy = Some(incoming);
+                }
+                None
+            }
+            Payload::Delta { base_version, version, changes } => {
+                if same_epoch && stored_version == *base_version {
+                    if let Some(Snapshot { body: Body::Live { attrs, .. }, version: v, .. }) = &mut rec.copy {
+                        let attrs = Arc::make_mut(attrs);
+                        for c in changes {
+                            c.apply(attrs);
+                        }
+                        *v = *version;
+                    }
+                    None
+                } else if same_epoch && stored_version >= *version {
+                    None
+                } else {
+                    Some(Message::NeedFull { session: session.clone(), epoch: epoch.clone() })
+                }
+            }
+            Payload::Touch { version } => {
+                if same_epoch && stored_version >= *version {
+                    None
+                } else {
+                    Some(Message::NeedFull { session: session.clone(), epoch: epoch.clone() })
+                }
+            }
+        };
+        let msg = match reply {
+            Some(m) => m,
+            None => match &rec.copy {
+                Some(c) => Message::Ack { session, epoch: c.epoch.clone(), version: c.version },
+                None => return,
+            },
+        };
+        self.out.send(from, msg);
+    }
+
+    fn on_ack(&mut self, from: &NodeId, session: &str, epoch: &Epoch, version: Version) {
+        let Some(Record { owner: Some(o), copy: Some(copy), .. }) = self.sessions.get_mut(session) else {
+            return;
+        };
+        if copy.epoch != *epoch {
+            if copy.epoch < *epoch {
+                let e = epoch.clone();
+                self.demote(session, &e);
+            }
+            return;
+        }
+        let Some(r) = o.replicas.get_mut(from) else { return };
+        if r.acked < Some(version) {
+            r.acked = Some(version);
+        }
+        let acked = version;
+        let mut still = Vec::with_capacity(o.waiting.len());
+        for id in std::mem::take(&mut o.waiting) {
+            let Some(w) = self.writes.get_mut(&id) else { continue };
+            if w.version <= acked && w.epoch == *epoch {
+                w.acks.insert(from.clone());
+            }
+            if w.acks.len() >= w.needed as usize {
+                let acks = u32::try_from(w.acks.len()).unwrap_or(u32::MAX);
+                if let Some(w) = self.writes.remove(&id) {
+                    self.out.outcome(id, Outcome::Replicated { epoch: w.epoch, version: w.version, acks });
+                }
+            } else {
+                still.push(id);
+            }
+        }
+        o.waiting = still;
+        self.maybe_drop_stale(session);
+    }
+
+    fn on_need_full(&mut self, now: Instant, from: &NodeId, session: &str, epoch: &Epoch) {
+        let Some(Record { owner: Some(o), copy: Some(copy), .. }) = self.sessions.get_mut(session) else {
+            return;
+        };
+        if copy.epoch != *epoch {
+            return;
+        }
+        let Some(r) = o.replicas.get_mut(from) else { return };
+        r.last_sent = Some(now);
+        let p = full_payload(copy);
+        self.out.bytes += payload_size(&p);
+        self.out.fulls += 1;
+        let msg = Message::Replicate { session: session.to_owned(), epoch: copy.epoch.clone(), payload: p };
+        self.out.send(from, msg);
+    }
+
+    fn on_fenced(&mut self, now: Instant, session: &str, epoch: &Epoch) {
+        let Some(rec) = self.sessions.get_mut(session) else { return };
+        let owned_lower = rec.owner.is_some() && rec.copy.as_ref().is_some_and(|c| c.epoch < *epoch);
+        if owned_lower {
+            self.demote(session, epoch);
+        }
+        if self.acquires.get(session).is_some_and(|a| a.epoch < *epoch) {
+            self.abort_acquire(now, session, epoch);
+        }
+    }
+
+    fn on_claim(&mut self, now: Instant, from: &NodeId, session: String, epoch: Epoch) {
+        if epoch.node != *from {
+            return;
+        }
+        if !self.admit(now, from, &session, &epoch) {
+            return;
+        }
+        let Some(rec) = self.sessions.get_mut(&session) else { return };
+        rec.last_heard = now;
+        let copy = rec.copy.clone();
+        self.out.send(from, Message::ClaimAck { session, epoch, copy });
+    }
+
+    fn on_claim_ack(
+        &mut self,
+        now: Instant,
+        from: &NodeId,
+        session: &str,
+        epoch: &Epoch,
+        copy: Option<Snapshot>,
+    ) {
+        let Some(a) = self.acquires.get_mut(session) else { return };
+        if a.epoch != *epoch || !a.waiting.remove(from) {
+            return;
+        }
+        if let Some(c) = copy {
+            a.holders.insert(from.clone());
+            if newer(&c, a.best.as_ref()) {
+                a.best = Some(c);
+            }
+        }
+        if a.waiting.is_empty() {
+            self.complete_acquire(now, session);
+        }
+    }
+
+    fn on_drop(&mut self, from: &NodeId, session: &str, epoch: &Epoch) {
+        if epoch.node != *from {
+            return;
+        }
+        let Some(rec) = self.sessions.get(session) else { return };
+        if self.acquires.contains_key(session) {
+            return;
+        }
+        if rec.owner.is_some() {
+            // A newer owner tells a stale one: step down (the copy goes below).
+            if rec.copy.as_ref().is_some_and(|c| c.epoch < *epoch) {
+                self.demote(session, epoch);
+            } else {
+                return;
+            }
+        }
+        let Some(rec) = self.sessions.get(session) else { return };
+        let keep = match &rec.copy {
+            Some(c) => c.epoch > *epoch || matches!(c.body, Body::Tombstone),
+            None => rec.promised.as_ref().is_some_and(|p| p > epoch),
+        };
+        if !keep {
+            self.sessions.remove(session);
+        }
+    }
+
+    // ----- time -----
+
+    fn fire(&mut self, now: Instant, timer: Timer) {
+        match timer {
+            Timer::Write(id) => {
+                let Some(w) = self.writes.remove(&id) else { return };
+                if let Some(Record { owner: Some(o), .. }) = self.sessions.get_mut(&w.session) {
+                    o.waiting.retain(|x| *x != id);
+                }
+                let acks = u32::try_from(w.acks.len()).unwrap_or(u32::MAX);
+                self.out.outcome(id, Outcome::Indeterminate { epoch: w.epoch, version: w.version, acks });
+            }
+            Timer::Acquire(session) => {
+                let Some(a) = self.acquires.get(&session) else { return };
+                if a.deadline > now {
+                    return;
+                }
+                if let Some(a) = self.acquires.remove(&session) {
+                    for (id, _) in a.requests {
+                        self.out.outcome(id, Outcome::Unavailable);
+                    }
+                }
+                self.forget_if_empty(&session);
+            }
+        }
+    }
+
+    fn refill(&mut self, now: Instant) {
+        let elapsed = now.saturating_duration_since(self.last_refill);
+        self.last_refill = now;
+        let add = u64::try_from(elapsed.as_micros())
+            .unwrap_or(u64::MAX)
+            .saturating_mul(u64::from(self.settings.rereplication_per_sec))
+            / 1000;
+        let cap = u64::from(self.settings.rereplication_burst.max(1)).saturating_mul(1000);
+        self.tokens = self.tokens.saturating_add(add).min(cap);
+    }
+
+    fn maintenance(&mut self, now: Instant) {
+        self.refill(now);
+        // Failure detection.
+        let dead: Vec<NodeId> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.up && p.last_heard.is_none_or(|t| now >= t + self.failure_timeout))
+            .map(|(n, _)| n.clone())
+            .collect();
+        for n in dead {
+            self.peer_down(now, &n);
+        }
+        // Replan pass after a view change.
+        if let Some(cursor) = self.replan_cursor.take() {
+            let batch = self.settings.scan_batch.max(1);
+            let keys = self.keys_from(cursor.as_deref(), batch);
+            let exhausted = keys.len() < batch;
+            let mut all = true;
+            let mut last = cursor;
+            for k in keys {
+                if self.tokens < 1000 {
+                    all = false;
+                    break;
+                }
+                if self.sessions.get(&k).is_some_and(|r| r.owner.is_some()) {
+                    self.plan(&k, now);
+                    let n = self.send_full_to_lagging(&k, now, false);
+                    self.tokens = self.tokens.saturating_sub(n * 1000);
+                    self.maybe_drop_stale(&k);
+                } else {
+                    self.maybe_failover(now, &k);
+                }
+                last = Some(k);
+            }
+            if !(exhausted && all) {
+                self.replan_cursor = Some(last);
+            }
+        }
+        // General scan: expiry, retransmission, touches, orphans.
+        let batch = self.settings.scan_batch.max(1);
+        let keys = self.keys_from(self.scan_cursor.as_deref(), batch);
+        self.scan_cursor = if keys.len() < batch { None } else { keys.last().cloned() };
+        for k in keys {
+            self.maintain(now, &k);
+        }
+        self.check_leave(now);
+    }
+
+    fn keys_from(&self, cursor: Option<&str>, n: usize) -> Vec<String> {
+        let range = match cursor {
+            Some(c) => self.sessions.range::<str, _>((Bound::Excluded(c), Bound::Unbounded)),
+            None => self.sessions.range::<str, _>((Bound::Unbounded, Bound::Unbounded)),
+        };
+        range.take(n).map(|(k, _)| k.clone()).collect()
+    }
+
+    fn maintain(&mut self, now: Instant, session: &str) {
+        if self.acquires.contains_key(session) {
+            return;
+        }
+        let Some(rec) = self.sessions.get(session) else { return };
+        if rec.tomb_until.is_some_and(|t| now >= t) {
+            if let Some(o) = &rec.owner {
+                let ids = o.waiting.clone();
+                for id in ids {
+                    self.fire(now, Timer::Write(id));
+                }
+            }
+            self.sessions.remove(session);
+            return;
+        }
+        match (&rec.owner, &rec.copy) {
+            (Some(o), Some(copy)) => {
+                let live = matches!(copy.body, Body::Live { .. });
+                let mi = max_inactive_of(copy);
+                if live && now >= o.last_access + mi {
+                    self.apply_owner_write(now, session, WriteKind::Tombstone);
+                    self.out.event(Event::SessionExpired { session: session.to_owned() });
+                    return;
+                }
+                let touch_every = self.settings.touch_interval.min(mi / 3);
+                let touch_due = o.touched && now >= o.last_touch + touch_every;
+                if live && (touch_due || now >= o.last_touch + self.settings.keepalive_interval) {
+                    self.send_touch(now, session);
+                }
+                self.plan(session, now);
+                if self.tokens >= 1000 {
+                    let n = self.send_full_to_lagging(session, now, true);
+                    self.tokens = self.tokens.saturating_sub(n * 1000);
+                }
+            }
+            (None, Some(copy)) => {
+                if matches!(copy.body, Body::Live { .. }) {
+                    let limit = max_inactive_of(copy) + self.settings.orphan_grace;
+                    if now >= rec.last_heard + limit {
+                        self.sessions.remove(session);
+                        return;
+                    }
+                    self.maybe_failover(now, session);
+                }
+            }
+            (_, None) => {
+                if now >= rec.last_heard + self.request_timeout * 2 {
+                    self.sessions.remove(session);
+                }
+            }
+        }
+    }
+
+    fn send_touch(&mut self, now: Instant, session: &str) {
+        let Some(Record { owner: Some(o), copy: Some(copy), .. }) = self.sessions.get_mut(session) else {
+            return;
+        };
+        o.touched = false;
+        o.last_touch = now;
+        let payload = Arc::new(Payload::Touch { version: copy.version });
+        for to in o.replicas.keys() {
+            if self.peers.get(to).is_some_and(|p| p.up) {
+                let msg = Message::Replicate {
+                    session: session.to_owned(),
+                    epoch: copy.epoch.clone(),
+                    payload: payload.clone(),
+                };
+                self.out.send(to, msg);
+            }
+        }
+    }
+
+    /// Peer-to-peer hot failover: acquires a backed-up session whose owner failed when this
+    /// node is its failover target.
+    fn maybe_failover(&mut self, now: Instant, session: &str) {
+        if !self.can_own
+            || self.placement.topology() != Topology::PeerToPeer
+            || self.acquires.contains_key(session)
+        {
+            return;
+        }
+        if self.pending_count() >= self.settings.max_pending || !self.sees_enough() {
+            return;
+        }
+        let Some(rec) = self.sessions.get(session) else { return };
+        if rec.owner.is_some() {
+            return;
+        }
+        let Some(copy) = &rec.copy else { return };
+        if matches!(copy.body, Body::Tombstone) {
+            return;
+        }
+        let owner = &copy.epoch.node;
+        if *owner == self.me {
+            return;
+        }
+        // Someone with a higher epoch (a claimant) that is live takes care of it.
+        if let Some(p) = &rec.promised {
+            if p.node != *owner && p.node != self.me && self.is_live(&p.node) {
+                return;
+            }
+        }
+        let owner_gone = match self.peers.get(owner) {
+            None => true,
+            Some(p) => !p.up || matches!((p.incarnation, rec.owner_inc), (Some(a), Some(b)) if a != b),
+        };
+        if !owner_gone {
+            return;
+        }
+        let peers = &self.peers;
+        let me = &self.me;
+        let target =
+            self.placement.failover_owner(session, owner, |n| n == me || peers.get(n).is_some_and(|p| p.up));
+        if target.as_ref() == Some(&self.me) {
+            self.start_acquire(now, session, Vec::new(), true, 0, 0);
+        }
+    }
+
+    fn check_leave(&mut self, now: Instant) {
+        let Some((id, deadline)) = self.leaving else { return };
+        let mut handed_off = 0;
+        let mut unreplicated = 0;
+        let mut all_done = true;
+        for rec in self.sessions.values() {
+            let (Some(o), Some(c)) = (&rec.owner, &rec.copy) else { continue };
+            if matches!(c.body, Body::Tombstone) {
+                continue;
+            }
+            let live: Vec<&Replica> = o
+                .replicas
+                .iter()
+                .filter(|(n, _)| self.peers.get(*n).is_some_and(|p| p.up))
+                .map(|(_, r)| r)
+                .collect();
+            let held = live.iter().filter(|r| r.acked >= Some(c.version)).count();
+            if held < live.len() {
+                all_done = false;
+            }
+            if held > 0 {
+                handed_off += 1;
+            } else {
+                unreplicated += 1;
+            }
+        }
+        if !all_done && now < deadline {
+            return;
+        }
+        let peers: Vec<NodeId> = self.peers.keys().cloned().collect();
+        for p in &peers {
+            self.out.send(p, Message::Leaving { incarnation: self.incarnation });
+        }
+        let writes: Vec<RequestId> = self.writes.keys().copied().collect();
+        for w in writes {
+            self.fire(now, Timer::Write(w));
+        }
+        for (_, a) in std::mem::take(&mut self.acquires) {
+            for (rid, _) in a.requests {
+                self.out.outcome(rid, Outcome::Unavailable);
+            }
+        }
+        self.timers.clear();
+        self.out.outcome(id, Outcome::Left { handed_off, unreplicated });
+        self.leaving = None;
+        self.left = true;
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    const T0_MS: u64 = 0;
+
+    fn cfg(names: &[&str], replicas: u32) -> DomainConfig {
+        let mut text = format!("[domain]\nname = \"t\"\nreplicas = {replicas}\n");
+        for (i, n) in names.iter().enumerate() {
+            text.push_str(&format!("[[node]]\nname = \"{n}\"\naddress = \"127.0.0.1:{}\"\n", 7000 + i));
+        }
+        DomainConfig::parse(&text, "t").unwrap()
+    }
+
+    struct Cluster {
+        t0: Instant,
+        now: Instant,
+        nodes: BTreeMap<NodeId, Node>,
+        outcomes: Vec<(NodeId, RequestId, Outcome)>,
+        events: Vec<(NodeId, Event)>,
+        /// Messages in flight, delivered by `pump`.
+        wire: VecDeque<(NodeId, NodeId, Message)>,
+        /// Links that drop everything (from, to).
+        cut: BTreeSet<(NodeId, NodeId)>,
+    }
+
+    fn id(s: &str) -> NodeId {
+        NodeId::new(s)
+    }
+
+    impl Cluster {
+        fn new(names: &[&str], replicas: u32) -> Self {
+            let c = cfg(names, replicas);
+            let t0 = Instant::now();
+            let nodes = names
+                .iter()
+                .map(|n| (id(n), Node::new(c.clone(), id(n), 1, Settings::default(), t0).unwrap()))
+                .collect();
+            let mut cl = Cluster {
+                t0,
+                now: t0,
+                nodes,
+                outcomes: vec![],
+                events: vec![],
+                wire: VecDeque::new(),
+                cut: BTreeSet::new(),
+            };
+            // Heartbeats make everyone live.
+            cl.tick_all();
+            cl.pump();
+            cl
+        }
+
+        fn collect(&mut self, n: &NodeId) {
+            let node = self.nodes.get_mut(n).unwrap();
+            while let Some(o) = node.poll_output() {
+                match o {
+                    Output::Send { to, msg } => self.wire.push_back((n.clone(), to, msg)),
+                    Output::Outcome { id, outcome } => self.outcomes.push((n.clone(), id, outcome)),
+                    Output::Event(e) => self.events.push((n.clone(), e)),
+                }
+            }
+        }
+
+        fn tick_all(&mut self) {
+            let names: Vec<NodeId> = self.nodes.keys().cloned().collect();
+            for n in names {
+                let now = self.now;
+                let node = self.nodes.get_mut(&n).unwrap();
+                if node.poll_timeout().is_some_and(|t| t <= now) {
+                    node.handle_timeout(now);
+                }
+                self.collect(&n);
+            }
+        }
+
+        fn pump(&mut self) {
+            let mut budget = 100_000;
+            while let Some((from, to, msg)) = self.wire.pop_front() {
+                budget -= 1;
+                assert!(budget > 0, "message storm");
+                if self.cut.contains(&(from.clone(), to.clone())) {
+                    continue;
+                }
+                let now = self.now;
+                if let Some(node) = self.nodes.get_mut(&to) {
+                    node.handle_input(now, Input::Message { from, msg });
+                    self.collect(&to);
+                }
+            }
+        }
+
+        /// Advances virtual time in heartbeat-sized steps, delivering everything.
+        fn advance(&mut self, d: Duration) {
+            let end = self.now + d;
+            while self.now < end {
+                self.now = (self.now + Duration::from_millis(50)).min(end);
+                self.tick_all();
+                self.pump();
+            }
+        }
+
+        fn cmd(&mut self, n: &str, rid: RequestId, cmd: Command) {
+            let now = self.now;
+            self.nodes.get_mut(&id(n)).unwrap().handle_input(now, Input::Command { id: rid, cmd });
+            self.collect(&id(n));
+        }
+
+        fn outcome(&self, rid: RequestId) -> Option<&Outcome> {
+            self.outcomes.iter().find(|(_, i, _)| *i == rid).map(|(_, _, o)| o)
+        }
+
+        fn session(&self, n: &str, s: &str) -> Option<SessionView> {
+            self.nodes[&id(n)].session(s)
+        }
+    }
+
+    fn attrs(pairs: &[(&str, &[u8])]) -> Attributes {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_vec())).collect()
+    }
+
+    fn create(cl: &mut Cluster, n: &str, rid: RequestId, s: &str, ack: Ack) {
+        cl.cmd(
+            n,
+            rid,
+            Command::Create {
+                session: s.into(),
+                attrs: attrs(&[("k", b"v1")]),
+                max_inactive: Duration::from_secs(60),
+                ack,
+            },
+        );
+    }
+
+    #[test]
+    fn unknown_node_is_refused() {
+        let err = Node::new(cfg(&["a"], 1), id("z"), 1, Settings::default(), Instant::now()).unwrap_err();
+        assert_eq!(err, NodeError::UnknownNode("z".into()));
+    }
+
+    #[test]
+    fn heartbeats_make_peers_up_and_silence_makes_them_down() {
+        let mut cl = Cluster::new(&["a", "b", "c"], 1);
+        assert!(cl.nodes[&id("a")].is_live(&id("b")));
+        assert!(
+            cl.events
+                .iter()
+                .any(|(n, e)| n == &id("a") && matches!(e, Event::PeerUp { node, .. } if node == &id("b")))
+        );
+        cl.cut.insert((id("b"), id("a")));
+        cl.advance(Duration::from_millis(1500));
+        assert!(!cl.nodes[&id("a")].is_live(&id("b")));
+        assert!(
+            cl.events
+                .iter()
+                .any(|(n, e)| n == &id("a") && matches!(e, Event::PeerDown { node } if node == &id("b")))
+        );
+        assert_eq!(cl.nodes[&id("a")].stats().peers_down, 1);
+        let _ = T0_MS;
+        let _ = cl.t0;
+    }
+
+    #[test]
+    fn sync_create_without_live_backup_is_unreplicated() {
+        let c = cfg(&["a", "b"], 1);
+        let now = Instant::now();
+        let mut a = Node::new(c, id("a"), 1, Settings::default(), now).unwrap();
+        a.handle_input(
+            now,
+            Input::Command {
+                id: 1,
+                cmd: Command::Create {
+                    session: "s".into(),
+                    attrs: Attributes::new(),
+                    max_inactive: Duration::from_secs(5),
+                    ack: Ack::Sync { backups: 1 },
+                },
+            },
+        );
+        let outs: Vec<Output> = std::iter::from_fn(|| a.poll_output()).collect();
+        assert!(outs.iter().all(|o| !matches!(o, Output::Send { .. })), "{outs:?}");
+        assert!(
+            outs.iter().any(|o| matches!(
+                o,
+                Output::Outcome { id: 1, outcome: Outcome::Unreplicated { version: 1, .. } }
+            )),
+            "{outs:?}"
+        );
+        assert!(
+            outs.iter().any(|o| matches!(o, Output::Event(Event::UnderReplicated { have: 0, want: 1, .. })))
+        );
+    }
+
+    #[test]
+    fn sync_write_completes_when_backups_ack() {
+        let mut cl = Cluster::new(&["a", "b", "c"], 2);
+        create(&mut cl, "a", 1, "s", Ack::Sync { backups: 2 });
+        assert_eq!(cl.outcome(1), None, "waits for acks");
+        cl.pump();
+        assert!(
+            matches!(cl.outcome(1), Some(Outcome::Replicated { version: 1, acks: 2, .. })),
+            "{:?}",
+            cl.outcome(1)
+        );
+        // Asking for more than exist is clamped.
+        cl.cmd(
+            "a",
+            2,
+            Command::Update {
+                session: "s".into(),
+                expected_version: Some(1),
+                changes: vec![Change::Set("k".into(), b"v2".to_vec())],
+                ack: Ack::Sync { backups: 5 },
+            },
+        );
+        cl.pump();
+        assert!(matches!(cl.outcome(2), Some(Outcome::Replicated { version: 2, acks: 2, .. })));
+        for n in ["b", "c"] {
+            let v = cl.session(n, "s").unwrap();
+            assert_eq!((v.role, v.version), (Role::Backup, 2));
+            assert_eq!(v.attrs.get("k").unwrap(), b"v2");
+        }
+        let v = cl.session("a", "s").unwrap();
+        assert_eq!(v.role, Role::Owner);
+        assert!(v.backups.iter().all(|(_, held)| *held));
+    }
+
+    #[test]
+    fn async_write_completes_at_once_and_backups_still_ack() {
+        let mut cl = Cluster::new(&["a", "b"], 1);
+        create(&mut cl, "a", 1, "s", Ack::Async);
+        assert!(matches!(cl.outcome(1), Some(Outcome::Applied { version: 1, .. })));
+        cl.pump();
+        assert_eq!(cl.session("a", "s").unwrap().backups, vec![(id("b"), true)]);
+    }
+
+    #[test]
+    fn conflict_not_owner_and_already_exists() {
+        let mut cl = Cluster::new(&["a", "b"], 1);
+        create(&mut cl, "a", 1, "s", Ack::Async);
+        cl.pump();
+        cl.cmd(
+            "a",
+            2,
+            Command::Update {
+                session: "s".into(),
+                expected_version: Some(7),
+                changes: vec![Change::Clear],
+                ack: Ack::Async,
+            },
+        );
+        assert_eq!(cl.outcome(2), Some(&Outcome::Conflict { current_version: 1 }));
+        assert_eq!(cl.session("a", "s").unwrap().version, 1, "nothing applied");
+        cl.cmd(
+            "b",
+            3,
+            Command::Update { session: "s".into(), expected_version: None, changes: vec![], ack: Ack::Async },
+        );
+        assert_eq!(cl.outcome(3), Some(&Outcome::NotOwner { owner: Some(id("a")) }));
+        create(&mut cl, "a", 4, "s", Ack::Async);
+        assert_eq!(cl.outcome(4), Some(&Outcome::AlreadyExists));
+        cl.cmd("b", 5, Command::Touch { session: "zz".into() });
+        assert_eq!(cl.outcome(5), Some(&Outcome::NotOwner { owner: None }));
+    }
+
+    #[test]
+    fn delta_with_gap_asks_for_full_copy() {
+        let mut cl = Cluster::new(&["a", "b"], 1);
+        create(&mut cl, "a", 1, "s", Ack::Async);
+        cl.pump();
+        // Lose the next delta on the wire.
+        cl.cmd(
+            "a",
+            2,
+            Command::Update {
+                session: "s".into(),
+                expected_version: None,
+                changes: vec![Change::Set("x".into(), vec![1])],
+                ack: Ack::Async,
+            },
+        );
+        cl.wire.clear();
+        cl.cmd(
+            "a",
+            3,
+            Command::Update {
+                session: "s".into(),
+                expected_version: None,
+                changes: vec![Change::Set("y".into(), vec![2])],
+                ack: Ack::Sync { backups: 1 },
+            },
+        );
+        let (_, _, msg) = cl.wire.pop_front().unwrap();
+        let now = cl.now;
+        let b = cl.nodes.get_mut(&id("b")).unwrap();
+        b.handle_input(now, Input::Message { from: id("a"), msg });
+        let out = b.poll_output();
+        assert!(matches!(out, Some(Output::Send { msg: Message::NeedFull { .. }, .. })), "{out:?}");
+        b.handle_input(
+            now,
+            Input::Message {
+                from: id("a"),
+                msg: match out {
+                    Some(Output::Send { msg, .. }) => msg,
+                    _ => unreachable!(),
+                },
+            },
+        );
+        // (a NeedFull sent to b itself is ignored: wrong direction)
+        assert!(b.poll_output().is_none());
+        let msg = Message::NeedFull { session: "s".into(), epoch: Epoch::new(1, id("a"), 1) };
+        cl.wire.push_back((id("b"), id("a"), msg));
+        cl.pump();
+        assert!(matches!(cl.outcome(3), Some(Outcome::Replicated { version: 3, acks: 1, .. })));
+        let v = cl.session("b", "s").unwrap();
+        assert_eq!(v.version, 3);
+        assert_eq!(v.attrs.len(), 3);
+    }
+
+    #[test]
+    fn stale_epoch_is_fenced_and_owner_steps_down() {
+        let mut cl = Cluster::new(&["a", "b", "c"], 1);
+        create(&mut cl, "a", 1, "s", Ack::Async);
+        cl.pump();
+        // c claims the session at a higher epoch (fetch on get).
+        cl.cmd("c", 2, Command::Get { session: "s".into() });
+        // Before delivering, a starts a sync write that will be fenced.
+        cl.cmd(
+            "a",
+            3,
+            Command::Update {
+                session: "s".into(),
+                expected_version: None,
+                changes: vec![Change::Set("w".into(), vec![])],
+                ack: Ack::Sync { backups: 1 },
+            },
+        );
+        cl.pump();
+        match cl.outcome(2) {
+            Some(Outcome::Found { epoch, attrs, .. }) => {
+                assert_eq!(epoch.node, id("c"));
+                assert_eq!(attrs.get("k").unwrap(), b"v1");
+            }
+            other => panic!("{other:?}"),
+        }
+        // a's write either made it before the claim (and is in c's copy) or was fenced.
+        match cl.outcome(3) {
+            Some(Outcome::Fenced { epoch }) => assert_eq!(epoch.node, id("c")),
+            Some(Outcome::Replicated { .. }) => {
+                assert!(cl.session("c", "s").unwrap().attrs.contains_key("w"));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(cl.session("a", "s").is_none_or(|v| v.role != Role::Owner));
+        assert!(cl.events.iter().any(|(n, e)| n == &id("a") && matches!(e, Event::OwnershipLost { .. })));
+        assert!(cl.events.iter().any(|(n, e)| n == &id("c") && matches!(e, Event::OwnershipGained { .. })));
+        // A late write from the old epoch is refused with Fenced.
+        let now = cl.now;
+        let holder =
+            if cl.session("b", "s").is_some_and(|v| v.promised.as_ref().is_some_and(|p| p.node == id("c"))) {
+                "b"
+            } else {
+                "c"
+            };
+        let h = cl.nodes.get_mut(&id(holder)).unwrap();
+        h.handle_input(
+            now,
+            Input::Message {
+                from: id("a"),
+                msg: Message::Replicate {
+                    session: "s".into(),
+                    epoch: Epoch::new(1, id("a"), 1),
+                    payload: Arc::new(Payload::Touch { version: 1 }),
+                },
+            },
+        );
+        let out = h.poll_output();
+        assert!(matches!(out, Some(Output::Send { msg: Message::Fenced { .. }, .. })), "{out:?}");
+        // a is not the owner any more.
+        cl.cmd(
+            "a",
+            4,
+            Command::Update { session: "s".into(), expected_version: None, changes: vec![], ack: Ack::Async },
+        );
+        assert!(matches!(cl.outcome(4), Some(Outcome::NotOwner { .. })));
+    }
+
+    #[test]
+    fn claim_promises_and_returns_copy() {
+        let c = cfg(&["a", "b"], 1);
+        let now = Instant::now();
+        let mut b = Node::new(c, id("b"), 1, Settings::default(), now).unwrap();
+        let e1 = Epoch::new(1, id("a"), 1);
+        let full = Payload::Full {
+            version: 4,
+            body: Body::Live { attrs: Arc::new(attrs(&[("x", b"1")])), max_inactive_ms: 1000 },
+        };
+        b.handle_input(
+            now,
+            Input::Message {
+                from: id("a"),
+                msg: Message::Replicate { session: "s".into(), epoch: e1.clone(), payload: Arc::new(full) },
+            },
+        );
+        let outs: Vec<Output> = std::iter::from_fn(|| b.poll_output()).collect();
+        assert!(outs.iter().any(|o| matches!(o, Output::Send { msg: Message::Ack { version: 4, .. }, .. })));
+        let e2 = Epoch::new(2, id("a"), 1);
+        b.handle_input(
+            now,
+            Input::Message { from: id("a"), msg: Message::Claim { session: "s".into(), epoch: e2.clone() } },
+        );
+        match b.poll_output() {
+            Some(Output::Send { msg: Message::ClaimAck { epoch, copy: Some(copy), .. }, .. }) => {
+                assert_eq!(epoch, e2);
+                assert_eq!((copy.epoch, copy.version), (e1.clone(), 4));
+            }
+            other => panic!("{other:?}"),
+        }
+        // The lower epoch is now refused.
+        b.handle_input(
+            now,
+            Input::Message { from: id("a"), msg: Message::Claim { session: "s".into(), epoch: e1 } },
+        );
+        assert!(
+            matches!(b.poll_output(), Some(Output::Send { msg: Message::Fenced { epoch, .. }, .. }) if epoch == e2)
+        );
+        assert_eq!(b.session("s").unwrap().promised, Some(e2));
+    }
+
+    #[test]
+    fn get_on_non_owner_fetches_and_takes_over() {
+        let mut cl = Cluster::new(&["a", "b", "c"], 1);
+        create(&mut cl, "a", 1, "s", Ack::Sync { backups: 1 });
+        cl.pump();
+        cl.cmd("b", 2, Command::Acquire { session: "s".into() });
+        cl.pump();
+        assert!(
+            matches!(cl.outcome(2), Some(Outcome::Acquired { version: 1, epoch }) if epoch.node == id("b") && *epoch > Epoch::new(1, id("a"), 1)),
+            "{:?}",
+            cl.outcome(2)
+        );
+        cl.advance(Duration::from_millis(200));
+        let v = cl.session("b", "s").unwrap();
+        assert_eq!(v.role, Role::Owner);
+        assert!(v.backups.iter().all(|(_, held)| *held), "{v:?}");
+        // Exactly one replica besides b holds the new epoch.
+        let holders = ["a", "c"]
+            .iter()
+            .filter(|n| {
+                cl.session(n, "s").is_some_and(|v| v.epoch.as_ref().is_some_and(|e| e.node == id("b")))
+            })
+            .count();
+        assert_eq!(holders, 1);
+        cl.cmd("c", 3, Command::Get { session: "missing".into() });
+        cl.pump();
+        assert_eq!(cl.outcome(3), Some(&Outcome::NotFound));
+        assert!(cl.session("c", "missing").is_none());
+    }
+
+    #[test]
+    fn sync_write_times_out_indeterminate() {
+        let mut cl = Cluster::new(&["a", "b"], 1);
+        create(&mut cl, "a", 1, "s", Ack::Async);
+        cl.pump();
+        cl.cut.insert((id("b"), id("a")));
+        cl.cmd(
+            "a",
+            2,
+            Command::Update {
+                session: "s".into(),
+                expected_version: None,
+                changes: vec![],
+                ack: Ack::Sync { backups: 1 },
+            },
+        );
+        cl.pump();
+        // Failure timeout (1s) is shorter than the request timeout (5s): once b is down the
+        // write still waits for its deadline.
+        cl.advance(Duration::from_millis(5100));
+        assert!(
+            matches!(cl.outcome(2), Some(Outcome::Indeterminate { version: 2, acks: 0, .. })),
+            "{:?}",
+            cl.outcome(2)
+        );
+    }
+
+    #[test]
+    fn hot_failover_moves_ownership_to_the_backup() {
+        let mut cl = Cluster::new(&["a", "b", "c"], 1);
+        create(&mut cl, "a", 1, "s", Ack::Sync { backups: 1 });
+        cl.pump();
+        assert!(matches!(cl.outcome(1), Some(Outcome::Replicated { .. })));
+        let backup = cl.session("a", "s").unwrap().backups[0].0.clone();
+        cl.nodes.remove(&id("a"));
+        cl.advance(Duration::from_millis(1600));
+        let v = cl.nodes[&backup].session("s").unwrap();
+        assert_eq!(v.role, Role::Owner, "{v:?}");
+        assert_eq!(v.attrs.get("k").unwrap(), b"v1");
+        assert_eq!(cl.nodes[&backup].stats().failovers, 1);
+        // ... and re-creates the missing replica on the remaining node.
+        cl.advance(Duration::from_millis(600));
+        let v = cl.nodes[&backup].session("s").unwrap();
+        assert_eq!(v.backups.len(), 1);
+        assert!(v.backups[0].1);
+    }
+
+    #[test]
+    fn invalidate_replicates_a_tombstone_that_blocks_late_copies() {
+        let mut cl = Cluster::new(&["a", "b"], 1);
+        create(&mut cl, "a", 1, "s", Ack::Async);
+        cl.pump();
+        cl.cmd("a", 2, Command::Invalidate { session: "s".into(), ack: Ack::Sync { backups: 1 } });
+        cl.pump();
+        assert!(matches!(cl.outcome(2), Some(Outcome::Replicated { version: 2, .. })));
+        assert!(cl.session("b", "s").unwrap().invalidated);
+        assert!(cl.events.iter().any(|(_, e)| matches!(e, Event::SessionInvalidated { .. })));
+        // A late full copy of version 1 does not bring it back.
+        let now = cl.now;
+        let b = cl.nodes.get_mut(&id("b")).unwrap();
+        let full = Payload::Full {
+            version: 1,
+            body: Body::Live { attrs: Arc::new(Attributes::new()), max_inactive_ms: 1000 },
+        };
+        b.handle_input(
+            now,
+            Input::Message {
+                from: id("a"),
+                msg: Message::Replicate {
+                    session: "s".into(),
+                    epoch: Epoch::new(1, id("a"), 1),
+                    payload: Arc::new(full),
+                },
+            },
+        );
+        assert!(b.session("s").unwrap().invalidated);
+        cl.cmd("b", 3, Command::Get { session: "s".into() });
+        assert_eq!(cl.outcome(3), Some(&Outcome::NotFound));
+        cl.cmd("a", 4, Command::Get { session: "s".into() });
+        assert_eq!(cl.outcome(4), Some(&Outcome::NotFound));
+    }
+
+    #[test]
+    fn owner_expires_inactive_sessions_and_backups_follow() {
+        let mut cl = Cluster::new(&["a", "b"], 1);
+        cl.cmd(
+            "a",
+            1,
+            Command::Create {
+                session: "s".into(),
+                attrs: Attributes::new(),
+                max_inactive: Duration::from_secs(2),
+                ack: Ack::Async,
+            },
+        );
+        cl.advance(Duration::from_millis(1500));
+        cl.cmd("a", 2, Command::Touch { session: "s".into() });
+        assert_eq!(cl.outcome(2), Some(&Outcome::Touched));
+        cl.advance(Duration::from_millis(1500));
+        assert!(!cl.session("a", "s").unwrap().invalidated, "touch kept it alive");
+        cl.advance(Duration::from_millis(1000));
+        assert!(cl.session("a", "s").unwrap().invalidated);
+        assert!(cl.session("b", "s").unwrap().invalidated);
+        assert!(cl.events.iter().any(|(_, e)| matches!(e, Event::SessionExpired { .. })));
+    }
+
+    #[test]
+    fn restart_is_seen_as_leave_and_join_and_replica_is_rebuilt() {
+        let mut cl = Cluster::new(&["a", "b"], 1);
+        create(&mut cl, "a", 1, "s", Ack::Async);
+        cl.pump();
+        let c = cfg(&["a", "b"], 1);
+        let now = cl.now;
+        cl.nodes.insert(id("b"), Node::new(c, id("b"), 2, Settings::default(), now).unwrap());
+        cl.advance(Duration::from_millis(800));
+        let downs =
+            cl.events.iter().filter(|(n, e)| n == &id("a") && matches!(e, Event::PeerDown { .. })).count();
+        assert_eq!(downs, 1);
+        let v = cl.session("b", "s").expect("rebuilt on restarted backup");
+        assert_eq!(v.version, 1);
+    }
+
+    #[test]
+    fn leave_hands_sessions_over() {
+        let mut cl = Cluster::new(&["a", "b", "c"], 1);
+        create(&mut cl, "a", 1, "s", Ack::Async);
+        cl.cmd("a", 2, Command::Leave);
+        cl.pump();
+        cl.advance(Duration::from_millis(300));
+        assert_eq!(cl.outcome(2), Some(&Outcome::Left { handed_off: 1, unreplicated: 0 }));
+        assert!(cl.nodes[&id("a")].has_left());
+        assert_eq!(cl.nodes[&id("a")].poll_timeout(), None);
+        cl.cmd("a", 3, Command::Get { session: "s".into() });
+        assert_eq!(cl.outcome(3), Some(&Outcome::ShuttingDown));
+        cl.advance(Duration::from_millis(300));
+        let owners =
+            ["b", "c"].iter().filter(|n| cl.session(n, "s").is_some_and(|v| v.role == Role::Owner)).count();
+        assert_eq!(owners, 1);
+    }
+
+    #[test]
+    fn server_nodes_never_own() {
+        let text = "[domain]\nname='t'\ntopology='client-server'\n[[node]]\nname='c'\naddress='h:1'\nmode='client'\n[[node]]\nname='s'\naddress='h:2'\nmode='server'\n";
+        let c = DomainConfig::parse(text, "t").unwrap();
+        let now = Instant::now();
+        let mut s = Node::new(c, id("s"), 1, Settings::default(), now).unwrap();
+        s.handle_input(now, Input::Command { id: 1, cmd: Command::Get { session: "x".into() } });
+        assert!(matches!(s.poll_output(), Some(Output::Outcome { id: 1, outcome: Outcome::NotAllowed })));
+    }
+}

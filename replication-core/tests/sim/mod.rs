@@ -1,0 +1,887 @@
+//! A deterministic cluster simulator for the replication engine, with invariant checks.
+//!
+//! Virtual time (a base `Instant` plus milliseconds), one seeded RNG (splitmix64), a network
+//! that delays, drops, duplicates and reorders messages, crashes and restarts (a restart is a
+//! new `Node` with a new incarnation and empty state), pauses (SIGSTOP: the node runs nothing
+//! and its inbound messages wait), partitions including one-way ones, and random client
+//! commands. After the fault phase every fault heals and the cluster runs quiet; then the
+//! durability and convergence invariants are checked.
+
+#![allow(dead_code, clippy::unwrap_used, missing_docs, unreachable_pub)]
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::fmt::Write as _;
+use std::time::{Duration, Instant};
+
+use replication_core::{
+    Ack, Attributes, Change, Command, DomainConfig, Epoch, Event, Input, Message, Node, NodeId, Outcome,
+    Output, Settings, Version,
+};
+
+/// splitmix64.
+#[derive(Clone, Debug)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Rng(seed)
+    }
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    pub fn below(&mut self, n: u64) -> u64 {
+        if n == 0 { 0 } else { self.next() % n }
+    }
+    /// True with probability `per_mille / 1000`.
+    pub fn chance(&mut self, per_mille: u64) -> bool {
+        self.below(1000) < per_mille
+    }
+    pub fn pick<'a, T>(&mut self, v: &'a [T]) -> Option<&'a T> {
+        if v.is_empty() { None } else { v.get(self.below(v.len() as u64) as usize) }
+    }
+}
+
+fn fnv(h: &mut u64, bytes: &[u8]) {
+    for &b in bytes {
+        *h ^= u64::from(b);
+        *h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+}
+
+/// What a run is made of.
+#[derive(Clone, Debug)]
+pub struct SimOptions {
+    pub seed: u64,
+    /// Fault-phase steps (10 ms of virtual time each).
+    pub steps: u64,
+    /// Quiet steps after healing.
+    pub quiet_steps: u64,
+    pub nodes: usize,
+    pub replicas: u32,
+    pub client_server: bool,
+    /// Per mille, per message.
+    pub drop: u64,
+    pub dup: u64,
+    pub max_delay_ms: u64,
+    /// Per mille, per step.
+    pub fault_rate: u64,
+    pub op_rate: u64,
+    pub partitions: bool,
+    pub verbose: bool,
+}
+
+impl SimOptions {
+    /// A varied configuration derived from the seed.
+    pub fn from_seed(seed: u64, steps: u64) -> Self {
+        let mut r = Rng::new(seed ^ 0x5eed);
+        let client_server = r.chance(200);
+        let nodes = if client_server { 4 + r.below(2) as usize } else { 3 + r.below(3) as usize };
+        SimOptions {
+            seed,
+            steps,
+            quiet_steps: 1500,
+            nodes,
+            replicas: 1 + r.below(2) as u32,
+            client_server,
+            drop: r.below(60),
+            dup: r.below(30),
+            max_delay_ms: 1 + r.below(40),
+            fault_rate: 2 + r.below(8),
+            op_rate: 200 + r.below(400),
+            partitions: r.chance(600),
+            verbose: false,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Slot {
+    node: Option<Node>,
+    incarnation: u64,
+    paused_until: Option<u64>,
+    down_until: Option<u64>,
+    /// Messages that arrived while paused.
+    inbox: VecDeque<(NodeId, Message)>,
+    leaving: bool,
+}
+
+#[derive(Clone, Debug)]
+enum Kind {
+    Create,
+    Update { key: String },
+    Get,
+    Invalidate,
+    Touch,
+    Leave,
+    FinalGet,
+}
+
+#[derive(Clone, Debug)]
+struct Pending {
+    node: NodeId,
+    incarnation: u64,
+    session: String,
+    kind: Kind,
+}
+
+#[derive(Clone, Debug)]
+struct Acked {
+    session: String,
+    key: String,
+    k: u32,
+    at: u64,
+    epoch: Epoch,
+    version: Version,
+    /// Nodes that held a copy at or above `(epoch, version)` at some time since the ack.
+    holders: BTreeSet<NodeId>,
+}
+
+/// Figures of one run.
+#[derive(Clone, Debug, Default)]
+pub struct Report {
+    pub seed: u64,
+    pub trace_hash: u64,
+    pub steps: u64,
+    pub crashes: u64,
+    pub restarts: u64,
+    pub pauses: u64,
+    pub partitions: u64,
+    pub leaves: u64,
+    pub messages: u64,
+    pub dropped: u64,
+    pub duplicated: u64,
+    pub commands: u64,
+    pub acked_writes: u64,
+    pub checked_writes: u64,
+    pub sessions: u64,
+    pub violations: Vec<String>,
+}
+
+pub struct Sim {
+    opt: SimOptions,
+    rng: Rng,
+    t0: Instant,
+    now: u64,
+    cfg: DomainConfig,
+    settings: Settings,
+    names: Vec<NodeId>,
+    owners: Vec<NodeId>,
+    slots: BTreeMap<NodeId, Slot>,
+    queue: BTreeMap<(u64, u64), (NodeId, NodeId, Message)>,
+    seq: u64,
+    /// Directed links cut until a time.
+    cut: BTreeMap<(NodeId, NodeId), u64>,
+    next_req: u64,
+    next_session: u64,
+    next_op: u64,
+    pending: BTreeMap<u64, Pending>,
+    sessions: Vec<String>,
+    believed_owner: BTreeMap<String, NodeId>,
+    acked: Vec<Acked>,
+    acked_by_session: BTreeMap<String, Vec<usize>>,
+    /// Acked invalidations (the tombstone's write), by session.
+    invalidated: BTreeMap<String, Acked>,
+    /// Sessions with any invalidation or expiry attempt (not subject to durability checks).
+    maybe_gone: BTreeSet<String>,
+    /// (node, time from, time to) of faults touching a node.
+    faults: Vec<(NodeId, u64, u64)>,
+    epoch_writer: HashMap<(String, Epoch), (NodeId, u64)>,
+    holder: HashMap<(NodeId, u64, String), (Epoch, Version, bool)>,
+    final_found: BTreeMap<String, Option<Attributes>>,
+    report: Report,
+    trace: u64,
+    phase_quiet: bool,
+}
+
+const STEP_MS: u64 = 10;
+
+impl Sim {
+    pub fn new(opt: SimOptions) -> Self {
+        let mut text = format!(
+            "[domain]\nname = \"sim\"\nreplicas = {}\nrequest_timeout_ms = 2000\nheartbeat_interval_ms = 100\nfailure_timeout_ms = 600\n",
+            opt.replicas
+        );
+        if opt.client_server {
+            text.push_str("topology = \"client-server\"\n");
+        }
+        let mut names = Vec::new();
+        for i in 0..opt.nodes {
+            let name = format!("n{i}");
+            let mode =
+                if opt.client_server { if i < opt.nodes / 2 { "client" } else { "server" } } else { "both" };
+            let _ = write!(
+                text,
+                "[[node]]\nname = \"{name}\"\naddress = \"127.0.0.1:{}\"\nmode = \"{mode}\"\n",
+                7000 + i
+            );
+            names.push(NodeId::new(&name));
+        }
+        let cfg = DomainConfig::parse(&text, "sim").unwrap();
+        let mut settings = Settings::default();
+        settings.retransmit_interval = Duration::from_millis(250);
+        settings.keepalive_interval = Duration::from_secs(1);
+        settings.touch_interval = Duration::from_millis(500);
+        settings.scan_batch = 64;
+        settings.rereplication_per_sec = 400;
+        settings.rereplication_burst = 100;
+        settings.tombstone_ttl = Duration::from_secs(3600);
+        let owners: Vec<NodeId> =
+            cfg.nodes.iter().filter(|n| n.mode().owns_sessions()).map(|n| n.name.clone()).collect();
+        let t0 = Instant::now();
+        let mut slots = BTreeMap::new();
+        for n in &names {
+            let node = Node::new(cfg.clone(), n.clone(), 1, settings.clone(), t0).unwrap();
+            slots.insert(
+                n.clone(),
+                Slot {
+                    node: Some(node),
+                    incarnation: 1,
+                    paused_until: None,
+                    down_until: None,
+                    inbox: VecDeque::new(),
+                    leaving: false,
+                },
+            );
+        }
+        let report = Report { seed: opt.seed, ..Report::default() };
+        Sim {
+            rng: Rng::new(opt.seed),
+            opt,
+            t0,
+            now: 0,
+            cfg,
+            settings,
+            names,
+            owners,
+            slots,
+            queue: BTreeMap::new(),
+            seq: 0,
+            cut: BTreeMap::new(),
+            next_req: 1,
+            next_session: 0,
+            next_op: 0,
+            pending: BTreeMap::new(),
+            sessions: Vec::new(),
+            believed_owner: BTreeMap::new(),
+            acked: Vec::new(),
+            acked_by_session: BTreeMap::new(),
+            invalidated: BTreeMap::new(),
+            maybe_gone: BTreeSet::new(),
+            faults: Vec::new(),
+            epoch_writer: HashMap::new(),
+            holder: HashMap::new(),
+            final_found: BTreeMap::new(),
+            report,
+            trace: 0xcbf2_9ce4_8422_2325,
+            phase_quiet: false,
+        }
+    }
+
+    fn instant(&self) -> Instant {
+        self.t0 + Duration::from_millis(self.now)
+    }
+
+    fn violation(&mut self, v: String) {
+        if self.opt.verbose {
+            eprintln!("[{}ms] VIOLATION {v}", self.now);
+        }
+        if self.report.violations.len() < 50 {
+            self.report.violations.push(format!("seed {} t={}ms: {v}", self.opt.seed, self.now));
+        }
+    }
+
+    fn running(&self, n: &NodeId) -> bool {
+        self.slots.get(n).is_some_and(|s| s.node.is_some() && s.paused_until.is_none())
+    }
+
+    /// Runs the whole scenario and returns the figures.
+    pub fn run(mut self) -> Report {
+        for _ in 0..self.opt.steps {
+            self.step(true);
+        }
+        self.heal();
+        self.phase_quiet = true;
+        for _ in 0..self.opt.quiet_steps {
+            self.step(false);
+        }
+        self.final_checks();
+        self.report.trace_hash = self.trace;
+        self.report.steps = self.opt.steps + self.opt.quiet_steps;
+        self.report.sessions = self.sessions.len() as u64;
+        self.report
+    }
+
+    fn step(&mut self, faults: bool) {
+        self.now += STEP_MS;
+        // Resume paused nodes, restart crashed ones when due.
+        let names = self.names.clone();
+        for n in &names {
+            let now = self.now;
+            let slot = self.slots.get_mut(n).unwrap();
+            if slot.paused_until.is_some_and(|t| t <= now) {
+                slot.paused_until = None;
+                // Overdue timers run first, as after a SIGCONT.
+                self.run_timeout(n);
+                let inbox: Vec<(NodeId, Message)> = self.slots.get_mut(n).unwrap().inbox.drain(..).collect();
+                for (from, msg) in inbox {
+                    self.deliver(from, n.clone(), msg);
+                }
+            }
+            let slot = self.slots.get_mut(n).unwrap();
+            if slot.down_until.is_some_and(|t| t <= now) {
+                slot.down_until = None;
+                slot.incarnation += 1;
+                slot.leaving = false;
+                let inc = slot.incarnation;
+                let at = self.instant();
+                let node = Node::new(self.cfg.clone(), n.clone(), inc, self.settings.clone(), at).unwrap();
+                self.slots.get_mut(n).unwrap().node = Some(node);
+                self.report.restarts += 1;
+                self.faults.push((n.clone(), self.now, self.now));
+                self.trace_str(&format!("restart {n} {inc}"));
+            }
+        }
+        // Deliver due messages.
+        while let Some((&(t, s), _)) = self.queue.first_key_value() {
+            if t > self.now {
+                break;
+            }
+            let (from, to, msg) = self.queue.remove(&(t, s)).unwrap();
+            if self.cut.get(&(from.clone(), to.clone())).is_some_and(|until| *until > self.now) {
+                self.report.dropped += 1;
+                continue;
+            }
+            self.deliver(from, to, msg);
+        }
+        // Timers.
+        for n in &names {
+            self.run_timeout(n);
+        }
+        if faults {
+            if self.rng.chance(self.opt.op_rate) {
+                self.client_op();
+            }
+            if self.rng.chance(self.opt.fault_rate) {
+                self.inject_fault();
+            }
+        }
+        self.check_step();
+    }
+
+    fn run_timeout(&mut self, n: &NodeId) {
+        if !self.running(n) {
+            return;
+        }
+        let at = self.instant();
+        let slot = self.slots.get_mut(n).unwrap();
+        let node = slot.node.as_mut().unwrap();
+        if node.poll_timeout().is_some_and(|t| t <= at) {
+            node.handle_timeout(at);
+            self.drain(n);
+        }
+    }
+
+    fn deliver(&mut self, from: NodeId, to: NodeId, msg: Message) {
+        let Some(slot) = self.slots.get_mut(&to) else { return };
+        if slot.node.is_none() {
+            self.report.dropped += 1;
+            return;
+        }
+        if slot.paused_until.is_some() {
+            if slot.inbox.len() < 10_000 {
+                slot.inbox.push_back((from, msg));
+            }
+            return;
+        }
+        let at = self.t0 + Duration::from_millis(self.now);
+        let mut h = self.trace;
+        fnv(&mut h, &self.now.to_le_bytes());
+        fnv(&mut h, from.as_str().as_bytes());
+        fnv(&mut h, to.as_str().as_bytes());
+        match &msg {
+            Message::Heartbeat { incarnation } => fnv(&mut h, &incarnation.to_le_bytes()),
+            other => fnv(&mut h, &rmp_serde::to_vec(other).unwrap()),
+        }
+        self.trace = h;
+        slot.node.as_mut().unwrap().handle_input(at, Input::Message { from, msg });
+        self.drain(&to);
+    }
+
+    fn trace_str(&mut self, s: &str) {
+        let mut h = self.trace;
+        fnv(&mut h, &self.now.to_le_bytes());
+        fnv(&mut h, s.as_bytes());
+        self.trace = h;
+        if self.opt.verbose {
+            eprintln!("[{}ms] {s}", self.now);
+        }
+    }
+
+    fn drain(&mut self, n: &NodeId) {
+        loop {
+            let Some(slot) = self.slots.get_mut(n) else { return };
+            let Some(node) = slot.node.as_mut() else { return };
+            let Some(out) = node.poll_output() else { break };
+            match out {
+                Output::Send { to, msg } => self.send(n.clone(), to, msg),
+                Output::Outcome { id, outcome } => self.on_outcome(n, id, outcome),
+                Output::Event(e) => {
+                    self.trace_str(&format!("{n} {e:?}"));
+                    if let Event::SessionExpired { session } = &e {
+                        self.maybe_gone.insert(session.clone());
+                    }
+                }
+            }
+        }
+    }
+
+    fn send(&mut self, from: NodeId, to: NodeId, msg: Message) {
+        self.report.messages += 1;
+        let (drop, dup) = if self.phase_quiet { (0, 0) } else { (self.opt.drop, self.opt.dup) };
+        if self.rng.chance(drop) {
+            self.report.dropped += 1;
+            return;
+        }
+        let copies = if self.rng.chance(dup) {
+            self.report.duplicated += 1;
+            2
+        } else {
+            1
+        };
+        for _ in 0..copies {
+            let delay = 1 + self.rng.below(self.opt.max_delay_ms);
+            self.seq += 1;
+            self.queue.insert((self.now + delay, self.seq), (from.clone(), to.clone(), msg.clone()));
+        }
+    }
+
+    fn command(&mut self, n: &NodeId, session: &str, kind: Kind, cmd: Command) {
+        let id = self.next_req;
+        self.next_req += 1;
+        self.report.commands += 1;
+        let inc = self.slots[n].incarnation;
+        self.pending
+            .insert(id, Pending { node: n.clone(), incarnation: inc, session: session.to_owned(), kind });
+        self.trace_str(&format!("cmd {id} {n} {cmd:?}"));
+        let at = self.instant();
+        self.slots.get_mut(n).unwrap().node.as_mut().unwrap().handle_input(at, Input::Command { id, cmd });
+        self.drain(n);
+    }
+
+    fn random_ack(&mut self) -> Ack {
+        if self.rng.chance(600) { Ack::Sync { backups: 1 + self.rng.below(2) as u32 } } else { Ack::Async }
+    }
+
+    fn client_op(&mut self) {
+        let running: Vec<NodeId> =
+            self.owners.iter().filter(|n| self.running(n) && !self.slots[*n].leaving).cloned().collect();
+        let Some(node) = self.rng.pick(&running).cloned() else { return };
+        let roll = self.rng.below(100);
+        if roll < 15 || self.sessions.is_empty() {
+            let session = format!("s{}", self.next_session);
+            self.next_session += 1;
+            self.sessions.push(session.clone());
+            self.believed_owner.insert(session.clone(), node.clone());
+            let ack = self.random_ack();
+            let attrs: Attributes = [("c".to_owned(), session.as_bytes().to_vec())].into_iter().collect();
+            let cmd = Command::Create {
+                session: session.clone(),
+                attrs,
+                max_inactive: Duration::from_secs(3600),
+                ack,
+            };
+            self.command(&node, &session, Kind::Create, cmd);
+            return;
+        }
+        let session = self.rng.pick(&self.sessions).cloned().unwrap();
+        // Mostly talk to the believed owner, as session affinity would.
+        let target = match self.believed_owner.get(&session) {
+            Some(o) if running.contains(o) && self.rng.chance(750) => o.clone(),
+            _ => node,
+        };
+        if roll < 70 {
+            let key = format!("op{}", self.next_op);
+            self.next_op += 1;
+            let ack = self.random_ack();
+            let cmd = Command::Update {
+                session: session.clone(),
+                expected_version: None,
+                changes: vec![Change::Set(key.clone(), self.next_op.to_le_bytes().to_vec())],
+                ack,
+            };
+            self.command(&target, &session, Kind::Update { key }, cmd);
+        } else if roll < 90 {
+            self.command(&target, &session, Kind::Get, Command::Get { session: session.clone() });
+        } else if roll < 93 {
+            self.maybe_gone.insert(session.clone());
+            let ack = self.random_ack();
+            self.command(
+                &target,
+                &session,
+                Kind::Invalidate,
+                Command::Invalidate { session: session.clone(), ack },
+            );
+        } else if roll < 99 {
+            self.command(&target, &session, Kind::Touch, Command::Touch { session: session.clone() });
+        } else if self.rng.chance(300) {
+            self.report.leaves += 1;
+            self.slots.get_mut(&target).unwrap().leaving = true;
+            self.command(&target, "", Kind::Leave, Command::Leave);
+        }
+    }
+
+    fn on_outcome(&mut self, n: &NodeId, id: u64, outcome: Outcome) {
+        self.trace_str(&format!("out {id} {n} {outcome:?}"));
+        let Some(p) = self.pending.remove(&id) else {
+            self.violation(format!("outcome for unknown or finished request {id}: {outcome:?}"));
+            return;
+        };
+        if p.node != *n {
+            self.violation(format!("outcome of {id} from {n}, sent to {}", p.node));
+        }
+        let inc = self.slots[n].incarnation;
+        // Epoch ownership: only the epoch's node and incarnation writes or serves at it.
+        let epoch = match &outcome {
+            Outcome::Applied { epoch, .. }
+            | Outcome::Replicated { epoch, .. }
+            | Outcome::Unreplicated { epoch, .. }
+            | Outcome::Indeterminate { epoch, .. }
+            | Outcome::Found { epoch, .. }
+            | Outcome::Acquired { epoch, .. } => Some(epoch.clone()),
+            _ => None,
+        };
+        if let Some(e) = epoch {
+            if e.node != *n || e.incarnation != inc {
+                self.violation(format!("{n}#{inc} reports epoch {e:?} for {}", p.session));
+            }
+            let prev = self.epoch_writer.entry((p.session.clone(), e.clone())).or_insert((n.clone(), inc));
+            if *prev != (n.clone(), inc) {
+                let prev = prev.clone();
+                self.violation(format!("epoch {e:?} of {} used by {n}#{inc} and {prev:?}", p.session));
+            }
+            self.believed_owner.insert(p.session.clone(), n.clone());
+        }
+        match (&p.kind, &outcome) {
+            (Kind::Update { key }, Outcome::Replicated { epoch, version, acks }) => {
+                self.report.acked_writes += 1;
+                self.acked_by_session.entry(p.session.clone()).or_default().push(self.acked.len());
+                self.acked.push(Acked {
+                    session: p.session.clone(),
+                    key: key.clone(),
+                    k: *acks,
+                    at: self.now,
+                    epoch: epoch.clone(),
+                    version: *version,
+                    holders: self.holders_now(&p.session, epoch, *version),
+                });
+            }
+            (Kind::Create, Outcome::Replicated { epoch, version, acks }) => {
+                self.report.acked_writes += 1;
+                self.acked_by_session.entry(p.session.clone()).or_default().push(self.acked.len());
+                self.acked.push(Acked {
+                    session: p.session.clone(),
+                    key: "c".into(),
+                    k: *acks,
+                    at: self.now,
+                    epoch: epoch.clone(),
+                    version: *version,
+                    holders: self.holders_now(&p.session, epoch, *version),
+                });
+            }
+            (Kind::Invalidate, Outcome::Replicated { epoch, version, acks }) => {
+                let a = Acked {
+                    session: p.session.clone(),
+                    key: String::new(),
+                    k: *acks,
+                    at: self.now,
+                    epoch: epoch.clone(),
+                    version: *version,
+                    holders: self.holders_now(&p.session, epoch, *version),
+                };
+                self.invalidated.entry(p.session.clone()).or_insert(a);
+            }
+            (Kind::Get | Kind::FinalGet, Outcome::Found { attrs, .. }) => {
+                if let Some(a) = self.invalidated.get(&p.session) {
+                    if self.faulted_holders(a) <= a.k as usize {
+                        self.violation(format!("invalidated session {} came back at {n}", p.session));
+                    }
+                }
+                if matches!(p.kind, Kind::FinalGet) {
+                    self.final_found.insert(p.session.clone(), Some((**attrs).clone()));
+                }
+            }
+            (Kind::FinalGet, other) => {
+                let _ = other;
+                self.final_found.insert(p.session.clone(), None);
+            }
+            (Kind::Leave, Outcome::Left { .. }) => {
+                // The node is gone; bring it back later as a new incarnation.
+                let slot = self.slots.get_mut(n).unwrap();
+                slot.node = None;
+                slot.inbox.clear();
+                let until = self.now + 500 + self.rng.below(3000);
+                self.slots.get_mut(n).unwrap().down_until = Some(until);
+            }
+            _ => {}
+        }
+    }
+
+    /// Holders of an acknowledged write touched by a fault (crash, restart, pause, partition)
+    /// since it was acknowledged.
+    fn faulted_holders(&self, a: &Acked) -> usize {
+        self.faults
+            .iter()
+            .filter(|(n, _, to)| *to >= a.at && a.holders.contains(n))
+            .map(|(n, _, _)| n)
+            .collect::<BTreeSet<_>>()
+            .len()
+    }
+
+    fn fail_pending_of(&mut self, n: &NodeId) {
+        // Commands in flight on a crashed node never complete: forget them.
+        let inc = self.slots[n].incarnation;
+        self.pending.retain(|_, p| !(p.node == *n && p.incarnation == inc));
+    }
+
+    fn inject_fault(&mut self) {
+        let n = self.rng.pick(&self.names).cloned().unwrap();
+        let live_count = self.slots.values().filter(|s| s.node.is_some()).count();
+        let roll = self.rng.below(100);
+        if roll < 40 {
+            // Crash, restart later.
+            if self.slots[&n].node.is_none() || live_count <= 1 {
+                return;
+            }
+            self.fail_pending_of(&n);
+            let until = self.now + 300 + self.rng.below(4000);
+            let slot = self.slots.get_mut(&n).unwrap();
+            slot.node = None;
+            slot.paused_until = None;
+            slot.inbox.clear();
+            slot.down_until = Some(until);
+            self.report.crashes += 1;
+            self.faults.push((n.clone(), self.now, until));
+            self.trace_str(&format!("crash {n}"));
+        } else if roll < 60 {
+            // Pause (SIGSTOP).
+            if !self.running(&n) {
+                return;
+            }
+            let until = self.now + 200 + self.rng.below(2500);
+            self.slots.get_mut(&n).unwrap().paused_until = Some(until);
+            self.report.pauses += 1;
+            self.faults.push((n.clone(), self.now, until));
+            self.trace_str(&format!("pause {n}"));
+        } else if self.opt.partitions {
+            // Partition: isolate a node, one way or both, or cut a single link.
+            let until = self.now + 300 + self.rng.below(4000);
+            let mode = self.rng.below(3);
+            let other = self.rng.pick(&self.names).cloned().unwrap();
+            let names = self.names.clone();
+            for m in &names {
+                if *m == n || (mode == 2 && *m != other) {
+                    continue;
+                }
+                if mode != 1 {
+                    self.cut.insert((n.clone(), m.clone()), until);
+                }
+                if mode != 0 || mode == 2 {
+                    self.cut.insert((m.clone(), n.clone()), until);
+                }
+                self.faults.push((m.clone(), self.now, until));
+            }
+            self.faults.push((n.clone(), self.now, until));
+            self.report.partitions += 1;
+            self.trace_str(&format!("partition {n} mode {mode} other {other}"));
+        }
+    }
+
+    fn heal(&mut self) {
+        self.cut.clear();
+        let now = self.now;
+        for slot in self.slots.values_mut() {
+            if slot.paused_until.is_some() {
+                slot.paused_until = Some(now);
+            }
+            if slot.down_until.is_some() {
+                slot.down_until = Some(now);
+            }
+        }
+        // Nodes that left have down_until set by the Left outcome; nodes still leaving finish.
+        self.trace_str("heal");
+    }
+
+    /// Invariants checked after every step: versions never go backwards at a holder, only an
+    /// epoch's node and incarnation owns at it, and holders of acked writes are tracked.
+    fn check_step(&mut self) {
+        let mut violations = Vec::new();
+        let mut next = HashMap::with_capacity(self.holder.len());
+        for (n, slot) in &self.slots {
+            let Some(node) = slot.node.as_ref() else { continue };
+            let inc = slot.incarnation;
+            for (s, e, ver, owned) in node.copies() {
+                let key = (n.clone(), inc, s.to_owned());
+                let prev = self.holder.get(&key);
+                let changed = prev.is_none_or(|(pe, pv, po)| pe != e || *pv != ver || *po != owned);
+                if changed {
+                    if let Some((pe, pv, _)) = prev {
+                        if (e, ver) < (pe, *pv) {
+                            violations
+                                .push(format!("{n}#{inc} went back on {s}: {pe:?}/{pv} -> {e:?}/{ver}"));
+                        }
+                    }
+                    if owned {
+                        if e.node != *n || e.incarnation != inc {
+                            violations.push(format!("{n}#{inc} owns {s} at foreign epoch {e:?}"));
+                        }
+                        let w =
+                            self.epoch_writer.entry((s.to_owned(), e.clone())).or_insert((n.clone(), inc));
+                        if *w != (n.clone(), inc) {
+                            violations.push(format!("epoch {e:?} of {s} owned by {n}#{inc} and {w:?}"));
+                        }
+                    }
+                    for &i in self.acked_by_session.get(s).map(Vec::as_slice).unwrap_or(&[]) {
+                        let a = &mut self.acked[i];
+                        if (e, ver) >= (&a.epoch, a.version) {
+                            a.holders.insert(n.clone());
+                        }
+                    }
+                    if let Some(a) = self.invalidated.get_mut(s) {
+                        if (e, ver) >= (&a.epoch, a.version) {
+                            a.holders.insert(n.clone());
+                        }
+                    }
+                }
+                next.insert(key, (e.clone(), ver, owned));
+            }
+        }
+        // A record that disappears may come back older (a new backup copy): forget it.
+        self.holder = next;
+        for v in violations {
+            self.violation(v);
+        }
+    }
+
+    /// Nodes holding `session` at or above `(epoch, version)` right now.
+    fn holders_now(&self, session: &str, epoch: &Epoch, version: Version) -> BTreeSet<NodeId> {
+        let mut h = BTreeSet::new();
+        for (n, slot) in &self.slots {
+            let Some(node) = slot.node.as_ref() else { continue };
+            if let Some(v) = node.session(session) {
+                if v.epoch.as_ref().is_some_and(|e| (e, v.version) >= (epoch, version)) {
+                    h.insert(n.clone());
+                }
+            }
+        }
+        h
+    }
+
+    fn final_checks(&mut self) {
+        // Convergence: one owner per session, holding its target replica count.
+        let mut owners: BTreeMap<String, Vec<NodeId>> = BTreeMap::new();
+        for (n, slot) in &self.slots {
+            let Some(node) = slot.node.as_ref() else { continue };
+            for s in node.owned_sessions() {
+                owners.entry(s.to_owned()).or_default().push(n.clone());
+            }
+        }
+        let live: BTreeSet<NodeId> =
+            self.slots.iter().filter(|(_, s)| s.node.is_some()).map(|(n, _)| n.clone()).collect();
+        let mut problems = Vec::new();
+        for (s, os) in &owners {
+            if os.len() > 1 {
+                problems.push(format!("{s} has {} owners after healing: {os:?}", os.len()));
+                continue;
+            }
+            let o = &os[0];
+            let node = self.slots[o].node.as_ref().unwrap();
+            let view = node.session(s).unwrap();
+            let eligible = self
+                .cfg
+                .nodes
+                .iter()
+                .filter(|c| c.name != *o && live.contains(&c.name))
+                .filter(|c| {
+                    if self.opt.client_server { c.mode() == replication_core::Mode::Server } else { true }
+                })
+                .count();
+            let want = (self.opt.replicas as usize).min(eligible);
+            let held: Vec<&NodeId> = view.backups.iter().filter(|(_, h)| *h).map(|(n, _)| n).collect();
+            if view.backups.len() != want || held.len() != want {
+                problems.push(format!("{s} owned by {o}: backups {:?}, want {want}", view.backups));
+            }
+            for b in held {
+                let bv = self.slots[b].node.as_ref().and_then(|x| x.session(s));
+                if bv.as_ref().map(|v| (v.epoch.clone(), v.version))
+                    != Some((view.epoch.clone(), view.version))
+                {
+                    problems.push(format!(
+                        "{s}: backup {b} has {:?}, owner {o} has {:?}/{}",
+                        bv.map(|v| (v.epoch, v.version)),
+                        view.epoch,
+                        view.version
+                    ));
+                }
+            }
+        }
+        for p in problems {
+            self.violation(p);
+        }
+        // Durability: fetch every session that has an acked write or invalidation and check.
+        let mut to_check: BTreeSet<String> = self.acked.iter().map(|a| a.session.clone()).collect();
+        to_check.extend(self.invalidated.keys().cloned());
+        let runnable: Vec<NodeId> = self.owners.iter().filter(|n| self.running(n)).cloned().collect();
+        for s in &to_check {
+            let target =
+                owners.get(s).and_then(|v| v.first().cloned()).or_else(|| self.rng.pick(&runnable).cloned());
+            let Some(t) = target else { continue };
+            self.command(&t, s, Kind::FinalGet, Command::Get { session: s.clone() });
+        }
+        for _ in 0..500 {
+            if !self.pending.values().any(|p| matches!(p.kind, Kind::FinalGet)) {
+                break;
+            }
+            self.step(false);
+        }
+        let acked = std::mem::take(&mut self.acked);
+        self.acked_by_session.clear();
+        for a in &acked {
+            if self.maybe_gone.contains(&a.session) {
+                continue;
+            }
+            if self.faulted_holders(a) > a.k as usize {
+                continue;
+            }
+            self.report.checked_writes += 1;
+            match self.final_found.get(&a.session) {
+                Some(Some(attrs)) if attrs.contains_key(&a.key) => {}
+                other => {
+                    let got = other.map(|o| o.as_ref().map(|a| a.len()));
+                    self.violation(format!(
+                        "acked write {} of {} (k={}, {:?}/{}) lost: final get gave {got:?} attrs",
+                        a.key, a.session, a.k, a.epoch, a.version
+                    ));
+                }
+            }
+        }
+        let inv: Vec<Acked> = self.invalidated.values().cloned().collect();
+        for a in inv {
+            if self.faulted_holders(&a) <= a.k as usize {
+                self.report.checked_writes += 1;
+                if let Some(Some(_)) = self.final_found.get(&a.session) {
+                    self.violation(format!("invalidated session {} is back after healing", a.session));
+                }
+            }
+        }
+        // Every command got its one outcome (except those on nodes that crashed).
+        let left: Vec<String> =
+            self.pending.iter().map(|(id, p)| format!("{id} on {} ({:?})", p.node, p.kind)).collect();
+        for l in left {
+            self.violation(format!("no outcome for command {l}"));
+        }
+    }
+}

@@ -1,0 +1,634 @@
+//! The driver: one tokio task that owns the replication engine ([`Node`]) and the transport.
+//!
+//! It waits on three things at once: the transport's next event, the next batch of requests
+//! from handles (a bounded channel), and the engine's next timer. After every input it drains
+//! the engine's outputs: messages go to [`Transport::try_send`] (a full queue or another error
+//! is counted and the message dropped: the protocol repairs losses), outcomes complete the
+//! waiting request, events feed the metrics, the hook and the subscribers.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use replication_core::placement::Placement;
+use replication_core::transport::{Transport, TransportEvent};
+use replication_core::{
+    Ack, Attributes, Change, Command, Event, Input, Message, Node, NodeId, Outcome, Output, RequestId, Role,
+    SessionView, Version,
+};
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+use crate::config::{SessionSettings, WriteFrequency};
+use crate::error::{Error, Result};
+use crate::metrics::{Metrics, MetricsHook, NodeEvent};
+
+/// What the driver answers.
+#[derive(Debug)]
+pub(crate) enum Reply {
+    /// The engine's outcome (staged writes and overlay-aware reads are translated to it).
+    Outcome(Outcome),
+    /// A session created under a fresh id.
+    Created { id: String, outcome: Outcome },
+    /// What this node holds about a session.
+    View(Option<Box<SessionView>>),
+    /// Owned session ids.
+    Ids(Vec<String>),
+    /// A metrics snapshot.
+    Metrics(Box<Metrics>),
+    /// The result of a flush of staged changes.
+    Synced(SyncReport),
+    /// A request that could not be served.
+    Failed(Error),
+}
+
+/// Where a reply goes: a tokio oneshot (async handles) or a crossbeam channel (blocking handles).
+#[derive(Debug)]
+pub(crate) enum Responder {
+    Async(oneshot::Sender<Reply>),
+    Blocking(crossbeam_channel::Sender<Reply>),
+}
+
+impl Responder {
+    fn send(self, reply: Reply) {
+        // A caller that gave up (timeout, dropped future) no longer listens; that is fine.
+        match self {
+            Responder::Async(tx) => {
+                let _ = tx.send(reply);
+            }
+            Responder::Blocking(tx) => {
+                let _ = tx.try_send(reply);
+            }
+        }
+    }
+}
+
+/// What staged changes a flush wrote.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SyncReport {
+    /// Sessions written.
+    pub sessions: usize,
+    /// Staged commits they carried.
+    pub commits: u64,
+    /// Sessions whose write failed (moved to another node, invalidated, busy...): their staged
+    /// changes are lost.
+    pub failed: usize,
+}
+
+/// A request from a handle.
+#[derive(Debug)]
+pub(crate) enum Request {
+    /// A core command, sent as is (writes, invalidation, touch, acquire).
+    Core { cmd: Command, reply: Responder },
+    /// Create a session; a fresh id naming the owner and failover target when `id` is `None`.
+    Create { id: Option<String>, attrs: Attributes, max_inactive: Duration, reply: Responder },
+    /// Read (fetching it when another node holds it); staged changes are applied.
+    Get { session: String, reply: Responder },
+    /// A write, staged (manual / time-based frequency) or sent (end of request).
+    Write { session: String, expected: Option<Version>, changes: Vec<Change>, reply: Responder },
+    /// Write every staged change now.
+    Sync { reply: Responder },
+    /// What this node holds about a session (no fetch).
+    Inspect { session: String, reply: Responder },
+    /// Ids of the sessions this node owns.
+    Owned { reply: Responder },
+    /// A metrics snapshot.
+    Metrics { reply: Responder },
+    /// Leave the domain and stop.
+    Shutdown { reply: Responder },
+    /// Stop at once without leaving, like a crash.
+    Abort { reply: Responder },
+}
+
+/// Changes committed on this node and not yet written to the engine.
+#[derive(Debug, Default)]
+struct Overlay {
+    changes: Vec<Change>,
+    commits: u64,
+}
+
+#[derive(Debug)]
+enum Kind {
+    Plain,
+    Write { started: Instant, sync: bool },
+    Create { id: String, started: Instant, sync: bool },
+    Get { session: String },
+    Flush { session: String, commits: u64, waiter: Option<u64> },
+    Leave,
+}
+
+#[derive(Debug)]
+struct Pending {
+    reply: Option<Responder>,
+    kind: Kind,
+}
+
+#[derive(Debug)]
+struct SyncWaiter {
+    remaining: usize,
+    report: SyncReport,
+    reply: Responder,
+}
+
+/// Everything the driver task needs to start.
+pub(crate) struct DriverParts {
+    pub node: Node,
+    pub transport: Arc<dyn Transport<Message>>,
+    pub requests: mpsc::Receiver<Request>,
+    pub events: broadcast::Sender<NodeEvent>,
+    pub settings: SessionSettings,
+    pub placement: Placement,
+}
+
+pub(crate) struct Driver {
+    node: Node,
+    transport: Arc<dyn Transport<Message>>,
+    requests: mpsc::Receiver<Request>,
+    events: broadcast::Sender<NodeEvent>,
+    hook: Option<MetricsHook>,
+    settings: SessionSettings,
+    placement: Placement,
+    ack: Ack,
+    pending: HashMap<RequestId, Pending>,
+    waiters: HashMap<u64, SyncWaiter>,
+    next_id: RequestId,
+    metrics: Metrics,
+    connected: BTreeSet<NodeId>,
+    overlays: HashMap<String, Overlay>,
+    /// Staged mode: logical version = engine version + offset (a flush of k commits advances
+    /// the engine by one version and the logical version by k).
+    offsets: HashMap<String, u64>,
+    next_flush: Option<tokio::time::Instant>,
+    leaving: bool,
+    /// Every handle is gone.
+    requests_done: bool,
+    shutdown_reply: Vec<Responder>,
+    left: Option<Outcome>,
+    aborted: bool,
+}
+
+impl Driver {
+    pub(crate) fn new(parts: DriverParts) -> Self {
+        let next_flush = match parts.settings.write_frequency {
+            WriteFrequency::TimeBased(d) => Some(tokio::time::Instant::now() + d),
+            _ => None,
+        };
+        let metrics = Metrics { node: Some(parts.node.id().clone()), ..Metrics::default() };
+        Driver {
+            hook: parts.settings.metrics_hook.clone(),
+            ack: parts.settings.core_ack(),
+            node: parts.node,
+            transport: parts.transport,
+            requests: parts.requests,
+            events: parts.events,
+            settings: parts.settings,
+            placement: parts.placement,
+            pending: HashMap::new(),
+            waiters: HashMap::new(),
+            next_id: 1,
+            metrics,
+            connected: BTreeSet::new(),
+            overlays: HashMap::new(),
+            offsets: HashMap::new(),
+            next_flush,
+            leaving: false,
+            requests_done: false,
+            shutdown_reply: Vec::new(),
+            left: None,
+            aborted: false,
+        }
+    }
+
+    fn staged(&self) -> bool {
+        !matches!(self.settings.write_frequency, WriteFrequency::EndOfRequest)
+    }
+
+    /// Runs until the node has left the domain (shutdown requested, or every handle dropped).
+    pub(crate) async fn run(mut self) {
+        // The engine wants its first timeout at once (heartbeats).
+        self.handle_timeout();
+        let far = || tokio::time::Instant::now() + Duration::from_secs(3600);
+        loop {
+            if self.node.has_left() || self.aborted {
+                break;
+            }
+            let core_deadline =
+                self.node.poll_timeout().map(tokio::time::Instant::from_std).unwrap_or_else(far);
+            let flush_deadline = self.next_flush.unwrap_or_else(far);
+            let requests_open = !self.requests_done;
+            tokio::select! {
+                ev = self.transport.recv() => match ev {
+                    Some(ev) => self.on_transport(ev),
+                    None => break,
+                },
+                req = self.requests.recv(), if requests_open => match req {
+                    Some(req) => {
+                        self.on_request(req);
+                        for _ in 1..self.settings.batch {
+                            if self.aborted {
+                                break;
+                            }
+                            match self.requests.try_recv() {
+                                Ok(req) => self.on_request(req),
+                                Err(_) => break,
+                            }
+                        }
+                    }
+                    // Every handle is gone: leave gracefully.
+                    None => {
+                        self.requests_done = true;
+                        self.start_leave(None);
+                    }
+                },
+                () = tokio::time::sleep_until(core_deadline) => self.handle_timeout(),
+                () = tokio::time::sleep_until(flush_deadline), if self.next_flush.is_some() => {
+                    if let WriteFrequency::TimeBased(d) = self.settings.write_frequency {
+                        self.next_flush = Some(tokio::time::Instant::now() + d);
+                    }
+                    self.flush(None);
+                }
+            }
+        }
+        // Answer whoever still waits, then close the links.
+        for (_, p) in self.pending.drain() {
+            if let Some(r) = p.reply {
+                r.send(Reply::Outcome(Outcome::ShuttingDown));
+            }
+        }
+        for (_, w) in self.waiters.drain() {
+            w.reply.send(Reply::Synced(w.report));
+        }
+        self.transport.shutdown().await;
+        self.requests.close();
+        while let Ok(req) = self.requests.try_recv() {
+            request_reply(req).send(Reply::Failed(Error::ShuttingDown));
+        }
+        let left = self.left.take().unwrap_or(Outcome::ShuttingDown);
+        for r in self.shutdown_reply.drain(..) {
+            r.send(Reply::Outcome(left.clone()));
+        }
+    }
+
+    fn handle_timeout(&mut self) {
+        self.node.handle_timeout(Instant::now());
+        self.drain();
+    }
+
+    fn input(&mut self, input: Input) {
+        self.node.handle_input(Instant::now(), input);
+        self.drain();
+    }
+
+    fn command(&mut self, cmd: Command, reply: Option<Responder>, kind: Kind) {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.pending.insert(id, Pending { reply, kind });
+        self.input(Input::Command { id, cmd });
+    }
+
+    fn on_transport(&mut self, ev: TransportEvent<Message>) {
+        match ev {
+            TransportEvent::Message { from, msg } => {
+                self.metrics.messages_received += 1;
+                self.input(Input::Message { from, msg });
+            }
+            TransportEvent::Connected(n) => {
+                self.connected.insert(n.clone());
+                self.emit(NodeEvent::Connected(n));
+            }
+            TransportEvent::Disconnected(n) => {
+                self.connected.remove(&n);
+                self.emit(NodeEvent::Disconnected(n));
+            }
+            TransportEvent::Refused { peer, reason } => {
+                self.metrics.refused(peer.clone(), reason.clone());
+                self.emit(NodeEvent::Refused { peer, reason });
+            }
+            _ => {}
+        }
+    }
+
+    fn emit(&self, ev: NodeEvent) {
+        if let Some(hook) = &self.hook {
+            hook(&ev);
+        }
+        // No subscriber is fine; a lagging one loses the oldest events (bounded).
+        let _ = self.events.send(ev);
+    }
+
+    fn drain(&mut self) {
+        while let Some(out) = self.node.poll_output() {
+            match out {
+                Output::Send { to, msg } => match self.transport.try_send(&to, msg) {
+                    Ok(()) => self.metrics.messages_sent += 1,
+                    Err(replication_core::Error::QueueFull { .. }) => self.metrics.send_queue_full += 1,
+                    Err(_) => self.metrics.send_errors += 1,
+                },
+                Output::Outcome { id, outcome } => self.on_outcome(id, outcome),
+                Output::Event(ev) => self.on_event(ev),
+            }
+        }
+    }
+
+    fn on_event(&mut self, ev: Event) {
+        match &ev {
+            Event::OwnershipLost { session, .. } | Event::SessionExpired { session } => {
+                let session = session.clone();
+                self.offsets.remove(&session);
+                self.drop_overlay(&session);
+            }
+            Event::SessionInvalidated { session } => {
+                self.offsets.remove(session);
+                self.overlays.remove(session);
+            }
+            _ => {}
+        }
+        self.emit(NodeEvent::Core(ev));
+    }
+
+    fn drop_overlay(&mut self, session: &str) {
+        if let Some(o) = self.overlays.remove(session) {
+            if o.commits > 0 {
+                self.metrics.staged_lost += o.commits;
+                self.emit(NodeEvent::StagedWritesLost { session: session.to_owned(), commits: o.commits });
+            }
+        }
+    }
+
+    fn on_outcome(&mut self, id: RequestId, outcome: Outcome) {
+        let Some(p) = self.pending.remove(&id) else { return };
+        match &outcome {
+            Outcome::Replicated { .. } => {}
+            Outcome::Indeterminate { .. } | Outcome::Unreplicated { .. } => self.metrics.unacked_writes += 1,
+            Outcome::Conflict { .. } => self.metrics.conflicts += 1,
+            _ => {}
+        }
+        match p.kind {
+            Kind::Plain => reply(p.reply, Reply::Outcome(outcome)),
+            Kind::Write { started, sync } => {
+                if sync && matches!(outcome, Outcome::Replicated { .. }) {
+                    self.metrics.sync_write_latency.record(started.elapsed());
+                }
+                reply(p.reply, Reply::Outcome(outcome));
+            }
+            Kind::Create { id, started, sync } => {
+                if sync && matches!(outcome, Outcome::Replicated { .. }) {
+                    self.metrics.sync_write_latency.record(started.elapsed());
+                }
+                reply(p.reply, Reply::Created { id, outcome });
+            }
+            Kind::Get { session } => {
+                let outcome = match outcome {
+                    Outcome::Found { epoch, version, attrs } => {
+                        let (version, attrs) = self.apply_overlay(&session, version, attrs);
+                        Outcome::Found { epoch, version, attrs }
+                    }
+                    other => other,
+                };
+                reply(p.reply, Reply::Outcome(outcome));
+            }
+            Kind::Flush { session, commits, waiter } => {
+                let ok = matches!(
+                    outcome,
+                    Outcome::Applied { .. }
+                        | Outcome::Replicated { .. }
+                        | Outcome::Unreplicated { .. }
+                        | Outcome::Indeterminate { .. }
+                );
+                if !ok {
+                    self.metrics.staged_lost += commits;
+                    self.emit(NodeEvent::StagedWritesLost { session, commits });
+                }
+                if let Some(w) = waiter {
+                    if let Some(waiter) = self.waiters.get_mut(&w) {
+                        waiter.remaining = waiter.remaining.saturating_sub(1);
+                        if !ok {
+                            waiter.report.failed += 1;
+                        }
+                        if waiter.remaining == 0 {
+                            if let Some(waiter) = self.waiters.remove(&w) {
+                                waiter.reply.send(Reply::Synced(waiter.report));
+                            }
+                        }
+                    }
+                }
+            }
+            // Answered once the transport is shut down too.
+            Kind::Leave => self.left = Some(outcome),
+        }
+    }
+
+    /// The session as reads see it: the engine's state plus staged changes, at the logical
+    /// version.
+    fn apply_overlay(
+        &self,
+        session: &str,
+        version: Version,
+        attrs: Arc<Attributes>,
+    ) -> (Version, Arc<Attributes>) {
+        let offset = self.offsets.get(session).copied().unwrap_or(0);
+        match self.overlays.get(session) {
+            Some(o) if o.commits > 0 => {
+                let mut a = (*attrs).clone();
+                for c in &o.changes {
+                    c.apply(&mut a);
+                }
+                (version + offset + o.commits, Arc::new(a))
+            }
+            _ => (version + offset, attrs),
+        }
+    }
+
+    fn on_request(&mut self, req: Request) {
+        self.metrics.requests += 1;
+        if let Request::Shutdown { reply } = req {
+            return self.start_leave(Some(reply));
+        }
+        if let Request::Abort { reply } = req {
+            self.aborted = true;
+            return self.shutdown_reply.push(reply);
+        }
+        if self.leaving {
+            let r = request_reply(req);
+            r.send(Reply::Outcome(Outcome::ShuttingDown));
+            return;
+        }
+        match req {
+            Request::Core { cmd, reply } => {
+                let kind = match &cmd {
+                    Command::Invalidate { session, .. } => {
+                        self.offsets.remove(session);
+                        self.overlays.remove(session);
+                        Kind::Plain
+                    }
+                    Command::Update { .. } => {
+                        Kind::Write { started: Instant::now(), sync: matches!(self.ack, Ack::Sync { .. }) }
+                    }
+                    _ => Kind::Plain,
+                };
+                self.command(cmd, Some(reply), kind);
+            }
+            Request::Create { id, attrs, max_inactive, reply } => {
+                let id = match id {
+                    Some(id) => id,
+                    None => {
+                        let me = self.node.id().clone();
+                        let node = &self.node;
+                        match crate::id::generate(&self.placement, &me, |n| node.is_live(n)) {
+                            Ok(id) => id,
+                            Err(e) => return reply.send(Reply::Failed(e)),
+                        }
+                    }
+                };
+                let cmd = Command::Create { session: id.clone(), attrs, max_inactive, ack: self.ack };
+                let sync = matches!(self.ack, Ack::Sync { .. });
+                self.command(cmd, Some(reply), Kind::Create { id, started: Instant::now(), sync });
+            }
+            Request::Get { session, reply } => {
+                self.command(Command::Get { session: session.clone() }, Some(reply), Kind::Get { session });
+            }
+            Request::Write { session, expected, changes, reply } => {
+                if self.staged() {
+                    self.stage(session, expected, changes, reply);
+                } else {
+                    let cmd = Command::Update { session, expected_version: expected, changes, ack: self.ack };
+                    let sync = matches!(self.ack, Ack::Sync { .. });
+                    self.command(cmd, Some(reply), Kind::Write { started: Instant::now(), sync });
+                }
+            }
+            Request::Sync { reply } => self.flush(Some(reply)),
+            Request::Inspect { session, reply } => {
+                let view = self.node.session(&session).map(|mut v| {
+                    if v.role == Role::Owner {
+                        let (version, attrs) = self.apply_overlay(&session, v.version, v.attrs.clone());
+                        v.version = version;
+                        v.attrs = attrs;
+                    }
+                    Box::new(v)
+                });
+                reply.send(Reply::View(view));
+            }
+            Request::Owned { reply } => {
+                reply.send(Reply::Ids(self.node.owned_sessions().map(str::to_owned).collect()));
+            }
+            Request::Metrics { reply } => reply.send(Reply::Metrics(Box::new(self.snapshot()))),
+            Request::Shutdown { reply } => self.start_leave(Some(reply)),
+            Request::Abort { reply } => self.shutdown_reply.push(reply),
+        }
+    }
+
+    fn snapshot(&self) -> Metrics {
+        let mut m = self.metrics.clone();
+        m.core = self.node.stats();
+        m.peers = self.node.peers();
+        m.connected = self.connected.iter().cloned().collect();
+        m.staged_commits = self.overlays.values().map(|o| o.commits).sum();
+        m.staged_sessions = self.overlays.len();
+        m
+    }
+
+    fn stage(&mut self, session: String, expected: Option<Version>, changes: Vec<Change>, reply: Responder) {
+        let Some(view) = self.node.session(&session) else {
+            return reply.send(Reply::Outcome(Outcome::NotFound));
+        };
+        if view.invalidated {
+            return reply.send(Reply::Outcome(Outcome::NotFound));
+        }
+        if view.role != Role::Owner {
+            return reply.send(Reply::Outcome(Outcome::NotOwner { owner: view.owner }));
+        }
+        let offset = self.offsets.get(&session).copied().unwrap_or(0);
+        let commits = self.overlays.get(&session).map_or(0, |o| o.commits);
+        let current = view.version + offset + commits;
+        if let Some(e) = expected {
+            if e != current {
+                self.metrics.conflicts += 1;
+                return reply.send(Reply::Outcome(Outcome::Conflict { current_version: current }));
+            }
+        }
+        let o = self.overlays.entry(session).or_default();
+        o.changes.extend(changes);
+        o.commits += 1;
+        let epoch = view.epoch.unwrap_or_else(|| {
+            replication_core::Epoch::new(0, self.node.id().clone(), self.node.incarnation())
+        });
+        reply.send(Reply::Outcome(Outcome::Applied { epoch, version: current + 1 }));
+    }
+
+    /// Writes every staged change; `reply` gets the report once every write completed.
+    fn flush(&mut self, reply: Option<Responder>) {
+        let overlays: Vec<(String, Overlay)> = self.overlays.drain().collect();
+        let waiter = reply.map(|reply| {
+            let w = self.next_id;
+            self.next_id += 1;
+            let report = SyncReport {
+                sessions: overlays.len(),
+                commits: overlays.iter().map(|(_, o)| o.commits).sum(),
+                failed: 0,
+            };
+            self.waiters.insert(w, SyncWaiter { remaining: overlays.len(), report, reply });
+            w
+        });
+        if let Some(w) = waiter {
+            if overlays.is_empty() {
+                if let Some(waiter) = self.waiters.remove(&w) {
+                    waiter.reply.send(Reply::Synced(waiter.report));
+                }
+                return;
+            }
+        }
+        for (session, o) in overlays {
+            // The engine advances by one version for the whole batch.
+            *self.offsets.entry(session.clone()).or_default() += o.commits.saturating_sub(1);
+            let cmd = Command::Update {
+                session: session.clone(),
+                expected_version: None,
+                changes: o.changes,
+                ack: self.ack,
+            };
+            self.command(cmd, None, Kind::Flush { session, commits: o.commits, waiter });
+        }
+    }
+
+    fn start_leave(&mut self, reply: Option<Responder>) {
+        if let Some(r) = reply {
+            self.shutdown_reply.push(r);
+        }
+        if self.leaving {
+            return;
+        }
+        // Staged changes go out before the hand-off.
+        self.flush(None);
+        self.leaving = true;
+        self.command(Command::Leave, None, Kind::Leave);
+    }
+}
+
+fn reply(r: Option<Responder>, reply: Reply) {
+    if let Some(r) = r {
+        r.send(reply);
+    }
+}
+
+fn request_reply(req: Request) -> Responder {
+    match req {
+        Request::Core { reply, .. }
+        | Request::Create { reply, .. }
+        | Request::Get { reply, .. }
+        | Request::Write { reply, .. }
+        | Request::Sync { reply }
+        | Request::Inspect { reply, .. }
+        | Request::Owned { reply }
+        | Request::Metrics { reply }
+        | Request::Shutdown { reply }
+        | Request::Abort { reply } => reply,
+    }
+}
+
+/// Checks a reply is what a write expects.
+pub(crate) fn expect_outcome(r: Reply) -> Result<Outcome> {
+    match r {
+        Reply::Outcome(o) | Reply::Created { outcome: o, .. } => Ok(o),
+        Reply::Failed(e) => Err(e),
+        _ => Err(Error::ShuttingDown),
+    }
+}

@@ -1,0 +1,92 @@
+//! The crate's error type.
+
+use replication_core::NodeId;
+
+/// Everything that can go wrong in `session-api`.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The domain file could not be read, parsed or validated, or this node is not in it.
+    #[error("domain configuration: {0}")]
+    Config(String),
+    /// The core library refused something (transport settings, certificates, codec...).
+    #[error(transparent)]
+    Core(#[from] replication_core::Error),
+    /// The domain names a transport this build does not include.
+    #[error(
+        "the domain uses transport `{kind}`, which this build does not include: rebuild session-api with cargo feature `{kind}`"
+    )]
+    UnsupportedTransport {
+        /// The transport the domain file names.
+        kind: replication_core::TransportKind,
+    },
+    /// The transport could not start (binding, certificates, settings).
+    #[error("transport: {0}")]
+    Transport(String),
+    /// Reading a file or binding a socket failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// No session with this id is held by any reachable node (or it was invalidated or expired).
+    #[error("session not found")]
+    NotFound,
+    /// The id is already used by a session.
+    #[error("session id already exists")]
+    AlreadyExists,
+    /// The write was based on version `read_version`, but the session is now at
+    /// `current_version`: another request changed it. Re-read and apply again
+    /// (see [`crate::SessionManager::update`]).
+    #[error("conflicting write: the session is at version {current_version}")]
+    Conflict {
+        /// The version the session is at.
+        current_version: u64,
+    },
+    /// Another node took the session over (higher ownership epoch); this request lost.
+    #[error("another node took the session over; the write was not applied")]
+    Fenced,
+    /// This node does not own the session and could not acquire it.
+    #[error("this node does not own the session (owner: {owner:?})")]
+    NotOwner {
+        /// The owner this node believes in.
+        owner: Option<NodeId>,
+    },
+    /// A node holding the session did not answer in time.
+    #[error("the session is temporarily unavailable")]
+    Unavailable,
+    /// Too many requests are pending in the node; nothing was done.
+    #[error("the node is busy; retry later")]
+    Busy,
+    /// The node's mode forbids it (a `server` node owns no sessions).
+    #[error("this node's mode does not allow it")]
+    NotAllowed,
+    /// The node is shutting down or has shut down.
+    #[error("the node is shutting down")]
+    ShuttingDown,
+    /// The reply did not come within the configured time.
+    #[error("timed out waiting for the node")]
+    Timeout,
+    /// An attribute value could not be encoded or decoded.
+    #[error("attribute `{name}`: {message}")]
+    Codec {
+        /// The attribute.
+        name: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// `update` gave up after this many conflicting attempts.
+    #[error("gave up after {attempts} conflicting attempts")]
+    TooManyConflicts {
+        /// Attempts made.
+        attempts: u32,
+    },
+    /// The session is invalidated in this handle; it can no longer be changed.
+    #[error("the session was invalidated")]
+    Invalidated,
+}
+
+/// `Result` with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,193 @@
+//! Session ids that carry their owner and hot-failover target, and routing by id.
+//!
+//! Like WebSphere's clone ids appended to `JSESSIONID`, an m2m session id says where the
+//! session lives: `<random>.<owner>.<failover-target>`, e.g.
+//! `q3V0x9R2aY7bK1mN4pL8sT6w.app1.app3`. `<random>` is 24 characters of URL-safe base64
+//! (144 random bits from the OS). Node names are DNS labels (rule `name-chars`), so they
+//! never contain a dot and the id splits unambiguously. The failover target is missing
+//! (`<random>.<owner>`) when no other node could take the session over at creation.
+//!
+//! The failover target written into the id is the one [`Placement::failover_owner`] computes
+//! for the *whole* id, so a router and the replication core agree on it: ids are drawn until
+//! the target they name is the target placement gives them (a fixpoint; a handful of draws).
+//!
+//! ```
+//! use replication_core::{DomainConfig, NodeId, placement::Placement};
+//! use session_api::id::{self, SessionIdParts};
+//! let cfg = DomainConfig::parse(r#"
+//!     [domain]
+//!     name = "web"
+//!     [[node]]
+//!     name = "a"
+//!     address = "127.0.0.1:7101"
+//!     [[node]]
+//!     name = "b"
+//!     address = "127.0.0.1:7102"
+//! "#, "example").unwrap();
+//! let placement = Placement::new(&cfg);
+//! let a = NodeId::new("a");
+//! let sid = id::generate(&placement, &a, |_| true).unwrap();
+//! let parts = SessionIdParts::parse(&sid).unwrap();
+//! assert_eq!(parts.owner, a);
+//! assert_eq!(parts.failover, Some(NodeId::new("b")));
+//! // A router: the owner while it is alive, else its failover target.
+//! assert_eq!(id::route(&placement, &sid, |_| true), Some(a.clone()));
+//! assert_eq!(id::route(&placement, &sid, |n| n != &a), Some(NodeId::new("b")));
+//! ```
+
+use replication_core::NodeId;
+use replication_core::placement::Placement;
+
+use crate::error::{Error, Result};
+
+/// Characters of the random part.
+pub const RANDOM_LEN: usize = 24;
+
+/// Draws of the random part before settling for an id whose failover target is best-effort.
+const MAX_DRAWS: usize = 64;
+
+const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+/// 24 URL-safe characters from the operating system's random source.
+pub fn random_part() -> Result<String> {
+    let mut bytes = [0u8; RANDOM_LEN];
+    getrandom::fill(&mut bytes)
+        .map_err(|e| Error::Io { what: "random session id".into(), source: std::io::Error::other(e) })?;
+    Ok(bytes.iter().map(|b| char::from(ALPHABET[usize::from(b & 63)])).collect())
+}
+
+/// The parts of a session id.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionIdParts<'a> {
+    /// The random part.
+    pub random: &'a str,
+    /// The node that created the session (its first owner).
+    pub owner: NodeId,
+    /// The hot-failover target at creation.
+    pub failover: Option<NodeId>,
+}
+
+impl<'a> SessionIdParts<'a> {
+    /// Splits `id`; `None` for ids not made by [`generate`] (e.g. ids of the tower store).
+    pub fn parse(id: &'a str) -> Option<Self> {
+        let mut it = id.split('.');
+        let random = it.next()?;
+        let owner = it.next()?;
+        let failover = it.next();
+        if it.next().is_some() || random.is_empty() || !is_label(owner) {
+            return None;
+        }
+        let failover = match failover {
+            Some(f) if is_label(f) => Some(NodeId::new(f)),
+            Some(_) => return None,
+            None => None,
+        };
+        Some(SessionIdParts { random, owner: NodeId::new(owner), failover })
+    }
+}
+
+fn is_label(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 63 && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+}
+
+/// A new session id owned by `owner`, naming the failover target placement gives it among the
+/// nodes for which `live` is true.
+pub fn generate(placement: &Placement, owner: &NodeId, live: impl Fn(&NodeId) -> bool) -> Result<String> {
+    let candidates: Vec<NodeId> =
+        placement.nodes().filter(|n| *n != owner && live(n) && placement.owns_sessions(n)).cloned().collect();
+    let mut fallback = None;
+    for _ in 0..MAX_DRAWS {
+        let random = random_part()?;
+        for target in &candidates {
+            let sid = format!("{random}.{owner}.{target}");
+            if placement.failover_owner(&sid, owner, &live).as_ref() == Some(target) {
+                return Ok(sid);
+            }
+        }
+        if candidates.is_empty() {
+            return Ok(format!("{random}.{owner}"));
+        }
+        if fallback.is_none() {
+            let probe = format!("{random}.{owner}");
+            fallback = Some(match placement.failover_owner(&probe, owner, &live) {
+                Some(t) => format!("{random}.{owner}.{t}"),
+                None => probe,
+            });
+        }
+    }
+    // Not reached in practice (each draw succeeds with probability about 1 - 1/e).
+    fallback.ok_or_else(|| Error::Config("cannot draw a session id".into()))
+}
+
+/// Where a request for `session_id` should go: its owner if alive, else its failover target if
+/// alive, else the best-ranked live node that may own sessions (which fetches the session from
+/// a backup). `None` when no live node can own it. Ids without owner information (not made by
+/// [`generate`]) go to the best-ranked live owning node.
+pub fn route(placement: &Placement, session_id: &str, is_live: impl Fn(&NodeId) -> bool) -> Option<NodeId> {
+    if let Some(parts) = SessionIdParts::parse(session_id) {
+        if placement.owns_sessions(&parts.owner) && is_live(&parts.owner) {
+            return Some(parts.owner);
+        }
+        if let Some(f) = parts.failover {
+            if placement.owns_sessions(&f) && is_live(&f) {
+                return Some(f);
+            }
+        }
+    }
+    placement.home(session_id, is_live)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use replication_core::DomainConfig;
+
+    fn placement(text: &str) -> Placement {
+        Placement::new(&DomainConfig::parse(text, "t").expect("valid"))
+    }
+
+    const P2P: &str = "[domain]\nname='w'\n[[node]]\nname='a'\naddress='127.0.0.1:1'\n\
+        [[node]]\nname='b'\naddress='127.0.0.1:2'\n[[node]]\nname='c'\naddress='127.0.0.1:3'\n";
+
+    #[test]
+    fn generated_ids_name_the_placement_failover_target() {
+        let p = placement(P2P);
+        let a = NodeId::new("a");
+        for _ in 0..50 {
+            let sid = generate(&p, &a, |_| true).expect("id");
+            let parts = SessionIdParts::parse(&sid).expect("parses");
+            assert_eq!(parts.random.len(), RANDOM_LEN);
+            assert_eq!(parts.owner, a);
+            assert_eq!(parts.failover, p.failover_owner(&sid, &a, |_| true), "{sid}");
+        }
+    }
+
+    #[test]
+    fn alone_there_is_no_failover_target() {
+        let p = placement(P2P);
+        let a = NodeId::new("a");
+        let sid = generate(&p, &a, |n| n == &a).expect("id");
+        assert_eq!(SessionIdParts::parse(&sid).expect("parses").failover, None);
+        assert_eq!(route(&p, &sid, |n| n == &a), Some(a));
+    }
+
+    #[test]
+    fn route_prefers_owner_then_target_then_any() {
+        let p = placement(P2P);
+        let (a, b, c) = (NodeId::new("a"), NodeId::new("b"), NodeId::new("c"));
+        let sid = format!("{}.a.b", "x".repeat(RANDOM_LEN));
+        assert_eq!(route(&p, &sid, |_| true), Some(a.clone()));
+        assert_eq!(route(&p, &sid, |n| n != &a), Some(b.clone()));
+        assert_eq!(route(&p, &sid, |n| n == &c), Some(c.clone()));
+        assert_eq!(route(&p, &sid, |_| false), None);
+        assert!(route(&p, "not-ours", |_| true).is_some());
+    }
+
+    #[test]
+    fn parse_rejects_malformed_ids() {
+        for bad in ["", "x", ".a", "x.a.b.c", "x.a b", "x..b"] {
+            assert!(SessionIdParts::parse(bad).is_none(), "{bad:?}");
+        }
+        assert!(SessionIdParts::parse("x.a").is_some());
+    }
+}
