@@ -493,3 +493,13 @@ async fn refused_peers_are_counted_and_reported() {
     assert!(ma.peers.iter().all(|p| !p.up), "an unauthenticated peer never counts as up");
     let _ = events.try_recv();
 }
+
+/// Security is never implied: a node without certificates must be started insecure on purpose.
+#[tokio::test]
+async fn transport_security_must_be_chosen() {
+    let d = Domain::new(Kind::Quic, "", &[("a", "both")]);
+    let err = SessionManager::builder(d.cfg.clone(), "a").start().await.expect_err("no security chosen");
+    assert!(err.to_string().contains("certs_dir"), "{err}");
+    let err = SessionManager::builder(d.cfg.clone(), "nobody").insecure().start().await.expect_err("not a node");
+    assert!(matches!(err, Error::Config(_)), "{err}");
+}
