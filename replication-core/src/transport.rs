@@ -249,6 +249,29 @@ mod tests {
     }
 
     #[test]
+    fn settings_check_and_dial_rule() {
+        let cfg = DomainConfig::parse(
+            "[domain]\nname='w'\n[[node]]\nname='a'\naddress='127.0.0.1:1'\n[[node]]\nname='b'\naddress='127.0.0.1:2'\n",
+            "t",
+        )
+        .expect("valid");
+        let cfg = Arc::new(cfg);
+        let s = TransportSettings::new(cfg.clone(), NodeId::new("a"), Security::Insecure);
+        s.check().expect("defaults are valid");
+        assert!(s.dials(&NodeId::new("b")));
+        let b = TransportSettings::new(cfg.clone(), NodeId::new("b"), Security::Insecure);
+        assert!(!b.dials(&NodeId::new("a")), "exactly one side of a pair dials");
+        let x = TransportSettings::new(cfg.clone(), NodeId::new("x"), Security::Insecure);
+        assert!(x.check().expect_err("not listed").to_string().contains("not listed"));
+        let mut z = TransportSettings::new(cfg, NodeId::new("a"), Security::Insecure);
+        z.queue_capacity = 0;
+        assert!(z.check().is_err());
+        z.queue_capacity = 1;
+        z.max_frame = 10;
+        assert!(z.check().is_err());
+    }
+
+    #[test]
     fn unsupported_names_the_feature() {
         let e = unsupported(TransportKind::Quic).to_string();
         assert!(e.contains("feature `quic`"), "{e}");

@@ -9,7 +9,10 @@
 //! way) runs on the first bidirectional stream, which then carries control traffic
 //! (`ordering_key() == None`). Messages with a key `k` travel on long-lived unidirectional
 //! stream `k % DATA_STREAMS`, so independent sessions do not block each other on loss, while
-//! each key keeps its order. Messages queued together go out as one Batch frame per stream.
+//! each key keeps its order. Each stream has its own bounded queue (of
+//! [`TransportSettings::queue_capacity`] messages, so up to `DATA_STREAMS + 1` times that per
+//! peer) and its own writer task: a stream waiting for flow-control credit does not hold up
+//! the others. Messages queued together on a stream go out as one Batch frame in one write.
 //!
 //! [`Security::Insecure`] still speaks TLS (QUIC requires it) but with a throwaway
 //! self-signed certificate and no verification; it logs a warning.
@@ -99,9 +102,13 @@ struct Link {
     control_rx: RecvStream,
 }
 
+/// Per peer, one bounded queue per stream (index 0 = control, then one per key class), so a
+/// stream that cannot make progress does not hold up the others.
 struct Peer<M> {
-    queue: mpsc::Sender<M>,
+    queues: Vec<mpsc::Sender<M>>,
 }
+
+type SharedQueue<M> = Arc<tokio::sync::Mutex<mpsc::Receiver<M>>>;
 
 /// A [`Transport`] over QUIC.
 pub struct QuicTransport<M: WireMessage> {
@@ -188,11 +195,16 @@ impl<M: WireMessage> QuicTransport<M> {
         let mut peers = HashMap::new();
         let mut routes = HashMap::new();
         for n in cfg.nodes.iter().filter(|n| n.name != local) {
-            let (queue, queue_rx) = mpsc::channel(settings.queue_capacity);
+            let (queues, queue_rxs): (Vec<_>, Vec<_>) = (0..=DATA_STREAMS)
+                .map(|_| {
+                    let (tx, rx) = mpsc::channel(settings.queue_capacity);
+                    (tx, Arc::new(tokio::sync::Mutex::new(rx)))
+                })
+                .unzip();
             let (links, links_rx) = mpsc::channel(4);
             let dials = settings.dials(&n.name);
-            tasks.spawn(peer_task(shared.clone(), n.name.clone(), dials, queue_rx, links_rx, ev_tx.clone()));
-            peers.insert(n.name.clone(), Peer { queue });
+            tasks.spawn(peer_task(shared.clone(), n.name.clone(), dials, queue_rxs, links_rx, ev_tx.clone()));
+            peers.insert(n.name.clone(), Peer { queues });
             routes.insert(n.name.clone(), links);
         }
         let sem = Arc::new(Semaphore::new(settings.max_unauthenticated));
@@ -214,11 +226,15 @@ impl<M: WireMessage> QuicTransport<M> {
         self.local_addr
     }
 
-    fn peer(&self, to: &NodeId) -> Result<&Peer<M>, replication_core::Error> {
+    fn queue(&self, to: &NodeId, msg: &M) -> Result<&mpsc::Sender<M>, replication_core::Error> {
         if self.closed.load(Ordering::Acquire) {
             return Err(replication_core::Error::Closed);
         }
-        self.peers.get(to).ok_or_else(|| replication_core::Error::UnknownPeer { peer: to.to_string() })
+        let peer = self
+            .peers
+            .get(to)
+            .ok_or_else(|| replication_core::Error::UnknownPeer { peer: to.to_string() })?;
+        peer.queues.get(stream_index(msg.ordering_key())).ok_or(replication_core::Error::Closed)
     }
 }
 
@@ -235,14 +251,14 @@ impl<M: WireMessage> Transport<M> for QuicTransport<M> {
     }
 
     fn try_send(&self, to: &NodeId, msg: M) -> Result<(), replication_core::Error> {
-        self.peer(to)?.queue.try_send(msg).map_err(|e| match e {
+        self.queue(to, &msg)?.try_send(msg).map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => replication_core::Error::QueueFull { peer: to.to_string() },
             mpsc::error::TrySendError::Closed(_) => replication_core::Error::Closed,
         })
     }
 
     async fn send(&self, to: &NodeId, msg: M) -> Result<(), replication_core::Error> {
-        self.peer(to)?.queue.send(msg).await.map_err(|_| replication_core::Error::Closed)
+        self.queue(to, &msg)?.send(msg).await.map_err(|_| replication_core::Error::Closed)
     }
 
     async fn recv(&self) -> Option<TransportEvent<M>> {
@@ -470,36 +486,52 @@ async fn dial(shared: &Shared, peer: &NodeId) -> Result<Link, DialError> {
             }
             e => DialError::Refused(format!("[{}] QUIC/TLS handshake failed: {e}", refusal::CERTIFICATE)),
         })?;
-        let (mut tx, mut rx) =
-            conn.open_bi().await.map_err(|e| DialError::Refused(format!("handshake failed: {e}")))?;
-        let mut enc = FrameEncoder::new(shared.max_frame);
-        enc.hello(&shared.hello).map_err(|e| DialError::Refused(e.to_string()))?;
-        tx.write_all(enc.finish()).await.map_err(|e| DialError::Refused(format!("handshake failed: {e}")))?;
-        let mut buf = Vec::new();
-        match read_frame::<_, ()>(&mut rx, &mut buf, shared.max_frame.min(wire::MAX_HANDSHAKE_FRAME)).await {
-            Ok(Some(Frame::Hello(h))) => {
-                if &h.node != peer {
-                    return Err(DialError::Refused(format!(
-                        "[{}] dialed `{peer}` at {}, but `{}` answered",
-                        refusal::UNEXPECTED_PEER,
-                        node.address,
-                        h.node
-                    )));
+        let exchange = async {
+            let (mut tx, mut rx) =
+                conn.open_bi().await.map_err(|e| DialError::Refused(format!("handshake failed: {e}")))?;
+            let mut enc = FrameEncoder::new(shared.max_frame);
+            enc.hello(&shared.hello).map_err(|e| DialError::Refused(e.to_string()))?;
+            tx.write_all(enc.finish())
+                .await
+                .map_err(|e| DialError::Refused(format!("handshake failed: {e}")))?;
+            let mut buf = Vec::new();
+            match read_frame::<_, ()>(&mut rx, &mut buf, shared.max_frame.min(wire::MAX_HANDSHAKE_FRAME))
+                .await
+            {
+                Ok(Some(Frame::Hello(h))) => {
+                    if &h.node != peer {
+                        return Err(DialError::Refused(format!(
+                            "[{}] dialed `{peer}` at {}, but `{}` answered",
+                            refusal::UNEXPECTED_PEER,
+                            node.address,
+                            h.node
+                        )));
+                    }
+                    let auth = shared.secure.then_some(peer);
+                    h.check(&shared.cfg, &shared.local, auth)
+                        .map_err(|r| DialError::Refused(r.to_string()))?;
+                    Ok(Link { conn: conn.clone(), control_tx: tx, control_rx: rx })
                 }
-                let auth = shared.secure.then_some(peer);
-                h.check(&shared.cfg, &shared.local, auth).map_err(|r| DialError::Refused(r.to_string()))?;
-                Ok(Link { conn, control_tx: tx, control_rx: rx })
+                Ok(Some(Frame::Refuse(reason))) => {
+                    Err(DialError::Refused(format!("refused by the peer: {reason}")))
+                }
+                Ok(Some(other)) => Err(DialError::Refused(framing(&WireError::Unexpected {
+                    expected: "hello",
+                    got: other.kind(),
+                }))),
+                Ok(None) => Err(DialError::Refused("the peer closed the stream during the handshake".into())),
+                Err(e) => Err(DialError::Refused(format!("handshake failed: {e}"))),
             }
-            Ok(Some(Frame::Refuse(reason))) => {
-                Err(DialError::Refused(format!("refused by the peer: {reason}")))
-            }
-            Ok(Some(other)) => Err(DialError::Refused(framing(&WireError::Unexpected {
-                expected: "hello",
-                got: other.kind(),
-            }))),
-            Ok(None) => Err(DialError::Refused("the peer closed the stream during the handshake".into())),
-            Err(e) => Err(DialError::Refused(format!("handshake failed: {e}"))),
-        }
+        };
+        exchange.await.map_err(|e| match conn.close_reason() {
+            // In TLS 1.3 the acceptor checks our certificate after our side of the TLS
+            // handshake is done: its verdict closes the connection with a crypto error.
+            Some(why) if why.to_string().contains("cryptographic handshake") => DialError::Refused(format!(
+                "[{}] the peer refused the TLS handshake: {why}",
+                refusal::CERTIFICATE
+            )),
+            _ => e,
+        })
     };
     match tokio::time::timeout(timeout, work).await {
         Ok(r) => r,
@@ -517,14 +549,12 @@ async fn peer_task<M: WireMessage>(
     shared: Arc<Shared>,
     peer: NodeId,
     dials: bool,
-    mut queue: mpsc::Receiver<M>,
+    queues: Vec<SharedQueue<M>>,
     mut links: mpsc::Receiver<Link>,
     events: mpsc::Sender<TransportEvent<M>>,
 ) {
     let mut stop = shared.shutdown.clone();
     let mut backoff = Backoff::new(shared.reconnect_min, shared.reconnect_max);
-    let mut encs: Vec<FrameEncoder> =
-        (0..=DATA_STREAMS).map(|_| FrameEncoder::new(shared.max_frame)).collect();
     let mut next: Option<Link> = None;
     loop {
         let link = match next.take() {
@@ -562,7 +592,7 @@ async fn peer_task<M: WireMessage>(
         if events.send(TransportEvent::Connected(peer.clone())).await.is_err() {
             return;
         }
-        let end = run_link(&shared, &peer, link, &mut queue, &mut links, &events, &mut encs).await;
+        let end = run_link(&shared, &peer, link, &queues, &mut links, &events).await;
         info!(%peer, "m2m link down");
         let _ = events.send(TransportEvent::Disconnected(peer.clone())).await;
         match end {
@@ -598,38 +628,54 @@ fn stream_index(key: Option<u64>) -> usize {
     }
 }
 
-struct Writer {
+/// Writes one stream: takes what its queue holds (one Batch frame, one write), until the link
+/// ends. At shutdown, writes what is left, finishes the stream and waits until the peer has
+/// acknowledged all of it.
+async fn stream_writer<M: WireMessage>(
     conn: Connection,
-    streams: Vec<Option<SendStream>>,
-}
-
-impl Writer {
-    /// Writes every non-empty encoder to its stream (opening data streams on first use).
-    async fn write(&mut self, encs: &mut [FrameEncoder]) -> Result<(), String> {
-        for (i, enc) in encs.iter_mut().enumerate() {
-            if enc.is_empty() {
-                continue;
+    mut stream: Option<SendStream>,
+    queue: SharedQueue<M>,
+    peer: NodeId,
+    max_frame: usize,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), String> {
+    let mut queue = queue.lock().await;
+    let mut enc = FrameEncoder::new(max_frame);
+    loop {
+        let first = tokio::select! {
+            biased;
+            _ = wait_stop(&mut stop) => None,
+            m = queue.recv() => match m { Some(m) => Some(m), None => return Ok(()) },
+        };
+        enc.clear();
+        let stopping = first.is_none();
+        if let Some(m) = first {
+            encode(&mut enc, &peer, &m);
+            if queue.is_empty() {
+                // Let producers that are mid-burst add to this batch before it is written.
+                tokio::task::yield_now().await;
             }
-            if self.streams[i].is_none() {
-                self.streams[i] = Some(self.conn.open_uni().await.map_err(|e| e.to_string())?);
+        }
+        while stopping || enc.len() < WRITE_BATCH_BYTES {
+            match queue.try_recv() {
+                Ok(m) => encode(&mut enc, &peer, &m),
+                Err(_) => break,
             }
-            if let Some(s) = self.streams[i].as_mut() {
+        }
+        if !enc.is_empty() {
+            if stream.is_none() {
+                stream = Some(conn.open_uni().await.map_err(|e| e.to_string())?);
+            }
+            if let Some(s) = stream.as_mut() {
                 s.write_all(enc.finish()).await.map_err(|e| e.to_string())?;
             }
-            enc.clear();
         }
-        Ok(())
-    }
-
-    /// Finishes every stream and waits until the peer has all their data.
-    async fn finish(&mut self) {
-        let mut acked = Vec::new();
-        for s in self.streams.iter_mut().flatten() {
-            let _ = s.finish();
-            acked.push(s.stopped());
-        }
-        for a in acked {
-            let _ = a.await;
+        if stopping {
+            if let Some(mut s) = stream.take() {
+                let _ = s.finish();
+                let _ = s.stopped().await;
+            }
+            return Ok(());
         }
     }
 }
@@ -638,10 +684,9 @@ async fn run_link<M: WireMessage>(
     shared: &Shared,
     peer: &NodeId,
     link: Link,
-    queue: &mut mpsc::Receiver<M>,
+    queues: &[SharedQueue<M>],
     links: &mut mpsc::Receiver<Link>,
     events: &mpsc::Sender<TransportEvent<M>>,
-    encs: &mut [FrameEncoder],
 ) -> LinkEnd {
     let Link { conn, control_tx, control_rx } = link;
     let mut reader = AbortOnDrop(tokio::spawn(read_link(
@@ -651,29 +696,28 @@ async fn run_link<M: WireMessage>(
         events.clone(),
         shared.max_frame,
     )));
-    let mut streams: Vec<Option<SendStream>> = (0..=DATA_STREAMS).map(|_| None).collect();
-    streams[0] = Some(control_tx);
-    let mut w = Writer { conn: conn.clone(), streams };
-    for e in encs.iter_mut() {
-        e.clear();
+    // Dropping the set (link down, replaced) aborts the writers and frees their queues.
+    let mut writers = JoinSet::new();
+    let mut control = Some(control_tx);
+    for q in queues {
+        writers.spawn(stream_writer(
+            conn.clone(),
+            control.take(),
+            q.clone(),
+            peer.clone(),
+            shared.max_frame,
+            shared.shutdown.clone(),
+        ));
     }
     let mut stop = shared.shutdown.clone();
     loop {
         tokio::select! {
             biased;
             _ = wait_stop(&mut stop) => {
-                let flush = async {
-                    while let Ok(m) = queue.try_recv() {
-                        encode(encs, peer, &m);
-                    }
-                    let r = w.write(encs).await;
-                    w.finish().await;
-                    r
-                };
-                match tokio::time::timeout(shared.grace, flush).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => debug!(%peer, error = %e, "flush at shutdown incomplete"),
-                    Err(_) => debug!(%peer, "flush at shutdown: grace elapsed"),
+                // The writers flush on their own; give them the grace period.
+                let all = async { while writers.join_next().await.is_some() {} };
+                if tokio::time::timeout(shared.grace, all).await.is_err() {
+                    debug!(%peer, "flush at shutdown: grace elapsed");
                 }
                 conn.close(VarInt::from_u32(0), b"shutdown");
                 return LinkEnd::Stop;
@@ -682,42 +726,26 @@ async fn run_link<M: WireMessage>(
                 conn.close(VarInt::from_u32(2), b"link failed");
                 return LinkEnd::Failed;
             }
+            Some(r) = writers.join_next() => {
+                if let Ok(Err(e)) = r {
+                    debug!(%peer, error = %e, "write failed");
+                    conn.close(VarInt::from_u32(2), b"write failed");
+                    return LinkEnd::Failed;
+                }
+            }
             Some(l) = links.recv() => {
                 debug!(%peer, "a new connection replaces the link");
                 conn.close(VarInt::from_u32(3), b"replaced");
                 return LinkEnd::Replaced(l);
             }
-            m = queue.recv() => {
-                let Some(m) = m else { return LinkEnd::Stop };
-                encode(encs, peer, &m);
-                let mut bytes = 0;
-                while bytes < WRITE_BATCH_BYTES {
-                    match queue.try_recv() {
-                        Ok(m) => bytes += encode(encs, peer, &m),
-                        Err(_) => break,
-                    }
-                }
-                if let Err(e) = w.write(encs).await {
-                    debug!(%peer, error = %e, "write failed");
-                    for e in encs.iter_mut() {
-                        e.clear();
-                    }
-                    conn.close(VarInt::from_u32(2), b"write failed");
-                    return LinkEnd::Failed;
-                }
-            }
         }
     }
 }
 
-/// Encodes `m` into its stream's encoder; returns the bytes added.
-fn encode<M: WireMessage>(encs: &mut [FrameEncoder], peer: &NodeId, m: &M) -> usize {
-    let enc = &mut encs[stream_index(m.ordering_key())];
-    let before = enc.len();
+fn encode<M: WireMessage>(enc: &mut FrameEncoder, peer: &NodeId, m: &M) {
     if let Err(e) = enc.push(m) {
         warn!(%peer, error = %e, "message dropped: cannot be framed");
     }
-    enc.len().saturating_sub(before)
 }
 
 /// Reads the control stream and every data stream the peer opens, until the connection ends

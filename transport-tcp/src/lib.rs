@@ -468,6 +468,14 @@ async fn dial(shared: &Shared, peer: &NodeId) -> Result<Stream, DialError> {
                 got: other.kind(),
             }))),
             Ok(None) => Err(DialError::Refused("the peer closed the connection during the handshake".into())),
+            // In TLS 1.3 the acceptor checks our certificate after our side of the TLS
+            // handshake is done: its verdict arrives as an alert on the first read.
+            Err(ReadError::Io(e)) if e.get_ref().is_some_and(|i| i.is::<rustls::Error>()) => {
+                Err(DialError::Refused(format!(
+                    "[{}] the peer refused the TLS handshake: {e}",
+                    refusal::CERTIFICATE
+                )))
+            }
             Err(e) => Err(DialError::Refused(format!("handshake failed: {e}"))),
         }
     };
