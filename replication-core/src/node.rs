@@ -142,6 +142,8 @@ struct PendingWrite {
 #[derive(Debug, Clone)]
 struct Acquire {
     epoch: Epoch,
+    /// Every node the claim went to.
+    asked: BTreeSet<NodeId>,
     waiting: BTreeSet<NodeId>,
     best: Option<Snapshot>,
     holders: BTreeSet<NodeId>,
@@ -603,15 +605,22 @@ impl Node {
         if !self.can_own {
             return self.out.outcome(id, Outcome::NotAllowed);
         }
-        if self.sessions.contains_key(&session) || self.acquires.contains_key(&session) {
+        // A promise without data (a fetch of an unknown id passed by) does not make it exist,
+        // but the new epoch must be above it.
+        let promised_term = match self.sessions.get(&session) {
+            Some(r) if r.copy.is_some() || r.owner.is_some() => None,
+            Some(r) => Some(r.promised.as_ref().map_or(0, |p| p.term)),
+            None => Some(0),
+        };
+        let Some(promised_term) = promised_term.filter(|_| !self.acquires.contains_key(&session)) else {
             return self.out.outcome(id, Outcome::AlreadyExists);
-        }
+        };
         if matches!(ack, Ack::Sync { backups } if backups > 0)
             && self.pending_count() >= self.settings.max_pending
         {
             return self.out.outcome(id, Outcome::Busy);
         }
-        let epoch = Epoch::new(1, self.me.clone(), self.incarnation);
+        let epoch = Epoch::new(promised_term + 1, self.me.clone(), self.incarnation);
         let max_inactive_ms = u64::try_from(max_inactive.as_millis()).unwrap_or(u64::MAX);
         let copy = Snapshot {
             epoch: epoch.clone(),
@@ -619,7 +628,7 @@ impl Node {
             body: Body::Live { attrs: Arc::new(attrs), max_inactive_ms },
         };
         let mut rec = Record::empty(now);
-        rec.promised = Some(epoch);
+        rec.promised = Some(epoch.clone());
         rec.copy = Some(copy);
         rec.owner = Some(Box::new(self.new_owner_state(now)));
         self.sessions.insert(session.clone(), rec);
@@ -823,7 +832,17 @@ impl Node {
         let empty = waiting.is_empty();
         self.acquires.insert(
             session.to_owned(),
-            Acquire { epoch, waiting, best, holders: BTreeSet::new(), requests, deadline, retries, failover },
+            Acquire {
+                epoch,
+                asked: waiting.clone(),
+                waiting,
+                best,
+                holders: BTreeSet::new(),
+                requests,
+                deadline,
+                retries,
+                failover,
+            },
         );
         if empty {
             self.complete_acquire(now, session);
@@ -925,6 +944,11 @@ impl Node {
                 }
             }
             None => {
+                // Release the promises made for nothing, so that a later create of this id is
+                // not fenced by them (a lost release only costs that create its ownership).
+                for to in &a.asked {
+                    self.out.send(to, Message::Drop { session: session.to_owned(), epoch: a.epoch.clone() });
+                }
                 for (id, _) in a.requests {
                     self.out.outcome(id, Outcome::NotFound);
                 }
@@ -1497,6 +1521,7 @@ impl Node {
     /// node is its failover target.
     fn maybe_failover(&mut self, now: Instant, session: &str) {
         if !self.can_own
+            || self.leaving.is_some()
             || self.placement.topology() != Topology::PeerToPeer
             || self.acquires.contains_key(session)
         {
@@ -1589,13 +1614,13 @@ impl Node {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
-mod tests {
+#[allow(clippy::unwrap_used, unreachable_pub, dead_code)]
+mod tests_support {
     use super::*;
 
-    const T0_MS: u64 = 0;
+    pub const T0_MS: u64 = 0;
 
-    fn cfg(names: &[&str], replicas: u32) -> DomainConfig {
+    pub fn cfg(names: &[&str], replicas: u32) -> DomainConfig {
         let mut text = format!("[domain]\nname = \"t\"\nreplicas = {replicas}\n");
         for (i, n) in names.iter().enumerate() {
             text.push_str(&format!("[[node]]\nname = \"{n}\"\naddress = \"127.0.0.1:{}\"\n", 7000 + i));
@@ -1603,29 +1628,35 @@ mod tests {
         DomainConfig::parse(&text, "t").unwrap()
     }
 
-    struct Cluster {
-        t0: Instant,
-        now: Instant,
-        nodes: BTreeMap<NodeId, Node>,
-        outcomes: Vec<(NodeId, RequestId, Outcome)>,
-        events: Vec<(NodeId, Event)>,
+    pub struct Cluster {
+        pub t0: Instant,
+        pub now: Instant,
+        pub nodes: BTreeMap<NodeId, Node>,
+        pub outcomes: Vec<(NodeId, RequestId, Outcome)>,
+        pub events: Vec<(NodeId, Event)>,
         /// Messages in flight, delivered by `pump`.
-        wire: VecDeque<(NodeId, NodeId, Message)>,
+        pub wire: VecDeque<(NodeId, NodeId, Message)>,
         /// Links that drop everything (from, to).
-        cut: BTreeSet<(NodeId, NodeId)>,
+        pub cut: BTreeSet<(NodeId, NodeId)>,
     }
 
-    fn id(s: &str) -> NodeId {
+    pub fn id(s: &str) -> NodeId {
         NodeId::new(s)
     }
 
     impl Cluster {
-        fn new(names: &[&str], replicas: u32) -> Self {
-            let c = cfg(names, replicas);
+        pub fn new(names: &[&str], replicas: u32) -> Self {
+            Self::from_config(cfg(names, replicas), Settings::default())
+        }
+
+        pub fn from_config(c: DomainConfig, settings: Settings) -> Self {
             let t0 = Instant::now();
-            let nodes = names
+            let nodes = c
+                .nodes
                 .iter()
-                .map(|n| (id(n), Node::new(c.clone(), id(n), 1, Settings::default(), t0).unwrap()))
+                .map(|n| {
+                    (n.name.clone(), Node::new(c.clone(), n.name.clone(), 1, settings.clone(), t0).unwrap())
+                })
                 .collect();
             let mut cl = Cluster {
                 t0,
@@ -1642,7 +1673,7 @@ mod tests {
             cl
         }
 
-        fn collect(&mut self, n: &NodeId) {
+        pub fn collect(&mut self, n: &NodeId) {
             let node = self.nodes.get_mut(n).unwrap();
             while let Some(o) = node.poll_output() {
                 match o {
@@ -1653,7 +1684,7 @@ mod tests {
             }
         }
 
-        fn tick_all(&mut self) {
+        pub fn tick_all(&mut self) {
             let names: Vec<NodeId> = self.nodes.keys().cloned().collect();
             for n in names {
                 let now = self.now;
@@ -1665,7 +1696,7 @@ mod tests {
             }
         }
 
-        fn pump(&mut self) {
+        pub fn pump(&mut self) {
             let mut budget = 100_000;
             while let Some((from, to, msg)) = self.wire.pop_front() {
                 budget -= 1;
@@ -1682,7 +1713,7 @@ mod tests {
         }
 
         /// Advances virtual time in heartbeat-sized steps, delivering everything.
-        fn advance(&mut self, d: Duration) {
+        pub fn advance(&mut self, d: Duration) {
             let end = self.now + d;
             while self.now < end {
                 self.now = (self.now + Duration::from_millis(50)).min(end);
@@ -1691,26 +1722,26 @@ mod tests {
             }
         }
 
-        fn cmd(&mut self, n: &str, rid: RequestId, cmd: Command) {
+        pub fn cmd(&mut self, n: &str, rid: RequestId, cmd: Command) {
             let now = self.now;
             self.nodes.get_mut(&id(n)).unwrap().handle_input(now, Input::Command { id: rid, cmd });
             self.collect(&id(n));
         }
 
-        fn outcome(&self, rid: RequestId) -> Option<&Outcome> {
+        pub fn outcome(&self, rid: RequestId) -> Option<&Outcome> {
             self.outcomes.iter().find(|(_, i, _)| *i == rid).map(|(_, _, o)| o)
         }
 
-        fn session(&self, n: &str, s: &str) -> Option<SessionView> {
+        pub fn session(&self, n: &str, s: &str) -> Option<SessionView> {
             self.nodes[&id(n)].session(s)
         }
     }
 
-    fn attrs(pairs: &[(&str, &[u8])]) -> Attributes {
+    pub fn attrs(pairs: &[(&str, &[u8])]) -> Attributes {
         pairs.iter().map(|(k, v)| (k.to_string(), v.to_vec())).collect()
     }
 
-    fn create(cl: &mut Cluster, n: &str, rid: RequestId, s: &str, ack: Ack) {
+    pub fn create(cl: &mut Cluster, n: &str, rid: RequestId, s: &str, ack: Ack) {
         cl.cmd(
             n,
             rid,
@@ -1722,6 +1753,14 @@ mod tests {
             },
         );
     }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    use super::tests_support::*;
 
     #[test]
     fn unknown_node_is_refused() {
@@ -2196,5 +2235,260 @@ mod tests {
         let mut s = Node::new(c, id("s"), 1, Settings::default(), now).unwrap();
         s.handle_input(now, Input::Command { id: 1, cmd: Command::Get { session: "x".into() } });
         assert!(matches!(s.poll_output(), Some(Output::Outcome { id: 1, outcome: Outcome::NotAllowed })));
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod model_tests {
+    //! Random operation sequences against a model of each session's expected state, on a
+    //! three-node peer-to-peer domain with reliable delivery and two backups per session.
+
+    use super::tests_support::*;
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Create { s: u8, n: u8 },
+        Update { s: u8, n: u8, key: u8, val: u8, sync: bool, expect: Option<bool> },
+        Remove { s: u8, n: u8, key: u8 },
+        Get { s: u8, n: u8 },
+        Invalidate { s: u8, n: u8 },
+        Touch { s: u8, n: u8 },
+        Advance { ms: u16 },
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            (0..4u8, 0..3u8).prop_map(|(s, n)| Op::Create { s, n }),
+            (0..4u8, 0..3u8, 0..3u8, any::<u8>(), any::<bool>(), proptest::option::of(any::<bool>()))
+                .prop_map(|(s, n, key, val, sync, expect)| Op::Update { s, n, key, val, sync, expect }),
+            (0..4u8, 0..3u8, 0..3u8).prop_map(|(s, n, key)| Op::Remove { s, n, key }),
+            (0..4u8, 0..3u8).prop_map(|(s, n)| Op::Get { s, n }),
+            (0..4u8, 0..3u8).prop_map(|(s, n)| Op::Invalidate { s, n }),
+            (0..4u8, 0..3u8).prop_map(|(s, n)| Op::Touch { s, n }),
+            (0..700u16).prop_map(|ms| Op::Advance { ms }),
+        ]
+    }
+
+    #[derive(Clone, Debug)]
+    struct Model {
+        owner: NodeId,
+        version: Version,
+        attrs: Attributes,
+        invalidated: bool,
+    }
+
+    const NAMES: [&str; 3] = ["a", "b", "c"];
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+        #[test]
+        fn operations_match_the_model(ops in proptest::collection::vec(op(), 1..40)) {
+            let mut cl = Cluster::new(&NAMES, 2);
+            let mut model: BTreeMap<String, Model> = BTreeMap::new();
+            let mut rid = 100;
+            for op in ops {
+                rid += 1;
+                match op {
+                    Op::Create { s, n } => {
+                        let (s, n) = (format!("s{s}"), NAMES[n as usize]);
+                        cl.cmd(n, rid, Command::Create { session: s.clone(), attrs: Attributes::new(), max_inactive: Duration::from_secs(3600), ack: Ack::Sync { backups: 2 } });
+                        cl.pump();
+                        let got = cl.outcome(rid).cloned();
+                        let fresh = Model { owner: id(n), version: 1, attrs: Attributes::new(), invalidated: false };
+                        match model.entry(s) {
+                            std::collections::btree_map::Entry::Occupied(_) => {
+                                prop_assert_eq!(got, Some(Outcome::AlreadyExists));
+                            }
+                            std::collections::btree_map::Entry::Vacant(v) => {
+                                prop_assert!(matches!(got, Some(Outcome::Replicated { version: 1, acks: 2, .. })), "{:?}", got);
+                                v.insert(fresh);
+                            }
+                        }
+                    }
+                    Op::Update { s, n, key, val, sync, expect } => {
+                        let (s, n) = (format!("s{s}"), NAMES[n as usize]);
+                        let m = model.get(&s).cloned();
+                        let expected_version = expect.map(|right| m.as_ref().map_or(1, |m| m.version) + u64::from(!right));
+                        let ack = if sync { Ack::Sync { backups: 1 } } else { Ack::Async };
+                        let change = Change::Set(format!("k{key}"), vec![val]);
+                        cl.cmd(n, rid, Command::Update { session: s.clone(), expected_version, changes: vec![change.clone()], ack });
+                        cl.pump();
+                        let got = cl.outcome(rid).cloned().unwrap();
+                        match m {
+                            Some(m) if m.owner == id(n) && m.invalidated => prop_assert_eq!(got, Outcome::NotFound),
+                            Some(m) if m.owner == id(n) => {
+                                if expected_version.is_some_and(|v| v != m.version) {
+                                    prop_assert_eq!(got, Outcome::Conflict { current_version: m.version });
+                                } else {
+                                    let mm = model.get_mut(&s).unwrap();
+                                    mm.version += 1;
+                                    change.apply(&mut mm.attrs);
+                                    if sync {
+                                        prop_assert!(matches!(got, Outcome::Replicated { acks: 1, version, .. } if version == mm.version), "{:?}", got);
+                                    } else {
+                                        prop_assert!(matches!(got, Outcome::Applied { version, .. } if version == mm.version), "{:?}", got);
+                                    }
+                                }
+                            }
+                            _ => prop_assert!(matches!(got, Outcome::NotOwner { .. }), "{:?}", got),
+                        }
+                    }
+                    Op::Remove { s, n, key } => {
+                        let (s, n) = (format!("s{s}"), NAMES[n as usize]);
+                        let change = Change::Remove(format!("k{key}"));
+                        cl.cmd(n, rid, Command::Update { session: s.clone(), expected_version: None, changes: vec![change.clone()], ack: Ack::Async });
+                        cl.pump();
+                        if let Some(mm) = model.get_mut(&s) {
+                            if mm.owner == id(n) && !mm.invalidated {
+                                mm.version += 1;
+                                change.apply(&mut mm.attrs);
+                            }
+                        }
+                    }
+                    Op::Get { s, n } => {
+                        let (s, n) = (format!("s{s}"), NAMES[n as usize]);
+                        cl.cmd(n, rid, Command::Get { session: s.clone() });
+                        cl.pump();
+                        let got = cl.outcome(rid).cloned().unwrap();
+                        match model.get_mut(&s) {
+                            Some(m) if !m.invalidated => {
+                                match got {
+                                    Outcome::Found { version, attrs, epoch } => {
+                                        prop_assert_eq!(version, m.version);
+                                        prop_assert_eq!(&*attrs, &m.attrs);
+                                        prop_assert_eq!(&epoch.node, &id(n));
+                                    }
+                                    other => prop_assert!(false, "get gave {:?}", other),
+                                }
+                                m.owner = id(n);
+                            }
+                            _ => prop_assert_eq!(got, Outcome::NotFound),
+                        }
+                    }
+                    Op::Invalidate { s, n } => {
+                        let (s, n) = (format!("s{s}"), NAMES[n as usize]);
+                        cl.cmd(n, rid, Command::Invalidate { session: s.clone(), ack: Ack::Sync { backups: 2 } });
+                        cl.pump();
+                        let got = cl.outcome(rid).cloned().unwrap();
+                        match model.get_mut(&s) {
+                            Some(m) if m.owner == id(n) && !m.invalidated => {
+                                m.version += 1;
+                                m.invalidated = true;
+                                m.attrs.clear();
+                                prop_assert!(matches!(got, Outcome::Replicated { acks: 2, .. }), "{:?}", got);
+                            }
+                            Some(m) if m.owner == id(n) => prop_assert_eq!(got, Outcome::NotFound),
+                            _ => prop_assert!(matches!(got, Outcome::NotOwner { .. }), "{:?}", got),
+                        }
+                    }
+                    Op::Touch { s, n } => {
+                        let (s, n) = (format!("s{s}"), NAMES[n as usize]);
+                        cl.cmd(n, rid, Command::Touch { session: s.clone() });
+                        let got = cl.outcome(rid).cloned().unwrap();
+                        match model.get(&s) {
+                            Some(m) if m.owner == id(n) && !m.invalidated => prop_assert_eq!(got, Outcome::Touched),
+                            Some(m) if m.owner == id(n) => prop_assert_eq!(got, Outcome::NotFound),
+                            _ => prop_assert!(matches!(got, Outcome::NotOwner { .. }), "{:?}", got),
+                        }
+                        cl.pump();
+                    }
+                    Op::Advance { ms } => cl.advance(Duration::from_millis(u64::from(ms))),
+                }
+                // Every node agrees with the model: the owner serves it, both others back it up.
+                for (s, m) in &model {
+                    for n in NAMES {
+                        let v = cl.session(n, s).unwrap();
+                        prop_assert_eq!(v.version, m.version, "{} on {}", s, n);
+                        prop_assert_eq!(v.invalidated, m.invalidated);
+                        prop_assert_eq!(&*v.attrs, &m.attrs);
+                        let role = if id(n) == m.owner { Role::Owner } else if m.invalidated { Role::None } else { Role::Backup };
+                        prop_assert_eq!(v.role, role, "{} on {}", s, n);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod topology_tests {
+    use super::tests_support::*;
+    use super::*;
+
+    fn cs_cluster() -> Cluster {
+        let text = "[domain]\nname='t'\ntopology='client-server'\nreplicas=1\n\
+            [[node]]\nname='c1'\naddress='h:1'\nmode='client'\n\
+            [[node]]\nname='c2'\naddress='h:2'\nmode='client'\n\
+            [[node]]\nname='s1'\naddress='h:3'\nmode='server'\n\
+            [[node]]\nname='s2'\naddress='h:4'\nmode='server'\n";
+        Cluster::from_config(DomainConfig::parse(text, "t").unwrap(), Settings::default())
+    }
+
+    #[test]
+    fn client_server_backups_live_on_servers_and_clients_fetch() {
+        let mut cl = cs_cluster();
+        cl.cmd(
+            "c1",
+            1,
+            Command::Create {
+                session: "s".into(),
+                attrs: Attributes::new(),
+                max_inactive: Duration::from_secs(60),
+                ack: Ack::Sync { backups: 1 },
+            },
+        );
+        cl.pump();
+        assert!(matches!(cl.outcome(1), Some(Outcome::Replicated { acks: 1, .. })));
+        let backups = cl.session("c1", "s").unwrap().backups;
+        assert_eq!(backups.len(), 1);
+        assert!(backups[0].0.as_str().starts_with('s'));
+        assert!(cl.session("c2", "s").is_none(), "clients hold no backups");
+        // c1 dies: nothing moves by itself in client-server ...
+        cl.nodes.remove(&id("c1"));
+        cl.advance(Duration::from_millis(1500));
+        assert!(cl.nodes.values().all(|n| n.stats().owned == 0));
+        // ... the next request for it, on c2, fetches it from the server.
+        cl.cmd("c2", 2, Command::Get { session: "s".into() });
+        cl.pump();
+        assert!(matches!(cl.outcome(2), Some(Outcome::Found { epoch, .. }) if epoch.node == id("c2")));
+        cl.cmd("s1", 3, Command::Get { session: "s".into() });
+        assert_eq!(cl.outcome(3), Some(&Outcome::NotAllowed));
+    }
+
+    #[test]
+    fn rereplication_is_rate_limited() {
+        let text = "[domain]\nname='t'\nreplicas=1\n\
+            [[node]]\nname='a'\naddress='h:1'\n[[node]]\nname='b'\naddress='h:2'\n";
+        let settings = Settings { rereplication_per_sec: 10, rereplication_burst: 5, ..Settings::default() };
+        let mut cl = Cluster::from_config(DomainConfig::parse(text, "t").unwrap(), settings);
+        // b is cut off: 40 sessions are created without a live backup.
+        cl.cut.insert((id("b"), id("a")));
+        cl.advance(Duration::from_millis(1200));
+        assert!(!cl.nodes[&id("a")].is_live(&id("b")));
+        for i in 0..40 {
+            cl.cmd(
+                "a",
+                i,
+                Command::Create {
+                    session: format!("s{i}"),
+                    attrs: Attributes::new(),
+                    max_inactive: Duration::from_secs(600),
+                    ack: Ack::Async,
+                },
+            );
+        }
+        cl.cut.clear();
+        let before = cl.nodes[&id("a")].stats().full_copies_sent;
+        cl.advance(Duration::from_millis(1000));
+        let sent = cl.nodes[&id("a")].stats().full_copies_sent - before;
+        // Burst 5 plus 10 per second, not 40 at once.
+        assert!((5..=17).contains(&sent), "{sent}");
+        cl.advance(Duration::from_secs(5));
+        assert_eq!(cl.nodes[&id("a")].stats().under_replicated, 0);
+        assert_eq!(cl.nodes[&id("b")].stats().backups, 40);
     }
 }

@@ -48,7 +48,8 @@ pub enum Error {
     /// Another node took the session over (higher ownership epoch); this request lost.
     #[error("another node took the session over; the write was not applied")]
     Fenced,
-    /// This node does not own the session and could not acquire it.
+    /// This node does not own the session and could not acquire it; `owner` is the node that
+    /// does, when known (a router can send the request there).
     #[error("this node does not own the session (owner: {owner:?})")]
     NotOwner {
         /// The owner this node believes in.

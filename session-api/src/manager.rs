@@ -78,7 +78,7 @@ pub struct Builder {
     domain: DomainSource,
     node: NodeId,
     settings: SessionSettings,
-    security: TransportSecurity,
+    security: Option<TransportSecurity>,
     tcp_listener: Option<std::net::TcpListener>,
     udp_socket: Option<std::net::UdpSocket>,
     listen: Option<SocketAddr>,
@@ -99,14 +99,14 @@ impl std::fmt::Debug for Builder {
 
 impl Builder {
     /// A builder for node `node` of the domain (a file path or a parsed [`DomainConfig`]).
-    /// Security defaults to [`TransportSecurity::Insecure`] only if nothing is said: call
-    /// [`Builder::certs_dir`] for production.
+    /// Transport security must be chosen: [`Builder::certs_dir`], or [`Builder::insecure`]
+    /// for loopback demos (not needed with [`Builder::transport`]).
     pub fn new(domain: impl Into<DomainSource>, node: &str) -> Self {
         Builder {
             domain: domain.into(),
             node: NodeId::new(node),
             settings: SessionSettings::default(),
-            security: TransportSecurity::Insecure,
+            security: None,
             tcp_listener: None,
             udp_socket: None,
             listen: None,
@@ -153,7 +153,7 @@ impl Builder {
 
     /// Transport security.
     pub fn security(mut self, s: TransportSecurity) -> Self {
-        self.security = s;
+        self.security = Some(s);
         self
     }
 
@@ -219,10 +219,17 @@ impl Builder {
         let transport = match self.transport {
             Some(t) => t,
             None => {
+                let security = self.security.ok_or_else(|| {
+                    Error::Config(
+                        "transport security not chosen: give a certificate folder (certs_dir) or run insecure \
+                         (loopback demos only)"
+                            .into(),
+                    )
+                })?;
                 crate::carrier::start(
                     &cfg,
                     &self.node,
-                    self.security,
+                    security,
                     self.tcp_listener,
                     self.udp_socket,
                     self.listen,
@@ -404,6 +411,9 @@ impl Client {
         match self.outcome(|reply| Request::Get { session, reply }, self.request_wait()).await? {
             Outcome::Found { version, attrs, .. } => Ok(Some(Session::loaded(id.to_owned(), version, attrs))),
             Outcome::NotFound => Ok(None),
+            // Another live node owns it at a higher epoch and keeps it: say who, so a router
+            // can send the request there.
+            Outcome::Fenced { epoch } => Err(Error::NotOwner { owner: Some(epoch.node) }),
             other => Err(outcome_error(other)),
         }
     }

@@ -109,6 +109,10 @@ pub struct Metrics {
     pub staged_sessions: usize,
     /// Staged commits dropped because the session moved or went away.
     pub staged_lost: u64,
+    /// Owned sessions with fewer up-to-date backups than the domain's replica count asks for,
+    /// counting backup nodes that are down (the engine's `core.under_replicated` only counts
+    /// live ones).
+    pub below_replica_target: usize,
     /// Conflicting writes reported to callers.
     pub conflicts: u64,
     /// Requests the driver served.
@@ -134,9 +138,10 @@ impl Metrics {
         self.core.backups
     }
 
-    /// Owned sessions with fewer up-to-date backups than the domain wants.
+    /// Owned sessions with fewer up-to-date backups than the domain wants (whether the
+    /// missing backup nodes are down or merely behind).
     pub fn under_replicated(&self) -> usize {
-        self.core.under_replicated
+        self.core.under_replicated.max(self.below_replica_target)
     }
 
     /// Approximate payload bytes of replicated changes and copies sent.

@@ -459,3 +459,47 @@ async fn tls_from_a_certs_dir_and_a_domain_file() {
 fn toml_text(cfg: &DomainConfig) -> String {
     toml::to_string(cfg).expect("serialises")
 }
+
+/// A peer that cannot authenticate is refused, counted and reported as an event.
+#[cfg(feature = "tcp")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_peers_are_counted_and_reported() {
+    let mut d = Domain::new(Kind::Tcp, "", &[("a", "both"), ("b", "both")]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    replication_core::tls::init_dir(&d.cfg, dir.path()).expect("certs");
+    let seen = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let hook_seen = seen.clone();
+    let mut start = |name: &str, tls: bool| {
+        let Some(Socket::Tcp(l)) = d.sockets.remove(name) else { panic!("tcp socket") };
+        let b = SessionManager::builder(d.cfg.clone(), name).tcp_listener(l);
+        let b = if tls { b.certs_dir(dir.path()) } else { b.insecure() };
+        let hook_seen = hook_seen.clone();
+        b.metrics_hook(move |ev| {
+            if matches!(ev, session_api::NodeEvent::Refused { .. }) {
+                hook_seen.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        })
+    };
+    let a = start("a", true).start().await.expect("a");
+    let b = start("b", false).start().await.expect("b");
+    let mut events = a.subscribe();
+    eventually(15, "a refusal counted", || async {
+        let (ma, mb) = (a.metrics().await.ok()?, b.metrics().await.ok()?);
+        (ma.refused + mb.refused > 0).then_some(())
+    })
+    .await;
+    assert!(seen.load(std::sync::atomic::Ordering::Relaxed) > 0, "the hook saw it");
+    let ma = a.metrics().await.expect("metrics");
+    assert!(ma.peers.iter().all(|p| !p.up), "an unauthenticated peer never counts as up");
+    let _ = events.try_recv();
+}
+
+/// Security is never implied: a node without certificates must be started insecure on purpose.
+#[tokio::test]
+async fn transport_security_must_be_chosen() {
+    let d = Domain::new(Kind::Quic, "", &[("a", "both")]);
+    let err = SessionManager::builder(d.cfg.clone(), "a").start().await.expect_err("no security chosen");
+    assert!(err.to_string().contains("certs_dir"), "{err}");
+    let err = SessionManager::builder(d.cfg.clone(), "nobody").insecure().start().await.expect_err("not a node");
+    assert!(matches!(err, Error::Config(_)), "{err}");
+}

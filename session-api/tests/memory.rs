@@ -253,3 +253,52 @@ fn blocking_handle_works_from_plain_threads() {
     a.shutdown().expect("shutdown");
     assert!(matches!(a.get(&id), Err(Error::ShuttingDown)));
 }
+
+#[tokio::test]
+async fn metrics_and_events_report_lost_backups() {
+    let hub = Hub::new();
+    let cfg = cfg(&["a", "b"], "");
+    let hooked = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let h = hooked.clone();
+    let a = builder(&hub, &cfg, "a")
+        .metrics_hook(move |_| {
+            h.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        })
+        .start()
+        .await
+        .expect("a");
+    let b = builder(&hub, &cfg, "b").start().await.expect("b");
+    all_up(&[a.clone(), b.clone()]).await;
+    let mut events = a.subscribe();
+
+    let mut s = a.create().await.expect("create");
+    s.set("k", "v").expect("encode");
+    assert_eq!(a.commit(&mut s).await.expect("commit").replication, Replication::Replicated { acks: 1 });
+    let m = a.metrics().await.expect("metrics");
+    assert_eq!((m.sessions_owned(), m.under_replicated()), (1, 0));
+    assert!(m.sync_write_latency.count >= 1 && m.bytes_sent() > 0 && m.messages_sent > 0);
+    assert_eq!(b.metrics().await.expect("metrics").sessions_backed_up(), 1);
+
+    b.abort().await.expect("crash b");
+    let mut peer_down = false;
+    eventually(10, "b reported down", || {
+        while let Ok(ev) = events.try_recv() {
+            if matches!(ev, session_api::NodeEvent::Core(replication_core::Event::PeerDown { .. })) {
+                peer_down = true;
+            }
+        }
+        let done = peer_down;
+        async move { done.then_some(()) }
+    })
+    .await;
+    eventually(10, "under-replicated", || async {
+        (a.metrics().await.ok()?.under_replicated() == 1).then_some(())
+    })
+    .await;
+    let ((), c) = a.update(s.id(), |s| s.set("k", "w")).await.expect("write alone");
+    assert_eq!(c.replication, Replication::Unreplicated, "one copy only, and the caller is told");
+    assert!(a.metrics().await.expect("metrics").unacked_writes >= 1);
+    assert!(hooked.load(std::sync::atomic::Ordering::Relaxed) > 0);
+    let report = a.shutdown().await.expect("leave");
+    assert_eq!(report.unreplicated, 1);
+}

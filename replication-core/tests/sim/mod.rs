@@ -90,7 +90,7 @@ impl SimOptions {
             drop: r.below(60),
             dup: r.below(30),
             max_delay_ms: 1 + r.below(40),
-            fault_rate: 2 + r.below(8),
+            fault_rate: if r.chance(400) { r.below(3) } else { 2 + r.below(8) },
             op_rate: 200 + r.below(400),
             partitions: r.chance(600),
             verbose: false,
@@ -138,6 +138,8 @@ struct Acked {
     version: Version,
     /// Nodes that held a copy at or above `(epoch, version)` at some time since the ack.
     holders: BTreeSet<NodeId>,
+    /// Acknowledging backups already gone when the ack arrived (crashed in between).
+    missing: usize,
 }
 
 /// Figures of one run.
@@ -566,42 +568,18 @@ impl Sim {
             self.believed_owner.insert(p.session.clone(), n.clone());
         }
         match (&p.kind, &outcome) {
-            (Kind::Update { key }, Outcome::Replicated { epoch, version, acks }) => {
+            (Kind::Update { .. } | Kind::Create, Outcome::Replicated { epoch, version, acks }) => {
+                let key = match &p.kind {
+                    Kind::Update { key } => key.clone(),
+                    _ => "c".to_owned(),
+                };
                 self.report.acked_writes += 1;
+                let a = self.make_acked(&p.session, key, *acks, epoch, *version);
                 self.acked_by_session.entry(p.session.clone()).or_default().push(self.acked.len());
-                self.acked.push(Acked {
-                    session: p.session.clone(),
-                    key: key.clone(),
-                    k: *acks,
-                    at: self.now,
-                    epoch: epoch.clone(),
-                    version: *version,
-                    holders: self.holders_now(&p.session, epoch, *version),
-                });
-            }
-            (Kind::Create, Outcome::Replicated { epoch, version, acks }) => {
-                self.report.acked_writes += 1;
-                self.acked_by_session.entry(p.session.clone()).or_default().push(self.acked.len());
-                self.acked.push(Acked {
-                    session: p.session.clone(),
-                    key: "c".into(),
-                    k: *acks,
-                    at: self.now,
-                    epoch: epoch.clone(),
-                    version: *version,
-                    holders: self.holders_now(&p.session, epoch, *version),
-                });
+                self.acked.push(a);
             }
             (Kind::Invalidate, Outcome::Replicated { epoch, version, acks }) => {
-                let a = Acked {
-                    session: p.session.clone(),
-                    key: String::new(),
-                    k: *acks,
-                    at: self.now,
-                    epoch: epoch.clone(),
-                    version: *version,
-                    holders: self.holders_now(&p.session, epoch, *version),
-                };
+                let a = self.make_acked(&p.session, String::new(), *acks, epoch, *version);
                 self.invalidated.entry(p.session.clone()).or_insert(a);
             }
             (Kind::Get | Kind::FinalGet, Outcome::Found { attrs, .. }) => {
@@ -615,7 +593,9 @@ impl Sim {
                 }
             }
             (Kind::FinalGet, other) => {
-                let _ = other;
+                if self.opt.verbose {
+                    eprintln!("final get of {} gave {other:?}", p.session);
+                }
                 self.final_found.insert(p.session.clone(), None);
             }
             (Kind::Leave, Outcome::Left { .. }) => {
@@ -633,12 +613,30 @@ impl Sim {
     /// Holders of an acknowledged write touched by a fault (crash, restart, pause, partition)
     /// since it was acknowledged.
     fn faulted_holders(&self, a: &Acked) -> usize {
-        self.faults
-            .iter()
-            .filter(|(n, _, to)| *to >= a.at && a.holders.contains(n))
-            .map(|(n, _, _)| n)
-            .collect::<BTreeSet<_>>()
-            .len()
+        a.missing
+            + self
+                .faults
+                .iter()
+                .filter(|(n, _, to)| *to >= a.at && a.holders.contains(n))
+                .map(|(n, _, _)| n)
+                .collect::<BTreeSet<_>>()
+                .len()
+    }
+
+    fn make_acked(&self, session: &str, key: String, k: u32, epoch: &Epoch, version: Version) -> Acked {
+        let holders = self.holders_now(session, epoch, version);
+        // An acknowledging backup that crashed before the ack arrived is a faulted holder.
+        let missing = (k as usize + 1).saturating_sub(holders.len());
+        Acked {
+            session: session.to_owned(),
+            key,
+            k,
+            at: self.now,
+            epoch: epoch.clone(),
+            version,
+            holders,
+            missing,
+        }
     }
 
     fn fail_pending_of(&mut self, n: &NodeId) {
@@ -862,8 +860,8 @@ impl Sim {
                 other => {
                     let got = other.map(|o| o.as_ref().map(|a| a.len()));
                     self.violation(format!(
-                        "acked write {} of {} (k={}, {:?}/{}) lost: final get gave {got:?} attrs",
-                        a.key, a.session, a.k, a.epoch, a.version
+                        "acked write {} of {} (k={}, {:?}/{}, acked at {}ms, holders {:?}) lost: final get gave {got:?} attrs",
+                        a.key, a.session, a.k, a.epoch, a.version, a.at, a.holders
                     ));
                 }
             }
