@@ -55,6 +55,25 @@
 //! failover, hand-off) with a claim: the acquirer picks a higher epoch, every live peer
 //! promises to refuse lower epochs and returns its copy, and the acquirer continues from the
 //! highest `(epoch, version)` copy. A stale owner is fenced by the promises.
+//!
+//! What the runtime can rely on, and what it cannot:
+//! - A write reported [`Outcome::Replicated`] with `acks = k` is held by the owner and `k`
+//!   backups; it survives the crash of any `k` of them, provided the failure detector does not
+//!   wrongly declare *all* surviving holders dead while another node takes the session over
+//!   (ownership moves on the failure detector's word, not on a quorum).
+//! - [`Outcome::Unreplicated`], [`Outcome::Indeterminate`], [`Outcome::Applied`] and
+//!   [`Outcome::Fenced`] promise nothing beyond this node.
+//! - Promises live in memory: a backup that restarts forgets the epochs it promised, so a
+//!   stale owner (paused or partitioned while another node took over) that reaches a freshly
+//!   restarted backup can have a write acknowledged that the new owner later overwrites.
+//! - A node that sees fewer than half of the domain live does not take sessions over (neither
+//!   hot failover nor fetch): it may be the one cut off.
+//! - Versions grow by one per write and continue across ownership changes; the state order
+//!   is `(epoch, version)`, so after a failover that lost unacknowledged writes a version
+//!   number can be reused at the higher epoch.
+//! - Per call, maintenance examines at most [`Settings::scan_batch`] sessions and sends full
+//!   copies within the re-replication token bucket; [`Command::Leave`] is the exception (it
+//!   looks at every owned session at each tick until it completes). [`Node::stats`] is O(n).
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::ops::Bound;
@@ -1058,7 +1077,13 @@ impl Node {
         if o.stale.is_empty() || o.replicas.values().any(|r| r.acked < Some(copy.version)) {
             return;
         }
-        for n in std::mem::take(&mut o.stale) {
+        // Holders that are down now keep their place: they are told when they come back (a
+        // former owner cut off during the takeover learns it was replaced).
+        let peers = &self.peers;
+        let (up, down): (BTreeSet<NodeId>, BTreeSet<NodeId>) =
+            std::mem::take(&mut o.stale).into_iter().partition(|n| peers.get(n).is_some_and(|p| p.up));
+        o.stale = down;
+        for n in up {
             self.out.send(&n, Message::Drop { session: session.to_owned(), epoch: copy.epoch.clone() });
         }
     }
@@ -1479,6 +1504,7 @@ impl Node {
                     let n = self.send_full_to_lagging(session, now, true);
                     self.tokens = self.tokens.saturating_sub(n * 1000);
                 }
+                self.maybe_drop_stale(session);
             }
             (None, Some(copy)) => {
                 if matches!(copy.body, Body::Live { .. }) {

@@ -500,6 +500,7 @@ async fn transport_security_must_be_chosen() {
     let d = Domain::new(Kind::Quic, "", &[("a", "both")]);
     let err = SessionManager::builder(d.cfg.clone(), "a").start().await.expect_err("no security chosen");
     assert!(err.to_string().contains("certs_dir"), "{err}");
-    let err = SessionManager::builder(d.cfg.clone(), "nobody").insecure().start().await.expect_err("not a node");
+    let err =
+        SessionManager::builder(d.cfg.clone(), "nobody").insecure().start().await.expect_err("not a node");
     assert!(matches!(err, Error::Config(_)), "{err}");
 }

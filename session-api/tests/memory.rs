@@ -302,3 +302,27 @@ async fn metrics_and_events_report_lost_backups() {
     let report = a.shutdown().await.expect("leave");
     assert_eq!(report.unreplicated, 1);
 }
+
+#[tokio::test]
+async fn touch_keeps_a_session_alive_and_idle_ones_expire() {
+    let hub = Hub::new();
+    let cfg = cfg(&["a", "b"], "");
+    let a = builder(&hub, &cfg, "a").max_inactive(Duration::from_millis(400)).start().await.expect("a");
+    let b = builder(&hub, &cfg, "b").start().await.expect("b");
+    all_up(&[a.clone(), b.clone()]).await;
+    let kept = a.create().await.expect("create").id().to_owned();
+    let idle = a.create().await.expect("create").id().to_owned();
+    let until = tokio::time::Instant::now() + Duration::from_millis(1200);
+    while tokio::time::Instant::now() < until {
+        a.touch(&kept).await.expect("touch");
+        tokio::time::sleep(Duration::from_millis(80)).await;
+    }
+    assert!(a.view(&kept).await.expect("view").is_some_and(|v| v.role == Role::Owner && !v.invalidated));
+    eventually(10, "the idle session expired on both nodes", || async {
+        let gone = |v: Option<replication_core::SessionView>| v.is_none_or(|v| v.invalidated);
+        (gone(a.view(&idle).await.ok()?) && gone(b.view(&idle).await.ok()?)).then_some(())
+    })
+    .await;
+    assert!(a.get(&idle).await.expect("get").is_none());
+    assert!(matches!(a.touch(&idle).await, Err(Error::NotFound)));
+}
