@@ -37,7 +37,8 @@ pub(crate) enum SessionCommand {
     Set {
         #[command(flatten)]
         admin: AdminArgs,
-        /// The session id.
+        /// The session id (ids may start with `-`: they are taken as they are).
+        #[arg(allow_hyphen_values = true)]
         id: String,
         /// Attributes to set.
         #[arg(value_name = "KEY=VALUE", value_parser = parse_kv, required = true)]
@@ -49,7 +50,8 @@ pub(crate) enum SessionCommand {
     Get {
         #[command(flatten)]
         admin: AdminArgs,
-        /// The session id.
+        /// The session id (ids may start with `-`: they are taken as they are).
+        #[arg(allow_hyphen_values = true)]
         id: String,
     },
     /// Invalidate a session everywhere.
@@ -57,7 +59,8 @@ pub(crate) enum SessionCommand {
     Invalidate {
         #[command(flatten)]
         admin: AdminArgs,
-        /// The session id.
+        /// The session id (ids may start with `-`: they are taken as they are).
+        #[arg(allow_hyphen_values = true)]
         id: String,
     },
 }
@@ -177,6 +180,30 @@ fn invalidate(admin: &AdminArgs, id: &str) -> Result<ExitCode, ExitCode> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ids_may_start_with_a_hyphen() {
+        use clap::Parser as _;
+        #[derive(clap::Parser)]
+        struct T {
+            #[command(subcommand)]
+            c: SessionCommand,
+        }
+        for args in [
+            &["t", "get", "--admin", "a:1", "-iXb.app1.app2"][..],
+            &["t", "set", "--admin", "a:1", "-hq3V0x9R2aY7.app1.app2", "k=v"],
+            &["t", "invalidate", "--admin", "a:1", "--x.app1"],
+        ] {
+            let t = T::try_parse_from(args).expect("parses");
+            let id = match t.c {
+                SessionCommand::Get { id, .. }
+                | SessionCommand::Set { id, .. }
+                | SessionCommand::Invalidate { id, .. } => id,
+                SessionCommand::Create { .. } => String::new(),
+            };
+            assert_eq!(id, args[4]);
+        }
+    }
 
     #[test]
     fn key_value_pairs() {

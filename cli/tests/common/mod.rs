@@ -60,3 +60,5 @@ pub fn scratch_file(name: &str, bytes: &[u8]) -> String {
     std::fs::write(&path, bytes).expect("write scratch file");
     path.display().to_string()
 }
+
+pub mod cluster;
