@@ -207,3 +207,22 @@ fn a_non_loopback_admin_address_needs_a_token() {
         "{run:?}"
     );
 }
+
+#[test]
+fn insecure_logs_a_warning_and_sigint_leaves_gracefully() {
+    let mut c = Cluster::new(2, TIMING);
+    c.start(0, &["--insecure"]);
+    c.start(1, &["--insecure"]);
+    c.wait_membership(0, &[0, 1]);
+    let id = c.session(1, &["create", "k=v"]).stdout.trim().to_owned();
+    assert_eq!(c.session(0, &["get", &id]).stdout, "k=v\n");
+    c.signal(0, "INT");
+    assert_eq!(c.wait_exit(0, 20), Some(0), "{}", c.output(0));
+    let out = c.output(0);
+    assert!(out.contains("WARN") && out.contains("--insecure"), "{out}");
+    assert!(
+        out.contains("SIGINT") && out.contains("node app1 left domain test: 1 owned session(s) handed off"),
+        "{out}"
+    );
+    assert_eq!(c.session(1, &["get", &id]).stdout, "k=v\n", "app2 serves it again");
+}

@@ -137,6 +137,7 @@ fn readme_three_node_cluster_runs_as_documented() {
     let run_in = |args: &[String]| -> common::Run {
         let out = Command::new(env!("CARGO_BIN_EXE_m2m"))
             .args(args)
+            .env_remove("M2M_ADMIN_TOKEN")
             .current_dir(dir.path())
             .output()
             .expect("runs");
@@ -181,6 +182,7 @@ fn readme_three_node_cluster_runs_as_documented() {
             node_admins.push(admin);
             let child = Command::new(env!("CARGO_BIN_EXE_m2m"))
                 .args(&args)
+                .env_remove("M2M_ADMIN_TOKEN")
                 .current_dir(dir.path())
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())

@@ -141,7 +141,6 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
     match rt.block_on(serve(args, cfg, admin, token)) {
         Ok(()) => Ok(ExitCode::SUCCESS),
         Err(e) => {
-            tracing::error!("{e:#}");
             eprintln!("error: {e:#}");
             Ok(output::exit(EXIT_FAILED))
         }

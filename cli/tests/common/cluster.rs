@@ -67,14 +67,18 @@ impl Cluster {
         Cluster { dir, domain, certs, names, admins, children }
     }
 
-    /// Starts node `i` (0-based) with `--certs` and `extra` arguments.
+    /// Starts node `i` (0-based) with `--certs` (unless `extra` says `--insecure`) and `extra`
+    /// arguments.
     pub fn start(&mut self, i: usize, extra: &[&str]) {
+        let certs = path(&self.certs).to_owned();
+        let security: &[&str] = if extra.contains(&"--insecure") { &[] } else { &["--certs", &certs] };
         let out = std::fs::File::create(self.log(i, "out")).expect("log file");
         let err = std::fs::File::create(self.log(i, "err")).expect("log file");
         let child = Command::new(env!("CARGO_BIN_EXE_m2m"))
             .args(["node", "--config", path(&self.domain), "--name", &self.names[i]])
-            .args(["--certs", path(&self.certs)])
+            .args(security)
             .args(extra)
+            .env_remove("M2M_ADMIN_TOKEN")
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
