@@ -155,9 +155,10 @@ pub enum Outcome {
         /// The newer epoch (its node is the new owner).
         epoch: Epoch,
     },
-    /// This node does not own the session.
+    /// This node does not own the session (send [`Command::Acquire`] or [`Command::Get`] to
+    /// take it over).
     NotOwner {
-        /// The owner this node believes in, if any.
+        /// The other node this node believes owns it, if any.
         owner: Option<NodeId>,
     },
     /// The session's content (from [`Command::Get`]); this node now owns it.
@@ -224,11 +225,14 @@ pub enum Event {
         /// This node's new epoch.
         epoch: Epoch,
     },
-    /// This node no longer owns a session (fenced by a higher epoch).
+    /// This node no longer owns a session: fenced by a higher epoch, or it stepped down by
+    /// itself after not running for about the failure timeout (paused, overloaded), since
+    /// peers may have taken its sessions over meanwhile; a [`Command::Get`] or
+    /// [`Command::Acquire`] here takes the session back safely.
     OwnershipLost {
         /// The session.
         session: String,
-        /// The higher epoch.
+        /// The higher epoch, or this node's own epoch when it stepped down by itself.
         epoch: Epoch,
     },
     /// An owned session expired (inactive for its `max_inactive`).

@@ -63,9 +63,12 @@
 //!   (ownership moves on the failure detector's word, not on a quorum).
 //! - [`Outcome::Unreplicated`], [`Outcome::Indeterminate`], [`Outcome::Applied`] and
 //!   [`Outcome::Fenced`] promise nothing beyond this node.
-//! - Promises live in memory: a backup that restarts forgets the epochs it promised, so a
-//!   stale owner (paused or partitioned while another node took over) that reaches a freshly
-//!   restarted backup can have a write acknowledged that the new owner later overwrites.
+//! - Promises live in memory: a backup that restarts forgets the epochs it promised. A node
+//!   that did not run for about the failure timeout steps down from all its sessions (see
+//!   [`Event::OwnershipLost`]), which covers a paused stale owner; a stale owner that was
+//!   *partitioned* (still running) while another node took over, and that then reaches a
+//!   freshly restarted backup before it learns it was replaced, can still have a write
+//!   acknowledged that the new owner later overwrites.
 //! - A node that sees fewer than half of the domain live does not take sessions over (neither
 //!   hot failover nor fetch): it may be the one cut off.
 //! - Versions grow by one per write and continue across ownership changes; the state order
@@ -203,6 +206,12 @@ impl Outbox {
     fn event(&mut self, e: Event) {
         self.q.push_back(Output::Event(e));
     }
+}
+
+/// Whether `after` has passed since `since` (never, when that is beyond what `Instant` holds:
+/// `max_inactive` may be huge).
+fn due(now: Instant, since: Instant, after: Duration) -> bool {
+    since.checked_add(after).is_some_and(|t| now >= t)
 }
 
 fn newer(a: &Snapshot, than: Option<&Snapshot>) -> bool {
@@ -401,12 +410,41 @@ impl Node {
     fn woke(&mut self, now: Instant) {
         let gap = now.saturating_duration_since(self.last_run);
         self.last_run = now;
+        let threshold = self.failure_timeout.saturating_sub(self.heartbeat_interval);
+        if gap >= threshold && !threshold.is_zero() {
+            self.step_down_all();
+        }
         if gap > self.failure_timeout / 2 {
             let floor = now.checked_sub(self.failure_timeout / 2).unwrap_or(now);
             for p in self.peers.values_mut() {
                 if let Some(t) = &mut p.last_heard {
                     *t = (*t).max(floor);
                 }
+            }
+        }
+    }
+
+    /// After a gap long enough for peers to have declared this node dead (and taken its
+    /// sessions over), it stops owning anything: its copies stay, and the next fetch here
+    /// claims the session again with a new epoch, which reaches every holder. Without this, a
+    /// backup that restarted meanwhile (and so forgot the promises that fence this node) could
+    /// acknowledge writes that the new owner later overwrites.
+    fn step_down_all(&mut self) {
+        let owned: Vec<String> =
+            self.sessions.iter().filter(|(_, r)| r.owner.is_some()).map(|(k, _)| k.clone()).collect();
+        for s in owned {
+            let Some(rec) = self.sessions.get_mut(&s) else { continue };
+            let Some(o) = rec.owner.take() else { continue };
+            let Some(copy) = &rec.copy else { continue };
+            self.fenced += 1;
+            for id in o.waiting {
+                if let Some(w) = self.writes.remove(&id) {
+                    let acks = u32::try_from(w.acks.len()).unwrap_or(u32::MAX);
+                    self.out.outcome(id, Outcome::Indeterminate { epoch: w.epoch, version: w.version, acks });
+                }
+            }
+            if matches!(copy.body, Body::Live { .. }) {
+                self.out.event(Event::OwnershipLost { session: s.clone(), epoch: copy.epoch.clone() });
             }
         }
     }
@@ -609,7 +647,11 @@ impl Node {
         if rec.owner.is_some() {
             return Some(self.me.clone());
         }
-        rec.promised.as_ref().or(rec.copy.as_ref().map(|c| &c.epoch)).map(|e| e.node.clone())
+        rec.promised
+            .as_ref()
+            .or(rec.copy.as_ref().map(|c| &c.epoch))
+            .map(|e| e.node.clone())
+            .filter(|n| *n != self.me)
     }
 
     fn create(
@@ -1050,7 +1092,7 @@ impl Node {
             }
             let due = match r.last_sent {
                 None => true,
-                Some(t) => retransmit && now >= t + every,
+                Some(t) => retransmit && due(now, t, every),
             };
             if !due {
                 continue;
@@ -1489,14 +1531,14 @@ impl Node {
             (Some(o), Some(copy)) => {
                 let live = matches!(copy.body, Body::Live { .. });
                 let mi = max_inactive_of(copy);
-                if live && now >= o.last_access + mi {
+                if live && due(now, o.last_access, mi) {
                     self.apply_owner_write(now, session, WriteKind::Tombstone);
                     self.out.event(Event::SessionExpired { session: session.to_owned() });
                     return;
                 }
                 let touch_every = self.settings.touch_interval.min(mi / 3);
-                let touch_due = o.touched && now >= o.last_touch + touch_every;
-                if live && (touch_due || now >= o.last_touch + self.settings.keepalive_interval) {
+                let touch_due = o.touched && due(now, o.last_touch, touch_every);
+                if live && (touch_due || due(now, o.last_touch, self.settings.keepalive_interval)) {
                     self.send_touch(now, session);
                 }
                 self.plan(session, now);
@@ -1508,8 +1550,8 @@ impl Node {
             }
             (None, Some(copy)) => {
                 if matches!(copy.body, Body::Live { .. }) {
-                    let limit = max_inactive_of(copy) + self.settings.orphan_grace;
-                    if now >= rec.last_heard + limit {
+                    let limit = max_inactive_of(copy).saturating_add(self.settings.orphan_grace);
+                    if due(now, rec.last_heard, limit) {
                         self.sessions.remove(session);
                         return;
                     }
@@ -2516,5 +2558,88 @@ mod topology_tests {
         cl.advance(Duration::from_secs(5));
         assert_eq!(cl.nodes[&id("a")].stats().under_replicated, 0);
         assert_eq!(cl.nodes[&id("b")].stats().backups, 40);
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod edge_tests {
+    use super::tests_support::*;
+    use super::*;
+
+    #[test]
+    fn huge_max_inactive_never_expires_and_never_panics() {
+        let mut cl = Cluster::new(&["a", "b"], 1);
+        cl.cmd(
+            "a",
+            1,
+            Command::Create {
+                session: "s".into(),
+                attrs: Attributes::new(),
+                max_inactive: Duration::MAX,
+                ack: Ack::Async,
+            },
+        );
+        cl.advance(Duration::from_secs(3));
+        assert_eq!(cl.session("a", "s").unwrap().role, Role::Owner);
+        assert_eq!(cl.session("b", "s").unwrap().role, Role::Backup);
+    }
+
+    #[test]
+    fn owner_steps_down_after_a_long_pause() {
+        let mut cl = Cluster::new(&["a", "b", "c"], 1);
+        create(&mut cl, "a", 1, "s", Ack::Sync { backups: 1 });
+        cl.pump();
+        let e1 = cl.session("a", "s").unwrap().epoch.unwrap();
+        // a is paused (SIGSTOP) for 2 s: it runs nothing, its peers go on.
+        let a = cl.nodes.remove(&id("a")).unwrap();
+        cl.advance(Duration::from_secs(2));
+        let new_owner =
+            ["b", "c"].into_iter().find(|n| cl.session(n, "s").is_some_and(|v| v.role == Role::Owner));
+        assert!(new_owner.is_some(), "hot failover");
+        cl.nodes.insert(id("a"), a);
+        cl.tick_all();
+        assert!(
+            cl.events.iter().any(
+                |(n, e)| n == &id("a") && matches!(e, Event::OwnershipLost { epoch, .. } if *epoch == e1)
+            )
+        );
+        cl.cmd(
+            "a",
+            2,
+            Command::Update { session: "s".into(), expected_version: None, changes: vec![], ack: Ack::Async },
+        );
+        assert!(matches!(cl.outcome(2), Some(Outcome::NotOwner { .. })));
+        // A fetch here takes it back safely, with the new owner's state.
+        cl.pump();
+        cl.cmd("a", 3, Command::Get { session: "s".into() });
+        cl.pump();
+        assert!(
+            matches!(cl.outcome(3), Some(Outcome::Found { epoch, .. }) if epoch.node == id("a") && *epoch > e1)
+        );
+    }
+
+    #[test]
+    fn every_command_gets_one_outcome_on_leave() {
+        let mut cl = Cluster::new(&["a", "b"], 1);
+        create(&mut cl, "a", 1, "s", Ack::Async);
+        cl.pump();
+        cl.cut.insert((id("b"), id("a")));
+        cl.cmd(
+            "a",
+            2,
+            Command::Update {
+                session: "s".into(),
+                expected_version: None,
+                changes: vec![],
+                ack: Ack::Sync { backups: 1 },
+            },
+        );
+        cl.cmd("a", 3, Command::Leave);
+        cl.advance(Duration::from_secs(6));
+        for rid in 1..=3 {
+            assert_eq!(cl.outcomes.iter().filter(|(_, i, _)| *i == rid).count(), 1, "{rid}");
+        }
+        assert!(matches!(cl.outcome(3), Some(Outcome::Left { .. })));
     }
 }

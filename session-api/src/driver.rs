@@ -313,7 +313,8 @@ impl Driver {
 
     fn emit(&self, ev: NodeEvent) {
         if let Some(hook) = &self.hook {
-            hook(&ev);
+            // A panicking hook must not take the node down with it.
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| hook(&ev)));
         }
         // No subscriber is fine; a lagging one loses the oldest events (bounded).
         let _ = self.events.send(ev);

@@ -743,6 +743,31 @@ impl BlockingSessionManager {
         block_on(self.client.create(None, attrs)).map(|(s, _)| s)
     }
 
+    /// See [`SessionManager::create_with_id`].
+    pub fn create_with_id(&self, id: &str, attrs: Attributes) -> Result<Session> {
+        block_on(self.client.create(Some(id.to_owned()), attrs)).map(|(s, _)| s)
+    }
+
+    /// See [`SessionManager::owned_sessions`].
+    pub fn owned_sessions(&self) -> Result<Vec<String>> {
+        block_on(self.client.owned())
+    }
+
+    /// See [`SessionManager::route`].
+    pub fn route(&self, session_id: &str, is_live: impl Fn(&NodeId) -> bool) -> Option<NodeId> {
+        crate::id::route(&self.client.inner.placement, session_id, is_live)
+    }
+
+    /// See [`SessionManager::subscribe`] (receive with `blocking_recv`).
+    pub fn subscribe(&self) -> broadcast::Receiver<NodeEvent> {
+        self.client.inner.events.subscribe()
+    }
+
+    /// See [`SessionManager::abort`].
+    pub fn abort(&self) -> Result<()> {
+        block_on(self.client.abort())
+    }
+
     /// See [`SessionManager::get`].
     pub fn get(&self, id: &str) -> Result<Option<Session>> {
         block_on(self.client.get(id))

@@ -326,3 +326,15 @@ async fn touch_keeps_a_session_alive_and_idle_ones_expire() {
     assert!(a.get(&idle).await.expect("get").is_none());
     assert!(matches!(a.touch(&idle).await, Err(Error::NotFound)));
 }
+
+#[tokio::test]
+async fn a_panicking_metrics_hook_does_not_stop_the_node() {
+    let hub = Hub::new();
+    let cfg = cfg(&["a"], "");
+    let a = builder(&hub, &cfg, "a").metrics_hook(|_| panic!("a buggy hook")).start().await.expect("a");
+    let mut s = a.create().await.expect("create");
+    s.set("k", "v").expect("encode");
+    a.commit(&mut s).await.expect("commit");
+    a.invalidate(s.id()).await.expect("invalidate");
+    assert!(a.metrics().await.is_ok());
+}

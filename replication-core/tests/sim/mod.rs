@@ -490,12 +490,14 @@ impl Sim {
             self.believed_owner.insert(session.clone(), node.clone());
             let ack = self.random_ack();
             let attrs: Attributes = [("c".to_owned(), session.as_bytes().to_vec())].into_iter().collect();
-            let cmd = Command::Create {
-                session: session.clone(),
-                attrs,
-                max_inactive: Duration::from_secs(3600),
-                ack,
+            // A few sessions expire during the run (they are not checked for durability).
+            let max_inactive = if self.rng.chance(100) {
+                self.maybe_gone.insert(session.clone());
+                Duration::from_millis(2000 + self.rng.below(6000))
+            } else {
+                Duration::from_secs(3600)
             };
+            let cmd = Command::Create { session: session.clone(), attrs, max_inactive, ack };
             self.command(&node, &session, Kind::Create, cmd);
             return;
         }
