@@ -178,47 +178,19 @@ async fn create(State(st): Shared, body: Bytes) -> Response {
         Ok(a) => a,
         Err(m) => return error(StatusCode::BAD_REQUEST, "bad-request", m),
     };
-    // `create` does not report how its write was acknowledged, so the session is created
-    // empty and the attributes are committed in a second write whose `Commit` says it. For an
-    // empty session the backups' state comes from `view`.
-    let mut s = match st.manager.create().await {
+    // A new session is created by its first commit: one write, whose `Commit` says how the
+    // backups acknowledged it.
+    let mut s = match st.manager.new_session() {
         Ok(s) => s,
         Err(e) => return failure(&e),
     };
     let id = s.id().to_owned();
-    if attrs.is_empty() {
-        let c = match st.manager.view(&id).await {
-            Ok(Some(v)) => {
-                let live = v.backups.iter().filter(|(_, current)| *current).count();
-                let replication = if v.backups.is_empty() {
-                    Replication::Unreplicated
-                } else if live == 0 && wanted_acks(&st) > 0 {
-                    Replication::Indeterminate { acks: 0 }
-                } else {
-                    Replication::Replicated { acks: u32::try_from(live).unwrap_or(u32::MAX) }
-                };
-                Commit { version: v.version, replication }
-            }
-            Ok(None) => {
-                return error(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the new session vanished");
-            }
-            Err(e) => return failure(&e),
-        };
-        return write_answer(&st, StatusCode::CREATED, &id, &c);
-    }
     if let Err(e) = apply(&mut s, &attrs) {
         return failure(&e);
     }
     match st.manager.commit(&mut s).await {
         Ok(c) => write_answer(&st, StatusCode::CREATED, &id, &c),
         Err(e) => failure(&e),
-    }
-}
-
-fn wanted_acks(st: &AdminState) -> u32 {
-    match st.manager.settings().ack {
-        session_api::AckPolicy::Sync { backups, .. } => backups,
-        _ => 0,
     }
 }
 
@@ -250,8 +222,8 @@ async fn set(State(st): Shared, Path(id): Path<String>, body: Bytes) -> Response
 
 async fn invalidate(State(st): Shared, Path(id): Path<String>) -> Response {
     match st.manager.invalidate(&id).await {
-        Ok(true) => axum::Json(json!({ "id": id, "invalidated": true })).into_response(),
-        Ok(false) => error(StatusCode::NOT_FOUND, "not-found", format!("no session `{id}`")),
+        Ok(Some(c)) => write_answer(&st, StatusCode::OK, &id, &c),
+        Ok(None) => error(StatusCode::NOT_FOUND, "not-found", format!("no session `{id}`")),
         Err(e) => failure(&e),
     }
 }

@@ -212,6 +212,12 @@ fn a_write_the_backups_do_not_acknowledge_in_time_exits_3() {
     c.signal(1, "CONT");
     assert_eq!(run.code, 3, "{run:?}");
     assert_eq!(run.stdout.lines().count(), 1, "the id is still printed: {run:?}");
+    // An invalidation is a write too: its tombstone was not acknowledged in time.
+    c.signal(1, "STOP");
+    let run = c.session(0, &["invalidate", &id]);
+    c.signal(1, "CONT");
+    assert_eq!(run.code, 3, "{run:?}");
+    assert!(run.stderr.contains("not acknowledged"), "{run:?}");
 }
 
 #[test]

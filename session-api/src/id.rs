@@ -53,7 +53,16 @@ pub fn random_part() -> Result<String> {
     let mut bytes = [0u8; RANDOM_LEN];
     getrandom::fill(&mut bytes)
         .map_err(|e| Error::Io { what: "random session id".into(), source: std::io::Error::other(e) })?;
-    Ok(bytes.iter().map(|b| char::from(ALPHABET[usize::from(b & 63)])).collect())
+    // The first character is a letter or digit, so an id never looks like a command-line
+    // option (`-x...`) to tools such as `m2m session get`.
+    Ok(bytes
+        .iter()
+        .enumerate()
+        .map(|(i, b)| {
+            let k = if i == 0 { usize::from(*b) % 62 } else { usize::from(b & 63) };
+            char::from(ALPHABET[k])
+        })
+        .collect())
 }
 
 /// The parts of a session id.
@@ -139,6 +148,16 @@ pub fn route(placement: &Placement, session_id: &str, is_live: impl Fn(&NodeId) 
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn random_parts_never_start_like_an_option() {
+        for _ in 0..5000 {
+            let r = random_part().expect("random");
+            assert_eq!(r.len(), RANDOM_LEN);
+            assert!(r.starts_with(|c: char| c.is_ascii_alphanumeric()), "{r}");
+        }
+    }
+
     use super::*;
     use replication_core::DomainConfig;
 

@@ -465,12 +465,12 @@ impl Client {
         }
     }
 
-    async fn invalidate(&self, id: &str) -> Result<bool> {
+    async fn invalidate(&self, id: &str) -> Result<Option<Commit>> {
         let ack = self.inner.settings.core_ack();
         let cmd = Command::Invalidate { session: id.to_owned(), ack };
         match self.owned_command(id, cmd, self.write_wait()).await {
-            Ok(o) => commit_of(o).map(|_| true),
-            Err(Error::NotFound) => Ok(false),
+            Ok(o) => commit_of(o).map(Some),
+            Err(Error::NotFound) => Ok(None),
             Err(e) => Err(e),
         }
     }
@@ -653,13 +653,15 @@ impl SessionManager {
         self.client.update(id, f).await
     }
 
-    /// Invalidates a session everywhere; `Ok(false)` when it did not exist.
-    pub async fn invalidate(&self, id: &str) -> Result<bool> {
+    /// Invalidates a session everywhere. `Ok(None)` when it did not exist; otherwise the
+    /// [`Commit`] says how the tombstone was acknowledged, like any write (an
+    /// [`Replication::Indeterminate`] invalidation may not have reached the backups yet).
+    pub async fn invalidate(&self, id: &str) -> Result<Option<Commit>> {
         self.client.invalidate(id).await
     }
 
     /// Invalidates the session of this handle (it can no longer be changed).
-    pub async fn invalidate_session(&self, session: &mut Session) -> Result<bool> {
+    pub async fn invalidate_session(&self, session: &mut Session) -> Result<Option<Commit>> {
         let r = self.client.invalidate(session.id()).await?;
         session.mark_invalidated();
         Ok(r)
@@ -784,7 +786,7 @@ impl BlockingSessionManager {
     }
 
     /// See [`SessionManager::invalidate`].
-    pub fn invalidate(&self, id: &str) -> Result<bool> {
+    pub fn invalidate(&self, id: &str) -> Result<Option<Commit>> {
         block_on(self.client.invalidate(id))
     }
 

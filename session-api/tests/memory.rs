@@ -248,7 +248,7 @@ fn blocking_handle_works_from_plain_threads() {
     }
     let end = a.get(&id).expect("get").expect("found");
     assert_eq!(end.get::<u32>("x").expect("decode"), Some(5));
-    assert!(a.invalidate(&id).expect("invalidate"));
+    assert!(a.invalidate(&id).expect("invalidate").is_some());
     assert!(a.get(&id).expect("get").is_none());
     a.shutdown().expect("shutdown");
     assert!(matches!(a.get(&id), Err(Error::ShuttingDown)));
