@@ -79,7 +79,9 @@ fn failure(e: &Error) -> Response {
             "timeout",
             "the node did not answer in time; the write may or may not have been applied",
         ),
-        Error::Conflict { .. } | Error::TooManyConflicts { .. } | Error::Fenced => {
+        // The write's fate is unknown, as for one its backups did not acknowledge in time.
+        Error::Fenced => error(StatusCode::GATEWAY_TIMEOUT, "fenced", e.to_string()),
+        Error::Conflict { .. } | Error::TooManyConflicts { .. } => {
             error(StatusCode::CONFLICT, "conflict", e.to_string())
         }
         Error::NotOwner { .. } | Error::Unavailable | Error::Busy | Error::ShuttingDown => {

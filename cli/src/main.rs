@@ -18,8 +18,9 @@ mod output;
 
 const EXIT_CODES: &str = "Exit codes:\n  0  success\n  1  the domain breaks a rule, or the command failed \
 (admin API unreachable or refused, no such session, node failed, a demo session lost)\n  2  bad arguments, \
-unreadable or unparseable domain file, unknown node\n  3  a write was applied but not acknowledged by its \
-backups in time (m2m session)";
+unreadable or unparseable domain file, unknown node\n  3  a write's outcome is not certain: applied \
+but not acknowledged by its backups in time, or another node took the session over while it was \
+in flight (m2m session)";
 
 /// m2m: memory-to-memory session replication.
 #[derive(Debug, Parser)]

@@ -45,8 +45,12 @@ pub enum Error {
         /// The version the session is at.
         current_version: u64,
     },
-    /// Another node took the session over (higher ownership epoch); this request lost.
-    #[error("another node took the session over; the write was not applied")]
+    /// Another node took the session over (higher ownership epoch) while this write was in
+    /// flight. Its outcome is unknown: the new owner may have continued from a copy that
+    /// already held it. Read the session to see.
+    #[error(
+        "another node took the session over while the write was in flight; it may or may not have been applied"
+    )]
     Fenced,
     /// This node does not own the session and could not acquire it; `owner` is the node that
     /// does, when known (a router can send the request there).

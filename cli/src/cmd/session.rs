@@ -87,6 +87,10 @@ fn write_result(what: &str, id: &str, r: &crate::http::Response) -> Option<ExitC
             }
             None
         }
+        504 if r.json().get("kind").and_then(Value::as_str) == Some("fenced") => {
+            eprintln!("error: {what} {id}: outcome unknown: {}", r.error_message());
+            Some(output::exit(EXIT_UNACKED))
+        }
         504 => {
             eprintln!("error: {what} {id}: not acknowledged by the backups in time: {}", r.error_message());
             Some(output::exit(EXIT_UNACKED))
