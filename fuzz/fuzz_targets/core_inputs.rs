@@ -15,7 +15,7 @@ use replication_core::{
 };
 
 const NODES: usize = 3;
-const SESSIONS: u8 = 4;
+const SESSIONS: u8 = 16;
 const MAX_NET: usize = 512;
 const MAX_STEPS: usize = 400;
 
@@ -38,6 +38,7 @@ struct World {
     ms: u64,
     net: Vec<(usize, usize, Message)>,
     next_rid: u64,
+    created: Vec<String>,
     /// (node, incarnation, session) -> last (epoch, version, owned) seen.
     holder: HashMap<(usize, u64, String), (Epoch, Version)>,
     /// (session, epoch) -> (node, incarnation) that owned at it.
@@ -68,6 +69,7 @@ impl World {
             ms: 0,
             net: Vec::new(),
             next_rid: 1,
+            created: Vec::new(),
             holder: HashMap::new(),
             writer: HashMap::new(),
         }
@@ -135,7 +137,17 @@ impl World {
     }
 
     fn command(&mut self, i: usize, op: u8, s: u8, v: u8) {
-        let session = format!("s{s}");
+        // Ids are unique (the runtime makes them so: random plus the owner's name): a create
+        // makes a new one, other commands pick one of those created.
+        let session = if op % 6 == 0 {
+            let id = format!("n{i}s{}", self.created.len());
+            self.created.push(id.clone());
+            id
+        } else if self.created.is_empty() {
+            return;
+        } else {
+            self.created[usize::from(s) % self.created.len()].clone()
+        };
         let ack = if v & 1 == 0 { Ack::Sync { backups: 1 } } else { Ack::Async };
         let cmd = match op % 6 {
             0 => {
