@@ -107,6 +107,29 @@ fn status_shows_membership_sessions_and_lag_as_text_and_json() {
     assert!(metrics.contains("m2m_peer_up{peer=\"app1\"} 1"), "{metrics}");
     assert!(metrics.lines().filter(|l| !l.starts_with('#')).all(|l| l.starts_with("m2m_")), "{metrics}");
 
+    // The JSON API itself.
+    let a = &c.admins[2];
+    let (code, body) = http(a, "POST", "/sessions", &[], r#"{"user":"bob","n":7}"#);
+    assert_eq!(code, 201, "{body}");
+    let created: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(created["replication"], "replicated", "{created}");
+    let id = created["id"].as_str().expect("id").to_owned();
+    let (code, body) = http(a, "PATCH", &format!("/sessions/{id}"), &[], r#"{"cart":"pen","n":null}"#);
+    assert_eq!(code, 200, "{body}");
+    let (code, body) = http(&c.admins[0], "GET", &format!("/sessions/{id}"), &[], "");
+    assert_eq!(code, 200, "{body}");
+    let read: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(read["attributes"], serde_json::json!({"user": "bob", "cart": "pen"}), "{read}");
+    assert_eq!(read["node"], "app1", "the reading node became the owner: {read}");
+    let (code, body) = http(a, "PUT", &format!("/sessions/{id}"), &[], "[1,2]");
+    assert_eq!(code, 400, "{body}");
+    let (code, _) = http(a, "GET", "/sessions/nope.app1.app2", &[], "");
+    assert_eq!(code, 404);
+    let (code, _) = http(a, "DELETE", &format!("/sessions/{id}"), &[], "");
+    assert_eq!(code, 200);
+    let (code, _) = http(a, "DELETE", &format!("/sessions/{id}"), &[], "");
+    assert_eq!(code, 404);
+
     // invalidate, then the session is gone everywhere.
     let id = c.session(0, &["create", "a=1"]).stdout.trim().to_owned();
     let run = c.session(2, &["invalidate", &id]);

@@ -284,8 +284,12 @@ async fn demo(args: &Args) -> anyhow::Result<usize> {
     })
     .await;
     if detected.is_some() {
+        let mut under = 0;
+        for m in &survivors {
+            under += m.metrics().await?.under_replicated();
+        }
         say(format!(
-            "{victim_id} detected as failed by every survivor after {} ms",
+            "{victim_id} detected as failed by every survivor after {} ms; under-replicated sessions then: {under}",
             t_kill.elapsed().as_millis()
         ));
     }
@@ -361,7 +365,6 @@ async fn demo(args: &Args) -> anyhow::Result<usize> {
 
     // Re-replication: the sessions that lost a backup get a new one on a surviving node.
     let floor = survivors.len() < 2;
-    let t_rerep = Instant::now();
     let settled = wait_for(Duration::from_secs(if floor { 2 } else { 15 }), || {
         let survivors = survivors.clone();
         async move {
@@ -373,6 +376,7 @@ async fn demo(args: &Args) -> anyhow::Result<usize> {
         }
     })
     .await;
+    let settled_after = t_kill.elapsed();
     let mut under = 0;
     let mut failovers = 0;
     let mut t = Table::new(["node", "state", "owns", "backups", "under-replicated", "failovers"]);
@@ -398,7 +402,10 @@ async fn demo(args: &Args) -> anyhow::Result<usize> {
         ]);
     }
     if settled.is_some() {
-        say(format!("re-replication: under-replicated back to 0 in {} ms", t_rerep.elapsed().as_millis()));
+        say(format!(
+            "re-replication: under-replicated back to 0 (checked {} ms after the crash)",
+            settled_after.as_millis()
+        ));
     } else if floor {
         say(format!(
             "re-replication: {under} sessions stay under-replicated: one node is left, no node can hold their backups"
