@@ -97,6 +97,7 @@ try:
     acked = {}          # session -> {attr: value}
     live, invalidated, unsure = [], set(), set()
     stats = dict(acked=0, unacked=0, failed=0, kills=0, creates=0)
+    failed_codes = {}   # "METHOD code" -> count
     samples = []        # (t, [rss per node])
     t0 = time.time(); end = t0 + MINUTES * 60
     next_sample, next_kill = t0, t0 + KILL_EVERY
@@ -124,7 +125,8 @@ try:
             if code == 201 and b.get("replication") == "replicated":
                 acked[b["id"]] = {"c": str(seq)}; live.append(b["id"]); stats["acked"] += 1
             elif "id" in b: live.append(b["id"]); stats["unacked"] += 1
-            else: stats["failed"] += 1
+            else:
+                stats["failed"] += 1; failed_codes[f"POST {code}"] = failed_codes.get(f"POST {code}", 0) + 1
             continue
         sid = rnd.choice(live)
         if seq % 50 == 0:
@@ -138,7 +140,8 @@ try:
         if code == 200 and b.get("replication") == "replicated":
             acked.setdefault(sid, {})[k] = v; stats["acked"] += 1
         elif code in (0, 200, 504, 409, 503): stats["unacked"] += 1
-        else: stats["failed"] += 1
+        else:
+            stats["failed"] += 1; failed_codes[f"PATCH {code}"] = failed_codes.get(f"PATCH {code}", 0) + 1
     if restart_at: start(restart_at[0])
     rec = wait_healthy(60)
     lost, back, checked = 0, 0, 0
@@ -166,7 +169,7 @@ try:
     last = sum(sum(s[1]) for s in warm[-third:]) / third
     grew = last > 2 * first
     print(f"soak summary: {MINUTES} min, writes acknowledged {stats['acked']}, not acknowledged {stats['unacked']}, "
-          f"failed {stats['failed']}, SIGKILLs {stats['kills']}, sessions {len(live)}, invalidated {len(invalidated)}")
+          f"failed {stats['failed']} {failed_codes}, SIGKILLs {stats['kills']}, sessions {len(live)}, invalidated {len(invalidated)}")
     print(f"  checked {checked} acknowledged writes: lost {lost}; invalidated back {back}; "
           f"under-replicated {under}; recovery {'%.1f s' % rec if rec is not None else 'NONE'}")
     print(f"  total RSS KiB: first third avg {first:.0f}, last third avg {last:.0f} ({last/first:.2f}x)"
