@@ -111,6 +111,11 @@ impl World {
         }
         let k = k % self.net.len();
         let (from, to, msg) = if keep { self.net[k].clone() } else { self.net.remove(k) };
+        if let Ok(s) = std::env::var("CORE_TRACE")
+            && msg.session() == Some(s.as_str())
+        {
+            eprintln!("  deliver n{from}->n{to} {msg:?}");
+        }
         let from = self.names[from].clone();
         self.input(to, Input::Message { from, msg });
     }
@@ -215,6 +220,22 @@ impl World {
     }
 }
 
+/// `CORE_TRACE=SESSION` prints every step and each node's view of SESSION (for minimizing a
+/// crash: `CORE_TRACE=n0s6 cargo fuzz run -s none core_inputs CRASH_FILE`).
+fn trace(w: &World, what: &str) {
+    let Ok(s) = std::env::var("CORE_TRACE") else { return };
+    let views: Vec<String> = (0..NODES)
+        .map(|i| match w.nodes[i].as_ref().and_then(|n| n.session(&s)) {
+            Some(v) => format!(
+                "n{i}#{}:{:?} {:?}/{} owner={:?} promised={:?} inv={}",
+                w.incarnations[i], v.role, v.epoch, v.version, v.owner, v.promised, v.invalidated
+            ),
+            None => format!("n{i}:{}", if w.nodes[i].is_some() { "-" } else { "DOWN" }),
+        })
+        .collect();
+    eprintln!("t={} {what}\n    {}", w.ms, views.join("\n    "));
+}
+
 fuzz_target!(|data: &[u8]| {
     let mut b = Bytes(data);
     let Some(first) = b.next() else { return };
@@ -236,6 +257,16 @@ fuzz_target!(|data: &[u8]| {
         }
         let x = b.next().unwrap_or(0);
         let y = b.next().unwrap_or(0);
+        if std::env::var_os("CORE_TRACE").is_some() {
+            let peek = match op % 10 {
+                2..=5 if !w.net.is_empty() => {
+                    let (f, t, m) = &w.net[usize::from(x) % w.net.len()];
+                    format!(" [n{f}->n{t} {m:?}]")
+                }
+                _ => String::new(),
+            };
+            eprintln!("op {} x={x} y={y}{peek}", op % 10);
+        }
         match op % 10 {
             0 | 1 => {
                 let i = usize::from(x) % NODES;
@@ -254,6 +285,9 @@ fuzz_target!(|data: &[u8]| {
                 let mut guard = 0;
                 while !w.net.is_empty() && guard < 4 * MAX_NET {
                     w.deliver(0, false);
+                    // Check after each message: a record that disappears and comes back as an
+                    // older backup copy within one step would look like going back.
+                    w.check();
                     guard += 1;
                 }
             }
@@ -261,6 +295,7 @@ fuzz_target!(|data: &[u8]| {
             8 => w.advance(u64::from(x) * 8, Some(usize::from(y) % NODES)),
             _ => w.crash_or_restart(usize::from(x) % NODES),
         }
+        trace(&w, "after");
         w.check();
     }
 });
