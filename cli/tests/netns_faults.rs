@@ -436,6 +436,14 @@ fn workload(prefix: String, t: u64, stop: Arc<AtomicBool>, rec: Arc<Mutex<Record
 
 // ----- scenarios -----
 
+struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Fault {
     Kill,
@@ -493,6 +501,8 @@ fn run_scenario(idx: usize, transport: &str, fault: Fault) -> Summary {
     }
 
     let stop = Arc::new(AtomicBool::new(false));
+    // Stops the workload also when this scenario panics.
+    let _stop_guard = StopOnDrop(stop.clone());
     let shared = Arc::new(Mutex::new(Record::default()));
     let workers: Vec<_> = (0..WORKERS)
         .map(|t| {
