@@ -1,0 +1,242 @@
+//! Hostile peers against [`transport_tcp::TcpTransport`]: a flood of connections that never
+//! complete a handshake, a slow-loris Hello, a node of another domain, and a frame header
+//! claiming a huge length. The node keeps serving its real peer throughout, and its memory
+//! stays bounded. (Certificates of another CA, unknown nodes, garbage and a few silent
+//! connections are in the conformance suite, `tests/conformance/mod.rs`, run for TCP and QUIC.)
+
+mod conformance;
+
+use std::io::{Read as _, Write as _};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use conformance::{Cluster, Harness, Sec, TestMsg, domain_text, msg, n, parse, receive, refused, settings};
+use replication_core::transport::{Transport, TransportSettings};
+use replication_core::wire::{FrameEncoder, Hello, MIN_MAX_FRAME};
+use replication_core::{NodeId, tls};
+use transport_tcp::TcpTransport;
+
+struct Tcp;
+
+impl Harness for Tcp {
+    type T = TcpTransport<TestMsg>;
+    type Bound = std::net::TcpListener;
+
+    fn bind(port: u16) -> Self::Bound {
+        std::net::TcpListener::bind(("127.0.0.1", port)).expect("bind")
+    }
+
+    fn port(b: &Self::Bound) -> u16 {
+        b.local_addr().expect("addr").port()
+    }
+
+    async fn start(mut settings: TransportSettings, b: Self::Bound) -> Result<Self::T, String> {
+        settings.tcp_listener = Some(b);
+        TcpTransport::start(settings).await.map_err(|e| e.to_string())
+    }
+
+    async fn garbage(_addr: SocketAddr) -> bool {
+        false
+    }
+
+    async fn silent(_addr: SocketAddr) -> Option<Box<dyn Send>> {
+        None
+    }
+}
+
+/// This process's resident memory, in KiB (0 when /proc is not there).
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Whether the peer closed `s` (EOF or reset), without waiting.
+fn closed(s: &mut TcpStream) -> bool {
+    let _ = s.set_nonblocking(true);
+    let mut buf = [0u8; 64];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return false,
+            Err(_) => return true,
+        }
+    }
+}
+
+const CAP: usize = 8;
+const FLOOD: usize = 300;
+
+/// 300 connections that never say anything: at most the cap of them is held open (the rest
+/// is closed at once), the held ones are cut at the handshake timeout, memory stays flat, and
+/// the real peer's messages flow throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handshake_flood_is_capped_and_the_real_peer_keeps_working() {
+    let c = Cluster::<Tcp>::start(&["a", "b"], Sec::Tls, |name, s| {
+        if name == "b" {
+            s.max_unauthenticated = CAP;
+            s.handshake_timeout = Duration::from_millis(1500);
+        }
+    })
+    .await;
+    conformance::connected(c.node("a"), "b").await;
+    let addr = c.addr("b");
+    let before = rss_kib();
+    let flood = tokio::task::spawn_blocking(move || {
+        let mut conns: Vec<TcpStream> = (0..FLOOD).filter_map(|_| TcpStream::connect(addr).ok()).collect();
+        std::thread::sleep(Duration::from_millis(700));
+        let open_mid = conns.iter_mut().map(|s| usize::from(!closed(s))).sum::<usize>();
+        std::thread::sleep(Duration::from_millis(2000));
+        let open_end = conns.iter_mut().map(|s| usize::from(!closed(s))).sum::<usize>();
+        (conns.len(), open_mid, open_end)
+    });
+    // The real peer's messages flow during the flood.
+    for i in 0..200 {
+        c.node("a").send(&n("b"), msg(Some(1), i)).await.expect("queued");
+    }
+    let got = receive(c.node("b"), "a", 200).await;
+    assert_eq!(got, (0..200).map(|i| msg(Some(1), i)).collect::<Vec<_>>());
+    let (made, open_mid, open_end) = flood.await.expect("flood");
+    let after = rss_kib();
+    eprintln!(
+        "flood: {made} connections, {open_mid} open after 0.7 s (cap {CAP}), {open_end} after the timeout; \
+         RSS {before} -> {after} KiB"
+    );
+    assert!(made >= FLOOD / 2, "only {made} connections made");
+    assert!(open_mid <= CAP, "{open_mid} unauthenticated connections held open, cap {CAP}");
+    assert_eq!(open_end, 0, "every silent connection is cut at the handshake timeout");
+    assert!(after < before + 64 * 1024, "RSS grew from {before} to {after} KiB");
+    // Still serving afterwards.
+    c.node("a").send(&n("b"), msg(None, 999)).await.expect("queued");
+    assert_eq!(receive(c.node("b"), "a", 1).await, vec![msg(None, 999)]);
+}
+
+/// A Hello sent one byte per 100 ms is cut at the handshake timeout (1 s), long before it is
+/// complete.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_loris_hello_is_cut_at_the_handshake_timeout() {
+    // x is listed in the domain but not started: the slow peer poses as x.
+    let ba = Tcp::bind(0);
+    let bx = Tcp::bind(0);
+    let cfg = parse(&domain_text("web", &[("a", Tcp::port(&ba)), ("x", Tcp::port(&bx))], ""));
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut s = settings(&cfg, "a", Sec::Insecure, dir.path());
+    s.handshake_timeout = Duration::from_secs(1);
+    let addr = ba.local_addr().expect("addr");
+    let a = Tcp::start(s, ba).await.expect("a");
+    let mut enc = FrameEncoder::new(MIN_MAX_FRAME);
+    enc.hello(&Hello::for_node(&cfg, &NodeId::new("x")).expect("x is a member")).expect("hello");
+    let hello = enc.finish().to_vec();
+    let slow = tokio::task::spawn_blocking(move || {
+        let mut s = TcpStream::connect(addr).expect("connect");
+        let t0 = Instant::now();
+        for (i, b) in hello.iter().enumerate() {
+            // The last byte is never sent: the Hello stays incomplete.
+            if i + 1 == hello.len() || s.write_all(&[*b]).is_err() || closed(&mut s) {
+                break;
+            }
+            let _ = s.set_nonblocking(false);
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let deadline = t0 + Duration::from_secs(10);
+        while !closed(&mut s) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        (t0.elapsed(), hello.len())
+    });
+    let why = refused(&a, "slow loris").await;
+    let (cut_after, len) = slow.await.expect("slow peer");
+    eprintln!("slow loris: Hello of {len} bytes, cut after {cut_after:?}: {why}");
+    assert!(why.contains("handshake-timeout"), "{why}");
+    assert!(cut_after < Duration::from_millis(2500), "cut after {cut_after:?}");
+    assert!(len > 15, "the Hello takes longer than the timeout to send byte by byte");
+    a.shutdown().await;
+}
+
+/// A node of another domain (its own valid CA and certificate, or no TLS): refused, the
+/// refusal names the rule (and, without TLS, the other domain).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_of_another_domain_is_refused_and_named() {
+    for sec in [Sec::Tls, Sec::Insecure] {
+        let ba = Tcp::bind(0);
+        let bb = Tcp::bind(0);
+        let nodes = [("a", Tcp::port(&ba)), ("b", Tcp::port(&bb))];
+        let web = parse(&domain_text("web", &nodes, ""));
+        let shop = parse(&domain_text("shop", &nodes, ""));
+        let (wc, sc) = (tempfile::tempdir().expect("tmp"), tempfile::tempdir().expect("tmp"));
+        tls::init_dir(&web, wc.path()).expect("certs");
+        tls::init_dir(&shop, sc.path()).expect("certs");
+        let b = Tcp::start(settings(&web, "b", sec, wc.path()), bb).await.expect("b");
+        let a = Tcp::start(settings(&shop, "a", sec, sc.path()), ba).await.expect("a");
+        let on_b = refused(&b, "acceptor").await;
+        eprintln!("{}: web's b refuses shop's a: {on_b}", if sec == Sec::Tls { "tls" } else { "insecure" });
+        if sec == Sec::Tls {
+            assert!(on_b.contains("[certificate]"), "{on_b}");
+        } else {
+            assert!(on_b.contains("other-domain") && on_b.contains("shop"), "{on_b}");
+        }
+        a.shutdown().await;
+        b.shutdown().await;
+    }
+}
+
+/// A frame header claiming 4 GiB: refused from the header alone (before and after the
+/// handshake), the connection closed, nothing of that size allocated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn huge_length_frame_is_refused_without_allocating() {
+    let ba = Tcp::bind(0);
+    let bx = Tcp::bind(0);
+    let cfg = parse(&domain_text("web", &[("a", Tcp::port(&ba)), ("x", Tcp::port(&bx))], ""));
+    let dir = tempfile::tempdir().expect("tmp");
+    let addr = ba.local_addr().expect("addr");
+    let a = Tcp::start(settings(&cfg, "a", Sec::Insecure, dir.path()), ba).await.expect("a");
+    let mut enc = FrameEncoder::new(MIN_MAX_FRAME);
+    enc.hello(&Hello::for_node(&cfg, &NodeId::new("x")).expect("x is a member")).expect("hello");
+    let hello = enc.finish().to_vec();
+    let before = rss_kib();
+    for after_handshake in [false, true] {
+        let hello = hello.clone();
+        let t = tokio::task::spawn_blocking(move || {
+            let mut s = TcpStream::connect(addr).expect("connect");
+            s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+            if after_handshake {
+                s.write_all(&hello).expect("hello");
+                let mut head = [0u8; 4];
+                s.read_exact(&mut head).expect("a's hello");
+                let mut rest = vec![0u8; u32::from_be_bytes(head) as usize];
+                s.read_exact(&mut rest).expect("a's hello");
+            }
+            let _ = s.write_all(&[0xff, 0xff, 0xff, 0xff, 3, 0x90]);
+            let mut buf = [0u8; 256];
+            let t0 = Instant::now();
+            // EOF or reset: the node closed the connection.
+            loop {
+                match s.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+                assert!(t0.elapsed() < Duration::from_secs(10));
+            }
+            t0.elapsed()
+        });
+        let closed_after = t.await.expect("hostile peer");
+        if after_handshake {
+            // A link was up: it goes down again.
+            conformance::disconnected(&a, "x").await;
+        } else {
+            let why = refused(&a, "huge frame").await;
+            assert!(why.contains("exceeds the limit"), "{why}");
+        }
+        assert!(closed_after < Duration::from_secs(5), "closed after {closed_after:?}");
+    }
+    let after = rss_kib();
+    eprintln!("huge frame: RSS {before} -> {after} KiB");
+    assert!(after < before + 64 * 1024, "RSS grew from {before} to {after} KiB");
+    a.shutdown().await;
+}
