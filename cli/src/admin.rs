@@ -146,10 +146,13 @@ fn apply(s: &mut Session, attrs: &[(String, Option<String>)]) -> session_api::Re
 }
 
 /// The answer to a write: 200/201 when acknowledged as configured (or asynchronous), 504 when
-/// the backups did not acknowledge in time.
-fn write_answer(st: &AdminState, ok: StatusCode, id: &str, c: &Commit) -> Response {
+/// the backups did not acknowledge in time. `extra` fields (an object) are added to the body.
+fn write_answer(st: &AdminState, ok: StatusCode, id: &str, c: &Commit, extra: Value) -> Response {
     let node = st.manager.node().to_string();
     let mut body = json!({ "id": id, "version": c.version, "node": node });
+    if let (Value::Object(extra), Some(fields)) = (extra, body.as_object_mut()) {
+        fields.extend(extra);
+    }
     match c.replication {
         Replication::Replicated { acks } => {
             body["replication"] = json!("replicated");
@@ -191,7 +194,7 @@ async fn create(State(st): Shared, body: Bytes) -> Response {
         return failure(&e);
     }
     match st.manager.commit(&mut s).await {
-        Ok(c) => write_answer(&st, StatusCode::CREATED, &id, &c),
+        Ok(c) => write_answer(&st, StatusCode::CREATED, &id, &c, Value::Null),
         Err(e) => failure(&e),
     }
 }
@@ -216,7 +219,7 @@ async fn set(State(st): Shared, Path(id): Path<String>, body: Bytes) -> Response
         Err(m) => return error(StatusCode::BAD_REQUEST, "bad-request", m),
     };
     match st.manager.update(&id, |s| apply(s, &attrs)).await {
-        Ok(((), c)) => write_answer(&st, StatusCode::OK, &id, &c),
+        Ok(((), c)) => write_answer(&st, StatusCode::OK, &id, &c, Value::Null),
         Err(Error::NotFound) => error(StatusCode::NOT_FOUND, "not-found", format!("no session `{id}`")),
         Err(e) => failure(&e),
     }
@@ -224,7 +227,7 @@ async fn set(State(st): Shared, Path(id): Path<String>, body: Bytes) -> Response
 
 async fn invalidate(State(st): Shared, Path(id): Path<String>) -> Response {
     match st.manager.invalidate(&id).await {
-        Ok(Some(c)) => write_answer(&st, StatusCode::OK, &id, &c),
+        Ok(Some(c)) => write_answer(&st, StatusCode::OK, &id, &c, json!({ "invalidated": true })),
         Ok(None) => error(StatusCode::NOT_FOUND, "not-found", format!("no session `{id}`")),
         Err(e) => failure(&e),
     }

@@ -403,9 +403,8 @@ fn workload(prefix: String, t: u64, stop: Arc<AtomicBool>, rec: Arc<Mutex<Record
                 r.deleted_by.insert(id.clone(), (node, Instant::now()));
                 r.invalidated.insert(id);
             } else if code == 0 || code == 504 || code == 409 {
-                // 409 is a fenced invalidation: the core says whether it survives is unknown
-                // (the admin API's "the write was not applied" is not reliable, see
-                // docs/reliability.md).
+                // 504: not acknowledged in time, or fenced (another node took the session over
+                // while the invalidation was in flight); 409 from older nodes meant fenced too.
                 // May or may not be invalidated: stop tracking it either way.
                 r.live.retain(|l| *l != id);
                 r.acked.remove(&id);
