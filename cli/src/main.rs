@@ -1,20 +1,29 @@
 //! `m2m`, the command-line tool of m2m.
 //!
 //! Each subcommand lives in its own module under [`cmd`] and returns the process exit code:
-//! 0 success, 1 the domain breaks a rule, 2 the input cannot be used (unreadable or
-//! unparseable file, unknown node, bad arguments).
+//! 0 success, 1 the domain breaks a rule or the command failed (unreachable admin API, no such
+//! session, a demo session lost), 2 the input cannot be used (unreadable or unparseable file,
+//! unknown node, bad arguments), 3 a write was not acknowledged by its backups in time.
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod admin;
 mod cmd;
 mod domain;
+mod http;
+mod logging;
 mod output;
+
+const EXIT_CODES: &str = "Exit codes:\n  0  success\n  1  the domain breaks a rule, or the command failed \
+(admin API unreachable or refused, no such session, node failed, a demo session lost)\n  2  bad arguments, \
+unreadable or unparseable domain file, unknown node\n  3  a write was applied but not acknowledged by its \
+backups in time (m2m session)";
 
 /// m2m: memory-to-memory session replication.
 #[derive(Debug, Parser)]
-#[command(name = "m2m", version, about, propagate_version = true)]
+#[command(name = "m2m", version, about, propagate_version = true, after_help = EXIT_CODES)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -29,6 +38,15 @@ enum Command {
     Plan(cmd::plan::Args),
     /// Create the domain's certificate authority and the nodes' certificates.
     Certs(cmd::certs::Args),
+    /// Run one node of a domain in the foreground (until SIGINT/SIGTERM), with its admin
+    /// HTTP API on the node's `admin` address.
+    Node(cmd::node::Args),
+    /// Show a running node's view of the domain: membership, sessions, replication lag.
+    Status(cmd::status::Args),
+    /// Create, change, read and invalidate sessions through a node's admin API.
+    Session(cmd::session::Args),
+    /// Start a whole domain in this process on loopback, crash a node and show failover.
+    Demo(cmd::demo::Args),
 }
 
 fn main() -> ExitCode {
@@ -37,6 +55,10 @@ fn main() -> ExitCode {
         Command::Validate(args) => cmd::validate::run(&args),
         Command::Plan(args) => cmd::plan::run(&args),
         Command::Certs(args) => cmd::certs::run(&args),
+        Command::Node(args) => cmd::node::run(&args),
+        Command::Status(args) => cmd::status::run(&args),
+        Command::Session(args) => cmd::session::run(&args),
+        Command::Demo(args) => cmd::demo::run(&args),
     };
     match result {
         Ok(code) => code,

@@ -9,6 +9,11 @@ use serde::Serialize;
 
 /// Exit code: the domain breaks a rule.
 pub(crate) const EXIT_INVALID: u8 = 1;
+/// Exit code: the command failed (node unreachable, session not found, node failed, a demo
+/// session lost). Same value as [`EXIT_INVALID`]: "it did not work".
+pub(crate) const EXIT_FAILED: u8 = 1;
+/// Exit code: a write was applied on the node but its backups did not acknowledge it in time.
+pub(crate) const EXIT_UNACKED: u8 = 3;
 /// Exit code: the input cannot be used (unreadable, unparseable, unknown node, bad arguments).
 pub(crate) const EXIT_UNUSABLE: u8 = 2;
 

@@ -32,6 +32,7 @@ impl Run {
 pub fn m2m(args: &[&str]) -> Run {
     let out = Command::new(env!("CARGO_BIN_EXE_m2m"))
         .args(args)
+        .env_remove("M2M_ADMIN_TOKEN")
         .current_dir(workspace_root())
         .output()
         .expect("the m2m binary runs");
@@ -60,3 +61,5 @@ pub fn scratch_file(name: &str, bytes: &[u8]) -> String {
     std::fs::write(&path, bytes).expect("write scratch file");
     path.display().to_string()
 }
+
+pub mod cluster;

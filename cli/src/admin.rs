@@ -1,0 +1,448 @@
+//! The admin HTTP API a node serves on its `admin` address: status, Prometheus metrics, and
+//! session reads and writes. With a token configured every request needs
+//! `Authorization: Bearer TOKEN` (401 otherwise).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::{Value, json};
+use session_api::{Commit, Error, Metrics, Replication, Session, SessionManager};
+
+/// What the handlers share.
+pub(crate) struct AdminState {
+    /// The node.
+    pub(crate) manager: SessionManager,
+    /// When set, every request must carry it as a bearer token.
+    pub(crate) token: Option<String>,
+    /// The acknowledgement writes use, as text for `/status`.
+    pub(crate) ack: String,
+}
+
+/// The admin API's routes.
+pub(crate) fn router(state: Arc<AdminState>) -> Router {
+    Router::new()
+        .route("/status", get(status))
+        .route("/metrics", get(metrics))
+        .route("/sessions", post(create))
+        .route("/sessions/{id}", get(read).put(set).patch(set).delete(invalidate))
+        .layer(middleware::from_fn_with_state(state.clone(), auth))
+        .with_state(state)
+}
+
+type Shared = State<Arc<AdminState>>;
+
+fn error(status: StatusCode, kind: &str, message: impl Into<String>) -> Response {
+    (status, axum::Json(json!({ "error": message.into(), "kind": kind }))).into_response()
+}
+
+/// Compares without stopping at the first difference.
+fn same_token(given: &[u8], wanted: &[u8]) -> bool {
+    let mut diff = given.len() ^ wanted.len();
+    for (i, w) in wanted.iter().enumerate() {
+        diff |= usize::from(given.get(i).copied().unwrap_or(0) ^ w);
+    }
+    diff == 0
+}
+
+async fn auth(State(st): Shared, headers: HeaderMap, req: Request, next: Next) -> Response {
+    if let Some(token) = &st.token {
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim);
+        let ok = given.is_some_and(|g| same_token(g.as_bytes(), token.as_bytes()));
+        if !ok {
+            let why = if given.is_none() { "missing bearer token" } else { "wrong bearer token" };
+            let mut r = error(StatusCode::UNAUTHORIZED, "unauthorized", why);
+            r.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+            return r;
+        }
+    }
+    next.run(req).await
+}
+
+/// A library error as an HTTP answer.
+fn failure(e: &Error) -> Response {
+    match e {
+        Error::NotFound => error(StatusCode::NOT_FOUND, "not-found", "no such session"),
+        Error::Timeout => error(
+            StatusCode::GATEWAY_TIMEOUT,
+            "timeout",
+            "the node did not answer in time; the write may or may not have been applied",
+        ),
+        Error::Conflict { .. } | Error::TooManyConflicts { .. } | Error::Fenced => {
+            error(StatusCode::CONFLICT, "conflict", e.to_string())
+        }
+        Error::NotOwner { .. } | Error::Unavailable | Error::Busy | Error::ShuttingDown => {
+            error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e.to_string())
+        }
+        Error::NotAllowed => error(StatusCode::FORBIDDEN, "not-allowed", e.to_string()),
+        _ => error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
+    }
+}
+
+/// The attribute value as text: a MessagePack string (what `m2m` and `Session::set` with a
+/// `&str` write), else UTF-8 bytes, else hex.
+fn value_text(s: &Session, name: &str) -> String {
+    if let Ok(Some(v)) = s.get::<String>(name) {
+        return v;
+    }
+    let bytes = s.get_bytes(name).unwrap_or_default();
+    match std::str::from_utf8(bytes) {
+        Ok(t) => t.to_owned(),
+        Err(_) => bytes.iter().fold(String::from("0x"), |mut acc, b| {
+            let _ = write!(acc, "{b:02x}");
+            acc
+        }),
+    }
+}
+
+fn attributes_json(s: &Session) -> BTreeMap<String, String> {
+    s.keys().into_iter().map(|k| (k.to_owned(), value_text(s, k))).collect()
+}
+
+/// Attributes from a JSON object body: strings as they are, other scalars as their JSON text,
+/// `null` removes the attribute.
+fn parse_attributes(body: &Bytes) -> Result<Vec<(String, Option<String>)>, String> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Vec::new());
+    }
+    let bad = |m: String| m;
+    let value: Value = serde_json::from_slice(body).map_err(|e| bad(format!("the body is not JSON: {e}")))?;
+    let Value::Object(map) = value else {
+        return Err(bad("the body must be a JSON object of attributes, {\"key\": \"value\"}".into()));
+    };
+    map.into_iter()
+        .map(|(k, v)| match v {
+            Value::String(s) => Ok((k, Some(s))),
+            Value::Null => Ok((k, None)),
+            Value::Array(_) | Value::Object(_) => Err(bad(format!("attribute `{k}`: values are strings"))),
+            other => Ok((k, Some(other.to_string()))),
+        })
+        .collect()
+}
+
+fn apply(s: &mut Session, attrs: &[(String, Option<String>)]) -> session_api::Result<()> {
+    for (k, v) in attrs {
+        match v {
+            Some(v) => s.set(k.clone(), v.as_str())?,
+            None => {
+                s.remove(k)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The answer to a write: 200/201 when acknowledged as configured (or asynchronous), 504 when
+/// the backups did not acknowledge in time.
+fn write_answer(st: &AdminState, ok: StatusCode, id: &str, c: &Commit) -> Response {
+    let node = st.manager.node().to_string();
+    let mut body = json!({ "id": id, "version": c.version, "node": node });
+    match c.replication {
+        Replication::Replicated { acks } => {
+            body["replication"] = json!("replicated");
+            body["acks"] = json!(acks);
+        }
+        Replication::Local => body["replication"] = json!("local"),
+        Replication::Unreplicated => {
+            body["replication"] = json!("unreplicated");
+            body["warning"] = json!(format!("no backup is live: the session exists on node {node} only"));
+        }
+        Replication::Indeterminate { acks } => {
+            body["replication"] = json!("not-acknowledged");
+            body["acks"] = json!(acks);
+            body["kind"] = json!("not-acknowledged");
+            body["error"] = json!(format!(
+                "the write was applied on node {node} but its backups did not acknowledge it in time \
+                 ({acks} acknowledgement(s)); it may be lost if {node} fails"
+            ));
+            return (StatusCode::GATEWAY_TIMEOUT, axum::Json(body)).into_response();
+        }
+        _ => body["replication"] = json!("unknown"),
+    }
+    (ok, axum::Json(body)).into_response()
+}
+
+async fn create(State(st): Shared, body: Bytes) -> Response {
+    let attrs = match parse_attributes(&body) {
+        Ok(a) => a,
+        Err(m) => return error(StatusCode::BAD_REQUEST, "bad-request", m),
+    };
+    // `create` does not report how its write was acknowledged, so the session is created
+    // empty and the attributes are committed in a second write whose `Commit` says it. For an
+    // empty session the backups' state comes from `view`.
+    let mut s = match st.manager.create().await {
+        Ok(s) => s,
+        Err(e) => return failure(&e),
+    };
+    let id = s.id().to_owned();
+    if attrs.is_empty() {
+        let c = match st.manager.view(&id).await {
+            Ok(Some(v)) => {
+                let live = v.backups.iter().filter(|(_, current)| *current).count();
+                let replication = if v.backups.is_empty() {
+                    Replication::Unreplicated
+                } else if live == 0 && wanted_acks(&st) > 0 {
+                    Replication::Indeterminate { acks: 0 }
+                } else {
+                    Replication::Replicated { acks: u32::try_from(live).unwrap_or(u32::MAX) }
+                };
+                Commit { version: v.version, replication }
+            }
+            Ok(None) => {
+                return error(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the new session vanished");
+            }
+            Err(e) => return failure(&e),
+        };
+        return write_answer(&st, StatusCode::CREATED, &id, &c);
+    }
+    if let Err(e) = apply(&mut s, &attrs) {
+        return failure(&e);
+    }
+    match st.manager.commit(&mut s).await {
+        Ok(c) => write_answer(&st, StatusCode::CREATED, &id, &c),
+        Err(e) => failure(&e),
+    }
+}
+
+fn wanted_acks(st: &AdminState) -> u32 {
+    match st.manager.settings().ack {
+        session_api::AckPolicy::Sync { backups, .. } => backups,
+        _ => 0,
+    }
+}
+
+async fn read(State(st): Shared, Path(id): Path<String>) -> Response {
+    match st.manager.get(&id).await {
+        Ok(Some(s)) => axum::Json(json!({
+            "id": id,
+            "version": s.version(),
+            "node": st.manager.node().to_string(),
+            "attributes": attributes_json(&s),
+        }))
+        .into_response(),
+        Ok(None) => error(StatusCode::NOT_FOUND, "not-found", format!("no session `{id}`")),
+        Err(e) => failure(&e),
+    }
+}
+
+async fn set(State(st): Shared, Path(id): Path<String>, body: Bytes) -> Response {
+    let attrs = match parse_attributes(&body) {
+        Ok(a) => a,
+        Err(m) => return error(StatusCode::BAD_REQUEST, "bad-request", m),
+    };
+    match st.manager.update(&id, |s| apply(s, &attrs)).await {
+        Ok(((), c)) => write_answer(&st, StatusCode::OK, &id, &c),
+        Err(Error::NotFound) => error(StatusCode::NOT_FOUND, "not-found", format!("no session `{id}`")),
+        Err(e) => failure(&e),
+    }
+}
+
+async fn invalidate(State(st): Shared, Path(id): Path<String>) -> Response {
+    match st.manager.invalidate(&id).await {
+        Ok(true) => axum::Json(json!({ "id": id, "invalidated": true })).into_response(),
+        Ok(false) => error(StatusCode::NOT_FOUND, "not-found", format!("no session `{id}`")),
+        Err(e) => failure(&e),
+    }
+}
+
+fn millis(d: std::time::Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// The `/status` document.
+pub(crate) fn status_json(manager: &SessionManager, m: &Metrics, ack: &str) -> Value {
+    let cfg = manager.domain();
+    let me = manager.node();
+    let membership: Vec<Value> = cfg
+        .nodes
+        .iter()
+        .map(|n| {
+            if &n.name == me {
+                return json!({ "node": n.name.as_str(), "mode": n.mode().as_str(), "self": true, "up": true });
+            }
+            let up = m.peers.iter().any(|p| p.node == n.name && p.up);
+            let connected = m.connected.contains(&n.name);
+            json!({ "node": n.name.as_str(), "mode": n.mode().as_str(), "self": false, "up": up, "connected": connected })
+        })
+        .collect();
+    let lag = &m.sync_write_latency;
+    json!({
+        "node": me.as_str(),
+        "domain": cfg.domain.name,
+        "topology": cfg.topology().as_str(),
+        "mode": cfg.node(me).map(|n| n.mode().as_str()),
+        "transport": cfg.domain.transport.to_string(),
+        "replicas": cfg.domain.replicas.to_string(),
+        "ack": ack,
+        "membership": membership,
+        "sessions": {
+            "owned": m.sessions_owned(),
+            "backed_up": m.sessions_backed_up(),
+            "under_replicated": m.under_replicated(),
+        },
+        "replication_lag": {
+            "sync_writes": lag.count,
+            "last_ms": millis(lag.last),
+            "mean_ms": millis(lag.mean()),
+            "max_ms": millis(lag.max),
+        },
+        "failovers": m.failovers(),
+        "acquisitions": m.core.acquisitions,
+        "unacknowledged_writes": m.unacked_writes,
+        "refused": {
+            "count": m.refused,
+            "recent": m.recent_refusals.iter().map(|(peer, reason)| json!({ "peer": peer, "reason": reason })).collect::<Vec<_>>(),
+        },
+    })
+}
+
+async fn status(State(st): Shared) -> Response {
+    match st.manager.metrics().await {
+        Ok(m) => axum::Json(status_json(&st.manager, &m, &st.ack)).into_response(),
+        Err(e) => failure(&e),
+    }
+}
+
+/// The metrics in Prometheus' text format.
+pub(crate) fn prometheus(manager: &SessionManager, m: &Metrics) -> String {
+    let mut out = String::new();
+    let mut metric = |name: &str, kind: &str, help: &str, value: String| {
+        let _ = writeln!(out, "# HELP m2m_{name} {help}\n# TYPE m2m_{name} {kind}\nm2m_{name} {value}");
+    };
+    let c = &m.core;
+    metric("sessions_owned", "gauge", "Sessions this node owns.", c.owned.to_string());
+    metric(
+        "sessions_backed_up",
+        "gauge",
+        "Backup copies this node holds for other nodes.",
+        c.backups.to_string(),
+    );
+    metric(
+        "sessions_under_replicated",
+        "gauge",
+        "Owned sessions with fewer up-to-date backups than the domain wants.",
+        c.under_replicated.to_string(),
+    );
+    metric("tombstones", "gauge", "Tombstones held.", c.tombstones.to_string());
+    metric("peers_up", "gauge", "Peers considered live.", c.peers_up.to_string());
+    metric("peers_down", "gauge", "Peers considered failed.", c.peers_down.to_string());
+    metric(
+        "failovers_total",
+        "counter",
+        "Ownerships taken over after an owner failed.",
+        c.failovers.to_string(),
+    );
+    metric(
+        "acquisitions_total",
+        "counter",
+        "Ownerships gained by claiming (failover, fetch).",
+        c.acquisitions.to_string(),
+    );
+    metric("fenced_total", "counter", "Ownerships lost to a higher epoch.", c.fenced.to_string());
+    metric(
+        "bytes_replicated_total",
+        "counter",
+        "Approximate payload bytes replicated.",
+        c.bytes_replicated.to_string(),
+    );
+    metric(
+        "full_copies_sent_total",
+        "counter",
+        "Full copies sent by re-replication.",
+        c.full_copies_sent.to_string(),
+    );
+    metric(
+        "messages_sent_total",
+        "counter",
+        "Messages handed to the transport.",
+        m.messages_sent.to_string(),
+    );
+    metric(
+        "messages_received_total",
+        "counter",
+        "Messages received from peers.",
+        m.messages_received.to_string(),
+    );
+    metric(
+        "send_queue_full_total",
+        "counter",
+        "Messages dropped on a full send queue.",
+        m.send_queue_full.to_string(),
+    );
+    metric(
+        "send_errors_total",
+        "counter",
+        "Messages dropped for other transport errors.",
+        m.send_errors.to_string(),
+    );
+    metric(
+        "refused_connections_total",
+        "counter",
+        "Connections the transport refused.",
+        m.refused.to_string(),
+    );
+    metric(
+        "unacknowledged_writes_total",
+        "counter",
+        "Writes completed without the requested acknowledgements.",
+        m.unacked_writes.to_string(),
+    );
+    metric("conflicts_total", "counter", "Conflicting writes reported to callers.", m.conflicts.to_string());
+    metric("requests_total", "counter", "Requests the node served.", m.requests.to_string());
+    let lag = &m.sync_write_latency;
+    let _ = writeln!(
+        out,
+        "# HELP m2m_sync_write_seconds Latency of synchronous writes until the backups acknowledged.\n\
+         # TYPE m2m_sync_write_seconds summary\n\
+         m2m_sync_write_seconds_sum {}\nm2m_sync_write_seconds_count {}",
+        lag.total.as_secs_f64(),
+        lag.count
+    );
+    let _ = writeln!(
+        out,
+        "# HELP m2m_peer_up Whether a peer is considered live (1) or failed (0).\n# TYPE m2m_peer_up gauge"
+    );
+    for n in &manager.domain().nodes {
+        if &n.name == manager.node() {
+            continue;
+        }
+        let up = m.peers.iter().any(|p| p.node == n.name && p.up);
+        let _ = writeln!(out, "m2m_peer_up{{peer=\"{}\"}} {}", n.name, u8::from(up));
+    }
+    out
+}
+
+async fn metrics(State(st): Shared) -> Response {
+    match st.manager.metrics().await {
+        Ok(m) => (
+            [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+            prometheus(&st.manager, &m),
+        )
+            .into_response(),
+        Err(e) => failure(&e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_compare_exactly() {
+        assert!(same_token(b"secret", b"secret"));
+        assert!(!same_token(b"secret!", b"secret"));
+        assert!(!same_token(b"secre", b"secret"));
+        assert!(!same_token(b"", b"secret"));
+    }
+}

@@ -1,0 +1,452 @@
+//! `m2m demo`: a whole domain inside this process on loopback (real sockets, throw-away TLS
+//! certificates), sessions created, one owner crashed, hot failover and re-replication shown,
+//! and every session read back.
+
+use std::collections::BTreeMap;
+use std::io::{IsTerminal as _, Write as _};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use session_api::id::SessionIdParts;
+use session_api::{AckPolicy, Attributes, DomainConfig, NodeId, SessionManager};
+use tokio::task::JoinSet;
+
+use crate::output::{self, EXIT_FAILED, Table};
+
+/// Requests in flight at once while creating and reading.
+const IN_FLIGHT: usize = 64;
+
+/// Arguments of `m2m demo`.
+#[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Exit codes: 0 every session survived; 1 a session was lost or the demo failed; 2 bad arguments."
+)]
+pub(crate) struct Args {
+    /// The transport between the nodes.
+    #[arg(long, value_enum, default_value_t = TransportArg::Tcp)]
+    pub(crate) transport: TransportArg,
+    /// Nodes in the domain (2 to 16).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(2..=16))]
+    pub(crate) nodes: u16,
+    /// Sessions to create (1 to 100000).
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub(crate) sessions: u32,
+}
+
+/// The transport `--transport` picks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum TransportArg {
+    /// TLS over TCP.
+    Tcp,
+    /// QUIC.
+    Quic,
+}
+
+/// Runs `m2m demo`.
+pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
+    crate::logging::init("warn");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the tokio runtime")?;
+    let lost = rt.block_on(demo(args))?;
+    Ok(if lost == 0 { ExitCode::SUCCESS } else { output::exit(EXIT_FAILED) })
+}
+
+fn say(text: impl AsRef<str>) {
+    output::emit(&format!("{}\n", text.as_ref()));
+}
+
+/// Polls `check` every 20 ms until it returns `Some`, or gives up after `limit`.
+async fn wait_for<T, F, Fut>(limit: Duration, mut check: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = check().await {
+            return Some(v);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+struct Progress {
+    label: &'static str,
+    total: usize,
+    done: AtomicUsize,
+    tty: bool,
+}
+
+impl Progress {
+    fn tick(&self) {
+        let done = self.done.fetch_add(1, Ordering::Relaxed) + 1;
+        let step = (self.total / 20).max(1);
+        if self.tty && (done % step == 0 || done == self.total) {
+            let mut err = std::io::stderr().lock();
+            let _ = write!(err, "\r{}: {done}/{}", self.label, self.total);
+            let _ = err.flush();
+        }
+    }
+
+    fn finish(&self) {
+        if self.tty {
+            let mut err = std::io::stderr().lock();
+            let _ = write!(err, "\r\x1b[2K");
+            let _ = err.flush();
+        }
+    }
+}
+
+fn attrs_for(i: u32) -> Attributes {
+    let mut a = Attributes::new();
+    a.insert("user".into(), format!("user-{i}").into_bytes());
+    a.insert("cart".into(), format!("item-{}", i % 97).into_bytes());
+    a
+}
+
+async fn demo(args: &Args) -> anyhow::Result<usize> {
+    let started = Instant::now();
+    let n = usize::from(args.nodes);
+    let transport = match args.transport {
+        TransportArg::Tcp => "tcp",
+        TransportArg::Quic => "quic",
+    };
+
+    // Bind every socket first, then write the domain with those ports: no collisions.
+    let mut text = format!(
+        "[domain]\nname = \"demo\"\ntopology = \"peer-to-peer\"\nreplicas = 1\ntransport = \"{transport}\"\n\
+         heartbeat_interval_ms = 50\nfailure_timeout_ms = 300\nrequest_timeout_ms = 2000\n"
+    );
+    let mut sockets = Vec::new();
+    for i in 1..=n {
+        let name = format!("app{i}");
+        let (addr, socket) = match args.transport {
+            TransportArg::Tcp => {
+                let l = std::net::TcpListener::bind("127.0.0.1:0").context("binding a loopback port")?;
+                (l.local_addr()?, Socket::Tcp(l))
+            }
+            TransportArg::Quic => {
+                let s = std::net::UdpSocket::bind("127.0.0.1:0").context("binding a loopback port")?;
+                (s.local_addr()?, Socket::Udp(s))
+            }
+        };
+        text.push_str(&format!("\n[[node]]\nname = \"{name}\"\naddress = \"{addr}\"\n"));
+        sockets.push((name, addr, socket));
+    }
+    let cfg = DomainConfig::parse(&text, "demo.toml").context("the generated demo domain")?;
+    let certs = tempfile::tempdir().context("a temporary folder for the certificates")?;
+    replication_core::tls::init_dir(&cfg, certs.path()).context("throw-away certificates")?;
+
+    say(format!(
+        "domain demo: {n} nodes on 127.0.0.1, peer-to-peer, replicas 1, {transport} with mutual TLS \
+         (throw-away certificates), heartbeat 50 ms, failure timeout 300 ms"
+    ));
+    let mut nodes = Vec::new();
+    for (name, addr, socket) in sockets {
+        let b = SessionManager::builder(cfg.clone(), &name)
+            .certs_dir(certs.path())
+            .ack(AckPolicy::Sync { backups: 1, timeout: Duration::from_secs(5) });
+        let b = match socket {
+            Socket::Tcp(l) => b.tcp_listener(l),
+            Socket::Udp(s) => b.udp_socket(s),
+        };
+        let m = b.start().await.with_context(|| format!("starting node {name}"))?;
+        say(format!("  {name} listening on {addr}"));
+        nodes.push(m);
+    }
+    let all_up = wait_for(Duration::from_secs(15), || {
+        let nodes = nodes.clone();
+        async move {
+            for m in &nodes {
+                if m.metrics().await.ok()?.core.peers_up < n - 1 {
+                    return None;
+                }
+            }
+            Some(())
+        }
+    })
+    .await;
+    if all_up.is_none() {
+        bail!("the demo nodes did not see each other within 15 s");
+    }
+    say(format!("all {n} nodes see each other ({} ms)", started.elapsed().as_millis()));
+
+    // Create the sessions, round-robin over the nodes, IN_FLIGHT at a time.
+    let total = args.sessions;
+    let progress = Arc::new(Progress {
+        label: "creating sessions",
+        total: usize::try_from(total).unwrap_or(usize::MAX),
+        done: AtomicUsize::new(0),
+        tty: std::io::stderr().is_terminal(),
+    });
+    let t_create = Instant::now();
+    let mut created: Vec<(String, u32)> = Vec::with_capacity(progress.total);
+    let mut tasks = JoinSet::new();
+    let mut next = 0u32;
+    while next < total || !tasks.is_empty() {
+        while next < total && tasks.len() < IN_FLIGHT {
+            let m = nodes[usize::try_from(next).unwrap_or(0) % n].clone();
+            let i = next;
+            let progress = progress.clone();
+            tasks.spawn(async move {
+                let mut last = None;
+                for _ in 0..5 {
+                    match m.create_with(attrs_for(i)).await {
+                        Ok(s) => {
+                            progress.tick();
+                            return Ok((s.id().to_owned(), i));
+                        }
+                        Err(e) => last = Some(e),
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(anyhow::anyhow!("creating session {i} on {}: {:?}", m.node(), last))
+            });
+            next += 1;
+        }
+        if let Some(r) = tasks.join_next().await {
+            created.push(r.context("a create task")??);
+        }
+    }
+    progress.finish();
+    say(format!(
+        "created {total} sessions in {} ms (sync writes, 1 backup each)",
+        t_create.elapsed().as_millis()
+    ));
+
+    // Let replication settle so the table shows the steady state.
+    let _ = wait_for(Duration::from_secs(10), || {
+        let nodes = nodes.clone();
+        async move {
+            for m in &nodes {
+                if m.metrics().await.ok()?.under_replicated() > 0 {
+                    return None;
+                }
+            }
+            Some(())
+        }
+    })
+    .await;
+    let mut failover_for: BTreeMap<NodeId, usize> = BTreeMap::new();
+    for (id, _) in &created {
+        if let Some(t) = SessionIdParts::parse(id).and_then(|p| p.failover) {
+            *failover_for.entry(t).or_default() += 1;
+        }
+    }
+    say("\nwhere the sessions live:");
+    let mut t = Table::new(["node", "state", "owns", "backups", "failover-target-for", "under-replicated"]);
+    for m in &nodes {
+        let x = m.metrics().await?;
+        t.row([
+            m.node().to_string(),
+            "up".into(),
+            x.sessions_owned().to_string(),
+            x.sessions_backed_up().to_string(),
+            failover_for.get(m.node()).copied().unwrap_or(0).to_string(),
+            x.under_replicated().to_string(),
+        ]);
+    }
+    output::emit(&t.render());
+
+    // Crash the first node: no graceful shutdown, no hand-off.
+    let victim = nodes[0].clone();
+    let victim_id = victim.node().clone();
+    let victim_sessions = victim.owned_sessions().await?;
+    let survivors: Vec<SessionManager> = nodes[1..].to_vec();
+    say(format!(
+        "\nkilling {victim_id} (owner of {} sessions) without a graceful shutdown",
+        victim_sessions.len()
+    ));
+    victim.abort().await?;
+    let t_kill = Instant::now();
+    drop(victim);
+    let detected = wait_for(Duration::from_secs(10), || {
+        let survivors = survivors.clone();
+        let victim_id = victim_id.clone();
+        async move {
+            for m in &survivors {
+                let x = m.metrics().await.ok()?;
+                if x.peers.iter().any(|p| p.node == victim_id && p.up) {
+                    return None;
+                }
+            }
+            Some(())
+        }
+    })
+    .await;
+    if detected.is_some() {
+        say(format!(
+            "{victim_id} detected as failed by every survivor after {} ms",
+            t_kill.elapsed().as_millis()
+        ));
+    }
+    // Hot failover: the failover targets take the sessions over on their own.
+    let expected_failovers = victim_sessions.len();
+    let _ = wait_for(Duration::from_secs(5), || {
+        let survivors = survivors.clone();
+        async move {
+            let mut sum = 0;
+            for m in &survivors {
+                sum += m.metrics().await.ok()?.failovers();
+            }
+            (usize::try_from(sum).unwrap_or(usize::MAX) >= expected_failovers).then_some(())
+        }
+    })
+    .await;
+
+    // Read every session through a surviving node: its owner if alive, else its failover target.
+    let victim_set: std::collections::HashSet<String> = victim_sessions.iter().cloned().collect();
+    let t_read = Instant::now();
+    let reading = Arc::new(Progress {
+        label: "reading sessions",
+        total: created.len(),
+        done: AtomicUsize::new(0),
+        tty: std::io::stderr().is_terminal(),
+    });
+    let mut reads = JoinSet::new();
+    let mut served_by: BTreeMap<NodeId, usize> = BTreeMap::new();
+    let mut lost = Vec::new();
+    let mut queue = created.clone().into_iter();
+    let mut pending = true;
+    while pending || !reads.is_empty() {
+        while reads.len() < IN_FLIGHT {
+            let Some((id, i)) = queue.next() else {
+                pending = false;
+                break;
+            };
+            let dead = victim_id.clone();
+            let route = survivors[0].route(&id, |node| node != &dead);
+            let reader = route
+                .and_then(|r| survivors.iter().find(|m| m.node() == &r).cloned())
+                .unwrap_or_else(|| survivors[0].clone());
+            let reading = reading.clone();
+            reads.spawn(async move {
+                let ok = read_back(&reader, &id, &attrs_for(i)).await;
+                reading.tick();
+                (id, reader.node().clone(), ok)
+            });
+        }
+        if let Some(r) = reads.join_next().await {
+            let (id, node, ok) = r.context("a read task")?;
+            if ok {
+                if victim_set.contains(&id) {
+                    *served_by.entry(node).or_default() += 1;
+                }
+            } else {
+                lost.push(id);
+            }
+        }
+    }
+    reading.finish();
+    let moved: Vec<String> = served_by.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+    say(format!(
+        "hot failover: {} of {}'s {} sessions read with the right attributes from their failover targets ({}); \
+         all {} sessions read back {} ms after the crash",
+        served_by.values().sum::<usize>(),
+        victim_id,
+        victim_sessions.len(),
+        if moved.is_empty() { "none".to_owned() } else { moved.join(", ") },
+        created.len(),
+        t_read.duration_since(t_kill).as_millis() + t_read.elapsed().as_millis(),
+    ));
+
+    // Re-replication: the sessions that lost a backup get a new one on a surviving node.
+    let floor = survivors.len() < 2;
+    let t_rerep = Instant::now();
+    let settled = wait_for(Duration::from_secs(if floor { 2 } else { 15 }), || {
+        let survivors = survivors.clone();
+        async move {
+            let mut sum = 0;
+            for m in &survivors {
+                sum += m.metrics().await.ok()?.under_replicated();
+            }
+            (sum == 0).then_some(())
+        }
+    })
+    .await;
+    let mut under = 0;
+    let mut failovers = 0;
+    let mut t = Table::new(["node", "state", "owns", "backups", "under-replicated", "failovers"]);
+    t.row([
+        victim_id.to_string(),
+        "KILLED".into(),
+        String::new(),
+        String::new(),
+        String::new(),
+        String::new(),
+    ]);
+    for m in &survivors {
+        let x = m.metrics().await?;
+        under += x.under_replicated();
+        failovers += x.failovers();
+        t.row([
+            m.node().to_string(),
+            "up".into(),
+            x.sessions_owned().to_string(),
+            x.sessions_backed_up().to_string(),
+            x.under_replicated().to_string(),
+            x.failovers().to_string(),
+        ]);
+    }
+    if settled.is_some() {
+        say(format!("re-replication: under-replicated back to 0 in {} ms", t_rerep.elapsed().as_millis()));
+    } else if floor {
+        say(format!(
+            "re-replication: {under} sessions stay under-replicated: one node is left, no node can hold their backups"
+        ));
+    } else {
+        say(format!("re-replication: still {under} under-replicated sessions after 15 s"));
+    }
+    say("\nafter the failure:");
+    output::emit(&t.render());
+    for id in lost.iter().take(10) {
+        say(format!("LOST: {id}"));
+    }
+    for m in &survivors {
+        let _ = m.shutdown().await;
+    }
+    say(format!("\ndemo took {:.1} s", started.elapsed().as_secs_f64()));
+    say(format!(
+        "sessions created: {}, failovers: {failovers}, sessions lost: {}",
+        created.len(),
+        lost.len()
+    ));
+    Ok(lost.len())
+}
+
+enum Socket {
+    Tcp(std::net::TcpListener),
+    Udp(std::net::UdpSocket),
+}
+
+/// Reads `id` through `m` until it answers with the session (true when the attributes are the
+/// expected ones); transient errors are retried for up to 15 s, "no such session" three times.
+async fn read_back(m: &SessionManager, id: &str, expected: &Attributes) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut not_found = 0;
+    loop {
+        match m.get(id).await {
+            Ok(Some(s)) => return &s.attributes() == expected,
+            Ok(None) => {
+                not_found += 1;
+                if not_found >= 3 {
+                    return false;
+                }
+            }
+            Err(_) => {}
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

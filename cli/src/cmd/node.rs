@@ -1,0 +1,266 @@
+//! `m2m node --config FILE --name NODE`: runs one node of a domain in the foreground, with
+//! the admin HTTP API on the node's `admin` address, until SIGINT or SIGTERM.
+
+use std::net::{SocketAddr, ToSocketAddrs as _};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use replication_core::NodeId;
+use session_api::{AckPolicy, NodeEvent, SessionManager};
+
+use crate::admin::{self, AdminState};
+use crate::domain;
+use crate::output::{self, EXIT_FAILED, EXIT_UNUSABLE};
+
+/// Arguments of `m2m node`.
+#[derive(Debug, clap::Args)]
+#[command(after_help = "Exit codes: 0 stopped by SIGINT/SIGTERM after leaving the domain gracefully; \
+1 the domain breaks a rule, or the node could not start or failed (address in use, certificates); \
+2 bad arguments, unreadable domain file, unknown node, no token for a non-loopback admin address.\n\n\
+Logs go to stderr; RUST_LOG sets the level (default info), e.g. RUST_LOG=debug.")]
+pub(crate) struct Args {
+    /// The domain file (TOML).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) config: PathBuf,
+    /// This node's name in the domain file.
+    #[arg(long, value_name = "NODE")]
+    pub(crate) name: String,
+    /// Mutual TLS with the certificates in DIR (from `m2m certs init`).
+    #[arg(long, value_name = "DIR", conflicts_with = "insecure")]
+    pub(crate) certs: Option<PathBuf>,
+    /// No authentication, no encryption between nodes: loopback demos only.
+    #[arg(long)]
+    pub(crate) insecure: bool,
+    /// A file holding the admin API's bearer token. Required when the admin address is not a
+    /// loopback address (or set M2M_ADMIN_TOKEN); when given, every admin request needs it,
+    /// also on loopback.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) admin_token_file: Option<PathBuf>,
+    /// How writes wait for backups: `sync` (answer once the backups acknowledged, or 504
+    /// after the domain's request timeout) or `async`.
+    #[arg(long, value_enum, default_value_t = Ack::Sync)]
+    pub(crate) ack: Ack,
+    /// Backups that must acknowledge a sync write.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub(crate) ack_backups: u32,
+}
+
+/// The acknowledgement of writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Ack {
+    /// Wait for the backups.
+    Sync,
+    /// Answer once applied on this node.
+    Async,
+}
+
+/// The admin listener's address and whether it is loopback only.
+fn admin_address(text: &str) -> anyhow::Result<(SocketAddr, bool)> {
+    let addrs: Vec<SocketAddr> = text
+        .to_socket_addrs()
+        .with_context(|| format!("cannot resolve the admin address `{text}`"))?
+        .collect();
+    let first = *addrs.first().with_context(|| format!("the admin address `{text}` resolves to nothing"))?;
+    Ok((first, addrs.iter().all(|a| a.ip().is_loopback())))
+}
+
+fn read_token(args: &Args) -> anyhow::Result<Option<String>> {
+    if let Some(f) = &args.admin_token_file {
+        let text = std::fs::read_to_string(f)
+            .with_context(|| format!("cannot read the admin token file {}", f.display()))?;
+        let t = text.trim();
+        anyhow::ensure!(!t.is_empty(), "the admin token file {} is empty", f.display());
+        return Ok(Some(t.to_owned()));
+    }
+    Ok(std::env::var("M2M_ADMIN_TOKEN").ok().map(|t| t.trim().to_owned()).filter(|t| !t.is_empty()))
+}
+
+/// Runs `m2m node`.
+pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
+    if args.certs.is_none() && !args.insecure {
+        eprintln!(
+            "error: choose how nodes authenticate each other:\n  \
+             --certs DIR   mutual TLS with the certificates in DIR (create them with \
+             `m2m certs init --domain FILE --out DIR`)\n  \
+             --insecure    no authentication and no encryption (loopback demos and tests only)"
+        );
+        return Ok(output::exit(EXIT_UNUSABLE));
+    }
+    let cfg = match domain::load_valid(&args.config) {
+        Ok(cfg) => cfg,
+        Err(code) => return Ok(code),
+    };
+    let me = NodeId::new(&args.name);
+    let Some(node_cfg) = cfg.node(&me) else {
+        let known: Vec<&str> = cfg.nodes.iter().map(|n| n.name.as_str()).collect();
+        eprintln!(
+            "error: unknown node `{}`: domain {} in {} has the nodes {}",
+            args.name,
+            cfg.domain.name,
+            args.config.display(),
+            known.join(", ")
+        );
+        return Ok(output::exit(EXIT_UNUSABLE));
+    };
+    let token = match read_token(args) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return Ok(output::exit(EXIT_UNUSABLE));
+        }
+    };
+    let admin = match &node_cfg.admin {
+        None => None,
+        Some(a) => match admin_address(a.as_str()) {
+            Ok((addr, loopback)) => {
+                if !loopback && token.is_none() {
+                    eprintln!(
+                        "error: the admin address {a} of node {} is not a loopback address: the admin API \
+                         needs a bearer token there. Give --admin-token-file FILE or set M2M_ADMIN_TOKEN.",
+                        args.name
+                    );
+                    return Ok(output::exit(EXIT_UNUSABLE));
+                }
+                Some(addr)
+            }
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                return Ok(output::exit(EXIT_UNUSABLE));
+            }
+        },
+    };
+    crate::logging::init("info");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the tokio runtime")?;
+    match rt.block_on(serve(args, cfg, admin, token)) {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            Ok(output::exit(EXIT_FAILED))
+        }
+    }
+}
+
+async fn serve(
+    args: &Args,
+    cfg: replication_core::DomainConfig,
+    admin: Option<SocketAddr>,
+    token: Option<String>,
+) -> anyhow::Result<()> {
+    let domain_name = cfg.domain.name.clone();
+    let transport = cfg.domain.transport;
+    let address = cfg.node(&NodeId::new(&args.name)).map(|n| n.address.to_string()).unwrap_or_default();
+    // Bind the admin listener first: a busy port fails before the node joins the domain.
+    let admin_listener = match admin {
+        Some(a) => Some(
+            tokio::net::TcpListener::bind(a)
+                .await
+                .with_context(|| format!("cannot listen on the admin address {a}"))?,
+        ),
+        None => None,
+    };
+    let timeout = cfg.request_timeout() * 2 + Duration::from_secs(1);
+    let (ack, ack_text) = match args.ack {
+        Ack::Sync => (
+            AckPolicy::Sync { backups: args.ack_backups, timeout },
+            format!("sync ({} backup(s), {} ms)", args.ack_backups, cfg.request_timeout().as_millis()),
+        ),
+        Ack::Async => (AckPolicy::Async, "async".to_owned()),
+    };
+    let mut builder = SessionManager::builder(cfg, &args.name).ack(ack);
+    builder = match &args.certs {
+        Some(dir) => builder.certs_dir(dir),
+        None => {
+            tracing::warn!(
+                "--insecure: no authentication and no encryption between nodes; use --certs outside loopback demos"
+            );
+            builder.insecure()
+        }
+    };
+    let manager = builder.start().await.with_context(|| format!("node {} cannot start", args.name))?;
+    tracing::info!(node = %args.name, domain = %domain_name, %transport, %address, "node started");
+
+    let events = tokio::spawn(log_events(manager.subscribe()));
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = match admin_listener {
+        Some(listener) => {
+            let local = listener.local_addr().context("admin listener address")?;
+            tracing::info!(admin = %format!("http://{local}"), token = token.is_some(), "admin API listening");
+            let state = Arc::new(AdminState { manager: manager.clone(), token, ack: ack_text });
+            let app = admin::router(state);
+            Some(tokio::spawn(async move {
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(async move {
+                        let _ = stop_rx.await;
+                    })
+                    .await
+            }))
+        }
+        None => {
+            tracing::info!("no admin address in the domain file for this node: no admin API");
+            None
+        }
+    };
+
+    let signal = wait_for_signal().await?;
+    tracing::info!(signal, "leaving the domain");
+    let _ = stop_tx.send(());
+    if let Some(server) = server {
+        // In-flight admin requests get a moment to finish.
+        let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
+    }
+    let report = manager.shutdown().await.context("graceful shutdown")?;
+    events.abort();
+    output::emit(&format!(
+        "node {} left domain {domain_name}: {} owned session(s) handed off to backups, {} without an up-to-date backup\n",
+        args.name, report.handed_off, report.unreplicated
+    ));
+    Ok(())
+}
+
+/// Waits for SIGINT or SIGTERM and names it.
+async fn wait_for_signal() -> anyhow::Result<&'static str> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+        let mut int = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
+        tokio::select! {
+            _ = term.recv() => Ok("SIGTERM"),
+            _ = int.recv() => Ok("SIGINT"),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        tokio::signal::ctrl_c().await.context("cannot listen for Ctrl-C")?;
+        Ok("Ctrl-C")
+    }
+}
+
+/// Logs what the node reports: membership and refusals at info/warn, per-session events at
+/// debug.
+async fn log_events(mut rx: tokio::sync::broadcast::Receiver<NodeEvent>) {
+    use replication_core::Event;
+    use tokio::sync::broadcast::error::RecvError;
+    loop {
+        match rx.recv().await {
+            Ok(NodeEvent::Core(Event::PeerUp { node, incarnation })) => {
+                tracing::info!(peer = %node, ?incarnation, "peer up");
+            }
+            Ok(NodeEvent::Core(Event::PeerDown { node })) => tracing::warn!(peer = %node, "peer down"),
+            Ok(NodeEvent::Core(e)) => tracing::debug!(event = ?e, "replication"),
+            Ok(NodeEvent::Connected(p)) => tracing::debug!(peer = %p, "link up"),
+            Ok(NodeEvent::Disconnected(p)) => tracing::debug!(peer = %p, "link down"),
+            Ok(NodeEvent::Refused { peer, reason }) => tracing::warn!(%peer, %reason, "connection refused"),
+            Ok(other) => tracing::debug!(event = ?other, "node event"),
+            Err(RecvError::Lagged(n)) => tracing::debug!(missed = n, "event log fell behind"),
+            Err(RecvError::Closed) => return,
+        }
+    }
+}

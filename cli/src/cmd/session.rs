@@ -1,0 +1,215 @@
+//! `m2m session create|set|get|invalidate --admin ADDR`: sessions through a node's admin API.
+
+use std::collections::BTreeMap;
+use std::process::ExitCode;
+
+use serde_json::Value;
+
+use crate::cmd::status::AdminArgs;
+use crate::http::encode_segment;
+use crate::output::{self, EXIT_FAILED, EXIT_UNACKED};
+
+const EXIT_CODES: &str = "Exit codes: 0 done; 1 no such session, the admin API is unreachable, \
+refused the request or failed; 2 bad arguments (e.g. a malformed KEY=VALUE); 3 the write was \
+applied on the node but its backups did not acknowledge it in time (it may be lost if that node fails).";
+
+/// Arguments of `m2m session`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    #[command(subcommand)]
+    pub(crate) command: SessionCommand,
+}
+
+/// The `session` subcommands.
+#[derive(Debug, clap::Subcommand)]
+pub(crate) enum SessionCommand {
+    /// Create a session on the node; prints only its id.
+    #[command(after_help = EXIT_CODES)]
+    Create {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// Attributes of the new session.
+        #[arg(value_name = "KEY=VALUE", value_parser = parse_kv)]
+        attributes: Vec<(String, String)>,
+    },
+    /// Set attributes of a session (other attributes are kept).
+    #[command(after_help = EXIT_CODES)]
+    Set {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// The session id (ids may start with `-`: they are taken as they are).
+        #[arg(allow_hyphen_values = true)]
+        id: String,
+        /// Attributes to set.
+        #[arg(value_name = "KEY=VALUE", value_parser = parse_kv, required = true)]
+        attributes: Vec<(String, String)>,
+    },
+    /// Print a session's attributes as KEY=VALUE lines, sorted. The node fetches the session
+    /// and becomes its owner when another node holds it.
+    #[command(after_help = EXIT_CODES)]
+    Get {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// The session id (ids may start with `-`: they are taken as they are).
+        #[arg(allow_hyphen_values = true)]
+        id: String,
+    },
+    /// Invalidate a session everywhere.
+    #[command(after_help = EXIT_CODES)]
+    Invalidate {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// The session id (ids may start with `-`: they are taken as they are).
+        #[arg(allow_hyphen_values = true)]
+        id: String,
+    },
+}
+
+/// `KEY=VALUE` with a non-empty key.
+fn parse_kv(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+        _ => Err(format!("expected KEY=VALUE with a non-empty KEY, got `{s}`")),
+    }
+}
+
+fn body(attrs: &[(String, String)]) -> String {
+    let map: BTreeMap<&str, &str> = attrs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    serde_json::to_string(&map).unwrap_or_else(|_| "{}".into())
+}
+
+/// Reports the outcome of a write: warnings, 504 (exit 3), other failures (exit 1).
+fn write_result(what: &str, id: &str, r: &crate::http::Response) -> Option<ExitCode> {
+    match r.status {
+        200 | 201 => {
+            if let Some(w) = r.json().get("warning").and_then(Value::as_str) {
+                eprintln!("warning: {w}");
+            }
+            None
+        }
+        504 => {
+            eprintln!("error: {what} {id}: not acknowledged by the backups in time: {}", r.error_message());
+            Some(output::exit(EXIT_UNACKED))
+        }
+        404 => {
+            eprintln!("error: no session {id} (never created, invalidated, or expired)");
+            Some(output::exit(EXIT_FAILED))
+        }
+        s => {
+            eprintln!("error: {what} {id}: the admin API answered {s}: {}", r.error_message());
+            Some(output::exit(EXIT_FAILED))
+        }
+    }
+}
+
+/// Runs `m2m session ...`.
+pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
+    let code = match &args.command {
+        SessionCommand::Create { admin, attributes } => create(admin, attributes),
+        SessionCommand::Set { admin, id, attributes } => set(admin, id, attributes),
+        SessionCommand::Get { admin, id } => get(admin, id),
+        SessionCommand::Invalidate { admin, id } => invalidate(admin, id),
+    };
+    Ok(code.unwrap_or_else(|c| c))
+}
+
+fn create(admin: &AdminArgs, attrs: &[(String, String)]) -> Result<ExitCode, ExitCode> {
+    let r = admin.call("POST", "/sessions", Some(&body(attrs)))?;
+    let id = r.json().get("id").and_then(Value::as_str).map(str::to_owned);
+    match (&id, r.status) {
+        // The session exists (also when not acknowledged): its id goes to stdout.
+        (Some(id), 200 | 201 | 504) => output::emit(&format!("{id}\n")),
+        (None, 200 | 201) => {
+            eprintln!("error: the admin API did not return a session id: {}", r.body);
+            return Err(output::exit(EXIT_FAILED));
+        }
+        _ => {}
+    }
+    match write_result("create", id.as_deref().unwrap_or("(new session)"), &r) {
+        Some(code) => Err(code),
+        None => Ok(ExitCode::SUCCESS),
+    }
+}
+
+fn set(admin: &AdminArgs, id: &str, attrs: &[(String, String)]) -> Result<ExitCode, ExitCode> {
+    let r = admin.call("PUT", &format!("/sessions/{}", encode_segment(id)), Some(&body(attrs)))?;
+    match write_result("set", id, &r) {
+        Some(code) => Err(code),
+        None => Ok(ExitCode::SUCCESS),
+    }
+}
+
+fn get(admin: &AdminArgs, id: &str) -> Result<ExitCode, ExitCode> {
+    let r = admin.call("GET", &format!("/sessions/{}", encode_segment(id)), None)?;
+    match r.status {
+        200 => {
+            let json = r.json();
+            let mut out = String::new();
+            if let Some(attrs) = json.get("attributes").and_then(Value::as_object) {
+                let sorted: BTreeMap<&String, &Value> = attrs.iter().collect();
+                for (k, v) in sorted {
+                    let v = v.as_str().map_or_else(|| v.to_string(), str::to_owned);
+                    out.push_str(&format!("{k}={v}\n"));
+                }
+            }
+            output::emit(&out);
+            Ok(ExitCode::SUCCESS)
+        }
+        404 => {
+            eprintln!("error: no session {id} (never created, invalidated, or expired)");
+            Err(output::exit(EXIT_FAILED))
+        }
+        s => {
+            eprintln!("error: get {id}: the admin API answered {s}: {}", r.error_message());
+            Err(output::exit(EXIT_FAILED))
+        }
+    }
+}
+
+fn invalidate(admin: &AdminArgs, id: &str) -> Result<ExitCode, ExitCode> {
+    let r = admin.call("DELETE", &format!("/sessions/{}", encode_segment(id)), None)?;
+    match write_result("invalidate", id, &r) {
+        Some(code) => Err(code),
+        None => {
+            output::emit(&format!("invalidated {id}\n"));
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_may_start_with_a_hyphen() {
+        use clap::Parser as _;
+        #[derive(clap::Parser)]
+        struct T {
+            #[command(subcommand)]
+            c: SessionCommand,
+        }
+        for args in [
+            &["t", "get", "--admin", "a:1", "-iXb.app1.app2"][..],
+            &["t", "set", "--admin", "a:1", "-hq3V0x9R2aY7.app1.app2", "k=v"],
+            &["t", "invalidate", "--admin", "a:1", "--x.app1"],
+        ] {
+            let t = T::try_parse_from(args).expect("parses");
+            let id = match t.c {
+                SessionCommand::Get { id, .. }
+                | SessionCommand::Set { id, .. }
+                | SessionCommand::Invalidate { id, .. } => id,
+                SessionCommand::Create { .. } => String::new(),
+            };
+            assert_eq!(id, args[4]);
+        }
+    }
+
+    #[test]
+    fn key_value_pairs() {
+        assert_eq!(parse_kv("a=b=c"), Ok(("a".into(), "b=c".into())));
+        assert_eq!(parse_kv("a="), Ok(("a".into(), String::new())));
+        assert!(parse_kv("=b").is_err());
+        assert!(parse_kv("ab").is_err());
+    }
+}
