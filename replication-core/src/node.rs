@@ -113,12 +113,61 @@ struct Replica {
     ups: u64,
 }
 
+/// The placed backups of an owned session and their state, sorted by node (iterated in the
+/// same order as a `BTreeMap`). A session has a few backups, and a `BTreeMap` allocates a
+/// node for 11 entries (about 800 bytes here) even for one; this holds exactly what is there.
+#[derive(Debug, Clone, Default)]
+struct ReplicaMap(Vec<(NodeId, Replica)>);
+
+impl ReplicaMap {
+    fn find(&self, n: &NodeId) -> Result<usize, usize> {
+        self.0.binary_search_by(|(k, _)| k.cmp(n))
+    }
+
+    fn get_mut(&mut self, n: &NodeId) -> Option<&mut Replica> {
+        let i = self.find(n).ok()?;
+        Some(&mut self.0[i].1)
+    }
+
+    fn remove(&mut self, n: &NodeId) -> Option<Replica> {
+        let i = self.find(n).ok()?;
+        Some(self.0.remove(i).1)
+    }
+
+    fn get_or_insert_with(&mut self, n: &NodeId, f: impl FnOnce() -> Replica) -> &mut Replica {
+        let i = match self.find(n) {
+            Ok(i) => i,
+            Err(i) => {
+                self.0.insert(i, (n.clone(), f()));
+                i
+            }
+        };
+        &mut self.0[i].1
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&NodeId, &Replica)> {
+        self.0.iter().map(|(n, r)| (n, r))
+    }
+
+    fn iter_mut(&mut self) -> impl Iterator<Item = (&NodeId, &mut Replica)> {
+        self.0.iter_mut().map(|(n, r)| (&*n, r))
+    }
+
+    fn keys(&self) -> impl Iterator<Item = &NodeId> {
+        self.0.iter().map(|(n, _)| n)
+    }
+
+    fn values(&self) -> impl Iterator<Item = &Replica> {
+        self.0.iter().map(|(_, r)| r)
+    }
+}
+
 #[derive(Debug, Clone)]
 struct OwnerState {
     last_access: Instant,
     touched: bool,
     last_touch: Instant,
-    replicas: BTreeMap<NodeId, Replica>,
+    replicas: ReplicaMap,
     /// Former holders, told to drop once the placed backups hold the current version.
     stale: BTreeSet<NodeId>,
     view_gen: u64,
@@ -696,7 +745,7 @@ impl Node {
             last_access: now,
             touched: false,
             last_touch: now,
-            replicas: BTreeMap::new(),
+            replicas: ReplicaMap::default(),
             stale: BTreeSet::new(),
             view_gen: u64::MAX, // forces a plan
             under: false,
@@ -957,7 +1006,7 @@ impl Node {
                     last_access: now,
                     touched: false,
                     last_touch: now,
-                    replicas: BTreeMap::new(),
+                    replicas: ReplicaMap::default(),
                     stale: BTreeSet::new(),
                     view_gen: u64::MAX,
                     under: false,
@@ -1050,7 +1099,7 @@ impl Node {
             let ups = peers.get(b).map_or(0, |p| p.ups);
             o.stale.remove(b);
             let fresh = Replica { acked: None, last_sent: None, inc, ups };
-            let r = o.replicas.entry(b.clone()).or_insert_with(|| fresh.clone());
+            let r = o.replicas.get_or_insert_with(b, || fresh.clone());
             if r.inc != inc || r.ups != ups {
                 // Restarted (empty) or was down (may have missed writes, or promised a higher
                 // epoch to someone else): send it everything again.
