@@ -308,6 +308,8 @@ pub struct Node {
     /// Re-replication token bucket, in thousandths of a session.
     tokens: u64,
     last_refill: Instant,
+    /// When the replan pass last ran.
+    last_replan: Instant,
     leaving: Option<(RequestId, Instant)>,
     left: bool,
     /// When this node last ran (any input or timeout): a long gap means it was paused.
@@ -365,6 +367,7 @@ impl Node {
             view_gen: 0,
             tokens,
             last_refill: now,
+            last_replan: now,
             leaving: None,
             left: false,
             last_run: now,
@@ -409,6 +412,9 @@ impl Node {
             return None;
         }
         let mut t = self.next_heartbeat.min(self.next_tick);
+        if self.replan_cursor.is_some() {
+            t = t.min(self.last_replan + self.replan_interval());
+        }
         if let Some((at, _)) = self.timers.first() {
             t = t.min(*at);
         }
@@ -439,6 +445,8 @@ impl Node {
         if now >= self.next_tick {
             self.maintenance(now);
             self.next_tick = now + self.tick;
+        } else if self.replan_cursor.is_some() && now >= self.last_replan + self.replan_interval() {
+            self.replan_pass(now);
         }
     }
 
@@ -1510,7 +1518,29 @@ impl Node {
         for n in dead {
             self.peer_down(now, &n);
         }
-        // Replan pass after a view change.
+        self.replan_pass(now);
+        // General scan: expiry, retransmission, touches, orphans.
+        let batch = self.settings.scan_batch.max(1);
+        let keys = self.keys_from(self.scan_cursor.as_deref(), batch);
+        self.scan_cursor = if keys.len() < batch { None } else { keys.last().cloned() };
+        for k in keys {
+            self.maintain(now, &k);
+        }
+        self.check_leave(now);
+    }
+
+    /// How soon an unfinished replan pass continues: a tenth of the maintenance tick (at
+    /// least 1 ms), so re-replication and failover of many sessions are paced by the token
+    /// bucket and `scan_batch`, not by the tick.
+    fn replan_interval(&self) -> Duration {
+        (self.tick / 10).max(Duration::from_millis(1))
+    }
+
+    /// One batch of the replan pass after a view change (re-placement, re-replication within
+    /// the token bucket, failover of sessions whose owner is gone).
+    fn replan_pass(&mut self, now: Instant) {
+        self.refill(now);
+        self.last_replan = now;
         if let Some(cursor) = self.replan_cursor.take() {
             let batch = self.settings.scan_batch.max(1);
             let keys = self.keys_from(cursor.as_deref(), batch);
@@ -1536,14 +1566,6 @@ impl Node {
                 self.replan_cursor = Some(last);
             }
         }
-        // General scan: expiry, retransmission, touches, orphans.
-        let batch = self.settings.scan_batch.max(1);
-        let keys = self.keys_from(self.scan_cursor.as_deref(), batch);
-        self.scan_cursor = if keys.len() < batch { None } else { keys.last().cloned() };
-        for k in keys {
-            self.maintain(now, &k);
-        }
-        self.check_leave(now);
     }
 
     fn keys_from(&self, cursor: Option<&str>, n: usize) -> Vec<String> {
