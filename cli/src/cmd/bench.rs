@@ -139,7 +139,10 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
     }
     let memory = if args.only.is_empty() || args.only.iter().any(|o| o == "memory") {
         eprintln!("memory ({} sessions of 1 KiB, fresh child processes) ...", plan.memory_sessions);
-        memory(args, plan.memory_sessions)?
+        memory(args, plan.memory_sessions).unwrap_or_else(|e| {
+            eprintln!("memory: {e:#}");
+            BTreeMap::new()
+        })
     } else {
         BTreeMap::new()
     };
@@ -303,7 +306,9 @@ async fn one_run(plan: &Plan, redis: Option<&str>, only: &[String]) -> anyhow::R
 
     if want("failover") {
         eprintln!("  failover ...");
-        let (all_ms, first_ms) = failover(plan.failover_sessions).await?;
+        let (all_ms, first_ms, dropped) = failover(plan.failover_sessions).await?;
+        f.insert("failover.sessions".into(), plan.failover_sessions as f64);
+        f.insert("failover.send_queue_full".into(), dropped);
         f.insert("failover.all_owned_ms".into(), all_ms);
         f.insert("failover.first_read_ms".into(), first_ms);
     }
@@ -670,7 +675,7 @@ where
 /// Three nodes; `n` sessions owned by app1, which is then aborted. Returns the time until
 /// every session is owned by a survivor, and until a read of one session through its failover
 /// target (named in its id) returned it, in milliseconds.
-async fn failover(n: usize) -> anyhow::Result<(f64, f64)> {
+async fn failover(n: usize) -> anyhow::Result<(f64, f64, f64)> {
     let c = Cluster::start("tcp", 3, 1, sync(1), None).await?;
     let ids = create_many(&c.nodes[0], n).await?;
     let probe = ids.first().cloned().context("no session")?;
@@ -700,8 +705,21 @@ async fn failover(n: usize) -> anyhow::Result<(f64, f64)> {
     .await
     .context("failover")?;
     let first = read.await?;
+    let mut dropped = 0;
+    for m in &survivors {
+        let m = m.metrics().await?;
+        dropped += m.send_queue_full;
+        eprintln!(
+            "    failover: {} failovers, {} sends dropped on a full transport queue, {} messages sent",
+            m.core.failovers, m.send_queue_full, m.messages_sent
+        );
+    }
     c.stop().await;
-    Ok((all.duration_since(t0).as_secs_f64() * 1e3, first.duration_since(t0).as_secs_f64() * 1e3))
+    Ok((
+        all.duration_since(t0).as_secs_f64() * 1e3,
+        first.duration_since(t0).as_secs_f64() * 1e3,
+        dropped as f64,
+    ))
 }
 
 /// Re-replication settings of the benchmark: a token bucket that does not limit (1,000,000
@@ -752,6 +770,8 @@ async fn rereplication(n: usize) -> anyhow::Result<(f64, f64, f64)> {
         );
     }
     let done = done.context("re-replication")?;
+    let dropped = a.metrics().await?.send_queue_full;
+    eprintln!("    re-replication: {dropped} sends dropped on a full transport queue at app1");
     c.stop().await;
     let moved = n.saturating_sub(before) as f64;
     let secs = done.duration_since(detected).as_secs_f64().max(1e-6);
@@ -800,13 +820,15 @@ async fn memory_child(kind: MemoryKind, n: usize) -> anyhow::Result<MemoryFigure
             })
         }
         MemoryKind::M2m => {
-            let c = Cluster::start("tcp", 2, 1, sync(1), None).await?;
+            let ack = AckPolicy::Sync { backups: 1, timeout: Duration::from_secs(60) };
+            let c = Cluster::start("tcp", 2, 1, ack, None).await?;
             let (a, b) = (c.nodes[0].clone(), c.nodes[1].clone());
             let before = rss_bytes()?;
-            create_many(&a, n).await?;
-            wait_until(Duration::from_secs(600), Duration::from_millis(50), || {
+            let created = create_many(&a, n).await?.len();
+            wait_until(Duration::from_secs(600), Duration::from_millis(100), || {
                 let b = b.clone();
-                async move { Ok(b.metrics().await?.core.backups >= n) }
+                // A busy node may answer a metrics request late: ask again.
+                async move { Ok(b.metrics().await.is_ok_and(|m| m.core.backups >= created)) }
             })
             .await
             .context("replication of the memory sessions")?;
@@ -1048,6 +1070,12 @@ impl Report {
             String::new(),
         ]);
         t.row([
+            format!("failover: sends dropped on a full queue ({:.0} sessions)", self.g("failover.sessions")),
+            format!("{:.0}", self.g("failover.send_queue_full")),
+            String::new(),
+            String::new(),
+        ]);
+        t.row([
             format!("re-replication ({:.0} sessions)", self.g("rereplication.sessions")),
             rate(self.g("rereplication.sessions_per_s")),
             String::new(),
@@ -1098,7 +1126,8 @@ impl Report {
         let lo = all.iter().copied().fold(f64::INFINITY, f64::min).max(1.0).log10().floor();
         let hi = all.iter().copied().fold(1.0, f64::max).log10().ceil().max(lo + 1.0);
         let xs = |v: f64| x0 + (v.max(1.0).log10() - lo) / (hi - lo) * pw;
-        let ys = |p: f64| y0 + ph - p * ph;
+        // "Nines" scale: p50, p90, p99 and p99.9 equally spaced.
+        let ys = |p: f64| y0 + ph - (-(1.0 - p.min(0.999)).log10() / 3.0) * ph;
         s.push_str(&format!(
             "<rect x=\"{x0}\" y=\"{y0}\" width=\"{pw}\" height=\"{ph}\" fill=\"none\" stroke=\"black\"/>\n"
         ));
@@ -1113,7 +1142,7 @@ impl Report {
             ));
             d += 1.0;
         }
-        for p in [0.0, 0.5, 0.9, 0.99, 1.0] {
+        for p in [0.0, 0.5, 0.9, 0.99, 0.999] {
             let y = ys(p);
             s.push_str(&format!(
                 "<line x1=\"{x0}\" y1=\"{y:.1}\" x2=\"{}\" y2=\"{y:.1}\" stroke=\"#ddd\"/><text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">p{}</text>\n",
@@ -1137,7 +1166,7 @@ impl Report {
                 "<polyline fill=\"none\" stroke=\"{color}\" stroke-width=\"2\" points=\"{}\"/>\n",
                 pts.join(" ")
             ));
-            let ly = y0 + 14.0 + 16.0 * i as f64;
+            let ly = y0 + ph - 64.0 + 16.0 * i as f64;
             s.push_str(&format!(
                 "<rect x=\"{}\" y=\"{}\" width=\"12\" height=\"3\" fill=\"{color}\"/><text x=\"{}\" y=\"{ly}\">{name}</text>\n",
                 x0 + pw - 170.0,
@@ -1194,9 +1223,9 @@ impl Report {
         if r16.is_finite() {
             let y = y0 + ph - r16 / max * (ph - 20.0);
             s.push_str(&format!(
-                "<line x1=\"{x1}\" y1=\"{y:.1}\" x2=\"{}\" y2=\"{y:.1}\" stroke=\"#2ca02c\" stroke-dasharray=\"4 3\"/><text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\" fill=\"#2ca02c\">Redis SET+WAIT, 16 clients</text>\n",
+                "<line x1=\"{x1}\" y1=\"{y:.1}\" x2=\"{}\" y2=\"{y:.1}\" stroke=\"#2ca02c\" stroke-dasharray=\"4 3\"/><text x=\"{}\" y=\"{:.1}\" fill=\"#2ca02c\">Redis SET+WAIT 1, 16 clients: {r16:.0}/s</text>\n",
                 x1 + pw1,
-                x1 + pw1 - 4.0,
+                x1 + 4.0,
                 y - 4.0
             ));
         }
