@@ -48,6 +48,9 @@ enum Command {
     Session(cmd::session::Args),
     /// Start a whole domain in this process on loopback, crash a node and show failover.
     Demo(cmd::demo::Args),
+    /// Measure m2m against raw TCP, raw QUIC and Redis baselines (latency, throughput, memory,
+    /// failover, re-replication).
+    Bench(cmd::bench::Args),
 }
 
 fn main() -> ExitCode {
@@ -60,6 +63,7 @@ fn main() -> ExitCode {
         Command::Status(args) => cmd::status::run(&args),
         Command::Session(args) => cmd::session::run(&args),
         Command::Demo(args) => cmd::demo::run(&args),
+        Command::Bench(args) => cmd::bench::run(&args),
     };
     match result {
         Ok(code) => code,

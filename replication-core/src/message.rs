@@ -17,7 +17,8 @@ use crate::placement::stable_hash;
 use crate::transport::WireMessage;
 
 /// The protocol version; a peer speaking another one is refused at the handshake.
-pub const PROTOCOL_VERSION: u32 = 2;
+/// (3: attribute values are MessagePack `bin`, see `bytes`.)
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// The version of a session's state inside one [`Epoch`]; every write adds one. Versions
 /// continue across ownership changes (a new owner starts from the highest copy it found).
@@ -78,7 +79,7 @@ impl fmt::Display for Epoch {
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Change {
     /// Sets an attribute.
-    Set(String, Vec<u8>),
+    Set(String, #[serde(with = "bytes")] Vec<u8>),
     /// Removes an attribute (no-op when absent).
     Remove(String),
     /// Removes every attribute; followed by `Set`s this is a full replace.
@@ -115,6 +116,7 @@ pub enum Body {
     /// A live session.
     Live {
         /// The attributes.
+        #[serde(with = "bytes_map")]
         attrs: Arc<Attributes>,
         /// Inactivity after which the session expires, in milliseconds.
         max_inactive_ms: u64,
@@ -262,9 +264,130 @@ impl WireMessage for Message {
     }
 }
 
+/// Attribute values as one byte string (MessagePack `bin`: a length and the bytes), instead
+/// of serde's default for `Vec<u8>`, an array with one integer per byte (up to two bytes each on
+/// the wire, and one serde call per byte to encode and decode). Arrays are still accepted.
+mod bytes {
+    use std::fmt;
+
+    use serde::de::{Deserializer, SeqAccess, Visitor};
+    use serde::ser::Serializer;
+
+    #[allow(clippy::ptr_arg)] // the signature serde's `with` expects for a `Vec<u8>` field
+    pub(super) fn serialize<S: Serializer>(v: &Vec<u8>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(v)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        d.deserialize_byte_buf(BytesVisitor)
+    }
+
+    pub(super) struct BytesVisitor;
+
+    impl<'de> Visitor<'de> for BytesVisitor {
+        type Value = Vec<u8>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a byte string")
+        }
+
+        fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Vec<u8>, E> {
+            Ok(v.to_vec())
+        }
+
+        fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<Vec<u8>, E> {
+            Ok(v)
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<u8>, A::Error> {
+            let mut v = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(64 * 1024));
+            while let Some(b) = seq.next_element::<u8>()? {
+                v.push(b);
+            }
+            Ok(v)
+        }
+    }
+}
+
+/// [`Attributes`] with each value a byte string (see `bytes`).
+mod bytes_map {
+    use std::fmt;
+    use std::sync::Arc;
+
+    use serde::de::{Deserializer, MapAccess, Visitor};
+    use serde::ser::{SerializeMap, Serializer};
+    use serde::{Deserialize, Serialize};
+
+    use super::Attributes;
+
+    struct Bytes<'a>(&'a [u8]);
+
+    impl Serialize for Bytes<'_> {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            s.serialize_bytes(self.0)
+        }
+    }
+
+    struct ByteBuf(Vec<u8>);
+
+    impl<'de> Deserialize<'de> for ByteBuf {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            d.deserialize_byte_buf(super::bytes::BytesVisitor).map(ByteBuf)
+        }
+    }
+
+    pub(super) fn serialize<S: Serializer>(m: &Arc<Attributes>, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(m.len()))?;
+        for (k, v) in m.iter() {
+            map.serialize_entry(k, &Bytes(v))?;
+        }
+        map.end()
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Arc<Attributes>, D::Error> {
+        d.deserialize_map(MapVisitor).map(Arc::new)
+    }
+
+    struct MapVisitor;
+
+    impl<'de> Visitor<'de> for MapVisitor {
+        type Value = Attributes;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a map of attribute names to byte strings")
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Attributes, A::Error> {
+            let mut out = Attributes::new();
+            while let Some((k, ByteBuf(v))) = map.next_entry::<String, ByteBuf>()? {
+                out.insert(k, v);
+            }
+            Ok(out)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn values_are_byte_strings_and_arrays_are_still_read() {
+        let mut attrs = Attributes::new();
+        attrs.insert("k".into(), vec![200; 300]);
+        let body = Body::Live { attrs: Arc::new(attrs), max_inactive_ms: 5 };
+        let bytes = rmp_serde::to_vec(&body).expect("encode");
+        assert!(bytes.len() < 300 + 32, "one byte per byte: {}", bytes.len());
+        assert_eq!(rmp_serde::from_slice::<Body>(&bytes).expect("decode"), body);
+        // The former encoding (one integer per byte) decodes to the same value.
+        #[derive(Serialize)]
+        enum OldChange {
+            Set(String, Vec<u8>),
+        }
+        let old = rmp_serde::to_vec(&OldChange::Set("k".into(), vec![1, 200])).expect("encode");
+        let back: Change = rmp_serde::from_slice(&old).expect("decode");
+        assert_eq!(back, Change::Set("k".into(), vec![1, 200]));
+    }
 
     #[test]
     fn epoch_orders_by_term_then_node() {

@@ -113,12 +113,61 @@ struct Replica {
     ups: u64,
 }
 
+/// The placed backups of an owned session and their state, sorted by node (iterated in the
+/// same order as a `BTreeMap`). A session has a few backups, and a `BTreeMap` allocates a
+/// node for 11 entries (about 800 bytes here) even for one; this holds exactly what is there.
+#[derive(Debug, Clone, Default)]
+struct ReplicaMap(Vec<(NodeId, Replica)>);
+
+impl ReplicaMap {
+    fn find(&self, n: &NodeId) -> Result<usize, usize> {
+        self.0.binary_search_by(|(k, _)| k.cmp(n))
+    }
+
+    fn get_mut(&mut self, n: &NodeId) -> Option<&mut Replica> {
+        let i = self.find(n).ok()?;
+        Some(&mut self.0[i].1)
+    }
+
+    fn remove(&mut self, n: &NodeId) -> Option<Replica> {
+        let i = self.find(n).ok()?;
+        Some(self.0.remove(i).1)
+    }
+
+    fn get_or_insert_with(&mut self, n: &NodeId, f: impl FnOnce() -> Replica) -> &mut Replica {
+        let i = match self.find(n) {
+            Ok(i) => i,
+            Err(i) => {
+                self.0.insert(i, (n.clone(), f()));
+                i
+            }
+        };
+        &mut self.0[i].1
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&NodeId, &Replica)> {
+        self.0.iter().map(|(n, r)| (n, r))
+    }
+
+    fn iter_mut(&mut self) -> impl Iterator<Item = (&NodeId, &mut Replica)> {
+        self.0.iter_mut().map(|(n, r)| (&*n, r))
+    }
+
+    fn keys(&self) -> impl Iterator<Item = &NodeId> {
+        self.0.iter().map(|(n, _)| n)
+    }
+
+    fn values(&self) -> impl Iterator<Item = &Replica> {
+        self.0.iter().map(|(_, r)| r)
+    }
+}
+
 #[derive(Debug, Clone)]
 struct OwnerState {
     last_access: Instant,
     touched: bool,
     last_touch: Instant,
-    replicas: BTreeMap<NodeId, Replica>,
+    replicas: ReplicaMap,
     /// Former holders, told to drop once the placed backups hold the current version.
     stale: BTreeSet<NodeId>,
     view_gen: u64,
@@ -259,6 +308,8 @@ pub struct Node {
     /// Re-replication token bucket, in thousandths of a session.
     tokens: u64,
     last_refill: Instant,
+    /// When the replan pass last ran.
+    last_replan: Instant,
     leaving: Option<(RequestId, Instant)>,
     left: bool,
     /// When this node last ran (any input or timeout): a long gap means it was paused.
@@ -316,6 +367,7 @@ impl Node {
             view_gen: 0,
             tokens,
             last_refill: now,
+            last_replan: now,
             leaving: None,
             left: false,
             last_run: now,
@@ -360,6 +412,9 @@ impl Node {
             return None;
         }
         let mut t = self.next_heartbeat.min(self.next_tick);
+        if self.replan_cursor.is_some() {
+            t = t.min(self.last_replan + self.replan_interval());
+        }
         if let Some((at, _)) = self.timers.first() {
             t = t.min(*at);
         }
@@ -390,6 +445,8 @@ impl Node {
         if now >= self.next_tick {
             self.maintenance(now);
             self.next_tick = now + self.tick;
+        } else if self.replan_cursor.is_some() && now >= self.last_replan + self.replan_interval() {
+            self.replan_pass(now);
         }
     }
 
@@ -696,7 +753,7 @@ impl Node {
             last_access: now,
             touched: false,
             last_touch: now,
-            replicas: BTreeMap::new(),
+            replicas: ReplicaMap::default(),
             stale: BTreeSet::new(),
             view_gen: u64::MAX, // forces a plan
             under: false,
@@ -957,7 +1014,7 @@ impl Node {
                     last_access: now,
                     touched: false,
                     last_touch: now,
-                    replicas: BTreeMap::new(),
+                    replicas: ReplicaMap::default(),
                     stale: BTreeSet::new(),
                     view_gen: u64::MAX,
                     under: false,
@@ -1050,7 +1107,7 @@ impl Node {
             let ups = peers.get(b).map_or(0, |p| p.ups);
             o.stale.remove(b);
             let fresh = Replica { acked: None, last_sent: None, inc, ups };
-            let r = o.replicas.entry(b.clone()).or_insert_with(|| fresh.clone());
+            let r = o.replicas.get_or_insert_with(b, || fresh.clone());
             if r.inc != inc || r.ups != ups {
                 // Restarted (empty) or was down (may have missed writes, or promised a higher
                 // epoch to someone else): send it everything again.
@@ -1461,7 +1518,29 @@ impl Node {
         for n in dead {
             self.peer_down(now, &n);
         }
-        // Replan pass after a view change.
+        self.replan_pass(now);
+        // General scan: expiry, retransmission, touches, orphans.
+        let batch = self.settings.scan_batch.max(1);
+        let keys = self.keys_from(self.scan_cursor.as_deref(), batch);
+        self.scan_cursor = if keys.len() < batch { None } else { keys.last().cloned() };
+        for k in keys {
+            self.maintain(now, &k);
+        }
+        self.check_leave(now);
+    }
+
+    /// How soon an unfinished replan pass continues: a tenth of the maintenance tick (at
+    /// least 1 ms), so re-replication and failover of many sessions are paced by the token
+    /// bucket and `scan_batch`, not by the tick.
+    fn replan_interval(&self) -> Duration {
+        (self.tick / 10).max(Duration::from_millis(1))
+    }
+
+    /// One batch of the replan pass after a view change (re-placement, re-replication within
+    /// the token bucket, failover of sessions whose owner is gone).
+    fn replan_pass(&mut self, now: Instant) {
+        self.refill(now);
+        self.last_replan = now;
         if let Some(cursor) = self.replan_cursor.take() {
             let batch = self.settings.scan_batch.max(1);
             let keys = self.keys_from(cursor.as_deref(), batch);
@@ -1487,14 +1566,6 @@ impl Node {
                 self.replan_cursor = Some(last);
             }
         }
-        // General scan: expiry, retransmission, touches, orphans.
-        let batch = self.settings.scan_batch.max(1);
-        let keys = self.keys_from(self.scan_cursor.as_deref(), batch);
-        self.scan_cursor = if keys.len() < batch { None } else { keys.last().cloned() };
-        for k in keys {
-            self.maintain(now, &k);
-        }
-        self.check_leave(now);
     }
 
     fn keys_from(&self, cursor: Option<&str>, n: usize) -> Vec<String> {

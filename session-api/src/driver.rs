@@ -211,17 +211,45 @@ impl Driver {
         // The engine wants its first timeout at once (heartbeats).
         self.handle_timeout();
         let far = || tokio::time::Instant::now() + Duration::from_secs(3600);
+        // One timer for the engine's deadline, re-armed only when the deadline comes earlier
+        // or the armed one fired (a new timer per loop costs a timer-wheel registration and
+        // removal under the runtime's timer lock). Waking before a later deadline is harmless:
+        // `handle_timeout` does only what is due.
+        let core_timer = tokio::time::sleep_until(far());
+        tokio::pin!(core_timer);
+        let mut armed: Option<tokio::time::Instant> = None;
         loop {
             if self.node.has_left() || self.aborted {
                 break;
             }
             let core_deadline =
                 self.node.poll_timeout().map(tokio::time::Instant::from_std).unwrap_or_else(far);
+            if armed.is_none_or(|a| core_deadline < a || core_timer.is_elapsed()) {
+                core_timer.as_mut().reset(core_deadline);
+                armed = Some(core_deadline);
+            }
             let flush_deadline = self.next_flush.unwrap_or_else(far);
             let requests_open = !self.requests_done;
             tokio::select! {
                 ev = self.transport.recv() => match ev {
-                    Some(ev) => self.on_transport(ev),
+                    Some(ev) => {
+                        self.on_transport(ev);
+                        // Take what else already arrived without another trip through select.
+                        let mut closed = false;
+                        for _ in 1..self.settings.batch {
+                            match ready_now(self.transport.recv()) {
+                                Some(Some(ev)) => self.on_transport(ev),
+                                Some(None) => {
+                                    closed = true;
+                                    break;
+                                }
+                                None => break,
+                            }
+                        }
+                        if closed {
+                            break;
+                        }
+                    }
                     None => break,
                 },
                 req = self.requests.recv(), if requests_open => match req {
@@ -243,7 +271,10 @@ impl Driver {
                         self.start_leave(None);
                     }
                 },
-                () = tokio::time::sleep_until(core_deadline) => self.handle_timeout(),
+                () = &mut core_timer => {
+                    armed = None;
+                    self.handle_timeout();
+                }
                 () = tokio::time::sleep_until(flush_deadline), if self.next_flush.is_some() => {
                     if let WriteFrequency::TimeBased(d) = self.settings.write_frequency {
                         self.next_flush = Some(tokio::time::Instant::now() + d);
@@ -624,6 +655,17 @@ impl Driver {
         self.flush(None);
         self.leaving = true;
         self.command(Command::Leave, None, Kind::Leave);
+    }
+}
+
+/// Polls `f` once: its output if it is ready now, `None` otherwise (`f` is dropped then, which
+/// the transports' `recv` allows: it is cancel-safe).
+fn ready_now<F: std::future::Future>(f: F) -> Option<F::Output> {
+    let mut f = std::pin::pin!(f);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match f.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(v) => Some(v),
+        std::task::Poll::Pending => None,
     }
 }
 

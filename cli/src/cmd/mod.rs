@@ -1,5 +1,6 @@
 //! One module per subcommand. Each exposes `Args` (clap) and `run(&Args) -> Result<ExitCode>`.
 
+pub(crate) mod bench;
 pub(crate) mod certs;
 pub(crate) mod demo;
 pub(crate) mod node;

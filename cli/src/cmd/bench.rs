@@ -1,0 +1,1288 @@
+//! `m2m bench`: the performance benchmark of m2m, with its baselines measured in the same run.
+//!
+//! - Baselines: raw TCP request/acknowledge ping-pong of 1 KiB on loopback (plain tokio
+//!   `TcpStream`, no TLS), raw pipelined TCP throughput and raw quinn throughput of 1 KiB
+//!   messages on one connection, and (with `--redis ADDR`) a Redis primary with one replica
+//!   doing `SET` + `WAIT 1 0` from a small RESP client.
+//! - m2m: synchronous session updates (1 KiB delta, 1 backup) over TLS/TCP and QUIC between
+//!   nodes of this process on loopback (throw-away certificates): latency at concurrency 1,
+//!   throughput at 1, 16 and 64 concurrent sessions; replicas 2; async acknowledgement.
+//! - Memory: bytes per session copy (owner and backup) against a plain
+//!   `HashMap<String, Vec<u8>>` holding the same data, each measured as the VmRSS growth of a
+//!   fresh child process (`/proc/self/status`).
+//! - Failover (the owner is stopped with `abort()` in-process, like a crash without a
+//!   graceful leave) and re-replication after a backup holder is lost.
+//!
+//! Every figure is the median over `--runs` runs (memory: one run).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use serde::Serialize;
+use session_api::{AckPolicy, Attributes, DomainConfig, Replication, SessionManager, SessionSettings};
+use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader, BufWriter};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::output::Table;
+
+/// The payload of every message and session: 1 KiB.
+const PAYLOAD: usize = 1024;
+/// Heartbeat and failure timeout of the benchmark domains (as in `m2m demo`).
+const HEARTBEAT_MS: u64 = 50;
+const FAILURE_TIMEOUT_MS: u64 = 300;
+
+/// Arguments of `m2m bench`.
+#[derive(Debug, clap::Args)]
+#[command(after_help = "Exit codes: 0 the benchmark ran; 1 a measurement failed; 2 bad arguments.")]
+pub(crate) struct Args {
+    /// A short smoke run (fewer rounds, shorter phases, 100,000 sessions for memory).
+    #[arg(long)]
+    pub(crate) quick: bool,
+    /// Runs to take the median of (default 3, 1 with --quick).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=20))]
+    pub(crate) runs: Option<u32>,
+    /// Also write every figure as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) json: Option<PathBuf>,
+    /// Also write the plot (latency distribution, throughput by concurrency) as SVG here.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) svg: Option<PathBuf>,
+    /// A Redis primary (with one replica attached) for the SET + WAIT 1 baseline.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub(crate) redis: Option<String>,
+    /// Sessions for the memory figure (default 1,000,000; 100,000 with --quick).
+    #[arg(long)]
+    pub(crate) memory_sessions: Option<usize>,
+    /// Run only these parts (comma-separated: raw, redis, tcp, quic, replicas2, async,
+    /// failover, rerep, memory); for profiling.
+    #[arg(long, value_delimiter = ',')]
+    pub(crate) only: Vec<String>,
+    /// Internal: measure memory of one kind in this (child) process and print it.
+    #[arg(long, hide = true, value_enum)]
+    pub(crate) memory_child: Option<MemoryKind>,
+}
+
+/// What a memory child measures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum MemoryKind {
+    /// A plain `HashMap<String, Vec<u8>>`.
+    Hashmap,
+    /// An owner and a backup node holding the sessions.
+    M2m,
+}
+
+/// Phase lengths and counts.
+#[derive(Clone, Copy, Debug)]
+struct Plan {
+    rounds: usize,
+    messages: usize,
+    phase: Duration,
+    failover_sessions: usize,
+    rerep_sessions: usize,
+    memory_sessions: usize,
+}
+
+impl Plan {
+    fn new(args: &Args) -> Plan {
+        let mut p = if args.quick {
+            Plan {
+                rounds: 2_000,
+                messages: 50_000,
+                phase: Duration::from_millis(700),
+                failover_sessions: 1_000,
+                rerep_sessions: 20_000,
+                memory_sessions: 100_000,
+            }
+        } else {
+            Plan {
+                rounds: 20_000,
+                messages: 200_000,
+                phase: Duration::from_secs(3),
+                failover_sessions: 10_000,
+                rerep_sessions: 100_000,
+                memory_sessions: 1_000_000,
+            }
+        };
+        if let Some(n) = args.memory_sessions {
+            p.memory_sessions = n.max(1);
+        }
+        p
+    }
+}
+
+/// Runs `m2m bench`.
+pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
+    crate::logging::init("error");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the tokio runtime")?;
+    let plan = Plan::new(args);
+    if let Some(kind) = args.memory_child {
+        let r = rt.block_on(memory_child(kind, plan.memory_sessions))?;
+        println!("{}", serde_json::to_string(&r)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let runs = args.runs.unwrap_or(if args.quick { 1 } else { 3 });
+    let mut all: Vec<Figures> = Vec::new();
+    let mut curves = Curves::default();
+    for i in 0..runs {
+        eprintln!("run {}/{runs} ...", i + 1);
+        let (figs, c) = rt.block_on(one_run(&plan, args.redis.as_deref(), &args.only))?;
+        all.push(figs);
+        curves = c;
+    }
+    let memory = if args.only.is_empty() || args.only.iter().any(|o| o == "memory") {
+        eprintln!("memory ({} sessions of 1 KiB, fresh child processes) ...", plan.memory_sessions);
+        memory(args, plan.memory_sessions).unwrap_or_else(|e| {
+            eprintln!("memory: {e:#}");
+            BTreeMap::new()
+        })
+    } else {
+        BTreeMap::new()
+    };
+    let median = median_figures(&all);
+    let report = Report::new(&plan, runs, median, all, memory, curves, args.redis.is_some());
+    print!("{}", report.render());
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_string_pretty(&report)? + "\n")
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    if let Some(path) = &args.svg {
+        std::fs::write(path, report.svg()).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+// ----- statistics -----
+
+/// Latency percentiles in microseconds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+struct Lat {
+    p50: f64,
+    p99: f64,
+    p999: f64,
+}
+
+/// Nearest-rank percentile of sorted samples (`p` in 0..=1).
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = (p * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+fn micros(samples: &[Duration]) -> Vec<f64> {
+    let mut v: Vec<f64> = samples.iter().map(|d| d.as_secs_f64() * 1e6).collect();
+    v.sort_by(f64::total_cmp);
+    v
+}
+
+fn lat(samples: &[Duration]) -> Lat {
+    let v = micros(samples);
+    Lat { p50: percentile(&v, 0.50), p99: percentile(&v, 0.99), p999: percentile(&v, 0.999) }
+}
+
+/// Median of the finite values (NaN when none).
+fn median(values: &[f64]) -> f64 {
+    let mut v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 }
+}
+
+/// One run's figures by name (`tcp.c1.p50_us`, `raw.tcp.msgs_per_s`, ...).
+type Figures = BTreeMap<String, f64>;
+
+fn median_figures(runs: &[Figures]) -> Figures {
+    let mut keys: Vec<&String> = runs.iter().flat_map(|r| r.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    keys.into_iter()
+        .map(|k| {
+            let v: Vec<f64> = runs.iter().filter_map(|r| r.get(k).copied()).collect();
+            (k.clone(), median(&v))
+        })
+        .collect()
+}
+
+/// Latency distributions (of the last run) for the plot: microseconds at the percentiles of
+/// [`CURVE_POINTS`].
+#[derive(Clone, Debug, Default, Serialize)]
+struct Curves {
+    raw_tcp: Vec<f64>,
+    tcp: Vec<f64>,
+    quic: Vec<f64>,
+    redis: Vec<f64>,
+}
+
+const CURVE_POINTS: [f64; 14] = [0.01, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 0.999];
+
+fn curve(samples: &[Duration]) -> Vec<f64> {
+    let v = micros(samples);
+    CURVE_POINTS.iter().map(|p| percentile(&v, *p)).collect()
+}
+
+// ----- one run -----
+
+async fn one_run(plan: &Plan, redis: Option<&str>, only: &[String]) -> anyhow::Result<(Figures, Curves)> {
+    let want = |part: &str| only.is_empty() || only.iter().any(|o| o == part);
+    let mut f = Figures::new();
+    let mut curves = Curves::default();
+    let put_lat = |f: &mut Figures, prefix: &str, l: Lat| {
+        f.insert(format!("{prefix}.p50_us"), l.p50);
+        f.insert(format!("{prefix}.p99_us"), l.p99);
+        f.insert(format!("{prefix}.p999_us"), l.p999);
+    };
+
+    if want("raw") {
+        eprintln!("  raw tcp ...");
+        let rtt = raw_tcp_pingpong(plan.rounds).await.context("raw TCP ping-pong")?;
+        put_lat(&mut f, "raw.tcp.rtt", lat(&rtt));
+        curves.raw_tcp = curve(&rtt);
+        f.insert("raw.tcp.msgs_per_s".into(), raw_tcp_pipelined(plan.messages).await.context("raw TCP")?);
+        eprintln!("  raw quinn ...");
+        f.insert("raw.quinn.msgs_per_s".into(), raw_quinn(plan.messages).await.context("raw quinn")?);
+    }
+
+    if let Some(addr) = redis.filter(|_| want("redis")) {
+        eprintln!("  redis ...");
+        for c in [1usize, 16] {
+            let (rate, samples) = redis_set_wait(addr, c, plan.phase).await.context("Redis SET + WAIT")?;
+            f.insert(format!("redis.c{c}.ops_per_s"), rate);
+            if c == 1 {
+                put_lat(&mut f, "redis.c1", lat(&samples));
+                curves.redis = curve(&samples);
+            }
+        }
+    }
+
+    for transport in ["tcp", "quic"].into_iter().filter(|t| want(t)) {
+        eprintln!("  m2m {transport} sync ...");
+        let c = Cluster::start(transport, 2, 1, sync(1), None).await?;
+        let owner = &c.nodes[0];
+        let (_, samples) = updates(owner, 1, plan.phase, true).await?;
+        put_lat(&mut f, &format!("{transport}.sync.c1"), lat(&samples));
+        if transport == "tcp" {
+            curves.tcp = curve(&samples);
+        } else {
+            curves.quic = curve(&samples);
+        }
+        for conc in [1usize, 16, 64] {
+            let (rate, _) = updates(owner, conc, plan.phase, false).await?;
+            f.insert(format!("{transport}.sync.c{conc}.ops_per_s"), rate);
+        }
+        c.stop().await;
+    }
+
+    if want("replicas2") {
+        eprintln!("  m2m tcp replicas 2 ...");
+        let c = Cluster::start("tcp", 3, 2, sync(2), None).await?;
+        let (_, samples) = updates(&c.nodes[0], 1, plan.phase, true).await?;
+        put_lat(&mut f, "tcp.replicas2.c1", lat(&samples));
+        let (rate, _) = updates(&c.nodes[0], 64, plan.phase, false).await?;
+        f.insert("tcp.replicas2.c64.ops_per_s".into(), rate);
+        c.stop().await;
+    }
+
+    if want("async") {
+        eprintln!("  m2m tcp async ...");
+        let c = Cluster::start("tcp", 2, 1, AckPolicy::Async, None).await?;
+        for conc in [1usize, 64] {
+            let (rate, _) = updates(&c.nodes[0], conc, plan.phase, false).await?;
+            f.insert(format!("tcp.async.c{conc}.ops_per_s"), rate);
+        }
+        c.stop().await;
+    }
+
+    if want("failover") {
+        eprintln!("  failover ...");
+        let (all_ms, first_ms, dropped) = failover(plan.failover_sessions).await?;
+        f.insert("failover.sessions".into(), plan.failover_sessions as f64);
+        f.insert("failover.send_queue_full".into(), dropped);
+        f.insert("failover.all_owned_ms".into(), all_ms);
+        f.insert("failover.first_read_ms".into(), first_ms);
+    }
+
+    if want("rerep") {
+        eprintln!("  re-replication ...");
+        let (rate, n, total_ms) = rereplication(plan.rerep_sessions).await?;
+        f.insert("rereplication.sessions_per_s".into(), rate);
+        f.insert("rereplication.sessions".into(), n);
+        f.insert("rereplication.from_kill_ms".into(), total_ms);
+    }
+    Ok((f, curves))
+}
+
+fn sync(backups: u32) -> AckPolicy {
+    AckPolicy::Sync { backups, timeout: Duration::from_secs(5) }
+}
+
+// ----- baselines -----
+
+fn frame() -> Vec<u8> {
+    let mut v = Vec::with_capacity(4 + PAYLOAD);
+    v.extend_from_slice(&u32::try_from(PAYLOAD).unwrap_or(0).to_be_bytes());
+    v.resize(4 + PAYLOAD, b'x');
+    v
+}
+
+/// Request (4-byte length + 1 KiB) and 8-byte acknowledgement, one at a time.
+async fn raw_tcp_pingpong(rounds: usize) -> anyhow::Result<Vec<Duration>> {
+    let l = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = l.local_addr()?;
+    let server = tokio::spawn(async move {
+        let (mut s, _) = l.accept().await?;
+        s.set_nodelay(true)?;
+        let mut buf = vec![0u8; 4 + PAYLOAD];
+        loop {
+            if s.read_exact(&mut buf).await.is_err() {
+                return Ok::<_, std::io::Error>(());
+            }
+            s.write_all(&[1u8; 8]).await?;
+        }
+    });
+    let mut s = TcpStream::connect(addr).await?;
+    s.set_nodelay(true)?;
+    let msg = frame();
+    let mut ack = [0u8; 8];
+    let mut out = Vec::with_capacity(rounds);
+    for i in 0..rounds + rounds / 10 {
+        let t0 = Instant::now();
+        s.write_all(&msg).await?;
+        s.read_exact(&mut ack).await?;
+        if i >= rounds / 10 {
+            out.push(t0.elapsed());
+        }
+    }
+    drop(s);
+    server.await??;
+    Ok(out)
+}
+
+/// `n` length-prefixed 1 KiB messages written as fast as possible on one connection; the
+/// clock stops when the receiver has read the last one.
+async fn raw_tcp_pipelined(n: usize) -> anyhow::Result<f64> {
+    let l = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = l.local_addr()?;
+    let server = tokio::spawn(async move {
+        let (s, _) = l.accept().await?;
+        let mut r = BufReader::with_capacity(64 * 1024, s);
+        let mut buf = vec![0u8; PAYLOAD];
+        for _ in 0..n {
+            let len = r.read_u32().await? as usize;
+            buf.resize(len, 0);
+            r.read_exact(&mut buf).await?;
+        }
+        Ok::<_, std::io::Error>(Instant::now())
+    });
+    let s = TcpStream::connect(addr).await?;
+    s.set_nodelay(true)?;
+    let mut w = BufWriter::with_capacity(64 * 1024, s);
+    let msg = frame();
+    let t0 = Instant::now();
+    for _ in 0..n {
+        w.write_all(&msg).await?;
+    }
+    w.flush().await?;
+    let done = server.await??;
+    Ok(n as f64 / done.duration_since(t0).as_secs_f64())
+}
+
+/// `n` length-prefixed 1 KiB messages on one quinn connection (one unidirectional stream),
+/// TLS 1.3 as QUIC requires; the clock stops when the receiver has read the last one.
+async fn raw_quinn(n: usize) -> anyhow::Result<f64> {
+    use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+    let (sc, cc) = replication_core::tls::insecure_configs()?;
+    let server_cfg = quinn::ServerConfig::with_crypto(Arc::new(QuicServerConfig::try_from(sc)?));
+    let server = quinn::Endpoint::server(server_cfg, "127.0.0.1:0".parse()?)?;
+    let addr = server.local_addr()?;
+    let mut client = quinn::Endpoint::client("127.0.0.1:0".parse()?)?;
+    client.set_default_client_config(quinn::ClientConfig::new(Arc::new(QuicClientConfig::try_from(cc)?)));
+    let accept = {
+        let server = server.clone();
+        tokio::spawn(async move {
+            let conn = server.accept().await.context("no connection")?.await?;
+            let mut rx = conn.accept_uni().await?;
+            let mut buf = vec![0u8; 4 + PAYLOAD];
+            for _ in 0..n {
+                rx.read_exact(&mut buf).await?;
+            }
+            Ok::<_, anyhow::Error>((Instant::now(), conn))
+        })
+    };
+    let conn = client.connect(addr, "insecure.m2m")?.await?;
+    let mut tx = conn.open_uni().await?;
+    let msg = frame();
+    let t0 = Instant::now();
+    for _ in 0..n {
+        tx.write_all(&msg).await?;
+    }
+    let (done, sconn) = accept.await??;
+    let _ = tx.finish();
+    conn.close(0u32.into(), b"done");
+    sconn.close(0u32.into(), b"done");
+    client.wait_idle().await;
+    server.close(0u32.into(), b"done");
+    Ok(n as f64 / done.duration_since(t0).as_secs_f64())
+}
+
+fn resp_command(args: &[&[u8]]) -> Vec<u8> {
+    let mut out = format!("*{}\r\n", args.len()).into_bytes();
+    for a in args {
+        out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+        out.extend_from_slice(a);
+        out.extend_from_slice(b"\r\n");
+    }
+    out
+}
+
+/// `SET key <1 KiB>` + `WAIT 1 0` (written together, one round trip, as an optimal client
+/// would), `conc` connections for `phase`.
+async fn redis_set_wait(addr: &str, conc: usize, phase: Duration) -> anyhow::Result<(f64, Vec<Duration>)> {
+    let start = Instant::now() + Duration::from_millis(100);
+    let deadline = start + phase;
+    let mut tasks = tokio::task::JoinSet::new();
+    for c in 0..conc {
+        let addr = addr.to_owned();
+        tasks.spawn(async move {
+            let s = TcpStream::connect(&addr).await?;
+            s.set_nodelay(true)?;
+            let mut s = BufReader::new(s);
+            let key = format!("m2m-bench-{c}");
+            let value = vec![b'x'; PAYLOAD];
+            let mut req = resp_command(&[b"SET", key.as_bytes(), &value]);
+            req.extend(resp_command(&[b"WAIT", b"1", b"0"]));
+            let mut samples = Vec::new();
+            let mut line = String::new();
+            loop {
+                let t0 = Instant::now();
+                if t0 >= deadline {
+                    break;
+                }
+                s.get_mut().write_all(&req).await?;
+                line.clear();
+                s.read_line(&mut line).await?;
+                if !line.starts_with("+OK") {
+                    bail!("SET answered {line:?}");
+                }
+                line.clear();
+                s.read_line(&mut line).await?;
+                let acked: i64 = line.trim().trim_start_matches(':').parse().unwrap_or(-1);
+                if acked < 1 {
+                    bail!("WAIT 1 0 answered {line:?}: is a replica attached?");
+                }
+                if t0 >= start {
+                    samples.push(t0.elapsed());
+                }
+            }
+            Ok(samples)
+        });
+    }
+    let mut all = Vec::new();
+    while let Some(r) = tasks.join_next().await {
+        all.extend(r??);
+    }
+    let rate = all.len() as f64 / phase.as_secs_f64();
+    Ok((rate, all))
+}
+
+// ----- m2m -----
+
+struct Cluster {
+    nodes: Vec<SessionManager>,
+    _certs: tempfile::TempDir,
+}
+
+enum Socket {
+    Tcp(std::net::TcpListener),
+    Udp(std::net::UdpSocket),
+}
+
+impl Cluster {
+    /// `n` nodes `app1..` on loopback with mutual TLS (throw-away certificates).
+    async fn start(
+        transport: &str,
+        n: usize,
+        replicas: u32,
+        ack: AckPolicy,
+        core: Option<replication_core::Settings>,
+    ) -> anyhow::Result<Cluster> {
+        let mut text = format!(
+            "[domain]\nname = \"bench\"\ntopology = \"peer-to-peer\"\nreplicas = {replicas}\n\
+             transport = \"{transport}\"\nheartbeat_interval_ms = {HEARTBEAT_MS}\n\
+             failure_timeout_ms = {FAILURE_TIMEOUT_MS}\nrequest_timeout_ms = 2000\n"
+        );
+        let mut sockets = Vec::new();
+        for i in 1..=n {
+            let (addr, socket) = if transport == "quic" {
+                let s = std::net::UdpSocket::bind("127.0.0.1:0")?;
+                (s.local_addr()?, Socket::Udp(s))
+            } else {
+                let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+                (l.local_addr()?, Socket::Tcp(l))
+            };
+            text.push_str(&format!("\n[[node]]\nname = \"app{i}\"\naddress = \"{addr}\"\n"));
+            sockets.push((format!("app{i}"), socket));
+        }
+        let cfg = DomainConfig::parse(&text, "bench.toml").context("the generated bench domain")?;
+        let certs = tempfile::tempdir()?;
+        replication_core::tls::init_dir(&cfg, certs.path()).context("throw-away certificates")?;
+        let mut nodes = Vec::new();
+        for (name, socket) in sockets {
+            let mut settings = SessionSettings::default();
+            if let Some(core) = &core {
+                settings.core = core.clone();
+            }
+            let b = SessionManager::builder(cfg.clone(), &name)
+                .settings(settings)
+                .certs_dir(certs.path())
+                .ack(ack);
+            let b = match socket {
+                Socket::Tcp(l) => b.tcp_listener(l),
+                Socket::Udp(s) => b.udp_socket(s),
+            };
+            nodes.push(b.start().await.with_context(|| format!("starting node {name}"))?);
+        }
+        let deadline = Instant::now() + Duration::from_secs(15);
+        'wait: loop {
+            let mut up = true;
+            for m in &nodes {
+                up &= m.metrics().await?.core.peers_up >= n - 1;
+            }
+            if up {
+                break 'wait;
+            }
+            if Instant::now() > deadline {
+                bail!("the bench nodes did not see each other within 15 s");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(Cluster { nodes, _certs: certs })
+    }
+
+    async fn stop(self) {
+        for m in &self.nodes {
+            let _ = m.abort().await;
+        }
+    }
+}
+
+fn session_attrs() -> Attributes {
+    let mut a = Attributes::new();
+    a.insert("data".into(), vec![b'x'; PAYLOAD]);
+    a
+}
+
+/// `conc` tasks, each updating its own session (a 1 KiB attribute) in a loop for `phase`:
+/// the rate of acknowledged updates, and their latencies when `record`.
+async fn updates(
+    m: &SessionManager,
+    conc: usize,
+    phase: Duration,
+    record: bool,
+) -> anyhow::Result<(f64, Vec<Duration>)> {
+    let mut sessions = Vec::with_capacity(conc);
+    for _ in 0..conc {
+        sessions.push(m.create_with(session_attrs()).await?);
+    }
+    let warmup = Duration::from_millis(150).min(phase / 4);
+    let start = Instant::now() + warmup;
+    let deadline = start + phase;
+    let mut tasks = tokio::task::JoinSet::new();
+    for (i, mut s) in sessions.into_iter().enumerate() {
+        let m = m.clone();
+        tasks.spawn(async move {
+            let mut samples = Vec::new();
+            let mut ops = 0u64;
+            let mut n = 0u8;
+            loop {
+                let t0 = Instant::now();
+                if t0 >= deadline {
+                    break;
+                }
+                n = n.wrapping_add(1);
+                s.set_bytes("data", vec![n ^ (i as u8); PAYLOAD])?;
+                let c = m.commit(&mut s).await?;
+                if !matches!(c.replication, Replication::Replicated { .. } | Replication::Local) {
+                    bail!("a benchmark write was not replicated: {:?}", c.replication);
+                }
+                if t0 >= start {
+                    ops += 1;
+                    if record {
+                        samples.push(t0.elapsed());
+                    }
+                }
+            }
+            Ok::<_, anyhow::Error>((ops, samples))
+        });
+    }
+    let mut ops = 0;
+    let mut all = Vec::new();
+    while let Some(r) = tasks.join_next().await {
+        let (o, s) = r??;
+        ops += o;
+        all.extend(s);
+    }
+    Ok((ops as f64 / phase.as_secs_f64(), all))
+}
+
+/// Creates `n` sessions on `m`, 64 at a time (sync acknowledgement keeps the pace bounded);
+/// returns their ids.
+async fn create_many(m: &SessionManager, n: usize) -> anyhow::Result<Vec<String>> {
+    let mut ids = Vec::with_capacity(n);
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut next = 0;
+    while next < n || !tasks.is_empty() {
+        while next < n && tasks.len() < 64 {
+            let m = m.clone();
+            tasks.spawn(async move { m.create_with(session_attrs()).await.map(|s| s.id().to_owned()) });
+            next += 1;
+        }
+        if let Some(r) = tasks.join_next().await {
+            ids.push(r??);
+        }
+    }
+    Ok(ids)
+}
+
+async fn wait_until<F, Fut>(limit: Duration, every: Duration, mut check: F) -> anyhow::Result<Instant>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<bool>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if check().await? {
+            return Ok(Instant::now());
+        }
+        if Instant::now() > deadline {
+            bail!("timed out after {limit:?}");
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
+/// Three nodes; `n` sessions owned by app1, which is then aborted. Returns the time until
+/// every session is owned by a survivor, and until a read of one session through its failover
+/// target (named in its id) returned it, in milliseconds.
+async fn failover(n: usize) -> anyhow::Result<(f64, f64, f64)> {
+    let c = Cluster::start("tcp", 3, 1, sync(1), None).await?;
+    let ids = create_many(&c.nodes[0], n).await?;
+    let probe = ids.first().cloned().context("no session")?;
+    let target = probe.rsplit('.').next().unwrap_or_default().to_owned();
+    let reader = c.nodes.iter().find(|m| m.node().as_str() == target).context("failover target")?.clone();
+    let survivors = [c.nodes[1].clone(), c.nodes[2].clone()];
+    let t0 = Instant::now();
+    c.nodes[0].abort().await?;
+    let read = tokio::spawn(async move {
+        loop {
+            if let Ok(Some(_)) = reader.get(&probe).await {
+                return Instant::now();
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    });
+    let all = wait_until(Duration::from_secs(20), Duration::from_millis(2), || {
+        let survivors = survivors.clone();
+        async move {
+            let mut owned = 0;
+            for m in &survivors {
+                owned += m.metrics().await?.core.owned;
+            }
+            Ok(owned >= n)
+        }
+    })
+    .await
+    .context("failover")?;
+    let first = read.await?;
+    let mut dropped = 0;
+    for m in &survivors {
+        let m = m.metrics().await?;
+        dropped += m.send_queue_full;
+        eprintln!(
+            "    failover: {} failovers, {} sends dropped on a full transport queue, {} messages sent",
+            m.core.failovers, m.send_queue_full, m.messages_sent
+        );
+    }
+    c.stop().await;
+    Ok((
+        all.duration_since(t0).as_secs_f64() * 1e3,
+        first.duration_since(t0).as_secs_f64() * 1e3,
+        dropped as f64,
+    ))
+}
+
+/// Re-replication settings of the benchmark: a token bucket that does not limit (1,000,000
+/// sessions/s) and a scan batch (and burst) of 1000 sessions per maintenance tick, which fits
+/// the transport's per-peer queue of 1024 messages.
+const REREP_PER_SEC: u32 = 1_000_000;
+const REREP_BATCH: u32 = 1000;
+
+/// Three nodes, `n` sessions owned by app1 with one backup each on app2 or app3; app3 is
+/// aborted and app1 re-creates the lost copies on app2. The re-replication token bucket and
+/// scan batch are raised so they do not limit the rate. Returns sessions per second (from
+/// the failure detection to the last copy), sessions re-replicated, and ms from the kill.
+async fn rereplication(n: usize) -> anyhow::Result<(f64, f64, f64)> {
+    let mut core = replication_core::Settings::default();
+    core.rereplication_per_sec = REREP_PER_SEC;
+    core.rereplication_burst = REREP_BATCH;
+    core.scan_batch = REREP_BATCH as usize;
+    let c = Cluster::start("tcp", 3, 1, sync(1), Some(core)).await?;
+    let (a, b, dead) = (c.nodes[0].clone(), c.nodes[1].clone(), c.nodes[2].clone());
+    create_many(&a, n).await?;
+    wait_until(Duration::from_secs(60), Duration::from_millis(10), || {
+        let (b, dead) = (b.clone(), dead.clone());
+        async move { Ok(b.metrics().await?.core.backups + dead.metrics().await?.core.backups >= n) }
+    })
+    .await
+    .context("initial replication")?;
+    let before = b.metrics().await?.core.backups;
+    let t0 = Instant::now();
+    dead.abort().await?;
+    let detected = wait_until(Duration::from_secs(10), Duration::from_millis(1), || {
+        let a = a.clone();
+        async move { Ok(a.metrics().await?.core.peers_up < 2) }
+    })
+    .await
+    .context("failure detection")?;
+    let done = wait_until(Duration::from_secs(15), Duration::from_millis(5), || {
+        let b = b.clone();
+        async move { Ok(b.metrics().await?.core.backups >= n) }
+    })
+    .await;
+    if done.is_err() {
+        let (ma, mb) = (a.metrics().await?, b.metrics().await?);
+        eprintln!("app1 {:?}\napp2 {:?}", ma.core, mb.core);
+        eprintln!(
+            "re-replication stalled: backups on app2 {} of {n}; app1 under-replicated {}, full copies sent {}, \
+             send queue full {}",
+            mb.core.backups, ma.core.under_replicated, ma.core.full_copies_sent, ma.send_queue_full
+        );
+    }
+    let done = done.context("re-replication")?;
+    let dropped = a.metrics().await?.send_queue_full;
+    eprintln!("    re-replication: {dropped} sends dropped on a full transport queue at app1");
+    c.stop().await;
+    let moved = n.saturating_sub(before) as f64;
+    let secs = done.duration_since(detected).as_secs_f64().max(1e-6);
+    Ok((moved / secs, moved, done.duration_since(t0).as_secs_f64() * 1e3))
+}
+
+// ----- memory -----
+
+/// What a memory child prints.
+#[derive(Clone, Debug, Default, Serialize, serde::Deserialize)]
+struct MemoryFigure {
+    sessions: usize,
+    copies: usize,
+    rss_before: u64,
+    rss_after: u64,
+    bytes_per_copy: f64,
+}
+
+fn rss_bytes() -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").context("reading /proc/self/status")?;
+    let kb = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .context("no VmRSS in /proc/self/status")?;
+    Ok(kb * 1024)
+}
+
+async fn memory_child(kind: MemoryKind, n: usize) -> anyhow::Result<MemoryFigure> {
+    match kind {
+        MemoryKind::Hashmap => {
+            let before = rss_bytes()?;
+            let mut map: std::collections::HashMap<String, Vec<u8>> = std::collections::HashMap::new();
+            for i in 0..n {
+                // The same id length as m2m's (`<16 random>.app1.app2`).
+                map.insert(format!("{i:016}.app1.app2"), vec![b'x'; PAYLOAD]);
+            }
+            let after = rss_bytes()?;
+            let copies = std::hint::black_box(&map).len();
+            Ok(MemoryFigure {
+                sessions: n,
+                copies,
+                rss_before: before,
+                rss_after: after,
+                bytes_per_copy: after.saturating_sub(before) as f64 / copies as f64,
+            })
+        }
+        MemoryKind::M2m => {
+            let ack = AckPolicy::Sync { backups: 1, timeout: Duration::from_secs(60) };
+            let c = Cluster::start("tcp", 2, 1, ack, None).await?;
+            let (a, b) = (c.nodes[0].clone(), c.nodes[1].clone());
+            let before = rss_bytes()?;
+            let created = create_many(&a, n).await?.len();
+            wait_until(Duration::from_secs(600), Duration::from_millis(100), || {
+                let b = b.clone();
+                // A busy node may answer a metrics request late: ask again.
+                async move { Ok(b.metrics().await.is_ok_and(|m| m.core.backups >= created)) }
+            })
+            .await
+            .context("replication of the memory sessions")?;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let after = rss_bytes()?;
+            let copies = a.metrics().await?.core.owned + b.metrics().await?.core.backups;
+            c.stop().await;
+            Ok(MemoryFigure {
+                sessions: n,
+                copies,
+                rss_before: before,
+                rss_after: after,
+                bytes_per_copy: after.saturating_sub(before) as f64 / copies.max(1) as f64,
+            })
+        }
+    }
+}
+
+fn memory(args: &Args, n: usize) -> anyhow::Result<BTreeMap<String, MemoryFigure>> {
+    let exe = std::env::current_exe().context("the m2m executable")?;
+    let mut out = BTreeMap::new();
+    for (name, kind) in [("hashmap", "hashmap"), ("m2m", "m2m")] {
+        let mut cmd = std::process::Command::new(&exe);
+        cmd.args(["bench", "--memory-child", kind, "--memory-sessions", &n.to_string()]);
+        if args.quick {
+            cmd.arg("--quick");
+        }
+        let o = cmd.output().with_context(|| format!("running the {name} memory child"))?;
+        if !o.status.success() {
+            bail!("the {name} memory child failed: {}", String::from_utf8_lossy(&o.stderr));
+        }
+        let line = String::from_utf8_lossy(&o.stdout);
+        let fig: MemoryFigure = serde_json::from_str(line.trim()).context("the memory child's answer")?;
+        out.insert(name.to_owned(), fig);
+    }
+    Ok(out)
+}
+
+// ----- report -----
+
+#[derive(Debug, Serialize)]
+struct Target {
+    name: String,
+    value: f64,
+    limit: f64,
+    met: Option<bool>,
+}
+
+#[derive(Debug, Serialize)]
+struct Report {
+    quick: bool,
+    runs: u32,
+    phase_ms: u128,
+    median: Figures,
+    memory: BTreeMap<String, MemoryFigure>,
+    ratios: BTreeMap<String, f64>,
+    targets: Vec<Target>,
+    latency_curves_percentiles: Vec<f64>,
+    latency_curves_us: Curves,
+    each_run: Vec<Figures>,
+    redis: bool,
+}
+
+impl Report {
+    fn new(
+        plan: &Plan,
+        runs: u32,
+        median: Figures,
+        each_run: Vec<Figures>,
+        memory: BTreeMap<String, MemoryFigure>,
+        curves: Curves,
+        redis: bool,
+    ) -> Report {
+        let g = |k: &str| median.get(k).copied().unwrap_or(f64::NAN);
+        let mem = |k: &str| memory.get(k).map_or(f64::NAN, |m| m.bytes_per_copy);
+        let mut ratios = BTreeMap::new();
+        ratios.insert(
+            "tcp.sync.c1.p50 / raw.tcp.rtt.p50".into(),
+            g("tcp.sync.c1.p50_us") / g("raw.tcp.rtt.p50_us"),
+        );
+        ratios.insert(
+            "tcp.sync.c1.p99 / raw.tcp.rtt.p99".into(),
+            g("tcp.sync.c1.p99_us") / g("raw.tcp.rtt.p99_us"),
+        );
+        ratios.insert(
+            "tcp.sync.c64 / raw.tcp pipelined".into(),
+            g("tcp.sync.c64.ops_per_s") / g("raw.tcp.msgs_per_s"),
+        );
+        ratios.insert(
+            "tcp.sync.c64 / redis.c16".into(),
+            g("tcp.sync.c64.ops_per_s") / g("redis.c16.ops_per_s"),
+        );
+        ratios.insert(
+            "quic.sync.c64 / raw.quinn".into(),
+            g("quic.sync.c64.ops_per_s") / g("raw.quinn.msgs_per_s"),
+        );
+        ratios.insert("memory m2m / hashmap".into(), mem("m2m") / mem("hashmap"));
+        let target = |name: &str, value: f64, limit: f64, at_most: bool| Target {
+            name: name.into(),
+            value,
+            limit,
+            met: value.is_finite().then_some(if at_most { value <= limit } else { value >= limit }),
+        };
+        let r = |k: &str| ratios.get(k).copied().unwrap_or(f64::NAN);
+        let targets = vec![
+            target("sync p50 <= 2x raw TCP round trip", r("tcp.sync.c1.p50 / raw.tcp.rtt.p50"), 2.0, true),
+            target("sync p99 <= 3x raw TCP round trip", r("tcp.sync.c1.p99 / raw.tcp.rtt.p99"), 3.0, true),
+            target("sync c64 >= 25% raw pipelined TCP", r("tcp.sync.c64 / raw.tcp pipelined"), 0.25, false),
+            target("sync c64 >= 20x Redis SET+WAIT c16", r("tcp.sync.c64 / redis.c16"), 20.0, false),
+            target("QUIC sync c64 >= 50% raw quinn", r("quic.sync.c64 / raw.quinn"), 0.5, false),
+            target("memory per copy <= 1.15x HashMap", r("memory m2m / hashmap"), 1.15, true),
+            target(
+                "failover <= failure timeout + 50 ms",
+                g("failover.all_owned_ms"),
+                (FAILURE_TIMEOUT_MS + 50) as f64,
+                true,
+            ),
+            target("re-replication >= 50,000 sessions/s", g("rereplication.sessions_per_s"), 50_000.0, false),
+        ];
+        Report {
+            quick: plan.rounds < 20_000,
+            runs,
+            phase_ms: plan.phase.as_millis(),
+            median,
+            memory,
+            ratios,
+            targets,
+            latency_curves_percentiles: CURVE_POINTS.to_vec(),
+            latency_curves_us: curves,
+            each_run,
+            redis,
+        }
+    }
+
+    fn g(&self, k: &str) -> f64 {
+        self.median.get(k).copied().unwrap_or(f64::NAN)
+    }
+
+    fn render(&self) -> String {
+        let us = |v: f64| if v.is_finite() { format!("{v:.0} us") } else { "-".into() };
+        let rate = |v: f64| if v.is_finite() { format!("{v:.0}/s") } else { "-".into() };
+        let ratio = |v: f64| if v.is_finite() { format!("{v:.2}x") } else { "-".into() };
+        let mut t = Table::new(["measurement", "value", "ratio", "to baseline"]);
+        let rtt50 = self.g("raw.tcp.rtt.p50_us");
+        let rtt99 = self.g("raw.tcp.rtt.p99_us");
+        let raw_tcp = self.g("raw.tcp.msgs_per_s");
+        let raw_quinn = self.g("raw.quinn.msgs_per_s");
+        let redis16 = self.g("redis.c16.ops_per_s");
+        t.row([
+            "raw TCP 1 KiB round trip p50 / p99".into(),
+            format!("{} / {}", us(rtt50), us(rtt99)),
+            String::new(),
+            String::new(),
+        ]);
+        t.row(["raw TCP pipelined 1 KiB".into(), rate(raw_tcp), String::new(), String::new()]);
+        t.row(["raw quinn 1 KiB, one connection".into(), rate(raw_quinn), String::new(), String::new()]);
+        if self.redis {
+            t.row([
+                "Redis SET+WAIT 1, 1 client (p50 / p99)".into(),
+                format!(
+                    "{} ({} / {})",
+                    rate(self.g("redis.c1.ops_per_s")),
+                    us(self.g("redis.c1.p50_us")),
+                    us(self.g("redis.c1.p99_us"))
+                ),
+                String::new(),
+                String::new(),
+            ]);
+            t.row(["Redis SET+WAIT 1, 16 clients".into(), rate(redis16), String::new(), String::new()]);
+        } else {
+            t.row(["Redis SET+WAIT 1".into(), "skipped (no --redis)".into(), String::new(), String::new()]);
+        }
+        for (tr, raw, raw_name) in [("tcp", raw_tcp, "raw TCP"), ("quic", raw_quinn, "raw quinn")] {
+            let name = tr.to_uppercase();
+            let p50 = self.g(&format!("{tr}.sync.c1.p50_us"));
+            let p99 = self.g(&format!("{tr}.sync.c1.p99_us"));
+            let p999 = self.g(&format!("{tr}.sync.c1.p999_us"));
+            t.row([format!("m2m {name} sync update p50"), us(p50), ratio(p50 / rtt50), "raw TCP p50".into()]);
+            t.row([format!("m2m {name} sync update p99"), us(p99), ratio(p99 / rtt99), "raw TCP p99".into()]);
+            t.row([format!("m2m {name} sync update p999"), us(p999), String::new(), String::new()]);
+            for c in [1, 16, 64] {
+                let v = self.g(&format!("{tr}.sync.c{c}.ops_per_s"));
+                let (r2, n2) = if c == 64 && tr == "tcp" && self.redis {
+                    (format!("{}; {}", ratio(v / raw), ratio(v / redis16)), format!("{raw_name}; Redis c16"))
+                } else {
+                    (ratio(v / raw), raw_name.into())
+                };
+                t.row([format!("m2m {name} sync updates, {c} sessions"), rate(v), r2, n2]);
+            }
+        }
+        let p50 = self.g("tcp.replicas2.c1.p50_us");
+        t.row([
+            "m2m TCP replicas 2 sync update p50 / p99".into(),
+            format!("{} / {}", us(p50), us(self.g("tcp.replicas2.c1.p99_us"))),
+            ratio(p50 / rtt50),
+            "raw TCP p50".into(),
+        ]);
+        let v = self.g("tcp.replicas2.c64.ops_per_s");
+        t.row([
+            "m2m TCP replicas 2 sync updates, 64 sessions".into(),
+            rate(v),
+            ratio(v / raw_tcp),
+            "raw TCP".into(),
+        ]);
+        for c in [1, 64] {
+            let v = self.g(&format!("tcp.async.c{c}.ops_per_s"));
+            t.row([
+                format!("m2m TCP async updates, {c} sessions"),
+                rate(v),
+                ratio(v / raw_tcp),
+                "raw TCP".into(),
+            ]);
+        }
+        if let (Some(h), Some(m)) = (self.memory.get("hashmap"), self.memory.get("m2m")) {
+            t.row([
+                format!("HashMap<String, Vec<u8>>, {} x 1 KiB (RSS)", h.sessions),
+                format!("{:.0} B/entry", h.bytes_per_copy),
+                String::new(),
+                String::new(),
+            ]);
+            t.row([
+                format!("m2m owner + backup, {} x 1 KiB (RSS)", m.sessions),
+                format!("{:.0} B/copy", m.bytes_per_copy),
+                ratio(m.bytes_per_copy / h.bytes_per_copy),
+                "HashMap".into(),
+            ]);
+        }
+        let fo = self.g("failover.all_owned_ms");
+        t.row([
+            "failover: all sessions owned by survivors".into(),
+            format!("{fo:.0} ms"),
+            ratio(fo / FAILURE_TIMEOUT_MS as f64),
+            format!("failure timeout {FAILURE_TIMEOUT_MS} ms"),
+        ]);
+        t.row([
+            "failover: first read via failover target".into(),
+            format!("{:.0} ms", self.g("failover.first_read_ms")),
+            String::new(),
+            String::new(),
+        ]);
+        t.row([
+            format!("failover: sends dropped on a full queue ({:.0} sessions)", self.g("failover.sessions")),
+            format!("{:.0}", self.g("failover.send_queue_full")),
+            String::new(),
+            String::new(),
+        ]);
+        t.row([
+            format!("re-replication ({:.0} sessions)", self.g("rereplication.sessions")),
+            rate(self.g("rereplication.sessions_per_s")),
+            String::new(),
+            format!("{:.0} ms from the kill", self.g("rereplication.from_kill_ms")),
+        ]);
+        let mut out = format!(
+            "m2m bench: median of {} run(s), phases of {} ms; nodes in this process on 127.0.0.1, mutual TLS; \
+             raw TCP without TLS\n\n",
+            self.runs, self.phase_ms
+        );
+        out.push_str(&t.render());
+        out.push_str("\ntargets:\n");
+        for tg in &self.targets {
+            let state = match tg.met {
+                Some(true) => "met",
+                Some(false) => "NOT met",
+                None => "not measured",
+            };
+            out.push_str(&format!("  {:<40} {:>12.3} (limit {}) {state}\n", tg.name, tg.value, tg.limit));
+        }
+        out
+    }
+
+    /// Two panels: latency distribution at concurrency 1 (log x), throughput by concurrency.
+    fn svg(&self) -> String {
+        let (w, h) = (960.0, 400.0);
+        let mut s = format!(
+            "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"12\">\n\
+             <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
+        );
+        // Left: percentile (y) against latency (x, log10 µs).
+        let (x0, y0, pw, ph) = (60.0, 40.0, 380.0, 300.0);
+        s.push_str(&format!(
+            "<text x=\"{}\" y=\"24\" font-size=\"14\">Latency at concurrency 1 (1 KiB)</text>\n",
+            x0
+        ));
+        let series = [
+            ("raw TCP round trip", &self.latency_curves_us.raw_tcp, "#888888"),
+            ("m2m TCP sync update", &self.latency_curves_us.tcp, "#1f77b4"),
+            ("m2m QUIC sync update", &self.latency_curves_us.quic, "#ff7f0e"),
+            ("Redis SET+WAIT 1", &self.latency_curves_us.redis, "#2ca02c"),
+        ];
+        let all: Vec<f64> = series
+            .iter()
+            .flat_map(|(_, v, _)| v.iter().copied())
+            .filter(|v| v.is_finite() && *v > 0.0)
+            .collect();
+        let lo = all.iter().copied().fold(f64::INFINITY, f64::min).max(1.0).log10().floor();
+        let hi = all.iter().copied().fold(1.0, f64::max).log10().ceil().max(lo + 1.0);
+        let xs = |v: f64| x0 + (v.max(1.0).log10() - lo) / (hi - lo) * pw;
+        // "Nines" scale: p50, p90, p99 and p99.9 equally spaced.
+        let ys = |p: f64| y0 + ph - (-(1.0 - p.min(0.999)).log10() / 3.0) * ph;
+        s.push_str(&format!(
+            "<rect x=\"{x0}\" y=\"{y0}\" width=\"{pw}\" height=\"{ph}\" fill=\"none\" stroke=\"black\"/>\n"
+        ));
+        let mut d = lo;
+        while d <= hi {
+            let x = xs(10f64.powf(d));
+            s.push_str(&format!(
+                "<line x1=\"{x:.1}\" y1=\"{y0}\" x2=\"{x:.1}\" y2=\"{}\" stroke=\"#ddd\"/><text x=\"{x:.1}\" y=\"{}\" text-anchor=\"middle\">{} us</text>\n",
+                y0 + ph,
+                y0 + ph + 16.0,
+                10f64.powf(d)
+            ));
+            d += 1.0;
+        }
+        for p in [0.0, 0.5, 0.9, 0.99, 0.999] {
+            let y = ys(p);
+            s.push_str(&format!(
+                "<line x1=\"{x0}\" y1=\"{y:.1}\" x2=\"{}\" y2=\"{y:.1}\" stroke=\"#ddd\"/><text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">p{}</text>\n",
+                x0 + pw,
+                x0 - 4.0,
+                y + 4.0,
+                p * 100.0
+            ));
+        }
+        for (i, (name, v, color)) in series.iter().enumerate() {
+            if v.is_empty() {
+                continue;
+            }
+            let pts: Vec<String> = v
+                .iter()
+                .zip(CURVE_POINTS)
+                .filter(|(v, _)| v.is_finite())
+                .map(|(v, p)| format!("{:.1},{:.1}", xs(*v), ys(p)))
+                .collect();
+            s.push_str(&format!(
+                "<polyline fill=\"none\" stroke=\"{color}\" stroke-width=\"2\" points=\"{}\"/>\n",
+                pts.join(" ")
+            ));
+            let ly = y0 + ph - 64.0 + 16.0 * i as f64;
+            s.push_str(&format!(
+                "<rect x=\"{}\" y=\"{}\" width=\"12\" height=\"3\" fill=\"{color}\"/><text x=\"{}\" y=\"{ly}\">{name}</text>\n",
+                x0 + pw - 170.0,
+                ly - 4.0,
+                x0 + pw - 154.0
+            ));
+        }
+        s.push_str(&format!(
+            "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">latency (log scale)</text>\n",
+            x0 + pw / 2.0,
+            y0 + ph + 34.0
+        ));
+        // Right: grouped bars, updates/s by concurrency.
+        let (x1, pw1) = (540.0, 380.0);
+        s.push_str(&format!(
+            "<text x=\"{x1}\" y=\"24\" font-size=\"14\">Sync updates/s by concurrent sessions</text>\n"
+        ));
+        let conc = [1, 16, 64];
+        let bars = [("TCP", "tcp", "#1f77b4"), ("QUIC", "quic", "#ff7f0e")];
+        let max = conc
+            .iter()
+            .flat_map(|c| bars.iter().map(move |(_, t, _)| self.g(&format!("{t}.sync.c{c}.ops_per_s"))))
+            .chain([self.g("redis.c16.ops_per_s")])
+            .filter(|v| v.is_finite())
+            .fold(1.0, f64::max);
+        s.push_str(&format!(
+            "<rect x=\"{x1}\" y=\"{y0}\" width=\"{pw1}\" height=\"{ph}\" fill=\"none\" stroke=\"black\"/>\n"
+        ));
+        let group = pw1 / conc.len() as f64;
+        for (gi, c) in conc.iter().enumerate() {
+            let gx = x1 + group * gi as f64;
+            s.push_str(&format!(
+                "<text x=\"{:.1}\" y=\"{}\" text-anchor=\"middle\">{c}</text>\n",
+                gx + group / 2.0,
+                y0 + ph + 16.0
+            ));
+            for (bi, (_, t, color)) in bars.iter().enumerate() {
+                let v = self.g(&format!("{t}.sync.c{c}.ops_per_s"));
+                if !v.is_finite() {
+                    continue;
+                }
+                let bh = v / max * (ph - 20.0);
+                let bx = gx + 20.0 + bi as f64 * ((group - 40.0) / 2.0);
+                s.push_str(&format!(
+                    "<rect x=\"{bx:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{bh:.1}\" fill=\"{color}\"/><text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\" font-size=\"10\">{v:.0}</text>\n",
+                    y0 + ph - bh,
+                    (group - 40.0) / 2.0 - 4.0,
+                    bx + (group - 40.0) / 4.0 - 2.0,
+                    y0 + ph - bh - 3.0
+                ));
+            }
+        }
+        let r16 = self.g("redis.c16.ops_per_s");
+        if r16.is_finite() {
+            let y = y0 + ph - r16 / max * (ph - 20.0);
+            s.push_str(&format!(
+                "<line x1=\"{x1}\" y1=\"{y:.1}\" x2=\"{}\" y2=\"{y:.1}\" stroke=\"#2ca02c\" stroke-dasharray=\"4 3\"/><text x=\"{}\" y=\"{:.1}\" fill=\"#2ca02c\">Redis SET+WAIT 1, 16 clients: {r16:.0}/s</text>\n",
+                x1 + pw1,
+                x1 + 4.0,
+                y - 4.0
+            ));
+        }
+        for (i, (name, _, color)) in bars.iter().enumerate() {
+            let ly = y0 + 14.0 + 16.0 * i as f64;
+            s.push_str(&format!(
+                "<rect x=\"{}\" y=\"{}\" width=\"12\" height=\"8\" fill=\"{color}\"/><text x=\"{}\" y=\"{ly}\">m2m {name}</text>\n",
+                x1 + 10.0,
+                ly - 8.0,
+                x1 + 26.0
+            ));
+        }
+        s.push_str(&format!(
+            "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">concurrent sessions (raw TCP {:.0}/s, raw quinn {:.0}/s)</text>\n",
+            x1 + pw1 / 2.0,
+            y0 + ph + 34.0,
+            self.g("raw.tcp.msgs_per_s"),
+            self.g("raw.quinn.msgs_per_s")
+        ));
+        s.push_str("</svg>\n");
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_and_medians() {
+        let v: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(percentile(&v, 0.5), 50.0);
+        assert_eq!(percentile(&v, 0.99), 99.0);
+        assert_eq!(percentile(&v, 0.999), 100.0);
+        assert_eq!(percentile(&v, 0.0), 1.0);
+        assert!(percentile(&[], 0.5).is_nan());
+        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
+        assert_eq!(median(&[f64::NAN, 5.0]), 5.0);
+        let runs = vec![
+            Figures::from([("a".to_owned(), 1.0), ("b".to_owned(), 10.0)]),
+            Figures::from([("a".to_owned(), 3.0)]),
+            Figures::from([("a".to_owned(), 2.0), ("b".to_owned(), 20.0)]),
+        ];
+        let m = median_figures(&runs);
+        assert_eq!(m["a"], 2.0);
+        assert_eq!(m["b"], 15.0);
+        let l = lat(&[Duration::from_micros(10), Duration::from_micros(30), Duration::from_micros(20)]);
+        assert_eq!(l.p50, 20.0);
+        assert_eq!(l.p999, 30.0);
+    }
+
+    #[test]
+    fn resp_commands_are_framed() {
+        assert_eq!(
+            resp_command(&[b"WAIT", b"1", b"0"]),
+            b"*3\r\n$4\r\nWAIT\r\n$1\r\n1\r\n$1\r\n0\r\n".to_vec()
+        );
+    }
+}
