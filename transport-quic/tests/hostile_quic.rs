@@ -6,52 +6,13 @@
 
 #[path = "../../transport-tcp/tests/conformance/mod.rs"]
 mod conformance;
+mod quic_harness;
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
-use conformance::{Cluster, Harness, Sec, TestMsg, msg, n, receive};
-use replication_core::transport::{Transport, TransportSettings};
-use transport_quic::QuicTransport;
-
-struct Quic;
-
-impl Harness for Quic {
-    type T = QuicTransport<TestMsg>;
-    type Bound = std::net::UdpSocket;
-
-    fn bind(port: u16) -> Self::Bound {
-        std::net::UdpSocket::bind(("127.0.0.1", port)).expect("bind")
-    }
-
-    fn port(b: &Self::Bound) -> u16 {
-        b.local_addr().expect("addr").port()
-    }
-
-    async fn start(mut settings: TransportSettings, b: Self::Bound) -> Result<Self::T, String> {
-        settings.udp_socket = Some(b);
-        QuicTransport::start(settings).await.map_err(|e| e.to_string())
-    }
-
-    async fn garbage(_addr: SocketAddr) -> bool {
-        false
-    }
-
-    async fn silent(_addr: SocketAddr) -> Option<Box<dyn Send>> {
-        None
-    }
-}
-
-fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        })
-        .unwrap_or(0)
-}
+use conformance::{Cluster, Sec, msg, n, receive, rss_kib};
+use quic_harness::Quic;
+use replication_core::transport::Transport;
 
 /// splitmix64, for reproducible junk.
 fn next(state: &mut u64) -> u64 {

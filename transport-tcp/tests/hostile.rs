@@ -5,56 +5,17 @@
 //! connections are in the conformance suite, `tests/conformance/mod.rs`, run for TCP and QUIC.)
 
 mod conformance;
+mod tcp_harness;
 
 use std::io::{Read as _, Write as _};
-use std::net::{SocketAddr, TcpStream};
+use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use conformance::{Cluster, Harness, Sec, TestMsg, domain_text, msg, n, parse, receive, refused, settings};
-use replication_core::transport::{Transport, TransportSettings};
+use conformance::{Cluster, Harness, Sec, domain_text, msg, n, parse, receive, refused, rss_kib, settings};
+use replication_core::transport::Transport;
 use replication_core::wire::{FrameEncoder, Hello, MIN_MAX_FRAME};
 use replication_core::{NodeId, tls};
-use transport_tcp::TcpTransport;
-
-struct Tcp;
-
-impl Harness for Tcp {
-    type T = TcpTransport<TestMsg>;
-    type Bound = std::net::TcpListener;
-
-    fn bind(port: u16) -> Self::Bound {
-        std::net::TcpListener::bind(("127.0.0.1", port)).expect("bind")
-    }
-
-    fn port(b: &Self::Bound) -> u16 {
-        b.local_addr().expect("addr").port()
-    }
-
-    async fn start(mut settings: TransportSettings, b: Self::Bound) -> Result<Self::T, String> {
-        settings.tcp_listener = Some(b);
-        TcpTransport::start(settings).await.map_err(|e| e.to_string())
-    }
-
-    async fn garbage(_addr: SocketAddr) -> bool {
-        false
-    }
-
-    async fn silent(_addr: SocketAddr) -> Option<Box<dyn Send>> {
-        None
-    }
-}
-
-/// This process's resident memory, in KiB (0 when /proc is not there).
-fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        })
-        .unwrap_or(0)
-}
+use tcp_harness::Tcp;
 
 /// Whether the peer closed `s` (EOF or reset), without waiting.
 fn closed(s: &mut TcpStream) -> bool {

@@ -21,6 +21,18 @@ use serde::{Deserialize, Serialize};
 /// Generous wait for anything that should happen.
 pub const WAIT: Duration = Duration::from_secs(30);
 
+/// This process's resident memory, in KiB (0 when /proc is not there).
+pub fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
 /// The suite's message type.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TestMsg {
