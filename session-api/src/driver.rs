@@ -158,9 +158,6 @@ pub(crate) struct Driver {
     /// the engine by one version and the logical version by k).
     offsets: HashMap<String, u64>,
     next_flush: Option<tokio::time::Instant>,
-    /// Owned sessions reported under-replicated against the configured replica count, with
-    /// the number of backups wanted; pruned when a snapshot is taken.
-    under: HashMap<String, usize>,
     leaving: bool,
     /// Every handle is gone.
     requests_done: bool,
@@ -193,7 +190,6 @@ impl Driver {
             overlays: HashMap::new(),
             offsets: HashMap::new(),
             next_flush,
-            under: HashMap::new(),
             leaving: false,
             requests_done: false,
             shutdown_reply: Vec::new(),
@@ -367,9 +363,6 @@ impl Driver {
 
     fn on_event(&mut self, ev: Event) {
         match &ev {
-            Event::UnderReplicated { session, want, .. } => {
-                self.under.insert(session.clone(), *want);
-            }
             Event::OwnershipLost { session, .. } | Event::SessionExpired { session } => {
                 let session = session.clone();
                 self.offsets.remove(&session);
@@ -550,24 +543,11 @@ impl Driver {
                 reply.send(Reply::Ids(self.node.owned_sessions().map(str::to_owned).collect()));
             }
             Request::Metrics { reply } => {
-                self.prune_under();
                 reply.send(Reply::Metrics(Box::new(self.snapshot())));
             }
             Request::Shutdown { reply } => self.start_leave(Some(reply)),
             Request::Abort { reply } => self.shutdown_reply.push(reply),
         }
-    }
-
-    /// Forgets sessions that are no longer owned here or have their backups again.
-    fn prune_under(&mut self) {
-        let node = &self.node;
-        self.under.retain(|session, want| {
-            node.session(session).is_some_and(|v| {
-                v.role == Role::Owner
-                    && !v.invalidated
-                    && v.backups.iter().filter(|(_, held)| *held).count() < *want
-            })
-        });
     }
 
     fn snapshot(&self) -> Metrics {
@@ -577,7 +557,6 @@ impl Driver {
         m.connected = self.connected.iter().cloned().collect();
         m.staged_commits = self.overlays.values().map(|o| o.commits).sum();
         m.staged_sessions = self.overlays.len();
-        m.below_replica_target = self.under.len();
         m
     }
 

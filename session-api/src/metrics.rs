@@ -109,10 +109,6 @@ pub struct Metrics {
     pub staged_sessions: usize,
     /// Staged commits dropped because the session moved or went away.
     pub staged_lost: u64,
-    /// Owned sessions with fewer up-to-date backups than the domain's replica count asks for,
-    /// counting backup nodes that are down (the engine's `core.under_replicated` only counts
-    /// live ones).
-    pub below_replica_target: usize,
     /// Conflicting writes reported to callers.
     pub conflicts: u64,
     /// Requests the driver served.
@@ -141,7 +137,7 @@ impl Metrics {
     /// Owned sessions with fewer up-to-date backups than the domain wants (whether the
     /// missing backup nodes are down or merely behind).
     pub fn under_replicated(&self) -> usize {
-        self.core.under_replicated.max(self.below_replica_target)
+        self.core.under_replicated
     }
 
     /// Approximate payload bytes of replicated changes and copies sent.
