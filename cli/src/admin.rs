@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Path, Request, State};
+use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -31,7 +31,7 @@ pub(crate) fn router(state: Arc<AdminState>) -> Router {
     Router::new()
         .route("/status", get(status))
         .route("/metrics", get(metrics))
-        .route("/sessions", post(create))
+        .route("/sessions", post(create).get(list_owned))
         .route("/sessions/{id}", get(read).put(set).patch(set).delete(invalidate))
         .layer(middleware::from_fn_with_state(state.clone(), auth))
         .with_state(state)
@@ -197,6 +197,57 @@ async fn create(State(st): Shared, body: Bytes) -> Response {
         Ok(c) => write_answer(&st, StatusCode::CREATED, &id, &c, Value::Null),
         Err(e) => failure(&e),
     }
+}
+
+/// Most ids one `GET /sessions` answers; more come page by page with `after`.
+pub(crate) const MAX_PAGE: usize = 10_000;
+
+/// The query of `GET /sessions`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    /// Only ids sorting after this one (the `next` of the previous page).
+    after: Option<String>,
+    /// Page size (default and most: [`MAX_PAGE`]).
+    limit: Option<usize>,
+}
+
+/// The sessions this node owns, sorted by id, a page at a time:
+/// `{"node", "owned": total, "sessions": [ids], "next": id or null}`.
+async fn list_owned(
+    State(st): Shared,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let Query(q) = match query {
+        Ok(q) => q,
+        Err(e) => {
+            return error(StatusCode::BAD_REQUEST, "bad-request", format!("{e}; use ?after=ID&limit=N"));
+        }
+    };
+    let limit = q.limit.unwrap_or(MAX_PAGE);
+    if limit == 0 || limit > MAX_PAGE {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad-request",
+            format!("limit must be between 1 and {MAX_PAGE}"),
+        );
+    }
+    let mut ids = match st.manager.owned_sessions().await {
+        Ok(ids) => ids,
+        Err(e) => return failure(&e),
+    };
+    ids.sort_unstable();
+    let total = ids.len();
+    let start = q.after.as_deref().map_or(0, |a| ids.partition_point(|id| id.as_str() <= a));
+    let page: Vec<String> = ids.drain(start..).take(limit).collect();
+    let next = if start + page.len() < total { page.last().cloned() } else { None };
+    axum::Json(json!({
+        "node": st.manager.node().to_string(),
+        "owned": total,
+        "sessions": page,
+        "next": next,
+    }))
+    .into_response()
 }
 
 async fn read(State(st): Shared, Path(id): Path<String>) -> Response {

@@ -327,6 +327,27 @@ fn status(client: &mut Client, i: usize) -> Option<NodeStatus> {
     })
 }
 
+/// The ids node `i` owns (every page of `GET /sessions`), or `None` when it does not answer.
+fn owned_ids(client: &mut Client, i: usize) -> Option<Vec<String>> {
+    let mut ids = Vec::new();
+    let mut after: Option<String> = None;
+    // Bounded: a node owns at most a few thousand sessions here, 10,000 ids a page.
+    for _ in 0..100 {
+        let target =
+            after.as_ref().map_or_else(|| "/sessions".to_owned(), |a| format!("/sessions?after={a}"));
+        let (code, page) = client.call(&admin(i), "GET", &target, "");
+        if code != 200 {
+            return None;
+        }
+        ids.extend(page["sessions"].as_array()?.iter().filter_map(|v| v.as_str().map(str::to_owned)));
+        match page["next"].as_str() {
+            Some(next) => after = Some(next.to_owned()),
+            None => return Some(ids),
+        }
+    }
+    None
+}
+
 /// Waits (at most `secs`) until every node answers, sees every node up and has nothing
 /// under-replicated; returns how long it took, or `None`.
 fn wait_healthy(client: &mut Client, secs: u64) -> Option<Duration> {
@@ -624,20 +645,50 @@ fn run_scenario(idx: usize, transport: &str, fault: Fault) -> Summary {
             }
         }
     }
-    // One owner per session: after the reads every known session is owned by the reader, so
-    // the owned counts add up to the live sessions (plus creates whose answer was lost).
+    // One owner per session: no id is owned by two nodes, and after the reads every known
+    // session is owned by the reader, so the owned ids add up to the live sessions (plus
+    // creates whose answer was lost).
     if wait_healthy(&mut ctl, 30).is_none() {
         problems.push("under-replicated after the reads".into());
     }
-    let statuses: Vec<Option<NodeStatus>> = (0..NODES).map(|i| status(&mut ctl, i)).collect();
-    let owned: u64 = statuses.iter().map(|s| s.as_ref().map_or(0, |s| s.owned)).sum();
+    let mut owners: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    for i in 0..NODES {
+        match owned_ids(&mut ctl, i) {
+            Some(ids) => {
+                // The count in /status and the list agree.
+                let counted = status(&mut ctl, i).map(|s| s.owned);
+                if counted != Some(ids.len() as u64) {
+                    problems.push(format!(
+                        "app{} lists {} owned ids, its status says {counted:?}",
+                        i + 1,
+                        ids.len()
+                    ));
+                }
+                for id in ids {
+                    owners.entry(id).or_default().push(i);
+                }
+            }
+            None => problems.push(format!("app{} does not list its sessions", i + 1)),
+        }
+    }
+    let twice: Vec<_> = owners.iter().filter(|(_, by)| by.len() > 1).collect();
+    if !twice.is_empty() {
+        problems.push(format!("{} session(s) owned by two nodes: {twice:?}", twice.len()));
+    }
+    for id in rec.acked.keys() {
+        if !owners.contains_key(id) {
+            problems.push(format!("{id} has acknowledged writes and no owner"));
+        }
+    }
+    let owned = owners.len() as u64;
     // Sessions whose invalidation by the isolated node was undone exist again.
     let may =
         rec.live.len() + rec.unsure.len() + usize::try_from(rec.unknown_creates).unwrap_or(0) + stale_undone;
     let (must, may) = (rec.acked.len() as u64, may as u64);
     if owned < must || owned > may {
+        let statuses: Vec<Option<NodeStatus>> = (0..NODES).map(|i| status(&mut ctl, i)).collect();
         problems.push(format!(
-            "owned sessions add up to {owned}: {must} session(s) have acknowledged writes, at most {may} \
+            "{owned} session(s) have an owner: {must} session(s) have acknowledged writes, at most {may} \
              may exist: {statuses:?}"
         ));
     }

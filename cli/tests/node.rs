@@ -30,6 +30,15 @@ fn sessions_created_on_a_killed_node_are_read_on_another_node() {
     }
     let run = c.session(0, &["set", &ids[0], "cart=book,pen", "n=changed"]);
     assert_eq!(run.code, 0, "{run:?}");
+    let mut sorted = ids.clone();
+    sorted.sort();
+    let listed = |c: &Cluster, i: usize| {
+        let run = c.session(i, &["list"]);
+        assert_eq!(run.code, 0, "{run:?}");
+        run.stdout.lines().map(str::to_owned).collect::<Vec<_>>()
+    };
+    assert_eq!(listed(&c, 0), sorted, "app1 owns what it created");
+    assert!(listed(&c, 1).is_empty(), "app2 holds backups only");
 
     c.kill(0);
     for (n, id) in ids.iter().enumerate() {
@@ -41,6 +50,7 @@ fn sessions_created_on_a_killed_node_are_read_on_another_node() {
         };
         assert_eq!(got, want, "session {id}\n{}", c.outputs());
     }
+    assert_eq!(listed(&c, 1), sorted, "app2 owns every session it read");
     // The survivors see app1 down.
     c.wait_membership(1, &[1, 2]);
     let status = m2m(&["status", "--admin", &c.admins[1]]);
@@ -159,6 +169,42 @@ fn sigterm_leaves_gracefully_and_the_sessions_stay_readable() {
     for (n, id) in ids.iter().enumerate() {
         assert_eq!(get_eventually(&c, 2, id), format!("n={n}\n"));
     }
+}
+
+#[test]
+fn the_owned_session_list_comes_in_pages() {
+    let mut c = Cluster::new(1, TIMING);
+    c.up();
+    let mut ids: Vec<String> = (0..5)
+        .map(|n| {
+            let run = c.session(0, &["create", &format!("n={n}")]);
+            assert_eq!(run.code, 0, "{run:?}");
+            run.stdout.trim().to_owned()
+        })
+        .collect();
+    ids.sort();
+    let page = |q: &str| {
+        let (code, body) = http(&c.admins[0], "GET", &format!("/sessions{q}"), &[], "");
+        (code, serde_json::from_str::<serde_json::Value>(&body).unwrap_or_else(|e| panic!("{e}: {body}")))
+    };
+    let (code, first) = page("?limit=2");
+    assert_eq!(code, 200, "{first}");
+    assert_eq!(first["owned"], 5, "{first}");
+    assert_eq!(first["sessions"], serde_json::json!(ids[..2]), "{first}");
+    assert_eq!(first["next"], ids[1].as_str(), "{first}");
+    let (_, second) = page(&format!("?limit=2&after={}", ids[1]));
+    assert_eq!(second["sessions"], serde_json::json!(ids[2..4]), "{second}");
+    let (_, last) = page(&format!("?limit=2&after={}", ids[3]));
+    assert_eq!(last["sessions"], serde_json::json!(ids[4..]), "{last}");
+    assert!(last["next"].is_null(), "the last page has no next: {last}");
+    for bad in ["?limit=0", "?limit=10001", "?limit=x", "?colour=red"] {
+        let (code, body) = page(bad);
+        assert_eq!(code, 400, "{bad}: {body}");
+        assert_eq!(body["kind"], "bad-request", "{bad}: {body}");
+    }
+    let run = c.session(0, &["list"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(run.stdout, ids.iter().map(|i| format!("{i}\n")).collect::<String>());
 }
 
 #[test]

@@ -213,7 +213,9 @@ fn readme_three_node_cluster_runs_as_documented() {
         outputs.push((format!("m2m {m2m_args}"), run.stdout));
         ran += 1;
     }
-    assert!(ran >= 14, "expected the section to show at least 14 commands, found {ran}");
+    assert!(ran >= 15, "expected the section to show at least 15 commands, found {ran}");
+    let list = outputs.iter().find(|(c, _)| c.starts_with("m2m session list")).expect("ran list");
+    assert_eq!(list.1, format!("{id}\n"), "app2 owns the session it fetched, and only that one");
 
     // The samples shown are what the commands printed (the status sample: its fixed lines).
     let get = "m2m session get --admin 127.0.0.1:8202 $ID";

@@ -1,4 +1,5 @@
-//! `m2m session create|set|get|invalidate --admin ADDR`: sessions through a node's admin API.
+//! `m2m session create|set|get|invalidate|list --admin ADDR`: sessions through a node's admin
+//! API.
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
@@ -63,6 +64,12 @@ pub(crate) enum SessionCommand {
         #[arg(allow_hyphen_values = true)]
         id: String,
     },
+    /// Print the ids of the sessions the node owns, one per line, sorted.
+    #[command(after_help = EXIT_CODES)]
+    List {
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
 }
 
 /// `KEY=VALUE` with a non-empty key.
@@ -113,6 +120,7 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
         SessionCommand::Set { admin, id, attributes } => set(admin, id, attributes),
         SessionCommand::Get { admin, id } => get(admin, id),
         SessionCommand::Invalidate { admin, id } => invalidate(admin, id),
+        SessionCommand::List { admin } => list(admin),
     };
     Ok(code.unwrap_or_else(|c| c))
 }
@@ -181,6 +189,38 @@ fn invalidate(admin: &AdminArgs, id: &str) -> Result<ExitCode, ExitCode> {
     }
 }
 
+fn list(admin: &AdminArgs) -> Result<ExitCode, ExitCode> {
+    let mut out = String::new();
+    let mut after: Option<String> = None;
+    loop {
+        let path = match &after {
+            Some(a) => format!("/sessions?after={}", encode_segment(a)),
+            None => "/sessions".to_owned(),
+        };
+        let r = admin.call("GET", &path, None)?;
+        if r.status != 200 {
+            eprintln!("error: list: the admin API answered {}: {}", r.status, r.error_message());
+            return Err(output::exit(EXIT_FAILED));
+        }
+        let json = r.json();
+        let Some(ids) = json.get("sessions").and_then(Value::as_array) else {
+            eprintln!("error: list: the admin API answered without a session list: {}", r.body);
+            return Err(output::exit(EXIT_FAILED));
+        };
+        for id in ids.iter().filter_map(Value::as_str) {
+            out.push_str(id);
+            out.push('\n');
+        }
+        match json.get("next").and_then(Value::as_str) {
+            // A page that does not move forward would loop for ever.
+            Some(next) if after.as_deref() != Some(next) => after = Some(next.to_owned()),
+            _ => break,
+        }
+    }
+    output::emit(&out);
+    Ok(ExitCode::SUCCESS)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -203,7 +243,7 @@ mod tests {
                 SessionCommand::Get { id, .. }
                 | SessionCommand::Set { id, .. }
                 | SessionCommand::Invalidate { id, .. } => id,
-                SessionCommand::Create { .. } => String::new(),
+                SessionCommand::Create { .. } | SessionCommand::List { .. } => String::new(),
             };
             assert_eq!(id, args[4]);
         }
