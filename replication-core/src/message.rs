@@ -17,8 +17,9 @@ use crate::placement::stable_hash;
 use crate::transport::WireMessage;
 
 /// The protocol version; a peer speaking another one is refused at the handshake.
-/// (3: attribute values are MessagePack `bin`, see `bytes`.)
-pub const PROTOCOL_VERSION: u32 = 3;
+/// (3: attribute values are MessagePack `bin`, see `bytes`. 4: [`Message::Release`], a failed
+/// acquirer's release of its claim, no longer the same message as [`Message::Drop`].)
+pub const PROTOCOL_VERSION: u32 = 4;
 
 /// The version of a session's state inside one [`Epoch`]; every write adds one. Versions
 /// continue across ownership changes (a new owner starts from the highest copy it found).
@@ -240,6 +241,16 @@ pub enum Message {
         /// The owner's epoch; copies at a higher epoch are kept.
         epoch: Epoch,
     },
+    /// Acquirer to the nodes it claimed from: "I gave up this claim; I never own at `epoch`".
+    /// A recipient never deletes a copy for it: it forgets a promise-only record made for
+    /// that claim, and a former owner that the claim demoted takes the session back with a
+    /// new claim.
+    Release {
+        /// The session.
+        session: String,
+        /// The released claim's epoch.
+        epoch: Epoch,
+    },
 }
 
 impl Message {
@@ -253,7 +264,8 @@ impl Message {
             | Message::Fenced { session, .. }
             | Message::Claim { session, .. }
             | Message::ClaimAck { session, .. }
-            | Message::Drop { session, .. } => Some(session),
+            | Message::Drop { session, .. }
+            | Message::Release { session, .. } => Some(session),
         }
     }
 }

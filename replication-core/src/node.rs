@@ -972,7 +972,17 @@ impl Node {
         for (id, _) in a.requests {
             self.out.outcome(id, Outcome::Fenced { epoch: higher.clone() });
         }
+        self.release_claim(session, &a.epoch, &a.asked);
         self.forget_if_empty(session);
+    }
+
+    /// Tells the nodes a given-up claim went to that this node never owns at `epoch`
+    /// ([`Message::Release`]): a late claim may have demoted the owner, which then takes the
+    /// session back (see `on_release`).
+    fn release_claim(&mut self, session: &str, epoch: &Epoch, asked: &BTreeSet<NodeId>) {
+        for to in asked {
+            self.out.send(to, Message::Release { session: session.to_owned(), epoch: epoch.clone() });
+        }
     }
 
     fn forget_if_empty(&mut self, session: &str) {
@@ -1056,10 +1066,9 @@ impl Node {
             }
             None => {
                 // Release the promises made for nothing, so that a later create of this id is
-                // not fenced by them (a lost release only costs that create its ownership).
-                for to in &a.asked {
-                    self.out.send(to, Message::Drop { session: session.to_owned(), epoch: a.epoch.clone() });
-                }
+                // not fenced by them (a lost release only costs that create its ownership), and
+                // so that an owner demoted by this claim arriving late takes the session back.
+                self.release_claim(session, &a.epoch, &a.asked);
                 for (id, _) in a.requests {
                     self.out.outcome(id, Outcome::NotFound);
                 }
@@ -1075,6 +1084,8 @@ impl Node {
             rec.promised = Some(higher.clone());
         }
         let Some(o) = rec.owner.take() else { return };
+        // Counts the grace before this node resumes ownership (see `maybe_resume`).
+        rec.last_heard = self.last_run;
         self.fenced += 1;
         for id in o.waiting {
             if self.writes.remove(&id).is_some() {
@@ -1231,6 +1242,7 @@ impl Node {
                 self.on_claim_ack(now, &from, &session, &epoch, copy)
             }
             Message::Drop { session, epoch } => self.on_drop(&from, &session, &epoch),
+            Message::Release { session, epoch } => self.on_release(now, &from, &session, &epoch),
         }
     }
 
@@ -1468,6 +1480,72 @@ impl Node {
         }
     }
 
+    /// A failed acquirer released its claim at `epoch`. Only a promise made for exactly that
+    /// claim is affected, and no copy is ever deleted: a promise-only record made for it is
+    /// forgotten (a later create of the id is not fenced by it), and an owner that the claim
+    /// demoted takes the session back at once with a new claim (`resume`), since no owner
+    /// exists at `epoch`. A promise cannot be lowered otherwise: it may have replaced a
+    /// promise for another claim that did complete, and lowering it would let the owner the
+    /// completed claim fenced be acknowledged again.
+    fn on_release(&mut self, now: Instant, from: &NodeId, session: &str, epoch: &Epoch) {
+        if epoch.node != *from {
+            return;
+        }
+        let Some(rec) = self.sessions.get(session) else { return };
+        if rec.promised.as_ref() != Some(epoch) || rec.owner.is_some() || self.acquires.contains_key(session)
+        {
+            return;
+        }
+        if rec.copy.is_none() {
+            self.sessions.remove(session);
+        } else {
+            self.resume(now, session);
+        }
+    }
+
+    /// Whether this node is a demoted owner: it is not the owner, and holds the live copy it
+    /// wrote itself (this incarnation) with a promise for a higher epoch. A real new owner
+    /// would have replaced that copy (it is a placed backup) or dropped it (it is a former
+    /// holder); until then the copy may be the newest one.
+    fn demoted_owner(&self, session: &str) -> bool {
+        let Some(rec) = self.sessions.get(session) else { return false };
+        let Some(copy) = &rec.copy else { return false };
+        rec.owner.is_none()
+            && matches!(copy.body, Body::Live { .. })
+            && copy.epoch.node == self.me
+            && copy.epoch.incarnation == self.incarnation
+            && rec.promised.as_ref().is_some_and(|p| *p > copy.epoch)
+    }
+
+    /// Takes back a session this node owned before a higher claim demoted it, when that claim
+    /// did not produce an owner: a new claim at a higher epoch, to every live peer, as any
+    /// acquisition (so fencing by epochs stays intact: it collects every live copy and
+    /// continues from the newest, and demotes an owner it did not know of).
+    fn resume(&mut self, now: Instant, session: &str) {
+        if !self.can_own
+            || self.leaving.is_some()
+            || self.acquires.contains_key(session)
+            || !self.demoted_owner(session)
+            || self.pending_count() >= self.settings.max_pending
+            || !self.sees_enough()
+        {
+            return;
+        }
+        self.start_acquire(now, session, Vec::new(), true, 0, 0);
+    }
+
+    /// The fallback of [`Message::Release`] (lost, or the claim that demoted this node was
+    /// seen first by a backup whose `Fenced` answer demoted it): a demoted owner that, twice
+    /// the request timeout after it was demoted, has heard of no new owner (no copy at a newer
+    /// epoch, no `Drop`) resumes. If an owner does exist and only its `Drop` was lost, the new
+    /// claim moves the session here, safely.
+    fn maybe_resume(&mut self, now: Instant, session: &str) {
+        let Some(rec) = self.sessions.get(session) else { return };
+        if due(now, rec.last_heard, self.request_timeout * 2) {
+            self.resume(now, session);
+        }
+    }
+
     // ----- time -----
 
     fn fire(&mut self, now: Instant, timer: Timer) {
@@ -1489,6 +1567,7 @@ impl Node {
                     for (id, _) in a.requests {
                         self.out.outcome(id, Outcome::Unavailable);
                     }
+                    self.release_claim(&session, &a.epoch, &a.asked);
                 }
                 self.forget_if_empty(&session);
             }
@@ -1651,7 +1730,11 @@ impl Node {
 
     /// Peer-to-peer hot failover: acquires a backed-up session whose owner failed when this
     /// node is its failover target.
+    /// Also resumes a demoted owner's session (any topology), see `maybe_resume`.
     fn maybe_failover(&mut self, now: Instant, session: &str) {
+        if self.demoted_owner(session) {
+            return self.maybe_resume(now, session);
+        }
         if !self.can_own
             || self.leaving.is_some()
             || self.placement.topology() != Topology::PeerToPeer
@@ -2684,6 +2767,83 @@ mod edge_tests {
         assert!(
             matches!(cl.outcome(3), Some(Outcome::Found { epoch, .. }) if epoch.node == id("a") && *epoch > e1)
         );
+    }
+
+    /// A claim reaches the owner after its acquirer gave up (fuzz finding 3,
+    /// `fuzz/repro/core_inputs-ownerless`): the owner is demoted, and the acquirer's release
+    /// must bring the session back to one owner with its data, without any client request.
+    /// Returns the cluster, the owner and the backup after the late claims and, when
+    /// `deliver_release`, the acquirer's later messages (its release) were delivered.
+    fn late_claim_scenario(deliver_release: bool) -> (Cluster, NodeId, NodeId) {
+        let mut cl = Cluster::new(&["a", "b", "c"], 1);
+        create(&mut cl, "a", 1, "s", Ack::Sync { backups: 1 });
+        cl.pump();
+        assert!(matches!(cl.outcome(1), Some(Outcome::Replicated { acks: 1, .. })));
+        let backup = cl.session("a", "s").unwrap().backups[0].0.clone();
+        let other = if backup == id("b") { id("c") } else { id("b") };
+        // `other` fetches the session, but its claims (and everything it says about the
+        // session afterwards) are held back until it has given up (request timeout).
+        cl.cmd(other.as_str(), 2, Command::Get { session: "s".into() });
+        let mut held = Vec::new();
+        let end = cl.now + Duration::from_millis(5500);
+        loop {
+            let (hold, keep): (VecDeque<_>, VecDeque<_>) = std::mem::take(&mut cl.wire)
+                .into_iter()
+                .partition(|(f, _, m)| *f == other && !matches!(m, Message::Heartbeat { .. }));
+            held.extend(hold);
+            cl.wire = keep;
+            cl.pump();
+            if cl.now >= end {
+                break;
+            }
+            cl.now += Duration::from_millis(50);
+            cl.tick_all();
+        }
+        assert_eq!(cl.outcome(2), Some(&Outcome::Unavailable));
+        // The late claims arrive: the owner is demoted.
+        for (f, t, m) in held {
+            let late_claim = matches!(m, Message::Claim { .. });
+            if late_claim || deliver_release {
+                cl.wire.push_back((f, t, m));
+            }
+        }
+        cl.pump();
+        (cl, id("a"), backup)
+    }
+
+    fn assert_one_owner_with_data(cl: &Cluster, owner: &NodeId, backup: &NodeId) {
+        let owners: Vec<&str> = ["a", "b", "c"]
+            .into_iter()
+            .filter(|n| cl.session(n, "s").is_some_and(|v| v.role == Role::Owner))
+            .collect();
+        assert_eq!(owners, vec![owner.as_str()], "{:?}", cl.session("a", "s"));
+        let v = cl.session(owner.as_str(), "s").unwrap();
+        assert_eq!((v.version, v.attrs.get("k").map(Vec::as_slice)), (1, Some(&b"v1"[..])));
+        assert_eq!(v.backups, vec![(backup.clone(), true)]);
+        let b = cl.session(backup.as_str(), "s").unwrap();
+        assert_eq!((b.role, b.epoch, b.version), (Role::Backup, v.epoch, 1));
+    }
+
+    #[test]
+    fn owner_demoted_by_a_released_claim_takes_the_session_back() {
+        let (mut cl, owner, backup) = late_claim_scenario(true);
+        assert!(cl.events.iter().any(|(n, e)| *n == owner && matches!(e, Event::OwnershipLost { .. })));
+        // No client request: the release alone restores the owner, at once.
+        cl.advance(Duration::from_millis(200));
+        assert_one_owner_with_data(&cl, &owner, &backup);
+    }
+
+    #[test]
+    fn owner_demoted_by_an_unreleased_claim_resumes_after_the_grace() {
+        // The release is lost: the demoted owner resumes after twice the request timeout.
+        let (mut cl, owner, backup) = late_claim_scenario(false);
+        cl.advance(Duration::from_secs(5));
+        assert!(
+            cl.session(owner.as_str(), "s").is_some_and(|v| v.role != Role::Owner),
+            "not before the grace"
+        );
+        cl.advance(Duration::from_secs(6));
+        assert_one_owner_with_data(&cl, &owner, &backup);
     }
 
     #[test]
