@@ -18,7 +18,8 @@ use crate::transport::WireMessage;
 
 /// The protocol version; a peer speaking another one is refused at the handshake.
 /// (3: attribute values are MessagePack `bin`, see `bytes`. 4: [`Message::Release`], a failed
-/// acquirer's release of its claim, no longer the same message as [`Message::Drop`].)
+/// acquirer's release of its claim, no longer the same message as [`Message::Drop`]; the
+/// restart quarantine, [`Message::EpochsRequest`] and [`Message::Epochs`].)
 pub const PROTOCOL_VERSION: u32 = 4;
 
 /// The version of a session's state inside one [`Epoch`]; every write adds one. Versions
@@ -251,13 +252,34 @@ pub enum Message {
         /// The released claim's epoch.
         epoch: Epoch,
     },
+    /// A node that started (a new incarnation, with empty memory) to every live peer: "send me
+    /// the newest epoch you know of each session whose ownership moved", so that it does not
+    /// acknowledge a stale owner's copy (the restart quarantine, see [`crate::node`]).
+    EpochsRequest {
+        /// The sender's incarnation, echoed in the answer.
+        incarnation: u64,
+    },
+    /// Answer to [`Message::EpochsRequest`], in `parts` messages (`part` counts from 0).
+    Epochs {
+        /// The requester's incarnation.
+        incarnation: u64,
+        /// This message's number.
+        part: u32,
+        /// How many messages the answer has (at least 1).
+        parts: u32,
+        /// Session and the highest epoch the sender promised or holds a copy at.
+        epochs: Vec<(String, Epoch)>,
+    },
 }
 
 impl Message {
     /// The session a per-session message is about.
     pub fn session(&self) -> Option<&str> {
         match self {
-            Message::Heartbeat { .. } | Message::Leaving { .. } => None,
+            Message::Heartbeat { .. }
+            | Message::Leaving { .. }
+            | Message::EpochsRequest { .. }
+            | Message::Epochs { .. } => None,
             Message::Replicate { session, .. }
             | Message::Ack { session, .. }
             | Message::NeedFull { session, .. }

@@ -65,10 +65,22 @@
 //!   [`Outcome::Fenced`] promise nothing beyond this node.
 //! - Promises live in memory: a backup that restarts forgets the epochs it promised. A node
 //!   that did not run for about the failure timeout steps down from all its sessions (see
-//!   [`Event::OwnershipLost`]), which covers a paused stale owner; a stale owner that was
+//!   [`Event::OwnershipLost`]), which covers a paused stale owner. A stale owner that was
 //!   *partitioned* (still running) while another node took over, and that then reaches a
-//!   freshly restarted backup before it learns it was replaced, can still have a write
-//!   acknowledged that the new owner later overwrites.
+//!   freshly restarted backup before it learns it was replaced, is fenced by the **restart
+//!   quarantine**: a new incarnation acknowledges no copy of a session it holds nothing of
+//!   (it answers `Fenced` when it already knows a higher epoch, and nothing otherwise: the
+//!   owner retransmits) until it has asked every live peer ([`Message::EpochsRequest`]) for
+//!   the highest epoch the peer promised or holds of every session whose ownership moved (term
+//!   above 1; a session only ever owned by its creator has no stale owner), and each answered
+//!   ([`Message::Epochs`], in parts of 1024). The epochs learned become promises, kept as long
+//!   as a tombstone ([`Settings::tombstone_ttl`]) also without a copy. The quarantine ends
+//!   when every peer of the domain answered, or once the failure timeout has passed since the
+//!   start and every live peer answered. Cost per start: one request and an answer of
+//!   ⌈moved sessions / 1024⌉ messages per peer (O(sessions) work at the peer), promise-only
+//!   records for the moved sessions, and backups that wait one round trip (at most about the
+//!   failure timeout) before they acknowledge new copies. It cannot learn an epoch that only
+//!   nodes it considers dead know (the failure-detector caveat of the first point).
 //! - A node that sees fewer than half of the domain live does not take sessions over (neither
 //!   hot failover nor fetch): it may be the one cut off.
 //! - Versions grow by one per write and continue across ownership changes; the state order
@@ -184,6 +196,7 @@ struct Record {
     last_heard: Instant,
     /// Incarnation of the copy's writer when it last sent it.
     owner_inc: Option<u64>,
+    /// Removed then: a tombstone, or a promise learned in the restart quarantine.
     tomb_until: Option<Instant>,
 }
 
@@ -216,6 +229,19 @@ struct Acquire {
     retries: u32,
     failover: bool,
 }
+
+/// The restart quarantine of a new incarnation (see the module docs).
+#[derive(Debug, Clone)]
+struct Quarantine {
+    /// Not over before this (unless every peer answered): the failure detector has not had
+    /// the time to hear every live peer yet.
+    until: Instant,
+    /// Peers asked: when last asked, the parts of the answer received, and how many exist.
+    asked: BTreeMap<NodeId, (Instant, BTreeSet<u32>, Option<u32>)>,
+}
+
+/// Sessions per [`Message::Epochs`] part.
+const EPOCHS_PER_PART: usize = 1024;
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 enum Timer {
@@ -317,6 +343,8 @@ pub struct Node {
     acquisitions: u64,
     failovers: u64,
     fenced: u64,
+    /// `Some` until this incarnation has learned from its peers which epochs they know.
+    quarantine: Option<Quarantine>,
 }
 
 impl Node {
@@ -374,6 +402,7 @@ impl Node {
             acquisitions: 0,
             failovers: 0,
             fenced: 0,
+            quarantine: Some(Quarantine { until: now + config.failure_timeout(), asked: BTreeMap::new() }),
             me,
             settings,
         })
@@ -1228,6 +1257,7 @@ impl Node {
             let incarnation = peer.incarnation;
             self.out.event(Event::PeerUp { node: from.clone(), incarnation });
             self.view_changed();
+            self.quarantine_ask(now, &from);
         }
         match msg {
             Message::Heartbeat { .. } | Message::Leaving { .. } => {}
@@ -1243,6 +1273,10 @@ impl Node {
             }
             Message::Drop { session, epoch } => self.on_drop(&from, &session, &epoch),
             Message::Release { session, epoch } => self.on_release(now, &from, &session, &epoch),
+            Message::EpochsRequest { incarnation } => self.on_epochs_request(&from, incarnation),
+            Message::Epochs { incarnation, part, parts, epochs } => {
+                self.on_epochs(now, &from, incarnation, part, parts, epochs)
+            }
         }
     }
 
@@ -1257,6 +1291,9 @@ impl Node {
     fn peer_down(&mut self, now: Instant, node: &NodeId) {
         if let Some(p) = self.peers.get_mut(node) {
             p.up = false;
+        }
+        if let Some(q) = &mut self.quarantine {
+            q.asked.remove(node);
         }
         self.out.event(Event::PeerDown { node: node.clone() });
         self.view_changed();
@@ -1302,6 +1339,19 @@ impl Node {
     ) {
         if epoch.node != *from || epoch.node == self.me {
             return;
+        }
+        if self.quarantine.is_some() {
+            // No copy here yet: this incarnation may have forgotten a promise that fences the
+            // sender. Fence it if a peer already told of a higher epoch; otherwise say nothing
+            // (the owner retransmits) until the quarantine is over.
+            let rec = self.sessions.get(&session);
+            if rec.is_none_or(|r| r.copy.is_none()) {
+                if let Some(p) = rec.and_then(|r| r.promised.as_ref()).filter(|p| **p > epoch) {
+                    let msg = Message::Fenced { session: session.clone(), epoch: p.clone() };
+                    self.out.send(from, msg);
+                }
+                return;
+            }
         }
         if !self.admit(now, from, &session, &epoch) {
             return;
@@ -1546,6 +1596,116 @@ impl Node {
         }
     }
 
+    // ----- restart quarantine -----
+
+    /// Asks `peer` for the epochs it knows, while in quarantine.
+    fn quarantine_ask(&mut self, now: Instant, peer: &NodeId) {
+        let Some(q) = &mut self.quarantine else { return };
+        let e = q.asked.entry(peer.clone()).or_insert_with(|| (now, BTreeSet::new(), None));
+        e.0 = now;
+        self.out.send(peer, Message::EpochsRequest { incarnation: self.incarnation });
+    }
+
+    /// Whether `peer` answered the quarantine round completely.
+    fn quarantine_answered(q: &Quarantine, peer: &NodeId) -> bool {
+        q.asked.get(peer).is_some_and(|(_, got, parts)| parts.is_some_and(|n| got.len() >= n as usize))
+    }
+
+    /// Each tick while in quarantine: asks again the live peers that have not answered
+    /// completely, and ends the quarantine when every peer of the domain answered, or when
+    /// the failure detector had its time and every live peer answered.
+    fn quarantine_tick(&mut self, now: Instant) {
+        let Some(q) = &self.quarantine else { return };
+        let every = self.settings.retransmit_interval;
+        let up: Vec<NodeId> = self.peers.iter().filter(|(_, p)| p.up).map(|(n, _)| n.clone()).collect();
+        let again: Vec<NodeId> = up
+            .iter()
+            .filter(|n| {
+                !Self::quarantine_answered(q, n)
+                    && q.asked.get(*n).is_none_or(|(at, _, _)| due(now, *at, every))
+            })
+            .cloned()
+            .collect();
+        for n in &again {
+            self.quarantine_ask(now, n);
+        }
+        self.quarantine_check(now);
+    }
+
+    fn quarantine_check(&mut self, now: Instant) {
+        let Some(q) = &self.quarantine else { return };
+        let all = self.peers.keys().all(|n| Self::quarantine_answered(q, n));
+        let live = now >= q.until
+            && self.peers.iter().filter(|(_, p)| p.up).all(|(n, _)| Self::quarantine_answered(q, n));
+        if all || live {
+            self.quarantine = None;
+        }
+    }
+
+    /// Answers a quarantine round: the highest epoch this node promised or holds a copy at,
+    /// for every session whose ownership moved (term above 1: a session only ever owned by
+    /// its creator has no stale owner to fence).
+    fn on_epochs_request(&mut self, from: &NodeId, incarnation: u64) {
+        let epochs: Vec<(String, Epoch)> = self
+            .sessions
+            .iter()
+            .filter_map(|(k, r)| {
+                let e = match (&r.promised, &r.copy) {
+                    (Some(p), Some(c)) => p.max(&c.epoch),
+                    (Some(p), None) => p,
+                    (None, Some(c)) => &c.epoch,
+                    (None, None) => return None,
+                };
+                (e.term > 1).then(|| (k.clone(), e.clone()))
+            })
+            .collect();
+        let parts = u32::try_from(epochs.len().div_ceil(EPOCHS_PER_PART).max(1)).unwrap_or(u32::MAX);
+        if epochs.is_empty() {
+            self.out.send(from, Message::Epochs { incarnation, part: 0, parts, epochs });
+            return;
+        }
+        for (i, chunk) in epochs.chunks(EPOCHS_PER_PART).enumerate() {
+            let part = u32::try_from(i).unwrap_or(u32::MAX);
+            self.out.send(from, Message::Epochs { incarnation, part, parts, epochs: chunk.to_vec() });
+        }
+    }
+
+    /// Learns the epochs a peer knows: each becomes a promise here, kept (also without a
+    /// copy) as long as a tombstone, so a stale owner's later copy is fenced.
+    fn on_epochs(
+        &mut self,
+        now: Instant,
+        from: &NodeId,
+        incarnation: u64,
+        part: u32,
+        parts: u32,
+        epochs: Vec<(String, Epoch)>,
+    ) {
+        if incarnation != self.incarnation {
+            return;
+        }
+        let Some(q) = &mut self.quarantine else { return };
+        if let Some((_, got, n)) = q.asked.get_mut(from) {
+            if part < parts {
+                got.insert(part);
+                *n = Some(parts);
+            }
+        }
+        let keep = now + self.settings.tombstone_ttl;
+        for (session, epoch) in epochs {
+            let rec = self.sessions.entry(session.clone()).or_insert_with(|| Record::empty(now));
+            if rec.promised.as_ref().is_some_and(|p| *p >= epoch) {
+                continue;
+            }
+            rec.promised = Some(epoch.clone());
+            if rec.copy.is_none() && rec.owner.is_none() {
+                rec.tomb_until = Some(keep);
+            }
+            self.on_fenced(now, &session, &epoch);
+        }
+        self.quarantine_check(now);
+    }
+
     // ----- time -----
 
     fn fire(&mut self, now: Instant, timer: Timer) {
@@ -1597,6 +1757,7 @@ impl Node {
         for n in dead {
             self.peer_down(now, &n);
         }
+        self.quarantine_tick(now);
         self.replan_pass(now);
         // General scan: expiry, retransmission, touches, orphans.
         let batch = self.settings.scan_batch.max(1);
@@ -1702,7 +1863,7 @@ impl Node {
                 }
             }
             (_, None) => {
-                if now >= rec.last_heard + self.request_timeout * 2 {
+                if rec.tomb_until.is_none() && now >= rec.last_heard + self.request_timeout * 2 {
                     self.sessions.remove(session);
                 }
             }
@@ -2235,6 +2396,11 @@ mod tests {
         let c = cfg(&["a", "b"], 1);
         let now = Instant::now();
         let mut b = Node::new(c, id("b"), 1, Settings::default(), now).unwrap();
+        // a answers b's quarantine round (it knows of no session): b's quarantine is over.
+        let none = Message::Epochs { incarnation: 1, part: 0, parts: 1, epochs: vec![] };
+        b.handle_input(now, Input::Message { from: id("a"), msg: none });
+        let asked: Vec<Output> = std::iter::from_fn(|| b.poll_output()).collect();
+        assert!(asked.iter().any(|o| matches!(o, Output::Send { msg: Message::EpochsRequest { .. }, .. })));
         let e1 = Epoch::new(1, id("a"), 1);
         let full = Payload::Full {
             version: 4,
@@ -2844,6 +3010,67 @@ mod edge_tests {
         );
         cl.advance(Duration::from_secs(6));
         assert_one_owner_with_data(&cl, &owner, &backup);
+    }
+
+    /// The partition + amnesia case: a's link to its backup b is cut both ways, so b takes s
+    /// over while a keeps running and re-places s on c; c restarts (forgetting the promise it
+    /// made to b) and a writes. Without the restart quarantine c acknowledges a's write,
+    /// which b's state overwrites at the heal; with it, c first learns b's epoch from b and
+    /// fences a, so the write is not reported replicated.
+    #[test]
+    fn restarted_backup_does_not_acknowledge_a_stale_owner() {
+        let mut cl = Cluster::new(&["a", "b", "c"], 1);
+        // A session whose backup (and failover target) is b.
+        let mut rid = 1;
+        let s = loop {
+            let s = format!("s{rid}");
+            create(&mut cl, "a", rid, &s, Ack::Sync { backups: 1 });
+            cl.pump();
+            rid += 1;
+            if cl.session("a", &s).unwrap().backups == vec![(id("b"), true)] {
+                break s;
+            }
+        };
+        cl.cut.insert((id("a"), id("b")));
+        cl.cut.insert((id("b"), id("a")));
+        cl.advance(Duration::from_millis(1500));
+        let b = cl.session("b", &s).unwrap();
+        assert_eq!(b.role, Role::Owner, "b failed s over");
+        assert_eq!(cl.session("a", &s).unwrap().role, Role::Owner, "a, cut off from b only, still owns s");
+        // c restarts with empty memory.
+        let now = cl.now;
+        cl.nodes.insert(
+            id("c"),
+            Node::new(cfg(&["a", "b", "c"], 1), id("c"), 2, Settings::default(), now).unwrap(),
+        );
+        cl.cmd(
+            "a",
+            100,
+            Command::Update {
+                session: s.clone(),
+                expected_version: None,
+                changes: vec![Change::Set("w".into(), b"lost?".to_vec())],
+                ack: Ack::Sync { backups: 1 },
+            },
+        );
+        cl.advance(Duration::from_millis(6000));
+        cl.cut.clear();
+        cl.advance(Duration::from_millis(3000));
+        let owners: Vec<&str> = ["a", "b", "c"]
+            .into_iter()
+            .filter(|n| cl.session(n, &s).is_some_and(|v| v.role == Role::Owner))
+            .collect();
+        assert_eq!(owners.len(), 1, "{owners:?}");
+        let v = cl.session(owners[0], &s).unwrap();
+        let out = cl.outcome(100).cloned();
+        assert!(
+            !matches!(out, Some(Outcome::Replicated { .. })) || v.attrs.contains_key("w"),
+            "a's write was acknowledged ({out:?}) and then lost: {v:?}"
+        );
+        assert!(
+            matches!(out, Some(Outcome::Fenced { .. } | Outcome::Indeterminate { .. })),
+            "c fences a: {out:?}"
+        );
     }
 
     #[test]
