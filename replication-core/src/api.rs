@@ -289,7 +289,9 @@ pub struct Settings {
     pub rereplication_per_sec: u32,
     /// Burst of the re-replication token bucket.
     pub rereplication_burst: u32,
-    /// Sessions examined per maintenance pass (bounded work per call).
+    /// Sessions examined per maintenance pass (bounded work per call). A replan pass after a
+    /// view change examines this many owned sessions and up to eight times as many others
+    /// (failovers, whose claims go out in batches).
     pub scan_batch: usize,
     /// Pending commands (sync writes, fetches, claims) at most; more get [`Outcome::Busy`].
     pub max_pending: usize,

@@ -19,7 +19,8 @@ use crate::transport::WireMessage;
 /// The protocol version; a peer speaking another one is refused at the handshake.
 /// (3: attribute values are MessagePack `bin`, see `bytes`. 4: [`Message::Release`], a failed
 /// acquirer's release of its claim, no longer the same message as [`Message::Drop`]; the
-/// restart quarantine, [`Message::EpochsRequest`] and [`Message::Epochs`].)
+/// restart quarantine, [`Message::EpochsRequest`] and [`Message::Epochs`]; claims in batches,
+/// [`Message::Claims`] and [`Message::ClaimAcks`].)
 pub const PROTOCOL_VERSION: u32 = 4;
 
 /// The version of a session's state inside one [`Epoch`]; every write adds one. Versions
@@ -252,6 +253,18 @@ pub enum Message {
         /// The released claim's epoch.
         epoch: Epoch,
     },
+    /// Many [`Message::Claim`]s of one acquirer at once (a mass failover), each handled as if
+    /// it came alone; answered by [`Message::ClaimAcks`] (and a [`Message::Fenced`] per
+    /// claim refused).
+    Claims {
+        /// Session and the acquirer's new epoch.
+        claims: Vec<(String, Epoch)>,
+    },
+    /// The [`Message::ClaimAck`]s answering a [`Message::Claims`] (or part of them).
+    ClaimAcks {
+        /// Session, the epoch promised, and the receiver's copy if any.
+        acks: Vec<(String, Epoch, Option<Snapshot>)>,
+    },
     /// A node that started (a new incarnation, with empty memory) to every live peer: "send me
     /// the newest epoch you know of each session whose ownership moved", so that it does not
     /// acknowledge a stale owner's copy (the restart quarantine, see [`crate::node`]).
@@ -279,7 +292,9 @@ impl Message {
             Message::Heartbeat { .. }
             | Message::Leaving { .. }
             | Message::EpochsRequest { .. }
-            | Message::Epochs { .. } => None,
+            | Message::Epochs { .. }
+            | Message::Claims { .. }
+            | Message::ClaimAcks { .. } => None,
             Message::Replicate { session, .. }
             | Message::Ack { session, .. }
             | Message::NeedFull { session, .. }

@@ -86,9 +86,12 @@
 //! - Versions grow by one per write and continue across ownership changes; the state order
 //!   is `(epoch, version)`, so after a failover that lost unacknowledged writes a version
 //!   number can be reused at the higher epoch.
-//! - Per call, maintenance examines at most [`Settings::scan_batch`] sessions and sends full
-//!   copies within the re-replication token bucket; [`Command::Leave`] is the exception (it
-//!   looks at every owned session at each tick until it completes). [`Node::stats`] is O(n).
+//! - Per call, maintenance examines at most [`Settings::scan_batch`] sessions (a replan pass:
+//!   that many owned ones and up to eight times as many others) and sends full copies within
+//!   the re-replication token bucket, the first copies after a failover included; the claims
+//!   of a pass go out in batches ([`Message::Claims`], one message per peer and 512
+//!   sessions). [`Command::Leave`] is the exception (it looks at every owned session at each
+//!   tick until it completes). [`Node::stats`] is O(n).
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::ops::Bound;
@@ -243,6 +246,12 @@ struct Quarantine {
 /// Sessions per [`Message::Epochs`] part.
 const EPOCHS_PER_PART: usize = 1024;
 
+/// Claims per [`Message::Claims`] and answers per [`Message::ClaimAcks`] at most.
+const CLAIMS_PER_MESSAGE: usize = 512;
+
+/// Approximate bytes of copies per [`Message::ClaimAcks`] before another one is started.
+const CLAIM_ACK_BYTES: u64 = 1 << 20;
+
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 enum Timer {
     Write(RequestId),
@@ -345,6 +354,9 @@ pub struct Node {
     fenced: u64,
     /// `Some` until this incarnation has learned from its peers which epochs they know.
     quarantine: Option<Quarantine>,
+    /// `Some` during a maintenance or replan pass: the claims it starts, per peer, sent in
+    /// batches at its end ([`Message::Claims`]) instead of one message per session.
+    claim_buf: Option<BTreeMap<NodeId, Vec<(String, Epoch)>>>,
 }
 
 impl Node {
@@ -403,6 +415,7 @@ impl Node {
             failovers: 0,
             fenced: 0,
             quarantine: Some(Quarantine { until: now + config.failure_timeout(), asked: BTreeMap::new() }),
+            claim_buf: None,
             me,
             settings,
         })
@@ -966,7 +979,12 @@ impl Node {
         let waiting: BTreeSet<NodeId> =
             self.peers.iter().filter(|(_, p)| p.up).map(|(n, _)| n.clone()).collect();
         for to in &waiting {
-            self.out.send(to, Message::Claim { session: session.to_owned(), epoch: epoch.clone() });
+            match &mut self.claim_buf {
+                Some(buf) => buf.entry(to.clone()).or_default().push((session.to_owned(), epoch.clone())),
+                None => {
+                    self.out.send(to, Message::Claim { session: session.to_owned(), epoch: epoch.clone() })
+                }
+            }
         }
         let deadline = now + self.request_timeout;
         let empty = waiting.is_empty();
@@ -988,6 +1006,33 @@ impl Node {
             self.complete_acquire(now, session);
         } else {
             self.timers.insert((deadline, Timer::Acquire(session.to_owned())));
+        }
+    }
+
+    /// Starts batching the claims of a pass; `true` when this call started it (and so must
+    /// call `flush_claims` at its end).
+    fn batch_claims(&mut self) -> bool {
+        let start = self.claim_buf.is_none();
+        if start {
+            self.claim_buf = Some(BTreeMap::new());
+        }
+        start
+    }
+
+    /// Sends the claims batched by the pass: one [`Message::Claims`] per peer and
+    /// [`CLAIMS_PER_MESSAGE`] sessions, so that a mass failover sends a few messages per peer
+    /// instead of one per session (which overflowed the transports' per-peer queues and made
+    /// the lost claims wait out the request timeout).
+    fn flush_claims(&mut self) {
+        let Some(buf) = self.claim_buf.take() else { return };
+        for (to, claims) in buf {
+            for chunk in claims.chunks(CLAIMS_PER_MESSAGE) {
+                let msg = match chunk {
+                    [(session, epoch)] => Message::Claim { session: session.clone(), epoch: epoch.clone() },
+                    _ => Message::Claims { claims: chunk.to_vec() },
+                };
+                self.out.send(&to, msg);
+            }
         }
     }
 
@@ -1072,7 +1117,17 @@ impl Node {
                 self.out
                     .event(Event::OwnershipGained { session: session.to_owned(), epoch: a.epoch.clone() });
                 self.plan(session, now);
-                self.send_full_to_lagging(session, now, false);
+                if a.failover {
+                    // Many sessions fail over at once: their first copies are re-replication,
+                    // paced by its token bucket (the maintenance scan sends the rest).
+                    self.refill(now);
+                    if self.tokens >= 1000 {
+                        let n = self.send_full_to_lagging(session, now, false);
+                        self.tokens = self.tokens.saturating_sub(n * 1000);
+                    }
+                } else {
+                    self.send_full_to_lagging(session, now, false);
+                }
                 self.maybe_drop_stale(session);
                 for (id, want) in a.requests {
                     let outcome = if want {
@@ -1270,6 +1325,12 @@ impl Node {
             Message::Claim { session, epoch } => self.on_claim(now, &from, session, epoch),
             Message::ClaimAck { session, epoch, copy } => {
                 self.on_claim_ack(now, &from, &session, &epoch, copy)
+            }
+            Message::Claims { claims } => self.on_claims(now, &from, claims),
+            Message::ClaimAcks { acks } => {
+                for (session, epoch, copy) in acks {
+                    self.on_claim_ack(now, &from, &session, &epoch, copy);
+                }
             }
             Message::Drop { session, epoch } => self.on_drop(&from, &session, &epoch),
             Message::Release { session, epoch } => self.on_release(now, &from, &session, &epoch),
@@ -1469,16 +1530,50 @@ impl Node {
     }
 
     fn on_claim(&mut self, now: Instant, from: &NodeId, session: String, epoch: Epoch) {
+        if let Some(copy) = self.promise(now, from, &session, &epoch) {
+            self.out.send(from, Message::ClaimAck { session, epoch, copy });
+        }
+    }
+
+    /// A claim: `None` when refused (a `Fenced` was sent), else the promise is recorded and
+    /// the copy to return.
+    fn promise(
+        &mut self,
+        now: Instant,
+        from: &NodeId,
+        session: &str,
+        epoch: &Epoch,
+    ) -> Option<Option<Snapshot>> {
         if epoch.node != *from {
-            return;
+            return None;
         }
-        if !self.admit(now, from, &session, &epoch) {
-            return;
+        if !self.admit(now, from, session, epoch) {
+            return None;
         }
-        let Some(rec) = self.sessions.get_mut(&session) else { return };
+        let rec = self.sessions.get_mut(session)?;
         rec.last_heard = now;
-        let copy = rec.copy.clone();
-        self.out.send(from, Message::ClaimAck { session, epoch, copy });
+        Some(rec.copy.clone())
+    }
+
+    /// Claims in a batch: answered in batches of at most [`CLAIMS_PER_MESSAGE`] answers and
+    /// about [`CLAIM_ACK_BYTES`] of copies.
+    fn on_claims(&mut self, now: Instant, from: &NodeId, claims: Vec<(String, Epoch)>) {
+        let mut acks = Vec::new();
+        let mut bytes = 0;
+        for (session, epoch) in claims {
+            let Some(copy) = self.promise(now, from, &session, &epoch) else { continue };
+            if let Some(c) = &copy {
+                bytes += payload_size(&full_payload(c));
+            }
+            acks.push((session, epoch, copy));
+            if acks.len() >= CLAIMS_PER_MESSAGE || bytes >= CLAIM_ACK_BYTES {
+                self.out.send(from, Message::ClaimAcks { acks: std::mem::take(&mut acks) });
+                bytes = 0;
+            }
+        }
+        if !acks.is_empty() {
+            self.out.send(from, Message::ClaimAcks { acks });
+        }
     }
 
     fn on_claim_ack(
@@ -1758,6 +1853,7 @@ impl Node {
             self.peer_down(now, &n);
         }
         self.quarantine_tick(now);
+        let batching = self.batch_claims();
         self.replan_pass(now);
         // General scan: expiry, retransmission, touches, orphans.
         let batch = self.settings.scan_batch.max(1);
@@ -1765,6 +1861,9 @@ impl Node {
         self.scan_cursor = if keys.len() < batch { None } else { keys.last().cloned() };
         for k in keys {
             self.maintain(now, &k);
+        }
+        if batching {
+            self.flush_claims();
         }
         self.check_leave(now);
     }
@@ -1779,30 +1878,48 @@ impl Node {
     /// One batch of the replan pass after a view change (re-placement, re-replication within
     /// the token bucket, failover of sessions whose owner is gone).
     fn replan_pass(&mut self, now: Instant) {
+        let batching = self.batch_claims();
+        self.replan_pass_batched(now);
+        if batching {
+            self.flush_claims();
+        }
+    }
+
+    fn replan_pass_batched(&mut self, now: Instant) {
         self.refill(now);
         self.last_replan = now;
         if let Some(cursor) = self.replan_cursor.take() {
+            // A pass examines `scan_batch` owned sessions, and up to eight times as many others
+            // (a failover only adds a claim to a batch; most others need nothing).
             let batch = self.settings.scan_batch.max(1);
-            let keys = self.keys_from(cursor.as_deref(), batch);
-            let exhausted = keys.len() < batch;
-            let mut all = true;
+            let keys = self.keys_from(cursor.as_deref(), batch.saturating_mul(8));
+            let mut exhausted = keys.len() < batch.saturating_mul(8);
+            let mut budget = batch.saturating_mul(8);
+            // Out of tokens, the pass still goes on: failovers send no copies, and the copies
+            // of the owned sessions it could not send go out with the maintenance scan, within
+            // the same token bucket. (Stopping the pass there held the failover of every
+            // session behind re-replication.)
             let mut last = cursor;
             for k in keys {
-                if self.tokens < 1000 {
-                    all = false;
+                if budget == 0 {
+                    exhausted = false;
                     break;
                 }
                 if self.sessions.get(&k).is_some_and(|r| r.owner.is_some()) {
+                    budget = budget.saturating_sub(8);
                     self.plan(&k, now);
-                    let n = self.send_full_to_lagging(&k, now, false);
-                    self.tokens = self.tokens.saturating_sub(n * 1000);
+                    if self.tokens >= 1000 {
+                        let n = self.send_full_to_lagging(&k, now, false);
+                        self.tokens = self.tokens.saturating_sub(n * 1000);
+                    }
                     self.maybe_drop_stale(&k);
                 } else {
+                    budget -= 1;
                     self.maybe_failover(now, &k);
                 }
                 last = Some(k);
             }
-            if !(exhausted && all) {
+            if !exhausted {
                 self.replan_cursor = Some(last);
             }
         }
@@ -2513,6 +2630,56 @@ mod tests {
         let v = cl.nodes[&backup].session("s").unwrap();
         assert_eq!(v.backups.len(), 1);
         assert!(v.backups[0].1);
+    }
+
+    #[test]
+    fn mass_failover_claims_in_batches() {
+        let mut cl = Cluster::new(&["a", "b", "c"], 1);
+        let n = 2000;
+        for i in 0..n {
+            let s = format!("s{i:04}");
+            cl.cmd(
+                "a",
+                i,
+                Command::Create {
+                    session: s,
+                    attrs: attrs(&[("k", b"v")]),
+                    max_inactive: Duration::from_secs(600),
+                    ack: Ack::Async,
+                },
+            );
+        }
+        cl.pump();
+        cl.nodes.remove(&id("a"));
+        // Count the claim messages the survivors send while they take the sessions over.
+        let (mut single, mut batches, mut claimed) = (0, 0, 0);
+        let end = cl.now + Duration::from_millis(2000);
+        while cl.now < end {
+            cl.now += Duration::from_millis(5);
+            cl.tick_all();
+            for (_, _, m) in &cl.wire {
+                match m {
+                    Message::Claim { .. } => single += 1,
+                    Message::Claims { claims } => {
+                        batches += 1;
+                        claimed += claims.len();
+                        assert!(claims.len() <= CLAIMS_PER_MESSAGE);
+                    }
+                    _ => {}
+                }
+            }
+            cl.pump();
+        }
+        let owned: usize = ["b", "c"].iter().map(|x| cl.nodes[&id(x)].stats().owned).sum();
+        assert_eq!(owned, n as usize, "every session failed over");
+        assert_eq!(single + claimed, n as usize, "one claim per session (one live peer each)");
+        assert!(single + batches <= 16, "claims in batches: {single} single, {batches} batches");
+        for i in [0, n / 2, n - 1] {
+            let s = format!("s{i:04}");
+            let owner =
+                ["b", "c"].into_iter().find(|x| cl.session(x, &s).is_some_and(|v| v.role == Role::Owner));
+            assert_eq!(cl.session(owner.unwrap(), &s).unwrap().attrs.get("k").unwrap(), b"v");
+        }
     }
 
     #[test]
