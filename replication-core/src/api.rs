@@ -407,4 +407,9 @@ pub struct Stats {
     pub bytes_replicated: u64,
     /// Full copies sent by maintenance (re-replication and retransmission).
     pub full_copies_sent: u64,
+    /// Over the owned sessions (tombstones included), when the oldest change that is not yet
+    /// acknowledged by every placed backup was made; for a backup placed later (restart,
+    /// re-replication, failover), when it was placed. `None` when every placed backup holds
+    /// every owned session's current version. A replication-lag gauge is `now` minus this.
+    pub oldest_unacked: Option<Instant>,
 }

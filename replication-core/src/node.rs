@@ -188,6 +188,9 @@ struct OwnerState {
     view_gen: u64,
     under: bool,
     waiting: Vec<RequestId>,
+    /// When the oldest change not yet acknowledged by every placed backup was made (a backup
+    /// placed later: its placement); `None` once all acknowledged. See [`Stats::oldest_unacked`].
+    unacked_since: Option<Instant>,
 }
 
 #[derive(Debug, Clone)]
@@ -671,6 +674,12 @@ impl Node {
         // to be live (a session whose only backup node is down is under-replicated).
         let want = self.replica_target();
         for rec in self.sessions.values() {
+            if let (Some(c), Some(o)) = (&rec.copy, &rec.owner) {
+                if o.replicas.values().any(|r| r.acked < Some(c.version)) {
+                    let since = o.unacked_since.unwrap_or(self.last_run);
+                    s.oldest_unacked = Some(s.oldest_unacked.map_or(since, |t| t.min(since)));
+                }
+            }
             match (&rec.copy, &rec.owner) {
                 (Some(Snapshot { body: Body::Tombstone, .. }), _) => s.tombstones += 1,
                 (Some(c), Some(o)) => {
@@ -800,6 +809,7 @@ impl Node {
             view_gen: u64::MAX, // forces a plan
             under: false,
             waiting: Vec::new(),
+            unacked_since: None,
         }
     }
 
@@ -847,6 +857,9 @@ impl Node {
             return;
         };
         let base = copy.version;
+        if o.unacked_since.is_none() || o.replicas.values().all(|r| r.acked >= Some(base)) {
+            o.unacked_since = Some(now);
+        }
         copy.version += 1;
         let payload = match kind {
             WriteKind::Changes(changes) => {
@@ -1103,6 +1116,7 @@ impl Node {
                     view_gen: u64::MAX,
                     under: false,
                     waiting: Vec::new(),
+                    unacked_since: None,
                 };
                 o.stale = a.holders.into_iter().filter(|n| *n != me).collect();
                 // The previous owner may be alive without knowing (it missed the claim).
@@ -1208,6 +1222,9 @@ impl Node {
                 // epoch to someone else): send it everything again.
                 *r = fresh;
             }
+            if r.acked.is_none() && o.unacked_since.is_none() {
+                o.unacked_since = Some(now);
+            }
         }
         let have = backups.len();
         if have < want {
@@ -1218,7 +1235,6 @@ impl Node {
         } else {
             o.under = false;
         }
-        let _ = now;
     }
 
     /// Sends a full copy to every live placed backup that has not acknowledged the current
@@ -1481,6 +1497,9 @@ impl Node {
         let Some(r) = o.replicas.get_mut(from) else { return };
         if r.acked < Some(version) {
             r.acked = Some(version);
+        }
+        if o.replicas.values().all(|r| r.acked >= Some(copy.version)) {
+            o.unacked_since = None;
         }
         let acked = version;
         let mut still = Vec::with_capacity(o.waiting.len());
@@ -2630,6 +2649,40 @@ mod tests {
         let v = cl.nodes[&backup].session("s").unwrap();
         assert_eq!(v.backups.len(), 1);
         assert!(v.backups[0].1);
+    }
+
+    #[test]
+    fn stats_tell_the_oldest_unacknowledged_change() {
+        let mut cl = Cluster::new(&["a", "b", "c"], 2);
+        let t0 = cl.now;
+        create(&mut cl, "a", 1, "s", Ack::Async);
+        assert_eq!(cl.nodes[&id("a")].stats().oldest_unacked, Some(t0), "sent, not acknowledged yet");
+        cl.pump();
+        assert_eq!(cl.nodes[&id("a")].stats().oldest_unacked, None, "both backups acknowledged");
+        // c's acknowledgements are lost: a's changes stay unacknowledged by one of two backups.
+        cl.cut.insert((id("c"), id("a")));
+        let write = |cl: &mut Cluster, rid| {
+            let changes = vec![Change::Set("x".into(), vec![1])];
+            let cmd =
+                Command::Update { session: "s".into(), expected_version: None, changes, ack: Ack::Async };
+            cl.cmd("a", rid, cmd);
+        };
+        cl.advance(Duration::from_millis(100));
+        let t1 = cl.now;
+        write(&mut cl, 2);
+        cl.advance(Duration::from_millis(200));
+        write(&mut cl, 3);
+        cl.pump();
+        assert_eq!(cl.nodes[&id("a")].stats().oldest_unacked, Some(t1), "the first of the two changes");
+        // Once c's acknowledgements get through again (the owner retransmits), nothing lags.
+        cl.cut.clear();
+        cl.advance(Duration::from_millis(700));
+        assert_eq!(cl.nodes[&id("a")].stats().oldest_unacked, None);
+        write(&mut cl, 4);
+        let t2 = cl.now;
+        assert_eq!(cl.nodes[&id("a")].stats().oldest_unacked, Some(t2), "a new change, not an old time");
+        cl.pump();
+        assert_eq!(cl.nodes[&id("a")].stats().oldest_unacked, None);
     }
 
     #[test]
