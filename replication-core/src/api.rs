@@ -289,7 +289,9 @@ pub struct Settings {
     pub rereplication_per_sec: u32,
     /// Burst of the re-replication token bucket.
     pub rereplication_burst: u32,
-    /// Sessions examined per maintenance pass (bounded work per call).
+    /// Sessions examined per maintenance pass (bounded work per call). A replan pass after a
+    /// view change examines this many owned sessions and up to eight times as many others
+    /// (failovers, whose claims go out in batches).
     pub scan_batch: usize,
     /// Pending commands (sync writes, fetches, claims) at most; more get [`Outcome::Busy`].
     pub max_pending: usize,
@@ -405,4 +407,9 @@ pub struct Stats {
     pub bytes_replicated: u64,
     /// Full copies sent by maintenance (re-replication and retransmission).
     pub full_copies_sent: u64,
+    /// Over the owned sessions (tombstones included), when the oldest change that is not yet
+    /// acknowledged by every placed backup was made; for a backup placed later (restart,
+    /// re-replication, failover), when it was placed. `None` when every placed backup holds
+    /// every owned session's current version. A replication-lag gauge is `now` minus this.
+    pub oldest_unacked: Option<Instant>,
 }

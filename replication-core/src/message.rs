@@ -17,8 +17,11 @@ use crate::placement::stable_hash;
 use crate::transport::WireMessage;
 
 /// The protocol version; a peer speaking another one is refused at the handshake.
-/// (3: attribute values are MessagePack `bin`, see `bytes`.)
-pub const PROTOCOL_VERSION: u32 = 3;
+/// (3: attribute values are MessagePack `bin`, see `bytes`. 4: [`Message::Release`], a failed
+/// acquirer's release of its claim, no longer the same message as [`Message::Drop`]; the
+/// restart quarantine, [`Message::EpochsRequest`] and [`Message::Epochs`]; claims in batches,
+/// [`Message::Claims`] and [`Message::ClaimAcks`].)
+pub const PROTOCOL_VERSION: u32 = 4;
 
 /// The version of a session's state inside one [`Epoch`]; every write adds one. Versions
 /// continue across ownership changes (a new owner starts from the highest copy it found).
@@ -240,20 +243,66 @@ pub enum Message {
         /// The owner's epoch; copies at a higher epoch are kept.
         epoch: Epoch,
     },
+    /// Acquirer to the nodes it claimed from: "I gave up this claim; I never own at `epoch`".
+    /// A recipient never deletes a copy for it: it forgets a promise-only record made for
+    /// that claim, and a former owner that the claim demoted takes the session back with a
+    /// new claim.
+    Release {
+        /// The session.
+        session: String,
+        /// The released claim's epoch.
+        epoch: Epoch,
+    },
+    /// Many [`Message::Claim`]s of one acquirer at once (a mass failover), each handled as if
+    /// it came alone; answered by [`Message::ClaimAcks`] (and a [`Message::Fenced`] per
+    /// claim refused).
+    Claims {
+        /// Session and the acquirer's new epoch.
+        claims: Vec<(String, Epoch)>,
+    },
+    /// The [`Message::ClaimAck`]s answering a [`Message::Claims`] (or part of them).
+    ClaimAcks {
+        /// Session, the epoch promised, and the receiver's copy if any.
+        acks: Vec<(String, Epoch, Option<Snapshot>)>,
+    },
+    /// A node that started (a new incarnation, with empty memory) to every live peer: "send me
+    /// the newest epoch you know of each session whose ownership moved", so that it does not
+    /// acknowledge a stale owner's copy (the restart quarantine, see [`crate::node`]).
+    EpochsRequest {
+        /// The sender's incarnation, echoed in the answer.
+        incarnation: u64,
+    },
+    /// Answer to [`Message::EpochsRequest`], in `parts` messages (`part` counts from 0).
+    Epochs {
+        /// The requester's incarnation.
+        incarnation: u64,
+        /// This message's number.
+        part: u32,
+        /// How many messages the answer has (at least 1).
+        parts: u32,
+        /// Session and the highest epoch the sender promised or holds a copy at.
+        epochs: Vec<(String, Epoch)>,
+    },
 }
 
 impl Message {
     /// The session a per-session message is about.
     pub fn session(&self) -> Option<&str> {
         match self {
-            Message::Heartbeat { .. } | Message::Leaving { .. } => None,
+            Message::Heartbeat { .. }
+            | Message::Leaving { .. }
+            | Message::EpochsRequest { .. }
+            | Message::Epochs { .. }
+            | Message::Claims { .. }
+            | Message::ClaimAcks { .. } => None,
             Message::Replicate { session, .. }
             | Message::Ack { session, .. }
             | Message::NeedFull { session, .. }
             | Message::Fenced { session, .. }
             | Message::Claim { session, .. }
             | Message::ClaimAck { session, .. }
-            | Message::Drop { session, .. } => Some(session),
+            | Message::Drop { session, .. }
+            | Message::Release { session, .. } => Some(session),
         }
     }
 }

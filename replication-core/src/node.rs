@@ -65,18 +65,33 @@
 //!   [`Outcome::Fenced`] promise nothing beyond this node.
 //! - Promises live in memory: a backup that restarts forgets the epochs it promised. A node
 //!   that did not run for about the failure timeout steps down from all its sessions (see
-//!   [`Event::OwnershipLost`]), which covers a paused stale owner; a stale owner that was
+//!   [`Event::OwnershipLost`]), which covers a paused stale owner. A stale owner that was
 //!   *partitioned* (still running) while another node took over, and that then reaches a
-//!   freshly restarted backup before it learns it was replaced, can still have a write
-//!   acknowledged that the new owner later overwrites.
+//!   freshly restarted backup before it learns it was replaced, is fenced by the **restart
+//!   quarantine**: a new incarnation acknowledges no copy of a session it holds nothing of
+//!   (it answers `Fenced` when it already knows a higher epoch, and nothing otherwise: the
+//!   owner retransmits) until it has asked every live peer ([`Message::EpochsRequest`]) for
+//!   the highest epoch the peer promised or holds of every session whose ownership moved (term
+//!   above 1; a session only ever owned by its creator has no stale owner), and each answered
+//!   ([`Message::Epochs`], in parts of 1024). The epochs learned become promises, kept as long
+//!   as a tombstone ([`Settings::tombstone_ttl`]) also without a copy. The quarantine ends
+//!   when every peer of the domain answered, or once the failure timeout has passed since the
+//!   start and every live peer answered. Cost per start: one request and an answer of
+//!   ⌈moved sessions / 1024⌉ messages per peer (O(sessions) work at the peer), promise-only
+//!   records for the moved sessions, and backups that wait one round trip (at most about the
+//!   failure timeout) before they acknowledge new copies. It cannot learn an epoch that only
+//!   nodes it considers dead know (the failure-detector caveat of the first point).
 //! - A node that sees fewer than half of the domain live does not take sessions over (neither
 //!   hot failover nor fetch): it may be the one cut off.
 //! - Versions grow by one per write and continue across ownership changes; the state order
 //!   is `(epoch, version)`, so after a failover that lost unacknowledged writes a version
 //!   number can be reused at the higher epoch.
-//! - Per call, maintenance examines at most [`Settings::scan_batch`] sessions and sends full
-//!   copies within the re-replication token bucket; [`Command::Leave`] is the exception (it
-//!   looks at every owned session at each tick until it completes). [`Node::stats`] is O(n).
+//! - Per call, maintenance examines at most [`Settings::scan_batch`] sessions (a replan pass:
+//!   that many owned ones and up to eight times as many others) and sends full copies within
+//!   the re-replication token bucket, the first copies after a failover included; the claims
+//!   of a pass go out in batches ([`Message::Claims`], one message per peer and 512
+//!   sessions). [`Command::Leave`] is the exception (it looks at every owned session at each
+//!   tick until it completes). [`Node::stats`] is O(n).
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::ops::Bound;
@@ -173,6 +188,9 @@ struct OwnerState {
     view_gen: u64,
     under: bool,
     waiting: Vec<RequestId>,
+    /// When the oldest change not yet acknowledged by every placed backup was made (a backup
+    /// placed later: its placement); `None` once all acknowledged. See [`Stats::oldest_unacked`].
+    unacked_since: Option<Instant>,
 }
 
 #[derive(Debug, Clone)]
@@ -184,6 +202,7 @@ struct Record {
     last_heard: Instant,
     /// Incarnation of the copy's writer when it last sent it.
     owner_inc: Option<u64>,
+    /// Removed then: a tombstone, or a promise learned in the restart quarantine.
     tomb_until: Option<Instant>,
 }
 
@@ -216,6 +235,25 @@ struct Acquire {
     retries: u32,
     failover: bool,
 }
+
+/// The restart quarantine of a new incarnation (see the module docs).
+#[derive(Debug, Clone)]
+struct Quarantine {
+    /// Not over before this (unless every peer answered): the failure detector has not had
+    /// the time to hear every live peer yet.
+    until: Instant,
+    /// Peers asked: when last asked, the parts of the answer received, and how many exist.
+    asked: BTreeMap<NodeId, (Instant, BTreeSet<u32>, Option<u32>)>,
+}
+
+/// Sessions per [`Message::Epochs`] part.
+const EPOCHS_PER_PART: usize = 1024;
+
+/// Claims per [`Message::Claims`] and answers per [`Message::ClaimAcks`] at most.
+const CLAIMS_PER_MESSAGE: usize = 512;
+
+/// Approximate bytes of copies per [`Message::ClaimAcks`] before another one is started.
+const CLAIM_ACK_BYTES: u64 = 1 << 20;
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 enum Timer {
@@ -317,6 +355,11 @@ pub struct Node {
     acquisitions: u64,
     failovers: u64,
     fenced: u64,
+    /// `Some` until this incarnation has learned from its peers which epochs they know.
+    quarantine: Option<Quarantine>,
+    /// `Some` during a maintenance or replan pass: the claims it starts, per peer, sent in
+    /// batches at its end ([`Message::Claims`]) instead of one message per session.
+    claim_buf: Option<BTreeMap<NodeId, Vec<(String, Epoch)>>>,
 }
 
 impl Node {
@@ -374,6 +417,8 @@ impl Node {
             acquisitions: 0,
             failovers: 0,
             fenced: 0,
+            quarantine: Some(Quarantine { until: now + config.failure_timeout(), asked: BTreeMap::new() }),
+            claim_buf: None,
             me,
             settings,
         })
@@ -629,6 +674,12 @@ impl Node {
         // to be live (a session whose only backup node is down is under-replicated).
         let want = self.replica_target();
         for rec in self.sessions.values() {
+            if let (Some(c), Some(o)) = (&rec.copy, &rec.owner) {
+                if o.replicas.values().any(|r| r.acked < Some(c.version)) {
+                    let since = o.unacked_since.unwrap_or(self.last_run);
+                    s.oldest_unacked = Some(s.oldest_unacked.map_or(since, |t| t.min(since)));
+                }
+            }
             match (&rec.copy, &rec.owner) {
                 (Some(Snapshot { body: Body::Tombstone, .. }), _) => s.tombstones += 1,
                 (Some(c), Some(o)) => {
@@ -758,6 +809,7 @@ impl Node {
             view_gen: u64::MAX, // forces a plan
             under: false,
             waiting: Vec::new(),
+            unacked_since: None,
         }
     }
 
@@ -805,6 +857,9 @@ impl Node {
             return;
         };
         let base = copy.version;
+        if o.unacked_since.is_none() || o.replicas.values().all(|r| r.acked >= Some(base)) {
+            o.unacked_since = Some(now);
+        }
         copy.version += 1;
         let payload = match kind {
             WriteKind::Changes(changes) => {
@@ -937,7 +992,12 @@ impl Node {
         let waiting: BTreeSet<NodeId> =
             self.peers.iter().filter(|(_, p)| p.up).map(|(n, _)| n.clone()).collect();
         for to in &waiting {
-            self.out.send(to, Message::Claim { session: session.to_owned(), epoch: epoch.clone() });
+            match &mut self.claim_buf {
+                Some(buf) => buf.entry(to.clone()).or_default().push((session.to_owned(), epoch.clone())),
+                None => {
+                    self.out.send(to, Message::Claim { session: session.to_owned(), epoch: epoch.clone() })
+                }
+            }
         }
         let deadline = now + self.request_timeout;
         let empty = waiting.is_empty();
@@ -962,6 +1022,33 @@ impl Node {
         }
     }
 
+    /// Starts batching the claims of a pass; `true` when this call started it (and so must
+    /// call `flush_claims` at its end).
+    fn batch_claims(&mut self) -> bool {
+        let start = self.claim_buf.is_none();
+        if start {
+            self.claim_buf = Some(BTreeMap::new());
+        }
+        start
+    }
+
+    /// Sends the claims batched by the pass: one [`Message::Claims`] per peer and
+    /// [`CLAIMS_PER_MESSAGE`] sessions, so that a mass failover sends a few messages per peer
+    /// instead of one per session (which overflowed the transports' per-peer queues and made
+    /// the lost claims wait out the request timeout).
+    fn flush_claims(&mut self) {
+        let Some(buf) = self.claim_buf.take() else { return };
+        for (to, claims) in buf {
+            for chunk in claims.chunks(CLAIMS_PER_MESSAGE) {
+                let msg = match chunk {
+                    [(session, epoch)] => Message::Claim { session: session.clone(), epoch: epoch.clone() },
+                    _ => Message::Claims { claims: chunk.to_vec() },
+                };
+                self.out.send(&to, msg);
+            }
+        }
+    }
+
     /// Ends an acquire that lost to `higher`: retry with a higher term when allowed.
     fn abort_acquire(&mut self, now: Instant, session: &str, higher: &Epoch) {
         let Some(a) = self.acquires.remove(session) else { return };
@@ -972,7 +1059,17 @@ impl Node {
         for (id, _) in a.requests {
             self.out.outcome(id, Outcome::Fenced { epoch: higher.clone() });
         }
+        self.release_claim(session, &a.epoch, &a.asked);
         self.forget_if_empty(session);
+    }
+
+    /// Tells the nodes a given-up claim went to that this node never owns at `epoch`
+    /// ([`Message::Release`]): a late claim may have demoted the owner, which then takes the
+    /// session back (see `on_release`).
+    fn release_claim(&mut self, session: &str, epoch: &Epoch, asked: &BTreeSet<NodeId>) {
+        for to in asked {
+            self.out.send(to, Message::Release { session: session.to_owned(), epoch: epoch.clone() });
+        }
     }
 
     fn forget_if_empty(&mut self, session: &str) {
@@ -1019,6 +1116,7 @@ impl Node {
                     view_gen: u64::MAX,
                     under: false,
                     waiting: Vec::new(),
+                    unacked_since: None,
                 };
                 o.stale = a.holders.into_iter().filter(|n| *n != me).collect();
                 // The previous owner may be alive without knowing (it missed the claim).
@@ -1033,7 +1131,17 @@ impl Node {
                 self.out
                     .event(Event::OwnershipGained { session: session.to_owned(), epoch: a.epoch.clone() });
                 self.plan(session, now);
-                self.send_full_to_lagging(session, now, false);
+                if a.failover {
+                    // Many sessions fail over at once: their first copies are re-replication,
+                    // paced by its token bucket (the maintenance scan sends the rest).
+                    self.refill(now);
+                    if self.tokens >= 1000 {
+                        let n = self.send_full_to_lagging(session, now, false);
+                        self.tokens = self.tokens.saturating_sub(n * 1000);
+                    }
+                } else {
+                    self.send_full_to_lagging(session, now, false);
+                }
                 self.maybe_drop_stale(session);
                 for (id, want) in a.requests {
                     let outcome = if want {
@@ -1056,10 +1164,9 @@ impl Node {
             }
             None => {
                 // Release the promises made for nothing, so that a later create of this id is
-                // not fenced by them (a lost release only costs that create its ownership).
-                for to in &a.asked {
-                    self.out.send(to, Message::Drop { session: session.to_owned(), epoch: a.epoch.clone() });
-                }
+                // not fenced by them (a lost release only costs that create its ownership), and
+                // so that an owner demoted by this claim arriving late takes the session back.
+                self.release_claim(session, &a.epoch, &a.asked);
                 for (id, _) in a.requests {
                     self.out.outcome(id, Outcome::NotFound);
                 }
@@ -1075,6 +1182,8 @@ impl Node {
             rec.promised = Some(higher.clone());
         }
         let Some(o) = rec.owner.take() else { return };
+        // Counts the grace before this node resumes ownership (see `maybe_resume`).
+        rec.last_heard = self.last_run;
         self.fenced += 1;
         for id in o.waiting {
             if self.writes.remove(&id).is_some() {
@@ -1113,6 +1222,9 @@ impl Node {
                 // epoch to someone else): send it everything again.
                 *r = fresh;
             }
+            if r.acked.is_none() && o.unacked_since.is_none() {
+                o.unacked_since = Some(now);
+            }
         }
         let have = backups.len();
         if have < want {
@@ -1123,7 +1235,6 @@ impl Node {
         } else {
             o.under = false;
         }
-        let _ = now;
     }
 
     /// Sends a full copy to every live placed backup that has not acknowledged the current
@@ -1217,6 +1328,7 @@ impl Node {
             let incarnation = peer.incarnation;
             self.out.event(Event::PeerUp { node: from.clone(), incarnation });
             self.view_changed();
+            self.quarantine_ask(now, &from);
         }
         match msg {
             Message::Heartbeat { .. } | Message::Leaving { .. } => {}
@@ -1230,7 +1342,18 @@ impl Node {
             Message::ClaimAck { session, epoch, copy } => {
                 self.on_claim_ack(now, &from, &session, &epoch, copy)
             }
+            Message::Claims { claims } => self.on_claims(now, &from, claims),
+            Message::ClaimAcks { acks } => {
+                for (session, epoch, copy) in acks {
+                    self.on_claim_ack(now, &from, &session, &epoch, copy);
+                }
+            }
             Message::Drop { session, epoch } => self.on_drop(&from, &session, &epoch),
+            Message::Release { session, epoch } => self.on_release(now, &from, &session, &epoch),
+            Message::EpochsRequest { incarnation } => self.on_epochs_request(&from, incarnation),
+            Message::Epochs { incarnation, part, parts, epochs } => {
+                self.on_epochs(now, &from, incarnation, part, parts, epochs)
+            }
         }
     }
 
@@ -1245,6 +1368,9 @@ impl Node {
     fn peer_down(&mut self, now: Instant, node: &NodeId) {
         if let Some(p) = self.peers.get_mut(node) {
             p.up = false;
+        }
+        if let Some(q) = &mut self.quarantine {
+            q.asked.remove(node);
         }
         self.out.event(Event::PeerDown { node: node.clone() });
         self.view_changed();
@@ -1290,6 +1416,19 @@ impl Node {
     ) {
         if epoch.node != *from || epoch.node == self.me {
             return;
+        }
+        if self.quarantine.is_some() {
+            // No copy here yet: this incarnation may have forgotten a promise that fences the
+            // sender. Fence it if a peer already told of a higher epoch; otherwise say nothing
+            // (the owner retransmits) until the quarantine is over.
+            let rec = self.sessions.get(&session);
+            if rec.is_none_or(|r| r.copy.is_none()) {
+                if let Some(p) = rec.and_then(|r| r.promised.as_ref()).filter(|p| **p > epoch) {
+                    let msg = Message::Fenced { session: session.clone(), epoch: p.clone() };
+                    self.out.send(from, msg);
+                }
+                return;
+            }
         }
         if !self.admit(now, from, &session, &epoch) {
             return;
@@ -1359,6 +1498,9 @@ impl Node {
         if r.acked < Some(version) {
             r.acked = Some(version);
         }
+        if o.replicas.values().all(|r| r.acked >= Some(copy.version)) {
+            o.unacked_since = None;
+        }
         let acked = version;
         let mut still = Vec::with_capacity(o.waiting.len());
         for id in std::mem::take(&mut o.waiting) {
@@ -1407,16 +1549,50 @@ impl Node {
     }
 
     fn on_claim(&mut self, now: Instant, from: &NodeId, session: String, epoch: Epoch) {
+        if let Some(copy) = self.promise(now, from, &session, &epoch) {
+            self.out.send(from, Message::ClaimAck { session, epoch, copy });
+        }
+    }
+
+    /// A claim: `None` when refused (a `Fenced` was sent), else the promise is recorded and
+    /// the copy to return.
+    fn promise(
+        &mut self,
+        now: Instant,
+        from: &NodeId,
+        session: &str,
+        epoch: &Epoch,
+    ) -> Option<Option<Snapshot>> {
         if epoch.node != *from {
-            return;
+            return None;
         }
-        if !self.admit(now, from, &session, &epoch) {
-            return;
+        if !self.admit(now, from, session, epoch) {
+            return None;
         }
-        let Some(rec) = self.sessions.get_mut(&session) else { return };
+        let rec = self.sessions.get_mut(session)?;
         rec.last_heard = now;
-        let copy = rec.copy.clone();
-        self.out.send(from, Message::ClaimAck { session, epoch, copy });
+        Some(rec.copy.clone())
+    }
+
+    /// Claims in a batch: answered in batches of at most [`CLAIMS_PER_MESSAGE`] answers and
+    /// about [`CLAIM_ACK_BYTES`] of copies.
+    fn on_claims(&mut self, now: Instant, from: &NodeId, claims: Vec<(String, Epoch)>) {
+        let mut acks = Vec::new();
+        let mut bytes = 0;
+        for (session, epoch) in claims {
+            let Some(copy) = self.promise(now, from, &session, &epoch) else { continue };
+            if let Some(c) = &copy {
+                bytes += payload_size(&full_payload(c));
+            }
+            acks.push((session, epoch, copy));
+            if acks.len() >= CLAIMS_PER_MESSAGE || bytes >= CLAIM_ACK_BYTES {
+                self.out.send(from, Message::ClaimAcks { acks: std::mem::take(&mut acks) });
+                bytes = 0;
+            }
+        }
+        if !acks.is_empty() {
+            self.out.send(from, Message::ClaimAcks { acks });
+        }
     }
 
     fn on_claim_ack(
@@ -1468,6 +1644,182 @@ impl Node {
         }
     }
 
+    /// A failed acquirer released its claim at `epoch`. Only a promise made for exactly that
+    /// claim is affected, and no copy is ever deleted: a promise-only record made for it is
+    /// forgotten (a later create of the id is not fenced by it), and an owner that the claim
+    /// demoted takes the session back at once with a new claim (`resume`), since no owner
+    /// exists at `epoch`. A promise cannot be lowered otherwise: it may have replaced a
+    /// promise for another claim that did complete, and lowering it would let the owner the
+    /// completed claim fenced be acknowledged again.
+    fn on_release(&mut self, now: Instant, from: &NodeId, session: &str, epoch: &Epoch) {
+        if epoch.node != *from {
+            return;
+        }
+        let Some(rec) = self.sessions.get(session) else { return };
+        if rec.promised.as_ref() != Some(epoch) || rec.owner.is_some() || self.acquires.contains_key(session)
+        {
+            return;
+        }
+        if rec.copy.is_none() {
+            self.sessions.remove(session);
+        } else {
+            self.resume(now, session);
+        }
+    }
+
+    /// Whether this node is a demoted owner: it is not the owner, and holds the live copy it
+    /// wrote itself (this incarnation) with a promise for a higher epoch. A real new owner
+    /// would have replaced that copy (it is a placed backup) or dropped it (it is a former
+    /// holder); until then the copy may be the newest one.
+    fn demoted_owner(&self, session: &str) -> bool {
+        let Some(rec) = self.sessions.get(session) else { return false };
+        let Some(copy) = &rec.copy else { return false };
+        rec.owner.is_none()
+            && matches!(copy.body, Body::Live { .. })
+            && copy.epoch.node == self.me
+            && copy.epoch.incarnation == self.incarnation
+            && rec.promised.as_ref().is_some_and(|p| *p > copy.epoch)
+    }
+
+    /// Takes back a session this node owned before a higher claim demoted it, when that claim
+    /// did not produce an owner: a new claim at a higher epoch, to every live peer, as any
+    /// acquisition (so fencing by epochs stays intact: it collects every live copy and
+    /// continues from the newest, and demotes an owner it did not know of).
+    fn resume(&mut self, now: Instant, session: &str) {
+        if !self.can_own
+            || self.leaving.is_some()
+            || self.acquires.contains_key(session)
+            || !self.demoted_owner(session)
+            || self.pending_count() >= self.settings.max_pending
+            || !self.sees_enough()
+        {
+            return;
+        }
+        self.start_acquire(now, session, Vec::new(), true, 0, 0);
+    }
+
+    /// The fallback of [`Message::Release`] (lost, or the claim that demoted this node was
+    /// seen first by a backup whose `Fenced` answer demoted it): a demoted owner that, twice
+    /// the request timeout after it was demoted, has heard of no new owner (no copy at a newer
+    /// epoch, no `Drop`) resumes. If an owner does exist and only its `Drop` was lost, the new
+    /// claim moves the session here, safely.
+    fn maybe_resume(&mut self, now: Instant, session: &str) {
+        let Some(rec) = self.sessions.get(session) else { return };
+        if due(now, rec.last_heard, self.request_timeout * 2) {
+            self.resume(now, session);
+        }
+    }
+
+    // ----- restart quarantine -----
+
+    /// Asks `peer` for the epochs it knows, while in quarantine.
+    fn quarantine_ask(&mut self, now: Instant, peer: &NodeId) {
+        let Some(q) = &mut self.quarantine else { return };
+        let e = q.asked.entry(peer.clone()).or_insert_with(|| (now, BTreeSet::new(), None));
+        e.0 = now;
+        self.out.send(peer, Message::EpochsRequest { incarnation: self.incarnation });
+    }
+
+    /// Whether `peer` answered the quarantine round completely.
+    fn quarantine_answered(q: &Quarantine, peer: &NodeId) -> bool {
+        q.asked.get(peer).is_some_and(|(_, got, parts)| parts.is_some_and(|n| got.len() >= n as usize))
+    }
+
+    /// Each tick while in quarantine: asks again the live peers that have not answered
+    /// completely, and ends the quarantine when every peer of the domain answered, or when
+    /// the failure detector had its time and every live peer answered.
+    fn quarantine_tick(&mut self, now: Instant) {
+        let Some(q) = &self.quarantine else { return };
+        let every = self.settings.retransmit_interval;
+        let up: Vec<NodeId> = self.peers.iter().filter(|(_, p)| p.up).map(|(n, _)| n.clone()).collect();
+        let again: Vec<NodeId> = up
+            .iter()
+            .filter(|n| {
+                !Self::quarantine_answered(q, n)
+                    && q.asked.get(*n).is_none_or(|(at, _, _)| due(now, *at, every))
+            })
+            .cloned()
+            .collect();
+        for n in &again {
+            self.quarantine_ask(now, n);
+        }
+        self.quarantine_check(now);
+    }
+
+    fn quarantine_check(&mut self, now: Instant) {
+        let Some(q) = &self.quarantine else { return };
+        let all = self.peers.keys().all(|n| Self::quarantine_answered(q, n));
+        let live = now >= q.until
+            && self.peers.iter().filter(|(_, p)| p.up).all(|(n, _)| Self::quarantine_answered(q, n));
+        if all || live {
+            self.quarantine = None;
+        }
+    }
+
+    /// Answers a quarantine round: the highest epoch this node promised or holds a copy at,
+    /// for every session whose ownership moved (term above 1: a session only ever owned by
+    /// its creator has no stale owner to fence).
+    fn on_epochs_request(&mut self, from: &NodeId, incarnation: u64) {
+        let epochs: Vec<(String, Epoch)> = self
+            .sessions
+            .iter()
+            .filter_map(|(k, r)| {
+                let e = match (&r.promised, &r.copy) {
+                    (Some(p), Some(c)) => p.max(&c.epoch),
+                    (Some(p), None) => p,
+                    (None, Some(c)) => &c.epoch,
+                    (None, None) => return None,
+                };
+                (e.term > 1).then(|| (k.clone(), e.clone()))
+            })
+            .collect();
+        let parts = u32::try_from(epochs.len().div_ceil(EPOCHS_PER_PART).max(1)).unwrap_or(u32::MAX);
+        if epochs.is_empty() {
+            self.out.send(from, Message::Epochs { incarnation, part: 0, parts, epochs });
+            return;
+        }
+        for (i, chunk) in epochs.chunks(EPOCHS_PER_PART).enumerate() {
+            let part = u32::try_from(i).unwrap_or(u32::MAX);
+            self.out.send(from, Message::Epochs { incarnation, part, parts, epochs: chunk.to_vec() });
+        }
+    }
+
+    /// Learns the epochs a peer knows: each becomes a promise here, kept (also without a
+    /// copy) as long as a tombstone, so a stale owner's later copy is fenced.
+    fn on_epochs(
+        &mut self,
+        now: Instant,
+        from: &NodeId,
+        incarnation: u64,
+        part: u32,
+        parts: u32,
+        epochs: Vec<(String, Epoch)>,
+    ) {
+        if incarnation != self.incarnation {
+            return;
+        }
+        let Some(q) = &mut self.quarantine else { return };
+        if let Some((_, got, n)) = q.asked.get_mut(from) {
+            if part < parts {
+                got.insert(part);
+                *n = Some(parts);
+            }
+        }
+        let keep = now + self.settings.tombstone_ttl;
+        for (session, epoch) in epochs {
+            let rec = self.sessions.entry(session.clone()).or_insert_with(|| Record::empty(now));
+            if rec.promised.as_ref().is_some_and(|p| *p >= epoch) {
+                continue;
+            }
+            rec.promised = Some(epoch.clone());
+            if rec.copy.is_none() && rec.owner.is_none() {
+                rec.tomb_until = Some(keep);
+            }
+            self.on_fenced(now, &session, &epoch);
+        }
+        self.quarantine_check(now);
+    }
+
     // ----- time -----
 
     fn fire(&mut self, now: Instant, timer: Timer) {
@@ -1489,6 +1841,7 @@ impl Node {
                     for (id, _) in a.requests {
                         self.out.outcome(id, Outcome::Unavailable);
                     }
+                    self.release_claim(&session, &a.epoch, &a.asked);
                 }
                 self.forget_if_empty(&session);
             }
@@ -1518,6 +1871,8 @@ impl Node {
         for n in dead {
             self.peer_down(now, &n);
         }
+        self.quarantine_tick(now);
+        let batching = self.batch_claims();
         self.replan_pass(now);
         // General scan: expiry, retransmission, touches, orphans.
         let batch = self.settings.scan_batch.max(1);
@@ -1525,6 +1880,9 @@ impl Node {
         self.scan_cursor = if keys.len() < batch { None } else { keys.last().cloned() };
         for k in keys {
             self.maintain(now, &k);
+        }
+        if batching {
+            self.flush_claims();
         }
         self.check_leave(now);
     }
@@ -1539,30 +1897,48 @@ impl Node {
     /// One batch of the replan pass after a view change (re-placement, re-replication within
     /// the token bucket, failover of sessions whose owner is gone).
     fn replan_pass(&mut self, now: Instant) {
+        let batching = self.batch_claims();
+        self.replan_pass_batched(now);
+        if batching {
+            self.flush_claims();
+        }
+    }
+
+    fn replan_pass_batched(&mut self, now: Instant) {
         self.refill(now);
         self.last_replan = now;
         if let Some(cursor) = self.replan_cursor.take() {
+            // A pass examines `scan_batch` owned sessions, and up to eight times as many others
+            // (a failover only adds a claim to a batch; most others need nothing).
             let batch = self.settings.scan_batch.max(1);
-            let keys = self.keys_from(cursor.as_deref(), batch);
-            let exhausted = keys.len() < batch;
-            let mut all = true;
+            let keys = self.keys_from(cursor.as_deref(), batch.saturating_mul(8));
+            let mut exhausted = keys.len() < batch.saturating_mul(8);
+            let mut budget = batch.saturating_mul(8);
+            // Out of tokens, the pass still goes on: failovers send no copies, and the copies
+            // of the owned sessions it could not send go out with the maintenance scan, within
+            // the same token bucket. (Stopping the pass there held the failover of every
+            // session behind re-replication.)
             let mut last = cursor;
             for k in keys {
-                if self.tokens < 1000 {
-                    all = false;
+                if budget == 0 {
+                    exhausted = false;
                     break;
                 }
                 if self.sessions.get(&k).is_some_and(|r| r.owner.is_some()) {
+                    budget = budget.saturating_sub(8);
                     self.plan(&k, now);
-                    let n = self.send_full_to_lagging(&k, now, false);
-                    self.tokens = self.tokens.saturating_sub(n * 1000);
+                    if self.tokens >= 1000 {
+                        let n = self.send_full_to_lagging(&k, now, false);
+                        self.tokens = self.tokens.saturating_sub(n * 1000);
+                    }
                     self.maybe_drop_stale(&k);
                 } else {
+                    budget -= 1;
                     self.maybe_failover(now, &k);
                 }
                 last = Some(k);
             }
-            if !(exhausted && all) {
+            if !exhausted {
                 self.replan_cursor = Some(last);
             }
         }
@@ -1623,7 +1999,7 @@ impl Node {
                 }
             }
             (_, None) => {
-                if now >= rec.last_heard + self.request_timeout * 2 {
+                if rec.tomb_until.is_none() && now >= rec.last_heard + self.request_timeout * 2 {
                     self.sessions.remove(session);
                 }
             }
@@ -1651,7 +2027,11 @@ impl Node {
 
     /// Peer-to-peer hot failover: acquires a backed-up session whose owner failed when this
     /// node is its failover target.
+    /// Also resumes a demoted owner's session (any topology), see `maybe_resume`.
     fn maybe_failover(&mut self, now: Instant, session: &str) {
+        if self.demoted_owner(session) {
+            return self.maybe_resume(now, session);
+        }
         if !self.can_own
             || self.leaving.is_some()
             || self.placement.topology() != Topology::PeerToPeer
@@ -2152,6 +2532,11 @@ mod tests {
         let c = cfg(&["a", "b"], 1);
         let now = Instant::now();
         let mut b = Node::new(c, id("b"), 1, Settings::default(), now).unwrap();
+        // a answers b's quarantine round (it knows of no session): b's quarantine is over.
+        let none = Message::Epochs { incarnation: 1, part: 0, parts: 1, epochs: vec![] };
+        b.handle_input(now, Input::Message { from: id("a"), msg: none });
+        let asked: Vec<Output> = std::iter::from_fn(|| b.poll_output()).collect();
+        assert!(asked.iter().any(|o| matches!(o, Output::Send { msg: Message::EpochsRequest { .. }, .. })));
         let e1 = Epoch::new(1, id("a"), 1);
         let full = Payload::Full {
             version: 4,
@@ -2264,6 +2649,90 @@ mod tests {
         let v = cl.nodes[&backup].session("s").unwrap();
         assert_eq!(v.backups.len(), 1);
         assert!(v.backups[0].1);
+    }
+
+    #[test]
+    fn stats_tell_the_oldest_unacknowledged_change() {
+        let mut cl = Cluster::new(&["a", "b", "c"], 2);
+        let t0 = cl.now;
+        create(&mut cl, "a", 1, "s", Ack::Async);
+        assert_eq!(cl.nodes[&id("a")].stats().oldest_unacked, Some(t0), "sent, not acknowledged yet");
+        cl.pump();
+        assert_eq!(cl.nodes[&id("a")].stats().oldest_unacked, None, "both backups acknowledged");
+        // c's acknowledgements are lost: a's changes stay unacknowledged by one of two backups.
+        cl.cut.insert((id("c"), id("a")));
+        let write = |cl: &mut Cluster, rid| {
+            let changes = vec![Change::Set("x".into(), vec![1])];
+            let cmd =
+                Command::Update { session: "s".into(), expected_version: None, changes, ack: Ack::Async };
+            cl.cmd("a", rid, cmd);
+        };
+        cl.advance(Duration::from_millis(100));
+        let t1 = cl.now;
+        write(&mut cl, 2);
+        cl.advance(Duration::from_millis(200));
+        write(&mut cl, 3);
+        cl.pump();
+        assert_eq!(cl.nodes[&id("a")].stats().oldest_unacked, Some(t1), "the first of the two changes");
+        // Once c's acknowledgements get through again (the owner retransmits), nothing lags.
+        cl.cut.clear();
+        cl.advance(Duration::from_millis(700));
+        assert_eq!(cl.nodes[&id("a")].stats().oldest_unacked, None);
+        write(&mut cl, 4);
+        let t2 = cl.now;
+        assert_eq!(cl.nodes[&id("a")].stats().oldest_unacked, Some(t2), "a new change, not an old time");
+        cl.pump();
+        assert_eq!(cl.nodes[&id("a")].stats().oldest_unacked, None);
+    }
+
+    #[test]
+    fn mass_failover_claims_in_batches() {
+        let mut cl = Cluster::new(&["a", "b", "c"], 1);
+        let n = 2000;
+        for i in 0..n {
+            let s = format!("s{i:04}");
+            cl.cmd(
+                "a",
+                i,
+                Command::Create {
+                    session: s,
+                    attrs: attrs(&[("k", b"v")]),
+                    max_inactive: Duration::from_secs(600),
+                    ack: Ack::Async,
+                },
+            );
+        }
+        cl.pump();
+        cl.nodes.remove(&id("a"));
+        // Count the claim messages the survivors send while they take the sessions over.
+        let (mut single, mut batches, mut claimed) = (0, 0, 0);
+        let end = cl.now + Duration::from_millis(2000);
+        while cl.now < end {
+            cl.now += Duration::from_millis(5);
+            cl.tick_all();
+            for (_, _, m) in &cl.wire {
+                match m {
+                    Message::Claim { .. } => single += 1,
+                    Message::Claims { claims } => {
+                        batches += 1;
+                        claimed += claims.len();
+                        assert!(claims.len() <= CLAIMS_PER_MESSAGE);
+                    }
+                    _ => {}
+                }
+            }
+            cl.pump();
+        }
+        let owned: usize = ["b", "c"].iter().map(|x| cl.nodes[&id(x)].stats().owned).sum();
+        assert_eq!(owned, n as usize, "every session failed over");
+        assert_eq!(single + claimed, n as usize, "one claim per session (one live peer each)");
+        assert!(single + batches <= 16, "claims in batches: {single} single, {batches} batches");
+        for i in [0, n / 2, n - 1] {
+            let s = format!("s{i:04}");
+            let owner =
+                ["b", "c"].into_iter().find(|x| cl.session(x, &s).is_some_and(|v| v.role == Role::Owner));
+            assert_eq!(cl.session(owner.unwrap(), &s).unwrap().attrs.get("k").unwrap(), b"v");
+        }
     }
 
     #[test]
@@ -2683,6 +3152,144 @@ mod edge_tests {
         cl.pump();
         assert!(
             matches!(cl.outcome(3), Some(Outcome::Found { epoch, .. }) if epoch.node == id("a") && *epoch > e1)
+        );
+    }
+
+    /// A claim reaches the owner after its acquirer gave up (fuzz finding 3,
+    /// `fuzz/repro/core_inputs-ownerless`): the owner is demoted, and the acquirer's release
+    /// must bring the session back to one owner with its data, without any client request.
+    /// Returns the cluster, the owner and the backup after the late claims and, when
+    /// `deliver_release`, the acquirer's later messages (its release) were delivered.
+    fn late_claim_scenario(deliver_release: bool) -> (Cluster, NodeId, NodeId) {
+        let mut cl = Cluster::new(&["a", "b", "c"], 1);
+        create(&mut cl, "a", 1, "s", Ack::Sync { backups: 1 });
+        cl.pump();
+        assert!(matches!(cl.outcome(1), Some(Outcome::Replicated { acks: 1, .. })));
+        let backup = cl.session("a", "s").unwrap().backups[0].0.clone();
+        let other = if backup == id("b") { id("c") } else { id("b") };
+        // `other` fetches the session, but its claims (and everything it says about the
+        // session afterwards) are held back until it has given up (request timeout).
+        cl.cmd(other.as_str(), 2, Command::Get { session: "s".into() });
+        let mut held = Vec::new();
+        let end = cl.now + Duration::from_millis(5500);
+        loop {
+            let (hold, keep): (VecDeque<_>, VecDeque<_>) = std::mem::take(&mut cl.wire)
+                .into_iter()
+                .partition(|(f, _, m)| *f == other && !matches!(m, Message::Heartbeat { .. }));
+            held.extend(hold);
+            cl.wire = keep;
+            cl.pump();
+            if cl.now >= end {
+                break;
+            }
+            cl.now += Duration::from_millis(50);
+            cl.tick_all();
+        }
+        assert_eq!(cl.outcome(2), Some(&Outcome::Unavailable));
+        // The late claims arrive: the owner is demoted.
+        for (f, t, m) in held {
+            let late_claim = matches!(m, Message::Claim { .. });
+            if late_claim || deliver_release {
+                cl.wire.push_back((f, t, m));
+            }
+        }
+        cl.pump();
+        (cl, id("a"), backup)
+    }
+
+    fn assert_one_owner_with_data(cl: &Cluster, owner: &NodeId, backup: &NodeId) {
+        let owners: Vec<&str> = ["a", "b", "c"]
+            .into_iter()
+            .filter(|n| cl.session(n, "s").is_some_and(|v| v.role == Role::Owner))
+            .collect();
+        assert_eq!(owners, vec![owner.as_str()], "{:?}", cl.session("a", "s"));
+        let v = cl.session(owner.as_str(), "s").unwrap();
+        assert_eq!((v.version, v.attrs.get("k").map(Vec::as_slice)), (1, Some(&b"v1"[..])));
+        assert_eq!(v.backups, vec![(backup.clone(), true)]);
+        let b = cl.session(backup.as_str(), "s").unwrap();
+        assert_eq!((b.role, b.epoch, b.version), (Role::Backup, v.epoch, 1));
+    }
+
+    #[test]
+    fn owner_demoted_by_a_released_claim_takes_the_session_back() {
+        let (mut cl, owner, backup) = late_claim_scenario(true);
+        assert!(cl.events.iter().any(|(n, e)| *n == owner && matches!(e, Event::OwnershipLost { .. })));
+        // No client request: the release alone restores the owner, at once.
+        cl.advance(Duration::from_millis(200));
+        assert_one_owner_with_data(&cl, &owner, &backup);
+    }
+
+    #[test]
+    fn owner_demoted_by_an_unreleased_claim_resumes_after_the_grace() {
+        // The release is lost: the demoted owner resumes after twice the request timeout.
+        let (mut cl, owner, backup) = late_claim_scenario(false);
+        cl.advance(Duration::from_secs(5));
+        assert!(
+            cl.session(owner.as_str(), "s").is_some_and(|v| v.role != Role::Owner),
+            "not before the grace"
+        );
+        cl.advance(Duration::from_secs(6));
+        assert_one_owner_with_data(&cl, &owner, &backup);
+    }
+
+    /// The partition + amnesia case: a's link to its backup b is cut both ways, so b takes s
+    /// over while a keeps running and re-places s on c; c restarts (forgetting the promise it
+    /// made to b) and a writes. Without the restart quarantine c acknowledges a's write,
+    /// which b's state overwrites at the heal; with it, c first learns b's epoch from b and
+    /// fences a, so the write is not reported replicated.
+    #[test]
+    fn restarted_backup_does_not_acknowledge_a_stale_owner() {
+        let mut cl = Cluster::new(&["a", "b", "c"], 1);
+        // A session whose backup (and failover target) is b.
+        let mut rid = 1;
+        let s = loop {
+            let s = format!("s{rid}");
+            create(&mut cl, "a", rid, &s, Ack::Sync { backups: 1 });
+            cl.pump();
+            rid += 1;
+            if cl.session("a", &s).unwrap().backups == vec![(id("b"), true)] {
+                break s;
+            }
+        };
+        cl.cut.insert((id("a"), id("b")));
+        cl.cut.insert((id("b"), id("a")));
+        cl.advance(Duration::from_millis(1500));
+        let b = cl.session("b", &s).unwrap();
+        assert_eq!(b.role, Role::Owner, "b failed s over");
+        assert_eq!(cl.session("a", &s).unwrap().role, Role::Owner, "a, cut off from b only, still owns s");
+        // c restarts with empty memory.
+        let now = cl.now;
+        cl.nodes.insert(
+            id("c"),
+            Node::new(cfg(&["a", "b", "c"], 1), id("c"), 2, Settings::default(), now).unwrap(),
+        );
+        cl.cmd(
+            "a",
+            100,
+            Command::Update {
+                session: s.clone(),
+                expected_version: None,
+                changes: vec![Change::Set("w".into(), b"lost?".to_vec())],
+                ack: Ack::Sync { backups: 1 },
+            },
+        );
+        cl.advance(Duration::from_millis(6000));
+        cl.cut.clear();
+        cl.advance(Duration::from_millis(3000));
+        let owners: Vec<&str> = ["a", "b", "c"]
+            .into_iter()
+            .filter(|n| cl.session(n, &s).is_some_and(|v| v.role == Role::Owner))
+            .collect();
+        assert_eq!(owners.len(), 1, "{owners:?}");
+        let v = cl.session(owners[0], &s).unwrap();
+        let out = cl.outcome(100).cloned();
+        assert!(
+            !matches!(out, Some(Outcome::Replicated { .. })) || v.attrs.contains_key("w"),
+            "a's write was acknowledged ({out:?}) and then lost: {v:?}"
+        );
+        assert!(
+            matches!(out, Some(Outcome::Fenced { .. } | Outcome::Indeterminate { .. })),
+            "c fences a: {out:?}"
         );
     }
 

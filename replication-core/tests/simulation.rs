@@ -62,6 +62,17 @@ fn fixed_seeds() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
+/// Partition + amnesia (README "Guarantees"): the owner n3 of s94 is cut off (its sends are
+/// lost), n4 takes s94 over without reaching it and crashes at once; restarted with empty
+/// memory, n4 acknowledges n3's stale write, which n0's later takeover from n4's epoch loses.
+/// Flagged ("acked write op1172 of s94 ... lost") without the restart quarantine; clean with it.
+#[test]
+fn partition_amnesia_seed() {
+    let r = run(1072, 4000);
+    println!("{}", summary(&r));
+    assert_clean(&r);
+}
+
 #[test]
 fn same_seed_same_trace() {
     let a = run(42, 600);

@@ -692,9 +692,15 @@ impl Sim {
                 if mode != 0 || mode == 2 {
                     self.cut.insert((m.clone(), n.clone()), until);
                 }
-                self.faults.push((m.clone(), self.now, until));
             }
+            // Only the node cut off (and, for a single link, the other end) counts as faulted:
+            // a holder on the connected side keeps what it acknowledged. (Counting every node
+            // hid the partition + amnesia case: a stale owner cut off from the new owner only,
+            // acknowledged by a backup that restarted meanwhile.)
             self.faults.push((n.clone(), self.now, until));
+            if mode == 2 && other != n {
+                self.faults.push((other.clone(), self.now, until));
+            }
             self.report.partitions += 1;
             self.trace_str(&format!("partition {n} mode {mode} other {other}"));
         }
