@@ -320,6 +320,7 @@ pub(crate) fn status_json(manager: &SessionManager, m: &Metrics, ack: &str) -> V
             "under_replicated": m.under_replicated(),
         },
         "replication_lag": {
+            "behind_ms": millis(m.replication_lag),
             "sync_writes": lag.count,
             "last_ms": millis(lag.last),
             "mean_ms": millis(lag.mean()),
@@ -428,6 +429,12 @@ pub(crate) fn prometheus(manager: &SessionManager, m: &Metrics) -> String {
     );
     metric("conflicts_total", "counter", "Conflicting writes reported to callers.", m.conflicts.to_string());
     metric("requests_total", "counter", "Requests the node served.", m.requests.to_string());
+    metric(
+        "replication_lag_seconds",
+        "gauge",
+        "Age of the oldest change to an owned session not yet acknowledged by every placed backup.",
+        m.replication_lag.as_secs_f64().to_string(),
+    );
     let lag = &m.sync_write_latency;
     let _ = writeln!(
         out,

@@ -86,6 +86,8 @@ fn status_shows_membership_sessions_and_lag_as_text_and_json() {
     assert_eq!(s["sessions"]["owned"], 4, "{s}");
     assert!(s["sessions"]["under_replicated"].is_number(), "{s}");
     assert!(s["replication_lag"]["sync_writes"].as_u64().unwrap_or(0) >= 4, "{s}");
+    // Every write was acknowledged: the backups are not behind.
+    assert_eq!(s["replication_lag"]["behind_ms"].as_f64(), Some(0.0), "{s}");
     assert!(s["failovers"].is_number() && s["refused"]["count"].is_number(), "{s}");
     // The backups of those sessions are on the other nodes.
     let backups: u64 = [0, 2]
@@ -106,7 +108,7 @@ fn status_shows_membership_sessions_and_lag_as_text_and_json() {
         "up (this node)",
         "sessions owned:",
         "under-replicated:",
-        "replication lag:",
+        "replication lag:       0.0 ms behind; sync writes last",
     ] {
         assert!(text.stdout.contains(want), "missing `{want}`:\n{}", text.stdout);
     }
@@ -115,6 +117,7 @@ fn status_shows_membership_sessions_and_lag_as_text_and_json() {
     assert_eq!(code, 200, "{metrics}");
     assert!(metrics.contains("m2m_sessions_owned 4"), "{metrics}");
     assert!(metrics.contains("m2m_peer_up{peer=\"app1\"} 1"), "{metrics}");
+    assert!(metrics.contains("\nm2m_replication_lag_seconds 0\n"), "{metrics}");
     assert!(metrics.lines().filter(|l| !l.starts_with('#')).all(|l| l.starts_with("m2m_")), "{metrics}");
 
     // The JSON API itself.

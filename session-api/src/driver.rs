@@ -553,6 +553,8 @@ impl Driver {
     fn snapshot(&self) -> Metrics {
         let mut m = self.metrics.clone();
         m.core = self.node.stats();
+        m.replication_lag =
+            m.core.oldest_unacked.map_or(Duration::ZERO, |t| Instant::now().saturating_duration_since(t));
         m.peers = self.node.peers();
         m.connected = self.connected.iter().cloned().collect();
         m.staged_commits = self.overlays.values().map(|o| o.commits).sum();

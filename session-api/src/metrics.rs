@@ -100,6 +100,10 @@ pub struct Metrics {
     /// Synchronous writes acknowledged by the requested backups, and their latency: the
     /// replication lag as seen by requests.
     pub sync_write_latency: Latency,
+    /// How far the backups are behind: the age of the oldest change to an owned session that
+    /// not every placed backup has acknowledged yet (zero when they hold every current
+    /// version). Grows while a backup is slow, unreachable or being re-created.
+    pub replication_lag: Duration,
     /// Writes that completed without the requested acknowledgements (indeterminate or one
     /// copy only).
     pub unacked_writes: u64,

@@ -338,3 +338,40 @@ async fn a_panicking_metrics_hook_does_not_stop_the_node() {
     a.invalidate(s.id()).await.expect("invalidate");
     assert!(a.metrics().await.is_ok());
 }
+
+#[tokio::test]
+async fn replication_lag_is_the_age_of_the_oldest_unacknowledged_change() {
+    let hub = Hub::new();
+    // A slow failure detector: the cut-off backup stays "up", so the owner keeps waiting for it.
+    let cfg = parse(
+        "[domain]\nname = \"test\"\nheartbeat_interval_ms = 50\nfailure_timeout_ms = 60000\n\
+         request_timeout_ms = 2000\n[[node]]\nname = \"a\"\naddress = \"127.0.0.1:7000\"\n\
+         [[node]]\nname = \"b\"\naddress = \"127.0.0.1:7001\"\n",
+    );
+    let a = builder(&hub, &cfg, "a").ack(AckPolicy::Async).start().await.expect("a");
+    let b = builder(&hub, &cfg, "b").start().await.expect("b");
+    all_up(&[a.clone(), b.clone()]).await;
+    let mut s = a.create().await.expect("create");
+    s.set("k", "v").expect("encode");
+    a.commit(&mut s).await.expect("commit");
+    eventually(10, "the backup holds the session", || async {
+        (a.metrics().await.ok()?.replication_lag.is_zero()).then_some(())
+    })
+    .await;
+
+    hub.partition("a", &["b"], true);
+    let ((), _) = a.update(s.id(), |s| s.set("k", "w")).await.expect("async write");
+    let waited = Duration::from_millis(300);
+    tokio::time::sleep(waited).await;
+    let m = a.metrics().await.expect("metrics");
+    assert!(m.replication_lag >= waited, "the change is at least {waited:?} old: {:?}", m.replication_lag);
+    assert_eq!(m.core.peers_up, 1, "b is still considered up");
+
+    hub.partition("a", &["b"], false);
+    eventually(10, "the backup catches up", || async {
+        (a.metrics().await.ok()?.replication_lag.is_zero()).then_some(())
+    })
+    .await;
+    let v = b.view(s.id()).await.expect("view").expect("b holds a copy");
+    assert_eq!(v.attrs.get("k").map(|x| x.as_slice()), Some(&rmp_serde::to_vec("w").expect("encode")[..]));
+}

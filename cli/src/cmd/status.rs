@@ -141,7 +141,8 @@ fn render(s: &Value) -> String {
     let _ = writeln!(out, "under-replicated:      {}", num(s, &["sessions", "under_replicated"]));
     let _ = writeln!(
         out,
-        "replication lag:       last {}, mean {}, max {} ({} sync write(s))",
+        "replication lag:       {} behind; sync writes last {}, mean {}, max {} ({})",
+        ms(s, "behind_ms"),
         ms(s, "last_ms"),
         ms(s, "mean_ms"),
         ms(s, "max_ms"),
