@@ -268,20 +268,24 @@ pub enum Message {
     /// A node that started (a new incarnation, with empty memory) to every live peer: "send me
     /// the newest epoch you know of each session whose ownership moved", so that it does not
     /// acknowledge a stale owner's copy (the restart quarantine, see [`crate::node`]).
+    /// The answer comes a page at a time: one request, one page, so a large answer never
+    /// floods the peer's queue.
     EpochsRequest {
         /// The sender's incarnation, echoed in the answer.
         incarnation: u64,
+        /// The page wanted: sessions sorting after this one (`None`: from the first).
+        after: Option<String>,
     },
-    /// Answer to [`Message::EpochsRequest`], in `parts` messages (`part` counts from 0).
+    /// One page of the answer to [`Message::EpochsRequest`].
     Epochs {
         /// The requester's incarnation.
         incarnation: u64,
-        /// This message's number.
-        part: u32,
-        /// How many messages the answer has (at least 1).
-        parts: u32,
+        /// The request's `after`, echoed.
+        after: Option<String>,
         /// Session and the highest epoch the sender promised or holds a copy at.
         epochs: Vec<(String, Epoch)>,
+        /// The `after` of the next page; `None` on the last page.
+        next: Option<String>,
     },
 }
 

@@ -73,11 +73,12 @@
 //!   owner retransmits) until it has asked every live peer ([`Message::EpochsRequest`]) for
 //!   the highest epoch the peer promised or holds of every session whose ownership moved (term
 //!   above 1; a session only ever owned by its creator has no stale owner), and each answered
-//!   ([`Message::Epochs`], in parts of 1024). The epochs learned become promises, kept as long
+//!   ([`Message::Epochs`], a page of up to 1024 per request, so the answer never floods a
+//!   queue: the next page is asked for when one arrives). The epochs learned become promises, kept as long
 //!   as a tombstone ([`Settings::tombstone_ttl`]) also without a copy. The quarantine ends
 //!   when every peer of the domain answered, or once the failure timeout has passed since the
-//!   start and every live peer answered. Cost per start: one request and an answer of
-//!   ⌈moved sessions / 1024⌉ messages per peer (O(sessions) work at the peer), promise-only
+//!   start and every live peer answered. Cost per start: ⌈moved sessions / 1024⌉ round trips
+//!   per peer (O(sessions) work at the peer in all), promise-only
 //!   records for the moved sessions, and backups that wait one round trip (at most about the
 //!   failure timeout) before they acknowledge new copies. It cannot learn an epoch that only
 //!   nodes it considers dead know (the failure-detector caveat of the first point).
@@ -242,12 +243,23 @@ struct Quarantine {
     /// Not over before this (unless every peer answered): the failure detector has not had
     /// the time to hear every live peer yet.
     until: Instant,
-    /// Peers asked: when last asked, the parts of the answer received, and how many exist.
-    asked: BTreeMap<NodeId, (Instant, BTreeSet<u32>, Option<u32>)>,
+    /// Peers asked, and how far their answer got.
+    asked: BTreeMap<NodeId, Asked>,
 }
 
-/// Sessions per [`Message::Epochs`] part.
-const EPOCHS_PER_PART: usize = 1024;
+/// A quarantine round with one peer: its answer comes a page per request.
+#[derive(Debug, Clone)]
+struct Asked {
+    /// When the page wanted was last asked for.
+    at: Instant,
+    /// The page wanted (the `after` of its request).
+    cursor: Option<String>,
+    /// The last page arrived.
+    done: bool,
+}
+
+/// Sessions per [`Message::Epochs`] page.
+const EPOCHS_PER_PAGE: usize = 1024;
 
 /// Claims per [`Message::Claims`] and answers per [`Message::ClaimAcks`] at most.
 const CLAIMS_PER_MESSAGE: usize = 512;
@@ -1350,9 +1362,11 @@ impl Node {
             }
             Message::Drop { session, epoch } => self.on_drop(&from, &session, &epoch),
             Message::Release { session, epoch } => self.on_release(now, &from, &session, &epoch),
-            Message::EpochsRequest { incarnation } => self.on_epochs_request(&from, incarnation),
-            Message::Epochs { incarnation, part, parts, epochs } => {
-                self.on_epochs(now, &from, incarnation, part, parts, epochs)
+            Message::EpochsRequest { incarnation, after } => {
+                self.on_epochs_request(&from, incarnation, after)
+            }
+            Message::Epochs { incarnation, after, epochs, next } => {
+                self.on_epochs(now, &from, incarnation, after, epochs, next)
             }
         }
     }
@@ -1712,17 +1726,21 @@ impl Node {
 
     // ----- restart quarantine -----
 
-    /// Asks `peer` for the epochs it knows, while in quarantine.
+    /// Asks `peer` for the next page of the epochs it knows, while in quarantine.
     fn quarantine_ask(&mut self, now: Instant, peer: &NodeId) {
         let Some(q) = &mut self.quarantine else { return };
-        let e = q.asked.entry(peer.clone()).or_insert_with(|| (now, BTreeSet::new(), None));
-        e.0 = now;
-        self.out.send(peer, Message::EpochsRequest { incarnation: self.incarnation });
+        let a = q.asked.entry(peer.clone()).or_insert_with(|| Asked { at: now, cursor: None, done: false });
+        if a.done {
+            return;
+        }
+        a.at = now;
+        let after = a.cursor.clone();
+        self.out.send(peer, Message::EpochsRequest { incarnation: self.incarnation, after });
     }
 
     /// Whether `peer` answered the quarantine round completely.
     fn quarantine_answered(q: &Quarantine, peer: &NodeId) -> bool {
-        q.asked.get(peer).is_some_and(|(_, got, parts)| parts.is_some_and(|n| got.len() >= n as usize))
+        q.asked.get(peer).is_some_and(|a| a.done)
     }
 
     /// Each tick while in quarantine: asks again the live peers that have not answered
@@ -1735,8 +1753,7 @@ impl Node {
         let again: Vec<NodeId> = up
             .iter()
             .filter(|n| {
-                !Self::quarantine_answered(q, n)
-                    && q.asked.get(*n).is_none_or(|(at, _, _)| due(now, *at, every))
+                !Self::quarantine_answered(q, n) && q.asked.get(*n).is_none_or(|a| due(now, a.at, every))
             })
             .cloned()
             .collect();
@@ -1759,10 +1776,12 @@ impl Node {
     /// Answers a quarantine round: the highest epoch this node promised or holds a copy at,
     /// for every session whose ownership moved (term above 1: a session only ever owned by
     /// its creator has no stale owner to fence).
-    fn on_epochs_request(&mut self, from: &NodeId, incarnation: u64) {
+    fn on_epochs_request(&mut self, from: &NodeId, incarnation: u64, after: Option<String>) {
+        use std::ops::Bound;
+        let start = after.as_deref().map_or(Bound::Unbounded, Bound::Excluded);
         let epochs: Vec<(String, Epoch)> = self
             .sessions
-            .iter()
+            .range::<str, _>((start, Bound::Unbounded))
             .filter_map(|(k, r)| {
                 let e = match (&r.promised, &r.copy) {
                     (Some(p), Some(c)) => p.max(&c.epoch),
@@ -1770,39 +1789,41 @@ impl Node {
                     (None, Some(c)) => &c.epoch,
                     (None, None) => return None,
                 };
-                (e.term > 1).then(|| (k.clone(), e.clone()))
+                (e.term > 1).then(|| (k.to_owned(), e.clone()))
             })
+            .take(EPOCHS_PER_PAGE)
             .collect();
-        let parts = u32::try_from(epochs.len().div_ceil(EPOCHS_PER_PART).max(1)).unwrap_or(u32::MAX);
-        if epochs.is_empty() {
-            self.out.send(from, Message::Epochs { incarnation, part: 0, parts, epochs });
-            return;
-        }
-        for (i, chunk) in epochs.chunks(EPOCHS_PER_PART).enumerate() {
-            let part = u32::try_from(i).unwrap_or(u32::MAX);
-            self.out.send(from, Message::Epochs { incarnation, part, parts, epochs: chunk.to_vec() });
-        }
+        let next = if epochs.len() == EPOCHS_PER_PAGE { epochs.last().map(|(k, _)| k.clone()) } else { None };
+        self.out.send(from, Message::Epochs { incarnation, after, epochs, next });
     }
 
     /// Learns the epochs a peer knows: each becomes a promise here, kept (also without a
-    /// copy) as long as a tombstone, so a stale owner's later copy is fenced.
+    /// copy) as long as a tombstone, so a stale owner's later copy is fenced. The page the
+    /// round waits for moves the round on: the next page is asked for at once.
     fn on_epochs(
         &mut self,
         now: Instant,
         from: &NodeId,
         incarnation: u64,
-        part: u32,
-        parts: u32,
+        after: Option<String>,
         epochs: Vec<(String, Epoch)>,
+        next: Option<String>,
     ) {
         if incarnation != self.incarnation {
             return;
         }
         let Some(q) = &mut self.quarantine else { return };
-        if let Some((_, got, n)) = q.asked.get_mut(from) {
-            if part < parts {
-                got.insert(part);
-                *n = Some(parts);
+        let mut more = false;
+        if let Some(a) = q.asked.get_mut(from) {
+            if !a.done && a.cursor == after {
+                match next {
+                    // A page that does not move forward (a faulty peer) ends the round.
+                    Some(n) if after.as_ref().is_none_or(|a| n > *a) => {
+                        a.cursor = Some(n);
+                        more = true;
+                    }
+                    _ => a.done = true,
+                }
             }
         }
         let keep = now + self.settings.tombstone_ttl;
@@ -1816,6 +1837,9 @@ impl Node {
                 rec.tomb_until = Some(keep);
             }
             self.on_fenced(now, &session, &epoch);
+        }
+        if more {
+            self.quarantine_ask(now, from);
         }
         self.quarantine_check(now);
     }
@@ -2528,12 +2552,59 @@ mod tests {
     }
 
     #[test]
+    fn the_quarantine_answer_comes_a_page_per_request() {
+        let c = cfg(&["a", "b", "c"], 1);
+        let now = Instant::now();
+        let mut a = Node::new(c.clone(), id("a"), 1, Settings::default(), now).unwrap();
+        // a promises 2500 sessions to claims at term 2 (their ownership moved).
+        for i in 0..2500 {
+            let msg = Message::Claim { session: format!("s{i:05}"), epoch: Epoch::new(2, id("b"), 1) };
+            a.handle_input(now, Input::Message { from: id("b"), msg });
+        }
+        while a.poll_output().is_some() {}
+        // c restarted and asks; every answer is one message, a page of at most 1024.
+        let mut c_node = Node::new(c, id("c"), 2, Settings::default(), now).unwrap();
+        c_node
+            .handle_input(now, Input::Message { from: id("a"), msg: Message::Heartbeat { incarnation: 1 } });
+        let mut pages = Vec::new();
+        let mut learned = 0;
+        for _ in 0..10 {
+            let reqs: Vec<Message> = std::iter::from_fn(|| c_node.poll_output())
+                .filter_map(|o| match o {
+                    Output::Send { to, msg: m @ Message::EpochsRequest { .. } } if to == id("a") => Some(m),
+                    _ => None,
+                })
+                .collect();
+            assert!(reqs.len() <= 1, "one request at a time: {reqs:?}");
+            let Some(req) = reqs.into_iter().next() else { break };
+            a.handle_input(now, Input::Message { from: id("c"), msg: req });
+            let answers: Vec<Message> = std::iter::from_fn(|| a.poll_output())
+                .filter_map(|o| match o {
+                    Output::Send { msg: m @ Message::Epochs { .. }, .. } => Some(m),
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(answers.len(), 1, "one page per request");
+            if let Message::Epochs { epochs, .. } = &answers[0] {
+                pages.push(epochs.len());
+                learned += epochs.len();
+            }
+            for m in answers {
+                c_node.handle_input(now, Input::Message { from: id("a"), msg: m });
+            }
+        }
+        assert_eq!(pages, vec![1024, 1024, 452], "three pages");
+        assert_eq!(learned, 2500);
+        assert_eq!(c_node.session("s02499").and_then(|v| v.promised).map(|e| e.term), Some(2));
+    }
+
+    #[test]
     fn claim_promises_and_returns_copy() {
         let c = cfg(&["a", "b"], 1);
         let now = Instant::now();
         let mut b = Node::new(c, id("b"), 1, Settings::default(), now).unwrap();
         // a answers b's quarantine round (it knows of no session): b's quarantine is over.
-        let none = Message::Epochs { incarnation: 1, part: 0, parts: 1, epochs: vec![] };
+        let none = Message::Epochs { incarnation: 1, after: None, epochs: vec![], next: None };
         b.handle_input(now, Input::Message { from: id("a"), msg: none });
         let asked: Vec<Output> = std::iter::from_fn(|| b.poll_output()).collect();
         assert!(asked.iter().any(|o| matches!(o, Output::Send { msg: Message::EpochsRequest { .. }, .. })));
