@@ -74,7 +74,7 @@ impl Session {
         match self.changes.get(name) {
             Some(v) => v.as_deref(),
             None if self.cleared => None,
-            None => self.base.get(name).map(Vec::as_slice),
+            None => self.base.get(name),
         }
     }
 
@@ -130,15 +130,14 @@ impl Session {
 
     /// Every attribute with local changes applied.
     pub fn attributes(&self) -> Attributes {
-        self.attributes_iter().map(|(k, v)| (k.to_owned(), v.to_vec())).collect()
+        self.attributes_iter().collect()
     }
 
     fn attributes_iter(&self) -> impl Iterator<Item = (&str, &[u8])> {
         let base = (!self.cleared)
             .then(|| self.base.iter().filter(|(k, _)| !self.changes.contains_key(*k)))
             .into_iter()
-            .flatten()
-            .map(|(k, v)| (k.as_str(), v.as_slice()));
+            .flatten();
         let set = self.changes.iter().filter_map(|(k, v)| v.as_deref().map(|v| (k.as_str(), v)));
         let mut all: Vec<(&str, &[u8])> = base.chain(set).collect();
         all.sort_unstable_by(|a, b| a.0.cmp(b.0));
@@ -195,8 +194,8 @@ mod tests {
     #[test]
     fn local_changes_overlay_the_base() {
         let mut base = Attributes::new();
-        base.insert("a".into(), b"1".to_vec());
-        base.insert("b".into(), b"2".to_vec());
+        base.insert("a", b"1");
+        base.insert("b", b"2");
         let mut s = Session::loaded("s".into(), 3, Arc::new(base));
         s.set_bytes("c", b"3".to_vec()).expect("live");
         assert!(s.remove("a").expect("live"));

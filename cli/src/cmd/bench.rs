@@ -579,7 +579,7 @@ impl Cluster {
 
 fn session_attrs() -> Attributes {
     let mut a = Attributes::new();
-    a.insert("data".into(), vec![b'x'; PAYLOAD]);
+    a.insert("data", vec![b'x'; PAYLOAD]);
     a
 }
 
