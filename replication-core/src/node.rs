@@ -138,6 +138,8 @@ impl ReplicaMap {
         let i = match self.find(n) {
             Ok(i) => i,
             Err(i) => {
+                // Exactly one more: `insert` would make room for four at the first.
+                self.0.reserve_exact(1);
                 self.0.insert(i, (n.clone(), f()));
                 i
             }
@@ -1291,6 +1293,8 @@ impl Node {
         if epoch.node != *from || epoch.node == self.me {
             return;
         }
+        // The stored epochs share the peer's name instead of each holding the decoded copy.
+        let epoch = Epoch { node: from.clone(), ..epoch };
         if !self.admit(now, from, &session, &epoch) {
             return;
         }
