@@ -195,6 +195,64 @@ impl Record {
     }
 }
 
+/// The records by session id, each boxed: a `BTreeMap` node has room for 11 entries and is
+/// about 70% full with random ids, so an unused slot costs a pointer instead of a `Record`
+/// (about 40 bytes less per session). Same API as the map, records unboxed.
+#[derive(Debug, Default)]
+struct Sessions(BTreeMap<String, Box<Record>>);
+
+impl Sessions {
+    fn get(&self, session: &str) -> Option<&Record> {
+        self.0.get(session).map(|r| &**r)
+    }
+
+    fn get_mut(&mut self, session: &str) -> Option<&mut Record> {
+        self.0.get_mut(session).map(|r| &mut **r)
+    }
+
+    fn entry(&mut self, session: String) -> SessionEntry<'_> {
+        SessionEntry(self.0.entry(session))
+    }
+
+    fn insert(&mut self, session: String, rec: Record) {
+        self.0.insert(session, Box::new(rec));
+    }
+
+    fn remove(&mut self, session: &str) -> Option<Record> {
+        self.0.remove(session).map(|r| *r)
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&String, &Record)> {
+        self.0.iter().map(|(k, r)| (k, &**r))
+    }
+
+    fn keys(&self) -> impl Iterator<Item = &String> {
+        self.0.keys()
+    }
+
+    fn values(&self) -> impl Iterator<Item = &Record> {
+        self.0.values().map(|r| &**r)
+    }
+
+    fn range<T: Ord + ?Sized, R: std::ops::RangeBounds<T>>(
+        &self,
+        r: R,
+    ) -> impl Iterator<Item = (&String, &Record)>
+    where
+        String: std::borrow::Borrow<T>,
+    {
+        self.0.range(r).map(|(k, r)| (k, &**r))
+    }
+}
+
+struct SessionEntry<'a>(std::collections::btree_map::Entry<'a, String, Box<Record>>);
+
+impl<'a> SessionEntry<'a> {
+    fn or_insert_with(self, f: impl FnOnce() -> Record) -> &'a mut Record {
+        self.0.or_insert_with(|| Box::new(f()))
+    }
+}
+
 #[derive(Debug, Clone)]
 struct PendingWrite {
     session: String,
@@ -296,7 +354,7 @@ pub struct Node {
     tick: Duration,
     can_own: bool,
     peers: BTreeMap<NodeId, Peer>,
-    sessions: BTreeMap<String, Record>,
+    sessions: Sessions,
     writes: BTreeMap<RequestId, PendingWrite>,
     acquires: BTreeMap<String, Acquire>,
     timers: BTreeSet<(Instant, Timer)>,
@@ -357,7 +415,7 @@ impl Node {
             tick,
             can_own,
             peers,
-            sessions: BTreeMap::new(),
+            sessions: Sessions::default(),
             writes: BTreeMap::new(),
             acquires: BTreeMap::new(),
             timers: BTreeSet::new(),
