@@ -260,6 +260,8 @@ struct PendingWrite {
     version: Version,
     needed: u32,
     acks: BTreeSet<NodeId>,
+    /// Its `Timer::Write`, removed with the write (else it stays for `request_timeout`).
+    deadline: Instant,
 }
 
 #[derive(Debug, Clone)]
@@ -544,6 +546,7 @@ impl Node {
             self.fenced += 1;
             for id in o.waiting {
                 if let Some(w) = self.writes.remove(&id) {
+                    self.timers.remove(&(w.deadline, Timer::Write(id)));
                     let acks = u32::try_from(w.acks.len()).unwrap_or(u32::MAX);
                     self.out.outcome(id, Outcome::Indeterminate { epoch: w.epoch, version: w.version, acks });
                 }
@@ -923,11 +926,19 @@ impl Node {
         }
         let needed = k.min(u32::try_from(live).unwrap_or(u32::MAX));
         o.waiting.push(id);
+        let deadline = now + self.request_timeout;
         self.writes.insert(
             id,
-            PendingWrite { session: session.to_owned(), epoch, version, needed, acks: BTreeSet::new() },
+            PendingWrite {
+                session: session.to_owned(),
+                epoch,
+                version,
+                needed,
+                acks: BTreeSet::new(),
+                deadline,
+            },
         );
-        self.timers.insert((now + self.request_timeout, Timer::Write(id)));
+        self.timers.insert((deadline, Timer::Write(id)));
     }
 
     fn get(&mut self, now: Instant, id: RequestId, session: String, want_attrs: bool) {
@@ -1137,7 +1148,8 @@ impl Node {
         let Some(o) = rec.owner.take() else { return };
         self.fenced += 1;
         for id in o.waiting {
-            if self.writes.remove(&id).is_some() {
+            if let Some(w) = self.writes.remove(&id) {
+                self.timers.remove(&(w.deadline, Timer::Write(id)));
                 self.out.outcome(id, Outcome::Fenced { epoch: higher.clone() });
             }
         }
@@ -1431,6 +1443,7 @@ impl Node {
             if w.acks.len() >= w.needed as usize {
                 let acks = u32::try_from(w.acks.len()).unwrap_or(u32::MAX);
                 if let Some(w) = self.writes.remove(&id) {
+                    self.timers.remove(&(w.deadline, Timer::Write(id)));
                     self.out.outcome(id, Outcome::Replicated { epoch: w.epoch, version: w.version, acks });
                 }
             } else {
@@ -1982,6 +1995,16 @@ mod tests {
         assert_eq!(cl.nodes[&id("a")].stats().peers_down, 1);
         let _ = T0_MS;
         let _ = cl.t0;
+    }
+
+    #[test]
+    fn an_acknowledged_write_leaves_no_timer_behind() {
+        let mut cl = Cluster::new(&["a", "b"], 1);
+        create(&mut cl, "a", 1, "s", Ack::Sync { backups: 1 });
+        cl.pump();
+        assert!(matches!(cl.outcome(1), Some(Outcome::Replicated { .. })), "{:?}", cl.outcome(1));
+        let writes = cl.nodes[&id("a")].timers.iter().filter(|(_, t)| matches!(t, Timer::Write(_))).count();
+        assert_eq!(writes, 0, "the write's timeout stays until it expires");
     }
 
     #[test]
