@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::hash::{Hash, Hasher};
+use std::sync::Arc;
 
 use serde::de::{Deserializer, MapAccess, Visitor};
 use serde::ser::{SerializeMap, Serializer};
@@ -11,11 +12,12 @@ use serde::{Deserialize, Serialize};
 /// ([`get`](Self::get), [`insert`](Self::insert), [`remove`](Self::remove),
 /// [`iter`](Self::iter), `collect`, `extend`...).
 ///
-/// Stored as one byte buffer of the entries in name order, each a LEB128 length and the
-/// name, then a LEB128 length and the value: one attribute of 1 KiB takes 1 KiB and a few
-/// bytes, where a `BTreeMap<String, Vec<u8>>` takes a 540-byte node plus two allocations. The
-/// price: [`get`](Self::get) walks the entries (skipping over values) and every change
-/// rewrites the buffer, which suits the few attributes of a session, written as a whole.
+/// Cheap to clone: the attributes are one shared, immutable byte buffer (an `Arc<[u8]>`) of
+/// the entries in name order, each a LEB128 length and the name, then a LEB128 length and the
+/// value. One attribute of 1 KiB takes 1 KiB and a few bytes in one allocation, where a
+/// `BTreeMap<String, Vec<u8>>` takes a 540-byte node plus two allocations. The price:
+/// [`get`](Self::get) walks the entries (skipping over values) and every change writes a new
+/// buffer, which suits the few attributes of a session, written as a whole.
 /// On the wire it is a MessagePack map of names to `bin`, as a `BTreeMap` of byte strings.
 ///
 /// ```
@@ -32,7 +34,8 @@ use serde::{Deserialize, Serialize};
 /// ```
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct Attributes {
-    buf: Box<[u8]>,
+    /// `None` when empty.
+    buf: Option<Arc<[u8]>>,
 }
 
 fn put_len(out: &mut Vec<u8>, mut n: usize) {
@@ -87,7 +90,7 @@ fn take_bytes(buf: &[u8]) -> Option<(&[u8], &[u8])> {
 }
 
 /// Builds the buffer from entries sorted by name without duplicates.
-fn build<'a, I>(entries: I, size: usize) -> Box<[u8]>
+fn build<'a, I>(entries: I, size: usize) -> Option<Arc<[u8]>>
 where
     I: IntoIterator<Item = (&'a str, &'a [u8])>,
 {
@@ -95,13 +98,17 @@ where
     for (k, v) in entries {
         put_entry(&mut out, k, v);
     }
-    out.into_boxed_slice()
+    (!out.is_empty()).then(|| Arc::from(out))
 }
 
 impl Attributes {
     /// No attributes.
     pub fn new() -> Self {
         Attributes::default()
+    }
+
+    fn bytes(&self) -> &[u8] {
+        self.buf.as_deref().unwrap_or_default()
     }
 
     /// The value of attribute `name`.
@@ -118,7 +125,7 @@ impl Attributes {
     pub fn insert(&mut self, name: impl AsRef<str>, value: impl AsRef<[u8]>) -> bool {
         let (name, value) = (name.as_ref(), value.as_ref());
         let old = self.get(name).map(|v| entry_size(name, v));
-        let size = self.buf.len() - old.unwrap_or(0) + entry_size(name, value);
+        let size = self.bytes().len() - old.unwrap_or(0) + entry_size(name, value);
         let before = self.iter().filter(|(k, _)| *k < name);
         let after = self.iter().filter(|(k, _)| *k > name);
         self.buf = build(before.chain([(name, value)]).chain(after), size);
@@ -130,13 +137,13 @@ impl Attributes {
         let Some(old) = self.get(name).map(|v| entry_size(name, v)) else {
             return false;
         };
-        self.buf = build(self.iter().filter(|(k, _)| *k != name), self.buf.len() - old);
+        self.buf = build(self.iter().filter(|(k, _)| *k != name), self.bytes().len() - old);
         true
     }
 
     /// Removes every attribute.
     pub fn clear(&mut self) {
-        self.buf = Box::default();
+        self.buf = None;
     }
 
     /// Keeps only the attributes for which `keep` returns true.
@@ -155,12 +162,12 @@ impl Attributes {
 
     /// Whether there are no attributes.
     pub fn is_empty(&self) -> bool {
-        self.buf.is_empty()
+        self.buf.is_none()
     }
 
     /// The attributes, sorted by name.
     pub fn iter(&self) -> Iter<'_> {
-        Iter { rest: &self.buf }
+        Iter { rest: self.bytes() }
     }
 
     /// The names, sorted.
@@ -266,7 +273,7 @@ impl<K: Into<String>, V: Into<Vec<u8>>, const N: usize> From<[(K, V); N]> for At
 
 impl Hash for Attributes {
     fn hash<H: Hasher>(&self, state: &mut H) {
-        self.buf.hash(state);
+        self.bytes().hash(state);
     }
 }
 
@@ -389,7 +396,7 @@ mod tests {
         let mut a = Attributes::new();
         a.insert("data", vec![b'x'; 1024]);
         // Name and value with a length each: 1 + 4 + 2 + 1024.
-        assert_eq!(a.buf.len(), 1031);
+        assert_eq!(a.bytes().len(), 1031);
         let lens = [0usize, 1, 127, 128, 16_383, 16_384, usize::MAX];
         for n in lens {
             let mut out = Vec::new();

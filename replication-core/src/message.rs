@@ -115,7 +115,7 @@ pub enum Body {
     /// A live session.
     Live {
         /// The attributes.
-        attrs: Arc<Attributes>,
+        attrs: Attributes,
         /// Inactivity after which the session expires, in milliseconds.
         max_inactive_ms: u64,
     },
@@ -315,7 +315,7 @@ mod tests {
     fn values_are_byte_strings_and_arrays_are_still_read() {
         let mut attrs = Attributes::new();
         attrs.insert("k", vec![200; 300]);
-        let body = Body::Live { attrs: Arc::new(attrs), max_inactive_ms: 5 };
+        let body = Body::Live { attrs, max_inactive_ms: 5 };
         let bytes = rmp_serde::to_vec(&body).expect("encode");
         assert!(bytes.len() < 300 + 32, "one byte per byte: {}", bytes.len());
         assert_eq!(rmp_serde::from_slice::<Body>(&bytes).expect("decode"), body);

@@ -638,11 +638,11 @@ impl Node {
             Some(c) => {
                 let (attrs, inv) = match &c.body {
                     Body::Live { attrs, .. } => (attrs.clone(), false),
-                    Body::Tombstone => (Arc::new(Attributes::new()), true),
+                    Body::Tombstone => (Attributes::new(), true),
                 };
                 (Some(c.epoch.clone()), c.version, attrs, inv, max_inactive_of(c))
             }
-            None => (None, 0, Arc::new(Attributes::new()), false, Duration::ZERO),
+            None => (None, 0, Attributes::new(), false, Duration::ZERO),
         };
         let backups = rec
             .owner
@@ -796,11 +796,7 @@ impl Node {
         }
         let epoch = Epoch::new(promised_term + 1, self.me.clone(), self.incarnation);
         let max_inactive_ms = u64::try_from(max_inactive.as_millis()).unwrap_or(u64::MAX);
-        let copy = Snapshot {
-            epoch: epoch.clone(),
-            version: 1,
-            body: Body::Live { attrs: Arc::new(attrs), max_inactive_ms },
-        };
+        let copy = Snapshot { epoch: epoch.clone(), version: 1, body: Body::Live { attrs, max_inactive_ms } };
         let mut rec = Record::empty(now);
         rec.promised = Some(epoch.clone());
         rec.copy = Some(copy);
@@ -872,7 +868,6 @@ impl Node {
         let payload = match kind {
             WriteKind::Changes(changes) => {
                 if let Body::Live { attrs, .. } = &mut copy.body {
-                    let attrs = Arc::make_mut(attrs);
                     for c in &changes {
                         c.apply(attrs);
                     }
@@ -1387,7 +1382,6 @@ impl Node {
             Payload::Delta { base_version, version, changes } => {
                 if same_epoch && stored_version == *base_version {
                     if let Some(Snapshot { body: Body::Live { attrs, .. }, version: v, .. }) = &mut rec.copy {
-                        let attrs = Arc::make_mut(attrs);
                         for c in changes {
                             c.apply(attrs);
                         }
@@ -2240,7 +2234,7 @@ mod tests {
         let e1 = Epoch::new(1, id("a"), 1);
         let full = Payload::Full {
             version: 4,
-            body: Body::Live { attrs: Arc::new(attrs(&[("x", b"1")])), max_inactive_ms: 1000 },
+            body: Body::Live { attrs: attrs(&[("x", b"1")]), max_inactive_ms: 1000 },
         };
         b.handle_input(
             now,
@@ -2366,7 +2360,7 @@ mod tests {
         let b = cl.nodes.get_mut(&id("b")).unwrap();
         let full = Payload::Full {
             version: 1,
-            body: Body::Live { attrs: Arc::new(Attributes::new()), max_inactive_ms: 1000 },
+            body: Body::Live { attrs: Attributes::new(), max_inactive_ms: 1000 },
         };
         b.handle_input(
             now,
@@ -2575,7 +2569,7 @@ mod model_tests {
                                 match got {
                                     Outcome::Found { version, attrs, epoch } => {
                                         prop_assert_eq!(version, m.version);
-                                        prop_assert_eq!(&*attrs, &m.attrs);
+                                        prop_assert_eq!(&attrs, &m.attrs);
                                         prop_assert_eq!(&epoch.node, &id(n));
                                     }
                                     other => prop_assert!(false, "get gave {:?}", other),
@@ -2620,7 +2614,7 @@ mod model_tests {
                         let v = cl.session(n, s).unwrap();
                         prop_assert_eq!(v.version, m.version, "{} on {}", s, n);
                         prop_assert_eq!(v.invalidated, m.invalidated);
-                        prop_assert_eq!(&*v.attrs, &m.attrs);
+                        prop_assert_eq!(&v.attrs, &m.attrs);
                         let role = if id(n) == m.owner { Role::Owner } else if m.invalidated { Role::None } else { Role::Backup };
                         prop_assert_eq!(v.role, role, "{} on {}", s, n);
                     }

@@ -2,7 +2,6 @@
 //! local changes, written back by [`crate::SessionManager::commit`].
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use replication_core::{Attributes, Change, Version};
 use serde::Serialize;
@@ -19,7 +18,7 @@ use crate::error::{Error, Result};
 pub struct Session {
     id: String,
     version: Version,
-    base: Arc<Attributes>,
+    base: Attributes,
     /// Local changes: `Some(value)` set, `None` removed.
     changes: BTreeMap<String, Option<Vec<u8>>>,
     cleared: bool,
@@ -32,7 +31,7 @@ impl Session {
         Session {
             id,
             version: 0,
-            base: Arc::new(Attributes::new()),
+            base: Attributes::new(),
             changes: BTreeMap::new(),
             cleared: false,
             is_new: true,
@@ -40,7 +39,7 @@ impl Session {
         }
     }
 
-    pub(crate) fn loaded(id: String, version: Version, attrs: Arc<Attributes>) -> Self {
+    pub(crate) fn loaded(id: String, version: Version, attrs: Attributes) -> Self {
         Session { version, base: attrs, is_new: false, ..Session::new(id) }
     }
 
@@ -173,7 +172,7 @@ impl Session {
     /// After a successful commit: the changes become the base at `version`.
     pub(crate) fn committed(&mut self, version: Version) {
         let attrs = self.attributes();
-        self.base = Arc::new(attrs);
+        self.base = attrs;
         self.changes.clear();
         self.cleared = false;
         self.is_new = false;
@@ -196,7 +195,7 @@ mod tests {
         let mut base = Attributes::new();
         base.insert("a", b"1");
         base.insert("b", b"2");
-        let mut s = Session::loaded("s".into(), 3, Arc::new(base));
+        let mut s = Session::loaded("s".into(), 3, base);
         s.set_bytes("c", b"3".to_vec()).expect("live");
         assert!(s.remove("a").expect("live"));
         assert_eq!(s.keys(), vec!["b", "c"]);
