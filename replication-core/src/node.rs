@@ -1479,6 +1479,8 @@ impl Node {
         if epoch.node != *from {
             return;
         }
+        // The promise kept shares the peer's name, as in `on_replicate`.
+        let epoch = Epoch { node: from.clone(), ..epoch };
         if !self.admit(now, from, &session, &epoch) {
             return;
         }
