@@ -83,6 +83,8 @@ use std::ops::Bound;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use smallvec::SmallVec;
+
 use crate::api::{
     Ack, Command, Event, Input, Outcome, Output, PeerView, RequestId, Role, SessionView, Settings, Stats,
 };
@@ -115,9 +117,10 @@ struct Replica {
 
 /// The placed backups of an owned session and their state, sorted by node (iterated in the
 /// same order as a `BTreeMap`). A session has a few backups, and a `BTreeMap` allocates a
-/// node for 11 entries (about 800 bytes here) even for one; this holds exactly what is there.
+/// node for 11 entries (about 800 bytes here) even for one; this holds exactly what is there,
+/// the first backup inline (in the owner state's allocation).
 #[derive(Debug, Clone, Default)]
-struct ReplicaMap(Vec<(NodeId, Replica)>);
+struct ReplicaMap(SmallVec<[(NodeId, Replica); 1]>);
 
 impl ReplicaMap {
     fn find(&self, n: &NodeId) -> Result<usize, usize> {
@@ -138,7 +141,7 @@ impl ReplicaMap {
         let i = match self.find(n) {
             Ok(i) => i,
             Err(i) => {
-                // Exactly one more: `insert` would make room for four at the first.
+                // Exactly one more: `insert` would double the room once it is on the heap.
                 self.0.reserve_exact(1);
                 self.0.insert(i, (n.clone(), f()));
                 i
