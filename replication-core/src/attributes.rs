@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::hash::{Hash, Hasher};
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use serde::de::{Deserializer, MapAccess, Visitor};
 use serde::ser::{SerializeMap, Serializer};
@@ -32,10 +32,19 @@ use serde::{Deserialize, Serialize};
 /// assert!(a.remove("cart"));
 /// assert_eq!(a.len(), 1);
 /// ```
-#[derive(Clone, Default, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Attributes {
-    /// `None` when empty.
-    buf: Option<Arc<[u8]>>,
+    /// Not an `Option`: the non-null pointer leaves a niche, so `Body` needs no tag of its own.
+    buf: Arc<[u8]>,
+}
+
+/// The buffer of every empty [`Attributes`]: `new` does not allocate.
+static EMPTY: LazyLock<Arc<[u8]>> = LazyLock::new(|| Arc::from(&[][..]));
+
+impl Default for Attributes {
+    fn default() -> Self {
+        Attributes { buf: EMPTY.clone() }
+    }
 }
 
 fn put_len(out: &mut Vec<u8>, mut n: usize) {
@@ -90,7 +99,7 @@ fn take_bytes(buf: &[u8]) -> Option<(&[u8], &[u8])> {
 }
 
 /// Builds the buffer from entries sorted by name without duplicates.
-fn build<'a, I>(entries: I, size: usize) -> Option<Arc<[u8]>>
+fn build<'a, I>(entries: I, size: usize) -> Arc<[u8]>
 where
     I: IntoIterator<Item = (&'a str, &'a [u8])>,
 {
@@ -98,7 +107,7 @@ where
     for (k, v) in entries {
         put_entry(&mut out, k, v);
     }
-    (!out.is_empty()).then(|| Arc::from(out))
+    if out.is_empty() { EMPTY.clone() } else { Arc::from(out) }
 }
 
 impl Attributes {
@@ -108,7 +117,7 @@ impl Attributes {
     }
 
     fn bytes(&self) -> &[u8] {
-        self.buf.as_deref().unwrap_or_default()
+        &self.buf
     }
 
     /// The value of attribute `name`.
@@ -143,7 +152,7 @@ impl Attributes {
 
     /// Removes every attribute.
     pub fn clear(&mut self) {
-        self.buf = None;
+        self.buf = EMPTY.clone();
     }
 
     /// Keeps only the attributes for which `keep` returns true.
@@ -162,7 +171,7 @@ impl Attributes {
 
     /// Whether there are no attributes.
     pub fn is_empty(&self) -> bool {
-        self.buf.is_none()
+        self.buf.is_empty()
     }
 
     /// The attributes, sorted by name.

@@ -330,6 +330,13 @@ mod tests {
     }
 
     #[test]
+    fn a_body_needs_no_tag_of_its_own() {
+        // The engine keeps a Body per session: Tombstone lives in the attributes' pointer niche.
+        let live = std::mem::size_of::<Attributes>() + std::mem::size_of::<u64>();
+        assert_eq!(std::mem::size_of::<Body>(), live);
+    }
+
+    #[test]
     fn epoch_orders_by_term_then_node() {
         let a1 = Epoch::new(1, NodeId::new("a"), 9);
         let a1r = Epoch::new(1, NodeId::new("a"), 10);
