@@ -2,7 +2,6 @@
 //! [`Command`]), what comes out ([`Output`], [`Outcome`], [`Event`]), the tunables
 //! ([`Settings`]) and the read-only views ([`SessionView`], [`Stats`], [`PeerView`]).
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::config::NodeId;
@@ -168,7 +167,7 @@ pub enum Outcome {
         /// The version.
         version: Version,
         /// The attributes.
-        attrs: Arc<Attributes>,
+        attrs: Attributes,
     },
     /// This node now owns the session (from [`Command::Acquire`]).
     Acquired {
@@ -352,7 +351,7 @@ pub struct SessionView {
     /// Version of the stored state.
     pub version: Version,
     /// The attributes (empty for tombstones).
-    pub attrs: Arc<Attributes>,
+    pub attrs: Attributes,
     /// Whether the stored state is a tombstone.
     pub invalidated: bool,
     /// The session's inactivity limit.

@@ -31,14 +31,17 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use crate::error::Error;
 
 /// The name of a node, unique in its domain. Cheap to clone.
+///
+/// One pointer (an `Arc<String>`, not a two-word `Arc<str>`): it is in every
+/// [`Epoch`](crate::message::Epoch), and the engine keeps two epochs per session.
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
-pub struct NodeId(Arc<str>);
+pub struct NodeId(Arc<String>);
 
 impl NodeId {
     /// A node id from its name.
     pub fn new(name: &str) -> Self {
-        NodeId(Arc::from(name))
+        NodeId(Arc::new(name.to_owned()))
     }
 
     /// The node's name.

@@ -29,6 +29,7 @@
 //! ```
 
 pub mod api;
+pub mod attributes;
 pub mod config;
 pub mod error;
 pub mod message;

@@ -6,7 +6,6 @@
 //! or delayed, and the [`crate::node::Node`] engine retransmits and resynchronises.
 
 use std::cmp::Ordering;
-use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
@@ -27,8 +26,8 @@ pub const PROTOCOL_VERSION: u32 = 4;
 /// continue across ownership changes (a new owner starts from the highest copy it found).
 pub type Version = u64;
 
-/// A session's attributes: name to opaque bytes.
-pub type Attributes = BTreeMap<String, Vec<u8>>;
+pub use crate::attributes::Attributes;
+pub(crate) use bytes::BytesVisitor;
 
 /// An ownership epoch: `(term, node, incarnation)`, ordered lexicographically. Only `node`,
 /// in that incarnation, ever writes at a given epoch, so each epoch value has exactly one
@@ -94,7 +93,7 @@ impl Change {
     pub fn apply(&self, attrs: &mut Attributes) {
         match self {
             Change::Set(k, v) => {
-                attrs.insert(k.clone(), v.clone());
+                attrs.insert(k, v);
             }
             Change::Remove(k) => {
                 attrs.remove(k);
@@ -119,8 +118,7 @@ pub enum Body {
     /// A live session.
     Live {
         /// The attributes.
-        #[serde(with = "bytes_map")]
-        attrs: Arc<Attributes>,
+        attrs: Attributes,
         /// Inactivity after which the session expires, in milliseconds.
         max_inactive_ms: u64,
     },
@@ -335,7 +333,7 @@ mod bytes {
         d.deserialize_byte_buf(BytesVisitor)
     }
 
-    pub(super) struct BytesVisitor;
+    pub(crate) struct BytesVisitor;
 
     impl<'de> Visitor<'de> for BytesVisitor {
         type Value = Vec<u8>;
@@ -362,64 +360,6 @@ mod bytes {
     }
 }
 
-/// [`Attributes`] with each value a byte string (see `bytes`).
-mod bytes_map {
-    use std::fmt;
-    use std::sync::Arc;
-
-    use serde::de::{Deserializer, MapAccess, Visitor};
-    use serde::ser::{SerializeMap, Serializer};
-    use serde::{Deserialize, Serialize};
-
-    use super::Attributes;
-
-    struct Bytes<'a>(&'a [u8]);
-
-    impl Serialize for Bytes<'_> {
-        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-            s.serialize_bytes(self.0)
-        }
-    }
-
-    struct ByteBuf(Vec<u8>);
-
-    impl<'de> Deserialize<'de> for ByteBuf {
-        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-            d.deserialize_byte_buf(super::bytes::BytesVisitor).map(ByteBuf)
-        }
-    }
-
-    pub(super) fn serialize<S: Serializer>(m: &Arc<Attributes>, s: S) -> Result<S::Ok, S::Error> {
-        let mut map = s.serialize_map(Some(m.len()))?;
-        for (k, v) in m.iter() {
-            map.serialize_entry(k, &Bytes(v))?;
-        }
-        map.end()
-    }
-
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Arc<Attributes>, D::Error> {
-        d.deserialize_map(MapVisitor).map(Arc::new)
-    }
-
-    struct MapVisitor;
-
-    impl<'de> Visitor<'de> for MapVisitor {
-        type Value = Attributes;
-
-        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str("a map of attribute names to byte strings")
-        }
-
-        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Attributes, A::Error> {
-            let mut out = Attributes::new();
-            while let Some((k, ByteBuf(v))) = map.next_entry::<String, ByteBuf>()? {
-                out.insert(k, v);
-            }
-            Ok(out)
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -427,8 +367,8 @@ mod tests {
     #[test]
     fn values_are_byte_strings_and_arrays_are_still_read() {
         let mut attrs = Attributes::new();
-        attrs.insert("k".into(), vec![200; 300]);
-        let body = Body::Live { attrs: Arc::new(attrs), max_inactive_ms: 5 };
+        attrs.insert("k", vec![200; 300]);
+        let body = Body::Live { attrs, max_inactive_ms: 5 };
         let bytes = rmp_serde::to_vec(&body).expect("encode");
         assert!(bytes.len() < 300 + 32, "one byte per byte: {}", bytes.len());
         assert_eq!(rmp_serde::from_slice::<Body>(&bytes).expect("decode"), body);
@@ -440,6 +380,13 @@ mod tests {
         let old = rmp_serde::to_vec(&OldChange::Set("k".into(), vec![1, 200])).expect("encode");
         let back: Change = rmp_serde::from_slice(&old).expect("decode");
         assert_eq!(back, Change::Set("k".into(), vec![1, 200]));
+    }
+
+    #[test]
+    fn a_body_needs_no_tag_of_its_own() {
+        // The engine keeps a Body per session: Tombstone lives in the attributes' pointer niche.
+        let live = std::mem::size_of::<Attributes>() + std::mem::size_of::<u64>();
+        assert_eq!(std::mem::size_of::<Body>(), live);
     }
 
     #[test]

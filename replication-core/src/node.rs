@@ -99,6 +99,8 @@ use std::ops::Bound;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use smallvec::SmallVec;
+
 use crate::api::{
     Ack, Command, Event, Input, Outcome, Output, PeerView, RequestId, Role, SessionView, Settings, Stats,
 };
@@ -131,9 +133,10 @@ struct Replica {
 
 /// The placed backups of an owned session and their state, sorted by node (iterated in the
 /// same order as a `BTreeMap`). A session has a few backups, and a `BTreeMap` allocates a
-/// node for 11 entries (about 800 bytes here) even for one; this holds exactly what is there.
+/// node for 11 entries (about 800 bytes here) even for one; this holds exactly what is there,
+/// the first backup inline (in the owner state's allocation).
 #[derive(Debug, Clone, Default)]
-struct ReplicaMap(Vec<(NodeId, Replica)>);
+struct ReplicaMap(SmallVec<[(NodeId, Replica); 1]>);
 
 impl ReplicaMap {
     fn find(&self, n: &NodeId) -> Result<usize, usize> {
@@ -154,6 +157,8 @@ impl ReplicaMap {
         let i = match self.find(n) {
             Ok(i) => i,
             Err(i) => {
+                // Exactly one more: `insert` would double the room once it is on the heap.
+                self.0.reserve_exact(1);
                 self.0.insert(i, (n.clone(), f()));
                 i
             }
@@ -213,6 +218,65 @@ impl Record {
     }
 }
 
+/// The records by session id, each boxed: a `BTreeMap` node has room for 11 entries and is
+/// about 70% full with random ids, so an unused slot costs a pointer instead of a `Record`
+/// (about 40 bytes less per session), and a `Box<str>` key instead of a `String` (8 more).
+/// The map's API, with ids as `&str` and records unboxed.
+#[derive(Debug, Default)]
+struct Sessions(BTreeMap<Box<str>, Box<Record>>);
+
+impl Sessions {
+    fn get(&self, session: &str) -> Option<&Record> {
+        self.0.get(session).map(|r| &**r)
+    }
+
+    fn get_mut(&mut self, session: &str) -> Option<&mut Record> {
+        self.0.get_mut(session).map(|r| &mut **r)
+    }
+
+    fn entry(&mut self, session: String) -> SessionEntry<'_> {
+        SessionEntry(self.0.entry(session.into_boxed_str()))
+    }
+
+    fn insert(&mut self, session: String, rec: Record) {
+        self.0.insert(session.into_boxed_str(), Box::new(rec));
+    }
+
+    fn remove(&mut self, session: &str) -> Option<Record> {
+        self.0.remove(session).map(|r| *r)
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&str, &Record)> {
+        self.0.iter().map(|(k, r)| (&**k, &**r))
+    }
+
+    fn keys(&self) -> impl Iterator<Item = &str> {
+        self.0.keys().map(|k| &**k)
+    }
+
+    fn values(&self) -> impl Iterator<Item = &Record> {
+        self.0.values().map(|r| &**r)
+    }
+
+    fn range<T: Ord + ?Sized, R: std::ops::RangeBounds<T>>(
+        &self,
+        r: R,
+    ) -> impl Iterator<Item = (&str, &Record)>
+    where
+        Box<str>: std::borrow::Borrow<T>,
+    {
+        self.0.range(r).map(|(k, r)| (&**k, &**r))
+    }
+}
+
+struct SessionEntry<'a>(std::collections::btree_map::Entry<'a, Box<str>, Box<Record>>);
+
+impl<'a> SessionEntry<'a> {
+    fn or_insert_with(self, f: impl FnOnce() -> Record) -> &'a mut Record {
+        self.0.or_insert_with(|| Box::new(f()))
+    }
+}
+
 #[derive(Debug, Clone)]
 struct PendingWrite {
     session: String,
@@ -220,6 +284,8 @@ struct PendingWrite {
     version: Version,
     needed: u32,
     acks: BTreeSet<NodeId>,
+    /// Its `Timer::Write`, removed with the write (else it stays for `request_timeout`).
+    deadline: Instant,
 }
 
 #[derive(Debug, Clone)]
@@ -344,7 +410,7 @@ pub struct Node {
     tick: Duration,
     can_own: bool,
     peers: BTreeMap<NodeId, Peer>,
-    sessions: BTreeMap<String, Record>,
+    sessions: Sessions,
     writes: BTreeMap<RequestId, PendingWrite>,
     acquires: BTreeMap<String, Acquire>,
     timers: BTreeSet<(Instant, Timer)>,
@@ -410,7 +476,7 @@ impl Node {
             tick,
             can_own,
             peers,
-            sessions: BTreeMap::new(),
+            sessions: Sessions::default(),
             writes: BTreeMap::new(),
             acquires: BTreeMap::new(),
             timers: BTreeSet::new(),
@@ -533,7 +599,7 @@ impl Node {
     /// acknowledge writes that the new owner later overwrites.
     fn step_down_all(&mut self) {
         let owned: Vec<String> =
-            self.sessions.iter().filter(|(_, r)| r.owner.is_some()).map(|(k, _)| k.clone()).collect();
+            self.sessions.iter().filter(|(_, r)| r.owner.is_some()).map(|(k, _)| k.to_owned()).collect();
         for s in owned {
             let Some(rec) = self.sessions.get_mut(&s) else { continue };
             let Some(o) = rec.owner.take() else { continue };
@@ -541,6 +607,7 @@ impl Node {
             self.fenced += 1;
             for id in o.waiting {
                 if let Some(w) = self.writes.remove(&id) {
+                    self.timers.remove(&(w.deadline, Timer::Write(id)));
                     let acks = u32::try_from(w.acks.len()).unwrap_or(u32::MAX);
                     self.out.outcome(id, Outcome::Indeterminate { epoch: w.epoch, version: w.version, acks });
                 }
@@ -595,7 +662,7 @@ impl Node {
 
     /// Ids of the sessions this node knows (owned, backed up, tombstones, promises).
     pub fn session_ids(&self) -> impl Iterator<Item = &str> {
-        self.sessions.keys().map(String::as_str)
+        self.sessions.keys()
     }
 
     /// Ids of the live sessions this node owns.
@@ -605,15 +672,15 @@ impl Node {
             .filter(|(_, r)| {
                 r.owner.is_some() && matches!(r.copy, Some(Snapshot { body: Body::Live { .. }, .. }))
             })
-            .map(|(k, _)| k.as_str())
+            .map(|(k, _)| k)
     }
 
     /// Every stored copy, cheaply: `(session, epoch, version, owned by this node)`. Tombstones
     /// included; promises without data are not.
     pub fn copies(&self) -> impl Iterator<Item = (&str, &Epoch, Version, bool)> {
-        self.sessions.iter().filter_map(|(k, r)| {
-            r.copy.as_ref().map(|c| (k.as_str(), &c.epoch, c.version, r.owner.is_some()))
-        })
+        self.sessions
+            .iter()
+            .filter_map(|(k, r)| r.copy.as_ref().map(|c| (k, &c.epoch, c.version, r.owner.is_some())))
     }
 
     /// What this node holds about `session`.
@@ -632,11 +699,11 @@ impl Node {
             Some(c) => {
                 let (attrs, inv) = match &c.body {
                     Body::Live { attrs, .. } => (attrs.clone(), false),
-                    Body::Tombstone => (Arc::new(Attributes::new()), true),
+                    Body::Tombstone => (Attributes::new(), true),
                 };
                 (Some(c.epoch.clone()), c.version, attrs, inv, max_inactive_of(c))
             }
-            None => (None, 0, Arc::new(Attributes::new()), false, Duration::ZERO),
+            None => (None, 0, Attributes::new(), false, Duration::ZERO),
         };
         let backups = rec
             .owner
@@ -796,11 +863,7 @@ impl Node {
         }
         let epoch = Epoch::new(promised_term + 1, self.me.clone(), self.incarnation);
         let max_inactive_ms = u64::try_from(max_inactive.as_millis()).unwrap_or(u64::MAX);
-        let copy = Snapshot {
-            epoch: epoch.clone(),
-            version: 1,
-            body: Body::Live { attrs: Arc::new(attrs), max_inactive_ms },
-        };
+        let copy = Snapshot { epoch: epoch.clone(), version: 1, body: Body::Live { attrs, max_inactive_ms } };
         let mut rec = Record::empty(now);
         rec.promised = Some(epoch.clone());
         rec.copy = Some(copy);
@@ -876,7 +939,6 @@ impl Node {
         let payload = match kind {
             WriteKind::Changes(changes) => {
                 if let Body::Live { attrs, .. } = &mut copy.body {
-                    let attrs = Arc::make_mut(attrs);
                     for c in &changes {
                         c.apply(attrs);
                     }
@@ -930,11 +992,19 @@ impl Node {
         }
         let needed = k.min(u32::try_from(live).unwrap_or(u32::MAX));
         o.waiting.push(id);
+        let deadline = now + self.request_timeout;
         self.writes.insert(
             id,
-            PendingWrite { session: session.to_owned(), epoch, version, needed, acks: BTreeSet::new() },
+            PendingWrite {
+                session: session.to_owned(),
+                epoch,
+                version,
+                needed,
+                acks: BTreeSet::new(),
+                deadline,
+            },
         );
-        self.timers.insert((now + self.request_timeout, Timer::Write(id)));
+        self.timers.insert((deadline, Timer::Write(id)));
     }
 
     fn get(&mut self, now: Instant, id: RequestId, session: String, want_attrs: bool) {
@@ -1198,7 +1268,8 @@ impl Node {
         rec.last_heard = self.last_run;
         self.fenced += 1;
         for id in o.waiting {
-            if self.writes.remove(&id).is_some() {
+            if let Some(w) = self.writes.remove(&id) {
+                self.timers.remove(&(w.deadline, Timer::Write(id)));
                 self.out.outcome(id, Outcome::Fenced { epoch: higher.clone() });
             }
         }
@@ -1444,6 +1515,8 @@ impl Node {
                 return;
             }
         }
+        // The stored epochs share the peer's name instead of each holding the decoded copy.
+        let epoch = Epoch { node: from.clone(), ..epoch };
         if !self.admit(now, from, &session, &epoch) {
             return;
         }
@@ -1466,7 +1539,6 @@ impl Node {
             Payload::Delta { base_version, version, changes } => {
                 if same_epoch && stored_version == *base_version {
                     if let Some(Snapshot { body: Body::Live { attrs, .. }, version: v, .. }) = &mut rec.copy {
-                        let attrs = Arc::make_mut(attrs);
                         for c in changes {
                             c.apply(attrs);
                         }
@@ -1525,6 +1597,7 @@ impl Node {
             if w.acks.len() >= w.needed as usize {
                 let acks = u32::try_from(w.acks.len()).unwrap_or(u32::MAX);
                 if let Some(w) = self.writes.remove(&id) {
+                    self.timers.remove(&(w.deadline, Timer::Write(id)));
                     self.out.outcome(id, Outcome::Replicated { epoch: w.epoch, version: w.version, acks });
                 }
             } else {
@@ -1580,7 +1653,9 @@ impl Node {
         if epoch.node != *from {
             return None;
         }
-        if !self.admit(now, from, session, epoch) {
+        // The promise kept shares the peer's name, as in `on_replicate`.
+        let epoch = Epoch { node: from.clone(), ..epoch.clone() };
+        if !self.admit(now, from, session, &epoch) {
             return None;
         }
         let rec = self.sessions.get_mut(session)?;
@@ -1973,7 +2048,7 @@ impl Node {
             Some(c) => self.sessions.range::<str, _>((Bound::Excluded(c), Bound::Unbounded)),
             None => self.sessions.range::<str, _>((Bound::Unbounded, Bound::Unbounded)),
         };
-        range.take(n).map(|(k, _)| k.clone()).collect()
+        range.take(n).map(|(k, _)| k.to_owned()).collect()
     }
 
     fn maintain(&mut self, now: Instant, session: &str) {
@@ -2327,6 +2402,16 @@ mod tests {
     }
 
     #[test]
+    fn an_acknowledged_write_leaves_no_timer_behind() {
+        let mut cl = Cluster::new(&["a", "b"], 1);
+        create(&mut cl, "a", 1, "s", Ack::Sync { backups: 1 });
+        cl.pump();
+        assert!(matches!(cl.outcome(1), Some(Outcome::Replicated { .. })), "{:?}", cl.outcome(1));
+        let writes = cl.nodes[&id("a")].timers.iter().filter(|(_, t)| matches!(t, Timer::Write(_))).count();
+        assert_eq!(writes, 0, "the write's timeout stays until it expires");
+    }
+
+    #[test]
     fn sync_create_without_live_backup_is_unreplicated() {
         let c = cfg(&["a", "b"], 1);
         let now = Instant::now();
@@ -2611,7 +2696,7 @@ mod tests {
         let e1 = Epoch::new(1, id("a"), 1);
         let full = Payload::Full {
             version: 4,
-            body: Body::Live { attrs: Arc::new(attrs(&[("x", b"1")])), max_inactive_ms: 1000 },
+            body: Body::Live { attrs: attrs(&[("x", b"1")]), max_inactive_ms: 1000 },
         };
         b.handle_input(
             now,
@@ -2821,7 +2906,7 @@ mod tests {
         let b = cl.nodes.get_mut(&id("b")).unwrap();
         let full = Payload::Full {
             version: 1,
-            body: Body::Live { attrs: Arc::new(Attributes::new()), max_inactive_ms: 1000 },
+            body: Body::Live { attrs: Attributes::new(), max_inactive_ms: 1000 },
         };
         b.handle_input(
             now,
@@ -3030,7 +3115,7 @@ mod model_tests {
                                 match got {
                                     Outcome::Found { version, attrs, epoch } => {
                                         prop_assert_eq!(version, m.version);
-                                        prop_assert_eq!(&*attrs, &m.attrs);
+                                        prop_assert_eq!(&attrs, &m.attrs);
                                         prop_assert_eq!(&epoch.node, &id(n));
                                     }
                                     other => prop_assert!(false, "get gave {:?}", other),
@@ -3075,7 +3160,7 @@ mod model_tests {
                         let v = cl.session(n, s).unwrap();
                         prop_assert_eq!(v.version, m.version, "{} on {}", s, n);
                         prop_assert_eq!(v.invalidated, m.invalidated);
-                        prop_assert_eq!(&*v.attrs, &m.attrs);
+                        prop_assert_eq!(&v.attrs, &m.attrs);
                         let role = if id(n) == m.owner { Role::Owner } else if m.invalidated { Role::None } else { Role::Backup };
                         prop_assert_eq!(v.role, role, "{} on {}", s, n);
                     }
@@ -3275,7 +3360,7 @@ mod edge_tests {
             .collect();
         assert_eq!(owners, vec![owner.as_str()], "{:?}", cl.session("a", "s"));
         let v = cl.session(owner.as_str(), "s").unwrap();
-        assert_eq!((v.version, v.attrs.get("k").map(Vec::as_slice)), (1, Some(&b"v1"[..])));
+        assert_eq!((v.version, v.attrs.get("k")), (1, Some(&b"v1"[..])));
         assert_eq!(v.backups, vec![(backup.clone(), true)]);
         let b = cl.session(backup.as_str(), "s").unwrap();
         assert_eq!((b.role, b.epoch, b.version), (Role::Backup, v.epoch, 1));

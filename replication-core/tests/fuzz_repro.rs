@@ -124,7 +124,7 @@ impl World {
         let cmd = match op % 6 {
             0 => {
                 let mut attrs = Attributes::new();
-                attrs.insert("k".into(), vec![v]);
+                attrs.insert("k", vec![v]);
                 Command::Create { session, attrs, max_inactive: Duration::from_secs(60), ack }
             }
             1 => Command::Update {

@@ -451,20 +451,14 @@ impl Driver {
 
     /// The session as reads see it: the engine's state plus staged changes, at the logical
     /// version.
-    fn apply_overlay(
-        &self,
-        session: &str,
-        version: Version,
-        attrs: Arc<Attributes>,
-    ) -> (Version, Arc<Attributes>) {
+    fn apply_overlay(&self, session: &str, version: Version, mut attrs: Attributes) -> (Version, Attributes) {
         let offset = self.offsets.get(session).copied().unwrap_or(0);
         match self.overlays.get(session) {
             Some(o) if o.commits > 0 => {
-                let mut a = (*attrs).clone();
                 for c in &o.changes {
-                    c.apply(&mut a);
+                    c.apply(&mut attrs);
                 }
-                (version + offset + o.commits, Arc::new(a))
+                (version + offset + o.commits, attrs)
             }
             _ => (version + offset, attrs),
         }

@@ -399,7 +399,7 @@ impl Client {
         match self.call(make, self.write_wait()).await? {
             Reply::Created { id, outcome } => {
                 let c = commit_of(outcome)?;
-                Ok((Session::loaded(id, c.version, Arc::new(attrs)), c))
+                Ok((Session::loaded(id, c.version, attrs), c))
             }
             Reply::Failed(e) => Err(e),
             _ => Err(Error::ShuttingDown),

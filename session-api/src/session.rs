@@ -2,7 +2,6 @@
 //! local changes, written back by [`crate::SessionManager::commit`].
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use replication_core::{Attributes, Change, Version};
 use serde::Serialize;
@@ -19,7 +18,7 @@ use crate::error::{Error, Result};
 pub struct Session {
     id: String,
     version: Version,
-    base: Arc<Attributes>,
+    base: Attributes,
     /// Local changes: `Some(value)` set, `None` removed.
     changes: BTreeMap<String, Option<Vec<u8>>>,
     cleared: bool,
@@ -32,7 +31,7 @@ impl Session {
         Session {
             id,
             version: 0,
-            base: Arc::new(Attributes::new()),
+            base: Attributes::new(),
             changes: BTreeMap::new(),
             cleared: false,
             is_new: true,
@@ -40,7 +39,7 @@ impl Session {
         }
     }
 
-    pub(crate) fn loaded(id: String, version: Version, attrs: Arc<Attributes>) -> Self {
+    pub(crate) fn loaded(id: String, version: Version, attrs: Attributes) -> Self {
         Session { version, base: attrs, is_new: false, ..Session::new(id) }
     }
 
@@ -74,7 +73,7 @@ impl Session {
         match self.changes.get(name) {
             Some(v) => v.as_deref(),
             None if self.cleared => None,
-            None => self.base.get(name).map(Vec::as_slice),
+            None => self.base.get(name),
         }
     }
 
@@ -130,15 +129,14 @@ impl Session {
 
     /// Every attribute with local changes applied.
     pub fn attributes(&self) -> Attributes {
-        self.attributes_iter().map(|(k, v)| (k.to_owned(), v.to_vec())).collect()
+        self.attributes_iter().collect()
     }
 
     fn attributes_iter(&self) -> impl Iterator<Item = (&str, &[u8])> {
         let base = (!self.cleared)
             .then(|| self.base.iter().filter(|(k, _)| !self.changes.contains_key(*k)))
             .into_iter()
-            .flatten()
-            .map(|(k, v)| (k.as_str(), v.as_slice()));
+            .flatten();
         let set = self.changes.iter().filter_map(|(k, v)| v.as_deref().map(|v| (k.as_str(), v)));
         let mut all: Vec<(&str, &[u8])> = base.chain(set).collect();
         all.sort_unstable_by(|a, b| a.0.cmp(b.0));
@@ -174,7 +172,7 @@ impl Session {
     /// After a successful commit: the changes become the base at `version`.
     pub(crate) fn committed(&mut self, version: Version) {
         let attrs = self.attributes();
-        self.base = Arc::new(attrs);
+        self.base = attrs;
         self.changes.clear();
         self.cleared = false;
         self.is_new = false;
@@ -195,9 +193,9 @@ mod tests {
     #[test]
     fn local_changes_overlay_the_base() {
         let mut base = Attributes::new();
-        base.insert("a".into(), b"1".to_vec());
-        base.insert("b".into(), b"2".to_vec());
-        let mut s = Session::loaded("s".into(), 3, Arc::new(base));
+        base.insert("a", b"1");
+        base.insert("b", b"2");
+        let mut s = Session::loaded("s".into(), 3, base);
         s.set_bytes("c", b"3".to_vec()).expect("live");
         assert!(s.remove("a").expect("live"));
         assert_eq!(s.keys(), vec!["b", "c"]);

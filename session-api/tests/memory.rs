@@ -373,5 +373,5 @@ async fn replication_lag_is_the_age_of_the_oldest_unacknowledged_change() {
     })
     .await;
     let v = b.view(s.id()).await.expect("view").expect("b holds a copy");
-    assert_eq!(v.attrs.get("k").map(|x| x.as_slice()), Some(&rmp_serde::to_vec("w").expect("encode")[..]));
+    assert_eq!(v.attrs.get("k"), Some(&rmp_serde::to_vec("w").expect("encode")[..]));
 }

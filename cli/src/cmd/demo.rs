@@ -108,8 +108,8 @@ impl Progress {
 
 fn attrs_for(i: u32) -> Attributes {
     let mut a = Attributes::new();
-    a.insert("user".into(), format!("user-{i}").into_bytes());
-    a.insert("cart".into(), format!("item-{}", i % 97).into_bytes());
+    a.insert("user", format!("user-{i}").into_bytes());
+    a.insert("cart", format!("item-{}", i % 97).into_bytes());
     a
 }
 

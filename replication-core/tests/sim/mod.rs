@@ -591,7 +591,7 @@ impl Sim {
                     }
                 }
                 if matches!(p.kind, Kind::FinalGet) {
-                    self.final_found.insert(p.session.clone(), Some((**attrs).clone()));
+                    self.final_found.insert(p.session.clone(), Some(attrs.clone()));
                 }
             }
             (Kind::FinalGet, other) => {
