@@ -440,4 +440,31 @@ mod tests {
         let back: Attributes = rmp_serde::from_slice(&dup).expect("decode");
         assert_eq!(back.iter().collect::<Vec<_>>(), [("k", &[2][..])]);
     }
+
+    proptest::proptest! {
+        /// Any sequence of inserts and removes (long names and values included, so lengths
+        /// take several LEB128 bytes) leaves the same entries as a `BTreeMap`, and the
+        /// MessagePack round trip keeps them.
+        #[test]
+        fn any_operations_match_a_btreemap(
+            ops in proptest::collection::vec(
+                (0u8..6, proptest::option::of(proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300)), 0usize..200),
+                0..40,
+            )
+        ) {
+            let mut a = Attributes::new();
+            let mut m = BTreeMap::new();
+            for (key, value, pad) in ops {
+                let name = format!("{key}{}", "n".repeat(pad));
+                match value {
+                    Some(v) => proptest::prop_assert_eq!(a.insert(&name, &v), m.insert(name, v).is_some()),
+                    None => proptest::prop_assert_eq!(a.remove(&name), m.remove(&name).is_some()),
+                }
+                proptest::prop_assert_eq!(&model(&a), &m);
+                proptest::prop_assert_eq!(a.len(), m.len());
+            }
+            let back: Attributes = rmp_serde::from_slice(&rmp_serde::to_vec(&a).expect("encode")).expect("decode");
+            proptest::prop_assert_eq!(back, a);
+        }
+    }
 }
