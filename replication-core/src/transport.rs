@@ -9,6 +9,13 @@
 //! The protocol tolerates lost messages (it retransmits and resynchronises), so a transport
 //! whose queue to a peer is full refuses the message with [`Error::QueueFull`] rather than
 //! blocking the driver: blocking there could deadlock two nodes sending to each other.
+//!
+//! Control traffic (`ordering_key() == None`: heartbeats, leave announcements) has its own
+//! small bounded queue per peer ([`TransportSettings::control_queue_capacity`]), apart from
+//! the data queue ([`TransportSettings::queue_capacity`]), and the transport serves it first.
+//! A flood of session data that fills the data queue therefore never makes the transport
+//! refuse or hold back a heartbeat (which would make the peer declare this node dead): at
+//! most the data already being written (one write) goes out before a queued control message.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,7 +30,9 @@ use crate::error::Error;
 pub trait WireMessage: Serialize + DeserializeOwned + Send + Sync + 'static {
     /// Messages with the same key are delivered in the order sent; messages with different
     /// keys may overtake one another (QUIC carries them on different streams, so one slow
-    /// session does not hold up the others). `None` is control traffic, ordered among itself.
+    /// session does not hold up the others). `None` is control traffic, ordered among itself;
+    /// it may overtake keyed messages (it has its own queue, served first; see the module
+    /// documentation).
     fn ordering_key(&self) -> Option<u64>;
 }
 
@@ -60,7 +69,9 @@ pub trait Transport<M: WireMessage>: Send + Sync + 'static {
 
     /// Queues `msg` for `to` without waiting. Fails with [`Error::QueueFull`] when the peer's
     /// bounded queue is full, [`Error::UnknownPeer`] for a node outside the domain, and
-    /// [`Error::Closed`] after shutdown; the message is dropped in each case.
+    /// [`Error::Closed`] after shutdown; the message is dropped in each case. Control messages
+    /// (`ordering_key() == None`) go to the peer's control queue, keyed ones to its data
+    /// queue: a full data queue does not refuse control messages.
     fn try_send(&self, to: &NodeId, msg: M) -> Result<(), Error>;
 
     /// Queues `msg` for `to`, waiting for room in the peer's queue (backpressure).
@@ -123,8 +134,12 @@ pub struct TransportSettings {
     pub security: Security,
     /// Largest frame payload sent or accepted, in bytes (default 16 MiB).
     pub max_frame: usize,
-    /// Messages queued per peer before `try_send` reports `QueueFull` (default 1024).
+    /// Keyed (data) messages queued per peer before `try_send` reports `QueueFull` (default
+    /// 1024; QUIC has one such queue per data stream).
     pub queue_capacity: usize,
+    /// Control messages (`ordering_key() == None`) queued per peer, apart from the data, before
+    /// `try_send` reports `QueueFull` (default 64). The writer serves this queue first.
+    pub control_queue_capacity: usize,
     /// How long a new connection has to finish TLS and the Hello exchange (default 5 s).
     pub handshake_timeout: Duration,
     /// Connections still in their handshake at any time; more are dropped at once (default 64).
@@ -153,6 +168,7 @@ impl TransportSettings {
             security,
             max_frame: crate::wire::DEFAULT_MAX_FRAME,
             queue_capacity: 1024,
+            control_queue_capacity: 64,
             handshake_timeout: Duration::from_secs(5),
             max_unauthenticated: 64,
             reconnect_min: Duration::from_millis(50),
@@ -179,9 +195,14 @@ impl TransportSettings {
                 u32::MAX
             )));
         }
-        if self.queue_capacity == 0 || self.max_unauthenticated == 0 || self.event_capacity == 0 {
+        if self.queue_capacity == 0
+            || self.control_queue_capacity == 0
+            || self.max_unauthenticated == 0
+            || self.event_capacity == 0
+        {
             return Err(Error::Settings(
-                "queue_capacity, max_unauthenticated and event_capacity must be at least 1".into(),
+                "queue_capacity, control_queue_capacity, max_unauthenticated and event_capacity must be at least 1"
+                    .into(),
             ));
         }
         if self.reconnect_min.is_zero() || self.reconnect_max < self.reconnect_min {
@@ -267,6 +288,9 @@ mod tests {
         z.queue_capacity = 0;
         assert!(z.check().is_err());
         z.queue_capacity = 1;
+        z.control_queue_capacity = 0;
+        assert!(z.check().is_err());
+        z.control_queue_capacity = 1;
         z.max_frame = 10;
         assert!(z.check().is_err());
     }

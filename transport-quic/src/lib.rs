@@ -9,10 +9,13 @@
 //! way) runs on the first bidirectional stream, which then carries control traffic
 //! (`ordering_key() == None`). Messages with a key `k` travel on long-lived unidirectional
 //! stream `k % DATA_STREAMS`, so independent sessions do not block each other on loss, while
-//! each key keeps its order. Each stream has its own bounded queue (of
-//! [`TransportSettings::queue_capacity`] messages, so up to `DATA_STREAMS + 1` times that per
+//! each key keeps its order. Each data stream has its own bounded queue (of
+//! [`TransportSettings::queue_capacity`] messages, so up to `DATA_STREAMS` times that per
 //! peer) and its own writer task: a stream waiting for flow-control credit does not hold up
 //! the others. Messages queued together on a stream go out as one Batch frame in one write.
+//! The control stream's queue is small ([`TransportSettings::control_queue_capacity`]) and
+//! the control stream has a higher QUIC send priority than the data streams, so a flood of
+//! session data neither fills it nor holds heartbeats back.
 //!
 //! [`Security::Insecure`] still speaks TLS (QUIC requires it) but with a throwaway
 //! self-signed certificate and no verification; it logs a warning.
@@ -76,6 +79,9 @@ pub enum Error {
     #[error("QUIC crypto configuration: {0}")]
     Crypto(String),
 }
+
+/// QUIC send priority of the control stream (data streams keep the default, 0).
+const CONTROL_PRIORITY: i32 = 1;
 
 /// Bytes a writer gathers into one round of writes.
 const WRITE_BATCH_BYTES: usize = 256 * 1024;
@@ -196,8 +202,10 @@ impl<M: WireMessage> QuicTransport<M> {
         let mut routes = HashMap::new();
         for n in cfg.nodes.iter().filter(|n| n.name != local) {
             let (queues, queue_rxs): (Vec<_>, Vec<_>) = (0..=DATA_STREAMS)
-                .map(|_| {
-                    let (tx, rx) = mpsc::channel(settings.queue_capacity);
+                .map(|i| {
+                    let capacity =
+                        if i == 0 { settings.control_queue_capacity } else { settings.queue_capacity };
+                    let (tx, rx) = mpsc::channel(capacity);
                     (tx, Arc::new(tokio::sync::Mutex::new(rx)))
                 })
                 .unzip();
@@ -689,6 +697,10 @@ async fn run_link<M: WireMessage>(
     events: &mpsc::Sender<TransportEvent<M>>,
 ) -> LinkEnd {
     let Link { conn, control_tx, control_rx } = link;
+    // Control traffic (heartbeats) goes out before data waiting on the connection.
+    if let Err(e) = control_tx.set_priority(CONTROL_PRIORITY) {
+        debug!(%peer, error = %e, "cannot raise the control stream's priority");
+    }
     let mut reader = AbortOnDrop(tokio::spawn(read_link(
         conn.clone(),
         control_rx,

@@ -7,6 +7,11 @@
 //! ([`replication_core::wire`]); when a peer's queue holds several messages they go out as one
 //! Batch frame in one write and one flush.
 //!
+//! Each peer has two queues: control messages (`ordering_key() == None`) in a small one, keyed
+//! messages in the data queue. The writer takes control messages first, whenever it starts a
+//! write and before each further message it adds to that write, so a heartbeat waits for at
+//! most one write already under way, never for the data backlog.
+//!
 //! ```no_run
 //! use std::sync::Arc;
 //! use replication_core::transport::{Security, Transport, TransportEvent, TransportSettings};
@@ -85,8 +90,33 @@ struct Shared {
 }
 
 struct Peer<M> {
+    /// Keyed messages, in the order sent.
     queue: mpsc::Sender<M>,
+    /// Control messages (`ordering_key() == None`), served before `queue`.
+    control: mpsc::Sender<M>,
     links: mpsc::Sender<Stream>,
+}
+
+impl<M> Peer<M> {
+    fn queue_for(&self, msg: &M) -> &mpsc::Sender<M>
+    where
+        M: WireMessage,
+    {
+        if msg.ordering_key().is_none() { &self.control } else { &self.queue }
+    }
+}
+
+/// The receiving ends of a peer's queues.
+struct Queues<M> {
+    data: mpsc::Receiver<M>,
+    control: mpsc::Receiver<M>,
+}
+
+impl<M> Queues<M> {
+    /// A queued message without waiting, control first.
+    fn try_next(&mut self) -> Option<M> {
+        self.control.try_recv().or_else(|_| self.data.try_recv()).ok()
+    }
 }
 
 /// A [`Transport`] over TCP (mutual TLS 1.3, or plain TCP with [`Security::Insecure`]).
@@ -150,11 +180,13 @@ impl<M: WireMessage> TcpTransport<M> {
         let mut tasks = JoinSet::new();
         let mut peers = HashMap::new();
         for n in cfg.nodes.iter().filter(|n| n.name != local) {
-            let (queue, queue_rx) = mpsc::channel(settings.queue_capacity);
+            let (queue, data) = mpsc::channel(settings.queue_capacity);
+            let (control, control_rx) = mpsc::channel(settings.control_queue_capacity);
             let (links, links_rx) = mpsc::channel(4);
             let dials = settings.dials(&n.name);
-            tasks.spawn(peer_task(shared.clone(), n.name.clone(), dials, queue_rx, links_rx, ev_tx.clone()));
-            peers.insert(n.name.clone(), Peer { queue, links });
+            let queues = Queues { data, control: control_rx };
+            tasks.spawn(peer_task(shared.clone(), n.name.clone(), dials, queues, links_rx, ev_tx.clone()));
+            peers.insert(n.name.clone(), Peer { queue, control, links });
         }
         let routes: HashMap<NodeId, mpsc::Sender<Stream>> =
             peers.iter().map(|(k, p): (&NodeId, &Peer<M>)| (k.clone(), p.links.clone())).collect();
@@ -198,14 +230,14 @@ impl<M: WireMessage> Transport<M> for TcpTransport<M> {
     }
 
     fn try_send(&self, to: &NodeId, msg: M) -> Result<(), replication_core::Error> {
-        self.peer(to)?.queue.try_send(msg).map_err(|e| match e {
+        self.peer(to)?.queue_for(&msg).try_send(msg).map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => replication_core::Error::QueueFull { peer: to.to_string() },
             mpsc::error::TrySendError::Closed(_) => replication_core::Error::Closed,
         })
     }
 
     async fn send(&self, to: &NodeId, msg: M) -> Result<(), replication_core::Error> {
-        self.peer(to)?.queue.send(msg).await.map_err(|_| replication_core::Error::Closed)
+        self.peer(to)?.queue_for(&msg).send(msg).await.map_err(|_| replication_core::Error::Closed)
     }
 
     async fn recv(&self) -> Option<TransportEvent<M>> {
@@ -495,7 +527,7 @@ async fn peer_task<M: WireMessage>(
     shared: Arc<Shared>,
     peer: NodeId,
     dials: bool,
-    mut queue: mpsc::Receiver<M>,
+    mut queues: Queues<M>,
     mut links: mpsc::Receiver<Stream>,
     events: mpsc::Sender<TransportEvent<M>>,
 ) {
@@ -539,7 +571,7 @@ async fn peer_task<M: WireMessage>(
         if events.send(TransportEvent::Connected(peer.clone())).await.is_err() {
             return;
         }
-        let end = run_link(&shared, &peer, stream, &mut queue, &mut links, &events, &mut enc).await;
+        let end = run_link(&shared, &peer, stream, &mut queues, &mut links, &events, &mut enc).await;
         info!(%peer, "m2m link down");
         let _ = events.send(TransportEvent::Disconnected(peer.clone())).await;
         match end {
@@ -573,7 +605,7 @@ async fn run_link<M: WireMessage>(
     shared: &Shared,
     peer: &NodeId,
     stream: Stream,
-    queue: &mut mpsc::Receiver<M>,
+    queues: &mut Queues<M>,
     links: &mut mpsc::Receiver<Stream>,
     events: &mpsc::Sender<TransportEvent<M>>,
     enc: &mut FrameEncoder,
@@ -582,12 +614,12 @@ async fn run_link<M: WireMessage>(
     let mut reader = AbortOnDrop(tokio::spawn(read_loop(rd, peer.clone(), events.clone(), shared.max_frame)));
     let mut stop = shared.shutdown.clone();
     loop {
-        tokio::select! {
+        let first = tokio::select! {
             biased;
             _ = wait_stop(&mut stop) => {
                 let flush = async {
                     enc.clear();
-                    while let Ok(m) = queue.try_recv() {
+                    while let Some(m) = queues.try_next() {
                         encode(enc, peer, &m);
                     }
                     if !enc.is_empty() {
@@ -610,26 +642,42 @@ async fn run_link<M: WireMessage>(
                 debug!(%peer, "a new connection replaces the link");
                 return LinkEnd::Replaced(s);
             }
-            m = queue.recv() => {
-                let Some(m) = m else { return LinkEnd::Stop };
-                enc.clear();
-                encode(enc, peer, &m);
-                while enc.len() < WRITE_BATCH_BYTES {
-                    match queue.try_recv() {
-                        Ok(m) => encode(enc, peer, &m),
-                        Err(_) => break,
-                    }
-                }
-                if enc.is_empty() {
-                    continue;
-                }
-                if let Err(e) = write_frames(&mut wr, enc.finish()).await {
-                    debug!(%peer, error = %e, "write failed");
-                    return LinkEnd::Failed;
-                }
-            }
+            // Control before data (the select is biased).
+            m = queues.control.recv() => m,
+            m = queues.data.recv() => m,
+        };
+        let Some(first) = first else { return LinkEnd::Stop };
+        if let Err(end) = write_batch(&mut wr, enc, peer, queues, first).await {
+            return end;
         }
     }
+}
+
+/// Writes `first` and what else is queued (control first, up to [`WRITE_BATCH_BYTES`]) in
+/// one write.
+async fn write_batch<M: WireMessage, W: AsyncWrite + Unpin>(
+    wr: &mut W,
+    enc: &mut FrameEncoder,
+    peer: &NodeId,
+    queues: &mut Queues<M>,
+    first: M,
+) -> Result<(), LinkEnd> {
+    enc.clear();
+    encode(enc, peer, &first);
+    while enc.len() < WRITE_BATCH_BYTES {
+        match queues.try_next() {
+            Some(m) => encode(enc, peer, &m),
+            None => break,
+        }
+    }
+    if enc.is_empty() {
+        return Ok(());
+    }
+    if let Err(e) = write_frames(wr, enc.finish()).await {
+        debug!(%peer, error = %e, "write failed");
+        return Err(LinkEnd::Failed);
+    }
+    Ok(())
 }
 
 fn encode<M: WireMessage>(enc: &mut FrameEncoder, peer: &NodeId, m: &M) {
