@@ -49,10 +49,9 @@ use replication_core::config::DomainConfig;
 use replication_core::transport::{
     Backoff, Security, Transport, TransportEvent, TransportSettings, WireMessage,
 };
-use replication_core::wire::{self, Frame, FrameEncoder, Hello, LEN_PREFIX, WireError, refusal};
+use replication_core::wire::{ByteSource, Frame, FrameDecoder, FrameEncoder, Hello, WireError, refusal};
 use replication_core::{NodeId, tls};
 use rustls::pki_types::CertificateDer;
-use tokio::io::{AsyncRead, AsyncReadExt, BufReader};
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
@@ -299,51 +298,15 @@ fn refused<M>(events: &mpsc::Sender<TransportEvent<M>>, peer: String, reason: St
     let _ = events.try_send(TransportEvent::Refused { peer, reason });
 }
 
-fn framing(e: &WireError) -> String {
-    format!("[{}] {e}", refusal::FRAMING)
-}
+/// A QUIC receive stream as the frame decoder's byte source.
+struct Source<'a>(&'a mut RecvStream);
 
-#[derive(Debug)]
-enum ReadError {
-    Io(std::io::Error),
-    Wire(WireError),
-}
-
-impl std::fmt::Display for ReadError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ReadError::Io(e) => write!(f, "{e}"),
-            ReadError::Wire(e) => f.write_str(&framing(e)),
-        }
+impl ByteSource for Source<'_> {
+    type Error = quinn::ReadError;
+    async fn read_into(&mut self, buf: &mut [u8]) -> Result<usize, quinn::ReadError> {
+        // `None`: the peer finished the stream.
+        Ok(self.0.read(buf).await?.unwrap_or(0))
     }
-}
-
-/// Reads one frame; `Ok(None)` on a clean end of stream between frames.
-async fn read_frame<R: AsyncRead + Unpin, T: serde::de::DeserializeOwned>(
-    r: &mut R,
-    buf: &mut Vec<u8>,
-    max_frame: usize,
-) -> Result<Option<Frame<T>>, ReadError> {
-    let mut header = [0u8; LEN_PREFIX];
-    let mut got = 0;
-    while got < LEN_PREFIX {
-        match r.read(&mut header[got..]).await.map_err(ReadError::Io)? {
-            0 if got == 0 => return Ok(None),
-            0 => return Err(ReadError::Wire(WireError::Truncated { buffered: got })),
-            n => got += n,
-        }
-    }
-    let len = wire::frame_len(header, max_frame).map_err(ReadError::Wire)?;
-    buf.clear();
-    buf.resize(len, 0);
-    if let Err(e) = r.read_exact(buf).await {
-        return Err(if e.kind() == std::io::ErrorKind::UnexpectedEof {
-            ReadError::Wire(WireError::Truncated { buffered: LEN_PREFIX })
-        } else {
-            ReadError::Io(e)
-        });
-    }
-    wire::decode_payload(buf).map(Some).map_err(ReadError::Wire)
 }
 
 fn peer_node(shared: &Shared, conn: &Connection) -> Option<NodeId> {
@@ -421,21 +384,16 @@ async fn accept_handshake(
         let who = authenticated.as_ref().map_or_else(|| addr.to_string(), |n| n.to_string());
         let (mut tx, mut rx) =
             conn.accept_bi().await.map_err(|e| (who.clone(), format!("handshake failed: {e}")))?;
-        let mut buf = Vec::new();
-        let hello =
-            match read_frame::<_, ()>(&mut rx, &mut buf, shared.max_frame.min(wire::MAX_HANDSHAKE_FRAME))
-                .await
-            {
-                Ok(Some(Frame::Hello(h))) => h,
-                Ok(Some(other)) => {
-                    return Err((
-                        who,
-                        framing(&WireError::Unexpected { expected: "hello", got: other.kind() }),
-                    ));
-                }
-                Ok(None) => return Err((who, "closed before its hello".into())),
-                Err(e) => return Err((who, e.to_string())),
-            };
+        let mut dec = FrameDecoder::handshake(shared.max_frame);
+        let hello = match dec.read_frame::<(), _>(&mut Source(&mut rx)).await {
+            Ok(Ok(Some(Frame::Hello(h)))) => h,
+            Ok(Ok(Some(other))) => {
+                return Err((who, WireError::Unexpected { expected: "hello", got: other.kind() }.reason()));
+            }
+            Ok(Ok(None)) => return Err((who, "closed before its hello".into())),
+            Ok(Err(e)) => return Err((who, e.reason())),
+            Err(e) => return Err((who, e.to_string())),
+        };
         let mut enc = FrameEncoder::new(shared.max_frame);
         if let Err(r) = hello.check(&shared.cfg, &shared.local, authenticated.as_ref()) {
             let reason = r.to_string();
@@ -502,11 +460,9 @@ async fn dial(shared: &Shared, peer: &NodeId) -> Result<Link, DialError> {
             tx.write_all(enc.finish())
                 .await
                 .map_err(|e| DialError::Refused(format!("handshake failed: {e}")))?;
-            let mut buf = Vec::new();
-            match read_frame::<_, ()>(&mut rx, &mut buf, shared.max_frame.min(wire::MAX_HANDSHAKE_FRAME))
-                .await
-            {
-                Ok(Some(Frame::Hello(h))) => {
+            let mut dec = FrameDecoder::handshake(shared.max_frame);
+            match dec.read_frame::<(), _>(&mut Source(&mut rx)).await {
+                Ok(Ok(Some(Frame::Hello(h)))) => {
                     if &h.node != peer {
                         return Err(DialError::Refused(format!(
                             "[{}] dialed `{peer}` at {}, but `{}` answered",
@@ -520,14 +476,16 @@ async fn dial(shared: &Shared, peer: &NodeId) -> Result<Link, DialError> {
                         .map_err(|r| DialError::Refused(r.to_string()))?;
                     Ok(Link { conn: conn.clone(), control_tx: tx, control_rx: rx })
                 }
-                Ok(Some(Frame::Refuse(reason))) => {
+                Ok(Ok(Some(Frame::Refuse(reason)))) => {
                     Err(DialError::Refused(format!("refused by the peer: {reason}")))
                 }
-                Ok(Some(other)) => Err(DialError::Refused(framing(&WireError::Unexpected {
-                    expected: "hello",
-                    got: other.kind(),
-                }))),
-                Ok(None) => Err(DialError::Refused("the peer closed the stream during the handshake".into())),
+                Ok(Ok(Some(other))) => Err(DialError::Refused(
+                    WireError::Unexpected { expected: "hello", got: other.kind() }.reason(),
+                )),
+                Ok(Ok(None)) => {
+                    Err(DialError::Refused("the peer closed the stream during the handshake".into()))
+                }
+                Ok(Err(e)) => Err(DialError::Refused(format!("handshake failed: {}", e.reason()))),
                 Err(e) => Err(DialError::Refused(format!("handshake failed: {e}"))),
             }
         };
@@ -802,31 +760,30 @@ async fn read_link<M: WireMessage>(
 
 /// Reads one stream to its end; `Err(reason)` on a framing error.
 async fn read_stream<M: WireMessage>(
-    rx: RecvStream,
+    mut rx: RecvStream,
     peer: NodeId,
     events: mpsc::Sender<TransportEvent<M>>,
     max_frame: usize,
 ) -> Result<(), String> {
-    let mut rd = BufReader::with_capacity(64 * 1024, rx);
-    let mut buf = Vec::new();
+    let mut dec = FrameDecoder::new(max_frame);
     loop {
-        match read_frame::<_, M>(&mut rd, &mut buf, max_frame).await {
-            Ok(None) => return Ok(()),
-            Ok(Some(Frame::Batch(msgs))) => {
+        match dec.read_frame::<M, _>(&mut Source(&mut rx)).await {
+            Ok(Ok(None)) => return Ok(()),
+            Ok(Ok(Some(Frame::Batch(msgs)))) => {
                 for msg in msgs {
                     if events.send(TransportEvent::Message { from: peer.clone(), msg }).await.is_err() {
                         return Ok(());
                     }
                 }
             }
-            Ok(Some(other)) => {
-                return Err(framing(&WireError::Unexpected { expected: "batch", got: other.kind() }));
+            Ok(Ok(Some(other))) => {
+                return Err(WireError::Unexpected { expected: "batch", got: other.kind() }.reason());
             }
-            Err(ReadError::Io(e)) => {
+            Ok(Err(e)) => return Err(e.reason()),
+            Err(e) => {
                 debug!(%peer, error = %e, "stream read failed");
                 return Ok(());
             }
-            Err(e @ ReadError::Wire(_)) => return Err(e.to_string()),
         }
     }
 }

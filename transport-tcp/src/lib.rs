@@ -44,9 +44,9 @@ use replication_core::config::DomainConfig;
 use replication_core::transport::{
     Backoff, Security, Transport, TransportEvent, TransportSettings, WireMessage,
 };
-use replication_core::wire::{self, Frame, FrameEncoder, Hello, LEN_PREFIX, WireError, refusal};
+use replication_core::wire::{ByteSource, Frame, FrameDecoder, FrameEncoder, Hello, WireError, refusal};
 use replication_core::{NodeId, tls};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
@@ -269,52 +269,14 @@ fn refused<M>(events: &mpsc::Sender<TransportEvent<M>>, peer: String, reason: St
     let _ = events.try_send(TransportEvent::Refused { peer, reason });
 }
 
-/// A reason naming the framing rule.
-fn framing(e: &WireError) -> String {
-    format!("[{}] {e}", refusal::FRAMING)
-}
+/// A stream as the frame decoder's byte source.
+struct Source<'a, R>(&'a mut R);
 
-#[derive(Debug)]
-enum ReadError {
-    Io(std::io::Error),
-    Wire(WireError),
-}
-
-impl std::fmt::Display for ReadError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ReadError::Io(e) => write!(f, "{e}"),
-            ReadError::Wire(e) => f.write_str(&framing(e)),
-        }
+impl<R: AsyncRead + Unpin + Send> ByteSource for Source<'_, R> {
+    type Error = std::io::Error;
+    async fn read_into(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.0.read(buf).await
     }
-}
-
-/// Reads one frame; `Ok(None)` on a clean end of stream between frames.
-async fn read_frame<R: AsyncRead + Unpin, T: serde::de::DeserializeOwned>(
-    r: &mut R,
-    buf: &mut Vec<u8>,
-    max_frame: usize,
-) -> Result<Option<Frame<T>>, ReadError> {
-    let mut header = [0u8; LEN_PREFIX];
-    let mut got = 0;
-    while got < LEN_PREFIX {
-        match r.read(&mut header[got..]).await.map_err(ReadError::Io)? {
-            0 if got == 0 => return Ok(None),
-            0 => return Err(ReadError::Wire(WireError::Truncated { buffered: got })),
-            n => got += n,
-        }
-    }
-    let len = wire::frame_len(header, max_frame).map_err(ReadError::Wire)?;
-    buf.clear();
-    buf.resize(len, 0);
-    if let Err(e) = r.read_exact(buf).await {
-        return Err(if e.kind() == std::io::ErrorKind::UnexpectedEof {
-            ReadError::Wire(WireError::Truncated { buffered: LEN_PREFIX })
-        } else {
-            ReadError::Io(e)
-        });
-    }
-    wire::decode_payload(buf).map(Some).map_err(ReadError::Wire)
 }
 
 async fn write_frames<W: AsyncWrite + Unpin>(w: &mut W, bytes: &[u8]) -> std::io::Result<()> {
@@ -407,19 +369,17 @@ async fn accept_handshake(
             None => (Box::new(tcp), None),
         };
         let who = authenticated.as_ref().map_or_else(|| addr.to_string(), |n| n.to_string());
-        let mut buf = Vec::new();
-        let hello =
-            match read_frame::<_, ()>(&mut stream, &mut buf, shared.max_frame.min(wire::MAX_HANDSHAKE_FRAME))
-                .await
-            {
-                Ok(Some(Frame::Hello(h))) => h,
-                Ok(Some(other)) => {
-                    let e = WireError::Unexpected { expected: "hello", got: other.kind() };
-                    return Err((who, framing(&e)));
-                }
-                Ok(None) => return Err((who, "closed before its hello".into())),
-                Err(e) => return Err((who, e.to_string())),
-            };
+        let mut dec = FrameDecoder::handshake(shared.max_frame);
+        let hello = match dec.read_frame::<(), _>(&mut Source(&mut stream)).await {
+            Ok(Ok(Some(Frame::Hello(h)))) => h,
+            Ok(Ok(Some(other))) => {
+                let e = WireError::Unexpected { expected: "hello", got: other.kind() };
+                return Err((who, e.reason()));
+            }
+            Ok(Ok(None)) => return Err((who, "closed before its hello".into())),
+            Ok(Err(e)) => return Err((who, e.reason())),
+            Err(e) => return Err((who, e.to_string())),
+        };
         let mut enc = FrameEncoder::new(shared.max_frame);
         if let Err(r) = hello.check(&shared.cfg, &shared.local, authenticated.as_ref()) {
             let reason = r.to_string();
@@ -475,11 +435,9 @@ async fn dial(shared: &Shared, peer: &NodeId) -> Result<Stream, DialError> {
         write_frames(&mut stream, enc.finish())
             .await
             .map_err(|e| DialError::Refused(format!("handshake failed: {e}")))?;
-        let mut buf = Vec::new();
-        match read_frame::<_, ()>(&mut stream, &mut buf, shared.max_frame.min(wire::MAX_HANDSHAKE_FRAME))
-            .await
-        {
-            Ok(Some(Frame::Hello(h))) => {
+        let mut dec = FrameDecoder::handshake(shared.max_frame);
+        match dec.read_frame::<(), _>(&mut Source(&mut stream)).await {
+            Ok(Ok(Some(Frame::Hello(h)))) => {
                 if &h.node != peer {
                     return Err(DialError::Refused(format!(
                         "[{}] dialed `{peer}` at {}, but `{}` answered",
@@ -492,22 +450,21 @@ async fn dial(shared: &Shared, peer: &NodeId) -> Result<Stream, DialError> {
                 h.check(&shared.cfg, &shared.local, auth).map_err(|r| DialError::Refused(r.to_string()))?;
                 Ok(stream)
             }
-            Ok(Some(Frame::Refuse(reason))) => {
+            Ok(Ok(Some(Frame::Refuse(reason)))) => {
                 Err(DialError::Refused(format!("refused by the peer: {reason}")))
             }
-            Ok(Some(other)) => Err(DialError::Refused(framing(&WireError::Unexpected {
-                expected: "hello",
-                got: other.kind(),
-            }))),
-            Ok(None) => Err(DialError::Refused("the peer closed the connection during the handshake".into())),
+            Ok(Ok(Some(other))) => Err(DialError::Refused(
+                WireError::Unexpected { expected: "hello", got: other.kind() }.reason(),
+            )),
+            Ok(Ok(None)) => {
+                Err(DialError::Refused("the peer closed the connection during the handshake".into()))
+            }
+            Ok(Err(e)) => Err(DialError::Refused(format!("handshake failed: {}", e.reason()))),
             // In TLS 1.3 the acceptor checks our certificate after our side of the TLS
             // handshake is done: its verdict arrives as an alert on the first read.
-            Err(ReadError::Io(e)) if e.get_ref().is_some_and(|i| i.is::<rustls::Error>()) => {
-                Err(DialError::Refused(format!(
-                    "[{}] the peer refused the TLS handshake: {e}",
-                    refusal::CERTIFICATE
-                )))
-            }
+            Err(e) if e.get_ref().is_some_and(|i| i.is::<rustls::Error>()) => Err(DialError::Refused(
+                format!("[{}] the peer refused the TLS handshake: {e}", refusal::CERTIFICATE),
+            )),
             Err(e) => Err(DialError::Refused(format!("handshake failed: {e}"))),
         }
     };
@@ -686,35 +643,34 @@ fn encode<M: WireMessage>(enc: &mut FrameEncoder, peer: &NodeId, m: &M) {
     }
 }
 
-async fn read_loop<M: WireMessage, R: AsyncRead + Unpin>(
-    rd: R,
+async fn read_loop<M: WireMessage, R: AsyncRead + Unpin + Send>(
+    mut rd: R,
     peer: NodeId,
     events: mpsc::Sender<TransportEvent<M>>,
     max_frame: usize,
 ) {
-    let mut rd = BufReader::with_capacity(64 * 1024, rd);
-    let mut buf = Vec::new();
+    let mut dec = FrameDecoder::new(max_frame);
     loop {
-        match read_frame::<_, M>(&mut rd, &mut buf, max_frame).await {
-            Ok(None) => return,
-            Ok(Some(Frame::Batch(msgs))) => {
+        match dec.read_frame::<M, _>(&mut Source(&mut rd)).await {
+            Ok(Ok(None)) => return,
+            Ok(Ok(Some(Frame::Batch(msgs)))) => {
                 for msg in msgs {
                     if events.send(TransportEvent::Message { from: peer.clone(), msg }).await.is_err() {
                         return;
                     }
                 }
             }
-            Ok(Some(other)) => {
+            Ok(Ok(Some(other))) => {
                 let e = WireError::Unexpected { expected: "batch", got: other.kind() };
-                refused(&events, peer.to_string(), framing(&e));
+                refused(&events, peer.to_string(), e.reason());
                 return;
             }
-            Err(ReadError::Io(e)) => {
+            Ok(Err(e)) => {
+                refused(&events, peer.to_string(), e.reason());
+                return;
+            }
+            Err(e) => {
                 debug!(%peer, error = %e, "read failed");
-                return;
-            }
-            Err(e @ ReadError::Wire(_)) => {
-                refused(&events, peer.to_string(), e.to_string());
                 return;
             }
         }
