@@ -47,6 +47,16 @@ pub enum TransportEvent<M> {
         /// The message.
         msg: M,
     },
+    /// Messages from an authenticated peer of this domain, in the order sent: what one
+    /// received frame carried (never empty). `transport-tcp` and `transport-quic` deliver every
+    /// message this way, one event per frame rather than per message; a consumer handles both
+    /// this and [`TransportEvent::Message`].
+    Messages {
+        /// The sender, as named by its certificate.
+        from: NodeId,
+        /// The messages, in the order sent.
+        msgs: Vec<M>,
+    },
     /// A link to the peer is up (handshake done).
     Connected(NodeId),
     /// The link to the peer went down; the transport keeps reconnecting.
@@ -150,7 +160,8 @@ pub struct TransportSettings {
     pub reconnect_max: Duration,
     /// How long `shutdown` may spend flushing queued messages (default 2 s).
     pub shutdown_grace: Duration,
-    /// Received events buffered before readers wait for the application (default 4096).
+    /// Received events buffered before readers wait for the application (default 4096). One
+    /// event holds the messages of one received frame, at most `max_frame` bytes of them.
     pub event_capacity: usize,
     /// A TCP listener bound in advance (tests bind port 0, then write the domain file); when
     /// `None`, the TCP transport binds this node's address from the domain file.

@@ -322,6 +322,16 @@ impl Driver {
                 self.metrics.messages_received += 1;
                 self.input(Input::Message { from, msg });
             }
+            TransportEvent::Messages { from, msgs } => {
+                // A whole received frame (one event, one clock reading); outputs still go out
+                // after each message, as they did when every message was its own event.
+                self.metrics.messages_received += msgs.len() as u64;
+                let now = Instant::now();
+                for msg in msgs {
+                    self.node.handle_input(now, Input::Message { from: from.clone(), msg });
+                    self.drain();
+                }
+            }
             TransportEvent::Connected(n) => {
                 self.connected.insert(n.clone());
                 self.emit(NodeEvent::Connected(n));

@@ -770,10 +770,11 @@ async fn read_stream<M: WireMessage>(
         match dec.read_frame::<M, _>(&mut Source(&mut rx)).await {
             Ok(Ok(None)) => return Ok(()),
             Ok(Ok(Some(Frame::Batch(msgs)))) => {
-                for msg in msgs {
-                    if events.send(TransportEvent::Message { from: peer.clone(), msg }).await.is_err() {
-                        return Ok(());
-                    }
+                // One event per frame: one channel operation for the whole batch.
+                if !msgs.is_empty()
+                    && events.send(TransportEvent::Messages { from: peer.clone(), msgs }).await.is_err()
+                {
+                    return Ok(());
                 }
             }
             Ok(Ok(Some(other))) => {

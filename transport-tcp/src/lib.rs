@@ -26,8 +26,10 @@
 //! let t: TcpTransport<Message> = TcpTransport::start(settings).await?;
 //! t.try_send(&NodeId::new("app2"), Message::Heartbeat { incarnation: 1 })?;
 //! while let Some(ev) = t.recv().await {
-//!     if let TransportEvent::Message { from, msg } = ev {
-//!         println!("{from}: {msg:?}");
+//!     if let TransportEvent::Messages { from, msgs } = ev {
+//!         for msg in msgs {
+//!             println!("{from}: {msg:?}");
+//!         }
 //!     }
 //! }
 //! t.shutdown().await;
@@ -654,10 +656,11 @@ async fn read_loop<M: WireMessage, R: AsyncRead + Unpin + Send>(
         match dec.read_frame::<M, _>(&mut Source(&mut rd)).await {
             Ok(Ok(None)) => return,
             Ok(Ok(Some(Frame::Batch(msgs)))) => {
-                for msg in msgs {
-                    if events.send(TransportEvent::Message { from: peer.clone(), msg }).await.is_err() {
-                        return;
-                    }
+                // One event per frame: one channel operation for the whole batch.
+                if !msgs.is_empty()
+                    && events.send(TransportEvent::Messages { from: peer.clone(), msgs }).await.is_err()
+                {
+                    return;
                 }
             }
             Ok(Ok(Some(other))) => {
