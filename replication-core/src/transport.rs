@@ -71,6 +71,25 @@ pub enum TransportEvent<M> {
     },
 }
 
+impl<M> TransportEvent<M> {
+    /// The messages the event carries: 1 for [`TransportEvent::Message`], their number for
+    /// [`TransportEvent::Messages`], 0 for the others.
+    pub fn message_count(&self) -> usize {
+        match self {
+            TransportEvent::Message { .. } => 1,
+            TransportEvent::Messages { msgs, .. } => msgs.len(),
+            _ => 0,
+        }
+    }
+
+    /// What the event counts against a bound of `capacity` received messages waiting for
+    /// [`Transport::recv`] ([`TransportSettings::event_capacity`]): its message count, at most
+    /// `capacity` (so a frame larger than the bound still passes, alone).
+    pub fn credits(&self, capacity: usize) -> u32 {
+        u32::try_from(self.message_count().min(capacity)).unwrap_or(u32::MAX)
+    }
+}
+
 /// A carrier of messages between the nodes of one domain.
 #[async_trait::async_trait]
 pub trait Transport<M: WireMessage>: Send + Sync + 'static {
@@ -160,8 +179,9 @@ pub struct TransportSettings {
     pub reconnect_max: Duration,
     /// How long `shutdown` may spend flushing queued messages (default 2 s).
     pub shutdown_grace: Duration,
-    /// Received events buffered before readers wait for the application (default 4096). One
-    /// event holds the messages of one received frame, at most `max_frame` bytes of them.
+    /// Received messages buffered before readers wait for the application (default 4096),
+    /// however many events carry them (one event holds the messages of one received frame);
+    /// also the number of events buffered.
     pub event_capacity: usize,
     /// A TCP listener bound in advance (tests bind port 0, then write the domain file); when
     /// `None`, the TCP transport binds this node's address from the domain file.
@@ -304,6 +324,15 @@ mod tests {
         z.control_queue_capacity = 1;
         z.max_frame = 10;
         assert!(z.check().is_err());
+    }
+
+    #[test]
+    fn events_count_their_messages_against_the_bound() {
+        let one: TransportEvent<u8> = TransportEvent::Message { from: NodeId::new("a"), msg: 1 };
+        let many: TransportEvent<u8> = TransportEvent::Messages { from: NodeId::new("a"), msgs: vec![1; 10] };
+        let link: TransportEvent<u8> = TransportEvent::Connected(NodeId::new("a"));
+        assert_eq!((one.message_count(), many.message_count(), link.message_count()), (1, 10, 0));
+        assert_eq!((one.credits(4), many.credits(4), many.credits(64), link.credits(4)), (1, 4, 10, 0));
     }
 
     #[test]

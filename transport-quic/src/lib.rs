@@ -98,6 +98,10 @@ struct Shared {
     reconnect_max: Duration,
     grace: Duration,
     shutdown: watch::Receiver<bool>,
+    /// Received messages that may wait for `recv` ([`TransportSettings::event_capacity`]):
+    /// a reader takes an event's credits before queueing it, `recv` gives them back.
+    credit: Semaphore,
+    event_capacity: usize,
 }
 
 /// An established, authenticated link.
@@ -194,6 +198,8 @@ impl<M: WireMessage> QuicTransport<M> {
             reconnect_max: settings.reconnect_max,
             grace: settings.shutdown_grace,
             shutdown,
+            credit: Semaphore::new(settings.event_capacity.min(Semaphore::MAX_PERMITS)),
+            event_capacity: settings.event_capacity,
         });
         let (ev_tx, ev_rx) = mpsc::channel(settings.event_capacity);
         let mut tasks = JoinSet::new();
@@ -269,7 +275,11 @@ impl<M: WireMessage> Transport<M> for QuicTransport<M> {
     }
 
     async fn recv(&self) -> Option<TransportEvent<M>> {
-        self.events.lock().await.recv().await
+        let ev = self.events.lock().await.recv().await;
+        if let Some(ev) = &ev {
+            self.shared.credit.add_permits(ev.credits(self.shared.event_capacity) as usize);
+        }
+        ev
     }
 
     async fn shutdown(&self) {
@@ -647,7 +657,7 @@ async fn stream_writer<M: WireMessage>(
 }
 
 async fn run_link<M: WireMessage>(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     peer: &NodeId,
     link: Link,
     queues: &[SharedQueue<M>],
@@ -664,7 +674,7 @@ async fn run_link<M: WireMessage>(
         control_rx,
         peer.clone(),
         events.clone(),
-        shared.max_frame,
+        shared.clone(),
     )));
     // Dropping the set (link down, replaced) aborts the writers and frees their queues.
     let mut writers = JoinSet::new();
@@ -725,15 +735,15 @@ async fn read_link<M: WireMessage>(
     control: RecvStream,
     peer: NodeId,
     events: mpsc::Sender<TransportEvent<M>>,
-    max_frame: usize,
+    shared: Arc<Shared>,
 ) {
     let mut streams = JoinSet::new();
-    streams.spawn(read_stream(control, peer.clone(), events.clone(), max_frame));
+    streams.spawn(read_stream(control, peer.clone(), events.clone(), shared.clone()));
     loop {
         tokio::select! {
             s = conn.accept_uni() => match s {
                 Ok(s) => {
-                    streams.spawn(read_stream(s, peer.clone(), events.clone(), max_frame));
+                    streams.spawn(read_stream(s, peer.clone(), events.clone(), shared.clone()));
                 }
                 Err(e) => {
                     // Streams already received stay readable on a closed connection: drain
@@ -763,17 +773,20 @@ async fn read_stream<M: WireMessage>(
     mut rx: RecvStream,
     peer: NodeId,
     events: mpsc::Sender<TransportEvent<M>>,
-    max_frame: usize,
+    shared: Arc<Shared>,
 ) -> Result<(), String> {
-    let mut dec = FrameDecoder::new(max_frame);
+    let mut dec = FrameDecoder::new(shared.max_frame);
     loop {
         match dec.read_frame::<M, _>(&mut Source(&mut rx)).await {
             Ok(Ok(None)) => return Ok(()),
             Ok(Ok(Some(Frame::Batch(msgs)))) => {
                 // One event per frame: one channel operation for the whole batch.
-                if !msgs.is_empty()
-                    && events.send(TransportEvent::Messages { from: peer.clone(), msgs }).await.is_err()
-                {
+                if msgs.is_empty() {
+                    continue;
+                }
+                let ev = TransportEvent::Messages { from: peer.clone(), msgs };
+                let credit = shared.credit.acquire_many(ev.credits(shared.event_capacity)).await;
+                if credit.map(|c| c.forget()).is_err() || events.send(ev).await.is_err() {
                     return Ok(());
                 }
             }

@@ -89,6 +89,10 @@ struct Shared {
     reconnect_max: Duration,
     grace: Duration,
     shutdown: watch::Receiver<bool>,
+    /// Received messages that may wait for `recv` ([`TransportSettings::event_capacity`]):
+    /// a reader takes an event's credits before queueing it, `recv` gives them back.
+    credit: Semaphore,
+    event_capacity: usize,
 }
 
 struct Peer<M> {
@@ -177,6 +181,8 @@ impl<M: WireMessage> TcpTransport<M> {
             reconnect_max: settings.reconnect_max,
             grace: settings.shutdown_grace,
             shutdown,
+            credit: Semaphore::new(settings.event_capacity.min(Semaphore::MAX_PERMITS)),
+            event_capacity: settings.event_capacity,
         });
         let (ev_tx, ev_rx) = mpsc::channel(settings.event_capacity);
         let mut tasks = JoinSet::new();
@@ -243,7 +249,11 @@ impl<M: WireMessage> Transport<M> for TcpTransport<M> {
     }
 
     async fn recv(&self) -> Option<TransportEvent<M>> {
-        self.events.lock().await.recv().await
+        let ev = self.events.lock().await.recv().await;
+        if let Some(ev) = &ev {
+            self.shared.credit.add_permits(ev.credits(self.shared.event_capacity) as usize);
+        }
+        ev
     }
 
     async fn shutdown(&self) {
@@ -561,7 +571,7 @@ impl<T> Drop for AbortOnDrop<T> {
 }
 
 async fn run_link<M: WireMessage>(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     peer: &NodeId,
     stream: Stream,
     queues: &mut Queues<M>,
@@ -570,7 +580,7 @@ async fn run_link<M: WireMessage>(
     enc: &mut FrameEncoder,
 ) -> LinkEnd {
     let (rd, mut wr) = tokio::io::split(stream);
-    let mut reader = AbortOnDrop(tokio::spawn(read_loop(rd, peer.clone(), events.clone(), shared.max_frame)));
+    let mut reader = AbortOnDrop(tokio::spawn(read_loop(rd, peer.clone(), events.clone(), shared.clone())));
     let mut stop = shared.shutdown.clone();
     loop {
         let first = tokio::select! {
@@ -649,17 +659,20 @@ async fn read_loop<M: WireMessage, R: AsyncRead + Unpin + Send>(
     mut rd: R,
     peer: NodeId,
     events: mpsc::Sender<TransportEvent<M>>,
-    max_frame: usize,
+    shared: Arc<Shared>,
 ) {
-    let mut dec = FrameDecoder::new(max_frame);
+    let mut dec = FrameDecoder::new(shared.max_frame);
     loop {
         match dec.read_frame::<M, _>(&mut Source(&mut rd)).await {
             Ok(Ok(None)) => return,
             Ok(Ok(Some(Frame::Batch(msgs)))) => {
                 // One event per frame: one channel operation for the whole batch.
-                if !msgs.is_empty()
-                    && events.send(TransportEvent::Messages { from: peer.clone(), msgs }).await.is_err()
-                {
+                if msgs.is_empty() {
+                    continue;
+                }
+                let ev = TransportEvent::Messages { from: peer.clone(), msgs };
+                let credit = shared.credit.acquire_many(ev.credits(shared.event_capacity)).await;
+                if credit.map(|c| c.forget()).is_err() || events.send(ev).await.is_err() {
                     return;
                 }
             }
