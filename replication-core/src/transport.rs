@@ -9,6 +9,13 @@
 //! The protocol tolerates lost messages (it retransmits and resynchronises), so a transport
 //! whose queue to a peer is full refuses the message with [`Error::QueueFull`] rather than
 //! blocking the driver: blocking there could deadlock two nodes sending to each other.
+//!
+//! Control traffic (`ordering_key() == None`: heartbeats, leave announcements) has its own
+//! small bounded queue per peer ([`TransportSettings::control_queue_capacity`]), apart from
+//! the data queue ([`TransportSettings::queue_capacity`]), and the transport serves it first.
+//! A flood of session data that fills the data queue therefore never makes the transport
+//! refuse or hold back a heartbeat (which would make the peer declare this node dead): at
+//! most the data already being written (one write) goes out before a queued control message.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,7 +30,9 @@ use crate::error::Error;
 pub trait WireMessage: Serialize + DeserializeOwned + Send + Sync + 'static {
     /// Messages with the same key are delivered in the order sent; messages with different
     /// keys may overtake one another (QUIC carries them on different streams, so one slow
-    /// session does not hold up the others). `None` is control traffic, ordered among itself.
+    /// session does not hold up the others). `None` is control traffic, ordered among itself;
+    /// it may overtake keyed messages (it has its own queue, served first; see the module
+    /// documentation).
     fn ordering_key(&self) -> Option<u64>;
 }
 
@@ -37,6 +46,16 @@ pub enum TransportEvent<M> {
         from: NodeId,
         /// The message.
         msg: M,
+    },
+    /// Messages from an authenticated peer of this domain, in the order sent: what one
+    /// received frame carried (never empty). `transport-tcp` and `transport-quic` deliver every
+    /// message this way, one event per frame rather than per message; a consumer handles both
+    /// this and [`TransportEvent::Message`].
+    Messages {
+        /// The sender, as named by its certificate.
+        from: NodeId,
+        /// The messages, in the order sent.
+        msgs: Vec<M>,
     },
     /// A link to the peer is up (handshake done).
     Connected(NodeId),
@@ -52,6 +71,25 @@ pub enum TransportEvent<M> {
     },
 }
 
+impl<M> TransportEvent<M> {
+    /// The messages the event carries: 1 for [`TransportEvent::Message`], their number for
+    /// [`TransportEvent::Messages`], 0 for the others.
+    pub fn message_count(&self) -> usize {
+        match self {
+            TransportEvent::Message { .. } => 1,
+            TransportEvent::Messages { msgs, .. } => msgs.len(),
+            _ => 0,
+        }
+    }
+
+    /// What the event counts against a bound of `capacity` received messages waiting for
+    /// [`Transport::recv`] ([`TransportSettings::event_capacity`]): its message count, at most
+    /// `capacity` (so a frame larger than the bound still passes, alone).
+    pub fn credits(&self, capacity: usize) -> u32 {
+        u32::try_from(self.message_count().min(capacity)).unwrap_or(u32::MAX)
+    }
+}
+
 /// A carrier of messages between the nodes of one domain.
 #[async_trait::async_trait]
 pub trait Transport<M: WireMessage>: Send + Sync + 'static {
@@ -60,7 +98,9 @@ pub trait Transport<M: WireMessage>: Send + Sync + 'static {
 
     /// Queues `msg` for `to` without waiting. Fails with [`Error::QueueFull`] when the peer's
     /// bounded queue is full, [`Error::UnknownPeer`] for a node outside the domain, and
-    /// [`Error::Closed`] after shutdown; the message is dropped in each case.
+    /// [`Error::Closed`] after shutdown; the message is dropped in each case. Control messages
+    /// (`ordering_key() == None`) go to the peer's control queue, keyed ones to its data
+    /// queue: a full data queue does not refuse control messages.
     fn try_send(&self, to: &NodeId, msg: M) -> Result<(), Error>;
 
     /// Queues `msg` for `to`, waiting for room in the peer's queue (backpressure).
@@ -123,8 +163,12 @@ pub struct TransportSettings {
     pub security: Security,
     /// Largest frame payload sent or accepted, in bytes (default 16 MiB).
     pub max_frame: usize,
-    /// Messages queued per peer before `try_send` reports `QueueFull` (default 1024).
+    /// Keyed (data) messages queued per peer before `try_send` reports `QueueFull` (default
+    /// 1024; QUIC has one such queue per data stream).
     pub queue_capacity: usize,
+    /// Control messages (`ordering_key() == None`) queued per peer, apart from the data, before
+    /// `try_send` reports `QueueFull` (default 64). The writer serves this queue first.
+    pub control_queue_capacity: usize,
     /// How long a new connection has to finish TLS and the Hello exchange (default 5 s).
     pub handshake_timeout: Duration,
     /// Connections still in their handshake at any time; more are dropped at once (default 64).
@@ -135,7 +179,9 @@ pub struct TransportSettings {
     pub reconnect_max: Duration,
     /// How long `shutdown` may spend flushing queued messages (default 2 s).
     pub shutdown_grace: Duration,
-    /// Received events buffered before readers wait for the application (default 4096).
+    /// Received messages buffered before readers wait for the application (default 4096),
+    /// however many events carry them (one event holds the messages of one received frame);
+    /// also the number of events buffered.
     pub event_capacity: usize,
     /// A TCP listener bound in advance (tests bind port 0, then write the domain file); when
     /// `None`, the TCP transport binds this node's address from the domain file.
@@ -153,6 +199,7 @@ impl TransportSettings {
             security,
             max_frame: crate::wire::DEFAULT_MAX_FRAME,
             queue_capacity: 1024,
+            control_queue_capacity: 64,
             handshake_timeout: Duration::from_secs(5),
             max_unauthenticated: 64,
             reconnect_min: Duration::from_millis(50),
@@ -179,9 +226,14 @@ impl TransportSettings {
                 u32::MAX
             )));
         }
-        if self.queue_capacity == 0 || self.max_unauthenticated == 0 || self.event_capacity == 0 {
+        if self.queue_capacity == 0
+            || self.control_queue_capacity == 0
+            || self.max_unauthenticated == 0
+            || self.event_capacity == 0
+        {
             return Err(Error::Settings(
-                "queue_capacity, max_unauthenticated and event_capacity must be at least 1".into(),
+                "queue_capacity, control_queue_capacity, max_unauthenticated and event_capacity must be at least 1"
+                    .into(),
             ));
         }
         if self.reconnect_min.is_zero() || self.reconnect_max < self.reconnect_min {
@@ -267,8 +319,20 @@ mod tests {
         z.queue_capacity = 0;
         assert!(z.check().is_err());
         z.queue_capacity = 1;
+        z.control_queue_capacity = 0;
+        assert!(z.check().is_err());
+        z.control_queue_capacity = 1;
         z.max_frame = 10;
         assert!(z.check().is_err());
+    }
+
+    #[test]
+    fn events_count_their_messages_against_the_bound() {
+        let one: TransportEvent<u8> = TransportEvent::Message { from: NodeId::new("a"), msg: 1 };
+        let many: TransportEvent<u8> = TransportEvent::Messages { from: NodeId::new("a"), msgs: vec![1; 10] };
+        let link: TransportEvent<u8> = TransportEvent::Connected(NodeId::new("a"));
+        assert_eq!((one.message_count(), many.message_count(), link.message_count()), (1, 10, 0));
+        assert_eq!((one.credits(4), many.credits(4), many.credits(64), link.credits(4)), (1, 4, 10, 0));
     }
 
     #[test]

@@ -20,6 +20,11 @@
 //! over the limit, garbage, a truncated frame or a refused Hello is an error for that
 //! connection only.
 //!
+//! Both transports read their streams through [`FrameDecoder`]: it hands out room to read
+//! into, enforces the frame limit (and the smaller [`MAX_HANDSHAKE_FRAME`] during the
+//! handshake) as soon as a header arrives, and [`FrameDecoder::read_frame`] is the one read
+//! loop, over any stream implementing [`ByteSource`]. No I/O and no runtime here.
+//!
 //! ```
 //! use replication_core::wire::{Frame, FrameDecoder, FrameEncoder, DEFAULT_MAX_FRAME};
 //! use replication_core::Message;
@@ -280,6 +285,13 @@ pub enum WireError {
     Encode(String),
 }
 
+impl WireError {
+    /// The error as a refusal reason, naming the rule ([`refusal::FRAMING`]).
+    pub fn reason(&self) -> String {
+        format!("[{}] {self}", refusal::FRAMING)
+    }
+}
+
 /// Checks a frame header: the payload length it announces, or [`WireError::TooLarge`] /
 /// [`WireError::Empty`]. For readers that read the 4-byte prefix and then the payload.
 pub fn frame_len(header: [u8; LEN_PREFIX], max_frame: usize) -> Result<usize, WireError> {
@@ -320,42 +332,88 @@ pub fn decode_payload<M: DeserializeOwned>(payload: &[u8]) -> Result<Frame<M>, W
     }
 }
 
-/// Incremental decoder for a byte stream: feed bytes with [`FrameDecoder::extend`], take
-/// frames with [`FrameDecoder::next_frame`]. A frame over the limit is reported as soon as
-/// its header arrives, before its body is buffered.
+/// A byte stream a [`FrameDecoder`] reads from ([`FrameDecoder::read_frame`]). Each transport
+/// implements it for its stream (TLS over TCP, a QUIC receive stream), so the read loop is
+/// written once, here, without depending on any runtime.
+pub trait ByteSource {
+    /// The stream's error.
+    type Error;
+    /// Reads into `buf` like [`std::io::Read::read`]: how many bytes were read, 0 at the end
+    /// of the stream.
+    fn read_into(&mut self, buf: &mut [u8]) -> impl Future<Output = Result<usize, Self::Error>> + Send;
+}
+
+/// Room a stream reader offers the decoder per read ([`FrameDecoder::read_buf`]).
+pub const READ_CHUNK: usize = 64 * 1024;
+
+/// A decoder holding more than this many bytes of room while empty gives them back.
+const SHRINK_ABOVE: usize = 1024 * 1024;
+
+/// Incremental decoder for a byte stream, without I/O: feed bytes, take frames.
+///
+/// Feed it either by copying ([`FrameDecoder::extend`]) or by reading straight into it: a
+/// reader asks for room with [`FrameDecoder::read_buf`], reads into it and reports how much it
+/// got with [`FrameDecoder::filled`]; [`FrameDecoder::read_frame`] is that loop for any
+/// [`ByteSource`]. Take frames with [`FrameDecoder::next_frame`].
+///
+/// Limits: a frame over the limit is reported as soon as its 4-byte header arrives, before
+/// any room for its body is allocated; the buffer grows only with bytes actually received (a
+/// header alone allocates nothing), by at most [`READ_CHUNK`] per read, and holds at most
+/// about two frames. A decoder made with [`FrameDecoder::handshake`] caps frames at
+/// [`MAX_HANDSHAKE_FRAME`] and never reads past the frame it is decoding, so the bytes after
+/// the handshake frame stay in the stream for the link's own decoder.
 #[derive(Debug)]
 pub struct FrameDecoder {
+    /// Received bytes are `buf[start..end]`; `buf[end..]` is room for the next read.
     buf: Vec<u8>,
     start: usize,
+    end: usize,
     max_frame: usize,
+    /// Handshake mode: offer room only for the rest of the current frame.
+    exact: bool,
 }
 
 impl FrameDecoder {
     /// A decoder refusing frames larger than `max_frame`.
     pub fn new(max_frame: usize) -> Self {
-        FrameDecoder { buf: Vec::new(), start: 0, max_frame }
+        FrameDecoder { buf: Vec::new(), start: 0, end: 0, max_frame, exact: false }
+    }
+
+    /// A decoder for the handshake of a new connection: frames of at most `max_frame` and
+    /// [`MAX_HANDSHAKE_FRAME`] bytes, read one at a time without reading past the frame.
+    pub fn handshake(max_frame: usize) -> Self {
+        FrameDecoder { exact: true, ..FrameDecoder::new(max_frame.min(MAX_HANDSHAKE_FRAME)) }
     }
 
     /// Appends received bytes.
     pub fn extend(&mut self, bytes: &[u8]) {
-        if self.start > 0 && self.start == self.buf.len() {
-            self.buf.clear();
-            self.start = 0;
-        } else if self.start > 64 * 1024 && self.start * 2 > self.buf.len() {
-            self.buf.drain(..self.start);
-            self.start = 0;
-        }
-        self.buf.extend_from_slice(bytes);
+        self.reserve(bytes.len());
+        let end = self.end + bytes.len();
+        self.buf[self.end..end].copy_from_slice(bytes);
+        self.end = end;
+    }
+
+    /// Room to read into (at most [`READ_CHUNK`] bytes; in handshake mode exactly the bytes
+    /// the current frame still lacks); report what was read with [`FrameDecoder::filled`].
+    pub fn read_buf(&mut self) -> &mut [u8] {
+        let want = if self.exact { self.missing() } else { READ_CHUNK };
+        self.reserve(want);
+        &mut self.buf[self.end..self.end + want]
+    }
+
+    /// Records that the last read put `n` bytes at the start of [`FrameDecoder::read_buf`].
+    pub fn filled(&mut self, n: usize) {
+        self.end = (self.end + n).min(self.buf.len());
     }
 
     /// Bytes received but not yet decoded.
     pub fn buffered(&self) -> usize {
-        self.buf.len() - self.start
+        self.end - self.start
     }
 
     /// The next complete frame, `Ok(None)` when more bytes are needed.
     pub fn next_frame<M: DeserializeOwned>(&mut self) -> Result<Option<Frame<M>>, WireError> {
-        let rest = self.buf.get(self.start..).unwrap_or_default();
+        let rest = self.buf.get(self.start..self.end).unwrap_or_default();
         let Some((header, after)) = rest.split_first_chunk::<LEN_PREFIX>() else {
             return Ok(None);
         };
@@ -373,6 +431,60 @@ impl FrameDecoder {
         match self.buffered() {
             0 => Ok(()),
             buffered => Err(WireError::Truncated { buffered }),
+        }
+    }
+
+    /// Reads from `src` until a whole frame is buffered, and decodes it.
+    ///
+    /// The outer error is the stream's; the inner result is the decoder's: the frame,
+    /// `Ok(None)` when the stream ended cleanly between frames, or a [`WireError`] (including
+    /// [`WireError::Truncated`] for a stream that ended inside a frame).
+    pub async fn read_frame<M: DeserializeOwned, S: ByteSource>(
+        &mut self,
+        src: &mut S,
+    ) -> Result<Result<Option<Frame<M>>, WireError>, S::Error> {
+        loop {
+            match self.next_frame() {
+                Ok(None) => {}
+                decoded => return Ok(decoded),
+            }
+            match src.read_into(self.read_buf()).await? {
+                0 => return Ok(self.finish().map(|()| None)),
+                n => self.filled(n),
+            }
+        }
+    }
+
+    /// Bytes the current frame still lacks (its header, then its payload); at least 1.
+    fn missing(&self) -> usize {
+        let rest = self.buf.get(self.start..self.end).unwrap_or_default();
+        let need = match rest.split_first_chunk::<LEN_PREFIX>() {
+            None => LEN_PREFIX,
+            Some((header, _)) => LEN_PREFIX + (u32::from_be_bytes(*header) as usize).min(self.max_frame),
+        };
+        need.saturating_sub(rest.len()).max(1)
+    }
+
+    /// Makes room for `n` bytes after the received ones: moves those to the front when that
+    /// copies no more than has been consumed, grows the buffer otherwise.
+    fn reserve(&mut self, n: usize) {
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+            if self.buf.len() > SHRINK_ABOVE {
+                self.buf = Vec::new();
+            }
+        }
+        if self.buf.len() - self.end >= n {
+            return;
+        }
+        if self.start > 0 && self.start >= self.end - self.start {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        if self.buf.len() - self.end < n {
+            self.buf.resize(self.end + n, 0);
         }
     }
 }
@@ -686,7 +798,131 @@ mod tests {
         assert!(matches!(&frames[0], Frame::Refuse(r) if !r.is_empty()));
     }
 
+    /// Runs `fut` to completion; the readers in these tests are always ready.
+    fn block_on<F: std::future::Future>(fut: F) -> F::Output {
+        let mut fut = std::pin::pin!(fut);
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        loop {
+            if let std::task::Poll::Ready(v) = fut.as_mut().poll(&mut cx) {
+                return v;
+            }
+        }
+    }
+
+    /// A stream that hands out `bytes` in pieces of the given sizes (cycled), at most as much as
+    /// the reader has room for; counts what it handed out.
+    struct Chunked<'a> {
+        bytes: &'a [u8],
+        pos: usize,
+        sizes: Vec<usize>,
+        turn: usize,
+    }
+
+    impl ByteSource for Chunked<'_> {
+        type Error = std::convert::Infallible;
+        async fn read_into(&mut self, buf: &mut [u8]) -> Result<usize, Self::Error> {
+            let size = self.sizes[self.turn % self.sizes.len()];
+            self.turn += 1;
+            let n = size.min(buf.len()).min(self.bytes.len() - self.pos);
+            buf[..n].copy_from_slice(&self.bytes[self.pos..self.pos + n]);
+            self.pos += n;
+            Ok(n)
+        }
+    }
+
+    /// Every frame `read_frame` yields from `bytes` read in pieces of `sizes`, then how the
+    /// stream ended.
+    fn read_all(bytes: &[u8], max: usize, sizes: Vec<usize>) -> (Vec<Frame<T>>, Result<(), WireError>) {
+        let mut src = Chunked { bytes, pos: 0, sizes, turn: 0 };
+        let mut d = FrameDecoder::new(max);
+        let mut out = Vec::new();
+        loop {
+            let Ok(r) = block_on(d.read_frame::<T, _>(&mut src));
+            match r {
+                Ok(Some(f)) => out.push(f),
+                Ok(None) => return (out, Ok(())),
+                Err(e) => return (out, Err(e)),
+            }
+        }
+    }
+
+    #[test]
+    fn read_frame_reports_truncation_and_oversize_before_the_body() {
+        let mut e = FrameEncoder::new(1024);
+        e.push(&T { key: Some(1), body: "abc".into() }).expect("fits");
+        let bytes = e.finish().to_vec();
+        let (frames, end) = read_all(&bytes[..bytes.len() - 1], 1024, vec![3]);
+        assert!(frames.is_empty());
+        assert_eq!(end, Err(WireError::Truncated { buffered: bytes.len() - 1 }));
+        // A header announcing 4 GiB: refused once its 4 bytes are in, nothing allocated for it.
+        let mut d = FrameDecoder::new(1024);
+        let mut src = Chunked { bytes: &[0xff, 0xff, 0xff, 0xff, 3, 0, 0], pos: 0, sizes: vec![1], turn: 0 };
+        let Ok(r) = block_on(d.read_frame::<T, _>(&mut src));
+        assert_eq!(r, Err(WireError::TooLarge { len: u32::MAX as usize, max: 1024 }));
+        assert_eq!(src.pos, LEN_PREFIX, "read no further than the header");
+        assert!(d.buf.len() <= LEN_PREFIX + READ_CHUNK, "room for one read, not for the announced frame");
+    }
+
+    #[test]
+    fn handshake_decoder_caps_frames_at_the_handshake_limit() {
+        let mut d = FrameDecoder::handshake(DEFAULT_MAX_FRAME);
+        d.extend(&((MAX_HANDSHAKE_FRAME + 1) as u32).to_be_bytes());
+        assert!(matches!(d.next_frame::<T>(), Err(WireError::TooLarge { max: MAX_HANDSHAKE_FRAME, .. })));
+        let mut d = FrameDecoder::handshake(MIN_MAX_FRAME);
+        d.extend(&((MIN_MAX_FRAME + 1) as u32).to_be_bytes());
+        assert!(matches!(d.next_frame::<T>(), Err(WireError::TooLarge { max: MIN_MAX_FRAME, .. })));
+    }
+
     proptest! {
+        #[test]
+        fn read_frame_gives_the_same_frames_whatever_the_chunking(
+            msgs in proptest::collection::vec((proptest::option::of(any::<u64>()), ".{0,300}"), 0..60),
+            max in 300usize..4096,
+            sizes in proptest::collection::vec(1usize..3 * READ_CHUNK / 2, 1..8),
+            small in proptest::collection::vec(1usize..16, 1..8),
+        ) {
+            let msgs: Vec<T> = msgs.into_iter().map(|(key, body)| T { key, body }).collect();
+            let mut e = FrameEncoder::new(max);
+            for m in &msgs {
+                let _ = e.push(m);
+            }
+            let bytes = e.finish().to_vec();
+            let whole = decode_all(&bytes, max).expect("own frames decode");
+            let (frames, end) = read_all(&bytes, max, sizes);
+            prop_assert_eq!(end, Ok(()));
+            prop_assert_eq!(&frames, &whole);
+            let (frames, end) = read_all(&bytes, max, small);
+            prop_assert_eq!(end, Ok(()));
+            prop_assert_eq!(frames, whole);
+        }
+
+        #[test]
+        fn handshake_decoder_reads_no_byte_past_its_frame(
+            body in ".{0,200}", rest in proptest::collection::vec(any::<u8>(), 0..512),
+            sizes in proptest::collection::vec(1usize..64, 1..8),
+        ) {
+            let mut e = FrameEncoder::new(DEFAULT_MAX_FRAME);
+            e.refuse(&body).expect("fits");
+            let frame_len = e.len();
+            let mut bytes = e.finish().to_vec();
+            bytes.extend(&rest);
+            let mut src = Chunked { bytes: &bytes, pos: 0, sizes, turn: 0 };
+            let mut d = FrameDecoder::handshake(DEFAULT_MAX_FRAME);
+            let Ok(r) = block_on(d.read_frame::<T, _>(&mut src));
+            prop_assert_eq!(r, Ok(Some(Frame::Refuse(body.chars().collect()))));
+            prop_assert_eq!(src.pos, frame_len);
+            prop_assert_eq!(d.buffered(), 0);
+        }
+
+        #[test]
+        fn read_frame_on_arbitrary_bytes_never_panics(
+            bytes in proptest::collection::vec(any::<u8>(), 0..2048),
+            max in 1usize..4096,
+            sizes in proptest::collection::vec(1usize..300, 1..8),
+        ) {
+            let _ = read_all(&bytes, max, sizes);
+        }
+
         #[test]
         fn round_trip(msgs in proptest::collection::vec((proptest::option::of(any::<u64>()), ".{0,200}"), 0..40),
                       max in 300usize..4096, chunk in 1usize..64) {

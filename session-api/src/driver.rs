@@ -164,6 +164,11 @@ pub(crate) struct Driver {
     shutdown_reply: Vec<Responder>,
     left: Option<Outcome>,
     aborted: bool,
+    /// The rest of a received batch ([`TransportEvent::Messages`]), fed to the engine
+    /// `settings.batch` messages at a time with a yield in between, so that the transport's
+    /// writers drain what the engine answers (a whole frame at once could overflow their
+    /// queues). No further transport event is taken until it is empty (per-peer order).
+    inbox: Option<(NodeId, std::vec::IntoIter<Message>)>,
 }
 
 impl Driver {
@@ -195,6 +200,7 @@ impl Driver {
             shutdown_reply: Vec::new(),
             left: None,
             aborted: false,
+            inbox: None,
         }
     }
 
@@ -226,13 +232,24 @@ impl Driver {
             }
             let flush_deadline = self.next_flush.unwrap_or_else(far);
             let requests_open = !self.requests_done;
+            let inbox = self.inbox.is_some();
             tokio::select! {
-                ev = self.transport.recv() => match ev {
+                () = std::future::ready(()), if inbox => {
+                    self.feed_inbox();
+                    if self.inbox.is_some() {
+                        tokio::task::yield_now().await;
+                    }
+                }
+                ev = self.transport.recv(), if !inbox => match ev {
                     Some(ev) => {
                         self.on_transport(ev);
                         // Take what else already arrived without another trip through select.
                         let mut closed = false;
                         for _ in 1..self.settings.batch {
+                            if self.inbox.is_some() {
+                                tokio::task::yield_now().await;
+                                break;
+                            }
                             match ready_now(self.transport.recv()) {
                                 Some(Some(ev)) => self.on_transport(ev),
                                 Some(None) => {
@@ -322,6 +339,11 @@ impl Driver {
                 self.metrics.messages_received += 1;
                 self.input(Input::Message { from, msg });
             }
+            TransportEvent::Messages { from, msgs } => {
+                self.metrics.messages_received += msgs.len() as u64;
+                self.inbox = Some((from, msgs.into_iter()));
+                self.feed_inbox();
+            }
             TransportEvent::Connected(n) => {
                 self.connected.insert(n.clone());
                 self.emit(NodeEvent::Connected(n));
@@ -335,6 +357,20 @@ impl Driver {
                 self.emit(NodeEvent::Refused { peer, reason });
             }
             _ => {}
+        }
+    }
+
+    /// Feeds up to `settings.batch` messages of the received batch to the engine (one clock
+    /// reading), draining the outputs after each.
+    fn feed_inbox(&mut self) {
+        let Some((from, mut msgs)) = self.inbox.take() else { return };
+        let now = Instant::now();
+        for msg in msgs.by_ref().take(self.settings.batch) {
+            self.node.handle_input(now, Input::Message { from: from.clone(), msg });
+            self.drain();
+        }
+        if msgs.len() > 0 {
+            self.inbox = Some((from, msgs));
         }
     }
 

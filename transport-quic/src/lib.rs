@@ -9,10 +9,13 @@
 //! way) runs on the first bidirectional stream, which then carries control traffic
 //! (`ordering_key() == None`). Messages with a key `k` travel on long-lived unidirectional
 //! stream `k % DATA_STREAMS`, so independent sessions do not block each other on loss, while
-//! each key keeps its order. Each stream has its own bounded queue (of
-//! [`TransportSettings::queue_capacity`] messages, so up to `DATA_STREAMS + 1` times that per
+//! each key keeps its order. Each data stream has its own bounded queue (of
+//! [`TransportSettings::queue_capacity`] messages, so up to `DATA_STREAMS` times that per
 //! peer) and its own writer task: a stream waiting for flow-control credit does not hold up
 //! the others. Messages queued together on a stream go out as one Batch frame in one write.
+//! The control stream's queue is small ([`TransportSettings::control_queue_capacity`]) and
+//! the control stream has a higher QUIC send priority than the data streams, so a flood of
+//! session data neither fills it nor holds heartbeats back.
 //!
 //! [`Security::Insecure`] still speaks TLS (QUIC requires it) but with a throwaway
 //! self-signed certificate and no verification; it logs a warning.
@@ -46,10 +49,9 @@ use replication_core::config::DomainConfig;
 use replication_core::transport::{
     Backoff, Security, Transport, TransportEvent, TransportSettings, WireMessage,
 };
-use replication_core::wire::{self, Frame, FrameEncoder, Hello, LEN_PREFIX, WireError, refusal};
+use replication_core::wire::{ByteSource, Frame, FrameDecoder, FrameEncoder, Hello, WireError, refusal};
 use replication_core::{NodeId, tls};
 use rustls::pki_types::CertificateDer;
-use tokio::io::{AsyncRead, AsyncReadExt, BufReader};
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
@@ -77,6 +79,9 @@ pub enum Error {
     Crypto(String),
 }
 
+/// QUIC send priority of the control stream (data streams keep the default, 0).
+const CONTROL_PRIORITY: i32 = 1;
+
 /// Bytes a writer gathers into one round of writes.
 const WRITE_BATCH_BYTES: usize = 256 * 1024;
 
@@ -93,6 +98,10 @@ struct Shared {
     reconnect_max: Duration,
     grace: Duration,
     shutdown: watch::Receiver<bool>,
+    /// Received messages that may wait for `recv` ([`TransportSettings::event_capacity`]):
+    /// a reader takes an event's credits before queueing it, `recv` gives them back.
+    credit: Semaphore,
+    event_capacity: usize,
 }
 
 /// An established, authenticated link.
@@ -189,6 +198,8 @@ impl<M: WireMessage> QuicTransport<M> {
             reconnect_max: settings.reconnect_max,
             grace: settings.shutdown_grace,
             shutdown,
+            credit: Semaphore::new(settings.event_capacity.min(Semaphore::MAX_PERMITS)),
+            event_capacity: settings.event_capacity,
         });
         let (ev_tx, ev_rx) = mpsc::channel(settings.event_capacity);
         let mut tasks = JoinSet::new();
@@ -196,8 +207,10 @@ impl<M: WireMessage> QuicTransport<M> {
         let mut routes = HashMap::new();
         for n in cfg.nodes.iter().filter(|n| n.name != local) {
             let (queues, queue_rxs): (Vec<_>, Vec<_>) = (0..=DATA_STREAMS)
-                .map(|_| {
-                    let (tx, rx) = mpsc::channel(settings.queue_capacity);
+                .map(|i| {
+                    let capacity =
+                        if i == 0 { settings.control_queue_capacity } else { settings.queue_capacity };
+                    let (tx, rx) = mpsc::channel(capacity);
                     (tx, Arc::new(tokio::sync::Mutex::new(rx)))
                 })
                 .unzip();
@@ -262,7 +275,11 @@ impl<M: WireMessage> Transport<M> for QuicTransport<M> {
     }
 
     async fn recv(&self) -> Option<TransportEvent<M>> {
-        self.events.lock().await.recv().await
+        let ev = self.events.lock().await.recv().await;
+        if let Some(ev) = &ev {
+            self.shared.credit.add_permits(ev.credits(self.shared.event_capacity) as usize);
+        }
+        ev
     }
 
     async fn shutdown(&self) {
@@ -291,51 +308,15 @@ fn refused<M>(events: &mpsc::Sender<TransportEvent<M>>, peer: String, reason: St
     let _ = events.try_send(TransportEvent::Refused { peer, reason });
 }
 
-fn framing(e: &WireError) -> String {
-    format!("[{}] {e}", refusal::FRAMING)
-}
+/// A QUIC receive stream as the frame decoder's byte source.
+struct Source<'a>(&'a mut RecvStream);
 
-#[derive(Debug)]
-enum ReadError {
-    Io(std::io::Error),
-    Wire(WireError),
-}
-
-impl std::fmt::Display for ReadError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ReadError::Io(e) => write!(f, "{e}"),
-            ReadError::Wire(e) => f.write_str(&framing(e)),
-        }
+impl ByteSource for Source<'_> {
+    type Error = quinn::ReadError;
+    async fn read_into(&mut self, buf: &mut [u8]) -> Result<usize, quinn::ReadError> {
+        // `None`: the peer finished the stream.
+        Ok(self.0.read(buf).await?.unwrap_or(0))
     }
-}
-
-/// Reads one frame; `Ok(None)` on a clean end of stream between frames.
-async fn read_frame<R: AsyncRead + Unpin, T: serde::de::DeserializeOwned>(
-    r: &mut R,
-    buf: &mut Vec<u8>,
-    max_frame: usize,
-) -> Result<Option<Frame<T>>, ReadError> {
-    let mut header = [0u8; LEN_PREFIX];
-    let mut got = 0;
-    while got < LEN_PREFIX {
-        match r.read(&mut header[got..]).await.map_err(ReadError::Io)? {
-            0 if got == 0 => return Ok(None),
-            0 => return Err(ReadError::Wire(WireError::Truncated { buffered: got })),
-            n => got += n,
-        }
-    }
-    let len = wire::frame_len(header, max_frame).map_err(ReadError::Wire)?;
-    buf.clear();
-    buf.resize(len, 0);
-    if let Err(e) = r.read_exact(buf).await {
-        return Err(if e.kind() == std::io::ErrorKind::UnexpectedEof {
-            ReadError::Wire(WireError::Truncated { buffered: LEN_PREFIX })
-        } else {
-            ReadError::Io(e)
-        });
-    }
-    wire::decode_payload(buf).map(Some).map_err(ReadError::Wire)
 }
 
 fn peer_node(shared: &Shared, conn: &Connection) -> Option<NodeId> {
@@ -413,21 +394,16 @@ async fn accept_handshake(
         let who = authenticated.as_ref().map_or_else(|| addr.to_string(), |n| n.to_string());
         let (mut tx, mut rx) =
             conn.accept_bi().await.map_err(|e| (who.clone(), format!("handshake failed: {e}")))?;
-        let mut buf = Vec::new();
-        let hello =
-            match read_frame::<_, ()>(&mut rx, &mut buf, shared.max_frame.min(wire::MAX_HANDSHAKE_FRAME))
-                .await
-            {
-                Ok(Some(Frame::Hello(h))) => h,
-                Ok(Some(other)) => {
-                    return Err((
-                        who,
-                        framing(&WireError::Unexpected { expected: "hello", got: other.kind() }),
-                    ));
-                }
-                Ok(None) => return Err((who, "closed before its hello".into())),
-                Err(e) => return Err((who, e.to_string())),
-            };
+        let mut dec = FrameDecoder::handshake(shared.max_frame);
+        let hello = match dec.read_frame::<(), _>(&mut Source(&mut rx)).await {
+            Ok(Ok(Some(Frame::Hello(h)))) => h,
+            Ok(Ok(Some(other))) => {
+                return Err((who, WireError::Unexpected { expected: "hello", got: other.kind() }.reason()));
+            }
+            Ok(Ok(None)) => return Err((who, "closed before its hello".into())),
+            Ok(Err(e)) => return Err((who, e.reason())),
+            Err(e) => return Err((who, e.to_string())),
+        };
         let mut enc = FrameEncoder::new(shared.max_frame);
         if let Err(r) = hello.check(&shared.cfg, &shared.local, authenticated.as_ref()) {
             let reason = r.to_string();
@@ -494,11 +470,9 @@ async fn dial(shared: &Shared, peer: &NodeId) -> Result<Link, DialError> {
             tx.write_all(enc.finish())
                 .await
                 .map_err(|e| DialError::Refused(format!("handshake failed: {e}")))?;
-            let mut buf = Vec::new();
-            match read_frame::<_, ()>(&mut rx, &mut buf, shared.max_frame.min(wire::MAX_HANDSHAKE_FRAME))
-                .await
-            {
-                Ok(Some(Frame::Hello(h))) => {
+            let mut dec = FrameDecoder::handshake(shared.max_frame);
+            match dec.read_frame::<(), _>(&mut Source(&mut rx)).await {
+                Ok(Ok(Some(Frame::Hello(h)))) => {
                     if &h.node != peer {
                         return Err(DialError::Refused(format!(
                             "[{}] dialed `{peer}` at {}, but `{}` answered",
@@ -512,14 +486,16 @@ async fn dial(shared: &Shared, peer: &NodeId) -> Result<Link, DialError> {
                         .map_err(|r| DialError::Refused(r.to_string()))?;
                     Ok(Link { conn: conn.clone(), control_tx: tx, control_rx: rx })
                 }
-                Ok(Some(Frame::Refuse(reason))) => {
+                Ok(Ok(Some(Frame::Refuse(reason)))) => {
                     Err(DialError::Refused(format!("refused by the peer: {reason}")))
                 }
-                Ok(Some(other)) => Err(DialError::Refused(framing(&WireError::Unexpected {
-                    expected: "hello",
-                    got: other.kind(),
-                }))),
-                Ok(None) => Err(DialError::Refused("the peer closed the stream during the handshake".into())),
+                Ok(Ok(Some(other))) => Err(DialError::Refused(
+                    WireError::Unexpected { expected: "hello", got: other.kind() }.reason(),
+                )),
+                Ok(Ok(None)) => {
+                    Err(DialError::Refused("the peer closed the stream during the handshake".into()))
+                }
+                Ok(Err(e)) => Err(DialError::Refused(format!("handshake failed: {}", e.reason()))),
                 Err(e) => Err(DialError::Refused(format!("handshake failed: {e}"))),
             }
         };
@@ -681,7 +657,7 @@ async fn stream_writer<M: WireMessage>(
 }
 
 async fn run_link<M: WireMessage>(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     peer: &NodeId,
     link: Link,
     queues: &[SharedQueue<M>],
@@ -689,12 +665,16 @@ async fn run_link<M: WireMessage>(
     events: &mpsc::Sender<TransportEvent<M>>,
 ) -> LinkEnd {
     let Link { conn, control_tx, control_rx } = link;
+    // Control traffic (heartbeats) goes out before data waiting on the connection.
+    if let Err(e) = control_tx.set_priority(CONTROL_PRIORITY) {
+        debug!(%peer, error = %e, "cannot raise the control stream's priority");
+    }
     let mut reader = AbortOnDrop(tokio::spawn(read_link(
         conn.clone(),
         control_rx,
         peer.clone(),
         events.clone(),
-        shared.max_frame,
+        shared.clone(),
     )));
     // Dropping the set (link down, replaced) aborts the writers and frees their queues.
     let mut writers = JoinSet::new();
@@ -755,15 +735,15 @@ async fn read_link<M: WireMessage>(
     control: RecvStream,
     peer: NodeId,
     events: mpsc::Sender<TransportEvent<M>>,
-    max_frame: usize,
+    shared: Arc<Shared>,
 ) {
     let mut streams = JoinSet::new();
-    streams.spawn(read_stream(control, peer.clone(), events.clone(), max_frame));
+    streams.spawn(read_stream(control, peer.clone(), events.clone(), shared.clone()));
     loop {
         tokio::select! {
             s = conn.accept_uni() => match s {
                 Ok(s) => {
-                    streams.spawn(read_stream(s, peer.clone(), events.clone(), max_frame));
+                    streams.spawn(read_stream(s, peer.clone(), events.clone(), shared.clone()));
                 }
                 Err(e) => {
                     // Streams already received stay readable on a closed connection: drain
@@ -790,31 +770,34 @@ async fn read_link<M: WireMessage>(
 
 /// Reads one stream to its end; `Err(reason)` on a framing error.
 async fn read_stream<M: WireMessage>(
-    rx: RecvStream,
+    mut rx: RecvStream,
     peer: NodeId,
     events: mpsc::Sender<TransportEvent<M>>,
-    max_frame: usize,
+    shared: Arc<Shared>,
 ) -> Result<(), String> {
-    let mut rd = BufReader::with_capacity(64 * 1024, rx);
-    let mut buf = Vec::new();
+    let mut dec = FrameDecoder::new(shared.max_frame);
     loop {
-        match read_frame::<_, M>(&mut rd, &mut buf, max_frame).await {
-            Ok(None) => return Ok(()),
-            Ok(Some(Frame::Batch(msgs))) => {
-                for msg in msgs {
-                    if events.send(TransportEvent::Message { from: peer.clone(), msg }).await.is_err() {
-                        return Ok(());
-                    }
+        match dec.read_frame::<M, _>(&mut Source(&mut rx)).await {
+            Ok(Ok(None)) => return Ok(()),
+            Ok(Ok(Some(Frame::Batch(msgs)))) => {
+                // One event per frame: one channel operation for the whole batch.
+                if msgs.is_empty() {
+                    continue;
+                }
+                let ev = TransportEvent::Messages { from: peer.clone(), msgs };
+                let credit = shared.credit.acquire_many(ev.credits(shared.event_capacity)).await;
+                if credit.map(|c| c.forget()).is_err() || events.send(ev).await.is_err() {
+                    return Ok(());
                 }
             }
-            Ok(Some(other)) => {
-                return Err(framing(&WireError::Unexpected { expected: "batch", got: other.kind() }));
+            Ok(Ok(Some(other))) => {
+                return Err(WireError::Unexpected { expected: "batch", got: other.kind() }.reason());
             }
-            Err(ReadError::Io(e)) => {
+            Ok(Err(e)) => return Err(e.reason()),
+            Err(e) => {
                 debug!(%peer, error = %e, "stream read failed");
                 return Ok(());
             }
-            Err(e @ ReadError::Wire(_)) => return Err(e.to_string()),
         }
     }
 }

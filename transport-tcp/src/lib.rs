@@ -7,6 +7,11 @@
 //! ([`replication_core::wire`]); when a peer's queue holds several messages they go out as one
 //! Batch frame in one write and one flush.
 //!
+//! Each peer has two queues: control messages (`ordering_key() == None`) in a small one, keyed
+//! messages in the data queue. The writer takes control messages first, whenever it starts a
+//! write and before each further message it adds to that write, so a heartbeat waits for at
+//! most one write already under way, never for the data backlog.
+//!
 //! ```no_run
 //! use std::sync::Arc;
 //! use replication_core::transport::{Security, Transport, TransportEvent, TransportSettings};
@@ -21,8 +26,10 @@
 //! let t: TcpTransport<Message> = TcpTransport::start(settings).await?;
 //! t.try_send(&NodeId::new("app2"), Message::Heartbeat { incarnation: 1 })?;
 //! while let Some(ev) = t.recv().await {
-//!     if let TransportEvent::Message { from, msg } = ev {
-//!         println!("{from}: {msg:?}");
+//!     if let TransportEvent::Messages { from, msgs } = ev {
+//!         for msg in msgs {
+//!             println!("{from}: {msg:?}");
+//!         }
 //!     }
 //! }
 //! t.shutdown().await;
@@ -39,9 +46,9 @@ use replication_core::config::DomainConfig;
 use replication_core::transport::{
     Backoff, Security, Transport, TransportEvent, TransportSettings, WireMessage,
 };
-use replication_core::wire::{self, Frame, FrameEncoder, Hello, LEN_PREFIX, WireError, refusal};
+use replication_core::wire::{ByteSource, Frame, FrameDecoder, FrameEncoder, Hello, WireError, refusal};
 use replication_core::{NodeId, tls};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
@@ -82,11 +89,40 @@ struct Shared {
     reconnect_max: Duration,
     grace: Duration,
     shutdown: watch::Receiver<bool>,
+    /// Received messages that may wait for `recv` ([`TransportSettings::event_capacity`]):
+    /// a reader takes an event's credits before queueing it, `recv` gives them back.
+    credit: Semaphore,
+    event_capacity: usize,
 }
 
 struct Peer<M> {
+    /// Keyed messages, in the order sent.
     queue: mpsc::Sender<M>,
+    /// Control messages (`ordering_key() == None`), served before `queue`.
+    control: mpsc::Sender<M>,
     links: mpsc::Sender<Stream>,
+}
+
+impl<M> Peer<M> {
+    fn queue_for(&self, msg: &M) -> &mpsc::Sender<M>
+    where
+        M: WireMessage,
+    {
+        if msg.ordering_key().is_none() { &self.control } else { &self.queue }
+    }
+}
+
+/// The receiving ends of a peer's queues.
+struct Queues<M> {
+    data: mpsc::Receiver<M>,
+    control: mpsc::Receiver<M>,
+}
+
+impl<M> Queues<M> {
+    /// A queued message without waiting, control first.
+    fn try_next(&mut self) -> Option<M> {
+        self.control.try_recv().or_else(|_| self.data.try_recv()).ok()
+    }
 }
 
 /// A [`Transport`] over TCP (mutual TLS 1.3, or plain TCP with [`Security::Insecure`]).
@@ -145,16 +181,20 @@ impl<M: WireMessage> TcpTransport<M> {
             reconnect_max: settings.reconnect_max,
             grace: settings.shutdown_grace,
             shutdown,
+            credit: Semaphore::new(settings.event_capacity.min(Semaphore::MAX_PERMITS)),
+            event_capacity: settings.event_capacity,
         });
         let (ev_tx, ev_rx) = mpsc::channel(settings.event_capacity);
         let mut tasks = JoinSet::new();
         let mut peers = HashMap::new();
         for n in cfg.nodes.iter().filter(|n| n.name != local) {
-            let (queue, queue_rx) = mpsc::channel(settings.queue_capacity);
+            let (queue, data) = mpsc::channel(settings.queue_capacity);
+            let (control, control_rx) = mpsc::channel(settings.control_queue_capacity);
             let (links, links_rx) = mpsc::channel(4);
             let dials = settings.dials(&n.name);
-            tasks.spawn(peer_task(shared.clone(), n.name.clone(), dials, queue_rx, links_rx, ev_tx.clone()));
-            peers.insert(n.name.clone(), Peer { queue, links });
+            let queues = Queues { data, control: control_rx };
+            tasks.spawn(peer_task(shared.clone(), n.name.clone(), dials, queues, links_rx, ev_tx.clone()));
+            peers.insert(n.name.clone(), Peer { queue, control, links });
         }
         let routes: HashMap<NodeId, mpsc::Sender<Stream>> =
             peers.iter().map(|(k, p): (&NodeId, &Peer<M>)| (k.clone(), p.links.clone())).collect();
@@ -198,18 +238,22 @@ impl<M: WireMessage> Transport<M> for TcpTransport<M> {
     }
 
     fn try_send(&self, to: &NodeId, msg: M) -> Result<(), replication_core::Error> {
-        self.peer(to)?.queue.try_send(msg).map_err(|e| match e {
+        self.peer(to)?.queue_for(&msg).try_send(msg).map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => replication_core::Error::QueueFull { peer: to.to_string() },
             mpsc::error::TrySendError::Closed(_) => replication_core::Error::Closed,
         })
     }
 
     async fn send(&self, to: &NodeId, msg: M) -> Result<(), replication_core::Error> {
-        self.peer(to)?.queue.send(msg).await.map_err(|_| replication_core::Error::Closed)
+        self.peer(to)?.queue_for(&msg).send(msg).await.map_err(|_| replication_core::Error::Closed)
     }
 
     async fn recv(&self) -> Option<TransportEvent<M>> {
-        self.events.lock().await.recv().await
+        let ev = self.events.lock().await.recv().await;
+        if let Some(ev) = &ev {
+            self.shared.credit.add_permits(ev.credits(self.shared.event_capacity) as usize);
+        }
+        ev
     }
 
     async fn shutdown(&self) {
@@ -237,52 +281,14 @@ fn refused<M>(events: &mpsc::Sender<TransportEvent<M>>, peer: String, reason: St
     let _ = events.try_send(TransportEvent::Refused { peer, reason });
 }
 
-/// A reason naming the framing rule.
-fn framing(e: &WireError) -> String {
-    format!("[{}] {e}", refusal::FRAMING)
-}
+/// A stream as the frame decoder's byte source.
+struct Source<'a, R>(&'a mut R);
 
-#[derive(Debug)]
-enum ReadError {
-    Io(std::io::Error),
-    Wire(WireError),
-}
-
-impl std::fmt::Display for ReadError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ReadError::Io(e) => write!(f, "{e}"),
-            ReadError::Wire(e) => f.write_str(&framing(e)),
-        }
+impl<R: AsyncRead + Unpin + Send> ByteSource for Source<'_, R> {
+    type Error = std::io::Error;
+    async fn read_into(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.0.read(buf).await
     }
-}
-
-/// Reads one frame; `Ok(None)` on a clean end of stream between frames.
-async fn read_frame<R: AsyncRead + Unpin, T: serde::de::DeserializeOwned>(
-    r: &mut R,
-    buf: &mut Vec<u8>,
-    max_frame: usize,
-) -> Result<Option<Frame<T>>, ReadError> {
-    let mut header = [0u8; LEN_PREFIX];
-    let mut got = 0;
-    while got < LEN_PREFIX {
-        match r.read(&mut header[got..]).await.map_err(ReadError::Io)? {
-            0 if got == 0 => return Ok(None),
-            0 => return Err(ReadError::Wire(WireError::Truncated { buffered: got })),
-            n => got += n,
-        }
-    }
-    let len = wire::frame_len(header, max_frame).map_err(ReadError::Wire)?;
-    buf.clear();
-    buf.resize(len, 0);
-    if let Err(e) = r.read_exact(buf).await {
-        return Err(if e.kind() == std::io::ErrorKind::UnexpectedEof {
-            ReadError::Wire(WireError::Truncated { buffered: LEN_PREFIX })
-        } else {
-            ReadError::Io(e)
-        });
-    }
-    wire::decode_payload(buf).map(Some).map_err(ReadError::Wire)
 }
 
 async fn write_frames<W: AsyncWrite + Unpin>(w: &mut W, bytes: &[u8]) -> std::io::Result<()> {
@@ -375,19 +381,17 @@ async fn accept_handshake(
             None => (Box::new(tcp), None),
         };
         let who = authenticated.as_ref().map_or_else(|| addr.to_string(), |n| n.to_string());
-        let mut buf = Vec::new();
-        let hello =
-            match read_frame::<_, ()>(&mut stream, &mut buf, shared.max_frame.min(wire::MAX_HANDSHAKE_FRAME))
-                .await
-            {
-                Ok(Some(Frame::Hello(h))) => h,
-                Ok(Some(other)) => {
-                    let e = WireError::Unexpected { expected: "hello", got: other.kind() };
-                    return Err((who, framing(&e)));
-                }
-                Ok(None) => return Err((who, "closed before its hello".into())),
-                Err(e) => return Err((who, e.to_string())),
-            };
+        let mut dec = FrameDecoder::handshake(shared.max_frame);
+        let hello = match dec.read_frame::<(), _>(&mut Source(&mut stream)).await {
+            Ok(Ok(Some(Frame::Hello(h)))) => h,
+            Ok(Ok(Some(other))) => {
+                let e = WireError::Unexpected { expected: "hello", got: other.kind() };
+                return Err((who, e.reason()));
+            }
+            Ok(Ok(None)) => return Err((who, "closed before its hello".into())),
+            Ok(Err(e)) => return Err((who, e.reason())),
+            Err(e) => return Err((who, e.to_string())),
+        };
         let mut enc = FrameEncoder::new(shared.max_frame);
         if let Err(r) = hello.check(&shared.cfg, &shared.local, authenticated.as_ref()) {
             let reason = r.to_string();
@@ -443,11 +447,9 @@ async fn dial(shared: &Shared, peer: &NodeId) -> Result<Stream, DialError> {
         write_frames(&mut stream, enc.finish())
             .await
             .map_err(|e| DialError::Refused(format!("handshake failed: {e}")))?;
-        let mut buf = Vec::new();
-        match read_frame::<_, ()>(&mut stream, &mut buf, shared.max_frame.min(wire::MAX_HANDSHAKE_FRAME))
-            .await
-        {
-            Ok(Some(Frame::Hello(h))) => {
+        let mut dec = FrameDecoder::handshake(shared.max_frame);
+        match dec.read_frame::<(), _>(&mut Source(&mut stream)).await {
+            Ok(Ok(Some(Frame::Hello(h)))) => {
                 if &h.node != peer {
                     return Err(DialError::Refused(format!(
                         "[{}] dialed `{peer}` at {}, but `{}` answered",
@@ -460,22 +462,21 @@ async fn dial(shared: &Shared, peer: &NodeId) -> Result<Stream, DialError> {
                 h.check(&shared.cfg, &shared.local, auth).map_err(|r| DialError::Refused(r.to_string()))?;
                 Ok(stream)
             }
-            Ok(Some(Frame::Refuse(reason))) => {
+            Ok(Ok(Some(Frame::Refuse(reason)))) => {
                 Err(DialError::Refused(format!("refused by the peer: {reason}")))
             }
-            Ok(Some(other)) => Err(DialError::Refused(framing(&WireError::Unexpected {
-                expected: "hello",
-                got: other.kind(),
-            }))),
-            Ok(None) => Err(DialError::Refused("the peer closed the connection during the handshake".into())),
+            Ok(Ok(Some(other))) => Err(DialError::Refused(
+                WireError::Unexpected { expected: "hello", got: other.kind() }.reason(),
+            )),
+            Ok(Ok(None)) => {
+                Err(DialError::Refused("the peer closed the connection during the handshake".into()))
+            }
+            Ok(Err(e)) => Err(DialError::Refused(format!("handshake failed: {}", e.reason()))),
             // In TLS 1.3 the acceptor checks our certificate after our side of the TLS
             // handshake is done: its verdict arrives as an alert on the first read.
-            Err(ReadError::Io(e)) if e.get_ref().is_some_and(|i| i.is::<rustls::Error>()) => {
-                Err(DialError::Refused(format!(
-                    "[{}] the peer refused the TLS handshake: {e}",
-                    refusal::CERTIFICATE
-                )))
-            }
+            Err(e) if e.get_ref().is_some_and(|i| i.is::<rustls::Error>()) => Err(DialError::Refused(
+                format!("[{}] the peer refused the TLS handshake: {e}", refusal::CERTIFICATE),
+            )),
             Err(e) => Err(DialError::Refused(format!("handshake failed: {e}"))),
         }
     };
@@ -495,7 +496,7 @@ async fn peer_task<M: WireMessage>(
     shared: Arc<Shared>,
     peer: NodeId,
     dials: bool,
-    mut queue: mpsc::Receiver<M>,
+    mut queues: Queues<M>,
     mut links: mpsc::Receiver<Stream>,
     events: mpsc::Sender<TransportEvent<M>>,
 ) {
@@ -539,7 +540,7 @@ async fn peer_task<M: WireMessage>(
         if events.send(TransportEvent::Connected(peer.clone())).await.is_err() {
             return;
         }
-        let end = run_link(&shared, &peer, stream, &mut queue, &mut links, &events, &mut enc).await;
+        let end = run_link(&shared, &peer, stream, &mut queues, &mut links, &events, &mut enc).await;
         info!(%peer, "m2m link down");
         let _ = events.send(TransportEvent::Disconnected(peer.clone())).await;
         match end {
@@ -570,24 +571,24 @@ impl<T> Drop for AbortOnDrop<T> {
 }
 
 async fn run_link<M: WireMessage>(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     peer: &NodeId,
     stream: Stream,
-    queue: &mut mpsc::Receiver<M>,
+    queues: &mut Queues<M>,
     links: &mut mpsc::Receiver<Stream>,
     events: &mpsc::Sender<TransportEvent<M>>,
     enc: &mut FrameEncoder,
 ) -> LinkEnd {
     let (rd, mut wr) = tokio::io::split(stream);
-    let mut reader = AbortOnDrop(tokio::spawn(read_loop(rd, peer.clone(), events.clone(), shared.max_frame)));
+    let mut reader = AbortOnDrop(tokio::spawn(read_loop(rd, peer.clone(), events.clone(), shared.clone())));
     let mut stop = shared.shutdown.clone();
     loop {
-        tokio::select! {
+        let first = tokio::select! {
             biased;
             _ = wait_stop(&mut stop) => {
                 let flush = async {
                     enc.clear();
-                    while let Ok(m) = queue.try_recv() {
+                    while let Some(m) = queues.try_next() {
                         encode(enc, peer, &m);
                     }
                     if !enc.is_empty() {
@@ -610,26 +611,42 @@ async fn run_link<M: WireMessage>(
                 debug!(%peer, "a new connection replaces the link");
                 return LinkEnd::Replaced(s);
             }
-            m = queue.recv() => {
-                let Some(m) = m else { return LinkEnd::Stop };
-                enc.clear();
-                encode(enc, peer, &m);
-                while enc.len() < WRITE_BATCH_BYTES {
-                    match queue.try_recv() {
-                        Ok(m) => encode(enc, peer, &m),
-                        Err(_) => break,
-                    }
-                }
-                if enc.is_empty() {
-                    continue;
-                }
-                if let Err(e) = write_frames(&mut wr, enc.finish()).await {
-                    debug!(%peer, error = %e, "write failed");
-                    return LinkEnd::Failed;
-                }
-            }
+            // Control before data (the select is biased).
+            m = queues.control.recv() => m,
+            m = queues.data.recv() => m,
+        };
+        let Some(first) = first else { return LinkEnd::Stop };
+        if let Err(end) = write_batch(&mut wr, enc, peer, queues, first).await {
+            return end;
         }
     }
+}
+
+/// Writes `first` and what else is queued (control first, up to [`WRITE_BATCH_BYTES`]) in
+/// one write.
+async fn write_batch<M: WireMessage, W: AsyncWrite + Unpin>(
+    wr: &mut W,
+    enc: &mut FrameEncoder,
+    peer: &NodeId,
+    queues: &mut Queues<M>,
+    first: M,
+) -> Result<(), LinkEnd> {
+    enc.clear();
+    encode(enc, peer, &first);
+    while enc.len() < WRITE_BATCH_BYTES {
+        match queues.try_next() {
+            Some(m) => encode(enc, peer, &m),
+            None => break,
+        }
+    }
+    if enc.is_empty() {
+        return Ok(());
+    }
+    if let Err(e) = write_frames(wr, enc.finish()).await {
+        debug!(%peer, error = %e, "write failed");
+        return Err(LinkEnd::Failed);
+    }
+    Ok(())
 }
 
 fn encode<M: WireMessage>(enc: &mut FrameEncoder, peer: &NodeId, m: &M) {
@@ -638,35 +655,38 @@ fn encode<M: WireMessage>(enc: &mut FrameEncoder, peer: &NodeId, m: &M) {
     }
 }
 
-async fn read_loop<M: WireMessage, R: AsyncRead + Unpin>(
-    rd: R,
+async fn read_loop<M: WireMessage, R: AsyncRead + Unpin + Send>(
+    mut rd: R,
     peer: NodeId,
     events: mpsc::Sender<TransportEvent<M>>,
-    max_frame: usize,
+    shared: Arc<Shared>,
 ) {
-    let mut rd = BufReader::with_capacity(64 * 1024, rd);
-    let mut buf = Vec::new();
+    let mut dec = FrameDecoder::new(shared.max_frame);
     loop {
-        match read_frame::<_, M>(&mut rd, &mut buf, max_frame).await {
-            Ok(None) => return,
-            Ok(Some(Frame::Batch(msgs))) => {
-                for msg in msgs {
-                    if events.send(TransportEvent::Message { from: peer.clone(), msg }).await.is_err() {
-                        return;
-                    }
+        match dec.read_frame::<M, _>(&mut Source(&mut rd)).await {
+            Ok(Ok(None)) => return,
+            Ok(Ok(Some(Frame::Batch(msgs)))) => {
+                // One event per frame: one channel operation for the whole batch.
+                if msgs.is_empty() {
+                    continue;
+                }
+                let ev = TransportEvent::Messages { from: peer.clone(), msgs };
+                let credit = shared.credit.acquire_many(ev.credits(shared.event_capacity)).await;
+                if credit.map(|c| c.forget()).is_err() || events.send(ev).await.is_err() {
+                    return;
                 }
             }
-            Ok(Some(other)) => {
+            Ok(Ok(Some(other))) => {
                 let e = WireError::Unexpected { expected: "batch", got: other.kind() };
-                refused(&events, peer.to_string(), framing(&e));
+                refused(&events, peer.to_string(), e.reason());
                 return;
             }
-            Err(ReadError::Io(e)) => {
+            Ok(Err(e)) => {
+                refused(&events, peer.to_string(), e.reason());
+                return;
+            }
+            Err(e) => {
                 debug!(%peer, error = %e, "read failed");
-                return;
-            }
-            Err(e @ ReadError::Wire(_)) => {
-                refused(&events, peer.to_string(), e.to_string());
                 return;
             }
         }

@@ -13,6 +13,7 @@ pub struct Quic;
 impl Harness for Quic {
     type T = QuicTransport<TestMsg>;
     type Bound = std::net::UdpSocket;
+    const CONTROL_FIRST: bool = false;
 
     fn bind(port: u16) -> Self::Bound {
         // A stopped endpoint releases its socket once its connections have drained.

@@ -36,10 +36,12 @@ pub trait Start {
     fn free_port() -> u16;
 }
 
-async fn next_msg<T: Transport<BenchMsg>>(t: &T) -> BenchMsg {
+/// The messages of the next event that carries any.
+async fn next_msgs<T: Transport<BenchMsg>>(t: &T) -> Vec<BenchMsg> {
     loop {
         match t.recv().await {
-            Some(TransportEvent::Message { msg, .. }) => return msg,
+            Some(TransportEvent::Messages { msgs, .. }) => return msgs,
+            Some(TransportEvent::Message { msg, .. }) => return vec![msg],
             Some(_) => {}
             None => panic!("closed"),
         }
@@ -73,7 +75,7 @@ pub async fn run<S: Start>() {
 
     // Warm up: wait for the link, both ways.
     a.send(&nb, BenchMsg { key: None, seq: 0, body: String::new() }).await.expect("send");
-    next_msg(&*b).await;
+    next_msgs(&*b).await;
 
     let body = "x".repeat(1024);
     let start = Instant::now();
@@ -87,8 +89,9 @@ pub async fn run<S: Start>() {
             }
         })
     };
-    for _ in 0..n {
-        next_msg(&*b).await;
+    let mut received = 0;
+    while received < n {
+        received += next_msgs(&*b).await.len() as u64;
     }
     let elapsed = start.elapsed();
     sender.await.expect("sender");
@@ -106,9 +109,12 @@ pub async fn run<S: Start>() {
         let b = b.clone();
         let na = na.clone();
         tokio::spawn(async move {
-            for _ in 0..rounds {
-                let m = next_msg(&*b).await;
-                b.send(&na, m).await.expect("echo");
+            let mut echoed = 0;
+            while echoed < rounds {
+                for m in next_msgs(&*b).await {
+                    b.send(&na, m).await.expect("echo");
+                    echoed += 1;
+                }
             }
         })
     };
@@ -116,7 +122,7 @@ pub async fn run<S: Start>() {
     for seq in 0..rounds as u64 {
         let t0 = Instant::now();
         a.send(&nb, BenchMsg { key: Some(1), seq, body: body.clone() }).await.expect("send");
-        next_msg(&*a).await;
+        next_msgs(&*a).await;
         lat.push(t0.elapsed());
     }
     echo.await.expect("echo");

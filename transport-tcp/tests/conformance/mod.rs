@@ -56,6 +56,10 @@ pub trait Harness: 'static {
     type T: Transport<TestMsg>;
     /// A socket bound in advance (listener or UDP socket).
     type Bound: Send;
+    /// Whether control messages queued to a peer arrive before data queued to it earlier
+    /// (TCP: one stream, control served first; QUIC: separate streams, arrival order across
+    /// streams is not defined).
+    const CONTROL_FIRST: bool;
     /// Binds 127.0.0.1:`port` (0 = ephemeral).
     fn bind(port: u16) -> Self::Bound;
     fn port(b: &Self::Bound) -> u16;
@@ -210,19 +214,35 @@ pub async fn refused<T: Transport<TestMsg>>(t: &T, what: &str) -> String {
     }
 }
 
-/// Receives `n` messages from `from` (skipping other events).
+/// Receives `n` messages from `from` (skipping other events). Every test sends exactly the
+/// messages it then receives, so a batch reaching past `n` means extra (duplicate) messages.
 pub async fn receive<T: Transport<TestMsg>>(t: &T, from: &str, n: usize) -> Vec<TestMsg> {
-    let mut out = Vec::with_capacity(n);
-    while out.len() < n {
-        let what = format!("message {} of {n} from {from}", out.len() + 1);
-        match expect(t, &what, |e| matches!(e, TransportEvent::Message { from: f, .. } if f.as_str() == from))
-            .await
-        {
-            TransportEvent::Message { msg, .. } => out.push(msg),
+    receive_events(t, from, n).await.concat()
+}
+
+/// Like [`receive`], as the events delivered them (one `Vec` per event).
+pub async fn receive_events<T: Transport<TestMsg>>(t: &T, from: &str, n: usize) -> Vec<Vec<TestMsg>> {
+    let mut events = Vec::new();
+    let mut count = 0;
+    while count < n {
+        let what = format!("message {} of {n} from {from}", count + 1);
+        let from_peer = |e: &TransportEvent<TestMsg>| match e {
+            TransportEvent::Message { from: f, .. } | TransportEvent::Messages { from: f, .. } => {
+                f.as_str() == from
+            }
+            _ => false,
+        };
+        let msgs = match expect(t, &what, from_peer).await {
+            TransportEvent::Message { msg, .. } => vec![msg],
+            TransportEvent::Messages { msgs, .. } => msgs,
             _ => unreachable!(),
-        }
+        };
+        assert!(!msgs.is_empty(), "{}: an empty Messages event", t.local());
+        count += msgs.len();
+        events.push(msgs);
     }
-    out
+    assert_eq!(count, n, "{}: more messages from {from} than were sent: {events:?}", t.local());
+    events
 }
 
 pub fn n(s: &str) -> NodeId {
@@ -488,15 +508,74 @@ pub async fn bounded_queues_and_unknown_peers<H: Harness>() {
     let dir = tempfile::tempdir().expect("tmp");
     let mut s = settings(&cfg, "a", Sec::Insecure, dir.path());
     s.queue_capacity = 4;
+    s.control_queue_capacity = 2;
     let a = H::start(s, ba).await.expect("a");
     for i in 0..4 {
-        a.try_send(&n("b"), msg(None, i)).expect("room");
+        a.try_send(&n("b"), msg(Some(1), i)).expect("room");
+    }
+    assert!(matches!(a.try_send(&n("b"), msg(Some(1), 9)), Err(replication_core::Error::QueueFull { .. })));
+    for i in 0..2 {
+        a.try_send(&n("b"), msg(None, i)).expect("room for control");
     }
     assert!(matches!(a.try_send(&n("b"), msg(None, 9)), Err(replication_core::Error::QueueFull { .. })));
     assert!(matches!(a.try_send(&n("zz"), msg(None, 9)), Err(replication_core::Error::UnknownPeer { .. })));
-    let waited = tokio::time::timeout(Duration::from_millis(200), a.send(&n("b"), msg(None, 10))).await;
+    let waited = tokio::time::timeout(Duration::from_millis(200), a.send(&n("b"), msg(Some(1), 10))).await;
     assert!(waited.is_err(), "send waits for room");
     a.shutdown().await;
+}
+
+/// A full data queue does not refuse control messages (heartbeats): with b not yet running,
+/// a fills its data queue to b until `QueueFull`; control messages are still accepted (up to
+/// their own bound) and are delivered when b comes up, along with all the data, each in its
+/// order. Over TCP they arrive before the data backlog queued earlier. What was queued goes
+/// out in one frame per stream, and a frame arrives as one event.
+pub async fn control_passes_a_full_data_queue<H: Harness>() {
+    const DATA: u64 = 16;
+    const CONTROL: u64 = 4;
+    let ba = H::bind(0);
+    let bb = H::bind(0);
+    let cfg = parse(&domain_text("web", &[("a", H::port(&ba)), ("b", H::port(&bb))], ""));
+    let certs = tempfile::tempdir().expect("tempdir");
+    tls::init_dir(&cfg, certs.path()).expect("certs");
+    let mut s = settings(&cfg, "a", Sec::Tls, certs.path());
+    s.queue_capacity = DATA as usize;
+    s.control_queue_capacity = CONTROL as usize;
+    let a = H::start(s, ba).await.expect("a");
+    let mut queued = 0;
+    loop {
+        match a.try_send(&n("b"), msg(Some(1), queued)) {
+            Ok(()) => queued += 1,
+            Err(replication_core::Error::QueueFull { .. }) => break,
+            Err(e) => panic!("unexpected: {e}"),
+        }
+        assert!(queued <= DATA, "the data queue holds more than its capacity");
+    }
+    assert_eq!(queued, DATA);
+    for i in 0..CONTROL {
+        a.try_send(&n("b"), msg(None, 1000 + i)).expect("control accepted while the data queue is full");
+    }
+    let over = a.try_send(&n("b"), msg(None, 2000));
+    assert!(
+        matches!(over, Err(replication_core::Error::QueueFull { .. })),
+        "control queue bounded: {over:?}"
+    );
+
+    let b = H::start(settings(&cfg, "b", Sec::Tls, certs.path()), bb).await.expect("b");
+    let events = receive_events(&b, "a", (DATA + CONTROL) as usize).await;
+    // TCP: one frame; QUIC: one on the control stream, one on the data stream of key 1.
+    assert!(events.len() <= 2, "{} events for {} messages", events.len(), DATA + CONTROL);
+    let got = events.concat();
+    let data: Vec<TestMsg> = got.iter().filter(|m| m.key.is_some()).cloned().collect();
+    let control: Vec<TestMsg> = got.iter().filter(|m| m.key.is_none()).cloned().collect();
+    assert_eq!(data, (0..DATA).map(|i| msg(Some(1), i)).collect::<Vec<_>>());
+    assert_eq!(control, (0..CONTROL).map(|i| msg(None, 1000 + i)).collect::<Vec<_>>());
+    if H::CONTROL_FIRST {
+        let first_data = got.iter().position(|m| m.key.is_some());
+        let last_control = got.iter().rposition(|m| m.key.is_none());
+        assert!(last_control < first_data, "control waited behind the data backlog: {got:?}");
+    }
+    a.shutdown().await;
+    b.shutdown().await;
 }
 
 /// A connection that says nothing is dropped after the handshake timeout; connections beyond
@@ -550,7 +629,7 @@ macro_rules! conformance_tests {
             large_messages_up_to_the_limit, oversize_frame_and_garbage_refused_others_keep_working,
             wrong_ca_refused, unknown_node_refused, other_domain_refused, forbidden_mode_refused,
             peer_restart_and_reconnect, shutdown_flushes, bounded_queues_and_unknown_peers,
-            silent_connection_times_out, garbage_insecure);
+            control_passes_a_full_data_queue, silent_connection_times_out, garbage_insecure);
     };
     (@cases $h:ty; $($case:ident),* $(,)?) => {
         $(

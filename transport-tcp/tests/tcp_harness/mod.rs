@@ -14,6 +14,7 @@ pub struct Tcp;
 impl Harness for Tcp {
     type T = TcpTransport<TestMsg>;
     type Bound = std::net::TcpListener;
+    const CONTROL_FIRST: bool = true;
 
     fn bind(port: u16) -> Self::Bound {
         std::net::TcpListener::bind(("127.0.0.1", port)).expect("bind")
