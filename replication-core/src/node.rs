@@ -296,6 +296,8 @@ struct Acquire {
     waiting: BTreeSet<NodeId>,
     best: Option<Snapshot>,
     holders: BTreeSet<NodeId>,
+    /// Peers that answered the claim (with a copy or without).
+    answered: usize,
     /// Commands waiting: id and whether the outcome carries the attributes.
     requests: Vec<(RequestId, bool)>,
     deadline: Instant,
@@ -1091,6 +1093,7 @@ impl Node {
                 waiting,
                 best,
                 holders: BTreeSet::new(),
+                answered: 0,
                 requests,
                 deadline,
                 retries,
@@ -1165,6 +1168,18 @@ impl Node {
 
     fn complete_acquire(&mut self, now: Instant, session: &str) {
         let Some(a) = self.acquires.remove(session) else { return };
+        // The claim must have been answered by enough of the domain: peers asked that went
+        // down before answering may have promised and hold the newest copy (a one-way
+        // partition, or a node that was paused and wakes up to a silent domain). Taking the
+        // session over without their copies would fence them and lose what they hold.
+        if (1 + a.answered) * 2 <= self.peers.len() {
+            for (id, _) in a.requests {
+                self.out.outcome(id, Outcome::Unavailable);
+            }
+            self.release_claim(session, &a.epoch, &a.asked);
+            self.forget_if_empty(session);
+            return;
+        }
         let me = self.me.clone();
         let rec = self.sessions.entry(session.to_owned()).or_insert_with(|| Record::empty(now));
         if rec.promised.as_ref().is_some_and(|p| *p > a.epoch) {
@@ -1388,17 +1403,36 @@ impl Node {
                 peer.incarnation = Some(*incarnation);
                 if restarted && peer.up {
                     self.peer_down(now, &from);
+                } else if restarted {
+                    // Down already (it left): the new incarnation never answers the old one's
+                    // claims.
+                    self.forget_answers(now, &from);
                 }
             }
             Message::Leaving { incarnation } => {
                 peer.departed = Some(*incarnation);
                 if peer.up {
-                    self.peer_down(now, &from);
+                    self.peer_left(now, &from);
                 }
                 return;
             }
             _ => {
                 if peer.departed.is_some() && peer.departed == peer.incarnation {
+                    // A peer that left answered our claims before its `Leaving`, but the
+                    // answer may arrive after it (transports carry control messages ahead of
+                    // data): its copy still counts, as it may be the newest (a demoted owner).
+                    // Nothing else from a departed incarnation is taken.
+                    match msg {
+                        Message::ClaimAck { session, epoch, copy } => {
+                            self.on_claim_ack(now, &from, &session, &epoch, copy)
+                        }
+                        Message::ClaimAcks { acks } => {
+                            for (session, epoch, copy) in acks {
+                                self.on_claim_ack(now, &from, &session, &epoch, copy);
+                            }
+                        }
+                        _ => {}
+                    }
                     return;
                 }
             }
@@ -1450,7 +1484,16 @@ impl Node {
         self.replan_cursor = Some(None);
     }
 
+    /// A failed peer: down, and its answers to pending claims will not come.
     fn peer_down(&mut self, now: Instant, node: &NodeId) {
+        self.peer_left(now, node);
+        self.forget_answers(now, node);
+    }
+
+    /// A peer that announced it leaves: down, but its answers to pending claims may still
+    /// arrive (they were sent before its `Leaving`, which may overtake them): the claims keep
+    /// waiting for them, until the answer, the peer's restart or the claim's deadline.
+    fn peer_left(&mut self, _now: Instant, node: &NodeId) {
         if let Some(p) = self.peers.get_mut(node) {
             p.up = false;
         }
@@ -1459,6 +1502,10 @@ impl Node {
         }
         self.out.event(Event::PeerDown { node: node.clone() });
         self.view_changed();
+    }
+
+    /// Pending claims stop waiting for `node`'s answer.
+    fn forget_answers(&mut self, now: Instant, node: &NodeId) {
         let done: Vec<String> = self
             .acquires
             .iter_mut()
@@ -1696,6 +1743,7 @@ impl Node {
         if a.epoch != *epoch || !a.waiting.remove(from) {
             return;
         }
+        a.answered += 1;
         if let Some(c) = copy {
             a.holders.insert(from.clone());
             if newer(&c, a.best.as_ref()) {
@@ -3364,6 +3412,106 @@ mod edge_tests {
         assert_eq!(v.backups, vec![(backup.clone(), true)]);
         let b = cl.session(backup.as_str(), "s").unwrap();
         assert_eq!((b.role, b.epoch, b.version), (Role::Backup, v.epoch, 1));
+    }
+
+    /// A demoted owner answers a claim with the newest copy and leaves; its `Leaving` reaches
+    /// the acquirer first (transports carry control messages ahead of data). The acquirer
+    /// must still take the answer's copy, not complete with the older copies it has.
+    #[test]
+    fn a_claim_answer_overtaken_by_the_owners_leaving_still_counts() {
+        let mut cl = Cluster::new(&["a", "b", "c"], 1);
+        create(&mut cl, "a", 1, "s", Ack::Sync { backups: 1 });
+        cl.pump();
+        let backup = cl.session("a", "s").unwrap().backups[0].0.clone();
+        let other = if backup == id("b") { id("c") } else { id("b") };
+        // a's newest write reaches nobody but a.
+        cl.cut.insert((id("a"), backup.clone()));
+        cl.cut.insert((id("a"), other.clone()));
+        cl.cmd(
+            "a",
+            2,
+            Command::Update {
+                session: "s".into(),
+                expected_version: None,
+                changes: vec![Change::Set("k".into(), b"v2".to_vec())],
+                ack: Ack::Async,
+            },
+        );
+        cl.pump();
+        cl.cut.clear();
+        // `other` claims s; a's answer (with the v2 copy) is held back.
+        cl.cmd(other.as_str(), 3, Command::Acquire { session: "s".into() });
+        let mut held = VecDeque::new();
+        while let Some((f, t, m)) = cl.wire.pop_front() {
+            if f == id("a") && t == other && !matches!(m, Message::Heartbeat { .. }) {
+                held.push_back((f, t, m));
+                continue;
+            }
+            let now = cl.now;
+            cl.nodes.get_mut(&t).unwrap().handle_input(now, Input::Message { from: f, msg: m });
+            cl.collect(&t);
+        }
+        assert!(held.iter().any(|(_, _, m)| matches!(m, Message::ClaimAck { .. })), "{held:?}");
+        // a leaves; its Leaving overtakes its answer.
+        cl.cmd("a", 4, Command::Leave);
+        let (leaving, rest): (VecDeque<_>, VecDeque<_>) = std::mem::take(&mut cl.wire)
+            .into_iter()
+            .partition(|(_, t, m)| *t == other && matches!(m, Message::Leaving { .. }));
+        assert!(!leaving.is_empty(), "a announced it leaves");
+        cl.wire = leaving.into_iter().chain(held).chain(rest).collect();
+        cl.pump();
+        cl.nodes.remove(&id("a"));
+        cl.advance(Duration::from_secs(3));
+        let v = cl.session(other.as_str(), "s").unwrap();
+        assert_eq!(v.role, Role::Owner, "{v:?}");
+        assert_eq!(v.attrs.get("k"), Some(&b"v2"[..]), "the newest copy, from the departed owner's answer");
+    }
+
+    /// An acquirer whose claim reaches its peers but whose answers do not come back (a
+    /// one-way partition) sees them go down before they answer: it must not take the session
+    /// over with its own older copy (that fenced the owner and would lose the owner's newer
+    /// writes; found by the simulator, seed 300334).
+    #[test]
+    fn a_claim_nobody_answered_does_not_take_over_with_a_stale_copy() {
+        let mut cl = Cluster::new(&["a", "b", "c"], 2);
+        create(&mut cl, "a", 1, "s", Ack::Sync { backups: 2 });
+        cl.pump();
+        assert_eq!(cl.session("c", "s").map(|v| v.version), Some(1));
+        // c stops hearing a: a's next write reaches b only.
+        cl.cut.insert((id("a"), id("c")));
+        cl.cmd(
+            "a",
+            2,
+            Command::Update {
+                session: "s".into(),
+                expected_version: None,
+                changes: vec![Change::Set("k".into(), b"v2".to_vec())],
+                ack: Ack::Sync { backups: 1 },
+            },
+        );
+        cl.pump();
+        assert!(matches!(cl.outcome(2), Some(Outcome::Replicated { .. })), "{:?}", cl.outcome(2));
+        // c hears nobody now, and claims s: its claims arrive, the answers do not.
+        cl.cut.insert((id("b"), id("c")));
+        cl.cmd("c", 3, Command::Acquire { session: "s".into() });
+        // c's failure detector declares a and b down before their answers arrive.
+        cl.advance(Duration::from_secs(4));
+        assert!(
+            cl.session("c", "s").is_some_and(|v| v.role != Role::Owner),
+            "c took s over without any answer: {:?}",
+            cl.session("c", "s")
+        );
+        assert_eq!(cl.outcome(3), Some(&Outcome::Unavailable), "the acquisition fails");
+        // Healed: one owner, with the acknowledged write.
+        cl.cut.clear();
+        cl.advance(Duration::from_secs(12));
+        let owners: Vec<&str> = ["a", "b", "c"]
+            .into_iter()
+            .filter(|n| cl.session(n, "s").is_some_and(|v| v.role == Role::Owner))
+            .collect();
+        assert_eq!(owners.len(), 1, "{owners:?}");
+        let v = cl.session(owners[0], "s").unwrap();
+        assert_eq!(v.attrs.get("k"), Some(&b"v2"[..]), "the acknowledged write survives");
     }
 
     #[test]
