@@ -3637,6 +3637,62 @@ mod topology_tests {
         cl.session("b", "s050").is_some_and(|v| v.epoch.is_some())
     }
 
+    /// `a` (owner of `s`) fails; the backup takes `s` over, and its claim to the third node
+    /// is lost on the way (a full queue). With `feed` the runtime tells the backup. Returns
+    /// whether the backup owns `s` 100 ms after the loss (the request timeout is 5 s).
+    fn dropped_claim_scenario(feed: bool) -> bool {
+        let mut cl = Cluster::new(&["a", "b", "c"], 1);
+        create(&mut cl, "a", 1, "s", Ack::Sync { backups: 1 });
+        cl.pump();
+        assert!(matches!(cl.outcome(1), Some(Outcome::Replicated { .. })));
+        for n in ["b", "c"] {
+            cl.cut.insert((id("a"), id(n)));
+            cl.cut.insert((id(n), id("a")));
+        }
+        let mut lost = None;
+        for _ in 0..100 {
+            cl.now += Duration::from_millis(50);
+            cl.tick_all();
+            let mut undelivered = Vec::new();
+            cl.wire.retain(|(from, to, msg)| {
+                let hit = lost.is_none()
+                    && *from != id("a")
+                    && *to != id("a")
+                    && matches!(msg, Message::Claim { .. } | Message::Claims { .. });
+                if hit {
+                    undelivered.push((from.clone(), to.clone(), msg.clone()));
+                }
+                !hit
+            });
+            cl.pump();
+            if let Some((x, _, _)) = undelivered.first() {
+                lost = Some((x.clone(), cl.now));
+                if feed {
+                    let now = cl.now;
+                    for (x, to, msg) in undelivered {
+                        cl.nodes.get_mut(&x).unwrap().handle_input(now, Input::Undelivered { to, msg });
+                        cl.collect(&x);
+                    }
+                    cl.pump();
+                }
+            }
+            if lost.as_ref().is_some_and(|(_, t)| cl.now >= *t + Duration::from_millis(100)) {
+                break;
+            }
+        }
+        let (x, _) = lost.expect("no claim was sent");
+        cl.nodes[&x].session("s").is_some_and(|v| v.role == Role::Owner)
+    }
+
+    #[test]
+    fn a_dropped_claim_is_sent_again_at_the_next_step() {
+        assert!(dropped_claim_scenario(true), "the undelivered claim was not sent again promptly");
+        assert!(
+            !dropped_claim_scenario(false),
+            "the takeover completed without the claim: the scenario shows nothing"
+        );
+    }
+
     #[test]
     fn a_dropped_copy_is_sent_again_at_the_next_step() {
         assert!(dropped_copy_scenario(true), "the undelivered copy was not sent again promptly");
