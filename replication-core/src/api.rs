@@ -31,6 +31,28 @@ pub enum Input {
     },
     /// Same as [`crate::node::Node::handle_timeout`].
     Timeout,
+    /// The runtime could not hand `msg` (from an [`Output::Send`] to `to`) to the transport:
+    /// the peer's bounded queue was full, or another send error. Feed it *after* the drain
+    /// that produced the send (never from inside the drain loop); it produces no output by
+    /// itself. The node uses it as a flow-control signal and repairs promptly, within bounds:
+    /// - a dropped [`Message::Replicate`] marks that backup's copy as not sent; a full copy
+    ///   goes out again at the next maintenance step (a tenth of the tick), not after a whole
+    ///   scan cycle, through a per-peer cursor (O(1) memory per peer);
+    /// - full copies sent by maintenance (re-replication, retransmission) to that peer are
+    ///   paced by a per-peer window set from what the peer accepted in the last step, so
+    ///   re-replication goes at the pace the peer's queue accepts; writes (deltas) and replies
+    ///   are never held back;
+    /// - dropped claims (of a pending acquire) are re-sent at the next step, and small replies
+    ///   (acknowledgements, claim answers, fencing) are re-sent from a per-peer queue bounded
+    ///   in count and bytes; anything beyond the bounds is left to the protocol's timeouts.
+    ///
+    /// Feeding nothing is correct too (the protocol repairs losses), only slower.
+    Undelivered {
+        /// The peer it was for.
+        to: NodeId,
+        /// The message, as the node produced it.
+        msg: Message,
+    },
 }
 
 /// How a write waits for backups.

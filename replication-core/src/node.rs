@@ -10,6 +10,19 @@
 //!   after any input).
 //! - Every [`Command`] gets exactly one [`Output::Outcome`] carrying its [`RequestId`], at once
 //!   or later (sync writes, fetches, leave).
+//! - **Undelivered sends:** a message the transport refuses (its per-peer queue is full) goes
+//!   back as [`Input::Undelivered`], fed after the drain that produced it (not from inside the
+//!   drain loop). The node re-sends promptly and within bounds: a dropped copy is marked not
+//!   sent and a per-peer *resend walk* (a cursor, from the lowest session held back or dropped)
+//!   sends it at the next step (a tenth of the tick); dropped claims of pending acquires and
+//!   small replies (acks, claim answers, fencing; at most 256 messages and 4 MiB per peer) are
+//!   re-sent at the next step. Full copies from maintenance (re-replication, retransmission,
+//!   the first copies after a failover) go to a peer within a window per step: after a step
+//!   with refusals, one and a half times what the peer accepted in it; doubled after a step
+//!   that used it all without a refusal; at most [`Settings::scan_batch`]: re-replication goes at the pace the peer's queue drains instead of overflowing it. Writes
+//!   (deltas, a create's first copy), fetches and a leave are never held back. A runtime that
+//!   never feeds it is still correct (losses are repaired by retransmission and the scan),
+//!   only slower.
 //!
 //! ```
 //! use std::time::{Duration, Instant};
@@ -118,7 +131,109 @@ struct Peer {
     departed: Option<u64>,
     /// How many times it came up; a backup that was down may have missed messages.
     ups: u64,
+    /// Flow control of what goes to it (see [`Input::Undelivered`]).
+    flow: Flow,
 }
+
+/// Flow control towards one peer, fed by [`Input::Undelivered`]: what the runtime could not
+/// hand to the transport is re-sent at the next step, and full copies from maintenance are
+/// paced by a window. Bounded: a cursor, a window, claims of pending acquires (at most one per
+/// acquire) and [`RETRY_MESSAGES`] / [`RETRY_BYTES`] of small replies.
+#[derive(Debug, Clone)]
+struct Flow {
+    /// Owned sessions from this one on (inclusive) may have a copy for this peer that was held
+    /// back or dropped (`Replica::last_sent` is `None`): the next steps walk from here and send
+    /// them, within the window. Sessions before it were sent or are due for the scan.
+    resend_from: Option<String>,
+    /// Full copies from maintenance per step at most.
+    window: usize,
+    /// What is left of the window in this step.
+    credit: usize,
+    /// Paced full copies sent to it in this step.
+    offered: usize,
+    /// Messages to it undelivered since the step began.
+    refused: usize,
+    /// Sessions whose claim to this peer was undelivered, re-sent at the next step (each has
+    /// a pending acquire: bounded by them).
+    claims: BTreeSet<String>,
+    /// Small replies undelivered, re-sent at the next step.
+    retry: VecDeque<Message>,
+    /// Approximate bytes in `retry`.
+    retry_bytes: usize,
+}
+
+impl Flow {
+    fn new(window: usize) -> Self {
+        Flow {
+            resend_from: None,
+            window,
+            credit: window,
+            offered: 0,
+            refused: 0,
+            claims: BTreeSet::new(),
+            retry: VecDeque::new(),
+            retry_bytes: 0,
+        }
+    }
+
+    fn pending(&self) -> bool {
+        self.resend_from.is_some() || !self.claims.is_empty() || !self.retry.is_empty()
+    }
+
+    /// Lowers the resend cursor to `session`.
+    fn resend_at(&mut self, session: &str) {
+        if self.resend_from.as_deref().is_none_or(|c| session < c) {
+            self.resend_from = Some(session.to_owned());
+        }
+    }
+
+    /// The peer refused a message: nothing more from maintenance until the next step.
+    fn refuse(&mut self) {
+        self.refused += 1;
+        self.credit = 0;
+    }
+
+    /// A new step. After refusals, the window becomes what the peer accepted in the last step
+    /// and a half (the queue drains between steps: offering a little more keeps it busy); after
+    /// a step that used its whole window without a refusal, it doubles. Then the credit is the
+    /// window.
+    fn step(&mut self, max: usize) {
+        if self.refused > 0 {
+            let accepted = self.offered.saturating_sub(self.refused);
+            self.window = accepted.saturating_add(accepted / 2).clamp(MIN_WINDOW, max.max(MIN_WINDOW));
+        } else if self.credit == 0 {
+            self.window = self.window.saturating_mul(2).min(max);
+        }
+        self.offered = 0;
+        self.refused = 0;
+        self.credit = self.window;
+    }
+}
+
+/// How [`Node::send_full_to_lagging`] paces full copies to a peer.
+#[derive(Clone, Copy, Debug)]
+enum Pace<'a> {
+    /// Not at all: the first copy of a write (create), a fetch's takeover, a leave.
+    No,
+    /// Maintenance (re-replication, retransmission, failover's first copies): within the
+    /// peer's window; a copy beyond it, or beyond the peer's resend cursor, is held back for
+    /// the resend walk.
+    Window,
+    /// The resend walk of this peer: only to it, within its window.
+    Walk(&'a NodeId),
+}
+
+/// Sessions a resend walk reads from the map at a time.
+const WALK_CHUNK: usize = 128;
+
+/// Smallest pacing window (full copies per step to one peer).
+const MIN_WINDOW: usize = 16;
+
+/// Undelivered small replies kept per peer for a re-send, at most.
+const RETRY_MESSAGES: usize = 256;
+
+/// Approximate bytes of undelivered replies (claim answers carry copies) kept per peer.
+const RETRY_BYTES: usize = 4 << 20;
 
 #[derive(Debug, Clone)]
 struct Replica {
@@ -388,6 +503,21 @@ fn payload_size(p: &Payload) -> u64 {
     n as u64
 }
 
+/// Approximate size of a message kept for a re-send ([`Flow::retry`]).
+fn approx_size(m: &Message) -> usize {
+    let body = |c: &Option<Snapshot>| match c {
+        Some(Snapshot { body: Body::Live { attrs, .. }, .. }) => {
+            attrs.iter().map(|(k, v)| k.len() + v.len() + 8).sum::<usize>()
+        }
+        _ => 8,
+    };
+    match m {
+        Message::ClaimAck { session, copy, .. } => 64 + session.len() + body(copy),
+        Message::ClaimAcks { acks } => acks.iter().map(|(s, _, c)| 64 + s.len() + body(c)).sum(),
+        m => 64 + m.session().map_or(0, str::len),
+    }
+}
+
 fn full_payload(copy: &Snapshot) -> Arc<Payload> {
     Arc::new(Payload::Full { version: copy.version, body: copy.body.clone() })
 }
@@ -463,7 +593,11 @@ impl Node {
             .nodes()
             .filter(|n| **n != me)
             .map(|n| {
-                (n.clone(), Peer { up: false, incarnation: None, last_heard: None, departed: None, ups: 0 })
+                let flow = Flow::new(settings.scan_batch.max(1));
+                (
+                    n.clone(),
+                    Peer { up: false, incarnation: None, last_heard: None, departed: None, ups: 0, flow },
+                )
             })
             .collect();
         let heartbeat_interval = config.heartbeat_interval().max(Duration::from_millis(1));
@@ -523,6 +657,11 @@ impl Node {
                     self.on_message(now, from, msg);
                 }
             }
+            Input::Undelivered { to, msg } => {
+                if !self.left {
+                    self.on_undelivered(&to, msg);
+                }
+            }
         }
     }
 
@@ -537,7 +676,7 @@ impl Node {
             return None;
         }
         let mut t = self.next_heartbeat.min(self.next_tick);
-        if self.replan_cursor.is_some() {
+        if self.replan_cursor.is_some() || self.flow_pending() {
             t = t.min(self.last_replan + self.replan_interval());
         }
         if let Some((at, _)) = self.timers.first() {
@@ -570,7 +709,9 @@ impl Node {
         if now >= self.next_tick {
             self.maintenance(now);
             self.next_tick = now + self.tick;
-        } else if self.replan_cursor.is_some() && now >= self.last_replan + self.replan_interval() {
+        } else if (self.replan_cursor.is_some() || self.flow_pending())
+            && now >= self.last_replan + self.replan_interval()
+        {
             self.replan_pass(now);
         }
     }
@@ -817,7 +958,7 @@ impl Node {
                 let owned: Vec<String> = self.owned_sessions().map(str::to_owned).collect();
                 for s in owned {
                     self.plan(&s, now);
-                    self.send_full_to_lagging(&s, now, false);
+                    self.send_full_to_lagging(&s, now, false, Pace::No);
                 }
                 self.check_leave(now);
             }
@@ -872,7 +1013,7 @@ impl Node {
         rec.owner = Some(Box::new(self.new_owner_state(now)));
         self.sessions.insert(session.clone(), rec);
         self.plan(&session, now);
-        self.send_full_to_lagging(&session, now, false);
+        self.send_full_to_lagging(&session, now, false, Pace::No);
         self.complete_write(now, Some(id), &session, ack);
     }
 
@@ -1233,11 +1374,11 @@ impl Node {
                     // paced by its token bucket (the maintenance scan sends the rest).
                     self.refill(now);
                     if self.tokens >= 1000 {
-                        let n = self.send_full_to_lagging(session, now, false);
+                        let n = self.send_full_to_lagging(session, now, false, Pace::Window);
                         self.tokens = self.tokens.saturating_sub(n * 1000);
                     }
                 } else {
-                    self.send_full_to_lagging(session, now, false);
+                    self.send_full_to_lagging(session, now, false, Pace::No);
                 }
                 self.maybe_drop_stale(session);
                 for (id, want) in a.requests {
@@ -1337,8 +1478,13 @@ impl Node {
 
     /// Sends a full copy to every live placed backup that has not acknowledged the current
     /// version and was not sent anything within the retransmit interval (`retransmit`), or
-    /// never sent anything (`!retransmit`). Returns how many were sent.
-    fn send_full_to_lagging(&mut self, session: &str, now: Instant, retransmit: bool) -> u64 {
+    /// never sent anything (`!retransmit`); see [`Pace`] for what may be held back. Returns how
+    /// many were sent.
+    fn send_full_to_lagging(&mut self, session: &str, now: Instant, retransmit: bool, pace: Pace<'_>) -> u64 {
+        let only = match pace {
+            Pace::Walk(n) => Some(n),
+            _ => None,
+        };
         let every = self.settings.retransmit_interval;
         let Some(Record { owner: Some(o), copy: Some(copy), .. }) = self.sessions.get_mut(session) else {
             return 0;
@@ -1346,7 +1492,11 @@ impl Node {
         let mut payload = None;
         let mut sent = 0;
         for (to, r) in o.replicas.iter_mut() {
-            if r.acked >= Some(copy.version) || !self.peers.get(to).is_some_and(|p| p.up) {
+            if only.is_some_and(|n| n != to) {
+                continue;
+            }
+            let Some(peer) = self.peers.get_mut(to) else { continue };
+            if r.acked >= Some(copy.version) || !peer.up {
                 continue;
             }
             let due = match r.last_sent {
@@ -1355,6 +1505,21 @@ impl Node {
             };
             if !due {
                 continue;
+            }
+            let flow = &mut peer.flow;
+            if matches!(pace, Pace::No) {
+                // A write, a fetch or a leave: not held back.
+            } else if flow.resend_from.as_deref().is_some_and(|c| c <= session) {
+                // The peer's resend walk reaches this session later.
+                r.last_sent = None;
+                continue;
+            } else if flow.credit == 0 {
+                r.last_sent = None;
+                flow.resend_at(session);
+                continue;
+            } else {
+                flow.credit -= 1;
+                flow.offered += 1;
             }
             let p = payload.get_or_insert_with(|| full_payload(copy)).clone();
             r.last_sent = Some(now);
@@ -1496,6 +1661,8 @@ impl Node {
     fn peer_left(&mut self, _now: Instant, node: &NodeId) {
         if let Some(p) = self.peers.get_mut(node) {
             p.up = false;
+            // Its copies are planned again when it comes back.
+            p.flow = Flow::new(p.flow.window);
         }
         if let Some(q) = &mut self.quarantine {
             q.asked.remove(node);
@@ -2044,10 +2211,168 @@ impl Node {
     /// One batch of the replan pass after a view change (re-placement, re-replication within
     /// the token bucket, failover of sessions whose owner is gone).
     fn replan_pass(&mut self, now: Instant) {
+        self.flow_step();
         let batching = self.batch_claims();
         self.replan_pass_batched(now);
         if batching {
             self.flush_claims();
+        }
+        self.resend_step(now);
+    }
+
+    // ----- flow control (see `Input::Undelivered`) -----
+
+    /// Whether something undelivered waits for a re-send.
+    fn flow_pending(&self) -> bool {
+        self.peers.values().any(|p| p.up && p.flow.pending())
+    }
+
+    /// A new step: every peer's window is adjusted to what it accepted ([`Flow::step`]), up
+    /// to `scan_batch`, and its credit refilled.
+    fn flow_step(&mut self) {
+        let max = self.settings.scan_batch.max(1);
+        for p in self.peers.values_mut() {
+            p.flow.step(max);
+        }
+    }
+
+    /// The runtime could not send `msg` to `to` (see [`Input::Undelivered`]).
+    fn on_undelivered(&mut self, to: &NodeId, msg: Message) {
+        let Some(peer) = self.peers.get_mut(to) else { return };
+        if !peer.up {
+            // Its copies are planned again when it comes back; claims wait for no down peer.
+            return;
+        }
+        match msg {
+            Message::Replicate { session, epoch, payload } => {
+                if matches!(*payload, Payload::Touch { .. }) {
+                    // Touches and keep-alives repeat by themselves.
+                    return;
+                }
+                peer.flow.refuse();
+                let Some(Record { owner: Some(o), copy: Some(copy), .. }) = self.sessions.get_mut(&session)
+                else {
+                    return;
+                };
+                if copy.epoch != epoch {
+                    return;
+                }
+                let Some(r) = o.replicas.get_mut(to) else { return };
+                if r.acked >= Some(copy.version) {
+                    return;
+                }
+                r.last_sent = None;
+                peer.flow.resend_at(&session);
+            }
+            Message::Claim { session, epoch } => self.retry_claims(to, vec![(session, epoch)]),
+            Message::Claims { claims } => self.retry_claims(to, claims),
+            m @ (Message::Ack { .. }
+            | Message::NeedFull { .. }
+            | Message::Fenced { .. }
+            | Message::ClaimAck { .. }
+            | Message::ClaimAcks { .. }
+            | Message::Release { .. }) => {
+                let f = &mut peer.flow;
+                f.refuse();
+                let size = approx_size(&m);
+                if f.retry.len() < RETRY_MESSAGES && f.retry_bytes.saturating_add(size) <= RETRY_BYTES {
+                    f.retry_bytes += size;
+                    f.retry.push_back(m);
+                }
+            }
+            // Heartbeats and leave announcements repeat; a lost drop leaves an orphan that
+            // expires; the quarantine asks again.
+            _ => {}
+        }
+    }
+
+    /// Keeps the claims of pending acquires that `to` did not get, for the next step.
+    fn retry_claims(&mut self, to: &NodeId, claims: Vec<(String, Epoch)>) {
+        let Some(peer) = self.peers.get_mut(to) else { return };
+        peer.flow.refuse();
+        for (s, e) in claims {
+            if self.acquires.get(&s).is_some_and(|a| a.epoch == e && a.waiting.contains(to)) {
+                peer.flow.claims.insert(s);
+            }
+        }
+    }
+
+    /// Re-sends what was undelivered: small replies, claims, and the copies of each peer's
+    /// resend walk (within its window and the re-replication token bucket).
+    fn resend_step(&mut self, now: Instant) {
+        let peers: Vec<NodeId> =
+            self.peers.iter().filter(|(_, p)| p.flow.pending()).map(|(n, _)| n.clone()).collect();
+        for n in peers {
+            let Some(p) = self.peers.get_mut(&n) else { continue };
+            if !p.up {
+                p.flow = Flow::new(p.flow.window);
+                continue;
+            }
+            let retry = std::mem::take(&mut p.flow.retry);
+            p.flow.retry_bytes = 0;
+            let claims = std::mem::take(&mut p.flow.claims);
+            for m in retry {
+                self.out.send(&n, m);
+            }
+            let claims: Vec<(String, Epoch)> = claims
+                .into_iter()
+                .filter_map(|s| {
+                    let a = self.acquires.get(&s)?;
+                    let epoch = a.epoch.clone();
+                    a.waiting.contains(&n).then_some((s, epoch))
+                })
+                .collect();
+            for chunk in claims.chunks(CLAIMS_PER_MESSAGE) {
+                let msg = match chunk {
+                    [(session, epoch)] => Message::Claim { session: session.clone(), epoch: epoch.clone() },
+                    _ => Message::Claims { claims: chunk.to_vec() },
+                };
+                self.out.send(&n, msg);
+            }
+            self.resend_walk(now, &n);
+        }
+    }
+
+    /// Walks the owned sessions from the peer's resend cursor, sending the copies held back or
+    /// dropped (examines at most eight times `scan_batch` sessions), and leaves the cursor
+    /// where the window, the token bucket or the examination budget stopped it.
+    fn resend_walk(&mut self, now: Instant, peer: &NodeId) {
+        let Some(p) = self.peers.get_mut(peer) else { return };
+        if p.flow.credit == 0 {
+            return;
+        }
+        let Some(from) = p.flow.resend_from.take() else { return };
+        let mut budget = self.settings.scan_batch.max(1).saturating_mul(8);
+        // Keys a chunk at a time: the window usually stops the walk long before the budget.
+        let mut cursor = Bound::Included(from);
+        let mut stop = None;
+        'walk: loop {
+            let keys: Vec<String> = self
+                .sessions
+                .range::<str, _>((cursor.as_ref().map(String::as_str), Bound::Unbounded))
+                .take(WALK_CHUNK)
+                .map(|(k, _)| k.to_owned())
+                .collect();
+            let last_chunk = keys.len() < WALK_CHUNK;
+            for k in keys {
+                let credit = self.peers.get(peer).map_or(0, |p| p.flow.credit);
+                if budget == 0 || credit == 0 || self.tokens < 1000 {
+                    stop = Some(k);
+                    break 'walk;
+                }
+                budget -= 1;
+                if self.sessions.get(&k).is_some_and(|r| r.owner.is_some()) {
+                    let n = self.send_full_to_lagging(&k, now, false, Pace::Walk(peer));
+                    self.tokens = self.tokens.saturating_sub(n * 1000);
+                }
+                cursor = Bound::Excluded(k);
+            }
+            if last_chunk {
+                break;
+            }
+        }
+        if let (Some(k), Some(p)) = (stop, self.peers.get_mut(peer)) {
+            p.flow.resend_at(&k);
         }
     }
 
@@ -2075,7 +2400,7 @@ impl Node {
                     budget = budget.saturating_sub(8);
                     self.plan(&k, now);
                     if self.tokens >= 1000 {
-                        let n = self.send_full_to_lagging(&k, now, false);
+                        let n = self.send_full_to_lagging(&k, now, false, Pace::Window);
                         self.tokens = self.tokens.saturating_sub(n * 1000);
                     }
                     self.maybe_drop_stale(&k);
@@ -2130,7 +2455,7 @@ impl Node {
                 }
                 self.plan(session, now);
                 if self.tokens >= 1000 {
-                    let n = self.send_full_to_lagging(session, now, true);
+                    let n = self.send_full_to_lagging(session, now, true, Pace::Window);
                     self.tokens = self.tokens.saturating_sub(n * 1000);
                 }
                 self.maybe_drop_stale(session);
@@ -3298,6 +3623,129 @@ mod topology_tests {
         cl.advance(Duration::from_secs(5));
         assert_eq!(cl.nodes[&id("a")].stats().under_replicated, 0);
         assert_eq!(cl.nodes[&id("b")].stats().backups, 40);
+    }
+
+    /// b comes back after `a` created 100 sessions without it; the first full copy of `s050`
+    /// the replan pass sends is lost on the way (the runtime's queue was full). With `feed`,
+    /// the runtime tells `a` ([`Input::Undelivered`]); returns whether b holds `s050` 100 ms
+    /// after the loss (a scan cycle is 10 ticks of 200 ms, the retransmit interval 500 ms).
+    fn dropped_copy_scenario(feed: bool) -> bool {
+        let settings = Settings {
+            rereplication_per_sec: 1_000_000,
+            rereplication_burst: 1000,
+            scan_batch: 10,
+            ..Settings::default()
+        };
+        let mut cl = Cluster::from_config(cfg(&["a", "b"], 1), settings);
+        cl.cut.insert((id("b"), id("a")));
+        cl.advance(Duration::from_millis(1200));
+        assert!(!cl.nodes[&id("a")].is_live(&id("b")));
+        for i in 0..100 {
+            let cmd = Command::Create {
+                session: format!("s{i:03}"),
+                attrs: attrs(&[("k", b"v")]),
+                max_inactive: Duration::from_secs(600),
+                ack: Ack::Async,
+            };
+            cl.cmd("a", i, cmd);
+        }
+        cl.cut.clear();
+        let mut lost_at = None;
+        for _ in 0..40 {
+            cl.now += Duration::from_millis(50);
+            cl.tick_all();
+            let mut undelivered = Vec::new();
+            cl.wire.retain(|(from, to, msg)| {
+                let hit = lost_at.is_none()
+                    && *from == id("a")
+                    && matches!(msg, Message::Replicate { session, .. } if session == "s050");
+                if hit {
+                    undelivered.push((to.clone(), msg.clone()));
+                }
+                !hit
+            });
+            cl.pump();
+            if !undelivered.is_empty() {
+                lost_at = Some(cl.now);
+                if feed {
+                    let now = cl.now;
+                    for (to, msg) in undelivered {
+                        cl.nodes.get_mut(&id("a")).unwrap().handle_input(now, Input::Undelivered { to, msg });
+                    }
+                    cl.collect(&id("a"));
+                    cl.pump();
+                }
+            }
+            if lost_at.is_some_and(|t| cl.now >= t + Duration::from_millis(100)) {
+                break;
+            }
+        }
+        assert!(lost_at.is_some(), "the copy of s050 was never sent");
+        // Every other session got its copy meanwhile or soon will; s050's copy is the question.
+        cl.session("b", "s050").is_some_and(|v| v.epoch.is_some())
+    }
+
+    /// `a` (owner of `s`) fails; the backup takes `s` over, and its claim to the third node
+    /// is lost on the way (a full queue). With `feed` the runtime tells the backup. Returns
+    /// whether the backup owns `s` 100 ms after the loss (the request timeout is 5 s).
+    fn dropped_claim_scenario(feed: bool) -> bool {
+        let mut cl = Cluster::new(&["a", "b", "c"], 1);
+        create(&mut cl, "a", 1, "s", Ack::Sync { backups: 1 });
+        cl.pump();
+        assert!(matches!(cl.outcome(1), Some(Outcome::Replicated { .. })));
+        for n in ["b", "c"] {
+            cl.cut.insert((id("a"), id(n)));
+            cl.cut.insert((id(n), id("a")));
+        }
+        let mut lost = None;
+        for _ in 0..100 {
+            cl.now += Duration::from_millis(50);
+            cl.tick_all();
+            let mut undelivered = Vec::new();
+            cl.wire.retain(|(from, to, msg)| {
+                let hit = lost.is_none()
+                    && *from != id("a")
+                    && *to != id("a")
+                    && matches!(msg, Message::Claim { .. } | Message::Claims { .. });
+                if hit {
+                    undelivered.push((from.clone(), to.clone(), msg.clone()));
+                }
+                !hit
+            });
+            cl.pump();
+            if let Some((x, _, _)) = undelivered.first() {
+                lost = Some((x.clone(), cl.now));
+                if feed {
+                    let now = cl.now;
+                    for (x, to, msg) in undelivered {
+                        cl.nodes.get_mut(&x).unwrap().handle_input(now, Input::Undelivered { to, msg });
+                        cl.collect(&x);
+                    }
+                    cl.pump();
+                }
+            }
+            if lost.as_ref().is_some_and(|(_, t)| cl.now >= *t + Duration::from_millis(100)) {
+                break;
+            }
+        }
+        let (x, _) = lost.expect("no claim was sent");
+        cl.nodes[&x].session("s").is_some_and(|v| v.role == Role::Owner)
+    }
+
+    #[test]
+    fn a_dropped_claim_is_sent_again_at_the_next_step() {
+        assert!(dropped_claim_scenario(true), "the undelivered claim was not sent again promptly");
+        assert!(
+            !dropped_claim_scenario(false),
+            "the takeover completed without the claim: the scenario shows nothing"
+        );
+    }
+
+    #[test]
+    fn a_dropped_copy_is_sent_again_at_the_next_step() {
+        assert!(dropped_copy_scenario(true), "the undelivered copy was not sent again promptly");
+        // Without the signal it waits for the scan or the retransmission: the test can fail.
+        assert!(!dropped_copy_scenario(false), "the scan alone re-sent it: the scenario shows nothing");
     }
 }
 

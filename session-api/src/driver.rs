@@ -3,7 +3,8 @@
 //! It waits on three things at once: the transport's next event, the next batch of requests
 //! from handles (a bounded channel), and the engine's next timer. After every input it drains
 //! the engine's outputs: messages go to [`Transport::try_send`] (a full queue or another error
-//! is counted and the message dropped: the protocol repairs losses), outcomes complete the
+//! is counted, and the message goes back to the engine as [`Input::Undelivered`] after the
+//! drain, which re-sends it promptly and paces its copies), outcomes complete the
 //! waiting request, events feed the metrics, the hook and the subscribers.
 
 use std::collections::{BTreeSet, HashMap};
@@ -383,7 +384,45 @@ impl Driver {
         let _ = self.events.send(ev);
     }
 
+    /// Drains the engine's outputs. A message the transport refuses (full queue, or another
+    /// error) goes back to the engine as [`Input::Undelivered`], after the drain (the drain
+    /// rule: no input while outputs are pending), so it re-sends it promptly and paces its
+    /// full copies to what the peer accepts. Feeding it produces no sends by itself; the
+    /// rounds are bounded anyway.
     fn drain(&mut self) {
+        for _ in 0..4 {
+            let mut undelivered = Vec::new();
+            while let Some(out) = self.node.poll_output() {
+                match out {
+                    Output::Send { to, msg } => {
+                        let back = for_undelivered(&msg);
+                        match self.transport.try_send(&to, msg) {
+                            Ok(()) => self.metrics.messages_sent += 1,
+                            Err(e) => {
+                                if matches!(e, replication_core::Error::QueueFull { .. }) {
+                                    self.metrics.send_queue_full += 1;
+                                } else {
+                                    self.metrics.send_errors += 1;
+                                }
+                                if let Some(msg) = back {
+                                    undelivered.push((to, msg));
+                                }
+                            }
+                        }
+                    }
+                    Output::Outcome { id, outcome } => self.on_outcome(id, outcome),
+                    Output::Event(ev) => self.on_event(ev),
+                }
+            }
+            if undelivered.is_empty() {
+                return;
+            }
+            let now = Instant::now();
+            for (to, msg) in undelivered {
+                self.node.handle_input(now, Input::Undelivered { to, msg });
+            }
+        }
+        // Whatever the last round produced (nothing, by the engine's contract).
         while let Some(out) = self.node.poll_output() {
             match out {
                 Output::Send { to, msg } => match self.transport.try_send(&to, msg) {
@@ -666,6 +705,23 @@ impl Driver {
         self.flush(None);
         self.leaving = true;
         self.command(Command::Leave, None, Kind::Leave);
+    }
+}
+
+/// The copy of `msg` kept while it is handed to the transport, to give it back to the engine
+/// if refused ([`Input::Undelivered`]): the messages the engine re-sends. Heartbeats, leave
+/// announcements and touches repeat by themselves, so no copy is made for them (a copy of a
+/// replicated payload only counts a reference).
+fn for_undelivered(msg: &Message) -> Option<Message> {
+    match msg {
+        Message::Replicate { payload, .. }
+            if matches!(**payload, replication_core::message::Payload::Touch { .. }) =>
+        {
+            None
+        }
+        Message::Heartbeat { .. } | Message::Leaving { .. } | Message::Drop { .. } => None,
+        Message::EpochsRequest { .. } | Message::Epochs { .. } => None,
+        m => Some(m.clone()),
     }
 }
 

@@ -13,6 +13,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
+use replication_core::transport::WireMessage as _;
 use replication_core::{
     Ack, Attributes, Change, Command, DomainConfig, Epoch, Event, Input, Message, Node, NodeId, Outcome,
     Output, Settings, Version,
@@ -72,6 +73,10 @@ pub struct SimOptions {
     pub op_rate: u64,
     pub partitions: bool,
     pub verbose: bool,
+    /// A bounded per-link queue like the transports': keyed (data) messages in flight on a
+    /// link at most; a send beyond is refused and fed back as `Input::Undelivered` after the
+    /// drain. `None`: unbounded.
+    pub queue_cap: Option<usize>,
 }
 
 impl SimOptions {
@@ -80,7 +85,7 @@ impl SimOptions {
         let mut r = Rng::new(seed ^ 0x5eed);
         let client_server = r.chance(200);
         let nodes = if client_server { 4 + r.below(2) as usize } else { 3 + r.below(3) as usize };
-        SimOptions {
+        let opt = SimOptions {
             seed,
             steps,
             quiet_steps: 1500,
@@ -94,7 +99,11 @@ impl SimOptions {
             op_rate: 200 + r.below(400),
             partitions: r.chance(600),
             verbose: false,
-        }
+            queue_cap: None,
+        };
+        // Drawn last: the options above stay what they were for every seed.
+        let queue_cap = if r.chance(500) { Some(4 + r.below(60) as usize) } else { None };
+        SimOptions { queue_cap, ..opt }
     }
 }
 
@@ -156,6 +165,8 @@ pub struct Report {
     pub messages: u64,
     pub dropped: u64,
     pub duplicated: u64,
+    /// Sends refused by a full link queue (`SimOptions::queue_cap`).
+    pub refused: u64,
     pub commands: u64,
     pub acked_writes: u64,
     pub checked_writes: u64,
@@ -174,6 +185,10 @@ pub struct Sim {
     owners: Vec<NodeId>,
     slots: BTreeMap<NodeId, Slot>,
     queue: BTreeMap<(u64, u64), (NodeId, NodeId, Message)>,
+    /// Keyed messages in `queue` per link (from, to).
+    inflight: HashMap<(NodeId, NodeId), usize>,
+    /// Sends refused during the current drain, fed back after it.
+    refused: Vec<(NodeId, Message)>,
     seq: u64,
     /// Directed links cut until a time.
     cut: BTreeMap<(NodeId, NodeId), u64>,
@@ -261,6 +276,8 @@ impl Sim {
             owners,
             slots,
             queue: BTreeMap::new(),
+            inflight: HashMap::new(),
+            refused: Vec::new(),
             seq: 0,
             cut: BTreeMap::new(),
             next_req: 1,
@@ -353,6 +370,11 @@ impl Sim {
                 break;
             }
             let (from, to, msg) = self.queue.remove(&(t, s)).unwrap();
+            if msg.ordering_key().is_some() {
+                if let Some(c) = self.inflight.get_mut(&(from.clone(), to.clone())) {
+                    *c = c.saturating_sub(1);
+                }
+            }
             if self.cut.get(&(from.clone(), to.clone())).is_some_and(|until| *until > self.now) {
                 self.report.dropped += 1;
                 continue;
@@ -424,6 +446,24 @@ impl Sim {
     }
 
     fn drain(&mut self, n: &NodeId) {
+        self.drain_outputs(n);
+        // What a full link queue refused goes back to the node after the drain.
+        for _ in 0..4 {
+            if self.refused.is_empty() {
+                return;
+            }
+            let at = self.instant();
+            let refused = std::mem::take(&mut self.refused);
+            let Some(node) = self.slots.get_mut(n).and_then(|s| s.node.as_mut()) else { return };
+            for (to, msg) in refused {
+                node.handle_input(at, Input::Undelivered { to, msg });
+            }
+            self.drain_outputs(n);
+        }
+        self.refused.clear();
+    }
+
+    fn drain_outputs(&mut self, n: &NodeId) {
         loop {
             let Some(slot) = self.slots.get_mut(n) else { return };
             let Some(node) = slot.node.as_mut() else { return };
@@ -443,6 +483,14 @@ impl Sim {
 
     fn send(&mut self, from: NodeId, to: NodeId, msg: Message) {
         self.report.messages += 1;
+        let keyed = msg.ordering_key().is_some();
+        if let Some(cap) = self.opt.queue_cap {
+            if keyed && self.inflight.get(&(from.clone(), to.clone())).is_some_and(|c| *c >= cap) {
+                self.report.refused += 1;
+                self.refused.push((to, msg));
+                return;
+            }
+        }
         let (drop, dup) = if self.phase_quiet { (0, 0) } else { (self.opt.drop, self.opt.dup) };
         if self.rng.chance(drop) {
             self.report.dropped += 1;
@@ -457,6 +505,9 @@ impl Sim {
         for _ in 0..copies {
             let delay = 1 + self.rng.below(self.opt.max_delay_ms);
             self.seq += 1;
+            if keyed {
+                *self.inflight.entry((from.clone(), to.clone())).or_default() += 1;
+            }
             self.queue.insert((self.now + delay, self.seq), (from.clone(), to.clone(), msg.clone()));
         }
     }
