@@ -2577,6 +2577,19 @@ impl Node {
         if !all_done && now < deadline {
             return;
         }
+        // A session this node owned until a claim demoted it may exist nowhere else in its
+        // newest version: answer that claim once more (its first answer may have been lost on
+        // a full queue), so the claimant, still waiting for this node's answer, gets the copy.
+        let demoted: Vec<(String, Epoch, Snapshot)> = self
+            .sessions
+            .iter()
+            .filter(|(k, _)| self.demoted_owner(k))
+            .filter_map(|(k, r)| Some((k.to_owned(), r.promised.clone()?, r.copy.clone()?)))
+            .collect();
+        for (session, epoch, copy) in demoted {
+            let to = epoch.node.clone();
+            self.out.send(&to, Message::ClaimAck { session, epoch, copy: Some(copy) });
+        }
         let peers: Vec<NodeId> = self.peers.keys().cloned().collect();
         for p in &peers {
             self.out.send(p, Message::Leaving { incarnation: self.incarnation });
@@ -3865,8 +3878,10 @@ mod edge_tests {
     /// A demoted owner answers a claim with the newest copy and leaves; its `Leaving` reaches
     /// the acquirer first (transports carry control messages ahead of data). The acquirer
     /// must still take the answer's copy, not complete with the older copies it has.
-    #[test]
-    fn a_claim_answer_overtaken_by_the_owners_leaving_still_counts() {
+    /// The demoted-owner-leaves scenario: a's answer to `other`'s claim (with the only v2
+    /// copy) is held back, a leaves, and its `Leaving` reaches `other` first; the held answer
+    /// is then delivered, or lost when `lose_answer`.
+    fn demoted_owner_leaves(lose_answer: bool) {
         let mut cl = Cluster::new(&["a", "b", "c"], 1);
         create(&mut cl, "a", 1, "s", Ack::Sync { backups: 1 });
         cl.pump();
@@ -3906,6 +3921,9 @@ mod edge_tests {
             .into_iter()
             .partition(|(_, t, m)| *t == other && matches!(m, Message::Leaving { .. }));
         assert!(!leaving.is_empty(), "a announced it leaves");
+        if lose_answer {
+            held.clear();
+        }
         cl.wire = leaving.into_iter().chain(held).chain(rest).collect();
         cl.pump();
         cl.nodes.remove(&id("a"));
@@ -3913,6 +3931,17 @@ mod edge_tests {
         let v = cl.session(other.as_str(), "s").unwrap();
         assert_eq!(v.role, Role::Owner, "{v:?}");
         assert_eq!(v.attrs.get("k"), Some(&b"v2"[..]), "the newest copy, from the departed owner's answer");
+    }
+
+    #[test]
+    fn a_claim_answer_overtaken_by_the_owners_leaving_still_counts() {
+        demoted_owner_leaves(false);
+    }
+
+    /// The first answer is lost (a full queue): the demoted owner answers again as it leaves.
+    #[test]
+    fn a_leaving_demoted_owner_answers_the_claim_again() {
+        demoted_owner_leaves(true);
     }
 
     /// An acquirer whose claim reaches its peers but whose answers do not come back (a
