@@ -2587,8 +2587,12 @@ impl Node {
             .filter_map(|(k, r)| Some((k.to_owned(), r.promised.clone()?, r.copy.clone()?)))
             .collect();
         for (session, epoch, copy) in demoted {
+            // Not to itself: a demoted owner taking the session back claims it at its own
+            // epoch (that acquisition ends with the leave).
             let to = epoch.node.clone();
-            self.out.send(&to, Message::ClaimAck { session, epoch, copy: Some(copy) });
+            if to != self.me && self.peers.contains_key(&to) {
+                self.out.send(&to, Message::ClaimAck { session, epoch, copy: Some(copy) });
+            }
         }
         let peers: Vec<NodeId> = self.peers.keys().cloned().collect();
         for p in &peers {
