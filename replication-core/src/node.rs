@@ -2723,6 +2723,36 @@ mod tests_support {
             }
         }
 
+        /// One 50 ms step of `advance`, except that the messages `drop` picks are taken off
+        /// the wire (as a full transport queue refuses them) and, with `feed`, handed back to
+        /// their senders as [`Input::Undelivered`] after the delivery. Returns the dropped ones.
+        pub fn step_dropping(
+            &mut self,
+            drop: impl Fn(&NodeId, &NodeId, &Message) -> bool,
+            feed: bool,
+        ) -> Vec<(NodeId, NodeId, Message)> {
+            self.now += Duration::from_millis(50);
+            self.tick_all();
+            let mut dropped = Vec::new();
+            self.wire.retain(|(from, to, msg)| {
+                let hit = drop(from, to, msg);
+                if hit {
+                    dropped.push((from.clone(), to.clone(), msg.clone()));
+                }
+                !hit
+            });
+            self.pump();
+            if feed && !dropped.is_empty() {
+                let now = self.now;
+                for (from, to, msg) in dropped.clone() {
+                    self.nodes.get_mut(&from).unwrap().handle_input(now, Input::Undelivered { to, msg });
+                    self.collect(&from);
+                }
+                self.pump();
+            }
+            dropped
+        }
+
         pub fn cmd(&mut self, n: &str, rid: RequestId, cmd: Command) {
             let now = self.now;
             self.nodes.get_mut(&id(n)).unwrap().handle_input(now, Input::Command { id: rid, cmd });
@@ -3669,29 +3699,17 @@ mod topology_tests {
         cl.cut.clear();
         let mut lost_at = None;
         for _ in 0..40 {
-            cl.now += Duration::from_millis(50);
-            cl.tick_all();
-            let mut undelivered = Vec::new();
-            cl.wire.retain(|(from, to, msg)| {
-                let hit = lost_at.is_none()
-                    && *from == id("a")
-                    && matches!(msg, Message::Replicate { session, .. } if session == "s050");
-                if hit {
-                    undelivered.push((to.clone(), msg.clone()));
-                }
-                !hit
-            });
-            cl.pump();
-            if !undelivered.is_empty() {
+            let armed = lost_at.is_none();
+            let dropped = cl.step_dropping(
+                |from, _, msg| {
+                    armed
+                        && *from == id("a")
+                        && matches!(msg, Message::Replicate { session, .. } if session == "s050")
+                },
+                feed,
+            );
+            if !dropped.is_empty() {
                 lost_at = Some(cl.now);
-                if feed {
-                    let now = cl.now;
-                    for (to, msg) in undelivered {
-                        cl.nodes.get_mut(&id("a")).unwrap().handle_input(now, Input::Undelivered { to, msg });
-                    }
-                    cl.collect(&id("a"));
-                    cl.pump();
-                }
             }
             if lost_at.is_some_and(|t| cl.now >= t + Duration::from_millis(100)) {
                 break;
@@ -3716,30 +3734,18 @@ mod topology_tests {
         }
         let mut lost = None;
         for _ in 0..100 {
-            cl.now += Duration::from_millis(50);
-            cl.tick_all();
-            let mut undelivered = Vec::new();
-            cl.wire.retain(|(from, to, msg)| {
-                let hit = lost.is_none()
-                    && *from != id("a")
-                    && *to != id("a")
-                    && matches!(msg, Message::Claim { .. } | Message::Claims { .. });
-                if hit {
-                    undelivered.push((from.clone(), to.clone(), msg.clone()));
-                }
-                !hit
-            });
-            cl.pump();
-            if let Some((x, _, _)) = undelivered.first() {
+            let armed = lost.is_none();
+            let dropped = cl.step_dropping(
+                |from, to, msg| {
+                    armed
+                        && *from != id("a")
+                        && *to != id("a")
+                        && matches!(msg, Message::Claim { .. } | Message::Claims { .. })
+                },
+                feed,
+            );
+            if let Some((x, _, _)) = dropped.first() {
                 lost = Some((x.clone(), cl.now));
-                if feed {
-                    let now = cl.now;
-                    for (x, to, msg) in undelivered {
-                        cl.nodes.get_mut(&x).unwrap().handle_input(now, Input::Undelivered { to, msg });
-                        cl.collect(&x);
-                    }
-                    cl.pump();
-                }
             }
             if lost.as_ref().is_some_and(|(_, t)| cl.now >= *t + Duration::from_millis(100)) {
                 break;
