@@ -2784,6 +2784,12 @@ mod tests_support {
             },
         );
     }
+
+    /// Node `n` sets attribute `k` of session `s` to `value` (no version check).
+    pub fn set_k(cl: &mut Cluster, n: &str, rid: RequestId, s: &str, value: &[u8], ack: Ack) {
+        let changes = vec![Change::Set("k".into(), value.to_vec())];
+        cl.cmd(n, rid, Command::Update { session: s.into(), expected_version: None, changes, ack });
+    }
 }
 
 #[cfg(test)]
@@ -3900,16 +3906,7 @@ mod edge_tests {
         // a's newest write reaches nobody but a.
         cl.cut.insert((id("a"), backup.clone()));
         cl.cut.insert((id("a"), other.clone()));
-        cl.cmd(
-            "a",
-            2,
-            Command::Update {
-                session: "s".into(),
-                expected_version: None,
-                changes: vec![Change::Set("k".into(), b"v2".to_vec())],
-                ack: Ack::Async,
-            },
-        );
+        set_k(&mut cl, "a", 2, "s", b"v2", Ack::Async);
         cl.pump();
         cl.cut.clear();
         // `other` claims s; a's answer (with the v2 copy) is held back.
@@ -3966,16 +3963,7 @@ mod edge_tests {
         assert_eq!(cl.session("c", "s").map(|v| v.version), Some(1));
         // c stops hearing a: a's next write reaches b only.
         cl.cut.insert((id("a"), id("c")));
-        cl.cmd(
-            "a",
-            2,
-            Command::Update {
-                session: "s".into(),
-                expected_version: None,
-                changes: vec![Change::Set("k".into(), b"v2".to_vec())],
-                ack: Ack::Sync { backups: 1 },
-            },
-        );
+        set_k(&mut cl, "a", 2, "s", b"v2", Ack::Sync { backups: 1 });
         cl.pump();
         assert!(matches!(cl.outcome(2), Some(Outcome::Replicated { .. })), "{:?}", cl.outcome(2));
         // c hears nobody now, and claims s: its claims arrive, the answers do not.
