@@ -19,8 +19,9 @@ use crate::transport::WireMessage;
 /// (3: attribute values are MessagePack `bin`, see `bytes`. 4: [`Message::Release`], a failed
 /// acquirer's release of its claim, no longer the same message as [`Message::Drop`]; the
 /// restart quarantine, [`Message::EpochsRequest`] and [`Message::Epochs`]; claims in batches,
-/// [`Message::Claims`] and [`Message::ClaimAcks`].)
-pub const PROTOCOL_VERSION: u32 = 4;
+/// [`Message::Claims`] and [`Message::ClaimAcks`]. 5: [`Message::Handoff`], the copies a
+/// leaving node that cannot own hands to the others.)
+pub const PROTOCOL_VERSION: u32 = 5;
 
 /// The version of a session's state inside one [`Epoch`]; every write adds one. Versions
 /// continue across ownership changes (a new owner starts from the highest copy it found).
@@ -251,6 +252,17 @@ pub enum Message {
         /// The released claim's epoch.
         epoch: Epoch,
     },
+    /// A leaving node that cannot take a session over (a server of a client-server domain)
+    /// to the nodes that would back it up, for a session whose owner is gone: "keep this
+    /// copy". Stored as a backup copy when newer than the receiver's, and answered with a
+    /// [`Message::Ack`] of the copy's epoch and version. It acknowledges no write and moves no
+    /// ownership: a later claim collects the copy like any other.
+    Handoff {
+        /// The session.
+        session: String,
+        /// The leaving node's copy.
+        copy: Snapshot,
+    },
     /// Many [`Message::Claim`]s of one acquirer at once (a mass failover), each handled as if
     /// it came alone; answered by [`Message::ClaimAcks`] (and a [`Message::Fenced`] per
     /// claim refused).
@@ -304,7 +316,8 @@ impl Message {
             | Message::Claim { session, .. }
             | Message::ClaimAck { session, .. }
             | Message::Drop { session, .. }
-            | Message::Release { session, .. } => Some(session),
+            | Message::Release { session, .. }
+            | Message::Handoff { session, .. } => Some(session),
         }
     }
 }

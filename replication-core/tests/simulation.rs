@@ -4,7 +4,9 @@
 //! - `M2M_SIM_SEED=123 cargo test -p replication-core --test simulation -- --nocapture one_seed`
 //!   reproduces one run exactly (prints its trace hash; `M2M_SIM_STEPS` sets its length,
 //!   `M2M_SIM_VERBOSE=1` prints the trace).
-//! - `M2M_SIM_SOAK=1` (or `-- --ignored soak`) runs many seeds for `M2M_SIM_SOAK_SECS`.
+//! - `M2M_SIM_SOAK=1` (or `-- --ignored soak`) runs many seeds for `M2M_SIM_SOAK_SECS`; every
+//!   fourth seed is a rolling restart (`SimOptions::rolling_from_seed`).
+//! - `M2M_SIM_ROLLING=1` makes `one_seed` (and every soak seed) a rolling restart.
 
 mod sim;
 
@@ -16,16 +18,33 @@ fn env_u64(name: &str) -> Option<u64> {
     std::env::var(name).ok().and_then(|v| v.parse().ok())
 }
 
+fn rolling_asked() -> bool {
+    std::env::var("M2M_SIM_ROLLING").is_ok_and(|v| v == "1")
+}
+
 fn run(seed: u64, steps: u64) -> Report {
-    let mut opt = SimOptions::from_seed(seed, steps);
+    run_with(SimOptions::from_seed(seed, steps))
+}
+
+fn run_rolling(seed: u64, steps: u64) -> Report {
+    run_with(SimOptions::rolling_from_seed(seed, steps))
+}
+
+fn run_with(mut opt: SimOptions) -> Report {
     opt.verbose = std::env::var("M2M_SIM_VERBOSE").is_ok_and(|v| v == "1");
     Sim::new(opt).run()
 }
 
 fn summary(r: &Report) -> String {
     format!(
-        "seed {} hash {:016x}: steps {} cmds {} acked {} checked {} sessions {} msgs {} dropped {} dup {} refused {} crashes {} restarts {} pauses {} partitions {} leaves {} violations {}",
+        "seed {}{} hash {:016x}: steps {} cmds {} acked {} checked {} sessions {} msgs {} dropped {} dup {} refused {} crashes {} restarts {} pauses {} partitions {} leaves {} violations {}",
         r.seed,
+        match (r.rolling, r.client_server) {
+            (true, true) => " (rolling, client-server)",
+            (true, false) => " (rolling)",
+            (false, true) => " (client-server)",
+            (false, false) => "",
+        },
         r.trace_hash,
         r.steps,
         r.commands,
@@ -77,6 +96,23 @@ fn partition_amnesia_seed() {
     assert_clean(&r);
 }
 
+/// Rolling restarts (finding 7 of docs/reliability.md, seen in the process tests): every node
+/// in turn leaves and comes back at once while sessions are written through every node.
+#[test]
+fn rolling_restarts() {
+    let steps = env_u64("M2M_SIM_STEPS").unwrap_or(1500);
+    let mut failures = Vec::new();
+    for seed in 1..=8u64 {
+        let r = run_rolling(seed, steps);
+        println!("{}", summary(&r));
+        assert!(r.leaves >= 3, "{}: too few leaves to be a rolling restart", summary(&r));
+        if !r.violations.is_empty() {
+            failures.push(format!("{}\n  {}", summary(&r), r.violations.join("\n  ")));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
 #[test]
 fn same_seed_same_trace() {
     let a = run(42, 600);
@@ -90,9 +126,10 @@ fn same_seed_same_trace() {
 fn one_seed() {
     let Some(seed) = env_u64("M2M_SIM_SEED") else { return };
     let steps = env_u64("M2M_SIM_STEPS").unwrap_or(2000);
-    let r = run(seed, steps);
+    let pick = if rolling_asked() { run_rolling } else { run };
+    let r = pick(seed, steps);
     println!("{}", summary(&r));
-    let again = run(seed, steps);
+    let again = pick(seed, steps);
     assert_eq!(r.trace_hash, again.trace_hash, "not deterministic");
     assert_clean(&r);
 }
@@ -120,7 +157,7 @@ fn soak_run() {
     let mut bad = Vec::new();
     let mut seed = first;
     while start.elapsed().as_secs() < secs {
-        let r = run(seed, steps);
+        let r = if rolling_asked() || seed % 4 == 3 { run_rolling(seed, steps) } else { run(seed, steps) };
         runs += 1;
         total.steps += r.steps;
         total.commands += r.commands;

@@ -77,6 +77,12 @@ pub struct SimOptions {
     /// link at most; a send beyond is refused and fed back as `Input::Undelivered` after the
     /// drain. `None`: unbounded.
     pub queue_cap: Option<usize>,
+    /// Per mille of client operations sent to the session's believed owner (session
+    /// affinity); the rest go to any running node, which takes the session over.
+    pub affinity: u64,
+    /// A rolling restart: every node in turn leaves gracefully and is restarted at once (no
+    /// other fault); a clean leave does not count as a fault of the node's holdings.
+    pub rolling: bool,
 }
 
 impl SimOptions {
@@ -100,10 +106,40 @@ impl SimOptions {
             partitions: r.chance(600),
             verbose: false,
             queue_cap: None,
+            affinity: 750,
+            rolling: false,
         };
         // Drawn last: the options above stay what they were for every seed.
         let queue_cap = if r.chance(500) { Some(4 + r.below(60) as usize) } else { None };
         SimOptions { queue_cap, ..opt }
+    }
+
+    /// A rolling restart (the process tests' `tcp-rolling` shape): sessions written through
+    /// every node (little affinity, so ownership moves all the time) while each node in turn
+    /// leaves gracefully and comes back at once as a new incarnation. No crash, pause or
+    /// partition: nothing acknowledged may be lost.
+    pub fn rolling_from_seed(seed: u64, steps: u64) -> Self {
+        let mut r = Rng::new(seed ^ 0x7011);
+        let client_server = r.chance(200);
+        let nodes = if client_server { 4 + r.below(2) as usize } else { 3 + r.below(3) as usize };
+        SimOptions {
+            seed,
+            steps,
+            quiet_steps: 1500,
+            nodes,
+            replicas: 1 + r.below(2) as u32,
+            client_server,
+            drop: r.below(20),
+            dup: r.below(20),
+            max_delay_ms: 1 + r.below(20),
+            fault_rate: 0,
+            op_rate: 500 + r.below(500),
+            partitions: false,
+            verbose: false,
+            queue_cap: if r.chance(500) { Some(4 + r.below(60) as usize) } else { None },
+            affinity: r.below(400),
+            rolling: true,
+        }
     }
 }
 
@@ -116,6 +152,9 @@ struct Slot {
     /// Messages that arrived while paused.
     inbox: VecDeque<(NodeId, Message)>,
     leaving: bool,
+    /// It left gracefully with everything handed off (`Outcome::Left` with nothing
+    /// unreplicated): in a rolling restart its restart is not a fault.
+    left_clean: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -155,6 +194,8 @@ struct Acked {
 #[derive(Clone, Debug, Default)]
 pub struct Report {
     pub seed: u64,
+    pub rolling: bool,
+    pub client_server: bool,
     pub trace_hash: u64,
     pub steps: u64,
     pub crashes: u64,
@@ -212,6 +253,11 @@ pub struct Sim {
     report: Report,
     trace: u64,
     phase_quiet: bool,
+    /// Rolling restart: when the next node leaves, and which.
+    next_roll: u64,
+    roll_idx: usize,
+    /// `M2M_SIM_WATCH=s13`: print every delivered message naming that session.
+    watch: Option<String>,
 }
 
 const STEP_MS: u64 = 10;
@@ -261,10 +307,16 @@ impl Sim {
                     down_until: None,
                     inbox: VecDeque::new(),
                     leaving: false,
+                    left_clean: false,
                 },
             );
         }
-        let report = Report { seed: opt.seed, ..Report::default() };
+        let report = Report {
+            seed: opt.seed,
+            rolling: opt.rolling,
+            client_server: opt.client_server,
+            ..Report::default()
+        };
         Sim {
             rng: Rng::new(opt.seed),
             opt,
@@ -297,6 +349,9 @@ impl Sim {
             report,
             trace: 0xcbf2_9ce4_8422_2325,
             phase_quiet: false,
+            next_roll: 1000,
+            roll_idx: 0,
+            watch: std::env::var("M2M_SIM_WATCH").ok().map(|w| format!("\"{w}\"")),
         }
     }
 
@@ -355,12 +410,15 @@ impl Sim {
                 slot.down_until = None;
                 slot.incarnation += 1;
                 slot.leaving = false;
+                let clean = std::mem::take(&mut slot.left_clean) && self.opt.rolling;
                 let inc = slot.incarnation;
                 let at = self.instant();
                 let node = Node::new(self.cfg.clone(), n.clone(), inc, self.settings.clone(), at).unwrap();
                 self.slots.get_mut(n).unwrap().node = Some(node);
                 self.report.restarts += 1;
-                self.faults.push((n.clone(), self.now, self.now));
+                if !clean {
+                    self.faults.push((n.clone(), self.now, self.now));
+                }
                 self.trace_str(&format!("restart {n} {inc}"));
             }
         }
@@ -385,12 +443,28 @@ impl Sim {
         for n in &names {
             self.run_timeout(n);
         }
+        if let Some(w) = &self.watch {
+            if self.now % 100 == 0 {
+                let id = w.trim_matches('"');
+                for (n, slot) in &self.slots {
+                    if let Some(v) = slot.node.as_ref().and_then(|x| x.session(id)) {
+                        eprintln!(
+                            "[{}ms] view {n}: {:?} {:?}/{} owner {:?} promised {:?}",
+                            self.now, v.role, v.epoch, v.version, v.owner, v.promised
+                        );
+                    }
+                }
+            }
+        }
         if faults {
             if self.rng.chance(self.opt.op_rate) {
                 self.client_op();
             }
             if self.rng.chance(self.opt.fault_rate) {
                 self.inject_fault();
+            }
+            if self.opt.rolling {
+                self.roll();
             }
         }
         self.check_step();
@@ -431,6 +505,12 @@ impl Sim {
             other => fnv(&mut h, &rmp_serde::to_vec(other).unwrap()),
         }
         self.trace = h;
+        if let Some(w) = &self.watch {
+            let text = format!("{msg:?}");
+            if text.contains(w.as_str()) {
+                eprintln!("[{}ms] {from} -> {to}: {text:.300}", self.now);
+            }
+        }
         slot.node.as_mut().unwrap().handle_input(at, Input::Message { from, msg });
         self.drain(&to);
     }
@@ -555,7 +635,7 @@ impl Sim {
         let session = self.rng.pick(&self.sessions).cloned().unwrap();
         // Mostly talk to the believed owner, as session affinity would.
         let target = match self.believed_owner.get(&session) {
-            Some(o) if running.contains(o) && self.rng.chance(750) => o.clone(),
+            Some(o) if running.contains(o) && self.rng.chance(self.opt.affinity) => o.clone(),
             _ => node,
         };
         if roll < 70 {
@@ -582,7 +662,7 @@ impl Sim {
             );
         } else if roll < 99 {
             self.command(&target, &session, Kind::Touch, Command::Touch { session: session.clone() });
-        } else if self.rng.chance(300) {
+        } else if !self.opt.rolling && self.rng.chance(300) {
             self.report.leaves += 1;
             self.slots.get_mut(&target).unwrap().leaving = true;
             self.command(&target, "", Kind::Leave, Command::Leave);
@@ -651,13 +731,22 @@ impl Sim {
                 }
                 self.final_found.insert(p.session.clone(), None);
             }
-            (Kind::Leave, Outcome::Left { .. }) => {
-                // The node is gone; bring it back later as a new incarnation.
+            (Kind::Leave, Outcome::Left { unreplicated, .. }) => {
+                // The node is gone; bring it back later as a new incarnation (at once in a
+                // rolling restart, and the next node leaves a little later).
                 let slot = self.slots.get_mut(n).unwrap();
                 slot.node = None;
                 slot.inbox.clear();
-                let until = self.now + 500 + self.rng.below(3000);
+                slot.left_clean = *unreplicated == 0;
+                let until = if self.opt.rolling {
+                    let until = self.now + self.rng.below(300);
+                    self.next_roll = until + 300 + self.rng.below(1000);
+                    until
+                } else {
+                    self.now + 500 + self.rng.below(3000)
+                };
                 self.slots.get_mut(n).unwrap().down_until = Some(until);
+                self.trace_str(&format!("left {n} unreplicated {unreplicated}"));
             }
             _ => {}
         }
@@ -755,6 +844,22 @@ impl Sim {
             self.report.partitions += 1;
             self.trace_str(&format!("partition {n} mode {mode} other {other}"));
         }
+    }
+
+    /// Rolling restart: the next node in turn leaves when the previous one is back.
+    fn roll(&mut self) {
+        if self.now < self.next_roll || self.slots.values().any(|s| s.leaving || s.node.is_none()) {
+            return;
+        }
+        let n = self.names[self.roll_idx % self.names.len()].clone();
+        self.roll_idx += 1;
+        if !self.running(&n) {
+            return;
+        }
+        self.report.leaves += 1;
+        self.slots.get_mut(&n).unwrap().leaving = true;
+        self.trace_str(&format!("roll {n}"));
+        self.command(&n, "", Kind::Leave, Command::Leave);
     }
 
     fn heal(&mut self) {
