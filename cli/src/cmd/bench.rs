@@ -683,7 +683,8 @@ where
     }
 }
 
-/// When the failover's steps happened on one node (from its metrics hook).
+/// When the failover's steps happened on one node (from its metrics hook: an event is seen
+/// when the driver drains the engine after the step that produced it).
 #[derive(Clone, Debug, Default)]
 struct NodeTrace {
     down: Option<Instant>,
@@ -775,13 +776,15 @@ async fn failover(n: usize) -> anyhow::Result<(f64, f64, f64)> {
         let heard = m.peers.iter().find(|p| p.node.as_str() == "app1").and_then(|p| p.last_heard);
         let t = trace.of(&node);
         eprintln!(
-            "    failover {node}: app1 last heard {:.1} ms before the kill, declared down at {:.1} ms \
-             ({:.1} ms after last heard + failure timeout), first session owned at {:.1} ms, last at {:.1} ms \
+            "    failover {node}: app1 last heard {:.1} ms before the kill, PeerDown out at {:.1} ms \
+             ({:.1} ms after last heard + failure timeout; emitted after the step, first replan pass \
+             included), first session owned at {:.1} ms, last at {:.1} ms \
              ({} gained)",
             heard.map_or(f64::NAN, ms_before),
             t.down.map_or(f64::NAN, ms),
             match (t.down, heard) {
-                (Some(d), Some(h)) => (d.saturating_duration_since(h).as_secs_f64() * 1e3) - FAILURE_TIMEOUT_MS as f64,
+                (Some(d), Some(h)) =>
+                    (d.saturating_duration_since(h).as_secs_f64() * 1e3) - FAILURE_TIMEOUT_MS as f64,
                 _ => f64::NAN,
             },
             t.first_gained.map_or(f64::NAN, ms),
