@@ -700,6 +700,9 @@ impl Node {
             return None;
         }
         let mut t = self.next_heartbeat.min(self.next_tick);
+        if let Some(d) = self.failure_deadline() {
+            t = t.min(d);
+        }
         if self.replan_cursor.is_some() || self.flow_pending() {
             t = t.min(self.last_replan + self.replan_interval());
         }
@@ -730,7 +733,10 @@ impl Node {
             let Some((_, timer)) = self.timers.pop_first() else { break };
             self.fire(now, timer);
         }
-        if now >= self.next_tick {
+        // Failure detection runs at the tick and also exactly when a live peer's silence
+        // reaches the failure timeout (not up to a tick later): the maintenance, with the
+        // failovers of the replan pass, comes forward to that instant.
+        if now >= self.next_tick || self.failure_deadline().is_some_and(|d| now >= d) {
             self.maintenance(now);
             self.next_tick = now + self.tick;
         } else if (self.replan_cursor.is_some() || self.flow_pending())
@@ -738,6 +744,17 @@ impl Node {
         {
             self.replan_pass(now);
         }
+    }
+
+    /// When the first live peer's silence reaches the failure timeout (it is then declared
+    /// down, see `maintenance`).
+    fn failure_deadline(&self) -> Option<Instant> {
+        self.peers
+            .values()
+            .filter(|p| p.up)
+            .filter_map(|p| p.last_heard)
+            .min()
+            .map(|t| t + self.failure_timeout)
     }
 
     /// After a long gap without running (the process was paused, the machine slept), peers'
@@ -3047,6 +3064,43 @@ mod tests {
         assert_eq!(cl.nodes[&id("a")].stats().peers_down, 1);
         let _ = T0_MS;
         let _ = cl.t0;
+    }
+
+    #[test]
+    fn a_silent_peer_is_declared_down_at_its_deadline_not_at_the_next_tick() {
+        let c = cfg(&["a", "b"], 1);
+        let failure_timeout = c.failure_timeout();
+        let t0 = Instant::now();
+        let mut a = Node::new(c, id("a"), 1, Settings::default(), t0).unwrap();
+        fn drain(a: &mut Node) {
+            while a.poll_output().is_some() {}
+        }
+        // Runs every timeout the node asks for, up to `end`.
+        fn run_until(a: &mut Node, end: Instant) {
+            for _ in 0..10_000 {
+                match a.poll_timeout() {
+                    Some(t) if t <= end => {
+                        a.handle_timeout(t);
+                        drain(a);
+                    }
+                    _ => return,
+                }
+            }
+            panic!("the node keeps asking for a timeout before {end:?}");
+        }
+        a.handle_timeout(t0);
+        drain(&mut a);
+        // b is last heard between two maintenance ticks (every 200 ms here).
+        let heard = t0 + Duration::from_millis(7);
+        a.handle_input(heard, Input::Message { from: id("b"), msg: Message::Heartbeat { incarnation: 1 } });
+        drain(&mut a);
+        assert!(a.is_live(&id("b")));
+        let deadline = heard + failure_timeout;
+        run_until(&mut a, deadline - Duration::from_millis(1));
+        assert!(a.is_live(&id("b")), "declared down before the failure timeout");
+        assert!(a.poll_timeout().is_some_and(|t| t <= deadline), "no timeout asked for at the deadline");
+        run_until(&mut a, deadline);
+        assert!(!a.is_live(&id("b")), "not declared down at the deadline (only at the next tick)");
     }
 
     #[test]

@@ -268,7 +268,7 @@ async fn one_run(plan: &Plan, redis: Option<&str>, only: &[String]) -> anyhow::R
 
     for transport in ["tcp", "quic"].into_iter().filter(|t| want(t)) {
         eprintln!("  m2m {transport} sync ...");
-        let c = Cluster::start(transport, 2, 1, sync(1), None).await?;
+        let c = Cluster::start(transport, 2, 1, sync(1), None, None).await?;
         let owner = &c.nodes[0];
         let (_, samples) = updates(owner, 1, plan.phase, true).await?;
         put_lat(&mut f, &format!("{transport}.sync.c1"), lat(&samples));
@@ -286,7 +286,7 @@ async fn one_run(plan: &Plan, redis: Option<&str>, only: &[String]) -> anyhow::R
 
     if want("replicas2") {
         eprintln!("  m2m tcp replicas 2 ...");
-        let c = Cluster::start("tcp", 3, 2, sync(2), None).await?;
+        let c = Cluster::start("tcp", 3, 2, sync(2), None, None).await?;
         let (_, samples) = updates(&c.nodes[0], 1, plan.phase, true).await?;
         put_lat(&mut f, "tcp.replicas2.c1", lat(&samples));
         let (rate, _) = updates(&c.nodes[0], 64, plan.phase, false).await?;
@@ -296,7 +296,7 @@ async fn one_run(plan: &Plan, redis: Option<&str>, only: &[String]) -> anyhow::R
 
     if want("async") {
         eprintln!("  m2m tcp async ...");
-        let c = Cluster::start("tcp", 2, 1, AckPolicy::Async, None).await?;
+        let c = Cluster::start("tcp", 2, 1, AckPolicy::Async, None, None).await?;
         for conc in [1usize, 64] {
             let (rate, _) = updates(&c.nodes[0], conc, plan.phase, false).await?;
             f.insert(format!("tcp.async.c{conc}.ops_per_s"), rate);
@@ -516,6 +516,7 @@ impl Cluster {
         replicas: u32,
         ack: AckPolicy,
         core: Option<replication_core::Settings>,
+        trace: Option<&Arc<Trace>>,
     ) -> anyhow::Result<Cluster> {
         let mut text = format!(
             "[domain]\nname = \"bench\"\ntopology = \"peer-to-peer\"\nreplicas = {replicas}\n\
@@ -543,10 +544,14 @@ impl Cluster {
             if let Some(core) = &core {
                 settings.core = core.clone();
             }
-            let b = SessionManager::builder(cfg.clone(), &name)
+            let mut b = SessionManager::builder(cfg.clone(), &name)
                 .settings(settings)
                 .certs_dir(certs.path())
                 .ack(ack);
+            if let Some(trace) = trace {
+                let (trace, node) = (trace.clone(), name.clone());
+                b = b.metrics_hook(move |ev| trace.record(&node, ev));
+            }
             let b = match socket {
                 Socket::Tcp(l) => b.tcp_listener(l),
                 Socket::Udp(s) => b.udp_socket(s),
@@ -678,17 +683,68 @@ where
     }
 }
 
+/// When the failover's steps happened on one node (from its metrics hook: an event is seen
+/// when the driver drains the engine after the step that produced it).
+#[derive(Clone, Debug, Default)]
+struct NodeTrace {
+    down: Option<Instant>,
+    first_gained: Option<Instant>,
+    last_gained: Option<Instant>,
+    gained: usize,
+}
+
+/// Timestamps of the failover's steps per node, recorded by the nodes' metrics hooks from
+/// `start` on (where the time goes between the kill and the last session owned).
+#[derive(Debug, Default)]
+struct Trace {
+    nodes: std::sync::Mutex<(Option<Instant>, BTreeMap<String, NodeTrace>)>,
+}
+
+impl Trace {
+    fn start(&self, t0: Instant) {
+        if let Ok(mut g) = self.nodes.lock() {
+            *g = (Some(t0), BTreeMap::new());
+        }
+    }
+
+    fn record(&self, node: &str, ev: &session_api::NodeEvent) {
+        let Ok(mut g) = self.nodes.lock() else { return };
+        if g.0.is_none() {
+            return;
+        }
+        let now = Instant::now();
+        let t = g.1.entry(node.to_owned()).or_default();
+        match ev {
+            session_api::NodeEvent::Core(replication_core::Event::PeerDown { .. }) => {
+                t.down.get_or_insert(now);
+            }
+            session_api::NodeEvent::Core(replication_core::Event::OwnershipGained { .. }) => {
+                t.first_gained.get_or_insert(now);
+                t.last_gained = Some(now);
+                t.gained += 1;
+            }
+            _ => {}
+        }
+    }
+
+    fn of(&self, node: &str) -> NodeTrace {
+        self.nodes.lock().ok().and_then(|g| g.1.get(node).cloned()).unwrap_or_default()
+    }
+}
+
 /// Three nodes; `n` sessions owned by app1, which is then aborted. Returns the time until
 /// every session is owned by a survivor, and until a read of one session through its failover
 /// target (named in its id) returned it, in milliseconds.
 async fn failover(n: usize) -> anyhow::Result<(f64, f64, f64)> {
-    let c = Cluster::start("tcp", 3, 1, sync(1), None).await?;
+    let trace = Arc::new(Trace::default());
+    let c = Cluster::start("tcp", 3, 1, sync(1), None, Some(&trace)).await?;
     let ids = create_many(&c.nodes[0], n).await?;
     let probe = ids.first().cloned().context("no session")?;
     let target = probe.rsplit('.').next().unwrap_or_default().to_owned();
     let reader = c.nodes.iter().find(|m| m.node().as_str() == target).context("failover target")?.clone();
     let survivors = [c.nodes[1].clone(), c.nodes[2].clone()];
     let t0 = Instant::now();
+    trace.start(t0);
     c.nodes[0].abort().await?;
     let read = tokio::spawn(async move {
         loop {
@@ -712,8 +768,29 @@ async fn failover(n: usize) -> anyhow::Result<(f64, f64, f64)> {
     .context("failover")?;
     let first = read.await?;
     let mut dropped = 0;
+    let ms = |t: Instant| t.saturating_duration_since(t0).as_secs_f64() * 1e3;
+    let ms_before = |t: Instant| t0.saturating_duration_since(t).as_secs_f64() * 1e3;
     for m in &survivors {
         let m = m.metrics().await?;
+        let node = m.node.as_ref().map(|n| n.to_string()).unwrap_or_default();
+        let heard = m.peers.iter().find(|p| p.node.as_str() == "app1").and_then(|p| p.last_heard);
+        let t = trace.of(&node);
+        eprintln!(
+            "    failover {node}: app1 last heard {:.1} ms before the kill, PeerDown out at {:.1} ms \
+             ({:.1} ms after last heard + failure timeout; emitted after the step, first replan pass \
+             included), first session owned at {:.1} ms, last at {:.1} ms \
+             ({} gained)",
+            heard.map_or(f64::NAN, ms_before),
+            t.down.map_or(f64::NAN, ms),
+            match (t.down, heard) {
+                (Some(d), Some(h)) =>
+                    (d.saturating_duration_since(h).as_secs_f64() * 1e3) - FAILURE_TIMEOUT_MS as f64,
+                _ => f64::NAN,
+            },
+            t.first_gained.map_or(f64::NAN, ms),
+            t.last_gained.map_or(f64::NAN, ms),
+            t.gained,
+        );
         dropped += m.send_queue_full;
         eprintln!(
             "    failover: {} failovers, {} sends dropped on a full transport queue, {} messages sent",
@@ -743,7 +820,7 @@ async fn rereplication(n: usize) -> anyhow::Result<(f64, f64, f64)> {
     core.rereplication_per_sec = REREP_PER_SEC;
     core.rereplication_burst = REREP_BATCH;
     core.scan_batch = REREP_BATCH as usize;
-    let c = Cluster::start("tcp", 3, 1, sync(1), Some(core)).await?;
+    let c = Cluster::start("tcp", 3, 1, sync(1), Some(core), None).await?;
     let (a, b, dead) = (c.nodes[0].clone(), c.nodes[1].clone(), c.nodes[2].clone());
     create_many(&a, n).await?;
     wait_until(Duration::from_secs(60), Duration::from_millis(10), || {
@@ -827,7 +904,7 @@ async fn memory_child(kind: MemoryKind, n: usize) -> anyhow::Result<MemoryFigure
         }
         MemoryKind::M2m => {
             let ack = AckPolicy::Sync { backups: 1, timeout: Duration::from_secs(60) };
-            let c = Cluster::start("tcp", 2, 1, ack, None).await?;
+            let c = Cluster::start("tcp", 2, 1, ack, None, None).await?;
             let (a, b) = (c.nodes[0].clone(), c.nodes[1].clone());
             let before = rss_bytes()?;
             // Count the ids without keeping them: only the nodes' memory is measured.
