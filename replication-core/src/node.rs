@@ -3918,6 +3918,45 @@ mod topology_tests {
         assert_eq!(cl.outcome(3), Some(&Outcome::NotAllowed));
     }
 
+    /// Client-server: the owner client leaves gracefully (its session stays, ownerless, on the
+    /// server backing it up, as designed: clients fetch on demand), then that server leaves
+    /// too. It must hand its copy to the other server first (`Message::Handoff`), or the
+    /// session is gone (finding 7 of docs/reliability.md).
+    #[test]
+    fn a_leaving_server_hands_ownerless_copies_to_another_server() {
+        let mut cl = cs_cluster();
+        create(&mut cl, "c1", 1, "s", Ack::Sync { backups: 1 });
+        cl.pump();
+        assert!(matches!(cl.outcome(1), Some(Outcome::Replicated { acks: 1, .. })));
+        let server = cl.session("c1", "s").unwrap().backups[0].0.clone();
+        let other = if server == id("s1") { id("s2") } else { id("s1") };
+        cl.cmd("c1", 2, Command::Leave);
+        cl.advance(Duration::from_millis(300));
+        assert!(matches!(cl.outcome(2), Some(Outcome::Left { handed_off: 1, unreplicated: 0 })));
+        cl.nodes.remove(&id("c1"));
+        assert!(cl.session(other.as_str(), "s").is_none_or(|v| v.epoch.is_none()), "one server holds it");
+        cl.cmd(server.as_str(), 3, Command::Leave);
+        for _ in 0..50 {
+            if cl.nodes[&server].has_left() {
+                break;
+            }
+            cl.advance(Duration::from_millis(50));
+        }
+        assert!(matches!(cl.outcome(3), Some(Outcome::Left { unreplicated: 0, .. })), "{:?}", cl.outcome(3));
+        cl.nodes.remove(&server);
+        let v = cl.session(other.as_str(), "s").expect("handed off");
+        assert_eq!((v.role, v.version), (Role::Backup, 1));
+        // The client left fetches it from the remaining server.
+        cl.advance(Duration::from_millis(1500));
+        cl.cmd("c2", 4, Command::Get { session: "s".into() });
+        cl.pump();
+        assert!(
+            matches!(cl.outcome(4), Some(Outcome::Found { epoch, .. }) if epoch.node == id("c2")),
+            "{:?}",
+            cl.outcome(4)
+        );
+    }
+
     #[test]
     fn rereplication_is_rate_limited() {
         let text = "[domain]\nname='t'\nreplicas=1\n\
