@@ -1862,7 +1862,9 @@ impl Node {
             o.unacked_since = None;
         }
         let acked = version;
-        let mut still = Vec::with_capacity(o.waiting.len());
+        // Not `with_capacity`: the owner state would keep that buffer once every write is
+        // acknowledged (a heap chunk per session).
+        let mut still = Vec::new();
         for id in std::mem::take(&mut o.waiting) {
             let Some(w) = self.writes.get_mut(&id) else { continue };
             if w.version <= acked && w.epoch == *epoch {
@@ -2225,6 +2227,7 @@ impl Node {
                 let Some(w) = self.writes.remove(&id) else { return };
                 if let Some(Record { owner: Some(o), .. }) = self.sessions.get_mut(&w.session) {
                     o.waiting.retain(|x| *x != id);
+                    o.waiting.shrink_to_fit();
                 }
                 let acks = u32::try_from(w.acks.len()).unwrap_or(u32::MAX);
                 self.out.outcome(id, Outcome::Indeterminate { epoch: w.epoch, version: w.version, acks });
@@ -3111,6 +3114,27 @@ mod tests {
         assert!(matches!(cl.outcome(1), Some(Outcome::Replicated { .. })), "{:?}", cl.outcome(1));
         let writes = cl.nodes[&id("a")].timers.iter().filter(|(_, t)| matches!(t, Timer::Write(_))).count();
         assert_eq!(writes, 0, "the write's timeout stays until it expires");
+    }
+
+    #[test]
+    fn a_finished_write_leaves_no_buffer_in_the_owner_state() {
+        let mut cl = Cluster::new(&["a", "b"], 1);
+        let waiting = |cl: &Cluster| {
+            cl.nodes[&id("a")].sessions.get("s").unwrap().owner.as_ref().unwrap().waiting.capacity()
+        };
+        create(&mut cl, "a", 1, "s", Ack::Sync { backups: 1 });
+        cl.pump();
+        assert!(matches!(cl.outcome(1), Some(Outcome::Replicated { .. })), "{:?}", cl.outcome(1));
+        assert_eq!(waiting(&cl), 0, "acknowledged: a heap chunk per session kept for nothing");
+        // A write that times out instead.
+        cl.cut.insert((id("b"), id("a")));
+        let changes = vec![Change::Set("k".into(), b"v2".to_vec())];
+        let ack = Ack::Sync { backups: 1 };
+        cl.cmd("a", 2, Command::Update { session: "s".into(), expected_version: None, changes, ack });
+        assert!(waiting(&cl) > 0);
+        cl.advance(cl.nodes[&id("a")].request_timeout + Duration::from_millis(100));
+        assert!(matches!(cl.outcome(2), Some(Outcome::Indeterminate { .. })), "{:?}", cl.outcome(2));
+        assert_eq!(waiting(&cl), 0, "timed out");
     }
 
     #[test]
