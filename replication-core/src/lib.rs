@@ -35,6 +35,8 @@ pub mod error;
 pub mod message;
 pub mod node;
 pub mod placement;
+mod slim;
+mod stamp;
 #[cfg(feature = "tls")]
 pub mod tls;
 pub mod transport;

@@ -121,6 +121,8 @@ use crate::config::{DomainConfig, NodeId, Topology};
 use crate::error::Error;
 use crate::message::{Attributes, Body, Change, Epoch, Message, Payload, Snapshot, Version};
 use crate::placement::Placement;
+use crate::slim::{SlimSet, SlimVec};
+use crate::stamp::{Stamp, StampBase};
 
 #[derive(Debug, Clone)]
 struct Peer {
@@ -239,7 +241,7 @@ const RETRY_BYTES: usize = 4 << 20;
 struct Replica {
     /// Highest version acknowledged at the owner's current epoch.
     acked: Option<Version>,
-    last_sent: Option<Instant>,
+    last_sent: Option<Stamp>,
     /// The peer's incarnation when placed; a change means it lost its copy.
     inc: Option<u64>,
     /// The peer's `ups` when placed; a change means it may have missed messages.
@@ -300,18 +302,18 @@ impl ReplicaMap {
 
 #[derive(Debug, Clone)]
 struct OwnerState {
-    last_access: Instant,
+    last_access: Stamp,
     touched: bool,
-    last_touch: Instant,
+    last_touch: Stamp,
     replicas: ReplicaMap,
     /// Former holders, told to drop once the placed backups hold the current version.
-    stale: BTreeSet<NodeId>,
+    stale: SlimSet<NodeId>,
     view_gen: u64,
     under: bool,
-    waiting: Vec<RequestId>,
+    waiting: SlimVec<RequestId>,
     /// When the oldest change not yet acknowledged by every placed backup was made (a backup
     /// placed later: its placement); `None` once all acknowledged. See [`Stats::oldest_unacked`].
-    unacked_since: Option<Instant>,
+    unacked_since: Option<Stamp>,
 }
 
 #[derive(Debug, Clone)]
@@ -320,13 +322,13 @@ struct Record {
     copy: Option<Snapshot>,
     owner: Option<Box<OwnerState>>,
     /// Backup: last message about the session. Promise-only: creation time.
-    last_heard: Instant,
+    last_heard: Stamp,
     /// Removed then: a tombstone, or a promise learned in the restart quarantine.
-    tomb_until: Option<Instant>,
+    tomb_until: Option<Stamp>,
 }
 
 impl Record {
-    fn empty(now: Instant) -> Self {
+    fn empty(now: Stamp) -> Self {
         Record { promised: None, copy: None, owner: None, last_heard: now, tomb_until: None }
     }
 }
@@ -581,6 +583,8 @@ pub struct Node {
     /// not take a live owner's sessions over before that owner's heartbeat had the time to
     /// arrive too.
     seen_enough_since: Option<Instant>,
+    /// The base of the instants kept per session (the `now` of [`Node::new`]).
+    stamps: StampBase,
 }
 
 /// A copy being handed off at leave (see [`Message::Handoff`]).
@@ -657,6 +661,7 @@ impl Node {
             claim_buf: None,
             handoffs: BTreeMap::new(),
             seen_enough_since: None,
+            stamps: StampBase::new(now),
             me,
             settings,
         })
@@ -939,7 +944,7 @@ impl Node {
         for rec in self.sessions.values() {
             if let (Some(c), Some(o)) = (&rec.copy, &rec.owner) {
                 if o.replicas.values().any(|r| r.acked < Some(c.version)) {
-                    let since = o.unacked_since.unwrap_or(self.last_run);
+                    let since = o.unacked_since.map_or(self.last_run, |t| self.stamps.instant(t));
                     s.oldest_unacked = Some(s.oldest_unacked.map_or(since, |t| t.min(since)));
                 }
             }
@@ -984,7 +989,7 @@ impl Node {
                         if matches!(c.body, Body::Tombstone) {
                             Outcome::NotFound
                         } else {
-                            o.last_access = now;
+                            o.last_access = self.stamps.stamp(now);
                             o.touched = true;
                             Outcome::Touched
                         }
@@ -1049,7 +1054,7 @@ impl Node {
         let epoch = Epoch::new(promised_term + 1, self.me.clone(), self.incarnation);
         let max_inactive_ms = u64::try_from(max_inactive.as_millis()).unwrap_or(u64::MAX);
         let copy = Snapshot { epoch: epoch.clone(), version: 1, body: Body::Live { attrs, max_inactive_ms } };
-        let mut rec = Record::empty(now);
+        let mut rec = Record::empty(self.stamps.stamp(now));
         rec.promised = Some(epoch.clone());
         rec.copy = Some(copy);
         rec.owner = Some(Box::new(self.new_owner_state(now)));
@@ -1060,15 +1065,16 @@ impl Node {
     }
 
     fn new_owner_state(&self, now: Instant) -> OwnerState {
+        let now = self.stamps.stamp(now);
         OwnerState {
             last_access: now,
             touched: false,
             last_touch: now,
             replicas: ReplicaMap::default(),
-            stale: BTreeSet::new(),
+            stale: SlimSet::default(),
             view_gen: u64::MAX, // forces a plan
             under: false,
-            waiting: Vec::new(),
+            waiting: SlimVec::default(),
             unacked_since: None,
         }
     }
@@ -1117,8 +1123,9 @@ impl Node {
             return;
         };
         let base = copy.version;
+        let stamp = self.stamps.stamp(now);
         if o.unacked_since.is_none() || o.replicas.values().all(|r| r.acked >= Some(base)) {
-            o.unacked_since = Some(now);
+            o.unacked_since = Some(stamp);
         }
         copy.version += 1;
         let payload = match kind {
@@ -1132,12 +1139,12 @@ impl Node {
             }
             WriteKind::Tombstone => {
                 copy.body = Body::Tombstone;
-                *tomb_until = Some(now + ttl);
+                *tomb_until = Some(self.stamps.stamp(now + ttl));
                 Payload::Full { version: copy.version, body: Body::Tombstone }
             }
         };
-        o.last_access = now;
-        o.last_touch = now;
+        o.last_access = stamp;
+        o.last_touch = stamp;
         o.touched = false;
         let payload = Arc::new(payload);
         let size = payload_size(&payload);
@@ -1145,7 +1152,7 @@ impl Node {
             if !self.peers.get(to).is_some_and(|p| p.up) {
                 continue;
             }
-            r.last_sent = Some(now);
+            r.last_sent = Some(stamp);
             self.out.bytes += size;
             self.out.send(
                 to,
@@ -1201,7 +1208,7 @@ impl Node {
                 let outcome = match &c.body {
                     Body::Tombstone => Outcome::NotFound,
                     Body::Live { attrs, .. } => {
-                        o.last_access = now;
+                        o.last_access = self.stamps.stamp(now);
                         o.touched = true;
                         if want_attrs {
                             Outcome::Found {
@@ -1244,7 +1251,8 @@ impl Node {
         retries: u32,
         min_term: u64,
     ) {
-        let rec = self.sessions.entry(session.to_owned()).or_insert_with(|| Record::empty(now));
+        let stamp = self.stamps.stamp(now);
+        let rec = self.sessions.entry(session.to_owned()).or_insert_with(|| Record::empty(stamp));
         let known = rec
             .promised
             .as_ref()
@@ -1254,7 +1262,7 @@ impl Node {
             .max(min_term);
         let epoch = Epoch::new(known + 1, self.me.clone(), self.incarnation);
         rec.promised = Some(epoch.clone());
-        rec.last_heard = now;
+        rec.last_heard = stamp;
         let best = rec.copy.clone();
         let waiting: BTreeSet<NodeId> =
             self.peers.iter().filter(|(_, p)| p.up).map(|(n, _)| n.clone()).collect();
@@ -1365,7 +1373,8 @@ impl Node {
             return;
         }
         let me = self.me.clone();
-        let rec = self.sessions.entry(session.to_owned()).or_insert_with(|| Record::empty(now));
+        let stamp = self.stamps.stamp(now);
+        let rec = self.sessions.entry(session.to_owned()).or_insert_with(|| Record::empty(stamp));
         if rec.promised.as_ref().is_some_and(|p| *p > a.epoch) {
             let higher = rec.promised.clone().unwrap_or_else(|| a.epoch.clone());
             for (id, _) in a.requests {
@@ -1402,14 +1411,14 @@ impl Node {
                 rec.copy = Some(copy);
                 rec.tomb_until = None;
                 let mut o = OwnerState {
-                    last_access: now,
+                    last_access: self.stamps.stamp(now),
                     touched: false,
-                    last_touch: now,
+                    last_touch: self.stamps.stamp(now),
                     replicas: ReplicaMap::default(),
-                    stale: BTreeSet::new(),
+                    stale: SlimSet::default(),
                     view_gen: u64::MAX,
                     under: false,
-                    waiting: Vec::new(),
+                    waiting: SlimVec::default(),
                     unacked_since: None,
                 };
                 o.stale = a.holders.into_iter().filter(|n| *n != me).collect();
@@ -1449,9 +1458,9 @@ impl Node {
             Some(tomb @ Snapshot { body: Body::Tombstone, .. }) => {
                 if newer(&tomb, rec.copy.as_ref()) {
                     rec.copy = Some(tomb);
-                    rec.tomb_until = Some(now + self.settings.tombstone_ttl);
+                    rec.tomb_until = Some(self.stamps.stamp(now + self.settings.tombstone_ttl));
                 }
-                rec.last_heard = now;
+                rec.last_heard = self.stamps.stamp(now);
                 for (id, _) in a.requests {
                     self.out.outcome(id, Outcome::NotFound);
                 }
@@ -1477,7 +1486,7 @@ impl Node {
         }
         let Some(o) = rec.owner.take() else { return };
         // Counts the grace before this node resumes ownership (see `maybe_resume`).
-        rec.last_heard = self.last_run;
+        rec.last_heard = self.stamps.stamp(self.last_run);
         self.fenced += 1;
         for id in o.waiting {
             if let Some(w) = self.writes.remove(&id) {
@@ -1518,7 +1527,7 @@ impl Node {
                 *r = fresh;
             }
             if r.acked.is_none() && o.unacked_since.is_none() {
-                o.unacked_since = Some(now);
+                o.unacked_since = Some(self.stamps.stamp(now));
             }
         }
         let have = backups.len();
@@ -1557,7 +1566,7 @@ impl Node {
             }
             let due = match r.last_sent {
                 None => true,
-                Some(t) => retransmit && due(now, t, every),
+                Some(t) => retransmit && due(now, self.stamps.instant(t), every),
             };
             if !due {
                 continue;
@@ -1578,7 +1587,7 @@ impl Node {
                 flow.offered += 1;
             }
             let p = payload.get_or_insert_with(|| full_payload(copy)).clone();
-            r.last_sent = Some(now);
+            r.last_sent = Some(self.stamps.stamp(now));
             self.out.bytes += payload_size(&p);
             self.out.fulls += 1;
             sent += 1;
@@ -1602,7 +1611,7 @@ impl Node {
         // Holders that are down now keep their place: they are told when they come back (a
         // former owner cut off during the takeover learns it was replaced).
         let peers = &self.peers;
-        let (up, down): (BTreeSet<NodeId>, BTreeSet<NodeId>) =
+        let (up, down): (SlimSet<NodeId>, SlimSet<NodeId>) =
             std::mem::take(&mut o.stale).into_iter().partition(|n| peers.get(n).is_some_and(|p| p.up));
         o.stale = down;
         for n in up {
@@ -1743,7 +1752,8 @@ impl Node {
     /// Whether a message at `epoch` about `session` is stale here; if so answers Fenced.
     /// Otherwise records the promise and steps down / aborts lower local claims.
     fn admit(&mut self, now: Instant, from: &NodeId, session: &str, epoch: &Epoch) -> bool {
-        let rec = self.sessions.entry(session.to_owned()).or_insert_with(|| Record::empty(now));
+        let stamp = self.stamps.stamp(now);
+        let rec = self.sessions.entry(session.to_owned()).or_insert_with(|| Record::empty(stamp));
         if let Some(p) = &rec.promised {
             if p > epoch {
                 let p = p.clone();
@@ -1793,14 +1803,14 @@ impl Node {
         }
         let ttl = self.settings.tombstone_ttl;
         let Some(rec) = self.sessions.get_mut(&session) else { return };
-        rec.last_heard = now;
+        rec.last_heard = self.stamps.stamp(now);
         let same_epoch = rec.copy.as_ref().is_some_and(|c| c.epoch == epoch);
         let stored_version = rec.copy.as_ref().map_or(0, |c| c.version);
         let reply = match payload {
             Payload::Full { version, body } => {
                 let incoming = Snapshot { epoch: epoch.clone(), version: *version, body: body.clone() };
                 if newer(&incoming, rec.copy.as_ref()) {
-                    rec.tomb_until = matches!(body, Body::Tombstone).then_some(now + ttl);
+                    rec.tomb_until = matches!(body, Body::Tombstone).then(|| self.stamps.stamp(now + ttl));
                     rec.copy = Some(incoming);
                 }
                 None
@@ -1862,7 +1872,7 @@ impl Node {
             o.unacked_since = None;
         }
         let acked = version;
-        let mut still = Vec::with_capacity(o.waiting.len());
+        let mut still = Vec::new();
         for id in std::mem::take(&mut o.waiting) {
             let Some(w) = self.writes.get_mut(&id) else { continue };
             if w.version <= acked && w.epoch == *epoch {
@@ -1878,7 +1888,7 @@ impl Node {
                 still.push(id);
             }
         }
-        o.waiting = still;
+        o.waiting = still.into();
         self.maybe_drop_stale(session);
     }
 
@@ -1890,7 +1900,7 @@ impl Node {
             return;
         }
         let Some(r) = o.replicas.get_mut(from) else { return };
-        r.last_sent = Some(now);
+        r.last_sent = Some(self.stamps.stamp(now));
         let p = full_payload(copy);
         self.out.bytes += payload_size(&p);
         self.out.fulls += 1;
@@ -1933,7 +1943,7 @@ impl Node {
             return None;
         }
         let rec = self.sessions.get_mut(session)?;
-        rec.last_heard = now;
+        rec.last_heard = self.stamps.stamp(now);
         Some(rec.copy.clone())
     }
 
@@ -2038,18 +2048,19 @@ impl Node {
     fn on_handoff(&mut self, now: Instant, from: &NodeId, session: String, copy: Snapshot) {
         let (epoch, version) = (copy.epoch.clone(), copy.version);
         let ttl = self.settings.tombstone_ttl;
-        let rec = self.sessions.entry(session.clone()).or_insert_with(|| Record::empty(now));
+        let stamps = self.stamps;
+        let rec = self.sessions.entry(session.clone()).or_insert_with(|| Record::empty(stamps.stamp(now)));
         if newer(&copy, rec.copy.as_ref()) {
             if rec.owner.is_some() {
                 return;
             }
-            rec.tomb_until = matches!(copy.body, Body::Tombstone).then(|| now + ttl);
+            rec.tomb_until = matches!(copy.body, Body::Tombstone).then(|| stamps.stamp(now + ttl));
             // As every holder: no claim below the copy it holds (see `complete_acquire`).
             if rec.promised.as_ref().is_none_or(|p| *p < copy.epoch) {
                 rec.promised = Some(copy.epoch.clone());
             }
             rec.copy = Some(copy);
-            rec.last_heard = now;
+            rec.last_heard = stamps.stamp(now);
         }
         self.out.send(from, Message::Ack { session, epoch, version });
     }
@@ -2092,7 +2103,7 @@ impl Node {
     /// claim moves the session here, safely.
     fn maybe_resume(&mut self, now: Instant, session: &str) {
         let Some(rec) = self.sessions.get(session) else { return };
-        if due(now, rec.last_heard, self.request_timeout * 2) {
+        if due(now, self.stamps.instant(rec.last_heard), self.request_timeout * 2) {
             self.resume(now, session);
         }
     }
@@ -2199,9 +2210,10 @@ impl Node {
                 }
             }
         }
-        let keep = now + self.settings.tombstone_ttl;
+        let keep = self.stamps.stamp(now + self.settings.tombstone_ttl);
+        let stamp = self.stamps.stamp(now);
         for (session, epoch) in epochs {
-            let rec = self.sessions.entry(session.clone()).or_insert_with(|| Record::empty(now));
+            let rec = self.sessions.entry(session.clone()).or_insert_with(|| Record::empty(stamp));
             if rec.promised.as_ref().is_some_and(|p| *p >= epoch) {
                 continue;
             }
@@ -2515,7 +2527,7 @@ impl Node {
             return;
         }
         let Some(rec) = self.sessions.get(session) else { return };
-        if rec.tomb_until.is_some_and(|t| now >= t) {
+        if rec.tomb_until.is_some_and(|t| now >= self.stamps.instant(t)) {
             if let Some(o) = &rec.owner {
                 let ids = o.waiting.clone();
                 for id in ids {
@@ -2529,14 +2541,15 @@ impl Node {
             (Some(o), Some(copy)) => {
                 let live = matches!(copy.body, Body::Live { .. });
                 let mi = max_inactive_of(copy);
-                if live && due(now, o.last_access, mi) {
+                if live && due(now, self.stamps.instant(o.last_access), mi) {
                     self.apply_owner_write(now, session, WriteKind::Tombstone);
                     self.out.event(Event::SessionExpired { session: session.to_owned() });
                     return;
                 }
                 let touch_every = self.settings.touch_interval.min(mi / 3);
-                let touch_due = o.touched && due(now, o.last_touch, touch_every);
-                if live && (touch_due || due(now, o.last_touch, self.settings.keepalive_interval)) {
+                let last_touch = self.stamps.instant(o.last_touch);
+                let touch_due = o.touched && due(now, last_touch, touch_every);
+                if live && (touch_due || due(now, last_touch, self.settings.keepalive_interval)) {
                     self.send_touch(now, session);
                 }
                 self.plan(session, now);
@@ -2549,7 +2562,7 @@ impl Node {
             (None, Some(copy)) => {
                 if matches!(copy.body, Body::Live { .. }) {
                     let limit = max_inactive_of(copy).saturating_add(self.settings.orphan_grace);
-                    if due(now, rec.last_heard, limit) {
+                    if due(now, self.stamps.instant(rec.last_heard), limit) {
                         self.sessions.remove(session);
                         return;
                     }
@@ -2557,7 +2570,9 @@ impl Node {
                 }
             }
             (_, None) => {
-                if rec.tomb_until.is_none() && now >= rec.last_heard + self.request_timeout * 2 {
+                if rec.tomb_until.is_none()
+                    && now >= self.stamps.instant(rec.last_heard) + self.request_timeout * 2
+                {
                     self.sessions.remove(session);
                 }
             }
@@ -2569,7 +2584,7 @@ impl Node {
             return;
         };
         o.touched = false;
-        o.last_touch = now;
+        o.last_touch = self.stamps.stamp(now);
         let payload = Arc::new(Payload::Touch { version: copy.version });
         for to in o.replicas.keys() {
             if self.peers.get(to).is_some_and(|p| p.up) {
@@ -2636,7 +2651,7 @@ impl Node {
             if p.node != *owner
                 && p.node != self.me
                 && self.is_live(&p.node)
-                && !due(now, rec.last_heard, patience)
+                && !due(now, self.stamps.instant(rec.last_heard), patience)
             {
                 return None;
             }
@@ -2669,7 +2684,7 @@ impl Node {
             .filter(|(s, r)| {
                 let claimant_busy =
                     r.promised.as_ref().is_some_and(|p| p.node != self.me && self.is_live(&p.node))
-                        && !due(now, r.last_heard, patience);
+                        && !due(now, self.stamps.instant(r.last_heard), patience);
                 (self.demoted_owner(s) && !claimant_busy)
                     || (p2p && self.orphaned(now, s, patience).is_some())
             })
@@ -2692,7 +2707,7 @@ impl Node {
         }
         self.sessions
             .iter()
-            .filter(|(_, r)| r.owner.is_none() && r.tomb_until.is_none_or(|t| now < t))
+            .filter(|(_, r)| r.owner.is_none() && r.tomb_until.is_none_or(|t| now < self.stamps.instant(t)))
             .filter_map(|(s, r)| {
                 let c = r.copy.as_ref()?;
                 let owner_live = c.epoch.node != self.me
@@ -3111,6 +3126,38 @@ mod tests {
         assert!(matches!(cl.outcome(1), Some(Outcome::Replicated { .. })), "{:?}", cl.outcome(1));
         let writes = cl.nodes[&id("a")].timers.iter().filter(|(_, t)| matches!(t, Timer::Write(_))).count();
         assert_eq!(writes, 0, "the write's timeout stays until it expires");
+    }
+
+    #[test]
+    fn a_finished_write_leaves_no_buffer_in_the_owner_state() {
+        let mut cl = Cluster::new(&["a", "b"], 1);
+        // Empty, the list (a `SlimVec`) holds no heap chunk.
+        let waiting = |cl: &Cluster| {
+            cl.nodes[&id("a")].sessions.get("s").unwrap().owner.as_ref().unwrap().waiting.is_empty()
+        };
+        create(&mut cl, "a", 1, "s", Ack::Sync { backups: 1 });
+        cl.pump();
+        assert!(matches!(cl.outcome(1), Some(Outcome::Replicated { .. })), "{:?}", cl.outcome(1));
+        assert!(waiting(&cl), "acknowledged");
+        // A write that times out instead.
+        cl.cut.insert((id("b"), id("a")));
+        let changes = vec![Change::Set("k".into(), b"v2".to_vec())];
+        let ack = Ack::Sync { backups: 1 };
+        cl.cmd("a", 2, Command::Update { session: "s".into(), expected_version: None, changes, ack });
+        assert!(!waiting(&cl));
+        cl.advance(cl.nodes[&id("a")].request_timeout + Duration::from_millis(100));
+        assert!(matches!(cl.outcome(2), Some(Outcome::Indeterminate { .. })), "{:?}", cl.outcome(2));
+        assert!(waiting(&cl), "timed out");
+    }
+
+    /// The per-session state in glibc heap chunks (the request + 8 bytes, rounded up to 16):
+    /// `Record` in a 112-byte one, `OwnerState` in a 144-byte one (`docs/benchmarks`).
+    #[test]
+    fn per_session_state_fits_its_heap_chunks() {
+        use std::mem::size_of;
+        assert!(size_of::<Record>() <= 104, "Record: {} bytes", size_of::<Record>());
+        assert!(size_of::<OwnerState>() <= 136, "OwnerState: {} bytes", size_of::<OwnerState>());
+        assert!(size_of::<Replica>() <= 48, "Replica: {} bytes", size_of::<Replica>());
     }
 
     #[test]
