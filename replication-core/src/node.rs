@@ -567,6 +567,9 @@ pub struct Node {
     left: bool,
     /// When this node last ran (any input or timeout): a long gap means it was paused.
     last_run: Instant,
+    /// Since when this node has seen enough of the domain without a break (`None`: it does
+    /// not now); see `view_settled`.
+    enough_since: Option<Instant>,
     acquisitions: u64,
     failovers: u64,
     fenced: u64,
@@ -615,7 +618,7 @@ impl Node {
         let _ = me_cfg;
         let placement = Placement::new(&config);
         let can_own = placement.owns_sessions(&me);
-        let peers = placement
+        let peers: BTreeMap<NodeId, Peer> = placement
             .nodes()
             .filter(|n| **n != me)
             .map(|n| {
@@ -626,6 +629,8 @@ impl Node {
                 )
             })
             .collect();
+        // Alone, a node of a one- or two-node domain sees enough (`sees_enough`).
+        let enough_since = (peers.len() < 2).then_some(now);
         let heartbeat_interval = config.heartbeat_interval().max(Duration::from_millis(1));
         let tick = heartbeat_interval.min(settings.retransmit_interval).max(Duration::from_millis(1));
         let tokens = u64::from(settings.rereplication_burst).saturating_mul(1000);
@@ -654,6 +659,7 @@ impl Node {
             leaving: None,
             left: false,
             last_run: now,
+            enough_since,
             acquisitions: 0,
             failovers: 0,
             fenced: 0,
@@ -812,6 +818,22 @@ impl Node {
     fn sees_enough(&self) -> bool {
         let live = 1 + self.peers.values().filter(|p| p.up).count();
         live * 2 > self.peers.len()
+    }
+
+    /// Whether this node's view of the domain can be acted on to take sessions over: it sees
+    /// enough of the domain (`sees_enough`), and either every peer is up (or announced that
+    /// it leaves) or it has seen enough for the failure timeout without a break. A node that did not see enough may
+    /// have been the one cut off (a one-way partition: it hears nobody and declares every
+    /// peer down); when it hears again, the first peers back make it see enough while the
+    /// others, as live as they, are still marked down by its deafness. A claim then goes to
+    /// the first ones only and can complete without the owner and the backups that
+    /// acknowledged its latest writes (in a four-node domain, itself and one peer are
+    /// enough). Every live peer is heard within the failure timeout, so after it a peer
+    /// still down is down on the failure detector's word, as for any node.
+    fn view_settled(&self, now: Instant) -> bool {
+        self.sees_enough()
+            && (self.peers.values().all(|p| p.up || p.departed.is_some())
+                || self.enough_since.is_some_and(|t| now >= t + self.failure_timeout))
     }
 
     // ----- read-only queries -----
@@ -1234,7 +1256,7 @@ impl Node {
         if self.pending_count() >= self.settings.max_pending {
             return self.out.outcome(id, Outcome::Busy);
         }
-        if !self.sees_enough() {
+        if !self.view_settled(now) {
             return self.out.outcome(id, Outcome::Unavailable);
         }
         self.start_acquire(now, &session, vec![(id, want_attrs)], false, 0, 0);
@@ -1708,6 +1730,12 @@ impl Node {
     }
 
     fn view_changed(&mut self) {
+        // `last_run` is the time of the input being handled (`woke`).
+        if !self.sees_enough() {
+            self.enough_since = None;
+        } else if self.enough_since.is_none() {
+            self.enough_since = Some(self.last_run);
+        }
         self.view_gen = self.view_gen.wrapping_add(1);
         if self.view_gen == u64::MAX {
             self.view_gen = 0;
@@ -2089,7 +2117,7 @@ impl Node {
             || self.acquires.contains_key(session)
             || !self.demoted_owner(session)
             || self.pending_count() >= self.settings.max_pending
-            || !self.sees_enough()
+            || !self.view_settled(now)
         {
             return;
         }
@@ -2612,7 +2640,7 @@ impl Node {
         {
             return;
         }
-        if self.pending_count() >= self.settings.max_pending || !self.sees_enough() {
+        if self.pending_count() >= self.settings.max_pending || !self.view_settled(now) {
             return;
         }
         // Back from isolation: hear every live peer first (two heartbeats).
@@ -4356,6 +4384,65 @@ mod edge_tests {
         assert_eq!(owners.len(), 1, "{owners:?}");
         let v = cl.session(owners[0], "s").unwrap();
         assert_eq!(v.attrs.get("k"), Some(&b"v2"[..]), "the acknowledged write survives");
+    }
+
+    /// A node that stopped hearing the domain (its inbound links cut: it marks every peer
+    /// down) must not take sessions over on those marks when the first peer is heard again:
+    /// with that peer it sees half of a four-node domain, and its claim reaches neither the
+    /// owner nor the backup that acknowledged an invalidation meanwhile, so its older live
+    /// copy would undo the invalidation (found by the simulator, seed 400161).
+    #[test]
+    fn a_node_that_hears_again_does_not_take_over_on_the_marks_of_its_deafness() {
+        let mut cl = Cluster::new(&["a", "b", "c", "d"], 2);
+        let placement = Placement::new(&cfg(&["a", "b", "c", "d"], 2));
+        // A session owned by d, backed up by b and c, whose failover target in b's view with
+        // only a heard again is b.
+        let mut rid = 1;
+        let s = loop {
+            let s = format!("s{rid}");
+            rid += 1;
+            let b_first = placement
+                .failover_owner(&s, &id("d"), |n| *n == id("a") || *n == id("b"))
+                .is_some_and(|n| n == id("b"));
+            if !b_first {
+                continue;
+            }
+            create(&mut cl, "d", rid, &s, Ack::Sync { backups: 2 });
+            cl.pump();
+            let backups: BTreeSet<NodeId> =
+                cl.session("d", &s).unwrap().backups.into_iter().map(|(n, _)| n).collect();
+            if backups == [id("b"), id("c")].into_iter().collect() {
+                break s;
+            }
+        };
+        assert!(matches!(cl.session("b", &s), Some(SessionView { role: Role::Backup, .. })));
+        // b hears nobody (it still sends): it declares a, c and d down.
+        for n in ["a", "c", "d"] {
+            cl.cut.insert((id(n), id("b")));
+        }
+        cl.advance(Duration::from_millis(1500));
+        assert!(!cl.nodes[&id("b")].sees_enough(), "b is deaf");
+        // d invalidates s; c acknowledges the tombstone (b does not receive it).
+        cl.cmd("d", 100, Command::Invalidate { session: s.clone(), ack: Ack::Sync { backups: 1 } });
+        cl.pump();
+        assert!(
+            matches!(cl.outcome(100), Some(Outcome::Replicated { acks: 1, .. })),
+            "{:?}",
+            cl.outcome(100)
+        );
+        // b hears a first, and c and d a moment later.
+        cl.cut.remove(&(id("a"), id("b")));
+        cl.advance(Duration::from_millis(100));
+        cl.cut.clear();
+        cl.advance(Duration::from_secs(3));
+        assert!(
+            cl.session("b", &s).is_none_or(|v| v.role != Role::Owner),
+            "b took s over with its live copy: {:?}",
+            cl.session("b", &s)
+        );
+        cl.cmd("b", 101, Command::Get { session: s.clone() });
+        cl.advance(Duration::from_secs(1));
+        assert_eq!(cl.outcome(101), Some(&Outcome::NotFound), "the invalidation holds");
     }
 
     #[test]
