@@ -3,7 +3,7 @@
 //! - `cargo test -p replication-core --test simulation` runs a fixed set of seeds.
 //! - `M2M_SIM_SEED=123 cargo test -p replication-core --test simulation -- --nocapture one_seed`
 //!   reproduces one run exactly (prints its trace hash; `M2M_SIM_STEPS` sets its length,
-//!   `M2M_SIM_VERBOSE=1` prints the trace).
+//!   `M2M_SIM_VERBOSE=1` prints the trace, `M2M_SIM_WATCH=s10` every message about session `s10`).
 //! - `M2M_SIM_SOAK=1` (or `-- --ignored soak`) runs many seeds for `M2M_SIM_SOAK_SECS`; every
 //!   fourth seed is a rolling restart (`SimOptions::rolling_from_seed`).
 //! - `M2M_SIM_ROLLING=1` makes `one_seed` (and every soak seed) a rolling restart.
@@ -32,6 +32,7 @@ fn run_rolling(seed: u64, steps: u64) -> Report {
 
 fn run_with(mut opt: SimOptions) -> Report {
     opt.verbose = std::env::var("M2M_SIM_VERBOSE").is_ok_and(|v| v == "1");
+    opt.watch = std::env::var("M2M_SIM_WATCH").ok();
     Sim::new(opt).run()
 }
 
@@ -111,6 +112,19 @@ fn rolling_restarts() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// A deaf node's stale view (finding 8 of docs/reliability.md): n1's inbound links are cut
+/// (one way), so it declares every peer down; meanwhile n3 invalidates s10, acknowledged by
+/// n2. When n1 hears again, n0 comes back first: with it n1 sees half of the four nodes and
+/// fails s10 over to itself on its stale marks of n2 and n3, asking n0 only, and its live copy
+/// undoes the invalidation ("invalidated session s10 came back at n1"). Clean once a node that
+/// did not see enough of the domain waits until it sees every peer, or a failure timeout.
+#[test]
+fn deaf_node_stale_view_seed() {
+    let r = run(400161, 4000);
+    println!("{}", summary(&r));
+    assert_clean(&r);
 }
 
 #[test]
