@@ -96,7 +96,9 @@
 //!   failure timeout) before they acknowledge new copies. It cannot learn an epoch that only
 //!   nodes it considers dead know (the failure-detector caveat of the first point).
 //! - A node that sees fewer than half of the domain live does not take sessions over (neither
-//!   hot failover nor fetch): it may be the one cut off.
+//!   hot failover nor fetch): it may be the one cut off. When it sees enough again, it takes
+//!   nothing over until it sees every peer or has seen enough for the failure timeout: the
+//!   peers it declared down while it heard nobody may be live and hold the newest copies.
 //! - Versions grow by one per write and continue across ownership changes; the state order
 //!   is `(epoch, version)`, so after a failover that lost unacknowledged writes a version
 //!   number can be reused at the higher epoch.
