@@ -569,9 +569,6 @@ pub struct Node {
     left: bool,
     /// When this node last ran (any input or timeout): a long gap means it was paused.
     last_run: Instant,
-    /// Since when this node has seen enough of the domain without a break (`None`: it does
-    /// not now); see `view_settled`.
-    enough_since: Option<Instant>,
     acquisitions: u64,
     failovers: u64,
     fenced: u64,
@@ -620,7 +617,7 @@ impl Node {
         let _ = me_cfg;
         let placement = Placement::new(&config);
         let can_own = placement.owns_sessions(&me);
-        let peers: BTreeMap<NodeId, Peer> = placement
+        let peers = placement
             .nodes()
             .filter(|n| **n != me)
             .map(|n| {
@@ -631,8 +628,6 @@ impl Node {
                 )
             })
             .collect();
-        // Alone, a node of a one- or two-node domain sees enough (`sees_enough`).
-        let enough_since = (peers.len() < 2).then_some(now);
         let heartbeat_interval = config.heartbeat_interval().max(Duration::from_millis(1));
         let tick = heartbeat_interval.min(settings.retransmit_interval).max(Duration::from_millis(1));
         let tokens = u64::from(settings.rereplication_burst).saturating_mul(1000);
@@ -661,7 +656,6 @@ impl Node {
             leaving: None,
             left: false,
             last_run: now,
-            enough_since,
             acquisitions: 0,
             failovers: 0,
             fenced: 0,
@@ -822,20 +816,21 @@ impl Node {
         live * 2 > self.peers.len()
     }
 
-    /// Whether this node's view of the domain can be acted on to take sessions over: it sees
-    /// enough of the domain (`sees_enough`), and either every peer is up (or announced that
-    /// it leaves) or it has seen enough for the failure timeout without a break. A node that did not see enough may
-    /// have been the one cut off (a one-way partition: it hears nobody and declares every
-    /// peer down); when it hears again, the first peers back make it see enough while the
-    /// others, as live as they, are still marked down by its deafness. A claim then goes to
-    /// the first ones only and can complete without the owner and the backups that
-    /// acknowledged its latest writes (in a four-node domain, itself and one peer are
-    /// enough). Every live peer is heard within the failure timeout, so after it a peer
-    /// still down is down on the failure detector's word, as for any node.
+    /// Whether this node's view of the domain can be acted on to take sessions over (hot
+    /// failover, fetch, resume): it sees enough of the domain (`sees_enough`), and either
+    /// every peer is up (or announced that it leaves) or it has seen enough for the failure
+    /// timeout without a break (`seen_enough_since`). A node that did not see enough may have
+    /// been the one cut off (a one-way partition: it hears nobody and declares every peer
+    /// down); when it hears again, the first peers back make it see enough while the others,
+    /// as live as they, are still marked down by its deafness. A claim then goes to the first
+    /// ones only and can complete without the owner and the backups that acknowledged its
+    /// latest writes (in a four-node domain, itself and one peer are enough). Every live peer
+    /// is heard within the failure timeout, so after it a peer still down is down on the
+    /// failure detector's word, as for any node.
     fn view_settled(&self, now: Instant) -> bool {
         self.sees_enough()
             && (self.peers.values().all(|p| p.up || p.departed.is_some())
-                || self.enough_since.is_some_and(|t| now >= t + self.failure_timeout))
+                || self.seen_enough_since.is_some_and(|t| now >= t + self.failure_timeout))
     }
 
     // ----- read-only queries -----
@@ -1732,12 +1727,6 @@ impl Node {
     }
 
     fn view_changed(&mut self) {
-        // `last_run` is the time of the input being handled (`woke`).
-        if !self.sees_enough() {
-            self.enough_since = None;
-        } else if self.enough_since.is_none() {
-            self.enough_since = Some(self.last_run);
-        }
         self.view_gen = self.view_gen.wrapping_add(1);
         if self.view_gen == u64::MAX {
             self.view_gen = 0;
@@ -4389,10 +4378,11 @@ mod edge_tests {
     }
 
     /// A node that stopped hearing the domain (its inbound links cut: it marks every peer
-    /// down) must not take sessions over on those marks when the first peer is heard again:
-    /// with that peer it sees half of a four-node domain, and its claim reaches neither the
-    /// owner nor the backup that acknowledged an invalidation meanwhile, so its older live
-    /// copy would undo the invalidation (found by the simulator, seed 400161).
+    /// down) must not take sessions over on those marks when the first peer is heard again,
+    /// neither by hot failover nor by a fetch: with that peer it sees half of a four-node
+    /// domain, and its claim reaches neither the owner nor the backup that acknowledged an
+    /// invalidation meanwhile, so its older live copy would undo the invalidation (found by
+    /// the simulator, seed 400161).
     #[test]
     fn a_node_that_hears_again_does_not_take_over_on_the_marks_of_its_deafness() {
         let mut cl = Cluster::new(&["a", "b", "c", "d"], 2);
@@ -4432,9 +4422,22 @@ mod edge_tests {
             "{:?}",
             cl.outcome(100)
         );
-        // b hears a first, and c and d a moment later.
+        // b hears a first, and c and d a moment later. Meanwhile a get of s arrives at b.
         cl.cut.remove(&(id("a"), id("b")));
-        cl.advance(Duration::from_millis(100));
+        for _ in 0..10 {
+            if cl.nodes[&id("b")].is_live(&id("a")) {
+                break;
+            }
+            cl.advance(Duration::from_millis(50));
+        }
+        assert!(cl.nodes[&id("b")].sees_enough(), "b hears a again");
+        cl.cmd("b", 99, Command::Get { session: s.clone() });
+        cl.advance(Duration::from_millis(50));
+        assert!(
+            !matches!(cl.outcome(99), Some(Outcome::Found { .. })),
+            "b fetched s from a alone: {:?}",
+            cl.outcome(99)
+        );
         cl.cut.clear();
         cl.advance(Duration::from_secs(3));
         assert!(
