@@ -3,7 +3,7 @@
 //! - `cargo test -p replication-core --test simulation` runs a fixed set of seeds.
 //! - `M2M_SIM_SEED=123 cargo test -p replication-core --test simulation -- --nocapture one_seed`
 //!   reproduces one run exactly (prints its trace hash; `M2M_SIM_STEPS` sets its length,
-//!   `M2M_SIM_VERBOSE=1` prints the trace, `M2M_SIM_WATCH=s10` every message about session `s10`).
+//!   `M2M_SIM_VERBOSE=1` prints the trace).
 //! - `M2M_SIM_SOAK=1` (or `-- --ignored soak`) runs many seeds for `M2M_SIM_SOAK_SECS`; every
 //!   fourth seed is a rolling restart (`SimOptions::rolling_from_seed`).
 //! - `M2M_SIM_ROLLING=1` makes `one_seed` (and every soak seed) a rolling restart.
@@ -32,7 +32,6 @@ fn run_rolling(seed: u64, steps: u64) -> Report {
 
 fn run_with(mut opt: SimOptions) -> Report {
     opt.verbose = std::env::var("M2M_SIM_VERBOSE").is_ok_and(|v| v == "1");
-    opt.watch = std::env::var("M2M_SIM_WATCH").ok();
     Sim::new(opt).run()
 }
 

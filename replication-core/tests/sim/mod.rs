@@ -83,9 +83,6 @@ pub struct SimOptions {
     /// A rolling restart: every node in turn leaves gracefully and is restarted at once (no
     /// other fault); a clean leave does not count as a fault of the node's holdings.
     pub rolling: bool,
-    /// Prints every message about this session (sent, dropped, cut, delivered) to stderr
-    /// (`M2M_SIM_WATCH`); the trace and its hash do not change.
-    pub watch: Option<String>,
 }
 
 impl SimOptions {
@@ -111,7 +108,6 @@ impl SimOptions {
             queue_cap: None,
             affinity: 750,
             rolling: false,
-            watch: None,
         };
         // Drawn last: the options above stay what they were for every seed.
         let queue_cap = if r.chance(500) { Some(4 + r.below(60) as usize) } else { None };
@@ -143,7 +139,6 @@ impl SimOptions {
             queue_cap: if r.chance(500) { Some(4 + r.below(60) as usize) } else { None },
             affinity: r.below(400),
             rolling: true,
-            watch: None,
         }
     }
 }
@@ -360,39 +355,14 @@ impl Sim {
         }
     }
 
-    /// Whether `msg` is about the watched session (`SimOptions::watch`).
-    fn watched(&self, msg: &Message) -> bool {
-        let Some(w) = self.opt.watch.as_deref() else { return false };
-        match msg {
-            Message::Claims { claims } => claims.iter().any(|(s, _)| s == w),
-            Message::ClaimAcks { acks } => acks.iter().any(|(s, _, _)| s == w),
-            Message::Epochs { epochs, .. } => epochs.iter().any(|(s, _)| s == w),
-            other => other.session() == Some(w),
+    /// With `M2M_SIM_WATCH`: a message about the watched session that is lost (`what`: cut,
+    /// refused by a full queue, dropped); deliveries are printed by `deliver`.
+    fn watch_loss(&self, what: &str, from: &NodeId, to: &NodeId, msg: &Message) {
+        let Some(w) = &self.watch else { return };
+        let text = format!("{msg:?}");
+        if text.contains(w.as_str()) {
+            eprintln!("[{}ms] {what} {from} -> {to}: {text:.300}", self.now);
         }
-    }
-
-    fn watch_msg(&self, what: &str, from: &NodeId, to: &NodeId, msg: &Message) {
-        if !self.watched(msg) {
-            return;
-        }
-        let w = self.opt.watch.as_deref().unwrap_or_default();
-        let text = match msg {
-            Message::Claims { claims } => {
-                format!("Claims {:?}", claims.iter().filter(|(s, _)| s == w).collect::<Vec<_>>())
-            }
-            Message::ClaimAcks { acks } => format!(
-                "ClaimAcks {:?}",
-                acks.iter()
-                    .filter(|(s, _, _)| s == w)
-                    .map(|(_, e, c)| (e, c.as_ref().map(|c| (&c.epoch, c.version, &c.body))))
-                    .collect::<Vec<_>>()
-            ),
-            Message::Epochs { epochs, .. } => {
-                format!("Epochs {:?}", epochs.iter().filter(|(s, _)| s == w).collect::<Vec<_>>())
-            }
-            other => format!("{other:?}"),
-        };
-        eprintln!("[{}ms] watch {what} {from}->{to}: {text}", self.now);
     }
 
     fn instant(&self) -> Instant {
@@ -474,7 +444,7 @@ impl Sim {
                 }
             }
             if self.cut.get(&(from.clone(), to.clone())).is_some_and(|until| *until > self.now) {
-                self.watch_msg("cut", &from, &to, &msg);
+                self.watch_loss("cut", &from, &to, &msg);
                 self.report.dropped += 1;
                 continue;
             }
@@ -525,7 +495,6 @@ impl Sim {
     }
 
     fn deliver(&mut self, from: NodeId, to: NodeId, msg: Message) {
-        self.watch_msg("deliver", &from, &to, &msg);
         let Some(slot) = self.slots.get_mut(&to) else { return };
         if slot.node.is_none() {
             self.report.dropped += 1;
@@ -604,12 +573,11 @@ impl Sim {
     }
 
     fn send(&mut self, from: NodeId, to: NodeId, msg: Message) {
-        self.watch_msg("send", &from, &to, &msg);
         self.report.messages += 1;
         let keyed = msg.ordering_key().is_some();
         if let Some(cap) = self.opt.queue_cap {
             if keyed && self.inflight.get(&(from.clone(), to.clone())).is_some_and(|c| *c >= cap) {
-                self.watch_msg("refused", &from, &to, &msg);
+                self.watch_loss("refused", &from, &to, &msg);
                 self.report.refused += 1;
                 self.refused.push((to, msg));
                 return;
@@ -617,7 +585,7 @@ impl Sim {
         }
         let (drop, dup) = if self.phase_quiet { (0, 0) } else { (self.opt.drop, self.opt.dup) };
         if self.rng.chance(drop) {
-            self.watch_msg("drop", &from, &to, &msg);
+            self.watch_loss("drop", &from, &to, &msg);
             self.report.dropped += 1;
             return;
         }
