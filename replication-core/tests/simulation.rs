@@ -118,7 +118,10 @@ fn rolling_restarts() {
 /// n2. When n1 hears again, n0 comes back first: with it n1 sees half of the four nodes and
 /// fails s10 over to itself on its stale marks of n2 and n3, asking n0 only, and its live copy
 /// undoes the invalidation ("invalidated session s10 came back at n1"). Clean once a node that
-/// did not see enough of the domain waits until it sees every peer, or a failure timeout.
+/// did not see enough of the domain waits until it sees every peer, or a failure timeout (and,
+/// since finding 7's change, also with only its wait of two heartbeats before a failover; the
+/// unit test `a_node_that_hears_again_does_not_take_over_on_the_marks_of_its_deafness` covers
+/// the fetch that wait does not).
 #[test]
 fn deaf_node_stale_view_seed() {
     let r = run(400161, 4000);
