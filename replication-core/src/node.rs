@@ -1630,8 +1630,13 @@ impl Node {
         // Holders that are down now keep their place: they are told when they come back (a
         // former owner cut off during the takeover learns it was replaced).
         let peers = &self.peers;
-        let (up, down): (SlimSet<NodeId>, SlimSet<NodeId>) =
-            std::mem::take(&mut o.stale).into_iter().partition(|n| peers.get(n).is_some_and(|p| p.up));
+        let replicas = &o.replicas;
+        // A placed backup is never dropped, even if it was a former holder too (its copy was
+        // just replaced: a `Drop` after the `Replicate` would delete it while it counts).
+        let (up, down): (SlimSet<NodeId>, SlimSet<NodeId>) = std::mem::take(&mut o.stale)
+            .into_iter()
+            .filter(|n| replicas.find(n).is_err())
+            .partition(|n| peers.get(n).is_some_and(|p| p.up));
         o.stale = down;
         for n in up {
             self.out.send(&n, Message::Drop { session: session.to_owned(), epoch: copy.epoch.clone() });
@@ -1919,6 +1924,8 @@ impl Node {
             return;
         }
         let Some(r) = o.replicas.get_mut(from) else { return };
+        // It does not hold what it acknowledged (a delta's base, or a copy it dropped).
+        r.acked = None;
         r.last_sent = Some(self.stamps.stamp(now));
         let p = full_payload(copy);
         self.out.bytes += payload_size(&p);
@@ -2033,7 +2040,14 @@ impl Node {
             None => rec.promised.as_ref().is_some_and(|p| p > epoch),
         };
         if !keep {
+            let same_epoch = rec.copy.as_ref().is_some_and(|c| c.epoch == *epoch);
             self.sessions.remove(session);
+            if same_epoch {
+                // The owner may have placed this node again since it sent the drop (messages
+                // can be reordered): it then counts a copy that is gone. Tell it; an owner
+                // that placed this node sends the copy again, any other ignores it.
+                self.out.send(from, Message::NeedFull { session: session.to_owned(), epoch: epoch.clone() });
+            }
         }
     }
 
@@ -2383,6 +2397,13 @@ impl Node {
             }
             Message::Claim { session, epoch } => self.retry_claims(to, vec![(session, epoch)]),
             Message::Claims { claims } => self.retry_claims(to, claims),
+            Message::Handoff { session, .. } => {
+                // Again at the next maintenance tick, not after a whole retransmit interval.
+                peer.flow.refuse();
+                if let Some(h) = self.handoffs.get_mut(&session) {
+                    h.sent = None;
+                }
+            }
             m @ (Message::Ack { .. }
             | Message::NeedFull { .. }
             | Message::Fenced { .. }
@@ -2756,14 +2777,18 @@ impl Node {
         let every = self.settings.retransmit_interval;
         let mut pending = 0;
         let mut sends = Vec::new();
+        // At most a scan batch of copies a tick, so that a large leave does not flood the
+        // peers' queues with sends they refuse (each refused one is tried again next tick).
+        let mut budget = self.settings.scan_batch.max(1);
         for (session, h) in &mut self.handoffs {
             if h.acked {
                 continue;
             }
             pending += 1;
-            if h.sent.is_some_and(|t| !due(now, t, every)) {
+            if budget == 0 || h.sent.is_some_and(|t| !due(now, t, every)) {
                 continue;
             }
+            budget -= 1;
             h.sent = Some(now);
             let Some(copy) = self.sessions.get(session).and_then(|r| r.copy.clone()) else { continue };
             let me = &self.me;
@@ -4325,6 +4350,26 @@ mod edge_tests {
         assert_eq!(owners.len(), 1, "one owner after a left: {owners:?}");
         let v = cl.session(owners[0].as_str(), "s").unwrap();
         assert_eq!(v.attrs.get("k"), Some(&b"v2"[..]), "the departed owner's newest copy");
+    }
+
+    /// A `Drop` that arrives after the owner placed the node again (reordered behind the new
+    /// `Replicate` of the same epoch; simulator seed 500115 of the rolling soak): the backup
+    /// deletes its copy while the owner counts it. It tells the owner (`NeedFull`), which
+    /// counts it no longer and sends the copy again.
+    #[test]
+    fn a_late_drop_of_a_placed_backup_is_repaired() {
+        let mut cl = Cluster::new(&["a", "b", "c"], 1);
+        create(&mut cl, "a", 1, "s", Ack::Sync { backups: 1 });
+        cl.pump();
+        let v = cl.session("a", "s").unwrap();
+        let (backup, epoch) = (v.backups[0].0.clone(), v.epoch.clone().unwrap());
+        assert_eq!(v.backups, vec![(backup.clone(), true)]);
+        cl.wire.push_back((id("a"), backup.clone(), Message::Drop { session: "s".into(), epoch }));
+        cl.pump();
+        cl.advance(Duration::from_millis(100));
+        let b = cl.session(backup.as_str(), "s");
+        assert_eq!(b.map(|b| (b.role, b.version)), Some((Role::Backup, 1)), "the copy is back");
+        assert_eq!(cl.session("a", "s").unwrap().backups, vec![(backup, true)]);
     }
 
     /// The claimant gets the demoted owner's answer: it completes, and the owner leaves.
