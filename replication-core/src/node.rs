@@ -566,6 +566,10 @@ pub struct Node {
     /// When the replan pass last ran.
     last_replan: Instant,
     leaving: Option<(RequestId, Instant)>,
+    /// While leaving: the fewest copies left to take over or hand off seen so far; each new
+    /// low moves the leave's deadline to a request timeout later (a leave that progresses is
+    /// not cut short, one that stalls ends).
+    leave_low: usize,
     left: bool,
     /// When this node last ran (any input or timeout): a long gap means it was paused.
     last_run: Instant,
@@ -596,8 +600,10 @@ struct Handoff {
     version: Version,
     /// A receiver acknowledged holding it.
     acked: bool,
-    /// When it was last sent (`None`: not yet).
+    /// When it is due to be sent again (`None`: at once: not sent yet, or refused).
     sent: Option<Instant>,
+    /// When it was last tried, refused or not: the least recently tried go first.
+    tried: Option<Instant>,
 }
 
 impl Node {
@@ -654,6 +660,7 @@ impl Node {
             last_refill: now,
             last_replan: now,
             leaving: None,
+            leave_low: usize::MAX,
             left: false,
             last_run: now,
             acquisitions: 0,
@@ -1020,6 +1027,7 @@ impl Node {
             Command::Leave => {
                 // Time to take over what only this node may hold (a claim), then to hand it off.
                 self.leaving = Some((id, now + self.request_timeout * 2));
+                self.leave_low = usize::MAX;
                 // Push the latest versions out now rather than at the next retransmit.
                 let owned: Vec<String> = self.owned_sessions().map(str::to_owned).collect();
                 for s in owned {
@@ -2769,33 +2777,36 @@ impl Node {
                 version,
                 acked: false,
                 sent: None,
+                tried: None,
             });
             if h.epoch != epoch || h.version != version {
-                *h = Handoff { epoch, version, acked: false, sent: None };
+                *h = Handoff { epoch, version, acked: false, sent: None, tried: h.tried };
             }
         }
         let every = self.settings.retransmit_interval;
-        let mut pending = 0;
+        let pending = self.handoffs.values().filter(|h| !h.acked).count();
+        // At most a scan batch of copies a tick, the least recently tried first, so that a
+        // large leave neither floods the peers' queues with sends they refuse (a refused one
+        // is due again at the next tick) nor retries the same few while others wait.
+        let mut due_now: Vec<(Option<Instant>, String)> = self
+            .handoffs
+            .iter()
+            .filter(|(_, h)| !h.acked && h.sent.is_none_or(|t| due(now, t, every)))
+            .map(|(s, h)| (h.tried, s.clone()))
+            .collect();
+        due_now.sort();
+        due_now.truncate(self.settings.scan_batch.max(1));
         let mut sends = Vec::new();
-        // At most a scan batch of copies a tick, so that a large leave does not flood the
-        // peers' queues with sends they refuse (each refused one is tried again next tick).
-        let mut budget = self.settings.scan_batch.max(1);
-        for (session, h) in &mut self.handoffs {
-            if h.acked {
-                continue;
-            }
-            pending += 1;
-            if budget == 0 || h.sent.is_some_and(|t| !due(now, t, every)) {
-                continue;
-            }
-            budget -= 1;
+        for (_, session) in due_now {
+            let Some(h) = self.handoffs.get_mut(&session) else { continue };
             h.sent = Some(now);
-            let Some(copy) = self.sessions.get(session).and_then(|r| r.copy.clone()) else { continue };
+            h.tried = Some(now);
+            let Some(copy) = self.sessions.get(&session).and_then(|r| r.copy.clone()) else { continue };
             let me = &self.me;
             let peers = &self.peers;
             let to = self
                 .placement
-                .backups(session, &copy.epoch.node, |n| n != me && peers.get(n).is_some_and(|p| p.up));
+                .backups(&session, &copy.epoch.node, |n| n != me && peers.get(n).is_some_and(|p| p.up));
             for n in to {
                 sends.push((n, Message::Handoff { session: session.clone(), copy: copy.clone() }));
             }
@@ -2870,6 +2881,12 @@ impl Node {
             } else {
                 unreplicated += 1;
             }
+        }
+        let mut deadline = deadline;
+        if stuck < self.leave_low {
+            self.leave_low = stuck;
+            deadline = deadline.max(now + self.request_timeout);
+            self.leaving = Some((id, deadline));
         }
         if !all_done && now < deadline {
             return;
