@@ -90,6 +90,32 @@ impl<M> TransportEvent<M> {
     }
 }
 
+/// Most messages a transport reader hands over in one [`TransportEvent::Messages`]: the
+/// frames one read brought are joined into one event up to this many messages (a single
+/// larger frame still passes whole).
+pub const DELIVER_BATCH: usize = 1024;
+
+/// Hands the messages of received frames (never empty) from `from` to the application as one
+/// [`TransportEvent::Messages`]: waits for the event's credits in `credit`, the bound of
+/// `capacity` received messages waiting for [`Transport::recv`] (which gives the credits
+/// back), then queues the event. `false` when the application side is gone (the reader
+/// stops).
+#[cfg(feature = "carrier")]
+pub async fn deliver<M>(
+    events: &tokio::sync::mpsc::Sender<TransportEvent<M>>,
+    credit: &tokio::sync::Semaphore,
+    capacity: usize,
+    from: &NodeId,
+    msgs: Vec<M>,
+) -> bool {
+    let ev = TransportEvent::Messages { from: from.clone(), msgs };
+    match credit.acquire_many(ev.credits(capacity)).await {
+        Ok(c) => c.forget(),
+        Err(_) => return false,
+    }
+    events.send(ev).await.is_ok()
+}
+
 /// A carrier of messages between the nodes of one domain.
 #[async_trait::async_trait]
 pub trait Transport<M: WireMessage>: Send + Sync + 'static {

@@ -307,7 +307,7 @@ pub fn frame_len(header: [u8; LEN_PREFIX], max_frame: usize) -> Result<usize, Wi
 
 /// Decodes one frame payload (the bytes after the length prefix).
 pub fn decode_payload<M: DeserializeOwned>(payload: &[u8]) -> Result<Frame<M>, WireError> {
-    let (&kind, mut body) = payload.split_first().ok_or(WireError::Empty)?;
+    let (&kind, body) = payload.split_first().ok_or(WireError::Empty)?;
     match kind {
         KIND_HELLO => {
             let hello: Hello = rmp_serde::from_slice(body)
@@ -320,9 +320,12 @@ pub fn decode_payload<M: DeserializeOwned>(payload: &[u8]) -> Result<Frame<M>, W
             Ok(Frame::Refuse(reason))
         }
         KIND_BATCH => {
+            // One deserializer for the whole batch: its scratch buffer for byte strings is
+            // allocated once per frame, not grown anew for every message.
+            let mut de = rmp_serde::Deserializer::new(body);
             let mut msgs = Vec::new();
-            while !body.is_empty() {
-                let m: M = rmp_serde::from_read(&mut body)
+            while !de.get_ref().is_empty() {
+                let m = M::deserialize(&mut de)
                     .map_err(|e| WireError::Malformed { kind: "batch", message: e.to_string() })?;
                 msgs.push(m);
             }
@@ -424,6 +427,31 @@ impl FrameDecoder {
         let frame = decode_payload(payload)?;
         self.start += LEN_PREFIX + len;
         Ok(Some(frame))
+    }
+
+    /// Appends to `msgs` the messages of the complete Batch frames already buffered, one after
+    /// another, until `msgs` holds at least `max` messages or the next buffered frame is
+    /// incomplete, not a Batch frame, or invalid: that one stays buffered, for the next
+    /// [`FrameDecoder::next_frame`] or [`FrameDecoder::read_frame`] to return or report. No
+    /// I/O: a reader calls it after [`FrameDecoder::read_frame`] returned a batch, to hand
+    /// everything one read brought as one event.
+    pub fn take_buffered_batches<M: DeserializeOwned>(&mut self, msgs: &mut Vec<M>, max: usize) {
+        while msgs.len() < max {
+            let rest = self.buf.get(self.start..self.end).unwrap_or_default();
+            let Some((header, after)) = rest.split_first_chunk::<LEN_PREFIX>() else { return };
+            let Ok(len) = frame_len(*header, self.max_frame) else { return };
+            let Some(payload) = after.get(..len) else { return };
+            if payload.first() != Some(&KIND_BATCH) {
+                return;
+            }
+            match decode_payload::<M>(payload) {
+                Ok(Frame::Batch(more)) => {
+                    msgs.extend(more);
+                    self.start += LEN_PREFIX + len;
+                }
+                _ => return,
+            }
+        }
     }
 
     /// Call when the stream ends: an error if a partial frame is buffered.
@@ -861,6 +889,49 @@ mod tests {
         assert_eq!(r, Err(WireError::TooLarge { len: u32::MAX as usize, max: 1024 }));
         assert_eq!(src.pos, LEN_PREFIX, "read no further than the header");
         assert!(d.buf.len() <= LEN_PREFIX + READ_CHUNK, "room for one read, not for the announced frame");
+    }
+
+    #[test]
+    fn buffered_batches_are_taken_together_up_to_the_first_other_frame() {
+        let t = |k: u64| T { key: Some(k), body: format!("m{k}") };
+        let mut bytes = Vec::new();
+        for k in 0..3u64 {
+            let mut e = FrameEncoder::new(1024);
+            e.push(&t(2 * k)).expect("fits");
+            e.push(&t(2 * k + 1)).expect("fits");
+            bytes.extend_from_slice(e.finish());
+        }
+        let mut e = FrameEncoder::new(1024);
+        e.refuse("bye").expect("fits");
+        bytes.extend_from_slice(e.finish());
+        let mut e = FrameEncoder::new(1024);
+        e.push(&t(9)).expect("fits");
+        let last = e.finish().to_vec();
+        bytes.extend_from_slice(&last[..last.len() - 1]);
+
+        let mut d = FrameDecoder::new(1024);
+        d.extend(&bytes);
+        let Ok(Some(Frame::Batch(mut msgs))) = d.next_frame::<T>() else { panic!("a batch first") };
+        // Stops once `max` is reached, at a frame boundary.
+        d.take_buffered_batches(&mut msgs, 3);
+        assert_eq!(msgs, vec![t(0), t(1), t(2), t(3)]);
+        // Then up to the Refuse frame, which stays for next_frame.
+        d.take_buffered_batches(&mut msgs, 100);
+        assert_eq!(msgs.len(), 6);
+        assert!(matches!(d.next_frame::<T>(), Ok(Some(Frame::Refuse(r))) if r == "bye"));
+        // An incomplete frame stays buffered.
+        let mut more: Vec<T> = Vec::new();
+        d.take_buffered_batches(&mut more, 100);
+        assert!(more.is_empty());
+        d.extend(&last[last.len() - 1..]);
+        d.take_buffered_batches(&mut more, 100);
+        assert_eq!(more, vec![t(9)]);
+        // A malformed batch is left for next_frame to report.
+        let mut d = FrameDecoder::new(1024);
+        d.extend(&[0, 0, 0, 2, KIND_BATCH, 0xc1]);
+        d.take_buffered_batches(&mut more, 100);
+        assert_eq!(more.len(), 1);
+        assert!(matches!(d.next_frame::<T>(), Err(WireError::Malformed { .. })));
     }
 
     #[test]

@@ -430,10 +430,12 @@ impl Client {
         if !s.is_modified() {
             return Ok(Commit { version: s.version(), replication: Replication::Local });
         }
-        let changes = s.to_changes(self.inner.settings.write_contents);
+        let contents = self.inner.settings.write_contents;
         let mut acquired = false;
         loop {
-            let (session, changes) = (s.id().to_owned(), changes.clone());
+            // Built per attempt (the session does not change in between): one copy of the
+            // values per write, not a copy kept for a retry plus a clone of it.
+            let (session, changes) = (s.id().to_owned(), s.to_changes(contents));
             let expected = Some(s.version());
             let outcome = self
                 .outcome(|reply| Request::Write { session, expected, changes, reply }, self.write_wait())

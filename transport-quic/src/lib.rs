@@ -47,7 +47,7 @@ use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use quinn::{Connection, Endpoint, RecvStream, SendStream, VarInt};
 use replication_core::config::DomainConfig;
 use replication_core::transport::{
-    Backoff, Security, Transport, TransportEvent, TransportSettings, WireMessage,
+    Backoff, DELIVER_BATCH, Security, Transport, TransportEvent, TransportSettings, WireMessage, deliver,
 };
 use replication_core::wire::{ByteSource, Frame, FrameDecoder, FrameEncoder, Hello, WireError, refusal};
 use replication_core::{NodeId, tls};
@@ -779,14 +779,13 @@ async fn read_stream<M: WireMessage>(
     loop {
         match dec.read_frame::<M, _>(&mut Source(&mut rx)).await {
             Ok(Ok(None)) => return Ok(()),
-            Ok(Ok(Some(Frame::Batch(msgs)))) => {
-                // One event per frame: one channel operation for the whole batch.
+            Ok(Ok(Some(Frame::Batch(mut msgs)))) => {
+                // One event for every batch this read brought: one channel operation.
+                dec.take_buffered_batches(&mut msgs, DELIVER_BATCH);
                 if msgs.is_empty() {
                     continue;
                 }
-                let ev = TransportEvent::Messages { from: peer.clone(), msgs };
-                let credit = shared.credit.acquire_many(ev.credits(shared.event_capacity)).await;
-                if credit.map(|c| c.forget()).is_err() || events.send(ev).await.is_err() {
+                if !deliver(&events, &shared.credit, shared.event_capacity, &peer, msgs).await {
                     return Ok(());
                 }
             }

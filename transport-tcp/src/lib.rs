@@ -44,7 +44,7 @@ use std::time::Duration;
 
 use replication_core::config::DomainConfig;
 use replication_core::transport::{
-    Backoff, Security, Transport, TransportEvent, TransportSettings, WireMessage,
+    Backoff, DELIVER_BATCH, Security, Transport, TransportEvent, TransportSettings, WireMessage, deliver,
 };
 use replication_core::wire::{ByteSource, Frame, FrameDecoder, FrameEncoder, Hello, WireError, refusal};
 use replication_core::{NodeId, tls};
@@ -665,14 +665,13 @@ async fn read_loop<M: WireMessage, R: AsyncRead + Unpin + Send>(
     loop {
         match dec.read_frame::<M, _>(&mut Source(&mut rd)).await {
             Ok(Ok(None)) => return,
-            Ok(Ok(Some(Frame::Batch(msgs)))) => {
-                // One event per frame: one channel operation for the whole batch.
+            Ok(Ok(Some(Frame::Batch(mut msgs)))) => {
+                // One event for every batch this read brought: one channel operation.
+                dec.take_buffered_batches(&mut msgs, DELIVER_BATCH);
                 if msgs.is_empty() {
                     continue;
                 }
-                let ev = TransportEvent::Messages { from: peer.clone(), msgs };
-                let credit = shared.credit.acquire_many(ev.credits(shared.event_capacity)).await;
-                if credit.map(|c| c.forget()).is_err() || events.send(ev).await.is_err() {
+                if !deliver(&events, &shared.credit, shared.event_capacity, &peer, msgs).await {
                     return;
                 }
             }

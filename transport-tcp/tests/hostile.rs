@@ -201,3 +201,43 @@ async fn huge_length_frame_is_refused_without_allocating() {
     assert!(after < before + 64 * 1024, "RSS grew from {before} to {after} KiB");
     a.shutdown().await;
 }
+
+/// Frames that arrive together are handed over as one event: a peer writes ten Batch frames
+/// in one write, and the node delivers them in fewer events than frames (one, unless the
+/// kernel splits the write), in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frames_read_together_are_delivered_as_one_event() {
+    let ba = Tcp::bind(0);
+    let bx = Tcp::bind(0);
+    let cfg = parse(&domain_text("web", &[("a", Tcp::port(&ba)), ("x", Tcp::port(&bx))], ""));
+    let dir = tempfile::tempdir().expect("tmp");
+    let addr = ba.local_addr().expect("addr");
+    let a = Tcp::start(settings(&cfg, "a", Sec::Insecure, dir.path()), ba).await.expect("a");
+    let mut enc = FrameEncoder::new(MIN_MAX_FRAME);
+    enc.hello(&Hello::for_node(&cfg, &NodeId::new("x")).expect("x is a member")).expect("hello");
+    let mut bytes = enc.finish().to_vec();
+    let hello_len = bytes.len();
+    for seq in 0..10 {
+        let mut enc = FrameEncoder::new(MIN_MAX_FRAME);
+        enc.push(&msg(Some(1), seq)).expect("small");
+        bytes.extend_from_slice(enc.finish());
+    }
+    let peer = tokio::task::spawn_blocking(move || {
+        let mut s = TcpStream::connect(addr).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+        s.write_all(&bytes[..hello_len]).expect("hello");
+        let mut head = [0u8; 4];
+        s.read_exact(&mut head).expect("a's hello");
+        let mut rest = vec![0u8; u32::from_be_bytes(head) as usize];
+        s.read_exact(&mut rest).expect("a's hello");
+        // All ten frames in one write.
+        s.write_all(&bytes[hello_len..]).expect("frames");
+        s
+    });
+    let events = conformance::receive_events(&a, "x", 10).await;
+    let got: Vec<u64> = events.iter().flatten().map(|m| m.seq).collect();
+    assert_eq!(got, (0..10).collect::<Vec<_>>());
+    assert!(events.len() < 10, "one event per frame: {} events", events.len());
+    drop(peer.await.expect("peer"));
+    a.shutdown().await;
+}
