@@ -816,11 +816,23 @@ impl Node {
         }
     }
 
-    /// Whether this node sees at least half of the domain live (itself included). An isolated
-    /// node must not take sessions over on its own view: it may be the one cut off.
+    /// Whether this node sees more than half of the domain live (itself included). An
+    /// isolated node must not take sessions over on its own view: it may be the one cut off.
     fn sees_enough(&self) -> bool {
-        let live = 1 + self.peers.values().filter(|p| p.up).count();
-        live * 2 > self.peers.len()
+        self.majority(1 + self.peers.values().filter(|p| p.up).count())
+    }
+
+    /// Whether `nodes` (this one included) are more than half of the domain: two such sets
+    /// always share a node, so the two sides of a split domain cannot both take a session
+    /// over (with exactly half, as in a four-node domain split two and two, both could;
+    /// finding 9 of docs/reliability.md). Peers that left gracefully and have not come back
+    /// do not count: they hold nothing and promise nothing (a domain scaled down by leaves
+    /// keeps failing over), and a quorum of the rest still meets any quorum that counts them.
+    /// A domain of two is the exception: one node is enough there, or the survivor of a crash
+    /// could never take over.
+    fn majority(&self, nodes: usize) -> bool {
+        let domain = 1 + self.peers.values().filter(|p| p.up || p.departed.is_none()).count();
+        if domain <= 2 { nodes >= 1 } else { nodes * 2 > domain }
     }
 
     /// Whether this node's view of the domain can be acted on to take sessions over (hot
@@ -1391,7 +1403,7 @@ impl Node {
         // down before answering may have promised and hold the newest copy (a one-way
         // partition, or a node that was paused and wakes up to a silent domain). Taking the
         // session over without their copies would fence them and lose what they hold.
-        if (1 + a.answered) * 2 <= self.peers.len() {
+        if !self.majority(1 + a.answered) {
             for (id, _) in a.requests {
                 self.out.outcome(id, Outcome::Unavailable);
             }
@@ -2750,14 +2762,18 @@ impl Node {
     /// domain, where clients fetch sessions on demand) must hand to the others: sessions
     /// whose owner is gone, so that this copy may be the newest left.
     fn leave_handoffs(&self, now: Instant) -> Vec<(String, Epoch, Version)> {
-        if self.can_own && self.placement.topology() == Topology::PeerToPeer {
-            return Vec::new();
-        }
+        // A peer-to-peer node takes live copies over instead (`leave_takeovers`); a tombstone
+        // is handed off by every node: a claim would not make it owned, and without it an
+        // older live copy elsewhere would bring the invalidated session back.
+        let tombstones_only = self.can_own && self.placement.topology() == Topology::PeerToPeer;
         self.sessions
             .iter()
             .filter(|(_, r)| r.owner.is_none() && r.tomb_until.is_none_or(|t| now < self.stamps.instant(t)))
             .filter_map(|(s, r)| {
                 let c = r.copy.as_ref()?;
+                if tombstones_only && !matches!(c.body, Body::Tombstone) {
+                    return None;
+                }
                 let owner_live = c.epoch.node != self.me
                     && self
                         .peers
@@ -2862,10 +2878,8 @@ impl Node {
         let mut unreplicated = stuck;
         let mut all_done = stuck == 0 && self.acquires.is_empty();
         for rec in self.sessions.values() {
+            // Tombstones too: a backup left with an older live copy would bring the session back.
             let (Some(o), Some(c)) = (&rec.owner, &rec.copy) else { continue };
-            if matches!(c.body, Body::Tombstone) {
-                continue;
-            }
             let live: Vec<&Replica> = o
                 .replicas
                 .iter()
@@ -4440,23 +4454,24 @@ mod edge_tests {
     }
 
     /// A node that stopped hearing the domain (its inbound links cut: it marks every peer
-    /// down) must not take sessions over on those marks when the first peer is heard again,
-    /// neither by hot failover nor by a fetch: with that peer it sees half of a four-node
+    /// down) must not take sessions over on those marks when the first peers are heard again,
+    /// neither by hot failover nor by a fetch: with them it sees a majority of a five-node
     /// domain, and its claim reaches neither the owner nor the backup that acknowledged an
     /// invalidation meanwhile, so its older live copy would undo the invalidation (found by
-    /// the simulator, seed 400161).
+    /// the simulator, seed 400161, where with exactly half of four nodes it passed the rule
+    /// that a strict majority now refuses).
     #[test]
     fn a_node_that_hears_again_does_not_take_over_on_the_marks_of_its_deafness() {
-        let mut cl = Cluster::new(&["a", "b", "c", "d"], 2);
-        let placement = Placement::new(&cfg(&["a", "b", "c", "d"], 2));
+        let mut cl = Cluster::new(&["a", "b", "c", "d", "e"], 2);
+        let placement = Placement::new(&cfg(&["a", "b", "c", "d", "e"], 2));
         // A session owned by d, backed up by b and c, whose failover target in b's view with
-        // only a heard again is b.
+        // only a and e heard again is b.
         let mut rid = 1;
         let s = loop {
             let s = format!("s{rid}");
             rid += 1;
             let b_first = placement
-                .failover_owner(&s, &id("d"), |n| *n == id("a") || *n == id("b"))
+                .failover_owner(&s, &id("d"), |n| *n == id("a") || *n == id("b") || *n == id("e"))
                 .is_some_and(|n| n == id("b"));
             if !b_first {
                 continue;
@@ -4470,8 +4485,8 @@ mod edge_tests {
             }
         };
         assert!(matches!(cl.session("b", &s), Some(SessionView { role: Role::Backup, .. })));
-        // b hears nobody (it still sends): it declares a, c and d down.
-        for n in ["a", "c", "d"] {
+        // b hears nobody (it still sends): it declares a, c, d and e down.
+        for n in ["a", "c", "d", "e"] {
             cl.cut.insert((id(n), id("b")));
         }
         cl.advance(Duration::from_millis(1500));
@@ -4484,20 +4499,21 @@ mod edge_tests {
             "{:?}",
             cl.outcome(100)
         );
-        // b hears a first, and c and d a moment later. Meanwhile a get of s arrives at b.
+        // b hears a and e first, and c and d a moment later. Meanwhile a get of s arrives at b.
         cl.cut.remove(&(id("a"), id("b")));
+        cl.cut.remove(&(id("e"), id("b")));
         for _ in 0..10 {
-            if cl.nodes[&id("b")].is_live(&id("a")) {
+            if cl.nodes[&id("b")].is_live(&id("a")) && cl.nodes[&id("b")].is_live(&id("e")) {
                 break;
             }
             cl.advance(Duration::from_millis(50));
         }
-        assert!(cl.nodes[&id("b")].sees_enough(), "b hears a again");
+        assert!(cl.nodes[&id("b")].sees_enough(), "b hears a and e again: 3 of 5");
         cl.cmd("b", 99, Command::Get { session: s.clone() });
         cl.advance(Duration::from_millis(50));
         assert!(
             !matches!(cl.outcome(99), Some(Outcome::Found { .. })),
-            "b fetched s from a alone: {:?}",
+            "b fetched s from a and e alone: {:?}",
             cl.outcome(99)
         );
         cl.cut.clear();
@@ -4510,6 +4526,56 @@ mod edge_tests {
         cl.cmd("b", 101, Command::Get { session: s.clone() });
         cl.advance(Duration::from_secs(1));
         assert_eq!(cl.outcome(101), Some(&Outcome::NotFound), "the invalidation holds");
+    }
+
+    /// An owner leaving right after an invalidation that one backup has not acknowledged yet
+    /// waits for it, as for any write: otherwise that backup keeps the older live copy, and
+    /// the session comes back when it takes over (simulator seed 800115, rolling restarts).
+    #[test]
+    fn a_leaving_owner_waits_for_its_tombstone_to_be_acknowledged() {
+        let mut cl = Cluster::new(&["a", "b", "c"], 2);
+        create(&mut cl, "a", 1, "s", Ack::Sync { backups: 2 });
+        cl.pump();
+        cl.cut.insert((id("a"), id("c")));
+        cl.cmd("a", 2, Command::Invalidate { session: "s".into(), ack: Ack::Sync { backups: 1 } });
+        cl.pump();
+        assert!(matches!(cl.outcome(2), Some(Outcome::Replicated { acks: 1, .. })), "{:?}", cl.outcome(2));
+        cl.cmd("a", 3, Command::Leave);
+        assert!(!cl.nodes[&id("a")].has_left(), "c has not acknowledged the tombstone");
+        cl.cut.clear();
+        for _ in 0..40 {
+            if cl.nodes[&id("a")].has_left() {
+                break;
+            }
+            cl.advance(Duration::from_millis(100));
+        }
+        assert!(matches!(cl.outcome(3), Some(Outcome::Left { unreplicated: 0, .. })), "{:?}", cl.outcome(3));
+        assert!(cl.session("c", "s").is_some_and(|v| v.invalidated), "{:?}", cl.session("c", "s"));
+    }
+
+    /// A four-node domain split two and two: each side sees exactly half. Neither may take
+    /// the other side's sessions over (both could with "at least half", leaving two owners
+    /// whose writes one side loses at the heal; finding 9 of docs/reliability.md).
+    #[test]
+    fn an_even_split_leaves_the_sessions_with_their_owners() {
+        let mut cl = Cluster::new(&["a", "b", "c", "d"], 1);
+        for (rid, s) in [(1, "s1"), (2, "s2"), (3, "s3"), (4, "s4")] {
+            create(&mut cl, "a", rid, s, Ack::Sync { backups: 1 });
+        }
+        cl.pump();
+        for (x, y) in [("a", "c"), ("a", "d"), ("b", "c"), ("b", "d")] {
+            cl.cut.insert((id(x), id(y)));
+            cl.cut.insert((id(y), id(x)));
+        }
+        cl.advance(Duration::from_secs(4));
+        for n in ["c", "d"] {
+            assert_eq!(cl.nodes[&id(n)].stats().owned, 0, "{n} took sessions over with half the domain");
+        }
+        assert_eq!(cl.nodes[&id("a")].stats().owned, 4, "a keeps its sessions");
+        cl.cut.clear();
+        cl.advance(Duration::from_secs(4));
+        let owned: usize = cl.nodes.values().map(|n| n.stats().owned).sum();
+        assert_eq!(owned, 4, "one owner each after the heal");
     }
 
     /// Finding 9 of docs/reliability.md (open; simulator seed 500842 before the rebase on
