@@ -19,8 +19,8 @@ use crate::transport::WireMessage;
 /// (3: attribute values are MessagePack `bin`, see `bytes`. 4: [`Message::Release`], a failed
 /// acquirer's release of its claim, no longer the same message as [`Message::Drop`]; the
 /// restart quarantine, [`Message::EpochsRequest`] and [`Message::Epochs`]; claims in batches,
-/// [`Message::Claims`] and [`Message::ClaimAcks`]. 5: [`Message::Handoff`], the copies a
-/// leaving node that cannot own hands to the others.)
+/// [`Message::Claims`] and [`Message::ClaimAcks`]. 5: [`Message::Handoff`] and
+/// [`Message::HandoffAcks`], the copies a leaving node hands to the others.)
 pub const PROTOCOL_VERSION: u32 = 5;
 
 /// The version of a session's state inside one [`Epoch`]; every write adds one. Versions
@@ -252,16 +252,23 @@ pub enum Message {
         /// The released claim's epoch.
         epoch: Epoch,
     },
-    /// A leaving node that cannot take a session over (a server of a client-server domain)
-    /// to the nodes that would back it up, for a session whose owner is gone: "keep this
-    /// copy". Stored as a backup copy when newer than the receiver's, and answered with a
-    /// [`Message::Ack`] of the copy's epoch and version. It acknowledges no write and moves no
-    /// ownership: a later claim collects the copy like any other.
+    /// A leaving node to the nodes that would back these sessions up, for sessions whose
+    /// owner is gone and whose copy it cannot take over itself (a server of a client-server
+    /// domain; a tombstone, which a claim does not make owned): "keep these copies". Each is
+    /// stored as a backup copy when newer than the receiver's (the receiver promises its
+    /// epoch), and the whole batch is answered by one [`Message::HandoffAcks`]. It
+    /// acknowledges no write and moves no ownership: a later claim collects the copies like
+    /// any other. A batch, not one message per session: a leave may hand off thousands, and
+    /// as control traffic they do not wait behind the data queue.
     Handoff {
-        /// The session.
-        session: String,
-        /// The leaving node's copy.
-        copy: Snapshot,
+        /// Session and the leaving node's copy.
+        copies: Vec<(String, Snapshot)>,
+    },
+    /// The answer to a [`Message::Handoff`]: the copies the receiver now holds (or holds
+    /// something newer than), by session, epoch and version.
+    HandoffAcks {
+        /// Session, and the epoch and version of the copy held.
+        acks: Vec<(String, Epoch, Version)>,
     },
     /// Many [`Message::Claim`]s of one acquirer at once (a mass failover), each handled as if
     /// it came alone; answered by [`Message::ClaimAcks`] (and a [`Message::Fenced`] per
@@ -308,7 +315,9 @@ impl Message {
             | Message::EpochsRequest { .. }
             | Message::Epochs { .. }
             | Message::Claims { .. }
-            | Message::ClaimAcks { .. } => None,
+            | Message::ClaimAcks { .. }
+            | Message::Handoff { .. }
+            | Message::HandoffAcks { .. } => None,
             Message::Replicate { session, .. }
             | Message::Ack { session, .. }
             | Message::NeedFull { session, .. }
@@ -316,8 +325,7 @@ impl Message {
             | Message::Claim { session, .. }
             | Message::ClaimAck { session, .. }
             | Message::Drop { session, .. }
-            | Message::Release { session, .. }
-            | Message::Handoff { session, .. } => Some(session),
+            | Message::Release { session, .. } => Some(session),
         }
     }
 }

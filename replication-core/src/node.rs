@@ -519,7 +519,9 @@ fn approx_size(m: &Message) -> usize {
     };
     match m {
         Message::ClaimAck { session, copy, .. } => 64 + session.len() + body(copy),
-        Message::Handoff { session, copy } => 64 + session.len() + body(&Some(copy.clone())),
+        Message::Handoff { copies } => {
+            copies.iter().map(|(s, c)| 64 + s.len() + body(&Some(c.clone()))).sum()
+        }
         Message::ClaimAcks { acks } => acks.iter().map(|(s, _, c)| 64 + s.len() + body(c)).sum(),
         m => 64 + m.session().map_or(0, str::len),
     }
@@ -1741,7 +1743,16 @@ impl Node {
             }
             Message::Drop { session, epoch } => self.on_drop(&from, &session, &epoch),
             Message::Release { session, epoch } => self.on_release(now, &from, &session, &epoch),
-            Message::Handoff { session, copy } => self.on_handoff(now, &from, session, copy),
+            Message::Handoff { copies } => self.on_handoff(now, &from, copies),
+            Message::HandoffAcks { acks } => {
+                for (session, epoch, version) in acks {
+                    if let Some(h) = self.handoffs.get_mut(&session) {
+                        if h.epoch == epoch && h.version == version {
+                            h.acked = true;
+                        }
+                    }
+                }
+            }
             Message::EpochsRequest { incarnation, after } => {
                 self.on_epochs_request(&from, incarnation, after)
             }
@@ -1893,11 +1904,6 @@ impl Node {
     }
 
     fn on_ack(&mut self, from: &NodeId, session: &str, epoch: &Epoch, version: Version) {
-        if let Some(h) = self.handoffs.get_mut(session) {
-            if h.epoch == *epoch && h.version == version {
-                h.acked = true;
-            }
-        }
         let Some(Record { owner: Some(o), copy: Some(copy), .. }) = self.sessions.get_mut(session) else {
             return;
         };
@@ -2098,24 +2104,31 @@ impl Node {
     /// a backup copy when newer than this node's, and acknowledged when this node then holds
     /// it (or something newer). An owner never replaces its own copy with one: it
     /// acknowledges only when its copy is at least as new.
-    fn on_handoff(&mut self, now: Instant, from: &NodeId, session: String, copy: Snapshot) {
-        let (epoch, version) = (copy.epoch.clone(), copy.version);
+    fn on_handoff(&mut self, now: Instant, from: &NodeId, copies: Vec<(String, Snapshot)>) {
         let ttl = self.settings.tombstone_ttl;
         let stamps = self.stamps;
-        let rec = self.sessions.entry(session.clone()).or_insert_with(|| Record::empty(stamps.stamp(now)));
-        if newer(&copy, rec.copy.as_ref()) {
-            if rec.owner.is_some() {
-                return;
+        let mut acks = Vec::with_capacity(copies.len());
+        for (session, copy) in copies {
+            let (epoch, version) = (copy.epoch.clone(), copy.version);
+            let rec =
+                self.sessions.entry(session.clone()).or_insert_with(|| Record::empty(stamps.stamp(now)));
+            if newer(&copy, rec.copy.as_ref()) {
+                if rec.owner.is_some() {
+                    continue;
+                }
+                rec.tomb_until = matches!(copy.body, Body::Tombstone).then(|| stamps.stamp(now + ttl));
+                // As every holder: no claim below the copy it holds (see `complete_acquire`).
+                if rec.promised.as_ref().is_none_or(|p| *p < copy.epoch) {
+                    rec.promised = Some(copy.epoch.clone());
+                }
+                rec.copy = Some(copy);
+                rec.last_heard = stamps.stamp(now);
             }
-            rec.tomb_until = matches!(copy.body, Body::Tombstone).then(|| stamps.stamp(now + ttl));
-            // As every holder: no claim below the copy it holds (see `complete_acquire`).
-            if rec.promised.as_ref().is_none_or(|p| *p < copy.epoch) {
-                rec.promised = Some(copy.epoch.clone());
-            }
-            rec.copy = Some(copy);
-            rec.last_heard = stamps.stamp(now);
+            acks.push((session, epoch, version));
         }
-        self.out.send(from, Message::Ack { session, epoch, version });
+        for chunk in acks.chunks(CLAIMS_PER_MESSAGE) {
+            self.out.send(from, Message::HandoffAcks { acks: chunk.to_vec() });
+        }
     }
 
     /// Whether this node is a demoted owner: it is not the owner, and holds the live copy it
@@ -2417,11 +2430,13 @@ impl Node {
             }
             Message::Claim { session, epoch } => self.retry_claims(to, vec![(session, epoch)]),
             Message::Claims { claims } => self.retry_claims(to, claims),
-            Message::Handoff { session, .. } => {
+            Message::Handoff { copies } => {
                 // Again at the next maintenance tick, not after a whole retransmit interval.
                 peer.flow.refuse();
-                if let Some(h) = self.handoffs.get_mut(&session) {
-                    h.sent = None;
+                for (session, _) in copies {
+                    if let Some(h) = self.handoffs.get_mut(&session) {
+                        h.sent = None;
+                    }
                 }
             }
             m @ (Message::Ack { .. }
@@ -2801,9 +2816,9 @@ impl Node {
         }
         let every = self.settings.retransmit_interval;
         let pending = self.handoffs.values().filter(|h| !h.acked).count();
-        // At most a scan batch of copies a tick, the least recently tried first, so that a
-        // large leave neither floods the peers' queues with sends they refuse (a refused one
-        // is due again at the next tick) nor retries the same few while others wait.
+        // At most `CLAIMS_PER_MESSAGE` copies a tick, the least recently tried first, so that a
+        // large leave neither floods the peers' queues (a refused batch is due again at the
+        // next tick) nor retries the same few while others wait.
         let mut due_now: Vec<(Option<Instant>, String)> = self
             .handoffs
             .iter()
@@ -2811,8 +2826,8 @@ impl Node {
             .map(|(s, h)| (h.tried, s.clone()))
             .collect();
         due_now.sort();
-        due_now.truncate(self.settings.scan_batch.max(1));
-        let mut sends = Vec::new();
+        due_now.truncate(CLAIMS_PER_MESSAGE);
+        let mut sends: BTreeMap<NodeId, Vec<(String, Snapshot)>> = BTreeMap::new();
         for (_, session) in due_now {
             let Some(h) = self.handoffs.get_mut(&session) else { continue };
             h.sent = Some(now);
@@ -2824,11 +2839,24 @@ impl Node {
                 .placement
                 .backups(&session, &copy.epoch.node, |n| n != me && peers.get(n).is_some_and(|p| p.up));
             for n in to {
-                sends.push((n, Message::Handoff { session: session.clone(), copy: copy.clone() }));
+                sends.entry(n).or_default().push((session.clone(), copy.clone()));
             }
         }
-        for (to, msg) in sends {
-            self.out.send(&to, msg);
+        // A message per recipient and about `CLAIM_ACK_BYTES` of copies.
+        for (to, copies) in sends {
+            let mut batch = Vec::new();
+            let mut bytes = 0;
+            for (session, copy) in copies {
+                bytes += payload_size(&full_payload(&copy));
+                batch.push((session, copy));
+                if bytes >= CLAIM_ACK_BYTES {
+                    self.out.send(&to, Message::Handoff { copies: std::mem::take(&mut batch) });
+                    bytes = 0;
+                }
+            }
+            if !batch.is_empty() {
+                self.out.send(&to, Message::Handoff { copies: batch });
+            }
         }
         pending
     }
