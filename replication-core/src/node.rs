@@ -1741,7 +1741,7 @@ impl Node {
                     self.on_claim_ack(now, &from, &session, &epoch, copy);
                 }
             }
-            Message::Drop { session, epoch } => self.on_drop(&from, &session, &epoch),
+            Message::Drop { session, epoch } => self.on_drop(now, &from, &session, &epoch),
             Message::Release { session, epoch } => self.on_release(now, &from, &session, &epoch),
             Message::Handoff { copies } => self.on_handoff(now, &from, copies),
             Message::HandoffAcks { acks } => {
@@ -2044,7 +2044,7 @@ impl Node {
         }
     }
 
-    fn on_drop(&mut self, from: &NodeId, session: &str, epoch: &Epoch) {
+    fn on_drop(&mut self, now: Instant, from: &NodeId, session: &str, epoch: &Epoch) {
         if epoch.node != *from {
             return;
         }
@@ -2067,7 +2067,18 @@ impl Node {
         };
         if !keep {
             let same_epoch = rec.copy.as_ref().is_some_and(|c| c.epoch == *epoch);
-            self.sessions.remove(session);
+            // The copy goes; the promise stays a while (a promise-only record, removed by the
+            // maintenance scan after twice the request timeout): forgetting it at once let a
+            // stale owner's copy, still in flight, be stored and acknowledged here.
+            let stamps = self.stamps;
+            if let Some(rec) = self.sessions.get_mut(session) {
+                rec.copy = None;
+                rec.tomb_until = None;
+                rec.last_heard = stamps.stamp(now);
+                if rec.promised.as_ref().is_none_or(|p| p < epoch) {
+                    rec.promised = Some(epoch.clone());
+                }
+            }
             if same_epoch {
                 // The owner may have placed this node again since it sent the drop (messages
                 // can be reordered): it then counts a copy that is gone. Tell it; an owner

@@ -129,6 +129,16 @@ fn deaf_node_stale_view_seed() {
     assert_clean(&r);
 }
 
+/// A backup told to drop its copy forgot the promise with it, and stored (and would have
+/// acknowledged) a stale owner's copy still in flight: `n0#2 went back on s18: (8,n1,3)/4 ->
+/// (7,n2,2)/4`. The dropped copy now leaves a promise-only record. Fails without that.
+#[test]
+fn dropped_copy_keeps_its_promise_seed() {
+    let r = run(800_045, 4000);
+    println!("{}", summary(&r));
+    assert_clean(&r);
+}
+
 #[test]
 fn same_seed_same_trace() {
     let a = run(42, 600);
