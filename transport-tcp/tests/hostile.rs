@@ -31,6 +31,29 @@ fn closed(s: &mut TcpStream) -> bool {
     }
 }
 
+/// Node `a` of the domain `web` (`a` and `x`, no TLS) on a free port, its address, the
+/// `Hello` frame a raw peer named `x` opens with, and the directory of `a`'s files.
+async fn node_a_and_hello_of_x() -> (<Tcp as Harness>::T, std::net::SocketAddr, Vec<u8>, tempfile::TempDir) {
+    let ba = Tcp::bind(0);
+    let bx = Tcp::bind(0);
+    let cfg = parse(&domain_text("web", &[("a", Tcp::port(&ba)), ("x", Tcp::port(&bx))], ""));
+    let dir = tempfile::tempdir().expect("tmp");
+    let addr = ba.local_addr().expect("addr");
+    let a = Tcp::start(settings(&cfg, "a", Sec::Insecure, dir.path()), ba).await.expect("a");
+    let mut enc = FrameEncoder::new(MIN_MAX_FRAME);
+    enc.hello(&Hello::for_node(&cfg, &NodeId::new("x")).expect("x is a member")).expect("hello");
+    (a, addr, enc.finish().to_vec(), dir)
+}
+
+/// A raw peer's handshake: sends `hello`, reads the node's Hello frame.
+fn handshake(s: &mut TcpStream, hello: &[u8]) {
+    s.write_all(hello).expect("hello");
+    let mut head = [0u8; 4];
+    s.read_exact(&mut head).expect("a's hello");
+    let mut rest = vec![0u8; u32::from_be_bytes(head) as usize];
+    s.read_exact(&mut rest).expect("a's hello");
+}
+
 const CAP: usize = 8;
 const FLOOD: usize = 300;
 
@@ -151,15 +174,7 @@ async fn node_of_another_domain_is_refused_and_named() {
 /// handshake), the connection closed, nothing of that size allocated.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn huge_length_frame_is_refused_without_allocating() {
-    let ba = Tcp::bind(0);
-    let bx = Tcp::bind(0);
-    let cfg = parse(&domain_text("web", &[("a", Tcp::port(&ba)), ("x", Tcp::port(&bx))], ""));
-    let dir = tempfile::tempdir().expect("tmp");
-    let addr = ba.local_addr().expect("addr");
-    let a = Tcp::start(settings(&cfg, "a", Sec::Insecure, dir.path()), ba).await.expect("a");
-    let mut enc = FrameEncoder::new(MIN_MAX_FRAME);
-    enc.hello(&Hello::for_node(&cfg, &NodeId::new("x")).expect("x is a member")).expect("hello");
-    let hello = enc.finish().to_vec();
+    let (a, addr, hello, _dir) = node_a_and_hello_of_x().await;
     let before = rss_kib();
     for after_handshake in [false, true] {
         let hello = hello.clone();
@@ -167,11 +182,7 @@ async fn huge_length_frame_is_refused_without_allocating() {
             let mut s = TcpStream::connect(addr).expect("connect");
             s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
             if after_handshake {
-                s.write_all(&hello).expect("hello");
-                let mut head = [0u8; 4];
-                s.read_exact(&mut head).expect("a's hello");
-                let mut rest = vec![0u8; u32::from_be_bytes(head) as usize];
-                s.read_exact(&mut rest).expect("a's hello");
+                handshake(&mut s, &hello);
             }
             let _ = s.write_all(&[0xff, 0xff, 0xff, 0xff, 3, 0x90]);
             let mut buf = [0u8; 256];
@@ -207,15 +218,7 @@ async fn huge_length_frame_is_refused_without_allocating() {
 /// kernel splits the write), in order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn frames_read_together_are_delivered_as_one_event() {
-    let ba = Tcp::bind(0);
-    let bx = Tcp::bind(0);
-    let cfg = parse(&domain_text("web", &[("a", Tcp::port(&ba)), ("x", Tcp::port(&bx))], ""));
-    let dir = tempfile::tempdir().expect("tmp");
-    let addr = ba.local_addr().expect("addr");
-    let a = Tcp::start(settings(&cfg, "a", Sec::Insecure, dir.path()), ba).await.expect("a");
-    let mut enc = FrameEncoder::new(MIN_MAX_FRAME);
-    enc.hello(&Hello::for_node(&cfg, &NodeId::new("x")).expect("x is a member")).expect("hello");
-    let mut bytes = enc.finish().to_vec();
+    let (a, addr, mut bytes, _dir) = node_a_and_hello_of_x().await;
     let hello_len = bytes.len();
     for seq in 0..10 {
         let mut enc = FrameEncoder::new(MIN_MAX_FRAME);
@@ -225,11 +228,7 @@ async fn frames_read_together_are_delivered_as_one_event() {
     let peer = tokio::task::spawn_blocking(move || {
         let mut s = TcpStream::connect(addr).expect("connect");
         s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
-        s.write_all(&bytes[..hello_len]).expect("hello");
-        let mut head = [0u8; 4];
-        s.read_exact(&mut head).expect("a's hello");
-        let mut rest = vec![0u8; u32::from_be_bytes(head) as usize];
-        s.read_exact(&mut rest).expect("a's hello");
+        handshake(&mut s, &bytes[..hello_len]);
         // All ten frames in one write.
         s.write_all(&bytes[hello_len..]).expect("frames");
         s

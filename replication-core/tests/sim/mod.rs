@@ -123,9 +123,6 @@ impl SimOptions {
         let client_server = r.chance(200);
         let nodes = if client_server { 4 + r.below(2) as usize } else { 3 + r.below(3) as usize };
         SimOptions {
-            seed,
-            steps,
-            quiet_steps: 1500,
             nodes,
             replicas: 1 + r.below(2) as u32,
             client_server,
@@ -135,10 +132,10 @@ impl SimOptions {
             fault_rate: 0,
             op_rate: 500 + r.below(500),
             partitions: false,
-            verbose: false,
             queue_cap: if r.chance(500) { Some(4 + r.below(60) as usize) } else { None },
             affinity: r.below(400),
             rolling: true,
+            ..Self::from_seed(seed, steps)
         }
     }
 }
