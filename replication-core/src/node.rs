@@ -2778,10 +2778,19 @@ impl Node {
             .collect()
     }
 
-    /// Sessions a leaving node waits for: demoted-owner copies whose claimant may still
-    /// complete (see `leave_takeovers`).
-    fn leave_waits(&self) -> usize {
-        self.sessions.keys().filter(|s| !self.acquires.contains_key(*s) && self.demoted_owner(s)).count()
+    /// Copies a leaving node has still to take over (or wait for): those of
+    /// `leave_takeovers`, and demoted-owner copies whose claimant may still complete.
+    fn leave_untaken(&self, now: Instant) -> usize {
+        let p2p = self.placement.topology() == Topology::PeerToPeer;
+        let patience = self.request_timeout;
+        self.sessions
+            .keys()
+            .filter(|s| !self.acquires.contains_key(*s))
+            .filter(|s| {
+                (self.can_own && self.demoted_owner(s))
+                    || (self.can_own && p2p && self.orphaned(now, s, patience).is_some())
+            })
+            .count()
     }
 
     /// Copies a leaving node that cannot take sessions over (a server of a client-server
@@ -2911,7 +2920,7 @@ impl Node {
         let mut handed_off = 0;
         // Copies that may be the newest and that this node has not taken over (yet) to hand
         // them off; claims started by commands before the leave are waited for too.
-        let stuck = self.leave_takeovers(now).len().max(self.leave_waits())
+        let stuck = self.leave_untaken(now)
             + self.acquires.values().filter(|a| a.failover).count()
             + self.send_handoffs(now);
         let mut unreplicated = stuck;
