@@ -333,6 +333,13 @@ impl Record {
     fn empty(now: Stamp) -> Self {
         Record { promised: None, copy: None, owner: None, last_heard: now, tomb_until: None }
     }
+
+    /// Raises the promise to `epoch` if it is lower (a promise never goes down).
+    fn promise_at_least(&mut self, epoch: &Epoch) {
+        if self.promised.as_ref().is_none_or(|p| p < epoch) {
+            self.promised = Some(epoch.clone());
+        }
+    }
 }
 
 /// The records by session id, each boxed: a `BTreeMap` node has room for 11 entries and is
@@ -1308,12 +1315,7 @@ impl Node {
         let waiting: BTreeSet<NodeId> =
             self.peers.iter().filter(|(_, p)| p.up).map(|(n, _)| n.clone()).collect();
         for to in &waiting {
-            match &mut self.claim_buf {
-                Some(buf) => buf.entry(to.clone()).or_default().push((session.to_owned(), epoch.clone())),
-                None => {
-                    self.out.send(to, Message::Claim { session: session.to_owned(), epoch: epoch.clone() })
-                }
-            }
+            self.queue_claim(to.clone(), session.to_owned(), epoch.clone());
         }
         let deadline = now + self.request_timeout;
         let empty = waiting.is_empty();
@@ -1337,6 +1339,14 @@ impl Node {
             self.complete_acquire(now, session);
         } else {
             self.timers.insert((deadline, Timer::Acquire(session.to_owned())));
+        }
+    }
+
+    /// Sends a claim, or adds it to the pass's batch (`batch_claims`).
+    fn queue_claim(&mut self, to: NodeId, session: String, epoch: Epoch) {
+        match &mut self.claim_buf {
+            Some(buf) => buf.entry(to).or_default().push((session, epoch)),
+            None => self.out.send(&to, Message::Claim { session, epoch }),
         }
     }
 
@@ -1435,9 +1445,7 @@ impl Node {
         // guard if one did not.)
         if let Some(b) = best.as_ref().filter(|b| b.epoch > a.epoch) {
             let higher = b.epoch.clone();
-            if rec.promised.as_ref().is_none_or(|p| *p < higher) {
-                rec.promised = Some(higher.clone());
-            }
+            rec.promise_at_least(&higher);
             self.acquires.insert(session.to_owned(), a);
             self.abort_acquire(now, session, &higher);
             return;
@@ -1522,9 +1530,7 @@ impl Node {
     /// Steps down from owning `session`: a higher epoch exists.
     fn demote(&mut self, session: &str, higher: &Epoch) {
         let Some(rec) = self.sessions.get_mut(session) else { return };
-        if rec.promised.as_ref().is_none_or(|p| p < higher) {
-            rec.promised = Some(higher.clone());
-        }
+        rec.promise_at_least(higher);
         let Some(o) = rec.owner.take() else { return };
         // Counts the grace before this node resumes ownership (see `maybe_resume`).
         rec.last_heard = self.stamps.stamp(self.last_run);
@@ -2075,9 +2081,7 @@ impl Node {
                 rec.copy = None;
                 rec.tomb_until = None;
                 rec.last_heard = stamps.stamp(now);
-                if rec.promised.as_ref().is_none_or(|p| p < epoch) {
-                    rec.promised = Some(epoch.clone());
-                }
+                rec.promise_at_least(epoch);
             }
             if same_epoch {
                 // The owner may have placed this node again since it sent the drop (messages
@@ -2129,9 +2133,7 @@ impl Node {
                 }
                 rec.tomb_until = matches!(copy.body, Body::Tombstone).then(|| stamps.stamp(now + ttl));
                 // As every holder: no claim below the copy it holds (see `complete_acquire`).
-                if rec.promised.as_ref().is_none_or(|p| *p < copy.epoch) {
-                    rec.promised = Some(copy.epoch.clone());
-                }
+                rec.promise_at_least(&copy.epoch);
                 rec.copy = Some(copy);
                 rec.last_heard = stamps.stamp(now);
             }
@@ -2758,46 +2760,39 @@ impl Node {
     /// like every owned session (the leave waits for its backups). A live claimant is given
     /// the request timeout (its claim's own deadline) to complete first: it has this node's
     /// answer, and completing takes the copy with it.
-    fn leave_takeovers(&self, now: Instant) -> Vec<String> {
+    ///
+    /// Returns the sessions to claim now and how many such copies are left in all (those
+    /// whose claimant is still given its time included).
+    fn leave_untaken(&self, now: Instant) -> (Vec<String>, usize) {
         if !self.can_own {
-            return Vec::new();
+            return (Vec::new(), 0);
         }
         let p2p = self.placement.topology() == Topology::PeerToPeer;
         let patience = self.request_timeout;
-        self.sessions
-            .iter()
-            .filter(|(s, _)| !self.acquires.contains_key(*s))
-            .filter(|(s, r)| {
-                let claimant_busy =
-                    r.promised.as_ref().is_some_and(|p| p.node != self.me && self.is_live(&p.node))
-                        && !due(now, self.stamps.instant(r.last_heard), patience);
-                (self.demoted_owner(s) && !claimant_busy)
-                    || (p2p && self.orphaned(now, s, patience).is_some())
-            })
-            .map(|(s, _)| s.to_owned())
-            .collect()
-    }
-
-    /// Copies a leaving node has still to take over (or wait for): those of
-    /// `leave_takeovers`, and demoted-owner copies whose claimant may still complete.
-    fn leave_untaken(&self, now: Instant) -> usize {
-        let p2p = self.placement.topology() == Topology::PeerToPeer;
-        let patience = self.request_timeout;
-        self.sessions
-            .keys()
-            .filter(|s| !self.acquires.contains_key(*s))
-            .filter(|s| {
-                (self.can_own && self.demoted_owner(s))
-                    || (self.can_own && p2p && self.orphaned(now, s, patience).is_some())
-            })
-            .count()
+        let mut ready = Vec::new();
+        let mut left = 0;
+        for (s, r) in self.sessions.iter().filter(|(s, _)| !self.acquires.contains_key(*s)) {
+            let demoted = self.demoted_owner(s);
+            let orphan = p2p && self.orphaned(now, s, patience).is_some();
+            if !(demoted || orphan) {
+                continue;
+            }
+            left += 1;
+            let claimant_busy =
+                r.promised.as_ref().is_some_and(|p| p.node != self.me && self.is_live(&p.node))
+                    && !due(now, self.stamps.instant(r.last_heard), patience);
+            if !(demoted && claimant_busy) {
+                ready.push(s.to_owned());
+            }
+        }
+        (ready, left)
     }
 
     /// Copies a leaving node that cannot take sessions over (a server of a client-server
     /// domain, where clients fetch sessions on demand) must hand to the others: sessions
     /// whose owner is gone, so that this copy may be the newest left.
     fn leave_handoffs(&self, now: Instant) -> Vec<(String, Epoch, Version)> {
-        // A peer-to-peer node takes live copies over instead (`leave_takeovers`); a tombstone
+        // A peer-to-peer node takes live copies over instead (`leave_untaken`); a tombstone
         // is handed off by every node: a claim would not make it owned, and without it an
         // older live copy elsewhere would bring the invalidated session back.
         let tombstones_only = self.can_own && self.placement.topology() == Topology::PeerToPeer;
@@ -2897,16 +2892,13 @@ impl Node {
             }
         }
         for (to, session, epoch) in again {
-            match &mut self.claim_buf {
-                Some(buf) => buf.entry(to).or_default().push((session, epoch)),
-                None => self.out.send(&to, Message::Claim { session, epoch }),
-            }
+            self.queue_claim(to, session, epoch);
         }
     }
 
     fn check_leave(&mut self, now: Instant) {
         let Some((id, deadline)) = self.leaving else { return };
-        let takeovers = self.leave_takeovers(now);
+        let (takeovers, _) = self.leave_untaken(now);
         let batching = self.batch_claims();
         for session in &takeovers {
             if self.pending_count() >= self.settings.max_pending || !self.sees_enough() {
@@ -2920,7 +2912,7 @@ impl Node {
         let mut handed_off = 0;
         // Copies that may be the newest and that this node has not taken over (yet) to hand
         // them off; claims started by commands before the leave are waited for too.
-        let stuck = self.leave_untaken(now)
+        let stuck = self.leave_untaken(now).1
             + self.acquires.values().filter(|a| a.failover).count()
             + self.send_handoffs(now);
         let mut unreplicated = stuck;
