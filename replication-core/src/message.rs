@@ -20,8 +20,10 @@ use crate::transport::WireMessage;
 /// acquirer's release of its claim, no longer the same message as [`Message::Drop`]; the
 /// restart quarantine, [`Message::EpochsRequest`] and [`Message::Epochs`]; claims in batches,
 /// [`Message::Claims`] and [`Message::ClaimAcks`]. 5: [`Message::Handoff`] and
-/// [`Message::HandoffAcks`], the copies a leaving node hands to the others.)
-pub const PROTOCOL_VERSION: u32 = 5;
+/// [`Message::HandoffAcks`], the copies a leaving node hands to the others. 6: a claim names
+/// the owner it takes over from when the acquirer considers it gone (`over`), and a node that
+/// still hears that owner refuses it, [`Message::ClaimsRefused`].)
+pub const PROTOCOL_VERSION: u32 = 6;
 
 /// The version of a session's state inside one [`Epoch`]; every write adds one. Versions
 /// continue across ownership changes (a new owner starts from the highest copy it found).
@@ -225,6 +227,14 @@ pub enum Message {
         session: String,
         /// The acquirer's new epoch.
         epoch: Epoch,
+        /// The epoch of the owner the acquirer takes the session over from because it
+        /// considers that owner gone (down, or restarted since); `None` for a claim that does
+        /// not fail the owner over (the owner, if live, gets the claim itself). A receiver that
+        /// still hears that owner's incarnation refuses the claim
+        /// ([`Message::ClaimsRefused`]) instead of promising: the acquirer's view is wrong
+        /// (one broken link), and a live owner that never hears of the claim would keep
+        /// writing (finding 9 of docs/reliability.md).
+        over: Option<Epoch>,
     },
     /// Reply to [`Message::Claim`]: the promise, with the receiver's copy if it has one.
     ClaimAck {
@@ -274,7 +284,15 @@ pub enum Message {
     /// it came alone; answered by [`Message::ClaimAcks`] (and a [`Message::Fenced`] per
     /// claim refused).
     Claims {
-        /// Session and the acquirer's new epoch.
+        /// Session, the acquirer's new epoch, and the owner it fails over from (as `over` of
+        /// [`Message::Claim`]).
+        claims: Vec<(String, Epoch, Option<Epoch>)>,
+    },
+    /// The claims (of a [`Message::Claim`] or [`Message::Claims`]) the receiver refused
+    /// without promising anything, because it still hears the owner they fail over from.
+    /// The acquirer counts no answer from it for these claims.
+    ClaimsRefused {
+        /// Session and the refused claim's epoch.
         claims: Vec<(String, Epoch)>,
     },
     /// The [`Message::ClaimAck`]s answering a [`Message::Claims`] (or part of them).
@@ -316,6 +334,7 @@ impl Message {
             | Message::Epochs { .. }
             | Message::Claims { .. }
             | Message::ClaimAcks { .. }
+            | Message::ClaimsRefused { .. }
             | Message::Handoff { .. }
             | Message::HandoffAcks { .. } => None,
             Message::Replicate { session, .. }
@@ -424,7 +443,7 @@ mod tests {
     fn ordering_keys() {
         let hb = Message::Heartbeat { incarnation: 1 };
         assert_eq!(hb.ordering_key(), None);
-        let m = Message::Claim { session: "s".into(), epoch: Epoch::new(1, NodeId::new("a"), 1) };
+        let m = Message::Claim { session: "s".into(), epoch: Epoch::new(1, NodeId::new("a"), 1), over: None };
         assert_eq!(m.ordering_key(), Some(stable_hash(b"s")));
     }
 

@@ -431,6 +431,13 @@ struct Acquire {
     sent: Instant,
     retries: u32,
     failover: bool,
+    /// The epoch of the owner this claim fails over from, when this node considers it gone
+    /// (sent with the claim, see [`Message::Claim`]).
+    over: Option<Epoch>,
+    /// This node's promise before the claim, restored when the claim gets too few answers:
+    /// it never owns at the claim's epoch, and keeping that promise would fence the owner it
+    /// failed to take over from (a live owner, when peers refused the claim).
+    prior: Option<Epoch>,
 }
 
 /// The restart quarantine of a new incarnation (see the module docs).
@@ -530,6 +537,7 @@ fn approx_size(m: &Message) -> usize {
             copies.iter().map(|(s, c)| 64 + s.len() + body(&Some(c.clone()))).sum()
         }
         Message::ClaimAcks { acks } => acks.iter().map(|(s, _, c)| 64 + s.len() + body(c)).sum(),
+        Message::ClaimsRefused { claims } => claims.iter().map(|(s, _)| 64 + s.len()).sum(),
         m => 64 + m.session().map_or(0, str::len),
     }
 }
@@ -589,7 +597,10 @@ pub struct Node {
     quarantine: Option<Quarantine>,
     /// `Some` during a maintenance or replan pass: the claims it starts, per peer, sent in
     /// batches at its end ([`Message::Claims`]) instead of one message per session.
-    claim_buf: Option<BTreeMap<NodeId, Vec<(String, Epoch)>>>,
+    claim_buf: Option<BTreeMap<NodeId, Vec<(String, Epoch, Option<Epoch>)>>>,
+    /// Owners whose failover is held back until the instant: a peer refused a claim over
+    /// it because it still hears it (`on_claims_refused`). Bounded by the peers.
+    held_over: BTreeMap<NodeId, Instant>,
     /// While leaving: the copies of ownerless sessions handed to other nodes
     /// ([`Message::Handoff`]) by a node that cannot take them over.
     handoffs: BTreeMap<String, Handoff>,
@@ -677,6 +688,7 @@ impl Node {
             fenced: 0,
             quarantine: Some(Quarantine { until: now + config.failure_timeout(), asked: BTreeMap::new() }),
             claim_buf: None,
+            held_over: BTreeMap::new(),
             handoffs: BTreeMap::new(),
             seen_enough_since: None,
             stamps: StampBase::new(now),
@@ -1309,13 +1321,14 @@ impl Node {
             .unwrap_or(0)
             .max(min_term);
         let epoch = Epoch::new(known + 1, self.me.clone(), self.incarnation);
-        rec.promised = Some(epoch.clone());
+        let prior = rec.promised.replace(epoch.clone());
         rec.last_heard = stamp;
         let best = rec.copy.clone();
+        let over = best.as_ref().map(|c| &c.epoch).filter(|e| self.owner_gone(e)).cloned();
         let waiting: BTreeSet<NodeId> =
             self.peers.iter().filter(|(_, p)| p.up).map(|(n, _)| n.clone()).collect();
         for to in &waiting {
-            self.queue_claim(to.clone(), session.to_owned(), epoch.clone());
+            self.queue_claim(to.clone(), session.to_owned(), epoch.clone(), over.clone());
         }
         let deadline = now + self.request_timeout;
         let empty = waiting.is_empty();
@@ -1333,6 +1346,8 @@ impl Node {
                 sent: now,
                 retries,
                 failover,
+                over,
+                prior,
             },
         );
         if empty {
@@ -1343,11 +1358,37 @@ impl Node {
     }
 
     /// Sends a claim, or adds it to the pass's batch (`batch_claims`).
-    fn queue_claim(&mut self, to: NodeId, session: String, epoch: Epoch) {
+    fn queue_claim(&mut self, to: NodeId, session: String, epoch: Epoch, over: Option<Epoch>) {
         match &mut self.claim_buf {
-            Some(buf) => buf.entry(to).or_default().push((session, epoch)),
-            None => self.out.send(&to, Message::Claim { session, epoch }),
+            Some(buf) => buf.entry(to).or_default().push((session, epoch, over)),
+            None => self.out.send(&to, Message::Claim { session, epoch, over }),
         }
+    }
+
+    /// Whether the node that owned at `epoch` is gone for this node: another node that is
+    /// down, departed or unknown, or runs another incarnation now.
+    fn owner_gone(&self, epoch: &Epoch) -> bool {
+        epoch.node != self.me
+            && self
+                .peers
+                .get(&epoch.node)
+                .is_none_or(|p| !p.up || p.incarnation.is_some_and(|i| i != epoch.incarnation))
+    }
+
+    /// Whether this node still hears the incarnation that owned at `epoch`: it is this node,
+    /// or a live peer in that incarnation heard within half the failure timeout. A node
+    /// that crashed is silent for longer than that everywhere by the time a peer declares it
+    /// down (the heartbeats reach every peer about together), so a genuine failover is not
+    /// refused; a peer that only one link lost is still heard by the others.
+    fn hears_owner(&self, now: Instant, epoch: &Epoch) -> bool {
+        if epoch.node == self.me {
+            return epoch.incarnation == self.incarnation;
+        }
+        self.peers.get(&epoch.node).is_some_and(|p| {
+            p.up && p.departed.is_none()
+                && p.incarnation == Some(epoch.incarnation)
+                && p.last_heard.is_some_and(|t| !due(now, t, self.failure_timeout / 2))
+        })
     }
 
     /// Starts batching the claims of a pass; `true` when this call started it (and so must
@@ -1369,7 +1410,9 @@ impl Node {
         for (to, claims) in buf {
             for chunk in claims.chunks(CLAIMS_PER_MESSAGE) {
                 let msg = match chunk {
-                    [(session, epoch)] => Message::Claim { session: session.clone(), epoch: epoch.clone() },
+                    [(session, epoch, over)] => {
+                        Message::Claim { session: session.clone(), epoch: epoch.clone(), over: over.clone() }
+                    }
                     _ => Message::Claims { claims: chunk.to_vec() },
                 };
                 self.out.send(&to, msg);
@@ -1391,11 +1434,14 @@ impl Node {
         self.forget_if_empty(session);
     }
 
-    /// Tells the nodes a given-up claim went to that this node never owns at `epoch`
-    /// ([`Message::Release`]): a late claim may have demoted the owner, which then takes the
-    /// session back (see `on_release`).
+    /// Tells the nodes a given-up claim went to, and every live peer, that this node never
+    /// owns at `epoch` ([`Message::Release`]): a late claim may have demoted the owner, which
+    /// then takes the session back (see `on_release`). The live peers too: an owner this node
+    /// could not reach when it claimed (one broken link, now healed) may have been fenced by
+    /// this node's promise of the claim since.
     fn release_claim(&mut self, session: &str, epoch: &Epoch, asked: &BTreeSet<NodeId>) {
-        for to in asked {
+        let live = self.peers.iter().filter(|(n, p)| p.up && !asked.contains(*n)).map(|(n, _)| n);
+        for to in asked.iter().chain(live) {
             self.out.send(to, Message::Release { session: session.to_owned(), epoch: epoch.clone() });
         }
     }
@@ -1418,6 +1464,11 @@ impl Node {
         if !self.majority(1 + a.answered) {
             for (id, _) in a.requests {
                 self.out.outcome(id, Outcome::Unavailable);
+            }
+            if let Some(rec) = self.sessions.get_mut(session) {
+                if rec.promised.as_ref() == Some(&a.epoch) {
+                    rec.promised = a.prior;
+                }
             }
             self.release_claim(session, &a.epoch, &a.asked);
             self.forget_if_empty(session);
@@ -1737,11 +1788,12 @@ impl Node {
             Message::Ack { session, epoch, version } => self.on_ack(&from, &session, &epoch, version),
             Message::NeedFull { session, epoch } => self.on_need_full(now, &from, &session, &epoch),
             Message::Fenced { session, epoch } => self.on_fenced(now, &session, &epoch),
-            Message::Claim { session, epoch } => self.on_claim(now, &from, session, epoch),
+            Message::Claim { session, epoch, over } => self.on_claim(now, &from, session, epoch, over),
             Message::ClaimAck { session, epoch, copy } => {
                 self.on_claim_ack(now, &from, &session, &epoch, copy)
             }
             Message::Claims { claims } => self.on_claims(now, &from, claims),
+            Message::ClaimsRefused { claims } => self.on_claims_refused(now, &from, claims),
             Message::ClaimAcks { acks } => {
                 for (session, epoch, copy) in acks {
                     self.on_claim_ack(now, &from, &session, &epoch, copy);
@@ -1977,10 +2029,23 @@ impl Node {
         }
     }
 
-    fn on_claim(&mut self, now: Instant, from: &NodeId, session: String, epoch: Epoch) {
-        if let Some(copy) = self.promise(now, from, &session, &epoch) {
+    fn on_claim(&mut self, now: Instant, from: &NodeId, session: String, epoch: Epoch, over: Option<Epoch>) {
+        if self.refuses(now, &session, &epoch, over.as_ref()) {
+            self.out.send(from, Message::ClaimsRefused { claims: vec![(session, epoch)] });
+        } else if let Some(copy) = self.promise(now, from, &session, &epoch) {
             self.out.send(from, Message::ClaimAck { session, epoch, copy });
         }
+    }
+
+    /// Whether a claim that fails `over` over is refused because this node still hears that
+    /// owner (finding 9 of docs/reliability.md: with one link broken, both of its ends see a
+    /// majority, and the acquirer would take the session from an owner that keeps writing,
+    /// unaware, to backups that may have forgotten every promise). Nothing is promised. A
+    /// claim this node promised already, or is fenced by a higher promise, goes on to
+    /// `promise` (answered again, or fenced).
+    fn refuses(&self, now: Instant, session: &str, epoch: &Epoch, over: Option<&Epoch>) -> bool {
+        over.is_some_and(|o| self.hears_owner(now, o))
+            && self.sessions.get(session).and_then(|r| r.promised.as_ref()).is_none_or(|p| p < epoch)
     }
 
     /// A claim: `None` when refused (a `Fenced` was sent), else the promise is recorded and
@@ -2007,10 +2072,15 @@ impl Node {
 
     /// Claims in a batch: answered in batches of at most [`CLAIMS_PER_MESSAGE`] answers and
     /// about [`CLAIM_ACK_BYTES`] of copies.
-    fn on_claims(&mut self, now: Instant, from: &NodeId, claims: Vec<(String, Epoch)>) {
+    fn on_claims(&mut self, now: Instant, from: &NodeId, claims: Vec<(String, Epoch, Option<Epoch>)>) {
         let mut acks = Vec::new();
+        let mut refused = Vec::new();
         let mut bytes = 0;
-        for (session, epoch) in claims {
+        for (session, epoch, over) in claims {
+            if self.refuses(now, &session, &epoch, over.as_ref()) {
+                refused.push((session, epoch));
+                continue;
+            }
             let Some(copy) = self.promise(now, from, &session, &epoch) else { continue };
             if let Some(c) = &copy {
                 bytes += payload_size(&full_payload(c));
@@ -2023,6 +2093,28 @@ impl Node {
         }
         if !acks.is_empty() {
             self.out.send(from, Message::ClaimAcks { acks });
+        }
+        if !refused.is_empty() {
+            self.out.send(from, Message::ClaimsRefused { claims: refused });
+        }
+    }
+
+    /// Claims a peer refused because it still hears the owner they fail over from: its
+    /// answer does not count (an acquire without enough answers gives up, see
+    /// `complete_acquire`), and failovers from that owner wait half the failure timeout, by
+    /// when the peer stops hearing an owner that is really gone.
+    fn on_claims_refused(&mut self, now: Instant, from: &NodeId, claims: Vec<(String, Epoch)>) {
+        for (session, epoch) in claims {
+            let Some(a) = self.acquires.get_mut(&session) else { continue };
+            if a.epoch != epoch || !a.waiting.remove(from) {
+                continue;
+            }
+            if let Some(o) = &a.over {
+                self.held_over.insert(o.node.clone(), now + self.failure_timeout / 2);
+            }
+            if a.waiting.is_empty() {
+                self.complete_acquire(now, &session);
+            }
         }
     }
 
@@ -2441,8 +2533,10 @@ impl Node {
                 r.last_sent = None;
                 peer.flow.resend_at(&session);
             }
-            Message::Claim { session, epoch } => self.retry_claims(to, vec![(session, epoch)]),
-            Message::Claims { claims } => self.retry_claims(to, claims),
+            Message::Claim { session, epoch, .. } => self.retry_claims(to, vec![(session, epoch)]),
+            Message::Claims { claims } => {
+                self.retry_claims(to, claims.into_iter().map(|(s, e, _)| (s, e)).collect())
+            }
             Message::Handoff { copies } => {
                 // Again at the next maintenance tick, not after a whole retransmit interval.
                 peer.flow.refuse();
@@ -2457,6 +2551,7 @@ impl Node {
             | Message::Fenced { .. }
             | Message::ClaimAck { .. }
             | Message::ClaimAcks { .. }
+            | Message::ClaimsRefused { .. }
             | Message::Release { .. }) => {
                 let f = &mut peer.flow;
                 f.refuse();
@@ -2500,17 +2595,19 @@ impl Node {
             for m in retry {
                 self.out.send(&n, m);
             }
-            let claims: Vec<(String, Epoch)> = claims
+            let claims: Vec<(String, Epoch, Option<Epoch>)> = claims
                 .into_iter()
                 .filter_map(|s| {
                     let a = self.acquires.get(&s)?;
-                    let epoch = a.epoch.clone();
-                    a.waiting.contains(&n).then_some((s, epoch))
+                    let (epoch, over) = (a.epoch.clone(), a.over.clone());
+                    a.waiting.contains(&n).then_some((s, epoch, over))
                 })
                 .collect();
             for chunk in claims.chunks(CLAIMS_PER_MESSAGE) {
                 let msg = match chunk {
-                    [(session, epoch)] => Message::Claim { session: session.clone(), epoch: epoch.clone() },
+                    [(session, epoch, over)] => {
+                        Message::Claim { session: session.clone(), epoch: epoch.clone(), over: over.clone() }
+                    }
                     _ => Message::Claims { claims: chunk.to_vec() },
                 };
                 self.out.send(&n, msg);
@@ -2708,6 +2805,9 @@ impl Node {
             return;
         }
         let Some(owner) = self.orphaned(now, session, self.request_timeout * 2) else { return };
+        if self.held_over.get(&owner).is_some_and(|t| now < *t) {
+            return;
+        }
         let peers = &self.peers;
         let me = &self.me;
         let target =
@@ -2887,12 +2987,12 @@ impl Node {
             a.sent = now;
             for to in &a.waiting {
                 if self.peers.get(to).is_some_and(|p| p.up) {
-                    again.push((to.clone(), session.clone(), a.epoch.clone()));
+                    again.push((to.clone(), session.clone(), a.epoch.clone(), a.over.clone()));
                 }
             }
         }
-        for (to, session, epoch) in again {
-            self.queue_claim(to, session, epoch);
+        for (to, session, epoch, over) in again {
+            self.queue_claim(to, session, epoch, over);
         }
     }
 
@@ -3008,6 +3108,8 @@ mod tests_support {
         pub wire: VecDeque<(NodeId, NodeId, Message)>,
         /// Links that drop everything (from, to).
         pub cut: BTreeSet<(NodeId, NodeId)>,
+        /// Delivered [`Message::ClaimsRefused`]: (from, to).
+        pub refusals: Vec<(NodeId, NodeId)>,
     }
 
     pub fn id(s: &str) -> NodeId {
@@ -3036,6 +3138,7 @@ mod tests_support {
                 events: vec![],
                 wire: VecDeque::new(),
                 cut: BTreeSet::new(),
+                refusals: vec![],
             };
             // Heartbeats make everyone live.
             cl.tick_all();
@@ -3075,6 +3178,9 @@ mod tests_support {
                     continue;
                 }
                 let now = self.now;
+                if matches!(msg, Message::ClaimsRefused { .. }) {
+                    self.refusals.push((from.clone(), to.clone()));
+                }
                 if let Some(node) = self.nodes.get_mut(&to) {
                     node.handle_input(now, Input::Message { from, msg });
                     self.collect(&to);
@@ -3507,7 +3613,8 @@ mod tests {
         let mut a = Node::new(c.clone(), id("a"), 1, Settings::default(), now).unwrap();
         // a promises 2500 sessions to claims at term 2 (their ownership moved).
         for i in 0..2500 {
-            let msg = Message::Claim { session: format!("s{i:05}"), epoch: Epoch::new(2, id("b"), 1) };
+            let msg =
+                Message::Claim { session: format!("s{i:05}"), epoch: Epoch::new(2, id("b"), 1), over: None };
             a.handle_input(now, Input::Message { from: id("b"), msg });
         }
         while a.poll_output().is_some() {}
@@ -3574,7 +3681,10 @@ mod tests {
         let e2 = Epoch::new(2, id("a"), 1);
         b.handle_input(
             now,
-            Input::Message { from: id("a"), msg: Message::Claim { session: "s".into(), epoch: e2.clone() } },
+            Input::Message {
+                from: id("a"),
+                msg: Message::Claim { session: "s".into(), epoch: e2.clone(), over: None },
+            },
         );
         match b.poll_output() {
             Some(Output::Send { msg: Message::ClaimAck { epoch, copy: Some(copy), .. }, .. }) => {
@@ -3586,7 +3696,10 @@ mod tests {
         // The lower epoch is now refused.
         b.handle_input(
             now,
-            Input::Message { from: id("a"), msg: Message::Claim { session: "s".into(), epoch: e1 } },
+            Input::Message {
+                from: id("a"),
+                msg: Message::Claim { session: "s".into(), epoch: e1, over: None },
+            },
         );
         assert!(
             matches!(b.poll_output(), Some(Output::Send { msg: Message::Fenced { epoch, .. }, .. }) if epoch == e2)
@@ -4618,15 +4731,13 @@ mod edge_tests {
         assert_eq!(owned, 4, "one owner each after the heal");
     }
 
-    /// Finding 9 of docs/reliability.md (open; simulator seed 500842 before the rebase on
-    /// finding 7's change): the link b-c is cut, a leaves, and c, seeing d only (half of the
-    /// domain), fails b's session over with a claim that reaches d alone, while b keeps
-    /// owning it. d then restarts (forgetting its promise), c is cut off outbound and a
-    /// restarts: a's quarantine cannot learn c's epoch, so a acknowledges b's write, which c's
-    /// epoch overwrites at the heal. Fails today; a strict majority alone does not fix it (c
-    /// already sees a and d when the link breaks).
+    /// Finding 9 of docs/reliability.md (simulator seed 500842 before the rebase on finding
+    /// 7's change): the link b-c is cut, and c, which sees a and d (a majority), failed b's
+    /// session over with their promises while b kept owning it. Then a leaves, d restarts
+    /// (forgetting its promise), c is cut off outbound and a restarts: a's quarantine cannot
+    /// learn c's epoch, so a acknowledged b's write, which c's epoch overwrote at the heal.
+    /// Now a and d, which still hear b, refuse c's claims: b stays the only owner.
     #[test]
-    #[ignore = "finding 9 (open): a stale owner's write acknowledged by an amnesiac backup is lost"]
     fn split_owner_write_acknowledged_by_an_amnesiac_backup_survives() {
         let names = ["a", "b", "c", "d"];
         let mut cl = Cluster::new(&names, 2);
@@ -4654,14 +4765,17 @@ mod edge_tests {
         cl.cut.insert((id("b"), id("c")));
         cl.cut.insert((id("c"), id("b")));
         cl.advance(Duration::from_millis(1500));
+        assert!(cl.nodes[&id("c")].peers().iter().any(|p| p.node == id("b") && !p.up), "c sees b down");
+        for n in ["a", "d"] {
+            assert!(cl.refusals.contains(&(id(n), id("c"))), "{n} refuses c's claims: {:?}", cl.refusals);
+        }
         // a leaves.
         cl.cmd("a", 200, Command::Leave);
         cl.advance(Duration::from_millis(1000));
         cl.nodes.remove(&id("a"));
         cl.advance(Duration::from_millis(3000));
-        for n in ["b", "c"] {
-            assert_eq!(cl.session(n, &s).map(|v| v.role), Some(Role::Owner), "{n} owns s");
-        }
+        assert_eq!(cl.session("b", &s).map(|v| v.role), Some(Role::Owner), "b owns s");
+        assert_ne!(cl.session("c", &s).map(|v| v.role), Some(Role::Owner), "c does not take s from a live b");
         // d crashes and restarts with empty memory; c is cut off outbound; a restarts.
         let now = cl.now;
         cl.nodes.insert(id("d"), Node::new(cfg(&names, 2), id("d"), 2, Settings::default(), now).unwrap());
@@ -4706,11 +4820,14 @@ mod edge_tests {
         assert_one_owner_with_data(&cl, &owner, &backup);
     }
 
-    /// The partition + amnesia case: a's link to its backup b is cut both ways, so b takes s
-    /// over while a keeps running and re-places s on c; c restarts (forgetting the promise it
-    /// made to b) and a writes. Without the restart quarantine c acknowledges a's write,
-    /// which b's state overwrites at the heal; with it, c first learns b's epoch from b and
-    /// fences a, so the write is not reported replicated.
+    /// The partition + amnesia case: a's link to its backup b is cut both ways and c does not
+    /// hear a, so b takes s over while a keeps running and re-places s on c; c restarts
+    /// (forgetting the promise it made to b), hears a again, and a writes. Without the
+    /// restart quarantine c acknowledges a's write, which b's state overwrites at the heal;
+    /// with it, c first learns b's epoch from b and fences a, so the write is not reported
+    /// replicated. (Before claims named the owner they fail over from, cutting the link a-b
+    /// alone was enough; now a c that hears a refuses b's claim, see
+    /// `split_owner_write_acknowledged_by_an_amnesiac_backup_survives`.)
     #[test]
     fn restarted_backup_does_not_acknowledge_a_stale_owner() {
         let mut cl = Cluster::new(&["a", "b", "c"], 1);
@@ -4727,10 +4844,12 @@ mod edge_tests {
         };
         cl.cut.insert((id("a"), id("b")));
         cl.cut.insert((id("b"), id("a")));
+        cl.cut.insert((id("a"), id("c")));
         cl.advance(Duration::from_millis(1500));
         let b = cl.session("b", &s).unwrap();
         assert_eq!(b.role, Role::Owner, "b failed s over");
         assert_eq!(cl.session("a", &s).unwrap().role, Role::Owner, "a, cut off from b only, still owns s");
+        cl.cut.remove(&(id("a"), id("c")));
         // c restarts with empty memory.
         let now = cl.now;
         cl.nodes.insert(
