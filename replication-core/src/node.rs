@@ -1376,9 +1376,9 @@ impl Node {
     }
 
     /// Whether this node still hears the incarnation that owned at `epoch`: it is this node,
-    /// or a live peer in that incarnation heard within half the failure timeout. A node
-    /// that crashed is silent for longer than that everywhere by the time a peer declares it
-    /// down (the heartbeats reach every peer about together), so a genuine failover is not
+    /// or a live peer in that incarnation heard within the `hearing_window`. A node that
+    /// crashed is silent for longer than that everywhere by the time a peer declares it down
+    /// (the heartbeats reach every peer about together), so a genuine failover is not
     /// refused; a peer that only one link lost is still heard by the others.
     fn hears_owner(&self, now: Instant, epoch: &Epoch) -> bool {
         if epoch.node == self.me {
@@ -1387,8 +1387,16 @@ impl Node {
         self.peers.get(&epoch.node).is_some_and(|p| {
             p.up && p.departed.is_none()
                 && p.incarnation == Some(epoch.incarnation)
-                && p.last_heard.is_some_and(|t| !due(now, t, self.failure_timeout / 2))
+                && p.last_heard.is_some_and(|t| !due(now, t, self.hearing_window()))
         })
+    }
+
+    /// How recently a peer must have been heard to count as heard: half the failure timeout,
+    /// and at least one and a half heartbeat intervals (a live peer is heard every interval,
+    /// give or take the network), which stays below the failure timeout since that is at
+    /// least two intervals (`validate`).
+    fn hearing_window(&self) -> Duration {
+        (self.failure_timeout / 2).max(self.heartbeat_interval * 3 / 2)
     }
 
     /// Starts batching the claims of a pass; `true` when this call started it (and so must
@@ -2101,16 +2109,17 @@ impl Node {
 
     /// Claims a peer refused because it still hears the owner they fail over from: its
     /// answer does not count (an acquire without enough answers gives up, see
-    /// `complete_acquire`), and failovers from that owner wait half the failure timeout, by
-    /// when the peer stops hearing an owner that is really gone.
+    /// `complete_acquire`), and failovers from that owner wait the `hearing_window`, by when
+    /// the peer stops hearing an owner that is really gone.
     fn on_claims_refused(&mut self, now: Instant, from: &NodeId, claims: Vec<(String, Epoch)>) {
+        let hold = now + self.hearing_window();
         for (session, epoch) in claims {
             let Some(a) = self.acquires.get_mut(&session) else { continue };
             if a.epoch != epoch || !a.waiting.remove(from) {
                 continue;
             }
             if let Some(o) = &a.over {
-                self.held_over.insert(o.node.clone(), now + self.failure_timeout / 2);
+                self.held_over.insert(o.node.clone(), hold);
             }
             if a.waiting.is_empty() {
                 self.complete_acquire(now, &session);
