@@ -227,6 +227,10 @@ enum Pace<'a> {
     Walk(&'a NodeId),
 }
 
+/// A replan pass examines up to this many times `scan_batch` records (see
+/// `replan_pass_batched`).
+const REPLAN_EXAMINED: usize = 64;
+
 /// Sessions a resend walk reads from the map at a time.
 const WALK_CHUNK: usize = 128;
 
@@ -464,6 +468,9 @@ struct Asked {
 /// Sessions per [`Message::Epochs`] page.
 const EPOCHS_PER_PAGE: usize = 1024;
 
+/// One claim of a [`Message::Claims`]: session, epoch, and the owner it fails over from.
+type ClaimOf = (String, Epoch, Option<Epoch>);
+
 /// Claims per [`Message::Claims`] and answers per [`Message::ClaimAcks`] at most.
 const CLAIMS_PER_MESSAGE: usize = 512;
 
@@ -568,8 +575,15 @@ pub struct Node {
     peers: BTreeMap<NodeId, Peer>,
     sessions: Sessions,
     writes: BTreeMap<RequestId, PendingWrite>,
-    acquires: BTreeMap<String, Acquire>,
+    /// Boxed: a map node moves its values on every insert and removal, and a mass failover
+    /// inserts and removes thousands.
+    acquires: BTreeMap<String, Box<Acquire>>,
     timers: BTreeSet<(Instant, Timer)>,
+    /// The deadlines of the acquires started, in the order they were started: each is `now +
+    /// request_timeout`, so they come in order and a queue keeps them (a mass failover starts
+    /// thousands at one instant, which in `timers` compared by id). Each fires
+    /// `Timer::Acquire`; a finished or restarted acquire is skipped then.
+    acquire_deadlines: VecDeque<(Instant, String)>,
     out: Outbox,
     next_heartbeat: Instant,
     next_tick: Instant,
@@ -597,7 +611,7 @@ pub struct Node {
     quarantine: Option<Quarantine>,
     /// `Some` during a maintenance or replan pass: the claims it starts, per peer, sent in
     /// batches at its end ([`Message::Claims`]) instead of one message per session.
-    claim_buf: Option<BTreeMap<NodeId, Vec<(String, Epoch, Option<Epoch>)>>>,
+    claim_buf: Option<BTreeMap<NodeId, Vec<ClaimOf>>>,
     /// Owners whose failover is held back until the instant: a peer refused a claim over
     /// it because it still hears it (`on_claims_refused`). Bounded by the peers.
     held_over: BTreeMap<NodeId, Instant>,
@@ -670,6 +684,7 @@ impl Node {
             writes: BTreeMap::new(),
             acquires: BTreeMap::new(),
             timers: BTreeSet::new(),
+            acquire_deadlines: VecDeque::new(),
             out: Outbox::default(),
             next_heartbeat: now,
             next_tick: now + tick,
@@ -744,6 +759,9 @@ impl Node {
         if let Some((at, _)) = self.timers.first() {
             t = t.min(*at);
         }
+        if let Some((at, _)) = self.acquire_deadlines.front() {
+            t = t.min(*at);
+        }
         Some(t)
     }
 
@@ -767,6 +785,10 @@ impl Node {
             }
             let Some((_, timer)) = self.timers.pop_first() else { break };
             self.fire(now, timer);
+        }
+        while self.acquire_deadlines.front().is_some_and(|(at, _)| *at <= now) {
+            let Some((_, session)) = self.acquire_deadlines.pop_front() else { break };
+            self.fire(now, Timer::Acquire(session));
         }
         // Failure detection runs at the tick and also exactly when a live peer's silence
         // reaches the failure timeout (not up to a tick later): the maintenance, with the
@@ -1334,7 +1356,7 @@ impl Node {
         let empty = waiting.is_empty();
         self.acquires.insert(
             session.to_owned(),
-            Acquire {
+            Box::new(Acquire {
                 epoch,
                 asked: waiting.clone(),
                 waiting,
@@ -1348,12 +1370,14 @@ impl Node {
                 failover,
                 over,
                 prior,
-            },
+            }),
         );
         if empty {
             self.complete_acquire(now, session);
         } else {
-            self.timers.insert((deadline, Timer::Acquire(session.to_owned())));
+            // In order even if `now` went back: a deadline kept late is checked when it fires.
+            let at = self.acquire_deadlines.back().map_or(deadline, |(last, _)| deadline.max(*last));
+            self.acquire_deadlines.push_back((at, session.to_owned()));
         }
     }
 
@@ -1416,15 +1440,24 @@ impl Node {
     fn flush_claims(&mut self) {
         let Some(buf) = self.claim_buf.take() else { return };
         for (to, claims) in buf {
-            for chunk in claims.chunks(CLAIMS_PER_MESSAGE) {
-                let msg = match chunk {
-                    [(session, epoch, over)] => {
-                        Message::Claim { session: session.clone(), epoch: epoch.clone(), over: over.clone() }
-                    }
-                    _ => Message::Claims { claims: chunk.to_vec() },
-                };
-                self.out.send(&to, msg);
+            self.send_claims(&to, claims);
+        }
+    }
+
+    /// Sends `claims` to `to`: [`CLAIMS_PER_MESSAGE`] a [`Message::Claims`] (one alone as a
+    /// [`Message::Claim`]), moved into the messages.
+    fn send_claims(&mut self, to: &NodeId, claims: Vec<ClaimOf>) {
+        let mut claims = claims.into_iter();
+        loop {
+            let chunk: Vec<ClaimOf> = claims.by_ref().take(CLAIMS_PER_MESSAGE).collect();
+            if chunk.is_empty() {
+                break;
             }
+            let msg = match <[_; 1]>::try_from(chunk) {
+                Ok([(session, epoch, over)]) => Message::Claim { session, epoch, over },
+                Err(chunk) => Message::Claims { claims: chunk },
+            };
+            self.out.send(to, msg);
         }
     }
 
@@ -2250,7 +2283,11 @@ impl Node {
     /// would have replaced that copy (it is a placed backup) or dropped it (it is a former
     /// holder); until then the copy may be the newest one.
     fn demoted_owner(&self, session: &str) -> bool {
-        let Some(rec) = self.sessions.get(session) else { return false };
+        self.sessions.get(session).is_some_and(|rec| self.is_demoted_owner(rec))
+    }
+
+    /// `demoted_owner` of a record.
+    fn is_demoted_owner(&self, rec: &Record) -> bool {
         let Some(copy) = &rec.copy else { return false };
         rec.owner.is_none()
             && matches!(copy.body, Body::Live { .. })
@@ -2612,15 +2649,7 @@ impl Node {
                     a.waiting.contains(&n).then_some((s, epoch, over))
                 })
                 .collect();
-            for chunk in claims.chunks(CLAIMS_PER_MESSAGE) {
-                let msg = match chunk {
-                    [(session, epoch, over)] => {
-                        Message::Claim { session: session.clone(), epoch: epoch.clone(), over: over.clone() }
-                    }
-                    _ => Message::Claims { claims: chunk.to_vec() },
-                };
-                self.out.send(&n, msg);
-            }
+            self.send_claims(&n, claims);
             self.resend_walk(now, &n);
         }
     }
@@ -2671,41 +2700,70 @@ impl Node {
     fn replan_pass_batched(&mut self, now: Instant) {
         self.refill(now);
         self.last_replan = now;
-        if let Some(cursor) = self.replan_cursor.take() {
-            // A pass examines `scan_batch` owned sessions, and up to eight times as many others
-            // (a failover only adds a claim to a batch; most others need nothing).
-            let batch = self.settings.scan_batch.max(1);
-            let keys = self.keys_from(cursor.as_deref(), batch.saturating_mul(8));
-            let mut exhausted = keys.len() < batch.saturating_mul(8);
-            let mut budget = batch.saturating_mul(8);
-            // Out of tokens, the pass still goes on: failovers send no copies, and the copies
-            // of the owned sessions it could not send go out with the maintenance scan, within
-            // the same token bucket. (Stopping the pass there held the failover of every
-            // session behind re-replication.)
-            let mut last = cursor;
-            for k in keys {
-                if budget == 0 {
-                    exhausted = false;
-                    break;
-                }
-                if self.sessions.get(&k).is_some_and(|r| r.owner.is_some()) {
-                    budget = budget.saturating_sub(8);
-                    self.plan(&k, now);
-                    if self.tokens >= 1000 {
-                        let n = self.send_full_to_lagging(&k, now, false, Pace::Window);
-                        self.tokens = self.tokens.saturating_sub(n * 1000);
-                    }
-                    self.maybe_drop_stale(&k);
-                } else {
-                    budget -= 1;
-                    self.maybe_failover(now, &k);
-                }
-                last = Some(k);
+        let Some(cursor) = self.replan_cursor.take() else { return };
+        // A pass examines up to `REPLAN_EXAMINED` times `scan_batch` records: an owned session
+        // costs `REPLAN_EXAMINED` (at most `scan_batch` of them are planned per pass), a
+        // failover candidate `REPLAN_EXAMINED / 8` (up to eight times `scan_batch` claims per
+        // pass), any other record 1 (most need nothing: the backups of live owners, the
+        // promises of other nodes' claims; they are only looked at, their ids not copied).
+        let batch = self.settings.scan_batch.max(1);
+        let mut budget = batch.saturating_mul(REPLAN_EXAMINED);
+        let range = match &cursor {
+            Some(c) => self.sessions.range::<str, _>((Bound::Excluded(c.as_str()), Bound::Unbounded)),
+            None => self.sessions.range::<str, _>((Bound::Unbounded, Bound::Unbounded)),
+        };
+        let mut todo: Vec<(String, bool)> = Vec::new();
+        let mut exhausted = true;
+        let mut last: Option<&str> = None;
+        for (k, rec) in range {
+            let (cost, act) = if rec.owner.is_some() {
+                (REPLAN_EXAMINED, true)
+            } else if self.failover_candidate(rec) {
+                (REPLAN_EXAMINED / 8, true)
+            } else {
+                (1, false)
+            };
+            if cost > budget {
+                exhausted = false;
+                break;
             }
-            if !exhausted {
-                self.replan_cursor = Some(last);
+            budget -= cost;
+            if act {
+                todo.push((k.to_owned(), rec.owner.is_some()));
+            }
+            last = Some(k);
+        }
+        let last = last.map(str::to_owned).or(cursor);
+        // Out of tokens, the pass still goes on: failovers send no copies, and the copies
+        // of the owned sessions it could not send go out with the maintenance scan, within
+        // the same token bucket. (Stopping the pass there held the failover of every
+        // session behind re-replication.)
+        for (k, owned) in todo {
+            if owned {
+                self.plan(&k, now);
+                if self.tokens >= 1000 {
+                    let n = self.send_full_to_lagging(&k, now, false, Pace::Window);
+                    self.tokens = self.tokens.saturating_sub(n * 1000);
+                }
+                self.maybe_drop_stale(&k);
+            } else {
+                self.maybe_failover(now, &k);
             }
         }
+        if !exhausted {
+            self.replan_cursor = Some(last);
+        }
+    }
+
+    /// Whether `maybe_failover` may act on this record (its cheap part, without the view):
+    /// a live copy that this node does not own, whose owner is this node (a demoted owner
+    /// may resume) or is gone (down, unknown, or restarted since the copy's epoch).
+    fn failover_candidate(&self, rec: &Record) -> bool {
+        let Some(copy) = &rec.copy else { return false };
+        if rec.owner.is_some() || !matches!(copy.body, Body::Live { .. }) {
+            return false;
+        }
+        copy.epoch.node == self.me || self.owner_gone(&copy.epoch)
     }
 
     fn keys_from(&self, cursor: Option<&str>, n: usize) -> Vec<String> {
@@ -2796,7 +2854,8 @@ impl Node {
     /// node is its failover target.
     /// Also resumes a demoted owner's session (any topology), see `maybe_resume`.
     fn maybe_failover(&mut self, now: Instant, session: &str) {
-        if self.demoted_owner(session) {
+        let Some(rec) = self.sessions.get(session) else { return };
+        if self.is_demoted_owner(rec) {
             return self.maybe_resume(now, session);
         }
         if !self.can_own
@@ -2813,7 +2872,7 @@ impl Node {
         if self.seen_enough_since.is_none_or(|t| !due(now, t, self.heartbeat_interval * 2)) {
             return;
         }
-        let Some(owner) = self.orphaned(now, session, self.request_timeout * 2) else { return };
+        let Some(owner) = self.orphaned_record(now, rec, self.request_timeout * 2) else { return };
         if self.held_over.get(&owner).is_some_and(|t| now < *t) {
             return;
         }
@@ -2831,7 +2890,11 @@ impl Node {
     /// it over (a claimant's promise counts for `patience`: a claim that failed and whose
     /// `Release` was lost must not keep the session ownerless).
     fn orphaned(&self, now: Instant, session: &str, patience: Duration) -> Option<NodeId> {
-        let rec = self.sessions.get(session)?;
+        self.orphaned_record(now, self.sessions.get(session)?, patience)
+    }
+
+    /// `orphaned` of a record.
+    fn orphaned_record(&self, now: Instant, rec: &Record, patience: Duration) -> Option<NodeId> {
         if rec.owner.is_some() {
             return None;
         }
@@ -3086,6 +3149,7 @@ impl Node {
             self.release_claim(&session, &a.epoch, &a.asked);
         }
         self.timers.clear();
+        self.acquire_deadlines.clear();
         self.out.outcome(id, Outcome::Left { handed_off, unreplicated });
         self.leaving = None;
         self.left = true;
@@ -3875,6 +3939,70 @@ mod tests {
                 ["b", "c"].into_iter().find(|x| cl.session(x, &s).is_some_and(|v| v.role == Role::Owner));
             assert_eq!(cl.session(owner.unwrap(), &s).unwrap().attrs.get("k").unwrap(), b"v");
         }
+    }
+
+    /// `n` sessions created on `owner` (asynchronous writes, delivered), ids `{i:05}{suffix}`.
+    fn create_many(cl: &mut Cluster, owner: &str, suffix: &str, n: u64, rid: u64) {
+        for i in 0..n {
+            cl.cmd(
+                owner,
+                rid + i,
+                Command::Create {
+                    session: format!("{i:05}{suffix}"),
+                    attrs: attrs(&[("k", b"v")]),
+                    max_inactive: Duration::from_secs(600),
+                    ack: Ack::Async,
+                },
+            );
+            if i % 64 == 0 {
+                cl.pump();
+            }
+        }
+        cl.pump();
+    }
+
+    #[test]
+    fn a_failed_owner_s_sessions_are_all_claimed_in_the_detecting_step() {
+        // b holds the backups of a's sessions among more of c's (whose owner lives): the
+        // replan pass at a's detection only looks at those and claims every orphan at once
+        // (it used to examine eight times `scan_batch` records a pass, the backups of c
+        // included, and needed more passes, a replan interval apart).
+        // A pass used to examine eight times `scan_batch` records.
+        let settings = Settings { scan_batch: 64, ..Settings::default() };
+        let mut cl = Cluster::from_config(cfg(&["a", "b", "c"], 1), settings);
+        create_many(&mut cl, "a", "a", 600, 0);
+        create_many(&mut cl, "c", "c", 1200, 10_000);
+        // Long enough for the view to be settled (see `view_settled`).
+        cl.advance(Duration::from_secs(2));
+        let orphans = cl.nodes[&id("b")].copies().filter(|(_, e, _, _)| e.node == id("a")).count();
+        let others = cl.nodes[&id("b")].copies().filter(|(_, e, _, _)| e.node == id("c")).count();
+        assert!(orphans > 200 && others > 400, "b holds {orphans} of a's and {others} of c's");
+        cl.nodes.remove(&id("a"));
+        let end = cl.now + Duration::from_secs(3);
+        while cl.now < end {
+            cl.now += Duration::from_millis(1);
+            let seen = cl.events.len();
+            cl.tick_all();
+            let detected = cl.events[seen..]
+                .iter()
+                .any(|(n, e)| *n == id("b") && matches!(e, Event::PeerDown { node } if *node == id("a")));
+            if detected {
+                let claimed: usize = cl
+                    .wire
+                    .iter()
+                    .filter(|(from, _, _)| *from == id("b"))
+                    .map(|(_, _, m)| match m {
+                        Message::Claims { claims } => claims.len(),
+                        Message::Claim { .. } => 1,
+                        _ => 0,
+                    })
+                    .sum();
+                assert_eq!(claimed, orphans, "every orphan claimed at the detection");
+                return;
+            }
+            cl.pump();
+        }
+        panic!("a never detected down by b");
     }
 
     #[test]
@@ -4917,5 +5045,96 @@ mod edge_tests {
             assert_eq!(cl.outcomes.iter().filter(|(_, i, _)| *i == rid).count(), 1, "{rid}");
         }
         assert!(matches!(cl.outcome(3), Some(Outcome::Left { .. })));
+    }
+
+    /// CPU spent by the survivors' engines in a mass failover (no transport): three nodes,
+    /// `M2M_FAILOVER_SESSIONS` (10,000) sessions owned by app1, which goes silent; virtual time
+    /// steps of 1 ms, messages delivered at once. For profiling:
+    /// `cargo test --release -p replication-core --lib failover_cpu -- --ignored --nocapture`.
+    #[test]
+    #[ignore = "a measurement, not a check"]
+    fn failover_cpu() {
+        let n: usize =
+            std::env::var("M2M_FAILOVER_SESSIONS").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000);
+        let text = "[domain]\nname = \"t\"\nreplicas = 1\nheartbeat_interval_ms = 50\nfailure_timeout_ms = 300\nrequest_timeout_ms = 2000\n\
+            [[node]]\nname = \"app1\"\naddress = \"127.0.0.1:7000\"\n\
+            [[node]]\nname = \"app2\"\naddress = \"127.0.0.1:7001\"\n\
+            [[node]]\nname = \"app3\"\naddress = \"127.0.0.1:7002\"\n";
+        let c = DomainConfig::parse(text, "t").unwrap();
+        let mut cl = Cluster::from_config(c, Settings::default());
+        for i in 0..n {
+            let h = crate::placement::stable_hash(format!("{i}").as_bytes());
+            let s = format!("{h:016x}{:08x}.app1", i);
+            cl.cmd(
+                "app1",
+                i as u64,
+                Command::Create {
+                    session: s,
+                    attrs: attrs(&[("data", &[7u8; 1024])]),
+                    max_inactive: Duration::from_secs(600),
+                    ack: Ack::Async,
+                },
+            );
+            if i % 64 == 0 {
+                cl.pump();
+            }
+        }
+        cl.pump();
+        cl.advance(Duration::from_millis(100));
+        cl.nodes.remove(&id("app1"));
+        failover_phase(&mut cl, n);
+    }
+
+    /// The failover part of `failover_cpu`, its own function for `perf` (samples under it).
+    #[inline(never)]
+    fn failover_phase(cl: &mut Cluster, n: usize) {
+        let kill = cl.now;
+        let mut cpu: BTreeMap<NodeId, Duration> = BTreeMap::new();
+        let mut done_at: BTreeMap<NodeId, Duration> = BTreeMap::new();
+        let names = [id("app2"), id("app3")];
+        let end = kill + Duration::from_secs(3);
+        while cl.now < end {
+            cl.now += Duration::from_millis(1);
+            let now = cl.now;
+            for nm in &names {
+                let node = cl.nodes.get_mut(nm).unwrap();
+                if node.poll_timeout().is_some_and(|t| t <= now) {
+                    let t = std::time::Instant::now();
+                    node.handle_timeout(now);
+                    *cpu.entry(nm.clone()).or_default() += t.elapsed();
+                }
+                cl.collect(nm);
+            }
+            while let Some((from, to, msg)) = cl.wire.pop_front() {
+                if let Some(node) = cl.nodes.get_mut(&to) {
+                    let t = std::time::Instant::now();
+                    node.handle_input(now, Input::Message { from, msg });
+                    *cpu.entry(to.clone()).or_default() += t.elapsed();
+                    cl.collect(&to);
+                }
+            }
+            let owned: usize = names.iter().map(|x| cl.nodes[x].owned_sessions().count()).sum();
+            for nm in &names {
+                let gained =
+                    cl.events.iter().any(|(e, ev)| e == nm && matches!(ev, Event::OwnershipGained { .. }));
+                if gained && !done_at.contains_key(nm) && owned == n {
+                    done_at.insert(nm.clone(), now - kill);
+                }
+            }
+            if owned == n {
+                break;
+            }
+        }
+        let owned: usize = names.iter().map(|x| cl.nodes[x].owned_sessions().count()).sum();
+        for nm in &names {
+            let gained = cl
+                .events
+                .iter()
+                .filter(|(e, ev)| e == nm && matches!(ev, Event::OwnershipGained { .. }))
+                .count();
+            eprintln!("{nm}: {gained} gained, engine CPU {:?}", cpu.get(nm).copied().unwrap_or_default());
+        }
+        eprintln!("all {owned}/{n} owned {:?} after the kill (virtual)", cl.now - kill);
+        assert_eq!(owned, n);
     }
 }

@@ -178,7 +178,22 @@ impl Placement {
     ) -> Option<NodeId> {
         let live = |n: &NodeId| n != owner && live(n);
         match self.topology {
-            Topology::PeerToPeer => self.backups(session, owner, live).into_iter().next(),
+            Topology::PeerToPeer => {
+                // The first of `backups` (without ranking them all into vectors: a mass
+                // failover asks this for every session).
+                let sh = stable_hash(session.as_bytes());
+                let mut eligible = 0;
+                let mut best: Option<(u64, &Member)> = None;
+                for m in self.members.iter().filter(|m| m.stores && &m.id != owner && live(&m.id)) {
+                    eligible += 1;
+                    let score = mix(sh ^ m.hash);
+                    // The order of `ranked`: higher score first, ties by name.
+                    if best.is_none_or(|(s, b)| score > s || (score == s && m.id < b.id)) {
+                        best = Some((score, m));
+                    }
+                }
+                best.filter(|_| self.replicas.wanted(eligible) > 0).map(|(_, m)| m.id.clone())
+            }
             Topology::ClientServer => self.home(session, live),
         }
     }
