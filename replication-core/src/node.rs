@@ -625,6 +625,10 @@ pub struct Node {
     seen_enough_since: Option<Instant>,
     /// The base of the instants kept per session (the `now` of [`Node::new`]).
     stamps: StampBase,
+    /// Set for a timeout step while failover claims of this node are pending: the paced
+    /// first copies of owned sessions wait for the next step without (see
+    /// `hold_first_copies`).
+    hold_first_copies: bool,
 }
 
 /// A copy being handed off at leave (see [`Message::Handoff`]).
@@ -707,6 +711,7 @@ impl Node {
             handoffs: BTreeMap::new(),
             seen_enough_since: None,
             stamps: StampBase::new(now),
+            hold_first_copies: false,
             me,
             settings,
         })
@@ -799,8 +804,20 @@ impl Node {
         } else if (self.replan_cursor.is_some() || self.flow_pending())
             && now >= self.last_replan + self.replan_interval()
         {
+            self.hold_first_copies = self.failovers_pending();
             self.replan_pass(now);
         }
+        self.hold_first_copies = false;
+    }
+
+    /// Whether failover claims of this node are pending. Until they are all answered, the
+    /// first copies of the sessions it owns (re-replication, paced by the token bucket) wait:
+    /// a mass failover completes ownership of every session first, on a machine where the
+    /// copies (1 KiB each, encoded, sent, stored and acknowledged) compete with the claims
+    /// for the CPU. Bounded: a claim ends at the latest at its deadline (`request_timeout`).
+    /// Writes are not held (`Pace::No`), nor retransmissions.
+    fn failovers_pending(&self) -> bool {
+        self.acquires.values().any(|a| a.failover)
     }
 
     /// When the first live peer's silence reaches the failure timeout (it is then declared
@@ -1576,17 +1593,18 @@ impl Node {
                     .event(Event::OwnershipGained { session: session.to_owned(), epoch: a.epoch.clone() });
                 self.plan(session, now);
                 if a.failover {
-                    // Many sessions fail over at once: their first copies are re-replication,
-                    // paced by its token bucket (the maintenance scan sends the rest).
-                    self.refill(now);
-                    if self.tokens >= 1000 {
-                        let n = self.send_full_to_lagging(session, now, false, Pace::Window);
-                        self.tokens = self.tokens.saturating_sub(n * 1000);
+                    // Many sessions fail over at once: ownership of them all first. Their
+                    // first copies are re-replication: from the next step on, each backup's
+                    // resend walk sends them within its window and the token bucket (and the
+                    // maintenance scan those left).
+                    // No former holder is told to drop before the backups acknowledge.
+                    if !self.defer_first_copies(session) {
+                        self.maybe_drop_stale(session);
                     }
                 } else {
                     self.send_full_to_lagging(session, now, false, Pace::No);
+                    self.maybe_drop_stale(session);
                 }
-                self.maybe_drop_stale(session);
                 for (id, want) in a.requests {
                     let outcome = if want {
                         Outcome::Found { epoch: a.epoch.clone(), version, attrs: attrs.clone() }
@@ -1690,6 +1708,7 @@ impl Node {
             _ => None,
         };
         let every = self.settings.retransmit_interval;
+        let hold_first = self.hold_first_copies;
         let Some(Record { owner: Some(o), copy: Some(copy), .. }) = self.sessions.get_mut(session) else {
             return 0;
         };
@@ -1717,7 +1736,7 @@ impl Node {
                 // The peer's resend walk reaches this session later.
                 r.last_sent = None;
                 continue;
-            } else if flow.credit == 0 {
+            } else if flow.credit == 0 || (hold_first && r.last_sent.is_none()) {
                 r.last_sent = None;
                 flow.resend_at(session);
                 continue;
@@ -1736,6 +1755,28 @@ impl Node {
             );
         }
         sent
+    }
+
+    /// Leaves the first copies of a session just taken over to the backups' resend walks
+    /// (see `Flow::resend_from`): none is sent in this step. Returns whether a placed backup
+    /// has not acknowledged the current version (then `maybe_drop_stale` has nothing to do).
+    fn defer_first_copies(&mut self, session: &str) -> bool {
+        let Some(Record { owner: Some(o), copy: Some(copy), .. }) = self.sessions.get(session) else {
+            return false;
+        };
+        let mut unacked = false;
+        for (to, r) in o.replicas.iter() {
+            if r.acked >= Some(copy.version) {
+                continue;
+            }
+            unacked = true;
+            if r.last_sent.is_none() {
+                if let Some(p) = self.peers.get_mut(to).filter(|p| p.up) {
+                    p.flow.resend_at(session);
+                }
+            }
+        }
+        unacked
     }
 
     /// Tells former holders to drop their copies once every placed backup holds the current
@@ -2502,6 +2543,7 @@ impl Node {
         self.quarantine_tick(now);
         let batching = self.batch_claims();
         self.resend_claims(now);
+        self.hold_first_copies = self.failovers_pending();
         self.replan_pass(now);
         // General scan: expiry, retransmission, touches, orphans.
         let batch = self.settings.scan_batch.max(1);
@@ -2650,7 +2692,9 @@ impl Node {
                 })
                 .collect();
             self.send_claims(&n, claims);
-            self.resend_walk(now, &n);
+            if !self.hold_first_copies {
+                self.resend_walk(now, &n);
+            }
         }
     }
 
@@ -4003,6 +4047,43 @@ mod tests {
             cl.pump();
         }
         panic!("a never detected down by b");
+    }
+
+    #[test]
+    fn a_mass_failover_sends_no_first_copy_while_its_claims_are_pending() {
+        let mut cl = Cluster::new(&["a", "b", "c"], 1);
+        let n = 1500;
+        create_many(&mut cl, "a", "a", n, 0);
+        cl.advance(Duration::from_secs(2));
+        cl.nodes.remove(&id("a"));
+        let mut fulls = 0;
+        let end = cl.now + Duration::from_secs(6);
+        while cl.now < end {
+            cl.now += Duration::from_millis(1);
+            cl.tick_all();
+            for (from, _, m) in &cl.wire {
+                if let Message::Replicate { payload, .. } = m {
+                    if matches!(**payload, Payload::Full { .. }) {
+                        fulls += 1;
+                        let pending = cl.nodes[from].acquires.values().any(|a| a.failover);
+                        assert!(!pending, "{from} sent a first copy while its failover claims are pending");
+                    }
+                }
+            }
+            cl.pump();
+        }
+        let owned: usize = ["b", "c"].iter().map(|x| cl.nodes[&id(x)].stats().owned).sum();
+        assert_eq!(owned, n as usize);
+        assert!(fulls >= n, "{fulls} copies for {n} sessions");
+        // The copies followed: every session has its backup again.
+        for x in ["b", "c"] {
+            let node = &cl.nodes[&id(x)];
+            let rx = if x == "b" { "c" } else { "b" };
+            for s in node.owned_sessions() {
+                let v = cl.session(rx, s);
+                assert!(v.is_some_and(|v| v.role == Role::Backup), "{s} backed up on {rx}");
+            }
+        }
     }
 
     #[test]
