@@ -109,6 +109,7 @@
 //!   sessions). [`Command::Leave`] is the exception (it looks at every owned session at each
 //!   tick until it completes). [`Node::stats`] is O(n).
 
+use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::ops::Bound;
 use std::sync::Arc;
@@ -506,6 +507,49 @@ impl Outbox {
     }
     fn event(&mut self, e: Event) {
         self.q.push_back(Output::Event(e));
+    }
+}
+
+/// Places an owned session's backups on `backups` for the view `view_gen` (see `Node::plan`):
+/// the holders no longer placed become stale, a backup that restarted or was down is sent
+/// everything again. Returns whether the session just became under-replicated (fewer than
+/// `want` backups).
+fn place(
+    o: &mut OwnerState,
+    backups: &[NodeId],
+    peers: &BTreeMap<NodeId, Peer>,
+    view_gen: u64,
+    now: Stamp,
+    want: usize,
+) -> bool {
+    o.view_gen = view_gen;
+    let removed: Vec<NodeId> = o.replicas.keys().filter(|n| !backups.contains(n)).cloned().collect();
+    for n in removed {
+        o.replicas.remove(&n);
+        o.stale.insert(n);
+    }
+    for b in backups {
+        let inc = peers.get(b).and_then(|p| p.incarnation);
+        let ups = peers.get(b).map_or(0, |p| p.ups);
+        o.stale.remove(b);
+        let fresh = Replica { acked: None, last_sent: None, inc, ups };
+        let r = o.replicas.get_or_insert_with(b, || fresh.clone());
+        if r.inc != inc || r.ups != ups {
+            // Restarted (empty) or was down (may have missed writes, or promised a higher
+            // epoch to someone else): send it everything again.
+            *r = fresh;
+        }
+        if r.acked.is_none() && o.unacked_since.is_none() {
+            o.unacked_since = Some(now);
+        }
+    }
+    if backups.len() < want {
+        let newly = !o.under;
+        o.under = true;
+        newly
+    } else {
+        o.under = false;
+        false
     }
 }
 
@@ -1515,6 +1559,11 @@ impl Node {
 
     fn complete_acquire(&mut self, now: Instant, session: &str) {
         let Some(a) = self.acquires.remove(session) else { return };
+        self.finish_acquire(now, session, a);
+    }
+
+    /// `complete_acquire` of an acquire taken out of `acquires`.
+    fn finish_acquire(&mut self, now: Instant, session: &str, a: Box<Acquire>) {
         // The claim must have been answered by enough of the domain: peers asked that went
         // down before answering may have promised and hold the newest copy (a one-way
         // partition, or a node that was paused and wakes up to a silent domain). Taking the
@@ -1534,6 +1583,12 @@ impl Node {
         }
         let me = self.me.clone();
         let stamp = self.stamps.stamp(now);
+        // Where its backups go (as `plan` would place them right after), before the record is
+        // borrowed: a failover places them here, without looking the session up again.
+        let view_gen = self.view_gen;
+        let want = self.replica_target();
+        let peers = &self.peers;
+        let backups = self.placement.backups(session, &self.me, |n| peers.get(n).is_some_and(|p| p.up));
         let rec = self.sessions.entry(session.to_owned()).or_insert_with(|| Record::empty(stamp));
         if rec.promised.as_ref().is_some_and(|p| *p > a.epoch) {
             let higher = rec.promised.clone().unwrap_or_else(|| a.epoch.clone());
@@ -1584,6 +1639,19 @@ impl Node {
                 if prev.node != me {
                     o.stale.insert(prev.node);
                 }
+                let under = place(&mut o, &backups, &self.peers, view_gen, stamp, want);
+                let unacked = o.replicas.keys().next().is_some();
+                if a.failover {
+                    // Many sessions fail over at once: ownership of them all first. Their
+                    // first copies are re-replication: from the next step on, each backup's
+                    // resend walk sends them within its window and the token bucket (and the
+                    // maintenance scan those left).
+                    for to in o.replicas.keys() {
+                        if let Some(p) = self.peers.get_mut(to).filter(|p| p.up) {
+                            p.flow.resend_at(session);
+                        }
+                    }
+                }
                 rec.owner = Some(Box::new(o));
                 self.acquisitions += 1;
                 if a.failover {
@@ -1591,14 +1659,13 @@ impl Node {
                 }
                 self.out
                     .event(Event::OwnershipGained { session: session.to_owned(), epoch: a.epoch.clone() });
-                self.plan(session, now);
+                if under {
+                    let have = backups.len();
+                    self.out.event(Event::UnderReplicated { session: session.to_owned(), have, want });
+                }
                 if a.failover {
-                    // Many sessions fail over at once: ownership of them all first. Their
-                    // first copies are re-replication: from the next step on, each backup's
-                    // resend walk sends them within its window and the token bucket (and the
-                    // maintenance scan those left).
                     // No former holder is told to drop before the backups acknowledge.
-                    if !self.defer_first_copies(session) {
+                    if !unacked {
                         self.maybe_drop_stale(session);
                     }
                 } else {
@@ -1664,37 +1731,11 @@ impl Node {
         if o.view_gen == view_gen {
             return;
         }
-        o.view_gen = view_gen;
         let peers = &self.peers;
         let backups = self.placement.backups(session, &self.me, |n| peers.get(n).is_some_and(|p| p.up));
-        let removed: Vec<NodeId> = o.replicas.keys().filter(|n| !backups.contains(n)).cloned().collect();
-        for n in removed {
-            o.replicas.remove(&n);
-            o.stale.insert(n);
-        }
-        for b in &backups {
-            let inc = peers.get(b).and_then(|p| p.incarnation);
-            let ups = peers.get(b).map_or(0, |p| p.ups);
-            o.stale.remove(b);
-            let fresh = Replica { acked: None, last_sent: None, inc, ups };
-            let r = o.replicas.get_or_insert_with(b, || fresh.clone());
-            if r.inc != inc || r.ups != ups {
-                // Restarted (empty) or was down (may have missed writes, or promised a higher
-                // epoch to someone else): send it everything again.
-                *r = fresh;
-            }
-            if r.acked.is_none() && o.unacked_since.is_none() {
-                o.unacked_since = Some(self.stamps.stamp(now));
-            }
-        }
-        let have = backups.len();
-        if have < want {
-            if !o.under {
-                o.under = true;
-                self.out.event(Event::UnderReplicated { session: session.to_owned(), have, want });
-            }
-        } else {
-            o.under = false;
+        if place(o, &backups, peers, view_gen, self.stamps.stamp(now), want) {
+            let have = backups.len();
+            self.out.event(Event::UnderReplicated { session: session.to_owned(), have, want });
         }
     }
 
@@ -1755,28 +1796,6 @@ impl Node {
             );
         }
         sent
-    }
-
-    /// Leaves the first copies of a session just taken over to the backups' resend walks
-    /// (see `Flow::resend_from`): none is sent in this step. Returns whether a placed backup
-    /// has not acknowledged the current version (then `maybe_drop_stale` has nothing to do).
-    fn defer_first_copies(&mut self, session: &str) -> bool {
-        let Some(Record { owner: Some(o), copy: Some(copy), .. }) = self.sessions.get(session) else {
-            return false;
-        };
-        let mut unacked = false;
-        for (to, r) in o.replicas.iter() {
-            if r.acked >= Some(copy.version) {
-                continue;
-            }
-            unacked = true;
-            if r.last_sent.is_none() {
-                if let Some(p) = self.peers.get_mut(to).filter(|p| p.up) {
-                    p.flow.resend_at(session);
-                }
-            }
-        }
-        unacked
     }
 
     /// Tells former holders to drop their copies once every placed backup holds the current
@@ -2209,7 +2228,9 @@ impl Node {
         epoch: &Epoch,
         copy: Option<Snapshot>,
     ) {
-        let Some(a) = self.acquires.get_mut(session) else { return };
+        // One look-up for the answer and, when it is the last, the completion.
+        let Entry::Occupied(mut e) = self.acquires.entry(session.to_owned()) else { return };
+        let a = e.get_mut();
         if a.epoch != *epoch || !a.waiting.remove(from) {
             return;
         }
@@ -2221,7 +2242,8 @@ impl Node {
             }
         }
         if a.waiting.is_empty() {
-            self.complete_acquire(now, session);
+            let a = e.remove();
+            self.finish_acquire(now, session, a);
         }
     }
 
