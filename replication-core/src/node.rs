@@ -673,6 +673,8 @@ pub struct Node {
     /// first copies of owned sessions wait for the next step without (see
     /// `hold_first_copies`).
     hold_first_copies: bool,
+    /// Whether the view was settled at the last maintenance (see `view_settled`).
+    was_settled: bool,
 }
 
 /// A copy being handed off at leave (see [`Message::Handoff`]).
@@ -756,6 +758,7 @@ impl Node {
             seen_enough_since: None,
             stamps: StampBase::new(now),
             hold_first_copies: false,
+            was_settled: false,
             me,
             settings,
         })
@@ -2562,6 +2565,14 @@ impl Node {
         }
         self.seen_enough_since =
             if self.sees_enough() { Some(self.seen_enough_since.unwrap_or(now)) } else { None };
+        // The failovers a replan pass skipped while the view was not settled (a peer failed
+        // before this node had seen enough of the domain for the failure timeout) are due when
+        // it is: a new pass takes them all then, not the general scan, `scan_batch` a tick.
+        let settled = self.view_settled(now);
+        if settled && !self.was_settled && self.replan_cursor.is_none() {
+            self.replan_cursor = Some(None);
+        }
+        self.was_settled = settled;
         self.quarantine_tick(now);
         let batching = self.batch_claims();
         self.resend_claims(now);
@@ -4069,6 +4080,42 @@ mod tests {
             cl.pump();
         }
         panic!("a never detected down by b");
+    }
+
+    #[test]
+    fn failovers_skipped_before_the_view_settled_are_claimed_together_when_it_is() {
+        // a fails before the others have seen the domain for the failure timeout: the pass at
+        // its detection may not take over (`view_settled`); when the view settles, a new pass
+        // claims every orphan at once (they used to wait for the general scan, `scan_batch`
+        // records a tick).
+        let settings = Settings { scan_batch: 64, ..Settings::default() };
+        let mut cl = Cluster::from_config(cfg(&["a", "b", "c"], 1), settings);
+        create_many(&mut cl, "a", "a", 600, 0);
+        cl.advance(Duration::from_millis(100));
+        let orphans = cl.nodes[&id("b")].copies().filter(|(_, e, _, _)| e.node == id("a")).count();
+        assert!(orphans > 200, "b holds {orphans} of a's");
+        cl.nodes.remove(&id("a"));
+        let end = cl.now + Duration::from_secs(5);
+        while cl.now < end {
+            cl.now += Duration::from_millis(1);
+            cl.tick_all();
+            let claimed: usize = cl
+                .wire
+                .iter()
+                .filter(|(from, _, _)| *from == id("b"))
+                .map(|(_, _, m)| match m {
+                    Message::Claims { claims } => claims.len(),
+                    Message::Claim { .. } => 1,
+                    _ => 0,
+                })
+                .sum();
+            if claimed > 0 {
+                assert_eq!(claimed, orphans, "every orphan claimed in the first step that claims");
+                return;
+            }
+            cl.pump();
+        }
+        panic!("b never claimed a's sessions");
     }
 
     #[test]
