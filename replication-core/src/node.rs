@@ -805,6 +805,9 @@ impl Node {
         if let Some(d) = self.failure_deadline() {
             t = t.min(d);
         }
+        if let Some(d) = self.settle_deadline() {
+            t = t.min(d);
+        }
         if self.replan_cursor.is_some() || self.flow_pending() {
             t = t.min(self.last_replan + self.replan_interval());
         }
@@ -845,7 +848,10 @@ impl Node {
         // Failure detection runs at the tick and also exactly when a live peer's silence
         // reaches the failure timeout (not up to a tick later): the maintenance, with the
         // failovers of the replan pass, comes forward to that instant.
-        if now >= self.next_tick || self.failure_deadline().is_some_and(|d| now >= d) {
+        if now >= self.next_tick
+            || self.failure_deadline().is_some_and(|d| now >= d)
+            || self.settle_deadline().is_some_and(|d| now >= d)
+        {
             self.maintenance(now);
             self.next_tick = now + self.tick;
         } else if (self.replan_cursor.is_some() || self.flow_pending())
@@ -876,6 +882,17 @@ impl Node {
             .filter_map(|p| p.last_heard)
             .min()
             .map(|t| t + self.failure_timeout)
+    }
+
+    /// While the view is not settled, when it will be if nothing changes (`view_settled`: the
+    /// failure timeout after this node began to see enough of the domain): the maintenance
+    /// runs then, not up to a tick later, and its new replan pass takes over the failovers
+    /// skipped until then.
+    fn settle_deadline(&self) -> Option<Instant> {
+        if self.was_settled {
+            return None;
+        }
+        self.seen_enough_since.map(|t| t + self.failure_timeout)
     }
 
     /// After a long gap without running (the process was paused, the machine slept), peers'
@@ -4094,6 +4111,13 @@ mod tests {
         cl.advance(Duration::from_millis(100));
         let orphans = cl.nodes[&id("b")].copies().filter(|(_, e, _, _)| e.node == id("a")).count();
         assert!(orphans > 200, "b holds {orphans} of a's");
+        // a is last heard between two ticks: the detection, and the ticks after it, are off
+        // the instants at which the view settles.
+        cl.now += Duration::from_millis(7);
+        for x in ["b", "c"] {
+            let msg = Message::Heartbeat { incarnation: 1 };
+            cl.nodes.get_mut(&id(x)).unwrap().handle_input(cl.now, Input::Message { from: id("a"), msg });
+        }
         cl.nodes.remove(&id("a"));
         let end = cl.now + Duration::from_secs(5);
         while cl.now < end {
@@ -4111,6 +4135,10 @@ mod tests {
                 .sum();
             if claimed > 0 {
                 assert_eq!(claimed, orphans, "every orphan claimed in the first step that claims");
+                // At the instant the view settles (the test steps by 1 ms), not a tick later.
+                let b = &cl.nodes[&id("b")];
+                let settled = b.seen_enough_since.map(|t| t + b.failure_timeout);
+                assert!(settled.is_some_and(|t| cl.now < t + Duration::from_millis(1)), "claimed late");
                 return;
             }
             cl.pump();
