@@ -1294,9 +1294,7 @@ impl Node {
         let payload = match kind {
             WriteKind::Changes(changes) => {
                 if let Body::Live { attrs, .. } = &mut copy.body {
-                    for c in &changes {
-                        c.apply(attrs);
-                    }
+                    attrs.apply(&changes);
                 }
                 Payload::Delta { base_version: base, version: copy.version, changes }
             }
@@ -2052,9 +2050,7 @@ impl Node {
             Payload::Delta { base_version, version, changes } => {
                 if same_epoch && stored_version == *base_version {
                     if let Some(Snapshot { body: Body::Live { attrs, .. }, version: v, .. }) = &mut rec.copy {
-                        for c in changes {
-                            c.apply(attrs);
-                        }
+                        attrs.apply(changes);
                         *v = *version;
                     }
                     None

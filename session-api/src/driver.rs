@@ -530,9 +530,7 @@ impl Driver {
         let offset = self.offsets.get(session).copied().unwrap_or(0);
         match self.overlays.get(session) {
             Some(o) if o.commits > 0 => {
-                for c in &o.changes {
-                    c.apply(&mut attrs);
-                }
+                attrs.apply(&o.changes);
                 (version + offset + o.commits, attrs)
             }
             _ => (version + offset, attrs),

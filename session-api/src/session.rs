@@ -129,7 +129,7 @@ impl Session {
 
     /// Every attribute with local changes applied.
     pub fn attributes(&self) -> Attributes {
-        self.attributes_iter().collect()
+        Attributes::from_entries(self.attributes_iter())
     }
 
     fn attributes_iter(&self) -> impl Iterator<Item = (&str, &[u8])> {
