@@ -3425,7 +3425,7 @@ mod tests_support {
 
     /// Node `n` sets attribute `k` of session `s` to `value` (no version check).
     pub fn set_k(cl: &mut Cluster, n: &str, rid: RequestId, s: &str, value: &[u8], ack: Ack) {
-        let changes = vec![Change::Set("k".into(), value.to_vec())];
+        let changes = vec![Change::Set("k".into(), value.to_vec().into())];
         cl.cmd(n, rid, Command::Update { session: s.into(), expected_version: None, changes, ack });
     }
 }
@@ -3525,7 +3525,7 @@ mod tests {
         assert!(waiting(&cl), "acknowledged");
         // A write that times out instead.
         cl.cut.insert((id("b"), id("a")));
-        let changes = vec![Change::Set("k".into(), b"v2".to_vec())];
+        let changes = vec![Change::Set("k".into(), b"v2".to_vec().into())];
         let ack = Ack::Sync { backups: 1 };
         cl.cmd("a", 2, Command::Update { session: "s".into(), expected_version: None, changes, ack });
         assert!(!waiting(&cl));
@@ -3593,7 +3593,7 @@ mod tests {
             Command::Update {
                 session: "s".into(),
                 expected_version: Some(1),
-                changes: vec![Change::Set("k".into(), b"v2".to_vec())],
+                changes: vec![Change::Set("k".into(), b"v2".to_vec().into())],
                 ack: Ack::Sync { backups: 5 },
             },
         );
@@ -3659,7 +3659,7 @@ mod tests {
             Command::Update {
                 session: "s".into(),
                 expected_version: None,
-                changes: vec![Change::Set("x".into(), vec![1])],
+                changes: vec![Change::Set("x".into(), vec![1].into())],
                 ack: Ack::Async,
             },
         );
@@ -3670,7 +3670,7 @@ mod tests {
             Command::Update {
                 session: "s".into(),
                 expected_version: None,
-                changes: vec![Change::Set("y".into(), vec![2])],
+                changes: vec![Change::Set("y".into(), vec![2].into())],
                 ack: Ack::Sync { backups: 1 },
             },
         );
@@ -3715,7 +3715,7 @@ mod tests {
             Command::Update {
                 session: "s".into(),
                 expected_version: None,
-                changes: vec![Change::Set("w".into(), vec![])],
+                changes: vec![Change::Set("w".into(), vec![].into())],
                 ack: Ack::Sync { backups: 1 },
             },
         );
@@ -3958,7 +3958,7 @@ mod tests {
         // c's acknowledgements are lost: a's changes stay unacknowledged by one of two backups.
         cl.cut.insert((id("c"), id("a")));
         let write = |cl: &mut Cluster, rid| {
-            let changes = vec![Change::Set("x".into(), vec![1])];
+            let changes = vec![Change::Set("x".into(), vec![1].into())];
             let cmd =
                 Command::Update { session: "s".into(), expected_version: None, changes, ack: Ack::Async };
             cl.cmd("a", rid, cmd);
@@ -4358,7 +4358,7 @@ mod model_tests {
                         let m = model.get(&s).cloned();
                         let expected_version = expect.map(|right| m.as_ref().map_or(1, |m| m.version) + u64::from(!right));
                         let ack = if sync { Ack::Sync { backups: 1 } } else { Ack::Async };
-                        let change = Change::Set(format!("k{key}"), vec![val]);
+                        let change = Change::Set(format!("k{key}"), vec![val].into());
                         cl.cmd(n, rid, Command::Update { session: s.clone(), expected_version, changes: vec![change.clone()], ack });
                         cl.pump();
                         let got = cl.outcome(rid).cloned().unwrap();
@@ -5173,7 +5173,7 @@ mod edge_tests {
             Command::Update {
                 session: s.clone(),
                 expected_version: None,
-                changes: vec![Change::Set("w".into(), b"lost?".to_vec())],
+                changes: vec![Change::Set("w".into(), b"lost?".to_vec().into())],
                 ack: Ack::Sync { backups: 1 },
             },
         );
