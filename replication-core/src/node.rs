@@ -1080,6 +1080,20 @@ impl Node {
         })
     }
 
+    /// The attributes of a live session this node owns, if its copy is at exactly
+    /// `(epoch, version)`: what a write reported at that epoch and version left (a shared
+    /// buffer, not a copy), for the handle that made it.
+    pub fn owned_attributes(&self, session: &str, epoch: &Epoch, version: Version) -> Option<&Attributes> {
+        match self.sessions.get(session)? {
+            Record {
+                owner: Some(_),
+                copy: Some(Snapshot { epoch: e, version: v, body: Body::Live { attrs, .. } }),
+                ..
+            } if e == epoch && *v == version => Some(attrs),
+            _ => None,
+        }
+    }
+
     /// How many backups each owned session should have (see [`Placement::target`]).
     fn replica_target(&self) -> usize {
         self.placement.target(&self.me, |n| self.peers.get(n).is_some_and(|p| p.up))

@@ -175,6 +175,13 @@ impl Session {
     /// After a successful commit: the changes become the base at `version`.
     pub(crate) fn committed(&mut self, version: Version) {
         let attrs = self.attributes();
+        self.committed_as(version, attrs);
+    }
+
+    /// After a successful commit whose result the node returned: `attrs` (the base with the
+    /// changes applied, as [`Session::attributes`] would build them) becomes the base at
+    /// `version`.
+    pub(crate) fn committed_as(&mut self, version: Version, attrs: Attributes) {
         self.base = attrs;
         self.changes.clear();
         self.cleared = false;
