@@ -30,8 +30,11 @@ impl AllocationTracker for CountLarge {
     fn allocated(&self, _addr: usize, object_size: usize, _wrapped: usize, _group: AllocationGroupId) {
         if object_size >= LARGE {
             let n = LARGE_ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-            if n >= 100 && n < 124 && std::env::var_os("TRACE_LARGE").is_some() {
-                eprintln!("=== {object_size}\n{}", std::backtrace::Backtrace::force_capture());
+            // `TRACE_LARGE=1 cargo test -p session-api --test large_allocations -- --nocapture`
+            // prints where some of them come from (the tracker's own allocations are not
+            // counted).
+            if (100..124).contains(&n) && std::env::var_os("TRACE_LARGE").is_some() {
+                eprintln!("=== {object_size} bytes\n{}", std::backtrace::Backtrace::force_capture());
             }
         }
     }
@@ -50,11 +53,12 @@ async fn start(cfg: &replication_core::DomainConfig, name: &str, l: std::net::Tc
 }
 
 /// One sync update of a 1 KiB attribute allocates at most this many buffers of 1 KiB or more,
-/// owner and backup together. Before optimisation 13 it was 10: the value, its copy for the
-/// request, the owner's packed attributes twice (a `Vec`, then the `Arc` copied from it),
-/// the backup's decoded value, its packed attributes twice, and the session handle's new base
-/// three times (owned copies of the entries, a `Vec`, the `Arc`).
-const MAX_PER_UPDATE: f64 = 4.5;
+/// owner and backup together (4, and a little room for a buffer that grows now and then).
+/// Before optimisation 13 it was 12: the value, its copy for the request, the owner's packed
+/// attributes twice (a `Vec`, then the `Arc` copied from it), the backup's decoder scratch
+/// buffer twice (grown for every frame), its decoded value, its packed attributes twice, and
+/// the session handle's new base three times (owned copies of the entries, a `Vec`, the `Arc`).
+const MAX_PER_UPDATE: f64 = 4.25;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sync_update_of_1_kib_allocates_few_large_buffers() {
@@ -72,6 +76,7 @@ async fn a_sync_update_of_1_kib_allocates_few_large_buffers() {
     let _b = start(&cfg, "b", lb).await;
     let mut attrs = Attributes::new();
     attrs.insert("data", vec![0u8; 1024]);
+    attrs.insert("user", b"alice");
     // The backup must be up for a write to be replicated: retry the create until it is.
     let mut s = None;
     for _ in 0..200 {
@@ -101,6 +106,14 @@ async fn a_sync_update_of_1_kib_allocates_few_large_buffers() {
         assert!(matches!(c.replication, Replication::Replicated { acks: 1 }), "{:?}", c.replication);
     }
     AllocationRegistry::disable_tracking();
+    // The handle's base after the commits (taken from the node, not built by the handle) is
+    // what the node holds: the last value, and the attribute no write changed.
+    let last = vec![(UPDATES - 1) as u8; 1024];
+    assert_eq!(s.get_bytes("data"), Some(&last[..]));
+    assert_eq!(s.get_bytes("user"), Some(&b"alice"[..]));
+    let read = a.get(s.id()).await.expect("read").expect("exists");
+    assert_eq!(read.attributes(), s.attributes());
+    assert_eq!(read.version(), s.version());
     let per_update = LARGE_ALLOCATIONS.load(Ordering::Relaxed) as f64 / UPDATES as f64;
     println!("allocations of {LARGE} bytes or more per sync update: {per_update:.2}");
     assert!(
