@@ -440,11 +440,66 @@ impl Serialize for Attributes {
     }
 }
 
-struct ByteBuf(Vec<u8>);
+/// A name or value as the deserializer gives it: borrowed from the input when it can (a
+/// message decoded from a slice), copied otherwise.
+enum Piece<'de, T: ?Sized + ToOwned> {
+    Borrowed(&'de T),
+    Owned(T::Owned),
+}
 
-impl<'de> Deserialize<'de> for ByteBuf {
+impl<T: ?Sized + ToOwned> Piece<'_, T> {
+    fn get(&self) -> &T {
+        match self {
+            Piece::Borrowed(b) => b,
+            Piece::Owned(o) => std::borrow::Borrow::borrow(o),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Piece<'de, [u8]> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_byte_buf(crate::message::BytesVisitor).map(ByteBuf)
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Piece<'de, [u8]>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a byte string")
+            }
+            fn visit_borrowed_bytes<E: serde::de::Error>(self, v: &'de [u8]) -> Result<Self::Value, E> {
+                Ok(Piece::Borrowed(v))
+            }
+            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Self::Value, E> {
+                Ok(Piece::Owned(v.to_vec()))
+            }
+            fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<Self::Value, E> {
+                Ok(Piece::Owned(v))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+                crate::message::BytesVisitor.visit_seq(seq).map(Piece::Owned)
+            }
+        }
+        d.deserialize_byte_buf(V)
+    }
+}
+
+impl<'de> Deserialize<'de> for Piece<'de, str> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Piece<'de, str>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an attribute name")
+            }
+            fn visit_borrowed_str<E: serde::de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Piece::Borrowed(v))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Piece::Owned(v.to_owned()))
+            }
+            fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Self::Value, E> {
+                Ok(Piece::Owned(v))
+            }
+        }
+        d.deserialize_string(V)
     }
 }
 
@@ -466,10 +521,12 @@ impl<'de> Visitor<'de> for MapVisitor {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Attributes, A::Error> {
         // The announced size is network input: trust it only so far.
         let mut pairs = Vec::with_capacity(map.size_hint().unwrap_or(0).min(256));
-        while let Some((k, ByteBuf(v))) = map.next_entry::<String, ByteBuf>()? {
-            pairs.push((k, v));
+        // Names and values borrowed from the message where the deserializer allows it (a
+        // frame decoded from a slice): the buffer is then the only copy made.
+        while let Some(entry) = map.next_entry::<Piece<'de, str>, Piece<'de, [u8]>>()? {
+            pairs.push(entry);
         }
-        Ok(Attributes::from_pairs(pairs))
+        Ok(Attributes::from_entries(pairs.iter().map(|(k, v)| (k.get(), v.get()))))
     }
 }
 
@@ -560,10 +617,15 @@ mod tests {
         let bytes = rmp_serde::to_vec(&a).expect("encode");
         assert_eq!(bytes, rmp_serde::to_vec(&m).expect("encode"));
         assert_eq!(rmp_serde::from_slice::<Attributes>(&bytes).expect("decode"), a);
+        // From a reader (names and values copied, not borrowed) too.
+        assert_eq!(rmp_serde::from_read::<_, Attributes>(&bytes[..]).expect("decode"), a);
         // Values as arrays of integers (the encoding before protocol 3) still decode.
         let old: BTreeMap<&str, Vec<u8>> = [("a", vec![1, 200])].into();
         let back: Attributes =
             rmp_serde::from_slice(&rmp_serde::to_vec(&old).expect("encode")).expect("decode");
+        assert_eq!(back.get("a"), Some(&[1, 200][..]));
+        let back: Attributes =
+            rmp_serde::from_read(&rmp_serde::to_vec(&old).expect("encode")[..]).expect("decode");
         assert_eq!(back.get("a"), Some(&[1, 200][..]));
         // Duplicate names in a hostile map: the last wins, as for a BTreeMap.
         let dup = [0x82, 0xa1, b'k', 0xc4, 1, 1, 0xa1, b'k', 0xc4, 1, 2];
