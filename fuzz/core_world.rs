@@ -162,7 +162,7 @@ impl World {
             1 => Command::Update {
                 session,
                 expected_version: None,
-                changes: vec![Change::Set(format!("a{}", v % 4), vec![v])],
+                changes: vec![Change::Set(format!("a{}", v % 4), vec![v].into())],
                 ack,
             },
             2 => Command::Get { session },

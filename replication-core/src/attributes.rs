@@ -8,6 +8,8 @@ use serde::de::{Deserializer, MapAccess, Visitor};
 use serde::ser::{SerializeMap, Serializer};
 use serde::{Deserialize, Serialize};
 
+use crate::message::Change;
+
 /// A session's attributes: name to opaque bytes, sorted by name, with a map-like API
 /// ([`get`](Self::get), [`insert`](Self::insert), [`remove`](Self::remove),
 /// [`iter`](Self::iter), `collect`, `extend`...).
@@ -98,11 +100,64 @@ fn take_bytes(buf: &[u8]) -> Option<(&[u8], &[u8])> {
     (n <= rest.len()).then(|| rest.split_at(n))
 }
 
-/// Builds the buffer from entries sorted by name without duplicates.
+/// Writes `length, bytes` entries into a buffer of exactly the size they take.
+struct Packer<'a> {
+    rest: &'a mut [u8],
+}
+
+impl Packer<'_> {
+    /// Writes `bytes`; false (writing nothing) when they do not fit.
+    fn put(&mut self, bytes: &[u8]) -> bool {
+        if bytes.len() > self.rest.len() {
+            return false;
+        }
+        let (head, tail) = std::mem::take(&mut self.rest).split_at_mut(bytes.len());
+        head.copy_from_slice(bytes);
+        self.rest = tail;
+        true
+    }
+
+    fn put_len(&mut self, n: usize) -> bool {
+        let mut len = [0u8; 10];
+        let mut at = 0;
+        let mut n = n;
+        loop {
+            let low = (n & 0x7f) as u8;
+            n >>= 7;
+            len[at] = if n == 0 { low } else { low | 0x80 };
+            at += 1;
+            if n == 0 {
+                return self.put(&len[..at]);
+            }
+        }
+    }
+
+    fn put_entry(&mut self, name: &str, value: &[u8]) -> bool {
+        self.put_len(name.len()) && self.put(name.as_bytes()) && self.put_len(value.len()) && self.put(value)
+    }
+}
+
+/// Builds the buffer from entries sorted by name without duplicates, `size` bytes in all.
+///
+/// One allocation: the `Arc` is made at its final size (zeroed, from an iterator of known
+/// length) and the entries are written into it, where building a `Vec` and converting it
+/// would allocate and copy twice (the `Arc` needs room for its counts before the bytes).
 fn build<'a, I>(entries: I, size: usize) -> Arc<[u8]>
 where
-    I: IntoIterator<Item = (&'a str, &'a [u8])>,
+    I: IntoIterator<Item = (&'a str, &'a [u8])> + Clone,
 {
+    if size == 0 {
+        return EMPTY.clone();
+    }
+    let mut buf: Arc<[u8]> = std::iter::repeat_n(0u8, size).collect();
+    if let Some(room) = Arc::get_mut(&mut buf) {
+        let mut p = Packer { rest: room };
+        if entries.clone().into_iter().all(|(k, v)| p.put_entry(k, v)) && p.rest.is_empty() {
+            return buf;
+        }
+    }
+    // Only if `size` was wrong (a bug): build it the slow way rather than store garbage.
+    debug_assert!(false, "attribute buffer size {size} does not match its entries");
     let mut out = Vec::with_capacity(size);
     for (k, v) in entries {
         put_entry(&mut out, k, v);
@@ -160,7 +215,7 @@ impl Attributes {
         let kept: Vec<(&str, &[u8])> = self.iter().filter(|(k, v)| keep(k, v)).collect();
         if kept.len() < self.len() {
             let size = kept.iter().map(|(k, v)| entry_size(k, v)).sum();
-            self.buf = build(kept, size);
+            self.buf = build(kept.iter().copied(), size);
         }
     }
 
@@ -195,18 +250,93 @@ impl Attributes {
     }
 
     /// From `(name, value)` pairs in any order; the last of equal names wins.
-    fn from_pairs(mut pairs: Vec<(String, Vec<u8>)>) -> Self {
+    fn from_pairs(pairs: Vec<(String, Vec<u8>)>) -> Self {
+        Attributes::from_entries(pairs.iter().map(|(k, v)| (k.as_str(), v.as_slice())))
+    }
+
+    /// From borrowed `(name, value)` entries in any order (the last of equal names wins), in
+    /// one allocation: unlike `collect`, which takes owned names and values, no entry is
+    /// copied before the buffer is written.
+    pub fn from_entries<'a>(entries: impl IntoIterator<Item = (&'a str, &'a [u8])>) -> Self {
+        let mut all: Vec<(&str, &[u8])> = entries.into_iter().collect();
         // Stable: of equal names the last given is the last of its run, and kept.
-        pairs.sort_by(|a, b| a.0.cmp(&b.0));
-        let mut kept: Vec<(&str, &[u8])> = Vec::with_capacity(pairs.len());
-        for (k, v) in &pairs {
+        all.sort_by(|a, b| a.0.cmp(b.0));
+        let mut kept: Vec<(&str, &[u8])> = Vec::with_capacity(all.len());
+        for (k, v) in all {
             match kept.last_mut() {
-                Some(last) if last.0 == k.as_str() => *last = (k, v),
+                Some(last) if last.0 == k => *last = (k, v),
                 _ => kept.push((k, v)),
             }
         }
         let size = kept.iter().map(|(k, v)| entry_size(k, v)).sum();
-        Attributes { buf: build(kept, size) }
+        Attributes { buf: build(kept.iter().copied(), size) }
+    }
+
+    /// Applies `changes` in order, writing the new buffer once (not once per change).
+    pub fn apply(&mut self, changes: &[Change]) {
+        if let [one] = changes {
+            return one.apply(self);
+        }
+        // What the changes leave: `None` for removed, over the current entries unless cleared.
+        let mut cleared = false;
+        let mut over: std::collections::BTreeMap<&str, Option<&[u8]>> = std::collections::BTreeMap::new();
+        for c in changes {
+            match c {
+                Change::Set(k, v) => {
+                    over.insert(k, Some(v));
+                }
+                Change::Remove(k) => {
+                    over.insert(k, None);
+                }
+                Change::Clear => {
+                    cleared = true;
+                    over.clear();
+                }
+            }
+        }
+        if over.is_empty() {
+            if cleared {
+                self.clear();
+            }
+            return;
+        }
+        let base = self.iter().filter(|(k, _)| !cleared && !over.contains_key(k));
+        let set = over.iter().filter_map(|(k, v)| v.map(|v| (*k, v)));
+        let merged = Merge { a: base.peekable(), b: set.peekable() };
+        let size = merged.clone().map(|(k, v)| entry_size(k, v)).sum();
+        self.buf = build(merged, size);
+    }
+}
+
+/// Two iterators of entries sorted by name, with no name in both, merged in name order.
+struct Merge<A: Iterator, B: Iterator> {
+    a: std::iter::Peekable<A>,
+    b: std::iter::Peekable<B>,
+}
+
+impl<'a, A, B> Clone for Merge<A, B>
+where
+    A: Iterator<Item = (&'a str, &'a [u8])> + Clone,
+    B: Iterator<Item = (&'a str, &'a [u8])> + Clone,
+{
+    fn clone(&self) -> Self {
+        Merge { a: self.a.clone(), b: self.b.clone() }
+    }
+}
+
+impl<'a, A, B> Iterator for Merge<A, B>
+where
+    A: Iterator<Item = (&'a str, &'a [u8])>,
+    B: Iterator<Item = (&'a str, &'a [u8])>,
+{
+    type Item = (&'a str, &'a [u8]);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match (self.a.peek(), self.b.peek()) {
+            (Some(x), Some(y)) if y.0 < x.0 => self.b.next(),
+            (Some(_), _) => self.a.next(),
+            (None, _) => self.b.next(),
+        }
     }
 }
 
@@ -310,11 +440,66 @@ impl Serialize for Attributes {
     }
 }
 
-struct ByteBuf(Vec<u8>);
+/// A name or value as the deserializer gives it: borrowed from the input when it can (a
+/// message decoded from a slice), copied otherwise.
+enum Piece<'de, T: ?Sized + ToOwned> {
+    Borrowed(&'de T),
+    Owned(T::Owned),
+}
 
-impl<'de> Deserialize<'de> for ByteBuf {
+impl<T: ?Sized + ToOwned> Piece<'_, T> {
+    fn get(&self) -> &T {
+        match self {
+            Piece::Borrowed(b) => b,
+            Piece::Owned(o) => std::borrow::Borrow::borrow(o),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Piece<'de, [u8]> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_byte_buf(crate::message::BytesVisitor).map(ByteBuf)
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Piece<'de, [u8]>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a byte string")
+            }
+            fn visit_borrowed_bytes<E: serde::de::Error>(self, v: &'de [u8]) -> Result<Self::Value, E> {
+                Ok(Piece::Borrowed(v))
+            }
+            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Self::Value, E> {
+                Ok(Piece::Owned(v.to_vec()))
+            }
+            fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<Self::Value, E> {
+                Ok(Piece::Owned(v))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+                crate::message::BytesVisitor.visit_seq(seq).map(Piece::Owned)
+            }
+        }
+        d.deserialize_byte_buf(V)
+    }
+}
+
+impl<'de> Deserialize<'de> for Piece<'de, str> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Piece<'de, str>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an attribute name")
+            }
+            fn visit_borrowed_str<E: serde::de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Piece::Borrowed(v))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Piece::Owned(v.to_owned()))
+            }
+            fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Self::Value, E> {
+                Ok(Piece::Owned(v))
+            }
+        }
+        d.deserialize_string(V)
     }
 }
 
@@ -336,10 +521,12 @@ impl<'de> Visitor<'de> for MapVisitor {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Attributes, A::Error> {
         // The announced size is network input: trust it only so far.
         let mut pairs = Vec::with_capacity(map.size_hint().unwrap_or(0).min(256));
-        while let Some((k, ByteBuf(v))) = map.next_entry::<String, ByteBuf>()? {
-            pairs.push((k, v));
+        // Names and values borrowed from the message where the deserializer allows it (a
+        // frame decoded from a slice): the buffer is then the only copy made.
+        while let Some(entry) = map.next_entry::<Piece<'de, str>, Piece<'de, [u8]>>()? {
+            pairs.push(entry);
         }
-        Ok(Attributes::from_pairs(pairs))
+        Ok(Attributes::from_entries(pairs.iter().map(|(k, v)| (k.get(), v.get()))))
     }
 }
 
@@ -430,15 +617,53 @@ mod tests {
         let bytes = rmp_serde::to_vec(&a).expect("encode");
         assert_eq!(bytes, rmp_serde::to_vec(&m).expect("encode"));
         assert_eq!(rmp_serde::from_slice::<Attributes>(&bytes).expect("decode"), a);
+        // From a reader (names and values copied, not borrowed) too.
+        assert_eq!(rmp_serde::from_read::<_, Attributes>(&bytes[..]).expect("decode"), a);
         // Values as arrays of integers (the encoding before protocol 3) still decode.
         let old: BTreeMap<&str, Vec<u8>> = [("a", vec![1, 200])].into();
         let back: Attributes =
             rmp_serde::from_slice(&rmp_serde::to_vec(&old).expect("encode")).expect("decode");
         assert_eq!(back.get("a"), Some(&[1, 200][..]));
+        let back: Attributes =
+            rmp_serde::from_read(&rmp_serde::to_vec(&old).expect("encode")[..]).expect("decode");
+        assert_eq!(back.get("a"), Some(&[1, 200][..]));
         // Duplicate names in a hostile map: the last wins, as for a BTreeMap.
         let dup = [0x82, 0xa1, b'k', 0xc4, 1, 1, 0xa1, b'k', 0xc4, 1, 2];
         let back: Attributes = rmp_serde::from_slice(&dup).expect("decode");
         assert_eq!(back.iter().collect::<Vec<_>>(), [("k", &[2][..])]);
+    }
+
+    #[test]
+    fn from_entries_sorts_and_keeps_the_last_of_equal_names() {
+        let a = Attributes::from_entries([("b", &[1][..]), ("a", &[2][..]), ("b", &[3][..])]);
+        assert_eq!(a.iter().collect::<Vec<_>>(), [("a", &[2][..]), ("b", &[3][..])]);
+        assert_eq!(Attributes::from_entries([]), Attributes::new());
+    }
+
+    proptest::proptest! {
+        /// Changes applied at once give what they give one at a time.
+        #[test]
+        fn changes_applied_at_once_match_one_at_a_time(
+            start in proptest::collection::vec((0u8..6, proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200)), 0..6),
+            ops in proptest::collection::vec((0u8..8, 0u8..6, proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200)), 0..10),
+        ) {
+            let mut one: Attributes = start.into_iter().map(|(k, v)| (format!("k{k}"), v)).collect();
+            let mut all = one.clone();
+            let changes: Vec<Change> = ops
+                .into_iter()
+                .map(|(op, k, v)| match op {
+                    0 => Change::Clear,
+                    1 | 2 => Change::Remove(format!("k{k}")),
+                    _ => Change::Set(format!("k{k}"), v.into()),
+                })
+                .collect();
+            for c in &changes {
+                c.apply(&mut one);
+            }
+            all.apply(&changes);
+            proptest::prop_assert_eq!(&all, &one);
+            proptest::prop_assert_eq!(all.bytes().len(), one.iter().map(|(k, v)| entry_size(k, v)).sum::<usize>());
+        }
     }
 
     proptest::proptest! {

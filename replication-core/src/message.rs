@@ -9,6 +9,7 @@ use std::cmp::Ordering;
 use std::fmt;
 use std::sync::Arc;
 
+pub use ::bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::config::NodeId;
@@ -81,10 +82,14 @@ impl fmt::Display for Epoch {
 }
 
 /// One change to a session's attributes.
+///
+/// A value is a [`Bytes`]: the session handle that made it, the write's payload (shared by the
+/// backups it goes to) and the driver's staged changes hold the same bytes, not copies. Make
+/// one from a `Vec<u8>` with `.into()` (no copy).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Change {
     /// Sets an attribute.
-    Set(String, #[serde(with = "bytes")] Vec<u8>),
+    Set(String, #[serde(with = "bytes")] Bytes),
     /// Removes an attribute (no-op when absent).
     Remove(String),
     /// Removes every attribute; followed by `Set`s this is a full replace.
@@ -364,13 +369,13 @@ mod bytes {
     use serde::de::{Deserializer, SeqAccess, Visitor};
     use serde::ser::Serializer;
 
-    #[allow(clippy::ptr_arg)] // the signature serde's `with` expects for a `Vec<u8>` field
-    pub(super) fn serialize<S: Serializer>(v: &Vec<u8>, s: S) -> Result<S::Ok, S::Error> {
+    pub(super) fn serialize<S: Serializer>(v: &::bytes::Bytes, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_bytes(v)
     }
 
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
-        d.deserialize_byte_buf(BytesVisitor)
+    /// The decoded `Vec` becomes the `Bytes` without a copy.
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<::bytes::Bytes, D::Error> {
+        d.deserialize_byte_buf(BytesVisitor).map(::bytes::Bytes::from)
     }
 
     pub(crate) struct BytesVisitor;
@@ -419,7 +424,7 @@ mod tests {
         }
         let old = rmp_serde::to_vec(&OldChange::Set("k".into(), vec![1, 200])).expect("encode");
         let back: Change = rmp_serde::from_slice(&old).expect("decode");
-        assert_eq!(back, Change::Set("k".into(), vec![1, 200]));
+        assert_eq!(back, Change::Set("k".into(), vec![1, 200].into()));
     }
 
     #[test]
@@ -455,7 +460,7 @@ mod tests {
             payload: Arc::new(Payload::Delta {
                 base_version: 1,
                 version: 2,
-                changes: vec![Change::Set("k".into(), vec![1, 2]), Change::Remove("x".into())],
+                changes: vec![Change::Set("k".into(), vec![1, 2].into()), Change::Remove("x".into())],
             }),
         };
         let bytes = rmp_serde::to_vec(&m).expect("encode");

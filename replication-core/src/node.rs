@@ -1080,6 +1080,20 @@ impl Node {
         })
     }
 
+    /// The attributes of a live session this node owns, if its copy is at exactly
+    /// `(epoch, version)`: what a write reported at that epoch and version left (a shared
+    /// buffer, not a copy), for the handle that made it.
+    pub fn owned_attributes(&self, session: &str, epoch: &Epoch, version: Version) -> Option<&Attributes> {
+        match self.sessions.get(session)? {
+            Record {
+                owner: Some(_),
+                copy: Some(Snapshot { epoch: e, version: v, body: Body::Live { attrs, .. } }),
+                ..
+            } if e == epoch && *v == version => Some(attrs),
+            _ => None,
+        }
+    }
+
     /// How many backups each owned session should have (see [`Placement::target`]).
     fn replica_target(&self) -> usize {
         self.placement.target(&self.me, |n| self.peers.get(n).is_some_and(|p| p.up))
@@ -1294,9 +1308,7 @@ impl Node {
         let payload = match kind {
             WriteKind::Changes(changes) => {
                 if let Body::Live { attrs, .. } = &mut copy.body {
-                    for c in &changes {
-                        c.apply(attrs);
-                    }
+                    attrs.apply(&changes);
                 }
                 Payload::Delta { base_version: base, version: copy.version, changes }
             }
@@ -2052,9 +2064,7 @@ impl Node {
             Payload::Delta { base_version, version, changes } => {
                 if same_epoch && stored_version == *base_version {
                     if let Some(Snapshot { body: Body::Live { attrs, .. }, version: v, .. }) = &mut rec.copy {
-                        for c in changes {
-                            c.apply(attrs);
-                        }
+                        attrs.apply(changes);
                         *v = *version;
                     }
                     None
@@ -3429,7 +3439,7 @@ mod tests_support {
 
     /// Node `n` sets attribute `k` of session `s` to `value` (no version check).
     pub fn set_k(cl: &mut Cluster, n: &str, rid: RequestId, s: &str, value: &[u8], ack: Ack) {
-        let changes = vec![Change::Set("k".into(), value.to_vec())];
+        let changes = vec![Change::Set("k".into(), value.to_vec().into())];
         cl.cmd(n, rid, Command::Update { session: s.into(), expected_version: None, changes, ack });
     }
 }
@@ -3529,7 +3539,7 @@ mod tests {
         assert!(waiting(&cl), "acknowledged");
         // A write that times out instead.
         cl.cut.insert((id("b"), id("a")));
-        let changes = vec![Change::Set("k".into(), b"v2".to_vec())];
+        let changes = vec![Change::Set("k".into(), b"v2".to_vec().into())];
         let ack = Ack::Sync { backups: 1 };
         cl.cmd("a", 2, Command::Update { session: "s".into(), expected_version: None, changes, ack });
         assert!(!waiting(&cl));
@@ -3597,7 +3607,7 @@ mod tests {
             Command::Update {
                 session: "s".into(),
                 expected_version: Some(1),
-                changes: vec![Change::Set("k".into(), b"v2".to_vec())],
+                changes: vec![Change::Set("k".into(), b"v2".to_vec().into())],
                 ack: Ack::Sync { backups: 5 },
             },
         );
@@ -3663,7 +3673,7 @@ mod tests {
             Command::Update {
                 session: "s".into(),
                 expected_version: None,
-                changes: vec![Change::Set("x".into(), vec![1])],
+                changes: vec![Change::Set("x".into(), vec![1].into())],
                 ack: Ack::Async,
             },
         );
@@ -3674,7 +3684,7 @@ mod tests {
             Command::Update {
                 session: "s".into(),
                 expected_version: None,
-                changes: vec![Change::Set("y".into(), vec![2])],
+                changes: vec![Change::Set("y".into(), vec![2].into())],
                 ack: Ack::Sync { backups: 1 },
             },
         );
@@ -3719,7 +3729,7 @@ mod tests {
             Command::Update {
                 session: "s".into(),
                 expected_version: None,
-                changes: vec![Change::Set("w".into(), vec![])],
+                changes: vec![Change::Set("w".into(), vec![].into())],
                 ack: Ack::Sync { backups: 1 },
             },
         );
@@ -3962,7 +3972,7 @@ mod tests {
         // c's acknowledgements are lost: a's changes stay unacknowledged by one of two backups.
         cl.cut.insert((id("c"), id("a")));
         let write = |cl: &mut Cluster, rid| {
-            let changes = vec![Change::Set("x".into(), vec![1])];
+            let changes = vec![Change::Set("x".into(), vec![1].into())];
             let cmd =
                 Command::Update { session: "s".into(), expected_version: None, changes, ack: Ack::Async };
             cl.cmd("a", rid, cmd);
@@ -4362,7 +4372,7 @@ mod model_tests {
                         let m = model.get(&s).cloned();
                         let expected_version = expect.map(|right| m.as_ref().map_or(1, |m| m.version) + u64::from(!right));
                         let ack = if sync { Ack::Sync { backups: 1 } } else { Ack::Async };
-                        let change = Change::Set(format!("k{key}"), vec![val]);
+                        let change = Change::Set(format!("k{key}"), vec![val].into());
                         cl.cmd(n, rid, Command::Update { session: s.clone(), expected_version, changes: vec![change.clone()], ack });
                         cl.pump();
                         let got = cl.outcome(rid).cloned().unwrap();
@@ -5177,7 +5187,7 @@ mod edge_tests {
             Command::Update {
                 session: s.clone(),
                 expected_version: None,
-                changes: vec![Change::Set("w".into(), b"lost?".to_vec())],
+                changes: vec![Change::Set("w".into(), b"lost?".to_vec().into())],
                 ack: Ack::Sync { backups: 1 },
             },
         );

@@ -320,19 +320,81 @@ pub fn decode_payload<M: DeserializeOwned>(payload: &[u8]) -> Result<Frame<M>, W
             Ok(Frame::Refuse(reason))
         }
         KIND_BATCH => {
-            // One deserializer for the whole batch: its scratch buffer for byte strings is
-            // allocated once per frame, not grown anew for every message.
-            let mut de = rmp_serde::Deserializer::new(body);
+            let malformed =
+                |e: rmp_serde::decode::Error| WireError::Malformed { kind: "batch", message: e.to_string() };
             let mut msgs = Vec::new();
-            while !de.get_ref().is_empty() {
-                let m = M::deserialize(&mut de)
-                    .map_err(|e| WireError::Malformed { kind: "batch", message: e.to_string() })?;
-                msgs.push(m);
+            let mut rest = body;
+            while !rest.is_empty() {
+                // Each message from its own bytes, borrowed: byte strings and names are read
+                // in place, where a reader-based deserializer first copies each into a scratch
+                // buffer (grown anew for every frame: two allocations of a 1 KiB value's size).
+                let Some((one, after)) = value_len(rest).and_then(|n| rest.split_at_checked(n)) else {
+                    // Malformed: the reader-based deserializer says how.
+                    let mut de = rmp_serde::Deserializer::new(rest);
+                    return Err(M::deserialize(&mut de).err().map_or_else(
+                        || WireError::Malformed { kind: "batch", message: "malformed message".into() },
+                        malformed,
+                    ));
+                };
+                msgs.push(rmp_serde::from_slice(one).map_err(malformed)?);
+                rest = after;
             }
             Ok(Frame::Batch(msgs))
         }
         other => Err(WireError::UnknownKind(other)),
     }
+}
+
+/// The length in bytes of the MessagePack value at the start of `buf`, without decoding it;
+/// `None` when `buf` does not hold a whole, well-formed value. Total: every length is checked
+/// against what is left, so a hostile header cannot make it loop or overflow.
+fn value_len(buf: &[u8]) -> Option<usize> {
+    let be = |at: usize, n: usize| -> Option<usize> {
+        let bytes = buf.get(at..at.checked_add(n)?)?;
+        Some(bytes.iter().fold(0usize, |acc, b| (acc << 8) | usize::from(*b)))
+    };
+    let mut pos = 0usize;
+    // Values still to walk over; each takes at least one byte, so more than are left is an error.
+    let mut pending = 1usize;
+    while pending > 0 {
+        pending -= 1;
+        let marker = *buf.get(pos)?;
+        // (header bytes, payload bytes, values inside)
+        let (head, body, inner) = match marker {
+            0x00..=0x7f | 0xc0 | 0xc2 | 0xc3 | 0xe0..=0xff => (1, 0, 0),
+            0x80..=0x8f => (1, 0, 2 * usize::from(marker & 0x0f)),
+            0x90..=0x9f => (1, 0, usize::from(marker & 0x0f)),
+            0xa0..=0xbf => (1, usize::from(marker & 0x1f), 0),
+            0xc4 | 0xd9 => (2, be(pos + 1, 1)?, 0),
+            0xc5 | 0xda => (3, be(pos + 1, 2)?, 0),
+            0xc6 | 0xdb => (5, be(pos + 1, 4)?, 0),
+            0xc7 => (3, be(pos + 1, 1)?, 0),
+            0xc8 => (4, be(pos + 1, 2)?, 0),
+            0xc9 => (6, be(pos + 1, 4)?, 0),
+            0xca => (5, 0, 0),
+            0xcb => (9, 0, 0),
+            0xcc | 0xd0 => (2, 0, 0),
+            0xcd | 0xd1 => (3, 0, 0),
+            0xce | 0xd2 => (5, 0, 0),
+            0xcf | 0xd3 => (9, 0, 0),
+            0xd4 => (3, 0, 0),
+            0xd5 => (4, 0, 0),
+            0xd6 => (6, 0, 0),
+            0xd7 => (10, 0, 0),
+            0xd8 => (18, 0, 0),
+            0xdc => (3, 0, be(pos + 1, 2)?),
+            0xdd => (5, 0, be(pos + 1, 4)?),
+            0xde => (3, 0, 2 * be(pos + 1, 2)?),
+            0xdf => (5, 0, be(pos + 1, 4)?.checked_mul(2)?),
+            0xc1 => return None,
+        };
+        pos = pos.checked_add(head)?.checked_add(body)?;
+        pending = pending.checked_add(inner)?;
+        if pos > buf.len() || pending > buf.len() - pos {
+            return None;
+        }
+    }
+    Some(pos)
 }
 
 /// A byte stream a [`FrameDecoder`] reads from ([`FrameDecoder::read_frame`]). Each transport
@@ -944,6 +1006,69 @@ mod tests {
         assert!(matches!(d.next_frame::<T>(), Err(WireError::TooLarge { max: MIN_MAX_FRAME, .. })));
     }
 
+    /// Every kind of MessagePack value rmp-serde writes (and the extension types it does not).
+    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+    struct Wide {
+        small: (u8, u16, u32, u64, i8, i16, i32, i64),
+        floats: (f32, f64),
+        flags: (bool, Option<u8>, ()),
+        text: String,
+        values: Vec<crate::Change>,
+        list: Vec<u32>,
+        map: std::collections::BTreeMap<String, i64>,
+    }
+
+    /// How a Batch body decoded before `value_len`: one reader-based deserializer.
+    fn decode_with_a_reader(body: &[u8]) -> Result<Vec<crate::Message>, String> {
+        let mut de = rmp_serde::Deserializer::new(body);
+        let mut msgs = Vec::new();
+        while !de.get_ref().is_empty() {
+            msgs.push(crate::Message::deserialize(&mut de).map_err(|e| e.to_string())?);
+        }
+        Ok(msgs)
+    }
+
+    #[test]
+    fn value_len_walks_over_every_kind_of_value() {
+        for n in [0usize, 15, 16, 255, 256, 65_535, 65_536] {
+            let w = Wide {
+                small: (1, 300, 70_000, u64::MAX, -1, -300, -70_000, i64::MIN),
+                floats: (1.5, -2.5),
+                flags: (true, None, ()),
+                text: "é".repeat(n / 2),
+                values: vec![crate::Change::Set("k".repeat(n % 40), vec![7; n].into()), crate::Change::Clear],
+                list: (0..n as u32 / 100).collect(),
+                map: (0..n as i64 / 1000).map(|i| (i.to_string(), i)).collect(),
+            };
+            let bytes = rmp_serde::to_vec(&w).expect("encodes");
+            assert_eq!(value_len(&bytes), Some(bytes.len()), "{n}");
+            assert_eq!(value_len(&bytes[..bytes.len() - 1]), None, "{n}: one byte short");
+            let named = rmp_serde::to_vec_named(&w).expect("encodes");
+            assert_eq!(value_len(&named), Some(named.len()), "{n}");
+        }
+        // Extension types (rmp-serde does not write them; a peer might): fixext 1, 2, 4, 8, 16
+        // and ext 8, 16, 32, each with its type byte.
+        let exts: [&[u8]; 8] = [
+            &[0xd4, 1, 0],
+            &[0xd5, 1, 0, 0],
+            &[0xd6, 1, 0, 0, 0, 0],
+            &[0xd7, 1, 0, 0, 0, 0, 0, 0, 0, 0],
+            &[0xd8, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            &[0xc7, 2, 1, 0, 0],
+            &[0xc8, 0, 2, 1, 0, 0],
+            &[0xc9, 0, 0, 0, 2, 1, 0, 0],
+        ];
+        for e in exts {
+            assert_eq!(value_len(e), Some(e.len()), "{e:?}");
+            assert_eq!(value_len(&e[..e.len() - 1]), None, "{e:?}");
+        }
+        // Never used, and containers announcing more values than bytes are left.
+        assert_eq!(value_len(&[0xc1]), None);
+        assert_eq!(value_len(&[0xdd, 0xff, 0xff, 0xff, 0xff, 0]), None);
+        assert_eq!(value_len(&[0xdf, 0xff, 0xff, 0xff, 0xff, 0]), None);
+        assert_eq!(value_len(&[]), None);
+    }
+
     proptest! {
         #[test]
         fn read_frame_gives_the_same_frames_whatever_the_chunking(
@@ -983,6 +1108,48 @@ mod tests {
             prop_assert_eq!(r, Ok(Some(Frame::Refuse(body.chars().collect()))));
             prop_assert_eq!(src.pos, frame_len);
             prop_assert_eq!(d.buffered(), 0);
+        }
+
+        /// A Batch body decodes as the reader-based deserializer decoded it: the same
+        /// messages, or an error, whatever bytes are cut or changed.
+        #[test]
+        fn batches_decode_as_with_a_reader(
+            values in proptest::collection::vec((".{0,40}", proptest::collection::vec(any::<u8>(), 0..2000), 0u64..1 << 40), 1..6),
+            cut in any::<proptest::sample::Index>(),
+            flip in proptest::option::of((any::<proptest::sample::Index>(), any::<u8>())),
+        ) {
+            let epoch = crate::Epoch::new(3, crate::NodeId::new("a"), 9);
+            let mut body = Vec::new();
+            for (session, value, version) in &values {
+                let payload = std::sync::Arc::new(crate::message::Payload::Delta {
+                    base_version: *version,
+                    version: version + 1,
+                    changes: vec![crate::Change::Set(session.clone(), value.clone().into()), crate::Change::Remove("x".into())],
+                });
+                let m = crate::Message::Replicate { session: session.clone(), epoch: epoch.clone(), payload };
+                rmp_serde::encode::write(&mut body, &m).expect("encodes");
+                let ack = crate::Message::Ack { session: session.clone(), epoch: epoch.clone(), version: *version };
+                rmp_serde::encode::write(&mut body, &ack).expect("encodes");
+            }
+            let whole = match decode_payload::<crate::Message>(&[&[KIND_BATCH][..], &body].concat()) {
+                Ok(Frame::Batch(msgs)) => msgs,
+                other => panic!("{other:?}"),
+            };
+            prop_assert_eq!(whole.len(), 2 * values.len());
+            if let Some((at, b)) = flip {
+                let i = at.index(body.len());
+                body[i] ^= b;
+            }
+            let body = &body[..cut.index(body.len() + 1)];
+            let new = match decode_payload::<crate::Message>(&[&[KIND_BATCH][..], body].concat()) {
+                Ok(Frame::Batch(msgs)) => Ok(msgs),
+                Ok(other) => panic!("{other:?}"),
+                Err(e) => Err(e.to_string()),
+            };
+            prop_assert_eq!(new.is_ok(), decode_with_a_reader(body).is_ok());
+            if let (Ok(a), Ok(b)) = (new, decode_with_a_reader(body)) {
+                prop_assert_eq!(a, b);
+            }
         }
 
         #[test]

@@ -28,6 +28,10 @@ use crate::metrics::{Metrics, MetricsHook, NodeEvent};
 pub(crate) enum Reply {
     /// The engine's outcome (staged writes and overlay-aware reads are translated to it).
     Outcome(Outcome),
+    /// The outcome of a write, with the session's attributes the write left when the engine
+    /// still holds them at the written version (shared, not copied), so that the handle does
+    /// not build them again.
+    Written { outcome: Outcome, attrs: Option<Attributes> },
     /// A session created under a fresh id.
     Created { id: String, outcome: Outcome },
     /// What this node holds about a session.
@@ -110,7 +114,7 @@ struct Overlay {
 #[derive(Debug)]
 enum Kind {
     Plain,
-    Write { started: Instant, sync: bool },
+    Write { session: String, started: Instant, sync: bool },
     Create { id: String, started: Instant, sync: bool },
     Get { session: String },
     Flush { session: String, commits: u64, waiter: Option<u64> },
@@ -471,11 +475,20 @@ impl Driver {
         }
         match p.kind {
             Kind::Plain => reply(p.reply, Reply::Outcome(outcome)),
-            Kind::Write { started, sync } => {
+            Kind::Write { session, started, sync } => {
                 if sync && matches!(outcome, Outcome::Replicated { .. }) {
                     self.metrics.sync_write_latency.record(started.elapsed());
                 }
-                reply(p.reply, Reply::Outcome(outcome));
+                let attrs = match &outcome {
+                    Outcome::Applied { epoch, version }
+                    | Outcome::Replicated { epoch, version, .. }
+                    | Outcome::Unreplicated { epoch, version }
+                    | Outcome::Indeterminate { epoch, version, .. } => {
+                        self.node.owned_attributes(&session, epoch, *version).cloned()
+                    }
+                    _ => None,
+                };
+                reply(p.reply, Reply::Written { outcome, attrs });
             }
             Kind::Create { id, started, sync } => {
                 if sync && matches!(outcome, Outcome::Replicated { .. }) {
@@ -530,9 +543,7 @@ impl Driver {
         let offset = self.offsets.get(session).copied().unwrap_or(0);
         match self.overlays.get(session) {
             Some(o) if o.commits > 0 => {
-                for c in &o.changes {
-                    c.apply(&mut attrs);
-                }
+                attrs.apply(&o.changes);
                 (version + offset + o.commits, attrs)
             }
             _ => (version + offset, attrs),
@@ -561,9 +572,11 @@ impl Driver {
                         self.overlays.remove(session);
                         Kind::Plain
                     }
-                    Command::Update { .. } => {
-                        Kind::Write { started: Instant::now(), sync: matches!(self.ack, Ack::Sync { .. }) }
-                    }
+                    Command::Update { session, .. } => Kind::Write {
+                        session: session.clone(),
+                        started: Instant::now(),
+                        sync: matches!(self.ack, Ack::Sync { .. }),
+                    },
                     _ => Kind::Plain,
                 };
                 self.command(cmd, Some(reply), kind);
@@ -591,9 +604,13 @@ impl Driver {
                 if self.staged() {
                     self.stage(session, expected, changes, reply);
                 } else {
+                    let kind = Kind::Write {
+                        session: session.clone(),
+                        started: Instant::now(),
+                        sync: matches!(self.ack, Ack::Sync { .. }),
+                    };
                     let cmd = Command::Update { session, expected_version: expected, changes, ack: self.ack };
-                    let sync = matches!(self.ack, Ack::Sync { .. });
-                    self.command(cmd, Some(reply), Kind::Write { started: Instant::now(), sync });
+                    self.command(cmd, Some(reply), kind);
                 }
             }
             Request::Sync { reply } => self.flush(Some(reply)),
@@ -760,7 +777,7 @@ fn request_reply(req: Request) -> Responder {
 /// Checks a reply is what a write expects.
 pub(crate) fn expect_outcome(r: Reply) -> Result<Outcome> {
     match r {
-        Reply::Outcome(o) | Reply::Created { outcome: o, .. } => Ok(o),
+        Reply::Outcome(o) | Reply::Created { outcome: o, .. } | Reply::Written { outcome: o, .. } => Ok(o),
         Reply::Failed(e) => Err(e),
         _ => Err(Error::ShuttingDown),
     }

@@ -437,9 +437,13 @@ impl Client {
             // values per write, not a copy kept for a retry plus a clone of it.
             let (session, changes) = (s.id().to_owned(), s.to_changes(contents));
             let expected = Some(s.version());
-            let outcome = self
-                .outcome(|reply| Request::Write { session, expected, changes, reply }, self.write_wait())
-                .await?;
+            let (outcome, attrs) = match self
+                .call(|reply| Request::Write { session, expected, changes, reply }, self.write_wait())
+                .await?
+            {
+                Reply::Written { outcome, attrs } => (outcome, attrs),
+                other => (crate::driver::expect_outcome(other)?, None),
+            };
             match outcome {
                 // The session moved (e.g. this node restarted, or a router sent the request
                 // here): take it over and write if nobody changed it meanwhile.
@@ -449,7 +453,12 @@ impl Client {
                 }
                 other => {
                     let c = commit_of(other)?;
-                    s.committed(c.version);
+                    match attrs {
+                        // What the engine holds at the written version: base and changes
+                        // applied, as the handle would build them.
+                        Some(attrs) => s.committed_as(c.version, attrs),
+                        None => s.committed(c.version),
+                    }
                     return Ok(c);
                 }
             }

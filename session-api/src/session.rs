@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use bytes::Bytes;
 use replication_core::{Attributes, Change, Version};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -19,8 +20,9 @@ pub struct Session {
     id: String,
     version: Version,
     base: Attributes,
-    /// Local changes: `Some(value)` set, `None` removed.
-    changes: BTreeMap<String, Option<Vec<u8>>>,
+    /// Local changes: `Some(value)` set, `None` removed. A value is shared, not copied, with
+    /// the write that sends it.
+    changes: BTreeMap<String, Option<Bytes>>,
     cleared: bool,
     is_new: bool,
     invalidated: bool,
@@ -90,7 +92,7 @@ impl Session {
     /// Sets attribute `name` to raw bytes.
     pub fn set_bytes(&mut self, name: impl Into<String>, value: impl Into<Vec<u8>>) -> Result<()> {
         self.check_live()?;
-        self.changes.insert(name.into(), Some(value.into()));
+        self.changes.insert(name.into(), Some(Bytes::from(value.into())));
         Ok(())
     }
 
@@ -129,7 +131,7 @@ impl Session {
 
     /// Every attribute with local changes applied.
     pub fn attributes(&self) -> Attributes {
-        self.attributes_iter().collect()
+        Attributes::from_entries(self.attributes_iter())
     }
 
     fn attributes_iter(&self) -> impl Iterator<Item = (&str, &[u8])> {
@@ -151,7 +153,7 @@ impl Session {
     pub(crate) fn to_changes(&self, contents: WriteContents) -> Vec<Change> {
         match contents {
             WriteContents::All => std::iter::once(Change::Clear)
-                .chain(self.attributes_iter().map(|(k, v)| Change::Set(k.to_owned(), v.to_vec())))
+                .chain(self.attributes_iter().map(|(k, v)| Change::Set(k.to_owned(), v.to_vec().into())))
                 .collect(),
             WriteContents::Changed => {
                 let mut out = Vec::with_capacity(self.changes.len() + 1);
@@ -160,6 +162,7 @@ impl Session {
                 }
                 for (k, v) in &self.changes {
                     out.push(match v {
+                        // A reference, not a copy: the handle keeps its changes for a retry.
                         Some(v) => Change::Set(k.clone(), v.clone()),
                         None => Change::Remove(k.clone()),
                     });
@@ -172,6 +175,13 @@ impl Session {
     /// After a successful commit: the changes become the base at `version`.
     pub(crate) fn committed(&mut self, version: Version) {
         let attrs = self.attributes();
+        self.committed_as(version, attrs);
+    }
+
+    /// After a successful commit whose result the node returned: `attrs` (the base with the
+    /// changes applied, as [`Session::attributes`] would build them) becomes the base at
+    /// `version`.
+    pub(crate) fn committed_as(&mut self, version: Version, attrs: Attributes) {
         self.base = attrs;
         self.changes.clear();
         self.cleared = false;
@@ -201,14 +211,14 @@ mod tests {
         assert_eq!(s.keys(), vec!["b", "c"]);
         assert_eq!(
             s.to_changes(WriteContents::Changed),
-            vec![Change::Remove("a".into()), Change::Set("c".into(), b"3".to_vec())]
+            vec![Change::Remove("a".into()), Change::Set("c".into(), b"3".to_vec().into())]
         );
         assert_eq!(
             s.to_changes(WriteContents::All),
             vec![
                 Change::Clear,
-                Change::Set("b".into(), b"2".to_vec()),
-                Change::Set("c".into(), b"3".to_vec())
+                Change::Set("b".into(), b"2".to_vec().into()),
+                Change::Set("c".into(), b"3".to_vec().into())
             ]
         );
         s.committed(4);

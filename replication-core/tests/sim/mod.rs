@@ -655,7 +655,7 @@ impl Sim {
             let cmd = Command::Update {
                 session: session.clone(),
                 expected_version: None,
-                changes: vec![Change::Set(key.clone(), self.next_op.to_le_bytes().to_vec())],
+                changes: vec![Change::Set(key.clone(), self.next_op.to_le_bytes().to_vec().into())],
                 ack,
             };
             self.command(&target, &session, Kind::Update { key }, cmd);
