@@ -3365,6 +3365,19 @@ mod tests_support {
             }
         }
 
+        /// Sessions claimed by the claims `n` has on the wire.
+        pub fn claims_in_flight_from(&self, n: &str) -> usize {
+            self.wire
+                .iter()
+                .filter(|(from, _, _)| from.as_str() == n)
+                .map(|(_, _, m)| match m {
+                    Message::Claims { claims } => claims.len(),
+                    Message::Claim { .. } => 1,
+                    _ => 0,
+                })
+                .sum()
+        }
+
         /// Advances virtual time in heartbeat-sized steps, delivering everything.
         pub fn advance(&mut self, d: Duration) {
             let end = self.now + d;
@@ -4091,16 +4104,7 @@ mod tests {
                 .iter()
                 .any(|(n, e)| *n == id("b") && matches!(e, Event::PeerDown { node } if *node == id("a")));
             if detected {
-                let claimed: usize = cl
-                    .wire
-                    .iter()
-                    .filter(|(from, _, _)| *from == id("b"))
-                    .map(|(_, _, m)| match m {
-                        Message::Claims { claims } => claims.len(),
-                        Message::Claim { .. } => 1,
-                        _ => 0,
-                    })
-                    .sum();
+                let claimed = cl.claims_in_flight_from("b");
                 assert_eq!(claimed, orphans, "every orphan claimed at the detection");
                 return;
             }
@@ -4133,16 +4137,7 @@ mod tests {
         while cl.now < end {
             cl.now += Duration::from_millis(1);
             cl.tick_all();
-            let claimed: usize = cl
-                .wire
-                .iter()
-                .filter(|(from, _, _)| *from == id("b"))
-                .map(|(_, _, m)| match m {
-                    Message::Claims { claims } => claims.len(),
-                    Message::Claim { .. } => 1,
-                    _ => 0,
-                })
-                .sum();
+            let claimed = cl.claims_in_flight_from("b");
             if claimed > 0 {
                 assert_eq!(claimed, orphans, "every orphan claimed in the first step that claims");
                 // At the instant the view settles (the test steps by 1 ms), not a tick later.
