@@ -3022,11 +3022,7 @@ impl Node {
         }
         // The epoch names the incarnation that owned at it: a restarted owner is gone too
         // (even when this node had not heard its incarnation when the copy came).
-        let owner_gone = match self.peers.get(owner) {
-            None => true,
-            Some(p) => !p.up || p.incarnation.is_some_and(|i| i != copy.epoch.incarnation),
-        };
-        owner_gone.then(|| owner.clone())
+        self.owner_gone(&copy.epoch).then(|| owner.clone())
     }
 
     /// Sessions a leaving node must take over before it goes, because its copy may be the

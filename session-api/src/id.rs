@@ -113,7 +113,7 @@ pub fn generate(placement: &Placement, owner: &NodeId, live: impl Fn(&NodeId) ->
         // in a three-node domain one backup held two thirds of a node's sessions.
         let start =
             usize::try_from(stable_hash(random.as_bytes()) % candidates.len().max(1) as u64).unwrap_or(0);
-        let (tail, head) = candidates.split_at(start.min(candidates.len()));
+        let (tail, head) = candidates.split_at(start);
         for target in head.iter().chain(tail) {
             let sid = format!("{random}.{owner}.{target}");
             if placement.failover_owner(&sid, owner, &live).as_ref() == Some(target) {
