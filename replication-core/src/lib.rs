@@ -35,6 +35,7 @@ pub mod error;
 pub mod message;
 pub mod node;
 pub mod placement;
+mod session_key;
 mod slim;
 mod stamp;
 #[cfg(feature = "tls")]

@@ -109,7 +109,6 @@
 //!   sessions). [`Command::Leave`] is the exception (it looks at every owned session at each
 //!   tick until it completes). [`Node::stats`] is O(n).
 
-use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::ops::Bound;
 use std::sync::Arc;
@@ -124,6 +123,7 @@ use crate::config::{DomainConfig, NodeId, Topology};
 use crate::error::Error;
 use crate::message::{Attributes, Body, Change, Epoch, Message, Payload, Snapshot, Version};
 use crate::placement::Placement;
+use crate::session_key::{SessionKey, Sid};
 use crate::slim::{SlimSet, SlimVec};
 use crate::stamp::{Stamp, StampBase};
 
@@ -352,57 +352,60 @@ impl Record {
 /// (about 40 bytes less per session), and a `Box<str>` key instead of a `String` (8 more).
 /// The map's API, with ids as `&str` and records unboxed.
 #[derive(Debug, Default)]
-struct Sessions(BTreeMap<Box<str>, Box<Record>>);
+struct Sessions(BTreeMap<SessionKey, Box<Record>>);
 
 impl Sessions {
     fn get(&self, session: &str) -> Option<&Record> {
-        self.0.get(session).map(|r| &**r)
+        self.0.get(Sid::new(session)).map(|r| &**r)
     }
 
     fn get_mut(&mut self, session: &str) -> Option<&mut Record> {
-        self.0.get_mut(session).map(|r| &mut **r)
+        self.0.get_mut(Sid::new(session)).map(|r| &mut **r)
     }
 
-    fn entry(&mut self, session: String) -> SessionEntry<'_> {
-        SessionEntry(self.0.entry(session.into_boxed_str()))
+    fn contains(&self, session: &str) -> bool {
+        self.0.contains_key(Sid::new(session))
+    }
+
+    /// The record of `session`, made with `f` if there is none. The id is copied only then.
+    fn get_or_insert_with(&mut self, session: &str, f: impl FnOnce() -> Record) -> &mut Record {
+        if !self.contains(session) {
+            return self.0.entry(SessionKey::from(session)).or_insert_with(|| Box::new(f()));
+        }
+        // Two look-ups where the record is there (cheaper than copying the id for `entry`):
+        // returning the first `get_mut` from one branch only is not accepted by the borrow
+        // checker yet.
+        self.0.get_mut(Sid::new(session)).map(|r| &mut **r).expect("contains() was checked just above")
     }
 
     fn insert(&mut self, session: String, rec: Record) {
-        self.0.insert(session.into_boxed_str(), Box::new(rec));
+        self.0.insert(SessionKey::from(session), Box::new(rec));
     }
 
     fn remove(&mut self, session: &str) -> Option<Record> {
-        self.0.remove(session).map(|r| *r)
+        self.0.remove(Sid::new(session)).map(|r| *r)
     }
 
     fn iter(&self) -> impl Iterator<Item = (&str, &Record)> {
-        self.0.iter().map(|(k, r)| (&**k, &**r))
+        self.0.iter().map(|(k, r)| (k.as_str(), &**r))
     }
 
     fn keys(&self) -> impl Iterator<Item = &str> {
-        self.0.keys().map(|k| &**k)
+        self.0.keys().map(SessionKey::as_str)
     }
 
     fn values(&self) -> impl Iterator<Item = &Record> {
         self.0.values().map(|r| &**r)
     }
 
-    fn range<T: Ord + ?Sized, R: std::ops::RangeBounds<T>>(
-        &self,
-        r: R,
-    ) -> impl Iterator<Item = (&str, &Record)>
-    where
-        Box<str>: std::borrow::Borrow<T>,
-    {
-        self.0.range(r).map(|(k, r)| (&**k, &**r))
+    /// The records in id order, from after `cursor` (from the first without one).
+    fn after(&self, cursor: Option<&str>) -> impl Iterator<Item = (&str, &Record)> {
+        self.from(cursor.map_or(Bound::Unbounded, Bound::Excluded))
     }
-}
 
-struct SessionEntry<'a>(std::collections::btree_map::Entry<'a, Box<str>, Box<Record>>);
-
-impl<'a> SessionEntry<'a> {
-    fn or_insert_with(self, f: impl FnOnce() -> Record) -> &'a mut Record {
-        self.0.or_insert_with(|| Box::new(f()))
+    /// The records in id order, from `start` on.
+    fn from(&self, start: Bound<&str>) -> impl Iterator<Item = (&str, &Record)> {
+        self.0.range::<Sid, _>((start.map(Sid::new), Bound::Unbounded)).map(|(k, r)| (k.as_str(), &**r))
     }
 }
 
@@ -621,7 +624,7 @@ pub struct Node {
     writes: BTreeMap<RequestId, PendingWrite>,
     /// Boxed: a map node moves its values on every insert and removal, and a mass failover
     /// inserts and removes thousands.
-    acquires: BTreeMap<String, Box<Acquire>>,
+    acquires: BTreeMap<SessionKey, Box<Acquire>>,
     timers: BTreeSet<(Instant, Timer)>,
     /// The deadlines of the acquires started, in the order they were started: each is `now +
     /// request_timeout`, so they come in order and a queue keeps them (a mass failover starts
@@ -1039,7 +1042,7 @@ impl Node {
         let rec = self.sessions.get(session)?;
         let role = if rec.owner.is_some() {
             Role::Owner
-        } else if self.acquires.contains_key(session) {
+        } else if self.acquires.contains_key(Sid::new(session)) {
             Role::Acquiring
         } else if matches!(rec.copy, Some(Snapshot { body: Body::Live { .. }, .. })) {
             Role::Backup
@@ -1220,7 +1223,8 @@ impl Node {
             Some(r) => Some(r.promised.as_ref().map_or(0, |p| p.term)),
             None => Some(0),
         };
-        let Some(promised_term) = promised_term.filter(|_| !self.acquires.contains_key(&session)) else {
+        let Some(promised_term) = promised_term.filter(|_| !self.acquires.contains_key(Sid::new(&session)))
+        else {
             return self.out.outcome(id, Outcome::AlreadyExists);
         };
         if matches!(ack, Ack::Sync { backups } if backups > 0)
@@ -1402,7 +1406,7 @@ impl Node {
                 return self.out.outcome(id, Outcome::NotFound);
             }
         }
-        if let Some(a) = self.acquires.get_mut(&session) {
+        if let Some(a) = self.acquires.get_mut(Sid::new(&session)) {
             a.requests.push((id, want_attrs));
             return;
         }
@@ -1427,7 +1431,7 @@ impl Node {
         min_term: u64,
     ) {
         let stamp = self.stamps.stamp(now);
-        let rec = self.sessions.entry(session.to_owned()).or_insert_with(|| Record::empty(stamp));
+        let rec = self.sessions.get_or_insert_with(session, || Record::empty(stamp));
         let known = rec
             .promised
             .as_ref()
@@ -1448,7 +1452,7 @@ impl Node {
         let deadline = now + self.request_timeout;
         let empty = waiting.is_empty();
         self.acquires.insert(
-            session.to_owned(),
+            SessionKey::from(session),
             Box::new(Acquire {
                 epoch,
                 asked: waiting.clone(),
@@ -1556,7 +1560,7 @@ impl Node {
 
     /// Ends an acquire that lost to `higher`: retry with a higher term when allowed.
     fn abort_acquire(&mut self, now: Instant, session: &str, higher: &Epoch) {
-        let Some(a) = self.acquires.remove(session) else { return };
+        let Some(a) = self.acquires.remove(Sid::new(session)) else { return };
         if !a.failover && !a.requests.is_empty() && a.retries < self.settings.claim_retries {
             self.start_acquire(now, session, a.requests, false, a.retries + 1, higher.term);
             return;
@@ -1581,7 +1585,7 @@ impl Node {
     }
 
     fn forget_if_empty(&mut self, session: &str) {
-        if self.acquires.contains_key(session) {
+        if self.acquires.contains_key(Sid::new(session)) {
             return;
         }
         if self.sessions.get(session).is_some_and(|r| r.copy.is_none() && r.owner.is_none()) {
@@ -1590,7 +1594,7 @@ impl Node {
     }
 
     fn complete_acquire(&mut self, now: Instant, session: &str) {
-        let Some(a) = self.acquires.remove(session) else { return };
+        let Some(a) = self.acquires.remove(Sid::new(session)) else { return };
         self.finish_acquire(now, session, a);
     }
 
@@ -1621,7 +1625,7 @@ impl Node {
         let want = self.replica_target();
         let peers = &self.peers;
         let backups = self.placement.backups(session, &self.me, |n| peers.get(n).is_some_and(|p| p.up));
-        let rec = self.sessions.entry(session.to_owned()).or_insert_with(|| Record::empty(stamp));
+        let rec = self.sessions.get_or_insert_with(session, || Record::empty(stamp));
         if rec.promised.as_ref().is_some_and(|p| *p > a.epoch) {
             let higher = rec.promised.clone().unwrap_or_else(|| a.epoch.clone());
             for (id, _) in a.requests {
@@ -1642,7 +1646,7 @@ impl Node {
         if let Some(b) = best.as_ref().filter(|b| b.epoch > a.epoch) {
             let higher = b.epoch.clone();
             rec.promise_at_least(&higher);
-            self.acquires.insert(session.to_owned(), a);
+            self.acquires.insert(SessionKey::from(session), a);
             self.abort_acquire(now, session, &higher);
             return;
         }
@@ -1988,7 +1992,9 @@ impl Node {
         let done: Vec<String> = self
             .acquires
             .iter_mut()
-            .filter_map(|(s, a)| (a.waiting.remove(node) && a.waiting.is_empty()).then(|| s.clone()))
+            .filter_map(|(s, a)| {
+                (a.waiting.remove(node) && a.waiting.is_empty()).then(|| s.as_str().to_owned())
+            })
             .collect();
         for s in done {
             self.complete_acquire(now, &s);
@@ -1999,7 +2005,7 @@ impl Node {
     /// Otherwise records the promise and steps down / aborts lower local claims.
     fn admit(&mut self, now: Instant, from: &NodeId, session: &str, epoch: &Epoch) -> bool {
         let stamp = self.stamps.stamp(now);
-        let rec = self.sessions.entry(session.to_owned()).or_insert_with(|| Record::empty(stamp));
+        let rec = self.sessions.get_or_insert_with(session, || Record::empty(stamp));
         if let Some(p) = &rec.promised {
             if p > epoch {
                 let p = p.clone();
@@ -2012,7 +2018,7 @@ impl Node {
         if owned_lower {
             self.demote(session, epoch);
         }
-        if self.acquires.get(session).is_some_and(|a| a.epoch < *epoch) {
+        if self.acquires.get(Sid::new(session)).is_some_and(|a| a.epoch < *epoch) {
             self.abort_acquire(now, session, epoch);
         }
         true
@@ -2155,7 +2161,7 @@ impl Node {
         if owned_lower {
             self.demote(session, epoch);
         }
-        if self.acquires.get(session).is_some_and(|a| a.epoch < *epoch) {
+        if self.acquires.get(Sid::new(session)).is_some_and(|a| a.epoch < *epoch) {
             self.abort_acquire(now, session, epoch);
         }
     }
@@ -2237,7 +2243,7 @@ impl Node {
     fn on_claims_refused(&mut self, now: Instant, from: &NodeId, claims: Vec<(String, Epoch)>) {
         let hold = now + self.hearing_window();
         for (session, epoch) in claims {
-            let Some(a) = self.acquires.get_mut(&session) else { continue };
+            let Some(a) = self.acquires.get_mut(Sid::new(&session)) else { continue };
             if a.epoch != epoch || !a.waiting.remove(from) {
                 continue;
             }
@@ -2258,9 +2264,7 @@ impl Node {
         epoch: &Epoch,
         copy: Option<Snapshot>,
     ) {
-        // One look-up for the answer and, when it is the last, the completion.
-        let Entry::Occupied(mut e) = self.acquires.entry(session.to_owned()) else { return };
-        let a = e.get_mut();
+        let Some(a) = self.acquires.get_mut(Sid::new(session)) else { return };
         if a.epoch != *epoch || !a.waiting.remove(from) {
             return;
         }
@@ -2271,8 +2275,9 @@ impl Node {
                 a.best = Some(c);
             }
         }
-        if a.waiting.is_empty() {
-            let a = e.remove();
+        if a.waiting.is_empty()
+            && let Some(a) = self.acquires.remove(Sid::new(session))
+        {
             self.finish_acquire(now, session, a);
         }
     }
@@ -2282,7 +2287,7 @@ impl Node {
             return;
         }
         let Some(rec) = self.sessions.get(session) else { return };
-        if self.acquires.contains_key(session) {
+        if self.acquires.contains_key(Sid::new(session)) {
             return;
         }
         if rec.owner.is_some() {
@@ -2331,7 +2336,9 @@ impl Node {
             return;
         }
         let Some(rec) = self.sessions.get(session) else { return };
-        if rec.promised.as_ref() != Some(epoch) || rec.owner.is_some() || self.acquires.contains_key(session)
+        if rec.promised.as_ref() != Some(epoch)
+            || rec.owner.is_some()
+            || self.acquires.contains_key(Sid::new(session))
         {
             return;
         }
@@ -2352,8 +2359,7 @@ impl Node {
         let mut acks = Vec::with_capacity(copies.len());
         for (session, copy) in copies {
             let (epoch, version) = (copy.epoch.clone(), copy.version);
-            let rec =
-                self.sessions.entry(session.clone()).or_insert_with(|| Record::empty(stamps.stamp(now)));
+            let rec = self.sessions.get_or_insert_with(&session, || Record::empty(stamps.stamp(now)));
             if newer(&copy, rec.copy.as_ref()) {
                 if rec.owner.is_some() {
                     continue;
@@ -2396,7 +2402,7 @@ impl Node {
     fn resume(&mut self, now: Instant, session: &str) {
         if !self.can_own
             || self.left
-            || self.acquires.contains_key(session)
+            || self.acquires.contains_key(Sid::new(session))
             || !self.demoted_owner(session)
             || self.pending_count() >= self.settings.max_pending
             || !self.view_settled(now)
@@ -2471,11 +2477,9 @@ impl Node {
     /// for every session whose ownership moved (term above 1: a session only ever owned by
     /// its creator has no stale owner to fence).
     fn on_epochs_request(&mut self, from: &NodeId, incarnation: u64, after: Option<String>) {
-        use std::ops::Bound;
-        let start = after.as_deref().map_or(Bound::Unbounded, Bound::Excluded);
         let epochs: Vec<(String, Epoch)> = self
             .sessions
-            .range::<str, _>((start, Bound::Unbounded))
+            .after(after.as_deref())
             .filter_map(|(k, r)| {
                 let e = match (&r.promised, &r.copy) {
                     (Some(p), Some(c)) => p.max(&c.epoch),
@@ -2523,7 +2527,7 @@ impl Node {
         let keep = self.stamps.stamp(now + self.settings.tombstone_ttl);
         let stamp = self.stamps.stamp(now);
         for (session, epoch) in epochs {
-            let rec = self.sessions.entry(session.clone()).or_insert_with(|| Record::empty(stamp));
+            let rec = self.sessions.get_or_insert_with(&session, || Record::empty(stamp));
             if rec.promised.as_ref().is_some_and(|p| *p >= epoch) {
                 continue;
             }
@@ -2552,11 +2556,11 @@ impl Node {
                 self.out.outcome(id, Outcome::Indeterminate { epoch: w.epoch, version: w.version, acks });
             }
             Timer::Acquire(session) => {
-                let Some(a) = self.acquires.get(&session) else { return };
+                let Some(a) = self.acquires.get(Sid::new(&session)) else { return };
                 if a.deadline > now {
                     return;
                 }
-                if let Some(a) = self.acquires.remove(&session) {
+                if let Some(a) = self.acquires.remove(Sid::new(&session)) {
                     for (id, _) in a.requests {
                         self.out.outcome(id, Outcome::Unavailable);
                     }
@@ -2720,7 +2724,7 @@ impl Node {
         let Some(peer) = self.peers.get_mut(to) else { return };
         peer.flow.refuse();
         for (s, e) in claims {
-            if self.acquires.get(&s).is_some_and(|a| a.epoch == e && a.waiting.contains(to)) {
+            if self.acquires.get(Sid::new(&s)).is_some_and(|a| a.epoch == e && a.waiting.contains(to)) {
                 peer.flow.claims.insert(s);
             }
         }
@@ -2746,7 +2750,7 @@ impl Node {
             let claims: Vec<(String, Epoch, Option<Epoch>)> = claims
                 .into_iter()
                 .filter_map(|s| {
-                    let a = self.acquires.get(&s)?;
+                    let a = self.acquires.get(Sid::new(&s))?;
                     let (epoch, over) = (a.epoch.clone(), a.over.clone());
                     a.waiting.contains(&n).then_some((s, epoch, over))
                 })
@@ -2774,7 +2778,7 @@ impl Node {
         'walk: loop {
             let keys: Vec<String> = self
                 .sessions
-                .range::<str, _>((cursor.as_ref().map(String::as_str), Bound::Unbounded))
+                .from(cursor.as_ref().map(String::as_str))
                 .take(WALK_CHUNK)
                 .map(|(k, _)| k.to_owned())
                 .collect();
@@ -2812,10 +2816,7 @@ impl Node {
         // promises of other nodes' claims; they are only looked at, their ids not copied).
         let batch = self.settings.scan_batch.max(1);
         let mut budget = batch.saturating_mul(REPLAN_EXAMINED);
-        let range = match &cursor {
-            Some(c) => self.sessions.range::<str, _>((Bound::Excluded(c.as_str()), Bound::Unbounded)),
-            None => self.sessions.range::<str, _>((Bound::Unbounded, Bound::Unbounded)),
-        };
+        let range = self.sessions.after(cursor.as_deref());
         let mut todo: Vec<(String, bool)> = Vec::new();
         let mut exhausted = true;
         let mut last: Option<&str> = None;
@@ -2871,15 +2872,11 @@ impl Node {
     }
 
     fn keys_from(&self, cursor: Option<&str>, n: usize) -> Vec<String> {
-        let range = match cursor {
-            Some(c) => self.sessions.range::<str, _>((Bound::Excluded(c), Bound::Unbounded)),
-            None => self.sessions.range::<str, _>((Bound::Unbounded, Bound::Unbounded)),
-        };
-        range.take(n).map(|(k, _)| k.to_owned()).collect()
+        self.sessions.after(cursor).take(n).map(|(k, _)| k.to_owned()).collect()
     }
 
     fn maintain(&mut self, now: Instant, session: &str) {
-        if self.acquires.contains_key(session) {
+        if self.acquires.contains_key(Sid::new(session)) {
             return;
         }
         let Some(rec) = self.sessions.get(session) else { return };
@@ -2965,7 +2962,7 @@ impl Node {
         if !self.can_own
             || self.leaving.is_some()
             || self.placement.topology() != Topology::PeerToPeer
-            || self.acquires.contains_key(session)
+            || self.acquires.contains_key(Sid::new(session))
         {
             return;
         }
@@ -3043,7 +3040,7 @@ impl Node {
         let patience = self.request_timeout;
         let mut ready = Vec::new();
         let mut left = 0;
-        for (s, r) in self.sessions.iter().filter(|(s, _)| !self.acquires.contains_key(*s)) {
+        for (s, r) in self.sessions.iter().filter(|(s, _)| !self.acquires.contains_key(Sid::new(s))) {
             let demoted = self.demoted_owner(s);
             let orphan = p2p && self.orphaned(now, s, patience).is_some();
             if !(demoted || orphan) {
@@ -3159,7 +3156,7 @@ impl Node {
             a.sent = now;
             for to in &a.waiting {
                 if self.peers.get(to).is_some_and(|p| p.up) {
-                    again.push((to.clone(), session.clone(), a.epoch.clone(), a.over.clone()));
+                    again.push((to.clone(), session.as_str().to_owned(), a.epoch.clone(), a.over.clone()));
                 }
             }
         }
@@ -3246,7 +3243,7 @@ impl Node {
             for (rid, _) in a.requests {
                 self.out.outcome(rid, Outcome::Unavailable);
             }
-            self.release_claim(&session, &a.epoch, &a.asked);
+            self.release_claim(session.as_str(), &a.epoch, &a.asked);
         }
         self.timers.clear();
         self.acquire_deadlines.clear();
