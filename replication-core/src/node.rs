@@ -124,7 +124,7 @@ use crate::error::Error;
 use crate::message::{Attributes, Body, Change, Epoch, Message, Payload, Snapshot, Version};
 use crate::placement::Placement;
 use crate::session_key::{SessionKey, Sid};
-use crate::slim::{SlimSet, SlimVec};
+use crate::slim::{InlineSet, SlimSet, SlimVec};
 use crate::stamp::{Stamp, StampBase};
 
 #[derive(Debug, Clone)]
@@ -363,19 +363,12 @@ impl Sessions {
         self.0.get_mut(Sid::new(session)).map(|r| &mut **r)
     }
 
-    fn contains(&self, session: &str) -> bool {
-        self.0.contains_key(Sid::new(session))
-    }
-
-    /// The record of `session`, made with `f` if there is none. The id is copied only then.
-    fn get_or_insert_with(&mut self, session: &str, f: impl FnOnce() -> Record) -> &mut Record {
-        if !self.contains(session) {
-            return self.0.entry(SessionKey::from(session)).or_insert_with(|| Box::new(f()));
-        }
-        // Two look-ups where the record is there (cheaper than copying the id for `entry`):
-        // returning the first `get_mut` from one branch only is not accepted by the borrow
-        // checker yet.
-        self.0.get_mut(Sid::new(session)).map(|r| &mut **r).expect("contains() was checked just above")
+    /// Inserts `rec` for `session`, which has none (a caller that looked it up with
+    /// `get_mut` and found nothing: one look-up where the record exists, and the id copied
+    /// only when it does not. A `get_or_insert_with` method cannot do that: returning the
+    /// first `get_mut` from one branch only is not accepted by the borrow checker yet).
+    fn insert_new(&mut self, session: &str, rec: Record) -> &mut Record {
+        self.0.entry(SessionKey::from(session)).or_insert_with(|| Box::new(rec))
     }
 
     fn insert(&mut self, session: String, rec: Record) {
@@ -424,10 +417,10 @@ struct PendingWrite {
 struct Acquire {
     epoch: Epoch,
     /// Every node the claim went to.
-    asked: BTreeSet<NodeId>,
-    waiting: BTreeSet<NodeId>,
+    asked: InlineSet<NodeId>,
+    waiting: InlineSet<NodeId>,
     best: Option<Snapshot>,
-    holders: BTreeSet<NodeId>,
+    holders: InlineSet<NodeId>,
     /// Peers that answered the claim (with a copy or without).
     answered: usize,
     /// Commands waiting: id and whether the outcome carries the attributes.
@@ -1431,7 +1424,10 @@ impl Node {
         min_term: u64,
     ) {
         let stamp = self.stamps.stamp(now);
-        let rec = self.sessions.get_or_insert_with(session, || Record::empty(stamp));
+        let rec = match self.sessions.get_mut(session) {
+            Some(r) => r,
+            None => self.sessions.insert_new(session, Record::empty(stamp)),
+        };
         let known = rec
             .promised
             .as_ref()
@@ -1444,7 +1440,7 @@ impl Node {
         rec.last_heard = stamp;
         let best = rec.copy.clone();
         let over = best.as_ref().map(|c| &c.epoch).filter(|e| self.owner_gone(e)).cloned();
-        let waiting: BTreeSet<NodeId> =
+        let waiting: InlineSet<NodeId> =
             self.peers.iter().filter(|(_, p)| p.up).map(|(n, _)| n.clone()).collect();
         for to in &waiting {
             self.queue_claim(to.clone(), session.to_owned(), epoch.clone(), over.clone());
@@ -1458,7 +1454,7 @@ impl Node {
                 asked: waiting.clone(),
                 waiting,
                 best,
-                holders: BTreeSet::new(),
+                holders: InlineSet::default(),
                 answered: 0,
                 requests,
                 deadline,
@@ -1577,7 +1573,7 @@ impl Node {
     /// then takes the session back (see `on_release`). The live peers too: an owner this node
     /// could not reach when it claimed (one broken link, now healed) may have been fenced by
     /// this node's promise of the claim since.
-    fn release_claim(&mut self, session: &str, epoch: &Epoch, asked: &BTreeSet<NodeId>) {
+    fn release_claim(&mut self, session: &str, epoch: &Epoch, asked: &InlineSet<NodeId>) {
         let live = self.peers.iter().filter(|(n, p)| p.up && !asked.contains(*n)).map(|(n, _)| n);
         for to in asked.iter().chain(live) {
             self.out.send(to, Message::Release { session: session.to_owned(), epoch: epoch.clone() });
@@ -1625,7 +1621,10 @@ impl Node {
         let want = self.replica_target();
         let peers = &self.peers;
         let backups = self.placement.backups(session, &self.me, |n| peers.get(n).is_some_and(|p| p.up));
-        let rec = self.sessions.get_or_insert_with(session, || Record::empty(stamp));
+        let rec = match self.sessions.get_mut(session) {
+            Some(r) => r,
+            None => self.sessions.insert_new(session, Record::empty(stamp)),
+        };
         if rec.promised.as_ref().is_some_and(|p| *p > a.epoch) {
             let higher = rec.promised.clone().unwrap_or_else(|| a.epoch.clone());
             for (id, _) in a.requests {
@@ -2005,7 +2004,10 @@ impl Node {
     /// Otherwise records the promise and steps down / aborts lower local claims.
     fn admit(&mut self, now: Instant, from: &NodeId, session: &str, epoch: &Epoch) -> bool {
         let stamp = self.stamps.stamp(now);
-        let rec = self.sessions.get_or_insert_with(session, || Record::empty(stamp));
+        let rec = match self.sessions.get_mut(session) {
+            Some(r) => r,
+            None => self.sessions.insert_new(session, Record::empty(stamp)),
+        };
         if let Some(p) = &rec.promised {
             if p > epoch {
                 let p = p.clone();
@@ -2359,7 +2361,10 @@ impl Node {
         let mut acks = Vec::with_capacity(copies.len());
         for (session, copy) in copies {
             let (epoch, version) = (copy.epoch.clone(), copy.version);
-            let rec = self.sessions.get_or_insert_with(&session, || Record::empty(stamps.stamp(now)));
+            let rec = match self.sessions.get_mut(&session) {
+                Some(r) => r,
+                None => self.sessions.insert_new(&session, Record::empty(stamps.stamp(now))),
+            };
             if newer(&copy, rec.copy.as_ref()) {
                 if rec.owner.is_some() {
                     continue;
@@ -2527,7 +2532,10 @@ impl Node {
         let keep = self.stamps.stamp(now + self.settings.tombstone_ttl);
         let stamp = self.stamps.stamp(now);
         for (session, epoch) in epochs {
-            let rec = self.sessions.get_or_insert_with(&session, || Record::empty(stamp));
+            let rec = match self.sessions.get_mut(&session) {
+                Some(r) => r,
+                None => self.sessions.insert_new(&session, Record::empty(stamp)),
+            };
             if rec.promised.as_ref().is_some_and(|p| *p >= epoch) {
                 continue;
             }

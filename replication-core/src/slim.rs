@@ -139,6 +139,81 @@ impl<T> IntoIterator for SlimSet<T> {
     }
 }
 
+/// A small set kept inline (no allocation up to four items), sorted: the peers of a claim
+/// in flight (asked, still waiting, holding a copy), a handful in any domain. A mass failover
+/// starts thousands of claims at once, and three `BTreeSet`s each cost it two allocations.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct InlineSet<T>(smallvec::SmallVec<[T; 4]>);
+
+impl<T> Default for InlineSet<T> {
+    fn default() -> Self {
+        InlineSet(smallvec::SmallVec::new())
+    }
+}
+
+impl<T: Ord> InlineSet<T> {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub(crate) fn contains(&self, x: &T) -> bool {
+        self.0.binary_search(x).is_ok()
+    }
+
+    pub(crate) fn iter(&self) -> std::slice::Iter<'_, T> {
+        self.0.iter()
+    }
+
+    /// Adds `x`; whether it was not there.
+    pub(crate) fn insert(&mut self, x: T) -> bool {
+        match self.0.binary_search(&x) {
+            Ok(_) => false,
+            Err(i) => {
+                self.0.insert(i, x);
+                true
+            }
+        }
+    }
+
+    /// Removes `x`; whether it was there.
+    pub(crate) fn remove(&mut self, x: &T) -> bool {
+        match self.0.binary_search(x) {
+            Ok(i) => {
+                self.0.remove(i);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+}
+
+impl<T: Ord> FromIterator<T> for InlineSet<T> {
+    fn from_iter<I: IntoIterator<Item = T>>(it: I) -> Self {
+        let mut v: smallvec::SmallVec<[T; 4]> = it.into_iter().collect();
+        v.sort_unstable();
+        v.dedup();
+        InlineSet(v)
+    }
+}
+
+impl<T> IntoIterator for InlineSet<T> {
+    type Item = T;
+    type IntoIter = smallvec::IntoIter<[T; 4]>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.into_iter()
+    }
+}
+
+impl<'a, T> IntoIterator for &'a InlineSet<T> {
+    type Item = &'a T;
+    type IntoIter = std::slice::Iter<'a, T>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -170,6 +245,21 @@ mod tests {
                 "{op:?}"
             );
         }
+        let mut i: InlineSet<u32> = [5, 1, 3, 1].into_iter().collect();
+        let mut b2: std::collections::BTreeSet<u32> = [5, 1, 3, 1].into_iter().collect();
+        for op in [(true, 2), (true, 3), (false, 1), (false, 9), (true, 0), (false, 5), (true, 7), (true, 8)]
+        {
+            let r =
+                if op.0 { (i.insert(op.1), b2.insert(op.1)) } else { (i.remove(&op.1), b2.remove(&op.1)) };
+            assert_eq!(r.0, r.1, "{op:?}");
+            assert_eq!(
+                i.iter().copied().collect::<Vec<_>>(),
+                b2.iter().copied().collect::<Vec<_>>(),
+                "{op:?}"
+            );
+            assert!(b2.iter().all(|x| i.contains(x)) && !i.contains(&9));
+        }
+        assert!(!i.is_empty());
         let (even, odd): (SlimSet<u32>, SlimSet<u32>) = s.clone().into_iter().partition(|x| x % 2 == 0);
         assert_eq!(even.into_iter().collect::<Vec<_>>(), [0, 2]);
         assert_eq!(odd.into_iter().collect::<Vec<_>>(), [3]);
