@@ -34,9 +34,23 @@ use crate::error::Error;
 ///
 /// One pointer (an `Arc<String>`, not a two-word `Arc<str>`): it is in every
 /// [`Epoch`](crate::message::Epoch), and the engine keeps two epochs per session.
-#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+///
+/// Compared by name; two clones of one id compare without reading the name. Decoding shares
+/// the allocation of a recently decoded id of the same name (each thread keeps the last
+/// [`DECODED_NAMES`] names it decoded): every message carries epochs, each naming a node, and
+/// a batch of thousands of claims names the same two nodes thousands of times.
+#[derive(Clone, Eq, Hash, Serialize)]
 #[serde(transparent)]
 pub struct NodeId(Arc<String>);
+
+/// Node names each thread keeps to share decoded ids (see [`NodeId`]).
+const DECODED_NAMES: usize = 8;
+
+thread_local! {
+    /// The last node ids decoded on this thread, newest first.
+    static DECODED: std::cell::RefCell<std::collections::VecDeque<NodeId>> =
+        std::cell::RefCell::new(std::collections::VecDeque::with_capacity(DECODED_NAMES));
+}
 
 impl NodeId {
     /// A node id from its name.
@@ -44,9 +58,64 @@ impl NodeId {
         NodeId(Arc::new(name.to_owned()))
     }
 
+    /// `new`, sharing the allocation of a recently decoded id of the same name.
+    fn decoded(name: &str) -> Self {
+        DECODED
+            .try_with(|cache| {
+                let Ok(mut cache) = cache.try_borrow_mut() else { return NodeId::new(name) };
+                if let Some(n) = cache.iter().find(|n| n.as_str() == name) {
+                    return n.clone();
+                }
+                let n = NodeId::new(name);
+                if cache.len() >= DECODED_NAMES {
+                    cache.pop_back();
+                }
+                cache.push_front(n.clone());
+                n
+            })
+            .unwrap_or_else(|_| NodeId::new(name))
+    }
+
     /// The node's name.
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+}
+
+impl PartialEq for NodeId {
+    fn eq(&self, other: &NodeId) -> bool {
+        Arc::ptr_eq(&self.0, &other.0) || self.0 == other.0
+    }
+}
+
+impl Ord for NodeId {
+    fn cmp(&self, other: &NodeId) -> std::cmp::Ordering {
+        if Arc::ptr_eq(&self.0, &other.0) {
+            return std::cmp::Ordering::Equal;
+        }
+        self.0.as_str().cmp(other.0.as_str())
+    }
+}
+
+impl PartialOrd for NodeId {
+    fn partial_cmp(&self, other: &NodeId) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl<'de> Deserialize<'de> for NodeId {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Name;
+        impl serde::de::Visitor<'_> for Name {
+            type Value = NodeId;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a node name")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<NodeId, E> {
+                Ok(NodeId::decoded(v))
+            }
+        }
+        d.deserialize_str(Name)
     }
 }
 
@@ -422,6 +491,28 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn decoded_node_ids_share_recent_names_and_compare_by_name() {
+        let enc = |n: &NodeId| rmp_serde::to_vec(n).expect("encodes");
+        let de = |b: &[u8]| rmp_serde::from_slice::<NodeId>(b).expect("decodes");
+        let a1 = de(&enc(&NodeId::new("app1")));
+        let a2 = de(&enc(&NodeId::new("app1")));
+        assert!(Arc::ptr_eq(&a1.0, &a2.0), "the second decode shares the first's name");
+        // Enough other names push it out of the cache: a new allocation, still equal.
+        for i in 0..DECODED_NAMES {
+            de(&enc(&NodeId::new(&format!("n{i}"))));
+        }
+        let a3 = de(&enc(&NodeId::new("app1")));
+        assert!(!Arc::ptr_eq(&a1.0, &a3.0));
+        assert_eq!(a1, a3);
+        assert_eq!(a1.cmp(&a3), std::cmp::Ordering::Equal);
+        let b = NodeId::new("app2");
+        assert!(a1 < b && b > a3 && a1 != b);
+        let mut h = std::collections::HashSet::new();
+        h.insert(a1.clone());
+        assert!(h.contains(&a3) && !h.contains(&b));
+    }
 
     #[test]
     fn parses_minimal_file_with_defaults() {
