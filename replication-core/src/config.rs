@@ -39,7 +39,7 @@ use crate::error::Error;
 /// the allocation of a recently decoded id of the same name (each thread keeps the last
 /// [`DECODED_NAMES`] names it decoded): every message carries epochs, each naming a node, and
 /// a batch of thousands of claims names the same two nodes thousands of times.
-#[derive(Clone, Eq, Hash, Serialize)]
+#[derive(Clone, Eq, Serialize)]
 #[serde(transparent)]
 pub struct NodeId(Arc<String>);
 
@@ -85,6 +85,12 @@ impl NodeId {
 impl PartialEq for NodeId {
     fn eq(&self, other: &NodeId) -> bool {
         Arc::ptr_eq(&self.0, &other.0) || self.0 == other.0
+    }
+}
+
+impl std::hash::Hash for NodeId {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        self.0.as_str().hash(h);
     }
 }
 

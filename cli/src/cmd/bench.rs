@@ -1,8 +1,9 @@
 //! `m2m bench`: the performance benchmark of m2m, with its baselines measured in the same run.
 //!
 //! - Baselines: raw TCP request/acknowledge ping-pong of 1 KiB on loopback (plain tokio
-//!   `TcpStream`, no TLS), raw pipelined TCP throughput and raw quinn throughput of 1 KiB
-//!   messages on one connection, and (with `--redis ADDR`) a Redis primary with one replica
+//!   `TcpStream`, no TLS), raw pipelined TCP throughput, the same over TLS 1.3 (rustls,
+//!   what encryption alone costs) and raw quinn throughput of 1 KiB messages on one
+//!   connection, and (with `--redis ADDR`) a Redis primary with one replica
 //!   doing `SET` + `WAIT 1 0` from a small RESP client.
 //! - m2m: synchronous session updates (1 KiB delta, 1 backup) over TLS/TCP and QUIC between
 //!   nodes of this process on loopback (throw-away certificates): latency at concurrency 1,
@@ -250,6 +251,8 @@ async fn one_run(plan: &Plan, redis: Option<&str>, only: &[String]) -> anyhow::R
         put_lat(&mut f, "raw.tcp.rtt", lat(&rtt));
         curves.raw_tcp = curve(&rtt);
         f.insert("raw.tcp.msgs_per_s".into(), raw_tcp_pipelined(plan.messages).await.context("raw TCP")?);
+        eprintln!("  raw tls ...");
+        f.insert("raw.tls.msgs_per_s".into(), raw_tls_pipelined(plan.messages).await.context("raw TLS")?);
         eprintln!("  raw quinn ...");
         f.insert("raw.quinn.msgs_per_s".into(), raw_quinn(plan.messages).await.context("raw quinn")?);
     }
@@ -387,6 +390,39 @@ async fn raw_tcp_pipelined(n: usize) -> anyhow::Result<f64> {
     });
     let s = TcpStream::connect(addr).await?;
     s.set_nodelay(true)?;
+    let mut w = BufWriter::with_capacity(64 * 1024, s);
+    let msg = frame();
+    let t0 = Instant::now();
+    for _ in 0..n {
+        w.write_all(&msg).await?;
+    }
+    w.flush().await?;
+    let done = server.await??;
+    Ok(n as f64 / done.duration_since(t0).as_secs_f64())
+}
+
+/// Raw pipelined TCP with TLS 1.3 (rustls, ring, as m2m's TCP transport; a throwaway
+/// certificate, no client authentication): what encryption alone leaves of the raw figure.
+async fn raw_tls_pipelined(n: usize) -> anyhow::Result<f64> {
+    let (sc, cc) = replication_core::tls::insecure_configs()?;
+    let l = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = l.local_addr()?;
+    let server = tokio::spawn(async move {
+        let (s, _) = l.accept().await?;
+        let s = tokio_rustls::TlsAcceptor::from(sc).accept(s).await?;
+        let mut r = BufReader::with_capacity(64 * 1024, s);
+        let mut buf = vec![0u8; PAYLOAD];
+        for _ in 0..n {
+            let len = r.read_u32().await? as usize;
+            buf.resize(len, 0);
+            r.read_exact(&mut buf).await?;
+        }
+        Ok::<_, std::io::Error>(Instant::now())
+    });
+    let s = TcpStream::connect(addr).await?;
+    s.set_nodelay(true)?;
+    let name = tokio_rustls::rustls::pki_types::ServerName::try_from("insecure.m2m")?;
+    let s = tokio_rustls::TlsConnector::from(cc).connect(name, s).await?;
     let mut w = BufWriter::with_capacity(64 * 1024, s);
     let msg = frame();
     let t0 = Instant::now();
@@ -1025,6 +1061,12 @@ impl Report {
             g("tcp.sync.c64.ops_per_s") / g("raw.tcp.msgs_per_s"),
         );
         ratios.insert(
+            "tcp.sync.c64 / raw.tls pipelined".into(),
+            g("tcp.sync.c64.ops_per_s") / g("raw.tls.msgs_per_s"),
+        );
+        ratios
+            .insert("raw.tls / raw.tcp pipelined".into(), g("raw.tls.msgs_per_s") / g("raw.tcp.msgs_per_s"));
+        ratios.insert(
             "tcp.sync.c64 / redis.c16".into(),
             g("tcp.sync.c64.ops_per_s") / g("redis.c16.ops_per_s"),
         );
@@ -1091,6 +1133,13 @@ impl Report {
             String::new(),
         ]);
         t.row(["raw TCP pipelined 1 KiB".into(), rate(raw_tcp), String::new(), String::new()]);
+        let raw_tls = self.g("raw.tls.msgs_per_s");
+        t.row([
+            "raw TLS 1.3 (TCP) pipelined 1 KiB".into(),
+            rate(raw_tls),
+            ratio(raw_tls / raw_tcp),
+            "raw TCP".into(),
+        ]);
         t.row(["raw quinn 1 KiB, one connection".into(), rate(raw_quinn), String::new(), String::new()]);
         if self.redis {
             t.row([
@@ -1119,7 +1168,12 @@ impl Report {
             for c in [1, 16, 64] {
                 let v = self.g(&format!("{tr}.sync.c{c}.ops_per_s"));
                 let (r2, n2) = if c == 64 && tr == "tcp" && self.redis {
-                    (format!("{}; {}", ratio(v / raw), ratio(v / redis16)), format!("{raw_name}; Redis c16"))
+                    (
+                        format!("{}; {}; {}", ratio(v / raw), ratio(v / raw_tls), ratio(v / redis16)),
+                        format!("{raw_name}; raw TLS; Redis c16"),
+                    )
+                } else if c == 64 && tr == "tcp" {
+                    (format!("{}; {}", ratio(v / raw), ratio(v / raw_tls)), format!("{raw_name}; raw TLS"))
                 } else {
                     (ratio(v / raw), raw_name.into())
                 };
