@@ -232,6 +232,27 @@ enum Pace<'a> {
 /// `replan_pass_batched`).
 const REPLAN_EXAMINED: usize = 64;
 
+/// What `maybe_failover` does with a session (see `Node::failover_step`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FailoverStep {
+    /// A demoted owner: `maybe_resume`.
+    Resume,
+    /// An orphan whose failover target is this node: claim it.
+    Claim,
+    Nothing,
+}
+
+/// What a replan pass does with a session it examined.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Replan {
+    /// Owned here: place its backups and send what they lack.
+    Plan,
+    /// `FailoverStep::Resume`.
+    Resume,
+    /// `FailoverStep::Claim`.
+    Claim,
+}
+
 /// Sessions a resend walk reads from the map at a time.
 const WALK_CHUNK: usize = 128;
 
@@ -2825,24 +2846,30 @@ impl Node {
         let batch = self.settings.scan_batch.max(1);
         let mut budget = batch.saturating_mul(REPLAN_EXAMINED);
         let range = self.sessions.after(cursor.as_deref());
-        let mut todo: Vec<(String, bool)> = Vec::new();
+        let settled = self.failover_settled(now);
+        let mut todo: Vec<(String, Replan)> = Vec::new();
         let mut exhausted = true;
         let mut last: Option<&str> = None;
         for (k, rec) in range {
             let (cost, act) = if rec.owner.is_some() {
-                (REPLAN_EXAMINED, true)
+                (REPLAN_EXAMINED, Some(Replan::Plan))
             } else if self.failover_candidate(rec) {
-                (REPLAN_EXAMINED / 8, true)
+                let act = match self.failover_step(now, k, rec, settled) {
+                    FailoverStep::Resume => Some(Replan::Resume),
+                    FailoverStep::Claim => Some(Replan::Claim),
+                    FailoverStep::Nothing => None,
+                };
+                (REPLAN_EXAMINED / 8, act)
             } else {
-                (1, false)
+                (1, None)
             };
             if cost > budget {
                 exhausted = false;
                 break;
             }
             budget -= cost;
-            if act {
-                todo.push((k.to_owned(), rec.owner.is_some()));
+            if let Some(act) = act {
+                todo.push((k.to_owned(), act));
             }
             last = Some(k);
         }
@@ -2851,16 +2878,20 @@ impl Node {
         // of the owned sessions it could not send go out with the maintenance scan, within
         // the same token bucket. (Stopping the pass there held the failover of every
         // session behind re-replication.)
-        for (k, owned) in todo {
-            if owned {
-                self.plan(&k, now);
-                if self.tokens >= 1000 {
-                    let n = self.send_full_to_lagging(&k, now, false, Pace::Window);
-                    self.tokens = self.tokens.saturating_sub(n * 1000);
+        for (k, act) in todo {
+            match act {
+                Replan::Plan => {
+                    self.plan(&k, now);
+                    if self.tokens >= 1000 {
+                        let n = self.send_full_to_lagging(&k, now, false, Pace::Window);
+                        self.tokens = self.tokens.saturating_sub(n * 1000);
+                    }
+                    self.maybe_drop_stale(&k);
                 }
-                self.maybe_drop_stale(&k);
-            } else {
-                self.maybe_failover(now, &k);
+                Replan::Resume => self.maybe_resume(now, &k),
+                // Decided while reading the map: nothing about the session changed since
+                // (the claims started before it concern other sessions).
+                Replan::Claim => self.claim_orphan(now, &k),
             }
         }
         if !exhausted {
@@ -2964,32 +2995,53 @@ impl Node {
     /// Also resumes a demoted owner's session (any topology), see `maybe_resume`.
     fn maybe_failover(&mut self, now: Instant, session: &str) {
         let Some(rec) = self.sessions.get(session) else { return };
+        let settled = self.failover_settled(now);
+        match self.failover_step(now, session, rec, settled) {
+            FailoverStep::Resume => self.maybe_resume(now, session),
+            FailoverStep::Claim => self.claim_orphan(now, session),
+            FailoverStep::Nothing => {}
+        }
+    }
+
+    /// Whether the view allows taking sessions over: settled, and (back from isolation)
+    /// every live peer heard first (two heartbeats). The same for every session of a pass.
+    fn failover_settled(&self, now: Instant) -> bool {
+        self.view_settled(now)
+            && self.seen_enough_since.is_some_and(|t| due(now, t, self.heartbeat_interval * 2))
+    }
+
+    /// What `maybe_failover` does with the record `rec` of `session`, decided without
+    /// changing anything (so that a replan pass decides while it reads the session map, and
+    /// looks up only the sessions it claims). `settled` is `failover_settled`. The number of
+    /// pending commands is checked when the claim starts (`claim_orphan`).
+    fn failover_step(&self, now: Instant, session: &str, rec: &Record, settled: bool) -> FailoverStep {
         if self.is_demoted_owner(rec) {
-            return self.maybe_resume(now, session);
+            return FailoverStep::Resume;
         }
         if !self.can_own
             || self.leaving.is_some()
             || self.placement.topology() != Topology::PeerToPeer
+            || !settled
             || self.acquires.contains_key(Sid::new(session))
         {
-            return;
+            return FailoverStep::Nothing;
         }
-        if self.pending_count() >= self.settings.max_pending || !self.view_settled(now) {
-            return;
-        }
-        // Back from isolation: hear every live peer first (two heartbeats).
-        if self.seen_enough_since.is_none_or(|t| !due(now, t, self.heartbeat_interval * 2)) {
-            return;
-        }
-        let Some(owner) = self.orphaned_record(now, rec, self.request_timeout * 2) else { return };
+        let Some(owner) = self.orphaned_record(now, rec, self.request_timeout * 2) else {
+            return FailoverStep::Nothing;
+        };
         if self.held_over.get(&owner).is_some_and(|t| now < *t) {
-            return;
+            return FailoverStep::Nothing;
         }
         let peers = &self.peers;
         let me = &self.me;
         let target =
             self.placement.failover_owner(session, &owner, |n| n == me || peers.get(n).is_some_and(|p| p.up));
-        if target.as_ref() == Some(&self.me) {
+        if target.as_ref() == Some(&self.me) { FailoverStep::Claim } else { FailoverStep::Nothing }
+    }
+
+    /// Starts the failover claim `failover_step` decided on, if there is room for it.
+    fn claim_orphan(&mut self, now: Instant, session: &str) {
+        if self.pending_count() < self.settings.max_pending {
             self.start_acquire(now, session, Vec::new(), true, 0, 0);
         }
     }
