@@ -232,6 +232,16 @@ enum Pace<'a> {
 /// `replan_pass_batched`).
 const REPLAN_EXAMINED: usize = 64;
 
+/// A backup's answer to a copy or a delta (see `Node::on_replicate`).
+enum ReplicaReply {
+    /// Acknowledge the copy held now.
+    Ack(Epoch, Version),
+    /// The delta does not apply: ask for the whole session.
+    NeedFull,
+    /// Nothing held to acknowledge.
+    Nothing,
+}
+
 /// What `maybe_failover` does with a session (see `Node::failover_step`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum FailoverStep {
@@ -2021,9 +2031,18 @@ impl Node {
         }
     }
 
-    /// Whether a message at `epoch` about `session` is stale here; if so answers Fenced.
-    /// Otherwise records the promise and steps down / aborts lower local claims.
-    fn admit(&mut self, now: Instant, from: &NodeId, session: &str, epoch: &Epoch) -> bool {
+    /// Records the promise of `epoch` from `from` (a copy or a claim at it), unless a higher
+    /// one fences it (answered `Fenced`, and `None`); steps down from an owner or claim below
+    /// it. Then `then` on the record, without another look-up unless the epoch demoted this
+    /// node's ownership or aborted its own claim.
+    fn admit_then<R>(
+        &mut self,
+        now: Instant,
+        from: &NodeId,
+        session: &str,
+        epoch: &Epoch,
+        then: impl FnOnce(&mut Record) -> R,
+    ) -> Option<R> {
         let stamp = self.stamps.stamp(now);
         let rec = match self.sessions.get_mut(session) {
             Some(r) => r,
@@ -2033,18 +2052,22 @@ impl Node {
             if p > epoch {
                 let p = p.clone();
                 self.out.send(from, Message::Fenced { session: session.to_owned(), epoch: p });
-                return false;
+                return None;
             }
         }
         rec.promised = Some(epoch.clone());
         let owned_lower = rec.owner.is_some() && rec.copy.as_ref().is_some_and(|c| c.epoch < *epoch);
+        let abort = self.acquires.get(Sid::new(session)).is_some_and(|a| a.epoch < *epoch);
+        if !owned_lower && !abort {
+            return Some(then(rec));
+        }
         if owned_lower {
             self.demote(session, epoch);
         }
-        if self.acquires.get(Sid::new(session)).is_some_and(|a| a.epoch < *epoch) {
+        if abort {
             self.abort_acquire(now, session, epoch);
         }
-        true
+        self.sessions.get_mut(session).map(then)
     }
 
     fn on_replicate(
@@ -2073,50 +2096,49 @@ impl Node {
         }
         // The stored epochs share the peer's name instead of each holding the decoded copy.
         let epoch = Epoch { node: from.clone(), ..epoch };
-        if !self.admit(now, from, &session, &epoch) {
-            return;
-        }
-        let ttl = self.settings.tombstone_ttl;
-        let Some(rec) = self.sessions.get_mut(&session) else { return };
-        rec.last_heard = self.stamps.stamp(now);
-        let same_epoch = rec.copy.as_ref().is_some_and(|c| c.epoch == epoch);
-        let stored_version = rec.copy.as_ref().map_or(0, |c| c.version);
-        let reply = match payload {
-            Payload::Full { version, body } => {
-                let incoming = Snapshot { epoch: epoch.clone(), version: *version, body: body.clone() };
-                if newer(&incoming, rec.copy.as_ref()) {
-                    rec.tomb_until = matches!(body, Body::Tombstone).then(|| self.stamps.stamp(now + ttl));
-                    rec.copy = Some(incoming);
-                }
-                None
-            }
-            Payload::Delta { base_version, version, changes } => {
-                if same_epoch && stored_version == *base_version {
-                    if let Some(Snapshot { body: Body::Live { attrs, .. }, version: v, .. }) = &mut rec.copy {
-                        attrs.apply(changes);
-                        *v = *version;
+        let heard = self.stamps.stamp(now);
+        let tomb_until = self.stamps.stamp(now + self.settings.tombstone_ttl);
+        // One look-up for the promise and the copy (`admit_then`).
+        let reply = self.admit_then(now, from, &session, &epoch, |rec| {
+            rec.last_heard = heard;
+            let same_epoch = rec.copy.as_ref().is_some_and(|c| c.epoch == epoch);
+            let stored_version = rec.copy.as_ref().map_or(0, |c| c.version);
+            let need_full = match payload {
+                Payload::Full { version, body } => {
+                    let incoming = Snapshot { epoch: epoch.clone(), version: *version, body: body.clone() };
+                    if newer(&incoming, rec.copy.as_ref()) {
+                        rec.tomb_until = matches!(body, Body::Tombstone).then_some(tomb_until);
+                        rec.copy = Some(incoming);
                     }
-                    None
-                } else if same_epoch && stored_version >= *version {
-                    None
-                } else {
-                    Some(Message::NeedFull { session: session.clone(), epoch: epoch.clone() })
+                    false
                 }
-            }
-            Payload::Touch { version } => {
-                if same_epoch && stored_version >= *version {
-                    None
-                } else {
-                    Some(Message::NeedFull { session: session.clone(), epoch: epoch.clone() })
+                Payload::Delta { base_version, version, changes } => {
+                    if same_epoch && stored_version == *base_version {
+                        if let Some(Snapshot { body: Body::Live { attrs, .. }, version: v, .. }) =
+                            &mut rec.copy
+                        {
+                            attrs.apply(changes);
+                            *v = *version;
+                        }
+                        false
+                    } else {
+                        !(same_epoch && stored_version >= *version)
+                    }
                 }
+                Payload::Touch { version } => !(same_epoch && stored_version >= *version),
+            };
+            if need_full {
+                ReplicaReply::NeedFull
+            } else {
+                rec.copy
+                    .as_ref()
+                    .map_or(ReplicaReply::Nothing, |c| ReplicaReply::Ack(c.epoch.clone(), c.version))
             }
-        };
+        });
         let msg = match reply {
-            Some(m) => m,
-            None => match &rec.copy {
-                Some(c) => Message::Ack { session, epoch: c.epoch.clone(), version: c.version },
-                None => return,
-            },
+            None | Some(ReplicaReply::Nothing) => return,
+            Some(ReplicaReply::NeedFull) => Message::NeedFull { session, epoch },
+            Some(ReplicaReply::Ack(epoch, version)) => Message::Ack { session, epoch, version },
         };
         self.out.send(from, msg);
     }
@@ -2222,12 +2244,11 @@ impl Node {
         }
         // The promise kept shares the peer's name, as in `on_replicate`.
         let epoch = Epoch { node: from.clone(), ..epoch.clone() };
-        if !self.admit(now, from, session, &epoch) {
-            return None;
-        }
-        let rec = self.sessions.get_mut(session)?;
-        rec.last_heard = self.stamps.stamp(now);
-        Some(rec.copy.clone())
+        let stamp = self.stamps.stamp(now);
+        self.admit_then(now, from, session, &epoch, |rec| {
+            rec.last_heard = stamp;
+            rec.copy.clone()
+        })
     }
 
     /// Claims in a batch: answered in batches of at most [`CLAIMS_PER_MESSAGE`] answers and
