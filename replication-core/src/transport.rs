@@ -122,12 +122,18 @@ pub trait Transport<M: WireMessage>: Send + Sync + 'static {
     /// This node.
     fn local(&self) -> &NodeId;
 
-    /// Queues `msg` for `to` without waiting. Fails with [`Error::QueueFull`] when the peer's
-    /// bounded queue is full, [`Error::UnknownPeer`] for a node outside the domain, and
-    /// [`Error::Closed`] after shutdown; the message is dropped in each case. Control messages
-    /// (`ordering_key() == None`) go to the peer's control queue, keyed ones to its data
-    /// queue: a full data queue does not refuse control messages.
-    fn try_send(&self, to: &NodeId, msg: M) -> Result<(), Error>;
+    /// Queues `msg` for `to` without waiting, or hands it back with the reason: [`Error::QueueFull`]
+    /// when the peer's bounded queue is full, [`Error::UnknownPeer`] for a node outside the
+    /// domain, [`Error::Closed`] after shutdown. Control messages (`ordering_key() == None`)
+    /// go to the peer's control queue, keyed ones to its data queue: a full data queue does
+    /// not refuse control messages. (A caller that may re-send a refused message needs no
+    /// copy of it.)
+    fn offer(&self, to: &NodeId, msg: M) -> Result<(), (Error, M)>;
+
+    /// [`Transport::offer`], dropping a refused message.
+    fn try_send(&self, to: &NodeId, msg: M) -> Result<(), Error> {
+        self.offer(to, msg).map_err(|(e, _)| e)
+    }
 
     /// Queues `msg` for `to`, waiting for room in the peer's queue (backpressure).
     async fn send(&self, to: &NodeId, msg: M) -> Result<(), Error>;

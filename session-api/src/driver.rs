@@ -398,22 +398,19 @@ impl Driver {
             let mut undelivered = Vec::new();
             while let Some(out) = self.node.poll_output() {
                 match out {
-                    Output::Send { to, msg } => {
-                        let back = for_undelivered(&msg);
-                        match self.transport.try_send(&to, msg) {
-                            Ok(()) => self.metrics.messages_sent += 1,
-                            Err(e) => {
-                                if matches!(e, replication_core::Error::QueueFull { .. }) {
-                                    self.metrics.send_queue_full += 1;
-                                } else {
-                                    self.metrics.send_errors += 1;
-                                }
-                                if let Some(msg) = back {
-                                    undelivered.push((to, msg));
-                                }
+                    Output::Send { to, msg } => match self.transport.offer(&to, msg) {
+                        Ok(()) => self.metrics.messages_sent += 1,
+                        Err((e, msg)) => {
+                            if matches!(e, replication_core::Error::QueueFull { .. }) {
+                                self.metrics.send_queue_full += 1;
+                            } else {
+                                self.metrics.send_errors += 1;
+                            }
+                            if resent_when_refused(&msg) {
+                                undelivered.push((to, msg));
                             }
                         }
-                    }
+                    },
                     Output::Outcome { id, outcome } => self.on_outcome(id, outcome),
                     Output::Event(ev) => self.on_event(ev),
                 }
@@ -725,20 +722,18 @@ impl Driver {
     }
 }
 
-/// The copy of `msg` kept while it is handed to the transport, to give it back to the engine
-/// if refused ([`Input::Undelivered`]): the messages the engine re-sends. Heartbeats, leave
-/// announcements and touches repeat by themselves, so no copy is made for them (a copy of a
-/// replicated payload only counts a reference).
-fn for_undelivered(msg: &Message) -> Option<Message> {
+/// Whether a message the transport refused goes back to the engine ([`Input::Undelivered`]):
+/// the messages the engine re-sends. Heartbeats, leave announcements and touches repeat by
+/// themselves. (The transport hands a refused message back, so nothing is copied before a
+/// send.)
+fn resent_when_refused(msg: &Message) -> bool {
     match msg {
-        Message::Replicate { payload, .. }
-            if matches!(**payload, replication_core::message::Payload::Touch { .. }) =>
-        {
-            None
+        Message::Replicate { payload, .. } => {
+            !matches!(**payload, replication_core::message::Payload::Touch { .. })
         }
-        Message::Heartbeat { .. } | Message::Leaving { .. } | Message::Drop { .. } => None,
-        Message::EpochsRequest { .. } | Message::Epochs { .. } => None,
-        m => Some(m.clone()),
+        Message::Heartbeat { .. } | Message::Leaving { .. } | Message::Drop { .. } => false,
+        Message::EpochsRequest { .. } | Message::Epochs { .. } => false,
+        _ => true,
     }
 }
 

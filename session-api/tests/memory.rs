@@ -144,7 +144,9 @@ async fn a_partitioned_old_owner_is_fenced() {
     .await;
     let on_t = t.get(&id).await.expect("get").expect("found");
     assert_eq!(on_t.get::<String>("v").expect("decode").as_deref(), Some("target"));
-    let on_a = a.get(&id).await.expect("get").expect("found");
+    // Right after the heal, `a` may answer `Unavailable` until its view has settled (it
+    // was cut off from the majority): read until it answers.
+    let on_a = eventually(10, "the old owner reads the session", || async { a.get(&id).await.ok()? }).await;
     assert_eq!(on_a.get::<String>("v").expect("decode").as_deref(), Some("target"));
 }
 

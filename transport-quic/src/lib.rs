@@ -263,10 +263,16 @@ impl<M: WireMessage> Transport<M> for QuicTransport<M> {
         &self.shared.local
     }
 
-    fn try_send(&self, to: &NodeId, msg: M) -> Result<(), replication_core::Error> {
-        self.queue(to, &msg)?.try_send(msg).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => replication_core::Error::QueueFull { peer: to.to_string() },
-            mpsc::error::TrySendError::Closed(_) => replication_core::Error::Closed,
+    fn offer(&self, to: &NodeId, msg: M) -> Result<(), (replication_core::Error, M)> {
+        let queue = match self.queue(to, &msg) {
+            Ok(q) => q,
+            Err(e) => return Err((e, msg)),
+        };
+        queue.try_send(msg).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(m) => {
+                (replication_core::Error::QueueFull { peer: to.to_string() }, m)
+            }
+            mpsc::error::TrySendError::Closed(m) => (replication_core::Error::Closed, m),
         })
     }
 

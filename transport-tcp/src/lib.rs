@@ -237,10 +237,16 @@ impl<M: WireMessage> Transport<M> for TcpTransport<M> {
         &self.shared.local
     }
 
-    fn try_send(&self, to: &NodeId, msg: M) -> Result<(), replication_core::Error> {
-        self.peer(to)?.queue_for(&msg).try_send(msg).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => replication_core::Error::QueueFull { peer: to.to_string() },
-            mpsc::error::TrySendError::Closed(_) => replication_core::Error::Closed,
+    fn offer(&self, to: &NodeId, msg: M) -> Result<(), (replication_core::Error, M)> {
+        let peer = match self.peer(to) {
+            Ok(p) => p,
+            Err(e) => return Err((e, msg)),
+        };
+        peer.queue_for(&msg).try_send(msg).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(m) => {
+                (replication_core::Error::QueueFull { peer: to.to_string() }, m)
+            }
+            mpsc::error::TrySendError::Closed(m) => (replication_core::Error::Closed, m),
         })
     }
 

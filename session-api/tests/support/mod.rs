@@ -88,15 +88,26 @@ impl Hub {
         }
     }
 
-    fn deliver(&self, from: &NodeId, to: &NodeId, msg: Message) -> Result<(), replication_core::Error> {
+    // The shape of `Transport::offer`: a refused message comes back unboxed, as there.
+    #[allow(clippy::result_large_err)]
+    fn deliver(
+        &self,
+        from: &NodeId,
+        to: &NodeId,
+        msg: Message,
+    ) -> Result<(), (replication_core::Error, Message)> {
         if self.cut.lock().expect("hub").contains(&(from.clone(), to.clone())) {
             return Ok(());
         }
         let inbox = self.nodes.lock().expect("hub").get(to).cloned();
         match inbox {
-            Some(tx) => tx
-                .try_send(TransportEvent::Message { from: from.clone(), msg })
-                .map_err(|_| replication_core::Error::QueueFull { peer: to.to_string() }),
+            Some(tx) => tx.try_send(TransportEvent::Message { from: from.clone(), msg }).map_err(|e| {
+                let msg = match e.into_inner() {
+                    TransportEvent::Message { msg, .. } => msg,
+                    _ => unreachable!("a message was sent"),
+                };
+                (replication_core::Error::QueueFull { peer: to.to_string() }, msg)
+            }),
             None => Ok(()),
         }
     }
@@ -116,9 +127,9 @@ impl Transport<Message> for MemTransport {
         &self.me
     }
 
-    fn try_send(&self, to: &NodeId, msg: Message) -> Result<(), replication_core::Error> {
+    fn offer(&self, to: &NodeId, msg: Message) -> Result<(), (replication_core::Error, Message)> {
         if self.closed.load(Ordering::Acquire) {
-            return Err(replication_core::Error::Closed);
+            return Err((replication_core::Error::Closed, msg));
         }
         self.hub.deliver(&self.me, to, msg)
     }

@@ -519,6 +519,15 @@ pub async fn bounded_queues_and_unknown_peers<H: Harness>() {
     }
     assert!(matches!(a.try_send(&n("b"), msg(None, 9)), Err(replication_core::Error::QueueFull { .. })));
     assert!(matches!(a.try_send(&n("zz"), msg(None, 9)), Err(replication_core::Error::UnknownPeer { .. })));
+    // `offer` hands a refused message back, whatever the reason.
+    match a.offer(&n("b"), msg(Some(1), 11)) {
+        Err((replication_core::Error::QueueFull { .. }, m)) => assert_eq!((m.key, m.seq), (Some(1), 11)),
+        other => panic!("full data queue: {:?}", other.map_err(|(e, m)| (e, m.seq))),
+    }
+    match a.offer(&n("zz"), msg(None, 12)) {
+        Err((replication_core::Error::UnknownPeer { .. }, m)) => assert_eq!(m.seq, 12),
+        other => panic!("unknown peer: {:?}", other.map_err(|(e, m)| (e, m.seq))),
+    }
     let waited = tokio::time::timeout(Duration::from_millis(200), a.send(&n("b"), msg(Some(1), 10))).await;
     assert!(waited.is_err(), "send waits for room");
     a.shutdown().await;
