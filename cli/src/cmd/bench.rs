@@ -788,6 +788,11 @@ async fn failover(n: usize) -> anyhow::Result<(f64, f64, f64)> {
     let t0 = Instant::now();
     trace.start(t0);
     c.nodes[0].abort().await?;
+    if std::env::var_os("M2M_BENCH_PRINT_KILL").is_some() {
+        // For lining a profile up with the kill (`perf record -k CLOCK_MONOTONIC`): the
+        // monotonic clock's reading, which `Instant`'s debug form shows on Linux.
+        eprintln!("    failover: kill at {t0:?}");
+    }
     let read = tokio::spawn(async move {
         loop {
             if let Ok(Some(_)) = reader.get(&probe).await {
