@@ -4,11 +4,13 @@
 //! peer (the peer's identity comes from its certificate, never from message contents), frames
 //! and encodes messages with the shared codec, keeps one logical link per peer and reconnects
 //! it, and bounds everything it queues. The runtime driver (`session-api`) pumps the core's
-//! output into [`Transport::try_send`] and feeds [`Transport::recv`] into the core.
+//! output into [`Transport::offer`] and feeds [`Transport::recv`] into the core.
 //!
 //! The protocol tolerates lost messages (it retransmits and resynchronises), so a transport
 //! whose queue to a peer is full refuses the message with [`Error::QueueFull`] rather than
-//! blocking the driver: blocking there could deadlock two nodes sending to each other.
+//! blocking the driver: blocking there could deadlock two nodes sending to each other. It
+//! hands a refused message back, and the driver gives the engine those it re-sends
+//! ([`crate::Input::Undelivered`]).
 //!
 //! Control traffic (`ordering_key() == None`: heartbeats, leave announcements) has its own
 //! small bounded queue per peer ([`TransportSettings::control_queue_capacity`]), apart from
