@@ -36,9 +36,9 @@ use crate::error::Error;
 /// [`Epoch`](crate::message::Epoch), and the engine keeps two epochs per session.
 ///
 /// Compared by name; two clones of one id compare without reading the name. Decoding shares
-/// the allocation of a recently decoded id of the same name (each thread keeps the last
-/// [`DECODED_NAMES`] names it decoded): every message carries epochs, each naming a node, and
-/// a batch of thousands of claims names the same two nodes thousands of times.
+/// the allocation of a recently decoded id of the same name (each thread keeps the last eight
+/// names it decoded): every message carries epochs, each naming a node, and a batch of
+/// thousands of claims names the same two nodes thousands of times.
 #[derive(Clone, Eq, Serialize)]
 #[serde(transparent)]
 pub struct NodeId(Arc<String>);
