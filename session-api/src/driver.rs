@@ -2,9 +2,9 @@
 //!
 //! It waits on three things at once: the transport's next event, the next batch of requests
 //! from handles (a bounded channel), and the engine's next timer. After every input it drains
-//! the engine's outputs: messages go to [`Transport::try_send`] (a full queue or another error
-//! is counted, and the message goes back to the engine as [`Input::Undelivered`] after the
-//! drain, which re-sends it promptly and paces its copies), outcomes complete the
+//! the engine's outputs: messages go to [`Transport::offer`] (a full queue or another error
+//! is counted, and the message the transport hands back goes to the engine as
+//! [`Input::Undelivered`] after the drain, which re-sends it promptly and paces its copies), outcomes complete the
 //! waiting request, events feed the metrics, the hook and the subscribers.
 
 use std::collections::{BTreeSet, HashMap};
