@@ -439,7 +439,8 @@ struct PendingWrite {
     epoch: Epoch,
     version: Version,
     needed: u32,
-    acks: BTreeSet<NodeId>,
+    /// Backups that acknowledged it (inline: no allocation for up to four).
+    acks: InlineSet<NodeId>,
     /// Its `Timer::Write`, removed with the write (else it stays for `request_timeout`).
     deadline: Instant,
 }
@@ -1395,7 +1396,7 @@ impl Node {
                 epoch,
                 version,
                 needed,
-                acks: BTreeSet::new(),
+                acks: InlineSet::default(),
                 deadline,
             },
         );

@@ -160,6 +160,10 @@ impl<T: Ord> InlineSet<T> {
         self.0.binary_search(x).is_ok()
     }
 
+    pub(crate) fn len(&self) -> usize {
+        self.0.len()
+    }
+
     pub(crate) fn iter(&self) -> std::slice::Iter<'_, T> {
         self.0.iter()
     }
@@ -258,6 +262,7 @@ mod tests {
                 "{op:?}"
             );
             assert!(b2.iter().all(|x| i.contains(x)) && !i.contains(&9));
+            assert_eq!(i.len(), b2.len());
         }
         assert!(!i.is_empty());
         let (even, odd): (SlimSet<u32>, SlimSet<u32>) = s.clone().into_iter().partition(|x| x % 2 == 0);
