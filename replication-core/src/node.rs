@@ -257,10 +257,8 @@ enum FailoverStep {
 enum Replan {
     /// Owned here: place its backups and send what they lack.
     Plan,
-    /// `FailoverStep::Resume`.
-    Resume,
-    /// `FailoverStep::Claim`.
-    Claim,
+    /// Not owned here: the `failover_step` decided while reading the map.
+    Failover(FailoverStep),
 }
 
 /// Sessions a resend walk reads from the map at a time.
@@ -424,11 +422,11 @@ impl Sessions {
 
     /// The records in id order, from after `cursor` (from the first without one).
     fn after(&self, cursor: Option<&str>) -> impl Iterator<Item = (&str, &Record)> {
-        self.from(cursor.map_or(Bound::Unbounded, Bound::Excluded))
+        self.range_from(cursor.map_or(Bound::Unbounded, Bound::Excluded))
     }
 
     /// The records in id order, from `start` on.
-    fn from(&self, start: Bound<&str>) -> impl Iterator<Item = (&str, &Record)> {
+    fn range_from(&self, start: Bound<&str>) -> impl Iterator<Item = (&str, &Record)> {
         self.0.range::<Sid, _>((start.map(Sid::new), Bound::Unbounded)).map(|(k, r)| (k.as_str(), &**r))
     }
 }
@@ -2829,7 +2827,7 @@ impl Node {
         'walk: loop {
             let keys: Vec<String> = self
                 .sessions
-                .from(cursor.as_ref().map(String::as_str))
+                .range_from(cursor.as_ref().map(String::as_str))
                 .take(WALK_CHUNK)
                 .map(|(k, _)| k.to_owned())
                 .collect();
@@ -2876,12 +2874,8 @@ impl Node {
             let (cost, act) = if rec.owner.is_some() {
                 (REPLAN_EXAMINED, Some(Replan::Plan))
             } else if self.failover_candidate(rec) {
-                let act = match self.failover_step(now, k, rec, settled) {
-                    FailoverStep::Resume => Some(Replan::Resume),
-                    FailoverStep::Claim => Some(Replan::Claim),
-                    FailoverStep::Nothing => None,
-                };
-                (REPLAN_EXAMINED / 8, act)
+                let step = self.failover_step(now, k, rec, settled);
+                (REPLAN_EXAMINED / 8, (step != FailoverStep::Nothing).then_some(Replan::Failover(step)))
             } else {
                 (1, None)
             };
@@ -2910,10 +2904,9 @@ impl Node {
                     }
                     self.maybe_drop_stale(&k);
                 }
-                Replan::Resume => self.maybe_resume(now, &k),
                 // Decided while reading the map: nothing about the session changed since
                 // (the claims started before it concern other sessions).
-                Replan::Claim => self.claim_orphan(now, &k),
+                Replan::Failover(step) => self.take_failover_step(now, &k, step),
             }
         }
         if !exhausted {
@@ -3018,7 +3011,13 @@ impl Node {
     fn maybe_failover(&mut self, now: Instant, session: &str) {
         let Some(rec) = self.sessions.get(session) else { return };
         let settled = self.failover_settled(now);
-        match self.failover_step(now, session, rec, settled) {
+        let step = self.failover_step(now, session, rec, settled);
+        self.take_failover_step(now, session, step);
+    }
+
+    /// Does what `failover_step` decided.
+    fn take_failover_step(&mut self, now: Instant, session: &str, step: FailoverStep) {
+        match step {
             FailoverStep::Resume => self.maybe_resume(now, session),
             FailoverStep::Claim => self.claim_orphan(now, session),
             FailoverStep::Nothing => {}
