@@ -410,6 +410,12 @@ pub(crate) fn prometheus(manager: &SessionManager, m: &Metrics) -> String {
         m.send_queue_full.to_string(),
     );
     metric(
+        "peers_gone_total",
+        "counter",
+        "Peers failed at once because their link closed and their address refused a new connection.",
+        m.peers_gone.to_string(),
+    );
+    metric(
         "send_errors_total",
         "counter",
         "Messages dropped for other transport errors.",

@@ -53,6 +53,19 @@ pub enum Input {
         /// The message, as the node produced it.
         msg: Message,
     },
+    /// The transport's link to `peer` closed without a leave, and a new connection to its
+    /// address was refused right after: no process listens there, so the peer's process has
+    /// exited (a crash: the operating system closes a dead process's sockets). The node fails
+    /// the peer at once, as if its silence had reached the failure timeout: it is down, and
+    /// the sessions it owned fail over in the same step. A peer that is down already, or was
+    /// never heard, is left as it is; a peer wrongly reported gone comes back up with its next
+    /// message, like a peer back from a partition, and epochs fence whatever it still writes.
+    /// A host that crashes or a network that partitions closes nothing: the failure timeout
+    /// stays the bound for those.
+    PeerGone {
+        /// The peer whose process is gone.
+        peer: NodeId,
+    },
 }
 
 /// How a write waits for backups.

@@ -8,6 +8,8 @@
 //! topology = "peer-to-peer"    # optional: "peer-to-peer" | "client-server"; inferred if absent
 //! replicas = 1                 # optional, default 1: an integer >= 1, or "entire-domain"
 //! request_timeout_ms = 5000    # optional; also heartbeat_interval_ms, failure_timeout_ms
+//! closed_link_detection = true # optional: fail a peer whose link closed and whose address
+//!                              # refuses connections at once (TCP; default true)
 //! transport = "tcp"            # optional: "tcp" | "quic"
 //!
 //! [[node]]
@@ -362,11 +364,22 @@ pub struct DomainSection {
     /// How long without hearing from a peer before it is considered failed.
     #[serde(default = "default_failure_timeout_ms")]
     pub failure_timeout_ms: u64,
+    /// Whether a peer whose link closes without a leave, and whose address then refuses a new
+    /// connection, is failed at once (its process exited: the operating system closes a
+    /// crashed process's sockets) rather than at the failure timeout. TCP only; default on.
+    #[serde(default = "default_true", skip_serializing_if = "is_true")]
+    pub closed_link_detection: bool,
     /// The carrier every node of the domain speaks.
     #[serde(default)]
     pub transport: TransportKind,
 }
 
+fn default_true() -> bool {
+    true
+}
+fn is_true(b: &bool) -> bool {
+    *b
+}
 fn default_request_timeout_ms() -> u64 {
     5000
 }

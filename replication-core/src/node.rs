@@ -136,6 +136,9 @@ struct Peer {
     departed: Option<u64>,
     /// How many times it came up; a backup that was down may have missed messages.
     ups: u64,
+    /// Reported gone by the runtime ([`Input::PeerGone`]): failed at the next maintenance,
+    /// which that input runs at once, without waiting for the failure timeout.
+    gone: bool,
     /// Flow control of what goes to it (see [`Input::Undelivered`]).
     flow: Flow,
 }
@@ -501,6 +504,19 @@ type ClaimOf = (String, Epoch, Option<Epoch>);
 /// Claims per [`Message::Claims`] and answers per [`Message::ClaimAcks`] at most.
 const CLAIMS_PER_MESSAGE: usize = 512;
 
+/// Claims whose answer waits at most this many at once (`deferred_claims`; about 120 bytes
+/// each); beyond it a claim over an owner this node still hears is refused at once.
+const MAX_DEFERRED_CLAIMS: usize = 65_536;
+
+/// Claims of one [`Message::Claims`] (or [`Message::Claim`]) over an owner the receiver still
+/// heard: answered when it stops hearing that owner, or refused at `until`.
+#[derive(Debug)]
+struct DeferredClaims {
+    until: Instant,
+    from: NodeId,
+    claims: Vec<ClaimOf>,
+}
+
 /// Approximate bytes of copies per [`Message::ClaimAcks`] before another one is started.
 const CLAIM_ACK_BYTES: u64 = 1 << 20;
 
@@ -685,6 +701,11 @@ pub struct Node {
     /// Owners whose failover is held back until the instant: a peer refused a claim over
     /// it because it still hears it (`on_claims_refused`). Bounded by the peers.
     held_over: BTreeMap<NodeId, Instant>,
+    /// Claims over an owner this node still hears, answered later rather than refused at
+    /// once (`answer_claims`): in order of their deadline, with the number of claims they
+    /// hold (at most [`MAX_DEFERRED_CLAIMS`]).
+    deferred_claims: VecDeque<DeferredClaims>,
+    deferred_count: usize,
     /// While leaving: the copies of ownerless sessions handed to other nodes
     /// ([`Message::Handoff`]) by a node that cannot take them over.
     handoffs: BTreeMap<String, Handoff>,
@@ -740,7 +761,15 @@ impl Node {
                 let flow = Flow::new(settings.scan_batch.max(1));
                 (
                     n.clone(),
-                    Peer { up: false, incarnation: None, last_heard: None, departed: None, ups: 0, flow },
+                    Peer {
+                        up: false,
+                        incarnation: None,
+                        last_heard: None,
+                        departed: None,
+                        ups: 0,
+                        gone: false,
+                        flow,
+                    },
                 )
             })
             .collect();
@@ -780,6 +809,8 @@ impl Node {
             quarantine: Some(Quarantine { until: now + config.failure_timeout(), asked: BTreeMap::new() }),
             claim_buf: None,
             held_over: BTreeMap::new(),
+            deferred_claims: VecDeque::new(),
+            deferred_count: 0,
             handoffs: BTreeMap::new(),
             seen_enough_since: None,
             stamps: StampBase::new(now),
@@ -814,6 +845,14 @@ impl Node {
                     self.on_undelivered(&to, msg);
                 }
             }
+            Input::PeerGone { peer } => {
+                if let Some(p) = self.peers.get_mut(&peer).filter(|p| p.up) {
+                    p.gone = true;
+                    // The failure detection of the maintenance, and its replan pass with the
+                    // failovers, now rather than at the failure timeout.
+                    self.handle_timeout(now);
+                }
+            }
         }
     }
 
@@ -843,6 +882,9 @@ impl Node {
         if let Some((at, _)) = self.acquire_deadlines.front() {
             t = t.min(*at);
         }
+        if let Some(d) = self.deferred_claims.front() {
+            t = t.min(d.until);
+        }
         Some(t)
     }
 
@@ -871,11 +913,15 @@ impl Node {
             let Some((_, session)) = self.acquire_deadlines.pop_front() else { break };
             self.fire(now, Timer::Acquire(session));
         }
+        if self.deferred_claims.front().is_some_and(|d| d.until <= now) {
+            self.answer_deferred(now, false);
+        }
         // Failure detection runs at the tick and also exactly when a live peer's silence
         // reaches the failure timeout (not up to a tick later): the maintenance, with the
         // failovers of the replan pass, comes forward to that instant.
         if now >= self.next_tick
             || self.failure_deadline().is_some_and(|d| now >= d)
+            || self.peers.values().any(|p| p.up && p.gone)
             || self.settle_deadline().is_some_and(|d| now >= d)
         {
             self.maintenance(now);
@@ -2003,9 +2049,10 @@ impl Node {
     /// A peer that announced it leaves: down, but its answers to pending claims may still
     /// arrive (they were sent before its `Leaving`, which may overtake them): the claims keep
     /// waiting for them, until the answer, the peer's restart or the claim's deadline.
-    fn peer_left(&mut self, _now: Instant, node: &NodeId) {
+    fn peer_left(&mut self, now: Instant, node: &NodeId) {
         if let Some(p) = self.peers.get_mut(node) {
             p.up = false;
+            p.gone = false;
             // Its copies are planned again when it comes back.
             p.flow = Flow::new(p.flow.window);
         }
@@ -2014,6 +2061,8 @@ impl Node {
         }
         self.out.event(Event::PeerDown { node: node.clone() });
         self.view_changed();
+        // Claims over it that waited for this node to stop hearing it.
+        self.answer_deferred(now, true);
     }
 
     /// Pending claims stop waiting for `node`'s answer.
@@ -2212,7 +2261,9 @@ impl Node {
 
     fn on_claim(&mut self, now: Instant, from: &NodeId, session: String, epoch: Epoch, over: Option<Epoch>) {
         if self.refuses(now, &session, &epoch, over.as_ref()) {
-            self.out.send(from, Message::ClaimsRefused { claims: vec![(session, epoch)] });
+            // Deferred like a batch's (`answer_claims`); answered, if at all, in a `ClaimAcks`.
+            let until = now + self.heartbeat_interval;
+            self.answer_claims(now, from, vec![(session, epoch, over)], Some(until));
         } else if let Some(copy) = self.promise(now, from, &session, &epoch) {
             self.out.send(from, Message::ClaimAck { session, epoch, copy });
         }
@@ -2253,12 +2304,29 @@ impl Node {
     /// Claims in a batch: answered in batches of at most [`CLAIMS_PER_MESSAGE`] answers and
     /// about [`CLAIM_ACK_BYTES`] of copies.
     fn on_claims(&mut self, now: Instant, from: &NodeId, claims: Vec<(String, Epoch, Option<Epoch>)>) {
+        let until = now + self.heartbeat_interval;
+        self.answer_claims(now, from, claims, Some(until));
+    }
+
+    /// Answers claims; those this node refuses because it still hears the owner they fail
+    /// over from wait until `defer` (if given, and within [`MAX_DEFERRED_CLAIMS`]) instead of
+    /// being refused at once. The survivors of a crash learn of it within moments of each
+    /// other, not at once ([`Input::PeerGone`]): the first one's claims may reach another
+    /// before its own news does. Refused at once, they would hold the acquirer's failover back
+    /// for the hearing window; deferred, they are answered when this node fails the owner
+    /// too (`peer_left`), or refused at the deadline if it still hears it.
+    fn answer_claims(&mut self, now: Instant, from: &NodeId, claims: Vec<ClaimOf>, defer: Option<Instant>) {
         let mut acks = Vec::new();
         let mut refused = Vec::new();
+        let mut deferred = Vec::new();
         let mut bytes = 0;
         for (session, epoch, over) in claims {
             if self.refuses(now, &session, &epoch, over.as_ref()) {
-                refused.push((session, epoch));
+                if defer.is_some() && self.deferred_count + deferred.len() < MAX_DEFERRED_CLAIMS {
+                    deferred.push((session, epoch, over));
+                } else {
+                    refused.push((session, epoch));
+                }
                 continue;
             }
             let Some(copy) = self.promise(now, from, &session, &epoch) else { continue };
@@ -2276,6 +2344,30 @@ impl Node {
         }
         if !refused.is_empty() {
             self.out.send(from, Message::ClaimsRefused { claims: refused });
+        }
+        if let Some(until) = defer.filter(|_| !deferred.is_empty()) {
+            self.deferred_count += deferred.len();
+            self.deferred_claims.push_back(DeferredClaims { until, from: from.clone(), claims: deferred });
+        }
+    }
+
+    /// Answers deferred claims again: all of them when `all` (an owner was failed: claims
+    /// over it are promised now, the others deferred again until their deadline), else
+    /// those whose deadline passed (refused if this node still hears their owner).
+    fn answer_deferred(&mut self, now: Instant, all: bool) {
+        if self.deferred_claims.is_empty() {
+            return;
+        }
+        let pending = std::mem::take(&mut self.deferred_claims);
+        self.deferred_count = 0;
+        for d in pending {
+            if all || d.until <= now {
+                let defer = (d.until > now).then_some(d.until);
+                self.answer_claims(now, &d.from, d.claims, defer);
+            } else {
+                self.deferred_count += d.claims.len();
+                self.deferred_claims.push_back(d);
+            }
         }
     }
 
@@ -2637,7 +2729,7 @@ impl Node {
         let dead: Vec<NodeId> = self
             .peers
             .iter()
-            .filter(|(_, p)| p.up && p.last_heard.is_none_or(|t| now >= t + self.failure_timeout))
+            .filter(|(_, p)| p.up && (p.gone || p.last_heard.is_none_or(|t| now >= t + self.failure_timeout)))
             .map(|(n, _)| n.clone())
             .collect();
         for n in dead {
@@ -4767,6 +4859,89 @@ mod topology_tests {
 mod edge_tests {
     use super::tests_support::*;
     use super::*;
+
+    /// Sessions of `a` (owner) in a three-node domain, `a` crashes, and the survivors are told
+    /// it is gone (`Input::PeerGone`), `b` first and `c` `lag` later. Returns the virtual time
+    /// from the crash until every session is owned by a survivor, stepping 1 ms.
+    fn gone_failover(n: usize, lag: Duration) -> Duration {
+        let mut cl = Cluster::new(&["a", "b", "c"], 1);
+        for i in 0..n {
+            create(&mut cl, "a", i as u64, &format!("s{i:04}"), Ack::Sync { backups: 1 });
+        }
+        cl.pump();
+        // Running for longer than the failure timeout: the view is settled.
+        cl.advance(Duration::from_millis(1500));
+        cl.nodes.remove(&id("a"));
+        let crash = cl.now;
+        let mut told = [false, false];
+        loop {
+            let since = cl.now - crash;
+            for (k, (name, at)) in [("b", Duration::ZERO), ("c", lag)].into_iter().enumerate() {
+                if !told[k] && since >= at {
+                    told[k] = true;
+                    let now = cl.now;
+                    cl.nodes.get_mut(&id(name)).unwrap().handle_input(now, Input::PeerGone { peer: id("a") });
+                    cl.collect(&id(name));
+                }
+            }
+            cl.pump();
+            let owned: usize = ["b", "c"].iter().map(|x| cl.nodes[&id(x)].owned_sessions().count()).sum();
+            if owned == n {
+                return since;
+            }
+            assert!(since < Duration::from_secs(10), "no failover: {owned}/{n} owned");
+            cl.now += Duration::from_millis(1);
+            cl.tick_all();
+        }
+    }
+
+    #[test]
+    fn a_gone_peer_fails_over_at_once() {
+        // Told at once: failed and taken over before its silence could reach the failure
+        // timeout (1 s by default), and before the hearing window (half of it).
+        let t = gone_failover(50, Duration::ZERO);
+        eprintln!("both told at once: {t:?}");
+        assert!(t < Duration::from_millis(100), "{t:?}");
+        // A survivor told later still hears the owner when the other's claims reach it: it
+        // answers them when it is told (not refused, which would hold the failover back for
+        // the hearing window, 500 ms here).
+        let t = gone_failover(50, Duration::from_millis(20));
+        eprintln!("one told 20 ms later: {t:?}");
+        assert!(t < Duration::from_millis(100), "{t:?}");
+    }
+
+    /// A live peer wrongly reported gone to one node: that node fails it and claims its
+    /// sessions, the other node still hears it and refuses the claims (after deferring them),
+    /// the peer comes back up with its next heartbeat, and every session keeps one owner and
+    /// its data.
+    #[test]
+    fn a_live_peer_wrongly_reported_gone_keeps_its_sessions() {
+        let mut cl = Cluster::new(&["a", "b", "c"], 1);
+        for i in 0..20u64 {
+            create(&mut cl, "a", i, &format!("s{i:02}"), Ack::Sync { backups: 1 });
+        }
+        cl.pump();
+        cl.advance(Duration::from_millis(1500));
+        let now = cl.now;
+        cl.nodes.get_mut(&id("b")).unwrap().handle_input(now, Input::PeerGone { peer: id("a") });
+        cl.collect(&id("b"));
+        assert!(cl.nodes[&id("b")].peers().iter().any(|p| p.node == id("a") && !p.up), "b failed a");
+        cl.pump();
+        assert!(cl.refusals.is_empty(), "c defers b's claims first: {:?}", cl.refusals);
+        cl.advance(Duration::from_secs(3));
+        assert!(cl.nodes[&id("b")].peers().iter().any(|p| p.node == id("a") && p.up), "a is back up at b");
+        assert!(cl.refusals.contains(&(id("c"), id("b"))), "c refused b's claims: {:?}", cl.refusals);
+        for i in 0..20 {
+            let s = format!("s{i:02}");
+            let owners: Vec<&str> = ["a", "b", "c"]
+                .into_iter()
+                .filter(|n| cl.session(n, &s).is_some_and(|v| v.role == Role::Owner))
+                .collect();
+            assert_eq!(owners.len(), 1, "{s}: owners {owners:?}");
+            let v = cl.session(owners[0], &s).unwrap();
+            assert_eq!(v.attrs.get("k"), Some(&b"v1"[..]), "{s}");
+        }
+    }
 
     #[test]
     fn huge_max_inactive_never_expires_and_never_panics() {

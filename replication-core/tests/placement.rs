@@ -32,6 +32,7 @@ fn cfg(n: usize, servers: Option<usize>, replicas: Replicas) -> DomainConfig {
             request_timeout_ms: 1000,
             heartbeat_interval_ms: 100,
             failure_timeout_ms: 500,
+            closed_link_detection: true,
             transport: TransportKind::Tcp,
         },
         nodes,

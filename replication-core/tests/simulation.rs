@@ -37,7 +37,7 @@ fn run_with(mut opt: SimOptions) -> Report {
 
 fn summary(r: &Report) -> String {
     format!(
-        "seed {}{} hash {:016x}: steps {} cmds {} acked {} checked {} sessions {} msgs {} dropped {} dup {} refused {} crashes {} restarts {} pauses {} partitions {} leaves {} violations {}",
+        "seed {}{} hash {:016x}: steps {} cmds {} acked {} checked {} sessions {} msgs {} dropped {} dup {} refused {} crashes {} restarts {} pauses {} partitions {} leaves {} false-gone {} violations {}",
         r.seed,
         match (r.rolling, r.client_server) {
             (true, true) => " (rolling, client-server)",
@@ -60,6 +60,7 @@ fn summary(r: &Report) -> String {
         r.pauses,
         r.partitions,
         r.leaves,
+        r.false_gone,
         r.violations.len()
     )
 }

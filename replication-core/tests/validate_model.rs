@@ -54,6 +54,7 @@ fn domain() -> impl Strategy<Value = DomainConfig> {
                 request_timeout_ms: 5000,
                 heartbeat_interval_ms: hb,
                 failure_timeout_ms: fail,
+                closed_link_detection: true,
                 transport: TransportKind::Tcp,
             },
             nodes,

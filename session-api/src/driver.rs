@@ -357,6 +357,12 @@ impl Driver {
                 self.connected.remove(&n);
                 self.emit(NodeEvent::Disconnected(n));
             }
+            TransportEvent::Gone(n) => {
+                self.connected.remove(&n);
+                self.metrics.peers_gone += 1;
+                self.emit(NodeEvent::Gone(n.clone()));
+                self.input(Input::PeerGone { peer: n });
+            }
             TransportEvent::Refused { peer, reason } => {
                 self.metrics.refused(peer.clone(), reason.clone());
                 self.emit(NodeEvent::Refused { peer, reason });

@@ -21,6 +21,9 @@ pub enum NodeEvent {
     Connected(NodeId),
     /// The transport's link to a peer went down (it keeps reconnecting).
     Disconnected(NodeId),
+    /// The peer's process is gone: its link closed and its address refused a new connection
+    /// ([`replication_core::Input::PeerGone`]); the engine failed it at once.
+    Gone(NodeId),
     /// The transport refused a connection (wrong CA, unknown node, other domain...).
     Refused {
         /// Who tried.
@@ -95,6 +98,9 @@ pub struct Metrics {
     pub messages_received: u64,
     /// Connections the transport refused.
     pub refused: u64,
+    /// Peers failed at once because their process was gone (their link closed and their
+    /// address refused a new connection), without waiting for the failure timeout.
+    pub peers_gone: u64,
     /// The most recent refusals (peer, reason), oldest first.
     pub recent_refusals: VecDeque<(String, String)>,
     /// Synchronous writes acknowledged by the requested backups, and their latency: the

@@ -455,6 +455,38 @@ async fn tls_from_a_certs_dir_and_a_domain_file() {
     assert_eq!(report.handed_off + report.unreplicated, 1);
 }
 
+/// A crashed node's peers fail it when its links close and its address refuses connections
+/// (`peers_gone`), not only at the failure timeout; with `closed_link_detection = false` only
+/// the failure timeout fails it. Either way its session is served by the failover target.
+#[cfg(feature = "tcp")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashed_process_is_failed_when_its_links_close() {
+    for detect in [true, false] {
+        let extra = if detect { "" } else { "closed_link_detection = false\n" };
+        let mut d = Domain::new(Kind::Tcp, extra, &[("a", "both"), ("b", "both"), ("c", "both")]);
+        let nodes = d.start_all(&["a", "b", "c"]).await;
+        let mut s = nodes[0].create().await.expect("create");
+        s.set("v", "from-a").expect("encode");
+        nodes[0].commit(&mut s).await.expect("commit");
+        let id = s.id().to_owned();
+        let target = session_api::id::SessionIdParts::parse(&id).expect("ours").failover.expect("target");
+        // Nothing fails over before a node has seen the domain for the failure timeout.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        nodes[0].abort().await.expect("crash a");
+        let t = by_name(&nodes, &target).clone();
+        eventually(15, "the failover target owns the session", || async {
+            (role(&t, &id).await == Some(Role::Owner)).then_some(())
+        })
+        .await;
+        let got = read(&t, &id).await.expect("found");
+        assert_eq!(got.get::<String>("v").expect("decode").as_deref(), Some("from-a"));
+        for m in &nodes[1..] {
+            let gone = m.metrics().await.expect("metrics").peers_gone;
+            assert_eq!(gone, u64::from(detect), "{}: peers failed as gone (detection {detect})", m.node());
+        }
+    }
+}
+
 #[cfg(feature = "tcp")]
 fn toml_text(cfg: &DomainConfig) -> String {
     toml::to_string(cfg).expect("serialises")

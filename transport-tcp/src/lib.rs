@@ -339,7 +339,15 @@ async fn accept_loop<M: WireMessage>(
         let events = events.clone();
         let routes = routes.clone();
         handshakes.spawn(async move {
-            let result = accept_handshake(&shared, tcp, addr).await;
+            // A connection closed before its first byte is a peer's probe
+            // (`refuses_connections`) or a port check, not a refused handshake.
+            let deadline = tokio::time::Instant::now() + shared.handshake_timeout;
+            let first = tokio::time::timeout_at(deadline, tcp.peek(&mut [0u8; 1])).await;
+            if matches!(first, Ok(Ok(0))) {
+                debug!(%addr, "connection closed before its first byte (a probe)");
+                return;
+            }
+            let result = accept_handshake(&shared, tcp, addr, deadline).await;
             drop(permit);
             match result {
                 Ok((node, stream)) => match routes.get(&node) {
@@ -361,6 +369,7 @@ async fn accept_handshake(
     shared: &Shared,
     tcp: TcpStream,
     addr: SocketAddr,
+    deadline: tokio::time::Instant,
 ) -> Result<(NodeId, Stream), (String, String)> {
     let timeout = shared.handshake_timeout;
     let work = async {
@@ -411,7 +420,7 @@ async fn accept_handshake(
         write_frames(&mut stream, enc.finish()).await.map_err(|e| (who, e.to_string()))?;
         Ok((hello.node, stream))
     };
-    match tokio::time::timeout(timeout, work).await {
+    match tokio::time::timeout_at(deadline, work).await {
         Ok(r) => r,
         Err(_) => Err((
             addr.to_string(),
@@ -492,6 +501,25 @@ async fn dial(shared: &Shared, peer: &NodeId) -> Result<Stream, DialError> {
     }
 }
 
+/// Whether the peer's address refuses a TCP connection now: nothing listens there, so the
+/// peer's process has exited (asked right after its link closed without a leave). A connection
+/// that opens means something listens (it is closed at once, before any byte, which the
+/// acceptor takes as a probe); no answer within the handshake timeout (a host down, a
+/// partition) is not taken as gone: the failure timeout decides then.
+async fn refuses_connections(shared: &Shared, peer: &NodeId) -> bool {
+    let Some(node) = shared.cfg.node(peer) else { return false };
+    address_refuses(node.address.as_str(), shared.handshake_timeout).await
+}
+
+/// Whether a TCP connection to `address` is refused within `timeout` (a connection that opens
+/// is closed at once).
+async fn address_refuses(address: &str, timeout: Duration) -> bool {
+    match tokio::time::timeout(timeout, TcpStream::connect(address)).await {
+        Ok(Err(e)) => e.kind() == std::io::ErrorKind::ConnectionRefused,
+        Ok(Ok(_)) | Err(_) => false,
+    }
+}
+
 enum LinkEnd {
     Stop,
     Failed,
@@ -552,7 +580,23 @@ async fn peer_task<M: WireMessage>(
         match end {
             LinkEnd::Stop => return,
             LinkEnd::Failed => {
-                if dials {
+                if shared.cfg.domain.closed_link_detection {
+                    let gone = tokio::select! {
+                        _ = wait_stop(&mut stop) => return,
+                        Some(s) = links.recv() => {
+                            next = Some(s);
+                            false
+                        }
+                        gone = refuses_connections(&shared, &peer) => gone,
+                    };
+                    if gone {
+                        info!(%peer, "m2m peer gone: its link closed and its address refuses connections");
+                        if events.send(TransportEvent::Gone(peer.clone())).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                if dials && next.is_none() {
                     // Do not hammer a peer that accepts and drops at once.
                     let delay = backoff.next_delay();
                     tokio::select! {
@@ -695,5 +739,19 @@ async fn read_loop<M: WireMessage, R: AsyncRead + Unpin + Send>(
                 return;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_address_refuses_only_when_nothing_listens() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr").to_string();
+        assert!(!address_refuses(&addr, Duration::from_secs(5)).await, "a listener accepts");
+        drop(listener);
+        assert!(address_refuses(&addr, Duration::from_secs(5)).await, "nothing listens");
     }
 }

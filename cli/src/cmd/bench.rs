@@ -271,7 +271,7 @@ async fn one_run(plan: &Plan, redis: Option<&str>, only: &[String]) -> anyhow::R
 
     for transport in ["tcp", "quic"].into_iter().filter(|t| want(t)) {
         eprintln!("  m2m {transport} sync ...");
-        let c = Cluster::start(transport, 2, 1, sync(1), None, None).await?;
+        let c = Cluster::start(transport, 2, 1, sync(1), None, None, "").await?;
         let owner = &c.nodes[0];
         let (_, samples) = updates(owner, 1, plan.phase, true).await?;
         put_lat(&mut f, &format!("{transport}.sync.c1"), lat(&samples));
@@ -289,7 +289,7 @@ async fn one_run(plan: &Plan, redis: Option<&str>, only: &[String]) -> anyhow::R
 
     if want("replicas2") {
         eprintln!("  m2m tcp replicas 2 ...");
-        let c = Cluster::start("tcp", 3, 2, sync(2), None, None).await?;
+        let c = Cluster::start("tcp", 3, 2, sync(2), None, None, "").await?;
         let (_, samples) = updates(&c.nodes[0], 1, plan.phase, true).await?;
         put_lat(&mut f, "tcp.replicas2.c1", lat(&samples));
         let (rate, _) = updates(&c.nodes[0], 64, plan.phase, false).await?;
@@ -299,7 +299,7 @@ async fn one_run(plan: &Plan, redis: Option<&str>, only: &[String]) -> anyhow::R
 
     if want("async") {
         eprintln!("  m2m tcp async ...");
-        let c = Cluster::start("tcp", 2, 1, AckPolicy::Async, None, None).await?;
+        let c = Cluster::start("tcp", 2, 1, AckPolicy::Async, None, None, "").await?;
         for conc in [1usize, 64] {
             let (rate, _) = updates(&c.nodes[0], conc, plan.phase, false).await?;
             f.insert(format!("tcp.async.c{conc}.ops_per_s"), rate);
@@ -309,11 +309,16 @@ async fn one_run(plan: &Plan, redis: Option<&str>, only: &[String]) -> anyhow::R
 
     if want("failover") {
         eprintln!("  failover ...");
-        let (all_ms, first_ms, dropped) = failover(plan.failover_sessions).await?;
+        let (all_ms, first_ms, dropped) = failover(plan.failover_sessions, true).await?;
         f.insert("failover.sessions".into(), plan.failover_sessions as f64);
         f.insert("failover.send_queue_full".into(), dropped);
         f.insert("failover.all_owned_ms".into(), all_ms);
         f.insert("failover.first_read_ms".into(), first_ms);
+        eprintln!("  failover, silent node ...");
+        let (all_ms, first_ms, dropped) = failover(plan.failover_sessions, false).await?;
+        f.insert("failover.silent.send_queue_full".into(), dropped);
+        f.insert("failover.silent.all_owned_ms".into(), all_ms);
+        f.insert("failover.silent.first_read_ms".into(), first_ms);
     }
 
     if want("rerep") {
@@ -567,11 +572,12 @@ impl Cluster {
         ack: AckPolicy,
         core: Option<replication_core::Settings>,
         trace: Option<&Arc<Trace>>,
+        domain_extra: &str,
     ) -> anyhow::Result<Cluster> {
         let mut text = format!(
             "[domain]\nname = \"bench\"\ntopology = \"peer-to-peer\"\nreplicas = {replicas}\n\
              transport = \"{transport}\"\nheartbeat_interval_ms = {HEARTBEAT_MS}\n\
-             failure_timeout_ms = {FAILURE_TIMEOUT_MS}\nrequest_timeout_ms = 2000\n"
+             failure_timeout_ms = {FAILURE_TIMEOUT_MS}\nrequest_timeout_ms = 2000\n{domain_extra}"
         );
         let mut sockets = Vec::new();
         for i in 1..=n {
@@ -773,7 +779,15 @@ impl Trace {
                 t.last_gained = Some(now);
                 t.gained += 1;
             }
-            _ => {}
+            other => {
+                if std::env::var_os("M2M_BENCH_TRACE").is_some() {
+                    let t0 = g.0.unwrap_or(now);
+                    eprintln!(
+                        "    trace {node} {:.1} ms: {other:?}",
+                        now.saturating_duration_since(t0).as_secs_f64() * 1e3
+                    );
+                }
+            }
         }
     }
 
@@ -788,14 +802,27 @@ impl Trace {
     }
 }
 
-/// Three nodes; `n` sessions owned by app1, which is then aborted. Returns the time until
-/// every session is owned by a survivor, and until a read of one session through its failover
-/// target (named in its id) returned it, in milliseconds.
-async fn failover(n: usize) -> anyhow::Result<(f64, f64, f64)> {
+/// Three nodes; `n` sessions owned by app1, which is then aborted. With `closed_links` the
+/// survivors fail it when its links close and its address refuses connections (a crashed
+/// process); without, at the failure timeout (as for a host that went silent). Returns the
+/// time until every session is owned by a survivor, and until a read of one session through
+/// its failover target (named in its id) returned it, in milliseconds, and the sends dropped.
+async fn failover(n: usize, closed_links: bool) -> anyhow::Result<(f64, f64, f64)> {
     let trace = Arc::new(Trace::default());
-    let c = Cluster::start("tcp", 3, 1, sync(1), None, Some(&trace)).await?;
+    let extra = if closed_links { "" } else { "closed_link_detection = false\n" };
+    let started = Instant::now();
+    let c = Cluster::start("tcp", 3, 1, sync(1), None, Some(&trace), extra).await?;
     let ids = create_many(&c.nodes[0], n).await?;
     let probe = ids.first().cloned().context("no session")?;
+    // A node fails nothing over before it has seen the domain for the failure timeout (the
+    // view is settled then); a running domain has. Then a write to a backup on each
+    // survivor, so that both heard app1 just before the kill (the silent case is measured
+    // from the last word, as with writes going on).
+    tokio::time::sleep_until((started + Duration::from_millis(FAILURE_TIMEOUT_MS + 200)).into()).await;
+    let last_words = ["app2", "app3"].map(|t| ids.iter().find(|id| id.ends_with(&format!(".{t}"))).cloned());
+    for id in last_words.iter().flatten() {
+        c.nodes[0].update(id, |s| s.set("refresh", &1u8)).await?;
+    }
     let target = probe.rsplit('.').next().unwrap_or_default().to_owned();
     let reader = c.nodes.iter().find(|m| m.node().as_str() == target).context("failover target")?.clone();
     let survivors = [c.nodes[1].clone(), c.nodes[2].clone()];
@@ -897,7 +924,7 @@ async fn rereplication(n: usize) -> anyhow::Result<(f64, f64, f64)> {
     core.rereplication_per_sec = REREP_PER_SEC;
     core.rereplication_burst = REREP_BATCH;
     core.scan_batch = REREP_BATCH as usize;
-    let c = Cluster::start("tcp", 3, 1, sync(1), Some(core), None).await?;
+    let c = Cluster::start("tcp", 3, 1, sync(1), Some(core), None, "").await?;
     let (a, b, dead) = (c.nodes[0].clone(), c.nodes[1].clone(), c.nodes[2].clone());
     create_many(&a, n).await?;
     wait_until(Duration::from_secs(60), Duration::from_millis(10), || {
@@ -981,7 +1008,7 @@ async fn memory_child(kind: MemoryKind, n: usize) -> anyhow::Result<MemoryFigure
         }
         MemoryKind::M2m => {
             let ack = AckPolicy::Sync { backups: 1, timeout: Duration::from_secs(60) };
-            let c = Cluster::start("tcp", 2, 1, ack, None, None).await?;
+            let c = Cluster::start("tcp", 2, 1, ack, None, None, "").await?;
             let (a, b) = (c.nodes[0].clone(), c.nodes[1].clone());
             let before = rss_bytes()?;
             // Count the ids without keeping them: only the nodes' memory is measured.
@@ -1114,6 +1141,12 @@ impl Report {
                 (FAILURE_TIMEOUT_MS + 50) as f64,
                 true,
             ),
+            target(
+                "failover, silent node <= failure timeout + 50 ms",
+                g("failover.silent.all_owned_ms"),
+                (FAILURE_TIMEOUT_MS + 50) as f64,
+                true,
+            ),
             target("re-replication >= 50,000 sessions/s", g("rereplication.sessions_per_s"), 50_000.0, false),
         ];
         Report {
@@ -1236,25 +1269,30 @@ impl Report {
                 "HashMap".into(),
             ]);
         }
-        let fo = self.g("failover.all_owned_ms");
-        t.row([
-            "failover: all sessions owned by survivors".into(),
-            format!("{fo:.0} ms"),
-            ratio(fo / FAILURE_TIMEOUT_MS as f64),
-            format!("failure timeout {FAILURE_TIMEOUT_MS} ms"),
-        ]);
-        t.row([
-            "failover: first read via failover target".into(),
-            format!("{:.0} ms", self.g("failover.first_read_ms")),
-            String::new(),
-            String::new(),
-        ]);
-        t.row([
-            format!("failover: sends dropped on a full queue ({:.0} sessions)", self.g("failover.sessions")),
-            format!("{:.0}", self.g("failover.send_queue_full")),
-            String::new(),
-            String::new(),
-        ]);
+        for (what, key) in [("crashed process", "failover"), ("silent node", "failover.silent")] {
+            let fo = self.g(&format!("{key}.all_owned_ms"));
+            t.row([
+                format!("failover, {what}: all sessions owned by survivors"),
+                format!("{fo:.0} ms"),
+                ratio(fo / FAILURE_TIMEOUT_MS as f64),
+                format!("failure timeout {FAILURE_TIMEOUT_MS} ms"),
+            ]);
+            t.row([
+                format!("failover, {what}: first read via failover target"),
+                format!("{:.0} ms", self.g(&format!("{key}.first_read_ms"))),
+                String::new(),
+                String::new(),
+            ]);
+            t.row([
+                format!(
+                    "failover, {what}: sends dropped on a full queue ({:.0} sessions)",
+                    self.g("failover.sessions")
+                ),
+                format!("{:.0}", self.g(&format!("{key}.send_queue_full"))),
+                String::new(),
+                String::new(),
+            ]);
+        }
         t.row([
             format!("re-replication ({:.0} sessions)", self.g("rereplication.sessions")),
             rate(self.g("rereplication.sessions_per_s")),

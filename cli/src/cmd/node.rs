@@ -257,6 +257,10 @@ async fn log_events(mut rx: tokio::sync::broadcast::Receiver<NodeEvent>) {
             Ok(NodeEvent::Core(e)) => tracing::debug!(event = ?e, "replication"),
             Ok(NodeEvent::Connected(p)) => tracing::debug!(peer = %p, "link up"),
             Ok(NodeEvent::Disconnected(p)) => tracing::debug!(peer = %p, "link down"),
+            Ok(NodeEvent::Gone(p)) => tracing::warn!(
+                peer = %p,
+                "peer gone: its link closed and its address refuses connections; failed without waiting for the failure timeout"
+            ),
             Ok(NodeEvent::Refused { peer, reason }) => tracing::warn!(%peer, %reason, "connection refused"),
             Ok(other) => tracing::debug!(event = ?other, "node event"),
             Err(RecvError::Lagged(n)) => tracing::debug!(missed = n, "event log fell behind"),

@@ -83,6 +83,11 @@ pub struct SimOptions {
     /// A rolling restart: every node in turn leaves gracefully and is restarted at once (no
     /// other fault); a clean leave does not count as a fault of the node's holdings.
     pub rolling: bool,
+    /// The runtime reports a crashed node gone (`Input::PeerGone`) to the running nodes within
+    /// 0-20 ms, as the TCP transport does when a crashed process's links close; and now and
+    /// then it reports a live node gone to one node (a wrong report, which must cost nothing
+    /// acknowledged).
+    pub gone: bool,
 }
 
 impl SimOptions {
@@ -108,10 +113,12 @@ impl SimOptions {
             queue_cap: None,
             affinity: 750,
             rolling: false,
+            gone: false,
         };
         // Drawn last: the options above stay what they were for every seed.
         let queue_cap = if r.chance(500) { Some(4 + r.below(60) as usize) } else { None };
-        SimOptions { queue_cap, ..opt }
+        let gone = r.chance(500);
+        SimOptions { queue_cap, gone, ..opt }
     }
 
     /// A rolling restart (the process tests' `tcp-rolling` shape): sessions written through
@@ -198,6 +205,8 @@ pub struct Report {
     pub crashes: u64,
     pub restarts: u64,
     pub pauses: u64,
+    /// Live nodes wrongly reported gone (`SimOptions::gone`).
+    pub false_gone: u64,
     pub partitions: u64,
     pub leaves: u64,
     pub messages: u64,
@@ -227,6 +236,8 @@ pub struct Sim {
     inflight: HashMap<(NodeId, NodeId), usize>,
     /// Sends refused during the current drain, fed back after it.
     refused: Vec<(NodeId, Message)>,
+    /// Gone reports due: (time, to, the node reported gone).
+    gone_due: Vec<(u64, NodeId, NodeId)>,
     seq: u64,
     /// Directed links cut until a time.
     cut: BTreeMap<(NodeId, NodeId), u64>,
@@ -327,6 +338,7 @@ impl Sim {
             queue: BTreeMap::new(),
             inflight: HashMap::new(),
             refused: Vec::new(),
+            gone_due: Vec::new(),
             seq: 0,
             cut: BTreeMap::new(),
             next_req: 1,
@@ -429,6 +441,22 @@ impl Sim {
                 self.trace_str(&format!("restart {n} {inc}"));
             }
         }
+        // Gone reports due (to a paused node: lost, as it would read them late).
+        if !self.gone_due.is_empty() {
+            let now = self.now;
+            let (due, later): (Vec<_>, Vec<_>) = self.gone_due.drain(..).partition(|(t, _, _)| *t <= now);
+            self.gone_due = later;
+            for (_, to, peer) in due {
+                if !self.running(&to) {
+                    continue;
+                }
+                self.trace_str(&format!("gone {peer} at {to}"));
+                let at = self.instant();
+                let node = self.slots.get_mut(&to).unwrap().node.as_mut().unwrap();
+                node.handle_input(at, Input::PeerGone { peer });
+                self.drain(&to);
+            }
+        }
         // Deliver due messages.
         while let Some((&(t, s), _)) = self.queue.first_key_value() {
             if t > self.now {
@@ -470,6 +498,16 @@ impl Sim {
             }
             if self.rng.chance(self.opt.fault_rate) {
                 self.inject_fault();
+            }
+            if self.opt.gone && self.rng.chance(self.opt.fault_rate) && self.rng.chance(250) {
+                // A live node wrongly reported gone to another.
+                let (a, b) = (self.rng.pick(&self.names).cloned(), self.rng.pick(&self.names).cloned());
+                if let (Some(a), Some(b)) = (a, b) {
+                    if a != b && self.running(&a) && self.running(&b) {
+                        self.report.false_gone += 1;
+                        self.gone_due.push((self.now, a, b));
+                    }
+                }
             }
             if self.opt.rolling {
                 self.roll();
@@ -816,6 +854,14 @@ impl Sim {
             self.report.crashes += 1;
             self.faults.push((n.clone(), self.now, until));
             self.trace_str(&format!("crash {n}"));
+            if self.opt.gone {
+                for m in self.names.clone() {
+                    if m != n {
+                        let at = self.now + self.rng.below(3) * STEP_MS;
+                        self.gone_due.push((at, m, n.clone()));
+                    }
+                }
+            }
         } else if roll < 60 {
             // Pause (SIGSTOP).
             if !self.running(&n) {
