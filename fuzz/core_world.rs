@@ -275,6 +275,15 @@ pub fn run(data: &[u8]) -> Option<World> {
             }
             2 | 3 => w.deliver(usize::from(x), false),
             4 => w.deliver(usize::from(x), true),
+            5 if y % 4 == 0 => {
+                // The runtime reports a node gone (its links closed, its address refused a
+                // connection): true after a crash, wrong for a live node.
+                let (to, peer) = (usize::from(x) % NODES, usize::from(y / 4) % NODES);
+                if to != peer {
+                    let peer = w.names[peer].clone();
+                    w.input(to, Input::PeerGone { peer });
+                }
+            }
             5 => {
                 if !w.net.is_empty() {
                     let k = usize::from(x) % w.net.len();

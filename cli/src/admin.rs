@@ -327,6 +327,7 @@ pub(crate) fn status_json(manager: &SessionManager, m: &Metrics, ack: &str) -> V
             "max_ms": millis(lag.max),
         },
         "failovers": m.failovers(),
+        "peers_gone": m.peers_gone,
         "acquisitions": m.core.acquisitions,
         "unacknowledged_writes": m.unacked_writes,
         "refused": {

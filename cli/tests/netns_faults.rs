@@ -327,6 +327,15 @@ fn status(client: &mut Client, i: usize) -> Option<NodeStatus> {
     })
 }
 
+/// Peers node `i` failed because their process was gone (`peers_gone` of `/status`).
+fn peers_gone(client: &mut Client, i: usize) -> Option<u64> {
+    let (code, s) = client.call(&admin(i), "GET", "/status", "");
+    if code != 200 {
+        return None;
+    }
+    s["peers_gone"].as_u64()
+}
+
 /// The ids node `i` owns (every page of `GET /sessions`), or `None` when it does not answer.
 fn owned_ids(client: &mut Client, i: usize) -> Option<Vec<String>> {
     let mut ids = Vec::new();
@@ -678,6 +687,24 @@ fn run_scenario(idx: usize, transport: &str, fault: Fault) -> Summary {
     for id in rec.acked.keys() {
         if !owners.contains_key(id) {
             problems.push(format!("{id} has acknowledged writes and no owner"));
+        }
+    }
+    // Failure detection by closed links: the peers of a killed TCP node fail it when its
+    // links close and its address refuses connections (`peers_gone` in /status). Nothing
+    // else here closes a live node's links without a leave (a pause, a cut link and dropped
+    // packets close nothing; a rolling restart leaves first), so no other scenario reports a
+    // node gone. The killed node restarted: its own count starts again at 0.
+    let expect_gone = transport == "tcp" && matches!(fault, Fault::Kill);
+    for i in 0..NODES {
+        let gone = peers_gone(&mut ctl, i);
+        let ok = match gone {
+            Some(g) if expect_gone && i != victim => g >= 1,
+            Some(g) if expect_gone => g == 0,
+            Some(g) => g == 0,
+            None => false,
+        };
+        if !ok {
+            problems.push(format!("app{} reports {gone:?} peer(s) gone after {name}", i + 1));
         }
     }
     let owned = owners.len() as u64;

@@ -195,6 +195,7 @@ fn soak_run() {
         total.pauses += r.pauses;
         total.partitions += r.partitions;
         total.leaves += r.leaves;
+        total.false_gone += r.false_gone;
         total.messages += r.messages;
         total.dropped += r.dropped;
         total.duplicated += r.duplicated;
@@ -211,7 +212,7 @@ fn soak_run() {
         seed += 1;
     }
     println!(
-        "soak: seeds {first}..{} ({runs} runs) in {:?}; steps {} cmds {} acked {} checked {} crashes {} restarts {} pauses {} partitions {} leaves {} msgs {} dropped {} dup {} refused {}; violations {} in seeds {bad:?}",
+        "soak: seeds {first}..{} ({runs} runs) in {:?}; steps {} cmds {} acked {} checked {} crashes {} restarts {} pauses {} partitions {} leaves {} false-gone {} msgs {} dropped {} dup {} refused {}; violations {} in seeds {bad:?}",
         seed - 1,
         start.elapsed(),
         total.steps,
@@ -223,6 +224,7 @@ fn soak_run() {
         total.pauses,
         total.partitions,
         total.leaves,
+        total.false_gone,
         total.messages,
         total.dropped,
         total.duplicated,

@@ -359,9 +359,14 @@ impl Driver {
             }
             TransportEvent::Gone(n) => {
                 self.connected.remove(&n);
-                self.metrics.peers_gone += 1;
-                self.emit(NodeEvent::Gone(n.clone()));
-                self.input(Input::PeerGone { peer: n });
+                // Counted and reported when it failed the peer (not after a graceful leave,
+                // whose links close too).
+                let live = self.node.is_live(&n);
+                self.input(Input::PeerGone { peer: n.clone() });
+                if live && !self.node.is_live(&n) {
+                    self.metrics.peers_gone += 1;
+                    self.emit(NodeEvent::Gone(n));
+                }
             }
             TransportEvent::Refused { peer, reason } => {
                 self.metrics.refused(peer.clone(), reason.clone());

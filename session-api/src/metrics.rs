@@ -21,8 +21,9 @@ pub enum NodeEvent {
     Connected(NodeId),
     /// The transport's link to a peer went down (it keeps reconnecting).
     Disconnected(NodeId),
-    /// The peer's process is gone: its link closed and its address refused a new connection
-    /// ([`replication_core::Input::PeerGone`]); the engine failed it at once.
+    /// The peer's process is gone: its link closed without a leave and its address refused a
+    /// new connection ([`replication_core::Input::PeerGone`]); the engine failed it at once
+    /// (reported only when the peer was live until then).
     Gone(NodeId),
     /// The transport refused a connection (wrong CA, unknown node, other domain...).
     Refused {

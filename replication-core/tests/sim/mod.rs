@@ -499,7 +499,7 @@ impl Sim {
             if self.rng.chance(self.opt.fault_rate) {
                 self.inject_fault();
             }
-            if self.opt.gone && self.rng.chance(self.opt.fault_rate) && self.rng.chance(250) {
+            if self.opt.gone && self.rng.chance(self.opt.fault_rate) {
                 // A live node wrongly reported gone to another.
                 let (a, b) = (self.rng.pick(&self.names).cloned(), self.rng.pick(&self.names).cloned());
                 if let (Some(a), Some(b)) = (a, b) {
