@@ -714,6 +714,10 @@ pub struct Node {
     /// not take a live owner's sessions over before that owner's heartbeat had the time to
     /// arrive too.
     seen_enough_since: Option<Instant>,
+    /// When this node last saw every peer up (or announced as leaving), at maintenance or
+    /// when a peer came up. From then on its view holds every peer that was live: a peer
+    /// marked down later was heard before (`view_settled`).
+    complete_since: Option<Instant>,
     /// The base of the instants kept per session (the `now` of [`Node::new`]).
     stamps: StampBase,
     /// Set for a timeout step while failover claims of this node are pending: the paced
@@ -813,6 +817,7 @@ impl Node {
             deferred_count: 0,
             handoffs: BTreeMap::new(),
             seen_enough_since: None,
+            complete_since: None,
             stamps: StampBase::new(now),
             hold_first_copies: false,
             was_settled: false,
@@ -1042,10 +1047,28 @@ impl Node {
     /// latest writes (in a four-node domain, itself and one peer are enough). Every live peer
     /// is heard within the failure timeout, so after it a peer still down is down on the
     /// failure detector's word, as for any node.
+    ///
+    /// A view that was complete (every peer up or leaving, `complete_since`) at some instant
+    /// since this node began to see enough is settled too: a peer marked down after that was
+    /// heard after any deafness ended, so it is down on the failure detector's word. This is
+    /// what lets a young domain (or a node that restarted less than the failure timeout ago)
+    /// fail a crashed node over at once.
     fn view_settled(&self, now: Instant) -> bool {
         self.sees_enough()
-            && (self.peers.values().all(|p| p.up || p.departed.is_some())
-                || self.seen_enough_since.is_some_and(|t| now >= t + self.failure_timeout))
+            && (self.view_complete()
+                || self.seen_enough_since.is_some_and(|t| now >= t + self.failure_timeout)
+                || self.complete_since_enough())
+    }
+
+    /// Whether every peer was up (or leaving) at some instant since this node began to see
+    /// enough of the domain: every live peer was heard after any deafness ended.
+    fn complete_since_enough(&self) -> bool {
+        matches!((self.complete_since, self.seen_enough_since), (Some(c), Some(s)) if c >= s)
+    }
+
+    /// Every peer is up or announced that it leaves.
+    fn view_complete(&self) -> bool {
+        self.peers.values().all(|p| p.up || p.departed.is_some())
     }
 
     // ----- read-only queries -----
@@ -1989,6 +2012,12 @@ impl Node {
             peer.ups += 1;
             let incarnation = peer.incarnation;
             self.out.event(Event::PeerUp { node: from.clone(), incarnation });
+            if self.sees_enough() {
+                self.seen_enough_since.get_or_insert(now);
+            }
+            if self.view_complete() {
+                self.complete_since = Some(now);
+            }
             self.view_changed();
             self.quarantine_ask(now, &from);
         }
@@ -2737,6 +2766,9 @@ impl Node {
         }
         self.seen_enough_since =
             if self.sees_enough() { Some(self.seen_enough_since.unwrap_or(now)) } else { None };
+        if self.view_complete() {
+            self.complete_since = Some(now);
+        }
         // The failovers a replan pass skipped while the view was not settled (a peer failed
         // before this node had seen enough of the domain for the failure timeout) are due when
         // it is: a new pass takes them all then, not the general scan, `scan_batch` a tick.
@@ -3117,10 +3149,12 @@ impl Node {
     }
 
     /// Whether the view allows taking sessions over: settled, and (back from isolation)
-    /// every live peer heard first (two heartbeats). The same for every session of a pass.
+    /// every live peer heard first (two heartbeats, or a complete view since). The same for
+    /// every session of a pass.
     fn failover_settled(&self, now: Instant) -> bool {
         self.view_settled(now)
-            && self.seen_enough_since.is_some_and(|t| due(now, t, self.heartbeat_interval * 2))
+            && (self.seen_enough_since.is_some_and(|t| due(now, t, self.heartbeat_interval * 2))
+                || self.complete_since_enough())
     }
 
     /// What `maybe_failover` does with the record `rec` of `session`, decided without
@@ -4281,35 +4315,44 @@ mod tests {
 
     #[test]
     fn failovers_skipped_before_the_view_settled_are_claimed_together_when_it_is() {
-        // a fails before the others have seen the domain for the failure timeout: the pass at
-        // its detection may not take over (`view_settled`); when the view settles, a new pass
-        // claims every orphan at once (they used to wait for the general scan, `scan_batch`
-        // records a tick).
+        // b is deaf (nothing reaches it) long enough to mark every peer down, a crashes
+        // meanwhile, and b hears c and d again: it sees enough of the domain, but its view is
+        // not complete (a is down, e never started), so the pass at its return may not take
+        // a's sessions over (`view_settled`) until it has seen enough for the failure timeout;
+        // then a new pass claims every orphan at once (they used to wait for the general
+        // scan, `scan_batch` records a tick), at that instant, not a tick later.
         let settings = Settings { scan_batch: 64, ..Settings::default() };
-        let mut cl = Cluster::from_config(cfg(&["a", "b", "c"], 1), settings);
-        create_many(&mut cl, "a", "a", 600, 0);
+        let mut cl = Cluster::from_config(cfg(&["a", "b", "c", "d", "e"], 1), settings);
+        cl.nodes.remove(&id("e"));
+        create_many(&mut cl, "a", "a", 900, 0);
         cl.advance(Duration::from_millis(100));
         let orphans = cl.nodes[&id("b")].copies().filter(|(_, e, _, _)| e.node == id("a")).count();
-        assert!(orphans > 200, "b holds {orphans} of a's");
-        // a is last heard between two ticks: the detection, and the ticks after it, are off
-        // the instants at which the view settles.
-        cl.now += Duration::from_millis(7);
-        for x in ["b", "c"] {
-            let msg = Message::Heartbeat { incarnation: 1 };
-            cl.nodes.get_mut(&id(x)).unwrap().handle_input(cl.now, Input::Message { from: id("a"), msg });
+        assert!(orphans > 150, "b holds {orphans} of a's");
+        for x in ["a", "c", "d"] {
+            cl.cut.insert((id(x), id("b")));
         }
+        cl.advance(Duration::from_millis(1500));
+        assert!(cl.nodes[&id("b")].peers().iter().all(|p| !p.up), "b marked every peer down");
         cl.nodes.remove(&id("a"));
+        // Heard again off the tick instants, so that the settling is off them too.
+        cl.now += Duration::from_millis(7);
+        cl.cut.clear();
         let end = cl.now + Duration::from_secs(5);
         while cl.now < end {
             cl.now += Duration::from_millis(1);
             cl.tick_all();
             let claimed = cl.claims_in_flight_from("b");
             if claimed > 0 {
-                assert_eq!(claimed, orphans, "every orphan claimed in the first step that claims");
-                // At the instant the view settles (the test steps by 1 ms), not a tick later.
+                // Each claim goes to the two live peers, c and d.
+                assert_eq!(claimed, 2 * orphans, "every orphan claimed in the first step that claims");
                 let b = &cl.nodes[&id("b")];
                 let settled = b.seen_enough_since.map(|t| t + b.failure_timeout);
-                assert!(settled.is_some_and(|t| cl.now < t + Duration::from_millis(1)), "claimed late");
+                assert!(
+                    settled.is_some_and(|t| cl.now >= t && cl.now < t + Duration::from_millis(1)),
+                    "claimed at {:?}, the view settled at {:?}",
+                    cl.now - cl.t0,
+                    settled.map(|t| t - cl.t0)
+                );
                 return;
             }
             cl.pump();
@@ -4863,14 +4906,13 @@ mod edge_tests {
     /// Sessions of `a` (owner) in a three-node domain, `a` crashes, and the survivors are told
     /// it is gone (`Input::PeerGone`), `b` first and `c` `lag` later. Returns the virtual time
     /// from the crash until every session is owned by a survivor, stepping 1 ms.
-    fn gone_failover(n: usize, lag: Duration) -> Duration {
+    fn gone_failover(n: usize, lag: Duration, age: Duration) -> Duration {
         let mut cl = Cluster::new(&["a", "b", "c"], 1);
         for i in 0..n {
             create(&mut cl, "a", i as u64, &format!("s{i:04}"), Ack::Sync { backups: 1 });
         }
         cl.pump();
-        // Running for longer than the failure timeout: the view is settled.
-        cl.advance(Duration::from_millis(1500));
+        cl.advance(age);
         cl.nodes.remove(&id("a"));
         let crash = cl.now;
         let mut told = [false, false];
@@ -4899,13 +4941,25 @@ mod edge_tests {
     fn a_gone_peer_fails_over_at_once() {
         // Told at once: failed and taken over before its silence could reach the failure
         // timeout (1 s by default), and before the hearing window (half of it).
-        let t = gone_failover(50, Duration::ZERO);
+        // Running for longer than the failure timeout: the view is settled.
+        let settled = Duration::from_millis(1500);
+        let t = gone_failover(50, Duration::ZERO, settled);
         eprintln!("both told at once: {t:?}");
+        assert!(t < Duration::from_millis(100), "{t:?}");
+        // A young domain (800 ms, less than the failure timeout): every peer was seen up, so a
+        // peer failed afterwards is failed over at once too (`view_settled`), not at the
+        // failure timeout after the start.
+        let t = gone_failover(50, Duration::ZERO, Duration::from_millis(800));
+        eprintln!("young domain: {t:?}");
+        assert!(t < Duration::from_millis(100), "{t:?}");
+        // Even before the first maintenance after every peer came up (ticks of 100 ms).
+        let t = gone_failover(50, Duration::ZERO, Duration::from_millis(60));
+        eprintln!("newborn domain: {t:?}");
         assert!(t < Duration::from_millis(100), "{t:?}");
         // A survivor told later still hears the owner when the other's claims reach it: it
         // answers them when it is told (not refused, which would hold the failover back for
         // the hearing window, 500 ms here).
-        let t = gone_failover(50, Duration::from_millis(20));
+        let t = gone_failover(50, Duration::from_millis(20), settled);
         eprintln!("one told 20 ms later: {t:?}");
         assert!(t < Duration::from_millis(100), "{t:?}");
     }

@@ -37,7 +37,7 @@ fn run_with(mut opt: SimOptions) -> Report {
 
 fn summary(r: &Report) -> String {
     format!(
-        "seed {}{} hash {:016x}: steps {} cmds {} acked {} checked {} sessions {} msgs {} dropped {} dup {} refused {} crashes {} restarts {} pauses {} partitions {} leaves {} false-gone {} violations {}",
+        "seed {}{} hash {:016x}: steps {} cmds {} acked {} checked {} sessions {} msgs {} dropped {} dup {} refused {} crashes {} restarts {} pauses {} partitions {} leaves {} false-gone {} isolated-stale-reads {} violations {}",
         r.seed,
         match (r.rolling, r.client_server) {
             (true, true) => " (rolling, client-server)",
@@ -61,6 +61,7 @@ fn summary(r: &Report) -> String {
         r.partitions,
         r.leaves,
         r.false_gone,
+        r.isolated_stale_reads,
         r.violations.len()
     )
 }
@@ -196,6 +197,7 @@ fn soak_run() {
         total.partitions += r.partitions;
         total.leaves += r.leaves;
         total.false_gone += r.false_gone;
+        total.isolated_stale_reads += r.isolated_stale_reads;
         total.messages += r.messages;
         total.dropped += r.dropped;
         total.duplicated += r.duplicated;
@@ -212,7 +214,7 @@ fn soak_run() {
         seed += 1;
     }
     println!(
-        "soak: seeds {first}..{} ({runs} runs) in {:?}; steps {} cmds {} acked {} checked {} crashes {} restarts {} pauses {} partitions {} leaves {} false-gone {} msgs {} dropped {} dup {} refused {}; violations {} in seeds {bad:?}",
+        "soak: seeds {first}..{} ({runs} runs) in {:?}; steps {} cmds {} acked {} checked {} crashes {} restarts {} pauses {} partitions {} leaves {} false-gone {} isolated-stale-reads {} msgs {} dropped {} dup {} refused {}; violations {} in seeds {bad:?}",
         seed - 1,
         start.elapsed(),
         total.steps,
@@ -225,6 +227,7 @@ fn soak_run() {
         total.partitions,
         total.leaves,
         total.false_gone,
+        total.isolated_stale_reads,
         total.messages,
         total.dropped,
         total.duplicated,
