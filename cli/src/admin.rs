@@ -413,7 +413,7 @@ pub(crate) fn prometheus(manager: &SessionManager, m: &Metrics) -> String {
     metric(
         "peers_gone_total",
         "counter",
-        "Peers failed at once because their link closed and their address refused a new connection.",
+        "Peers failed at once because their link closed and a new connection to them was refused or reset.",
         m.peers_gone.to_string(),
     );
     metric(

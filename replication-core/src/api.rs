@@ -54,7 +54,8 @@ pub enum Input {
         msg: Message,
     },
     /// The transport's link to `peer` closed without a leave, and a new connection to its
-    /// address was refused right after: no process listens there, so the peer's process has
+    /// address was refused right after (no process listens there) or reset before any byte
+    /// (its listener closed with the connection in its backlog): the peer's process has
     /// exited (a crash: the operating system closes a dead process's sockets). The node fails
     /// the peer at once, as if its silence had reached the failure timeout: it is down, and
     /// the sessions it owned fail over in the same step. A peer that is down already, or was

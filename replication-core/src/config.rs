@@ -364,8 +364,8 @@ pub struct DomainSection {
     /// How long without hearing from a peer before it is considered failed.
     #[serde(default = "default_failure_timeout_ms")]
     pub failure_timeout_ms: u64,
-    /// Whether a peer whose link closes without a leave, and whose address then refuses a new
-    /// connection, is failed at once (its process exited: the operating system closes a
+    /// Whether a peer whose link closes without a leave, and whose address then refuses (or
+    /// resets) a new connection, is failed at once (its process exited: the operating system closes a
     /// crashed process's sockets) rather than at the failure timeout. TCP only; default on.
     #[serde(default = "default_true", skip_serializing_if = "is_true")]
     pub closed_link_detection: bool,

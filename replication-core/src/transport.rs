@@ -64,8 +64,9 @@ pub enum TransportEvent<M> {
     /// The link to the peer went down; the transport keeps reconnecting.
     Disconnected(NodeId),
     /// After [`TransportEvent::Disconnected`]: the link closed without the peer leaving and
-    /// a new connection to the peer's address was refused right away (nothing listens there:
-    /// its process has exited). The runtime feeds it to the engine as
+    /// a new connection to the peer's address was refused right away (nothing listens there)
+    /// or reset before any byte (the listener closed with it in its backlog): the peer's
+    /// process has exited. The runtime feeds it to the engine as
     /// [`crate::Input::PeerGone`], which fails the peer at once instead of at the failure
     /// timeout. A transport that cannot tell (a link that times out, a datagram carrier)
     /// never sends it; the failure timeout covers those cases.

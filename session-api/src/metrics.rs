@@ -21,8 +21,8 @@ pub enum NodeEvent {
     Connected(NodeId),
     /// The transport's link to a peer went down (it keeps reconnecting).
     Disconnected(NodeId),
-    /// The peer's process is gone: its link closed without a leave and its address refused a
-    /// new connection ([`replication_core::Input::PeerGone`]); the engine failed it at once
+    /// The peer's process is gone: its link closed without a leave and a new connection to it
+    /// was refused or reset ([`replication_core::Input::PeerGone`]); the engine failed it at once
     /// (reported only when the peer was live until then).
     Gone(NodeId),
     /// The transport refused a connection (wrong CA, unknown node, other domain...).
@@ -99,8 +99,8 @@ pub struct Metrics {
     pub messages_received: u64,
     /// Connections the transport refused.
     pub refused: u64,
-    /// Peers failed at once because their process was gone (their link closed and their
-    /// address refused a new connection), without waiting for the failure timeout.
+    /// Peers failed at once because their process was gone (their link closed and a new
+    /// connection to them was refused or reset), without waiting for the failure timeout.
     pub peers_gone: u64,
     /// The most recent refusals (peer, reason), oldest first.
     pub recent_refusals: VecDeque<(String, String)>,

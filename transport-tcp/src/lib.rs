@@ -501,22 +501,35 @@ async fn dial(shared: &Shared, peer: &NodeId) -> Result<Stream, DialError> {
     }
 }
 
-/// Whether the peer's address refuses a TCP connection now: nothing listens there, so the
-/// peer's process has exited (asked right after its link closed without a leave). A connection
-/// that opens means something listens (it is closed at once, before any byte, which the
-/// acceptor takes as a probe); no answer within the handshake timeout (a host down, a
-/// partition) is not taken as gone: the failure timeout decides then.
+/// Whether the peer's process is gone, asked right after its link closed without a leave:
+/// its address refuses a TCP connection (nothing listens there), or the connection is reset
+/// before any byte (the listener of a process that is exiting, whose kernel resets what it
+/// had not accepted yet when the listener closes: a SIGKILL closes the established link and
+/// the listener moments apart). A connection that stays open means a live listener (it is
+/// closed before any byte, which the acceptor takes as a probe); no answer within the
+/// handshake timeout (a host down, a partition) is not taken as gone: the failure timeout
+/// decides then.
 async fn refuses_connections(shared: &Shared, peer: &NodeId) -> bool {
     let Some(node) = shared.cfg.node(peer) else { return false };
-    address_refuses(node.address.as_str(), shared.handshake_timeout).await
+    address_gone(node.address.as_str(), shared.handshake_timeout).await
 }
 
-/// Whether a TCP connection to `address` is refused within `timeout` (a connection that opens
-/// is closed at once).
-async fn address_refuses(address: &str, timeout: Duration) -> bool {
+/// How long a probe's connection waits for a reset (see `refuses_connections`).
+const PROBE_RESET_WAIT: Duration = Duration::from_millis(250);
+
+/// Whether a TCP connection to `address` is refused within `timeout`, or reset within
+/// [`PROBE_RESET_WAIT`] after it opened without a byte sent.
+async fn address_gone(address: &str, timeout: Duration) -> bool {
     match tokio::time::timeout(timeout, TcpStream::connect(address)).await {
         Ok(Err(e)) => e.kind() == std::io::ErrorKind::ConnectionRefused,
-        Ok(Ok(_)) | Err(_) => false,
+        Ok(Ok(mut tcp)) => {
+            let mut byte = [0u8; 1];
+            matches!(
+                tokio::time::timeout(PROBE_RESET_WAIT, tcp.read(&mut byte)).await,
+                Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionReset
+            )
+        }
+        Err(_) => false,
     }
 }
 
@@ -590,7 +603,7 @@ async fn peer_task<M: WireMessage>(
                         gone = refuses_connections(&shared, &peer) => gone,
                     };
                     if gone {
-                        info!(%peer, "m2m peer gone: its link closed and its address refuses connections");
+                        info!(%peer, "m2m peer gone: its link closed and a new connection was refused or reset");
                         if events.send(TransportEvent::Gone(peer.clone())).await.is_err() {
                             return;
                         }
@@ -747,11 +760,19 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn an_address_refuses_only_when_nothing_listens() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    async fn an_address_is_gone_only_when_nothing_listens_or_the_listener_closes() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let addr = listener.local_addr().expect("addr").to_string();
-        assert!(!address_refuses(&addr, Duration::from_secs(5)).await, "a listener accepts");
+        assert!(!address_gone(&addr, Duration::from_secs(5)).await, "a listener that stays");
+        // The probe's connection waits in the backlog (nothing accepts it) and the listener
+        // closes, as in a process being killed: the kernel resets the connection.
+        let probe = tokio::spawn({
+            let addr = addr.clone();
+            async move { address_gone(&addr, Duration::from_secs(5)).await }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
         drop(listener);
-        assert!(address_refuses(&addr, Duration::from_secs(5)).await, "nothing listens");
+        assert!(probe.await.expect("probe"), "the listener closed with the probe in its backlog");
+        assert!(address_gone(&addr, Duration::from_secs(5)).await, "nothing listens");
     }
 }

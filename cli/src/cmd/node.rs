@@ -259,7 +259,7 @@ async fn log_events(mut rx: tokio::sync::broadcast::Receiver<NodeEvent>) {
             Ok(NodeEvent::Disconnected(p)) => tracing::debug!(peer = %p, "link down"),
             Ok(NodeEvent::Gone(p)) => tracing::warn!(
                 peer = %p,
-                "peer gone: its link closed and its address refuses connections; failed without waiting for the failure timeout"
+                "peer gone: its link closed and a new connection was refused or reset; failed without waiting for the failure timeout"
             ),
             Ok(NodeEvent::Refused { peer, reason }) => tracing::warn!(%peer, %reason, "connection refused"),
             Ok(other) => tracing::debug!(event = ?other, "node event"),
