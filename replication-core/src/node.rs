@@ -890,6 +890,9 @@ impl Node {
         if let Some(d) = self.deferred_claims.front() {
             t = t.min(d.until);
         }
+        if let Some(h) = self.held_over.values().min() {
+            t = t.min(*h);
+        }
         Some(t)
     }
 
@@ -920,6 +923,14 @@ impl Node {
         }
         if self.deferred_claims.front().is_some_and(|d| d.until <= now) {
             self.answer_deferred(now, false);
+        }
+        // Failovers held back by a refusal are due again when the hold ends: a new replan
+        // pass takes them, not the general scan (`scan_batch` records a tick).
+        if self.held_over.values().any(|t| *t <= now) {
+            self.held_over.retain(|_, t| *t > now);
+            if self.replan_cursor.is_none() {
+                self.replan_cursor = Some(None);
+            }
         }
         // Failure detection runs at the tick and also exactly when a live peer's silence
         // reaches the failure timeout (not up to a tick later): the maintenance, with the
@@ -4962,6 +4973,39 @@ mod edge_tests {
         let t = gone_failover(50, Duration::from_millis(20), settled);
         eprintln!("one told 20 ms later: {t:?}");
         assert!(t < Duration::from_millis(100), "{t:?}");
+    }
+
+    /// b is told a is gone, c never is (it fails a at the failure timeout, 1 s): c still hears
+    /// a when b's claims come, defers them (a heartbeat, 200 ms) and refuses them; b holds
+    /// its failovers over a for the hearing window (500 ms) and, when the hold ends, a new
+    /// replan pass claims them all again (c no longer hears a then). They used to wait for
+    /// the general scan, `scan_batch` records a tick (8 here, a tick of 200 ms).
+    #[test]
+    fn failovers_held_by_a_refusal_are_claimed_again_when_the_hold_ends() {
+        let settings = Settings { scan_batch: 8, ..Settings::default() };
+        let mut cl = Cluster::from_config(cfg(&["a", "b", "c"], 1), settings);
+        for i in 0..50u64 {
+            create(&mut cl, "a", i, &format!("s{i:04}"), Ack::Sync { backups: 1 });
+        }
+        cl.pump();
+        cl.advance(Duration::from_millis(1500));
+        // b's share: the copies of a's sessions it holds (it is their failover target).
+        let share = cl.nodes[&id("b")].copies().filter(|(_, e, _, _)| e.node == id("a")).count();
+        assert!(share > 8, "b holds {share} of a's");
+        cl.nodes.remove(&id("a"));
+        let crash = cl.now;
+        let now = cl.now;
+        cl.nodes.get_mut(&id("b")).unwrap().handle_input(now, Input::PeerGone { peer: id("a") });
+        cl.collect(&id("b"));
+        while cl.nodes[&id("b")].owned_sessions().count() < share {
+            assert!(cl.now - crash < Duration::from_secs(10), "b never took its share over");
+            cl.pump();
+            cl.now += Duration::from_millis(1);
+            cl.tick_all();
+        }
+        let t = cl.now - crash;
+        assert!(!cl.refusals.is_empty(), "c refused b's first claims");
+        assert!(t <= Duration::from_millis(720), "b's share owned {t:?} after the crash");
     }
 
     /// A live peer wrongly reported gone to one node: that node fails it and claims its

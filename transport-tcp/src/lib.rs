@@ -131,6 +131,9 @@ pub struct TcpTransport<M: WireMessage> {
     peers: HashMap<NodeId, Peer<M>>,
     events: tokio::sync::Mutex<mpsc::Receiver<TransportEvent<M>>>,
     stop: watch::Sender<bool>,
+    /// Stops the accept loop, which `shutdown` ends before the links (see there).
+    stop_accepting: watch::Sender<bool>,
+    accepting: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
     closed: AtomicBool,
     tasks: std::sync::Mutex<Option<JoinSet<()>>>,
     local_addr: SocketAddr,
@@ -199,13 +202,16 @@ impl<M: WireMessage> TcpTransport<M> {
         let routes: HashMap<NodeId, mpsc::Sender<Stream>> =
             peers.iter().map(|(k, p): (&NodeId, &Peer<M>)| (k.clone(), p.links.clone())).collect();
         let sem = Arc::new(Semaphore::new(settings.max_unauthenticated));
-        tasks.spawn(accept_loop(shared.clone(), listener, sem, routes, ev_tx));
+        let (stop_accepting, accept_stop) = watch::channel(false);
+        let accepting = tokio::spawn(accept_loop(shared.clone(), listener, accept_stop, sem, routes, ev_tx));
         info!(node = %local, addr = %local_addr, "m2m tcp transport listening");
         Ok(TcpTransport {
             shared,
             peers,
             events: tokio::sync::Mutex::new(ev_rx),
             stop,
+            stop_accepting,
+            accepting: std::sync::Mutex::new(Some(accepting)),
             closed: AtomicBool::new(false),
             tasks: std::sync::Mutex::new(Some(tasks)),
             local_addr,
@@ -227,6 +233,7 @@ impl<M: WireMessage> TcpTransport<M> {
 
 impl<M: WireMessage> Drop for TcpTransport<M> {
     fn drop(&mut self) {
+        let _ = self.stop_accepting.send(true);
         let _ = self.stop.send(true);
     }
 }
@@ -264,6 +271,14 @@ impl<M: WireMessage> Transport<M> for TcpTransport<M> {
 
     async fn shutdown(&self) {
         self.closed.store(true, Ordering::Release);
+        // The listener closes before the links do: a peer that sees its link close probes the
+        // address at once (closed-link detection) and must find nothing listening, as after
+        // a crash.
+        let _ = self.stop_accepting.send(true);
+        let accepting = self.accepting.lock().ok().and_then(|mut a| a.take());
+        if let Some(accepting) = accepting {
+            let _ = accepting.await;
+        }
         let _ = self.stop.send(true);
         let tasks = self.tasks.lock().ok().and_then(|mut t| t.take());
         if let Some(mut tasks) = tasks {
@@ -305,11 +320,11 @@ async fn write_frames<W: AsyncWrite + Unpin>(w: &mut W, bytes: &[u8]) -> std::io
 async fn accept_loop<M: WireMessage>(
     shared: Arc<Shared>,
     listener: TcpListener,
+    mut stop: watch::Receiver<bool>,
     sem: Arc<Semaphore>,
     routes: HashMap<NodeId, mpsc::Sender<Stream>>,
     events: mpsc::Sender<TransportEvent<M>>,
 ) {
-    let mut stop = shared.shutdown.clone();
     let mut handshakes = JoinSet::new();
     loop {
         let (tcp, addr) = tokio::select! {
