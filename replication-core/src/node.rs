@@ -2301,9 +2301,8 @@ impl Node {
 
     fn on_claim(&mut self, now: Instant, from: &NodeId, session: String, epoch: Epoch, over: Option<Epoch>) {
         if self.refuses(now, &session, &epoch, over.as_ref()) {
-            // Deferred like a batch's (`answer_claims`); answered, if at all, in a `ClaimAcks`.
-            let until = now + self.heartbeat_interval;
-            self.answer_claims(now, from, vec![(session, epoch, over)], Some(until));
+            // Deferred like a batch's; answered, if at all, in a `ClaimAcks`.
+            self.on_claims(now, from, vec![(session, epoch, over)]);
         } else if let Some(copy) = self.promise(now, from, &session, &epoch) {
             self.out.send(from, Message::ClaimAck { session, epoch, copy });
         }

@@ -355,7 +355,7 @@ async fn accept_loop<M: WireMessage>(
         let routes = routes.clone();
         handshakes.spawn(async move {
             // A connection closed before its first byte is a peer's probe
-            // (`refuses_connections`) or a port check, not a refused handshake.
+            // (`peer_process_gone`) or a port check, not a refused handshake.
             let deadline = tokio::time::Instant::now() + shared.handshake_timeout;
             let first = tokio::time::timeout_at(deadline, tcp.peek(&mut [0u8; 1])).await;
             if matches!(first, Ok(Ok(0))) {
@@ -524,12 +524,12 @@ async fn dial(shared: &Shared, peer: &NodeId) -> Result<Stream, DialError> {
 /// closed before any byte, which the acceptor takes as a probe); no answer within the
 /// handshake timeout (a host down, a partition) is not taken as gone: the failure timeout
 /// decides then.
-async fn refuses_connections(shared: &Shared, peer: &NodeId) -> bool {
+async fn peer_process_gone(shared: &Shared, peer: &NodeId) -> bool {
     let Some(node) = shared.cfg.node(peer) else { return false };
     address_gone(node.address.as_str(), shared.handshake_timeout).await
 }
 
-/// How long a probe's connection waits for a reset (see `refuses_connections`).
+/// How long a probe's connection waits for a reset (see `peer_process_gone`).
 const PROBE_RESET_WAIT: Duration = Duration::from_millis(250);
 
 /// Whether a TCP connection to `address` is refused within `timeout`, or reset within
@@ -615,7 +615,7 @@ async fn peer_task<M: WireMessage>(
                             next = Some(s);
                             false
                         }
-                        gone = refuses_connections(&shared, &peer) => gone,
+                        gone = peer_process_gone(&shared, &peer) => gone,
                     };
                     if gone {
                         info!(%peer, "m2m peer gone: its link closed and a new connection was refused or reset");
