@@ -3,7 +3,9 @@
 //! - Baselines: raw TCP request/acknowledge ping-pong of 1 KiB on loopback (plain tokio
 //!   `TcpStream`, no TLS), raw pipelined TCP throughput, the same over TLS 1.3 (rustls,
 //!   what encryption alone costs) and raw quinn throughput of 1 KiB messages on one
-//!   connection, and (with `--redis ADDR`) a Redis primary with one replica
+//!   connection; the same three with an 8-byte acknowledgement per message and 64 in flight
+//!   (the transport's share of a synchronous update at concurrency 64); and (with
+//!   `--redis ADDR`) a Redis primary with one replica
 //!   doing `SET` + `WAIT 1 0` from a small RESP client.
 //! - m2m: synchronous session updates (1 KiB delta, 1 backup) over TLS/TCP and QUIC between
 //!   nodes of this process on loopback (throw-away certificates): latency at concurrency 1,
@@ -255,6 +257,15 @@ async fn one_run(plan: &Plan, redis: Option<&str>, only: &[String]) -> anyhow::R
         f.insert("raw.tls.msgs_per_s".into(), raw_tls_pipelined(plan.messages).await.context("raw TLS")?);
         eprintln!("  raw quinn ...");
         f.insert("raw.quinn.msgs_per_s".into(), raw_quinn(plan.messages).await.context("raw quinn")?);
+        eprintln!("  raw acknowledged ({WINDOW} in flight) ...");
+        let n = plan.messages / 4;
+        f.insert("raw.tcp.acked.msgs_per_s".into(), raw_tcp_acked(n, None).await.context("raw TCP acked")?);
+        let tls = replication_core::tls::insecure_configs()?;
+        f.insert(
+            "raw.tls.acked.msgs_per_s".into(),
+            raw_tcp_acked(n, Some(tls)).await.context("raw TLS acked")?,
+        );
+        f.insert("raw.quinn.acked.msgs_per_s".into(), raw_quinn_acked(n).await.context("raw quinn acked")?);
     }
 
     if let Some(addr) = redis.filter(|_| want("redis")) {
@@ -453,9 +464,9 @@ async fn write_frames<S: tokio::io::AsyncWrite + Unpin>(
     Ok((t0, w))
 }
 
-/// `n` length-prefixed 1 KiB messages on one quinn connection (one unidirectional stream),
-/// TLS 1.3 as QUIC requires; the clock stops when the receiver has read the last one.
-async fn raw_quinn(n: usize) -> anyhow::Result<f64> {
+/// A quinn server and client endpoint on loopback (throw-away certificate, TLS 1.3), and the
+/// server's address.
+fn quinn_pair() -> anyhow::Result<(quinn::Endpoint, quinn::Endpoint, std::net::SocketAddr)> {
     use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
     let (sc, cc) = replication_core::tls::insecure_configs()?;
     let server_cfg = quinn::ServerConfig::with_crypto(Arc::new(QuicServerConfig::try_from(sc)?));
@@ -463,6 +474,13 @@ async fn raw_quinn(n: usize) -> anyhow::Result<f64> {
     let addr = server.local_addr()?;
     let mut client = quinn::Endpoint::client("127.0.0.1:0".parse()?)?;
     client.set_default_client_config(quinn::ClientConfig::new(Arc::new(QuicClientConfig::try_from(cc)?)));
+    Ok((server, client, addr))
+}
+
+/// `n` length-prefixed 1 KiB messages on one quinn connection (one unidirectional stream),
+/// TLS 1.3 as QUIC requires; the clock stops when the receiver has read the last one.
+async fn raw_quinn(n: usize) -> anyhow::Result<f64> {
+    let (server, client, addr) = quinn_pair()?;
     let accept = {
         let server = server.clone();
         tokio::spawn(async move {
@@ -489,6 +507,142 @@ async fn raw_quinn(n: usize) -> anyhow::Result<f64> {
     client.wait_idle().await;
     server.close(0u32.into(), b"done");
     Ok(n as f64 / done.duration_since(t0).as_secs_f64())
+}
+
+/// In-flight requests of the request/acknowledge baselines: as many as m2m's concurrent
+/// sessions in the c64 phase.
+const WINDOW: usize = 64;
+
+/// `n` 1 KiB requests on one connection, each acknowledged with 8 bytes, [`WINDOW`] in
+/// flight (a new request for each acknowledgement): the transport's share of a synchronous
+/// update at concurrency 64, with nothing else done. Over TLS with `tls`. Acknowledgements
+/// per second.
+async fn raw_tcp_acked(
+    n: usize,
+    tls: Option<(Arc<tokio_rustls::rustls::ServerConfig>, Arc<tokio_rustls::rustls::ClientConfig>)>,
+) -> anyhow::Result<f64> {
+    let l = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = l.local_addr()?;
+    let acceptor = tls.as_ref().map(|(sc, _)| tokio_rustls::TlsAcceptor::from(sc.clone()));
+    let server = tokio::spawn(async move {
+        let (s, _) = l.accept().await?;
+        s.set_nodelay(true)?;
+        match acceptor {
+            Some(a) => {
+                let (r, w) = tokio::io::split(a.accept(s).await?);
+                acknowledge(r, w, n).await
+            }
+            None => {
+                let (r, w) = s.into_split();
+                acknowledge(r, w, n).await
+            }
+        }
+    });
+    let s = TcpStream::connect(addr).await?;
+    s.set_nodelay(true)?;
+    let rate = match tls {
+        Some((_, cc)) => {
+            let name = tokio_rustls::rustls::pki_types::ServerName::try_from("insecure.m2m")?;
+            let (r, w) = tokio::io::split(tokio_rustls::TlsConnector::from(cc).connect(name, s).await?);
+            request(r, w, n).await?
+        }
+        None => {
+            let (r, w) = s.into_split();
+            request(r, w, n).await?
+        }
+    };
+    server.await??;
+    Ok(rate)
+}
+
+/// The same over one quinn connection (one bidirectional stream).
+async fn raw_quinn_acked(n: usize) -> anyhow::Result<f64> {
+    let (server, client, addr) = quinn_pair()?;
+    let accept = {
+        let server = server.clone();
+        tokio::spawn(async move {
+            let conn = server.accept().await.context("no connection")?.await?;
+            let (tx, rx) = conn.accept_bi().await?;
+            acknowledge(rx, tx, n).await?;
+            Ok::<_, anyhow::Error>(conn)
+        })
+    };
+    let conn = client.connect(addr, "insecure.m2m")?.await?;
+    let (tx, rx) = conn.open_bi().await?;
+    let rate = request(rx, tx, n).await?;
+    let sconn = accept.await??;
+    conn.close(0u32.into(), b"done");
+    sconn.close(0u32.into(), b"done");
+    client.wait_idle().await;
+    server.close(0u32.into(), b"done");
+    Ok(rate)
+}
+
+/// The requesting side of the acknowledged baselines: keeps [`WINDOW`] requests in flight
+/// until `n` are acknowledged, writing the requests an arrival of acknowledgements frees in
+/// one flush; acknowledgements per second.
+async fn request<R, W>(r: R, w: W, n: usize) -> std::io::Result<f64>
+where
+    R: tokio::io::AsyncRead + Unpin,
+    W: tokio::io::AsyncWrite + Unpin,
+{
+    let mut r = BufReader::with_capacity(64 * 1024, r);
+    let mut w = BufWriter::with_capacity(128 * 1024, w);
+    let msg = frame();
+    let t0 = Instant::now();
+    let mut sent = 0;
+    for _ in 0..WINDOW.min(n) {
+        w.write_all(&msg).await?;
+        sent += 1;
+    }
+    w.flush().await?;
+    let mut acked = 0;
+    let mut ack = [0u8; 8];
+    while acked < n {
+        r.read_exact(&mut ack).await?;
+        acked += 1;
+        let mut free = 1;
+        while r.buffer().len() >= ack.len() {
+            r.read_exact(&mut ack).await?;
+            acked += 1;
+            free += 1;
+        }
+        for _ in 0..free {
+            if sent < n {
+                w.write_all(&msg).await?;
+                sent += 1;
+            }
+        }
+        w.flush().await?;
+    }
+    Ok(n as f64 / t0.elapsed().as_secs_f64())
+}
+
+/// The acknowledging side: reads `n` length-prefixed requests and answers each with 8
+/// bytes, flushed when no further complete request is buffered.
+async fn acknowledge<R, W>(r: R, w: W, n: usize) -> std::io::Result<()>
+where
+    R: tokio::io::AsyncRead + Unpin,
+    W: tokio::io::AsyncWrite + Unpin,
+{
+    let mut r = BufReader::with_capacity(64 * 1024, r);
+    let mut w = BufWriter::with_capacity(4096, w);
+    let mut buf = vec![0u8; PAYLOAD];
+    for _ in 0..n {
+        let len = r.read_u32().await? as usize;
+        buf.resize(len, 0);
+        r.read_exact(&mut buf).await?;
+        w.write_all(&[1u8; 8]).await?;
+        if r.buffer().len() < 4 + PAYLOAD {
+            w.flush().await?;
+        }
+    }
+    w.flush().await?;
+    // Stay until the requester is done reading (closing first could reset a TLS stream
+    // under it).
+    let mut rest = Vec::new();
+    let _ = r.read_to_end(&mut rest).await;
+    Ok(())
 }
 
 fn resp_command(args: &[&[u8]]) -> Vec<u8> {
@@ -1120,6 +1274,14 @@ impl Report {
             "quic.sync.c64 / raw.quinn".into(),
             g("quic.sync.c64.ops_per_s") / g("raw.quinn.msgs_per_s"),
         );
+        for (k, m2m, raw) in [
+            ("tcp.sync.c64 / raw.tls.acked", "tcp.sync.c64.ops_per_s", "raw.tls.acked.msgs_per_s"),
+            ("quic.sync.c64 / raw.quinn.acked", "quic.sync.c64.ops_per_s", "raw.quinn.acked.msgs_per_s"),
+            ("raw.quinn.acked / raw.quinn", "raw.quinn.acked.msgs_per_s", "raw.quinn.msgs_per_s"),
+            ("raw.tls.acked / raw.tcp pipelined", "raw.tls.acked.msgs_per_s", "raw.tcp.msgs_per_s"),
+        ] {
+            ratios.insert(k.into(), g(m2m) / g(raw));
+        }
         ratios.insert("memory m2m / hashmap".into(), mem("m2m") / mem("hashmap"));
         let target = |name: &str, value: f64, limit: f64, at_most: bool| Target {
             name: name.into(),
@@ -1193,6 +1355,27 @@ impl Report {
             "raw TCP".into(),
         ]);
         t.row(["raw quinn 1 KiB, one connection".into(), rate(raw_quinn), String::new(), String::new()]);
+        let tcp_acked = self.g("raw.tcp.acked.msgs_per_s");
+        let tls_acked = self.g("raw.tls.acked.msgs_per_s");
+        let quinn_acked = self.g("raw.quinn.acked.msgs_per_s");
+        t.row([
+            format!("raw TCP 1 KiB + 8 B ack, {WINDOW} in flight"),
+            rate(tcp_acked),
+            ratio(tcp_acked / raw_tcp),
+            "raw TCP".into(),
+        ]);
+        t.row([
+            format!("raw TLS 1 KiB + 8 B ack, {WINDOW} in flight"),
+            rate(tls_acked),
+            ratio(tls_acked / raw_tcp),
+            "raw TCP".into(),
+        ]);
+        t.row([
+            format!("raw quinn 1 KiB + 8 B ack, {WINDOW} in flight"),
+            rate(quinn_acked),
+            ratio(quinn_acked / raw_quinn),
+            "raw quinn".into(),
+        ]);
         if self.redis {
             t.row([
                 "Redis SET+WAIT 1, 1 client (p50 / p99)".into(),
@@ -1221,11 +1404,25 @@ impl Report {
                 let v = self.g(&format!("{tr}.sync.c{c}.ops_per_s"));
                 let (r2, n2) = if c == 64 && tr == "tcp" && self.redis {
                     (
-                        format!("{}; {}; {}", ratio(v / raw), ratio(v / raw_tls), ratio(v / redis16)),
-                        format!("{raw_name}; raw TLS; Redis c16"),
+                        format!(
+                            "{}; {}; {}; {}",
+                            ratio(v / raw),
+                            ratio(v / raw_tls),
+                            ratio(v / tls_acked),
+                            ratio(v / redis16)
+                        ),
+                        format!("{raw_name}; raw TLS; raw TLS acked; Redis c16"),
                     )
                 } else if c == 64 && tr == "tcp" {
-                    (format!("{}; {}", ratio(v / raw), ratio(v / raw_tls)), format!("{raw_name}; raw TLS"))
+                    (
+                        format!("{}; {}; {}", ratio(v / raw), ratio(v / raw_tls), ratio(v / tls_acked)),
+                        format!("{raw_name}; raw TLS; raw TLS acked"),
+                    )
+                } else if c == 64 {
+                    (
+                        format!("{}; {}", ratio(v / raw), ratio(v / quinn_acked)),
+                        format!("{raw_name}; raw quinn acked"),
+                    )
                 } else {
                     (ratio(v / raw), raw_name.into())
                 };
@@ -1494,6 +1691,28 @@ mod tests {
         let l = lat(&[Duration::from_micros(10), Duration::from_micros(30), Duration::from_micros(20)]);
         assert_eq!(l.p50, 20.0);
         assert_eq!(l.p999, 30.0);
+    }
+
+    #[test]
+    fn acknowledged_baselines_get_every_acknowledgement() -> anyhow::Result<()> {
+        // More messages than the window, not a multiple of it: `request` returns only when
+        // every one of its requests was acknowledged, `acknowledge` only when it read them all.
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+        rt.block_on(async {
+            let n = WINDOW * 7 + 5;
+            let limit = Duration::from_secs(60);
+            let tcp = tokio::time::timeout(limit, raw_tcp_acked(n, None)).await??;
+            let tls = replication_core::tls::insecure_configs()?;
+            let tls = tokio::time::timeout(limit, raw_tcp_acked(n, Some(tls))).await??;
+            let quinn = tokio::time::timeout(limit, raw_quinn_acked(n)).await??;
+            for (name, rate) in [("tcp", tcp), ("tls", tls), ("quinn", quinn)] {
+                assert!(rate.is_finite() && rate > 0.0, "{name}: {rate}");
+            }
+            // Fewer requests than the window.
+            let few = tokio::time::timeout(limit, raw_tcp_acked(3, None)).await??;
+            assert!(few.is_finite() && few > 0.0);
+            Ok(())
+        })
     }
 
     #[test]
