@@ -645,6 +645,15 @@ where
     Ok(())
 }
 
+/// The allocator of this process: `system`, or the libraries `LD_PRELOAD` names (jemalloc,
+/// mimalloc...), which replace it.
+fn allocator() -> String {
+    match std::env::var("LD_PRELOAD") {
+        Ok(v) if !v.trim().is_empty() => format!("LD_PRELOAD={}", v.trim()),
+        _ => "system".into(),
+    }
+}
+
 fn resp_command(args: &[&[u8]]) -> Vec<u8> {
     let mut out = format!("*{}\r\n", args.len()).into_bytes();
     for a in args {
@@ -1233,6 +1242,9 @@ struct Report {
     latency_curves_us: Curves,
     each_run: Vec<Figures>,
     redis: bool,
+    /// The memory allocator the figures were taken with: `system`, or what `LD_PRELOAD`
+    /// loaded (see `scripts/bench-allocators.sh`).
+    allocator: String,
 }
 
 impl Report {
@@ -1323,6 +1335,7 @@ impl Report {
             latency_curves_us: curves,
             each_run,
             redis,
+            allocator: allocator(),
         }
     }
 
@@ -1498,8 +1511,8 @@ impl Report {
         ]);
         let mut out = format!(
             "m2m bench: median of {} run(s), phases of {} ms; nodes in this process on 127.0.0.1, mutual TLS; \
-             raw TCP without TLS\n\n",
-            self.runs, self.phase_ms
+             raw TCP without TLS; allocator: {}\n\n",
+            self.runs, self.phase_ms, self.allocator
         );
         out.push_str(&t.render());
         out.push_str("\ntargets:\n");
