@@ -13,8 +13,9 @@
 //! - Memory: bytes per session copy (owner and backup) against a plain
 //!   `HashMap<String, Vec<u8>>` holding the same data, each measured as the VmRSS growth of a
 //!   fresh child process (`/proc/self/status`).
-//! - Failover (the owner is stopped with `abort()` in-process, like a crash without a
-//!   graceful leave) and re-replication after a backup holder is lost.
+//! - Failover (the owner, a child process, is killed with SIGKILL) and re-replication after a
+//!   backup holder is lost (stopped with `abort()` in-process, like a crash without a
+//!   graceful leave).
 //!
 //! Every figure is the median over `--runs` runs (memory: one run).
 
@@ -67,6 +68,13 @@ pub(crate) struct Args {
     /// Internal: measure memory of one kind in this (child) process and print it.
     #[arg(long, hide = true, value_enum)]
     pub(crate) memory_child: Option<MemoryKind>,
+    /// Internal: run the failover benchmark's owner, app1 of `DIR/bench.toml`, in this
+    /// (child) process until it is killed.
+    #[arg(long, hide = true, value_name = "DIR")]
+    pub(crate) failover_child: Option<PathBuf>,
+    /// Internal: the sessions the failover child creates.
+    #[arg(long, hide = true)]
+    pub(crate) failover_sessions: Option<usize>,
 }
 
 /// What a memory child measures.
@@ -129,6 +137,10 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
     if let Some(kind) = args.memory_child {
         let r = rt.block_on(memory_child(kind, plan.memory_sessions))?;
         println!("{}", serde_json::to_string(&r)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if let Some(dir) = &args.failover_child {
+        rt.block_on(failover_child(dir, args.failover_sessions.unwrap_or(plan.failover_sessions)))?;
         return Ok(ExitCode::SUCCESS);
     }
     let runs = args.runs.unwrap_or(if args.quick { 1 } else { 3 });
@@ -737,60 +749,14 @@ impl Cluster {
         trace: Option<&Arc<Trace>>,
         domain_extra: &str,
     ) -> anyhow::Result<Cluster> {
-        let mut text = format!(
-            "[domain]\nname = \"bench\"\ntopology = \"peer-to-peer\"\nreplicas = {replicas}\n\
-             transport = \"{transport}\"\nheartbeat_interval_ms = {HEARTBEAT_MS}\n\
-             failure_timeout_ms = {FAILURE_TIMEOUT_MS}\nrequest_timeout_ms = 2000\n{domain_extra}"
-        );
-        let mut sockets = Vec::new();
-        for i in 1..=n {
-            let (addr, socket) = if transport == "quic" {
-                let s = std::net::UdpSocket::bind("127.0.0.1:0")?;
-                (s.local_addr()?, Socket::Udp(s))
-            } else {
-                let l = std::net::TcpListener::bind("127.0.0.1:0")?;
-                (l.local_addr()?, Socket::Tcp(l))
-            };
-            text.push_str(&format!("\n[[node]]\nname = \"app{i}\"\naddress = \"{addr}\"\n"));
-            sockets.push((format!("app{i}"), socket));
-        }
-        let cfg = DomainConfig::parse(&text, "bench.toml").context("the generated bench domain")?;
+        let (_, cfg, sockets) = bench_domain(transport, n, replicas, domain_extra)?;
         let certs = tempfile::tempdir()?;
         replication_core::tls::init_dir(&cfg, certs.path()).context("throw-away certificates")?;
         let mut nodes = Vec::new();
         for (name, socket) in sockets {
-            let mut settings = SessionSettings::default();
-            if let Some(core) = &core {
-                settings.core = core.clone();
-            }
-            let mut b = SessionManager::builder(cfg.clone(), &name)
-                .settings(settings)
-                .certs_dir(certs.path())
-                .ack(ack);
-            if let Some(trace) = trace {
-                let (trace, node) = (trace.clone(), name.clone());
-                b = b.metrics_hook(move |ev| trace.record(&node, ev));
-            }
-            let b = match socket {
-                Socket::Tcp(l) => b.tcp_listener(l),
-                Socket::Udp(s) => b.udp_socket(s),
-            };
-            nodes.push(b.start().await.with_context(|| format!("starting node {name}"))?);
+            nodes.push(start_node(&cfg, certs.path(), &name, socket, ack, core.as_ref(), trace).await?);
         }
-        let deadline = Instant::now() + Duration::from_secs(15);
-        'wait: loop {
-            let mut up = true;
-            for m in &nodes {
-                up &= m.metrics().await?.core.peers_up >= n - 1;
-            }
-            if up {
-                break 'wait;
-            }
-            if Instant::now() > deadline {
-                bail!("the bench nodes did not see each other within 15 s");
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        wait_peers_up(&nodes, n - 1).await?;
         Ok(Cluster { nodes, _certs: certs })
     }
 
@@ -798,6 +764,78 @@ impl Cluster {
         for m in &self.nodes {
             let _ = m.abort().await;
         }
+    }
+}
+
+/// A benchmark domain: its file's text, the parsed domain, and each node's name and socket.
+type BenchDomain = (String, DomainConfig, Vec<(String, Socket)>);
+
+/// The text of a benchmark domain of `n` nodes `app1..` on loopback, and a socket bound to
+/// each node's address (for the node to adopt; dropped for a node that runs in a child
+/// process, which binds the address itself).
+fn bench_domain(transport: &str, n: usize, replicas: u32, domain_extra: &str) -> anyhow::Result<BenchDomain> {
+    let mut text = format!(
+        "[domain]\nname = \"bench\"\ntopology = \"peer-to-peer\"\nreplicas = {replicas}\n\
+         transport = \"{transport}\"\nheartbeat_interval_ms = {HEARTBEAT_MS}\n\
+         failure_timeout_ms = {FAILURE_TIMEOUT_MS}\nrequest_timeout_ms = 2000\n{domain_extra}"
+    );
+    let mut sockets = Vec::new();
+    for i in 1..=n {
+        let (addr, socket) = if transport == "quic" {
+            let s = std::net::UdpSocket::bind("127.0.0.1:0")?;
+            (s.local_addr()?, Socket::Udp(s))
+        } else {
+            let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+            (l.local_addr()?, Socket::Tcp(l))
+        };
+        text.push_str(&format!("\n[[node]]\nname = \"app{i}\"\naddress = \"{addr}\"\n"));
+        sockets.push((format!("app{i}"), socket));
+    }
+    let cfg = DomainConfig::parse(&text, "bench.toml").context("the generated bench domain")?;
+    Ok((text, cfg, sockets))
+}
+
+/// Starts node `name` of `cfg` on `socket`, certificates from `certs`.
+async fn start_node(
+    cfg: &DomainConfig,
+    certs: &std::path::Path,
+    name: &str,
+    socket: Socket,
+    ack: AckPolicy,
+    core: Option<&replication_core::Settings>,
+    trace: Option<&Arc<Trace>>,
+) -> anyhow::Result<SessionManager> {
+    let mut settings = SessionSettings::default();
+    if let Some(core) = core {
+        settings.core = core.clone();
+    }
+    let mut b = SessionManager::builder(cfg.clone(), name).settings(settings).certs_dir(certs).ack(ack);
+    if let Some(trace) = trace {
+        let (trace, node) = (trace.clone(), name.to_owned());
+        b = b.metrics_hook(move |ev| trace.record(&node, ev));
+    }
+    let b = match socket {
+        Socket::Tcp(l) => b.tcp_listener(l),
+        Socket::Udp(s) => b.udp_socket(s),
+    };
+    b.start().await.with_context(|| format!("starting node {name}"))
+}
+
+/// Waits (up to 15 s) until each of `nodes` sees `peers` peers up.
+async fn wait_peers_up(nodes: &[SessionManager], peers: usize) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let mut up = true;
+        for m in nodes {
+            up &= m.metrics().await?.core.peers_up >= peers;
+        }
+        if up {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("the bench nodes did not see each other within 15 s");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -965,33 +1003,49 @@ impl Trace {
     }
 }
 
-/// Three nodes; `n` sessions owned by app1, which is then aborted. With `closed_links` the
-/// survivors fail it when its links close and its address refuses connections (a crashed
-/// process); without, at the failure timeout (as for a host that went silent). Returns the
-/// time until every session is owned by a survivor, and until a read of one session through
-/// its failover target (named in its id) returned it, in milliseconds, and the sends dropped.
+/// Three nodes; `n` sessions owned by app1, a process of its own, which is then killed with
+/// SIGKILL. With `closed_links` the survivors fail it when its links close and its address
+/// refuses connections (a crashed process); without, at the failure timeout (as for a host
+/// that went silent). Returns the time until every session is owned by a survivor, and until
+/// a read of one session through its failover target (named in its id) returned it, in
+/// milliseconds, and the sends dropped.
 async fn failover(n: usize, closed_links: bool) -> anyhow::Result<(f64, f64, f64)> {
     let trace = Arc::new(Trace::default());
     let extra = if closed_links { "" } else { "closed_link_detection = false\n" };
     let started = Instant::now();
-    let c = Cluster::start("tcp", 3, 1, sync(1), None, Some(&trace), extra).await?;
-    let ids = create_many(&c.nodes[0], n).await?;
-    let probe = ids.first().cloned().context("no session")?;
+    let (text, cfg, mut sockets) = bench_domain("tcp", 3, 1, extra)?;
+    let dir = tempfile::tempdir()?;
+    let certs = dir.path().join("certs");
+    std::fs::create_dir_all(&certs)?;
+    replication_core::tls::init_dir(&cfg, &certs).context("throw-away certificates")?;
+    std::fs::write(dir.path().join("bench.toml"), &text)?;
+    // app1 binds its address in the child.
+    drop(sockets.remove(0));
+    let mut survivors = Vec::new();
+    for (name, socket) in sockets {
+        survivors.push(start_node(&cfg, &certs, &name, socket, sync(1), None, Some(&trace)).await?);
+    }
+    let mut owner = OwnerProcess::spawn(dir.path(), n)?;
+    let ready = owner.line(Duration::from_secs(120)).await.context("the failover owner starting")?;
+    let words: Vec<&str> = ready.split_whitespace().collect();
+    let [_, probe, _, _] = words[..] else { bail!("the failover owner said {ready:?}") };
+    let probe = probe.to_owned();
     // A domain that has run for a while, as in production (and as the benchmark measured
     // before a complete view counted as settled at once). Then a write to a backup on each
     // survivor, so that both heard app1 just before the kill (the silent case is measured
     // from the last word, as with writes going on).
     tokio::time::sleep_until((started + Duration::from_millis(FAILURE_TIMEOUT_MS + 200)).into()).await;
-    let last_words = ["app2", "app3"].map(|t| ids.iter().find(|id| id.ends_with(&format!(".{t}"))).cloned());
-    for id in last_words.iter().flatten() {
-        c.nodes[0].update(id, |s| s.set("refresh", &1u8)).await?;
+    owner.send("refresh")?;
+    let answer = owner.line(Duration::from_secs(10)).await?;
+    if answer != "refreshed" {
+        bail!("the failover owner said {answer:?}");
     }
     let target = probe.rsplit('.').next().unwrap_or_default().to_owned();
-    let reader = c.nodes.iter().find(|m| m.node().as_str() == target).context("failover target")?.clone();
-    let survivors = [c.nodes[1].clone(), c.nodes[2].clone()];
+    let reader = survivors.iter().find(|m| m.node().as_str() == target).context("failover target")?.clone();
+    let survivors = [survivors[0].clone(), survivors[1].clone()];
     let t0 = Instant::now();
     trace.start(t0);
-    c.nodes[0].abort().await?;
+    owner.kill()?;
     if std::env::var_os("M2M_BENCH_PRINT_KILL").is_some() {
         // For lining a profile up with the kill (`perf record -k CLOCK_MONOTONIC`): the
         // monotonic clock's reading, which `Instant`'s debug form shows on Linux.
@@ -1064,12 +1118,126 @@ async fn failover(n: usize, closed_links: bool) -> anyhow::Result<(f64, f64, f64
             m.core.failovers, m.send_queue_full, m.messages_sent
         );
     }
-    c.stop().await;
+    for m in &survivors {
+        let _ = m.abort().await;
+    }
     Ok((
         all.duration_since(t0).as_secs_f64() * 1e3,
         first.duration_since(t0).as_secs_f64() * 1e3,
         dropped as f64,
     ))
+}
+
+/// The failover benchmark's owner process (`m2m bench --failover-child DIR`): lines from its
+/// standard output, lines to its standard input; killed (SIGKILL) when dropped.
+struct OwnerProcess {
+    child: std::process::Child,
+    stdin: std::process::ChildStdin,
+    lines: tokio::sync::mpsc::Receiver<String>,
+}
+
+impl OwnerProcess {
+    fn spawn(dir: &std::path::Path, n: usize) -> anyhow::Result<OwnerProcess> {
+        let exe = std::env::current_exe().context("the m2m executable")?;
+        let mut child = std::process::Command::new(exe)
+            .arg("bench")
+            .arg("--failover-child")
+            .arg(dir)
+            .args(["--failover-sessions", &n.to_string()])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .context("starting the failover owner process")?;
+        let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("the failover owner process has no pipes");
+        };
+        let (tx, lines) = tokio::sync::mpsc::channel(4);
+        std::thread::spawn(move || {
+            use std::io::BufRead as _;
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.blocking_send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(OwnerProcess { child, stdin, lines })
+    }
+
+    /// The next line it prints, within `limit`.
+    async fn line(&mut self, limit: Duration) -> anyhow::Result<String> {
+        match tokio::time::timeout(limit, self.lines.recv()).await {
+            Ok(Some(line)) => Ok(line),
+            Ok(None) => bail!("the failover owner process exited ({:?})", self.child.try_wait()),
+            Err(_) => bail!("the failover owner process said nothing for {limit:?}"),
+        }
+    }
+
+    fn send(&mut self, line: &str) -> anyhow::Result<()> {
+        use std::io::Write as _;
+        writeln!(self.stdin, "{line}").context("writing to the failover owner process")?;
+        self.stdin.flush()?;
+        Ok(())
+    }
+
+    /// SIGKILL, and reaps it.
+    fn kill(&mut self) -> anyhow::Result<()> {
+        self.child.kill().context("killing the failover owner process")?;
+        self.child.wait()?;
+        Ok(())
+    }
+}
+
+impl Drop for OwnerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The owner of the failover benchmark in a child process (`--failover-child DIR`): starts
+/// app1 of `DIR/bench.toml` (certificates in `DIR/certs`), creates `n` sessions and prints
+/// `ready PROBE ID2 ID3`: a session to read back after the failover, and one backed up on
+/// app2 and one on app3. For each `refresh` on its standard input it writes to those two
+/// (so that both survivors hear it just before the kill) and prints `refreshed`. It runs
+/// until it is killed, or leaves when its standard input closes (the benchmark is gone).
+async fn failover_child(dir: &std::path::Path, n: usize) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(dir.join("bench.toml")).context("the failover domain file")?;
+    let cfg = DomainConfig::parse(&text, "bench.toml").context("the failover domain file")?;
+    let node = SessionManager::builder(cfg, "app1")
+        .certs_dir(dir.join("certs"))
+        .ack(sync(1))
+        .start()
+        .await
+        .context("starting app1")?;
+    wait_peers_up(std::slice::from_ref(&node), 2).await?;
+    let ids = create_many(&node, n).await?;
+    let probe = ids.first().cloned().context("no session")?;
+    let last = ["app2", "app3"].map(|t| {
+        ids.iter().find(|id| id.ends_with(&format!(".{t}"))).cloned().unwrap_or_else(|| probe.clone())
+    });
+    println!("ready {probe} {} {}", last[0], last[1]);
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<String>(4);
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lines() {
+            let Ok(line) = line else { break };
+            if tx.blocking_send(line).is_err() {
+                break;
+            }
+        }
+    });
+    while let Some(line) = rx.recv().await {
+        if line.trim() == "refresh" {
+            for id in &last {
+                node.update(id, |s| s.set("refresh", &1u8)).await?;
+            }
+            println!("refreshed");
+        }
+    }
+    let _ = node.abort().await;
+    Ok(())
 }
 
 /// Re-replication settings of the benchmark: a token bucket that does not limit (1,000,000
