@@ -261,8 +261,10 @@ async fn one_run(plan: &Plan, redis: Option<&str>, only: &[String]) -> anyhow::R
 
     if want("raw") {
         eprintln!("  raw tcp ...");
-        let rtt = raw_tcp_pingpong(plan.rounds).await.context("raw TCP ping-pong")?;
+        let rtt = raw_tcp_pingpong(plan.rounds, Placement::TwoCpus).await.context("raw TCP ping-pong")?;
         put_lat(&mut f, "raw.tcp.rtt", lat(&rtt));
+        let rtt1 = raw_tcp_pingpong(plan.rounds, Placement::OneCpu).await.context("raw TCP ping-pong")?;
+        put_lat(&mut f, "raw.tcp.rtt_one_cpu", lat(&rtt1));
         curves.raw_tcp = curve(&rtt);
         f.insert("raw.tcp.msgs_per_s".into(), raw_tcp_pipelined(plan.messages).await.context("raw TCP")?);
         eprintln!("  raw tls ...");
@@ -367,19 +369,49 @@ fn frame() -> Vec<u8> {
     v
 }
 
-/// Request (4-byte length + 1 KiB) and 8-byte acknowledgement, one at a time, between two
-/// threads with blocking sockets (no runtime): the loopback round trip between two threads of
-/// this machine. (Two tokio tasks measured it too, but bimodally: about 11 µs when the runtime
-/// ran both on one worker, the round trip between threads otherwise.)
-async fn raw_tcp_pingpong(rounds: usize) -> anyhow::Result<Vec<Duration>> {
-    tokio::task::spawn_blocking(move || blocking_pingpong(rounds)).await?
+/// Where the two threads of the raw round trip run.
+#[derive(Clone, Copy, Debug)]
+enum Placement {
+    /// Client and server pinned to two different CPUs: every request and acknowledgement
+    /// wakes the other CPU, as between two nodes (the figure the latency targets use).
+    TwoCpus,
+    /// Both pinned to one CPU: each wake-up is a context switch on that CPU.
+    OneCpu,
 }
 
-fn blocking_pingpong(rounds: usize) -> anyhow::Result<Vec<Duration>> {
+/// Request (4-byte length + 1 KiB) and 8-byte acknowledgement, one at a time, between two
+/// threads with blocking sockets (no runtime), pinned as `placement` says. Unpinned, the
+/// figure is bimodal on a small machine (about 6 µs when the kernel runs both threads on one
+/// CPU, 85-100 µs when they run on two on the 2-vCPU VM of `docs/benchmarks`), and so were
+/// two tokio tasks (11 or 90 µs): pinned, each placement is measured every time. With one
+/// CPU only, `TwoCpus` runs unpinned.
+async fn raw_tcp_pingpong(rounds: usize, placement: Placement) -> anyhow::Result<Vec<Duration>> {
+    let cores = core_affinity::get_core_ids().unwrap_or_default();
+    let (client_cpu, server_cpu) = match (placement, cores.as_slice()) {
+        (Placement::TwoCpus, [a, b, ..]) => (Some(*a), Some(*b)),
+        (Placement::OneCpu, [a, ..]) => (Some(*a), Some(*a)),
+        _ => (None, None),
+    };
+    // Threads of their own: a pinned runtime thread would stay pinned.
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(blocking_pingpong(rounds, client_cpu, server_cpu));
+    });
+    rx.await.context("the ping-pong thread ended")?
+}
+
+fn blocking_pingpong(
+    rounds: usize,
+    client_cpu: Option<core_affinity::CoreId>,
+    server_cpu: Option<core_affinity::CoreId>,
+) -> anyhow::Result<Vec<Duration>> {
     use std::io::{Read as _, Write as _};
     let l = std::net::TcpListener::bind("127.0.0.1:0")?;
     let addr = l.local_addr()?;
     let server = std::thread::spawn(move || -> std::io::Result<()> {
+        if let Some(c) = server_cpu {
+            core_affinity::set_for_current(c);
+        }
         let (mut s, _) = l.accept()?;
         s.set_nodelay(true)?;
         let mut buf = vec![0u8; 4 + PAYLOAD];
@@ -390,6 +422,9 @@ fn blocking_pingpong(rounds: usize) -> anyhow::Result<Vec<Duration>> {
             s.write_all(&[1u8; 8])?;
         }
     });
+    if let Some(c) = client_cpu {
+        core_affinity::set_for_current(c);
+    }
     let mut s = std::net::TcpStream::connect(addr)?;
     s.set_nodelay(true)?;
     let msg = frame();
@@ -1445,6 +1480,10 @@ impl Report {
             g("tcp.sync.c1.p99_us") / g("raw.tcp.rtt.p99_us"),
         );
         ratios.insert(
+            "tcp.sync.c1.p50 / raw.tcp.rtt_one_cpu.p50".into(),
+            g("tcp.sync.c1.p50_us") / g("raw.tcp.rtt_one_cpu.p50_us"),
+        );
+        ratios.insert(
             "tcp.sync.c64 / raw.tcp pipelined".into(),
             g("tcp.sync.c64.ops_per_s") / g("raw.tcp.msgs_per_s"),
         );
@@ -1530,8 +1569,15 @@ impl Report {
         let raw_quinn = self.g("raw.quinn.msgs_per_s");
         let redis16 = self.g("redis.c16.ops_per_s");
         t.row([
-            "raw TCP 1 KiB round trip p50 / p99".into(),
+            "raw TCP 1 KiB round trip p50 / p99, two CPUs".into(),
             format!("{} / {}", us(rtt50), us(rtt99)),
+            String::new(),
+            String::new(),
+        ]);
+        let rtt1_50 = self.g("raw.tcp.rtt_one_cpu.p50_us");
+        t.row([
+            "raw TCP 1 KiB round trip p50 / p99, one CPU".into(),
+            format!("{} / {}", us(rtt1_50), us(self.g("raw.tcp.rtt_one_cpu.p99_us"))),
             String::new(),
             String::new(),
         ]);
@@ -1586,7 +1632,12 @@ impl Report {
             let p50 = self.g(&format!("{tr}.sync.c1.p50_us"));
             let p99 = self.g(&format!("{tr}.sync.c1.p99_us"));
             let p999 = self.g(&format!("{tr}.sync.c1.p999_us"));
-            t.row([format!("m2m {name} sync update p50"), us(p50), ratio(p50 / rtt50), "raw TCP p50".into()]);
+            t.row([
+                format!("m2m {name} sync update p50"),
+                us(p50),
+                format!("{}; {}", ratio(p50 / rtt50), ratio(p50 / rtt1_50)),
+                "raw TCP p50, two CPUs; one CPU".into(),
+            ]);
             t.row([format!("m2m {name} sync update p99"), us(p99), ratio(p99 / rtt99), "raw TCP p99".into()]);
             t.row([format!("m2m {name} sync update p999"), us(p999), String::new(), String::new()]);
             for c in [1, 16, 64] {
