@@ -456,15 +456,22 @@ async fn raw_tls_pipelined(n: usize) -> anyhow::Result<f64> {
     pipelined(n, Some((sc, cc))).await
 }
 
-/// `n` 1 KiB frames on one loopback TCP connection, over TLS with `tls`; messages per second
-/// until the receiver has read the last one.
-async fn pipelined(
-    n: usize,
-    tls: Option<(Arc<tokio_rustls::rustls::ServerConfig>, Arc<tokio_rustls::rustls::ClientConfig>)>,
-) -> anyhow::Result<f64> {
+/// A TLS server and client configuration for the raw TLS baselines.
+type TlsConfigs = (Arc<tokio_rustls::rustls::ServerConfig>, Arc<tokio_rustls::rustls::ClientConfig>);
+
+/// A loopback listener, its address, and an acceptor when `tls` is given.
+async fn raw_listener(
+    tls: Option<&TlsConfigs>,
+) -> anyhow::Result<(TcpListener, std::net::SocketAddr, Option<tokio_rustls::TlsAcceptor>)> {
     let l = TcpListener::bind("127.0.0.1:0").await?;
     let addr = l.local_addr()?;
-    let acceptor = tls.as_ref().map(|(sc, _)| tokio_rustls::TlsAcceptor::from(sc.clone()));
+    Ok((l, addr, tls.map(|(sc, _)| tokio_rustls::TlsAcceptor::from(sc.clone()))))
+}
+
+/// `n` 1 KiB frames on one loopback TCP connection, over TLS with `tls`; messages per second
+/// until the receiver has read the last one.
+async fn pipelined(n: usize, tls: Option<TlsConfigs>) -> anyhow::Result<f64> {
+    let (l, addr, acceptor) = raw_listener(tls.as_ref()).await?;
     let server = tokio::spawn(async move {
         let (s, _) = l.accept().await?;
         match acceptor {
@@ -572,13 +579,8 @@ const WINDOW: usize = 64;
 /// flight (a new request for each acknowledgement): the transport's share of a synchronous
 /// update at concurrency 64, with nothing else done. Over TLS with `tls`. Acknowledgements
 /// per second.
-async fn raw_tcp_acked(
-    n: usize,
-    tls: Option<(Arc<tokio_rustls::rustls::ServerConfig>, Arc<tokio_rustls::rustls::ClientConfig>)>,
-) -> anyhow::Result<f64> {
-    let l = TcpListener::bind("127.0.0.1:0").await?;
-    let addr = l.local_addr()?;
-    let acceptor = tls.as_ref().map(|(sc, _)| tokio_rustls::TlsAcceptor::from(sc.clone()));
+async fn raw_tcp_acked(n: usize, tls: Option<TlsConfigs>) -> anyhow::Result<f64> {
+    let (l, addr, acceptor) = raw_listener(tls.as_ref()).await?;
     let server = tokio::spawn(async move {
         let (s, _) = l.accept().await?;
         s.set_nodelay(true)?;
