@@ -1198,17 +1198,7 @@ impl OwnerProcess {
             let _ = child.wait();
             bail!("the failover owner process has no pipes");
         };
-        let (tx, lines) = tokio::sync::mpsc::channel(4);
-        std::thread::spawn(move || {
-            use std::io::BufRead as _;
-            for line in std::io::BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.blocking_send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Ok(OwnerProcess { child, stdin, lines })
+        Ok(OwnerProcess { child, stdin, lines: line_reader(stdout) })
     }
 
     /// The next line it prints, within `limit`.
@@ -1242,6 +1232,22 @@ impl Drop for OwnerProcess {
     }
 }
 
+/// The lines of a blocking reader (a pipe), read on a thread of their own, until it ends or
+/// fails or the receiver is dropped.
+fn line_reader(r: impl std::io::Read + Send + 'static) -> tokio::sync::mpsc::Receiver<String> {
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    std::thread::spawn(move || {
+        use std::io::BufRead as _;
+        for line in std::io::BufReader::new(r).lines() {
+            let Ok(line) = line else { break };
+            if tx.blocking_send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
 /// The owner of the failover benchmark in a child process (`--failover-child DIR`): starts
 /// app1 of `DIR/bench.toml` (certificates in `DIR/certs`), creates `n` sessions and prints
 /// `ready PROBE ID2 ID3`: a session to read back after the failover, and one backed up on
@@ -1264,15 +1270,7 @@ async fn failover_child(dir: &std::path::Path, n: usize) -> anyhow::Result<()> {
         ids.iter().find(|id| id.ends_with(&format!(".{t}"))).cloned().unwrap_or_else(|| probe.clone())
     });
     println!("ready {probe} {} {}", last[0], last[1]);
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<String>(4);
-    std::thread::spawn(move || {
-        for line in std::io::stdin().lines() {
-            let Ok(line) = line else { break };
-            if tx.blocking_send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let mut rx = line_reader(std::io::stdin());
     while let Some(line) = rx.recv().await {
         if line.trim() == "refresh" {
             for id in &last {
