@@ -32,6 +32,7 @@ pub mod api;
 pub mod attributes;
 pub mod config;
 pub mod error;
+mod load;
 pub mod message;
 pub mod node;
 pub mod placement;
