@@ -326,6 +326,29 @@ impl Address {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The host (without the brackets of an IPv6 literal) and the port.
+    pub fn host_port(&self) -> (&str, u16) {
+        if let Ok(sa) = self.0.parse::<std::net::SocketAddr>() {
+            let host = self.0.rsplit_once(':').map_or("", |(h, _)| h);
+            return (host.trim_start_matches('[').trim_end_matches(']'), sa.port());
+        }
+        let (host, port) = self.0.rsplit_once(':').unwrap_or((&self.0, "0"));
+        (host, port.parse().unwrap_or(0))
+    }
+
+    /// One spelling per socket: an IP literal as the standard library prints it
+    /// (`127.0.0.1:07101` is `127.0.0.1:7101`, `[0:0::1]:1` is `[::1]:1`), a host name in
+    /// lower case (DNS ignores case) with its port.
+    pub fn canonical(&self) -> String {
+        match self.0.parse::<std::net::SocketAddr>() {
+            Ok(sa) => sa.to_string(),
+            Err(_) => {
+                let (host, port) = self.host_port();
+                format!("{}:{port}", host.to_ascii_lowercase())
+            }
+        }
+    }
 }
 
 impl fmt::Display for Address {

@@ -7,10 +7,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
+use std::net::{IpAddr, SocketAddr};
 
 use serde::Serialize;
 
-use crate::config::{DomainConfig, Mode, Replicas, Topology};
+use crate::config::{Address, DomainConfig, Mode, Replicas, Topology};
 
 /// The stable rule codes. Scripts and the CLI's JSON output rely on them: never rename one.
 pub mod rule {
@@ -25,8 +26,15 @@ pub mod rule {
     pub const NAME_CHARS: &str = "name-chars";
     /// Two nodes share a name.
     pub const DUPLICATE_NAME: &str = "duplicate-node-name";
-    /// Two listeners (replication or admin) share an address.
+    /// Two node names differ only in case (`app1`, `APP1`): certificate names and DNS ignore
+    /// case, so neither node could prove which one it is.
+    pub const NAME_CASE: &str = "names-equal-ignoring-case";
+    /// Two listeners (replication or admin) share an address, as written or once parsed
+    /// (`127.0.0.1:07101` is `127.0.0.1:7101`, `[0:0::1]:1` is `[::1]:1`, host names ignore case).
     pub const DUPLICATE_ADDRESS: &str = "duplicate-address";
+    /// Warning: two listeners have the same port on hosts that resolve to one address
+    /// ([`validate_resolved`]): on one machine they cannot both listen.
+    pub const SAME_RESOLVED_ADDRESS: &str = "same-resolved-address";
     /// Peer-to-peer topology with a session manager that is not `both`.
     pub const P2P_REQUIRES_BOTH: &str = "peer-to-peer-requires-both";
     /// Client-server topology with a session manager that is `both`.
@@ -344,30 +352,171 @@ fn check_unique(cfg: &DomainConfig, r: &mut Report) {
     for n in &cfg.nodes {
         *names.entry(n.name.as_str()).or_default() += 1;
     }
-    for (name, count) in names.into_iter().filter(|(_, c)| *c > 1) {
+    for (name, count) in names.iter().filter(|(_, c)| **c > 1) {
         r.push(
             Severity::Error,
             rule::DUPLICATE_NAME,
             format!("{count} nodes are named {name}; node names must be unique in a domain"),
-            vec![name.to_owned()],
+            vec![(*name).to_owned()],
         );
     }
-    let mut addrs: BTreeMap<&str, Vec<String>> = BTreeMap::new();
-    for n in &cfg.nodes {
-        addrs.entry(n.address.as_str()).or_default().push(format!("{} (address)", n.name));
-        if let Some(a) = &n.admin {
-            addrs.entry(a.as_str()).or_default().push(format!("{} (admin)", n.name));
-        }
+    let mut folded: BTreeMap<String, Vec<&str>> = BTreeMap::new();
+    for name in names.keys() {
+        folded.entry(name.to_ascii_lowercase()).or_default().push(name);
     }
-    for (addr, users) in addrs.into_iter().filter(|(_, u)| u.len() > 1) {
+    for spellings in folded.into_values().filter(|s| s.len() > 1) {
+        r.push(
+            Severity::Error,
+            rule::NAME_CASE,
+            format!(
+                "node names {} differ only in case; certificates and DNS ignore case, so no node could prove which it is",
+                spellings.join(" and ")
+            ),
+            spellings.into_iter().map(str::to_owned).collect(),
+        );
+    }
+    for (addr, users) in listeners_by(cfg, |a| Some(a.canonical())).into_iter().filter(|(_, u)| u.len() > 1) {
+        let written: BTreeSet<&str> = users.iter().map(|(_, a)| a.as_str()).collect();
+        let written: Vec<&str> = written.into_iter().collect();
         r.push(
             Severity::Error,
             rule::DUPLICATE_ADDRESS,
             format!(
-                "{addr} is used by {} listeners; every replication and admin address must be unique",
+                "{} {} used by {} listeners; every replication and admin address must be unique",
+                written.join(" and "),
+                if written.len() > 1 { format!("are the same address ({addr}),") } else { "is".to_owned() },
                 users.len()
             ),
-            users,
+            users.into_iter().map(|(who, _)| who).collect(),
         );
+    }
+}
+
+/// Every listener (`node (address)`, `node (admin)`) with the address as written, grouped by
+/// `key` of its address (listeners it gives no key are left out).
+fn listeners_by<K: Ord>(
+    cfg: &DomainConfig,
+    key: impl Fn(&Address) -> Option<K>,
+) -> BTreeMap<K, Vec<(String, Address)>> {
+    let mut by: BTreeMap<K, Vec<(String, Address)>> = BTreeMap::new();
+    for n in &cfg.nodes {
+        let admin = n.admin.iter().map(|a| (format!("{} (admin)", n.name), a));
+        for (who, a) in std::iter::once((format!("{} (address)", n.name), &n.address)).chain(admin) {
+            if let Some(k) = key(a) {
+                by.entry(k).or_default().push((who, a.clone()));
+            }
+        }
+    }
+    by
+}
+
+/// The rules that need name resolution, which this crate does not do (it has no I/O):
+/// `resolve` gives the addresses a host name resolves to (an empty list when it does not).
+/// Warns ([`rule::SAME_RESOLVED_ADDRESS`]) where listeners with different host names and the
+/// same port resolve to a shared address: on one machine they cannot both listen. Listeners
+/// that are the same address once parsed are [`rule::DUPLICATE_ADDRESS`] errors of
+/// [`validate`] and are not repeated here.
+pub fn validate_resolved(cfg: &DomainConfig, resolve: impl Fn(&str) -> Vec<IpAddr>) -> Report {
+    let mut r = Report::default();
+    let mut by_ip: BTreeMap<(IpAddr, u16), BTreeMap<String, Vec<String>>> = BTreeMap::new();
+    for (canonical, users) in listeners_by(cfg, |a| Some(a.canonical())) {
+        let Some(first) = users.first() else { continue };
+        let (host, port) = first.1.host_port();
+        let ips = match host.parse::<IpAddr>() {
+            Ok(ip) => vec![ip],
+            Err(_) => resolve(host),
+        };
+        for ip in ips {
+            let e = by_ip.entry((ip, port)).or_default();
+            e.entry(canonical.clone()).or_default().extend(users.iter().map(|(who, _)| who.clone()));
+        }
+    }
+    let mut seen = BTreeSet::new();
+    for ((ip, port), groups) in by_ip.into_iter().filter(|(_, g)| g.len() > 1) {
+        let addrs: Vec<String> = groups.keys().cloned().collect();
+        if !seen.insert(addrs.clone()) {
+            continue;
+        }
+        r.push(
+            Severity::Warning,
+            rule::SAME_RESOLVED_ADDRESS,
+            format!(
+                "{} resolve to {} port {port}; on one machine only one of them can listen",
+                addrs.join(" and "),
+                SocketAddr::new(ip, port).ip()
+            ),
+            groups.into_values().flatten().collect(),
+        );
+    }
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn domain(nodes: &[(&str, &str, Option<&str>)]) -> DomainConfig {
+        let mut text = String::from("[domain]\nname = \"web\"\n");
+        for (name, address, admin) in nodes {
+            text += &format!("[[node]]\nname = \"{name}\"\naddress = \"{address}\"\n");
+            if let Some(a) = admin {
+                text += &format!("admin = \"{a}\"\n");
+            }
+        }
+        DomainConfig::parse(&text, "t").expect("parses")
+    }
+
+    #[test]
+    fn names_equal_ignoring_case_are_refused() {
+        let cfg = domain(&[
+            ("app1", "127.0.0.1:1", None),
+            ("APP1", "127.0.0.1:2", None),
+            ("app2", "127.0.0.1:3", None),
+        ]);
+        let r = validate(&cfg);
+        let v = r.violations.iter().find(|v| v.code == rule::NAME_CASE).expect("the rule");
+        assert_eq!(v.severity, Severity::Error);
+        assert_eq!(v.members, ["APP1", "app1"]);
+        assert!(!r.codes().contains(rule::DUPLICATE_NAME));
+    }
+
+    #[test]
+    fn the_same_socket_written_differently_is_one_address() {
+        for (a, b) in [
+            ("127.0.0.1:7101", "127.0.0.1:07101"),
+            ("[::1]:7101", "[0:0:0:0:0:0:0:1]:7101"),
+            ("Host-A.example:80", "host-a.EXAMPLE:80"),
+        ] {
+            let cfg = domain(&[("a", a, None), ("b", b, None)]);
+            let r = validate(&cfg);
+            let v = r.violations.iter().find(|v| v.code == rule::DUPLICATE_ADDRESS);
+            let v = v.unwrap_or_else(|| panic!("{a} and {b}: {r}"));
+            assert_eq!(v.members, ["a (address)", "b (address)"], "{v}");
+            assert!(v.message.contains(a) && v.message.contains(b), "{v}");
+        }
+        let cfg =
+            domain(&[("a", "127.0.0.1:1", Some("127.0.0.1:2")), ("b", "127.0.0.2:1", Some("127.0.0.1:3"))]);
+        assert!(!validate(&cfg).codes().contains(rule::DUPLICATE_ADDRESS));
+    }
+
+    #[test]
+    fn hosts_that_resolve_alike_with_one_port_are_warned_about() {
+        let cfg = domain(&[
+            ("a", "localhost:7101", Some("127.0.0.1:8101")),
+            ("b", "127.0.0.1:7101", Some("localhost:8102")),
+            ("c", "elsewhere:7101", None),
+        ]);
+        assert!(!validate(&cfg).has_errors());
+        let resolve = |h: &str| match h {
+            "localhost" => vec![IpAddr::from([127, 0, 0, 1]), "::1".parse().expect("ip")],
+            "elsewhere" => vec![IpAddr::from([10, 0, 0, 9])],
+            _ => vec![],
+        };
+        let r = validate_resolved(&cfg, resolve);
+        assert_eq!(r.violations.len(), 1, "{r}");
+        let v = &r.violations[0];
+        assert_eq!((v.code, v.severity), (rule::SAME_RESOLVED_ADDRESS, Severity::Warning));
+        assert_eq!(v.members, ["b (address)", "a (address)"]);
+        assert!(validate_resolved(&cfg, |_| vec![]).violations.is_empty());
     }
 }
