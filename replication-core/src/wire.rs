@@ -58,6 +58,9 @@ pub const MIN_MAX_FRAME: usize = 1024;
 /// unauthenticated peer cannot make a node buffer more than this.
 pub const MAX_HANDSHAKE_FRAME: usize = 64 * 1024;
 
+/// The longest domain or node name a Hello may carry (names are DNS labels).
+pub const MAX_NAME: usize = 63;
+
 /// Bytes of the length prefix.
 pub const LEN_PREFIX: usize = 4;
 
@@ -135,38 +138,17 @@ impl Hello {
 
     /// Checks a peer's Hello against the local domain file. `local` is this node;
     /// `authenticated` is the node the peer's certificate names (`None` only for insecure
-    /// links, where the Hello is taken at its word).
+    /// links, where the Hello is taken at its word). Refusals name the peer by its
+    /// certificate's identity where it has one: the Hello's names are the peer's claim.
     pub fn check(
         &self,
         cfg: &DomainConfig,
         local: &NodeId,
         authenticated: Option<&NodeId>,
     ) -> Result<(), Refusal> {
-        if self.protocol_version != crate::PROTOCOL_VERSION {
-            return Err(Refusal::new(
-                refusal::PROTOCOL_VERSION,
-                format!(
-                    "{} speaks protocol version {}, this node speaks {}",
-                    self.node,
-                    self.protocol_version,
-                    crate::PROTOCOL_VERSION
-                ),
-            ));
-        }
-        if self.domain != cfg.domain.name {
-            return Err(Refusal::new(
-                refusal::OTHER_DOMAIN,
-                format!(
-                    "{} belongs to domain `{}`, this node to domain `{}`",
-                    self.node, self.domain, cfg.domain.name
-                ),
-            ));
-        }
-        let Some(node) = cfg.node(&self.node) else {
-            return Err(Refusal::new(
-                refusal::UNKNOWN_NODE,
-                format!("`{}` is not a node of domain `{}`", self.node, cfg.domain.name),
-            ));
+        let who = match authenticated {
+            Some(id) => format!("`{id}` (by its certificate)"),
+            None => format!("`{}`", self.node),
         };
         if let Some(id) = authenticated
             && id != &self.node
@@ -176,6 +158,31 @@ impl Hello {
                 format!("the certificate names node `{id}` but the hello names `{}`", self.node),
             ));
         }
+        if self.protocol_version != crate::PROTOCOL_VERSION {
+            return Err(Refusal::new(
+                refusal::PROTOCOL_VERSION,
+                format!(
+                    "{who} speaks protocol version {}, this node speaks {}",
+                    self.protocol_version,
+                    crate::PROTOCOL_VERSION
+                ),
+            ));
+        }
+        if self.domain != cfg.domain.name {
+            return Err(Refusal::new(
+                refusal::OTHER_DOMAIN,
+                format!(
+                    "{who} belongs to domain `{}`, this node to domain `{}`",
+                    self.domain, cfg.domain.name
+                ),
+            ));
+        }
+        let Some(node) = cfg.node(&self.node) else {
+            return Err(Refusal::new(
+                refusal::UNKNOWN_NODE,
+                format!("{who} is not a node of domain `{}`", cfg.domain.name),
+            ));
+        };
         if &self.node == local {
             return Err(Refusal::new(
                 refusal::SELF_CONNECTION,
@@ -312,6 +319,19 @@ pub fn decode_payload<M: DeserializeOwned>(payload: &[u8]) -> Result<Frame<M>, W
         KIND_HELLO => {
             let hello: Hello = rmp_serde::from_slice(body)
                 .map_err(|e| WireError::Malformed { kind: "hello", message: e.to_string() })?;
+            // Names are DNS labels (`validate::is_label`): a longer one is refused here, before
+            // anything logs or keeps it.
+            for (what, name) in [("domain", hello.domain.as_str()), ("node", hello.node.as_str())] {
+                if name.len() > MAX_NAME {
+                    return Err(WireError::Malformed {
+                        kind: "hello",
+                        message: format!(
+                            "its {what} name has {} bytes; names have at most {MAX_NAME}",
+                            name.len()
+                        ),
+                    });
+                }
+            }
             Ok(Frame::Hello(hello))
         }
         KIND_REFUSE => {
@@ -781,6 +801,18 @@ mod tests {
         h.check(&c, &NodeId::new("b"), Some(&NodeId::new("a"))).expect("accepted");
         h.check(&c, &NodeId::new("b"), None).expect("accepted insecure");
         assert!(Hello::for_node(&c, &NodeId::new("zz")).is_none());
+        // A name longer than a DNS label is refused by the decoder, and the error does not
+        // carry it (nothing logs or keeps it).
+        for long in [
+            Hello { node: NodeId::new(&"n".repeat(60_000)), ..h.clone() },
+            Hello { domain: "d".repeat(64), ..h.clone() },
+        ] {
+            let mut e = FrameEncoder::new(DEFAULT_MAX_FRAME);
+            e.hello(&long).expect("fits");
+            let err = decode_all(e.finish(), DEFAULT_MAX_FRAME).expect_err("too long");
+            assert!(matches!(err, WireError::Malformed { kind: "hello", .. }), "{err}");
+            assert!(err.to_string().len() < 100, "{err}");
+        }
     }
 
     #[test]
