@@ -249,6 +249,13 @@ impl Attributes {
         self.iter().map(|(k, v)| k.len() + v.len()).sum()
     }
 
+    /// The most bytes these attributes take encoded (a MessagePack map of byte strings: at
+    /// most 5 bytes of header for the map and for each name and value), the measure of
+    /// [`DomainSection::max_session_bytes`](crate::config::DomainSection::max_session_bytes).
+    pub fn encoded_size(&self) -> usize {
+        self.iter().map(|(k, v)| k.len() + v.len() + 10).sum::<usize>() + 5
+    }
+
     /// From `(name, value)` pairs in any order; the last of equal names wins.
     fn from_pairs(pairs: Vec<(String, Vec<u8>)>) -> Self {
         Attributes::from_entries(pairs.iter().map(|(k, v)| (k.as_str(), v.as_slice())))
@@ -535,6 +542,19 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
+
+    #[test]
+    fn encoded_size_bounds_the_encoding() {
+        let mut a = Attributes::new();
+        assert!(rmp_serde::to_vec(&a).expect("encodes").len() <= a.encoded_size());
+        for (n, len) in [(1, 0), (2, 31), (3, 32), (4, 255), (5, 256), (6, 65_535), (7, 65_536), (8, 70_000)]
+        {
+            a.insert("k".repeat(n * 40), vec![7u8; len]);
+            let real = rmp_serde::to_vec(&a).expect("encodes").len();
+            assert!(real <= a.encoded_size(), "{real} > {}", a.encoded_size());
+            assert!(a.encoded_size() - real <= 10 * a.len() + 5);
+        }
+    }
 
     fn model(a: &Attributes) -> BTreeMap<String, Vec<u8>> {
         a.iter().map(|(k, v)| (k.to_owned(), v.to_vec())).collect()

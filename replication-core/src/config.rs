@@ -11,6 +11,7 @@
 //! closed_link_detection = true # optional: fail a peer whose link closed and whose address
 //!                              # refuses connections at once (TCP; default true)
 //! transport = "tcp"            # optional: "tcp" | "quic"
+//! max_session_bytes = 4194304  # optional, default 4 MiB: the largest a session may grow
 //!
 //! [[node]]
 //! name = "app1"                # unique in the domain
@@ -393,6 +394,13 @@ pub struct DomainSection {
     /// The carrier every node of the domain speaks.
     #[serde(default)]
     pub transport: TransportKind,
+    /// The largest a session may grow: a write that would make its encoded attributes
+    /// ([`Attributes::encoded_size`](crate::Attributes::encoded_size)) larger is refused
+    /// before anything is applied. Every full copy of a session must fit one frame of the
+    /// transport, so that it can always be fetched, re-replicated and handed over (rule
+    /// `max-session-bytes`).
+    #[serde(default = "default_max_session_bytes", skip_serializing_if = "is_default_max_session_bytes")]
+    pub max_session_bytes: u64,
 }
 
 fn default_true() -> bool {
@@ -401,6 +409,21 @@ fn default_true() -> bool {
 fn is_true(b: &bool) -> bool {
     *b
 }
+/// The default [`DomainSection::max_session_bytes`]: 4 MiB, a quarter of the frame limit.
+pub const DEFAULT_MAX_SESSION_BYTES: u64 = 4 << 20;
+
+/// The highest [`DomainSection::max_session_bytes`]: the default frame limit (16 MiB) less
+/// 1 MiB for the envelope of a full copy (session id, epoch, version, expiry).
+pub const MAX_MAX_SESSION_BYTES: u64 = 15 << 20;
+
+fn default_max_session_bytes() -> u64 {
+    DEFAULT_MAX_SESSION_BYTES
+}
+
+fn is_default_max_session_bytes(n: &u64) -> bool {
+    *n == DEFAULT_MAX_SESSION_BYTES
+}
+
 fn default_request_timeout_ms() -> u64 {
     5000
 }

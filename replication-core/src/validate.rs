@@ -11,7 +11,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use serde::Serialize;
 
-use crate::config::{Address, DomainConfig, Mode, Replicas, Topology};
+use crate::config::{Address, DomainConfig, MAX_MAX_SESSION_BYTES, Mode, Replicas, Topology};
 
 /// The stable rule codes. Scripts and the CLI's JSON output rely on them: never rename one.
 pub mod rule {
@@ -45,6 +45,9 @@ pub mod rule {
     pub const CS_NEEDS_SERVER: &str = "client-server-needs-server";
     /// The session managers of one node have different modes.
     pub const NODE_MODES_DIFFER: &str = "node-modes-differ";
+    /// `max_session_bytes` below 1 KiB, or so large that a full copy of a session would not
+    /// fit one frame of the transport.
+    pub const MAX_SESSION_BYTES: &str = "max-session-bytes";
     /// Timings that cannot work (zero, or failure timeout not above the heartbeat interval).
     pub const TIMING: &str = "timing";
     /// Warning: client-server topology without any `client`: no session is ever replicated.
@@ -150,6 +153,7 @@ pub fn validate(cfg: &DomainConfig) -> Report {
     }
     check_names(cfg, &mut r);
     check_timing(cfg, &mut r);
+    check_session_size(cfg, &mut r);
     check_unique(cfg, &mut r);
 
     // Modes, per session manager.
@@ -324,6 +328,20 @@ fn check_names(cfg: &DomainConfig, r: &mut Report) {
     }
 }
 
+fn check_session_size(cfg: &DomainConfig, r: &mut Report) {
+    let n = cfg.domain.max_session_bytes;
+    if !(1024..=MAX_MAX_SESSION_BYTES).contains(&n) {
+        r.push(
+            Severity::Error,
+            rule::MAX_SESSION_BYTES,
+            format!(
+                "max_session_bytes ({n}) must be from 1024 to {MAX_MAX_SESSION_BYTES}: every full copy of a session must fit one frame (16 MiB) to be fetched, re-replicated and handed over"
+            ),
+            vec![],
+        );
+    }
+}
+
 fn check_timing(cfg: &DomainConfig, r: &mut Report) {
     let d = &cfg.domain;
     let mut bad = Vec::new();
@@ -464,6 +482,22 @@ mod tests {
             }
         }
         DomainConfig::parse(&text, "t").expect("parses")
+    }
+
+    #[test]
+    fn max_session_bytes_must_let_a_full_copy_fit_a_frame() {
+        let with = |n: u64| {
+            let mut cfg =
+                domain(&[("a", "127.0.0.1:1", None), ("b", "127.0.0.1:2", None), ("c", "127.0.0.1:3", None)]);
+            cfg.domain.max_session_bytes = n;
+            validate(&cfg).codes().contains(rule::MAX_SESSION_BYTES)
+        };
+        assert!(!with(crate::config::DEFAULT_MAX_SESSION_BYTES));
+        assert!(!with(1024) && !with(MAX_MAX_SESSION_BYTES));
+        assert!(with(1023) && with(MAX_MAX_SESSION_BYTES + 1) && with(16 << 20));
+        let cfg =
+            DomainConfig::parse("[domain]\nname = \"w\"\nmax_session_bytes = 65536\n", "t").expect("parses");
+        assert_eq!(cfg.domain.max_session_bytes, 65536);
     }
 
     #[test]

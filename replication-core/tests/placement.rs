@@ -34,6 +34,7 @@ fn cfg(n: usize, servers: Option<usize>, replicas: Replicas) -> DomainConfig {
             failure_timeout_ms: 500,
             closed_link_detection: true,
             transport: TransportKind::Tcp,
+            max_session_bytes: replication_core::config::DEFAULT_MAX_SESSION_BYTES,
         },
         nodes,
     }

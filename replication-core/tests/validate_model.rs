@@ -56,6 +56,7 @@ fn domain() -> impl Strategy<Value = DomainConfig> {
                 failure_timeout_ms: fail,
                 closed_link_detection: true,
                 transport: TransportKind::Tcp,
+                max_session_bytes: replication_core::config::DEFAULT_MAX_SESSION_BYTES,
             },
             nodes,
         })
