@@ -3,8 +3,12 @@
 //! Each domain has its own CA. Each node gets a certificate signed by that CA, whose only
 //! subject alternative name is the DNS name `<node>.<domain>.m2m` (see [`server_name`]) and
 //! whose common name is the node's name. Node and domain names must therefore be valid DNS
-//! labels (letters, digits, `-`). Certificates carry no expiry (rcgen's default validity,
-//! 1975–4096): rotate by creating a new folder and restarting the domain.
+//! labels (letters, digits, `-`). A node certificate is valid for [`DEFAULT_VALIDITY_DAYS`]
+//! from its issue (or the days given to [`init_dir_with`] or [`reissue_node`]);
+//! [`not_after`] tells when it expires, and [`reissue_node`] renews one node's certificate from
+//! the CA (the node loads it at its next start). The CA itself carries no expiry (rcgen's
+//! default validity, 1975–4096): its key (`ca.key`) is needed only to issue certificates, and
+//! belongs offline between issues.
 //!
 //! A peer is accepted only if its certificate chains to the domain CA **and** names exactly
 //! one node of the domain file ([`peer_node`]). The dialer additionally checks that the
@@ -32,6 +36,7 @@ use std::fmt;
 use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
@@ -108,9 +113,19 @@ pub fn generate_ca(domain: &str) -> Result<(String, String), Error> {
     Ok((cert.pem(), key.serialize_pem()))
 }
 
-/// A certificate for `node` of `domain`, signed by the CA whose key is `ca_key_pem`:
-/// (certificate PEM, key PEM).
-pub fn issue_node(domain: &str, node: &NodeId, ca_key_pem: &str) -> Result<(String, String), Error> {
+/// How long a node certificate is valid when no other length is given: 365 days.
+pub const DEFAULT_VALIDITY_DAYS: u32 = 365;
+
+/// A certificate for `node` of `domain`, signed by the CA whose key is `ca_key_pem`, valid
+/// from `now` (less an hour, for clocks a little behind) for `days`: (certificate PEM, key
+/// PEM).
+pub fn issue_node(
+    domain: &str,
+    node: &NodeId,
+    ca_key_pem: &str,
+    now: SystemTime,
+    days: u32,
+) -> Result<(String, String), Error> {
     let name = server_name(domain, node)?;
     let ServerName::DnsName(dns) = &name else {
         return Err(Error::Tls(format!("node `{node}`: not a DNS name")));
@@ -123,6 +138,9 @@ pub fn issue_node(domain: &str, node: &NodeId, ca_key_pem: &str) -> Result<(Stri
     p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
     p.use_authority_key_identifier_extension = true;
+    let now = time::OffsetDateTime::from(now);
+    p.not_before = now - time::Duration::hours(1);
+    p.not_after = now + time::Duration::days(i64::from(days));
     let key = KeyPair::generate().map_err(gen_err("node key"))?;
     let cert = p.signed_by(&key, &issuer).map_err(gen_err("node certificate"))?;
     Ok((cert.pem(), key.serialize_pem()))
@@ -151,9 +169,19 @@ fn read_file(path: &Path) -> Result<String, Error> {
 }
 
 /// Creates `dir` if needed, a CA (`ca.pem`, `ca.key`) unless one is there, and a certificate
-/// and key for every node of `cfg` that has none. Existing files are never overwritten.
-/// Returns the nodes a certificate was issued for.
+/// and key for every node of `cfg` that has none, valid for [`DEFAULT_VALIDITY_DAYS`] from
+/// now. Existing files are never overwritten. Returns the nodes a certificate was issued for.
 pub fn init_dir(cfg: &DomainConfig, dir: &Path) -> Result<Vec<NodeId>, Error> {
+    init_dir_with(cfg, dir, SystemTime::now(), DEFAULT_VALIDITY_DAYS)
+}
+
+/// [`init_dir`], with node certificates valid for `days` from `now`.
+pub fn init_dir_with(
+    cfg: &DomainConfig,
+    dir: &Path,
+    now: SystemTime,
+    days: u32,
+) -> Result<Vec<NodeId>, Error> {
     std::fs::create_dir_all(dir).map_err(io_err(dir))?;
     let domain = &cfg.domain.name;
     let (ca_pem, ca_key) = (dir.join("ca.pem"), dir.join("ca.key"));
@@ -174,7 +202,7 @@ pub fn init_dir(cfg: &DomainConfig, dir: &Path) -> Result<Vec<NodeId>, Error> {
         if cert_path.exists() && key_path.exists() {
             continue;
         }
-        let (cert, key) = issue_node(domain, &n.name, &ca_key_text)?;
+        let (cert, key) = issue_node(domain, &n.name, &ca_key_text, now, days)?;
         let _ = std::fs::remove_file(&cert_path);
         let _ = std::fs::remove_file(&key_path);
         write_file(&key_path, &key, true)?;
@@ -184,18 +212,89 @@ pub fn init_dir(cfg: &DomainConfig, dir: &Path) -> Result<Vec<NodeId>, Error> {
     Ok(issued)
 }
 
+/// Issues `node` a new certificate and key from the CA in `dir` (which needs `ca.key`), valid
+/// for `days` from `now`, replacing the ones there: each new file is written beside the old
+/// one and renamed over it, so a node starting meanwhile reads the old pair or the new one.
+/// Returns the certificate's path.
+pub fn reissue_node(
+    cfg: &DomainConfig,
+    dir: &Path,
+    node: &NodeId,
+    now: SystemTime,
+    days: u32,
+) -> Result<std::path::PathBuf, Error> {
+    if cfg.node(node).is_none() {
+        return Err(Error::UnknownPeer { peer: node.to_string() });
+    }
+    let ca_key = dir.join("ca.key");
+    if !ca_key.exists() {
+        return Err(Error::Tls(format!(
+            "{}: no CA key; re-issuing a certificate needs the CA key of the domain in this folder",
+            ca_key.display()
+        )));
+    }
+    let (cert, key) = issue_node(&cfg.domain.name, node, &read_file(&ca_key)?, now, days)?;
+    let (cert_path, key_path) = node_paths(dir, node);
+    for (path, text, secret) in [(&key_path, &key, true), (&cert_path, &cert, false)] {
+        let tmp = path.with_extension("new");
+        let _ = std::fs::remove_file(&tmp);
+        write_file(&tmp, text, secret)?;
+        std::fs::rename(&tmp, path).map_err(io_err(path))?;
+    }
+    Ok(cert_path)
+}
+
+/// When the first certificate of `cert_pem` expires (its `notAfter`).
+pub fn not_after(cert_pem: &str) -> Result<SystemTime, Error> {
+    let der = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+        .next()
+        .ok_or_else(|| Error::Tls("the PEM holds no certificate".into()))?
+        .map_err(|e| Error::Tls(format!("certificate: {e}")))?;
+    let (_, cert) =
+        x509_parser::parse_x509_certificate(&der).map_err(|e| Error::Tls(format!("certificate: {e}")))?;
+    let secs = cert.validity().not_after.timestamp();
+    let t = if secs >= 0 {
+        SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(secs.unsigned_abs()))
+    } else {
+        SystemTime::UNIX_EPOCH.checked_sub(Duration::from_secs(secs.unsigned_abs()))
+    };
+    t.ok_or_else(|| Error::Tls(format!("certificate: expiry {secs} s from 1970 is out of range")))
+}
+
+/// Whole days from `now` until `not_after` (negative once it has passed).
+pub fn days_left(not_after: SystemTime, now: SystemTime) -> i64 {
+    match not_after.duration_since(now) {
+        Ok(d) => (d.as_secs() / 86_400) as i64,
+        Err(e) => -(e.duration().as_secs().div_ceil(86_400) as i64),
+    }
+}
+
 fn node_paths(dir: &Path, node: &NodeId) -> (std::path::PathBuf, std::path::PathBuf) {
     (dir.join(format!("{node}.pem")), dir.join(format!("{node}.key")))
 }
 
-/// Reads `ca.pem`, `<node>.pem` and `<node>.key` from `dir`.
+/// Reads `ca.pem`, `<node>.pem` and `<node>.key` from `dir`. A file that is not what it
+/// should be (no certificate, no private key, malformed PEM) is an error naming the file.
 pub fn load_node(dir: &Path, node: &NodeId) -> Result<PemMaterial, Error> {
-    let (cert, key) = node_paths(dir, node);
-    Ok(PemMaterial {
-        ca_cert: read_file(&dir.join("ca.pem"))?,
-        cert: read_file(&cert)?,
-        key: read_file(&key)?,
-    })
+    let (cert_path, key_path) = node_paths(dir, node);
+    let ca_path = dir.join("ca.pem");
+    let certs = |path: &Path| -> Result<String, Error> {
+        let text = read_file(path)?;
+        let mut n = 0;
+        for c in CertificateDer::pem_slice_iter(text.as_bytes()) {
+            c.map_err(|e| Error::Tls(format!("{}: {e}", path.display())))?;
+            n += 1;
+        }
+        if n == 0 {
+            return Err(Error::Tls(format!("{}: holds no certificate", path.display())));
+        }
+        Ok(text)
+    };
+    let (ca_cert, cert) = (certs(&ca_path)?, certs(&cert_path)?);
+    let key = read_file(&key_path)?;
+    PrivateKeyDer::from_pem_slice(key.as_bytes())
+        .map_err(|e| Error::Tls(format!("{}: no private key: {e}", key_path.display())))?;
+    Ok(PemMaterial { ca_cert, cert, key })
 }
 
 struct Parsed {
@@ -458,6 +557,54 @@ mod tests {
         let chain: Vec<_> =
             CertificateDer::pem_slice_iter(pem.cert.as_bytes()).collect::<Result<_, _>>().expect("pem");
         assert_eq!(peer_node(&c, &chain[0]), Some(a));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn node_certificates_expire_and_are_reissued_from_the_ca() {
+        let cfg = cfg("web");
+        let dir = tmp("expiry");
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        init_dir_with(&cfg, &dir, t0, 30).expect("init");
+        let a = NodeId::new("a");
+        let old = load_node(&dir, &a).expect("load");
+        let end = not_after(&old.cert).expect("expiry");
+        assert_eq!(end, t0 + Duration::from_secs(30 * 86_400));
+        assert_eq!(days_left(end, t0), 30);
+        assert_eq!(days_left(end, t0 + Duration::from_secs(31 * 86_400)), -1);
+
+        let path = reissue_node(&cfg, &dir, &a, t0 + Duration::from_secs(86_400), 90).expect("reissue");
+        assert_eq!(path, dir.join("a.pem"));
+        let new = load_node(&dir, &a).expect("load the new pair");
+        assert_ne!(new.key, old.key);
+        assert_eq!(not_after(&new.cert).expect("expiry"), t0 + Duration::from_secs(91 * 86_400));
+        assert!(server_config(&cfg, &a, &new).is_ok() && client_config(&cfg, &a, &new).is_ok());
+        assert!(!dir.join("a.new").exists());
+
+        assert!(matches!(
+            reissue_node(&cfg, &dir, &NodeId::new("zz"), t0, 1),
+            Err(Error::UnknownPeer { .. })
+        ));
+        std::fs::remove_file(dir.join("ca.key")).expect("rm");
+        let err = reissue_node(&cfg, &dir, &a, t0, 1).expect_err("no CA key");
+        assert!(err.to_string().contains("ca.key"), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_file_that_is_not_what_it_should_be_is_named() {
+        let cfg = cfg("web");
+        let dir = tmp("named");
+        init_dir(&cfg, &dir).expect("init");
+        let a = NodeId::new("a");
+        std::fs::write(dir.join("a.pem"), "not a certificate").expect("write");
+        let err = load_node(&dir, &a).expect_err("no certificate");
+        assert!(err.to_string().contains(&dir.join("a.pem").display().to_string()), "{err}");
+        let b = NodeId::new("b");
+        std::fs::write(dir.join("b.key"), "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n")
+            .expect("write");
+        let err = load_node(&dir, &b).expect_err("no key");
+        assert!(err.to_string().contains(&dir.join("b.key").display().to_string()), "{err}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 
