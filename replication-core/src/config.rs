@@ -17,6 +17,7 @@
 //! name = "app1"                # unique in the domain
 //! address = "127.0.0.1:7101"   # replication listener, unique
 //! admin = "127.0.0.1:8101"     # optional admin listener
+//! http = "127.0.0.1:9101"      # optional: the application's HTTP listener (load balancers)
 //! mode = "both"                # optional, default "both": "client" | "server" | "both"
 //! managers = { cart = "both" } # optional: session managers on this node, each with a mode
 //! ```
@@ -445,6 +446,10 @@ pub struct NodeConfig {
     /// The optional admin (HTTP) listener.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub admin: Option<Address>,
+    /// The optional address of the application's own HTTP listener on this node, where a load
+    /// balancer sends the requests of the sessions this node owns (`m2m lb-config`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<Address>,
     /// The node's mode as written; `None` means not written (default `both`, or the managers').
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<Mode>,

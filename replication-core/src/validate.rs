@@ -29,7 +29,7 @@ pub mod rule {
     /// Two node names differ only in case (`app1`, `APP1`): certificate names and DNS ignore
     /// case, so neither node could prove which one it is.
     pub const NAME_CASE: &str = "names-equal-ignoring-case";
-    /// Two listeners (replication or admin) share an address, as written or once parsed
+    /// Two listeners (replication, admin or application HTTP) share an address, as written or once parsed
     /// (`127.0.0.1:07101` is `127.0.0.1:7101`, `[0:0::1]:1` is `[::1]:1`, host names ignore case).
     pub const DUPLICATE_ADDRESS: &str = "duplicate-address";
     /// Warning: two listeners have the same port on hosts that resolve to one address
@@ -400,7 +400,7 @@ fn check_unique(cfg: &DomainConfig, r: &mut Report) {
             Severity::Error,
             rule::DUPLICATE_ADDRESS,
             format!(
-                "{} {} used by {} listeners; every replication and admin address must be unique",
+                "{} {} used by {} listeners; every replication, admin and http address must be unique",
                 written.join(" and "),
                 if written.len() > 1 { format!("are the same address ({addr}),") } else { "is".to_owned() },
                 users.len()
@@ -410,7 +410,7 @@ fn check_unique(cfg: &DomainConfig, r: &mut Report) {
     }
 }
 
-/// Every listener (`node (address)`, `node (admin)`) with the address as written, grouped by
+/// Every listener (`node (address)`, `node (admin)`, `node (http)`) with the address as written, grouped by
 /// `key` of its address (listeners it gives no key are left out).
 fn listeners_by<K: Ord>(
     cfg: &DomainConfig,
@@ -419,7 +419,10 @@ fn listeners_by<K: Ord>(
     let mut by: BTreeMap<K, Vec<(String, Address)>> = BTreeMap::new();
     for n in &cfg.nodes {
         let admin = n.admin.iter().map(|a| (format!("{} (admin)", n.name), a));
-        for (who, a) in std::iter::once((format!("{} (address)", n.name), &n.address)).chain(admin) {
+        let http = n.http.iter().map(|a| (format!("{} (http)", n.name), a));
+        for (who, a) in
+            std::iter::once((format!("{} (address)", n.name), &n.address)).chain(admin).chain(http)
+        {
             if let Some(k) = key(a) {
                 by.entry(k).or_default().push((who, a.clone()));
             }

@@ -16,6 +16,7 @@ fn cfg(n: usize, servers: Option<usize>, replicas: Replicas) -> DomainConfig {
             name: NodeId::new(&format!("node{i}")),
             address: Address::parse(&format!("127.0.0.1:{}", 7000 + i)).expect("address"),
             admin: None,
+            http: None,
             mode: Some(match servers {
                 None => Mode::Both,
                 Some(s) if i < s => Mode::Server,

@@ -32,6 +32,7 @@ fn node() -> impl Strategy<Value = NodeConfig> {
             name: NodeId::new(&name),
             address: Address::parse(&format!("127.0.0.1:{}", 7100 + port)).expect("valid address"),
             admin: admin.map(|p| Address::parse(&format!("127.0.0.1:{}", 7100 + p)).expect("valid address")),
+            http: None,
             mode,
             managers: managers.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
         })
