@@ -23,6 +23,11 @@ use crate::config::{SessionSettings, WriteFrequency};
 use crate::error::{Error, Result};
 use crate::metrics::{Metrics, MetricsHook, NodeEvent};
 
+mod overlay;
+
+pub use overlay::SyncReport;
+use overlay::{Overlay, SyncWaiter};
+
 /// What the driver answers.
 #[derive(Debug)]
 pub(crate) enum Reply {
@@ -67,18 +72,6 @@ impl Responder {
     }
 }
 
-/// What staged changes a flush wrote.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct SyncReport {
-    /// Sessions written.
-    pub sessions: usize,
-    /// Staged commits they carried.
-    pub commits: u64,
-    /// Sessions whose write failed (moved to another node, invalidated, busy...): their staged
-    /// changes are lost.
-    pub failed: usize,
-}
-
 /// A request from a handle.
 #[derive(Debug)]
 pub(crate) enum Request {
@@ -104,13 +97,6 @@ pub(crate) enum Request {
     Abort { reply: Responder },
 }
 
-/// Changes committed on this node and not yet written to the engine.
-#[derive(Debug, Default)]
-struct Overlay {
-    changes: Vec<Change>,
-    commits: u64,
-}
-
 #[derive(Debug)]
 enum Kind {
     Plain,
@@ -125,13 +111,6 @@ enum Kind {
 struct Pending {
     reply: Option<Responder>,
     kind: Kind,
-}
-
-#[derive(Debug)]
-struct SyncWaiter {
-    remaining: usize,
-    report: SyncReport,
-    reply: Responder,
 }
 
 /// Everything the driver task needs to start.
@@ -207,10 +186,6 @@ impl Driver {
             aborted: false,
             inbox: None,
         }
-    }
-
-    fn staged(&self) -> bool {
-        !matches!(self.settings.write_frequency, WriteFrequency::EndOfRequest)
     }
 
     /// Runs until the node has left the domain (shutdown requested, or every handle dropped).
@@ -464,15 +439,6 @@ impl Driver {
         self.emit(NodeEvent::Core(ev));
     }
 
-    fn drop_overlay(&mut self, session: &str) {
-        if let Some(o) = self.overlays.remove(session) {
-            if o.commits > 0 {
-                self.metrics.staged_lost += o.commits;
-                self.emit(NodeEvent::StagedWritesLost { session: session.to_owned(), commits: o.commits });
-            }
-        }
-    }
-
     fn on_outcome(&mut self, id: RequestId, outcome: Outcome) {
         let Some(p) = self.pending.remove(&id) else { return };
         match &outcome {
@@ -542,19 +508,6 @@ impl Driver {
             }
             // Answered once the transport is shut down too.
             Kind::Leave => self.left = Some(outcome),
-        }
-    }
-
-    /// The session as reads see it: the engine's state plus staged changes, at the logical
-    /// version.
-    fn apply_overlay(&self, session: &str, version: Version, mut attrs: Attributes) -> (Version, Attributes) {
-        let offset = self.offsets.get(session).copied().unwrap_or(0);
-        match self.overlays.get(session) {
-            Some(o) if o.commits > 0 => {
-                attrs.apply(&o.changes);
-                (version + offset + o.commits, attrs)
-            }
-            _ => (version + offset, attrs),
         }
     }
 
@@ -654,69 +607,6 @@ impl Driver {
         m.staged_commits = self.overlays.values().map(|o| o.commits).sum();
         m.staged_sessions = self.overlays.len();
         m
-    }
-
-    fn stage(&mut self, session: String, expected: Option<Version>, changes: Vec<Change>, reply: Responder) {
-        let Some(view) = self.node.session(&session) else {
-            return reply.send(Reply::Outcome(Outcome::NotFound));
-        };
-        if view.invalidated {
-            return reply.send(Reply::Outcome(Outcome::NotFound));
-        }
-        if view.role != Role::Owner {
-            return reply.send(Reply::Outcome(Outcome::NotOwner { owner: view.owner }));
-        }
-        let offset = self.offsets.get(&session).copied().unwrap_or(0);
-        let commits = self.overlays.get(&session).map_or(0, |o| o.commits);
-        let current = view.version + offset + commits;
-        if let Some(e) = expected {
-            if e != current {
-                self.metrics.conflicts += 1;
-                return reply.send(Reply::Outcome(Outcome::Conflict { current_version: current }));
-            }
-        }
-        let o = self.overlays.entry(session).or_default();
-        o.changes.extend(changes);
-        o.commits += 1;
-        let epoch = view.epoch.unwrap_or_else(|| {
-            replication_core::Epoch::new(0, self.node.id().clone(), self.node.incarnation())
-        });
-        reply.send(Reply::Outcome(Outcome::Applied { epoch, version: current + 1 }));
-    }
-
-    /// Writes every staged change; `reply` gets the report once every write completed.
-    fn flush(&mut self, reply: Option<Responder>) {
-        let overlays: Vec<(String, Overlay)> = self.overlays.drain().collect();
-        let waiter = reply.map(|reply| {
-            let w = self.next_id;
-            self.next_id += 1;
-            let report = SyncReport {
-                sessions: overlays.len(),
-                commits: overlays.iter().map(|(_, o)| o.commits).sum(),
-                failed: 0,
-            };
-            self.waiters.insert(w, SyncWaiter { remaining: overlays.len(), report, reply });
-            w
-        });
-        if let Some(w) = waiter {
-            if overlays.is_empty() {
-                if let Some(waiter) = self.waiters.remove(&w) {
-                    waiter.reply.send(Reply::Synced(waiter.report));
-                }
-                return;
-            }
-        }
-        for (session, o) in overlays {
-            // The engine advances by one version for the whole batch.
-            *self.offsets.entry(session.clone()).or_default() += o.commits.saturating_sub(1);
-            let cmd = Command::Update {
-                session: session.clone(),
-                expected_version: None,
-                changes: o.changes,
-                ack: self.ack,
-            };
-            self.command(cmd, None, Kind::Flush { session, commits: o.commits, waiter });
-        }
     }
 
     fn start_leave(&mut self, reply: Option<Responder>) {
