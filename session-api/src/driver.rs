@@ -2,10 +2,11 @@
 //!
 //! It waits on three things at once: the transport's next event, the next batch of requests
 //! from handles (a bounded channel), and the engine's next timer. After every input it drains
-//! the engine's outputs: messages go to [`Transport::offer`] (a full queue or another error
-//! is counted, and the message the transport hands back goes to the engine as
-//! [`Input::Undelivered`] after the drain, which re-sends it promptly and paces its copies), outcomes complete the
-//! waiting request, events feed the metrics, the hook and the subscribers.
+//! the engine's outputs: messages go to [`Transport::offer`] (a refusal is counted, and the
+//! refused messages the engine wants back go to it after the drain, see
+//! [`Message::resent_when_refused`]), outcomes complete the waiting request, events feed the
+//! metrics, the hook and the subscribers. The staged-write overlay is in [`overlay`], the
+//! requests handles send and the replies they get in [`request`].
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -305,10 +306,9 @@ impl Driver {
         let _ = self.events.send(ev);
     }
 
-    /// Drains the engine's outputs. A message the transport refuses (full queue, or another
-    /// error) goes back to the engine as [`Input::Undelivered`], after the drain (the drain
-    /// rule: no input while outputs are pending), so it re-sends it promptly and paces its
-    /// full copies to what the peer accepts. Feeding it produces no sends by itself; the
+    /// Drains the engine's outputs. A refused message the engine wants back
+    /// ([`Message::resent_when_refused`], which states the contract) goes to it as
+    /// [`Input::Undelivered`] after the drain. Feeding it produces no sends by itself; the
     /// rounds are bounded anyway.
     fn drain(&mut self) {
         for _ in 0..4 {
@@ -323,7 +323,7 @@ impl Driver {
                             } else {
                                 self.metrics.send_errors += 1;
                             }
-                            if resent_when_refused(&msg) {
+                            if msg.resent_when_refused() {
                                 undelivered.push((to, msg));
                             }
                         }
@@ -551,21 +551,6 @@ impl Driver {
         self.flush(None);
         self.leaving = true;
         self.command(Command::Leave, None, Kind::Leave);
-    }
-}
-
-/// Whether a message the transport refused goes back to the engine ([`Input::Undelivered`]):
-/// the messages the engine re-sends. Heartbeats, leave announcements and touches repeat by
-/// themselves. (The transport hands a refused message back, so nothing is copied before a
-/// send.)
-fn resent_when_refused(msg: &Message) -> bool {
-    match msg {
-        Message::Replicate { payload, .. } => {
-            !matches!(**payload, replication_core::message::Payload::Touch { .. })
-        }
-        Message::Heartbeat { .. } | Message::Leaving { .. } | Message::Drop { .. } => false,
-        Message::EpochsRequest { .. } | Message::Epochs { .. } => false,
-        _ => true,
     }
 }
 
