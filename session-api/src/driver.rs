@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 
 use replication_core::placement::Placement;
 use replication_core::transport::{Transport, TransportEvent};
-use replication_core::{Ack, Command, Event, Input, Message, Node, NodeId, Outcome, Output, RequestId, Role};
+use replication_core::{
+    Ack, Command, Epoch, Event, Input, Message, Node, NodeId, Outcome, Output, RequestId, Role, Version,
+};
 use tokio::sync::{broadcast, mpsc};
 
 use crate::config::{SessionSettings, WriteFrequency};
@@ -358,16 +360,29 @@ impl Driver {
         match &ev {
             Event::OwnershipLost { session, .. } | Event::SessionExpired { session } => {
                 let session = session.clone();
-                self.offsets.remove(&session);
                 self.drop_overlay(&session);
             }
-            Event::SessionInvalidated { session } => {
-                self.offsets.remove(session);
-                self.overlays.remove(session);
-            }
+            Event::SessionInvalidated { session } => self.forget_staged(session),
             _ => {}
         }
         self.emit(NodeEvent::Core(ev));
+    }
+
+    /// Whether writes wait for backups (their latency is recorded).
+    fn sync_ack(&self) -> bool {
+        matches!(self.ack, Ack::Sync { .. })
+    }
+
+    /// What the outcome of a write of `session` sent now completes.
+    fn write_kind(&self, session: String) -> Kind {
+        Kind::Write { session, started: Instant::now(), sync: self.sync_ack() }
+    }
+
+    /// Records the latency of a sync write the backups acknowledged.
+    fn record_sync_write(&mut self, sync: bool, started: Instant, outcome: &Outcome) {
+        if sync && matches!(outcome, Outcome::Replicated { .. }) {
+            self.metrics.sync_write_latency.record(started.elapsed());
+        }
     }
 
     fn on_outcome(&mut self, id: RequestId, outcome: Outcome) {
@@ -381,24 +396,14 @@ impl Driver {
         match p.kind {
             Kind::Plain => reply(p.reply, Reply::Outcome(outcome)),
             Kind::Write { session, started, sync } => {
-                if sync && matches!(outcome, Outcome::Replicated { .. }) {
-                    self.metrics.sync_write_latency.record(started.elapsed());
-                }
-                let attrs = match &outcome {
-                    Outcome::Applied { epoch, version }
-                    | Outcome::Replicated { epoch, version, .. }
-                    | Outcome::Unreplicated { epoch, version }
-                    | Outcome::Indeterminate { epoch, version, .. } => {
-                        self.node.owned_attributes(&session, epoch, *version).cloned()
-                    }
-                    _ => None,
-                };
+                self.record_sync_write(sync, started, &outcome);
+                let attrs = written_at(&outcome).and_then(|(epoch, version)| {
+                    self.node.owned_attributes(&session, epoch, version).cloned()
+                });
                 reply(p.reply, Reply::Written { outcome, attrs });
             }
             Kind::Create { id, started, sync } => {
-                if sync && matches!(outcome, Outcome::Replicated { .. }) {
-                    self.metrics.sync_write_latency.record(started.elapsed());
-                }
+                self.record_sync_write(sync, started, &outcome);
                 reply(p.reply, Reply::Created { id, outcome });
             }
             Kind::Get { session } => {
@@ -412,30 +417,7 @@ impl Driver {
                 reply(p.reply, Reply::Outcome(outcome));
             }
             Kind::Flush { session, commits, waiter } => {
-                let ok = matches!(
-                    outcome,
-                    Outcome::Applied { .. }
-                        | Outcome::Replicated { .. }
-                        | Outcome::Unreplicated { .. }
-                        | Outcome::Indeterminate { .. }
-                );
-                if !ok {
-                    self.metrics.staged_lost += commits;
-                    self.emit(NodeEvent::StagedWritesLost { session, commits });
-                }
-                if let Some(w) = waiter {
-                    if let Some(waiter) = self.waiters.get_mut(&w) {
-                        waiter.remaining = waiter.remaining.saturating_sub(1);
-                        if !ok {
-                            waiter.report.failed += 1;
-                        }
-                        if waiter.remaining == 0 {
-                            if let Some(waiter) = self.waiters.remove(&w) {
-                                waiter.reply.send(Reply::Synced(waiter.report));
-                            }
-                        }
-                    }
-                }
+                self.flushed(session, commits, waiter, written_at(&outcome).is_some());
             }
             // Answered once the transport is shut down too.
             Kind::Leave => self.left = Some(outcome),
@@ -460,15 +442,10 @@ impl Driver {
             Request::Core { cmd, reply } => {
                 let kind = match &cmd {
                     Command::Invalidate { session, .. } => {
-                        self.offsets.remove(session);
-                        self.overlays.remove(session);
+                        self.forget_staged(session);
                         Kind::Plain
                     }
-                    Command::Update { session, .. } => Kind::Write {
-                        session: session.clone(),
-                        started: Instant::now(),
-                        sync: matches!(self.ack, Ack::Sync { .. }),
-                    },
+                    Command::Update { session, .. } => self.write_kind(session.clone()),
                     _ => Kind::Plain,
                 };
                 self.command(cmd, Some(reply), kind);
@@ -486,8 +463,8 @@ impl Driver {
                     }
                 };
                 let cmd = Command::Create { session: id.clone(), attrs, max_inactive, ack: self.ack };
-                let sync = matches!(self.ack, Ack::Sync { .. });
-                self.command(cmd, Some(reply), Kind::Create { id, started: Instant::now(), sync });
+                let kind = Kind::Create { id, started: Instant::now(), sync: self.sync_ack() };
+                self.command(cmd, Some(reply), kind);
             }
             Request::Get { session, reply } => {
                 self.command(Command::Get { session: session.clone() }, Some(reply), Kind::Get { session });
@@ -496,11 +473,7 @@ impl Driver {
                 if self.staged() {
                     self.stage(session, expected, changes, reply);
                 } else {
-                    let kind = Kind::Write {
-                        session: session.clone(),
-                        started: Instant::now(),
-                        sync: matches!(self.ack, Ack::Sync { .. }),
-                    };
+                    let kind = self.write_kind(session.clone());
                     let cmd = Command::Update { session, expected_version: expected, changes, ack: self.ack };
                     self.command(cmd, Some(reply), kind);
                 }
@@ -551,6 +524,17 @@ impl Driver {
         self.flush(None);
         self.leaving = true;
         self.command(Command::Leave, None, Kind::Leave);
+    }
+}
+
+/// The epoch and version a successful write left (applied, whatever its backups did).
+fn written_at(outcome: &Outcome) -> Option<(&Epoch, Version)> {
+    match outcome {
+        Outcome::Applied { epoch, version }
+        | Outcome::Replicated { epoch, version, .. }
+        | Outcome::Unreplicated { epoch, version }
+        | Outcome::Indeterminate { epoch, version, .. } => Some((epoch, *version)),
+        _ => None,
     }
 }
 

@@ -23,13 +23,13 @@ pub struct SyncReport {
 /// Changes committed on this node and not yet written to the engine.
 #[derive(Debug, Default)]
 pub(super) struct Overlay {
-    pub(super) changes: Vec<Change>,
+    changes: Vec<Change>,
     pub(super) commits: u64,
 }
 
 #[derive(Debug)]
 pub(super) struct SyncWaiter {
-    pub(super) remaining: usize,
+    remaining: usize,
     pub(super) report: SyncReport,
     pub(super) reply: Responder,
 }
@@ -39,13 +39,22 @@ impl Driver {
         !matches!(self.settings.write_frequency, WriteFrequency::EndOfRequest)
     }
 
+    /// Forgets the staged state of a session this node no longer owns (ownership lost,
+    /// expired): its staged commits are lost, counted and reported.
     pub(super) fn drop_overlay(&mut self, session: &str) {
+        self.offsets.remove(session);
         if let Some(o) = self.overlays.remove(session) {
             if o.commits > 0 {
                 self.metrics.staged_lost += o.commits;
                 self.emit(NodeEvent::StagedWritesLost { session: session.to_owned(), commits: o.commits });
             }
         }
+    }
+
+    /// Forgets the staged state of an invalidated session (nothing of it is lost).
+    pub(super) fn forget_staged(&mut self, session: &str) {
+        self.offsets.remove(session);
+        self.overlays.remove(session);
     }
 
     /// The session as reads see it: the engine's state plus staged changes, at the logical
@@ -116,10 +125,7 @@ impl Driver {
         });
         if let Some(w) = waiter {
             if overlays.is_empty() {
-                if let Some(waiter) = self.waiters.remove(&w) {
-                    waiter.reply.send(Reply::Synced(waiter.report));
-                }
-                return;
+                return self.sync_done(w);
             }
         }
         for (session, o) in overlays {
@@ -132,6 +138,33 @@ impl Driver {
                 ack: self.ack,
             };
             self.command(cmd, None, Kind::Flush { session, commits: o.commits, waiter });
+        }
+    }
+
+    /// The engine answered the flush of `commits` staged commits of `session`: `written` when
+    /// the write was applied, else they are lost (counted and reported).
+    pub(super) fn flushed(&mut self, session: String, commits: u64, waiter: Option<u64>, written: bool) {
+        if !written {
+            self.metrics.staged_lost += commits;
+            self.emit(NodeEvent::StagedWritesLost { session, commits });
+        }
+        if let Some(w) = waiter {
+            if let Some(waiter) = self.waiters.get_mut(&w) {
+                waiter.remaining = waiter.remaining.saturating_sub(1);
+                if !written {
+                    waiter.report.failed += 1;
+                }
+                if waiter.remaining == 0 {
+                    self.sync_done(w);
+                }
+            }
+        }
+    }
+
+    /// Answers sync waiter `w` with its report.
+    fn sync_done(&mut self, w: u64) {
+        if let Some(waiter) = self.waiters.remove(&w) {
+            waiter.reply.send(Reply::Synced(waiter.report));
         }
     }
 }
