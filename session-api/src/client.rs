@@ -114,8 +114,7 @@ impl Client {
                 let c = commit_of(outcome)?;
                 Ok((Session::loaded(id, c.version, attrs), c))
             }
-            Reply::Failed(e) => Err(e),
-            _ => Err(Error::ShuttingDown),
+            other => Err(other.into_error()),
         }
     }
 
@@ -228,8 +227,7 @@ impl Client {
     pub(crate) async fn sync(&self) -> Result<SyncReport> {
         match self.call(|reply| Request::Sync { reply }, self.write_wait().max(self.request_wait())).await? {
             Reply::Synced(r) => Ok(r),
-            Reply::Failed(e) => Err(e),
-            _ => Err(Error::ShuttingDown),
+            other => Err(other.into_error()),
         }
     }
 
@@ -237,24 +235,21 @@ impl Client {
         let session = id.to_owned();
         match self.call(|reply| Request::Inspect { session, reply }, self.request_wait()).await? {
             Reply::View(v) => Ok(v.map(|b| *b)),
-            Reply::Failed(e) => Err(e),
-            _ => Err(Error::ShuttingDown),
+            other => Err(other.into_error()),
         }
     }
 
     pub(crate) async fn owned(&self) -> Result<Vec<String>> {
         match self.call(|reply| Request::Owned { reply }, self.request_wait()).await? {
             Reply::Ids(v) => Ok(v),
-            Reply::Failed(e) => Err(e),
-            _ => Err(Error::ShuttingDown),
+            other => Err(other.into_error()),
         }
     }
 
     pub(crate) async fn metrics(&self) -> Result<Metrics> {
         match self.call(|reply| Request::Metrics { reply }, self.request_wait()).await? {
             Reply::Metrics(m) => Ok(*m),
-            Reply::Failed(e) => Err(e),
-            _ => Err(Error::ShuttingDown),
+            other => Err(other.into_error()),
         }
     }
 

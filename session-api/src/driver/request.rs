@@ -33,6 +33,18 @@ pub(crate) enum Reply {
     Failed(Error),
 }
 
+impl Reply {
+    /// What a reply other than the one a request expects means to the caller: the driver's
+    /// error, or [`Error::ShuttingDown`] (a leaving driver answers every request with
+    /// [`Outcome::ShuttingDown`]).
+    pub(crate) fn into_error(self) -> Error {
+        match self {
+            Reply::Failed(e) => e,
+            _ => Error::ShuttingDown,
+        }
+    }
+}
+
 /// Where a reply goes: a tokio oneshot (async handles) or a crossbeam channel (blocking handles).
 #[derive(Debug)]
 pub(crate) enum Responder {
@@ -104,7 +116,6 @@ pub(super) fn request_reply(req: Request) -> Responder {
 pub(crate) fn expect_outcome(r: Reply) -> Result<Outcome> {
     match r {
         Reply::Outcome(o) | Reply::Created { outcome: o, .. } | Reply::Written { outcome: o, .. } => Ok(o),
-        Reply::Failed(e) => Err(e),
-        _ => Err(Error::ShuttingDown),
+        other => Err(other.into_error()),
     }
 }
