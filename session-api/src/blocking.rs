@@ -24,9 +24,10 @@ fn block_on<F: Future>(f: F) -> F::Output {
     }
 }
 
-/// A blocking handle: the same operations as [`SessionManager`](crate::SessionManager), for threads without an async
-/// runtime. Requests go to the driver over the bounded command channel; replies come back on a
-/// crossbeam channel. Do not call it from async code (it blocks the thread).
+/// A blocking handle: the same operations as [`SessionManager`](crate::SessionManager), for
+/// threads without an async runtime. Requests go to the driver over the bounded command
+/// channel; replies come back on a crossbeam channel. Do not call it from async code (it
+/// blocks the thread).
 #[derive(Clone)]
 pub struct BlockingSessionManager {
     pub(crate) client: Client,

@@ -58,9 +58,10 @@ impl std::fmt::Debug for Builder {
 }
 
 impl Builder {
-    /// A builder for node `node` of the domain (a file path or a parsed [`DomainConfig`](replication_core::DomainConfig)).
-    /// Transport security must be chosen: [`Builder::certs_dir`], or [`Builder::insecure`]
-    /// for loopback demos (not needed with [`Builder::transport`]).
+    /// A builder for node `node` of the domain (a file path or a parsed
+    /// [`DomainConfig`](replication_core::DomainConfig)). Transport security must be chosen:
+    /// [`Builder::certs_dir`], or [`Builder::insecure`] for loopback demos (not needed with
+    /// [`Builder::transport`]).
     pub fn new(domain: impl Into<DomainSource>, node: &str) -> Self {
         Builder {
             domain: domain.into(),

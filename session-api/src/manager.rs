@@ -57,8 +57,8 @@ pub struct LeaveReport {
 /// blocking) is dropped.
 ///
 /// Reads fetch sessions this node does not hold and make this node their owner; writes are
-/// checked against the version the session was read at (see [`Error::Conflict`](crate::Error::Conflict) and
-/// [`SessionManager::update`]).
+/// checked against the version the session was read at (see
+/// [`Error::Conflict`](crate::Error::Conflict) and [`SessionManager::update`]).
 #[derive(Clone)]
 pub struct SessionManager {
     pub(crate) client: Client,
@@ -112,7 +112,8 @@ impl SessionManager {
         self.client.create(None, attrs).await.map(|(s, _)| s)
     }
 
-    /// Creates a session under a caller-chosen id ([`Error::AlreadyExists`](crate::Error::AlreadyExists) when taken).
+    /// Creates a session under a caller-chosen id
+    /// ([`Error::AlreadyExists`](crate::Error::AlreadyExists) when taken).
     pub async fn create_with_id(&self, id: &str, attrs: Attributes) -> Result<Session> {
         self.client.create(Some(id.to_owned()), attrs).await.map(|(s, _)| s)
     }
@@ -133,8 +134,8 @@ impl SessionManager {
     }
 
     /// Writes the session's local changes ("end of request"), or stages them with manual or
-    /// time-based write frequency. Fails with [`Error::Conflict`](crate::Error::Conflict) when the session changed
-    /// since it was read.
+    /// time-based write frequency. Fails with [`Error::Conflict`](crate::Error::Conflict) when
+    /// the session changed since it was read.
     pub async fn commit(&self, session: &mut Session) -> Result<Commit> {
         self.client.commit(session).await
     }
@@ -195,7 +196,8 @@ impl SessionManager {
     }
 
     /// Leaves the domain gracefully (owned sessions are handed to their backups), then shuts the
-    /// transport down. Other handles get [`Error::ShuttingDown`](crate::Error::ShuttingDown) afterwards.
+    /// transport down. Other handles get [`Error::ShuttingDown`](crate::Error::ShuttingDown)
+    /// afterwards.
     pub async fn shutdown(&self) -> Result<LeaveReport> {
         self.client.shutdown().await
     }
