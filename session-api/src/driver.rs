@@ -359,8 +359,7 @@ impl Driver {
     fn on_event(&mut self, ev: Event) {
         match &ev {
             Event::OwnershipLost { session, .. } | Event::SessionExpired { session } => {
-                let session = session.clone();
-                self.drop_overlay(&session);
+                self.drop_overlay(session)
             }
             Event::SessionInvalidated { session } => self.forget_staged(session),
             _ => {}
