@@ -352,6 +352,46 @@ impl Message {
             | Message::Release { session, .. } => Some(session),
         }
     }
+
+    /// Whether the engine wants this message back when the transport refuses it (a full
+    /// per-peer queue, or another send error). The transport hands a refused message back
+    /// (nothing is copied before a send); the runtime feeds each one for which this is `true`
+    /// to the node that produced it as [`crate::Input::Undelivered`], after the drain that
+    /// produced it (no input while outputs are pending), so that the engine re-sends it
+    /// promptly and paces its full copies to what the peer accepts.
+    ///
+    /// - `true`: writes and full copies ([`Message::Replicate`] with a delta or the whole
+    ///   state), claims ([`Message::Claim`], [`Message::Claims`]), hand-offs
+    ///   ([`Message::Handoff`], [`Message::HandoffAcks`]) and the small replies
+    ///   ([`Message::Ack`], [`Message::NeedFull`], [`Message::Fenced`], [`Message::ClaimAck`],
+    ///   [`Message::ClaimAcks`], [`Message::ClaimsRefused`], [`Message::Release`]).
+    /// - `false`: what repeats or repairs itself: [`Message::Heartbeat`], [`Message::Leaving`],
+    ///   touches ([`Message::Replicate`] with [`Payload::Touch`]), [`Message::Drop`] (a lost
+    ///   one leaves an orphan copy that expires), and the restart quarantine's
+    ///   [`Message::EpochsRequest`] and [`Message::Epochs`] (it asks again).
+    ///
+    /// Feeding nothing back is correct too (the protocol repairs losses), only slower.
+    pub fn resent_when_refused(&self) -> bool {
+        match self {
+            Message::Replicate { payload, .. } => !matches!(**payload, Payload::Touch { .. }),
+            Message::Heartbeat { .. }
+            | Message::Leaving { .. }
+            | Message::Drop { .. }
+            | Message::EpochsRequest { .. }
+            | Message::Epochs { .. } => false,
+            Message::Ack { .. }
+            | Message::NeedFull { .. }
+            | Message::Fenced { .. }
+            | Message::Claim { .. }
+            | Message::ClaimAck { .. }
+            | Message::Release { .. }
+            | Message::Handoff { .. }
+            | Message::HandoffAcks { .. }
+            | Message::Claims { .. }
+            | Message::ClaimsRefused { .. }
+            | Message::ClaimAcks { .. } => true,
+        }
+    }
 }
 
 impl WireMessage for Message {
@@ -450,6 +490,44 @@ mod tests {
         assert_eq!(hb.ordering_key(), None);
         let m = Message::Claim { session: "s".into(), epoch: Epoch::new(1, NodeId::new("a"), 1), over: None };
         assert_eq!(m.ordering_key(), Some(stable_hash(b"s")));
+    }
+
+    #[test]
+    fn resent_when_refused_truth_table() {
+        let e = || Epoch::new(1, NodeId::new("a"), 1);
+        let s = || "s".to_owned();
+        let replicate = |p: Payload| Message::Replicate { session: s(), epoch: e(), payload: Arc::new(p) };
+        let delta = replicate(Payload::Delta { base_version: 1, version: 2, changes: Vec::new() });
+        let full = replicate(Payload::Full { version: 2, body: Body::Tombstone });
+        let resent = [
+            delta,
+            full,
+            Message::Ack { session: s(), epoch: e(), version: 1 },
+            Message::NeedFull { session: s(), epoch: e() },
+            Message::Fenced { session: s(), epoch: e() },
+            Message::Claim { session: s(), epoch: e(), over: None },
+            Message::ClaimAck { session: s(), epoch: e(), copy: None },
+            Message::Release { session: s(), epoch: e() },
+            Message::Handoff { copies: Vec::new() },
+            Message::HandoffAcks { acks: Vec::new() },
+            Message::Claims { claims: Vec::new() },
+            Message::ClaimsRefused { claims: Vec::new() },
+            Message::ClaimAcks { acks: Vec::new() },
+        ];
+        for m in &resent {
+            assert!(m.resent_when_refused(), "{m:?}");
+        }
+        let not_resent = [
+            replicate(Payload::Touch { version: 1 }),
+            Message::Heartbeat { incarnation: 1 },
+            Message::Leaving { incarnation: 1 },
+            Message::Drop { session: s(), epoch: e() },
+            Message::EpochsRequest { incarnation: 1, after: None },
+            Message::Epochs { incarnation: 1, after: None, epochs: Vec::new(), next: None },
+        ];
+        for m in &not_resent {
+            assert!(!m.resent_when_refused(), "{m:?}");
+        }
     }
 
     #[test]

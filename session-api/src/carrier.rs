@@ -32,6 +32,23 @@ fn security(me: &NodeId, s: TransportSecurity) -> Result<replication_core::trans
     })
 }
 
+/// The socket bound in advance, else one bound to `listen`, else `None` (the transport binds
+/// the node's address in the domain file).
+#[cfg(any(feature = "tcp", feature = "quic"))]
+fn socket<S>(
+    given: Option<S>,
+    listen: Option<SocketAddr>,
+    bind: impl FnOnce(SocketAddr) -> std::io::Result<S>,
+) -> Result<Option<S>> {
+    match (given, listen) {
+        (Some(s), _) => Ok(Some(s)),
+        (None, Some(a)) => {
+            bind(a).map(Some).map_err(|source| Error::Io { what: format!("binding {a}"), source })
+        }
+        (None, None) => Ok(None),
+    }
+}
+
 /// Starts the transport the domain names.
 pub(crate) async fn start(
     cfg: &Arc<DomainConfig>,
@@ -49,25 +66,12 @@ pub(crate) async fn start(
     {
         use replication_core::transport::TransportSettings;
         let mut settings = TransportSettings::new(cfg.clone(), me.clone(), security(me, sec)?);
-        let io = |what: String| move |source| Error::Io { what, source };
         match kind {
             TransportKind::Tcp => {
-                settings.tcp_listener = match (tcp_listener, listen) {
-                    (Some(l), _) => Some(l),
-                    (None, Some(a)) => {
-                        Some(std::net::TcpListener::bind(a).map_err(io(format!("binding {a}")))?)
-                    }
-                    (None, None) => None,
-                };
+                settings.tcp_listener = socket(tcp_listener, listen, std::net::TcpListener::bind)?;
             }
             TransportKind::Quic => {
-                settings.udp_socket = match (udp_socket, listen) {
-                    (Some(s), _) => Some(s),
-                    (None, Some(a)) => {
-                        Some(std::net::UdpSocket::bind(a).map_err(io(format!("binding {a}")))?)
-                    }
-                    (None, None) => None,
-                };
+                settings.udp_socket = socket(udp_socket, listen, std::net::UdpSocket::bind)?;
             }
         }
         match kind {

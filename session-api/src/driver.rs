@@ -2,10 +2,11 @@
 //!
 //! It waits on three things at once: the transport's next event, the next batch of requests
 //! from handles (a bounded channel), and the engine's next timer. After every input it drains
-//! the engine's outputs: messages go to [`Transport::offer`] (a full queue or another error
-//! is counted, and the message the transport hands back goes to the engine as
-//! [`Input::Undelivered`] after the drain, which re-sends it promptly and paces its copies), outcomes complete the
-//! waiting request, events feed the metrics, the hook and the subscribers.
+//! the engine's outputs: messages go to [`Transport::offer`] (a refusal is counted, and the
+//! refused messages the engine wants back go to it after the drain, see
+//! [`Message::resent_when_refused`]), outcomes complete the waiting request, events feed the
+//! metrics, the hook and the subscribers. The staged-write overlay is in [`overlay`], the
+//! requests handles send and the replies they get in [`request`].
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -14,102 +15,21 @@ use std::time::{Duration, Instant};
 use replication_core::placement::Placement;
 use replication_core::transport::{Transport, TransportEvent};
 use replication_core::{
-    Ack, Attributes, Change, Command, Event, Input, Message, Node, NodeId, Outcome, Output, RequestId, Role,
-    SessionView, Version,
+    Ack, Command, Epoch, Event, Input, Message, Node, NodeId, Outcome, Output, RequestId, Role, Version,
 };
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc};
 
 use crate::config::{SessionSettings, WriteFrequency};
-use crate::error::{Error, Result};
+use crate::error::Error;
 use crate::metrics::{Metrics, MetricsHook, NodeEvent};
 
-/// What the driver answers.
-#[derive(Debug)]
-pub(crate) enum Reply {
-    /// The engine's outcome (staged writes and overlay-aware reads are translated to it).
-    Outcome(Outcome),
-    /// The outcome of a write, with the session's attributes the write left when the engine
-    /// still holds them at the written version (shared, not copied), so that the handle does
-    /// not build them again.
-    Written { outcome: Outcome, attrs: Option<Attributes> },
-    /// A session created under a fresh id.
-    Created { id: String, outcome: Outcome },
-    /// What this node holds about a session.
-    View(Option<Box<SessionView>>),
-    /// Owned session ids.
-    Ids(Vec<String>),
-    /// A metrics snapshot.
-    Metrics(Box<Metrics>),
-    /// The result of a flush of staged changes.
-    Synced(SyncReport),
-    /// A request that could not be served.
-    Failed(Error),
-}
+mod overlay;
+mod request;
 
-/// Where a reply goes: a tokio oneshot (async handles) or a crossbeam channel (blocking handles).
-#[derive(Debug)]
-pub(crate) enum Responder {
-    Async(oneshot::Sender<Reply>),
-    Blocking(crossbeam_channel::Sender<Reply>),
-}
-
-impl Responder {
-    fn send(self, reply: Reply) {
-        // A caller that gave up (timeout, dropped future) no longer listens; that is fine.
-        match self {
-            Responder::Async(tx) => {
-                let _ = tx.send(reply);
-            }
-            Responder::Blocking(tx) => {
-                let _ = tx.try_send(reply);
-            }
-        }
-    }
-}
-
-/// What staged changes a flush wrote.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct SyncReport {
-    /// Sessions written.
-    pub sessions: usize,
-    /// Staged commits they carried.
-    pub commits: u64,
-    /// Sessions whose write failed (moved to another node, invalidated, busy...): their staged
-    /// changes are lost.
-    pub failed: usize,
-}
-
-/// A request from a handle.
-#[derive(Debug)]
-pub(crate) enum Request {
-    /// A core command, sent as is (writes, invalidation, touch, acquire).
-    Core { cmd: Command, reply: Responder },
-    /// Create a session; a fresh id naming the owner and failover target when `id` is `None`.
-    Create { id: Option<String>, attrs: Attributes, max_inactive: Duration, reply: Responder },
-    /// Read (fetching it when another node holds it); staged changes are applied.
-    Get { session: String, reply: Responder },
-    /// A write, staged (manual / time-based frequency) or sent (end of request).
-    Write { session: String, expected: Option<Version>, changes: Vec<Change>, reply: Responder },
-    /// Write every staged change now.
-    Sync { reply: Responder },
-    /// What this node holds about a session (no fetch).
-    Inspect { session: String, reply: Responder },
-    /// Ids of the sessions this node owns.
-    Owned { reply: Responder },
-    /// A metrics snapshot.
-    Metrics { reply: Responder },
-    /// Leave the domain and stop.
-    Shutdown { reply: Responder },
-    /// Stop at once without leaving, like a crash.
-    Abort { reply: Responder },
-}
-
-/// Changes committed on this node and not yet written to the engine.
-#[derive(Debug, Default)]
-struct Overlay {
-    changes: Vec<Change>,
-    commits: u64,
-}
+pub use overlay::SyncReport;
+use overlay::{Overlay, SyncWaiter};
+pub(crate) use request::{Reply, Request, Responder, expect_outcome};
+use request::{reply, request_reply};
 
 #[derive(Debug)]
 enum Kind {
@@ -125,13 +45,6 @@ enum Kind {
 struct Pending {
     reply: Option<Responder>,
     kind: Kind,
-}
-
-#[derive(Debug)]
-struct SyncWaiter {
-    remaining: usize,
-    report: SyncReport,
-    reply: Responder,
 }
 
 /// Everything the driver task needs to start.
@@ -207,10 +120,6 @@ impl Driver {
             aborted: false,
             inbox: None,
         }
-    }
-
-    fn staged(&self) -> bool {
-        !matches!(self.settings.write_frequency, WriteFrequency::EndOfRequest)
     }
 
     /// Runs until the node has left the domain (shutdown requested, or every handle dropped).
@@ -399,10 +308,9 @@ impl Driver {
         let _ = self.events.send(ev);
     }
 
-    /// Drains the engine's outputs. A message the transport refuses (full queue, or another
-    /// error) goes back to the engine as [`Input::Undelivered`], after the drain (the drain
-    /// rule: no input while outputs are pending), so it re-sends it promptly and paces its
-    /// full copies to what the peer accepts. Feeding it produces no sends by itself; the
+    /// Drains the engine's outputs. A refused message the engine wants back
+    /// ([`Message::resent_when_refused`], which states the contract) goes to it as
+    /// [`Input::Undelivered`] after the drain. Feeding it produces no sends by itself; the
     /// rounds are bounded anyway.
     fn drain(&mut self) {
         for _ in 0..4 {
@@ -417,7 +325,7 @@ impl Driver {
                             } else {
                                 self.metrics.send_errors += 1;
                             }
-                            if resent_when_refused(&msg) {
+                            if msg.resent_when_refused() {
                                 undelivered.push((to, msg));
                             }
                         }
@@ -451,25 +359,28 @@ impl Driver {
     fn on_event(&mut self, ev: Event) {
         match &ev {
             Event::OwnershipLost { session, .. } | Event::SessionExpired { session } => {
-                let session = session.clone();
-                self.offsets.remove(&session);
-                self.drop_overlay(&session);
+                self.drop_overlay(session)
             }
-            Event::SessionInvalidated { session } => {
-                self.offsets.remove(session);
-                self.overlays.remove(session);
-            }
+            Event::SessionInvalidated { session } => self.forget_staged(session),
             _ => {}
         }
         self.emit(NodeEvent::Core(ev));
     }
 
-    fn drop_overlay(&mut self, session: &str) {
-        if let Some(o) = self.overlays.remove(session) {
-            if o.commits > 0 {
-                self.metrics.staged_lost += o.commits;
-                self.emit(NodeEvent::StagedWritesLost { session: session.to_owned(), commits: o.commits });
-            }
+    /// Whether writes wait for backups (their latency is recorded).
+    fn sync_ack(&self) -> bool {
+        matches!(self.ack, Ack::Sync { .. })
+    }
+
+    /// What the outcome of a write of `session` sent now completes.
+    fn write_kind(&self, session: String) -> Kind {
+        Kind::Write { session, started: Instant::now(), sync: self.sync_ack() }
+    }
+
+    /// Records the latency of a sync write the backups acknowledged.
+    fn record_sync_write(&mut self, sync: bool, started: Instant, outcome: &Outcome) {
+        if sync && matches!(outcome, Outcome::Replicated { .. }) {
+            self.metrics.sync_write_latency.record(started.elapsed());
         }
     }
 
@@ -484,24 +395,14 @@ impl Driver {
         match p.kind {
             Kind::Plain => reply(p.reply, Reply::Outcome(outcome)),
             Kind::Write { session, started, sync } => {
-                if sync && matches!(outcome, Outcome::Replicated { .. }) {
-                    self.metrics.sync_write_latency.record(started.elapsed());
-                }
-                let attrs = match &outcome {
-                    Outcome::Applied { epoch, version }
-                    | Outcome::Replicated { epoch, version, .. }
-                    | Outcome::Unreplicated { epoch, version }
-                    | Outcome::Indeterminate { epoch, version, .. } => {
-                        self.node.owned_attributes(&session, epoch, *version).cloned()
-                    }
-                    _ => None,
-                };
+                self.record_sync_write(sync, started, &outcome);
+                let attrs = written_at(&outcome).and_then(|(epoch, version)| {
+                    self.node.owned_attributes(&session, epoch, version).cloned()
+                });
                 reply(p.reply, Reply::Written { outcome, attrs });
             }
             Kind::Create { id, started, sync } => {
-                if sync && matches!(outcome, Outcome::Replicated { .. }) {
-                    self.metrics.sync_write_latency.record(started.elapsed());
-                }
+                self.record_sync_write(sync, started, &outcome);
                 reply(p.reply, Reply::Created { id, outcome });
             }
             Kind::Get { session } => {
@@ -515,46 +416,10 @@ impl Driver {
                 reply(p.reply, Reply::Outcome(outcome));
             }
             Kind::Flush { session, commits, waiter } => {
-                let ok = matches!(
-                    outcome,
-                    Outcome::Applied { .. }
-                        | Outcome::Replicated { .. }
-                        | Outcome::Unreplicated { .. }
-                        | Outcome::Indeterminate { .. }
-                );
-                if !ok {
-                    self.metrics.staged_lost += commits;
-                    self.emit(NodeEvent::StagedWritesLost { session, commits });
-                }
-                if let Some(w) = waiter {
-                    if let Some(waiter) = self.waiters.get_mut(&w) {
-                        waiter.remaining = waiter.remaining.saturating_sub(1);
-                        if !ok {
-                            waiter.report.failed += 1;
-                        }
-                        if waiter.remaining == 0 {
-                            if let Some(waiter) = self.waiters.remove(&w) {
-                                waiter.reply.send(Reply::Synced(waiter.report));
-                            }
-                        }
-                    }
-                }
+                self.flushed(session, commits, waiter, written_at(&outcome).is_some());
             }
             // Answered once the transport is shut down too.
             Kind::Leave => self.left = Some(outcome),
-        }
-    }
-
-    /// The session as reads see it: the engine's state plus staged changes, at the logical
-    /// version.
-    fn apply_overlay(&self, session: &str, version: Version, mut attrs: Attributes) -> (Version, Attributes) {
-        let offset = self.offsets.get(session).copied().unwrap_or(0);
-        match self.overlays.get(session) {
-            Some(o) if o.commits > 0 => {
-                attrs.apply(&o.changes);
-                (version + offset + o.commits, attrs)
-            }
-            _ => (version + offset, attrs),
         }
     }
 
@@ -576,15 +441,10 @@ impl Driver {
             Request::Core { cmd, reply } => {
                 let kind = match &cmd {
                     Command::Invalidate { session, .. } => {
-                        self.offsets.remove(session);
-                        self.overlays.remove(session);
+                        self.forget_staged(session);
                         Kind::Plain
                     }
-                    Command::Update { session, .. } => Kind::Write {
-                        session: session.clone(),
-                        started: Instant::now(),
-                        sync: matches!(self.ack, Ack::Sync { .. }),
-                    },
+                    Command::Update { session, .. } => self.write_kind(session.clone()),
                     _ => Kind::Plain,
                 };
                 self.command(cmd, Some(reply), kind);
@@ -602,8 +462,8 @@ impl Driver {
                     }
                 };
                 let cmd = Command::Create { session: id.clone(), attrs, max_inactive, ack: self.ack };
-                let sync = matches!(self.ack, Ack::Sync { .. });
-                self.command(cmd, Some(reply), Kind::Create { id, started: Instant::now(), sync });
+                let kind = Kind::Create { id, started: Instant::now(), sync: self.sync_ack() };
+                self.command(cmd, Some(reply), kind);
             }
             Request::Get { session, reply } => {
                 self.command(Command::Get { session: session.clone() }, Some(reply), Kind::Get { session });
@@ -612,11 +472,7 @@ impl Driver {
                 if self.staged() {
                     self.stage(session, expected, changes, reply);
                 } else {
-                    let kind = Kind::Write {
-                        session: session.clone(),
-                        started: Instant::now(),
-                        sync: matches!(self.ack, Ack::Sync { .. }),
-                    };
+                    let kind = self.write_kind(session.clone());
                     let cmd = Command::Update { session, expected_version: expected, changes, ack: self.ack };
                     self.command(cmd, Some(reply), kind);
                 }
@@ -656,69 +512,6 @@ impl Driver {
         m
     }
 
-    fn stage(&mut self, session: String, expected: Option<Version>, changes: Vec<Change>, reply: Responder) {
-        let Some(view) = self.node.session(&session) else {
-            return reply.send(Reply::Outcome(Outcome::NotFound));
-        };
-        if view.invalidated {
-            return reply.send(Reply::Outcome(Outcome::NotFound));
-        }
-        if view.role != Role::Owner {
-            return reply.send(Reply::Outcome(Outcome::NotOwner { owner: view.owner }));
-        }
-        let offset = self.offsets.get(&session).copied().unwrap_or(0);
-        let commits = self.overlays.get(&session).map_or(0, |o| o.commits);
-        let current = view.version + offset + commits;
-        if let Some(e) = expected {
-            if e != current {
-                self.metrics.conflicts += 1;
-                return reply.send(Reply::Outcome(Outcome::Conflict { current_version: current }));
-            }
-        }
-        let o = self.overlays.entry(session).or_default();
-        o.changes.extend(changes);
-        o.commits += 1;
-        let epoch = view.epoch.unwrap_or_else(|| {
-            replication_core::Epoch::new(0, self.node.id().clone(), self.node.incarnation())
-        });
-        reply.send(Reply::Outcome(Outcome::Applied { epoch, version: current + 1 }));
-    }
-
-    /// Writes every staged change; `reply` gets the report once every write completed.
-    fn flush(&mut self, reply: Option<Responder>) {
-        let overlays: Vec<(String, Overlay)> = self.overlays.drain().collect();
-        let waiter = reply.map(|reply| {
-            let w = self.next_id;
-            self.next_id += 1;
-            let report = SyncReport {
-                sessions: overlays.len(),
-                commits: overlays.iter().map(|(_, o)| o.commits).sum(),
-                failed: 0,
-            };
-            self.waiters.insert(w, SyncWaiter { remaining: overlays.len(), report, reply });
-            w
-        });
-        if let Some(w) = waiter {
-            if overlays.is_empty() {
-                if let Some(waiter) = self.waiters.remove(&w) {
-                    waiter.reply.send(Reply::Synced(waiter.report));
-                }
-                return;
-            }
-        }
-        for (session, o) in overlays {
-            // The engine advances by one version for the whole batch.
-            *self.offsets.entry(session.clone()).or_default() += o.commits.saturating_sub(1);
-            let cmd = Command::Update {
-                session: session.clone(),
-                expected_version: None,
-                changes: o.changes,
-                ack: self.ack,
-            };
-            self.command(cmd, None, Kind::Flush { session, commits: o.commits, waiter });
-        }
-    }
-
     fn start_leave(&mut self, reply: Option<Responder>) {
         if let Some(r) = reply {
             self.shutdown_reply.push(r);
@@ -733,18 +526,14 @@ impl Driver {
     }
 }
 
-/// Whether a message the transport refused goes back to the engine ([`Input::Undelivered`]):
-/// the messages the engine re-sends. Heartbeats, leave announcements and touches repeat by
-/// themselves. (The transport hands a refused message back, so nothing is copied before a
-/// send.)
-fn resent_when_refused(msg: &Message) -> bool {
-    match msg {
-        Message::Replicate { payload, .. } => {
-            !matches!(**payload, replication_core::message::Payload::Touch { .. })
-        }
-        Message::Heartbeat { .. } | Message::Leaving { .. } | Message::Drop { .. } => false,
-        Message::EpochsRequest { .. } | Message::Epochs { .. } => false,
-        _ => true,
+/// The epoch and version a successful write left (applied, whatever its backups did).
+fn written_at(outcome: &Outcome) -> Option<(&Epoch, Version)> {
+    match outcome {
+        Outcome::Applied { epoch, version }
+        | Outcome::Replicated { epoch, version, .. }
+        | Outcome::Unreplicated { epoch, version }
+        | Outcome::Indeterminate { epoch, version, .. } => Some((epoch, *version)),
+        _ => None,
     }
 }
 
@@ -756,35 +545,5 @@ fn ready_now<F: std::future::Future>(f: F) -> Option<F::Output> {
     match f.as_mut().poll(&mut cx) {
         std::task::Poll::Ready(v) => Some(v),
         std::task::Poll::Pending => None,
-    }
-}
-
-fn reply(r: Option<Responder>, reply: Reply) {
-    if let Some(r) = r {
-        r.send(reply);
-    }
-}
-
-fn request_reply(req: Request) -> Responder {
-    match req {
-        Request::Core { reply, .. }
-        | Request::Create { reply, .. }
-        | Request::Get { reply, .. }
-        | Request::Write { reply, .. }
-        | Request::Sync { reply }
-        | Request::Inspect { reply, .. }
-        | Request::Owned { reply }
-        | Request::Metrics { reply }
-        | Request::Shutdown { reply }
-        | Request::Abort { reply } => reply,
-    }
-}
-
-/// Checks a reply is what a write expects.
-pub(crate) fn expect_outcome(r: Reply) -> Result<Outcome> {
-    match r {
-        Reply::Outcome(o) | Reply::Created { outcome: o, .. } | Reply::Written { outcome: o, .. } => Ok(o),
-        Reply::Failed(e) => Err(e),
-        _ => Err(Error::ShuttingDown),
     }
 }

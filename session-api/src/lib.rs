@@ -49,7 +49,10 @@
 //! # Ok(()) }
 //! ```
 
+mod blocking;
+mod builder;
 pub mod carrier;
+mod client;
 pub mod config;
 mod driver;
 pub mod error;
@@ -60,12 +63,14 @@ mod session;
 #[cfg(feature = "tower")]
 pub mod store;
 
+pub use blocking::BlockingSessionManager;
+pub use builder::Builder;
 pub use config::{
     AckPolicy, DomainSource, SessionSettings, TransportSecurity, WriteContents, WriteFrequency,
 };
 pub use driver::SyncReport;
 pub use error::{Error, Result};
-pub use manager::{BlockingSessionManager, Builder, Commit, LeaveReport, Replication, SessionManager};
+pub use manager::{Commit, LeaveReport, Replication, SessionManager};
 pub use metrics::{Metrics, MetricsHook, NodeEvent};
 pub use session::Session;
 

@@ -1,0 +1,272 @@
+//! The request plumbing the async and the blocking handles share: a request to the driver
+//! task, the wait for its reply, and the translation of outcomes to results.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use replication_core::placement::Placement;
+use replication_core::{Attributes, Command, DomainConfig, NodeId, Outcome, SessionView};
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+use crate::config::{SessionSettings, request_wait};
+use crate::driver::{Reply, Request, Responder, SyncReport};
+use crate::error::{Error, Result};
+use crate::manager::{Commit, LeaveReport, Replication};
+use crate::metrics::{Metrics, NodeEvent};
+use crate::session::Session;
+
+pub(crate) struct Inner {
+    pub(crate) tx: mpsc::Sender<Request>,
+    pub(crate) events: broadcast::Sender<NodeEvent>,
+    pub(crate) me: NodeId,
+    pub(crate) domain: Arc<DomainConfig>,
+    pub(crate) placement: Placement,
+    pub(crate) settings: SessionSettings,
+}
+
+/// The request logic shared by the async and the blocking handles.
+#[derive(Clone)]
+pub(crate) struct Client {
+    pub(crate) inner: Arc<Inner>,
+    /// Blocking handles send with `blocking_send` and wait on a crossbeam channel; their
+    /// futures are ready at the first poll.
+    pub(crate) blocking: bool,
+}
+
+fn outcome_error(o: Outcome) -> Error {
+    match o {
+        Outcome::Conflict { current_version } => Error::Conflict { current_version },
+        Outcome::Fenced { .. } => Error::Fenced,
+        Outcome::NotOwner { owner } => Error::NotOwner { owner },
+        Outcome::NotFound => Error::NotFound,
+        Outcome::AlreadyExists => Error::AlreadyExists,
+        Outcome::Unavailable => Error::Unavailable,
+        Outcome::Busy => Error::Busy,
+        Outcome::NotAllowed => Error::NotAllowed,
+        _ => Error::ShuttingDown,
+    }
+}
+
+fn commit_of(o: Outcome) -> Result<Commit> {
+    match o {
+        Outcome::Applied { version, .. } => Ok(Commit { version, replication: Replication::Local }),
+        Outcome::Replicated { version, acks, .. } => {
+            Ok(Commit { version, replication: Replication::Replicated { acks } })
+        }
+        Outcome::Unreplicated { version, .. } => {
+            Ok(Commit { version, replication: Replication::Unreplicated })
+        }
+        Outcome::Indeterminate { version, acks, .. } => {
+            Ok(Commit { version, replication: Replication::Indeterminate { acks } })
+        }
+        other => Err(outcome_error(other)),
+    }
+}
+
+impl Client {
+    async fn call(&self, make: impl FnOnce(Responder) -> Request, wait: Duration) -> Result<Reply> {
+        if self.blocking {
+            let (tx, rx) = crossbeam_channel::bounded(1);
+            self.inner.tx.blocking_send(make(Responder::Blocking(tx))).map_err(|_| Error::ShuttingDown)?;
+            return match rx.recv_timeout(wait) {
+                Ok(r) => Ok(r),
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => Err(Error::Timeout),
+                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => Err(Error::ShuttingDown),
+            };
+        }
+        let (tx, rx) = oneshot::channel();
+        self.inner.tx.send(make(Responder::Async(tx))).await.map_err(|_| Error::ShuttingDown)?;
+        match tokio::time::timeout(wait, rx).await {
+            Ok(Ok(r)) => Ok(r),
+            Ok(Err(_)) => Err(Error::ShuttingDown),
+            Err(_) => Err(Error::Timeout),
+        }
+    }
+
+    fn request_wait(&self) -> Duration {
+        request_wait(&self.inner.domain)
+    }
+
+    fn write_wait(&self) -> Duration {
+        self.inner.settings.write_wait(&self.inner.domain)
+    }
+
+    async fn outcome(&self, make: impl FnOnce(Responder) -> Request, wait: Duration) -> Result<Outcome> {
+        crate::driver::expect_outcome(self.call(make, wait).await?)
+    }
+
+    async fn core(&self, cmd: Command, wait: Duration) -> Result<Outcome> {
+        self.outcome(|reply| Request::Core { cmd, reply }, wait).await
+    }
+
+    async fn acquire(&self, session: &str) -> Result<()> {
+        match self.core(Command::Acquire { session: session.to_owned() }, self.request_wait()).await? {
+            Outcome::Acquired { .. } | Outcome::Found { .. } => Ok(()),
+            other => Err(outcome_error(other)),
+        }
+    }
+
+    pub(crate) async fn create(&self, id: Option<String>, attrs: Attributes) -> Result<(Session, Commit)> {
+        let max_inactive = self.inner.settings.max_inactive;
+        let make = |reply| Request::Create { id, attrs: attrs.clone(), max_inactive, reply };
+        match self.call(make, self.write_wait()).await? {
+            Reply::Created { id, outcome } => {
+                let c = commit_of(outcome)?;
+                Ok((Session::loaded(id, c.version, attrs), c))
+            }
+            other => Err(other.into_error()),
+        }
+    }
+
+    pub(crate) async fn get(&self, id: &str) -> Result<Option<Session>> {
+        let session = id.to_owned();
+        match self.outcome(|reply| Request::Get { session, reply }, self.request_wait()).await? {
+            Outcome::Found { version, attrs, .. } => Ok(Some(Session::loaded(id.to_owned(), version, attrs))),
+            Outcome::NotFound => Ok(None),
+            // Another live node owns it at a higher epoch and keeps it: say who, so a router
+            // can send the request there.
+            Outcome::Fenced { epoch } => Err(Error::NotOwner { owner: Some(epoch.node) }),
+            other => Err(outcome_error(other)),
+        }
+    }
+
+    pub(crate) async fn commit(&self, s: &mut Session) -> Result<Commit> {
+        if s.is_invalidated() {
+            return Err(Error::Invalidated);
+        }
+        if s.is_new() {
+            let (_, c) = self.create(Some(s.id().to_owned()), s.attributes()).await?;
+            s.committed(c.version);
+            return Ok(c);
+        }
+        if !s.is_modified() {
+            return Ok(Commit { version: s.version(), replication: Replication::Local });
+        }
+        let contents = self.inner.settings.write_contents;
+        let mut acquired = false;
+        loop {
+            // Built per attempt (the session does not change in between): one copy of the
+            // values per write, not a copy kept for a retry plus a clone of it.
+            let (session, changes) = (s.id().to_owned(), s.to_changes(contents));
+            let expected = Some(s.version());
+            let (outcome, attrs) = match self
+                .call(|reply| Request::Write { session, expected, changes, reply }, self.write_wait())
+                .await?
+            {
+                Reply::Written { outcome, attrs } => (outcome, attrs),
+                other => (crate::driver::expect_outcome(other)?, None),
+            };
+            match outcome {
+                // The session moved (e.g. this node restarted, or a router sent the request
+                // here): take it over and write if nobody changed it meanwhile.
+                Outcome::NotOwner { .. } if !acquired => {
+                    acquired = true;
+                    self.acquire(s.id()).await?;
+                }
+                other => {
+                    let c = commit_of(other)?;
+                    match attrs {
+                        // What the engine holds at the written version: base and changes
+                        // applied, as the handle would build them.
+                        Some(attrs) => s.committed_as(c.version, attrs),
+                        None => s.committed(c.version),
+                    }
+                    return Ok(c);
+                }
+            }
+        }
+    }
+
+    /// Runs `cmd` on a session this node may not own yet: acquires it on `NotOwner`, once.
+    async fn owned_command(&self, session: &str, cmd: Command, wait: Duration) -> Result<Outcome> {
+        match self.core(cmd.clone(), wait).await? {
+            Outcome::NotOwner { .. } => {
+                self.acquire(session).await?;
+                self.core(cmd, wait).await
+            }
+            other => Ok(other),
+        }
+    }
+
+    pub(crate) async fn invalidate(&self, id: &str) -> Result<Option<Commit>> {
+        let ack = self.inner.settings.core_ack();
+        let cmd = Command::Invalidate { session: id.to_owned(), ack };
+        match self.owned_command(id, cmd, self.write_wait()).await {
+            Ok(o) => commit_of(o).map(Some),
+            Err(Error::NotFound) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub(crate) async fn touch(&self, id: &str) -> Result<()> {
+        let cmd = Command::Touch { session: id.to_owned() };
+        match self.owned_command(id, cmd, self.request_wait()).await? {
+            Outcome::Touched => Ok(()),
+            other => Err(outcome_error(other)),
+        }
+    }
+
+    pub(crate) async fn update<R>(
+        &self,
+        id: &str,
+        mut f: impl FnMut(&mut Session) -> Result<R>,
+    ) -> Result<(R, Commit)> {
+        let attempts = self.inner.settings.update_retries.saturating_add(1);
+        for _ in 0..attempts {
+            let Some(mut s) = self.get(id).await? else { return Err(Error::NotFound) };
+            let r = f(&mut s)?;
+            match self.commit(&mut s).await {
+                Ok(c) => return Ok((r, c)),
+                Err(Error::Conflict { .. }) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(Error::TooManyConflicts { attempts })
+    }
+
+    pub(crate) async fn sync(&self) -> Result<SyncReport> {
+        match self.call(|reply| Request::Sync { reply }, self.write_wait().max(self.request_wait())).await? {
+            Reply::Synced(r) => Ok(r),
+            other => Err(other.into_error()),
+        }
+    }
+
+    pub(crate) async fn view(&self, id: &str) -> Result<Option<SessionView>> {
+        let session = id.to_owned();
+        match self.call(|reply| Request::Inspect { session, reply }, self.request_wait()).await? {
+            Reply::View(v) => Ok(v.map(|b| *b)),
+            other => Err(other.into_error()),
+        }
+    }
+
+    pub(crate) async fn owned(&self) -> Result<Vec<String>> {
+        match self.call(|reply| Request::Owned { reply }, self.request_wait()).await? {
+            Reply::Ids(v) => Ok(v),
+            other => Err(other.into_error()),
+        }
+    }
+
+    pub(crate) async fn metrics(&self) -> Result<Metrics> {
+        match self.call(|reply| Request::Metrics { reply }, self.request_wait()).await? {
+            Reply::Metrics(m) => Ok(*m),
+            other => Err(other.into_error()),
+        }
+    }
+
+    pub(crate) async fn abort(&self) -> Result<()> {
+        match self.call(|reply| Request::Abort { reply }, self.request_wait()).await {
+            Ok(_) | Err(Error::ShuttingDown) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub(crate) async fn shutdown(&self) -> Result<LeaveReport> {
+        let wait = self.request_wait() + Duration::from_secs(5);
+        match self.outcome(|reply| Request::Shutdown { reply }, wait).await {
+            Ok(Outcome::Left { handed_off, unreplicated }) => Ok(LeaveReport { handed_off, unreplicated }),
+            Ok(Outcome::ShuttingDown) | Err(Error::ShuttingDown) => Ok(LeaveReport::default()),
+            Ok(other) => Err(outcome_error(other)),
+            Err(e) => Err(e),
+        }
+    }
+}
