@@ -52,7 +52,7 @@ use std::time::Duration;
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use quinn::{Connection, Endpoint, RecvStream, SendStream, VarInt};
 use replication_core::carrier::accept;
-use replication_core::carrier::handshake::{self, HelloStream, accept_within, dial_within};
+use replication_core::carrier::handshake::{self, HelloStream, accept_within};
 use replication_core::carrier::peer::{Carrier, peer_task};
 use replication_core::carrier::{
     AbortOnDrop, Common, DialError, LinkEnd, Links, WRITE_BATCH_BYTES, encode, read_frames, refused,
@@ -352,53 +352,46 @@ impl<M: WireMessage> Carrier<M> for Shared {
         &self.common
     }
 
-    async fn dial(&self, peer: &NodeId) -> Result<Link, DialError> {
-        let shared = self;
-        let common = &shared.common;
-        let Some(node) = common.cfg.node(peer) else {
-            return Err(DialError::Refused("not in the domain".into()));
+    async fn dial(&self, peer: &NodeId, address: &str) -> Result<Link, DialError> {
+        let common = &self.common;
+        let addr = tokio::net::lookup_host(address)
+            .await
+            .ok()
+            .and_then(|mut a| a.next())
+            .ok_or_else(|| DialError::Unreachable(format!("cannot resolve {address}")))?;
+        let name = if common.secure {
+            tls::server_name(&common.cfg.domain.name, peer)
+                .map_err(|e| DialError::Refused(e.to_string()))?
+                .to_str()
+                .into_owned()
+        } else {
+            "insecure.m2m".to_owned()
         };
-        let work = async {
-            let addr = tokio::net::lookup_host(node.address.as_str())
-                .await
-                .ok()
-                .and_then(|mut a| a.next())
-                .ok_or_else(|| DialError::Unreachable(format!("cannot resolve {}", node.address)))?;
-            let name = if common.secure {
-                tls::server_name(&common.cfg.domain.name, peer)
-                    .map_err(|e| DialError::Refused(e.to_string()))?
-                    .to_str()
-                    .into_owned()
-            } else {
-                "insecure.m2m".to_owned()
-            };
-            let connecting = shared
-                .endpoint
-                .connect_with(shared.client.clone(), addr, &name)
-                .map_err(|e| DialError::Unreachable(format!("connect {addr}: {e}")))?;
-            let conn = connecting.await.map_err(|e| match e {
-                quinn::ConnectionError::TimedOut | quinn::ConnectionError::LocallyClosed => {
-                    DialError::Unreachable(format!("connect {addr}: {e}"))
-                }
-                e => DialError::Refused(format!("[{}] QUIC/TLS handshake failed: {e}", refusal::CERTIFICATE)),
-            })?;
-            let exchange = async {
-                let (tx, rx) =
-                    conn.open_bi().await.map_err(|e| DialError::Refused(format!("handshake failed: {e}")))?;
-                let mut link = Link { conn: conn.clone(), control_tx: tx, control_rx: rx };
-                handshake::dial_hello(common, &mut link, peer, node.address.as_str()).await?;
-                Ok(link)
-            };
-            exchange.await.map_err(|e| match conn.close_reason() {
-                // In TLS 1.3 the acceptor checks our certificate after our side of the TLS
-                // handshake is done: its verdict closes the connection with a crypto error.
-                Some(why) if why.to_string().contains("cryptographic handshake") => {
-                    DialError::certificate_refused(why)
-                }
-                _ => e,
-            })
+        let connecting = self
+            .endpoint
+            .connect_with(self.client.clone(), addr, &name)
+            .map_err(|e| DialError::Unreachable(format!("connect {addr}: {e}")))?;
+        let conn = connecting.await.map_err(|e| match e {
+            quinn::ConnectionError::TimedOut | quinn::ConnectionError::LocallyClosed => {
+                DialError::Unreachable(format!("connect {addr}: {e}"))
+            }
+            e => DialError::Refused(format!("[{}] QUIC/TLS handshake failed: {e}", refusal::CERTIFICATE)),
+        })?;
+        let exchange = async {
+            let (tx, rx) =
+                conn.open_bi().await.map_err(|e| DialError::Refused(format!("handshake failed: {e}")))?;
+            let mut link = Link { conn: conn.clone(), control_tx: tx, control_rx: rx };
+            handshake::dial_hello(common, &mut link, peer, address).await?;
+            Ok(link)
         };
-        dial_within(common.handshake_timeout, work).await
+        exchange.await.map_err(|e| match conn.close_reason() {
+            // In TLS 1.3 the acceptor checks our certificate after our side of the TLS
+            // handshake is done: its verdict closes the connection with a crypto error.
+            Some(why) if why.to_string().contains("cryptographic handshake") => {
+                DialError::certificate_refused(why)
+            }
+            _ => e,
+        })
     }
 
     async fn run_link(

@@ -48,7 +48,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use replication_core::carrier::accept::{self, Handshake};
-use replication_core::carrier::handshake::{self, HelloStream, accept_within, dial_within};
+use replication_core::carrier::handshake::{self, HelloStream, accept_within};
 use replication_core::carrier::peer::{Carrier, peer_task};
 use replication_core::carrier::{
     AbortOnDrop, Common, DialError, LinkEnd, Links, WRITE_BATCH_BYTES, encode, read_frames, refused,
@@ -371,31 +371,24 @@ impl<M: WireMessage> Carrier<M> for Shared {
     }
 
     /// The dialer's side: TCP connect, TLS naming the peer, Hello exchange.
-    async fn dial(&self, peer: &NodeId) -> Result<Stream, DialError> {
-        let shared = self;
-        let common = &shared.common;
-        let Some(node) = common.cfg.node(peer) else {
-            return Err(DialError::Refused("not in the domain".into()));
+    async fn dial(&self, peer: &NodeId, address: &str) -> Result<Stream, DialError> {
+        let common = &self.common;
+        let tcp = TcpStream::connect(address)
+            .await
+            .map_err(|e| DialError::Unreachable(format!("connect {address}: {e}")))?;
+        let _ = tcp.set_nodelay(true);
+        let mut stream: Stream = match &self.tls {
+            Some((_, connector)) => {
+                let name = tls::server_name(&common.cfg.domain.name, peer)
+                    .map_err(|e| DialError::Refused(e.to_string()))?;
+                Box::new(connector.connect(name, tcp).await.map_err(|e| {
+                    DialError::Refused(format!("[{}] TLS handshake failed: {e}", refusal::CERTIFICATE))
+                })?)
+            }
+            None => Box::new(tcp),
         };
-        let work = async {
-            let tcp = TcpStream::connect(node.address.as_str())
-                .await
-                .map_err(|e| DialError::Unreachable(format!("connect {}: {e}", node.address)))?;
-            let _ = tcp.set_nodelay(true);
-            let mut stream: Stream = match &shared.tls {
-                Some((_, connector)) => {
-                    let name = tls::server_name(&common.cfg.domain.name, peer)
-                        .map_err(|e| DialError::Refused(e.to_string()))?;
-                    Box::new(connector.connect(name, tcp).await.map_err(|e| {
-                        DialError::Refused(format!("[{}] TLS handshake failed: {e}", refusal::CERTIFICATE))
-                    })?)
-                }
-                None => Box::new(tcp),
-            };
-            handshake::dial_hello(common, &mut stream, peer, node.address.as_str()).await?;
-            Ok(stream)
-        };
-        dial_within(common.handshake_timeout, work).await
+        handshake::dial_hello(common, &mut stream, peer, address).await?;
+        Ok(stream)
     }
 
     async fn run_link(

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 use tracing::{debug, info};
 
+use super::handshake::dial_within;
 use super::{Common, DialError, refused, wait_stop};
 use crate::config::NodeId;
 use crate::transport::{Backoff, TransportEvent, WireMessage};
@@ -39,8 +40,13 @@ pub trait Carrier<M: WireMessage>: Send + Sync + Sized + 'static {
     /// What every task reads.
     fn common(&self) -> &Common;
 
-    /// Connects to `peer` and runs both handshakes.
-    fn dial(&self, peer: &NodeId) -> impl Future<Output = Result<Self::Link, DialError>> + Send;
+    /// Connects to `peer` at `address` and runs both handshakes (cut at the handshake
+    /// timeout by the caller).
+    fn dial(
+        &self,
+        peer: &NodeId,
+        address: &str,
+    ) -> impl Future<Output = Result<Self::Link, DialError>> + Send;
 
     /// Carries messages both ways on `link` until it ends: the transport stops, the link
     /// fails, or a newer link arrives on `links`.
@@ -59,6 +65,15 @@ pub trait Carrier<M: WireMessage>: Send + Sync + Sized + 'static {
         let _ = peer;
         async { false }
     }
+}
+
+/// Dials `peer` at its address from the domain, all of it within the handshake timeout.
+async fn dial<C: Carrier<M>, M: WireMessage>(shared: &C, peer: &NodeId) -> Result<C::Link, DialError> {
+    let common = shared.common();
+    let Some(node) = common.cfg.node(peer) else {
+        return Err(DialError::Refused("not in the domain".into()));
+    };
+    dial_within(common.handshake_timeout, shared.dial(peer, node.address.as_str())).await
 }
 
 /// Keeps the link to `peer` until the transport stops: dials it when `dials`, else takes the
@@ -82,7 +97,7 @@ pub async fn peer_task<C: Carrier<M>, M: WireMessage>(
                 let r = tokio::select! {
                     _ = wait_stop(&mut stop) => return,
                     Some(l) = links.recv() => Ok(l),
-                    r = shared.dial(&peer) => r,
+                    r = dial(&*shared, &peer) => r,
                 };
                 match r {
                     Ok(l) => l,
