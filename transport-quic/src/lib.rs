@@ -55,7 +55,7 @@ use replication_core::carrier::accept;
 use replication_core::carrier::handshake::{self, HelloStream, accept_within};
 use replication_core::carrier::peer::{Carrier, peer_task};
 use replication_core::carrier::{
-    AbortOnDrop, Common, DialError, LinkEnd, Links, WRITE_BATCH_BYTES, encode, read_frames, refused,
+    AbortOnDrop, AppSide, Common, DialError, LinkEnd, WRITE_BATCH_BYTES, encode, read_frames, refused,
     wait_stop,
 };
 use replication_core::transport::{Security, Transport, TransportEvent, TransportSettings, WireMessage};
@@ -155,7 +155,7 @@ type SharedQueue<M> = Arc<tokio::sync::Mutex<mpsc::Receiver<M>>>;
 pub struct QuicTransport<M: WireMessage> {
     shared: Arc<Shared>,
     peers: HashMap<NodeId, Peer<M>>,
-    links: Links<M>,
+    app: AppSide<M>,
     local_addr: SocketAddr,
 }
 
@@ -242,7 +242,7 @@ impl<M: WireMessage> QuicTransport<M> {
         let stop_accepting = shared.common.shutdown.clone();
         tasks.spawn(accept::accept_loop(incoming, stop_accepting, sem, routes, ev_tx, handshake));
         info!(node = %local, addr = %local_addr, "m2m quic transport listening");
-        Ok(QuicTransport { shared, peers, links: Links::new(ev_rx, stop, tasks), local_addr })
+        Ok(QuicTransport { shared, peers, app: AppSide::new(ev_rx, stop, tasks), local_addr })
     }
 
     /// The address the UDP socket is bound to.
@@ -251,7 +251,7 @@ impl<M: WireMessage> QuicTransport<M> {
     }
 
     fn queue(&self, to: &NodeId, msg: &M) -> Result<&mpsc::Sender<M>, replication_core::Error> {
-        self.links.check_open()?;
+        self.app.check_open()?;
         let peer = self
             .peers
             .get(to)
@@ -279,13 +279,13 @@ impl<M: WireMessage> Transport<M> for QuicTransport<M> {
     }
 
     async fn recv(&self) -> Option<TransportEvent<M>> {
-        self.links.recv(&self.shared.common).await
+        self.app.recv(&self.shared.common).await
     }
 
     async fn shutdown(&self) {
-        self.links.close();
+        self.app.close();
         let common = &self.shared.common;
-        if self.links.stop_and_join(common.grace, &common.local).await {
+        if self.app.stop_and_join(common.grace, &common.local).await {
             self.shared.endpoint.close(VarInt::from_u32(0), b"shutdown");
             let _ = tokio::time::timeout(Duration::from_millis(500), self.shared.endpoint.wait_idle()).await;
         }

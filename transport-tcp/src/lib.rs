@@ -51,7 +51,7 @@ use replication_core::carrier::accept::{self, Handshake};
 use replication_core::carrier::handshake::{self, HelloStream, accept_within};
 use replication_core::carrier::peer::{Carrier, peer_task};
 use replication_core::carrier::{
-    AbortOnDrop, Common, DialError, LinkEnd, Links, WRITE_BATCH_BYTES, encode, read_frames, refused,
+    AbortOnDrop, AppSide, Common, DialError, LinkEnd, WRITE_BATCH_BYTES, encode, read_frames, refused,
     wait_stop, write_frames,
 };
 use replication_core::transport::{Security, Transport, TransportEvent, TransportSettings, WireMessage};
@@ -149,7 +149,7 @@ struct Writer<M> {
 pub struct TcpTransport<M: WireMessage> {
     shared: Arc<Shared>,
     peers: HashMap<NodeId, Peer<M>>,
-    links: Links<M>,
+    app: AppSide<M>,
     /// Stops the accept loop, which `shutdown` ends before the links (see there).
     stop_accepting: watch::Sender<bool>,
     accepting: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
@@ -217,7 +217,7 @@ impl<M: WireMessage> TcpTransport<M> {
         Ok(TcpTransport {
             shared,
             peers,
-            links: Links::new(ev_rx, stop, tasks),
+            app: AppSide::new(ev_rx, stop, tasks),
             stop_accepting,
             accepting: std::sync::Mutex::new(Some(accepting)),
             local_addr,
@@ -230,14 +230,14 @@ impl<M: WireMessage> TcpTransport<M> {
     }
 
     fn peer(&self, to: &NodeId) -> Result<&Peer<M>, replication_core::Error> {
-        self.links.check_open()?;
+        self.app.check_open()?;
         self.peers.get(to).ok_or_else(|| replication_core::Error::UnknownPeer { peer: to.to_string() })
     }
 }
 
 impl<M: WireMessage> Drop for TcpTransport<M> {
     fn drop(&mut self) {
-        // The links stop when `links` is dropped, right after.
+        // The links stop when `app` is dropped, right after.
         let _ = self.stop_accepting.send(true);
     }
 }
@@ -261,11 +261,11 @@ impl<M: WireMessage> Transport<M> for TcpTransport<M> {
     }
 
     async fn recv(&self) -> Option<TransportEvent<M>> {
-        self.links.recv(&self.shared.common).await
+        self.app.recv(&self.shared.common).await
     }
 
     async fn shutdown(&self) {
-        self.links.close();
+        self.app.close();
         // The listener closes before the links do: a peer that sees its link close probes the
         // address at once (closed-link detection) and must find nothing listening, as after
         // a crash.
@@ -275,7 +275,7 @@ impl<M: WireMessage> Transport<M> for TcpTransport<M> {
             let _ = accepting.await;
         }
         let common = &self.shared.common;
-        self.links.stop_and_join(common.grace, &common.local).await;
+        self.app.stop_and_join(common.grace, &common.local).await;
     }
 }
 

@@ -103,24 +103,24 @@ impl Common {
     }
 }
 
-/// The application side of a transport: the queue of events [`Links::recv`] takes from, the
+/// The application side of a transport: the queue of events [`AppSide::recv`] takes from, the
 /// stop signal (sent on drop too), and the tasks that run the links.
 #[derive(Debug)]
-pub struct Links<M> {
+pub struct AppSide<M> {
     events: tokio::sync::Mutex<mpsc::Receiver<TransportEvent<M>>>,
     stop: watch::Sender<bool>,
     closed: AtomicBool,
     tasks: std::sync::Mutex<Option<JoinSet<()>>>,
 }
 
-impl<M: Send + 'static> Links<M> {
+impl<M: Send + 'static> AppSide<M> {
     /// Events from `events`, stopping with `stop`, running `tasks`.
     pub fn new(
         events: mpsc::Receiver<TransportEvent<M>>,
         stop: watch::Sender<bool>,
         tasks: JoinSet<()>,
     ) -> Self {
-        Links {
+        AppSide {
             events: tokio::sync::Mutex::new(events),
             stop,
             closed: AtomicBool::new(false),
@@ -128,7 +128,7 @@ impl<M: Send + 'static> Links<M> {
         }
     }
 
-    /// [`Error::Closed`] once [`Links::close`] was called.
+    /// [`Error::Closed`] once [`AppSide::close`] was called.
     pub fn check_open(&self) -> Result<(), Error> {
         if self.closed.load(Ordering::Acquire) { Err(Error::Closed) } else { Ok(()) }
     }
@@ -142,7 +142,7 @@ impl<M: Send + 'static> Links<M> {
         ev
     }
 
-    /// Refuses further messages ([`Links::check_open`]).
+    /// Refuses further messages ([`AppSide::check_open`]).
     pub fn close(&self) {
         self.closed.store(true, Ordering::Release);
     }
@@ -164,7 +164,7 @@ impl<M: Send + 'static> Links<M> {
     }
 }
 
-impl<M> Drop for Links<M> {
+impl<M> Drop for AppSide<M> {
     fn drop(&mut self) {
         let _ = self.stop.send(true);
     }
