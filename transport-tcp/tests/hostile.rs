@@ -34,11 +34,12 @@ fn closed(s: &mut TcpStream) -> bool {
 }
 
 /// Node `a` of the domain `web` (`a` and `x`, no TLS; `tweak` may change a's settings) on a
-/// free port, its address, the `Hello` frame a raw peer named `x` opens with, and the
-/// directory of `a`'s files. x is listed in the domain but not started.
+/// free port, its address, the `Hello` frame a raw peer named `x` opens with, the directory
+/// of `a`'s files, and x's socket. x is listed in the domain but not started: while its socket
+/// is kept, nothing else takes its port.
 async fn node_a_and_hello_of_x(
     tweak: impl FnOnce(&mut TransportSettings),
-) -> (<Tcp as Harness>::T, std::net::SocketAddr, Vec<u8>, tempfile::TempDir) {
+) -> (<Tcp as Harness>::T, std::net::SocketAddr, Vec<u8>, tempfile::TempDir, std::net::TcpListener) {
     let ba = Tcp::bind(0);
     let bx = Tcp::bind(0);
     let cfg = parse(&domain_text("web", &[("a", Tcp::port(&ba)), ("x", Tcp::port(&bx))], ""));
@@ -49,7 +50,7 @@ async fn node_a_and_hello_of_x(
     let a = Tcp::start(s, ba).await.expect("a");
     let mut enc = FrameEncoder::new(MIN_MAX_FRAME);
     enc.hello(&Hello::for_node(&cfg, &NodeId::new("x")).expect("x is a member")).expect("hello");
-    (a, addr, enc.finish().to_vec(), dir)
+    (a, addr, enc.finish().to_vec(), dir, bx)
 }
 
 /// A raw peer's handshake: sends `hello`, reads the node's Hello frame.
@@ -113,7 +114,7 @@ async fn handshake_flood_is_capped_and_the_real_peer_keeps_working() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_loris_hello_is_cut_at_the_handshake_timeout() {
     // The slow peer poses as x.
-    let (a, addr, hello, _dir) =
+    let (a, addr, hello, _dir, _bx) =
         node_a_and_hello_of_x(|s| s.handshake_timeout = Duration::from_secs(1)).await;
     let slow = tokio::task::spawn_blocking(move || {
         let mut s = TcpStream::connect(addr).expect("connect");
@@ -145,7 +146,7 @@ async fn slow_loris_hello_is_cut_at_the_handshake_timeout() {
 /// handshake), the connection closed, nothing of that size allocated.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn huge_length_frame_is_refused_without_allocating() {
-    let (a, addr, hello, _dir) = node_a_and_hello_of_x(|_| {}).await;
+    let (a, addr, hello, _dir, _) = node_a_and_hello_of_x(|_| {}).await;
     let before = rss_kib();
     for after_handshake in [false, true] {
         let hello = hello.clone();
@@ -189,7 +190,7 @@ async fn huge_length_frame_is_refused_without_allocating() {
 /// kernel splits the write), in order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn frames_read_together_are_delivered_as_one_event() {
-    let (a, addr, mut bytes, _dir) = node_a_and_hello_of_x(|_| {}).await;
+    let (a, addr, mut bytes, _dir, _) = node_a_and_hello_of_x(|_| {}).await;
     let hello_len = bytes.len();
     for seq in 0..10 {
         let mut enc = FrameEncoder::new(MIN_MAX_FRAME);
