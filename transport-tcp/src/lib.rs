@@ -453,9 +453,8 @@ impl<M: WireMessage> Carrier<M> for Shared {
     /// handshake timeout (a host down, a partition) is not taken as gone: the failure timeout
     /// decides then.
     async fn peer_process_gone(&self, peer: &NodeId) -> bool {
-        let shared = self;
-        let Some(node) = shared.common.cfg.node(peer) else { return false };
-        address_gone(node.address.as_str(), shared.common.handshake_timeout).await
+        let Some(node) = self.common.cfg.node(peer) else { return false };
+        address_gone(node.address.as_str(), self.common.handshake_timeout).await
     }
 }
 
