@@ -30,6 +30,8 @@
 
 pub mod api;
 pub mod attributes;
+#[cfg(feature = "carrier")]
+pub mod carrier;
 pub mod config;
 pub mod error;
 mod load;

@@ -20,6 +20,11 @@
 //! [`Security::Insecure`] still speaks TLS (QUIC requires it) but with a throwaway
 //! self-signed certificate and no verification; it logs a warning.
 //!
+//! What both transports share (the Hello exchange and its refusals, the per-peer task with
+//! reconnect and back-off, the accept loop, the frame reader) is
+//! [`replication_core::carrier`]; this crate holds what is QUIC's own: the endpoint, its
+//! connections and streams.
+//!
 //! ```no_run
 //! use std::sync::Arc;
 //! use replication_core::transport::{Security, Transport, TransportSettings};
@@ -39,19 +44,25 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use quinn::{Connection, Endpoint, RecvStream, SendStream, VarInt};
-use replication_core::config::DomainConfig;
-use replication_core::transport::{
-    Backoff, DELIVER_BATCH, Security, Transport, TransportEvent, TransportSettings, WireMessage, deliver,
+use replication_core::carrier::accept;
+use replication_core::carrier::handshake::{self, HelloStream, accept_within};
+use replication_core::carrier::peer::{Carrier, peer_task};
+use replication_core::carrier::{
+    AbortOnDrop, AppSide, Common, DialError, LinkEnd, WRITE_BATCH_BYTES, encode, read_frames, refused,
+    wait_stop,
 };
-use replication_core::wire::{ByteSource, Frame, FrameDecoder, FrameEncoder, Hello, WireError, refusal};
+use replication_core::transport::{Security, Transport, TransportEvent, TransportSettings, WireMessage};
+use replication_core::wire::{FrameEncoder, refusal};
 use replication_core::{NodeId, tls};
 use rustls::pki_types::CertificateDer;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
@@ -82,33 +93,54 @@ pub enum Error {
 /// QUIC send priority of the control stream (data streams keep the default, 0).
 const CONTROL_PRIORITY: i32 = 1;
 
-/// Bytes a writer gathers into one round of writes.
-const WRITE_BATCH_BYTES: usize = 256 * 1024;
-
 struct Shared {
-    cfg: Arc<DomainConfig>,
-    local: NodeId,
-    hello: Hello,
-    secure: bool,
+    common: Common,
     endpoint: Endpoint,
     client: quinn::ClientConfig,
-    max_frame: usize,
-    handshake_timeout: Duration,
-    reconnect_min: Duration,
-    reconnect_max: Duration,
-    grace: Duration,
-    shutdown: watch::Receiver<bool>,
-    /// Received messages that may wait for `recv` ([`TransportSettings::event_capacity`]):
-    /// a reader takes an event's credits before queueing it, `recv` gives them back.
-    credit: Semaphore,
-    event_capacity: usize,
 }
 
-/// An established, authenticated link.
+/// An established, authenticated link; during the handshake, its control stream is the
+/// stream the Hello exchange runs on (reads from `control_rx`, writes to `control_tx`).
 struct Link {
     conn: Connection,
     control_tx: SendStream,
     control_rx: RecvStream,
+}
+
+impl AsyncRead for Link {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().control_rx).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Link {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        AsyncWrite::poll_write(Pin::new(&mut self.get_mut().control_tx), cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().control_tx).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().control_tx).poll_shutdown(cx)
+    }
+}
+
+impl HelloStream for Link {
+    const NAME: &'static str = "stream";
+
+    async fn close_refused(&mut self, sent: bool) {
+        if sent {
+            let _ = self.control_tx.finish();
+            let _ = tokio::time::timeout(Duration::from_secs(1), self.control_tx.stopped()).await;
+        }
+        self.conn.close(VarInt::from_u32(1), b"refused");
+    }
 }
 
 /// Per peer, one bounded queue per stream (index 0 = control, then one per key class), so a
@@ -123,10 +155,7 @@ type SharedQueue<M> = Arc<tokio::sync::Mutex<mpsc::Receiver<M>>>;
 pub struct QuicTransport<M: WireMessage> {
     shared: Arc<Shared>,
     peers: HashMap<NodeId, Peer<M>>,
-    events: tokio::sync::Mutex<mpsc::Receiver<TransportEvent<M>>>,
-    stop: watch::Sender<bool>,
-    closed: AtomicBool,
-    tasks: std::sync::Mutex<Option<JoinSet<()>>>,
+    app: AppSide<M>,
     local_addr: SocketAddr,
 }
 
@@ -145,19 +174,16 @@ impl<M: WireMessage> QuicTransport<M> {
     /// Binds (or adopts `settings.udp_socket`), starts accepting, and starts a link task per
     /// peer of the domain. Must be called inside a tokio runtime.
     pub async fn start(mut settings: TransportSettings) -> Result<Self, Error> {
-        settings.check()?;
+        let (common, stop) = Common::new(&settings)?;
         let cfg = settings.domain.clone();
         let local = settings.local.clone();
-        let hello = Hello::for_node(&cfg, &local)
-            .ok_or_else(|| replication_core::Error::Settings(format!("`{local}` is not in the domain")))?;
-        let (server, client, secure) = match &settings.security {
+        let (server, client) = match &settings.security {
             Security::Tls(pem) => {
-                (tls::server_config(&cfg, &local, pem)?, tls::client_config(&cfg, &local, pem)?, true)
+                (tls::server_config(&cfg, &local, pem)?, tls::client_config(&cfg, &local, pem)?)
             }
             Security::Insecure => {
                 warn!(node = %local, "m2m quic transport is INSECURE: throwaway certificate, no verification; loopback demos only");
-                let (s, c) = tls::insecure_configs()?;
-                (s, c, false)
+                tls::insecure_configs()?
             }
         };
         let crypto = |e: &dyn std::fmt::Display| Error::Crypto(e.to_string());
@@ -184,23 +210,7 @@ impl<M: WireMessage> QuicTransport<M> {
         .map_err(|source| Error::Bind { addr: "pre-bound socket".into(), source })?;
         let local_addr =
             endpoint.local_addr().map_err(|source| Error::Bind { addr: "socket".into(), source })?;
-        let (stop, shutdown) = watch::channel(false);
-        let shared = Arc::new(Shared {
-            cfg: cfg.clone(),
-            local: local.clone(),
-            hello,
-            secure,
-            endpoint,
-            client,
-            max_frame: settings.max_frame,
-            handshake_timeout: settings.handshake_timeout,
-            reconnect_min: settings.reconnect_min,
-            reconnect_max: settings.reconnect_max,
-            grace: settings.shutdown_grace,
-            shutdown,
-            credit: Semaphore::new(settings.event_capacity.min(Semaphore::MAX_PERMITS)),
-            event_capacity: settings.event_capacity,
-        });
+        let shared = Arc::new(Shared { common, endpoint, client });
         let (ev_tx, ev_rx) = mpsc::channel(settings.event_capacity);
         let mut tasks = JoinSet::new();
         let mut peers = HashMap::new();
@@ -221,17 +231,18 @@ impl<M: WireMessage> QuicTransport<M> {
             routes.insert(n.name.clone(), links);
         }
         let sem = Arc::new(Semaphore::new(settings.max_unauthenticated));
-        tasks.spawn(accept_loop(shared.clone(), sem, routes, ev_tx));
+        let handshake = {
+            let shared = shared.clone();
+            move |incoming, addr| {
+                let shared = shared.clone();
+                async move { Some(accept_handshake(&shared, incoming, addr).await) }
+            }
+        };
+        let incoming = Incoming(shared.endpoint.clone());
+        let stop_accepting = shared.common.shutdown.clone();
+        tasks.spawn(accept::accept_loop(incoming, stop_accepting, sem, routes, ev_tx, handshake));
         info!(node = %local, addr = %local_addr, "m2m quic transport listening");
-        Ok(QuicTransport {
-            shared,
-            peers,
-            events: tokio::sync::Mutex::new(ev_rx),
-            stop,
-            closed: AtomicBool::new(false),
-            tasks: std::sync::Mutex::new(Some(tasks)),
-            local_addr,
-        })
+        Ok(QuicTransport { shared, peers, app: AppSide::new(ev_rx, stop, tasks), local_addr })
     }
 
     /// The address the UDP socket is bound to.
@@ -240,9 +251,7 @@ impl<M: WireMessage> QuicTransport<M> {
     }
 
     fn queue(&self, to: &NodeId, msg: &M) -> Result<&mpsc::Sender<M>, replication_core::Error> {
-        if self.closed.load(Ordering::Acquire) {
-            return Err(replication_core::Error::Closed);
-        }
+        self.app.check_open()?;
         let peer = self
             .peers
             .get(to)
@@ -251,16 +260,10 @@ impl<M: WireMessage> QuicTransport<M> {
     }
 }
 
-impl<M: WireMessage> Drop for QuicTransport<M> {
-    fn drop(&mut self) {
-        let _ = self.stop.send(true);
-    }
-}
-
 #[async_trait::async_trait]
 impl<M: WireMessage> Transport<M> for QuicTransport<M> {
     fn local(&self) -> &NodeId {
-        &self.shared.local
+        &self.shared.common.local
     }
 
     fn offer(&self, to: &NodeId, msg: M) -> Result<(), (replication_core::Error, M)> {
@@ -268,12 +271,7 @@ impl<M: WireMessage> Transport<M> for QuicTransport<M> {
             Ok(q) => q,
             Err(e) => return Err((e, msg)),
         };
-        queue.try_send(msg).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(m) => {
-                (replication_core::Error::QueueFull { peer: to.to_string() }, m)
-            }
-            mpsc::error::TrySendError::Closed(m) => (replication_core::Error::Closed, m),
-        })
+        replication_core::carrier::offer(queue, to, msg)
     }
 
     async fn send(&self, to: &NodeId, msg: M) -> Result<(), replication_core::Error> {
@@ -281,101 +279,40 @@ impl<M: WireMessage> Transport<M> for QuicTransport<M> {
     }
 
     async fn recv(&self) -> Option<TransportEvent<M>> {
-        let ev = self.events.lock().await.recv().await;
-        if let Some(ev) = &ev {
-            self.shared.credit.add_permits(ev.credits(self.shared.event_capacity) as usize);
-        }
-        ev
+        self.app.recv(&self.shared.common).await
     }
 
     async fn shutdown(&self) {
-        self.closed.store(true, Ordering::Release);
-        let _ = self.stop.send(true);
-        let tasks = self.tasks.lock().ok().and_then(|mut t| t.take());
-        if let Some(mut tasks) = tasks {
-            let all = async { while tasks.join_next().await.is_some() {} };
-            if tokio::time::timeout(self.shared.grace + Duration::from_millis(500), all).await.is_err() {
-                warn!(node = %self.shared.local, "shutdown grace elapsed; aborting the remaining links");
-                tasks.abort_all();
-                while tasks.join_next().await.is_some() {}
-            }
+        self.app.close();
+        let common = &self.shared.common;
+        if self.app.stop_and_join(common.grace, &common.local).await {
             self.shared.endpoint.close(VarInt::from_u32(0), b"shutdown");
             let _ = tokio::time::timeout(Duration::from_millis(500), self.shared.endpoint.wait_idle()).await;
         }
     }
 }
 
-async fn wait_stop(rx: &mut watch::Receiver<bool>) {
-    let _ = rx.wait_for(|v| *v).await;
-}
+/// The endpoint as the accept loop's source of connections.
+struct Incoming(Endpoint);
 
-fn refused<M>(events: &mpsc::Sender<TransportEvent<M>>, peer: String, reason: String) {
-    warn!(%peer, %reason, "m2m connection refused");
-    let _ = events.try_send(TransportEvent::Refused { peer, reason });
-}
+impl accept::Listener for Incoming {
+    type Conn = quinn::Incoming;
 
-/// A QUIC receive stream as the frame decoder's byte source.
-struct Source<'a>(&'a mut RecvStream);
+    async fn accept(&self) -> Option<std::io::Result<(quinn::Incoming, SocketAddr)>> {
+        let incoming = self.0.accept().await?;
+        let addr = incoming.remote_address();
+        Some(Ok((incoming, addr)))
+    }
 
-impl ByteSource for Source<'_> {
-    type Error = quinn::ReadError;
-    async fn read_into(&mut self, buf: &mut [u8]) -> Result<usize, quinn::ReadError> {
-        // `None`: the peer finished the stream.
-        Ok(self.0.read(buf).await?.unwrap_or(0))
+    fn turn_away(&self, incoming: quinn::Incoming) {
+        incoming.refuse();
     }
 }
 
 fn peer_node(shared: &Shared, conn: &Connection) -> Option<NodeId> {
     let any = conn.peer_identity()?;
     let certs = any.downcast::<Vec<CertificateDer<'static>>>().ok()?;
-    tls::peer_node(&shared.cfg, certs.first()?)
-}
-
-async fn accept_loop<M: WireMessage>(
-    shared: Arc<Shared>,
-    sem: Arc<Semaphore>,
-    routes: HashMap<NodeId, mpsc::Sender<Link>>,
-    events: mpsc::Sender<TransportEvent<M>>,
-) {
-    let mut stop = shared.shutdown.clone();
-    let mut handshakes = JoinSet::new();
-    loop {
-        let incoming = tokio::select! {
-            _ = wait_stop(&mut stop) => return,
-            Some(_) = handshakes.join_next(), if !handshakes.is_empty() => continue,
-            i = shared.endpoint.accept() => match i { Some(i) => i, None => return },
-        };
-        let addr = incoming.remote_address();
-        let Ok(permit) = sem.clone().try_acquire_owned() else {
-            incoming.refuse();
-            refused(
-                &events,
-                addr.to_string(),
-                format!(
-                    "[{}] too many connections are in their handshake",
-                    refusal::TOO_MANY_UNAUTHENTICATED
-                ),
-            );
-            continue;
-        };
-        let shared = shared.clone();
-        let events = events.clone();
-        let routes = routes.clone();
-        handshakes.spawn(async move {
-            let result = accept_handshake(&shared, incoming, addr).await;
-            drop(permit);
-            match result {
-                Ok((node, link)) => match routes.get(&node) {
-                    Some(route) => {
-                        debug!(peer = %node, %addr, "accepted link");
-                        let _ = route.send(link).await;
-                    }
-                    None => refused(&events, node.to_string(), "no link for this node".into()),
-                },
-                Err((peer, reason)) => refused(&events, peer, reason),
-            }
-        });
-    }
+    tls::peer_node(&shared.common.cfg, certs.first()?)
 }
 
 async fn accept_handshake(
@@ -383,13 +320,14 @@ async fn accept_handshake(
     incoming: quinn::Incoming,
     addr: SocketAddr,
 ) -> Result<(NodeId, Link), (String, String)> {
-    let timeout = shared.handshake_timeout;
+    let common = &shared.common;
+    let deadline = tokio::time::Instant::now() + common.handshake_timeout;
     let work = async {
         let tls_failed = |e: &dyn std::fmt::Display| {
             (addr.to_string(), format!("[{}] QUIC/TLS handshake failed: {e}", refusal::CERTIFICATE))
         };
         let conn = incoming.accept().map_err(|e| tls_failed(&e))?.await.map_err(|e| tls_failed(&e))?;
-        let authenticated = if shared.secure {
+        let authenticated = if common.secure {
             match peer_node(shared, &conn) {
                 Some(n) => Some(n),
                 None => return Err(tls_failed(&"no node certificate")),
@@ -397,70 +335,41 @@ async fn accept_handshake(
         } else {
             None
         };
-        let who = authenticated.as_ref().map_or_else(|| addr.to_string(), |n| n.to_string());
-        let (mut tx, mut rx) =
-            conn.accept_bi().await.map_err(|e| (who.clone(), format!("handshake failed: {e}")))?;
-        let mut dec = FrameDecoder::handshake(shared.max_frame);
-        let hello = match dec.read_frame::<(), _>(&mut Source(&mut rx)).await {
-            Ok(Ok(Some(Frame::Hello(h)))) => h,
-            Ok(Ok(Some(other))) => {
-                return Err((who, WireError::Unexpected { expected: "hello", got: other.kind() }.reason()));
-            }
-            Ok(Ok(None)) => return Err((who, "closed before its hello".into())),
-            Ok(Err(e)) => return Err((who, e.reason())),
-            Err(e) => return Err((who, e.to_string())),
-        };
-        let mut enc = FrameEncoder::new(shared.max_frame);
-        if let Err(r) = hello.check(&shared.cfg, &shared.local, authenticated.as_ref()) {
-            let reason = r.to_string();
-            if enc.refuse(&reason).is_ok() {
-                let _ = tx.write_all(enc.finish()).await;
-                let _ = tx.finish();
-                let _ = tokio::time::timeout(Duration::from_secs(1), tx.stopped()).await;
-            }
-            conn.close(VarInt::from_u32(1), b"refused");
-            return Err((hello.node.to_string(), reason));
-        }
-        enc.hello(&shared.hello).map_err(|e| (who.clone(), e.to_string()))?;
-        tx.write_all(enc.finish()).await.map_err(|e| (who, e.to_string()))?;
-        Ok((hello.node, Link { conn, control_tx: tx, control_rx: rx }))
+        let who = handshake::who(authenticated.as_ref(), addr);
+        let (tx, rx) = conn.accept_bi().await.map_err(|e| (who.clone(), format!("handshake failed: {e}")))?;
+        let mut link = Link { conn, control_tx: tx, control_rx: rx };
+        let node = handshake::accept_hello(common, &mut link, authenticated.as_ref(), who).await?;
+        Ok((node, link))
     };
-    match tokio::time::timeout(timeout, work).await {
-        Ok(r) => r,
-        Err(_) => Err((
-            addr.to_string(),
-            format!("[{}] no handshake within {timeout:?}", refusal::HANDSHAKE_TIMEOUT),
-        )),
+    accept_within(common, deadline, addr, work).await
+}
+
+impl<M: WireMessage> Carrier<M> for Shared {
+    type Link = Link;
+    type Queues = Vec<SharedQueue<M>>;
+
+    fn common(&self) -> &Common {
+        &self.common
     }
-}
 
-enum DialError {
-    Unreachable(String),
-    Refused(String),
-}
-
-async fn dial(shared: &Shared, peer: &NodeId) -> Result<Link, DialError> {
-    let Some(node) = shared.cfg.node(peer) else {
-        return Err(DialError::Refused("not in the domain".into()));
-    };
-    let timeout = shared.handshake_timeout;
-    let work = async {
-        let addr = tokio::net::lookup_host(node.address.as_str())
+    async fn dial(&self, peer: &NodeId, address: &str) -> Result<Link, DialError> {
+        let common = &self.common;
+        let addr = tokio::net::lookup_host(address)
             .await
             .ok()
             .and_then(|mut a| a.next())
-            .ok_or_else(|| DialError::Unreachable(format!("cannot resolve {}", node.address)))?;
-        let name = if shared.secure {
-            tls::server_name(&shared.cfg.domain.name, peer)
+            .ok_or_else(|| DialError::Unreachable(format!("cannot resolve {address}")))?;
+        let name = if common.secure {
+            tls::server_name(&common.cfg.domain.name, peer)
                 .map_err(|e| DialError::Refused(e.to_string()))?
                 .to_str()
                 .into_owned()
         } else {
             "insecure.m2m".to_owned()
         };
-        let connecting = shared
+        let connecting = self
             .endpoint
-            .connect_with(shared.client.clone(), addr, &name)
+            .connect_with(self.client.clone(), addr, &name)
             .map_err(|e| DialError::Unreachable(format!("connect {addr}: {e}")))?;
         let conn = connecting.await.map_err(|e| match e {
             quinn::ConnectionError::TimedOut | quinn::ConnectionError::LocallyClosed => {
@@ -469,136 +378,86 @@ async fn dial(shared: &Shared, peer: &NodeId) -> Result<Link, DialError> {
             e => DialError::Refused(format!("[{}] QUIC/TLS handshake failed: {e}", refusal::CERTIFICATE)),
         })?;
         let exchange = async {
-            let (mut tx, mut rx) =
+            let (tx, rx) =
                 conn.open_bi().await.map_err(|e| DialError::Refused(format!("handshake failed: {e}")))?;
-            let mut enc = FrameEncoder::new(shared.max_frame);
-            enc.hello(&shared.hello).map_err(|e| DialError::Refused(e.to_string()))?;
-            tx.write_all(enc.finish())
-                .await
-                .map_err(|e| DialError::Refused(format!("handshake failed: {e}")))?;
-            let mut dec = FrameDecoder::handshake(shared.max_frame);
-            match dec.read_frame::<(), _>(&mut Source(&mut rx)).await {
-                Ok(Ok(Some(Frame::Hello(h)))) => {
-                    if &h.node != peer {
-                        return Err(DialError::Refused(format!(
-                            "[{}] dialed `{peer}` at {}, but `{}` answered",
-                            refusal::UNEXPECTED_PEER,
-                            node.address,
-                            h.node
-                        )));
-                    }
-                    let auth = shared.secure.then_some(peer);
-                    h.check(&shared.cfg, &shared.local, auth)
-                        .map_err(|r| DialError::Refused(r.to_string()))?;
-                    Ok(Link { conn: conn.clone(), control_tx: tx, control_rx: rx })
-                }
-                Ok(Ok(Some(Frame::Refuse(reason)))) => {
-                    Err(DialError::Refused(format!("refused by the peer: {reason}")))
-                }
-                Ok(Ok(Some(other))) => Err(DialError::Refused(
-                    WireError::Unexpected { expected: "hello", got: other.kind() }.reason(),
-                )),
-                Ok(Ok(None)) => {
-                    Err(DialError::Refused("the peer closed the stream during the handshake".into()))
-                }
-                Ok(Err(e)) => Err(DialError::Refused(format!("handshake failed: {}", e.reason()))),
-                Err(e) => Err(DialError::Refused(format!("handshake failed: {e}"))),
-            }
+            let mut link = Link { conn: conn.clone(), control_tx: tx, control_rx: rx };
+            handshake::dial_hello(common, &mut link, peer, address).await?;
+            Ok(link)
         };
         exchange.await.map_err(|e| match conn.close_reason() {
             // In TLS 1.3 the acceptor checks our certificate after our side of the TLS
             // handshake is done: its verdict closes the connection with a crypto error.
-            Some(why) if why.to_string().contains("cryptographic handshake") => DialError::Refused(format!(
-                "[{}] the peer refused the TLS handshake: {why}",
-                refusal::CERTIFICATE
-            )),
+            Some(why) if why.to_string().contains("cryptographic handshake") => {
+                DialError::certificate_refused(why)
+            }
             _ => e,
         })
-    };
-    match tokio::time::timeout(timeout, work).await {
-        Ok(r) => r,
-        Err(_) => Err(DialError::Unreachable(format!("no handshake within {timeout:?}"))),
     }
-}
 
-enum LinkEnd {
-    Stop,
-    Failed,
-    Replaced(Link),
-}
-
-async fn peer_task<M: WireMessage>(
-    shared: Arc<Shared>,
-    peer: NodeId,
-    dials: bool,
-    queues: Vec<SharedQueue<M>>,
-    mut links: mpsc::Receiver<Link>,
-    events: mpsc::Sender<TransportEvent<M>>,
-) {
-    let mut stop = shared.shutdown.clone();
-    let mut backoff = Backoff::new(shared.reconnect_min, shared.reconnect_max);
-    let mut next: Option<Link> = None;
-    loop {
-        let link = match next.take() {
-            Some(l) => l,
-            None if dials => {
-                let r = tokio::select! {
-                    _ = wait_stop(&mut stop) => return,
-                    Some(l) = links.recv() => Ok(l),
-                    r = dial(&shared, &peer) => r,
-                };
-                match r {
-                    Ok(l) => l,
-                    Err(e) => {
-                        match e {
-                            DialError::Unreachable(why) => debug!(%peer, %why, "peer unreachable"),
-                            DialError::Refused(why) => refused(&events, peer.to_string(), why),
-                        }
-                        let delay = backoff.next_delay();
-                        tokio::select! {
-                            _ = wait_stop(&mut stop) => return,
-                            Some(l) = links.recv() => next = Some(l),
-                            _ = tokio::time::sleep(delay) => {}
-                        }
-                        continue;
+    async fn run_link(
+        shared: &Arc<Self>,
+        peer: &NodeId,
+        link: Link,
+        queues: &mut Vec<SharedQueue<M>>,
+        links: &mut mpsc::Receiver<Link>,
+        events: &mpsc::Sender<TransportEvent<M>>,
+    ) -> LinkEnd<Link> {
+        let Link { conn, control_tx, control_rx } = link;
+        // Control traffic (heartbeats) goes out before data waiting on the connection.
+        if let Err(e) = control_tx.set_priority(CONTROL_PRIORITY) {
+            debug!(%peer, error = %e, "cannot raise the control stream's priority");
+        }
+        let mut reader = AbortOnDrop(tokio::spawn(read_link(
+            conn.clone(),
+            control_rx,
+            peer.clone(),
+            events.clone(),
+            shared.clone(),
+        )));
+        // Dropping the set (link down, replaced) aborts the writers and frees their queues.
+        let mut writers = JoinSet::new();
+        let mut control = Some(control_tx);
+        for q in queues {
+            writers.spawn(stream_writer(
+                conn.clone(),
+                control.take(),
+                q.clone(),
+                peer.clone(),
+                shared.common.max_frame,
+                shared.common.shutdown.clone(),
+            ));
+        }
+        let mut stop = shared.common.shutdown.clone();
+        loop {
+            tokio::select! {
+                biased;
+                _ = wait_stop(&mut stop) => {
+                    // The writers flush on their own; give them the grace period.
+                    let all = async { while writers.join_next().await.is_some() {} };
+                    if tokio::time::timeout(shared.common.grace, all).await.is_err() {
+                        debug!(%peer, "flush at shutdown: grace elapsed");
+                    }
+                    conn.close(VarInt::from_u32(0), b"shutdown");
+                    return LinkEnd::Stop;
+                }
+                _ = &mut reader.0 => {
+                    conn.close(VarInt::from_u32(2), b"link failed");
+                    return LinkEnd::Failed;
+                }
+                Some(r) = writers.join_next() => {
+                    if let Ok(Err(e)) = r {
+                        debug!(%peer, error = %e, "write failed");
+                        conn.close(VarInt::from_u32(2), b"write failed");
+                        return LinkEnd::Failed;
                     }
                 }
-            }
-            None => tokio::select! {
-                _ = wait_stop(&mut stop) => return,
-                l = links.recv() => match l { Some(l) => l, None => return },
-            },
-        };
-        backoff.reset();
-        info!(%peer, "m2m link up");
-        if events.send(TransportEvent::Connected(peer.clone())).await.is_err() {
-            return;
-        }
-        let end = run_link(&shared, &peer, link, &queues, &mut links, &events).await;
-        info!(%peer, "m2m link down");
-        let _ = events.send(TransportEvent::Disconnected(peer.clone())).await;
-        match end {
-            LinkEnd::Stop => return,
-            LinkEnd::Failed => {
-                if dials {
-                    let delay = backoff.next_delay();
-                    tokio::select! {
-                        _ = wait_stop(&mut stop) => return,
-                        Some(l) = links.recv() => next = Some(l),
-                        _ = tokio::time::sleep(delay) => {}
-                    }
+                Some(l) = links.recv() => {
+                    debug!(%peer, "a new connection replaces the link");
+                    conn.close(VarInt::from_u32(3), b"replaced");
+                    return LinkEnd::Replaced(l);
                 }
             }
-            LinkEnd::Replaced(l) => next = Some(l),
         }
-    }
-}
-
-struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
-
-impl<T> Drop for AbortOnDrop<T> {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }
 
@@ -662,78 +521,6 @@ async fn stream_writer<M: WireMessage>(
     }
 }
 
-async fn run_link<M: WireMessage>(
-    shared: &Arc<Shared>,
-    peer: &NodeId,
-    link: Link,
-    queues: &[SharedQueue<M>],
-    links: &mut mpsc::Receiver<Link>,
-    events: &mpsc::Sender<TransportEvent<M>>,
-) -> LinkEnd {
-    let Link { conn, control_tx, control_rx } = link;
-    // Control traffic (heartbeats) goes out before data waiting on the connection.
-    if let Err(e) = control_tx.set_priority(CONTROL_PRIORITY) {
-        debug!(%peer, error = %e, "cannot raise the control stream's priority");
-    }
-    let mut reader = AbortOnDrop(tokio::spawn(read_link(
-        conn.clone(),
-        control_rx,
-        peer.clone(),
-        events.clone(),
-        shared.clone(),
-    )));
-    // Dropping the set (link down, replaced) aborts the writers and frees their queues.
-    let mut writers = JoinSet::new();
-    let mut control = Some(control_tx);
-    for q in queues {
-        writers.spawn(stream_writer(
-            conn.clone(),
-            control.take(),
-            q.clone(),
-            peer.clone(),
-            shared.max_frame,
-            shared.shutdown.clone(),
-        ));
-    }
-    let mut stop = shared.shutdown.clone();
-    loop {
-        tokio::select! {
-            biased;
-            _ = wait_stop(&mut stop) => {
-                // The writers flush on their own; give them the grace period.
-                let all = async { while writers.join_next().await.is_some() {} };
-                if tokio::time::timeout(shared.grace, all).await.is_err() {
-                    debug!(%peer, "flush at shutdown: grace elapsed");
-                }
-                conn.close(VarInt::from_u32(0), b"shutdown");
-                return LinkEnd::Stop;
-            }
-            _ = &mut reader.0 => {
-                conn.close(VarInt::from_u32(2), b"link failed");
-                return LinkEnd::Failed;
-            }
-            Some(r) = writers.join_next() => {
-                if let Ok(Err(e)) = r {
-                    debug!(%peer, error = %e, "write failed");
-                    conn.close(VarInt::from_u32(2), b"write failed");
-                    return LinkEnd::Failed;
-                }
-            }
-            Some(l) = links.recv() => {
-                debug!(%peer, "a new connection replaces the link");
-                conn.close(VarInt::from_u32(3), b"replaced");
-                return LinkEnd::Replaced(l);
-            }
-        }
-    }
-}
-
-fn encode<M: WireMessage>(enc: &mut FrameEncoder, peer: &NodeId, m: &M) {
-    if let Err(e) = enc.push(m) {
-        warn!(%peer, error = %e, "message dropped: cannot be framed");
-    }
-}
-
 /// Reads the control stream and every data stream the peer opens, until the connection ends
 /// or a stream breaks the framing rules (which closes the connection).
 async fn read_link<M: WireMessage>(
@@ -781,28 +568,5 @@ async fn read_stream<M: WireMessage>(
     events: mpsc::Sender<TransportEvent<M>>,
     shared: Arc<Shared>,
 ) -> Result<(), String> {
-    let mut dec = FrameDecoder::new(shared.max_frame);
-    loop {
-        match dec.read_frame::<M, _>(&mut Source(&mut rx)).await {
-            Ok(Ok(None)) => return Ok(()),
-            Ok(Ok(Some(Frame::Batch(mut msgs)))) => {
-                // One event for every batch this read brought: one channel operation.
-                dec.take_buffered_batches(&mut msgs, DELIVER_BATCH);
-                if msgs.is_empty() {
-                    continue;
-                }
-                if !deliver(&events, &shared.credit, shared.event_capacity, &peer, msgs).await {
-                    return Ok(());
-                }
-            }
-            Ok(Ok(Some(other))) => {
-                return Err(WireError::Unexpected { expected: "batch", got: other.kind() }.reason());
-            }
-            Ok(Err(e)) => return Err(e.reason()),
-            Err(e) => {
-                debug!(%peer, error = %e, "stream read failed");
-                return Ok(());
-            }
-        }
-    }
+    read_frames(&mut rx, &peer, &events, &shared.common, "stream read failed").await
 }

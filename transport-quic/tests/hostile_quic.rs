@@ -4,14 +4,12 @@
 //! stays flat. (Other-domain, wrong-CA, unknown-node and garbage refusals are in the shared
 //! conformance suite.)
 
-#[path = "../../transport-tcp/tests/conformance/mod.rs"]
-mod conformance;
 mod quic_harness;
 
 use std::time::Duration;
 
-use conformance::{Cluster, Sec, msg, n, receive, rss_kib};
 use quic_harness::Quic;
+use replication_core::carrier::conformance::{self, Cluster, Sec, msg, n, receive, rss_kib};
 use replication_core::transport::Transport;
 
 /// splitmix64, for reproducible junk.

@@ -1,9 +1,8 @@
-//! The conformance suite (shared with transport-tcp) against [`transport_quic::QuicTransport`].
+//! The conformance suite (`replication_core::carrier::conformance`) against
+//! [`transport_quic::QuicTransport`].
 
-#[path = "../../transport-tcp/tests/conformance/mod.rs"]
-mod conformance;
 mod quic_harness;
 
 use quic_harness::Quic;
 
-conformance_tests!(Quic);
+replication_core::conformance_tests!(Quic);

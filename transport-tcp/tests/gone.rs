@@ -2,13 +2,12 @@
 //! connections) is reported [`TransportEvent::Gone`] by the node that dials it and by the one
 //! it dials; with `closed_link_detection = false` it is not.
 
-mod conformance;
 mod tcp_harness;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use conformance::*;
+use replication_core::carrier::conformance::*;
 use replication_core::transport::{Transport, TransportEvent};
 use tcp_harness::Tcp;
 

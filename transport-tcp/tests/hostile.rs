@@ -1,20 +1,22 @@
 //! Hostile peers against [`transport_tcp::TcpTransport`]: a flood of connections that never
 //! complete a handshake, a slow-loris Hello, a node of another domain, and a frame header
 //! claiming a huge length. The node keeps serving its real peer throughout, and its memory
-//! stays bounded. (Certificates of another CA, unknown nodes, garbage and a few silent
-//! connections are in the conformance suite, `tests/conformance/mod.rs`, run for TCP and QUIC.)
+//! stays bounded. (Nodes of another domain, certificates of another CA, unknown nodes,
+//! garbage and a few silent connections are in the conformance suite,
+//! `replication_core::carrier::conformance`, run for TCP and QUIC.)
 
-mod conformance;
 mod tcp_harness;
 
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use conformance::{Cluster, Harness, Sec, domain_text, msg, n, parse, receive, refused, rss_kib, settings};
-use replication_core::transport::Transport;
+use replication_core::NodeId;
+use replication_core::carrier::conformance::{
+    self, Cluster, Harness, Sec, domain_text, msg, n, parse, receive, refused, rss_kib, settings,
+};
+use replication_core::transport::{Transport, TransportSettings};
 use replication_core::wire::{FrameEncoder, Hello, MIN_MAX_FRAME};
-use replication_core::{NodeId, tls};
 use tcp_harness::Tcp;
 
 /// Whether the peer closed `s` (EOF or reset), without waiting.
@@ -31,18 +33,24 @@ fn closed(s: &mut TcpStream) -> bool {
     }
 }
 
-/// Node `a` of the domain `web` (`a` and `x`, no TLS) on a free port, its address, the
-/// `Hello` frame a raw peer named `x` opens with, and the directory of `a`'s files.
-async fn node_a_and_hello_of_x() -> (<Tcp as Harness>::T, std::net::SocketAddr, Vec<u8>, tempfile::TempDir) {
+/// Node `a` of the domain `web` (`a` and `x`, no TLS; `tweak` may change a's settings) on a
+/// free port, its address, the `Hello` frame a raw peer named `x` opens with, the directory
+/// of `a`'s files, and x's socket. x is listed in the domain but not started: while its socket
+/// is kept, nothing else takes its port.
+async fn node_a_and_hello_of_x(
+    tweak: impl FnOnce(&mut TransportSettings),
+) -> (<Tcp as Harness>::T, std::net::SocketAddr, Vec<u8>, tempfile::TempDir, std::net::TcpListener) {
     let ba = Tcp::bind(0);
     let bx = Tcp::bind(0);
     let cfg = parse(&domain_text("web", &[("a", Tcp::port(&ba)), ("x", Tcp::port(&bx))], ""));
     let dir = tempfile::tempdir().expect("tmp");
     let addr = ba.local_addr().expect("addr");
-    let a = Tcp::start(settings(&cfg, "a", Sec::Insecure, dir.path()), ba).await.expect("a");
+    let mut s = settings(&cfg, "a", Sec::Insecure, dir.path());
+    tweak(&mut s);
+    let a = Tcp::start(s, ba).await.expect("a");
     let mut enc = FrameEncoder::new(MIN_MAX_FRAME);
     enc.hello(&Hello::for_node(&cfg, &NodeId::new("x")).expect("x is a member")).expect("hello");
-    (a, addr, enc.finish().to_vec(), dir)
+    (a, addr, enc.finish().to_vec(), dir, bx)
 }
 
 /// A raw peer's handshake: sends `hello`, reads the node's Hello frame.
@@ -105,18 +113,9 @@ async fn handshake_flood_is_capped_and_the_real_peer_keeps_working() {
 /// complete.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_loris_hello_is_cut_at_the_handshake_timeout() {
-    // x is listed in the domain but not started: the slow peer poses as x.
-    let ba = Tcp::bind(0);
-    let bx = Tcp::bind(0);
-    let cfg = parse(&domain_text("web", &[("a", Tcp::port(&ba)), ("x", Tcp::port(&bx))], ""));
-    let dir = tempfile::tempdir().expect("tmp");
-    let mut s = settings(&cfg, "a", Sec::Insecure, dir.path());
-    s.handshake_timeout = Duration::from_secs(1);
-    let addr = ba.local_addr().expect("addr");
-    let a = Tcp::start(s, ba).await.expect("a");
-    let mut enc = FrameEncoder::new(MIN_MAX_FRAME);
-    enc.hello(&Hello::for_node(&cfg, &NodeId::new("x")).expect("x is a member")).expect("hello");
-    let hello = enc.finish().to_vec();
+    // The slow peer poses as x.
+    let (a, addr, hello, _dir, _bx) =
+        node_a_and_hello_of_x(|s| s.handshake_timeout = Duration::from_secs(1)).await;
     let slow = tokio::task::spawn_blocking(move || {
         let mut s = TcpStream::connect(addr).expect("connect");
         let t0 = Instant::now();
@@ -143,38 +142,11 @@ async fn slow_loris_hello_is_cut_at_the_handshake_timeout() {
     a.shutdown().await;
 }
 
-/// A node of another domain (its own valid CA and certificate, or no TLS): refused, the
-/// refusal names the rule (and, without TLS, the other domain).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn node_of_another_domain_is_refused_and_named() {
-    for sec in [Sec::Tls, Sec::Insecure] {
-        let ba = Tcp::bind(0);
-        let bb = Tcp::bind(0);
-        let nodes = [("a", Tcp::port(&ba)), ("b", Tcp::port(&bb))];
-        let web = parse(&domain_text("web", &nodes, ""));
-        let shop = parse(&domain_text("shop", &nodes, ""));
-        let (wc, sc) = (tempfile::tempdir().expect("tmp"), tempfile::tempdir().expect("tmp"));
-        tls::init_dir(&web, wc.path()).expect("certs");
-        tls::init_dir(&shop, sc.path()).expect("certs");
-        let b = Tcp::start(settings(&web, "b", sec, wc.path()), bb).await.expect("b");
-        let a = Tcp::start(settings(&shop, "a", sec, sc.path()), ba).await.expect("a");
-        let on_b = refused(&b, "acceptor").await;
-        eprintln!("{}: web's b refuses shop's a: {on_b}", if sec == Sec::Tls { "tls" } else { "insecure" });
-        if sec == Sec::Tls {
-            assert!(on_b.contains("[certificate]"), "{on_b}");
-        } else {
-            assert!(on_b.contains("other-domain") && on_b.contains("shop"), "{on_b}");
-        }
-        a.shutdown().await;
-        b.shutdown().await;
-    }
-}
-
 /// A frame header claiming 4 GiB: refused from the header alone (before and after the
 /// handshake), the connection closed, nothing of that size allocated.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn huge_length_frame_is_refused_without_allocating() {
-    let (a, addr, hello, _dir) = node_a_and_hello_of_x().await;
+    let (a, addr, hello, _dir, _) = node_a_and_hello_of_x(|_| {}).await;
     let before = rss_kib();
     for after_handshake in [false, true] {
         let hello = hello.clone();
@@ -218,7 +190,7 @@ async fn huge_length_frame_is_refused_without_allocating() {
 /// kernel splits the write), in order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn frames_read_together_are_delivered_as_one_event() {
-    let (a, addr, mut bytes, _dir) = node_a_and_hello_of_x().await;
+    let (a, addr, mut bytes, _dir, _) = node_a_and_hello_of_x(|_| {}).await;
     let hello_len = bytes.len();
     for seq in 0..10 {
         let mut enc = FrameEncoder::new(MIN_MAX_FRAME);

@@ -1,8 +1,8 @@
-//! The conformance suite against [`transport_tcp::TcpTransport`].
+//! The conformance suite (`replication_core::carrier::conformance`) against
+//! [`transport_tcp::TcpTransport`].
 
-mod conformance;
 mod tcp_harness;
 
 use tcp_harness::Tcp;
 
-conformance_tests!(Tcp);
+replication_core::conformance_tests!(Tcp);

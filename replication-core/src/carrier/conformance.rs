@@ -1,11 +1,11 @@
 //! The transport conformance suite, written once and run against every transport.
 //!
-//! A transport's test file implements [`Harness`] and calls [`conformance_tests!`]; the QUIC
-//! crate includes this file with `#[path = "../../transport-tcp/tests/conformance/mod.rs"]`.
-//! Everything runs on 127.0.0.1 with ephemeral ports; waits are generous and tests assert
-//! outcomes, not timings.
-
-#![allow(dead_code, unreachable_pub, missing_docs)]
+//! A transport's tests implement [`Harness`] (its transport type and how to start it) and
+//! call [`conformance_tests!`](crate::conformance_tests), which makes one test per case of
+//! the suite; hostile-traffic tests of one transport use the same helpers ([`Cluster`],
+//! [`expect`], [`receive`], ...). Both transport crates take this module as a
+//! dev-dependency on `replication-core` with the feature `conformance`. Everything runs on
+//! 127.0.0.1 with ephemeral ports; waits are generous and tests assert outcomes, not timings.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -14,9 +14,11 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use replication_core::transport::{Security, Transport, TransportEvent, TransportSettings, WireMessage};
-use replication_core::{DomainConfig, NodeId, tls};
 use serde::{Deserialize, Serialize};
+use tokio::io::AsyncWriteExt;
+
+use crate::transport::{Security, Transport, TransportEvent, TransportSettings, WireMessage};
+use crate::{DomainConfig, NodeId, tls};
 
 /// Generous wait for anything that should happen.
 pub const WAIT: Duration = Duration::from_secs(30);
@@ -33,11 +35,14 @@ pub fn rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
-/// The suite's message type.
+/// The suite's message type (also the microbenchmark's).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TestMsg {
+    /// Its ordering key ([`WireMessage::ordering_key`]).
     pub key: Option<u64>,
+    /// A sequence number.
     pub seq: u64,
+    /// The payload.
     pub body: String,
 }
 
@@ -47,33 +52,126 @@ impl WireMessage for TestMsg {
     }
 }
 
+/// A small message `m<seq>`.
 pub fn msg(key: Option<u64>, seq: u64) -> TestMsg {
     TestMsg { key, seq, body: format!("m{seq}") }
 }
 
-/// What the suite needs from a transport.
-pub trait Harness: 'static {
-    type T: Transport<TestMsg>;
-    /// A socket bound in advance (listener or UDP socket).
-    type Bound: Send;
-    /// Whether control messages queued to a peer arrive before data queued to it earlier
-    /// (TCP: one stream, control served first; QUIC: separate streams, arrival order across
-    /// streams is not defined).
-    const CONTROL_FIRST: bool;
+/// The socket a transport listens on, bound in advance and handed over in its settings.
+pub trait Bound: Send + Sized + 'static {
     /// Binds 127.0.0.1:`port` (0 = ephemeral).
-    fn bind(port: u16) -> Self::Bound;
-    fn port(b: &Self::Bound) -> u16;
-    fn start(
-        settings: TransportSettings,
-        b: Self::Bound,
-    ) -> impl Future<Output = Result<Self::T, String>> + Send;
+    fn bind(port: u16) -> Self;
+    /// The port it is bound to.
+    fn port(&self) -> u16;
+    /// Puts it in `settings` for the transport to adopt.
+    fn adopt(self, settings: &mut TransportSettings);
     /// Sends garbage bytes to `addr`; returns whether the acceptor can see it (and report a
-    /// refusal) at all. QUIC drops garbage datagrams silently.
+    /// refusal) at all.
     fn garbage(addr: SocketAddr) -> impl Future<Output = bool> + Send;
     /// Opens a connection that never says anything, if the transport can be tested that way.
     fn silent(addr: SocketAddr) -> impl Future<Output = Option<Box<dyn Send>>> + Send;
 }
 
+impl Bound for std::net::TcpListener {
+    fn bind(port: u16) -> Self {
+        std::net::TcpListener::bind(("127.0.0.1", port)).expect("bind")
+    }
+
+    fn port(&self) -> u16 {
+        self.local_addr().expect("addr").port()
+    }
+
+    fn adopt(self, settings: &mut TransportSettings) {
+        settings.tcp_listener = Some(self);
+    }
+
+    async fn garbage(addr: SocketAddr) -> bool {
+        if let Ok(mut s) = tokio::net::TcpStream::connect(addr).await {
+            let _ = s.write_all(b"\x16\x03\x01\x00\x05hello garbage \xff\xfe\x00").await;
+            let _ = s.shutdown().await;
+        }
+        true
+    }
+
+    async fn silent(addr: SocketAddr) -> Option<Box<dyn Send>> {
+        let s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        Some(Box::new(s))
+    }
+}
+
+impl Bound for std::net::UdpSocket {
+    fn bind(port: u16) -> Self {
+        // A stopped endpoint releases its socket once its connections have drained.
+        let mut tries = 0;
+        loop {
+            match std::net::UdpSocket::bind(("127.0.0.1", port)) {
+                Ok(s) => return s,
+                Err(e) if tries < 100 => {
+                    tries += 1;
+                    eprintln!("bind {port}: {e}; retrying");
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                Err(e) => panic!("bind {port}: {e}"),
+            }
+        }
+    }
+
+    fn port(&self) -> u16 {
+        self.local_addr().expect("addr").port()
+    }
+
+    fn adopt(self, settings: &mut TransportSettings) {
+        settings.udp_socket = Some(self);
+    }
+
+    async fn garbage(addr: SocketAddr) -> bool {
+        if let Ok(s) = tokio::net::UdpSocket::bind("127.0.0.1:0").await {
+            for len in [1usize, 64, 1200] {
+                let _ = s.send_to(&vec![0xa5; len], addr).await;
+            }
+        }
+        false // QUIC endpoints drop undecodable datagrams silently
+    }
+
+    async fn silent(_addr: SocketAddr) -> Option<Box<dyn Send>> {
+        None
+    }
+}
+
+/// What the suite needs from a transport.
+pub trait Harness: 'static {
+    /// The transport.
+    type T: Transport<TestMsg>;
+    /// The socket it listens on.
+    type Bound: Bound;
+    /// Whether control messages queued to a peer arrive before data queued to it earlier
+    /// (TCP: one stream, control served first; QUIC: separate streams, arrival order across
+    /// streams is not defined).
+    const CONTROL_FIRST: bool;
+    /// Starts the transport.
+    fn launch(settings: TransportSettings) -> impl Future<Output = Result<Self::T, String>> + Send;
+
+    /// Binds 127.0.0.1:`port` (0 = ephemeral).
+    fn bind(port: u16) -> Self::Bound {
+        Self::Bound::bind(port)
+    }
+
+    /// The port of `b`.
+    fn port(b: &Self::Bound) -> u16 {
+        b.port()
+    }
+
+    /// Starts the transport on `b`.
+    fn start(
+        mut settings: TransportSettings,
+        b: Self::Bound,
+    ) -> impl Future<Output = Result<Self::T, String>> + Send {
+        b.adopt(&mut settings);
+        Self::launch(settings)
+    }
+}
+
+/// A domain file: `domain` with `extra` lines in its `[domain]` table and `nodes` on 127.0.0.1.
 pub fn domain_text(domain: &str, nodes: &[(&str, u16)], extra: &str) -> String {
     let mut s = format!("[domain]\nname = \"{domain}\"\n{extra}\n");
     for (n, port) in nodes {
@@ -82,16 +180,21 @@ pub fn domain_text(domain: &str, nodes: &[(&str, u16)], extra: &str) -> String {
     s
 }
 
+/// Parses a domain file (panics when invalid).
 pub fn parse(text: &str) -> Arc<DomainConfig> {
     Arc::new(DomainConfig::parse(text, "test").expect("valid domain"))
 }
 
-#[derive(Clone, Copy, PartialEq)]
+/// The security a test runs with.
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Sec {
+    /// Mutual TLS ([`Security::Tls`]).
     Tls,
+    /// [`Security::Insecure`].
     Insecure,
 }
 
+/// `node`'s settings with short reconnect delays, certificates from `certs`.
 pub fn settings(cfg: &Arc<DomainConfig>, node: &str, sec: Sec, certs: &Path) -> TransportSettings {
     let id = NodeId::new(node);
     let security = match sec {
@@ -105,11 +208,17 @@ pub fn settings(cfg: &Arc<DomainConfig>, node: &str, sec: Sec, certs: &Path) -> 
     s
 }
 
+/// Running transports of one domain, with its certificates.
 pub struct Cluster<H: Harness> {
+    /// The transports by node name.
     pub nodes: BTreeMap<String, H::T>,
+    /// Their ports.
     pub ports: BTreeMap<String, u16>,
+    /// The domain.
     pub cfg: Arc<DomainConfig>,
+    /// The certificates' directory.
     pub certs: tempfile::TempDir,
+    /// The security they run with.
     pub sec: Sec,
 }
 
@@ -132,10 +241,12 @@ impl<H: Harness> Cluster<H> {
         Cluster { nodes, ports, cfg, certs, sec }
     }
 
+    /// Node `n`'s transport.
     pub fn node(&self, n: &str) -> &H::T {
         &self.nodes[n]
     }
 
+    /// Node `n`'s address.
     pub fn addr(&self, n: &str) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], self.ports[n]))
     }
@@ -173,6 +284,7 @@ pub async fn expect<T: Transport<TestMsg>>(
     }
 }
 
+/// Waits for `Connected(peer)`.
 pub async fn connected<T: Transport<TestMsg>>(t: &T, peer: &str) {
     expect(
         t,
@@ -195,6 +307,7 @@ pub async fn connected_all<T: Transport<TestMsg>>(t: &T, peers: &[&str]) {
     }
 }
 
+/// Waits for `Disconnected(peer)`.
 pub async fn disconnected<T: Transport<TestMsg>>(t: &T, peer: &str) {
     expect(
         t,
@@ -204,6 +317,7 @@ pub async fn disconnected<T: Transport<TestMsg>>(t: &T, peer: &str) {
     .await;
 }
 
+/// Waits for a refusal; returns `peer: reason`.
 pub async fn refused<T: Transport<TestMsg>>(t: &T, what: &str) -> String {
     match expect(t, &format!("Refused({what})"), |e| matches!(e, TransportEvent::Refused { .. })).await {
         TransportEvent::Refused { peer, reason } => {
@@ -245,6 +359,7 @@ pub async fn receive_events<T: Transport<TestMsg>>(t: &T, from: &str, n: usize) 
     events
 }
 
+/// A node id.
 pub fn n(s: &str) -> NodeId {
     NodeId::new(s)
 }
@@ -261,6 +376,7 @@ pub fn assert_ordered(msgs: &[TestMsg]) {
 
 // ---------------------------------------------------------------------------------------------
 
+/// Three nodes link up with each other.
 pub async fn handshake<H: Harness>() {
     let c = Cluster::<H>::start(&["a", "b", "c"], Sec::Tls, |_, _| {}).await;
     connected_all(c.node("a"), &["b", "c"]).await;
@@ -269,6 +385,7 @@ pub async fn handshake<H: Harness>() {
     assert_eq!(c.node("a").local().as_str(), "a");
 }
 
+/// Without TLS, nodes link up and exchange messages, also through a trait object.
 pub async fn handshake_insecure<H: Harness>() {
     let c = Cluster::<H>::start(&["a", "b"], Sec::Insecure, |_, _| {}).await;
     connected(c.node("a"), "b").await;
@@ -283,6 +400,7 @@ pub async fn handshake_insecure<H: Harness>() {
     a.shutdown().await;
 }
 
+/// Thousands of messages both ways at once, all delivered, in order per key.
 pub async fn messages_both_ways_in_order<H: Harness>() {
     let c = Cluster::<H>::start(&["a", "b"], Sec::Tls, |_, _| {}).await;
     connected(c.node("a"), "b").await;
@@ -309,6 +427,7 @@ pub async fn messages_both_ways_in_order<H: Harness>() {
     }
 }
 
+/// A message up to the frame limit passes; a larger one is dropped by the sender alone.
 pub async fn large_messages_up_to_the_limit<H: Harness>() {
     const MAX: usize = 1 << 20;
     let c = Cluster::<H>::start(&["a", "b"], Sec::Tls, |_, s| s.max_frame = MAX).await;
@@ -325,6 +444,8 @@ pub async fn large_messages_up_to_the_limit<H: Harness>() {
     assert_eq!(got, vec![big, after]);
 }
 
+/// An oversize frame and garbage are refused; other links keep working, the refused one
+/// reconnects.
 pub async fn oversize_frame_and_garbage_refused_others_keep_working<H: Harness>() {
     // b accepts frames of at most 64 KiB; a sends frames of up to 1 MiB.
     let c = Cluster::<H>::start(&["a", "b", "c"], Sec::Tls, |n, s| {
@@ -341,7 +462,7 @@ pub async fn oversize_frame_and_garbage_refused_others_keep_working<H: Harness>(
     c.node("c").send(&n("b"), msg(None, 7)).await.expect("queued");
     assert_eq!(receive(c.node("b"), "c", 1).await, vec![msg(None, 7)]);
 
-    if H::garbage(c.addr("b")).await {
+    if <H::Bound as Bound>::garbage(c.addr("b")).await {
         let why = refused(c.node("b"), "garbage").await;
         assert!(!why.is_empty());
     }
@@ -354,6 +475,24 @@ pub async fn oversize_frame_and_garbage_refused_others_keep_working<H: Harness>(
     assert_eq!(receive(c.node("b"), "c", 1).await, vec![msg(None, 9)]);
 }
 
+/// Starts `b`, then the dialer `a`, each on its socket bound in advance, and waits until each
+/// has refused the other: (refusal on a, refusal on b). Then calls `also(&a)` and shuts both
+/// down.
+async fn refused_both_ways<H: Harness>(
+    a: (TransportSettings, H::Bound),
+    b: (TransportSettings, H::Bound),
+    also: impl FnOnce(&H::T),
+) -> (String, String) {
+    let b = H::start(b.0, b.1).await.expect("b");
+    let a = H::start(a.0, a.1).await.expect("a");
+    let on_b = refused(&b, "acceptor").await;
+    let on_a = refused(&a, "dialer").await;
+    also(&a);
+    a.shutdown().await;
+    b.shutdown().await;
+    (on_a, on_b)
+}
+
 /// a's credentials come from another CA of the same domain: both sides refuse.
 pub async fn wrong_ca_refused<H: Harness>() {
     let ba = H::bind(0);
@@ -363,15 +502,14 @@ pub async fn wrong_ca_refused<H: Harness>() {
     let rogue = tempfile::tempdir().expect("tempdir");
     tls::init_dir(&cfg, good.path()).expect("certs");
     tls::init_dir(&cfg, rogue.path()).expect("certs");
-    let b = H::start(settings(&cfg, "b", Sec::Tls, good.path()), bb).await.expect("b");
-    let a = H::start(settings(&cfg, "a", Sec::Tls, rogue.path()), ba).await.expect("a");
-    let on_a = refused(&a, "dialer").await;
-    let on_b = refused(&b, "acceptor").await;
+    let a = (settings(&cfg, "a", Sec::Tls, rogue.path()), ba);
+    let b = (settings(&cfg, "b", Sec::Tls, good.path()), bb);
+    let (on_a, on_b) = refused_both_ways::<H>(a, b, |a| {
+        assert!(a.try_send(&n("b"), msg(None, 1)).is_ok(), "queued while refused");
+    })
+    .await;
     assert!(on_a.contains("certificate"), "dialer: {on_a}");
     assert!(on_b.contains("certificate"), "acceptor: {on_b}");
-    assert!(a.try_send(&n("b"), msg(None, 1)).is_ok(), "queued while refused");
-    a.shutdown().await;
-    b.shutdown().await;
 }
 
 /// `aa` has a valid certificate of the domain CA but b's domain file does not list it.
@@ -384,10 +522,9 @@ pub async fn unknown_node_refused<H: Harness>() {
         let without = parse(&domain_text("web", &[("b", pb), ("c", 1)], ""));
         let certs = tempfile::tempdir().expect("tempdir");
         tls::init_dir(&full, certs.path()).expect("certs");
-        let b = H::start(settings(&without, "b", sec, certs.path()), bb).await.expect("b");
-        let aa = H::start(settings(&full, "aa", sec, certs.path()), baa).await.expect("aa");
-        let on_b = refused(&b, "acceptor").await;
-        let on_aa = refused(&aa, "dialer").await;
+        let aa = (settings(&full, "aa", sec, certs.path()), baa);
+        let b = (settings(&without, "b", sec, certs.path()), bb);
+        let (on_aa, on_b) = refused_both_ways::<H>(aa, b, |_| {}).await;
         if sec == Sec::Insecure {
             assert!(on_b.contains("unknown-node"), "acceptor: {on_b}");
             assert!(on_aa.contains("unknown-node"), "dialer: {on_aa}");
@@ -395,12 +532,11 @@ pub async fn unknown_node_refused<H: Harness>() {
             assert!(on_b.contains("names no node"), "acceptor: {on_b}");
             assert!(on_aa.contains("[certificate]"), "dialer: {on_aa}");
         }
-        aa.shutdown().await;
-        b.shutdown().await;
     }
 }
 
-/// A node of domain `shop` dials a node of domain `web`.
+/// A node of domain `shop` (its own valid CA and certificate, or no TLS) dials a node of
+/// domain `web`: both refuse, naming the rule (and, without TLS, the other domain).
 pub async fn other_domain_refused<H: Harness>() {
     for sec in [Sec::Tls, Sec::Insecure] {
         let ba = H::bind(0);
@@ -411,19 +547,16 @@ pub async fn other_domain_refused<H: Harness>() {
         let (wc, sc) = (tempfile::tempdir().expect("tmp"), tempfile::tempdir().expect("tmp"));
         tls::init_dir(&web, wc.path()).expect("certs");
         tls::init_dir(&shop, sc.path()).expect("certs");
-        let b = H::start(settings(&web, "b", sec, wc.path()), bb).await.expect("b");
-        let a = H::start(settings(&shop, "a", sec, sc.path()), ba).await.expect("a");
-        let on_b = refused(&b, "acceptor").await;
-        let on_a = refused(&a, "dialer").await;
+        let a = (settings(&shop, "a", sec, sc.path()), ba);
+        let b = (settings(&web, "b", sec, wc.path()), bb);
+        let (on_a, on_b) = refused_both_ways::<H>(a, b, |_| {}).await;
         if sec == Sec::Insecure {
-            assert!(on_b.contains("other-domain"), "acceptor: {on_b}");
+            assert!(on_b.contains("other-domain") && on_b.contains("shop"), "acceptor: {on_b}");
             assert!(on_a.contains("other-domain"), "dialer: {on_a}");
         } else {
-            assert!(on_b.contains("certificate"), "acceptor: {on_b}");
+            assert!(on_b.contains("[certificate]"), "acceptor: {on_b}");
             assert!(on_a.contains("certificate"), "dialer: {on_a}");
         }
-        a.shutdown().await;
-        b.shutdown().await;
     }
 }
 
@@ -441,14 +574,11 @@ pub async fn forbidden_mode_refused<H: Harness>() {
     );
     let on_a_side = parse(&text);
     let dir = tempfile::tempdir().expect("tmp");
-    let b = H::start(settings(&on_b_side, "b", Sec::Insecure, dir.path()), bb).await.expect("b");
-    let a = H::start(settings(&on_a_side, "a", Sec::Insecure, dir.path()), ba).await.expect("a");
-    let on_b = refused(&b, "acceptor").await;
+    let a = (settings(&on_a_side, "a", Sec::Insecure, dir.path()), ba);
+    let b = (settings(&on_b_side, "b", Sec::Insecure, dir.path()), bb);
+    let (on_a, on_b) = refused_both_ways::<H>(a, b, |_| {}).await;
     assert!(on_b.contains("peer-to-peer-requires-both"), "{on_b}");
-    let on_a = refused(&a, "dialer").await;
     assert!(on_a.contains("peer-to-peer-requires-both"), "{on_a}");
-    a.shutdown().await;
-    b.shutdown().await;
 }
 
 /// b restarts; what a queued meanwhile is delivered to the new b, in order. Then a (the
@@ -483,6 +613,7 @@ pub async fn peer_restart_and_reconnect<H: Harness>() {
     assert_eq!(got, (0..5).map(|i| msg(None, i)).collect::<Vec<_>>());
 }
 
+/// `shutdown` delivers what was queued, then refuses messages and ends `recv`.
 pub async fn shutdown_flushes<H: Harness>() {
     let c = Cluster::<H>::start(&["a", "b"], Sec::Tls, |_, _| {}).await;
     connected(c.node("b"), "a").await;
@@ -493,12 +624,14 @@ pub async fn shutdown_flushes<H: Harness>() {
     c.node("b").shutdown().await;
     let got = receive(c.node("a"), "b", 500).await;
     assert_ordered(&got);
-    assert!(matches!(c.node("b").try_send(&n("a"), msg(None, 0)), Err(replication_core::Error::Closed)));
+    assert!(matches!(c.node("b").try_send(&n("a"), msg(None, 0)), Err(crate::Error::Closed)));
     // After shutdown, recv drains and ends.
     let drained = tokio::time::timeout(WAIT, async { while c.node("b").recv().await.is_some() {} }).await;
     assert!(drained.is_ok(), "recv ends after shutdown");
 }
 
+/// Queues are bounded (data and control apart), unknown peers refused, refused messages
+/// handed back, and `send` waits for room.
 pub async fn bounded_queues_and_unknown_peers<H: Harness>() {
     // b is listed but never started: a's queue to it fills up.
     let ba = H::bind(0);
@@ -513,19 +646,19 @@ pub async fn bounded_queues_and_unknown_peers<H: Harness>() {
     for i in 0..4 {
         a.try_send(&n("b"), msg(Some(1), i)).expect("room");
     }
-    assert!(matches!(a.try_send(&n("b"), msg(Some(1), 9)), Err(replication_core::Error::QueueFull { .. })));
+    assert!(matches!(a.try_send(&n("b"), msg(Some(1), 9)), Err(crate::Error::QueueFull { .. })));
     for i in 0..2 {
         a.try_send(&n("b"), msg(None, i)).expect("room for control");
     }
-    assert!(matches!(a.try_send(&n("b"), msg(None, 9)), Err(replication_core::Error::QueueFull { .. })));
-    assert!(matches!(a.try_send(&n("zz"), msg(None, 9)), Err(replication_core::Error::UnknownPeer { .. })));
+    assert!(matches!(a.try_send(&n("b"), msg(None, 9)), Err(crate::Error::QueueFull { .. })));
+    assert!(matches!(a.try_send(&n("zz"), msg(None, 9)), Err(crate::Error::UnknownPeer { .. })));
     // `offer` hands a refused message back, whatever the reason.
     match a.offer(&n("b"), msg(Some(1), 11)) {
-        Err((replication_core::Error::QueueFull { .. }, m)) => assert_eq!((m.key, m.seq), (Some(1), 11)),
+        Err((crate::Error::QueueFull { .. }, m)) => assert_eq!((m.key, m.seq), (Some(1), 11)),
         other => panic!("full data queue: {:?}", other.map_err(|(e, m)| (e, m.seq))),
     }
     match a.offer(&n("zz"), msg(None, 12)) {
-        Err((replication_core::Error::UnknownPeer { .. }, m)) => assert_eq!(m.seq, 12),
+        Err((crate::Error::UnknownPeer { .. }, m)) => assert_eq!(m.seq, 12),
         other => panic!("unknown peer: {:?}", other.map_err(|(e, m)| (e, m.seq))),
     }
     let waited = tokio::time::timeout(Duration::from_millis(200), a.send(&n("b"), msg(Some(1), 10))).await;
@@ -554,7 +687,7 @@ pub async fn control_passes_a_full_data_queue<H: Harness>() {
     loop {
         match a.try_send(&n("b"), msg(Some(1), queued)) {
             Ok(()) => queued += 1,
-            Err(replication_core::Error::QueueFull { .. }) => break,
+            Err(crate::Error::QueueFull { .. }) => break,
             Err(e) => panic!("unexpected: {e}"),
         }
         assert!(queued <= DATA, "the data queue holds more than its capacity");
@@ -564,10 +697,7 @@ pub async fn control_passes_a_full_data_queue<H: Harness>() {
         a.try_send(&n("b"), msg(None, 1000 + i)).expect("control accepted while the data queue is full");
     }
     let over = a.try_send(&n("b"), msg(None, 2000));
-    assert!(
-        matches!(over, Err(replication_core::Error::QueueFull { .. })),
-        "control queue bounded: {over:?}"
-    );
+    assert!(matches!(over, Err(crate::Error::QueueFull { .. })), "control queue bounded: {over:?}");
 
     let b = H::start(settings(&cfg, "b", Sec::Tls, certs.path()), bb).await.expect("b");
     let events = receive_events(&b, "a", (DATA + CONTROL) as usize).await;
@@ -598,9 +728,9 @@ pub async fn silent_connection_times_out<H: Harness>() {
     })
     .await;
     connected(c.node("b"), "a").await;
-    let Some(g1) = H::silent(c.addr("b")).await else { return };
-    let Some(g2) = H::silent(c.addr("b")).await else { return };
-    let Some(g3) = H::silent(c.addr("b")).await else { return };
+    let Some(g1) = <H::Bound as Bound>::silent(c.addr("b")).await else { return };
+    let Some(g2) = <H::Bound as Bound>::silent(c.addr("b")).await else { return };
+    let Some(g3) = <H::Bound as Bound>::silent(c.addr("b")).await else { return };
     let (mut timeouts, mut capped) = (0, 0);
     while timeouts < 2 || capped < 1 {
         let why = refused(c.node("b"), "silent peers").await;
@@ -621,7 +751,7 @@ pub async fn silent_connection_times_out<H: Harness>() {
 pub async fn garbage_insecure<H: Harness>() {
     let c = Cluster::<H>::start(&["a", "b"], Sec::Insecure, |_, _| {}).await;
     connected(c.node("a"), "b").await;
-    if H::garbage(c.addr("b")).await {
+    if <H::Bound as Bound>::garbage(c.addr("b")).await {
         let why = refused(c.node("b"), "garbage").await;
         assert!(why.contains("[framing]"), "{why}");
     }
@@ -629,7 +759,8 @@ pub async fn garbage_insecure<H: Harness>() {
     assert_eq!(receive(c.node("b"), "a", 1).await, vec![msg(Some(3), 1)]);
 }
 
-/// Instantiates every case for a harness type.
+/// Instantiates every case of [`carrier::conformance`](crate::carrier::conformance) as a
+/// `#[tokio::test]` for a [`Harness`](crate::carrier::conformance::Harness) type.
 #[macro_export]
 macro_rules! conformance_tests {
     ($h:ty) => {
@@ -644,7 +775,7 @@ macro_rules! conformance_tests {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $case() {
-                conformance::$case::<$h>().await;
+                $crate::carrier::conformance::$case::<$h>().await;
             }
         )*
     };
