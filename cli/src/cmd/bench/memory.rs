@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
+use clap::ValueEnum as _;
 use serde::Serialize;
 use session_api::AckPolicy;
 
@@ -79,12 +80,14 @@ pub(crate) async fn memory_child(kind: MemoryKind, n: usize) -> anyhow::Result<M
     }
 }
 
-pub(crate) fn memory(args: &Args, n: usize) -> anyhow::Result<BTreeMap<String, MemoryFigure>> {
+pub(crate) fn memory(args: &Args, n: usize) -> anyhow::Result<BTreeMap<MemoryKind, MemoryFigure>> {
     let exe = std::env::current_exe().context("the m2m executable")?;
     let mut out = BTreeMap::new();
-    for (name, kind) in [("hashmap", "hashmap"), ("m2m", "m2m")] {
+    for kind in [MemoryKind::Hashmap, MemoryKind::M2m] {
+        let value = kind.to_possible_value().context("a memory kind without a name")?;
+        let name = value.get_name();
         let mut cmd = std::process::Command::new(&exe);
-        cmd.args(["bench", "--memory-child", kind, "--memory-sessions", &n.to_string()]);
+        cmd.args(["bench", "--memory-child", name, "--memory-sessions", &n.to_string()]);
         if args.quick {
             cmd.arg("--quick");
         }
@@ -94,7 +97,7 @@ pub(crate) fn memory(args: &Args, n: usize) -> anyhow::Result<BTreeMap<String, M
         }
         let line = String::from_utf8_lossy(&o.stdout);
         let fig: MemoryFigure = serde_json::from_str(line.trim()).context("the memory child's answer")?;
-        out.insert(name.to_owned(), fig);
+        out.insert(kind, fig);
     }
     Ok(out)
 }

@@ -33,14 +33,18 @@ use self::baselines::pipelined::{raw_quinn, raw_tcp_pipelined, raw_tls_pipelined
 use self::baselines::redis::redis_set_wait;
 use self::cluster::{Cluster, updates};
 use self::failover::{failover, failover_child};
+use self::figure::{
+    Carrier, Conc, FailoverMetric, Figure, Figures, Latency, Link, Loss, Pct, Rate, RerepMetric,
+};
 use self::memory::{memory, memory_child};
 use self::report::Report;
 use self::rereplication::rereplication;
-use self::stats::{Curves, Figures, Lat, curve, lat, median_figures};
+use self::stats::{Curves, Lat, curve, lat, median_figures};
 
 mod baselines;
 mod cluster;
 mod failover;
+mod figure;
 mod memory;
 mod report;
 mod rereplication;
@@ -91,7 +95,8 @@ pub(crate) struct Args {
 }
 
 /// What a memory child measures.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub(crate) enum MemoryKind {
     /// A plain `HashMap<String, Vec<u8>>`.
     Hashmap,
@@ -191,63 +196,66 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
 
 async fn one_run(plan: &Plan, redis: Option<&str>, only: &[String]) -> anyhow::Result<(Figures, Curves)> {
     let want = |part: &str| only.is_empty() || only.iter().any(|o| o == part);
-    let mut f = Figures::new();
+    let mut f = Figures::default();
     let mut curves = Curves::default();
-    let put_lat = |f: &mut Figures, prefix: &str, l: Lat| {
-        f.insert(format!("{prefix}.p50_us"), l.p50);
-        f.insert(format!("{prefix}.p99_us"), l.p99);
-        f.insert(format!("{prefix}.p999_us"), l.p999);
+    let put_lat = |f: &mut Figures, series: Latency, l: Lat| {
+        for p in Pct::ALL {
+            f.insert(Figure::Latency(series, p), l.at(p));
+        }
     };
+    let put_rate = |f: &mut Figures, rate: Rate, v: f64| f.insert(Figure::Rate(rate), v);
 
     if want("raw") {
         eprintln!("  raw tcp ...");
         let rtt = raw_tcp_pingpong(plan.rounds, Placement::TwoCpus).await.context("raw TCP ping-pong")?;
-        put_lat(&mut f, "raw.tcp.rtt", lat(&rtt));
+        put_lat(&mut f, Latency::RawRtt(Placement::TwoCpus), lat(&rtt));
         let rtt1 = raw_tcp_pingpong(plan.rounds, Placement::OneCpu).await.context("raw TCP ping-pong")?;
-        put_lat(&mut f, "raw.tcp.rtt_one_cpu", lat(&rtt1));
+        put_lat(&mut f, Latency::RawRtt(Placement::OneCpu), lat(&rtt1));
         curves.raw_tcp = curve(&rtt);
-        f.insert("raw.tcp.msgs_per_s".into(), raw_tcp_pipelined(plan.messages).await.context("raw TCP")?);
+        put_rate(&mut f, Rate::Raw(Link::Tcp), raw_tcp_pipelined(plan.messages).await.context("raw TCP")?);
         eprintln!("  raw tls ...");
-        f.insert("raw.tls.msgs_per_s".into(), raw_tls_pipelined(plan.messages).await.context("raw TLS")?);
+        put_rate(&mut f, Rate::Raw(Link::Tls), raw_tls_pipelined(plan.messages).await.context("raw TLS")?);
         eprintln!("  raw quinn ...");
-        f.insert("raw.quinn.msgs_per_s".into(), raw_quinn(plan.messages).await.context("raw quinn")?);
+        put_rate(&mut f, Rate::Raw(Link::Quinn), raw_quinn(plan.messages).await.context("raw quinn")?);
         eprintln!("  raw acknowledged ({WINDOW} in flight) ...");
         let n = plan.messages / 4;
-        f.insert("raw.tcp.acked.msgs_per_s".into(), raw_tcp_acked(n, None).await.context("raw TCP acked")?);
+        put_rate(&mut f, Rate::RawAcked(Link::Tcp), raw_tcp_acked(n, None).await.context("raw TCP acked")?);
         let tls = replication_core::tls::insecure_configs()?;
-        f.insert(
-            "raw.tls.acked.msgs_per_s".into(),
+        put_rate(
+            &mut f,
+            Rate::RawAcked(Link::Tls),
             raw_tcp_acked(n, Some(tls)).await.context("raw TLS acked")?,
         );
-        f.insert("raw.quinn.acked.msgs_per_s".into(), raw_quinn_acked(n).await.context("raw quinn acked")?);
+        put_rate(&mut f, Rate::RawAcked(Link::Quinn), raw_quinn_acked(n).await.context("raw quinn acked")?);
     }
 
     if let Some(addr) = redis.filter(|_| want("redis")) {
         eprintln!("  redis ...");
-        for c in [1usize, 16] {
-            let (rate, samples) = redis_set_wait(addr, c, plan.phase).await.context("Redis SET + WAIT")?;
-            f.insert(format!("redis.c{c}.ops_per_s"), rate);
-            if c == 1 {
-                put_lat(&mut f, "redis.c1", lat(&samples));
+        for c in [Conc::C1, Conc::C16] {
+            let (rate, samples) =
+                redis_set_wait(addr, c.n(), plan.phase).await.context("Redis SET + WAIT")?;
+            put_rate(&mut f, Rate::Redis(c), rate);
+            if c == Conc::C1 {
+                put_lat(&mut f, Latency::Redis, lat(&samples));
                 curves.redis = curve(&samples);
             }
         }
     }
 
-    for transport in ["tcp", "quic"].into_iter().filter(|t| want(t)) {
+    for carrier in Carrier::ALL.into_iter().filter(|t| want(t.as_str())) {
+        let transport = carrier.as_str();
         eprintln!("  m2m {transport} sync ...");
         let c = Cluster::start(transport, 2, 1, sync(1), None, None, "").await?;
         let owner = &c.nodes[0];
         let (_, samples) = updates(owner, 1, plan.phase, true).await?;
-        put_lat(&mut f, &format!("{transport}.sync.c1"), lat(&samples));
-        if transport == "tcp" {
-            curves.tcp = curve(&samples);
-        } else {
-            curves.quic = curve(&samples);
+        put_lat(&mut f, Latency::Sync(carrier), lat(&samples));
+        match carrier {
+            Carrier::Tcp => curves.tcp = curve(&samples),
+            Carrier::Quic => curves.quic = curve(&samples),
         }
-        for conc in [1usize, 16, 64] {
-            let (rate, _) = updates(owner, conc, plan.phase, false).await?;
-            f.insert(format!("{transport}.sync.c{conc}.ops_per_s"), rate);
+        for conc in [Conc::C1, Conc::C16, Conc::C64] {
+            let (rate, _) = updates(owner, conc.n(), plan.phase, false).await?;
+            put_rate(&mut f, Rate::Sync(carrier, conc), rate);
         }
         c.stop().await;
     }
@@ -256,42 +264,39 @@ async fn one_run(plan: &Plan, redis: Option<&str>, only: &[String]) -> anyhow::R
         eprintln!("  m2m tcp replicas 2 ...");
         let c = Cluster::start("tcp", 3, 2, sync(2), None, None, "").await?;
         let (_, samples) = updates(&c.nodes[0], 1, plan.phase, true).await?;
-        put_lat(&mut f, "tcp.replicas2.c1", lat(&samples));
+        put_lat(&mut f, Latency::Replicas2, lat(&samples));
         let (rate, _) = updates(&c.nodes[0], 64, plan.phase, false).await?;
-        f.insert("tcp.replicas2.c64.ops_per_s".into(), rate);
+        put_rate(&mut f, Rate::Replicas2, rate);
         c.stop().await;
     }
 
     if want("async") {
         eprintln!("  m2m tcp async ...");
         let c = Cluster::start("tcp", 2, 1, AckPolicy::Async, None, None, "").await?;
-        for conc in [1usize, 64] {
-            let (rate, _) = updates(&c.nodes[0], conc, plan.phase, false).await?;
-            f.insert(format!("tcp.async.c{conc}.ops_per_s"), rate);
+        for conc in [Conc::C1, Conc::C64] {
+            let (rate, _) = updates(&c.nodes[0], conc.n(), plan.phase, false).await?;
+            put_rate(&mut f, Rate::Async(conc), rate);
         }
         c.stop().await;
     }
 
     if want("failover") {
-        eprintln!("  failover ...");
-        let (all_ms, first_ms, dropped) = failover(plan.failover_sessions, true).await?;
-        f.insert("failover.sessions".into(), plan.failover_sessions as f64);
-        f.insert("failover.send_queue_full".into(), dropped);
-        f.insert("failover.all_owned_ms".into(), all_ms);
-        f.insert("failover.first_read_ms".into(), first_ms);
-        eprintln!("  failover, silent node ...");
-        let (all_ms, first_ms, dropped) = failover(plan.failover_sessions, false).await?;
-        f.insert("failover.silent.send_queue_full".into(), dropped);
-        f.insert("failover.silent.all_owned_ms".into(), all_ms);
-        f.insert("failover.silent.first_read_ms".into(), first_ms);
+        f.insert(Figure::FailoverSessions, plan.failover_sessions as f64);
+        for loss in Loss::ALL {
+            eprintln!("  {} ...", loss.phase());
+            let (all_ms, first_ms, dropped) = failover(plan.failover_sessions, loss == Loss::Crashed).await?;
+            f.insert(Figure::Failover(loss, FailoverMetric::SendQueueFull), dropped);
+            f.insert(Figure::Failover(loss, FailoverMetric::AllOwnedMs), all_ms);
+            f.insert(Figure::Failover(loss, FailoverMetric::FirstReadMs), first_ms);
+        }
     }
 
     if want("rerep") {
         eprintln!("  re-replication ...");
         let (rate, n, total_ms) = rereplication(plan.rerep_sessions).await?;
-        f.insert("rereplication.sessions_per_s".into(), rate);
-        f.insert("rereplication.sessions".into(), n);
-        f.insert("rereplication.from_kill_ms".into(), total_ms);
+        f.insert(Figure::Rereplication(RerepMetric::SessionsPerS), rate);
+        f.insert(Figure::Rereplication(RerepMetric::Sessions), n);
+        f.insert(Figure::Rereplication(RerepMetric::FromKillMs), total_ms);
     }
     Ok((f, curves))
 }

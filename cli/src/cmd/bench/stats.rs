@@ -1,10 +1,12 @@
 //! Statistics of the benchmark: percentiles, medians, the figures of a run and the latency
 //! curves of the plot.
 
-use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use serde::Serialize;
+
+use super::figure::{Figure, Figures, Pct};
 
 /// Latency percentiles in microseconds.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
@@ -29,6 +31,17 @@ fn micros(samples: &[Duration]) -> Vec<f64> {
     v
 }
 
+impl Lat {
+    /// The percentile `p`.
+    pub(crate) fn at(&self, p: Pct) -> f64 {
+        match p {
+            Pct::P50 => self.p50,
+            Pct::P99 => self.p99,
+            Pct::P999 => self.p999,
+        }
+    }
+}
+
 pub(crate) fn lat(samples: &[Duration]) -> Lat {
     let v = micros(samples);
     Lat { p50: percentile(&v, 0.50), p99: percentile(&v, 0.99), p999: percentile(&v, 0.999) }
@@ -45,17 +58,13 @@ fn median(values: &[f64]) -> f64 {
     if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 }
 }
 
-/// One run's figures by name (`tcp.c1.p50_us`, `raw.tcp.msgs_per_s`, ...).
-pub(crate) type Figures = BTreeMap<String, f64>;
-
+/// The median of each figure over `runs` (of the runs that measured it).
 pub(crate) fn median_figures(runs: &[Figures]) -> Figures {
-    let mut keys: Vec<&String> = runs.iter().flat_map(|r| r.keys()).collect();
-    keys.sort();
-    keys.dedup();
+    let keys: BTreeSet<Figure> = runs.iter().flat_map(Figures::keys).collect();
     keys.into_iter()
         .map(|k| {
-            let v: Vec<f64> = runs.iter().filter_map(|r| r.get(k).copied()).collect();
-            (k.clone(), median(&v))
+            let v: Vec<f64> = runs.iter().filter_map(|r| r.measured(k)).collect();
+            (k, median(&v))
         })
         .collect()
 }
@@ -81,6 +90,7 @@ pub(crate) fn curve(samples: &[Duration]) -> Vec<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cmd::bench::figure::{Link, Rate};
 
     #[test]
     fn percentiles_and_medians() {
@@ -93,14 +103,16 @@ mod tests {
         assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
         assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
         assert_eq!(median(&[f64::NAN, 5.0]), 5.0);
+        let (a, b) = (Figure::FailoverSessions, Figure::Rate(Rate::Raw(Link::Tcp)));
         let runs = vec![
-            Figures::from([("a".to_owned(), 1.0), ("b".to_owned(), 10.0)]),
-            Figures::from([("a".to_owned(), 3.0)]),
-            Figures::from([("a".to_owned(), 2.0), ("b".to_owned(), 20.0)]),
+            Figures::from_iter([(a, 1.0), (b, 10.0)]),
+            Figures::from_iter([(a, 3.0)]),
+            Figures::from_iter([(a, 2.0), (b, 20.0)]),
         ];
         let m = median_figures(&runs);
-        assert_eq!(m["a"], 2.0);
-        assert_eq!(m["b"], 15.0);
+        assert_eq!(m.get(a), 2.0);
+        assert_eq!(m.get(b), 15.0);
+        assert!(m.get(Figure::Rate(Rate::Raw(Link::Tls))).is_nan());
         let l = lat(&[Duration::from_micros(10), Duration::from_micros(30), Duration::from_micros(20)]);
         assert_eq!(l.p50, 20.0);
         assert_eq!(l.p999, 30.0);

@@ -8,7 +8,7 @@ use super::frame;
 use crate::cmd::bench::PAYLOAD;
 
 /// Where the two threads of the raw round trip run.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum Placement {
     /// Client and server pinned to two different CPUs: every request and acknowledgement
     /// wakes the other CPU, as between two nodes (the figure the latency targets use).

@@ -1,15 +1,18 @@
 //! The report of a benchmark: the median figures, ratios to the baselines and targets.
 
 mod plot;
+mod ratio;
 mod text;
 
 use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+use self::ratio::{RATIOS, Ratio};
+use super::figure::{FailoverMetric, Figure, Figures, Latency, Loss, Pct, Rate, RerepMetric};
 use super::memory::MemoryFigure;
-use super::stats::{CURVE_POINTS, Curves, Figures};
-use super::{FAILURE_TIMEOUT_MS, Plan};
+use super::stats::{CURVE_POINTS, Curves};
+use super::{FAILURE_TIMEOUT_MS, MemoryKind, Plan};
 
 #[derive(Debug, Serialize)]
 struct Target {
@@ -25,7 +28,7 @@ pub(crate) struct Report {
     runs: u32,
     phase_ms: u128,
     median: Figures,
-    memory: BTreeMap<String, MemoryFigure>,
+    memory: BTreeMap<MemoryKind, MemoryFigure>,
     ratios: BTreeMap<String, f64>,
     targets: Vec<Target>,
     latency_curves_percentiles: Vec<f64>,
@@ -43,79 +46,45 @@ impl Report {
         runs: u32,
         median: Figures,
         each_run: Vec<Figures>,
-        memory: BTreeMap<String, MemoryFigure>,
+        memory: BTreeMap<MemoryKind, MemoryFigure>,
         curves: Curves,
         redis: bool,
     ) -> Report {
-        let g = |k: &str| median.get(k).copied().unwrap_or(f64::NAN);
-        let mem = |k: &str| memory.get(k).map_or(f64::NAN, |m| m.bytes_per_copy);
-        let mut ratios = BTreeMap::new();
-        ratios.insert(
-            "tcp.sync.c1.p50 / raw.tcp.rtt.p50".into(),
-            g("tcp.sync.c1.p50_us") / g("raw.tcp.rtt.p50_us"),
-        );
-        ratios.insert(
-            "tcp.sync.c1.p99 / raw.tcp.rtt.p99".into(),
-            g("tcp.sync.c1.p99_us") / g("raw.tcp.rtt.p99_us"),
-        );
-        ratios.insert(
-            "tcp.sync.c1.p50 / raw.tcp.rtt_one_cpu.p50".into(),
-            g("tcp.sync.c1.p50_us") / g("raw.tcp.rtt_one_cpu.p50_us"),
-        );
-        ratios.insert(
-            "tcp.sync.c64 / raw.tcp pipelined".into(),
-            g("tcp.sync.c64.ops_per_s") / g("raw.tcp.msgs_per_s"),
-        );
-        ratios.insert(
-            "tcp.sync.c64 / raw.tls pipelined".into(),
-            g("tcp.sync.c64.ops_per_s") / g("raw.tls.msgs_per_s"),
-        );
-        ratios
-            .insert("raw.tls / raw.tcp pipelined".into(), g("raw.tls.msgs_per_s") / g("raw.tcp.msgs_per_s"));
-        ratios.insert(
-            "tcp.sync.c64 / redis.c16".into(),
-            g("tcp.sync.c64.ops_per_s") / g("redis.c16.ops_per_s"),
-        );
-        ratios.insert(
-            "quic.sync.c64 / raw.quinn".into(),
-            g("quic.sync.c64.ops_per_s") / g("raw.quinn.msgs_per_s"),
-        );
-        for (k, m2m, raw) in [
-            ("tcp.sync.c64 / raw.tls.acked", "tcp.sync.c64.ops_per_s", "raw.tls.acked.msgs_per_s"),
-            ("quic.sync.c64 / raw.quinn.acked", "quic.sync.c64.ops_per_s", "raw.quinn.acked.msgs_per_s"),
-            ("raw.quinn.acked / raw.quinn", "raw.quinn.acked.msgs_per_s", "raw.quinn.msgs_per_s"),
-            ("raw.tls.acked / raw.tcp pipelined", "raw.tls.acked.msgs_per_s", "raw.tcp.msgs_per_s"),
-        ] {
-            ratios.insert(k.into(), g(m2m) / g(raw));
-        }
-        ratios.insert("memory m2m / hashmap".into(), mem("m2m") / mem("hashmap"));
+        let g = |k: Figure| median.get(k);
+        let mem = |k: MemoryKind| memory.get(&k).map_or(f64::NAN, |m| m.bytes_per_copy);
+        let mut ratios: BTreeMap<String, f64> =
+            RATIOS.iter().map(|r| (r.name.to_owned(), r.of(&median))).collect();
+        let memory_ratio = mem(MemoryKind::M2m) / mem(MemoryKind::Hashmap);
+        ratios.insert(ratio::MEMORY.into(), memory_ratio);
         let target = |name: &str, value: f64, limit: f64, at_most: bool| Target {
             name: name.into(),
             value,
             limit,
             met: value.is_finite().then_some(if at_most { value <= limit } else { value >= limit }),
         };
-        let r = |k: &str| ratios.get(k).copied().unwrap_or(f64::NAN);
+        let r = |ratio: Ratio| ratio.of(&median);
+        let failover_limit = (FAILURE_TIMEOUT_MS + 50) as f64;
+        let all_owned = |loss| g(Figure::Failover(loss, FailoverMetric::AllOwnedMs));
         let targets = vec![
-            target("sync p50 <= 2x raw TCP round trip", r("tcp.sync.c1.p50 / raw.tcp.rtt.p50"), 2.0, true),
-            target("sync p99 <= 3x raw TCP round trip", r("tcp.sync.c1.p99 / raw.tcp.rtt.p99"), 3.0, true),
-            target("sync c64 >= 25% raw pipelined TCP", r("tcp.sync.c64 / raw.tcp pipelined"), 0.25, false),
-            target("sync c64 >= 20x Redis SET+WAIT c16", r("tcp.sync.c64 / redis.c16"), 20.0, false),
-            target("QUIC sync c64 >= 50% raw quinn", r("quic.sync.c64 / raw.quinn"), 0.5, false),
-            target("memory per copy <= 1.15x HashMap", r("memory m2m / hashmap"), 1.15, true),
-            target(
-                "failover <= failure timeout + 50 ms",
-                g("failover.all_owned_ms"),
-                (FAILURE_TIMEOUT_MS + 50) as f64,
-                true,
-            ),
+            target("sync p50 <= 2x raw TCP round trip", r(ratio::SYNC_P50), 2.0, true),
+            target("sync p99 <= 3x raw TCP round trip", r(ratio::SYNC_P99), 3.0, true),
+            target("sync c64 >= 25% raw pipelined TCP", r(ratio::SYNC_C64), 0.25, false),
+            target("sync c64 >= 20x Redis SET+WAIT c16", r(ratio::SYNC_C64_REDIS), 20.0, false),
+            target("QUIC sync c64 >= 50% raw quinn", r(ratio::QUIC_SYNC_C64), 0.5, false),
+            target("memory per copy <= 1.15x HashMap", memory_ratio, 1.15, true),
+            target("failover <= failure timeout + 50 ms", all_owned(Loss::Crashed), failover_limit, true),
             target(
                 "failover, silent node <= failure timeout + 50 ms",
-                g("failover.silent.all_owned_ms"),
-                (FAILURE_TIMEOUT_MS + 50) as f64,
+                all_owned(Loss::Silent),
+                failover_limit,
                 true,
             ),
-            target("re-replication >= 50,000 sessions/s", g("rereplication.sessions_per_s"), 50_000.0, false),
+            target(
+                "re-replication >= 50,000 sessions/s",
+                g(Figure::Rereplication(RerepMetric::SessionsPerS)),
+                50_000.0,
+                false,
+            ),
         ];
         Report {
             quick: plan.rounds < 20_000,
@@ -133,8 +102,19 @@ impl Report {
         }
     }
 
-    pub(crate) fn g(&self, k: &str) -> f64 {
-        self.median.get(k).copied().unwrap_or(f64::NAN)
+    /// The median of figure `k` (NaN when it was not measured).
+    pub(crate) fn g(&self, k: Figure) -> f64 {
+        self.median.get(k)
+    }
+
+    /// The median of a latency percentile, in microseconds.
+    fn lat(&self, series: Latency, p: Pct) -> f64 {
+        self.g(Figure::Latency(series, p))
+    }
+
+    /// The median of a rate, per second.
+    fn per_s(&self, rate: Rate) -> f64 {
+        self.g(Figure::Rate(rate))
     }
 }
 
@@ -144,5 +124,82 @@ fn allocator() -> String {
     match std::env::var("LD_PRELOAD") {
         Ok(v) if !v.trim().is_empty() => format!("LD_PRELOAD={}", v.trim()),
         _ => "system".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+    use std::time::Duration;
+
+    use serde_json::Value;
+
+    use super::*;
+
+    /// A report in which every figure of the benchmark was measured (value 1).
+    fn full_report() -> Report {
+        let plan = Plan {
+            rounds: 2_000,
+            messages: 50_000,
+            phase: Duration::from_millis(700),
+            failover_sessions: 1_000,
+            rerep_sessions: 20_000,
+            memory_sessions: 100_000,
+        };
+        let run: Figures = Figure::all().into_iter().map(|f| (f, 1.0)).collect();
+        let mut fig = MemoryFigure::default();
+        (fig.sessions, fig.bytes_per_copy) = (1, 1.0);
+        let memory = BTreeMap::from([(MemoryKind::Hashmap, fig.clone()), (MemoryKind::M2m, fig)]);
+        let curve: Vec<f64> = (1..=CURVE_POINTS.len()).map(|i| 10.0 * i as f64).collect();
+        let curves = Curves { raw_tcp: curve.clone(), tcp: curve.clone(), quic: curve.clone(), redis: curve };
+        Report::new(&plan, 1, run.clone(), vec![run], memory, curves, true)
+    }
+
+    fn keys(v: &Value) -> BTreeSet<String> {
+        v.as_object().map(|o| o.keys().cloned().collect()).unwrap_or_default()
+    }
+
+    fn target_names(v: &Value) -> BTreeSet<String> {
+        let targets = v["targets"].as_array().cloned().unwrap_or_default();
+        targets.iter().filter_map(|t| t["name"].as_str().map(str::to_owned)).collect()
+    }
+
+    /// The names in `m2m bench --json` are read by scripts: the report of a run that measured
+    /// every figure has exactly the keys of the published one.
+    #[test]
+    fn json_keys_match_the_published_report() -> anyhow::Result<()> {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/benchmarks/latest.json");
+        let published: Value = serde_json::from_str(&std::fs::read_to_string(path)?)?;
+        let ours = serde_json::to_value(full_report())?;
+        assert_eq!(keys(&ours), keys(&published), "top-level keys");
+        for part in ["median", "ratios", "memory", "latency_curves_us"] {
+            assert_eq!(keys(&ours[part]), keys(&published[part]), "keys of {part}");
+        }
+        assert_eq!(
+            keys(&ours["memory"]["m2m"]),
+            keys(&published["memory"]["m2m"]),
+            "keys of a memory figure"
+        );
+        assert_eq!(keys(&ours["each_run"][0]), keys(&published["each_run"][0]), "keys of a run");
+        assert_eq!(keys(&ours["targets"][0]), keys(&published["targets"][0]), "keys of a target");
+        assert_eq!(target_names(&ours), target_names(&published), "target names");
+        Ok(())
+    }
+
+    /// Every ratio and target of a full report is computed from figures that were measured,
+    /// and the text and the plot look up only figures of the benchmark (`Figures::get`
+    /// asserts it in debug builds).
+    #[test]
+    fn a_full_report_has_every_ratio_and_target() {
+        let report = full_report();
+        for (name, v) in &report.ratios {
+            assert!(v.is_finite(), "ratio {name}: {v}");
+        }
+        for t in &report.targets {
+            assert!(t.met.is_some(), "target {}: {}", t.name, t.value);
+        }
+        let text = report.render();
+        assert!(!text.contains("NaN") && !text.contains(" - "), "{text}");
+        assert!(report.svg().ends_with("</svg>\n"));
     }
 }

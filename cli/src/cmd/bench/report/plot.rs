@@ -1,6 +1,7 @@
 //! The report as a plot (SVG).
 
 use super::Report;
+use crate::cmd::bench::figure::{Carrier, Conc, Link, Rate};
 use crate::cmd::bench::stats::CURVE_POINTS;
 
 impl Report {
@@ -89,12 +90,12 @@ impl Report {
         s.push_str(&format!(
             "<text x=\"{x1}\" y=\"24\" font-size=\"14\">Sync updates/s by concurrent sessions</text>\n"
         ));
-        let conc = [1, 16, 64];
-        let bars = [("TCP", "tcp", "#1f77b4"), ("QUIC", "quic", "#ff7f0e")];
+        let conc = [Conc::C1, Conc::C16, Conc::C64];
+        let bars = [("TCP", Carrier::Tcp, "#1f77b4"), ("QUIC", Carrier::Quic, "#ff7f0e")];
         let max = conc
             .iter()
-            .flat_map(|c| bars.iter().map(move |(_, t, _)| self.g(&format!("{t}.sync.c{c}.ops_per_s"))))
-            .chain([self.g("redis.c16.ops_per_s")])
+            .flat_map(|c| bars.iter().map(move |(_, t, _)| self.per_s(Rate::Sync(*t, *c))))
+            .chain([self.per_s(Rate::Redis(Conc::C16))])
             .filter(|v| v.is_finite())
             .fold(1.0, f64::max);
         s.push_str(&format!(
@@ -104,12 +105,13 @@ impl Report {
         for (gi, c) in conc.iter().enumerate() {
             let gx = x1 + group * gi as f64;
             s.push_str(&format!(
-                "<text x=\"{:.1}\" y=\"{}\" text-anchor=\"middle\">{c}</text>\n",
+                "<text x=\"{:.1}\" y=\"{}\" text-anchor=\"middle\">{}</text>\n",
                 gx + group / 2.0,
-                y0 + ph + 16.0
+                y0 + ph + 16.0,
+                c.n()
             ));
             for (bi, (_, t, color)) in bars.iter().enumerate() {
-                let v = self.g(&format!("{t}.sync.c{c}.ops_per_s"));
+                let v = self.per_s(Rate::Sync(*t, *c));
                 if !v.is_finite() {
                     continue;
                 }
@@ -124,7 +126,7 @@ impl Report {
                 ));
             }
         }
-        let r16 = self.g("redis.c16.ops_per_s");
+        let r16 = self.per_s(Rate::Redis(Conc::C16));
         if r16.is_finite() {
             let y = y0 + ph - r16 / max * (ph - 20.0);
             s.push_str(&format!(
@@ -147,8 +149,8 @@ impl Report {
             "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">concurrent sessions (raw TCP {:.0}/s, raw quinn {:.0}/s)</text>\n",
             x1 + pw1 / 2.0,
             y0 + ph + 34.0,
-            self.g("raw.tcp.msgs_per_s"),
-            self.g("raw.quinn.msgs_per_s")
+            self.per_s(Rate::Raw(Link::Tcp)),
+            self.per_s(Rate::Raw(Link::Quinn))
         ));
         s.push_str("</svg>\n");
         s

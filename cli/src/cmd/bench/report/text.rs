@@ -1,36 +1,42 @@
 //! The report as a text table.
 
 use super::Report;
-use crate::cmd::bench::FAILURE_TIMEOUT_MS;
 use crate::cmd::bench::baselines::acked::WINDOW;
+use crate::cmd::bench::baselines::pingpong::Placement;
+use crate::cmd::bench::figure::{
+    Carrier, Conc, FailoverMetric, Figure, Latency, Link, Loss, Pct, Rate, RerepMetric,
+};
+use crate::cmd::bench::{FAILURE_TIMEOUT_MS, MemoryKind};
 use crate::output::Table;
 
 impl Report {
+    /// The report as text: a table of every figure with its ratio to a baseline, then the
+    /// targets.
     pub(crate) fn render(&self) -> String {
         let us = |v: f64| if v.is_finite() { format!("{v:.0} us") } else { "-".into() };
         let rate = |v: f64| if v.is_finite() { format!("{v:.0}/s") } else { "-".into() };
         let ratio = |v: f64| if v.is_finite() { format!("{v:.2}x") } else { "-".into() };
         let mut t = Table::new(["measurement", "value", "ratio", "to baseline"]);
-        let rtt50 = self.g("raw.tcp.rtt.p50_us");
-        let rtt99 = self.g("raw.tcp.rtt.p99_us");
-        let raw_tcp = self.g("raw.tcp.msgs_per_s");
-        let raw_quinn = self.g("raw.quinn.msgs_per_s");
-        let redis16 = self.g("redis.c16.ops_per_s");
+        let rtt50 = self.lat(Latency::RawRtt(Placement::TwoCpus), Pct::P50);
+        let rtt99 = self.lat(Latency::RawRtt(Placement::TwoCpus), Pct::P99);
+        let raw_tcp = self.per_s(Rate::Raw(Link::Tcp));
+        let raw_quinn = self.per_s(Rate::Raw(Link::Quinn));
+        let redis16 = self.per_s(Rate::Redis(Conc::C16));
         t.row([
             "raw TCP 1 KiB round trip p50 / p99, two CPUs".into(),
             format!("{} / {}", us(rtt50), us(rtt99)),
             String::new(),
             String::new(),
         ]);
-        let rtt1_50 = self.g("raw.tcp.rtt_one_cpu.p50_us");
+        let rtt1_50 = self.lat(Latency::RawRtt(Placement::OneCpu), Pct::P50);
         t.row([
             "raw TCP 1 KiB round trip p50 / p99, one CPU".into(),
-            format!("{} / {}", us(rtt1_50), us(self.g("raw.tcp.rtt_one_cpu.p99_us"))),
+            format!("{} / {}", us(rtt1_50), us(self.lat(Latency::RawRtt(Placement::OneCpu), Pct::P99))),
             String::new(),
             String::new(),
         ]);
         t.row(["raw TCP pipelined 1 KiB".into(), rate(raw_tcp), String::new(), String::new()]);
-        let raw_tls = self.g("raw.tls.msgs_per_s");
+        let raw_tls = self.per_s(Rate::Raw(Link::Tls));
         t.row([
             "raw TLS 1.3 (TCP) pipelined 1 KiB".into(),
             rate(raw_tls),
@@ -38,9 +44,9 @@ impl Report {
             "raw TCP".into(),
         ]);
         t.row(["raw quinn 1 KiB, one connection".into(), rate(raw_quinn), String::new(), String::new()]);
-        let tcp_acked = self.g("raw.tcp.acked.msgs_per_s");
-        let tls_acked = self.g("raw.tls.acked.msgs_per_s");
-        let quinn_acked = self.g("raw.quinn.acked.msgs_per_s");
+        let tcp_acked = self.per_s(Rate::RawAcked(Link::Tcp));
+        let tls_acked = self.per_s(Rate::RawAcked(Link::Tls));
+        let quinn_acked = self.per_s(Rate::RawAcked(Link::Quinn));
         t.row([
             format!("raw TCP 1 KiB + 8 B ack, {WINDOW} in flight"),
             rate(tcp_acked),
@@ -64,9 +70,9 @@ impl Report {
                 "Redis SET+WAIT 1, 1 client (p50 / p99)".into(),
                 format!(
                     "{} ({} / {})",
-                    rate(self.g("redis.c1.ops_per_s")),
-                    us(self.g("redis.c1.p50_us")),
-                    us(self.g("redis.c1.p99_us"))
+                    rate(self.per_s(Rate::Redis(Conc::C1))),
+                    us(self.lat(Latency::Redis, Pct::P50)),
+                    us(self.lat(Latency::Redis, Pct::P99))
                 ),
                 String::new(),
                 String::new(),
@@ -75,11 +81,13 @@ impl Report {
         } else {
             t.row(["Redis SET+WAIT 1".into(), "skipped (no --redis)".into(), String::new(), String::new()]);
         }
-        for (tr, raw, raw_name) in [("tcp", raw_tcp, "raw TCP"), ("quic", raw_quinn, "raw quinn")] {
-            let name = tr.to_uppercase();
-            let p50 = self.g(&format!("{tr}.sync.c1.p50_us"));
-            let p99 = self.g(&format!("{tr}.sync.c1.p99_us"));
-            let p999 = self.g(&format!("{tr}.sync.c1.p999_us"));
+        for (tr, raw, raw_name) in
+            [(Carrier::Tcp, raw_tcp, "raw TCP"), (Carrier::Quic, raw_quinn, "raw quinn")]
+        {
+            let name = tr.as_str().to_uppercase();
+            let p50 = self.lat(Latency::Sync(tr), Pct::P50);
+            let p99 = self.lat(Latency::Sync(tr), Pct::P99);
+            let p999 = self.lat(Latency::Sync(tr), Pct::P999);
             t.row([
                 format!("m2m {name} sync update p50"),
                 us(p50),
@@ -88,9 +96,9 @@ impl Report {
             ]);
             t.row([format!("m2m {name} sync update p99"), us(p99), ratio(p99 / rtt99), "raw TCP p99".into()]);
             t.row([format!("m2m {name} sync update p999"), us(p999), String::new(), String::new()]);
-            for c in [1, 16, 64] {
-                let v = self.g(&format!("{tr}.sync.c{c}.ops_per_s"));
-                let (r2, n2) = if c == 64 && tr == "tcp" && self.redis {
+            for c in [Conc::C1, Conc::C16, Conc::C64] {
+                let v = self.per_s(Rate::Sync(tr, c));
+                let (r2, n2) = if c == Conc::C64 && tr == Carrier::Tcp && self.redis {
                     (
                         format!(
                             "{}; {}; {}; {}",
@@ -101,12 +109,12 @@ impl Report {
                         ),
                         format!("{raw_name}; raw TLS; raw TLS acked; Redis c16"),
                     )
-                } else if c == 64 && tr == "tcp" {
+                } else if c == Conc::C64 && tr == Carrier::Tcp {
                     (
                         format!("{}; {}; {}", ratio(v / raw), ratio(v / raw_tls), ratio(v / tls_acked)),
                         format!("{raw_name}; raw TLS; raw TLS acked"),
                     )
-                } else if c == 64 {
+                } else if c == Conc::C64 {
                     (
                         format!("{}; {}", ratio(v / raw), ratio(v / quinn_acked)),
                         format!("{raw_name}; raw quinn acked"),
@@ -114,33 +122,34 @@ impl Report {
                 } else {
                     (ratio(v / raw), raw_name.into())
                 };
-                t.row([format!("m2m {name} sync updates, {c} sessions"), rate(v), r2, n2]);
+                t.row([format!("m2m {name} sync updates, {} sessions", c.n()), rate(v), r2, n2]);
             }
         }
-        let p50 = self.g("tcp.replicas2.c1.p50_us");
+        let p50 = self.lat(Latency::Replicas2, Pct::P50);
         t.row([
             "m2m TCP replicas 2 sync update p50 / p99".into(),
-            format!("{} / {}", us(p50), us(self.g("tcp.replicas2.c1.p99_us"))),
+            format!("{} / {}", us(p50), us(self.lat(Latency::Replicas2, Pct::P99))),
             ratio(p50 / rtt50),
             "raw TCP p50".into(),
         ]);
-        let v = self.g("tcp.replicas2.c64.ops_per_s");
+        let v = self.per_s(Rate::Replicas2);
         t.row([
             "m2m TCP replicas 2 sync updates, 64 sessions".into(),
             rate(v),
             ratio(v / raw_tcp),
             "raw TCP".into(),
         ]);
-        for c in [1, 64] {
-            let v = self.g(&format!("tcp.async.c{c}.ops_per_s"));
+        for c in [Conc::C1, Conc::C64] {
+            let v = self.per_s(Rate::Async(c));
             t.row([
-                format!("m2m TCP async updates, {c} sessions"),
+                format!("m2m TCP async updates, {} sessions", c.n()),
                 rate(v),
                 ratio(v / raw_tcp),
                 "raw TCP".into(),
             ]);
         }
-        if let (Some(h), Some(m)) = (self.memory.get("hashmap"), self.memory.get("m2m")) {
+        if let (Some(h), Some(m)) = (self.memory.get(&MemoryKind::Hashmap), self.memory.get(&MemoryKind::M2m))
+        {
             t.row([
                 format!("HashMap<String, Vec<u8>>, {} x 1 KiB (RSS)", h.sessions),
                 format!("{:.0} B/entry", h.bytes_per_copy),
@@ -154,8 +163,8 @@ impl Report {
                 "HashMap".into(),
             ]);
         }
-        for (what, key) in [("crashed process", "failover"), ("silent node", "failover.silent")] {
-            let fo = self.g(&format!("{key}.all_owned_ms"));
+        for (what, loss) in [("crashed process", Loss::Crashed), ("silent node", Loss::Silent)] {
+            let fo = self.g(Figure::Failover(loss, FailoverMetric::AllOwnedMs));
             t.row([
                 format!("failover, {what}: all sessions owned by survivors"),
                 format!("{fo:.0} ms"),
@@ -164,25 +173,25 @@ impl Report {
             ]);
             t.row([
                 format!("failover, {what}: first read via failover target"),
-                format!("{:.0} ms", self.g(&format!("{key}.first_read_ms"))),
+                format!("{:.0} ms", self.g(Figure::Failover(loss, FailoverMetric::FirstReadMs))),
                 String::new(),
                 String::new(),
             ]);
             t.row([
                 format!(
                     "failover, {what}: sends dropped on a full queue ({:.0} sessions)",
-                    self.g("failover.sessions")
+                    self.g(Figure::FailoverSessions)
                 ),
-                format!("{:.0}", self.g(&format!("{key}.send_queue_full"))),
+                format!("{:.0}", self.g(Figure::Failover(loss, FailoverMetric::SendQueueFull))),
                 String::new(),
                 String::new(),
             ]);
         }
         t.row([
-            format!("re-replication ({:.0} sessions)", self.g("rereplication.sessions")),
-            rate(self.g("rereplication.sessions_per_s")),
+            format!("re-replication ({:.0} sessions)", self.g(Figure::Rereplication(RerepMetric::Sessions))),
+            rate(self.g(Figure::Rereplication(RerepMetric::SessionsPerS))),
             String::new(),
-            format!("{:.0} ms from the kill", self.g("rereplication.from_kill_ms")),
+            format!("{:.0} ms from the kill", self.g(Figure::Rereplication(RerepMetric::FromKillMs))),
         ]);
         let mut out = format!(
             "m2m bench: median of {} run(s), phases of {} ms; nodes in this process on 127.0.0.1, mutual TLS; \
