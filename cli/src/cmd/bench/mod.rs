@@ -116,26 +116,28 @@ struct Plan {
 }
 
 impl Plan {
+    /// The phases of `--quick`.
+    const QUICK: Plan = Plan {
+        rounds: 2_000,
+        messages: 50_000,
+        phase: Duration::from_millis(700),
+        failover_sessions: 1_000,
+        rerep_sessions: 20_000,
+        memory_sessions: 100_000,
+    };
+
+    /// The phases of a full run.
+    const FULL: Plan = Plan {
+        rounds: 20_000,
+        messages: 200_000,
+        phase: Duration::from_secs(3),
+        failover_sessions: 10_000,
+        rerep_sessions: 100_000,
+        memory_sessions: 1_000_000,
+    };
+
     fn new(args: &Args) -> Plan {
-        let mut p = if args.quick {
-            Plan {
-                rounds: 2_000,
-                messages: 50_000,
-                phase: Duration::from_millis(700),
-                failover_sessions: 1_000,
-                rerep_sessions: 20_000,
-                memory_sessions: 100_000,
-            }
-        } else {
-            Plan {
-                rounds: 20_000,
-                messages: 200_000,
-                phase: Duration::from_secs(3),
-                failover_sessions: 10_000,
-                rerep_sessions: 100_000,
-                memory_sessions: 1_000_000,
-            }
-        };
+        let mut p = if args.quick { Plan::QUICK } else { Plan::FULL };
         if let Some(n) = args.memory_sessions {
             p.memory_sessions = n.max(1);
         }
@@ -146,11 +148,7 @@ impl Plan {
 /// Runs `m2m bench`.
 pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
     crate::logging::init("error");
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("cannot start the tokio runtime")?;
+    let rt = super::runtime()?;
     let plan = Plan::new(args);
     if let Some(kind) = args.memory_child {
         let r = rt.block_on(memory_child(kind, plan.memory_sessions))?;

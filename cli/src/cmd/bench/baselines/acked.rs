@@ -3,11 +3,10 @@
 
 use std::time::Instant;
 
-use anyhow::Context as _;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _, BufReader, BufWriter};
 use tokio::net::TcpStream;
 
-use super::{TlsConfigs, frame, quinn_pair, raw_listener};
+use super::{TlsConfigs, frame, quinn_exchange, raw_listener};
 use crate::cmd::bench::PAYLOAD;
 
 /// In-flight requests of the request/acknowledge baselines: as many as m2m's concurrent
@@ -53,24 +52,17 @@ pub(crate) async fn raw_tcp_acked(n: usize, tls: Option<TlsConfigs>) -> anyhow::
 
 /// The same over one quinn connection (one bidirectional stream).
 pub(crate) async fn raw_quinn_acked(n: usize) -> anyhow::Result<f64> {
-    let (server, client, addr) = quinn_pair()?;
-    let accept = {
-        let server = server.clone();
-        tokio::spawn(async move {
-            let conn = server.accept().await.context("no connection")?.await?;
+    let ((), rate) = quinn_exchange(
+        move |conn| async move {
             let (tx, rx) = conn.accept_bi().await?;
-            acknowledge(rx, tx, n).await?;
-            Ok::<_, anyhow::Error>(conn)
-        })
-    };
-    let conn = client.connect(addr, "insecure.m2m")?.await?;
-    let (tx, rx) = conn.open_bi().await?;
-    let rate = request(rx, tx, n).await?;
-    let sconn = accept.await??;
-    conn.close(0u32.into(), b"done");
-    sconn.close(0u32.into(), b"done");
-    client.wait_idle().await;
-    server.close(0u32.into(), b"done");
+            Ok(acknowledge(rx, tx, n).await?)
+        },
+        |conn| async move {
+            let (tx, rx) = conn.open_bi().await?;
+            Ok(request(rx, tx, n).await?)
+        },
+    )
+    .await?;
     Ok(rate)
 }
 
@@ -151,7 +143,7 @@ mod tests {
     fn acknowledged_baselines_get_every_acknowledgement() -> anyhow::Result<()> {
         // More messages than the window, not a multiple of it: `request` returns only when
         // every one of its requests was acknowledged, `acknowledge` only when it read them all.
-        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+        let rt = crate::cmd::runtime()?;
         rt.block_on(async {
             let n = WINDOW * 7 + 5;
             let limit = Duration::from_secs(60);

@@ -3,11 +3,10 @@
 
 use std::time::Instant;
 
-use anyhow::Context as _;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _, BufReader, BufWriter};
 use tokio::net::TcpStream;
 
-use super::{TlsConfigs, frame, quinn_pair, raw_listener};
+use super::{TlsConfigs, frame, quinn_exchange, raw_listener};
 use crate::cmd::bench::PAYLOAD;
 
 /// `n` length-prefixed 1 KiB messages written as fast as possible on one connection; the
@@ -84,31 +83,26 @@ async fn write_frames<S: tokio::io::AsyncWrite + Unpin>(
 /// `n` length-prefixed 1 KiB messages on one quinn connection (one unidirectional stream),
 /// TLS 1.3 as QUIC requires; the clock stops when the receiver has read the last one.
 pub(crate) async fn raw_quinn(n: usize) -> anyhow::Result<f64> {
-    let (server, client, addr) = quinn_pair()?;
-    let accept = {
-        let server = server.clone();
-        tokio::spawn(async move {
-            let conn = server.accept().await.context("no connection")?.await?;
+    let (done, t0) = quinn_exchange(
+        move |conn| async move {
             let mut rx = conn.accept_uni().await?;
             let mut buf = vec![0u8; 4 + PAYLOAD];
             for _ in 0..n {
                 rx.read_exact(&mut buf).await?;
             }
-            Ok::<_, anyhow::Error>((Instant::now(), conn))
-        })
-    };
-    let conn = client.connect(addr, "insecure.m2m")?.await?;
-    let mut tx = conn.open_uni().await?;
-    let msg = frame();
-    let t0 = Instant::now();
-    for _ in 0..n {
-        tx.write_all(&msg).await?;
-    }
-    let (done, sconn) = accept.await??;
-    let _ = tx.finish();
-    conn.close(0u32.into(), b"done");
-    sconn.close(0u32.into(), b"done");
-    client.wait_idle().await;
-    server.close(0u32.into(), b"done");
+            Ok(Instant::now())
+        },
+        |conn| async move {
+            let mut tx = conn.open_uni().await?;
+            let msg = frame();
+            let t0 = Instant::now();
+            for _ in 0..n {
+                tx.write_all(&msg).await?;
+            }
+            let _ = tx.finish();
+            Ok(t0)
+        },
+    )
+    .await?;
     Ok(n as f64 / done.duration_since(t0).as_secs_f64())
 }

@@ -130,7 +130,6 @@ fn allocator() -> String {
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeSet;
-    use std::time::Duration;
 
     use serde_json::Value;
 
@@ -138,14 +137,7 @@ mod tests {
 
     /// A report in which every figure of the benchmark was measured (value 1).
     fn full_report() -> Report {
-        let plan = Plan {
-            rounds: 2_000,
-            messages: 50_000,
-            phase: Duration::from_millis(700),
-            failover_sessions: 1_000,
-            rerep_sessions: 20_000,
-            memory_sessions: 100_000,
-        };
+        let plan = Plan::QUICK;
         let run: Figures = Figure::all().into_iter().map(|f| (f, 1.0)).collect();
         let mut fig = MemoryFigure::default();
         (fig.sessions, fig.bytes_per_copy) = (1, 1.0);
