@@ -1,10 +1,13 @@
-//! Reading a domain file, shared by every subcommand that takes one.
+//! Reading a domain file and reporting its validation, shared by every subcommand that takes one.
 
 use std::fmt;
 use std::path::Path;
 
+use replication_core::validate::Report;
 use replication_core::{DomainConfig, Error};
 use serde_json::{Value, json};
+
+use crate::output;
 
 /// Why a domain file cannot be used at all (exit code 2).
 #[derive(Debug)]
@@ -109,13 +112,49 @@ pub(crate) fn load_valid(path: &Path) -> Result<DomainConfig, std::process::Exit
     })?;
     let report = replication_core::validate::validate(&cfg);
     if report.has_errors() {
-        eprint!("{}", crate::cmd::validate::report_text(&file, &cfg, &report));
+        eprint!("{}", report_text(&file, &cfg, &report));
         return Err(crate::output::exit(crate::output::EXIT_INVALID));
     }
     for w in report.warnings() {
         eprintln!("{w}");
     }
     Ok(cfg)
+}
+
+/// The validation result as JSON: `{"file", "valid", "domain", "topology", "nodes", "errors",
+/// "warnings"}`; each violation is `{"code", "severity", "message", "members"}`.
+pub(crate) fn report_json(file: &str, cfg: &DomainConfig, report: &Report) -> Value {
+    json!({
+        "file": file,
+        "valid": !report.has_errors(),
+        "domain": cfg.domain.name,
+        "topology": cfg.topology().as_str(),
+        "nodes": cfg.nodes.len(),
+        "errors": report.errors().collect::<Vec<_>>(),
+        "warnings": report.warnings().collect::<Vec<_>>(),
+    })
+}
+
+/// The validation result for people: a summary line, then one line per violation.
+pub(crate) fn report_text(file: &str, cfg: &DomainConfig, report: &Report) -> String {
+    let errors = report.errors().count();
+    let warnings = report.warnings().count();
+    let mut out = if errors == 0 {
+        format!(
+            "{file}: valid: domain {} ({}, {} node(s), replicas {}), {warnings} warning(s)\n",
+            cfg.domain.name,
+            cfg.topology(),
+            cfg.nodes.len(),
+            cfg.domain.replicas
+        )
+    } else {
+        format!("{file}: invalid: {errors} error(s), {warnings} warning(s)\n")
+    };
+    for v in &report.violations {
+        out.push_str(&output::violation_line(v));
+        out.push('\n');
+    }
+    out
 }
 
 #[cfg(test)]

@@ -11,8 +11,7 @@ use replication_core::validate::{Violation, validate};
 use replication_core::{DomainConfig, NodeId};
 use serde::Serialize;
 
-use crate::cmd::validate::{report_json, report_text};
-use crate::domain;
+use crate::domain::{self, report_json, report_text};
 use crate::output::{self, EXIT_INVALID, EXIT_UNUSABLE, Format, Table};
 
 /// Most synthetic sessions `--sessions` accepts.
