@@ -2,12 +2,13 @@
 
 use std::fmt;
 use std::path::Path;
+use std::process::ExitCode;
 
 use replication_core::validate::Report;
 use replication_core::{DomainConfig, Error};
 use serde_json::{Value, json};
 
-use crate::output;
+use crate::output::{self, Format};
 
 /// Why a domain file cannot be used at all (exit code 2).
 #[derive(Debug)]
@@ -93,6 +94,22 @@ pub(crate) fn load(path: &Path) -> Result<DomainConfig, LoadError> {
     })
 }
 
+/// Reads and parses (but does not validate) the domain file at `path` for a command with a
+/// `--format`. When it cannot be used, the problem is printed (`format` JSON: on stdout, as
+/// [`LoadError::to_json`]; text: on stderr) and the exit code 2 is returned instead.
+pub(crate) fn load_for(path: &Path, format: Format) -> anyhow::Result<Result<DomainConfig, ExitCode>> {
+    match load(path) {
+        Ok(cfg) => Ok(Ok(cfg)),
+        Err(e) => {
+            match format {
+                Format::Json => output::print_json(&e.to_json())?,
+                Format::Text => eprintln!("error: {e}"),
+            }
+            Ok(Err(output::exit(output::EXIT_UNUSABLE)))
+        }
+    }
+}
+
 /// 1-based line and column just after `before` (which is valid UTF-8 up to its end).
 fn line_col(before: &[u8]) -> (usize, usize) {
     let text = String::from_utf8_lossy(before);
@@ -104,7 +121,7 @@ fn line_col(before: &[u8]) -> (usize, usize) {
 /// Reads, parses and validates the domain file at `path` for a command that needs a usable
 /// domain. On failure the problem is printed to stderr and the exit code is returned: 2 when
 /// the file cannot be read or parsed, 1 when it breaks a rule. Warnings are printed and pass.
-pub(crate) fn load_valid(path: &Path) -> Result<DomainConfig, std::process::ExitCode> {
+pub(crate) fn load_valid(path: &Path) -> Result<DomainConfig, ExitCode> {
     let file = path.display().to_string();
     let cfg = load(path).map_err(|e| {
         eprintln!("{e}");

@@ -12,7 +12,7 @@ use replication_core::{DomainConfig, NodeId};
 use serde::Serialize;
 
 use crate::domain::{self, report_json, report_text};
-use crate::output::{self, EXIT_INVALID, EXIT_UNUSABLE, Format, Table};
+use crate::output::{self, EXIT_INVALID, Format, Table};
 
 /// Most synthetic sessions `--sessions` accepts.
 const MAX_SESSIONS: u32 = 1_000_000;
@@ -81,15 +81,9 @@ struct Plan<'a> {
 /// Runs `m2m plan`.
 pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let file = args.file.display().to_string();
-    let cfg = match domain::load(&args.file) {
+    let cfg = match domain::load_for(&args.file, args.format)? {
         Ok(cfg) => cfg,
-        Err(e) => {
-            match args.format {
-                Format::Json => output::print_json(&e.to_json())?,
-                Format::Text => eprintln!("error: {e}"),
-            }
-            return Ok(output::exit(EXIT_UNUSABLE));
-        }
+        Err(code) => return Ok(code),
     };
     let report = validate(&cfg);
     if report.has_errors() {

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use replication_core::validate::validate;
 
 use crate::domain::{self, report_json, report_text};
-use crate::output::{self, EXIT_INVALID, EXIT_UNUSABLE, Format};
+use crate::output::{self, EXIT_INVALID, Format};
 
 /// Arguments of `m2m validate`.
 #[derive(Debug, clap::Args)]
@@ -21,15 +21,9 @@ pub(crate) struct Args {
 /// Runs `m2m validate`.
 pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let file = args.file.display().to_string();
-    let cfg = match domain::load(&args.file) {
+    let cfg = match domain::load_for(&args.file, args.format)? {
         Ok(cfg) => cfg,
-        Err(e) => {
-            match args.format {
-                Format::Json => output::print_json(&e.to_json())?,
-                Format::Text => eprintln!("error: {e}"),
-            }
-            return Ok(output::exit(EXIT_UNUSABLE));
-        }
+        Err(code) => return Ok(code),
     };
     let report = validate(&cfg);
     match args.format {
