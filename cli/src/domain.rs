@@ -94,12 +94,26 @@ pub(crate) fn load(path: &Path) -> Result<DomainConfig, LoadError> {
     })
 }
 
-/// Reads and parses (but does not validate) the domain file at `path` for a command with a
-/// `--format`. When it cannot be used, the problem is printed (`format` JSON: on stdout, as
+/// A domain file read, parsed and checked against every rule.
+#[derive(Debug)]
+pub(crate) struct Checked {
+    /// The path as given.
+    pub(crate) file: String,
+    /// The parsed domain.
+    pub(crate) cfg: DomainConfig,
+    /// What validation found (it may hold errors).
+    pub(crate) report: Report,
+}
+
+/// Reads, parses and validates the domain file at `path` for a command with a `--format`.
+/// When the file cannot be used at all, the problem is printed (`format` JSON: on stdout, as
 /// [`LoadError::to_json`]; text: on stderr) and the exit code 2 is returned instead.
-pub(crate) fn load_for(path: &Path, format: Format) -> anyhow::Result<Result<DomainConfig, ExitCode>> {
+pub(crate) fn check_for(path: &Path, format: Format) -> anyhow::Result<Result<Checked, ExitCode>> {
     match load(path) {
-        Ok(cfg) => Ok(Ok(cfg)),
+        Ok(cfg) => {
+            let report = replication_core::validate::validate(&cfg);
+            Ok(Ok(Checked { file: path.display().to_string(), cfg, report }))
+        }
         Err(e) => {
             match format {
                 Format::Json => output::print_json(&e.to_json())?,

@@ -3,9 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use replication_core::validate::validate;
-
-use crate::domain::{self, report_json, report_text};
+use crate::domain::{self, Checked, report_json, report_text};
 use crate::output::{self, EXIT_INVALID, Format};
 
 /// Arguments of `m2m validate`.
@@ -20,12 +18,10 @@ pub(crate) struct Args {
 
 /// Runs `m2m validate`.
 pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
-    let file = args.file.display().to_string();
-    let cfg = match domain::load_for(&args.file, args.format)? {
-        Ok(cfg) => cfg,
+    let Checked { file, cfg, report } = match domain::check_for(&args.file, args.format)? {
+        Ok(checked) => checked,
         Err(code) => return Ok(code),
     };
-    let report = validate(&cfg);
     match args.format {
         Format::Json => output::print_json(&report_json(&file, &cfg, &report))?,
         Format::Text => output::emit(&report_text(&file, &cfg, &report)),
