@@ -194,4 +194,12 @@ mod tests {
         assert!(!text.contains("NaN") && !text.contains(" - "), "{text}");
         assert!(report.svg().ends_with("</svg>\n"));
     }
+
+    /// A run that measured no latency curve (`--only failover --svg FILE`) still gets its plot.
+    #[test]
+    fn a_plot_without_latency_curves_is_drawn() {
+        let mut report = full_report();
+        report.latency_curves_us = Curves::default();
+        assert!(report.svg().ends_with("</svg>\n"));
+    }
 }

@@ -29,7 +29,8 @@ impl Report {
             .flat_map(|(_, v, _)| v.iter().copied())
             .filter(|v| v.is_finite() && *v > 0.0)
             .collect();
-        let lo = all.iter().copied().fold(f64::INFINITY, f64::min).max(1.0).log10().floor();
+        // No curve measured (`--only failover`): the axis of one decade from 1 µs.
+        let lo = all.iter().copied().reduce(f64::min).unwrap_or(1.0).max(1.0).log10().floor();
         let hi = all.iter().copied().fold(1.0, f64::max).log10().ceil().max(lo + 1.0);
         let xs = |v: f64| x0 + (v.max(1.0).log10() - lo) / (hi - lo) * pw;
         // "Nines" scale: p50, p90, p99 and p99.9 equally spaced.
