@@ -14,6 +14,7 @@ use super::memory::MemoryFigure;
 use super::stats::{CURVE_POINTS, Curves};
 use super::{FAILURE_TIMEOUT_MS, MemoryKind, Plan};
 
+/// A target of the benchmark and whether the run met it (`None`: not measured).
 #[derive(Debug, Serialize)]
 struct Target {
     name: String,
@@ -22,6 +23,7 @@ struct Target {
     met: Option<bool>,
 }
 
+/// Everything a benchmark found; its JSON form is `m2m bench --json`.
 #[derive(Debug, Serialize)]
 pub(crate) struct Report {
     quick: bool,
@@ -41,6 +43,8 @@ pub(crate) struct Report {
 }
 
 impl Report {
+    /// The report of `runs` runs of `plan`: `median` of the figures of `each_run`, the memory
+    /// figures, the latency curves of the last run; ratios and targets computed from them.
     pub(crate) fn new(
         plan: &Plan,
         runs: u32,
@@ -103,7 +107,7 @@ impl Report {
     }
 
     /// The median of figure `k` (NaN when it was not measured).
-    pub(crate) fn g(&self, k: Figure) -> f64 {
+    fn g(&self, k: Figure) -> f64 {
         self.median.get(k)
     }
 
