@@ -1,10 +1,14 @@
-//! Reading a domain file, shared by every subcommand that takes one.
+//! Reading a domain file and reporting its validation, shared by every subcommand that takes one.
 
 use std::fmt;
 use std::path::Path;
+use std::process::ExitCode;
 
+use replication_core::validate::Report;
 use replication_core::{DomainConfig, Error};
 use serde_json::{Value, json};
+
+use crate::output::{self, Format};
 
 /// Why a domain file cannot be used at all (exit code 2).
 #[derive(Debug)]
@@ -90,6 +94,36 @@ pub(crate) fn load(path: &Path) -> Result<DomainConfig, LoadError> {
     })
 }
 
+/// A domain file read, parsed and checked against every rule.
+#[derive(Debug)]
+pub(crate) struct Checked {
+    /// The path as given.
+    pub(crate) file: String,
+    /// The parsed domain.
+    pub(crate) cfg: DomainConfig,
+    /// What validation found (it may hold errors).
+    pub(crate) report: Report,
+}
+
+/// Reads, parses and validates the domain file at `path` for a command with a `--format`.
+/// When the file cannot be used at all, the problem is printed (`format` JSON: on stdout, as
+/// [`LoadError::to_json`]; text: on stderr) and the exit code 2 is returned instead.
+pub(crate) fn check_for(path: &Path, format: Format) -> anyhow::Result<Result<Checked, ExitCode>> {
+    match load(path) {
+        Ok(cfg) => {
+            let report = replication_core::validate::validate(&cfg);
+            Ok(Ok(Checked { file: path.display().to_string(), cfg, report }))
+        }
+        Err(e) => {
+            match format {
+                Format::Json => output::print_json(&e.to_json())?,
+                Format::Text => eprintln!("error: {e}"),
+            }
+            Ok(Err(output::exit(output::EXIT_UNUSABLE)))
+        }
+    }
+}
+
 /// 1-based line and column just after `before` (which is valid UTF-8 up to its end).
 fn line_col(before: &[u8]) -> (usize, usize) {
     let text = String::from_utf8_lossy(before);
@@ -101,7 +135,7 @@ fn line_col(before: &[u8]) -> (usize, usize) {
 /// Reads, parses and validates the domain file at `path` for a command that needs a usable
 /// domain. On failure the problem is printed to stderr and the exit code is returned: 2 when
 /// the file cannot be read or parsed, 1 when it breaks a rule. Warnings are printed and pass.
-pub(crate) fn load_valid(path: &Path) -> Result<DomainConfig, std::process::ExitCode> {
+pub(crate) fn load_valid(path: &Path) -> Result<DomainConfig, ExitCode> {
     let file = path.display().to_string();
     let cfg = load(path).map_err(|e| {
         eprintln!("{e}");
@@ -109,13 +143,49 @@ pub(crate) fn load_valid(path: &Path) -> Result<DomainConfig, std::process::Exit
     })?;
     let report = replication_core::validate::validate(&cfg);
     if report.has_errors() {
-        eprint!("{}", crate::cmd::validate::report_text(&file, &cfg, &report));
+        eprint!("{}", report_text(&file, &cfg, &report));
         return Err(crate::output::exit(crate::output::EXIT_INVALID));
     }
     for w in report.warnings() {
         eprintln!("{w}");
     }
     Ok(cfg)
+}
+
+/// The validation result as JSON: `{"file", "valid", "domain", "topology", "nodes", "errors",
+/// "warnings"}`; each violation is `{"code", "severity", "message", "members"}`.
+pub(crate) fn report_json(file: &str, cfg: &DomainConfig, report: &Report) -> Value {
+    json!({
+        "file": file,
+        "valid": !report.has_errors(),
+        "domain": cfg.domain.name,
+        "topology": cfg.topology().as_str(),
+        "nodes": cfg.nodes.len(),
+        "errors": report.errors().collect::<Vec<_>>(),
+        "warnings": report.warnings().collect::<Vec<_>>(),
+    })
+}
+
+/// The validation result for people: a summary line, then one line per violation.
+pub(crate) fn report_text(file: &str, cfg: &DomainConfig, report: &Report) -> String {
+    let errors = report.errors().count();
+    let warnings = report.warnings().count();
+    let mut out = if errors == 0 {
+        format!(
+            "{file}: valid: domain {} ({}, {} node(s), replicas {}), {warnings} warning(s)\n",
+            cfg.domain.name,
+            cfg.topology(),
+            cfg.nodes.len(),
+            cfg.domain.replicas
+        )
+    } else {
+        format!("{file}: invalid: {errors} error(s), {warnings} warning(s)\n")
+    };
+    for v in &report.violations {
+        out.push_str(&output::violation_line(v));
+        out.push('\n');
+    }
+    out
 }
 
 #[cfg(test)]

@@ -48,11 +48,7 @@ pub(crate) enum TransportArg {
 /// Runs `m2m demo`.
 pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
     crate::logging::init("warn");
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("cannot start the tokio runtime")?;
+    let rt = super::runtime()?;
     let lost = rt.block_on(demo(args))?;
     Ok(if lost == 0 { ExitCode::SUCCESS } else { output::exit(EXIT_FAILED) })
 }

@@ -8,3 +8,13 @@ pub(crate) mod plan;
 pub(crate) mod session;
 pub(crate) mod status;
 pub(crate) mod validate;
+
+/// The tokio runtime of a subcommand that runs nodes or measures them: two worker threads.
+pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    use anyhow::Context as _;
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the tokio runtime")
+}

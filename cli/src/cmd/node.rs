@@ -133,11 +133,7 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
         },
     };
     crate::logging::init("info");
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("cannot start the tokio runtime")?;
+    let rt = super::runtime()?;
     match rt.block_on(serve(args, cfg, admin, token)) {
         Ok(()) => Ok(ExitCode::SUCCESS),
         Err(e) => {

@@ -7,13 +7,12 @@ use std::process::ExitCode;
 
 use anyhow::bail;
 use replication_core::placement::{Placement, WhatIf};
-use replication_core::validate::{Violation, validate};
+use replication_core::validate::Violation;
 use replication_core::{DomainConfig, NodeId};
 use serde::Serialize;
 
-use crate::cmd::validate::{report_json, report_text};
-use crate::domain;
-use crate::output::{self, EXIT_INVALID, EXIT_UNUSABLE, Format, Table};
+use crate::domain::{self, Checked, report_json, report_text};
+use crate::output::{self, EXIT_INVALID, Format, Table};
 
 /// Most synthetic sessions `--sessions` accepts.
 const MAX_SESSIONS: u32 = 1_000_000;
@@ -81,18 +80,10 @@ struct Plan<'a> {
 
 /// Runs `m2m plan`.
 pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
-    let file = args.file.display().to_string();
-    let cfg = match domain::load(&args.file) {
-        Ok(cfg) => cfg,
-        Err(e) => {
-            match args.format {
-                Format::Json => output::print_json(&e.to_json())?,
-                Format::Text => eprintln!("error: {e}"),
-            }
-            return Ok(output::exit(EXIT_UNUSABLE));
-        }
+    let Checked { file, cfg, report } = match domain::check_for(&args.file, args.format)? {
+        Ok(checked) => checked,
+        Err(code) => return Ok(code),
     };
-    let report = validate(&cfg);
     if report.has_errors() {
         match args.format {
             Format::Json => output::print_json(&report_json(&file, &cfg, &report))?,

@@ -1,0 +1,310 @@
+//! Failover: the owner, a child process, killed with SIGKILL; the time until the survivors own
+//! every session.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use session_api::{DomainConfig, SessionManager};
+
+use super::cluster::{bench_domain, create_many, start_node, wait_peers_up, wait_until};
+use super::{FAILURE_TIMEOUT_MS, sync};
+
+/// When the failover's steps happened on one node (from its metrics hook: an event is seen
+/// when the driver drains the engine after the step that produced it).
+#[derive(Clone, Debug, Default)]
+struct NodeTrace {
+    down: Option<Instant>,
+    first_gained: Option<Instant>,
+    last_gained: Option<Instant>,
+    gained: usize,
+}
+
+/// Timestamps of the failover's steps per node, recorded by the nodes' metrics hooks from
+/// `start` on (where the time goes between the kill and the last session owned).
+#[derive(Debug, Default)]
+pub(crate) struct Trace {
+    nodes: std::sync::Mutex<(Option<Instant>, BTreeMap<String, NodeTrace>)>,
+}
+
+impl Trace {
+    fn start(&self, t0: Instant) {
+        if let Ok(mut g) = self.nodes.lock() {
+            *g = (Some(t0), BTreeMap::new());
+        }
+    }
+
+    pub(crate) fn record(&self, node: &str, ev: &session_api::NodeEvent) {
+        let Ok(mut g) = self.nodes.lock() else { return };
+        if g.0.is_none() {
+            return;
+        }
+        let now = Instant::now();
+        let t = g.1.entry(node.to_owned()).or_default();
+        match ev {
+            session_api::NodeEvent::Core(replication_core::Event::PeerDown { .. }) => {
+                t.down.get_or_insert(now);
+            }
+            session_api::NodeEvent::Core(replication_core::Event::OwnershipGained { .. }) => {
+                t.first_gained.get_or_insert(now);
+                t.last_gained = Some(now);
+                t.gained += 1;
+            }
+            other => {
+                if std::env::var_os("M2M_BENCH_TRACE").is_some() {
+                    let t0 = g.0.unwrap_or(now);
+                    eprintln!(
+                        "    trace {node} {:.1} ms: {other:?}",
+                        now.saturating_duration_since(t0).as_secs_f64() * 1e3
+                    );
+                }
+            }
+        }
+    }
+
+    fn of(&self, node: &str) -> NodeTrace {
+        self.nodes.lock().ok().and_then(|g| g.1.get(node).cloned()).unwrap_or_default()
+    }
+
+    /// Ownerships gained on every node since `start`, and when the last one was.
+    fn gained(&self) -> (usize, Option<Instant>) {
+        let Ok(g) = self.nodes.lock() else { return (0, None) };
+        (g.1.values().map(|t| t.gained).sum(), g.1.values().filter_map(|t| t.last_gained).max())
+    }
+}
+
+/// Three nodes; `n` sessions owned by app1, a process of its own, which is then killed with
+/// SIGKILL. With `closed_links` the survivors fail it when its links close and its address
+/// refuses connections (a crashed process); without, at the failure timeout (as for a host
+/// that went silent). Returns the time until every session is owned by a survivor, and until
+/// a read of one session through its failover target (named in its id) returned it, in
+/// milliseconds, and the sends dropped.
+pub(crate) async fn failover(n: usize, closed_links: bool) -> anyhow::Result<(f64, f64, f64)> {
+    let trace = Arc::new(Trace::default());
+    let extra = if closed_links { "" } else { "closed_link_detection = false\n" };
+    let started = Instant::now();
+    let (text, cfg, mut sockets) = bench_domain("tcp", 3, 1, extra)?;
+    let dir = tempfile::tempdir()?;
+    let certs = dir.path().join("certs");
+    std::fs::create_dir_all(&certs)?;
+    replication_core::tls::init_dir(&cfg, &certs).context("throw-away certificates")?;
+    std::fs::write(dir.path().join("bench.toml"), &text)?;
+    // app1 binds its address in the child.
+    drop(sockets.remove(0));
+    let mut survivors = Vec::new();
+    for (name, socket) in sockets {
+        survivors.push(start_node(&cfg, &certs, &name, socket, sync(1), None, Some(&trace)).await?);
+    }
+    let mut owner = OwnerProcess::spawn(dir.path(), n)?;
+    let ready = owner.line(Duration::from_secs(120)).await.context("the failover owner starting")?;
+    let words: Vec<&str> = ready.split_whitespace().collect();
+    let [_, probe, _, _] = words[..] else { bail!("the failover owner said {ready:?}") };
+    let probe = probe.to_owned();
+    // A domain that has run for a while, as in production (and as the benchmark measured
+    // before a complete view counted as settled at once). Then a write to a backup on each
+    // survivor, so that both heard app1 just before the kill (the silent case is measured
+    // from the last word, as with writes going on).
+    tokio::time::sleep_until((started + Duration::from_millis(FAILURE_TIMEOUT_MS + 200)).into()).await;
+    owner.send("refresh")?;
+    let answer = owner.line(Duration::from_secs(10)).await?;
+    if answer != "refreshed" {
+        bail!("the failover owner said {answer:?}");
+    }
+    let target = probe.rsplit('.').next().unwrap_or_default().to_owned();
+    let reader = survivors.iter().find(|m| m.node().as_str() == target).context("failover target")?.clone();
+    let survivors = [survivors[0].clone(), survivors[1].clone()];
+    let t0 = Instant::now();
+    trace.start(t0);
+    owner.kill()?;
+    if std::env::var_os("M2M_BENCH_PRINT_KILL").is_some() {
+        // For lining a profile up with the kill (`perf record -k CLOCK_MONOTONIC`): the
+        // monotonic clock's reading, which `Instant`'s debug form shows on Linux.
+        eprintln!("    failover: kill at {t0:?}");
+    }
+    let read = tokio::spawn(async move {
+        loop {
+            if let Ok(Some(_)) = reader.get(&probe).await {
+                return Instant::now();
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    });
+    // The end is taken from the nodes' event hooks (the instant each `OwnershipGained` left
+    // the engine), not by polling `metrics()`: its `owned` count walks every session on the
+    // node's driver task, which is the task doing the failover (polling every 2 ms took about
+    // 5% of the CPU of the run). The counts are checked once after, and polled only if they
+    // disagree.
+    let owned = |survivors: [SessionManager; 2]| async move {
+        let mut owned = 0;
+        for m in &survivors {
+            owned += m.metrics().await?.core.owned;
+        }
+        anyhow::Ok(owned)
+    };
+    let tr = trace.clone();
+    wait_until(Duration::from_secs(20), Duration::from_millis(1), || {
+        let done = tr.gained().0 >= n;
+        async move { Ok(done) }
+    })
+    .await
+    .context("failover")?;
+    let all = match trace.gained().1 {
+        Some(last) if owned(survivors.clone()).await? >= n => last,
+        _ => wait_until(Duration::from_secs(20), Duration::from_millis(2), || {
+            let survivors = survivors.clone();
+            async move { Ok(owned(survivors).await? >= n) }
+        })
+        .await
+        .context("failover")?,
+    };
+    let first = read.await?;
+    let mut dropped = 0;
+    let ms = |t: Instant| t.saturating_duration_since(t0).as_secs_f64() * 1e3;
+    let ms_before = |t: Instant| t0.saturating_duration_since(t).as_secs_f64() * 1e3;
+    for m in &survivors {
+        let m = m.metrics().await?;
+        let node = m.node.as_ref().map(|n| n.to_string()).unwrap_or_default();
+        let heard = m.peers.iter().find(|p| p.node.as_str() == "app1").and_then(|p| p.last_heard);
+        let t = trace.of(&node);
+        eprintln!(
+            "    failover {node}: app1 last heard {:.1} ms before the kill, PeerDown out at {:.1} ms \
+             ({:.1} ms after last heard + failure timeout; emitted after the step, first replan pass \
+             included), first session owned at {:.1} ms, last at {:.1} ms \
+             ({} gained)",
+            heard.map_or(f64::NAN, ms_before),
+            t.down.map_or(f64::NAN, ms),
+            match (t.down, heard) {
+                (Some(d), Some(h)) =>
+                    (d.saturating_duration_since(h).as_secs_f64() * 1e3) - FAILURE_TIMEOUT_MS as f64,
+                _ => f64::NAN,
+            },
+            t.first_gained.map_or(f64::NAN, ms),
+            t.last_gained.map_or(f64::NAN, ms),
+            t.gained,
+        );
+        dropped += m.send_queue_full;
+        eprintln!(
+            "    failover: {} failovers, {} sends dropped on a full transport queue, {} messages sent",
+            m.core.failovers, m.send_queue_full, m.messages_sent
+        );
+    }
+    for m in &survivors {
+        let _ = m.abort().await;
+    }
+    Ok((
+        all.duration_since(t0).as_secs_f64() * 1e3,
+        first.duration_since(t0).as_secs_f64() * 1e3,
+        dropped as f64,
+    ))
+}
+
+/// The failover benchmark's owner process (`m2m bench --failover-child DIR`): lines from its
+/// standard output, lines to its standard input; killed (SIGKILL) when dropped.
+struct OwnerProcess {
+    child: std::process::Child,
+    stdin: std::process::ChildStdin,
+    lines: tokio::sync::mpsc::Receiver<String>,
+}
+
+impl OwnerProcess {
+    fn spawn(dir: &std::path::Path, n: usize) -> anyhow::Result<OwnerProcess> {
+        let exe = std::env::current_exe().context("the m2m executable")?;
+        let mut child = std::process::Command::new(exe)
+            .arg("bench")
+            .arg("--failover-child")
+            .arg(dir)
+            .args(["--failover-sessions", &n.to_string()])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .context("starting the failover owner process")?;
+        let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("the failover owner process has no pipes");
+        };
+        Ok(OwnerProcess { child, stdin, lines: line_reader(stdout) })
+    }
+
+    /// The next line it prints, within `limit`.
+    async fn line(&mut self, limit: Duration) -> anyhow::Result<String> {
+        match tokio::time::timeout(limit, self.lines.recv()).await {
+            Ok(Some(line)) => Ok(line),
+            Ok(None) => bail!("the failover owner process exited ({:?})", self.child.try_wait()),
+            Err(_) => bail!("the failover owner process said nothing for {limit:?}"),
+        }
+    }
+
+    fn send(&mut self, line: &str) -> anyhow::Result<()> {
+        use std::io::Write as _;
+        writeln!(self.stdin, "{line}").context("writing to the failover owner process")?;
+        self.stdin.flush()?;
+        Ok(())
+    }
+
+    /// SIGKILL, and reaps it.
+    fn kill(&mut self) -> anyhow::Result<()> {
+        self.child.kill().context("killing the failover owner process")?;
+        self.child.wait()?;
+        Ok(())
+    }
+}
+
+impl Drop for OwnerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The lines of a blocking reader (a pipe), read on a thread of their own, until it ends or
+/// fails or the receiver is dropped.
+fn line_reader(r: impl std::io::Read + Send + 'static) -> tokio::sync::mpsc::Receiver<String> {
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    std::thread::spawn(move || {
+        use std::io::BufRead as _;
+        for line in std::io::BufReader::new(r).lines() {
+            let Ok(line) = line else { break };
+            if tx.blocking_send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// The owner of the failover benchmark in a child process (`--failover-child DIR`): starts
+/// app1 of `DIR/bench.toml` (certificates in `DIR/certs`), creates `n` sessions and prints
+/// `ready PROBE ID2 ID3`: a session to read back after the failover, and one backed up on
+/// app2 and one on app3. For each `refresh` on its standard input it writes to those two
+/// (so that both survivors hear it just before the kill) and prints `refreshed`. It runs
+/// until it is killed, or leaves when its standard input closes (the benchmark is gone).
+pub(crate) async fn failover_child(dir: &std::path::Path, n: usize) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(dir.join("bench.toml")).context("the failover domain file")?;
+    let cfg = DomainConfig::parse(&text, "bench.toml").context("the failover domain file")?;
+    let node = SessionManager::builder(cfg, "app1")
+        .certs_dir(dir.join("certs"))
+        .ack(sync(1))
+        .start()
+        .await
+        .context("starting app1")?;
+    wait_peers_up(std::slice::from_ref(&node), 2).await?;
+    let ids = create_many(&node, n).await?;
+    let probe = ids.first().cloned().context("no session")?;
+    let last = ["app2", "app3"].map(|t| {
+        ids.iter().find(|id| id.ends_with(&format!(".{t}"))).cloned().unwrap_or_else(|| probe.clone())
+    });
+    println!("ready {probe} {} {}", last[0], last[1]);
+    let mut rx = line_reader(std::io::stdin());
+    while let Some(line) = rx.recv().await {
+        if line.trim() == "refresh" {
+            for id in &last {
+                node.update(id, |s| s.set("refresh", &1u8)).await?;
+            }
+            println!("refreshed");
+        }
+    }
+    let _ = node.abort().await;
+    Ok(())
+}

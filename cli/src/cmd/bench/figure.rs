@@ -1,0 +1,358 @@
+//! The names of the benchmark's figures, as a type: a figure is looked up by what was
+//! measured, not by a string, so a report cannot ask for a name no measurement writes. Their
+//! text (`tcp.sync.c64.ops_per_s`, `raw.tls.acked.msgs_per_s`, ...) is the key of each figure
+//! in `m2m bench --json`, which scripts read; `json_keys_match_the_published_report` in
+//! `report` holds it to `docs/benchmarks/latest.json`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Serialize, Serializer};
+
+use super::baselines::pingpong::Placement;
+
+/// An m2m transport between the benchmark's nodes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Carrier {
+    /// TLS over TCP.
+    Tcp,
+    /// QUIC.
+    Quic,
+}
+
+impl Carrier {
+    /// Both, in the order they are measured.
+    pub(crate) const ALL: [Carrier; 2] = [Carrier::Tcp, Carrier::Quic];
+
+    /// The name in figures, in the domain file's `transport` and in `--only`.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Carrier::Tcp => "tcp",
+            Carrier::Quic => "quic",
+        }
+    }
+}
+
+/// The connection of a raw baseline.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Link {
+    /// Plain TCP.
+    Tcp,
+    /// TLS 1.3 over TCP (rustls).
+    Tls,
+    /// QUIC (quinn).
+    Quinn,
+}
+
+impl Link {
+    const ALL: [Link; 3] = [Link::Tcp, Link::Tls, Link::Quinn];
+}
+
+/// How many sessions (or Redis clients) run at once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Conc {
+    /// One.
+    C1,
+    /// Sixteen.
+    C16,
+    /// Sixty-four.
+    C64,
+}
+
+impl Conc {
+    /// The number.
+    pub(crate) fn n(self) -> usize {
+        match self {
+            Conc::C1 => 1,
+            Conc::C16 => 16,
+            Conc::C64 => 64,
+        }
+    }
+}
+
+/// A latency percentile.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Pct {
+    /// The median.
+    P50,
+    /// The 99th percentile.
+    P99,
+    /// The 99.9th percentile.
+    P999,
+}
+
+impl Pct {
+    /// All three.
+    pub(crate) const ALL: [Pct; 3] = [Pct::P50, Pct::P99, Pct::P999];
+}
+
+/// A series of latencies, each sample one request at a time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Latency {
+    /// The raw TCP round trip, the two threads placed as given.
+    RawRtt(Placement),
+    /// Redis `SET` + `WAIT 1 0`, one client.
+    Redis,
+    /// m2m synchronous updates, one session.
+    Sync(Carrier),
+    /// m2m synchronous updates with two backups (TCP), one session.
+    Replicas2,
+}
+
+impl Latency {
+    const ALL: [Latency; 6] = [
+        Latency::RawRtt(Placement::TwoCpus),
+        Latency::RawRtt(Placement::OneCpu),
+        Latency::Redis,
+        Latency::Sync(Carrier::Tcp),
+        Latency::Sync(Carrier::Quic),
+        Latency::Replicas2,
+    ];
+}
+
+/// A rate: messages or operations per second.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Rate {
+    /// Pipelined raw messages.
+    Raw(Link),
+    /// Raw requests, each acknowledged, a window in flight.
+    RawAcked(Link),
+    /// Redis `SET` + `WAIT 1 0`.
+    Redis(Conc),
+    /// m2m synchronous updates.
+    Sync(Carrier, Conc),
+    /// m2m synchronous updates with two backups (TCP), 64 sessions.
+    Replicas2,
+    /// m2m updates acknowledged before replication (TCP).
+    Async(Conc),
+}
+
+/// How the failover's owner is lost.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Loss {
+    /// A crashed process: its links close, its address refuses connections.
+    Crashed,
+    /// A silent node: failed at the failure timeout.
+    Silent,
+}
+
+impl Loss {
+    /// Both, in the order they are measured.
+    pub(crate) const ALL: [Loss; 2] = [Loss::Crashed, Loss::Silent];
+
+    /// The phase's name in the progress lines.
+    pub(crate) fn phase(self) -> &'static str {
+        match self {
+            Loss::Crashed => "failover",
+            Loss::Silent => "failover, silent node",
+        }
+    }
+}
+
+/// What the failover benchmark measures of one loss.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum FailoverMetric {
+    /// Sends dropped on a full transport queue.
+    SendQueueFull,
+    /// Milliseconds from the kill until every session is owned by a survivor.
+    AllOwnedMs,
+    /// Milliseconds from the kill until a read through the failover target returned.
+    FirstReadMs,
+}
+
+/// What the re-replication benchmark measures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum RerepMetric {
+    /// Sessions per second, from the failure detection to the last copy.
+    SessionsPerS,
+    /// Sessions re-replicated.
+    Sessions,
+    /// Milliseconds from the kill to the last copy.
+    FromKillMs,
+}
+
+/// One figure of a run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Figure {
+    /// A percentile of a latency series, in microseconds.
+    Latency(Latency, Pct),
+    /// A rate.
+    Rate(Rate),
+    /// Sessions the failover owner holds.
+    FailoverSessions,
+    /// A figure of one failover.
+    Failover(Loss, FailoverMetric),
+    /// A figure of re-replication.
+    Rereplication(RerepMetric),
+}
+
+impl Figure {
+    /// Every figure a full run (with `--redis`) measures.
+    pub(crate) fn all() -> Vec<Figure> {
+        let mut v = Vec::new();
+        for l in Latency::ALL {
+            v.extend(Pct::ALL.map(|p| Figure::Latency(l, p)));
+        }
+        for l in Link::ALL {
+            v.extend([Rate::Raw(l), Rate::RawAcked(l)].map(Figure::Rate));
+        }
+        v.extend([Conc::C1, Conc::C16].map(|c| Figure::Rate(Rate::Redis(c))));
+        for t in Carrier::ALL {
+            v.extend([Conc::C1, Conc::C16, Conc::C64].map(|c| Figure::Rate(Rate::Sync(t, c))));
+        }
+        v.push(Figure::Rate(Rate::Replicas2));
+        v.extend([Conc::C1, Conc::C64].map(|c| Figure::Rate(Rate::Async(c))));
+        v.push(Figure::FailoverSessions);
+        for loss in Loss::ALL {
+            v.extend(
+                [FailoverMetric::SendQueueFull, FailoverMetric::AllOwnedMs, FailoverMetric::FirstReadMs]
+                    .map(|m| Figure::Failover(loss, m)),
+            );
+        }
+        v.extend(
+            [RerepMetric::SessionsPerS, RerepMetric::Sessions, RerepMetric::FromKillMs]
+                .map(Figure::Rereplication),
+        );
+        v
+    }
+}
+
+impl fmt::Display for Conc {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "c{}", self.n())
+    }
+}
+
+impl fmt::Display for Pct {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Pct::P50 => "p50",
+            Pct::P99 => "p99",
+            Pct::P999 => "p999",
+        })
+    }
+}
+
+impl fmt::Display for Link {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Link::Tcp => "tcp",
+            Link::Tls => "tls",
+            Link::Quinn => "quinn",
+        })
+    }
+}
+
+impl fmt::Display for Latency {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Latency::RawRtt(Placement::TwoCpus) => f.write_str("raw.tcp.rtt"),
+            Latency::RawRtt(Placement::OneCpu) => f.write_str("raw.tcp.rtt_one_cpu"),
+            Latency::Redis => f.write_str("redis.c1"),
+            Latency::Sync(t) => write!(f, "{}.sync.c1", t.as_str()),
+            Latency::Replicas2 => f.write_str("tcp.replicas2.c1"),
+        }
+    }
+}
+
+impl fmt::Display for Rate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Rate::Raw(l) => write!(f, "raw.{l}.msgs_per_s"),
+            Rate::RawAcked(l) => write!(f, "raw.{l}.acked.msgs_per_s"),
+            Rate::Redis(c) => write!(f, "redis.{c}.ops_per_s"),
+            Rate::Sync(t, c) => write!(f, "{}.sync.{c}.ops_per_s", t.as_str()),
+            Rate::Replicas2 => f.write_str("tcp.replicas2.c64.ops_per_s"),
+            Rate::Async(c) => write!(f, "tcp.async.{c}.ops_per_s"),
+        }
+    }
+}
+
+/// The key of each figure in `m2m bench --json`.
+impl fmt::Display for Figure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Figure::Latency(l, p) => write!(f, "{l}.{p}_us"),
+            Figure::Rate(r) => write!(f, "{r}"),
+            Figure::FailoverSessions => f.write_str("failover.sessions"),
+            Figure::Failover(loss, m) => {
+                f.write_str(match loss {
+                    Loss::Crashed => "failover.",
+                    Loss::Silent => "failover.silent.",
+                })?;
+                f.write_str(match m {
+                    FailoverMetric::SendQueueFull => "send_queue_full",
+                    FailoverMetric::AllOwnedMs => "all_owned_ms",
+                    FailoverMetric::FirstReadMs => "first_read_ms",
+                })
+            }
+            Figure::Rereplication(m) => f.write_str(match m {
+                RerepMetric::SessionsPerS => "rereplication.sessions_per_s",
+                RerepMetric::Sessions => "rereplication.sessions",
+                RerepMetric::FromKillMs => "rereplication.from_kill_ms",
+            }),
+        }
+    }
+}
+
+/// One run's figures (or their medians). In JSON an object from each figure's key to its
+/// value, in the order of the keys.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub(crate) struct Figures(BTreeMap<Figure, f64>);
+
+impl Figures {
+    /// Records `value` as `figure`.
+    pub(crate) fn insert(&mut self, figure: Figure, value: f64) {
+        debug_assert!(Figure::all().contains(&figure), "{figure} is not a figure of the benchmark");
+        self.0.insert(figure, value);
+    }
+
+    /// The value of `figure`, NaN when it was not measured.
+    pub(crate) fn get(&self, figure: Figure) -> f64 {
+        debug_assert!(Figure::all().contains(&figure), "{figure} is not a figure of the benchmark");
+        self.0.get(&figure).copied().unwrap_or(f64::NAN)
+    }
+
+    /// The value of `figure` if it was measured.
+    pub(crate) fn measured(&self, figure: Figure) -> Option<f64> {
+        self.0.get(&figure).copied()
+    }
+
+    /// The figures measured, in order.
+    pub(crate) fn keys(&self) -> impl Iterator<Item = Figure> + '_ {
+        self.0.keys().copied()
+    }
+}
+
+impl FromIterator<(Figure, f64)> for Figures {
+    fn from_iter<I: IntoIterator<Item = (Figure, f64)>>(iter: I) -> Figures {
+        Figures(iter.into_iter().collect())
+    }
+}
+
+impl Serialize for Figures {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let by_key: BTreeMap<String, f64> = self.0.iter().map(|(k, v)| (k.to_string(), *v)).collect();
+        by_key.serialize(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_distinct_and_in_the_published_form() {
+        let all = Figure::all();
+        let keys: std::collections::BTreeSet<String> = all.iter().map(Figure::to_string).collect();
+        assert_eq!(keys.len(), all.len(), "two figures share a key");
+        for k in [
+            "tcp.sync.c64.ops_per_s",
+            "raw.tls.acked.msgs_per_s",
+            "raw.tcp.rtt_one_cpu.p999_us",
+            "failover.silent.all_owned_ms",
+        ] {
+            assert!(keys.contains(k), "{k}");
+        }
+    }
+}

@@ -1,0 +1,304 @@
+//! `m2m bench`: the performance benchmark of m2m, with its baselines measured in the same run.
+//!
+//! - Baselines: raw TCP request/acknowledge ping-pong of 1 KiB on loopback (plain tokio
+//!   `TcpStream`, no TLS), raw pipelined TCP throughput, the same over TLS 1.3 (rustls,
+//!   what encryption alone costs) and raw quinn throughput of 1 KiB messages on one
+//!   connection; the same three with an 8-byte acknowledgement per message and 64 in flight
+//!   (the transport's share of a synchronous update at concurrency 64); and (with
+//!   `--redis ADDR`) a Redis primary with one replica
+//!   doing `SET` + `WAIT 1 0` from a small RESP client.
+//! - m2m: synchronous session updates (1 KiB delta, 1 backup) over TLS/TCP and QUIC between
+//!   nodes of this process on loopback (throw-away certificates): latency at concurrency 1,
+//!   throughput at 1, 16 and 64 concurrent sessions; replicas 2; async acknowledgement.
+//! - Memory: bytes per session copy (owner and backup) against a plain
+//!   `HashMap<String, Vec<u8>>` holding the same data, each measured as the VmRSS growth of a
+//!   fresh child process (`/proc/self/status`).
+//! - Failover (the owner, a child process, is killed with SIGKILL) and re-replication after a
+//!   backup holder is lost (stopped with `abort()` in-process, like a crash without a
+//!   graceful leave).
+//!
+//! Every figure is the median over `--runs` runs (memory: one run).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use session_api::AckPolicy;
+
+use self::baselines::acked::{WINDOW, raw_quinn_acked, raw_tcp_acked};
+use self::baselines::pingpong::{Placement, raw_tcp_pingpong};
+use self::baselines::pipelined::{raw_quinn, raw_tcp_pipelined, raw_tls_pipelined};
+use self::baselines::redis::redis_set_wait;
+use self::cluster::{Cluster, updates};
+use self::failover::{failover, failover_child};
+use self::figure::{
+    Carrier, Conc, FailoverMetric, Figure, Figures, Latency, Link, Loss, Pct, Rate, RerepMetric,
+};
+use self::memory::{memory, memory_child};
+use self::report::Report;
+use self::rereplication::rereplication;
+use self::stats::{Curves, Lat, curve, lat, median_figures};
+
+mod baselines;
+mod cluster;
+mod failover;
+mod figure;
+mod memory;
+mod report;
+mod rereplication;
+mod stats;
+
+/// The payload of every message and session: 1 KiB.
+const PAYLOAD: usize = 1024;
+/// Heartbeat and failure timeout of the benchmark domains (as in `m2m demo`).
+const HEARTBEAT_MS: u64 = 50;
+const FAILURE_TIMEOUT_MS: u64 = 300;
+
+/// Arguments of `m2m bench`.
+#[derive(Debug, clap::Args)]
+#[command(after_help = "Exit codes: 0 the benchmark ran; 1 a measurement failed; 2 bad arguments.")]
+pub(crate) struct Args {
+    /// A short smoke run (fewer rounds, shorter phases, 100,000 sessions for memory).
+    #[arg(long)]
+    pub(crate) quick: bool,
+    /// Runs to take the median of (default 3, 1 with --quick).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=20))]
+    pub(crate) runs: Option<u32>,
+    /// Also write every figure as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) json: Option<PathBuf>,
+    /// Also write the plot (latency distribution, throughput by concurrency) as SVG here.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) svg: Option<PathBuf>,
+    /// A Redis primary (with one replica attached) for the SET + WAIT 1 baseline.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub(crate) redis: Option<String>,
+    /// Sessions for the memory figure (default 1,000,000; 100,000 with --quick).
+    #[arg(long)]
+    pub(crate) memory_sessions: Option<usize>,
+    /// Run only these parts (comma-separated: raw, redis, tcp, quic, replicas2, async,
+    /// failover, rerep, memory); for profiling.
+    #[arg(long, value_delimiter = ',')]
+    pub(crate) only: Vec<String>,
+    /// Internal: measure memory of one kind in this (child) process and print it.
+    #[arg(long, hide = true, value_enum)]
+    pub(crate) memory_child: Option<MemoryKind>,
+    /// Internal: run the failover benchmark's owner, app1 of `DIR/bench.toml`, in this
+    /// (child) process until it is killed.
+    #[arg(long, hide = true, value_name = "DIR")]
+    pub(crate) failover_child: Option<PathBuf>,
+    /// Internal: the sessions the failover child creates.
+    #[arg(long, hide = true)]
+    pub(crate) failover_sessions: Option<usize>,
+}
+
+/// What a memory child measures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum MemoryKind {
+    /// A plain `HashMap<String, Vec<u8>>`.
+    Hashmap,
+    /// An owner and a backup node holding the sessions.
+    M2m,
+}
+
+/// Phase lengths and counts.
+#[derive(Clone, Copy, Debug)]
+struct Plan {
+    rounds: usize,
+    messages: usize,
+    phase: Duration,
+    failover_sessions: usize,
+    rerep_sessions: usize,
+    memory_sessions: usize,
+}
+
+impl Plan {
+    /// The phases of `--quick`.
+    const QUICK: Plan = Plan {
+        rounds: 2_000,
+        messages: 50_000,
+        phase: Duration::from_millis(700),
+        failover_sessions: 1_000,
+        rerep_sessions: 20_000,
+        memory_sessions: 100_000,
+    };
+
+    /// The phases of a full run.
+    const FULL: Plan = Plan {
+        rounds: 20_000,
+        messages: 200_000,
+        phase: Duration::from_secs(3),
+        failover_sessions: 10_000,
+        rerep_sessions: 100_000,
+        memory_sessions: 1_000_000,
+    };
+
+    fn new(args: &Args) -> Plan {
+        let mut p = if args.quick { Plan::QUICK } else { Plan::FULL };
+        if let Some(n) = args.memory_sessions {
+            p.memory_sessions = n.max(1);
+        }
+        p
+    }
+}
+
+/// Runs `m2m bench`.
+pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
+    crate::logging::init("error");
+    let rt = super::runtime()?;
+    let plan = Plan::new(args);
+    if let Some(kind) = args.memory_child {
+        let r = rt.block_on(memory_child(kind, plan.memory_sessions))?;
+        println!("{}", serde_json::to_string(&r)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if let Some(dir) = &args.failover_child {
+        rt.block_on(failover_child(dir, args.failover_sessions.unwrap_or(plan.failover_sessions)))?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let runs = args.runs.unwrap_or(if args.quick { 1 } else { 3 });
+    let mut all: Vec<Figures> = Vec::new();
+    let mut curves = Curves::default();
+    for i in 0..runs {
+        eprintln!("run {}/{runs} ...", i + 1);
+        let (figs, c) = rt.block_on(one_run(&plan, args.redis.as_deref(), &args.only))?;
+        all.push(figs);
+        curves = c;
+    }
+    let memory = if args.only.is_empty() || args.only.iter().any(|o| o == "memory") {
+        eprintln!("memory ({} sessions of 1 KiB, fresh child processes) ...", plan.memory_sessions);
+        memory(args, plan.memory_sessions).unwrap_or_else(|e| {
+            eprintln!("memory: {e:#}");
+            BTreeMap::new()
+        })
+    } else {
+        BTreeMap::new()
+    };
+    let median = median_figures(&all);
+    let report = Report::new(&plan, runs, median, all, memory, curves, args.redis.is_some());
+    print!("{}", report.render());
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_string_pretty(&report)? + "\n")
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    if let Some(path) = &args.svg {
+        std::fs::write(path, report.svg()).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+// ----- one run -----
+
+async fn one_run(plan: &Plan, redis: Option<&str>, only: &[String]) -> anyhow::Result<(Figures, Curves)> {
+    let want = |part: &str| only.is_empty() || only.iter().any(|o| o == part);
+    let mut f = Figures::default();
+    let mut curves = Curves::default();
+    let put_lat = |f: &mut Figures, series: Latency, l: Lat| {
+        for p in Pct::ALL {
+            f.insert(Figure::Latency(series, p), l.at(p));
+        }
+    };
+    let put_rate = |f: &mut Figures, rate: Rate, v: f64| f.insert(Figure::Rate(rate), v);
+
+    if want("raw") {
+        eprintln!("  raw tcp ...");
+        let rtt = raw_tcp_pingpong(plan.rounds, Placement::TwoCpus).await.context("raw TCP ping-pong")?;
+        put_lat(&mut f, Latency::RawRtt(Placement::TwoCpus), lat(&rtt));
+        let rtt1 = raw_tcp_pingpong(plan.rounds, Placement::OneCpu).await.context("raw TCP ping-pong")?;
+        put_lat(&mut f, Latency::RawRtt(Placement::OneCpu), lat(&rtt1));
+        curves.raw_tcp = curve(&rtt);
+        put_rate(&mut f, Rate::Raw(Link::Tcp), raw_tcp_pipelined(plan.messages).await.context("raw TCP")?);
+        eprintln!("  raw tls ...");
+        put_rate(&mut f, Rate::Raw(Link::Tls), raw_tls_pipelined(plan.messages).await.context("raw TLS")?);
+        eprintln!("  raw quinn ...");
+        put_rate(&mut f, Rate::Raw(Link::Quinn), raw_quinn(plan.messages).await.context("raw quinn")?);
+        eprintln!("  raw acknowledged ({WINDOW} in flight) ...");
+        let n = plan.messages / 4;
+        put_rate(&mut f, Rate::RawAcked(Link::Tcp), raw_tcp_acked(n, None).await.context("raw TCP acked")?);
+        let tls = replication_core::tls::insecure_configs()?;
+        put_rate(
+            &mut f,
+            Rate::RawAcked(Link::Tls),
+            raw_tcp_acked(n, Some(tls)).await.context("raw TLS acked")?,
+        );
+        put_rate(&mut f, Rate::RawAcked(Link::Quinn), raw_quinn_acked(n).await.context("raw quinn acked")?);
+    }
+
+    if let Some(addr) = redis.filter(|_| want("redis")) {
+        eprintln!("  redis ...");
+        for c in [Conc::C1, Conc::C16] {
+            let (rate, samples) =
+                redis_set_wait(addr, c.n(), plan.phase).await.context("Redis SET + WAIT")?;
+            put_rate(&mut f, Rate::Redis(c), rate);
+            if c == Conc::C1 {
+                put_lat(&mut f, Latency::Redis, lat(&samples));
+                curves.redis = curve(&samples);
+            }
+        }
+    }
+
+    for carrier in Carrier::ALL.into_iter().filter(|t| want(t.as_str())) {
+        let transport = carrier.as_str();
+        eprintln!("  m2m {transport} sync ...");
+        let c = Cluster::start(transport, 2, 1, sync(1), None, None, "").await?;
+        let owner = &c.nodes[0];
+        let (_, samples) = updates(owner, 1, plan.phase, true).await?;
+        put_lat(&mut f, Latency::Sync(carrier), lat(&samples));
+        match carrier {
+            Carrier::Tcp => curves.tcp = curve(&samples),
+            Carrier::Quic => curves.quic = curve(&samples),
+        }
+        for conc in [Conc::C1, Conc::C16, Conc::C64] {
+            let (rate, _) = updates(owner, conc.n(), plan.phase, false).await?;
+            put_rate(&mut f, Rate::Sync(carrier, conc), rate);
+        }
+        c.stop().await;
+    }
+
+    if want("replicas2") {
+        eprintln!("  m2m tcp replicas 2 ...");
+        let c = Cluster::start("tcp", 3, 2, sync(2), None, None, "").await?;
+        let (_, samples) = updates(&c.nodes[0], 1, plan.phase, true).await?;
+        put_lat(&mut f, Latency::Replicas2, lat(&samples));
+        let (rate, _) = updates(&c.nodes[0], 64, plan.phase, false).await?;
+        put_rate(&mut f, Rate::Replicas2, rate);
+        c.stop().await;
+    }
+
+    if want("async") {
+        eprintln!("  m2m tcp async ...");
+        let c = Cluster::start("tcp", 2, 1, AckPolicy::Async, None, None, "").await?;
+        for conc in [Conc::C1, Conc::C64] {
+            let (rate, _) = updates(&c.nodes[0], conc.n(), plan.phase, false).await?;
+            put_rate(&mut f, Rate::Async(conc), rate);
+        }
+        c.stop().await;
+    }
+
+    if want("failover") {
+        f.insert(Figure::FailoverSessions, plan.failover_sessions as f64);
+        for loss in Loss::ALL {
+            eprintln!("  {} ...", loss.phase());
+            let (all_ms, first_ms, dropped) = failover(plan.failover_sessions, loss == Loss::Crashed).await?;
+            f.insert(Figure::Failover(loss, FailoverMetric::SendQueueFull), dropped);
+            f.insert(Figure::Failover(loss, FailoverMetric::AllOwnedMs), all_ms);
+            f.insert(Figure::Failover(loss, FailoverMetric::FirstReadMs), first_ms);
+        }
+    }
+
+    if want("rerep") {
+        eprintln!("  re-replication ...");
+        let (rate, n, total_ms) = rereplication(plan.rerep_sessions).await?;
+        f.insert(Figure::Rereplication(RerepMetric::SessionsPerS), rate);
+        f.insert(Figure::Rereplication(RerepMetric::Sessions), n);
+        f.insert(Figure::Rereplication(RerepMetric::FromKillMs), total_ms);
+    }
+    Ok((f, curves))
+}
+
+fn sync(backups: u32) -> AckPolicy {
+    AckPolicy::Sync { backups, timeout: Duration::from_secs(5) }
+}

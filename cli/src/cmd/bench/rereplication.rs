@@ -1,0 +1,64 @@
+//! Re-replication after a backup holder is lost.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+
+use super::cluster::{Cluster, create_many, wait_until};
+use super::sync;
+
+/// Re-replication settings of the benchmark: a token bucket that does not limit (1,000,000
+/// sessions/s) and a scan batch (and burst) of 1000 sessions per maintenance tick, which fits
+/// the transport's per-peer queue of 1024 messages.
+const REREP_PER_SEC: u32 = 1_000_000;
+const REREP_BATCH: u32 = 1000;
+
+/// Three nodes, `n` sessions owned by app1 with one backup each on app2 or app3; app3 is
+/// aborted and app1 re-creates the lost copies on app2. The re-replication token bucket and
+/// scan batch are raised so they do not limit the rate. Returns sessions per second (from
+/// the failure detection to the last copy), sessions re-replicated, and ms from the kill.
+pub(crate) async fn rereplication(n: usize) -> anyhow::Result<(f64, f64, f64)> {
+    let mut core = replication_core::Settings::default();
+    core.rereplication_per_sec = REREP_PER_SEC;
+    core.rereplication_burst = REREP_BATCH;
+    core.scan_batch = REREP_BATCH as usize;
+    let c = Cluster::start("tcp", 3, 1, sync(1), Some(core), None, "").await?;
+    let (a, b, dead) = (c.nodes[0].clone(), c.nodes[1].clone(), c.nodes[2].clone());
+    create_many(&a, n).await?;
+    wait_until(Duration::from_secs(60), Duration::from_millis(10), || {
+        let (b, dead) = (b.clone(), dead.clone());
+        async move { Ok(b.metrics().await?.core.backups + dead.metrics().await?.core.backups >= n) }
+    })
+    .await
+    .context("initial replication")?;
+    let before = b.metrics().await?.core.backups;
+    let t0 = Instant::now();
+    dead.abort().await?;
+    let detected = wait_until(Duration::from_secs(10), Duration::from_millis(1), || {
+        let a = a.clone();
+        async move { Ok(a.metrics().await?.core.peers_up < 2) }
+    })
+    .await
+    .context("failure detection")?;
+    let done = wait_until(Duration::from_secs(15), Duration::from_millis(5), || {
+        let b = b.clone();
+        async move { Ok(b.metrics().await?.core.backups >= n) }
+    })
+    .await;
+    if done.is_err() {
+        let (ma, mb) = (a.metrics().await?, b.metrics().await?);
+        eprintln!("app1 {:?}\napp2 {:?}", ma.core, mb.core);
+        eprintln!(
+            "re-replication stalled: backups on app2 {} of {n}; app1 under-replicated {}, full copies sent {}, \
+             send queue full {}",
+            mb.core.backups, ma.core.under_replicated, ma.core.full_copies_sent, ma.send_queue_full
+        );
+    }
+    let done = done.context("re-replication")?;
+    let dropped = a.metrics().await?.send_queue_full;
+    eprintln!("    re-replication: {dropped} sends dropped on a full transport queue at app1");
+    c.stop().await;
+    let moved = n.saturating_sub(before) as f64;
+    let secs = done.duration_since(detected).as_secs_f64().max(1e-6);
+    Ok((moved / secs, moved, done.duration_since(t0).as_secs_f64() * 1e3))
+}
