@@ -237,3 +237,53 @@ fn golden_domain_files() {
     }
     assert!(seen >= 20, "only {seen} golden files");
 }
+
+#[test]
+fn names_equal_ignoring_case_and_one_socket_written_twice_exit_1() {
+    let file = scratch_file(
+        "case-and-socket.toml",
+        br#"[domain]
+name = "web"
+[[node]]
+name = "app1"
+address = "127.0.0.1:7101"
+[[node]]
+name = "APP1"
+address = "127.0.0.1:07101"
+[[node]]
+name = "app2"
+address = "[::1]:7103"
+admin = "[0:0:0:0:0:0:0:1]:7103"
+"#,
+    );
+    let run = m2m(&["validate", &file]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stdout.contains("error[names-equal-ignoring-case]"), "{run:?}");
+    let json = m2m(&["validate", &file, "--format", "json"]).json();
+    let errors = codes(&json["errors"]);
+    assert_eq!(errors.iter().filter(|c| *c == "duplicate-address").count(), 2, "{json}");
+    assert!(errors.contains(&"names-equal-ignoring-case".to_owned()), "{json}");
+}
+
+#[test]
+fn hosts_that_resolve_to_one_address_with_one_port_are_a_warning() {
+    let file = scratch_file(
+        "resolved.toml",
+        br#"[domain]
+name = "web"
+[[node]]
+name = "app1"
+address = "localhost:7101"
+[[node]]
+name = "app2"
+address = "127.0.0.1:7101"
+[[node]]
+name = "app3"
+address = "127.0.0.1:7103"
+"#,
+    );
+    let run = m2m(&["validate", &file]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stdout.contains("warning[same-resolved-address]"), "{run:?}");
+    assert!(run.stdout.contains("app1 (address)") && run.stdout.contains("app2 (address)"), "{run:?}");
+}
