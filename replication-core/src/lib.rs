@@ -1,7 +1,7 @@
 //! The sans-IO core of m2m, memory-to-memory session replication.
 //!
-//! This crate has no sockets, no threads, no async runtime and no clock: every call that
-//! depends on time takes `now`. It holds
+//! By default this crate has no sockets, no threads, no async runtime and no clock: every
+//! call that depends on time takes `now`. It holds
 //! - the domain configuration model ([`config`]) and its rules ([`validate`]),
 //! - placement of session copies on nodes ([`placement`]),
 //! - the messages nodes exchange ([`message`]) and the contract transports implement
@@ -9,7 +9,10 @@
 //! - the replication engine of one node ([`node::Node`], with its [`api`] types): feed it
 //!   inputs, then drain [`Node::poll_output`] until `None` after every call (see [`node`]);
 //! - with the off-by-default cargo feature `tls`: domain certificates and mutual-TLS configs
-//!   (`tls`).
+//!   (`tls`);
+//! - with the off-by-default cargo feature `carrier`: what the tokio-based transports share
+//!   (`carrier`: the Hello exchange over any stream, the per-peer dial task, the accept loop),
+//!   which opens no socket itself; and with `conformance`, the suite every transport passes.
 //!
 //! ```
 //! use replication_core::{DomainConfig, validate::rule};
