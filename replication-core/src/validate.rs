@@ -33,7 +33,7 @@ pub mod rule {
     /// (`127.0.0.1:07101` is `127.0.0.1:7101`, `[0:0::1]:1` is `[::1]:1`, host names ignore case).
     pub const DUPLICATE_ADDRESS: &str = "duplicate-address";
     /// Warning: two listeners have the same port on hosts that resolve to one address
-    /// ([`validate_resolved`]): on one machine they cannot both listen.
+    /// ([`validate_resolved`](super::validate_resolved)): on one machine they cannot both listen.
     pub const SAME_RESOLVED_ADDRESS: &str = "same-resolved-address";
     /// Peer-to-peer topology with a session manager that is not `both`.
     pub const P2P_REQUIRES_BOTH: &str = "peer-to-peer-requires-both";
