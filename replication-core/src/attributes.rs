@@ -639,7 +639,7 @@ mod tests {
         assert_eq!(rmp_serde::from_slice::<Attributes>(&bytes).expect("decode"), a);
         // From a reader (names and values copied, not borrowed) too.
         assert_eq!(rmp_serde::from_read::<_, Attributes>(&bytes[..]).expect("decode"), a);
-        // Values as arrays of integers (the encoding before protocol 3) still decode.
+        // Values as arrays of integers (serde's default for a `Vec<u8>`) still decode.
         let old: BTreeMap<&str, Vec<u8>> = [("a", vec![1, 200])].into();
         let back: Attributes =
             rmp_serde::from_slice(&rmp_serde::to_vec(&old).expect("encode")).expect("decode");

@@ -238,7 +238,8 @@ pub enum Message {
         /// still hears that owner's incarnation refuses the claim
         /// ([`Message::ClaimsRefused`]) instead of promising: the acquirer's view is wrong
         /// (one broken link), and a live owner that never hears of the claim would keep
-        /// writing (finding 9 of docs/reliability.md).
+        /// writing (regression test `split_owner_write_acknowledged_by_an_amnesiac_backup_survives`;
+        /// docs/design.md, "Claims over an owner that is still heard").
         over: Option<Epoch>,
     },
     /// Reply to [`Message::Claim`]: the promise, with the receiver's copy if it has one.

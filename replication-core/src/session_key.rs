@@ -6,8 +6,8 @@
 //! comparison; [`Sid`]'s order is the same (byte-wise lexicographic) but first compares the
 //! first eight bytes as one big-endian integer, inline, which decides almost every
 //! comparison of random ids (`memcmp` only runs when those bytes are equal or an id is
-//! shorter than eight bytes). Measured with the ignored test `failover_cpu` (see
-//! `docs/benchmarks/README.md`, optimisation 15).
+//! shorter than eight bytes). The engine CPU of a mass failover, which this is for, is
+//! measured by the ignored test `failover_cpu` (`docs/benchmarks/README.md`).
 
 use std::borrow::Borrow;
 use std::cmp::Ordering;

@@ -2,7 +2,7 @@
 //! the owner and its backup together (both in this process, over loopback TCP without TLS):
 //! the application's value, the owner's packed attributes, the backup's decoded value and its
 //! packed attributes. glibc consolidates its fast bins on every allocation of that size, which
-//! made malloc/free a quarter of the CPU of an update (docs/benchmarks, optimisation 13).
+//! would make malloc/free a quarter of the CPU of an update (docs/benchmarks/README.md).
 //!
 //! A test binary of its own: it installs a counting global allocator.
 
@@ -57,10 +57,10 @@ async fn start(cfg: &replication_core::DomainConfig, name: &str, l: std::net::Tc
 
 /// One sync update of a 1 KiB attribute allocates at most this many buffers of 1 KiB or more,
 /// owner and backup together (4, and a little room for a buffer that grows now and then).
-/// Before optimisation 13 it was 12: the value, its copy for the request, the owner's packed
-/// attributes twice (a `Vec`, then the `Arc` copied from it), the backup's decoder scratch
-/// buffer twice (grown for every frame), its decoded value, its packed attributes twice, and
-/// the session handle's new base three times (owned copies of the entries, a `Vec`, the `Arc`).
+/// Copies that must not come back: the value copied for the request, the owner's packed
+/// attributes built twice (a `Vec`, then an `Arc` copied from it), a decoder scratch buffer
+/// grown for every frame, the backup's packed attributes built twice, and the session handle's
+/// new base built three times (owned copies of the entries, a `Vec`, the `Arc`).
 const MAX_PER_UPDATE: f64 = 4.25;
 
 /// A create of a session with a 1 KiB attribute (the application's buffer is made before):
@@ -130,8 +130,8 @@ async fn a_sync_update_of_1_kib_allocates_few_large_buffers() {
     assert_eq!(read.version(), s.version());
 
     // A create sends the whole session (a full copy): the backup decodes its attributes
-    // straight into their packed buffer (before optimisation 13: the decoder's scratch buffer
-    // twice, the decoded value, then the buffer twice).
+    // straight into their packed buffer (no decoder scratch buffer, no decoded value copied
+    // into it).
     const CREATES: u64 = 200;
     LARGE_ALLOCATIONS.store(0, Ordering::Relaxed);
     AllocationRegistry::enable_tracking();
