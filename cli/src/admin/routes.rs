@@ -1,6 +1,4 @@
-//! The admin HTTP API a node serves on its `admin` address: status, Prometheus metrics, and
-//! session reads and writes. With a token configured every request needs
-//! `Authorization: Bearer TOKEN` (401 otherwise).
+//! The routes of the admin API: status, Prometheus metrics, and session reads and writes.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
