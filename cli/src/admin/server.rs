@@ -1,0 +1,175 @@
+//! Serves the admin API's router on its listener with bounds a slow or hostile client cannot
+//! lift:
+//!
+//! - at most [`Limits::max_connections`] connections at once: one more is answered 503 and
+//!   closed at once, so a flood holds no more descriptors than that (the rest stay for the
+//!   transport);
+//! - a request's header, and on a kept-alive connection the next request's header, must arrive
+//!   within [`Limits::timeout`] (hyper's header read timeout);
+//! - a request's body must arrive whole within the timeout (the [`guard`](super::guard));
+//! - a stalled answer (the client does not read) is cut once no byte could be written for the
+//!   timeout.
+//!
+//! Refusals and cut connections are logged at most every [`LOG_EVERY`], with counts.
+
+use std::future::Future;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_io_timeout::TimeoutStream;
+
+/// How often a repeated admin-server event is logged at most.
+pub(crate) const LOG_EVERY: Duration = Duration::from_secs(10);
+/// How long in-flight requests may take to finish once the node is stopping.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// How long accepting pauses after an error (out of descriptors, say).
+const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
+
+/// The bounds of the admin server.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Limits {
+    /// Connections served at once.
+    pub(crate) max_connections: usize,
+    /// How long a client may take to send a request's header (also waiting for the next
+    /// request on a kept-alive connection), to send its body, or to take a stalled answer.
+    pub(crate) timeout: Duration,
+}
+
+/// The answer to a connection over the cap.
+const AT_CAPACITY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
+content-length: 88\r\nretry-after: 1\r\nconnection: close\r\n\r\n\
+{\"error\":\"the admin API serves its maximum number of connections\",\"kind\":\"unavailable\"}\n";
+
+/// An event counted between two log lines: [`RateLimited::hit`] says when to log and how many
+/// happened since the last line.
+#[derive(Debug, Default)]
+pub(crate) struct RateLimited {
+    state: Mutex<(Option<Instant>, u64)>,
+}
+
+impl RateLimited {
+    /// Counts one event; `Some(count)` when a line is due (the first event, then at most
+    /// every [`LOG_EVERY`]).
+    pub(crate) fn hit(&self) -> Option<u64> {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let (last, count) = &mut *state;
+        *count += 1;
+        let due = last.is_none_or(|t| t.elapsed() >= LOG_EVERY);
+        if !due {
+            return None;
+        }
+        *last = Some(Instant::now());
+        Some(std::mem::take(count))
+    }
+}
+
+/// What the server logs, rate-limited.
+#[derive(Debug, Default)]
+struct Logs {
+    over_cap: RateLimited,
+    accept_failed: RateLimited,
+    cut: RateLimited,
+}
+
+/// Serves `app` on `listener` within `limits` until `stop` completes, then lets in-flight
+/// requests finish (at most [`SHUTDOWN_GRACE`]).
+pub(crate) async fn serve(
+    listener: TcpListener,
+    app: Router,
+    limits: Limits,
+    stop: impl Future<Output = ()>,
+) {
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let logs = Arc::new(Logs::default());
+    let graceful = GracefulShutdown::new();
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new()).header_read_timeout(limits.timeout);
+    tokio::pin!(stop);
+    loop {
+        let tcp = tokio::select! {
+            () = &mut stop => break,
+            r = listener.accept() => match r {
+                Ok((tcp, _)) => tcp,
+                Err(e) => {
+                    if let Some(n) = logs.accept_failed.hit() {
+                        tracing::warn!(error = %e, failures = n, "admin API: accepting a connection failed");
+                    }
+                    tokio::time::sleep(ACCEPT_PAUSE).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            refuse(&tcp);
+            if let Some(n) = logs.over_cap.hit() {
+                tracing::warn!(
+                    max = limits.max_connections,
+                    refused = n,
+                    "admin API at its connection cap: connections refused (503)"
+                );
+            }
+            continue;
+        };
+        let _ = tcp.set_nodelay(true);
+        let mut io = TimeoutStream::new(tcp);
+        io.set_write_timeout(Some(limits.timeout));
+        let conn = http.serve_connection(TokioIo::new(Box::pin(io)), TowerToHyperService::new(app.clone()));
+        let conn = graceful.watch(conn);
+        let logs = logs.clone();
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "admin connection ended");
+                let slow = e.is_timeout()
+                    || std::error::Error::source(&e)
+                        .and_then(|s| s.downcast_ref::<std::io::Error>())
+                        .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut);
+                if let Some(n) = slow.then(|| logs.cut.hit()).flatten() {
+                    tracing::info!(closed = n, "admin API: connections of too slow clients closed");
+                }
+            }
+            drop(slot);
+        });
+    }
+    drop(listener);
+    let _ = tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown()).await;
+}
+
+/// Answers 503 on a fresh connection without waiting (its send buffer is empty) and closes it.
+fn refuse(tcp: &TcpStream) {
+    let _ = tcp.try_write(AT_CAPACITY);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_refusal_is_well_formed() {
+        let text = std::str::from_utf8(AT_CAPACITY).expect("UTF-8");
+        let (head, body) = text.split_once("\r\n\r\n").expect("head and body");
+        let length: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length: "))
+            .and_then(|n| n.parse().ok())
+            .expect("content-length");
+        assert_eq!(length, body.len());
+        let json: serde_json::Value = serde_json::from_str(body).expect("JSON");
+        assert_eq!(json["kind"], "unavailable");
+    }
+
+    #[test]
+    fn repeated_events_are_counted_between_lines() {
+        let r = RateLimited::default();
+        assert_eq!(r.hit(), Some(1), "the first is logged");
+        assert_eq!(r.hit(), None);
+        assert_eq!(r.hit(), None);
+        *r.state.lock().expect("lock") = (Instant::now().checked_sub(LOG_EVERY), 2);
+        assert_eq!(r.hit(), Some(3), "the next line counts what it held back");
+    }
+}
