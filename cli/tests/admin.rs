@@ -6,26 +6,10 @@ mod common;
 
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::cluster::{Cluster, TIMING, eventually, http, path};
-use common::{Run, m2m};
-
-/// `m2m` with `M2M_ADMIN_TOKEN` set to `token`.
-fn m2m_with_env_token(args: &[&str], token: &str) -> Run {
-    let out = Command::new(env!("CARGO_BIN_EXE_m2m"))
-        .args(args)
-        .env("M2M_ADMIN_TOKEN", token)
-        .current_dir(common::workspace_root())
-        .output()
-        .expect("the m2m binary runs");
-    Run {
-        code: out.status.code().expect("exit code"),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
+use common::{m2m, m2m_with_token_env};
 
 fn kind(body: &str) -> String {
     let v: serde_json::Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"));
@@ -79,9 +63,9 @@ fn the_default_node_requires_the_token_certs_init_wrote_and_refuses_browsers() {
     assert_eq!(run.code, 1, "{run:?}");
     assert!(run.stderr.contains("401") && run.stderr.contains("--certs DIR"), "{run:?}");
     assert_eq!(c.status(0, &[]).code, 0);
-    let run = m2m_with_env_token(&["status", "--admin", &addr], &token);
+    let run = m2m_with_token_env(&["status", "--admin", &addr], Some(&token));
     assert_eq!(run.code, 0, "M2M_ADMIN_TOKEN: {run:?}");
-    let run = m2m_with_env_token(&["session", "list", "--admin", &addr], "wrong");
+    let run = m2m_with_token_env(&["session", "list", "--admin", &addr], Some("wrong"));
     assert_eq!(run.code, 1, "{run:?}");
     let run = m2m(&["status", "--admin", &addr, "--token", &token]);
     assert_eq!(run.code, 2, "no token value on the command line: {run:?}");
