@@ -297,3 +297,31 @@ fn the_open_files_limit_is_raised_to_the_hard_limit_at_start() {
         "{out}"
     );
 }
+
+#[test]
+fn a_client_that_does_not_take_its_answers_is_cut() {
+    const REQUESTS: usize = 2000;
+    let mut c = Cluster::new(1, TIMING);
+    c.start(0, &["--admin-timeout-ms", "1000"]);
+    let addr = c.admins[0].clone();
+    wait_admin(&addr);
+    // Pipelined requests whose answers (a few KiB each, megabytes in all) fill the socket
+    // buffers while the client reads nothing.
+    let request = format!("GET /metrics HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\r\n", c.token());
+    let mut s = TcpStream::connect(&addr).expect("connect");
+    let mut writer = s.try_clone().expect("clone");
+    let sender = std::thread::spawn(move || {
+        for _ in 0..REQUESTS {
+            if writer.write_all(request.as_bytes()).is_err() {
+                return;
+            }
+        }
+    });
+    std::thread::sleep(Duration::from_secs(4));
+    // Reading now gets what the buffers held, then the end: the node gave up writing.
+    let (_, got) = until_closed(&mut s, Duration::from_secs(20)).expect("the connection was closed");
+    let answers = String::from_utf8_lossy(&got).matches("HTTP/1.1 200").count();
+    assert!(answers < REQUESTS, "all {answers} answers arrived: the stalled connection was kept");
+    let _ = sender.join();
+    assert_eq!(c.status(0, &[]).code, 0, "still serving");
+}
