@@ -10,8 +10,10 @@
 //! - a stalled answer (the client does not read) is cut once no byte could be written for the
 //!   timeout.
 //!
-//! Refusals and cut connections are logged at most every [`LOG_EVERY`], with counts.
+//! Refusals and cut connections are logged at once, then at most every [`LOG_EVERY`] with the
+//! count since the last line (a count held back is logged when its period ends).
 
+use std::fmt::Display;
 use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -46,8 +48,8 @@ const AT_CAPACITY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: a
 content-length: 88\r\nretry-after: 1\r\nconnection: close\r\n\r\n\
 {\"error\":\"the admin API serves its maximum number of connections\",\"kind\":\"unavailable\"}\n";
 
-/// An event counted between two log lines: [`RateLimited::hit`] says when to log and how many
-/// happened since the last line.
+/// An event counted between two log lines: [`RateLimited::hit`] and [`RateLimited::flush`]
+/// say when to log and how many happened since the last line.
 #[derive(Debug, Default)]
 pub(crate) struct RateLimited {
     state: Mutex<(Option<Instant>, u64)>,
@@ -57,10 +59,19 @@ impl RateLimited {
     /// Counts one event; `Some(count)` when a line is due (the first event, then at most
     /// every [`LOG_EVERY`]).
     pub(crate) fn hit(&self) -> Option<u64> {
+        self.take(1)
+    }
+
+    /// `Some(count)` when events were held back and a line is due.
+    pub(crate) fn flush(&self) -> Option<u64> {
+        self.take(0)
+    }
+
+    fn take(&self, new: u64) -> Option<u64> {
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         let (last, count) = &mut *state;
-        *count += 1;
-        let due = last.is_none_or(|t| t.elapsed() >= LOG_EVERY);
+        *count += new;
+        let due = *count > 0 && last.is_none_or(|t| t.elapsed() >= LOG_EVERY);
         if !due {
             return None;
         }
@@ -69,12 +80,67 @@ impl RateLimited {
     }
 }
 
-/// What the server logs, rate-limited.
-#[derive(Debug, Default)]
+/// What the server logs.
+#[derive(Clone, Copy, Debug)]
+enum Event {
+    /// A connection over the cap was refused.
+    OverCap,
+    /// Accepting a connection failed (out of descriptors, say).
+    AcceptFailed,
+    /// A connection was closed for a client too slow to send or take.
+    SlowClient,
+}
+
+/// The server's log lines, each rate-limited.
+#[derive(Debug)]
 struct Logs {
+    max_connections: usize,
     over_cap: RateLimited,
     accept_failed: RateLimited,
-    cut: RateLimited,
+    slow_client: RateLimited,
+}
+
+impl Logs {
+    fn counter(&self, e: Event) -> &RateLimited {
+        match e {
+            Event::OverCap => &self.over_cap,
+            Event::AcceptFailed => &self.accept_failed,
+            Event::SlowClient => &self.slow_client,
+        }
+    }
+
+    /// Counts `e`, logging when a line is due.
+    fn hit(&self, e: Event, detail: Option<&dyn Display>) {
+        if let Some(n) = self.counter(e).hit() {
+            self.line(e, n, detail);
+        }
+    }
+
+    /// Logs the counts held back whose period ended.
+    fn flush(&self) {
+        for e in [Event::OverCap, Event::AcceptFailed, Event::SlowClient] {
+            if let Some(n) = self.counter(e).flush() {
+                self.line(e, n, None);
+            }
+        }
+    }
+
+    fn line(&self, e: Event, n: u64, detail: Option<&dyn Display>) {
+        let detail = detail.map(ToString::to_string).unwrap_or_default();
+        match e {
+            Event::OverCap => tracing::warn!(
+                max = self.max_connections,
+                refused = n,
+                "admin API at its connection cap: connections refused (503)"
+            ),
+            Event::AcceptFailed => {
+                tracing::warn!(failures = n, error = %detail, "admin API: accepting a connection failed");
+            }
+            Event::SlowClient => {
+                tracing::info!(closed = n, "admin API: connections of too slow clients closed")
+            }
+        }
+    }
 }
 
 /// Serves `app` on `listener` within `limits` until `stop` completes, then lets in-flight
@@ -86,7 +152,13 @@ pub(crate) async fn serve(
     stop: impl Future<Output = ()>,
 ) {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
-    let logs = Arc::new(Logs::default());
+    let logs = Arc::new(Logs {
+        max_connections: limits.max_connections,
+        over_cap: RateLimited::default(),
+        accept_failed: RateLimited::default(),
+        slow_client: RateLimited::default(),
+    });
+    let mut flush = tokio::time::interval(LOG_EVERY);
     let graceful = GracefulShutdown::new();
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new()).header_read_timeout(limits.timeout);
@@ -94,12 +166,14 @@ pub(crate) async fn serve(
     loop {
         let tcp = tokio::select! {
             () = &mut stop => break,
+            _ = flush.tick() => {
+                logs.flush();
+                continue;
+            }
             r = listener.accept() => match r {
                 Ok((tcp, _)) => tcp,
                 Err(e) => {
-                    if let Some(n) = logs.accept_failed.hit() {
-                        tracing::warn!(error = %e, failures = n, "admin API: accepting a connection failed");
-                    }
+                    logs.hit(Event::AcceptFailed, Some(&e));
                     tokio::time::sleep(ACCEPT_PAUSE).await;
                     continue;
                 }
@@ -107,13 +181,7 @@ pub(crate) async fn serve(
         };
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             refuse(&tcp);
-            if let Some(n) = logs.over_cap.hit() {
-                tracing::warn!(
-                    max = limits.max_connections,
-                    refused = n,
-                    "admin API at its connection cap: connections refused (503)"
-                );
-            }
+            logs.hit(Event::OverCap, None);
             continue;
         };
         let _ = tcp.set_nodelay(true);
@@ -129,8 +197,8 @@ pub(crate) async fn serve(
                     || std::error::Error::source(&e)
                         .and_then(|s| s.downcast_ref::<std::io::Error>())
                         .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut);
-                if let Some(n) = slow.then(|| logs.cut.hit()).flatten() {
-                    tracing::info!(closed = n, "admin API: connections of too slow clients closed");
+                if slow {
+                    logs.hit(Event::SlowClient, None);
                 }
             }
             drop(slot);
@@ -171,5 +239,11 @@ mod tests {
         assert_eq!(r.hit(), None);
         *r.state.lock().expect("lock") = (Instant::now().checked_sub(LOG_EVERY), 2);
         assert_eq!(r.hit(), Some(3), "the next line counts what it held back");
+        assert_eq!(r.flush(), None, "nothing held back");
+        assert_eq!(r.hit(), None);
+        assert_eq!(r.flush(), None, "its period has not ended");
+        *r.state.lock().expect("lock") = (Instant::now().checked_sub(LOG_EVERY), 1);
+        assert_eq!(r.flush(), Some(1), "held back, logged when the period ends");
+        assert_eq!(r.flush(), None);
     }
 }
