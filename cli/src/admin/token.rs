@@ -58,13 +58,62 @@ pub(crate) fn read(path: &Path) -> anyhow::Result<String> {
     Ok(token.to_owned())
 }
 
+/// The token a node serves with: `file` (--admin-token-file), else [`TOKEN_ENV`], else
+/// [`TOKEN_FILE`] in the certificates folder `certs`, which must then exist. None when
+/// `no_auth` (--admin-no-auth), or when no token is given and there is no certificates folder
+/// (an --insecure node).
+pub(crate) fn for_node(
+    no_auth: bool,
+    file: Option<&Path>,
+    certs: Option<&Path>,
+) -> anyhow::Result<Option<String>> {
+    if no_auth {
+        return Ok(None);
+    }
+    if let Some(f) = file {
+        return read_warning_if_exposed(f).map(Some);
+    }
+    if let Some(t) = from_env() {
+        return Ok(Some(t));
+    }
+    let Some(dir) = certs else { return Ok(None) };
+    let file = in_certs(dir);
+    anyhow::ensure!(
+        file.exists(),
+        "no admin token: {} does not exist. Run `m2m certs init` again (it adds the token and keeps \
+         the certificates), give --admin-token-file FILE or set {TOKEN_ENV}, or serve the admin API \
+         without a token with --admin-no-auth",
+        file.display()
+    );
+    read_warning_if_exposed(&file).map(Some)
+}
+
+/// The token a client sends (`m2m status`, `m2m session`): `file` (--token-file), else
+/// [`TOKEN_FILE`] in `certs` (--certs), else [`TOKEN_ENV`].
+pub(crate) fn for_client(file: Option<&Path>, certs: Option<&Path>) -> anyhow::Result<Option<String>> {
+    match (file, certs) {
+        (Some(f), _) => read(f).map(Some),
+        (None, Some(dir)) => read(&in_certs(dir)).map(Some),
+        (None, None) => Ok(from_env()),
+    }
+}
+
+/// Reads a token file, printing a warning when other users can read it.
+fn read_warning_if_exposed(path: &Path) -> anyhow::Result<String> {
+    let token = read(path)?;
+    if let Some(w) = exposure(path) {
+        eprintln!("warning: {w}");
+    }
+    Ok(token)
+}
+
 /// The token in [`TOKEN_ENV`], when set and not blank.
-pub(crate) fn from_env() -> Option<String> {
+fn from_env() -> Option<String> {
     std::env::var(TOKEN_ENV).ok().map(|t| t.trim().to_owned()).filter(|t| !t.is_empty())
 }
 
 /// A warning when the token file can be read by users other than its owner.
-pub(crate) fn exposure(path: &Path) -> Option<String> {
+fn exposure(path: &Path) -> Option<String> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt as _;
@@ -110,5 +159,29 @@ mod tests {
         assert!(read(&path).is_err());
         std::fs::write(&path, " \n").expect("write");
         assert!(format!("{:#}", read(&path).expect_err("empty")).contains("is empty"));
+    }
+
+    #[test]
+    fn where_a_node_and_a_client_find_the_token() {
+        let certs = tempfile::tempdir().expect("temp dir");
+        let other = tempfile::tempdir().expect("temp dir");
+        let file = other.path().join("t");
+        std::fs::write(&file, "from-file\n").expect("write");
+        let (dir, file) = (Some(certs.path()), Some(file.as_path()));
+        assert_eq!(for_node(true, None, dir).expect("no auth"), None);
+        if std::env::var_os(TOKEN_ENV).is_none() {
+            let missing = for_node(false, None, dir).expect_err("no token in the folder");
+            assert!(format!("{missing:#}").contains("m2m certs init"), "{missing:#}");
+            assert_eq!(for_node(false, None, None).expect("insecure"), None);
+            assert_eq!(for_client(None, None).expect("none"), None);
+        }
+        assert!(ensure(certs.path()).expect("writes"));
+        let in_folder = read(&in_certs(certs.path())).expect("reads");
+        assert_eq!(for_node(false, file, dir).expect("file").as_deref(), Some("from-file"));
+        assert_eq!(for_client(file, dir).expect("file").as_deref(), Some("from-file"));
+        assert_eq!(for_client(None, dir).expect("folder"), Some(in_folder.clone()));
+        if std::env::var_os(TOKEN_ENV).is_none() {
+            assert_eq!(for_node(false, None, dir).expect("folder"), Some(in_folder));
+        }
     }
 }

@@ -81,43 +81,6 @@ fn admin_address(text: &str) -> anyhow::Result<(SocketAddr, bool)> {
     Ok((first, addrs.iter().all(|a| a.ip().is_loopback())))
 }
 
-/// The admin API's token: --admin-token-file, else M2M_ADMIN_TOKEN, else `admin.token` in the
-/// --certs folder; none with --admin-no-auth, or with --insecure when none is given.
-fn admin_token(args: &Args) -> anyhow::Result<Option<String>> {
-    if args.admin_no_auth {
-        return Ok(None);
-    }
-    if let Some(f) = &args.admin_token_file {
-        return read_token_file(f).map(Some);
-    }
-    if let Some(t) = token::from_env() {
-        return Ok(Some(t));
-    }
-    match &args.certs {
-        Some(dir) => {
-            let file = token::in_certs(dir);
-            anyhow::ensure!(
-                file.exists(),
-                "no admin token: {} does not exist. Run `m2m certs init` again (it adds the token and \
-                 keeps the certificates), give --admin-token-file FILE or set M2M_ADMIN_TOKEN, or serve \
-                 the admin API without a token with --admin-no-auth",
-                file.display()
-            );
-            read_token_file(&file).map(Some)
-        }
-        None => Ok(None),
-    }
-}
-
-/// Reads a token file, warning when other users can read it.
-fn read_token_file(file: &std::path::Path) -> anyhow::Result<String> {
-    let t = token::read(file)?;
-    if let Some(w) = token::exposure(file) {
-        eprintln!("warning: {w}");
-    }
-    Ok(t)
-}
-
 /// Runs `m2m node`.
 pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
     if args.certs.is_none() && !args.insecure {
@@ -145,13 +108,14 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
         );
         return Ok(output::exit(EXIT_UNUSABLE));
     };
-    let token = match admin_token(args) {
-        Ok(t) => t,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            return Ok(output::exit(EXIT_UNUSABLE));
-        }
-    };
+    let token =
+        match token::for_node(args.admin_no_auth, args.admin_token_file.as_deref(), args.certs.as_deref()) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                return Ok(output::exit(EXIT_UNUSABLE));
+            }
+        };
     let admin = match &node_cfg.admin {
         None => None,
         Some(a) => match admin_address(a.as_str()) {

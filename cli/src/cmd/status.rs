@@ -27,17 +27,6 @@ pub(crate) struct AdminArgs {
 }
 
 impl AdminArgs {
-    /// The token to send, if any; an unreadable token file is an error.
-    fn token(&self) -> anyhow::Result<Option<String>> {
-        if let Some(f) = &self.token_file {
-            return token::read(f).map(Some);
-        }
-        if let Some(dir) = &self.certs {
-            return token::read(&token::in_certs(dir)).map(Some);
-        }
-        Ok(token::from_env())
-    }
-
     /// Sends a request; an unreadable token (exit 2), an unreachable node or a refused
     /// token (exit 1) is printed and becomes `Err(exit code)`.
     pub(crate) fn call(
@@ -46,7 +35,7 @@ impl AdminArgs {
         path: &str,
         body: Option<&str>,
     ) -> Result<http::Response, ExitCode> {
-        let token = self.token().map_err(|e| {
+        let token = token::for_client(self.token_file.as_deref(), self.certs.as_deref()).map_err(|e| {
             eprintln!("error: {e:#}");
             output::exit(EXIT_UNUSABLE)
         })?;
