@@ -57,6 +57,16 @@ fn the_default_node_requires_the_token_certs_init_wrote_and_refuses_browsers() {
     let (code, body) =
         c.http(0, "POST", "/sessions", &["Content-Type: application/json; charset=utf-8"], "{}");
     assert_eq!(code, 201, "{body}");
+    // A body over 1 MiB is refused from its declared length, before it is sent.
+    let mut s = TcpStream::connect(&addr).expect("connect");
+    let head = format!(
+        "PUT /sessions/x HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: application/json\r\nContent-Length: 2000000\r\n\r\n"
+    );
+    s.write_all(head.as_bytes()).expect("send");
+    let (_, got) = until_closed(&mut s, Duration::from_secs(10)).expect("answered and closed");
+    let got = String::from_utf8_lossy(&got);
+    assert!(got.starts_with("HTTP/1.1 413") && got.contains("body-too-large"), "{got}");
 
     // The client commands find the token as the node does, never on the command line.
     let run = m2m(&["status", "--admin", &addr]);

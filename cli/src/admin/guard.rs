@@ -6,8 +6,9 @@
 //! 2. JSON bodies only: a request with a body whose `Content-Type` is not `application/json` is
 //!    refused (415 `unsupported-media-type`); an HTML form cannot send one.
 //! 3. The bearer token, when the node has one (401 `unauthorized`).
-//! 4. The body arrives whole within the body timeout (408 `body-timeout`) and within
-//!    [`MAX_BODY`] bytes (413 `body-too-large`); the routes get it buffered.
+//! 4. The body is at most [`MAX_BODY`] bytes (413 `body-too-large`, at once when its
+//!    `Content-Length` says more) and arrives whole within the body timeout (408
+//!    `body-timeout`); the routes get it buffered.
 //!
 //! Every refusal is a JSON error, `{"error": ..., "kind": ...}`.
 
@@ -89,6 +90,14 @@ fn refusal(guard: &Guard, headers: &HeaderMap) -> Option<Response> {
     Some(r)
 }
 
+fn too_large() -> Response {
+    error(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "body-too-large",
+        format!("a request body may have at most {MAX_BODY} bytes"),
+    )
+}
+
 /// The middleware: the checks above, then the body read whole under its deadline.
 pub(crate) async fn check(State(guard): State<Arc<Guard>>, req: Request, next: Next) -> Response {
     if let Some(r) = refusal(&guard, req.headers()) {
@@ -97,16 +106,15 @@ pub(crate) async fn check(State(guard): State<Arc<Guard>>, req: Request, next: N
     if !has_body(req.headers()) {
         return next.run(req).await;
     }
+    let declared =
+        req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.trim().parse().ok());
+    if declared.is_some_and(|n: u64| n > MAX_BODY as u64) {
+        return too_large();
+    }
     let (parts, body) = req.into_parts();
     let bytes = match tokio::time::timeout(guard.body_timeout, axum::body::to_bytes(body, MAX_BODY)).await {
         Ok(Ok(b)) => b,
-        Ok(Err(_)) => {
-            return error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "body-too-large",
-                format!("a request body may have at most {MAX_BODY} bytes"),
-            );
-        }
+        Ok(Err(_)) => return too_large(),
         Err(_) => {
             return error(
                 StatusCode::REQUEST_TIMEOUT,
