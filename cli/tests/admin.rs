@@ -243,9 +243,10 @@ fn the_connection_cap_holds_and_replication_goes_on() {
         })
         .collect();
     // Every further connection is answered 503 and closed at once.
+    // (A probe that got a slot, before the node took all of those, is dropped and tried again.)
     let refused = eventually(10, "the cap reached", || {
         let mut s = TcpStream::connect(&addr).expect("connect");
-        let (_, got) = until_closed(&mut s, Duration::from_secs(5)).expect("closed at once");
+        let (_, got) = until_closed(&mut s, Duration::from_secs(1))?;
         let got = String::from_utf8_lossy(&got).into_owned();
         (!got.is_empty()).then_some(got)
     });
@@ -267,7 +268,9 @@ fn the_connection_cap_holds_and_replication_goes_on() {
     #[cfg(target_os = "linux")]
     {
         let during = open_fds(c.pid(0));
-        assert!(during <= fds_before + CAP + 2, "descriptors: {fds_before} before, {during} with a flood");
+        // The cap, and at most 32 refused connections waiting for their client to close.
+        let most = fds_before + CAP + 32 + 2;
+        assert!(during <= most, "descriptors: {fds_before} before, {during} with a flood, at most {most}");
     }
     let run = c.status(0, &[]);
     assert_eq!(run.code, 1, "a normal call at the cap is refused: {run:?}");

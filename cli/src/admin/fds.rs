@@ -1,7 +1,10 @@
 //! The node's file-descriptor budget: the soft limit on open files is raised to the hard one
-//! at start, and the admin API's connection cap leaves [`RESERVED_FOR_TRANSPORT`] descriptors
-//! to the replication transport (its links, pending handshakes and listener) and the runtime,
-//! so no flood of admin connections keeps the node from dialling its peers.
+//! at start, and the admin API's connection cap (plus the refused connections that wait for
+//! their client, [`LINGERING`](super::server::LINGERING)) leaves [`RESERVED_FOR_TRANSPORT`]
+//! descriptors to the replication transport (its links, pending handshakes and listener) and
+//! the runtime, so no flood of admin connections keeps the node from dialling its peers.
+
+use super::server::LINGERING;
 
 /// Descriptors the admin API's connections never take.
 pub(crate) const RESERVED_FOR_TRANSPORT: u64 = 256;
@@ -34,12 +37,12 @@ pub(crate) fn raise() -> Budget {
 
 impl Budget {
     /// The admin connection cap: `wanted`, at most the descriptors left once the transport's
-    /// reserve is set aside (at least 1).
+    /// reserve and the lingering refusals are set aside (at least 1).
     pub(crate) fn admin_cap(&self, wanted: usize) -> usize {
         match self.now {
             Some(limit) => {
-                let spare =
-                    usize::try_from(limit.saturating_sub(RESERVED_FOR_TRANSPORT)).unwrap_or(usize::MAX);
+                let reserved = RESERVED_FOR_TRANSPORT + u64::try_from(LINGERING).unwrap_or(u64::MAX);
+                let spare = usize::try_from(limit.saturating_sub(reserved)).unwrap_or(usize::MAX);
                 wanted.min(spare).max(1)
             }
             None => wanted.max(1),
@@ -55,7 +58,7 @@ mod tests {
     fn the_cap_keeps_the_transports_reserve() {
         let b = |now| Budget { before: now, now };
         assert_eq!(b(Some(20_000)).admin_cap(128), 128);
-        assert_eq!(b(Some(300)).admin_cap(128), 44);
+        assert_eq!(b(Some(300)).admin_cap(128), 12);
         assert_eq!(b(Some(100)).admin_cap(128), 1);
         assert_eq!(b(None).admin_cap(128), 128);
     }

@@ -2,8 +2,9 @@
 //! lift:
 //!
 //! - at most [`Limits::max_connections`] connections at once: one more is answered 503 and
-//!   closed at once, so a flood holds no more descriptors than that (the rest stay for the
-//!   transport);
+//!   closed (at most [`LINGERING`] of those wait up to [`LINGER`] for the client to take the
+//!   answer, the others are closed at once), so a flood holds no more descriptors than these
+//!   (the rest stay for the transport);
 //! - a request's header, and on a kept-alive connection the next request's header, must arrive
 //!   within [`Limits::timeout`] (hyper's header read timeout);
 //! - a request's body must arrive whole within the timeout (the [`guard`](super::guard));
@@ -22,6 +23,7 @@ use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_io_timeout::TimeoutStream;
@@ -32,6 +34,12 @@ pub(crate) const LOG_EVERY: Duration = Duration::from_secs(10);
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// How long accepting pauses after an error (out of descriptors, say).
 const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
+/// Refused connections that may wait at once for their client to take the 503: closing a
+/// socket whose client's request is still unread sends a reset, which many clients report
+/// instead of the answer.
+pub(crate) const LINGERING: usize = 32;
+/// How long a refused connection waits for its client to close.
+const LINGER: Duration = Duration::from_millis(500);
 
 /// The bounds of the admin server.
 #[derive(Clone, Copy, Debug)]
@@ -152,6 +160,7 @@ pub(crate) async fn serve(
     stop: impl Future<Output = ()>,
 ) {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let lingering = Arc::new(Semaphore::new(LINGERING));
     let logs = Arc::new(Logs {
         max_connections: limits.max_connections,
         over_cap: RateLimited::default(),
@@ -180,7 +189,7 @@ pub(crate) async fn serve(
             },
         };
         let Ok(slot) = slots.clone().try_acquire_owned() else {
-            refuse(&tcp);
+            refuse(tcp, &lingering);
             logs.hit(Event::OverCap, None);
             continue;
         };
@@ -208,9 +217,21 @@ pub(crate) async fn serve(
     let _ = tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown()).await;
 }
 
-/// Answers 503 on a fresh connection without waiting (its send buffer is empty) and closes it.
-fn refuse(tcp: &TcpStream) {
+/// Answers 503 on a fresh connection without waiting (its send buffer is empty) and closes it:
+/// at once when [`LINGERING`] refused connections wait already, else once the client closed
+/// (what it sent is read and dropped) or after [`LINGER`].
+fn refuse(mut tcp: TcpStream, lingering: &Arc<Semaphore>) {
     let _ = tcp.try_write(AT_CAPACITY);
+    let Ok(permit) = lingering.clone().try_acquire_owned() else { return };
+    tokio::spawn(async move {
+        let drain = async {
+            let _ = tcp.shutdown().await;
+            let mut sink = [0u8; 4096];
+            while matches!(tcp.read(&mut sink).await, Ok(n) if n > 0) {}
+        };
+        let _ = tokio::time::timeout(LINGER, drain).await;
+        drop(permit);
+    });
 }
 
 #[cfg(test)]
