@@ -1,6 +1,7 @@
 //! Real `m2m node` processes on loopback for the end-to-end tests: a domain file on free ports
-//! in a temp dir, certificates from `m2m certs init`, and a guard that kills every node it
-//! started when dropped (also when a test panics).
+//! in a temp dir, certificates and the admin token from `m2m certs init` (the client helpers
+//! send it), and a guard that kills every node it started when dropped (also when a test
+//! panics).
 
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
