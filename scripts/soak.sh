@@ -38,6 +38,8 @@ with open(f"{DIR}/domain.toml", "w") as f:
         f.write(f'[[node]]\nname = "{names[i]}"\naddress = "127.0.0.1:{free_port()}"\nadmin = "{admins[i]}"\n\n')
 subprocess.run([BIN, "certs", "init", "--domain", f"{DIR}/domain.toml", "--out", f"{DIR}/certs"], check=True,
                stdout=subprocess.DEVNULL)
+# The admin APIs need the bearer token `m2m certs init` wrote.
+TOKEN = open(f"{DIR}/certs/admin.token").read().strip()
 
 procs = [None] * N
 starts = [0] * N
@@ -53,7 +55,7 @@ def call(i, method, path, body=None, timeout=4.0):
     try:
         c = http.client.HTTPConnection(host, int(port), timeout=timeout)
         data = json.dumps(body) if body is not None else None
-        c.request(method, path, body=data, headers={"Content-Type": "application/json"})
+        c.request(method, path, body=data, headers={"Content-Type": "application/json", "Authorization": f"Bearer {TOKEN}"})
         r = c.getresponse(); raw = r.read(); c.close()
         try: return r.status, json.loads(raw)
         except ValueError: return r.status, {}

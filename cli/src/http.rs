@@ -121,8 +121,14 @@ pub(crate) fn request(
     head.push_str(body);
     stream.write_all(head.as_bytes()).map_err(broken)?;
     let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).map_err(broken)?;
-    parse_response(&raw).map_err(|m| HttpError::Protocol(format!("admin API at {host}: {m}")))
+    // A node that answers before reading the request (503 at its connection cap) may reset
+    // the connection after its answer: a whole answer read before the reset counts.
+    let read = stream.read_to_end(&mut raw);
+    match (parse_response(&raw), read) {
+        (Ok(r), _) => Ok(r),
+        (Err(_), Err(e)) => Err(broken(e)),
+        (Err(m), Ok(_)) => Err(HttpError::Protocol(format!("admin API at {host}: {m}"))),
+    }
 }
 
 /// Parses a whole HTTP/1.1 response (the connection was closed after it).

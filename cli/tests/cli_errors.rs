@@ -42,9 +42,25 @@ fn node_argument_errors_exit_2() {
     assert!(run.stderr.contains("error["), "{run:?}");
 
     let run = m2m(&["node", "--config", DOMAIN, "--name", "app1", "--certs", "no/such/certs"]);
+    assert_eq!(run.code, 2, "no admin token: {run:?}");
+    assert!(run.stderr.contains("no/such/certs/admin.token") && run.stderr.contains("certs init"), "{run:?}");
+    let run =
+        m2m(&["node", "--config", DOMAIN, "--name", "app1", "--certs", "no/such/certs", "--admin-no-auth"]);
     assert_eq!(run.code, 1, "unreadable certificates: {run:?}");
     assert!(run.stderr.contains("no/such/certs"), "{run:?}");
     clean(&run);
+    let run = m2m(&[
+        "node",
+        "--config",
+        DOMAIN,
+        "--name",
+        "app1",
+        "--insecure",
+        "--admin-token-file",
+        "no/such/token",
+    ]);
+    assert_eq!(run.code, 2, "unreadable token file: {run:?}");
+    assert!(run.stderr.contains("no/such/token"), "{run:?}");
 }
 
 #[test]

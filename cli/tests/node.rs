@@ -53,7 +53,7 @@ fn sessions_created_on_a_killed_node_are_read_on_another_node() {
     assert_eq!(listed(&c, 1), sorted, "app2 owns every session it read");
     // The survivors see app1 down.
     c.wait_membership(1, &[1, 2]);
-    let status = m2m(&["status", "--admin", &c.admins[1]]);
+    let status = c.status(1, &[]);
     assert_eq!(status.code, 0, "{status:?}");
     assert!(status.stdout.contains("DOWN"), "{status:?}");
 
@@ -71,7 +71,7 @@ fn status_shows_membership_sessions_and_lag_as_text_and_json() {
     for n in 0..4 {
         assert_eq!(c.session(1, &["create", &format!("k={n}")]).code, 0);
     }
-    let json = m2m(&["status", "--admin", &c.admins[1], "--format", "json"]);
+    let json = c.status(1, &["--format", "json"]);
     assert_eq!(json.code, 0, "{json:?}");
     let s = json.json();
     assert_eq!(s["node"], "app2");
@@ -93,13 +93,13 @@ fn status_shows_membership_sessions_and_lag_as_text_and_json() {
     let backups: u64 = [0, 2]
         .iter()
         .map(|&i| {
-            let r = m2m(&["status", "--admin", &c.admins[i], "--format", "json"]);
+            let r = c.status(i, &["--format", "json"]);
             r.json()["sessions"]["backed_up"].as_u64().unwrap_or(0)
         })
         .sum();
     assert_eq!(backups, 4, "one backup per session");
 
-    let text = m2m(&["status", "--admin", &c.admins[1]]);
+    let text = c.status(1, &[]);
     assert_eq!(text.code, 0, "{text:?}");
     for want in [
         "node app2 of domain test",
@@ -113,7 +113,7 @@ fn status_shows_membership_sessions_and_lag_as_text_and_json() {
         assert!(text.stdout.contains(want), "missing `{want}`:\n{}", text.stdout);
     }
 
-    let (code, metrics) = http(&c.admins[1], "GET", "/metrics", &[], "");
+    let (code, metrics) = c.http(1, "GET", "/metrics", &[], "");
     assert_eq!(code, 200, "{metrics}");
     assert!(metrics.contains("m2m_sessions_owned 4"), "{metrics}");
     assert!(metrics.contains("m2m_peer_up{peer=\"app1\"} 1"), "{metrics}");
@@ -121,26 +121,26 @@ fn status_shows_membership_sessions_and_lag_as_text_and_json() {
     assert!(metrics.lines().filter(|l| !l.starts_with('#')).all(|l| l.starts_with("m2m_")), "{metrics}");
 
     // The JSON API itself.
-    let a = &c.admins[2];
-    let (code, body) = http(a, "POST", "/sessions", &[], r#"{"user":"bob","n":7}"#);
+    let a = 2;
+    let (code, body) = c.http(a, "POST", "/sessions", &[], r#"{"user":"bob","n":7}"#);
     assert_eq!(code, 201, "{body}");
     let created: serde_json::Value = serde_json::from_str(&body).expect("JSON");
     assert_eq!(created["replication"], "replicated", "{created}");
     let id = created["id"].as_str().expect("id").to_owned();
-    let (code, body) = http(a, "PATCH", &format!("/sessions/{id}"), &[], r#"{"cart":"pen","n":null}"#);
+    let (code, body) = c.http(a, "PATCH", &format!("/sessions/{id}"), &[], r#"{"cart":"pen","n":null}"#);
     assert_eq!(code, 200, "{body}");
-    let (code, body) = http(&c.admins[0], "GET", &format!("/sessions/{id}"), &[], "");
+    let (code, body) = c.http(0, "GET", &format!("/sessions/{id}"), &[], "");
     assert_eq!(code, 200, "{body}");
     let read: serde_json::Value = serde_json::from_str(&body).expect("JSON");
     assert_eq!(read["attributes"], serde_json::json!({"user": "bob", "cart": "pen"}), "{read}");
     assert_eq!(read["node"], "app1", "the reading node became the owner: {read}");
-    let (code, body) = http(a, "PUT", &format!("/sessions/{id}"), &[], "[1,2]");
+    let (code, body) = c.http(a, "PUT", &format!("/sessions/{id}"), &[], "[1,2]");
     assert_eq!(code, 400, "{body}");
-    let (code, _) = http(a, "GET", "/sessions/nope.app1.app2", &[], "");
+    let (code, _) = c.http(a, "GET", "/sessions/nope.app1.app2", &[], "");
     assert_eq!(code, 404);
-    let (code, _) = http(a, "DELETE", &format!("/sessions/{id}"), &[], "");
+    let (code, _) = c.http(a, "DELETE", &format!("/sessions/{id}"), &[], "");
     assert_eq!(code, 200);
-    let (code, _) = http(a, "DELETE", &format!("/sessions/{id}"), &[], "");
+    let (code, _) = c.http(a, "DELETE", &format!("/sessions/{id}"), &[], "");
     assert_eq!(code, 404);
 
     // invalidate, then the session is gone everywhere.
@@ -187,7 +187,7 @@ fn the_owned_session_list_comes_in_pages() {
         .collect();
     ids.sort();
     let page = |q: &str| {
-        let (code, body) = http(&c.admins[0], "GET", &format!("/sessions{q}"), &[], "");
+        let (code, body) = c.http(0, "GET", &format!("/sessions{q}"), &[], "");
         (code, serde_json::from_str::<serde_json::Value>(&body).unwrap_or_else(|e| panic!("{e}: {body}")))
     };
     let (code, first) = page("?limit=2");
@@ -211,7 +211,7 @@ fn the_owned_session_list_comes_in_pages() {
 }
 
 #[test]
-fn admin_token_is_required_when_configured() {
+fn an_admin_token_file_given_to_the_node_replaces_the_certificates_folders() {
     let mut c = Cluster::new(1, TIMING);
     let token = c.dir.path().join("token");
     std::fs::write(&token, "s3cret-token\n").expect("token file");
@@ -229,18 +229,26 @@ fn admin_token_is_required_when_configured() {
     assert_eq!(code, 200, "{body}");
     let (code, _) = http(&addr, "GET", "/metrics", &[], "");
     assert_eq!(code, 401, "metrics too");
+    let (code, _) = c.http(0, "GET", "/status", &[], "");
+    assert_eq!(code, 401, "the certificates folder's token is not this node's");
 
     let run = m2m(&["status", "--admin", &addr]);
     assert_eq!(run.code, 1, "{run:?}");
-    assert!(run.stderr.contains("401") && run.stderr.contains("--token"), "{run:?}");
-    let run = m2m(&["status", "--admin", &addr, "--token", "wrong"]);
+    assert!(run.stderr.contains("401") && run.stderr.contains("--token-file"), "{run:?}");
+    let wrong = c.dir.path().join("wrong");
+    std::fs::write(&wrong, "wrong").expect("token file");
+    let run = m2m(&["status", "--admin", &addr, "--token-file", path(&wrong)]);
     assert_eq!(run.code, 1, "{run:?}");
-    let run = m2m(&["status", "--admin", &addr, "--token", "s3cret-token"]);
+    assert!(run.stderr.contains("the token was refused"), "{run:?}");
+    let run = m2m(&["status", "--admin", &addr, "--token-file", &token_arg]);
     assert_eq!(run.code, 0, "{run:?}");
-    let run = m2m(&["session", "create", "--admin", &addr, "--token", "s3cret-token", "k=v"]);
+    let run = m2m(&["session", "create", "--admin", &addr, "--token-file", &token_arg, "k=v"]);
     assert_eq!(run.code, 0, "{run:?}");
     // A single node has no backup: the write succeeds with a warning.
     assert!(run.stderr.contains("no backup is live"), "{run:?}");
+    let run = m2m(&["status", "--admin", &addr, "--token-file", "no/such/token"]);
+    assert_eq!(run.code, 2, "an unreadable token file: {run:?}");
+    assert!(run.stderr.contains("no/such/token"), "{run:?}");
 }
 
 #[test]

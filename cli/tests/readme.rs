@@ -194,9 +194,13 @@ fn readme_three_node_cluster_runs_as_documented() {
             continue;
         }
         if !nodes.0.is_empty() && !waited {
+            // The nodes serve with the token `m2m certs init` wrote to `certs`, as the README's
+            // commands find it.
+            let certs = dir.path().join("certs");
+            let certs = certs.to_str().expect("UTF-8 path");
             for admin in &node_admins {
                 eventually(20, "every node up", || {
-                    let r = m2m(&["status", "--admin", admin, "--format", "json"]);
+                    let r = m2m(&["status", "--admin", admin, "--certs", certs, "--format", "json"]);
                     let s = (r.code == 0).then(|| r.json())?;
                     s["membership"].as_array()?.iter().all(|m| m["up"] == true).then_some(())
                 });
@@ -218,12 +222,12 @@ fn readme_three_node_cluster_runs_as_documented() {
     assert_eq!(list.1, format!("{id}\n"), "app2 owns the session it fetched, and only that one");
 
     // The samples shown are what the commands printed (the status sample: its fixed lines).
-    let get = "m2m session get --admin 127.0.0.1:8202 $ID";
+    let get = "m2m session get --admin 127.0.0.1:8202 --certs certs $ID";
     let sample =
         text.split(&format!("$ {get}\n")).nth(1).and_then(|s| s.split("```").next()).expect("get sample");
     let actual = outputs.iter().find(|(c, _)| c.starts_with(get)).map(|(_, o)| o.clone()).expect("ran get");
     assert_eq!(actual, sample, "update the README sample of `{get}`");
-    let status = "m2m status --admin 127.0.0.1:8201";
+    let status = "m2m status --admin 127.0.0.1:8201 --certs certs";
     let sample = text
         .split(&format!("$ {status}\n"))
         .nth(1)

@@ -11,7 +11,7 @@ use anyhow::Context as _;
 use replication_core::NodeId;
 use session_api::{AckPolicy, NodeEvent, SessionManager};
 
-use crate::admin::{self, AdminState};
+use crate::admin::{self, AdminState, Guard, fds, token};
 use crate::domain;
 use crate::output::{self, EXIT_FAILED, EXIT_UNUSABLE};
 
@@ -19,7 +19,8 @@ use crate::output::{self, EXIT_FAILED, EXIT_UNUSABLE};
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Exit codes: 0 stopped by SIGINT/SIGTERM after leaving the domain gracefully; \
 1 the domain breaks a rule, or the node could not start or failed (address in use, certificates); \
-2 bad arguments, unreadable domain file, unknown node, no token for a non-loopback admin address.\n\n\
+2 bad arguments, unreadable domain file, unknown node, no admin token (none in the --certs folder, \
+none given, or --admin-no-auth on a non-loopback admin address).\n\n\
 Logs go to stderr; RUST_LOG sets the level (default info), e.g. RUST_LOG=debug.")]
 pub(crate) struct Args {
     /// The domain file (TOML).
@@ -34,11 +35,24 @@ pub(crate) struct Args {
     /// No authentication, no encryption between nodes: loopback demos only.
     #[arg(long)]
     pub(crate) insecure: bool,
-    /// A file holding the admin API's bearer token. Required when the admin address is not a
-    /// loopback address (or set M2M_ADMIN_TOKEN); when given, every admin request needs it,
-    /// also on loopback.
+    /// A file holding the admin API's bearer token (default: `admin.token` in the --certs
+    /// folder, written by `m2m certs init`; or set M2M_ADMIN_TOKEN). Every admin request needs
+    /// `Authorization: Bearer TOKEN`.
     #[arg(long, value_name = "FILE")]
     pub(crate) admin_token_file: Option<PathBuf>,
+    /// Serve the admin API without a token (loopback admin addresses only): every local user
+    /// and process can then read and change sessions. --insecure without a token implies it.
+    #[arg(long, conflicts_with = "admin_token_file")]
+    pub(crate) admin_no_auth: bool,
+    /// Most admin connections served at once; more are answered 503 and closed. Lowered when
+    /// the open-files limit is too small to keep descriptors for the transport.
+    #[arg(long, value_name = "N", default_value_t = 128, value_parser = clap::value_parser!(u32).range(1..))]
+    pub(crate) admin_max_connections: u32,
+    /// How long an admin client may take to send a request's header (also between requests on
+    /// a kept-alive connection), to send its body, or to take a stalled answer; slower
+    /// connections are closed.
+    #[arg(long, value_name = "MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) admin_timeout_ms: u64,
     /// How writes wait for backups: `sync` (answer once the backups acknowledged, or 504
     /// after the domain's request timeout) or `async`.
     #[arg(long, value_enum, default_value_t = Ack::Sync)]
@@ -65,17 +79,6 @@ fn admin_address(text: &str) -> anyhow::Result<(SocketAddr, bool)> {
         .collect();
     let first = *addrs.first().with_context(|| format!("the admin address `{text}` resolves to nothing"))?;
     Ok((first, addrs.iter().all(|a| a.ip().is_loopback())))
-}
-
-fn read_token(args: &Args) -> anyhow::Result<Option<String>> {
-    if let Some(f) = &args.admin_token_file {
-        let text = std::fs::read_to_string(f)
-            .with_context(|| format!("cannot read the admin token file {}", f.display()))?;
-        let t = text.trim();
-        anyhow::ensure!(!t.is_empty(), "the admin token file {} is empty", f.display());
-        return Ok(Some(t.to_owned()));
-    }
-    Ok(std::env::var("M2M_ADMIN_TOKEN").ok().map(|t| t.trim().to_owned()).filter(|t| !t.is_empty()))
 }
 
 /// Runs `m2m node`.
@@ -105,13 +108,14 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
         );
         return Ok(output::exit(EXIT_UNUSABLE));
     };
-    let token = match read_token(args) {
-        Ok(t) => t,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            return Ok(output::exit(EXIT_UNUSABLE));
-        }
-    };
+    let token =
+        match token::for_node(args.admin_no_auth, args.admin_token_file.as_deref(), args.certs.as_deref()) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                return Ok(output::exit(EXIT_UNUSABLE));
+            }
+        };
     let admin = match &node_cfg.admin {
         None => None,
         Some(a) => match admin_address(a.as_str()) {
@@ -119,7 +123,8 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
                 if !loopback && token.is_none() {
                     eprintln!(
                         "error: the admin address {a} of node {} is not a loopback address: the admin API \
-                         needs a bearer token there. Give --admin-token-file FILE or set M2M_ADMIN_TOKEN.",
+                         needs a bearer token there (--admin-no-auth and --insecure serve none). Give \
+                         --certs DIR, --admin-token-file FILE or set M2M_ADMIN_TOKEN.",
                         args.name
                     );
                     return Ok(output::exit(EXIT_UNUSABLE));
@@ -133,8 +138,9 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
         },
     };
     crate::logging::init("info");
+    let fds = fds::raise();
     let rt = super::runtime()?;
-    match rt.block_on(serve(args, cfg, admin, token)) {
+    match rt.block_on(serve(args, cfg, admin, token, fds)) {
         Ok(()) => Ok(ExitCode::SUCCESS),
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -148,6 +154,7 @@ async fn serve(
     cfg: replication_core::DomainConfig,
     admin: Option<SocketAddr>,
     token: Option<String>,
+    fds: fds::Budget,
 ) -> anyhow::Result<()> {
     let domain_name = cfg.domain.name.clone();
     let transport = cfg.domain.transport;
@@ -187,16 +194,30 @@ async fn serve(
     let server = match admin_listener {
         Some(listener) => {
             let local = listener.local_addr().context("admin listener address")?;
-            tracing::info!(admin = %format!("http://{local}"), token = token.is_some(), "admin API listening");
-            let state = Arc::new(AdminState { manager: manager.clone(), token, ack: ack_text });
-            let app = admin::router(state);
-            Some(tokio::spawn(async move {
-                axum::serve(listener, app)
-                    .with_graceful_shutdown(async move {
-                        let _ = stop_rx.await;
-                    })
-                    .await
-            }))
+            let limits = admin::Limits {
+                max_connections: fds
+                    .admin_cap(usize::try_from(args.admin_max_connections).unwrap_or(usize::MAX)),
+                timeout: Duration::from_millis(args.admin_timeout_ms),
+            };
+            tracing::info!(
+                admin = %format!("http://{local}"),
+                token = token.is_some(),
+                max_connections = limits.max_connections,
+                timeout_ms = args.admin_timeout_ms,
+                open_files = ?fds.now,
+                open_files_at_start = ?fds.before,
+                "admin API listening"
+            );
+            if token.is_none() {
+                tracing::warn!(
+                    "the admin API has no token: every local user and process can read and change sessions"
+                );
+            }
+            let guard = Arc::new(Guard { token, body_timeout: limits.timeout });
+            let app = admin::router(Arc::new(AdminState { manager: manager.clone(), ack: ack_text }), guard);
+            Some(tokio::spawn(admin::serve(listener, app, limits, async move {
+                let _ = stop_rx.await;
+            })))
         }
         None => {
             tracing::info!("no admin address in the domain file for this node: no admin API");
@@ -208,8 +229,8 @@ async fn serve(
     tracing::info!(signal, "leaving the domain");
     let _ = stop_tx.send(());
     if let Some(server) = server {
-        // In-flight admin requests get a moment to finish.
-        let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
+        // In-flight admin requests get a moment to finish (the server bounds it).
+        let _ = server.await;
     }
     let report = manager.shutdown().await.context("graceful shutdown")?;
     events.abort();

@@ -11,8 +11,9 @@ use crate::http::encode_segment;
 use crate::output::{self, EXIT_FAILED, EXIT_UNACKED};
 
 const EXIT_CODES: &str = "Exit codes: 0 done; 1 no such session, the admin API is unreachable, \
-refused the request or failed; 2 bad arguments (e.g. a malformed KEY=VALUE); 3 the write was \
-applied on the node but its backups did not acknowledge it in time (it may be lost if that node fails).";
+refused the request or failed; 2 bad arguments (e.g. a malformed KEY=VALUE) or an unreadable \
+token file; 3 the write was applied on the node but its backups did not acknowledge it in time (it \
+may be lost if that node fails).";
 
 /// Arguments of `m2m session`.
 #[derive(Debug, clap::Args)]

@@ -1,38 +1,50 @@
 //! `m2m status --admin ADDR`: a node's view of its domain, from its admin API.
 
 use std::fmt::Write as _;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use serde_json::Value;
 
+use crate::admin::token;
 use crate::http;
-use crate::output::{self, EXIT_FAILED, Format, Table};
+use crate::output::{self, EXIT_FAILED, EXIT_UNUSABLE, Format, Table};
 
-/// Where the admin API is, and the token, shared by `status` and `session`.
+/// Where the admin API is, and where its token is, shared by `status` and `session`. The token
+/// comes from --token-file, else from `admin.token` in the --certs folder, else from
+/// M2M_ADMIN_TOKEN; never from the command line, where every user on the host could read it.
 #[derive(Debug, clap::Args)]
 pub(crate) struct AdminArgs {
     /// The node's admin address (its `admin` in the domain file), host:port.
     #[arg(long, value_name = "ADDR")]
     pub(crate) admin: String,
-    /// The admin API's bearer token, when the node requires one.
-    #[arg(long, value_name = "T", env = "M2M_ADMIN_TOKEN", hide_env_values = true)]
-    pub(crate) token: Option<String>,
+    /// The certificates folder from `m2m certs init`: the token is its `admin.token`.
+    #[arg(long, value_name = "DIR", conflicts_with = "token_file")]
+    pub(crate) certs: Option<PathBuf>,
+    /// A file holding the admin API's bearer token (or set M2M_ADMIN_TOKEN to the token).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) token_file: Option<PathBuf>,
 }
 
 impl AdminArgs {
-    /// Sends a request; an unreachable node or a refused token is printed and becomes
-    /// `Err(exit code 1)`.
+    /// Sends a request; an unreadable token (exit 2), an unreachable node or a refused
+    /// token (exit 1) is printed and becomes `Err(exit code)`.
     pub(crate) fn call(
         &self,
         method: &str,
         path: &str,
         body: Option<&str>,
     ) -> Result<http::Response, ExitCode> {
-        match http::request(&self.admin, method, path, self.token.as_deref(), body) {
+        let token = token::for_client(self.token_file.as_deref(), self.certs.as_deref()).map_err(|e| {
+            eprintln!("error: {e:#}");
+            output::exit(EXIT_UNUSABLE)
+        })?;
+        match http::request(&self.admin, method, path, token.as_deref(), body) {
             Ok(r) if r.status == 401 => {
-                let how = if self.token.is_some() { "the token was refused" } else { "a token is required" };
+                let how = if token.is_some() { "the token was refused" } else { "a token is required" };
                 eprintln!(
-                    "error: the admin API at {} answered 401 Unauthorized: {how} (give --token or set M2M_ADMIN_TOKEN)",
+                    "error: the admin API at {} answered 401 Unauthorized: {how} (give --certs DIR with \
+                     the node's certificates folder, --token-file FILE, or set M2M_ADMIN_TOKEN)",
                     http::host_port(&self.admin)
                 );
                 Err(output::exit(EXIT_FAILED))
@@ -49,7 +61,8 @@ impl AdminArgs {
 /// Arguments of `m2m status`.
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Exit codes: 0 shown; 1 the admin API is unreachable or refused the request; 2 bad arguments."
+    after_help = "Exit codes: 0 shown; 1 the admin API is unreachable or refused the request; 2 bad arguments \
+or an unreadable token file."
 )]
 pub(crate) struct Args {
     #[command(flatten)]

@@ -1,6 +1,7 @@
 //! Real `m2m node` processes on loopback for the end-to-end tests: a domain file on free ports
-//! in a temp dir, certificates from `m2m certs init`, and a guard that kills every node it
-//! started when dropped (also when a test panics).
+//! in a temp dir, certificates and the admin token from `m2m certs init` (the client helpers
+//! send it), and a guard that kills every node it started when dropped (also when a test
+//! panics).
 
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
@@ -70,11 +71,26 @@ impl Cluster {
     /// Starts node `i` (0-based) with `--certs` (unless `extra` says `--insecure`) and `extra`
     /// arguments.
     pub fn start(&mut self, i: usize, extra: &[&str]) {
+        self.start_wrapped(i, &[], extra);
+    }
+
+    /// As [`Cluster::start`], the node run by `wrapper` (a command that runs its arguments,
+    /// such as `sh -c 'ulimit -Sn 256 && exec "$@"' sh`) when not empty.
+    pub fn start_wrapped(&mut self, i: usize, wrapper: &[&str], extra: &[&str]) {
         let certs = path(&self.certs).to_owned();
         let security: &[&str] = if extra.contains(&"--insecure") { &[] } else { &["--certs", &certs] };
         let out = std::fs::File::create(self.log(i, "out")).expect("log file");
         let err = std::fs::File::create(self.log(i, "err")).expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_m2m"))
+        let bin = env!("CARGO_BIN_EXE_m2m");
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(bin);
+                c
+            }
+            None => Command::new(bin),
+        };
+        let child = command
             .args(["node", "--config", path(&self.domain), "--name", &self.names[i]])
             .args(security)
             .args(extra)
@@ -120,10 +136,31 @@ impl Cluster {
         self.children[i].as_ref().expect("node started").id()
     }
 
+    /// The admin API's token `m2m certs init` wrote.
+    pub fn token(&self) -> String {
+        std::fs::read_to_string(self.certs.join("admin.token")).expect("admin.token").trim().to_owned()
+    }
+
+    /// `m2m status` against node `i`'s admin API (the token from the certificates folder),
+    /// with `extra` arguments.
+    pub fn status(&self, i: usize, extra: &[&str]) -> Run {
+        let mut all = vec!["status", "--admin", &self.admins[i], "--certs", path(&self.certs)];
+        all.extend(extra);
+        m2m(&all)
+    }
+
+    /// One raw HTTP/1.1 request to node `i`'s admin API with its bearer token.
+    pub fn http(&self, i: usize, method: &str, target: &str, headers: &[&str], body: &str) -> (u16, String) {
+        let bearer = format!("Authorization: Bearer {}", self.token());
+        let mut all = vec![bearer.as_str()];
+        all.extend(headers);
+        http(&self.admins[i], method, target, &all, body)
+    }
+
     /// Waits until node `i`'s `/status` shows every node of `expected_up` up (others down).
     pub fn wait_membership(&self, i: usize, expected_up: &[usize]) {
         eventually(20, &format!("{} to see nodes {expected_up:?} up", self.names[i]), || {
-            let run = m2m(&["status", "--admin", &self.admins[i], "--format", "json"]);
+            let run = self.status(i, &["--format", "json"]);
             if run.code != 0 {
                 return None;
             }
@@ -179,9 +216,9 @@ impl Cluster {
         }
     }
 
-    /// `m2m session ...` against node `i`'s admin API.
+    /// `m2m session ...` against node `i`'s admin API (the token from the certificates folder).
     pub fn session(&self, i: usize, args: &[&str]) -> Run {
-        let mut all = vec!["session", args[0], "--admin", &self.admins[i]];
+        let mut all = vec!["session", args[0], "--admin", &self.admins[i], "--certs", path(&self.certs)];
         all.extend(&args[1..]);
         m2m(&all)
     }
@@ -205,7 +242,8 @@ pub fn path(p: &Path) -> &str {
     p.to_str().expect("UTF-8 path")
 }
 
-/// One raw HTTP/1.1 request; returns the status code and the body.
+/// One raw HTTP/1.1 request; returns the status code and the body. `Content-Type:
+/// application/json` is sent unless `headers` name a content type.
 pub fn http(addr: &str, method: &str, target: &str, headers: &[&str], body: &str) -> (u16, String) {
     let mut s = TcpStream::connect(addr).expect("connect to the admin API");
     s.set_read_timeout(Some(Duration::from_secs(20))).expect("timeout");
@@ -214,7 +252,10 @@ pub fn http(addr: &str, method: &str, target: &str, headers: &[&str], body: &str
         req.push_str(h);
         req.push_str("\r\n");
     }
-    req.push_str(&format!("Content-Length: {}\r\nContent-Type: application/json\r\n\r\n{body}", body.len()));
+    if !headers.iter().any(|h| h.to_ascii_lowercase().starts_with("content-type:")) {
+        req.push_str("Content-Type: application/json\r\n");
+    }
+    req.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
     s.write_all(req.as_bytes()).expect("send");
     let mut raw = String::new();
     let _ = s.read_to_string(&mut raw);

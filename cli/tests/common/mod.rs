@@ -30,12 +30,17 @@ impl Run {
 /// Runs `m2m` with `args` from the workspace root (so `cli/tests/fixtures/...` and
 /// `examples/...` paths work as written in the README).
 pub fn m2m(args: &[&str]) -> Run {
-    let out = Command::new(env!("CARGO_BIN_EXE_m2m"))
-        .args(args)
-        .env_remove("M2M_ADMIN_TOKEN")
-        .current_dir(workspace_root())
-        .output()
-        .expect("the m2m binary runs");
+    m2m_with_token_env(args, None)
+}
+
+/// As [`m2m`], with `M2M_ADMIN_TOKEN` set to `token` (unset when `None`).
+pub fn m2m_with_token_env(args: &[&str], token: Option<&str>) -> Run {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_m2m"));
+    match token {
+        Some(t) => command.env("M2M_ADMIN_TOKEN", t),
+        None => command.env_remove("M2M_ADMIN_TOKEN"),
+    };
+    let out = command.args(args).current_dir(workspace_root()).output().expect("the m2m binary runs");
     Run {
         code: out.status.code().expect("m2m exited normally, not by a signal"),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),

@@ -1,16 +1,15 @@
-//! The admin HTTP API a node serves on its `admin` address: status, Prometheus metrics, and
-//! session reads and writes. With a token configured every request needs
-//! `Authorization: Bearer TOKEN` (401 otherwise).
+//! The routes of the admin API: status, Prometheus metrics, and session reads and writes.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::Arc;
 
+use super::guard::Guard;
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Path, Query, Request, State};
-use axum::http::{HeaderMap, StatusCode, header};
-use axum::middleware::{self, Next};
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
@@ -20,54 +19,25 @@ use session_api::{Commit, Error, Metrics, Replication, Session, SessionManager};
 pub(crate) struct AdminState {
     /// The node.
     pub(crate) manager: SessionManager,
-    /// When set, every request must carry it as a bearer token.
-    pub(crate) token: Option<String>,
     /// The acknowledgement writes use, as text for `/status`.
     pub(crate) ack: String,
 }
 
-/// The admin API's routes.
-pub(crate) fn router(state: Arc<AdminState>) -> Router {
+/// The admin API's routes, behind the [`guard`](super::guard).
+pub(crate) fn router(state: Arc<AdminState>, guard: Arc<Guard>) -> Router {
     Router::new()
         .route("/status", get(status))
         .route("/metrics", get(metrics))
         .route("/sessions", post(create).get(list_owned))
         .route("/sessions/{id}", get(read).put(set).patch(set).delete(invalidate))
-        .layer(middleware::from_fn_with_state(state.clone(), auth))
+        .layer(middleware::from_fn_with_state(guard, super::guard::check))
         .with_state(state)
 }
 
 type Shared = State<Arc<AdminState>>;
 
-fn error(status: StatusCode, kind: &str, message: impl Into<String>) -> Response {
+pub(super) fn error(status: StatusCode, kind: &str, message: impl Into<String>) -> Response {
     (status, axum::Json(json!({ "error": message.into(), "kind": kind }))).into_response()
-}
-
-/// Compares without stopping at the first difference.
-fn same_token(given: &[u8], wanted: &[u8]) -> bool {
-    let mut diff = given.len() ^ wanted.len();
-    for (i, w) in wanted.iter().enumerate() {
-        diff |= usize::from(given.get(i).copied().unwrap_or(0) ^ w);
-    }
-    diff == 0
-}
-
-async fn auth(State(st): Shared, headers: HeaderMap, req: Request, next: Next) -> Response {
-    if let Some(token) = &st.token {
-        let given = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim);
-        let ok = given.is_some_and(|g| same_token(g.as_bytes(), token.as_bytes()));
-        if !ok {
-            let why = if given.is_none() { "missing bearer token" } else { "wrong bearer token" };
-            let mut r = error(StatusCode::UNAUTHORIZED, "unauthorized", why);
-            r.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
-            return r;
-        }
-    }
-    next.run(req).await
 }
 
 /// A library error as an HTTP answer.
@@ -473,18 +443,5 @@ async fn metrics(State(st): Shared) -> Response {
         )
             .into_response(),
         Err(e) => failure(&e),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tokens_compare_exactly() {
-        assert!(same_token(b"secret", b"secret"));
-        assert!(!same_token(b"secret!", b"secret"));
-        assert!(!same_token(b"secre", b"secret"));
-        assert!(!same_token(b"", b"secret"));
     }
 }
