@@ -59,3 +59,39 @@ fn init_refuses_invalid_and_unreadable_domains() {
     let run = m2m(&["certs", "init", "--out", out]);
     assert_eq!(run.code, 2, "missing --domain: {run:?}");
 }
+
+#[test]
+fn node_certificates_expire_after_the_days_given_and_one_is_reissued_from_the_ca() {
+    let dir = scratch_dir("reissue");
+    let out = dir.to_str().expect("utf-8");
+    let domain = "examples/domains/three-node.toml";
+    let run = m2m(&["certs", "init", "--domain", domain, "--out", out, "--days", "10"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stdout.contains("valid until"), "{run:?}");
+    assert!(run.stdout.contains("keep ca.key offline"), "{run:?}");
+    let expiry = |node: &str| {
+        let pem = std::fs::read_to_string(dir.join(format!("{node}.pem"))).expect("cert");
+        let t = replication_core::tls::not_after(&pem).expect("expiry");
+        replication_core::tls::days_left(t, std::time::SystemTime::now())
+    };
+    assert_eq!(expiry("app1"), 9, "10 days from now, less the seconds since");
+    let key_before = std::fs::read_to_string(dir.join("app2.key")).expect("key");
+
+    let run = m2m(&["certs", "reissue", "--domain", domain, "--dir", out, "--node", "app2", "--days", "400"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stdout.contains("re-issued") && run.stdout.contains("restart the node"), "{run:?}");
+    assert_eq!(expiry("app2"), 399);
+    assert_eq!(expiry("app1"), 9, "the other nodes' certificates are left alone");
+    assert_ne!(std::fs::read_to_string(dir.join("app2.key")).expect("key"), key_before);
+
+    let run = m2m(&["certs", "reissue", "--domain", domain, "--dir", out, "--node", "nobody"]);
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(run.stderr.contains("nobody"), "{run:?}");
+    std::fs::rename(dir.join("ca.key"), dir.join("ca.key.offline")).expect("move the CA key away");
+    let run = m2m(&["certs", "reissue", "--domain", domain, "--dir", out, "--node", "app1"]);
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(run.stderr.contains("ca.key"), "{run:?}");
+    let run = m2m(&["certs", "init", "--domain", domain, "--out", out, "--days", "0"]);
+    assert_eq!(run.code, 2, "{run:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -89,6 +89,8 @@ fn status_shows_membership_sessions_and_lag_as_text_and_json() {
     // Every write was acknowledged: the backups are not behind.
     assert_eq!(s["replication_lag"]["behind_ms"].as_f64(), Some(0.0), "{s}");
     assert!(s["failovers"].is_number() && s["refused"]["count"].is_number(), "{s}");
+    // `m2m certs init` issued the certificate today, for 365 days.
+    assert_eq!(s["certificate"]["days_left"], 364, "{s}");
     // The backups of those sessions are on the other nodes.
     let backups: u64 = [0, 2]
         .iter()
@@ -109,6 +111,7 @@ fn status_shows_membership_sessions_and_lag_as_text_and_json() {
         "sessions owned:",
         "under-replicated:",
         "replication lag:       0.0 ms behind; sync writes last",
+        "certificate expires:   in 364 days",
     ] {
         assert!(text.stdout.contains(want), "missing `{want}`:\n{}", text.stdout);
     }
@@ -116,6 +119,7 @@ fn status_shows_membership_sessions_and_lag_as_text_and_json() {
     let (code, metrics) = c.http(1, "GET", "/metrics", &[], "");
     assert_eq!(code, 200, "{metrics}");
     assert!(metrics.contains("m2m_sessions_owned 4"), "{metrics}");
+    assert!(metrics.contains("\nm2m_certificate_expiry_days 364\n"), "{metrics}");
     assert!(metrics.contains("m2m_peer_up{peer=\"app1\"} 1"), "{metrics}");
     assert!(metrics.contains("\nm2m_replication_lag_seconds 0\n"), "{metrics}");
     assert!(metrics.lines().filter(|l| !l.starts_with('#')).all(|l| l.starts_with("m2m_")), "{metrics}");

@@ -21,6 +21,18 @@ pub(crate) struct AdminState {
     pub(crate) manager: SessionManager,
     /// The acknowledgement writes use, as text for `/status`.
     pub(crate) ack: String,
+    /// When this node's certificate expires (`None` for an insecure node).
+    pub(crate) certificate_expiry: Option<std::time::SystemTime>,
+}
+
+/// Whole days until `expiry`, from the clock of this call (negative once it passed).
+fn days_left(expiry: std::time::SystemTime) -> i64 {
+    replication_core::tls::days_left(expiry, std::time::SystemTime::now())
+}
+
+/// Seconds since 1970 of `t` (0 before).
+fn unix_secs(t: std::time::SystemTime) -> u64 {
+    t.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 /// The admin API's routes, behind the [`guard`](super::guard).
@@ -259,7 +271,8 @@ fn millis(d: std::time::Duration) -> f64 {
 }
 
 /// The `/status` document.
-pub(crate) fn status_json(manager: &SessionManager, m: &Metrics, ack: &str) -> Value {
+pub(crate) fn status_json(st: &AdminState, m: &Metrics) -> Value {
+    let (manager, ack) = (&st.manager, st.ack.as_str());
     let cfg = manager.domain();
     let me = manager.node();
     let membership: Vec<Value> = cfg
@@ -304,24 +317,34 @@ pub(crate) fn status_json(manager: &SessionManager, m: &Metrics, ack: &str) -> V
             "count": m.refused,
             "recent": m.recent_refusals.iter().map(|(peer, reason)| json!({ "peer": peer, "reason": reason })).collect::<Vec<_>>(),
         },
+        "certificate": st.certificate_expiry.map(|t| json!({ "not_after": unix_secs(t), "days_left": days_left(t) })),
     })
 }
 
 async fn status(State(st): Shared) -> Response {
     match st.manager.metrics().await {
-        Ok(m) => axum::Json(status_json(&st.manager, &m, &st.ack)).into_response(),
+        Ok(m) => axum::Json(status_json(&st, &m)).into_response(),
         Err(e) => failure(&e),
     }
 }
 
 /// The metrics in Prometheus' text format.
-pub(crate) fn prometheus(manager: &SessionManager, m: &Metrics) -> String {
+pub(crate) fn prometheus(st: &AdminState, m: &Metrics) -> String {
+    let manager = &st.manager;
     let mut out = String::new();
     let mut metric = |name: &str, kind: &str, help: &str, value: String| {
         let _ = writeln!(out, "# HELP m2m_{name} {help}\n# TYPE m2m_{name} {kind}\nm2m_{name} {value}");
     };
     let c = &m.core;
     metric("sessions_owned", "gauge", "Sessions this node owns.", c.owned.to_string());
+    if let Some(t) = st.certificate_expiry {
+        metric(
+            "certificate_expiry_days",
+            "gauge",
+            "Whole days until this node's certificate expires (negative once it has).",
+            days_left(t).to_string(),
+        );
+    }
     metric(
         "sessions_backed_up",
         "gauge",
@@ -437,10 +460,7 @@ pub(crate) fn prometheus(manager: &SessionManager, m: &Metrics) -> String {
 
 async fn metrics(State(st): Shared) -> Response {
     match st.manager.metrics().await {
-        Ok(m) => (
-            [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
-            prometheus(&st.manager, &m),
-        )
+        Ok(m) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], prometheus(&st, &m))
             .into_response(),
         Err(e) => failure(&e),
     }

@@ -25,6 +25,10 @@ pub(crate) enum CertsCommand {
     /// NODE.key) and the admin API's bearer token (admin.token, readable by its owner only) in
     /// DIR. Existing files are kept; run it again after adding nodes.
     Init(InitArgs),
+    /// Issue one node a new certificate and key from the CA in DIR (which needs ca.key),
+    /// replacing its old pair; the node loads it at its next start. `m2m status` and the
+    /// `m2m_certificate_expiry_days` metric tell when a node's certificate expires.
+    Reissue(ReissueArgs),
 }
 
 /// Arguments of `m2m certs init`.
@@ -36,13 +40,89 @@ pub(crate) struct InitArgs {
     /// The folder for the certificates and keys (created if missing).
     #[arg(long, value_name = "DIR")]
     pub(crate) out: PathBuf,
+    /// How many days node certificates are valid from now.
+    #[arg(long, value_name = "DAYS", default_value_t = replication_core::tls::DEFAULT_VALIDITY_DAYS,
+          value_parser = clap::value_parser!(u32).range(1..=36_500))]
+    pub(crate) days: u32,
+}
+
+/// Arguments of `m2m certs reissue`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct ReissueArgs {
+    /// The domain file (TOML).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) domain: PathBuf,
+    /// The certificates folder (from `m2m certs init`), holding ca.key.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) dir: PathBuf,
+    /// The node whose certificate is renewed.
+    #[arg(long, value_name = "NAME")]
+    pub(crate) node: String,
+    /// How many days the new certificate is valid from now.
+    #[arg(long, value_name = "DAYS", default_value_t = replication_core::tls::DEFAULT_VALIDITY_DAYS,
+          value_parser = clap::value_parser!(u32).range(1..=36_500))]
+    pub(crate) days: u32,
 }
 
 /// Runs `m2m certs ...`.
 pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
     match &args.command {
         CertsCommand::Init(a) => init(a),
+        CertsCommand::Reissue(a) => reissue(a),
     }
+}
+
+/// The date (UTC) of `t`, as `YYYY-MM-DD`.
+fn date(t: std::time::SystemTime) -> String {
+    time::OffsetDateTime::from(t).date().to_string()
+}
+
+/// `path`'s certificate expiry as `valid until YYYY-MM-DD`, or why it cannot be read.
+fn valid_until(path: &std::path::Path) -> String {
+    match std::fs::read_to_string(path)
+        .map_err(anyhow::Error::from)
+        .and_then(|pem| replication_core::tls::not_after(&pem).map_err(anyhow::Error::from))
+    {
+        Ok(t) => format!("valid until {}", date(t)),
+        Err(e) => format!("expiry unreadable: {e}"),
+    }
+}
+
+fn reissue(args: &ReissueArgs) -> anyhow::Result<ExitCode> {
+    let cfg = match domain::load_valid(&args.domain) {
+        Ok(cfg) => cfg,
+        Err(code) => return Ok(code),
+    };
+    let node = replication_core::NodeId::new(&args.node);
+    if cfg.node(&node).is_none() {
+        eprintln!(
+            "error: {} is not a node of domain {} ({})",
+            args.node,
+            cfg.domain.name,
+            args.domain.display()
+        );
+        return Ok(output::exit(output::EXIT_UNUSABLE));
+    }
+    let path = match replication_core::tls::reissue_node(
+        &cfg,
+        &args.dir,
+        &node,
+        std::time::SystemTime::now(),
+        args.days,
+    ) {
+        Ok(path) => path,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(output::exit(output::EXIT_UNUSABLE));
+        }
+    };
+    output::emit(&format!(
+        "{}: {} and its key re-issued, {}; restart the node to load it\n",
+        args.node,
+        path.display(),
+        valid_until(&path)
+    ));
+    Ok(ExitCode::SUCCESS)
 }
 
 fn init(args: &InitArgs) -> anyhow::Result<ExitCode> {
@@ -50,15 +130,27 @@ fn init(args: &InitArgs) -> anyhow::Result<ExitCode> {
         Ok(cfg) => cfg,
         Err(code) => return Ok(code),
     };
-    let issued = replication_core::tls::init_dir(&cfg, &args.out)
-        .with_context(|| format!("cannot create certificates in {}", args.out.display()))?;
+    let issued =
+        replication_core::tls::init_dir_with(&cfg, &args.out, std::time::SystemTime::now(), args.days)
+            .with_context(|| format!("cannot create certificates in {}", args.out.display()))?;
     let token_issued = token::ensure(&args.out)?;
     let dir = args.out.display();
     let mut text = format!("domain {}: certificates in {dir}\n", cfg.domain.name);
-    text.push_str(&format!("  CA: {dir}/ca.pem (key {dir}/ca.key: keep it offline once nodes are issued)\n"));
+    text.push_str(&format!(
+        "  CA: {dir}/ca.pem (its key {dir}/ca.key signs node certificates: copy only ca.pem, NODE.pem, \
+         NODE.key and admin.token to each node, and keep ca.key offline until the next `m2m certs init` \
+         or `m2m certs reissue`)\n"
+    ));
     for n in &cfg.nodes {
         let state = if issued.contains(&n.name) { "issued" } else { "kept (already there)" };
-        text.push_str(&format!("  {}: {dir}/{}.pem, {dir}/{}.key  {state}\n", n.name, n.name, n.name));
+        let pem = args.out.join(format!("{}.pem", n.name));
+        text.push_str(&format!(
+            "  {}: {dir}/{}.pem, {dir}/{}.key  {state}, {}\n",
+            n.name,
+            n.name,
+            n.name,
+            valid_until(&pem)
+        ));
     }
     let state = if token_issued { "issued" } else { "kept (already there)" };
     text.push_str(&format!(

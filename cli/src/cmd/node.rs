@@ -186,6 +186,10 @@ async fn serve(
             builder.insecure()
         }
     };
+    let certificate_expiry = match &args.certs {
+        Some(dir) => Some(certificate_expiry(dir, &args.name)?),
+        None => None,
+    };
     let manager = builder.start().await.with_context(|| format!("node {} cannot start", args.name))?;
     tracing::info!(node = %args.name, domain = %domain_name, %transport, %address, "node started");
 
@@ -214,7 +218,10 @@ async fn serve(
                 );
             }
             let guard = Arc::new(Guard { token, body_timeout: limits.timeout });
-            let app = admin::router(Arc::new(AdminState { manager: manager.clone(), ack: ack_text }), guard);
+            let app = admin::router(
+                Arc::new(AdminState { manager: manager.clone(), ack: ack_text, certificate_expiry }),
+                guard,
+            );
             Some(tokio::spawn(admin::serve(listener, app, limits, async move {
                 let _ = stop_rx.await;
             })))
@@ -284,4 +291,23 @@ async fn log_events(mut rx: tokio::sync::broadcast::Receiver<NodeEvent>) {
             Err(RecvError::Closed) => return,
         }
     }
+}
+
+/// When this node's certificate in `dir` expires; logged, at warn when 30 days or fewer are
+/// left (`m2m certs reissue` renews it).
+fn certificate_expiry(dir: &std::path::Path, name: &str) -> anyhow::Result<std::time::SystemTime> {
+    let path = dir.join(format!("{name}.pem"));
+    let pem = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    let expiry = replication_core::tls::not_after(&pem).with_context(|| format!("{}", path.display()))?;
+    let days = replication_core::tls::days_left(expiry, std::time::SystemTime::now());
+    if days <= 30 {
+        tracing::warn!(
+            certificate = %path.display(),
+            days_left = days,
+            "the node's certificate expires soon: renew it with `m2m certs reissue`"
+        );
+    } else {
+        tracing::info!(certificate = %path.display(), days_left = days, "certificate");
+    }
+    Ok(expiry)
 }

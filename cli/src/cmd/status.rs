@@ -164,6 +164,9 @@ fn render(s: &Value) -> String {
     let _ = writeln!(out, "failovers:             {}", num(s, &["failovers"]));
     let _ = writeln!(out, "unacknowledged writes: {}", num(s, &["unacknowledged_writes"]));
     let _ = writeln!(out, "refused connections:   {}", num(s, &["refused", "count"]));
+    if let Some(c) = s.get("certificate").filter(|c| !c.is_null()) {
+        let _ = writeln!(out, "certificate expires:   in {} days", num(c, &["days_left"]));
+    }
     for r in s.get("refused").and_then(|r| r.get("recent")).and_then(Value::as_array).into_iter().flatten() {
         let _ = writeln!(out, "  refused {}: {}", text(r, "peer"), text(r, "reason"));
     }
