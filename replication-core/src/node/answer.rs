@@ -1,0 +1,216 @@
+//! The answering side of an ownership change: promises, deferred claims and refusals.
+
+use super::Node;
+use super::acquire::{CLAIMS_PER_MESSAGE, ClaimOf};
+use super::store::{due, full_payload};
+use super::writes::payload_size;
+use crate::config::NodeId;
+use crate::message::{Epoch, Message, Snapshot};
+use crate::session_key::Sid;
+use std::time::{Duration, Instant};
+
+/// Claims whose answer waits at most this many at once (`deferred_claims`; about 120 bytes
+/// each); beyond it a claim over an owner this node still hears is refused at once.
+pub(super) const MAX_DEFERRED_CLAIMS: usize = 65_536;
+
+/// Claims of one [`Message::Claims`] (or [`Message::Claim`]) over an owner the receiver still
+/// heard: answered when it stops hearing that owner, or refused at `until`.
+#[derive(Debug)]
+pub(super) struct DeferredClaims {
+    pub(super) until: Instant,
+    pub(super) from: NodeId,
+    pub(super) claims: Vec<ClaimOf>,
+}
+
+/// Approximate bytes of copies per [`Message::ClaimAcks`] before another one is started.
+pub(super) const CLAIM_ACK_BYTES: u64 = 1 << 20;
+
+impl Node {
+    /// Whether the node that owned at `epoch` is gone for this node: another node that is
+    /// down, departed or unknown, or runs another incarnation now.
+    pub(super) fn owner_gone(&self, epoch: &Epoch) -> bool {
+        epoch.node != self.me
+            && self
+                .peers
+                .get(&epoch.node)
+                .is_none_or(|p| !p.up || p.incarnation.is_some_and(|i| i != epoch.incarnation))
+    }
+
+    /// Whether this node still hears the incarnation that owned at `epoch`: it is this node,
+    /// or a live peer in that incarnation heard within the `hearing_window`. A node that
+    /// crashed is silent for longer than that everywhere by the time a peer declares it down
+    /// (the heartbeats reach every peer about together), so a genuine failover is not
+    /// refused; a peer that only one link lost is still heard by the others.
+    pub(super) fn hears_owner(&self, now: Instant, epoch: &Epoch) -> bool {
+        if epoch.node == self.me {
+            return epoch.incarnation == self.incarnation;
+        }
+        self.peers.get(&epoch.node).is_some_and(|p| {
+            p.up && p.departed.is_none()
+                && p.incarnation == Some(epoch.incarnation)
+                && p.last_heard.is_some_and(|t| !due(now, t, self.hearing_window()))
+        })
+    }
+
+    /// How recently a peer must have been heard to count as heard: half the failure timeout,
+    /// and at least one and a half heartbeat intervals (a live peer is heard every interval,
+    /// give or take the network), which stays below the failure timeout since that is at
+    /// least two intervals (`validate`).
+    pub(super) fn hearing_window(&self) -> Duration {
+        (self.failure_timeout / 2).max(self.heartbeat_interval * 3 / 2)
+    }
+
+    pub(super) fn on_claim(
+        &mut self,
+        now: Instant,
+        from: &NodeId,
+        session: String,
+        epoch: Epoch,
+        over: Option<Epoch>,
+    ) {
+        if self.refuses(now, &session, &epoch, over.as_ref()) {
+            // Deferred like a batch's; answered, if at all, in a `ClaimAcks`.
+            self.on_claims(now, from, vec![(session, epoch, over)]);
+        } else if let Some(copy) = self.promise(now, from, &session, &epoch) {
+            self.out.send(from, Message::ClaimAck { session, epoch, copy });
+        }
+    }
+
+    /// Whether a claim that fails `over` over is refused because this node still hears that
+    /// owner (finding 9 of docs/reliability.md: with one link broken, both of its ends see a
+    /// majority, and the acquirer would take the session from an owner that keeps writing,
+    /// unaware, to backups that may have forgotten every promise). Nothing is promised. A
+    /// claim this node promised already, or is fenced by a higher promise, goes on to
+    /// `promise` (answered again, or fenced).
+    pub(super) fn refuses(&self, now: Instant, session: &str, epoch: &Epoch, over: Option<&Epoch>) -> bool {
+        over.is_some_and(|o| self.hears_owner(now, o))
+            && self.sessions.get(session).and_then(|r| r.promised.as_ref()).is_none_or(|p| p < epoch)
+    }
+
+    /// A claim: `None` when refused (a `Fenced` was sent), else the promise is recorded and
+    /// the copy to return.
+    pub(super) fn promise(
+        &mut self,
+        now: Instant,
+        from: &NodeId,
+        session: &str,
+        epoch: &Epoch,
+    ) -> Option<Option<Snapshot>> {
+        if epoch.node != *from {
+            return None;
+        }
+        // The promise kept shares the peer's name, as in `on_replicate`.
+        let epoch = Epoch { node: from.clone(), ..epoch.clone() };
+        let stamp = self.stamps.stamp(now);
+        self.admit_then(now, from, session, &epoch, |rec| {
+            rec.last_heard = stamp;
+            rec.copy.clone()
+        })
+    }
+
+    /// Claims in a batch: answered in batches of at most [`CLAIMS_PER_MESSAGE`] answers and
+    /// about [`CLAIM_ACK_BYTES`] of copies.
+    pub(super) fn on_claims(
+        &mut self,
+        now: Instant,
+        from: &NodeId,
+        claims: Vec<(String, Epoch, Option<Epoch>)>,
+    ) {
+        let until = now + self.heartbeat_interval;
+        self.answer_claims(now, from, claims, Some(until));
+    }
+
+    /// Answers claims; those this node refuses because it still hears the owner they fail
+    /// over from wait until `defer` (if given, and within [`MAX_DEFERRED_CLAIMS`]) instead of
+    /// being refused at once. The survivors of a crash learn of it within moments of each
+    /// other, not at once ([`Input::PeerGone`]): the first one's claims may reach another
+    /// before its own news does. Refused at once, they would hold the acquirer's failover back
+    /// for the hearing window; deferred, they are answered when this node fails the owner
+    /// too (`peer_left`), or refused at the deadline if it still hears it.
+    pub(super) fn answer_claims(
+        &mut self,
+        now: Instant,
+        from: &NodeId,
+        claims: Vec<ClaimOf>,
+        defer: Option<Instant>,
+    ) {
+        let mut acks = Vec::new();
+        let mut refused = Vec::new();
+        let mut deferred = Vec::new();
+        let mut bytes = 0;
+        for (session, epoch, over) in claims {
+            if self.refuses(now, &session, &epoch, over.as_ref()) {
+                if defer.is_some() && self.deferred_count + deferred.len() < MAX_DEFERRED_CLAIMS {
+                    deferred.push((session, epoch, over));
+                } else {
+                    refused.push((session, epoch));
+                }
+                continue;
+            }
+            let Some(copy) = self.promise(now, from, &session, &epoch) else { continue };
+            if let Some(c) = &copy {
+                bytes += payload_size(&full_payload(c));
+            }
+            acks.push((session, epoch, copy));
+            if acks.len() >= CLAIMS_PER_MESSAGE || bytes >= CLAIM_ACK_BYTES {
+                self.out.send(from, Message::ClaimAcks { acks: std::mem::take(&mut acks) });
+                bytes = 0;
+            }
+        }
+        if !acks.is_empty() {
+            self.out.send(from, Message::ClaimAcks { acks });
+        }
+        if !refused.is_empty() {
+            self.out.send(from, Message::ClaimsRefused { claims: refused });
+        }
+        if let Some(until) = defer.filter(|_| !deferred.is_empty()) {
+            self.deferred_count += deferred.len();
+            self.deferred_claims.push_back(DeferredClaims { until, from: from.clone(), claims: deferred });
+        }
+    }
+
+    /// Answers deferred claims again: all of them when `all` (an owner was failed: claims
+    /// over it are promised now, the others deferred again until their deadline), else
+    /// those whose deadline passed (refused if this node still hears their owner).
+    pub(super) fn answer_deferred(&mut self, now: Instant, all: bool) {
+        if self.deferred_claims.is_empty() {
+            return;
+        }
+        let pending = std::mem::take(&mut self.deferred_claims);
+        self.deferred_count = 0;
+        for d in pending {
+            if all || d.until <= now {
+                let defer = (d.until > now).then_some(d.until);
+                self.answer_claims(now, &d.from, d.claims, defer);
+            } else {
+                self.deferred_count += d.claims.len();
+                self.deferred_claims.push_back(d);
+            }
+        }
+    }
+
+    /// A failed acquirer released its claim at `epoch`. Only a promise made for exactly that
+    /// claim is affected, and no copy is ever deleted: a promise-only record made for it is
+    /// forgotten (a later create of the id is not fenced by it), and an owner that the claim
+    /// demoted takes the session back at once with a new claim (`resume`), since no owner
+    /// exists at `epoch`. A promise cannot be lowered otherwise: it may have replaced a
+    /// promise for another claim that did complete, and lowering it would let the owner the
+    /// completed claim fenced be acknowledged again.
+    pub(super) fn on_release(&mut self, now: Instant, from: &NodeId, session: &str, epoch: &Epoch) {
+        if epoch.node != *from {
+            return;
+        }
+        let Some(rec) = self.sessions.get(session) else { return };
+        if rec.promised.as_ref() != Some(epoch)
+            || rec.owner.is_some()
+            || self.acquires.contains_key(Sid::new(session))
+        {
+            return;
+        }
+        if rec.copy.is_none() {
+            self.sessions.remove(session);
+        } else {
+            self.resume(now, session);
+        }
+    }
+}

@@ -1,0 +1,239 @@
+//! The graceful leave: taking over or handing off what only this node holds.
+
+use super::Node;
+use super::acquire::CLAIMS_PER_MESSAGE;
+use super::answer::CLAIM_ACK_BYTES;
+use super::maintenance::Timer;
+use super::store::{Replica, due, full_payload};
+use super::writes::payload_size;
+use crate::api::{Outcome, RequestId};
+use crate::config::{NodeId, Topology};
+use crate::message::{Body, Epoch, Message, Snapshot, Version};
+use crate::session_key::Sid;
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+/// A copy being handed off at leave (see [`Message::Handoff`]).
+#[derive(Debug, Clone)]
+pub(super) struct Handoff {
+    pub(super) epoch: Epoch,
+    pub(super) version: Version,
+    /// A receiver acknowledged holding it.
+    pub(super) acked: bool,
+    /// When it is due to be sent again (`None`: at once: not sent yet, or refused).
+    pub(super) sent: Option<Instant>,
+    /// When it was last tried, refused or not: the least recently tried go first.
+    pub(super) tried: Option<Instant>,
+}
+
+impl Node {
+    /// Sessions a leaving node must take over before it goes, because its copy may be the
+    /// only newest one (finding 7 of docs/reliability.md): those it owned until a claim that
+    /// produced no owner demoted it, and (peer-to-peer) live copies whose owner is gone with
+    /// nobody taking them over. Each is claimed like a failover; once owned, it is handed off
+    /// like every owned session (the leave waits for its backups). A live claimant is given
+    /// the request timeout (its claim's own deadline) to complete first: it has this node's
+    /// answer, and completing takes the copy with it.
+    ///
+    /// Returns the sessions to claim now and how many such copies are left in all (those
+    /// whose claimant is still given its time included).
+    pub(super) fn leave_untaken(&self, now: Instant) -> (Vec<String>, usize) {
+        if !self.can_own {
+            return (Vec::new(), 0);
+        }
+        let p2p = self.placement.topology() == Topology::PeerToPeer;
+        let patience = self.request_timeout;
+        let mut ready = Vec::new();
+        let mut left = 0;
+        for (s, r) in self.sessions.iter().filter(|(s, _)| !self.acquires.contains_key(Sid::new(s))) {
+            let demoted = self.demoted_owner(s);
+            let orphan = p2p && self.orphaned(now, s, patience).is_some();
+            if !(demoted || orphan) {
+                continue;
+            }
+            left += 1;
+            let claimant_busy =
+                r.promised.as_ref().is_some_and(|p| p.node != self.me && self.is_live(&p.node))
+                    && !due(now, self.stamps.instant(r.last_heard), patience);
+            if !(demoted && claimant_busy) {
+                ready.push(s.to_owned());
+            }
+        }
+        (ready, left)
+    }
+
+    /// Copies a leaving node that cannot take sessions over (a server of a client-server
+    /// domain, where clients fetch sessions on demand) must hand to the others: sessions
+    /// whose owner is gone, so that this copy may be the newest left.
+    pub(super) fn leave_handoffs(&self, now: Instant) -> Vec<(String, Epoch, Version)> {
+        // A peer-to-peer node takes live copies over instead (`leave_untaken`); a tombstone
+        // is handed off by every node: a claim would not make it owned, and without it an
+        // older live copy elsewhere would bring the invalidated session back.
+        let tombstones_only = self.can_own && self.placement.topology() == Topology::PeerToPeer;
+        self.sessions
+            .iter()
+            .filter(|(_, r)| r.owner.is_none() && r.tomb_until.is_none_or(|t| now < self.stamps.instant(t)))
+            .filter_map(|(s, r)| {
+                let c = r.copy.as_ref()?;
+                if tombstones_only && !matches!(c.body, Body::Tombstone) {
+                    return None;
+                }
+                let owner_live = c.epoch.node != self.me
+                    && self
+                        .peers
+                        .get(&c.epoch.node)
+                        .is_some_and(|p| p.up && p.incarnation == Some(c.epoch.incarnation));
+                (!owner_live).then(|| (s.to_owned(), c.epoch.clone(), c.version))
+            })
+            .collect()
+    }
+
+    /// Sends the handoffs not acknowledged yet, each every `retransmit_interval`, to the nodes
+    /// that would back the session up without this one. Returns how many are not acknowledged.
+    pub(super) fn send_handoffs(&mut self, now: Instant) -> usize {
+        for (session, epoch, version) in self.leave_handoffs(now) {
+            let h = self.handoffs.entry(session).or_insert_with(|| Handoff {
+                epoch: epoch.clone(),
+                version,
+                acked: false,
+                sent: None,
+                tried: None,
+            });
+            if h.epoch != epoch || h.version != version {
+                *h = Handoff { epoch, version, acked: false, sent: None, tried: h.tried };
+            }
+        }
+        let every = self.settings.retransmit_interval;
+        let pending = self.handoffs.values().filter(|h| !h.acked).count();
+        // At most `CLAIMS_PER_MESSAGE` copies a tick, the least recently tried first, so that a
+        // large leave neither floods the peers' queues (a refused batch is due again at the
+        // next tick) nor retries the same few while others wait.
+        let mut due_now: Vec<(Option<Instant>, String)> = self
+            .handoffs
+            .iter()
+            .filter(|(_, h)| !h.acked && h.sent.is_none_or(|t| due(now, t, every)))
+            .map(|(s, h)| (h.tried, s.clone()))
+            .collect();
+        due_now.sort();
+        due_now.truncate(CLAIMS_PER_MESSAGE);
+        let mut sends: BTreeMap<NodeId, Vec<(String, Snapshot)>> = BTreeMap::new();
+        for (_, session) in due_now {
+            let Some(h) = self.handoffs.get_mut(&session) else { continue };
+            h.sent = Some(now);
+            h.tried = Some(now);
+            let Some(copy) = self.sessions.get(&session).and_then(|r| r.copy.clone()) else { continue };
+            let me = &self.me;
+            let peers = &self.peers;
+            let to = self
+                .placement
+                .backups(&session, &copy.epoch.node, |n| n != me && peers.get(n).is_some_and(|p| p.up));
+            for n in to {
+                sends.entry(n).or_default().push((session.clone(), copy.clone()));
+            }
+        }
+        // A message per recipient and about `CLAIM_ACK_BYTES` of copies.
+        for (to, copies) in sends {
+            let mut batch = Vec::new();
+            let mut bytes = 0;
+            for (session, copy) in copies {
+                bytes += payload_size(&full_payload(&copy));
+                batch.push((session, copy));
+                if bytes >= CLAIM_ACK_BYTES {
+                    self.out.send(&to, Message::Handoff { copies: std::mem::take(&mut batch) });
+                    bytes = 0;
+                }
+            }
+            if !batch.is_empty() {
+                self.out.send(&to, Message::Handoff { copies: batch });
+            }
+        }
+        pending
+    }
+
+    pub(super) fn check_leave(&mut self, now: Instant) {
+        let Some((id, deadline)) = self.leaving else { return };
+        let (takeovers, _) = self.leave_untaken(now);
+        let batching = self.batch_claims();
+        for session in &takeovers {
+            if self.pending_count() >= self.settings.max_pending || !self.sees_enough() {
+                break;
+            }
+            self.start_acquire(now, session, Vec::new(), true, 0, 0);
+        }
+        if batching {
+            self.flush_claims();
+        }
+        let mut handed_off = 0;
+        // Copies that may be the newest and that this node has not taken over (yet) to hand
+        // them off; claims started by commands before the leave are waited for too.
+        let stuck = self.leave_untaken(now).1
+            + self.acquires.values().filter(|a| a.failover).count()
+            + self.send_handoffs(now);
+        let mut unreplicated = stuck;
+        let mut all_done = stuck == 0 && self.acquires.is_empty();
+        for rec in self.sessions.values() {
+            // Tombstones too: a backup left with an older live copy would bring the session back.
+            let (Some(o), Some(c)) = (&rec.owner, &rec.copy) else { continue };
+            let live: Vec<&Replica> = o
+                .replicas
+                .iter()
+                .filter(|(n, _)| self.peers.get(*n).is_some_and(|p| p.up))
+                .map(|(_, r)| r)
+                .collect();
+            let held = live.iter().filter(|r| r.acked >= Some(c.version)).count();
+            if held < live.len() {
+                all_done = false;
+            }
+            if held > 0 {
+                handed_off += 1;
+            } else {
+                unreplicated += 1;
+            }
+        }
+        let mut deadline = deadline;
+        if stuck < self.leave_low {
+            self.leave_low = stuck;
+            deadline = deadline.max(now + self.request_timeout);
+            self.leaving = Some((id, deadline));
+        }
+        if !all_done && now < deadline {
+            return;
+        }
+        // A session this node owned until a claim demoted it may exist nowhere else in its
+        // newest version: answer that claim once more (its first answer may have been lost on
+        // a full queue), so the claimant, still waiting for this node's answer, gets the copy.
+        let demoted: Vec<(String, Epoch, Snapshot)> = self
+            .sessions
+            .iter()
+            .filter(|(k, _)| self.demoted_owner(k))
+            .filter_map(|(k, r)| Some((k.to_owned(), r.promised.clone()?, r.copy.clone()?)))
+            .collect();
+        for (session, epoch, copy) in demoted {
+            // Not to itself: a demoted owner taking the session back claims it at its own
+            // epoch (that acquisition ends with the leave).
+            let to = epoch.node.clone();
+            if to != self.me && self.peers.contains_key(&to) {
+                self.out.send(&to, Message::ClaimAck { session, epoch, copy: Some(copy) });
+            }
+        }
+        let peers: Vec<NodeId> = self.peers.keys().cloned().collect();
+        for p in &peers {
+            self.out.send(p, Message::Leaving { incarnation: self.incarnation });
+        }
+        let writes: Vec<RequestId> = self.writes.keys().copied().collect();
+        for w in writes {
+            self.fire(now, Timer::Write(w));
+        }
+        for (session, a) in std::mem::take(&mut self.acquires) {
+            for (rid, _) in a.requests {
+                self.out.outcome(rid, Outcome::Unavailable);
+            }
+            self.release_claim(session.as_str(), &a.epoch, &a.asked);
+        }
+        self.timers.clear();
+        self.acquire_deadlines.clear();
+        self.out.outcome(id, Outcome::Left { handed_off, unreplicated });
+        self.leaving = None;
+        self.left = true;
+    }
+}

@@ -1,0 +1,273 @@
+//! Timers and maintenance: the tick, re-replication pacing, the scan and replan passes.
+
+use super::Node;
+use super::failover::FailoverStep;
+use super::flow::Pace;
+use super::store::{Record, due, max_inactive_of};
+use super::writes::WriteKind;
+use crate::api::{Event, Outcome, RequestId};
+use crate::config::NodeId;
+use crate::message::{Body, Message, Payload};
+use crate::session_key::Sid;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// A replan pass examines up to this many times `scan_batch` records (see
+/// `replan_pass_batched`).
+pub(super) const REPLAN_EXAMINED: usize = 64;
+
+/// What a replan pass does with a session it examined.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Replan {
+    /// Owned here: place its backups and send what they lack.
+    Plan,
+    /// Not owned here: the `failover_step` decided while reading the map.
+    Failover(FailoverStep),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) enum Timer {
+    Write(RequestId),
+    Acquire(String),
+}
+
+impl Node {
+    pub(super) fn fire(&mut self, now: Instant, timer: Timer) {
+        match timer {
+            Timer::Write(id) => {
+                let Some(w) = self.writes.remove(&id) else { return };
+                if let Some(Record { owner: Some(o), .. }) = self.sessions.get_mut(&w.session) {
+                    o.waiting.retain(|x| *x != id);
+                }
+                let acks = u32::try_from(w.acks.len()).unwrap_or(u32::MAX);
+                self.out.outcome(id, Outcome::Indeterminate { epoch: w.epoch, version: w.version, acks });
+            }
+            Timer::Acquire(session) => {
+                let Some(a) = self.acquires.get(Sid::new(&session)) else { return };
+                if a.deadline > now {
+                    return;
+                }
+                if let Some(a) = self.acquires.remove(Sid::new(&session)) {
+                    for (id, _) in a.requests {
+                        self.out.outcome(id, Outcome::Unavailable);
+                    }
+                    self.release_claim(&session, &a.epoch, &a.asked);
+                }
+                self.forget_if_empty(&session);
+            }
+        }
+    }
+
+    pub(super) fn refill(&mut self, now: Instant) {
+        let elapsed = now.saturating_duration_since(self.last_refill);
+        self.last_refill = now;
+        let add = u64::try_from(elapsed.as_micros())
+            .unwrap_or(u64::MAX)
+            .saturating_mul(u64::from(self.settings.rereplication_per_sec))
+            / 1000;
+        let cap = u64::from(self.settings.rereplication_burst.max(1)).saturating_mul(1000);
+        self.tokens = self.tokens.saturating_add(add).min(cap);
+    }
+
+    pub(super) fn maintenance(&mut self, now: Instant) {
+        self.refill(now);
+        // Failure detection.
+        let dead: Vec<NodeId> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.up && (p.gone || p.last_heard.is_none_or(|t| now >= t + self.failure_timeout)))
+            .map(|(n, _)| n.clone())
+            .collect();
+        for n in dead {
+            self.peer_down(now, &n);
+        }
+        self.seen_enough_since =
+            if self.sees_enough() { Some(self.seen_enough_since.unwrap_or(now)) } else { None };
+        if self.view_complete() {
+            self.complete_since = Some(now);
+        }
+        // The failovers a replan pass skipped while the view was not settled (a peer failed
+        // before this node had seen enough of the domain for the failure timeout) are due when
+        // it is: a new pass takes them all then, not the general scan, `scan_batch` a tick.
+        let settled = self.view_settled(now);
+        if settled && !self.was_settled && self.replan_cursor.is_none() {
+            self.replan_cursor = Some(None);
+        }
+        self.was_settled = settled;
+        self.quarantine_tick(now);
+        let batching = self.batch_claims();
+        self.resend_claims(now);
+        self.hold_first_copies = self.failovers_pending();
+        self.replan_pass(now);
+        // General scan: expiry, retransmission, touches, orphans.
+        let batch = self.settings.scan_batch.max(1);
+        let keys = self.keys_from(self.scan_cursor.as_deref(), batch);
+        self.scan_cursor = if keys.len() < batch { None } else { keys.last().cloned() };
+        for k in keys {
+            self.maintain(now, &k);
+        }
+        if batching {
+            self.flush_claims();
+        }
+        self.check_leave(now);
+    }
+
+    /// How soon an unfinished replan pass continues: a tenth of the maintenance tick (at
+    /// least 1 ms), so re-replication and failover of many sessions are paced by the token
+    /// bucket and `scan_batch`, not by the tick.
+    pub(super) fn replan_interval(&self) -> Duration {
+        (self.tick / 10).max(Duration::from_millis(1))
+    }
+
+    /// One batch of the replan pass after a view change (re-placement, re-replication within
+    /// the token bucket, failover of sessions whose owner is gone).
+    pub(super) fn replan_pass(&mut self, now: Instant) {
+        self.flow_step();
+        let batching = self.batch_claims();
+        self.replan_pass_batched(now);
+        if batching {
+            self.flush_claims();
+        }
+        self.resend_step(now);
+    }
+
+    pub(super) fn replan_pass_batched(&mut self, now: Instant) {
+        self.refill(now);
+        self.last_replan = now;
+        let Some(cursor) = self.replan_cursor.take() else { return };
+        // A pass examines up to `REPLAN_EXAMINED` times `scan_batch` records: an owned session
+        // costs `REPLAN_EXAMINED` (at most `scan_batch` of them are planned per pass), a
+        // failover candidate `REPLAN_EXAMINED / 8` (up to eight times `scan_batch` claims per
+        // pass), any other record 1 (most need nothing: the backups of live owners, the
+        // promises of other nodes' claims; they are only looked at, their ids not copied).
+        let batch = self.settings.scan_batch.max(1);
+        let mut budget = batch.saturating_mul(REPLAN_EXAMINED);
+        let range = self.sessions.after(cursor.as_deref());
+        let settled = self.failover_settled(now);
+        let mut todo: Vec<(String, Replan)> = Vec::new();
+        let mut exhausted = true;
+        let mut last: Option<&str> = None;
+        for (k, rec) in range {
+            let (cost, act) = if rec.owner.is_some() {
+                (REPLAN_EXAMINED, Some(Replan::Plan))
+            } else if self.failover_candidate(rec) {
+                let step = self.failover_step(now, k, rec, settled);
+                (REPLAN_EXAMINED / 8, (step != FailoverStep::Nothing).then_some(Replan::Failover(step)))
+            } else {
+                (1, None)
+            };
+            if cost > budget {
+                exhausted = false;
+                break;
+            }
+            budget -= cost;
+            if let Some(act) = act {
+                todo.push((k.to_owned(), act));
+            }
+            last = Some(k);
+        }
+        let last = last.map(str::to_owned).or(cursor);
+        // Out of tokens, the pass still goes on: failovers send no copies, and the copies
+        // of the owned sessions it could not send go out with the maintenance scan, within
+        // the same token bucket. (Stopping the pass there held the failover of every
+        // session behind re-replication.)
+        for (k, act) in todo {
+            match act {
+                Replan::Plan => {
+                    self.plan(&k, now);
+                    if self.tokens >= 1000 {
+                        let n = self.send_full_to_lagging(&k, now, false, Pace::Window);
+                        self.tokens = self.tokens.saturating_sub(n * 1000);
+                    }
+                    self.maybe_drop_stale(&k);
+                }
+                // Decided while reading the map: nothing about the session changed since
+                // (the claims started before it concern other sessions).
+                Replan::Failover(step) => self.take_failover_step(now, &k, step),
+            }
+        }
+        if !exhausted {
+            self.replan_cursor = Some(last);
+        }
+    }
+
+    pub(super) fn keys_from(&self, cursor: Option<&str>, n: usize) -> Vec<String> {
+        self.sessions.after(cursor).take(n).map(|(k, _)| k.to_owned()).collect()
+    }
+
+    pub(super) fn maintain(&mut self, now: Instant, session: &str) {
+        if self.acquires.contains_key(Sid::new(session)) {
+            return;
+        }
+        let Some(rec) = self.sessions.get(session) else { return };
+        if rec.tomb_until.is_some_and(|t| now >= self.stamps.instant(t)) {
+            if let Some(o) = &rec.owner {
+                let ids = o.waiting.clone();
+                for id in ids {
+                    self.fire(now, Timer::Write(id));
+                }
+            }
+            self.sessions.remove(session);
+            return;
+        }
+        match (&rec.owner, &rec.copy) {
+            (Some(o), Some(copy)) => {
+                let live = matches!(copy.body, Body::Live { .. });
+                let mi = max_inactive_of(copy);
+                if live && due(now, self.stamps.instant(o.last_access), mi) {
+                    self.apply_owner_write(now, session, WriteKind::Tombstone);
+                    self.out.event(Event::SessionExpired { session: session.to_owned() });
+                    return;
+                }
+                let touch_every = self.settings.touch_interval.min(mi / 3);
+                let last_touch = self.stamps.instant(o.last_touch);
+                let touch_due = o.touched && due(now, last_touch, touch_every);
+                if live && (touch_due || due(now, last_touch, self.settings.keepalive_interval)) {
+                    self.send_touch(now, session);
+                }
+                self.plan(session, now);
+                if self.tokens >= 1000 {
+                    let n = self.send_full_to_lagging(session, now, true, Pace::Window);
+                    self.tokens = self.tokens.saturating_sub(n * 1000);
+                }
+                self.maybe_drop_stale(session);
+            }
+            (None, Some(copy)) => {
+                if matches!(copy.body, Body::Live { .. }) {
+                    let limit = max_inactive_of(copy).saturating_add(self.settings.orphan_grace);
+                    if due(now, self.stamps.instant(rec.last_heard), limit) {
+                        self.sessions.remove(session);
+                        return;
+                    }
+                    self.maybe_failover(now, session);
+                }
+            }
+            (_, None) => {
+                if rec.tomb_until.is_none()
+                    && now >= self.stamps.instant(rec.last_heard) + self.request_timeout * 2
+                {
+                    self.sessions.remove(session);
+                }
+            }
+        }
+    }
+
+    pub(super) fn send_touch(&mut self, now: Instant, session: &str) {
+        let Some(Record { owner: Some(o), copy: Some(copy), .. }) = self.sessions.get_mut(session) else {
+            return;
+        };
+        o.touched = false;
+        o.last_touch = self.stamps.stamp(now);
+        let payload = Arc::new(Payload::Touch { version: copy.version });
+        for to in o.replicas.keys() {
+            if self.peers.get(to).is_some_and(|p| p.up) {
+                let msg = Message::Replicate {
+                    session: session.to_owned(),
+                    epoch: copy.epoch.clone(),
+                    payload: payload.clone(),
+                };
+                self.out.send(to, msg);
+            }
+        }
+    }
+}

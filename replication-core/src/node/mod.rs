@@ -1,0 +1,583 @@
+//! The replication engine of one node, sans-IO.
+//!
+//! A [`Node`] owns no socket, thread or clock. The runtime feeds it [`Input`]s with the current
+//! time and carries out the [`Output`]s it produces:
+//!
+//! - **Drain rule:** after *every* [`Node::handle_input`] and [`Node::handle_timeout`], call
+//!   [`Node::poll_output`] until it returns `None`, sending each [`Output::Send`], delivering
+//!   each [`Output::Outcome`] to the command's waiter and handling each [`Output::Event`].
+//!   Then ask [`Node::poll_timeout`] when to call [`Node::handle_timeout`] next (it can change
+//!   after any input).
+//! - Every [`Command`] gets exactly one [`Output::Outcome`] carrying its [`RequestId`], at once
+//!   or later (sync writes, fetches, leave).
+//! - **Undelivered sends:** a message the transport refuses (its per-peer queue is full) goes
+//!   back as [`Input::Undelivered`], fed after the drain that produced it (not from inside the
+//!   drain loop). The node re-sends promptly and within bounds: a dropped copy is marked not
+//!   sent and a per-peer *resend walk* (a cursor, from the lowest session held back or dropped)
+//!   sends it at the next step (a tenth of the tick); dropped claims of pending acquires and
+//!   small replies (acks, claim answers, fencing; at most 256 messages and 4 MiB per peer) are
+//!   re-sent at the next step. Full copies from maintenance (re-replication, retransmission,
+//!   the first copies after a failover) go to a peer within a window per step: after a step
+//!   with refusals, one and a half times what the peer accepted in it; doubled after a step
+//!   that used it all without a refusal; at most [`Settings::scan_batch`]: re-replication goes at the pace the peer's queue drains instead of overflowing it. Writes
+//!   (deltas, a create's first copy), fetches and a leave are never held back. A runtime that
+//!   never feeds it is still correct (losses are repaired by retransmission and the scan),
+//!   only slower.
+//!
+//! ```
+//! use std::time::{Duration, Instant};
+//! use replication_core::{Ack, Command, DomainConfig, Input, Node, NodeId, Outcome, Output, Settings};
+//! let cfg = DomainConfig::parse(r#"
+//!     [domain]
+//!     name = "web"
+//!     [[node]]
+//!     name = "a"
+//!     address = "127.0.0.1:7101"
+//!     [[node]]
+//!     name = "b"
+//!     address = "127.0.0.1:7102"
+//! "#, "example").expect("valid");
+//! let now = Instant::now();
+//! let mut a = Node::new(cfg, NodeId::new("a"), 1, Settings::default(), now).expect("member");
+//! a.handle_input(now, Input::Command {
+//!     id: 7,
+//!     cmd: Command::Create {
+//!         session: "s1".into(),
+//!         attrs: Default::default(),
+//!         max_inactive: Duration::from_secs(1800),
+//!         ack: Ack::Sync { backups: 1 },
+//!     },
+//! });
+//! let mut outcome = None;
+//! while let Some(out) = a.poll_output() {
+//!     match out {
+//!         Output::Send { to, msg } => { /* transport.try_send(&to, msg) */ let _ = (to, msg); }
+//!         Output::Outcome { id, outcome: o } => { assert_eq!(id, 7); outcome = Some(o); }
+//!         Output::Event(_) => {}
+//!     }
+//! }
+//! // "b" has not been heard from yet: no live backup, so the write reports one copy only.
+//! assert!(matches!(outcome, Some(Outcome::Unreplicated { version: 1, .. })));
+//! let next = a.poll_timeout().expect("heartbeats are due");
+//! a.handle_timeout(next);
+//! ```
+//!
+//! The protocol (per session): the owner writes at its epoch `(term, node)` and sends deltas
+//! or full copies to the backups placed by [`Placement::backups`]; backups always acknowledge
+//! and the owner retransmits full copies until they do. Ownership moves (fetch on get, hot
+//! failover, hand-off) with a claim: the acquirer picks a higher epoch, every live peer
+//! promises to refuse lower epochs and returns its copy, and the acquirer continues from the
+//! highest `(epoch, version)` copy. A stale owner is fenced by the promises.
+//!
+//! What the runtime can rely on, and what it cannot:
+//! - A write reported [`Outcome::Replicated`] with `acks = k` is held by the owner and `k`
+//!   backups; it survives the crash of any `k` of them, provided the failure detector does not
+//!   wrongly declare *all* surviving holders dead while another node takes the session over
+//!   (ownership moves on the failure detector's word, not on a quorum).
+//! - [`Outcome::Unreplicated`], [`Outcome::Indeterminate`], [`Outcome::Applied`] and
+//!   [`Outcome::Fenced`] promise nothing beyond this node.
+//! - Promises live in memory: a backup that restarts forgets the epochs it promised. A node
+//!   that did not run for about the failure timeout steps down from all its sessions (see
+//!   [`Event::OwnershipLost`]), which covers a paused stale owner. A stale owner that was
+//!   *partitioned* (still running) while another node took over, and that then reaches a
+//!   freshly restarted backup before it learns it was replaced, is fenced by the **restart
+//!   quarantine**: a new incarnation acknowledges no copy of a session it holds nothing of
+//!   (it answers `Fenced` when it already knows a higher epoch, and nothing otherwise: the
+//!   owner retransmits) until it has asked every live peer ([`Message::EpochsRequest`]) for
+//!   the highest epoch the peer promised or holds of every session whose ownership moved (term
+//!   above 1; a session only ever owned by its creator has no stale owner), and each answered
+//!   ([`Message::Epochs`], a page of up to 1024 per request, so the answer never floods a
+//!   queue: the next page is asked for when one arrives). The epochs learned become promises, kept as long
+//!   as a tombstone ([`Settings::tombstone_ttl`]) also without a copy. The quarantine ends
+//!   when every peer of the domain answered, or once the failure timeout has passed since the
+//!   start and every live peer answered. Cost per start: ⌈moved sessions / 1024⌉ round trips
+//!   per peer (O(sessions) work at the peer in all), promise-only
+//!   records for the moved sessions, and backups that wait one round trip (at most about the
+//!   failure timeout) before they acknowledge new copies. It cannot learn an epoch that only
+//!   nodes it considers dead know (the failure-detector caveat of the first point).
+//! - A node that sees fewer than half of the domain live does not take sessions over (neither
+//!   hot failover nor fetch): it may be the one cut off. When it sees enough again, it takes
+//!   nothing over until it sees every peer or has seen enough for the failure timeout: the
+//!   peers it declared down while it heard nobody may be live and hold the newest copies.
+//! - Versions grow by one per write and continue across ownership changes; the state order
+//!   is `(epoch, version)`, so after a failover that lost unacknowledged writes a version
+//!   number can be reused at the higher epoch.
+//! - Per call, maintenance examines at most [`Settings::scan_batch`] sessions (a replan pass:
+//!   that many owned ones and up to eight times as many others) and sends full copies within
+//!   the re-replication token bucket, the first copies after a failover included; the claims
+//!   of a pass go out in batches ([`Message::Claims`], one message per peer and 512
+//!   sessions). [`Command::Leave`] is the exception (it looks at every owned session at each
+//!   tick until it completes). [`Node::stats`] is O(n).
+
+mod acquire;
+mod answer;
+mod backup;
+mod failover;
+mod flow;
+mod leave;
+mod maintenance;
+mod membership;
+mod outbox;
+mod quarantine;
+mod queries;
+mod replicate;
+mod store;
+#[cfg(test)]
+mod tests;
+mod writes;
+
+use self::acquire::{Acquire, ClaimOf};
+use self::answer::DeferredClaims;
+use self::flow::{Flow, Pace};
+use self::leave::Handoff;
+use self::maintenance::Timer;
+use self::membership::Peer;
+use self::outbox::Outbox;
+use self::quarantine::Quarantine;
+use self::store::{Record, Sessions};
+use self::writes::{PendingWrite, WriteKind};
+use crate::api::{Command, Event, Input, Outcome, Output, RequestId, Settings};
+use crate::config::{DomainConfig, NodeId};
+use crate::error::Error;
+use crate::message::{Body, Message};
+use crate::placement::Placement;
+use crate::session_key::SessionKey;
+use crate::stamp::StampBase;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::{Duration, Instant};
+
+/// The replication engine of one node. See the [module docs](self) for the drain rule.
+#[derive(Debug)]
+pub struct Node {
+    me: NodeId,
+    incarnation: u64,
+    placement: Placement,
+    settings: Settings,
+    heartbeat_interval: Duration,
+    failure_timeout: Duration,
+    request_timeout: Duration,
+    tick: Duration,
+    can_own: bool,
+    peers: BTreeMap<NodeId, Peer>,
+    sessions: Sessions,
+    writes: BTreeMap<RequestId, PendingWrite>,
+    /// Boxed: a map node moves its values on every insert and removal, and a mass failover
+    /// inserts and removes thousands.
+    acquires: BTreeMap<SessionKey, Box<Acquire>>,
+    timers: BTreeSet<(Instant, Timer)>,
+    /// The deadlines of the acquires started, in the order they were started: each is `now +
+    /// request_timeout`, so they come in order and a queue keeps them (a mass failover starts
+    /// thousands at one instant, which in `timers` compared by id). Each fires
+    /// `Timer::Acquire`; a finished or restarted acquire is skipped then.
+    acquire_deadlines: VecDeque<(Instant, String)>,
+    out: Outbox,
+    next_heartbeat: Instant,
+    next_tick: Instant,
+    scan_cursor: Option<String>,
+    /// Replan pass after a view change: `Some(cursor)` while running.
+    replan_cursor: Option<Option<String>>,
+    view_gen: u64,
+    /// Re-replication token bucket, in thousandths of a session.
+    tokens: u64,
+    last_refill: Instant,
+    /// When the replan pass last ran.
+    last_replan: Instant,
+    leaving: Option<(RequestId, Instant)>,
+    /// While leaving: the fewest copies left to take over or hand off seen so far; each new
+    /// low moves the leave's deadline to a request timeout later (a leave that progresses is
+    /// not cut short, one that stalls ends).
+    leave_low: usize,
+    left: bool,
+    /// When this node last ran (any input or timeout): a long gap means it was paused.
+    last_run: Instant,
+    acquisitions: u64,
+    failovers: u64,
+    fenced: u64,
+    /// `Some` until this incarnation has learned from its peers which epochs they know.
+    quarantine: Option<Quarantine>,
+    /// `Some` during a maintenance or replan pass: the claims it starts, per peer, sent in
+    /// batches at its end ([`Message::Claims`]) instead of one message per session.
+    claim_buf: Option<BTreeMap<NodeId, Vec<ClaimOf>>>,
+    /// Owners whose failover is held back until the instant: a peer refused a claim over
+    /// it because it still hears it (`on_claims_refused`). Bounded by the peers.
+    held_over: BTreeMap<NodeId, Instant>,
+    /// Claims over an owner this node still hears, answered later rather than refused at
+    /// once (`answer_claims`): in order of their deadline, with the number of claims they
+    /// hold (at most [`MAX_DEFERRED_CLAIMS`]).
+    deferred_claims: VecDeque<DeferredClaims>,
+    deferred_count: usize,
+    /// While leaving: the copies of ownerless sessions handed to other nodes
+    /// ([`Message::Handoff`]) by a node that cannot take them over.
+    handoffs: BTreeMap<String, Handoff>,
+    /// Since when this node has seen more than half the domain live, at maintenance (`None`
+    /// while it does not): a node that was cut off hears its peers again one by one, and must
+    /// not take a live owner's sessions over before that owner's heartbeat had the time to
+    /// arrive too.
+    seen_enough_since: Option<Instant>,
+    /// When this node last saw every peer up (or announced as leaving), at maintenance or
+    /// when a peer came up. From then on its view holds every peer that was live: a peer
+    /// marked down later was heard before (`view_settled`).
+    complete_since: Option<Instant>,
+    /// The base of the instants kept per session (the `now` of [`Node::new`]).
+    stamps: StampBase,
+    /// Set for a timeout step while failover claims of this node are pending: the paced
+    /// first copies of owned sessions wait for the next step without (see
+    /// `hold_first_copies`).
+    hold_first_copies: bool,
+    /// Whether the view was settled at the last maintenance (see `view_settled`).
+    was_settled: bool,
+}
+
+impl Node {
+    /// A node named `me` of the domain `config`, started with `incarnation` (must differ at
+    /// every start of the same node, e.g. a start timestamp). Peers are considered down until
+    /// heard from.
+    pub fn new(
+        config: DomainConfig,
+        me: NodeId,
+        incarnation: u64,
+        settings: Settings,
+        now: Instant,
+    ) -> Result<Node, Error> {
+        let Some(me_cfg) = config.node(&me) else {
+            return Err(Error::UnknownPeer { peer: me.to_string() });
+        };
+        let _ = me_cfg;
+        let placement = Placement::new(&config);
+        let can_own = placement.owns_sessions(&me);
+        let peers = placement
+            .nodes()
+            .filter(|n| **n != me)
+            .map(|n| {
+                let flow = Flow::new(settings.scan_batch.max(1));
+                (
+                    n.clone(),
+                    Peer {
+                        up: false,
+                        incarnation: None,
+                        last_heard: None,
+                        departed: None,
+                        ups: 0,
+                        gone: false,
+                        flow,
+                    },
+                )
+            })
+            .collect();
+        let heartbeat_interval = config.heartbeat_interval().max(Duration::from_millis(1));
+        let tick = heartbeat_interval.min(settings.retransmit_interval).max(Duration::from_millis(1));
+        let tokens = u64::from(settings.rereplication_burst).saturating_mul(1000);
+        Ok(Node {
+            incarnation,
+            placement,
+            heartbeat_interval,
+            failure_timeout: config.failure_timeout(),
+            request_timeout: config.request_timeout(),
+            tick,
+            can_own,
+            peers,
+            sessions: Sessions::default(),
+            writes: BTreeMap::new(),
+            acquires: BTreeMap::new(),
+            timers: BTreeSet::new(),
+            acquire_deadlines: VecDeque::new(),
+            out: Outbox::default(),
+            next_heartbeat: now,
+            next_tick: now + tick,
+            scan_cursor: None,
+            replan_cursor: None,
+            view_gen: 0,
+            tokens,
+            last_refill: now,
+            last_replan: now,
+            leaving: None,
+            leave_low: usize::MAX,
+            left: false,
+            last_run: now,
+            acquisitions: 0,
+            failovers: 0,
+            fenced: 0,
+            quarantine: Some(Quarantine { until: now + config.failure_timeout(), asked: BTreeMap::new() }),
+            claim_buf: None,
+            held_over: BTreeMap::new(),
+            deferred_claims: VecDeque::new(),
+            deferred_count: 0,
+            handoffs: BTreeMap::new(),
+            seen_enough_since: None,
+            complete_since: None,
+            stamps: StampBase::new(now),
+            hold_first_copies: false,
+            was_settled: false,
+            me,
+            settings,
+        })
+    }
+
+    /// Feeds one input. Drain [`Node::poll_output`] afterwards.
+    pub fn handle_input(&mut self, now: Instant, input: Input) {
+        self.woke(now);
+        match input {
+            Input::Timeout => self.handle_timeout(now),
+            Input::Command { id, cmd } => {
+                if self.left || self.leaving.is_some() {
+                    self.out.outcome(id, Outcome::ShuttingDown);
+                } else {
+                    self.on_command(now, id, cmd);
+                }
+            }
+            Input::Message { from, msg } => {
+                if !self.left {
+                    self.on_message(now, from, msg);
+                }
+            }
+            Input::Undelivered { to, msg } => {
+                if !self.left {
+                    self.on_undelivered(&to, msg);
+                }
+            }
+            Input::PeerGone { peer } => {
+                if let Some(p) = self.peers.get_mut(&peer).filter(|p| p.up) {
+                    p.gone = true;
+                    // The failure detection of the maintenance, and its replan pass with the
+                    // failovers, now rather than at the failure timeout.
+                    self.handle_timeout(now);
+                }
+            }
+        }
+    }
+
+    /// The next output, `None` when drained.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.out.q.pop_front()
+    }
+
+    /// When [`Node::handle_timeout`] is due; `None` after the node left.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.left {
+            return None;
+        }
+        let mut t = self.next_heartbeat.min(self.next_tick);
+        if let Some(d) = self.failure_deadline() {
+            t = t.min(d);
+        }
+        if let Some(d) = self.settle_deadline() {
+            t = t.min(d);
+        }
+        if self.replan_cursor.is_some() || self.flow_pending() {
+            t = t.min(self.last_replan + self.replan_interval());
+        }
+        if let Some((at, _)) = self.timers.first() {
+            t = t.min(*at);
+        }
+        if let Some((at, _)) = self.acquire_deadlines.front() {
+            t = t.min(*at);
+        }
+        if let Some(d) = self.deferred_claims.front() {
+            t = t.min(d.until);
+        }
+        if let Some(h) = self.held_over.values().min() {
+            t = t.min(*h);
+        }
+        Some(t)
+    }
+
+    /// Runs what is due at `now`: heartbeats, request deadlines, failure detection,
+    /// retransmission, re-replication, expiry. Drain [`Node::poll_output`] afterwards.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.left {
+            return;
+        }
+        self.woke(now);
+        if now >= self.next_heartbeat {
+            let peers: Vec<NodeId> = self.peers.keys().cloned().collect();
+            for p in &peers {
+                self.out.send(p, Message::Heartbeat { incarnation: self.incarnation });
+            }
+            self.next_heartbeat = now + self.heartbeat_interval;
+        }
+        while let Some((at, _)) = self.timers.first() {
+            if *at > now {
+                break;
+            }
+            let Some((_, timer)) = self.timers.pop_first() else { break };
+            self.fire(now, timer);
+        }
+        while self.acquire_deadlines.front().is_some_and(|(at, _)| *at <= now) {
+            let Some((_, session)) = self.acquire_deadlines.pop_front() else { break };
+            self.fire(now, Timer::Acquire(session));
+        }
+        if self.deferred_claims.front().is_some_and(|d| d.until <= now) {
+            self.answer_deferred(now, false);
+        }
+        // Failovers held back by a refusal are due again when the hold ends: a new replan
+        // pass takes them, not the general scan (`scan_batch` records a tick).
+        if self.held_over.values().any(|t| *t <= now) {
+            self.held_over.retain(|_, t| *t > now);
+            if self.replan_cursor.is_none() {
+                self.replan_cursor = Some(None);
+            }
+        }
+        // Failure detection runs at the tick and also exactly when a live peer's silence
+        // reaches the failure timeout (not up to a tick later): the maintenance, with the
+        // failovers of the replan pass, comes forward to that instant.
+        if now >= self.next_tick
+            || self.failure_deadline().is_some_and(|d| now >= d)
+            || self.peers.values().any(|p| p.up && p.gone)
+            || self.settle_deadline().is_some_and(|d| now >= d)
+        {
+            self.maintenance(now);
+            self.next_tick = now + self.tick;
+        } else if (self.replan_cursor.is_some() || self.flow_pending())
+            && now >= self.last_replan + self.replan_interval()
+        {
+            self.hold_first_copies = self.failovers_pending();
+            self.replan_pass(now);
+        }
+        self.hold_first_copies = false;
+    }
+
+    fn on_command(&mut self, now: Instant, id: RequestId, cmd: Command) {
+        match cmd {
+            Command::Create { session, attrs, max_inactive, ack } => {
+                self.create(now, id, session, attrs, max_inactive, ack)
+            }
+            Command::Update { session, expected_version, changes, ack } => {
+                self.update(now, id, &session, expected_version, WriteKind::Changes(changes), ack)
+            }
+            Command::Invalidate { session, ack } => {
+                self.update(now, id, &session, None, WriteKind::Tombstone, ack)
+            }
+            Command::Get { session } => self.get(now, id, session, true),
+            Command::Acquire { session } => self.get(now, id, session, false),
+            Command::Touch { session } => {
+                let outcome = match self.sessions.get_mut(&session) {
+                    Some(Record { owner: Some(o), copy: Some(c), .. }) => {
+                        if matches!(c.body, Body::Tombstone) {
+                            Outcome::NotFound
+                        } else {
+                            o.last_access = self.stamps.stamp(now);
+                            o.touched = true;
+                            Outcome::Touched
+                        }
+                    }
+                    _ => Outcome::NotOwner { owner: self.owner_hint(&session) },
+                };
+                self.out.outcome(id, outcome);
+            }
+            Command::Leave => {
+                // Time to take over what only this node may hold (a claim), then to hand it off.
+                self.leaving = Some((id, now + self.request_timeout * 2));
+                self.leave_low = usize::MAX;
+                // Push the latest versions out now rather than at the next retransmit.
+                let owned: Vec<String> = self.owned_sessions().map(str::to_owned).collect();
+                for s in owned {
+                    self.plan(&s, now);
+                    self.send_full_to_lagging(&s, now, false, Pace::No);
+                }
+                self.check_leave(now);
+            }
+        }
+    }
+
+    fn on_message(&mut self, now: Instant, from: NodeId, msg: Message) {
+        let Some(peer) = self.peers.get_mut(&from) else { return };
+        match &msg {
+            Message::Heartbeat { incarnation } => {
+                if peer.departed == Some(*incarnation) {
+                    return;
+                }
+                peer.departed = None;
+                let restarted = peer.incarnation.is_some_and(|i| i != *incarnation);
+                peer.incarnation = Some(*incarnation);
+                if restarted && peer.up {
+                    self.peer_down(now, &from);
+                } else if restarted {
+                    // Down already (it left): the new incarnation never answers the old one's
+                    // claims.
+                    self.forget_answers(now, &from);
+                }
+            }
+            Message::Leaving { incarnation } => {
+                peer.departed = Some(*incarnation);
+                if peer.up {
+                    self.peer_left(now, &from);
+                }
+                return;
+            }
+            _ => {
+                if peer.departed.is_some() && peer.departed == peer.incarnation {
+                    // A peer that left answered our claims before its `Leaving`, but the
+                    // answer may arrive after it (transports carry control messages ahead of
+                    // data): its copy still counts, as it may be the newest (a demoted owner).
+                    // Nothing else from a departed incarnation is taken.
+                    match msg {
+                        Message::ClaimAck { session, epoch, copy } => {
+                            self.on_claim_ack(now, &from, &session, &epoch, copy)
+                        }
+                        Message::ClaimAcks { acks } => {
+                            for (session, epoch, copy) in acks {
+                                self.on_claim_ack(now, &from, &session, &epoch, copy);
+                            }
+                        }
+                        _ => {}
+                    }
+                    return;
+                }
+            }
+        }
+        let Some(peer) = self.peers.get_mut(&from) else { return };
+        peer.last_heard = Some(now);
+        if !peer.up {
+            peer.up = true;
+            peer.ups += 1;
+            let incarnation = peer.incarnation;
+            self.out.event(Event::PeerUp { node: from.clone(), incarnation });
+            if self.sees_enough() {
+                self.seen_enough_since.get_or_insert(now);
+            }
+            if self.view_complete() {
+                self.complete_since = Some(now);
+            }
+            self.view_changed();
+            self.quarantine_ask(now, &from);
+        }
+        match msg {
+            Message::Heartbeat { .. } | Message::Leaving { .. } => {}
+            Message::Replicate { session, epoch, payload } => {
+                self.on_replicate(now, &from, session, epoch, &payload)
+            }
+            Message::Ack { session, epoch, version } => self.on_ack(&from, &session, &epoch, version),
+            Message::NeedFull { session, epoch } => self.on_need_full(now, &from, &session, &epoch),
+            Message::Fenced { session, epoch } => self.on_fenced(now, &session, &epoch),
+            Message::Claim { session, epoch, over } => self.on_claim(now, &from, session, epoch, over),
+            Message::ClaimAck { session, epoch, copy } => {
+                self.on_claim_ack(now, &from, &session, &epoch, copy)
+            }
+            Message::Claims { claims } => self.on_claims(now, &from, claims),
+            Message::ClaimsRefused { claims } => self.on_claims_refused(now, &from, claims),
+            Message::ClaimAcks { acks } => {
+                for (session, epoch, copy) in acks {
+                    self.on_claim_ack(now, &from, &session, &epoch, copy);
+                }
+            }
+            Message::Drop { session, epoch } => self.on_drop(now, &from, &session, &epoch),
+            Message::Release { session, epoch } => self.on_release(now, &from, &session, &epoch),
+            Message::Handoff { copies } => self.on_handoff(now, &from, copies),
+            Message::HandoffAcks { acks } => {
+                for (session, epoch, version) in acks {
+                    if let Some(h) = self.handoffs.get_mut(&session) {
+                        if h.epoch == epoch && h.version == version {
+                            h.acked = true;
+                        }
+                    }
+                }
+            }
+            Message::EpochsRequest { incarnation, after } => {
+                self.on_epochs_request(&from, incarnation, after)
+            }
+            Message::Epochs { incarnation, after, epochs, next } => {
+                self.on_epochs(now, &from, incarnation, after, epochs, next)
+            }
+        }
+    }
+}

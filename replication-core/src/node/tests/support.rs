@@ -1,0 +1,195 @@
+use crate::api::{Ack, Command, Event, Input, Outcome, Output, RequestId, SessionView, Settings};
+use crate::config::{DomainConfig, NodeId};
+use crate::message::{Attributes, Change, Message};
+use crate::node::Node;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::{Duration, Instant};
+
+pub const T0_MS: u64 = 0;
+
+pub fn cfg(names: &[&str], replicas: u32) -> DomainConfig {
+    let mut text = format!("[domain]\nname = \"t\"\nreplicas = {replicas}\n");
+    for (i, n) in names.iter().enumerate() {
+        text.push_str(&format!("[[node]]\nname = \"{n}\"\naddress = \"127.0.0.1:{}\"\n", 7000 + i));
+    }
+    DomainConfig::parse(&text, "t").unwrap()
+}
+
+pub struct Cluster {
+    pub t0: Instant,
+    pub now: Instant,
+    pub nodes: BTreeMap<NodeId, Node>,
+    pub outcomes: Vec<(NodeId, RequestId, Outcome)>,
+    pub events: Vec<(NodeId, Event)>,
+    /// Messages in flight, delivered by `pump`.
+    pub wire: VecDeque<(NodeId, NodeId, Message)>,
+    /// Links that drop everything (from, to).
+    pub cut: BTreeSet<(NodeId, NodeId)>,
+    /// Delivered [`Message::ClaimsRefused`]: (from, to).
+    pub refusals: Vec<(NodeId, NodeId)>,
+}
+
+pub fn id(s: &str) -> NodeId {
+    NodeId::new(s)
+}
+
+impl Cluster {
+    pub fn new(names: &[&str], replicas: u32) -> Self {
+        Self::from_config(cfg(names, replicas), Settings::default())
+    }
+
+    pub fn from_config(c: DomainConfig, settings: Settings) -> Self {
+        let t0 = Instant::now();
+        let nodes = c
+            .nodes
+            .iter()
+            .map(|n| (n.name.clone(), Node::new(c.clone(), n.name.clone(), 1, settings.clone(), t0).unwrap()))
+            .collect();
+        let mut cl = Cluster {
+            t0,
+            now: t0,
+            nodes,
+            outcomes: vec![],
+            events: vec![],
+            wire: VecDeque::new(),
+            cut: BTreeSet::new(),
+            refusals: vec![],
+        };
+        // Heartbeats make everyone live.
+        cl.tick_all();
+        cl.pump();
+        cl
+    }
+
+    pub fn collect(&mut self, n: &NodeId) {
+        let node = self.nodes.get_mut(n).unwrap();
+        while let Some(o) = node.poll_output() {
+            match o {
+                Output::Send { to, msg } => self.wire.push_back((n.clone(), to, msg)),
+                Output::Outcome { id, outcome } => self.outcomes.push((n.clone(), id, outcome)),
+                Output::Event(e) => self.events.push((n.clone(), e)),
+            }
+        }
+    }
+
+    pub fn tick_all(&mut self) {
+        let names: Vec<NodeId> = self.nodes.keys().cloned().collect();
+        for n in names {
+            let now = self.now;
+            let node = self.nodes.get_mut(&n).unwrap();
+            if node.poll_timeout().is_some_and(|t| t <= now) {
+                node.handle_timeout(now);
+            }
+            self.collect(&n);
+        }
+    }
+
+    pub fn pump(&mut self) {
+        let mut budget = 100_000;
+        while let Some((from, to, msg)) = self.wire.pop_front() {
+            budget -= 1;
+            assert!(budget > 0, "message storm");
+            if self.cut.contains(&(from.clone(), to.clone())) {
+                continue;
+            }
+            let now = self.now;
+            if matches!(msg, Message::ClaimsRefused { .. }) {
+                self.refusals.push((from.clone(), to.clone()));
+            }
+            if let Some(node) = self.nodes.get_mut(&to) {
+                node.handle_input(now, Input::Message { from, msg });
+                self.collect(&to);
+            }
+        }
+    }
+
+    /// Sessions claimed by the claims `n` has on the wire.
+    pub fn claims_in_flight_from(&self, n: &str) -> usize {
+        self.wire
+            .iter()
+            .filter(|(from, _, _)| from.as_str() == n)
+            .map(|(_, _, m)| match m {
+                Message::Claims { claims } => claims.len(),
+                Message::Claim { .. } => 1,
+                _ => 0,
+            })
+            .sum()
+    }
+
+    /// Advances virtual time in heartbeat-sized steps, delivering everything.
+    pub fn advance(&mut self, d: Duration) {
+        let end = self.now + d;
+        while self.now < end {
+            self.now = (self.now + Duration::from_millis(50)).min(end);
+            self.tick_all();
+            self.pump();
+        }
+    }
+
+    /// One 50 ms step of `advance`, except that the messages `drop` picks are taken off
+    /// the wire (as a full transport queue refuses them) and, with `feed`, handed back to
+    /// their senders as [`Input::Undelivered`] after the delivery. Returns the dropped ones.
+    pub fn step_dropping(
+        &mut self,
+        drop: impl Fn(&NodeId, &NodeId, &Message) -> bool,
+        feed: bool,
+    ) -> Vec<(NodeId, NodeId, Message)> {
+        self.now += Duration::from_millis(50);
+        self.tick_all();
+        let mut dropped = Vec::new();
+        self.wire.retain(|(from, to, msg)| {
+            let hit = drop(from, to, msg);
+            if hit {
+                dropped.push((from.clone(), to.clone(), msg.clone()));
+            }
+            !hit
+        });
+        self.pump();
+        if feed && !dropped.is_empty() {
+            let now = self.now;
+            for (from, to, msg) in dropped.clone() {
+                self.nodes.get_mut(&from).unwrap().handle_input(now, Input::Undelivered { to, msg });
+                self.collect(&from);
+            }
+            self.pump();
+        }
+        dropped
+    }
+
+    pub fn cmd(&mut self, n: &str, rid: RequestId, cmd: Command) {
+        let now = self.now;
+        self.nodes.get_mut(&id(n)).unwrap().handle_input(now, Input::Command { id: rid, cmd });
+        self.collect(&id(n));
+    }
+
+    pub fn outcome(&self, rid: RequestId) -> Option<&Outcome> {
+        self.outcomes.iter().find(|(_, i, _)| *i == rid).map(|(_, _, o)| o)
+    }
+
+    pub fn session(&self, n: &str, s: &str) -> Option<SessionView> {
+        self.nodes[&id(n)].session(s)
+    }
+}
+
+pub fn attrs(pairs: &[(&str, &[u8])]) -> Attributes {
+    pairs.iter().map(|(k, v)| (k.to_string(), v.to_vec())).collect()
+}
+
+pub fn create(cl: &mut Cluster, n: &str, rid: RequestId, s: &str, ack: Ack) {
+    cl.cmd(
+        n,
+        rid,
+        Command::Create {
+            session: s.into(),
+            attrs: attrs(&[("k", b"v1")]),
+            max_inactive: Duration::from_secs(60),
+            ack,
+        },
+    );
+}
+
+/// Node `n` sets attribute `k` of session `s` to `value` (no version check).
+pub fn set_k(cl: &mut Cluster, n: &str, rid: RequestId, s: &str, value: &[u8], ack: Ack) {
+    let changes = vec![Change::Set("k".into(), value.to_vec().into())];
+    cl.cmd(n, rid, Command::Update { session: s.into(), expected_version: None, changes, ack });
+}

@@ -1,0 +1,283 @@
+//! Owner writes (create, update, invalidate) and their pending acknowledgements.
+
+use super::Node;
+use super::flow::Pace;
+use super::maintenance::Timer;
+use super::store::{OwnerState, Record, ReplicaMap};
+use crate::api::{Ack, Event, Outcome, RequestId};
+use crate::config::NodeId;
+use crate::message::{Attributes, Body, Change, Epoch, Message, Payload, Snapshot, Version};
+use crate::session_key::Sid;
+use crate::slim::{InlineSet, SlimSet, SlimVec};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone)]
+pub(super) struct PendingWrite {
+    pub(super) session: String,
+    pub(super) epoch: Epoch,
+    pub(super) version: Version,
+    pub(super) needed: u32,
+    /// Backups that acknowledged it (inline: no allocation for up to four).
+    pub(super) acks: InlineSet<NodeId>,
+    /// Its `Timer::Write`, removed with the write (else it stays for `request_timeout`).
+    pub(super) deadline: Instant,
+}
+
+pub(super) enum WriteKind {
+    Changes(Vec<Change>),
+    Tombstone,
+}
+
+pub(super) fn payload_size(p: &Payload) -> u64 {
+    let n = match p {
+        Payload::Delta { changes, .. } => changes.iter().map(Change::size).sum(),
+        Payload::Full { body: Body::Live { attrs, .. }, .. } => {
+            attrs.iter().map(|(k, v)| k.len() + v.len() + 8).sum()
+        }
+        Payload::Full { body: Body::Tombstone, .. } | Payload::Touch { .. } => 8,
+    };
+    n as u64
+}
+
+impl Node {
+    pub(super) fn pending_count(&self) -> usize {
+        self.writes.len() + self.acquires.len()
+    }
+
+    pub(super) fn owner_hint(&self, session: &str) -> Option<NodeId> {
+        let rec = self.sessions.get(session)?;
+        if rec.owner.is_some() {
+            return Some(self.me.clone());
+        }
+        rec.promised
+            .as_ref()
+            .or(rec.copy.as_ref().map(|c| &c.epoch))
+            .map(|e| e.node.clone())
+            .filter(|n| *n != self.me)
+    }
+
+    pub(super) fn create(
+        &mut self,
+        now: Instant,
+        id: RequestId,
+        session: String,
+        attrs: Attributes,
+        max_inactive: Duration,
+        ack: Ack,
+    ) {
+        if !self.can_own {
+            return self.out.outcome(id, Outcome::NotAllowed);
+        }
+        // A promise without data (a fetch of an unknown id passed by) does not make it exist,
+        // but the new epoch must be above it.
+        let promised_term = match self.sessions.get(&session) {
+            Some(r) if r.copy.is_some() || r.owner.is_some() => None,
+            Some(r) => Some(r.promised.as_ref().map_or(0, |p| p.term)),
+            None => Some(0),
+        };
+        let Some(promised_term) = promised_term.filter(|_| !self.acquires.contains_key(Sid::new(&session)))
+        else {
+            return self.out.outcome(id, Outcome::AlreadyExists);
+        };
+        if matches!(ack, Ack::Sync { backups } if backups > 0)
+            && self.pending_count() >= self.settings.max_pending
+        {
+            return self.out.outcome(id, Outcome::Busy);
+        }
+        let epoch = Epoch::new(promised_term + 1, self.me.clone(), self.incarnation);
+        let max_inactive_ms = u64::try_from(max_inactive.as_millis()).unwrap_or(u64::MAX);
+        let copy = Snapshot { epoch: epoch.clone(), version: 1, body: Body::Live { attrs, max_inactive_ms } };
+        let mut rec = Record::empty(self.stamps.stamp(now));
+        rec.promised = Some(epoch.clone());
+        rec.copy = Some(copy);
+        rec.owner = Some(Box::new(self.new_owner_state(now)));
+        self.sessions.insert(session.clone(), rec);
+        self.plan(&session, now);
+        self.send_full_to_lagging(&session, now, false, Pace::No);
+        self.complete_write(now, Some(id), &session, ack);
+    }
+
+    pub(super) fn new_owner_state(&self, now: Instant) -> OwnerState {
+        let now = self.stamps.stamp(now);
+        OwnerState {
+            last_access: now,
+            touched: false,
+            last_touch: now,
+            replicas: ReplicaMap::default(),
+            stale: SlimSet::default(),
+            view_gen: u64::MAX, // forces a plan
+            under: false,
+            waiting: SlimVec::default(),
+            unacked_since: None,
+        }
+    }
+
+    pub(super) fn update(
+        &mut self,
+        now: Instant,
+        id: RequestId,
+        session: &str,
+        expected: Option<Version>,
+        kind: WriteKind,
+        ack: Ack,
+    ) {
+        let hint = self.owner_hint(session);
+        let busy = matches!(ack, Ack::Sync { backups } if backups > 0)
+            && self.pending_count() >= self.settings.max_pending;
+        let Some(Record { owner: Some(_), copy: Some(copy), .. }) = self.sessions.get(session) else {
+            return self.out.outcome(id, Outcome::NotOwner { owner: hint });
+        };
+        if matches!(copy.body, Body::Tombstone) {
+            return self.out.outcome(id, Outcome::NotFound);
+        }
+        if let Some(v) = expected {
+            if v != copy.version {
+                return self.out.outcome(id, Outcome::Conflict { current_version: copy.version });
+            }
+        }
+        if busy {
+            return self.out.outcome(id, Outcome::Busy);
+        }
+        let invalidating = matches!(kind, WriteKind::Tombstone);
+        self.apply_owner_write(now, session, kind);
+        if invalidating {
+            self.out.event(Event::SessionInvalidated { session: session.to_owned() });
+        }
+        self.complete_write(now, Some(id), session, ack);
+    }
+
+    /// Applies a write on an owned live session and sends it to the backups.
+    pub(super) fn apply_owner_write(&mut self, now: Instant, session: &str, kind: WriteKind) {
+        self.plan(session, now);
+        let ttl = self.settings.tombstone_ttl;
+        let Some(Record { owner: Some(o), copy: Some(copy), tomb_until, .. }) =
+            self.sessions.get_mut(session)
+        else {
+            return;
+        };
+        let base = copy.version;
+        let stamp = self.stamps.stamp(now);
+        if o.unacked_since.is_none() || o.replicas.values().all(|r| r.acked >= Some(base)) {
+            o.unacked_since = Some(stamp);
+        }
+        copy.version += 1;
+        let payload = match kind {
+            WriteKind::Changes(changes) => {
+                if let Body::Live { attrs, .. } = &mut copy.body {
+                    attrs.apply(&changes);
+                }
+                Payload::Delta { base_version: base, version: copy.version, changes }
+            }
+            WriteKind::Tombstone => {
+                copy.body = Body::Tombstone;
+                *tomb_until = Some(self.stamps.stamp(now + ttl));
+                Payload::Full { version: copy.version, body: Body::Tombstone }
+            }
+        };
+        o.last_access = stamp;
+        o.last_touch = stamp;
+        o.touched = false;
+        let payload = Arc::new(payload);
+        let size = payload_size(&payload);
+        for (to, r) in o.replicas.iter_mut() {
+            if !self.peers.get(to).is_some_and(|p| p.up) {
+                continue;
+            }
+            r.last_sent = Some(stamp);
+            self.out.bytes += size;
+            self.out.send(
+                to,
+                Message::Replicate {
+                    session: session.to_owned(),
+                    epoch: copy.epoch.clone(),
+                    payload: payload.clone(),
+                },
+            );
+        }
+    }
+
+    /// Reports a write just applied, per `ack`; `id` is `None` for internal writes (expiry).
+    pub(super) fn complete_write(&mut self, now: Instant, id: Option<RequestId>, session: &str, ack: Ack) {
+        let Some(Record { owner: Some(o), copy: Some(copy), .. }) = self.sessions.get_mut(session) else {
+            return;
+        };
+        let Some(id) = id else { return };
+        let (epoch, version) = (copy.epoch.clone(), copy.version);
+        let k = match ack {
+            Ack::Async | Ack::Sync { backups: 0 } => {
+                return self.out.outcome(id, Outcome::Applied { epoch, version });
+            }
+            Ack::Sync { backups } => backups,
+        };
+        let live = o.replicas.keys().filter(|n| self.peers.get(*n).is_some_and(|p| p.up)).count();
+        if live == 0 {
+            return self.out.outcome(id, Outcome::Unreplicated { epoch, version });
+        }
+        let needed = k.min(u32::try_from(live).unwrap_or(u32::MAX));
+        o.waiting.push(id);
+        let deadline = now + self.request_timeout;
+        self.writes.insert(
+            id,
+            PendingWrite {
+                session: session.to_owned(),
+                epoch,
+                version,
+                needed,
+                acks: InlineSet::default(),
+                deadline,
+            },
+        );
+        self.timers.insert((deadline, Timer::Write(id)));
+    }
+
+    pub(super) fn on_ack(&mut self, from: &NodeId, session: &str, epoch: &Epoch, version: Version) {
+        let Some(Record { owner: Some(o), copy: Some(copy), .. }) = self.sessions.get_mut(session) else {
+            return;
+        };
+        if copy.epoch != *epoch {
+            if copy.epoch < *epoch {
+                let e = epoch.clone();
+                self.demote(session, &e);
+            }
+            return;
+        }
+        let Some(r) = o.replicas.get_mut(from) else { return };
+        if r.acked < Some(version) {
+            r.acked = Some(version);
+        }
+        if o.replicas.values().all(|r| r.acked >= Some(copy.version)) {
+            o.unacked_since = None;
+        }
+        let acked = version;
+        let mut still = Vec::new();
+        for id in std::mem::take(&mut o.waiting) {
+            let Some(w) = self.writes.get_mut(&id) else { continue };
+            if w.version <= acked && w.epoch == *epoch {
+                w.acks.insert(from.clone());
+            }
+            if w.acks.len() >= w.needed as usize {
+                let acks = u32::try_from(w.acks.len()).unwrap_or(u32::MAX);
+                if let Some(w) = self.writes.remove(&id) {
+                    self.timers.remove(&(w.deadline, Timer::Write(id)));
+                    self.out.outcome(id, Outcome::Replicated { epoch: w.epoch, version: w.version, acks });
+                }
+            } else {
+                still.push(id);
+            }
+        }
+        o.waiting = still.into();
+        self.maybe_drop_stale(session);
+    }
+
+    pub(super) fn on_fenced(&mut self, now: Instant, session: &str, epoch: &Epoch) {
+        let Some(rec) = self.sessions.get_mut(session) else { return };
+        let owned_lower = rec.owner.is_some() && rec.copy.as_ref().is_some_and(|c| c.epoch < *epoch);
+        if owned_lower {
+            self.demote(session, epoch);
+        }
+        if self.acquires.get(Sid::new(session)).is_some_and(|a| a.epoch < *epoch) {
+            self.abort_acquire(now, session, epoch);
+        }
+    }
+}
