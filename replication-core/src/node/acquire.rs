@@ -93,7 +93,7 @@ impl Node {
         if self.pending_count() >= self.settings.max_pending {
             return self.out.outcome(id, Outcome::Busy);
         }
-        if !self.view_settled(now) {
+        if !self.view.settled(now) {
             return self.out.outcome(id, Outcome::Unavailable);
         }
         self.start_acquire(now, &session, vec![(id, want_attrs)], false, 0, 0);
@@ -125,8 +125,7 @@ impl Node {
         rec.last_heard = stamp;
         let best = rec.copy.clone();
         let over = best.as_ref().map(|c| &c.epoch).filter(|e| self.owner_gone(e)).cloned();
-        let waiting: InlineSet<NodeId> =
-            self.peers.iter().filter(|(_, p)| p.up).map(|(n, _)| n.clone()).collect();
+        let waiting: InlineSet<NodeId> = self.view.up().cloned().collect();
         for to in &waiting {
             self.queue_claim(to.clone(), session.to_owned(), epoch.clone(), over.clone());
         }
@@ -225,7 +224,7 @@ impl Node {
     /// could not reach when it claimed (one broken link, now healed) may have been fenced by
     /// this node's promise of the claim since.
     pub(super) fn release_claim(&mut self, session: &str, epoch: &Epoch, asked: &InlineSet<NodeId>) {
-        let live = self.peers.iter().filter(|(n, p)| p.up && !asked.contains(*n)).map(|(n, _)| n);
+        let live = self.view.peers.iter().filter(|(n, p)| p.up && !asked.contains(*n)).map(|(n, _)| n);
         for to in asked.iter().chain(live) {
             self.out.send(to, Message::Release { session: session.to_owned(), epoch: epoch.clone() });
         }
@@ -251,7 +250,7 @@ impl Node {
         // down before answering may have promised and hold the newest copy (a one-way
         // partition, or a node that was paused and wakes up to a silent domain). Taking the
         // session over without their copies would fence them and lose what they hold.
-        if !self.majority(1 + a.answered) {
+        if !self.view.majority(1 + a.answered) {
             for (id, _) in a.requests {
                 self.out.outcome(id, Outcome::Unavailable);
             }
@@ -268,10 +267,10 @@ impl Node {
         let stamp = self.stamps.stamp(now);
         // Where its backups go (as `plan` would place them right after), before the record is
         // borrowed: a failover places them here, without looking the session up again.
-        let view_gen = self.view_gen;
+        let view_gen = self.view.generation;
         let want = self.replica_target();
-        let peers = &self.peers;
-        let backups = self.placement.backups(session, &self.me, |n| peers.get(n).is_some_and(|p| p.up));
+        let view = &self.view;
+        let backups = self.placement.backups(session, &self.me, |n| view.is_up(n));
         let rec = match self.sessions.get_mut(session) {
             Some(r) => r,
             None => self.sessions.insert_new(session, Record::empty(stamp)),
@@ -325,7 +324,7 @@ impl Node {
                 if prev.node != me {
                     o.stale.insert(prev.node);
                 }
-                let under = place(&mut o, &backups, &self.peers, view_gen, stamp, want);
+                let under = place(&mut o, &backups, &self.view.peers, view_gen, stamp, want);
                 let unacked = o.replicas.keys().next().is_some();
                 if a.failover {
                     // Many sessions fail over at once: ownership of them all first. Their
@@ -333,7 +332,7 @@ impl Node {
                     // resend walk sends them within its window and the token bucket (and the
                     // maintenance scan those left).
                     for to in o.replicas.keys() {
-                        if let Some(p) = self.peers.get_mut(to).filter(|p| p.up) {
+                        if let Some(p) = self.view.peers.get_mut(to).filter(|p| p.up) {
                             p.flow.resend_at(session);
                         }
                     }
@@ -477,7 +476,7 @@ impl Node {
             }
             a.sent = now;
             for to in &a.waiting {
-                if self.peers.get(to).is_some_and(|p| p.up) {
+                if self.view.is_up(to) {
                     again.push((to.clone(), session.as_str().to_owned(), a.epoch.clone(), a.over.clone()));
                 }
             }

@@ -31,6 +31,7 @@ impl Node {
     pub(super) fn owner_gone(&self, epoch: &Epoch) -> bool {
         epoch.node != self.me
             && self
+                .view
                 .peers
                 .get(&epoch.node)
                 .is_none_or(|p| !p.up || p.incarnation.is_some_and(|i| i != epoch.incarnation))
@@ -45,7 +46,7 @@ impl Node {
         if epoch.node == self.me {
             return epoch.incarnation == self.incarnation;
         }
-        self.peers.get(&epoch.node).is_some_and(|p| {
+        self.view.peers.get(&epoch.node).is_some_and(|p| {
             p.up && p.departed.is_none()
                 && p.incarnation == Some(epoch.incarnation)
                 && p.last_heard.is_some_and(|t| !due(now, t, self.hearing_window()))
@@ -57,7 +58,7 @@ impl Node {
     /// give or take the network), which stays below the failure timeout since that is at
     /// least two intervals (`validate`).
     pub(super) fn hearing_window(&self) -> Duration {
-        (self.failure_timeout / 2).max(self.heartbeat_interval * 3 / 2)
+        (self.view.failure_timeout / 2).max(self.heartbeat_interval * 3 / 2)
     }
 
     pub(super) fn on_claim(

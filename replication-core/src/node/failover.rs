@@ -46,7 +46,7 @@ impl Node {
             || self.acquires.contains_key(Sid::new(session))
             || !self.demoted_owner(session)
             || self.pending_count() >= self.settings.max_pending
-            || !self.view_settled(now)
+            || !self.view.settled(now)
         {
             return;
         }
@@ -99,9 +99,9 @@ impl Node {
     /// every live peer heard first (two heartbeats, or a complete view since). The same for
     /// every session of a pass.
     pub(super) fn failover_settled(&self, now: Instant) -> bool {
-        self.view_settled(now)
-            && (self.seen_enough_since.is_some_and(|t| due(now, t, self.heartbeat_interval * 2))
-                || self.complete_since_enough())
+        self.view.settled(now)
+            && (self.view.seen_enough_since.is_some_and(|t| due(now, t, self.heartbeat_interval * 2))
+                || self.view.complete_since_enough())
     }
 
     /// What `maybe_failover` does with the record `rec` of `session`, decided without
@@ -132,10 +132,9 @@ impl Node {
         if self.held_over.get(&owner).is_some_and(|t| now < *t) {
             return FailoverStep::Nothing;
         }
-        let peers = &self.peers;
+        let view = &self.view;
         let me = &self.me;
-        let target =
-            self.placement.failover_owner(session, &owner, |n| n == me || peers.get(n).is_some_and(|p| p.up));
+        let target = self.placement.failover_owner(session, &owner, |n| n == me || view.is_up(n));
         if target.as_ref() == Some(&self.me) { FailoverStep::Claim } else { FailoverStep::Nothing }
     }
 

@@ -131,21 +131,21 @@ pub(super) fn approx_size(m: &Message) -> usize {
 impl Node {
     /// Whether something undelivered waits for a re-send.
     pub(super) fn flow_pending(&self) -> bool {
-        self.peers.values().any(|p| p.up && p.flow.pending())
+        self.view.peers.values().any(|p| p.up && p.flow.pending())
     }
 
     /// A new step: every peer's window is adjusted to what it accepted ([`Flow::step`]), up
     /// to `scan_batch`, and its credit refilled.
     pub(super) fn flow_step(&mut self) {
         let max = self.settings.scan_batch.max(1);
-        for p in self.peers.values_mut() {
+        for p in self.view.peers.values_mut() {
             p.flow.step(max);
         }
     }
 
     /// The runtime could not send `msg` to `to` (see [`Input::Undelivered`]).
     pub(super) fn on_undelivered(&mut self, to: &NodeId, msg: Message) {
-        let Some(peer) = self.peers.get_mut(to) else { return };
+        let Some(peer) = self.view.peers.get_mut(to) else { return };
         if !peer.up {
             // Its copies are planned again when it comes back; claims wait for no down peer.
             return;
@@ -207,7 +207,7 @@ impl Node {
 
     /// Keeps the claims of pending acquires that `to` did not get, for the next step.
     pub(super) fn retry_claims(&mut self, to: &NodeId, claims: Vec<(String, Epoch)>) {
-        let Some(peer) = self.peers.get_mut(to) else { return };
+        let Some(peer) = self.view.peers.get_mut(to) else { return };
         peer.flow.refuse();
         for (s, e) in claims {
             if self.acquires.get(Sid::new(&s)).is_some_and(|a| a.epoch == e && a.waiting.contains(to)) {
@@ -220,9 +220,9 @@ impl Node {
     /// resend walk (within its window and the re-replication token bucket).
     pub(super) fn resend_step(&mut self, now: Instant) {
         let peers: Vec<NodeId> =
-            self.peers.iter().filter(|(_, p)| p.flow.pending()).map(|(n, _)| n.clone()).collect();
+            self.view.peers.iter().filter(|(_, p)| p.flow.pending()).map(|(n, _)| n.clone()).collect();
         for n in peers {
-            let Some(p) = self.peers.get_mut(&n) else { continue };
+            let Some(p) = self.view.peers.get_mut(&n) else { continue };
             if !p.up {
                 p.flow = Flow::new(p.flow.window);
                 continue;
@@ -252,7 +252,7 @@ impl Node {
     /// dropped (examines at most eight times `scan_batch` sessions), and leaves the cursor
     /// where the window, the token bucket or the examination budget stopped it.
     pub(super) fn resend_walk(&mut self, now: Instant, peer: &NodeId) {
-        let Some(p) = self.peers.get_mut(peer) else { return };
+        let Some(p) = self.view.peers.get_mut(peer) else { return };
         if p.flow.credit == 0 {
             return;
         }
@@ -270,7 +270,7 @@ impl Node {
                 .collect();
             let last_chunk = keys.len() < WALK_CHUNK;
             for k in keys {
-                let credit = self.peers.get(peer).map_or(0, |p| p.flow.credit);
+                let credit = self.view.peers.get(peer).map_or(0, |p| p.flow.credit);
                 if budget == 0 || credit == 0 || self.tokens < 1000 {
                     stop = Some(k);
                     break 'walk;
@@ -286,7 +286,7 @@ impl Node {
                 break;
             }
         }
-        if let (Some(k), Some(p)) = (stop, self.peers.get_mut(peer)) {
+        if let (Some(k), Some(p)) = (stop, self.view.peers.get_mut(peer)) {
             p.flow.resend_at(&k);
         }
     }

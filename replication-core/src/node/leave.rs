@@ -80,6 +80,7 @@ impl Node {
                 }
                 let owner_live = c.epoch.node != self.me
                     && self
+                        .view
                         .peers
                         .get(&c.epoch.node)
                         .is_some_and(|p| p.up && p.incarnation == Some(c.epoch.incarnation));
@@ -123,10 +124,8 @@ impl Node {
             h.tried = Some(now);
             let Some(copy) = self.sessions.get(&session).and_then(|r| r.copy.clone()) else { continue };
             let me = &self.me;
-            let peers = &self.peers;
-            let to = self
-                .placement
-                .backups(&session, &copy.epoch.node, |n| n != me && peers.get(n).is_some_and(|p| p.up));
+            let view = &self.view;
+            let to = self.placement.backups(&session, &copy.epoch.node, |n| n != me && view.is_up(n));
             for n in to {
                 sends.entry(n).or_default().push((session.clone(), copy.clone()));
             }
@@ -155,7 +154,7 @@ impl Node {
         let (takeovers, _) = self.leave_untaken(now);
         let batching = self.batch_claims();
         for session in &takeovers {
-            if self.pending_count() >= self.settings.max_pending || !self.sees_enough() {
+            if self.pending_count() >= self.settings.max_pending || !self.view.sees_enough() {
                 break;
             }
             self.start_acquire(now, session, Vec::new(), true, 0, 0);
@@ -174,12 +173,8 @@ impl Node {
         for rec in self.sessions.values() {
             // Tombstones too: a backup left with an older live copy would bring the session back.
             let (Some(o), Some(c)) = (&rec.owner, &rec.copy) else { continue };
-            let live: Vec<&Replica> = o
-                .replicas
-                .iter()
-                .filter(|(n, _)| self.peers.get(*n).is_some_and(|p| p.up))
-                .map(|(_, r)| r)
-                .collect();
+            let live: Vec<&Replica> =
+                o.replicas.iter().filter(|(n, _)| self.view.is_up(n)).map(|(_, r)| r).collect();
             let held = live.iter().filter(|r| r.acked >= Some(c.version)).count();
             if held < live.len() {
                 all_done = false;
@@ -212,11 +207,11 @@ impl Node {
             // Not to itself: a demoted owner taking the session back claims it at its own
             // epoch (that acquisition ends with the leave).
             let to = epoch.node.clone();
-            if to != self.me && self.peers.contains_key(&to) {
+            if to != self.me && self.view.peers.contains_key(&to) {
                 self.out.send(&to, Message::ClaimAck { session, epoch, copy: Some(copy) });
             }
         }
-        let peers: Vec<NodeId> = self.peers.keys().cloned().collect();
+        let peers: Vec<NodeId> = self.view.peers.keys().cloned().collect();
         for p in &peers {
             self.out.send(p, Message::Leaving { incarnation: self.incarnation });
         }

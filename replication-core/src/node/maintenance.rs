@@ -6,7 +6,6 @@ use super::flow::Pace;
 use super::store::{Record, due, max_inactive_of};
 use super::writes::WriteKind;
 use crate::api::{Event, Outcome, RequestId};
-use crate::config::NodeId;
 use crate::message::{Body, Message, Payload};
 use crate::session_key::Sid;
 use std::sync::Arc;
@@ -72,28 +71,15 @@ impl Node {
     pub(super) fn maintenance(&mut self, now: Instant) {
         self.refill(now);
         // Failure detection.
-        let dead: Vec<NodeId> = self
-            .peers
-            .iter()
-            .filter(|(_, p)| p.up && (p.gone || p.last_heard.is_none_or(|t| now >= t + self.failure_timeout)))
-            .map(|(n, _)| n.clone())
-            .collect();
-        for n in dead {
+        for n in self.view.failed(now) {
             self.peer_down(now, &n);
-        }
-        self.seen_enough_since =
-            if self.sees_enough() { Some(self.seen_enough_since.unwrap_or(now)) } else { None };
-        if self.view_complete() {
-            self.complete_since = Some(now);
         }
         // The failovers a replan pass skipped while the view was not settled (a peer failed
         // before this node had seen enough of the domain for the failure timeout) are due when
         // it is: a new pass takes them all then, not the general scan, `scan_batch` a tick.
-        let settled = self.view_settled(now);
-        if settled && !self.was_settled && self.replan_cursor.is_none() {
+        if self.view.observe(now) && self.replan_cursor.is_none() {
             self.replan_cursor = Some(None);
         }
-        self.was_settled = settled;
         self.quarantine_tick(now);
         let batching = self.batch_claims();
         self.resend_claims(now);
@@ -260,7 +246,7 @@ impl Node {
         o.last_touch = self.stamps.stamp(now);
         let payload = Arc::new(Payload::Touch { version: copy.version });
         for to in o.replicas.keys() {
-            if self.peers.get(to).is_some_and(|p| p.up) {
+            if self.view.is_up(to) {
                 let msg = Message::Replicate {
                     session: session.to_owned(),
                     epoch: copy.epoch.clone(),

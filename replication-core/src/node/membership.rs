@@ -2,11 +2,12 @@
 
 use super::Node;
 use super::flow::Flow;
-use super::maintenance::Timer;
-use crate::api::{Event, Outcome};
+
+use crate::api::Event;
 use crate::config::NodeId;
-use crate::message::Body;
-use std::time::Instant;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone)]
 pub(super) struct Peer {
@@ -24,72 +25,102 @@ pub(super) struct Peer {
     pub(super) flow: Flow,
 }
 
-impl Node {
-    /// When the first live peer's silence reaches the failure timeout (it is then declared
-    /// down, see `maintenance`).
-    pub(super) fn failure_deadline(&self) -> Option<Instant> {
+/// The view of the domain this node acts on: its peers, up or down, and how long it has seen
+/// enough of them to take sessions over (see [`Membership::settled`]).
+#[derive(Debug)]
+pub(super) struct Membership {
+    pub(super) peers: BTreeMap<NodeId, Peer>,
+    pub(super) failure_timeout: Duration,
+    /// Bumped at every change of the view: an owned session is placed again when its
+    /// `OwnerState::view_gen` differs.
+    pub(super) generation: u64,
+    /// Since when this node has seen more than half the domain live, at maintenance (`None`
+    /// while it does not): a node that was cut off hears its peers again one by one, and must
+    /// not take a live owner's sessions over before that owner's heartbeat had the time to
+    /// arrive too.
+    pub(super) seen_enough_since: Option<Instant>,
+    /// When this node last saw every peer up (or announced as leaving), at maintenance or
+    /// when a peer came up. From then on its view holds every peer that was live: a peer
+    /// marked down later was heard before (`settled`).
+    complete_since: Option<Instant>,
+    /// Whether the view was settled at the last maintenance (see `settled`).
+    was_settled: bool,
+}
+
+impl Membership {
+    pub(super) fn new(peers: BTreeMap<NodeId, Peer>, failure_timeout: Duration) -> Self {
+        Membership {
+            peers,
+            failure_timeout,
+            generation: 0,
+            seen_enough_since: None,
+            complete_since: None,
+            was_settled: false,
+        }
+    }
+
+    /// Whether `node` (a peer) is up.
+    pub(super) fn is_up(&self, node: &NodeId) -> bool {
+        self.peers.get(node).is_some_and(|p| p.up)
+    }
+
+    /// The peers that are up.
+    pub(super) fn up(&self) -> impl Iterator<Item = &NodeId> {
+        self.peers.iter().filter(|(_, p)| p.up).map(|(n, _)| n)
+    }
+
+    /// The peers that are up and whose silence reached the failure timeout, or that were
+    /// reported gone: the failure detection of the maintenance.
+    pub(super) fn failed(&self, now: Instant) -> Vec<NodeId> {
         self.peers
-            .values()
-            .filter(|p| p.up)
-            .filter_map(|p| p.last_heard)
-            .min()
-            .map(|t| t + self.failure_timeout)
+            .iter()
+            .filter(|(_, p)| p.up && (p.gone || p.last_heard.is_none_or(|t| now >= t + self.failure_timeout)))
+            .map(|(n, _)| n.clone())
+            .collect()
     }
 
-    /// While the view is not settled, when it will be if nothing changes (`view_settled`: the
-    /// failure timeout after this node began to see enough of the domain): the maintenance
-    /// runs then, not up to a tick later, and its new replan pass takes over the failovers
-    /// skipped until then.
-    pub(super) fn settle_deadline(&self) -> Option<Instant> {
-        if self.was_settled {
-            return None;
-        }
-        self.seen_enough_since.map(|t| t + self.failure_timeout)
-    }
-
-    /// After a long gap without running (the process was paused, the machine slept), peers'
-    /// silence says nothing about them: give each a fresh window before suspecting it.
-    pub(super) fn woke(&mut self, now: Instant) {
-        let gap = now.saturating_duration_since(self.last_run);
-        self.last_run = now;
-        let threshold = self.failure_timeout.saturating_sub(self.heartbeat_interval);
-        if gap >= threshold && !threshold.is_zero() {
-            self.step_down_all();
-        }
-        if gap > self.failure_timeout / 2 {
-            let floor = now.checked_sub(self.failure_timeout / 2).unwrap_or(now);
-            for p in self.peers.values_mut() {
-                if let Some(t) = &mut p.last_heard {
-                    *t = (*t).max(floor);
-                }
-            }
+    /// A new view: owned sessions are placed again.
+    pub(super) fn bump(&mut self) {
+        self.generation = self.generation.wrapping_add(1);
+        if self.generation == u64::MAX {
+            self.generation = 0;
         }
     }
 
-    /// After a gap long enough for peers to have declared this node dead (and taken its
-    /// sessions over), it stops owning anything: its copies stay, and the next fetch here
-    /// claims the session again with a new epoch, which reaches every holder. Without this, a
-    /// backup that restarted meanwhile (and so forgot the promises that fence this node) could
-    /// acknowledge writes that the new owner later overwrites.
-    pub(super) fn step_down_all(&mut self) {
-        let owned: Vec<String> =
-            self.sessions.iter().filter(|(_, r)| r.owner.is_some()).map(|(k, _)| k.to_owned()).collect();
-        for s in owned {
-            let Some(rec) = self.sessions.get_mut(&s) else { continue };
-            let Some(o) = rec.owner.take() else { continue };
-            let Some(copy) = &rec.copy else { continue };
-            self.fenced += 1;
-            for id in o.waiting {
-                if let Some(w) = self.writes.remove(&id) {
-                    self.timers.remove(&(w.deadline, Timer::Write(id)));
-                    let acks = u32::try_from(w.acks.len()).unwrap_or(u32::MAX);
-                    self.out.outcome(id, Outcome::Indeterminate { epoch: w.epoch, version: w.version, acks });
-                }
-            }
-            if matches!(copy.body, Body::Live { .. }) {
-                self.out.event(Event::OwnershipLost { session: s.clone(), epoch: copy.epoch.clone() });
-            }
+    /// A peer came up: this node may now see enough, or every peer.
+    pub(super) fn came_up(&mut self, now: Instant) {
+        if self.sees_enough() {
+            self.seen_enough_since.get_or_insert(now);
         }
+        if self.complete() {
+            self.complete_since = Some(now);
+        }
+    }
+
+    /// The view at maintenance, after its failure detection: whether this node sees enough
+    /// (since when), every peer, and whether the view just became settled.
+    pub(super) fn observe(&mut self, now: Instant) -> bool {
+        self.seen_enough_since =
+            if self.sees_enough() { Some(self.seen_enough_since.unwrap_or(now)) } else { None };
+        if self.complete() {
+            self.complete_since = Some(now);
+        }
+        let settled = self.settled(now);
+        let newly = settled && !self.was_settled;
+        self.was_settled = settled;
+        newly
+    }
+
+    /// The earliest of the failure and settle deadlines: the maintenance runs then.
+    pub(super) fn next_deadline(&self) -> Option<Instant> {
+        [self.failure_deadline(), self.settle_deadline()].into_iter().flatten().min()
+    }
+
+    /// Whether the failure detection is due at `now`.
+    pub(super) fn due(&self, now: Instant) -> bool {
+        self.failure_deadline().is_some_and(|d| now >= d)
+            || self.peers.values().any(|p| p.up && p.gone)
+            || self.settle_deadline().is_some_and(|d| now >= d)
     }
 
     /// Whether this node sees more than half of the domain live (itself included). An
@@ -128,9 +159,9 @@ impl Node {
     /// heard after any deafness ended, so it is down on the failure detector's word. This is
     /// what lets a young domain (or a node that restarted less than the failure timeout ago)
     /// fail a crashed node over at once.
-    pub(super) fn view_settled(&self, now: Instant) -> bool {
+    pub(super) fn settled(&self, now: Instant) -> bool {
         self.sees_enough()
-            && (self.view_complete()
+            && (self.complete()
                 || self.seen_enough_since.is_some_and(|t| now >= t + self.failure_timeout)
                 || self.complete_since_enough())
     }
@@ -142,15 +173,55 @@ impl Node {
     }
 
     /// Every peer is up or announced that it leaves.
-    pub(super) fn view_complete(&self) -> bool {
+    pub(super) fn complete(&self) -> bool {
         self.peers.values().all(|p| p.up || p.departed.is_some())
     }
 
-    pub(super) fn view_changed(&mut self) {
-        self.view_gen = self.view_gen.wrapping_add(1);
-        if self.view_gen == u64::MAX {
-            self.view_gen = 0;
+    /// When the first live peer's silence reaches the failure timeout (it is then declared
+    /// down, see `maintenance`).
+    pub(super) fn failure_deadline(&self) -> Option<Instant> {
+        self.peers
+            .values()
+            .filter(|p| p.up)
+            .filter_map(|p| p.last_heard)
+            .min()
+            .map(|t| t + self.failure_timeout)
+    }
+
+    /// While the view is not settled, when it will be if nothing changes (`settled`: the
+    /// failure timeout after this node began to see enough of the domain): the maintenance
+    /// runs then, not up to a tick later, and its new replan pass takes over the failovers
+    /// skipped until then.
+    pub(super) fn settle_deadline(&self) -> Option<Instant> {
+        if self.was_settled {
+            return None;
         }
+        self.seen_enough_since.map(|t| t + self.failure_timeout)
+    }
+}
+
+impl Node {
+    /// After a long gap without running (the process was paused, the machine slept), peers'
+    /// silence says nothing about them: give each a fresh window before suspecting it.
+    pub(super) fn woke(&mut self, now: Instant) {
+        let gap = now.saturating_duration_since(self.last_run);
+        self.last_run = now;
+        let threshold = self.view.failure_timeout.saturating_sub(self.heartbeat_interval);
+        if gap >= threshold && !threshold.is_zero() {
+            self.step_down_all();
+        }
+        if gap > self.view.failure_timeout / 2 {
+            let floor = now.checked_sub(self.view.failure_timeout / 2).unwrap_or(now);
+            for p in self.view.peers.values_mut() {
+                if let Some(t) = &mut p.last_heard {
+                    *t = (*t).max(floor);
+                }
+            }
+        }
+    }
+
+    pub(super) fn view_changed(&mut self) {
+        self.view.bump();
         self.replan_cursor = Some(None);
     }
 
@@ -164,7 +235,7 @@ impl Node {
     /// arrive (they were sent before its `Leaving`, which may overtake them): the claims keep
     /// waiting for them, until the answer, the peer's restart or the claim's deadline.
     pub(super) fn peer_left(&mut self, now: Instant, node: &NodeId) {
-        if let Some(p) = self.peers.get_mut(node) {
+        if let Some(p) = self.view.peers.get_mut(node) {
             p.up = false;
             p.gone = false;
             // Its copies are planned again when it comes back.

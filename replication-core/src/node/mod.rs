@@ -131,7 +131,7 @@ use self::answer::DeferredClaims;
 use self::flow::{Flow, Pace};
 use self::leave::Handoff;
 use self::maintenance::Timer;
-use self::membership::Peer;
+use self::membership::{Membership, Peer};
 use self::outbox::Outbox;
 use self::quarantine::Quarantine;
 use self::store::{Record, Sessions};
@@ -154,11 +154,11 @@ pub struct Node {
     placement: Placement,
     settings: Settings,
     heartbeat_interval: Duration,
-    failure_timeout: Duration,
     request_timeout: Duration,
     tick: Duration,
     can_own: bool,
-    peers: BTreeMap<NodeId, Peer>,
+    /// The peers and what this node can act on (see [`Membership`]).
+    view: Membership,
     sessions: Sessions,
     writes: BTreeMap<RequestId, PendingWrite>,
     /// Boxed: a map node moves its values on every insert and removal, and a mass failover
@@ -176,7 +176,6 @@ pub struct Node {
     scan_cursor: Option<String>,
     /// Replan pass after a view change: `Some(cursor)` while running.
     replan_cursor: Option<Option<String>>,
-    view_gen: u64,
     /// Re-replication token bucket, in thousandths of a session.
     tokens: u64,
     last_refill: Instant,
@@ -209,23 +208,12 @@ pub struct Node {
     /// While leaving: the copies of ownerless sessions handed to other nodes
     /// ([`Message::Handoff`]) by a node that cannot take them over.
     handoffs: BTreeMap<String, Handoff>,
-    /// Since when this node has seen more than half the domain live, at maintenance (`None`
-    /// while it does not): a node that was cut off hears its peers again one by one, and must
-    /// not take a live owner's sessions over before that owner's heartbeat had the time to
-    /// arrive too.
-    seen_enough_since: Option<Instant>,
-    /// When this node last saw every peer up (or announced as leaving), at maintenance or
-    /// when a peer came up. From then on its view holds every peer that was live: a peer
-    /// marked down later was heard before (`view_settled`).
-    complete_since: Option<Instant>,
     /// The base of the instants kept per session (the `now` of [`Node::new`]).
     stamps: StampBase,
     /// Set for a timeout step while failover claims of this node are pending: the paced
     /// first copies of owned sessions wait for the next step without (see
     /// `hold_first_copies`).
     hold_first_copies: bool,
-    /// Whether the view was settled at the last maintenance (see `view_settled`).
-    was_settled: bool,
 }
 
 impl Node {
@@ -271,11 +259,10 @@ impl Node {
             incarnation,
             placement,
             heartbeat_interval,
-            failure_timeout: config.failure_timeout(),
             request_timeout: config.request_timeout(),
             tick,
             can_own,
-            peers,
+            view: Membership::new(peers, config.failure_timeout()),
             sessions: Sessions::default(),
             writes: BTreeMap::new(),
             acquires: BTreeMap::new(),
@@ -286,7 +273,6 @@ impl Node {
             next_tick: now + tick,
             scan_cursor: None,
             replan_cursor: None,
-            view_gen: 0,
             tokens,
             last_refill: now,
             last_replan: now,
@@ -303,11 +289,8 @@ impl Node {
             deferred_claims: VecDeque::new(),
             deferred_count: 0,
             handoffs: BTreeMap::new(),
-            seen_enough_since: None,
-            complete_since: None,
             stamps: StampBase::new(now),
             hold_first_copies: false,
-            was_settled: false,
             me,
             settings,
         })
@@ -336,7 +319,7 @@ impl Node {
                 }
             }
             Input::PeerGone { peer } => {
-                if let Some(p) = self.peers.get_mut(&peer).filter(|p| p.up) {
+                if let Some(p) = self.view.peers.get_mut(&peer).filter(|p| p.up) {
                     p.gone = true;
                     // The failure detection of the maintenance, and its replan pass with the
                     // failovers, now rather than at the failure timeout.
@@ -357,10 +340,7 @@ impl Node {
             return None;
         }
         let mut t = self.next_heartbeat.min(self.next_tick);
-        if let Some(d) = self.failure_deadline() {
-            t = t.min(d);
-        }
-        if let Some(d) = self.settle_deadline() {
+        if let Some(d) = self.view.next_deadline() {
             t = t.min(d);
         }
         if self.replan_cursor.is_some() || self.flow_pending() {
@@ -389,8 +369,7 @@ impl Node {
         }
         self.woke(now);
         if now >= self.next_heartbeat {
-            let peers: Vec<NodeId> = self.peers.keys().cloned().collect();
-            for p in &peers {
+            for p in self.view.peers.keys() {
                 self.out.send(p, Message::Heartbeat { incarnation: self.incarnation });
             }
             self.next_heartbeat = now + self.heartbeat_interval;
@@ -420,11 +399,7 @@ impl Node {
         // Failure detection runs at the tick and also exactly when a live peer's silence
         // reaches the failure timeout (not up to a tick later): the maintenance, with the
         // failovers of the replan pass, comes forward to that instant.
-        if now >= self.next_tick
-            || self.failure_deadline().is_some_and(|d| now >= d)
-            || self.peers.values().any(|p| p.up && p.gone)
-            || self.settle_deadline().is_some_and(|d| now >= d)
-        {
+        if now >= self.next_tick || self.view.due(now) {
             self.maintenance(now);
             self.next_tick = now + self.tick;
         } else if (self.replan_cursor.is_some() || self.flow_pending())
@@ -480,7 +455,7 @@ impl Node {
     }
 
     fn on_message(&mut self, now: Instant, from: NodeId, msg: Message) {
-        let Some(peer) = self.peers.get_mut(&from) else { return };
+        let Some(peer) = self.view.peers.get_mut(&from) else { return };
         match &msg {
             Message::Heartbeat { incarnation } => {
                 if peer.departed == Some(*incarnation) {
@@ -525,19 +500,14 @@ impl Node {
                 }
             }
         }
-        let Some(peer) = self.peers.get_mut(&from) else { return };
+        let Some(peer) = self.view.peers.get_mut(&from) else { return };
         peer.last_heard = Some(now);
         if !peer.up {
             peer.up = true;
             peer.ups += 1;
             let incarnation = peer.incarnation;
             self.out.event(Event::PeerUp { node: from.clone(), incarnation });
-            if self.sees_enough() {
-                self.seen_enough_since.get_or_insert(now);
-            }
-            if self.view_complete() {
-                self.complete_since = Some(now);
-            }
+            self.view.came_up(now);
             self.view_changed();
             self.quarantine_ask(now, &from);
         }

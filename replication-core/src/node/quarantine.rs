@@ -55,7 +55,7 @@ impl Node {
     pub(super) fn quarantine_tick(&mut self, now: Instant) {
         let Some(q) = &self.quarantine else { return };
         let every = self.settings.retransmit_interval;
-        let up: Vec<NodeId> = self.peers.iter().filter(|(_, p)| p.up).map(|(n, _)| n.clone()).collect();
+        let up: Vec<NodeId> = self.view.up().cloned().collect();
         let again: Vec<NodeId> = up
             .iter()
             .filter(|n| {
@@ -71,9 +71,9 @@ impl Node {
 
     pub(super) fn quarantine_check(&mut self, now: Instant) {
         let Some(q) = &self.quarantine else { return };
-        let all = self.peers.keys().all(|n| Self::quarantine_answered(q, n));
+        let all = self.view.peers.keys().all(|n| Self::quarantine_answered(q, n));
         let live = now >= q.until
-            && self.peers.iter().filter(|(_, p)| p.up).all(|(n, _)| Self::quarantine_answered(q, n));
+            && self.view.peers.iter().filter(|(_, p)| p.up).all(|(n, _)| Self::quarantine_answered(q, n));
         if all || live {
             self.quarantine = None;
         }

@@ -26,12 +26,13 @@ impl Node {
 
     /// Whether the failure detector considers `node` live (this node always is).
     pub fn is_live(&self, node: &NodeId) -> bool {
-        *node == self.me || self.peers.get(node).is_some_and(|p| p.up)
+        *node == self.me || self.view.is_up(node)
     }
 
     /// The membership view: every peer of the config.
     pub fn peers(&self) -> Vec<PeerView> {
-        self.peers
+        self.view
+            .peers
             .iter()
             .map(|(n, p)| PeerView {
                 node: n.clone(),
@@ -138,8 +139,8 @@ impl Node {
             full_copies_sent: self.out.fulls,
             ..Stats::default()
         };
-        s.peers_up = self.peers.values().filter(|p| p.up).count();
-        s.peers_down = self.peers.len() - s.peers_up;
+        s.peers_up = self.view.peers.values().filter(|p| p.up).count();
+        s.peers_down = self.view.peers.len() - s.peers_up;
         // The same target as `Event::UnderReplicated`: the configured count, not what happens
         // to be live (a session whose only backup node is down is under-replicated).
         let want = self.replica_target();

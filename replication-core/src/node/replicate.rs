@@ -59,20 +59,20 @@ pub(super) fn place(
 impl Node {
     /// How many backups each owned session should have (see [`Placement::target`]).
     pub(super) fn replica_target(&self) -> usize {
-        self.placement.target(&self.me, |n| self.peers.get(n).is_some_and(|p| p.up))
+        self.placement.target(&self.me, |n| self.view.is_up(n))
     }
 
     /// Recomputes the backups of an owned session when the view changed since last time.
     pub(super) fn plan(&mut self, session: &str, now: Instant) {
-        let view_gen = self.view_gen;
+        let view_gen = self.view.generation;
         let want = self.replica_target();
         let Some(Record { owner: Some(o), .. }) = self.sessions.get_mut(session) else { return };
         if o.view_gen == view_gen {
             return;
         }
-        let peers = &self.peers;
-        let backups = self.placement.backups(session, &self.me, |n| peers.get(n).is_some_and(|p| p.up));
-        if place(o, &backups, peers, view_gen, self.stamps.stamp(now), want) {
+        let view = &self.view;
+        let backups = self.placement.backups(session, &self.me, |n| view.is_up(n));
+        if place(o, &backups, &view.peers, view_gen, self.stamps.stamp(now), want) {
             let have = backups.len();
             self.out.event(Event::UnderReplicated { session: session.to_owned(), have, want });
         }
@@ -104,7 +104,7 @@ impl Node {
             if only.is_some_and(|n| n != to) {
                 continue;
             }
-            let Some(peer) = self.peers.get_mut(to) else { continue };
+            let Some(peer) = self.view.peers.get_mut(to) else { continue };
             if r.acked >= Some(copy.version) || !peer.up {
                 continue;
             }
@@ -154,14 +154,14 @@ impl Node {
         }
         // Holders that are down now keep their place: they are told when they come back (a
         // former owner cut off during the takeover learns it was replaced).
-        let peers = &self.peers;
+        let view = &self.view;
         let replicas = &o.replicas;
         // A placed backup is never dropped, even if it was a former holder too (its copy was
         // just replaced: a `Drop` after the `Replicate` would delete it while it counts).
         let (up, down): (SlimSet<NodeId>, SlimSet<NodeId>) = std::mem::take(&mut o.stale)
             .into_iter()
             .filter(|n| replicas.find(n).is_err())
-            .partition(|n| peers.get(n).is_some_and(|p| p.up));
+            .partition(|n| view.is_up(n));
         o.stale = down;
         for n in up {
             self.out.send(&n, Message::Drop { session: session.to_owned(), epoch: copy.epoch.clone() });

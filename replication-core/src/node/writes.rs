@@ -181,7 +181,7 @@ impl Node {
         let payload = Arc::new(payload);
         let size = payload_size(&payload);
         for (to, r) in o.replicas.iter_mut() {
-            if !self.peers.get(to).is_some_and(|p| p.up) {
+            if !self.view.is_up(to) {
                 continue;
             }
             r.last_sent = Some(stamp);
@@ -210,7 +210,7 @@ impl Node {
             }
             Ack::Sync { backups } => backups,
         };
-        let live = o.replicas.keys().filter(|n| self.peers.get(*n).is_some_and(|p| p.up)).count();
+        let live = o.replicas.keys().filter(|n| self.view.is_up(n)).count();
         if live == 0 {
             return self.out.outcome(id, Outcome::Unreplicated { epoch, version });
         }
@@ -278,6 +278,32 @@ impl Node {
         }
         if self.acquires.get(Sid::new(session)).is_some_and(|a| a.epoch < *epoch) {
             self.abort_acquire(now, session, epoch);
+        }
+    }
+
+    /// After a gap long enough for peers to have declared this node dead (and taken its
+    /// sessions over), it stops owning anything: its copies stay, and the next fetch here
+    /// claims the session again with a new epoch, which reaches every holder. Without this, a
+    /// backup that restarted meanwhile (and so forgot the promises that fence this node) could
+    /// acknowledge writes that the new owner later overwrites.
+    pub(super) fn step_down_all(&mut self) {
+        let owned: Vec<String> =
+            self.sessions.iter().filter(|(_, r)| r.owner.is_some()).map(|(k, _)| k.to_owned()).collect();
+        for s in owned {
+            let Some(rec) = self.sessions.get_mut(&s) else { continue };
+            let Some(o) = rec.owner.take() else { continue };
+            let Some(copy) = &rec.copy else { continue };
+            self.fenced += 1;
+            for id in o.waiting {
+                if let Some(w) = self.writes.remove(&id) {
+                    self.timers.remove(&(w.deadline, Timer::Write(id)));
+                    let acks = u32::try_from(w.acks.len()).unwrap_or(u32::MAX);
+                    self.out.outcome(id, Outcome::Indeterminate { epoch: w.epoch, version: w.version, acks });
+                }
+            }
+            if matches!(copy.body, Body::Live { .. }) {
+                self.out.event(Event::OwnershipLost { session: s.clone(), epoch: copy.epoch.clone() });
+            }
         }
     }
 }

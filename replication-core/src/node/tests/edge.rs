@@ -403,7 +403,7 @@ fn a_node_that_hears_again_does_not_take_over_on_the_marks_of_its_deafness() {
         cl.cut.insert((id(n), id("b")));
     }
     cl.advance(Duration::from_millis(1500));
-    assert!(!cl.nodes[&id("b")].sees_enough(), "b is deaf");
+    assert!(!cl.nodes[&id("b")].view.sees_enough(), "b is deaf");
     // d invalidates s; c acknowledges the tombstone (b does not receive it).
     cl.cmd("d", 100, Command::Invalidate { session: s.clone(), ack: Ack::Sync { backups: 1 } });
     cl.pump();
@@ -417,7 +417,7 @@ fn a_node_that_hears_again_does_not_take_over_on_the_marks_of_its_deafness() {
         }
         cl.advance(Duration::from_millis(50));
     }
-    assert!(cl.nodes[&id("b")].sees_enough(), "b hears a and e again: 3 of 5");
+    assert!(cl.nodes[&id("b")].view.sees_enough(), "b hears a and e again: 3 of 5");
     cl.cmd("b", 99, Command::Get { session: s.clone() });
     cl.advance(Duration::from_millis(50));
     assert!(

@@ -682,7 +682,7 @@ fn failovers_skipped_before_the_view_settled_are_claimed_together_when_it_is() {
             // Each claim goes to the two live peers, c and d.
             assert_eq!(claimed, 2 * orphans, "every orphan claimed in the first step that claims");
             let b = &cl.nodes[&id("b")];
-            let settled = b.seen_enough_since.map(|t| t + b.failure_timeout);
+            let settled = b.view.seen_enough_since.map(|t| t + b.view.failure_timeout);
             assert!(
                 settled.is_some_and(|t| cl.now >= t && cl.now < t + Duration::from_millis(1)),
                 "claimed at {:?}, the view settled at {:?}",
