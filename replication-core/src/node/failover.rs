@@ -42,7 +42,7 @@ impl Node {
     /// continues from the newest, and demotes an owner it did not know of).
     pub(super) fn resume(&mut self, now: Instant, session: &str) {
         if !self.can_own
-            || self.left
+            || self.leave.has_left()
             || self.acquires.contains_key(Sid::new(session))
             || !self.demoted_owner(session)
             || self.pending_count() >= self.settings.max_pending
@@ -119,7 +119,7 @@ impl Node {
             return FailoverStep::Resume;
         }
         if !self.can_own
-            || self.leaving.is_some()
+            || self.leave.is_leaving()
             || self.placement.topology() != Topology::PeerToPeer
             || !settled
             || self.acquires.contains_key(Sid::new(session))

@@ -179,7 +179,7 @@ impl Node {
                 // Again at the next maintenance tick, not after a whole retransmit interval.
                 peer.flow.refuse();
                 for (session, _) in copies {
-                    if let Some(h) = self.handoffs.get_mut(&session) {
+                    if let Some(h) = self.leave.handoff_mut(&session) {
                         h.sent = None;
                     }
                 }

@@ -26,6 +26,70 @@ pub(super) struct Handoff {
     pub(super) tried: Option<Instant>,
 }
 
+/// Where this node is in a graceful leave ([`Command::Leave`](crate::Command::Leave)): a
+/// member, then leaving (`check_leave` at each maintenance takes over or hands off what only
+/// this node holds), then gone for good.
+#[derive(Debug)]
+pub(super) enum Leave {
+    Member,
+    Leaving(Box<Leaving>),
+    Left,
+}
+
+/// A leave under way.
+#[derive(Debug)]
+pub(super) struct Leaving {
+    /// The `Leave` command, answered when the leave ends.
+    id: RequestId,
+    /// When the leave ends even with copies left to take over or hand off.
+    deadline: Instant,
+    /// The fewest copies left to take over or hand off seen so far; each new low moves the
+    /// deadline to a request timeout later (a leave that progresses is not cut short, one
+    /// that stalls ends).
+    low: usize,
+    /// The copies of ownerless sessions handed to other nodes ([`Message::Handoff`]) by a
+    /// node that cannot take them over.
+    handoffs: BTreeMap<String, Handoff>,
+}
+
+impl Leaving {
+    pub(super) fn new(id: RequestId, deadline: Instant) -> Self {
+        Leaving { id, deadline, low: usize::MAX, handoffs: BTreeMap::new() }
+    }
+
+    /// `stuck` copies are left: a new low moves the deadline to `later` at the earliest.
+    /// Returns the deadline.
+    fn progress(&mut self, stuck: usize, later: Instant) -> Instant {
+        if stuck < self.low {
+            self.low = stuck;
+            self.deadline = self.deadline.max(later);
+        }
+        self.deadline
+    }
+}
+
+impl Leave {
+    pub(super) fn is_member(&self) -> bool {
+        matches!(self, Leave::Member)
+    }
+
+    pub(super) fn is_leaving(&self) -> bool {
+        matches!(self, Leave::Leaving(_))
+    }
+
+    pub(super) fn has_left(&self) -> bool {
+        matches!(self, Leave::Left)
+    }
+
+    /// The hand-off of `session` under way, if leaving.
+    pub(super) fn handoff_mut(&mut self, session: &str) -> Option<&mut Handoff> {
+        match self {
+            Leave::Leaving(l) => l.handoffs.get_mut(session),
+            _ => None,
+        }
+    }
+}
+
 impl Node {
     /// Sessions a leaving node must take over before it goes, because its copy may be the
     /// only newest one (finding 7 of docs/reliability.md): those it owned until a claim that
@@ -92,8 +156,11 @@ impl Node {
     /// Sends the handoffs not acknowledged yet, each every `retransmit_interval`, to the nodes
     /// that would back the session up without this one. Returns how many are not acknowledged.
     pub(super) fn send_handoffs(&mut self, now: Instant) -> usize {
-        for (session, epoch, version) in self.leave_handoffs(now) {
-            let h = self.handoffs.entry(session).or_insert_with(|| Handoff {
+        let wanted = self.leave_handoffs(now);
+        let Leave::Leaving(leaving) = &mut self.leave else { return 0 };
+        let handoffs = &mut leaving.handoffs;
+        for (session, epoch, version) in wanted {
+            let h = handoffs.entry(session).or_insert_with(|| Handoff {
                 epoch: epoch.clone(),
                 version,
                 acked: false,
@@ -105,12 +172,11 @@ impl Node {
             }
         }
         let every = self.settings.retransmit_interval;
-        let pending = self.handoffs.values().filter(|h| !h.acked).count();
+        let pending = handoffs.values().filter(|h| !h.acked).count();
         // At most `CLAIMS_PER_MESSAGE` copies a tick, the least recently tried first, so that a
         // large leave neither floods the peers' queues (a refused batch is due again at the
         // next tick) nor retries the same few while others wait.
-        let mut due_now: Vec<(Option<Instant>, String)> = self
-            .handoffs
+        let mut due_now: Vec<(Option<Instant>, String)> = handoffs
             .iter()
             .filter(|(_, h)| !h.acked && h.sent.is_none_or(|t| due(now, t, every)))
             .map(|(s, h)| (h.tried, s.clone()))
@@ -119,7 +185,7 @@ impl Node {
         due_now.truncate(CLAIMS_PER_MESSAGE);
         let mut sends: BTreeMap<NodeId, Vec<(String, Snapshot)>> = BTreeMap::new();
         for (_, session) in due_now {
-            let Some(h) = self.handoffs.get_mut(&session) else { continue };
+            let Some(h) = handoffs.get_mut(&session) else { continue };
             h.sent = Some(now);
             h.tried = Some(now);
             let Some(copy) = self.sessions.get(&session).and_then(|r| r.copy.clone()) else { continue };
@@ -150,7 +216,8 @@ impl Node {
     }
 
     pub(super) fn check_leave(&mut self, now: Instant) {
-        let Some((id, deadline)) = self.leaving else { return };
+        let Leave::Leaving(leaving) = &self.leave else { return };
+        let id = leaving.id;
         let (takeovers, _) = self.leave_untaken(now);
         let batching = self.batch_claims();
         for session in &takeovers {
@@ -185,12 +252,9 @@ impl Node {
                 unreplicated += 1;
             }
         }
-        let mut deadline = deadline;
-        if stuck < self.leave_low {
-            self.leave_low = stuck;
-            deadline = deadline.max(now + self.request_timeout);
-            self.leaving = Some((id, deadline));
-        }
+        let later = now + self.request_timeout;
+        let Leave::Leaving(leaving) = &mut self.leave else { return };
+        let deadline = leaving.progress(stuck, later);
         if !all_done && now < deadline {
             return;
         }
@@ -228,7 +292,6 @@ impl Node {
         self.timers.clear();
         self.acquire_deadlines.clear();
         self.out.outcome(id, Outcome::Left { handed_off, unreplicated });
-        self.leaving = None;
-        self.left = true;
+        self.leave = Leave::Left;
     }
 }

@@ -129,7 +129,7 @@ mod writes;
 use self::acquire::{Acquire, ClaimOf};
 use self::answer::DeferredClaims;
 use self::flow::{Flow, Pace};
-use self::leave::Handoff;
+use self::leave::{Leave, Leaving};
 use self::maintenance::Timer;
 use self::membership::{Membership, Peer};
 use self::outbox::Outbox;
@@ -181,12 +181,8 @@ pub struct Node {
     last_refill: Instant,
     /// When the replan pass last ran.
     last_replan: Instant,
-    leaving: Option<(RequestId, Instant)>,
-    /// While leaving: the fewest copies left to take over or hand off seen so far; each new
-    /// low moves the leave's deadline to a request timeout later (a leave that progresses is
-    /// not cut short, one that stalls ends).
-    leave_low: usize,
-    left: bool,
+    /// Where this node is in a graceful leave.
+    leave: Leave,
     /// When this node last ran (any input or timeout): a long gap means it was paused.
     last_run: Instant,
     acquisitions: u64,
@@ -205,9 +201,6 @@ pub struct Node {
     /// hold (at most [`MAX_DEFERRED_CLAIMS`]).
     deferred_claims: VecDeque<DeferredClaims>,
     deferred_count: usize,
-    /// While leaving: the copies of ownerless sessions handed to other nodes
-    /// ([`Message::Handoff`]) by a node that cannot take them over.
-    handoffs: BTreeMap<String, Handoff>,
     /// The base of the instants kept per session (the `now` of [`Node::new`]).
     stamps: StampBase,
     /// Set for a timeout step while failover claims of this node are pending: the paced
@@ -276,9 +269,7 @@ impl Node {
             tokens,
             last_refill: now,
             last_replan: now,
-            leaving: None,
-            leave_low: usize::MAX,
-            left: false,
+            leave: Leave::Member,
             last_run: now,
             acquisitions: 0,
             failovers: 0,
@@ -288,7 +279,6 @@ impl Node {
             held_over: BTreeMap::new(),
             deferred_claims: VecDeque::new(),
             deferred_count: 0,
-            handoffs: BTreeMap::new(),
             stamps: StampBase::new(now),
             hold_first_copies: false,
             me,
@@ -302,19 +292,19 @@ impl Node {
         match input {
             Input::Timeout => self.handle_timeout(now),
             Input::Command { id, cmd } => {
-                if self.left || self.leaving.is_some() {
+                if !self.leave.is_member() {
                     self.out.outcome(id, Outcome::ShuttingDown);
                 } else {
                     self.on_command(now, id, cmd);
                 }
             }
             Input::Message { from, msg } => {
-                if !self.left {
+                if !self.leave.has_left() {
                     self.on_message(now, from, msg);
                 }
             }
             Input::Undelivered { to, msg } => {
-                if !self.left {
+                if !self.leave.has_left() {
                     self.on_undelivered(&to, msg);
                 }
             }
@@ -336,7 +326,7 @@ impl Node {
 
     /// When [`Node::handle_timeout`] is due; `None` after the node left.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        if self.left {
+        if self.leave.has_left() {
             return None;
         }
         let mut t = self.next_heartbeat.min(self.next_tick);
@@ -364,7 +354,7 @@ impl Node {
     /// Runs what is due at `now`: heartbeats, request deadlines, failure detection,
     /// retransmission, re-replication, expiry. Drain [`Node::poll_output`] afterwards.
     pub fn handle_timeout(&mut self, now: Instant) {
-        if self.left {
+        if self.leave.has_left() {
             return;
         }
         self.woke(now);
@@ -441,8 +431,7 @@ impl Node {
             }
             Command::Leave => {
                 // Time to take over what only this node may hold (a claim), then to hand it off.
-                self.leaving = Some((id, now + self.request_timeout * 2));
-                self.leave_low = usize::MAX;
+                self.leave = Leave::Leaving(Box::new(Leaving::new(id, now + self.request_timeout * 2)));
                 // Push the latest versions out now rather than at the next retransmit.
                 let owned: Vec<String> = self.owned_sessions().map(str::to_owned).collect();
                 for s in owned {
@@ -535,7 +524,7 @@ impl Node {
             Message::Handoff { copies } => self.on_handoff(now, &from, copies),
             Message::HandoffAcks { acks } => {
                 for (session, epoch, version) in acks {
-                    if let Some(h) = self.handoffs.get_mut(&session) {
+                    if let Some(h) = self.leave.handoff_mut(&session) {
                         if h.epoch == epoch && h.version == version {
                             h.acked = true;
                         }

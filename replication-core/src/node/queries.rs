@@ -21,7 +21,7 @@ impl Node {
 
     /// Whether [`Command::Leave`] completed.
     pub fn has_left(&self) -> bool {
-        self.left
+        self.leave.has_left()
     }
 
     /// Whether the failure detector considers `node` live (this node always is).
