@@ -271,14 +271,14 @@ impl Node {
             let last_chunk = keys.len() < WALK_CHUNK;
             for k in keys {
                 let credit = self.view.peers.get(peer).map_or(0, |p| p.flow.credit);
-                if budget == 0 || credit == 0 || self.tokens < 1000 {
+                if budget == 0 || credit == 0 || !self.pacing.has_token() {
                     stop = Some(k);
                     break 'walk;
                 }
                 budget -= 1;
                 if self.sessions.get(&k).is_some_and(|r| r.owner.is_some()) {
                     let n = self.send_full_to_lagging(&k, now, false, Pace::Walk(peer));
-                    self.tokens = self.tokens.saturating_sub(n * 1000);
+                    self.pacing.spend(n);
                 }
                 cursor = Bound::Excluded(k);
             }

@@ -9,7 +9,7 @@ use crate::api::{Event, Outcome, RequestId};
 use crate::message::{Body, Message, Payload};
 use crate::session_key::Sid;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// A replan pass examines up to this many times `scan_batch` records (see
 /// `replan_pass_batched`).
@@ -57,19 +57,8 @@ impl Node {
         }
     }
 
-    pub(super) fn refill(&mut self, now: Instant) {
-        let elapsed = now.saturating_duration_since(self.last_refill);
-        self.last_refill = now;
-        let add = u64::try_from(elapsed.as_micros())
-            .unwrap_or(u64::MAX)
-            .saturating_mul(u64::from(self.settings.rereplication_per_sec))
-            / 1000;
-        let cap = u64::from(self.settings.rereplication_burst.max(1)).saturating_mul(1000);
-        self.tokens = self.tokens.saturating_add(add).min(cap);
-    }
-
     pub(super) fn maintenance(&mut self, now: Instant) {
-        self.refill(now);
+        self.pacing.refill(now, &self.settings);
         // Failure detection.
         for n in self.view.failed(now) {
             self.peer_down(now, &n);
@@ -77,8 +66,8 @@ impl Node {
         // The failovers a replan pass skipped while the view was not settled (a peer failed
         // before this node had seen enough of the domain for the failure timeout) are due when
         // it is: a new pass takes them all then, not the general scan, `scan_batch` a tick.
-        if self.view.observe(now) && self.replan_cursor.is_none() {
-            self.replan_cursor = Some(None);
+        if self.view.observe(now) {
+            self.pacing.start_replan();
         }
         self.quarantine_tick(now);
         let batching = self.batch_claims();
@@ -87,8 +76,8 @@ impl Node {
         self.replan_pass(now);
         // General scan: expiry, retransmission, touches, orphans.
         let batch = self.settings.scan_batch.max(1);
-        let keys = self.keys_from(self.scan_cursor.as_deref(), batch);
-        self.scan_cursor = if keys.len() < batch { None } else { keys.last().cloned() };
+        let keys = self.keys_from(self.pacing.scan_cursor.as_deref(), batch);
+        self.pacing.scan_cursor = if keys.len() < batch { None } else { keys.last().cloned() };
         for k in keys {
             self.maintain(now, &k);
         }
@@ -96,13 +85,6 @@ impl Node {
             self.flush_claims();
         }
         self.check_leave(now);
-    }
-
-    /// How soon an unfinished replan pass continues: a tenth of the maintenance tick (at
-    /// least 1 ms), so re-replication and failover of many sessions are paced by the token
-    /// bucket and `scan_batch`, not by the tick.
-    pub(super) fn replan_interval(&self) -> Duration {
-        (self.tick / 10).max(Duration::from_millis(1))
     }
 
     /// One batch of the replan pass after a view change (re-placement, re-replication within
@@ -118,9 +100,8 @@ impl Node {
     }
 
     pub(super) fn replan_pass_batched(&mut self, now: Instant) {
-        self.refill(now);
-        self.last_replan = now;
-        let Some(cursor) = self.replan_cursor.take() else { return };
+        self.pacing.refill(now, &self.settings);
+        let Some(cursor) = self.pacing.take_replan(now) else { return };
         // A pass examines up to `REPLAN_EXAMINED` times `scan_batch` records: an owned session
         // costs `REPLAN_EXAMINED` (at most `scan_batch` of them are planned per pass), a
         // failover candidate `REPLAN_EXAMINED / 8` (up to eight times `scan_batch` claims per
@@ -161,9 +142,9 @@ impl Node {
             match act {
                 Replan::Plan => {
                     self.plan(&k, now);
-                    if self.tokens >= 1000 {
+                    if self.pacing.has_token() {
                         let n = self.send_full_to_lagging(&k, now, false, Pace::Window);
-                        self.tokens = self.tokens.saturating_sub(n * 1000);
+                        self.pacing.spend(n);
                     }
                     self.maybe_drop_stale(&k);
                 }
@@ -173,7 +154,7 @@ impl Node {
             }
         }
         if !exhausted {
-            self.replan_cursor = Some(last);
+            self.pacing.continue_replan(last);
         }
     }
 
@@ -212,9 +193,9 @@ impl Node {
                     self.send_touch(now, session);
                 }
                 self.plan(session, now);
-                if self.tokens >= 1000 {
+                if self.pacing.has_token() {
                     let n = self.send_full_to_lagging(session, now, true, Pace::Window);
-                    self.tokens = self.tokens.saturating_sub(n * 1000);
+                    self.pacing.spend(n);
                 }
                 self.maybe_drop_stale(session);
             }

@@ -222,7 +222,7 @@ impl Node {
 
     pub(super) fn view_changed(&mut self) {
         self.view.bump();
-        self.replan_cursor = Some(None);
+        self.pacing.restart_replan();
     }
 
     /// A failed peer: down, and its answers to pending claims will not come.

@@ -118,6 +118,7 @@ mod leave;
 mod maintenance;
 mod membership;
 mod outbox;
+mod pacing;
 mod quarantine;
 mod queries;
 mod replicate;
@@ -133,6 +134,7 @@ use self::leave::{Leave, Leaving};
 use self::maintenance::Timer;
 use self::membership::{Membership, Peer};
 use self::outbox::Outbox;
+use self::pacing::Pacing;
 use self::quarantine::Quarantine;
 use self::store::{Record, Sessions};
 use self::writes::{PendingWrite, WriteKind};
@@ -173,14 +175,8 @@ pub struct Node {
     out: Outbox,
     next_heartbeat: Instant,
     next_tick: Instant,
-    scan_cursor: Option<String>,
-    /// Replan pass after a view change: `Some(cursor)` while running.
-    replan_cursor: Option<Option<String>>,
-    /// Re-replication token bucket, in thousandths of a session.
-    tokens: u64,
-    last_refill: Instant,
-    /// When the replan pass last ran.
-    last_replan: Instant,
+    /// Re-replication pacing, the scan and the replan pass.
+    pacing: Pacing,
     /// Where this node is in a graceful leave.
     leave: Leave,
     /// When this node last ran (any input or timeout): a long gap means it was paused.
@@ -247,7 +243,6 @@ impl Node {
             .collect();
         let heartbeat_interval = config.heartbeat_interval().max(Duration::from_millis(1));
         let tick = heartbeat_interval.min(settings.retransmit_interval).max(Duration::from_millis(1));
-        let tokens = u64::from(settings.rereplication_burst).saturating_mul(1000);
         Ok(Node {
             incarnation,
             placement,
@@ -264,11 +259,7 @@ impl Node {
             out: Outbox::default(),
             next_heartbeat: now,
             next_tick: now + tick,
-            scan_cursor: None,
-            replan_cursor: None,
-            tokens,
-            last_refill: now,
-            last_replan: now,
+            pacing: Pacing::new(&settings, tick, now),
             leave: Leave::Member,
             last_run: now,
             acquisitions: 0,
@@ -333,8 +324,8 @@ impl Node {
         if let Some(d) = self.view.next_deadline() {
             t = t.min(d);
         }
-        if self.replan_cursor.is_some() || self.flow_pending() {
-            t = t.min(self.last_replan + self.replan_interval());
+        if let Some(d) = self.pacing.next_deadline(self.flow_pending()) {
+            t = t.min(d);
         }
         if let Some((at, _)) = self.timers.first() {
             t = t.min(*at);
@@ -382,9 +373,7 @@ impl Node {
         // pass takes them, not the general scan (`scan_batch` records a tick).
         if self.held_over.values().any(|t| *t <= now) {
             self.held_over.retain(|_, t| *t > now);
-            if self.replan_cursor.is_none() {
-                self.replan_cursor = Some(None);
-            }
+            self.pacing.start_replan();
         }
         // Failure detection runs at the tick and also exactly when a live peer's silence
         // reaches the failure timeout (not up to a tick later): the maintenance, with the
@@ -392,9 +381,7 @@ impl Node {
         if now >= self.next_tick || self.view.due(now) {
             self.maintenance(now);
             self.next_tick = now + self.tick;
-        } else if (self.replan_cursor.is_some() || self.flow_pending())
-            && now >= self.last_replan + self.replan_interval()
-        {
+        } else if self.pacing.next_deadline(self.flow_pending()).is_some_and(|d| now >= d) {
             self.hold_first_copies = self.failovers_pending();
             self.replan_pass(now);
         }
