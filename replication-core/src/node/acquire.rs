@@ -2,7 +2,6 @@
 
 use super::Node;
 use super::flow::Pace;
-use super::maintenance::Timer;
 use super::replicate::place;
 use super::store::{OwnerState, Record, ReplicaMap, due, newer};
 use crate::api::{Event, Outcome, RequestId};
@@ -10,7 +9,7 @@ use crate::config::NodeId;
 use crate::message::{Body, Epoch, Message, Snapshot};
 use crate::session_key::{SessionKey, Sid};
 use crate::slim::{InlineSet, SlimSet, SlimVec};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::time::Instant;
 
 #[derive(Debug, Clone)]
@@ -47,6 +46,124 @@ pub(super) type ClaimOf = (String, Epoch, Option<Epoch>);
 /// Claims per [`Message::Claims`] and answers per [`Message::ClaimAcks`] at most.
 pub(super) const CLAIMS_PER_MESSAGE: usize = 512;
 
+/// The acquires of this node: the claims it started and waits answers for, their deadlines,
+/// the batch of claims of the pass under way, and the owners whose failover is held back.
+#[derive(Debug, Default)]
+pub(super) struct Acquires {
+    /// Boxed: a map node moves its values on every insert and removal, and a mass failover
+    /// inserts and removes thousands.
+    by_session: BTreeMap<SessionKey, Box<Acquire>>,
+    /// The deadlines of the acquires started, in the order they were started: each is `now +
+    /// request_timeout`, so they come in order and a queue keeps them (a mass failover starts
+    /// thousands at one instant). A finished or restarted acquire is skipped when its entry
+    /// comes due (`acquire_timed_out`).
+    deadlines: VecDeque<(Instant, String)>,
+    /// `Some` during a maintenance or replan pass: the claims it starts, per peer, sent in
+    /// batches at its end ([`Message::Claims`]) instead of one message per session.
+    pub(super) batch: Option<BTreeMap<NodeId, Vec<ClaimOf>>>,
+    /// Owners whose failover is held back until the instant: a peer refused a claim over
+    /// it because it still hears it (`on_claims_refused`). Bounded by the peers.
+    held_over: BTreeMap<NodeId, Instant>,
+}
+
+impl Acquires {
+    pub(super) fn get(&self, session: &str) -> Option<&Acquire> {
+        self.by_session.get(Sid::new(session)).map(|a| &**a)
+    }
+
+    pub(super) fn get_mut(&mut self, session: &str) -> Option<&mut Acquire> {
+        self.by_session.get_mut(Sid::new(session)).map(|a| &mut **a)
+    }
+
+    pub(super) fn contains(&self, session: &str) -> bool {
+        self.by_session.contains_key(Sid::new(session))
+    }
+
+    pub(super) fn insert(&mut self, session: &str, a: Box<Acquire>) {
+        self.by_session.insert(SessionKey::from(session), a);
+    }
+
+    pub(super) fn remove(&mut self, session: &str) -> Option<Box<Acquire>> {
+        self.by_session.remove(Sid::new(session))
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.by_session.len()
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.by_session.is_empty()
+    }
+
+    pub(super) fn values(&self) -> impl Iterator<Item = &Acquire> {
+        self.by_session.values().map(|a| &**a)
+    }
+
+    pub(super) fn iter_mut(&mut self) -> impl Iterator<Item = (&str, &mut Acquire)> {
+        self.by_session.iter_mut().map(|(k, a)| (k.as_str(), &mut **a))
+    }
+
+    /// Every acquire, removed (the node leaves).
+    pub(super) fn take_all(&mut self) -> BTreeMap<SessionKey, Box<Acquire>> {
+        std::mem::take(&mut self.by_session)
+    }
+
+    /// Whether failover claims of this node are pending (see `Node::failovers_pending`).
+    pub(super) fn failovers_pending(&self) -> bool {
+        self.values().any(|a| a.failover)
+    }
+
+    /// The failover claims pending.
+    pub(super) fn failovers(&self) -> usize {
+        self.values().filter(|a| a.failover).count()
+    }
+
+    /// Queues the deadline of an acquire started, in order even if `now` went back (a
+    /// deadline kept late is checked when it fires).
+    pub(super) fn push_deadline(&mut self, deadline: Instant, session: &str) {
+        let at = self.deadlines.back().map_or(deadline, |(last, _)| deadline.max(*last));
+        self.deadlines.push_back((at, session.to_owned()));
+    }
+
+    /// The session of the next deadline due at `now`, removed from the queue.
+    pub(super) fn pop_due(&mut self, now: Instant) -> Option<String> {
+        if self.deadlines.front().is_none_or(|(at, _)| *at > now) {
+            return None;
+        }
+        self.deadlines.pop_front().map(|(_, s)| s)
+    }
+
+    /// Forgets every deadline (the node left).
+    pub(super) fn clear_deadlines(&mut self) {
+        self.deadlines.clear();
+    }
+
+    /// Holds failovers from `owner` back until `until`.
+    pub(super) fn hold_over(&mut self, owner: &NodeId, until: Instant) {
+        self.held_over.insert(owner.clone(), until);
+    }
+
+    /// Whether failovers from `owner` are held back at `now`.
+    pub(super) fn held_over(&self, owner: &NodeId, now: Instant) -> bool {
+        self.held_over.get(owner).is_some_and(|t| now < *t)
+    }
+
+    /// Ends the holds due at `now`; `true` if one ended (its failovers are due again).
+    pub(super) fn end_holds(&mut self, now: Instant) -> bool {
+        if self.held_over.values().any(|t| *t <= now) {
+            self.held_over.retain(|_, t| *t > now);
+            return true;
+        }
+        false
+    }
+
+    /// The next acquire deadline or end of a hold.
+    pub(super) fn next_deadline(&self) -> Option<Instant> {
+        let deadline = self.deadlines.front().map(|(at, _)| *at);
+        deadline.into_iter().chain(self.held_over.values().min().copied()).min()
+    }
+}
+
 impl Node {
     /// Whether failover claims of this node are pending. Until they are all answered, the
     /// first copies of the sessions it owns (re-replication, paced by the token bucket) wait:
@@ -55,7 +172,7 @@ impl Node {
     /// for the CPU. Bounded: a claim ends at the latest at its deadline (`request_timeout`).
     /// Writes are not held (`Pace::No`), nor retransmissions.
     pub(super) fn failovers_pending(&self) -> bool {
-        self.acquires.values().any(|a| a.failover)
+        self.acquires.failovers_pending()
     }
 
     pub(super) fn get(&mut self, now: Instant, id: RequestId, session: String, want_attrs: bool) {
@@ -86,7 +203,7 @@ impl Node {
                 return self.out.outcome(id, Outcome::NotFound);
             }
         }
-        if let Some(a) = self.acquires.get_mut(Sid::new(&session)) {
+        if let Some(a) = self.acquires.get_mut(&session) {
             a.requests.push((id, want_attrs));
             return;
         }
@@ -132,7 +249,7 @@ impl Node {
         let deadline = now + self.request_timeout;
         let empty = waiting.is_empty();
         self.acquires.insert(
-            SessionKey::from(session),
+            session,
             Box::new(Acquire {
                 epoch,
                 asked: waiting.clone(),
@@ -152,15 +269,13 @@ impl Node {
         if empty {
             self.complete_acquire(now, session);
         } else {
-            // In order even if `now` went back: a deadline kept late is checked when it fires.
-            let at = self.acquire_deadlines.back().map_or(deadline, |(last, _)| deadline.max(*last));
-            self.acquire_deadlines.push_back((at, session.to_owned()));
+            self.acquires.push_deadline(deadline, session);
         }
     }
 
     /// Sends a claim, or adds it to the pass's batch (`batch_claims`).
     pub(super) fn queue_claim(&mut self, to: NodeId, session: String, epoch: Epoch, over: Option<Epoch>) {
-        match &mut self.claim_buf {
+        match &mut self.acquires.batch {
             Some(buf) => buf.entry(to).or_default().push((session, epoch, over)),
             None => self.out.send(&to, Message::Claim { session, epoch, over }),
         }
@@ -169,9 +284,9 @@ impl Node {
     /// Starts batching the claims of a pass; `true` when this call started it (and so must
     /// call `flush_claims` at its end).
     pub(super) fn batch_claims(&mut self) -> bool {
-        let start = self.claim_buf.is_none();
+        let start = self.acquires.batch.is_none();
         if start {
-            self.claim_buf = Some(BTreeMap::new());
+            self.acquires.batch = Some(BTreeMap::new());
         }
         start
     }
@@ -181,7 +296,7 @@ impl Node {
     /// instead of one per session (which overflowed the transports' per-peer queues and made
     /// the lost claims wait out the request timeout).
     pub(super) fn flush_claims(&mut self) {
-        let Some(buf) = self.claim_buf.take() else { return };
+        let Some(buf) = self.acquires.batch.take() else { return };
         for (to, claims) in buf {
             self.send_claims(&to, claims);
         }
@@ -206,7 +321,7 @@ impl Node {
 
     /// Ends an acquire that lost to `higher`: retry with a higher term when allowed.
     pub(super) fn abort_acquire(&mut self, now: Instant, session: &str, higher: &Epoch) {
-        let Some(a) = self.acquires.remove(Sid::new(session)) else { return };
+        let Some(a) = self.acquires.remove(session) else { return };
         if !a.failover && !a.requests.is_empty() && a.retries < self.settings.claim_retries {
             self.start_acquire(now, session, a.requests, false, a.retries + 1, higher.term);
             return;
@@ -231,7 +346,7 @@ impl Node {
     }
 
     pub(super) fn forget_if_empty(&mut self, session: &str) {
-        if self.acquires.contains_key(Sid::new(session)) {
+        if self.acquires.contains(session) {
             return;
         }
         if self.sessions.get(session).is_some_and(|r| r.copy.is_none() && r.owner.is_none()) {
@@ -240,7 +355,7 @@ impl Node {
     }
 
     pub(super) fn complete_acquire(&mut self, now: Instant, session: &str) {
-        let Some(a) = self.acquires.remove(Sid::new(session)) else { return };
+        let Some(a) = self.acquires.remove(session) else { return };
         self.finish_acquire(now, session, a);
     }
 
@@ -295,7 +410,7 @@ impl Node {
         if let Some(b) = best.as_ref().filter(|b| b.epoch > a.epoch) {
             let higher = b.epoch.clone();
             rec.promise_at_least(&higher);
-            self.acquires.insert(SessionKey::from(session), a);
+            self.acquires.insert(session, a);
             self.abort_acquire(now, session, &higher);
             return;
         }
@@ -397,12 +512,7 @@ impl Node {
         // Counts the grace before this node resumes ownership (see `maybe_resume`).
         rec.last_heard = self.stamps.stamp(self.last_run);
         self.fenced += 1;
-        for id in o.waiting {
-            if let Some(w) = self.writes.remove(&id) {
-                self.timers.remove(&(w.deadline, Timer::Write(id)));
-                self.out.outcome(id, Outcome::Fenced { epoch: higher.clone() });
-            }
-        }
+        self.writes.fail(o.waiting, &mut self.out, |_| Outcome::Fenced { epoch: higher.clone() });
         self.out.event(Event::OwnershipLost { session: session.to_owned(), epoch: higher.clone() });
     }
 
@@ -411,9 +521,7 @@ impl Node {
         let done: Vec<String> = self
             .acquires
             .iter_mut()
-            .filter_map(|(s, a)| {
-                (a.waiting.remove(node) && a.waiting.is_empty()).then(|| s.as_str().to_owned())
-            })
+            .filter_map(|(s, a)| (a.waiting.remove(node) && a.waiting.is_empty()).then(|| s.to_owned()))
             .collect();
         for s in done {
             self.complete_acquire(now, &s);
@@ -427,14 +535,16 @@ impl Node {
     pub(super) fn on_claims_refused(&mut self, now: Instant, from: &NodeId, claims: Vec<(String, Epoch)>) {
         let hold = now + self.hearing_window();
         for (session, epoch) in claims {
-            let Some(a) = self.acquires.get_mut(Sid::new(&session)) else { continue };
+            let Some(a) = self.acquires.get_mut(&session) else { continue };
             if a.epoch != epoch || !a.waiting.remove(from) {
                 continue;
             }
-            if let Some(o) = &a.over {
-                self.held_over.insert(o.node.clone(), hold);
+            let owner = a.over.as_ref().map(|o| o.node.clone());
+            let answered = a.waiting.is_empty();
+            if let Some(owner) = owner {
+                self.acquires.hold_over(&owner, hold);
             }
-            if a.waiting.is_empty() {
+            if answered {
                 self.complete_acquire(now, &session);
             }
         }
@@ -448,7 +558,7 @@ impl Node {
         epoch: &Epoch,
         copy: Option<Snapshot>,
     ) {
-        let Some(a) = self.acquires.get_mut(Sid::new(session)) else { return };
+        let Some(a) = self.acquires.get_mut(session) else { return };
         if a.epoch != *epoch || !a.waiting.remove(from) {
             return;
         }
@@ -460,7 +570,7 @@ impl Node {
             }
         }
         if a.waiting.is_empty()
-            && let Some(a) = self.acquires.remove(Sid::new(session))
+            && let Some(a) = self.acquires.remove(session)
         {
             self.finish_acquire(now, session, a);
         }
@@ -470,19 +580,34 @@ impl Node {
     pub(super) fn resend_claims(&mut self, now: Instant) {
         let every = self.settings.retransmit_interval;
         let mut again = Vec::new();
-        for (session, a) in &mut self.acquires {
+        for (session, a) in self.acquires.iter_mut() {
             if !due(now, a.sent, every) {
                 continue;
             }
             a.sent = now;
             for to in &a.waiting {
                 if self.view.is_up(to) {
-                    again.push((to.clone(), session.as_str().to_owned(), a.epoch.clone(), a.over.clone()));
+                    again.push((to.clone(), session.to_owned(), a.epoch.clone(), a.over.clone()));
                 }
             }
         }
         for (to, session, epoch, over) in again {
             self.queue_claim(to, session, epoch, over);
         }
+    }
+    /// An acquire's deadline passed: it ends [`Outcome::Unavailable`] unless it finished or
+    /// was restarted with a later deadline meanwhile.
+    pub(super) fn acquire_timed_out(&mut self, now: Instant, session: &str) {
+        let Some(a) = self.acquires.get(session) else { return };
+        if a.deadline > now {
+            return;
+        }
+        if let Some(a) = self.acquires.remove(session) {
+            for (id, _) in a.requests {
+                self.out.outcome(id, Outcome::Unavailable);
+            }
+            self.release_claim(session, &a.epoch, &a.asked);
+        }
+        self.forget_if_empty(session);
     }
 }

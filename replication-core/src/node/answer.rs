@@ -6,10 +6,10 @@ use super::store::{due, full_payload};
 use super::writes::payload_size;
 use crate::config::NodeId;
 use crate::message::{Epoch, Message, Snapshot};
-use crate::session_key::Sid;
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-/// Claims whose answer waits at most this many at once (`deferred_claims`; about 120 bytes
+/// Claims whose answer waits at most this many at once (`Node::deferred`; about 120 bytes
 /// each); beyond it a claim over an owner this node still hears is refused at once.
 pub(super) const MAX_DEFERRED_CLAIMS: usize = 65_536;
 
@@ -20,6 +20,36 @@ pub(super) struct DeferredClaims {
     pub(super) until: Instant,
     pub(super) from: NodeId,
     pub(super) claims: Vec<ClaimOf>,
+}
+
+/// The claims whose answer waits (see `Node::answer_claims`), in order of their deadline,
+/// with the number of claims they hold (at most [`MAX_DEFERRED_CLAIMS`]).
+#[derive(Debug, Default)]
+pub(super) struct Deferred {
+    queue: VecDeque<DeferredClaims>,
+    count: usize,
+}
+
+impl Deferred {
+    /// Whether `more` claims can wait too.
+    fn has_room(&self, more: usize) -> bool {
+        self.count + more < MAX_DEFERRED_CLAIMS
+    }
+
+    fn push(&mut self, d: DeferredClaims) {
+        self.count += d.claims.len();
+        self.queue.push_back(d);
+    }
+
+    fn take(&mut self) -> VecDeque<DeferredClaims> {
+        self.count = 0;
+        std::mem::take(&mut self.queue)
+    }
+
+    /// When the first deferred claims are refused if still waiting.
+    pub(super) fn next_deadline(&self) -> Option<Instant> {
+        self.queue.front().map(|d| d.until)
+    }
 }
 
 /// Approximate bytes of copies per [`Message::ClaimAcks`] before another one is started.
@@ -141,7 +171,7 @@ impl Node {
         let mut bytes = 0;
         for (session, epoch, over) in claims {
             if self.refuses(now, &session, &epoch, over.as_ref()) {
-                if defer.is_some() && self.deferred_count + deferred.len() < MAX_DEFERRED_CLAIMS {
+                if defer.is_some() && self.deferred.has_room(deferred.len()) {
                     deferred.push((session, epoch, over));
                 } else {
                     refused.push((session, epoch));
@@ -165,8 +195,7 @@ impl Node {
             self.out.send(from, Message::ClaimsRefused { claims: refused });
         }
         if let Some(until) = defer.filter(|_| !deferred.is_empty()) {
-            self.deferred_count += deferred.len();
-            self.deferred_claims.push_back(DeferredClaims { until, from: from.clone(), claims: deferred });
+            self.deferred.push(DeferredClaims { until, from: from.clone(), claims: deferred });
         }
     }
 
@@ -174,18 +203,16 @@ impl Node {
     /// over it are promised now, the others deferred again until their deadline), else
     /// those whose deadline passed (refused if this node still hears their owner).
     pub(super) fn answer_deferred(&mut self, now: Instant, all: bool) {
-        if self.deferred_claims.is_empty() {
+        if self.deferred.next_deadline().is_none() {
             return;
         }
-        let pending = std::mem::take(&mut self.deferred_claims);
-        self.deferred_count = 0;
+        let pending = self.deferred.take();
         for d in pending {
             if all || d.until <= now {
                 let defer = (d.until > now).then_some(d.until);
                 self.answer_claims(now, &d.from, d.claims, defer);
             } else {
-                self.deferred_count += d.claims.len();
-                self.deferred_claims.push_back(d);
+                self.deferred.push(d);
             }
         }
     }
@@ -202,10 +229,7 @@ impl Node {
             return;
         }
         let Some(rec) = self.sessions.get(session) else { return };
-        if rec.promised.as_ref() != Some(epoch)
-            || rec.owner.is_some()
-            || self.acquires.contains_key(Sid::new(session))
-        {
+        if rec.promised.as_ref() != Some(epoch) || rec.owner.is_some() || self.acquires.contains(session) {
             return;
         }
         if rec.copy.is_none() {

@@ -5,7 +5,6 @@ use super::acquire::CLAIMS_PER_MESSAGE;
 use super::store::{Record, newer};
 use crate::config::NodeId;
 use crate::message::{Body, Epoch, Message, Payload, Snapshot, Version};
-use crate::session_key::Sid;
 use std::time::Instant;
 
 /// A backup's answer to a copy or a delta (see `Node::on_replicate`).
@@ -45,7 +44,7 @@ impl Node {
         }
         rec.promised = Some(epoch.clone());
         let owned_lower = rec.owner.is_some() && rec.copy.as_ref().is_some_and(|c| c.epoch < *epoch);
-        let abort = self.acquires.get(Sid::new(session)).is_some_and(|a| a.epoch < *epoch);
+        let abort = self.acquires.get(session).is_some_and(|a| a.epoch < *epoch);
         if !owned_lower && !abort {
             return Some(then(rec));
         }
@@ -136,7 +135,7 @@ impl Node {
             return;
         }
         let Some(rec) = self.sessions.get(session) else { return };
-        if self.acquires.contains_key(Sid::new(session)) {
+        if self.acquires.contains(session) {
             return;
         }
         if rec.owner.is_some() {

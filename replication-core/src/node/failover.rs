@@ -4,7 +4,6 @@ use super::Node;
 use super::store::{Record, due};
 use crate::config::{NodeId, Topology};
 use crate::message::Body;
-use crate::session_key::Sid;
 use std::time::{Duration, Instant};
 
 /// What `maybe_failover` does with a session (see `Node::failover_step`).
@@ -43,7 +42,7 @@ impl Node {
     pub(super) fn resume(&mut self, now: Instant, session: &str) {
         if !self.can_own
             || self.leave.has_left()
-            || self.acquires.contains_key(Sid::new(session))
+            || self.acquires.contains(session)
             || !self.demoted_owner(session)
             || self.pending_count() >= self.settings.max_pending
             || !self.view.settled(now)
@@ -122,14 +121,14 @@ impl Node {
             || self.leave.is_leaving()
             || self.placement.topology() != Topology::PeerToPeer
             || !settled
-            || self.acquires.contains_key(Sid::new(session))
+            || self.acquires.contains(session)
         {
             return FailoverStep::Nothing;
         }
         let Some(owner) = self.orphaned_record(now, rec, self.request_timeout * 2) else {
             return FailoverStep::Nothing;
         };
-        if self.held_over.get(&owner).is_some_and(|t| now < *t) {
+        if self.acquires.held_over(&owner, now) {
             return FailoverStep::Nothing;
         }
         let view = &self.view;

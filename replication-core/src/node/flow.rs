@@ -4,7 +4,6 @@ use super::Node;
 use super::store::Record;
 use crate::config::NodeId;
 use crate::message::{Body, Epoch, Message, Payload, Snapshot};
-use crate::session_key::Sid;
 use std::collections::{BTreeSet, VecDeque};
 use std::ops::Bound;
 use std::time::Instant;
@@ -210,7 +209,7 @@ impl Node {
         let Some(peer) = self.view.peers.get_mut(to) else { return };
         peer.flow.refuse();
         for (s, e) in claims {
-            if self.acquires.get(Sid::new(&s)).is_some_and(|a| a.epoch == e && a.waiting.contains(to)) {
+            if self.acquires.get(&s).is_some_and(|a| a.epoch == e && a.waiting.contains(to)) {
                 peer.flow.claims.insert(s);
             }
         }
@@ -236,7 +235,7 @@ impl Node {
             let claims: Vec<(String, Epoch, Option<Epoch>)> = claims
                 .into_iter()
                 .filter_map(|s| {
-                    let a = self.acquires.get(Sid::new(&s))?;
+                    let a = self.acquires.get(&s)?;
                     let (epoch, over) = (a.epoch.clone(), a.over.clone());
                     a.waiting.contains(&n).then_some((s, epoch, over))
                 })

@@ -3,13 +3,11 @@
 use super::Node;
 use super::acquire::CLAIMS_PER_MESSAGE;
 use super::answer::CLAIM_ACK_BYTES;
-use super::maintenance::Timer;
 use super::store::{Replica, due, full_payload};
 use super::writes::payload_size;
 use crate::api::{Outcome, RequestId};
 use crate::config::{NodeId, Topology};
 use crate::message::{Body, Epoch, Message, Snapshot, Version};
-use crate::session_key::Sid;
 use std::collections::BTreeMap;
 use std::time::Instant;
 
@@ -109,7 +107,7 @@ impl Node {
         let patience = self.request_timeout;
         let mut ready = Vec::new();
         let mut left = 0;
-        for (s, r) in self.sessions.iter().filter(|(s, _)| !self.acquires.contains_key(Sid::new(s))) {
+        for (s, r) in self.sessions.iter().filter(|(s, _)| !self.acquires.contains(s)) {
             let demoted = self.demoted_owner(s);
             let orphan = p2p && self.orphaned(now, s, patience).is_some();
             if !(demoted || orphan) {
@@ -232,9 +230,7 @@ impl Node {
         let mut handed_off = 0;
         // Copies that may be the newest and that this node has not taken over (yet) to hand
         // them off; claims started by commands before the leave are waited for too.
-        let stuck = self.leave_untaken(now).1
-            + self.acquires.values().filter(|a| a.failover).count()
-            + self.send_handoffs(now);
+        let stuck = self.leave_untaken(now).1 + self.acquires.failovers() + self.send_handoffs(now);
         let mut unreplicated = stuck;
         let mut all_done = stuck == 0 && self.acquires.is_empty();
         for rec in self.sessions.values() {
@@ -279,18 +275,17 @@ impl Node {
         for p in &peers {
             self.out.send(p, Message::Leaving { incarnation: self.incarnation });
         }
-        let writes: Vec<RequestId> = self.writes.keys().copied().collect();
-        for w in writes {
-            self.fire(now, Timer::Write(w));
+        for w in self.writes.ids() {
+            self.write_timed_out(w);
         }
-        for (session, a) in std::mem::take(&mut self.acquires) {
+        for (session, a) in self.acquires.take_all() {
             for (rid, _) in a.requests {
                 self.out.outcome(rid, Outcome::Unavailable);
             }
             self.release_claim(session.as_str(), &a.epoch, &a.asked);
         }
-        self.timers.clear();
-        self.acquire_deadlines.clear();
+        self.writes.clear_deadlines();
+        self.acquires.clear_deadlines();
         self.out.outcome(id, Outcome::Left { handed_off, unreplicated });
         self.leave = Leave::Left;
     }

@@ -1,13 +1,13 @@
-//! Timers and maintenance: the tick, re-replication pacing, the scan and replan passes.
+//! Maintenance: the tick (failure detection, the general scan: expiry, retransmission,
+//! touches, orphans) and the replan pass after a view change.
 
 use super::Node;
 use super::failover::FailoverStep;
 use super::flow::Pace;
 use super::store::{Record, due, max_inactive_of};
 use super::writes::WriteKind;
-use crate::api::{Event, Outcome, RequestId};
+use crate::api::Event;
 use crate::message::{Body, Message, Payload};
-use crate::session_key::Sid;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -24,39 +24,7 @@ pub(super) enum Replan {
     Failover(FailoverStep),
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub(super) enum Timer {
-    Write(RequestId),
-    Acquire(String),
-}
-
 impl Node {
-    pub(super) fn fire(&mut self, now: Instant, timer: Timer) {
-        match timer {
-            Timer::Write(id) => {
-                let Some(w) = self.writes.remove(&id) else { return };
-                if let Some(Record { owner: Some(o), .. }) = self.sessions.get_mut(&w.session) {
-                    o.waiting.retain(|x| *x != id);
-                }
-                let acks = u32::try_from(w.acks.len()).unwrap_or(u32::MAX);
-                self.out.outcome(id, Outcome::Indeterminate { epoch: w.epoch, version: w.version, acks });
-            }
-            Timer::Acquire(session) => {
-                let Some(a) = self.acquires.get(Sid::new(&session)) else { return };
-                if a.deadline > now {
-                    return;
-                }
-                if let Some(a) = self.acquires.remove(Sid::new(&session)) {
-                    for (id, _) in a.requests {
-                        self.out.outcome(id, Outcome::Unavailable);
-                    }
-                    self.release_claim(&session, &a.epoch, &a.asked);
-                }
-                self.forget_if_empty(&session);
-            }
-        }
-    }
-
     pub(super) fn maintenance(&mut self, now: Instant) {
         self.pacing.refill(now, &self.settings);
         // Failure detection.
@@ -163,7 +131,7 @@ impl Node {
     }
 
     pub(super) fn maintain(&mut self, now: Instant, session: &str) {
-        if self.acquires.contains_key(Sid::new(session)) {
+        if self.acquires.contains(session) {
             return;
         }
         let Some(rec) = self.sessions.get(session) else { return };
@@ -171,7 +139,7 @@ impl Node {
             if let Some(o) = &rec.owner {
                 let ids = o.waiting.clone();
                 for id in ids {
-                    self.fire(now, Timer::Write(id));
+                    self.write_timed_out(id);
                 }
             }
             self.sessions.remove(session);

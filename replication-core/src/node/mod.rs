@@ -127,25 +127,23 @@ mod store;
 mod tests;
 mod writes;
 
-use self::acquire::{Acquire, ClaimOf};
-use self::answer::DeferredClaims;
+use self::acquire::Acquires;
+use self::answer::Deferred;
 use self::flow::{Flow, Pace};
 use self::leave::{Leave, Leaving};
-use self::maintenance::Timer;
 use self::membership::{Membership, Peer};
 use self::outbox::Outbox;
 use self::pacing::Pacing;
 use self::quarantine::Quarantine;
 use self::store::{Record, Sessions};
-use self::writes::{PendingWrite, WriteKind};
+use self::writes::{WriteKind, Writes};
 use crate::api::{Command, Event, Input, Outcome, Output, RequestId, Settings};
 use crate::config::{DomainConfig, NodeId};
 use crate::error::Error;
 use crate::message::{Body, Message};
 use crate::placement::Placement;
-use crate::session_key::SessionKey;
 use crate::stamp::StampBase;
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 /// The replication engine of one node. See the [module docs](self) for the drain rule.
@@ -162,16 +160,10 @@ pub struct Node {
     /// The peers and what this node can act on (see [`Membership`]).
     view: Membership,
     sessions: Sessions,
-    writes: BTreeMap<RequestId, PendingWrite>,
-    /// Boxed: a map node moves its values on every insert and removal, and a mass failover
-    /// inserts and removes thousands.
-    acquires: BTreeMap<SessionKey, Box<Acquire>>,
-    timers: BTreeSet<(Instant, Timer)>,
-    /// The deadlines of the acquires started, in the order they were started: each is `now +
-    /// request_timeout`, so they come in order and a queue keeps them (a mass failover starts
-    /// thousands at one instant, which in `timers` compared by id). Each fires
-    /// `Timer::Acquire`; a finished or restarted acquire is skipped then.
-    acquire_deadlines: VecDeque<(Instant, String)>,
+    /// Sync writes waiting for acknowledgements.
+    writes: Writes,
+    /// Claims this node started.
+    acquires: Acquires,
     out: Outbox,
     next_heartbeat: Instant,
     next_tick: Instant,
@@ -186,17 +178,9 @@ pub struct Node {
     fenced: u64,
     /// `Some` until this incarnation has learned from its peers which epochs they know.
     quarantine: Option<Quarantine>,
-    /// `Some` during a maintenance or replan pass: the claims it starts, per peer, sent in
-    /// batches at its end ([`Message::Claims`]) instead of one message per session.
-    claim_buf: Option<BTreeMap<NodeId, Vec<ClaimOf>>>,
-    /// Owners whose failover is held back until the instant: a peer refused a claim over
-    /// it because it still hears it (`on_claims_refused`). Bounded by the peers.
-    held_over: BTreeMap<NodeId, Instant>,
     /// Claims over an owner this node still hears, answered later rather than refused at
-    /// once (`answer_claims`): in order of their deadline, with the number of claims they
-    /// hold (at most [`MAX_DEFERRED_CLAIMS`]).
-    deferred_claims: VecDeque<DeferredClaims>,
-    deferred_count: usize,
+    /// once (`answer_claims`).
+    deferred: Deferred,
     /// The base of the instants kept per session (the `now` of [`Node::new`]).
     stamps: StampBase,
     /// Set for a timeout step while failover claims of this node are pending: the paced
@@ -252,10 +236,8 @@ impl Node {
             can_own,
             view: Membership::new(peers, config.failure_timeout()),
             sessions: Sessions::default(),
-            writes: BTreeMap::new(),
-            acquires: BTreeMap::new(),
-            timers: BTreeSet::new(),
-            acquire_deadlines: VecDeque::new(),
+            writes: Writes::default(),
+            acquires: Acquires::default(),
             out: Outbox::default(),
             next_heartbeat: now,
             next_tick: now + tick,
@@ -266,10 +248,7 @@ impl Node {
             failovers: 0,
             fenced: 0,
             quarantine: Some(Quarantine { until: now + config.failure_timeout(), asked: BTreeMap::new() }),
-            claim_buf: None,
-            held_over: BTreeMap::new(),
-            deferred_claims: VecDeque::new(),
-            deferred_count: 0,
+            deferred: Deferred::default(),
             stamps: StampBase::new(now),
             hold_first_copies: false,
             me,
@@ -320,26 +299,15 @@ impl Node {
         if self.leave.has_left() {
             return None;
         }
-        let mut t = self.next_heartbeat.min(self.next_tick);
-        if let Some(d) = self.view.next_deadline() {
-            t = t.min(d);
-        }
-        if let Some(d) = self.pacing.next_deadline(self.flow_pending()) {
-            t = t.min(d);
-        }
-        if let Some((at, _)) = self.timers.first() {
-            t = t.min(*at);
-        }
-        if let Some((at, _)) = self.acquire_deadlines.front() {
-            t = t.min(*at);
-        }
-        if let Some(d) = self.deferred_claims.front() {
-            t = t.min(d.until);
-        }
-        if let Some(h) = self.held_over.values().min() {
-            t = t.min(*h);
-        }
-        Some(t)
+        let t = self.next_heartbeat.min(self.next_tick);
+        let deadlines = [
+            self.view.next_deadline(),
+            self.pacing.next_deadline(self.flow_pending()),
+            self.writes.next_deadline(),
+            self.acquires.next_deadline(),
+            self.deferred.next_deadline(),
+        ];
+        Some(deadlines.into_iter().flatten().fold(t, Instant::min))
     }
 
     /// Runs what is due at `now`: heartbeats, request deadlines, failure detection,
@@ -355,24 +323,18 @@ impl Node {
             }
             self.next_heartbeat = now + self.heartbeat_interval;
         }
-        while let Some((at, _)) = self.timers.first() {
-            if *at > now {
-                break;
-            }
-            let Some((_, timer)) = self.timers.pop_first() else { break };
-            self.fire(now, timer);
+        while let Some(id) = self.writes.pop_due(now) {
+            self.write_timed_out(id);
         }
-        while self.acquire_deadlines.front().is_some_and(|(at, _)| *at <= now) {
-            let Some((_, session)) = self.acquire_deadlines.pop_front() else { break };
-            self.fire(now, Timer::Acquire(session));
+        while let Some(session) = self.acquires.pop_due(now) {
+            self.acquire_timed_out(now, &session);
         }
-        if self.deferred_claims.front().is_some_and(|d| d.until <= now) {
+        if self.deferred.next_deadline().is_some_and(|d| d <= now) {
             self.answer_deferred(now, false);
         }
         // Failovers held back by a refusal are due again when the hold ends: a new replan
         // pass takes them, not the general scan (`scan_batch` records a tick).
-        if self.held_over.values().any(|t| *t <= now) {
-            self.held_over.retain(|_, t| *t > now);
+        if self.acquires.end_holds(now) {
             self.pacing.start_replan();
         }
         // Failure detection runs at the tick and also exactly when a live peer's silence

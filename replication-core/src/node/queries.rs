@@ -5,7 +5,6 @@ use super::store::{Record, max_inactive_of};
 use crate::api::{PeerView, Role, SessionView, Stats};
 use crate::config::NodeId;
 use crate::message::{Attributes, Body, Epoch, Snapshot, Version};
-use crate::session_key::Sid;
 use std::time::Duration;
 
 impl Node {
@@ -71,7 +70,7 @@ impl Node {
         let rec = self.sessions.get(session)?;
         let role = if rec.owner.is_some() {
             Role::Owner
-        } else if self.acquires.contains_key(Sid::new(session)) {
+        } else if self.acquires.contains(session) {
             Role::Acquiring
         } else if matches!(rec.copy, Some(Snapshot { body: Body::Live { .. }, .. })) {
             Role::Backup

@@ -2,13 +2,13 @@
 
 use super::Node;
 use super::flow::Pace;
-use super::maintenance::Timer;
+use super::outbox::Outbox;
 use super::store::{OwnerState, Record, ReplicaMap};
 use crate::api::{Ack, Event, Outcome, RequestId};
 use crate::config::NodeId;
 use crate::message::{Attributes, Body, Change, Epoch, Message, Payload, Snapshot, Version};
-use crate::session_key::Sid;
 use crate::slim::{InlineSet, SlimSet, SlimVec};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,8 +20,89 @@ pub(super) struct PendingWrite {
     pub(super) needed: u32,
     /// Backups that acknowledged it (inline: no allocation for up to four).
     pub(super) acks: InlineSet<NodeId>,
-    /// Its `Timer::Write`, removed with the write (else it stays for `request_timeout`).
+    /// When it is reported [`Outcome::Indeterminate`] if not acknowledged by then.
     pub(super) deadline: Instant,
+}
+
+impl PendingWrite {
+    /// How many backups acknowledged it.
+    pub(super) fn acks_count(&self) -> u32 {
+        u32::try_from(self.acks.len()).unwrap_or(u32::MAX)
+    }
+}
+
+/// The sync writes waiting for their backups' acknowledgements, and their deadlines.
+#[derive(Debug, Default)]
+pub(super) struct Writes {
+    pending: BTreeMap<RequestId, PendingWrite>,
+    /// `(deadline, id)` of the writes, earliest first. A write that ends otherwise than at
+    /// its deadline removes its entry, except one timed out early (`time_out`): that entry
+    /// fires later for nothing.
+    deadlines: BTreeSet<(Instant, RequestId)>,
+}
+
+impl Writes {
+    pub(super) fn len(&self) -> usize {
+        self.pending.len()
+    }
+
+    pub(super) fn ids(&self) -> Vec<RequestId> {
+        self.pending.keys().copied().collect()
+    }
+
+    pub(super) fn get_mut(&mut self, id: RequestId) -> Option<&mut PendingWrite> {
+        self.pending.get_mut(&id)
+    }
+
+    pub(super) fn insert(&mut self, id: RequestId, w: PendingWrite) {
+        self.deadlines.insert((w.deadline, id));
+        self.pending.insert(id, w);
+    }
+
+    /// Removes a write that ends (acknowledged, fenced), with its deadline.
+    pub(super) fn remove(&mut self, id: RequestId) -> Option<PendingWrite> {
+        let w = self.pending.remove(&id)?;
+        self.deadlines.remove(&(w.deadline, id));
+        Some(w)
+    }
+
+    /// Removes a write that times out (its deadline, or the end of its session or of the
+    /// node): its deadline entry stays until it fires.
+    pub(super) fn time_out(&mut self, id: RequestId) -> Option<PendingWrite> {
+        self.pending.remove(&id)
+    }
+
+    /// Ends the writes `ids` (an owner state's waiting ones) with the outcome `outcome` makes
+    /// of each.
+    pub(super) fn fail(
+        &mut self,
+        ids: impl IntoIterator<Item = RequestId>,
+        out: &mut Outbox,
+        outcome: impl Fn(PendingWrite) -> Outcome,
+    ) {
+        for id in ids {
+            if let Some(w) = self.remove(id) {
+                out.outcome(id, outcome(w));
+            }
+        }
+    }
+
+    pub(super) fn next_deadline(&self) -> Option<Instant> {
+        self.deadlines.first().map(|(at, _)| *at)
+    }
+
+    /// The next write whose deadline is due at `now`, its deadline entry removed.
+    pub(super) fn pop_due(&mut self, now: Instant) -> Option<RequestId> {
+        if self.deadlines.first().is_none_or(|(at, _)| *at > now) {
+            return None;
+        }
+        self.deadlines.pop_first().map(|(_, id)| id)
+    }
+
+    /// Forgets every deadline (the node left).
+    pub(super) fn clear_deadlines(&mut self) {
+        self.deadlines.clear();
+    }
 }
 
 pub(super) enum WriteKind {
@@ -76,8 +157,7 @@ impl Node {
             Some(r) => Some(r.promised.as_ref().map_or(0, |p| p.term)),
             None => Some(0),
         };
-        let Some(promised_term) = promised_term.filter(|_| !self.acquires.contains_key(Sid::new(&session)))
-        else {
+        let Some(promised_term) = promised_term.filter(|_| !self.acquires.contains(&session)) else {
             return self.out.outcome(id, Outcome::AlreadyExists);
         };
         if matches!(ack, Ack::Sync { backups } if backups > 0)
@@ -228,7 +308,6 @@ impl Node {
                 deadline,
             },
         );
-        self.timers.insert((deadline, Timer::Write(id)));
     }
 
     pub(super) fn on_ack(&mut self, from: &NodeId, session: &str, epoch: &Epoch, version: Version) {
@@ -252,14 +331,13 @@ impl Node {
         let acked = version;
         let mut still = Vec::new();
         for id in std::mem::take(&mut o.waiting) {
-            let Some(w) = self.writes.get_mut(&id) else { continue };
+            let Some(w) = self.writes.get_mut(id) else { continue };
             if w.version <= acked && w.epoch == *epoch {
                 w.acks.insert(from.clone());
             }
             if w.acks.len() >= w.needed as usize {
-                let acks = u32::try_from(w.acks.len()).unwrap_or(u32::MAX);
-                if let Some(w) = self.writes.remove(&id) {
-                    self.timers.remove(&(w.deadline, Timer::Write(id)));
+                let acks = w.acks_count();
+                if let Some(w) = self.writes.remove(id) {
                     self.out.outcome(id, Outcome::Replicated { epoch: w.epoch, version: w.version, acks });
                 }
             } else {
@@ -276,7 +354,7 @@ impl Node {
         if owned_lower {
             self.demote(session, epoch);
         }
-        if self.acquires.get(Sid::new(session)).is_some_and(|a| a.epoch < *epoch) {
+        if self.acquires.get(session).is_some_and(|a| a.epoch < *epoch) {
             self.abort_acquire(now, session, epoch);
         }
     }
@@ -294,16 +372,24 @@ impl Node {
             let Some(o) = rec.owner.take() else { continue };
             let Some(copy) = &rec.copy else { continue };
             self.fenced += 1;
-            for id in o.waiting {
-                if let Some(w) = self.writes.remove(&id) {
-                    self.timers.remove(&(w.deadline, Timer::Write(id)));
-                    let acks = u32::try_from(w.acks.len()).unwrap_or(u32::MAX);
-                    self.out.outcome(id, Outcome::Indeterminate { epoch: w.epoch, version: w.version, acks });
-                }
-            }
+            self.writes.fail(o.waiting, &mut self.out, |w| Outcome::Indeterminate {
+                acks: w.acks_count(),
+                epoch: w.epoch,
+                version: w.version,
+            });
             if matches!(copy.body, Body::Live { .. }) {
                 self.out.event(Event::OwnershipLost { session: s.clone(), epoch: copy.epoch.clone() });
             }
         }
+    }
+    /// A sync write's deadline passed (or its session or the node ended): reported
+    /// [`Outcome::Indeterminate`].
+    pub(super) fn write_timed_out(&mut self, id: RequestId) {
+        let Some(w) = self.writes.time_out(id) else { return };
+        if let Some(Record { owner: Some(o), .. }) = self.sessions.get_mut(&w.session) {
+            o.waiting.retain(|x| *x != id);
+        }
+        let acks = w.acks_count();
+        self.out.outcome(id, Outcome::Indeterminate { epoch: w.epoch, version: w.version, acks });
     }
 }

@@ -5,7 +5,6 @@ use crate::error::Error;
 use crate::message::{Attributes, Body, Change, Epoch, Message, Payload};
 use crate::node::Node;
 use crate::node::acquire::CLAIMS_PER_MESSAGE;
-use crate::node::maintenance::Timer;
 use crate::node::store::{OwnerState, Record, Replica};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -81,8 +80,7 @@ fn an_acknowledged_write_leaves_no_timer_behind() {
     create(&mut cl, "a", 1, "s", Ack::Sync { backups: 1 });
     cl.pump();
     assert!(matches!(cl.outcome(1), Some(Outcome::Replicated { .. })), "{:?}", cl.outcome(1));
-    let writes = cl.nodes[&id("a")].timers.iter().filter(|(_, t)| matches!(t, Timer::Write(_))).count();
-    assert_eq!(writes, 0, "the write's timeout stays until it expires");
+    assert_eq!(cl.nodes[&id("a")].writes.next_deadline(), None, "the write's timeout stays until it expires");
 }
 
 #[test]
