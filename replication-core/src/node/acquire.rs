@@ -3,7 +3,7 @@
 use super::Node;
 use super::flow::Pace;
 use super::replicate::place;
-use super::store::{OwnerState, Record, ReplicaMap, due, newer};
+use super::store::{OwnerState, ReplicaMap, due, newer, record_or_empty};
 use crate::api::{Event, Outcome, RequestId};
 use crate::config::NodeId;
 use crate::message::{Body, Epoch, Message, Snapshot};
@@ -207,7 +207,7 @@ impl Node {
             a.requests.push((id, want_attrs));
             return;
         }
-        if self.pending_count() >= self.settings.max_pending {
+        if self.at_pending_limit() {
             return self.out.outcome(id, Outcome::Busy);
         }
         if !self.view.settled(now) {
@@ -226,10 +226,7 @@ impl Node {
         min_term: u64,
     ) {
         let stamp = self.stamps.stamp(now);
-        let rec = match self.sessions.get_mut(session) {
-            Some(r) => r,
-            None => self.sessions.insert_new(session, Record::empty(stamp)),
-        };
+        let rec = record_or_empty!(self.sessions, session, stamp);
         let known = rec
             .promised
             .as_ref()
@@ -267,13 +264,13 @@ impl Node {
             }),
         );
         if empty {
-            self.complete_acquire(now, session);
+            self.finish_acquire(now, session);
         } else {
             self.acquires.push_deadline(deadline, session);
         }
     }
 
-    /// Sends a claim, or adds it to the pass's batch (`batch_claims`).
+    /// Sends a claim, or adds it to the pass's batch (`batching_claims`).
     pub(super) fn queue_claim(&mut self, to: NodeId, session: String, epoch: Epoch, over: Option<Epoch>) {
         match &mut self.acquires.batch {
             Some(buf) => buf.entry(to).or_default().push((session, epoch, over)),
@@ -281,14 +278,17 @@ impl Node {
         }
     }
 
-    /// Starts batching the claims of a pass; `true` when this call started it (and so must
-    /// call `flush_claims` at its end).
-    pub(super) fn batch_claims(&mut self) -> bool {
+    /// Runs `pass` with its claims batched: sent at its end by `flush_claims`, unless a pass
+    /// that encloses it batches them already (then at that one's end).
+    pub(super) fn batching_claims(&mut self, pass: impl FnOnce(&mut Node)) {
         let start = self.acquires.batch.is_none();
         if start {
             self.acquires.batch = Some(BTreeMap::new());
         }
-        start
+        pass(self);
+        if start {
+            self.flush_claims();
+        }
     }
 
     /// Sends the claims batched by the pass: one [`Message::Claims`] per peer and
@@ -354,13 +354,16 @@ impl Node {
         }
     }
 
-    pub(super) fn complete_acquire(&mut self, now: Instant, session: &str) {
+    /// Ends the acquire of `session`, all of whose answers are in (or will not come): see
+    /// `decide_acquire`.
+    pub(super) fn finish_acquire(&mut self, now: Instant, session: &str) {
         let Some(a) = self.acquires.remove(session) else { return };
-        self.finish_acquire(now, session, a);
+        self.decide_acquire(now, session, a);
     }
 
-    /// `complete_acquire` of an acquire taken out of `acquires`.
-    pub(super) fn finish_acquire(&mut self, now: Instant, session: &str, a: Box<Acquire>) {
+    /// Decides an acquire taken out of `acquires`: this node owns the session from the newest
+    /// copy the answers brought, or gives up.
+    fn decide_acquire(&mut self, now: Instant, session: &str, a: Box<Acquire>) {
         // The claim must have been answered by enough of the domain: peers asked that went
         // down before answering may have promised and hold the newest copy (a one-way
         // partition, or a node that was paused and wakes up to a silent domain). Taking the
@@ -386,10 +389,7 @@ impl Node {
         let want = self.replica_target();
         let view = &self.view;
         let backups = self.placement.backups(session, &self.me, |n| view.is_up(n));
-        let rec = match self.sessions.get_mut(session) {
-            Some(r) => r,
-            None => self.sessions.insert_new(session, Record::empty(stamp)),
-        };
+        let rec = record_or_empty!(self.sessions, session, stamp);
         if rec.promised.as_ref().is_some_and(|p| *p > a.epoch) {
             let higher = rec.promised.clone().unwrap_or_else(|| a.epoch.clone());
             for (id, _) in a.requests {
@@ -524,13 +524,13 @@ impl Node {
             .filter_map(|(s, a)| (a.waiting.remove(node) && a.waiting.is_empty()).then(|| s.to_owned()))
             .collect();
         for s in done {
-            self.complete_acquire(now, &s);
+            self.finish_acquire(now, &s);
         }
     }
 
     /// Claims a peer refused because it still hears the owner they fail over from: its
     /// answer does not count (an acquire without enough answers gives up, see
-    /// `complete_acquire`), and failovers from that owner wait the `hearing_window`, by when
+    /// `finish_acquire`), and failovers from that owner wait the `hearing_window`, by when
     /// the peer stops hearing an owner that is really gone.
     pub(super) fn on_claims_refused(&mut self, now: Instant, from: &NodeId, claims: Vec<(String, Epoch)>) {
         let hold = now + self.hearing_window();
@@ -545,7 +545,7 @@ impl Node {
                 self.acquires.hold_over(&owner, hold);
             }
             if answered {
-                self.complete_acquire(now, &session);
+                self.finish_acquire(now, &session);
             }
         }
     }
@@ -569,10 +569,8 @@ impl Node {
                 a.best = Some(c);
             }
         }
-        if a.waiting.is_empty()
-            && let Some(a) = self.acquires.remove(session)
-        {
-            self.finish_acquire(now, session, a);
+        if a.waiting.is_empty() {
+            self.finish_acquire(now, session);
         }
     }
 

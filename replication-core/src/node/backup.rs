@@ -2,7 +2,7 @@
 
 use super::Node;
 use super::acquire::CLAIMS_PER_MESSAGE;
-use super::store::{Record, newer};
+use super::store::{Record, newer, record_or_empty};
 use crate::config::NodeId;
 use crate::message::{Body, Epoch, Message, Payload, Snapshot, Version};
 use std::time::Instant;
@@ -31,10 +31,7 @@ impl Node {
         then: impl FnOnce(&mut Record) -> R,
     ) -> Option<R> {
         let stamp = self.stamps.stamp(now);
-        let rec = match self.sessions.get_mut(session) {
-            Some(r) => r,
-            None => self.sessions.insert_new(session, Record::empty(stamp)),
-        };
+        let rec = record_or_empty!(self.sessions, session, stamp);
         if let Some(p) = &rec.promised {
             if p > epoch {
                 let p = p.clone();
@@ -182,16 +179,13 @@ impl Node {
         let mut acks = Vec::with_capacity(copies.len());
         for (session, copy) in copies {
             let (epoch, version) = (copy.epoch.clone(), copy.version);
-            let rec = match self.sessions.get_mut(&session) {
-                Some(r) => r,
-                None => self.sessions.insert_new(&session, Record::empty(stamps.stamp(now))),
-            };
+            let rec = record_or_empty!(self.sessions, &session, stamps.stamp(now));
             if newer(&copy, rec.copy.as_ref()) {
                 if rec.owner.is_some() {
                     continue;
                 }
                 rec.tomb_until = matches!(copy.body, Body::Tombstone).then(|| stamps.stamp(now + ttl));
-                // As every holder: no claim below the copy it holds (see `complete_acquire`).
+                // As every holder: no claim below the copy it holds (see `finish_acquire`).
                 rec.promise_at_least(&copy.epoch);
                 rec.copy = Some(copy);
                 rec.last_heard = stamps.stamp(now);

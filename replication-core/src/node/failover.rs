@@ -21,12 +21,7 @@ impl Node {
     /// wrote itself (this incarnation) with a promise for a higher epoch. A real new owner
     /// would have replaced that copy (it is a placed backup) or dropped it (it is a former
     /// holder); until then the copy may be the newest one.
-    pub(super) fn demoted_owner(&self, session: &str) -> bool {
-        self.sessions.get(session).is_some_and(|rec| self.is_demoted_owner(rec))
-    }
-
-    /// `demoted_owner` of a record.
-    pub(super) fn is_demoted_owner(&self, rec: &Record) -> bool {
+    pub(super) fn demoted_owner(&self, rec: &Record) -> bool {
         let Some(copy) = &rec.copy else { return false };
         rec.owner.is_none()
             && matches!(copy.body, Body::Live { .. })
@@ -43,8 +38,8 @@ impl Node {
         if !self.can_own
             || self.leave.has_left()
             || self.acquires.contains(session)
-            || !self.demoted_owner(session)
-            || self.pending_count() >= self.settings.max_pending
+            || !self.sessions.get(session).is_some_and(|r| self.demoted_owner(r))
+            || self.at_pending_limit()
             || !self.view.settled(now)
         {
             return;
@@ -114,7 +109,7 @@ impl Node {
         rec: &Record,
         settled: bool,
     ) -> FailoverStep {
-        if self.is_demoted_owner(rec) {
+        if self.demoted_owner(rec) {
             return FailoverStep::Resume;
         }
         if !self.can_own
@@ -125,7 +120,7 @@ impl Node {
         {
             return FailoverStep::Nothing;
         }
-        let Some(owner) = self.orphaned_record(now, rec, self.request_timeout * 2) else {
+        let Some(owner) = self.orphaned(now, rec, self.request_timeout * 2) else {
             return FailoverStep::Nothing;
         };
         if self.acquires.held_over(&owner, now) {
@@ -139,7 +134,7 @@ impl Node {
 
     /// Starts the failover claim `failover_step` decided on, if there is room for it.
     pub(super) fn claim_orphan(&mut self, now: Instant, session: &str) {
-        if self.pending_count() < self.settings.max_pending {
+        if !self.at_pending_limit() {
             self.start_acquire(now, session, Vec::new(), true, 0, 0);
         }
     }
@@ -148,12 +143,7 @@ impl Node {
     /// takes care of it: the owner is down, left or restarted, and no live claimant is taking
     /// it over (a claimant's promise counts for `patience`: a claim that failed and whose
     /// `Release` was lost must not keep the session ownerless).
-    pub(super) fn orphaned(&self, now: Instant, session: &str, patience: Duration) -> Option<NodeId> {
-        self.orphaned_record(now, self.sessions.get(session)?, patience)
-    }
-
-    /// `orphaned` of a record.
-    pub(super) fn orphaned_record(&self, now: Instant, rec: &Record, patience: Duration) -> Option<NodeId> {
+    pub(super) fn orphaned(&self, now: Instant, rec: &Record, patience: Duration) -> Option<NodeId> {
         if rec.owner.is_some() {
             return None;
         }

@@ -108,8 +108,8 @@ impl Node {
         let mut ready = Vec::new();
         let mut left = 0;
         for (s, r) in self.sessions.iter().filter(|(s, _)| !self.acquires.contains(s)) {
-            let demoted = self.demoted_owner(s);
-            let orphan = p2p && self.orphaned(now, s, patience).is_some();
+            let demoted = self.demoted_owner(r);
+            let orphan = p2p && self.orphaned(now, r, patience).is_some();
             if !(demoted || orphan) {
                 continue;
             }
@@ -217,16 +217,14 @@ impl Node {
         let Leave::Leaving(leaving) = &self.leave else { return };
         let id = leaving.id;
         let (takeovers, _) = self.leave_untaken(now);
-        let batching = self.batch_claims();
-        for session in &takeovers {
-            if self.pending_count() >= self.settings.max_pending || !self.view.sees_enough() {
-                break;
+        self.batching_claims(|node| {
+            for session in &takeovers {
+                if node.at_pending_limit() || !node.view.sees_enough() {
+                    break;
+                }
+                node.start_acquire(now, session, Vec::new(), true, 0, 0);
             }
-            self.start_acquire(now, session, Vec::new(), true, 0, 0);
-        }
-        if batching {
-            self.flush_claims();
-        }
+        });
         let mut handed_off = 0;
         // Copies that may be the newest and that this node has not taken over (yet) to hand
         // them off; claims started by commands before the leave are waited for too.
@@ -260,7 +258,7 @@ impl Node {
         let demoted: Vec<(String, Epoch, Snapshot)> = self
             .sessions
             .iter()
-            .filter(|(k, _)| self.demoted_owner(k))
+            .filter(|(_, r)| self.demoted_owner(r))
             .filter_map(|(k, r)| Some((k.to_owned(), r.promised.clone()?, r.copy.clone()?)))
             .collect();
         for (session, epoch, copy) in demoted {

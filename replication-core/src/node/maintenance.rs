@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 /// A replan pass examines up to this many times `scan_batch` records (see
-/// `replan_pass_batched`).
+/// `replan_batch`).
 pub(super) const REPLAN_EXAMINED: usize = 64;
 
 /// What a replan pass does with a session it examined.
@@ -38,20 +38,18 @@ impl Node {
             self.pacing.start_replan();
         }
         self.quarantine_tick(now);
-        let batching = self.batch_claims();
-        self.resend_claims(now);
-        self.hold_first_copies = self.failovers_pending();
-        self.replan_pass(now);
-        // General scan: expiry, retransmission, touches, orphans.
-        let batch = self.settings.scan_batch.max(1);
-        let keys = self.keys_from(self.pacing.scan_cursor.as_deref(), batch);
-        self.pacing.scan_cursor = if keys.len() < batch { None } else { keys.last().cloned() };
-        for k in keys {
-            self.maintain(now, &k);
-        }
-        if batching {
-            self.flush_claims();
-        }
+        self.batching_claims(|node| {
+            node.resend_claims(now);
+            node.hold_first_copies = node.failovers_pending();
+            node.replan_pass(now);
+            // General scan: expiry, retransmission, touches, orphans.
+            let batch = node.settings.scan_batch.max(1);
+            let keys = node.keys_from(node.pacing.scan_cursor.as_deref(), batch);
+            node.pacing.scan_cursor = if keys.len() < batch { None } else { keys.last().cloned() };
+            for k in keys {
+                node.maintain(now, &k);
+            }
+        });
         self.check_leave(now);
     }
 
@@ -59,15 +57,12 @@ impl Node {
     /// the token bucket, failover of sessions whose owner is gone).
     pub(super) fn replan_pass(&mut self, now: Instant) {
         self.flow_step();
-        let batching = self.batch_claims();
-        self.replan_pass_batched(now);
-        if batching {
-            self.flush_claims();
-        }
+        self.batching_claims(|node| node.replan_batch(now));
         self.resend_step(now);
     }
 
-    pub(super) fn replan_pass_batched(&mut self, now: Instant) {
+    /// The sessions of the pass's next batch, planned or failed over (see `replan_pass`).
+    pub(super) fn replan_batch(&mut self, now: Instant) {
         self.pacing.refill(now, &self.settings);
         let Some(cursor) = self.pacing.take_replan(now) else { return };
         // A pass examines up to `REPLAN_EXAMINED` times `scan_batch` records: an owned session

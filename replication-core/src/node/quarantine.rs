@@ -1,7 +1,7 @@
 //! The restart quarantine of a new incarnation (see the [module docs](super)).
 
 use super::Node;
-use super::store::{Record, due};
+use super::store::{due, record_or_empty};
 use crate::config::NodeId;
 use crate::message::{Epoch, Message};
 use std::collections::BTreeMap;
@@ -133,10 +133,7 @@ impl Node {
         let keep = self.stamps.stamp(now + self.settings.tombstone_ttl);
         let stamp = self.stamps.stamp(now);
         for (session, epoch) in epochs {
-            let rec = match self.sessions.get_mut(&session) {
-                Some(r) => r,
-                None => self.sessions.insert_new(&session, Record::empty(stamp)),
-            };
+            let rec = record_or_empty!(self.sessions, &session, stamp);
             if rec.promised.as_ref().is_some_and(|p| *p >= epoch) {
                 continue;
             }

@@ -102,6 +102,20 @@ pub(super) struct Record {
     pub(super) tomb_until: Option<Stamp>,
 }
 
+/// The record of `$session` in `$sessions` (a [`Sessions`]), inserted empty at the stamp
+/// `$now` when there is none: one look-up where the record exists, and the id copied only
+/// when it does not. A method cannot do that: returning the first `get_mut` from one branch
+/// only is not accepted by the borrow checker.
+macro_rules! record_or_empty {
+    ($sessions:expr, $session:expr, $now:expr) => {
+        match $sessions.get_mut($session) {
+            Some(r) => r,
+            None => $sessions.insert_new($session, $crate::node::store::Record::empty($now)),
+        }
+    };
+}
+pub(super) use record_or_empty;
+
 impl Record {
     pub(super) fn empty(now: Stamp) -> Self {
         Record { promised: None, copy: None, owner: None, last_heard: now, tomb_until: None }
@@ -131,10 +145,7 @@ impl Sessions {
         self.0.get_mut(Sid::new(session)).map(|r| &mut **r)
     }
 
-    /// Inserts `rec` for `session`, which has none (a caller that looked it up with
-    /// `get_mut` and found nothing: one look-up where the record exists, and the id copied
-    /// only when it does not. A `get_or_insert_with` method cannot do that: returning the
-    /// first `get_mut` from one branch only is not accepted by the borrow checker yet).
+    /// Inserts `rec` for `session`, which has none (see [`record_or_empty`]).
     pub(super) fn insert_new(&mut self, session: &str, rec: Record) -> &mut Record {
         self.0.entry(SessionKey::from(session)).or_insert_with(|| Box::new(rec))
     }

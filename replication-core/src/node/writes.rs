@@ -122,8 +122,10 @@ pub(super) fn payload_size(p: &Payload) -> u64 {
 }
 
 impl Node {
-    pub(super) fn pending_count(&self) -> usize {
-        self.writes.len() + self.acquires.len()
+    /// Whether the sync writes and acquires pending reach [`Settings::max_pending`]: a new
+    /// one is refused ([`Outcome::Busy`]) or waits (a failover, a resume).
+    pub(super) fn at_pending_limit(&self) -> bool {
+        self.writes.len() + self.acquires.len() >= self.settings.max_pending
     }
 
     pub(super) fn owner_hint(&self, session: &str) -> Option<NodeId> {
@@ -160,9 +162,7 @@ impl Node {
         let Some(promised_term) = promised_term.filter(|_| !self.acquires.contains(&session)) else {
             return self.out.outcome(id, Outcome::AlreadyExists);
         };
-        if matches!(ack, Ack::Sync { backups } if backups > 0)
-            && self.pending_count() >= self.settings.max_pending
-        {
+        if matches!(ack, Ack::Sync { backups } if backups > 0) && self.at_pending_limit() {
             return self.out.outcome(id, Outcome::Busy);
         }
         let epoch = Epoch::new(promised_term + 1, self.me.clone(), self.incarnation);
@@ -203,8 +203,7 @@ impl Node {
         ack: Ack,
     ) {
         let hint = self.owner_hint(session);
-        let busy = matches!(ack, Ack::Sync { backups } if backups > 0)
-            && self.pending_count() >= self.settings.max_pending;
+        let busy = matches!(ack, Ack::Sync { backups } if backups > 0) && self.at_pending_limit();
         let Some(Record { owner: Some(_), copy: Some(copy), .. }) = self.sessions.get(session) else {
             return self.out.outcome(id, Outcome::NotOwner { owner: hint });
         };
