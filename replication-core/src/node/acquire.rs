@@ -293,8 +293,9 @@ impl Node {
 
     /// Sends the claims batched by the pass: one [`Message::Claims`] per peer and
     /// [`CLAIMS_PER_MESSAGE`] sessions, so that a mass failover sends a few messages per peer
-    /// instead of one per session (which overflowed the transports' per-peer queues and made
-    /// the lost claims wait out the request timeout).
+    /// instead of one per session: one per session overflows the transports' per-peer queues
+    /// in a mass failover, and a lost claim waits out the request timeout (see the test
+    /// `mass_failover_claims_in_batches`).
     pub(super) fn flush_claims(&mut self) {
         let Some(buf) = self.acquires.batch.take() else { return };
         for (to, claims) in buf {

@@ -108,9 +108,9 @@ impl Node {
     }
 
     /// Whether a claim that fails `over` over is refused because this node still hears that
-    /// owner (finding 9 of docs/reliability.md: with one link broken, both of its ends see a
-    /// majority, and the acquirer would take the session from an owner that keeps writing,
-    /// unaware, to backups that may have forgotten every promise). Nothing is promised. A
+    /// owner: with one link broken, both of its ends see a majority, and the acquirer would
+    /// take the session from an owner that keeps writing, unaware, to backups that may have
+    /// forgotten every promise (test `split_owner_write_acknowledged_by_an_amnesiac_backup_survives`). Nothing is promised. A
     /// claim this node promised already, or is fenced by a higher promise, goes on to
     /// `promise` (answered again, or fenced).
     pub(super) fn refuses(&self, now: Instant, session: &str, epoch: &Epoch, over: Option<&Epoch>) -> bool {

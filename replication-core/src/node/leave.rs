@@ -90,7 +90,8 @@ impl Leave {
 
 impl Node {
     /// Sessions a leaving node must take over before it goes, because its copy may be the
-    /// only newest one (finding 7 of docs/reliability.md): those it owned until a claim that
+    /// only newest one (tests `a_leaving_demoted_owner_*`,
+    /// `a_leaving_server_hands_ownerless_copies_to_another_server`): those it owned until a claim that
     /// produced no owner demoted it, and (peer-to-peer) live copies whose owner is gone with
     /// nobody taking them over. Each is claimed like a failover; once owned, it is handed off
     /// like every owned session (the leave waits for its backups). A live claimant is given

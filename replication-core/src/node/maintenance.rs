@@ -99,8 +99,7 @@ impl Node {
         let last = last.map(str::to_owned).or(cursor);
         // Out of tokens, the pass still goes on: failovers send no copies, and the copies
         // of the owned sessions it could not send go out with the maintenance scan, within
-        // the same token bucket. (Stopping the pass there held the failover of every
-        // session behind re-replication.)
+        // the same token bucket. Failovers never wait behind re-replication.
         for (k, act) in todo {
             match act {
                 Replan::Plan => {

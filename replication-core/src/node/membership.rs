@@ -131,8 +131,8 @@ impl Membership {
 
     /// Whether `nodes` (this one included) are more than half of the domain: two such sets
     /// always share a node, so the two sides of a split domain cannot both take a session
-    /// over (with exactly half, as in a four-node domain split two and two, both could;
-    /// finding 9 of docs/reliability.md). Peers that left gracefully and have not come back
+    /// over (with exactly half, as in a four-node domain split two and two, both could: see
+    /// the test `an_even_split_leaves_the_sessions_with_their_owners`). Peers that left gracefully and have not come back
     /// do not count: they hold nothing and promise nothing (a domain scaled down by leaves
     /// keeps failing over), and a quorum of the rest still meets any quorum that counts them.
     /// A domain of two is the exception: one node is enough there, or the survivor of a crash

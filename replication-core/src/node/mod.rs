@@ -185,7 +185,7 @@ pub struct Node {
     stamps: StampBase,
     /// Set for a timeout step while failover claims of this node are pending: the paced
     /// first copies of owned sessions wait for the next step without (see
-    /// `hold_first_copies`).
+    /// `failovers_pending`).
     hold_first_copies: bool,
 }
 

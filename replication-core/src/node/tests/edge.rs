@@ -51,7 +51,7 @@ fn a_gone_peer_fails_over_at_once() {
     eprintln!("both told at once: {t:?}");
     assert!(t < Duration::from_millis(100), "{t:?}");
     // A young domain (800 ms, less than the failure timeout): every peer was seen up, so a
-    // peer failed afterwards is failed over at once too (`view_settled`), not at the
+    // peer failed afterwards is failed over at once too (`Membership::settled`), not at the
     // failure timeout after the start.
     let t = gone_failover(50, Duration::ZERO, Duration::from_millis(800));
     eprintln!("young domain: {t:?}");
@@ -71,8 +71,8 @@ fn a_gone_peer_fails_over_at_once() {
 /// b is told a is gone, c never is (it fails a at the failure timeout, 1 s): c still hears
 /// a when b's claims come, defers them (a heartbeat, 200 ms) and refuses them; b holds
 /// its failovers over a for the hearing window (500 ms) and, when the hold ends, a new
-/// replan pass claims them all again (c no longer hears a then). They used to wait for
-/// the general scan, `scan_batch` records a tick (8 here, a tick of 200 ms).
+/// replan pass claims them all again (c no longer hears a then), not the general scan,
+/// `scan_batch` records a tick (8 here, a tick of 200 ms).
 #[test]
 fn failovers_held_by_a_refusal_are_claimed_again_when_the_hold_ends() {
     let settings = Settings { scan_batch: 8, ..Settings::default() };
@@ -171,11 +171,7 @@ fn owner_steps_down_after_a_long_pause() {
             .iter()
             .any(|(n, e)| n == &id("a") && matches!(e, Event::OwnershipLost { epoch, .. } if *epoch == e1))
     );
-    cl.cmd(
-        "a",
-        2,
-        Command::Update { session: "s".into(), expected_version: None, changes: vec![], ack: Ack::Async },
-    );
+    update(&mut cl, "a", 2, "s", None, vec![], Ack::Async);
     assert!(matches!(cl.outcome(2), Some(Outcome::NotOwner { .. })));
     // A fetch here takes it back safely, with the new owner's state.
     cl.pump();
@@ -186,7 +182,7 @@ fn owner_steps_down_after_a_long_pause() {
     );
 }
 
-/// A claim reaches the owner after its acquirer gave up (fuzz finding 3,
+/// A claim reaches the owner after its acquirer gave up (the fuzz input
 /// `fuzz/repro/core_inputs-ownerless`): the owner is demoted, and the acquirer's release
 /// must bring the session back to one owner with its data, without any client request.
 /// Returns the cluster, the owner and the backup after the late claims and, when
@@ -245,7 +241,7 @@ fn assert_one_owner_with_data(cl: &Cluster, owner: &NodeId, backup: &NodeId) {
 /// claim that demoted it waits for its answer. The leave must not take v2 away: it waits
 /// for the claimant to complete with its answer, or, when that answer is lost (a full
 /// queue, a reset connection), takes the session back after the claim's deadline and
-/// hands it off like any owned session (finding 7 of docs/reliability.md). Either way v2
+/// hands it off like any owned session. Either way v2
 /// survives the departure, with one owner.
 fn demoted_owner_leaves(lose_answer: bool) {
     let mut cl = Cluster::new(&["a", "b", "c"], 1);
@@ -464,7 +460,7 @@ fn a_leaving_owner_waits_for_its_tombstone_to_be_acknowledged() {
 
 /// A four-node domain split two and two: each side sees exactly half. Neither may take
 /// the other side's sessions over (both could with "at least half", leaving two owners
-/// whose writes one side loses at the heal; finding 9 of docs/reliability.md).
+/// whose writes one side loses at the heal).
 #[test]
 fn an_even_split_leaves_the_sessions_with_their_owners() {
     let mut cl = Cluster::new(&["a", "b", "c", "d"], 1);
@@ -487,8 +483,7 @@ fn an_even_split_leaves_the_sessions_with_their_owners() {
     assert_eq!(owned, 4, "one owner each after the heal");
 }
 
-/// Finding 9 of docs/reliability.md (simulator seed 500842 before the rebase on finding
-/// 7's change): the link b-c is cut, and c, which sees a and d (a majority), failed b's
+/// A broken link (simulator seed 500842 of an earlier engine): the link b-c is cut, and c, which sees a and d (a majority), failed b's
 /// session over with their promises while b kept owning it. Then a leaves, d restarts
 /// (forgetting its promise), c is cut off outbound and a restarts: a's quarantine cannot
 /// learn c's epoch, so a acknowledged b's write, which c's epoch overwrote at the heal.
@@ -643,16 +638,7 @@ fn every_command_gets_one_outcome_on_leave() {
     create(&mut cl, "a", 1, "s", Ack::Async);
     cl.pump();
     cl.cut.insert((id("b"), id("a")));
-    cl.cmd(
-        "a",
-        2,
-        Command::Update {
-            session: "s".into(),
-            expected_version: None,
-            changes: vec![],
-            ack: Ack::Sync { backups: 1 },
-        },
-    );
+    update(&mut cl, "a", 2, "s", None, vec![], Ack::Sync { backups: 1 });
     cl.cmd("a", 3, Command::Leave);
     cl.advance(Duration::from_secs(6));
     for rid in 1..=3 {

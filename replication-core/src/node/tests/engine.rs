@@ -156,15 +156,14 @@ fn sync_write_completes_when_backups_ack() {
         cl.outcome(1)
     );
     // Asking for more than exist is clamped.
-    cl.cmd(
+    update(
+        &mut cl,
         "a",
         2,
-        Command::Update {
-            session: "s".into(),
-            expected_version: Some(1),
-            changes: vec![Change::Set("k".into(), b"v2".to_vec().into())],
-            ack: Ack::Sync { backups: 5 },
-        },
+        "s",
+        Some(1),
+        vec![Change::Set("k".into(), b"v2".to_vec().into())],
+        Ack::Sync { backups: 5 },
     );
     cl.pump();
     assert!(matches!(cl.outcome(2), Some(Outcome::Replicated { version: 2, acks: 2, .. })));
@@ -192,23 +191,10 @@ fn conflict_not_owner_and_already_exists() {
     let mut cl = Cluster::new(&["a", "b"], 1);
     create(&mut cl, "a", 1, "s", Ack::Async);
     cl.pump();
-    cl.cmd(
-        "a",
-        2,
-        Command::Update {
-            session: "s".into(),
-            expected_version: Some(7),
-            changes: vec![Change::Clear],
-            ack: Ack::Async,
-        },
-    );
+    update(&mut cl, "a", 2, "s", Some(7), vec![Change::Clear], Ack::Async);
     assert_eq!(cl.outcome(2), Some(&Outcome::Conflict { current_version: 1 }));
     assert_eq!(cl.session("a", "s").unwrap().version, 1, "nothing applied");
-    cl.cmd(
-        "b",
-        3,
-        Command::Update { session: "s".into(), expected_version: None, changes: vec![], ack: Ack::Async },
-    );
+    update(&mut cl, "b", 3, "s", None, vec![], Ack::Async);
     assert_eq!(cl.outcome(3), Some(&Outcome::NotOwner { owner: Some(id("a")) }));
     create(&mut cl, "a", 4, "s", Ack::Async);
     assert_eq!(cl.outcome(4), Some(&Outcome::AlreadyExists));
@@ -222,26 +208,16 @@ fn delta_with_gap_asks_for_full_copy() {
     create(&mut cl, "a", 1, "s", Ack::Async);
     cl.pump();
     // Lose the next delta on the wire.
-    cl.cmd(
-        "a",
-        2,
-        Command::Update {
-            session: "s".into(),
-            expected_version: None,
-            changes: vec![Change::Set("x".into(), vec![1].into())],
-            ack: Ack::Async,
-        },
-    );
+    update(&mut cl, "a", 2, "s", None, vec![Change::Set("x".into(), vec![1].into())], Ack::Async);
     cl.wire.clear();
-    cl.cmd(
+    update(
+        &mut cl,
         "a",
         3,
-        Command::Update {
-            session: "s".into(),
-            expected_version: None,
-            changes: vec![Change::Set("y".into(), vec![2].into())],
-            ack: Ack::Sync { backups: 1 },
-        },
+        "s",
+        None,
+        vec![Change::Set("y".into(), vec![2].into())],
+        Ack::Sync { backups: 1 },
     );
     let (_, _, msg) = cl.wire.pop_front().unwrap();
     let now = cl.now;
@@ -278,15 +254,14 @@ fn stale_epoch_is_fenced_and_owner_steps_down() {
     // c claims the session at a higher epoch (fetch on get).
     cl.cmd("c", 2, Command::Get { session: "s".into() });
     // Before delivering, a starts a sync write that will be fenced.
-    cl.cmd(
+    update(
+        &mut cl,
         "a",
         3,
-        Command::Update {
-            session: "s".into(),
-            expected_version: None,
-            changes: vec![Change::Set("w".into(), vec![].into())],
-            ack: Ack::Sync { backups: 1 },
-        },
+        "s",
+        None,
+        vec![Change::Set("w".into(), vec![].into())],
+        Ack::Sync { backups: 1 },
     );
     cl.pump();
     match cl.outcome(2) {
@@ -330,11 +305,7 @@ fn stale_epoch_is_fenced_and_owner_steps_down() {
     let out = h.poll_output();
     assert!(matches!(out, Some(Output::Send { msg: Message::Fenced { .. }, .. })), "{out:?}");
     // a is not the owner any more.
-    cl.cmd(
-        "a",
-        4,
-        Command::Update { session: "s".into(), expected_version: None, changes: vec![], ack: Ack::Async },
-    );
+    update(&mut cl, "a", 4, "s", None, vec![], Ack::Async);
     assert!(matches!(cl.outcome(4), Some(Outcome::NotOwner { .. })));
 }
 
@@ -469,16 +440,7 @@ fn sync_write_times_out_indeterminate() {
     create(&mut cl, "a", 1, "s", Ack::Async);
     cl.pump();
     cl.cut.insert((id("b"), id("a")));
-    cl.cmd(
-        "a",
-        2,
-        Command::Update {
-            session: "s".into(),
-            expected_version: None,
-            changes: vec![],
-            ack: Ack::Sync { backups: 1 },
-        },
-    );
+    update(&mut cl, "a", 2, "s", None, vec![], Ack::Sync { backups: 1 });
     cl.pump();
     // Failure timeout (1s) is shorter than the request timeout (5s): once b is down the
     // write still waits for its deadline.
@@ -616,14 +578,13 @@ fn create_many(cl: &mut Cluster, owner: &str, suffix: &str, n: u64, rid: u64) {
 fn a_failed_owner_s_sessions_are_all_claimed_in_the_detecting_step() {
     // b holds the backups of a's sessions among more of c's (whose owner lives): the
     // replan pass at a's detection only looks at those and claims every orphan at once
-    // (it used to examine eight times `scan_batch` records a pass, the backups of c
-    // included, and needed more passes, a replan interval apart).
-    // A pass used to examine eight times `scan_batch` records.
+    // (not a pass per eight times `scan_batch` records, the backups of c included, a
+    // replan interval apart).
     let settings = Settings { scan_batch: 64, ..Settings::default() };
     let mut cl = Cluster::from_config(cfg(&["a", "b", "c"], 1), settings);
     create_many(&mut cl, "a", "a", 600, 0);
     create_many(&mut cl, "c", "c", 1200, 10_000);
-    // Long enough for the view to be settled (see `view_settled`).
+    // Long enough for the view to be settled (see `Membership::settled`).
     cl.advance(Duration::from_secs(2));
     let orphans = cl.nodes[&id("b")].copies().filter(|(_, e, _, _)| e.node == id("a")).count();
     let others = cl.nodes[&id("b")].copies().filter(|(_, e, _, _)| e.node == id("c")).count();
@@ -652,9 +613,9 @@ fn failovers_skipped_before_the_view_settled_are_claimed_together_when_it_is() {
     // b is deaf (nothing reaches it) long enough to mark every peer down, a crashes
     // meanwhile, and b hears c and d again: it sees enough of the domain, but its view is
     // not complete (a is down, e never started), so the pass at its return may not take
-    // a's sessions over (`view_settled`) until it has seen enough for the failure timeout;
-    // then a new pass claims every orphan at once (they used to wait for the general
-    // scan, `scan_batch` records a tick), at that instant, not a tick later.
+    // a's sessions over (`Membership::settled`) until it has seen enough for the failure
+    // timeout; then a new pass claims every orphan at once (not the general scan,
+    // `scan_batch` records a tick), at that instant, not a tick later.
     let settings = Settings { scan_batch: 64, ..Settings::default() };
     let mut cl = Cluster::from_config(cfg(&["a", "b", "c", "d", "e"], 1), settings);
     cl.nodes.remove(&id("e"));

@@ -1,6 +1,6 @@
 use crate::api::{Ack, Command, Event, Input, Outcome, Output, RequestId, SessionView, Settings};
 use crate::config::{DomainConfig, NodeId};
-use crate::message::{Attributes, Change, Message};
+use crate::message::{Attributes, Change, Message, Version};
 use crate::node::Node;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
@@ -188,8 +188,20 @@ pub fn create(cl: &mut Cluster, n: &str, rid: RequestId, s: &str, ack: Ack) {
     );
 }
 
+/// Node `n` applies `changes` to session `s`.
+pub fn update(
+    cl: &mut Cluster,
+    n: &str,
+    rid: RequestId,
+    s: &str,
+    expected_version: Option<Version>,
+    changes: Vec<Change>,
+    ack: Ack,
+) {
+    cl.cmd(n, rid, Command::Update { session: s.into(), expected_version, changes, ack });
+}
+
 /// Node `n` sets attribute `k` of session `s` to `value` (no version check).
 pub fn set_k(cl: &mut Cluster, n: &str, rid: RequestId, s: &str, value: &[u8], ack: Ack) {
-    let changes = vec![Change::Set("k".into(), value.to_vec().into())];
-    cl.cmd(n, rid, Command::Update { session: s.into(), expected_version: None, changes, ack });
+    update(cl, n, rid, s, None, vec![Change::Set("k".into(), value.to_vec().into())], ack);
 }

@@ -47,7 +47,7 @@ fn client_server_backups_live_on_servers_and_clients_fetch() {
 /// Client-server: the owner client leaves gracefully (its session stays, ownerless, on the
 /// server backing it up, as designed: clients fetch on demand), then that server leaves
 /// too. It must hand its copy to the other server first (`Message::Handoff`), or the
-/// session is gone (finding 7 of docs/reliability.md).
+/// session is gone.
 #[test]
 fn a_leaving_server_hands_ownerless_copies_to_another_server() {
     let mut cl = cs_cluster();
