@@ -3,6 +3,7 @@
 use super::Node;
 use super::acquire::CLAIMS_PER_MESSAGE;
 use super::answer::CLAIM_ACK_BYTES;
+use super::flow::Pace;
 use super::store::{Replica, due, full_payload};
 use super::writes::payload_size;
 use crate::api::{Outcome, RequestId};
@@ -214,6 +215,22 @@ impl Node {
         pending
     }
 
+    /// [`Command::Leave`](crate::Command::Leave) `id`: the leave starts.
+    pub(super) fn start_leave(&mut self, now: Instant, id: RequestId) {
+        // Time to take over what only this node may hold (a claim), then to hand it off.
+        self.leave = Leave::Leaving(Box::new(Leaving::new(id, now + self.request_timeout * 2)));
+        // Push the latest versions out now rather than at the next retransmit.
+        let owned: Vec<String> = self.owned_sessions().map(str::to_owned).collect();
+        for s in owned {
+            self.plan(&s, now);
+            self.send_full_to_lagging(&s, now, false, Pace::No);
+        }
+        self.check_leave(now);
+    }
+
+    /// Moves the leave forward (at each maintenance): claims what only this node may hold,
+    /// hands off the ownerless copies, and ends the leave when every copy is held elsewhere
+    /// or at its deadline.
     pub(super) fn check_leave(&mut self, now: Instant) {
         let Leave::Leaving(leaving) = &self.leave else { return };
         let id = leaving.id;

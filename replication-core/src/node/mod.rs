@@ -108,6 +108,27 @@
 //!   of a pass go out in batches ([`Message::Claims`], one message per peer and 512
 //!   sessions). [`Command::Leave`] is the exception (it looks at every owned session at each
 //!   tick until it completes). [`Node::stats`] is O(n).
+//!
+//! Where things are (each file owns its state and the `impl Node` methods of its concern;
+//! this one holds the [`Node`] made of those sub-states, the sans-IO entry points and the
+//! dispatch of inputs, commands and messages; [`Node::poll_timeout`] is the earliest of the
+//! sub-states' next deadlines):
+//! - `store`: the records per session (copy, promise, owner state, placed backups);
+//! - `membership`: the peers up or down, the majority rule, when the view is settled,
+//!   failure detection, and a node that wakes from a pause;
+//! - `writes`: owner writes (create, update, invalidate, touch), their pending
+//!   acknowledgements and deadlines, stepping down;
+//! - `replicate`: placing an owned session's backups and sending them what they lack;
+//! - `backup`: what a backup does with a copy or a delta, a drop, a hand-off received;
+//! - `acquire`: claims this node starts (fetch, failover, resume), batched, answered,
+//!   decided; `answer`: claims it answers (promises, deferrals, refusals, releases);
+//! - `failover`: which sessions are orphaned and whether this node claims or resumes them;
+//! - `maintenance`: the tick (expiry, retransmission, touches, the scan) and the replan pass
+//!   after a view change; `pacing`: its token bucket, cursors and interval;
+//! - `flow`: flow control per peer (undelivered sends, the resend walk, the window);
+//! - `quarantine`: the restart quarantine; `leave`: the graceful leave;
+//! - `queries`: read-only queries and statistics; `outbox`: the outputs to drain;
+//! - `tests`: the unit tests on a cluster of engines with in-memory delivery.
 
 mod acquire;
 mod answer;
@@ -129,18 +150,18 @@ mod writes;
 
 use self::acquire::Acquires;
 use self::answer::Deferred;
-use self::flow::{Flow, Pace};
-use self::leave::{Leave, Leaving};
+use self::flow::Flow;
+use self::leave::Leave;
 use self::membership::{Membership, Peer};
 use self::outbox::Outbox;
 use self::pacing::Pacing;
 use self::quarantine::Quarantine;
-use self::store::{Record, Sessions};
+use self::store::Sessions;
 use self::writes::{WriteKind, Writes};
 use crate::api::{Command, Event, Input, Outcome, Output, RequestId, Settings};
 use crate::config::{DomainConfig, NodeId};
 use crate::error::Error;
-use crate::message::{Body, Message};
+use crate::message::Message;
 use crate::placement::Placement;
 use crate::stamp::StampBase;
 use std::collections::BTreeMap;
@@ -363,32 +384,8 @@ impl Node {
             }
             Command::Get { session } => self.get(now, id, session, true),
             Command::Acquire { session } => self.get(now, id, session, false),
-            Command::Touch { session } => {
-                let outcome = match self.sessions.get_mut(&session) {
-                    Some(Record { owner: Some(o), copy: Some(c), .. }) => {
-                        if matches!(c.body, Body::Tombstone) {
-                            Outcome::NotFound
-                        } else {
-                            o.last_access = self.stamps.stamp(now);
-                            o.touched = true;
-                            Outcome::Touched
-                        }
-                    }
-                    _ => Outcome::NotOwner { owner: self.owner_hint(&session) },
-                };
-                self.out.outcome(id, outcome);
-            }
-            Command::Leave => {
-                // Time to take over what only this node may hold (a claim), then to hand it off.
-                self.leave = Leave::Leaving(Box::new(Leaving::new(id, now + self.request_timeout * 2)));
-                // Push the latest versions out now rather than at the next retransmit.
-                let owned: Vec<String> = self.owned_sessions().map(str::to_owned).collect();
-                for s in owned {
-                    self.plan(&s, now);
-                    self.send_full_to_lagging(&s, now, false, Pace::No);
-                }
-                self.check_leave(now);
-            }
+            Command::Touch { session } => self.touch(now, id, &session),
+            Command::Leave => self.start_leave(now, id),
         }
     }
 

@@ -18,7 +18,7 @@ impl Node {
         self.incarnation
     }
 
-    /// Whether [`Command::Leave`] completed.
+    /// Whether [`Command::Leave`](crate::Command::Leave) completed.
     pub fn has_left(&self) -> bool {
         self.leave.has_left()
     }

@@ -381,6 +381,23 @@ impl Node {
             }
         }
     }
+    /// Marks an owned session accessed (it does not expire, and the backups hear of it).
+    pub(super) fn touch(&mut self, now: Instant, id: RequestId, session: &str) {
+        let outcome = match self.sessions.get_mut(session) {
+            Some(Record { owner: Some(o), copy: Some(c), .. }) => {
+                if matches!(c.body, Body::Tombstone) {
+                    Outcome::NotFound
+                } else {
+                    o.last_access = self.stamps.stamp(now);
+                    o.touched = true;
+                    Outcome::Touched
+                }
+            }
+            _ => Outcome::NotOwner { owner: self.owner_hint(session) },
+        };
+        self.out.outcome(id, outcome);
+    }
+
     /// A sync write's deadline passed (or its session or the node ended): reported
     /// [`Outcome::Indeterminate`].
     pub(super) fn write_timed_out(&mut self, id: RequestId) {
