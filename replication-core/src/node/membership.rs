@@ -25,6 +25,13 @@ pub(super) struct Peer {
     pub(super) flow: Flow,
 }
 
+impl Peer {
+    /// A peer not heard from yet: down.
+    pub(super) fn new(flow: Flow) -> Self {
+        Peer { up: false, incarnation: None, last_heard: None, departed: None, ups: 0, gone: false, flow }
+    }
+}
+
 /// The view of the domain this node acts on: its peers, up or down, and how long it has seen
 /// enough of them to take sessions over (see [`Membership::settled`]).
 #[derive(Debug)]

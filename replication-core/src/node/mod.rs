@@ -164,7 +164,6 @@ use crate::error::Error;
 use crate::message::Message;
 use crate::placement::Placement;
 use crate::stamp::StampBase;
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 /// The replication engine of one node. See the [module docs](self) for the drain rule.
@@ -221,30 +220,15 @@ impl Node {
         settings: Settings,
         now: Instant,
     ) -> Result<Node, Error> {
-        let Some(me_cfg) = config.node(&me) else {
+        if config.node(&me).is_none() {
             return Err(Error::UnknownPeer { peer: me.to_string() });
-        };
-        let _ = me_cfg;
+        }
         let placement = Placement::new(&config);
         let can_own = placement.owns_sessions(&me);
         let peers = placement
             .nodes()
             .filter(|n| **n != me)
-            .map(|n| {
-                let flow = Flow::new(settings.scan_batch.max(1));
-                (
-                    n.clone(),
-                    Peer {
-                        up: false,
-                        incarnation: None,
-                        last_heard: None,
-                        departed: None,
-                        ups: 0,
-                        gone: false,
-                        flow,
-                    },
-                )
-            })
+            .map(|n| (n.clone(), Peer::new(Flow::new(settings.scan_batch.max(1)))))
             .collect();
         let heartbeat_interval = config.heartbeat_interval().max(Duration::from_millis(1));
         let tick = heartbeat_interval.min(settings.retransmit_interval).max(Duration::from_millis(1));
@@ -268,7 +252,7 @@ impl Node {
             acquisitions: 0,
             failovers: 0,
             fenced: 0,
-            quarantine: Some(Quarantine { until: now + config.failure_timeout(), asked: BTreeMap::new() }),
+            quarantine: Some(Quarantine::new(now + config.failure_timeout())),
             deferred: Deferred::default(),
             stamps: StampBase::new(now),
             hold_first_copies: false,

@@ -17,6 +17,13 @@ pub(super) struct Quarantine {
     pub(super) asked: BTreeMap<NodeId, Asked>,
 }
 
+impl Quarantine {
+    /// A quarantine that lasts at least until `until` (see `until`).
+    pub(super) fn new(until: Instant) -> Self {
+        Quarantine { until, asked: BTreeMap::new() }
+    }
+}
+
 /// A quarantine round with one peer: its answer comes a page per request.
 #[derive(Debug, Clone)]
 pub(super) struct Asked {
