@@ -18,18 +18,18 @@ pub(super) struct Acquire {
     /// Every node the claim went to.
     pub(super) asked: InlineSet<NodeId>,
     pub(super) waiting: InlineSet<NodeId>,
-    pub(super) best: Option<Snapshot>,
-    pub(super) holders: InlineSet<NodeId>,
+    best: Option<Snapshot>,
+    holders: InlineSet<NodeId>,
     /// Peers that answered the claim (with a copy or without).
-    pub(super) answered: usize,
+    answered: usize,
     /// Commands waiting: id and whether the outcome carries the attributes.
     pub(super) requests: Vec<(RequestId, bool)>,
-    pub(super) deadline: Instant,
+    deadline: Instant,
     /// When the claim last went to the peers still `waiting` (re-sent every
     /// `retransmit_interval`: a claim lost with a connection would otherwise wait out the
     /// deadline).
     pub(super) sent: Instant,
-    pub(super) retries: u32,
+    retries: u32,
     pub(super) failover: bool,
     /// The epoch of the owner this claim fails over from, when this node considers it gone
     /// (sent with the claim, see [`Message::Claim`]).
@@ -37,7 +37,7 @@ pub(super) struct Acquire {
     /// This node's promise before the claim, restored when the claim gets too few answers:
     /// it never owns at the claim's epoch, and keeping that promise would fence the owner it
     /// failed to take over from (a live owner, when peers refused the claim).
-    pub(super) prior: Option<Epoch>,
+    prior: Option<Epoch>,
 }
 
 /// One claim of a [`Message::Claims`]: session, epoch, and the owner it fails over from.
@@ -60,7 +60,7 @@ pub(super) struct Acquires {
     deadlines: VecDeque<(Instant, String)>,
     /// `Some` during a maintenance or replan pass: the claims it starts, per peer, sent in
     /// batches at its end ([`Message::Claims`]) instead of one message per session.
-    pub(super) batch: Option<BTreeMap<NodeId, Vec<ClaimOf>>>,
+    batch: Option<BTreeMap<NodeId, Vec<ClaimOf>>>,
     /// Owners whose failover is held back until the instant: a peer refused a claim over
     /// it because it still hears it (`on_claims_refused`). Bounded by the peers.
     held_over: BTreeMap<NodeId, Instant>,
@@ -120,7 +120,7 @@ impl Acquires {
 
     /// Queues the deadline of an acquire started, in order even if `now` went back (a
     /// deadline kept late is checked when it fires).
-    pub(super) fn push_deadline(&mut self, deadline: Instant, session: &str) {
+    fn push_deadline(&mut self, deadline: Instant, session: &str) {
         let at = self.deadlines.back().map_or(deadline, |(last, _)| deadline.max(*last));
         self.deadlines.push_back((at, session.to_owned()));
     }
@@ -139,7 +139,7 @@ impl Acquires {
     }
 
     /// Holds failovers from `owner` back until `until`.
-    pub(super) fn hold_over(&mut self, owner: &NodeId, until: Instant) {
+    fn hold_over(&mut self, owner: &NodeId, until: Instant) {
         self.held_over.insert(owner.clone(), until);
     }
 
@@ -271,7 +271,7 @@ impl Node {
     }
 
     /// Sends a claim, or adds it to the pass's batch (`batching_claims`).
-    pub(super) fn queue_claim(&mut self, to: NodeId, session: String, epoch: Epoch, over: Option<Epoch>) {
+    fn queue_claim(&mut self, to: NodeId, session: String, epoch: Epoch, over: Option<Epoch>) {
         match &mut self.acquires.batch {
             Some(buf) => buf.entry(to).or_default().push((session, epoch, over)),
             None => self.out.send(&to, Message::Claim { session, epoch, over }),
@@ -296,7 +296,7 @@ impl Node {
     /// instead of one per session: one per session overflows the transports' per-peer queues
     /// in a mass failover, and a lost claim waits out the request timeout (see the test
     /// `mass_failover_claims_in_batches`).
-    pub(super) fn flush_claims(&mut self) {
+    fn flush_claims(&mut self) {
         let Some(buf) = self.acquires.batch.take() else { return };
         for (to, claims) in buf {
             self.send_claims(&to, claims);
@@ -346,7 +346,7 @@ impl Node {
         }
     }
 
-    pub(super) fn forget_if_empty(&mut self, session: &str) {
+    fn forget_if_empty(&mut self, session: &str) {
         if self.acquires.contains(session) {
             return;
         }
@@ -357,7 +357,7 @@ impl Node {
 
     /// Ends the acquire of `session`, all of whose answers are in (or will not come): see
     /// `decide_acquire`.
-    pub(super) fn finish_acquire(&mut self, now: Instant, session: &str) {
+    fn finish_acquire(&mut self, now: Instant, session: &str) {
         let Some(a) = self.acquires.remove(session) else { return };
         self.decide_acquire(now, session, a);
     }

@@ -11,15 +11,15 @@ use std::time::{Duration, Instant};
 
 /// Claims whose answer waits at most this many at once (`Node::deferred`; about 120 bytes
 /// each); beyond it a claim over an owner this node still hears is refused at once.
-pub(super) const MAX_DEFERRED_CLAIMS: usize = 65_536;
+const MAX_DEFERRED_CLAIMS: usize = 65_536;
 
 /// Claims of one [`Message::Claims`] (or [`Message::Claim`]) over an owner the receiver still
 /// heard: answered when it stops hearing that owner, or refused at `until`.
 #[derive(Debug)]
-pub(super) struct DeferredClaims {
-    pub(super) until: Instant,
-    pub(super) from: NodeId,
-    pub(super) claims: Vec<ClaimOf>,
+struct DeferredClaims {
+    until: Instant,
+    from: NodeId,
+    claims: Vec<ClaimOf>,
 }
 
 /// The claims whose answer waits (see `Node::answer_claims`), in order of their deadline,
@@ -72,7 +72,7 @@ impl Node {
     /// crashed is silent for longer than that everywhere by the time a peer declares it down
     /// (the heartbeats reach every peer about together), so a genuine failover is not
     /// refused; a peer that only one link lost is still heard by the others.
-    pub(super) fn hears_owner(&self, now: Instant, epoch: &Epoch) -> bool {
+    fn hears_owner(&self, now: Instant, epoch: &Epoch) -> bool {
         if epoch.node == self.me {
             return epoch.incarnation == self.incarnation;
         }
@@ -113,14 +113,14 @@ impl Node {
     /// forgotten every promise (test `split_owner_write_acknowledged_by_an_amnesiac_backup_survives`). Nothing is promised. A
     /// claim this node promised already, or is fenced by a higher promise, goes on to
     /// `promise` (answered again, or fenced).
-    pub(super) fn refuses(&self, now: Instant, session: &str, epoch: &Epoch, over: Option<&Epoch>) -> bool {
+    fn refuses(&self, now: Instant, session: &str, epoch: &Epoch, over: Option<&Epoch>) -> bool {
         over.is_some_and(|o| self.hears_owner(now, o))
             && self.sessions.get(session).and_then(|r| r.promised.as_ref()).is_none_or(|p| p < epoch)
     }
 
     /// A claim: `None` when refused (a `Fenced` was sent), else the promise is recorded and
     /// the copy to return.
-    pub(super) fn promise(
+    fn promise(
         &mut self,
         now: Instant,
         from: &NodeId,
@@ -158,13 +158,7 @@ impl Node {
     /// before its own news does. Refused at once, they would hold the acquirer's failover back
     /// for the hearing window; deferred, they are answered when this node fails the owner
     /// too (`peer_left`), or refused at the deadline if it still hears it.
-    pub(super) fn answer_claims(
-        &mut self,
-        now: Instant,
-        from: &NodeId,
-        claims: Vec<ClaimOf>,
-        defer: Option<Instant>,
-    ) {
+    fn answer_claims(&mut self, now: Instant, from: &NodeId, claims: Vec<ClaimOf>, defer: Option<Instant>) {
         let mut acks = Vec::new();
         let mut refused = Vec::new();
         let mut deferred = Vec::new();

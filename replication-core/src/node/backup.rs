@@ -8,7 +8,7 @@ use crate::message::{Body, Epoch, Message, Payload, Snapshot, Version};
 use std::time::Instant;
 
 /// A backup's answer to a copy or a delta (see `Node::on_replicate`).
-pub(super) enum ReplicaReply {
+enum ReplicaReply {
     /// Acknowledge the copy held now.
     Ack(Epoch, Version),
     /// The delta does not apply: ask for the whole session.

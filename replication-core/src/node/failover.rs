@@ -52,7 +52,7 @@ impl Node {
     /// the request timeout after it was demoted, has heard of no new owner (no copy at a newer
     /// epoch, no `Drop`) resumes. If an owner does exist and only its `Drop` was lost, the new
     /// claim moves the session here, safely.
-    pub(super) fn maybe_resume(&mut self, now: Instant, session: &str) {
+    fn maybe_resume(&mut self, now: Instant, session: &str) {
         let Some(rec) = self.sessions.get(session) else { return };
         if due(now, self.stamps.instant(rec.last_heard), self.request_timeout * 2) {
             self.resume(now, session);
@@ -133,7 +133,7 @@ impl Node {
     }
 
     /// Starts the failover claim `failover_step` decided on, if there is room for it.
-    pub(super) fn claim_orphan(&mut self, now: Instant, session: &str) {
+    fn claim_orphan(&mut self, now: Instant, session: &str) {
         if !self.at_pending_limit() {
             self.start_acquire(now, session, Vec::new(), true, 0, 0);
         }

@@ -25,14 +25,14 @@ pub(super) struct Flow {
     /// Paced full copies sent to it in this step.
     pub(super) offered: usize,
     /// Messages to it undelivered since the step began.
-    pub(super) refused: usize,
+    refused: usize,
     /// Sessions whose claim to this peer was undelivered, re-sent at the next step (each has
     /// a pending acquire: bounded by them).
-    pub(super) claims: BTreeSet<String>,
+    claims: BTreeSet<String>,
     /// Small replies undelivered, re-sent at the next step.
-    pub(super) retry: VecDeque<Message>,
+    retry: VecDeque<Message>,
     /// Approximate bytes in `retry`.
-    pub(super) retry_bytes: usize,
+    retry_bytes: usize,
 }
 
 impl Flow {
@@ -49,7 +49,7 @@ impl Flow {
         }
     }
 
-    pub(super) fn pending(&self) -> bool {
+    fn pending(&self) -> bool {
         self.resend_from.is_some() || !self.claims.is_empty() || !self.retry.is_empty()
     }
 
@@ -61,7 +61,7 @@ impl Flow {
     }
 
     /// The peer refused a message: nothing more from maintenance until the next step.
-    pub(super) fn refuse(&mut self) {
+    fn refuse(&mut self) {
         self.refused += 1;
         self.credit = 0;
     }
@@ -70,7 +70,7 @@ impl Flow {
     /// and a half (the queue drains between steps: offering a little more keeps it busy); after
     /// a step that used its whole window without a refusal, it doubles. Then the credit is the
     /// window.
-    pub(super) fn step(&mut self, max: usize) {
+    fn step(&mut self, max: usize) {
         if self.refused > 0 {
             let accepted = self.offered.saturating_sub(self.refused);
             self.window = accepted.saturating_add(accepted / 2).clamp(MIN_WINDOW, max.max(MIN_WINDOW));
@@ -97,19 +97,19 @@ pub(super) enum Pace<'a> {
 }
 
 /// Sessions a resend walk reads from the map at a time.
-pub(super) const WALK_CHUNK: usize = 128;
+const WALK_CHUNK: usize = 128;
 
 /// Smallest pacing window (full copies per step to one peer).
-pub(super) const MIN_WINDOW: usize = 16;
+const MIN_WINDOW: usize = 16;
 
 /// Undelivered small replies kept per peer for a re-send, at most.
-pub(super) const RETRY_MESSAGES: usize = 256;
+const RETRY_MESSAGES: usize = 256;
 
 /// Approximate bytes of undelivered replies (claim answers carry copies) kept per peer.
-pub(super) const RETRY_BYTES: usize = 4 << 20;
+const RETRY_BYTES: usize = 4 << 20;
 
 /// Approximate size of a message kept for a re-send ([`Flow::retry`]).
-pub(super) fn approx_size(m: &Message) -> usize {
+fn approx_size(m: &Message) -> usize {
     let body = |c: &Option<Snapshot>| match c {
         Some(Snapshot { body: Body::Live { attrs, .. }, .. }) => {
             attrs.iter().map(|(k, v)| k.len() + v.len() + 8).sum::<usize>()
@@ -205,7 +205,7 @@ impl Node {
     }
 
     /// Keeps the claims of pending acquires that `to` did not get, for the next step.
-    pub(super) fn retry_claims(&mut self, to: &NodeId, claims: Vec<(String, Epoch)>) {
+    fn retry_claims(&mut self, to: &NodeId, claims: Vec<(String, Epoch)>) {
         let Some(peer) = self.view.peers.get_mut(to) else { return };
         peer.flow.refuse();
         for (s, e) in claims {
@@ -250,7 +250,7 @@ impl Node {
     /// Walks the owned sessions from the peer's resend cursor, sending the copies held back or
     /// dropped (examines at most eight times `scan_batch` sessions), and leaves the cursor
     /// where the window, the token bucket or the examination budget stopped it.
-    pub(super) fn resend_walk(&mut self, now: Instant, peer: &NodeId) {
+    fn resend_walk(&mut self, now: Instant, peer: &NodeId) {
         let Some(p) = self.view.peers.get_mut(peer) else { return };
         if p.flow.credit == 0 {
             return;

@@ -22,7 +22,7 @@ pub(super) struct Handoff {
     /// When it is due to be sent again (`None`: at once: not sent yet, or refused).
     pub(super) sent: Option<Instant>,
     /// When it was last tried, refused or not: the least recently tried go first.
-    pub(super) tried: Option<Instant>,
+    tried: Option<Instant>,
 }
 
 /// Where this node is in a graceful leave ([`Command::Leave`](crate::Command::Leave)): a
@@ -101,7 +101,7 @@ impl Node {
     ///
     /// Returns the sessions to claim now and how many such copies are left in all (those
     /// whose claimant is still given its time included).
-    pub(super) fn leave_untaken(&self, now: Instant) -> (Vec<String>, usize) {
+    fn leave_untaken(&self, now: Instant) -> (Vec<String>, usize) {
         if !self.can_own {
             return (Vec::new(), 0);
         }
@@ -129,7 +129,7 @@ impl Node {
     /// Copies a leaving node that cannot take sessions over (a server of a client-server
     /// domain, where clients fetch sessions on demand) must hand to the others: sessions
     /// whose owner is gone, so that this copy may be the newest left.
-    pub(super) fn leave_handoffs(&self, now: Instant) -> Vec<(String, Epoch, Version)> {
+    fn leave_handoffs(&self, now: Instant) -> Vec<(String, Epoch, Version)> {
         // A peer-to-peer node takes live copies over instead (`leave_untaken`); a tombstone
         // is handed off by every node: a claim would not make it owned, and without it an
         // older live copy elsewhere would bring the invalidated session back.
@@ -155,7 +155,7 @@ impl Node {
 
     /// Sends the handoffs not acknowledged yet, each every `retransmit_interval`, to the nodes
     /// that would back the session up without this one. Returns how many are not acknowledged.
-    pub(super) fn send_handoffs(&mut self, now: Instant) -> usize {
+    fn send_handoffs(&mut self, now: Instant) -> usize {
         let wanted = self.leave_handoffs(now);
         let Leave::Leaving(leaving) = &mut self.leave else { return 0 };
         let handoffs = &mut leaving.handoffs;

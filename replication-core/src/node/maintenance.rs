@@ -13,11 +13,11 @@ use std::time::Instant;
 
 /// A replan pass examines up to this many times `scan_batch` records (see
 /// `replan_batch`).
-pub(super) const REPLAN_EXAMINED: usize = 64;
+const REPLAN_EXAMINED: usize = 64;
 
 /// What a replan pass does with a session it examined.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Replan {
+enum Replan {
     /// Owned here: place its backups and send what they lack.
     Plan,
     /// Not owned here: the `failover_step` decided while reading the map.
@@ -62,7 +62,7 @@ impl Node {
     }
 
     /// The sessions of the pass's next batch, planned or failed over (see `replan_pass`).
-    pub(super) fn replan_batch(&mut self, now: Instant) {
+    fn replan_batch(&mut self, now: Instant) {
         self.pacing.refill(now, &self.settings);
         let Some(cursor) = self.pacing.take_replan(now) else { return };
         // A pass examines up to `REPLAN_EXAMINED` times `scan_batch` records: an owned session
@@ -120,11 +120,11 @@ impl Node {
         }
     }
 
-    pub(super) fn keys_from(&self, cursor: Option<&str>, n: usize) -> Vec<String> {
+    fn keys_from(&self, cursor: Option<&str>, n: usize) -> Vec<String> {
         self.sessions.after(cursor).take(n).map(|(k, _)| k.to_owned()).collect()
     }
 
-    pub(super) fn maintain(&mut self, now: Instant, session: &str) {
+    fn maintain(&mut self, now: Instant, session: &str) {
         if self.acquires.contains(session) {
             return;
         }
@@ -181,7 +181,7 @@ impl Node {
         }
     }
 
-    pub(super) fn send_touch(&mut self, now: Instant, session: &str) {
+    fn send_touch(&mut self, now: Instant, session: &str) {
         let Some(Record { owner: Some(o), copy: Some(copy), .. }) = self.sessions.get_mut(session) else {
             return;
         };

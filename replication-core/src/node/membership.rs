@@ -87,7 +87,7 @@ impl Membership {
     }
 
     /// A new view: owned sessions are placed again.
-    pub(super) fn bump(&mut self) {
+    fn bump(&mut self) {
         self.generation = self.generation.wrapping_add(1);
         if self.generation == u64::MAX {
             self.generation = 0;
@@ -180,13 +180,13 @@ impl Membership {
     }
 
     /// Every peer is up or announced that it leaves.
-    pub(super) fn complete(&self) -> bool {
+    fn complete(&self) -> bool {
         self.peers.values().all(|p| p.up || p.departed.is_some())
     }
 
     /// When the first live peer's silence reaches the failure timeout (it is then declared
     /// down, see `maintenance`).
-    pub(super) fn failure_deadline(&self) -> Option<Instant> {
+    fn failure_deadline(&self) -> Option<Instant> {
         self.peers
             .values()
             .filter(|p| p.up)
@@ -199,7 +199,7 @@ impl Membership {
     /// failure timeout after this node began to see enough of the domain): the maintenance
     /// runs then, not up to a tick later, and its new replan pass takes over the failovers
     /// skipped until then.
-    pub(super) fn settle_deadline(&self) -> Option<Instant> {
+    fn settle_deadline(&self) -> Option<Instant> {
         if self.was_settled {
             return None;
         }

@@ -9,7 +9,7 @@ const PER_COPY: u64 = 1000;
 
 /// Where the replan pass after a view change is.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) enum ReplanPass {
+enum ReplanPass {
     /// No pass under way.
     Idle,
     /// A pass under way: its next batch starts after this session (at the first without
@@ -28,7 +28,7 @@ pub(super) struct Pacing {
     last_refill: Instant,
     /// The general scan goes on after this session (from the first without one).
     pub(super) scan_cursor: Option<String>,
-    pub(super) replan: ReplanPass,
+    replan: ReplanPass,
     /// When the replan pass last ran.
     last_replan: Instant,
     /// How soon an unfinished replan pass continues: a tenth of the maintenance tick (at

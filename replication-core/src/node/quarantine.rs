@@ -12,7 +12,7 @@ use std::time::Instant;
 pub(super) struct Quarantine {
     /// Not over before this (unless every peer answered): the failure detector has not had
     /// the time to hear every live peer yet.
-    pub(super) until: Instant,
+    until: Instant,
     /// Peers asked, and how far their answer got.
     pub(super) asked: BTreeMap<NodeId, Asked>,
 }
@@ -28,15 +28,15 @@ impl Quarantine {
 #[derive(Debug, Clone)]
 pub(super) struct Asked {
     /// When the page wanted was last asked for.
-    pub(super) at: Instant,
+    at: Instant,
     /// The page wanted (the `after` of its request).
-    pub(super) cursor: Option<String>,
+    cursor: Option<String>,
     /// The last page arrived.
-    pub(super) done: bool,
+    done: bool,
 }
 
 /// Sessions per [`Message::Epochs`] page.
-pub(super) const EPOCHS_PER_PAGE: usize = 1024;
+const EPOCHS_PER_PAGE: usize = 1024;
 
 impl Node {
     /// Asks `peer` for the next page of the epochs it knows, while in quarantine.
@@ -52,7 +52,7 @@ impl Node {
     }
 
     /// Whether `peer` answered the quarantine round completely.
-    pub(super) fn quarantine_answered(q: &Quarantine, peer: &NodeId) -> bool {
+    fn quarantine_answered(q: &Quarantine, peer: &NodeId) -> bool {
         q.asked.get(peer).is_some_and(|a| a.done)
     }
 
@@ -76,7 +76,7 @@ impl Node {
         self.quarantine_check(now);
     }
 
-    pub(super) fn quarantine_check(&mut self, now: Instant) {
+    fn quarantine_check(&mut self, now: Instant) {
         let Some(q) = &self.quarantine else { return };
         let all = self.view.peers.keys().all(|n| Self::quarantine_answered(q, n));
         let live = now >= q.until

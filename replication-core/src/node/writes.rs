@@ -14,19 +14,19 @@ use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone)]
 pub(super) struct PendingWrite {
-    pub(super) session: String,
+    session: String,
     pub(super) epoch: Epoch,
     pub(super) version: Version,
-    pub(super) needed: u32,
+    needed: u32,
     /// Backups that acknowledged it (inline: no allocation for up to four).
-    pub(super) acks: InlineSet<NodeId>,
+    acks: InlineSet<NodeId>,
     /// When it is reported [`Outcome::Indeterminate`] if not acknowledged by then.
-    pub(super) deadline: Instant,
+    deadline: Instant,
 }
 
 impl PendingWrite {
     /// How many backups acknowledged it.
-    pub(super) fn acks_count(&self) -> u32 {
+    fn acks_count(&self) -> u32 {
         u32::try_from(self.acks.len()).unwrap_or(u32::MAX)
     }
 }
@@ -68,7 +68,7 @@ impl Writes {
 
     /// Removes a write that times out (its deadline, or the end of its session or of the
     /// node): its deadline entry stays until it fires.
-    pub(super) fn time_out(&mut self, id: RequestId) -> Option<PendingWrite> {
+    fn time_out(&mut self, id: RequestId) -> Option<PendingWrite> {
         self.pending.remove(&id)
     }
 
@@ -128,7 +128,7 @@ impl Node {
         self.writes.len() + self.acquires.len() >= self.settings.max_pending
     }
 
-    pub(super) fn owner_hint(&self, session: &str) -> Option<NodeId> {
+    fn owner_hint(&self, session: &str) -> Option<NodeId> {
         let rec = self.sessions.get(session)?;
         if rec.owner.is_some() {
             return Some(self.me.clone());
@@ -178,7 +178,7 @@ impl Node {
         self.complete_write(now, Some(id), &session, ack);
     }
 
-    pub(super) fn new_owner_state(&self, now: Instant) -> OwnerState {
+    fn new_owner_state(&self, now: Instant) -> OwnerState {
         let now = self.stamps.stamp(now);
         OwnerState {
             last_access: now,
@@ -277,7 +277,7 @@ impl Node {
     }
 
     /// Reports a write just applied, per `ack`; `id` is `None` for internal writes (expiry).
-    pub(super) fn complete_write(&mut self, now: Instant, id: Option<RequestId>, session: &str, ack: Ack) {
+    fn complete_write(&mut self, now: Instant, id: Option<RequestId>, session: &str, ack: Ack) {
         let Some(Record { owner: Some(o), copy: Some(copy), .. }) = self.sessions.get_mut(session) else {
             return;
         };
