@@ -32,6 +32,8 @@ pub mod api;
 pub mod attributes;
 pub mod config;
 pub mod error;
+#[cfg(any(test, feature = "harness"))]
+pub mod harness;
 pub mod message;
 pub mod node;
 pub mod placement;

@@ -1,7 +1,7 @@
 //! The backup side: deltas with gaps, fencing, restarted backups, drops.
 
-use super::support::*;
 use crate::api::{Ack, Command, Event, Input, Outcome, Output, Role, Settings};
+use crate::harness::*;
 use crate::message::{Change, Epoch, Message, Payload};
 use crate::node::Node;
 use std::sync::Arc;

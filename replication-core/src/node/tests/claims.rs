@@ -1,8 +1,8 @@
 //! Claims: fetches, promises, late and unanswered claims, a split owner.
 
-use super::support::*;
 use crate::api::{Ack, Command, Event, Input, Outcome, Output, Role, Settings};
 use crate::config::NodeId;
+use crate::harness::*;
 use crate::message::{Body, Epoch, Message, Payload};
 use crate::node::Node;
 use crate::placement::Placement;

@@ -1,8 +1,8 @@
 //! Failover: hot, mass, after a settled view, of a peer reported gone; its CPU cost.
 
-use super::support::*;
 use crate::api::{Ack, Command, Event, Input, Outcome, Role, Settings};
 use crate::config::{DomainConfig, NodeId};
+use crate::harness::*;
 use crate::message::{Message, Payload};
 use crate::node::acquire::CLAIMS_PER_MESSAGE;
 use std::collections::BTreeMap;

@@ -1,8 +1,8 @@
 //! Flow control and re-replication pacing: dropped copies and claims sent again, the rate limit.
 
-use super::support::*;
 use crate::api::{Ack, Command, Outcome, Role, Settings};
 use crate::config::DomainConfig;
+use crate::harness::*;
 use crate::message::{Attributes, Message};
 use std::time::Duration;
 

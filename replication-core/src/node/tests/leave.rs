@@ -1,8 +1,8 @@
 //! The graceful leave.
 
-use super::support::*;
 use crate::api::{Ack, Command, Input, Outcome, Role};
 use crate::config::NodeId;
+use crate::harness::*;
 use crate::message::Message;
 use std::collections::VecDeque;
 use std::time::Duration;

@@ -1,9 +1,9 @@
 //! The membership view: peers up and down, restarts, pauses, deafness and splits.
 
-use super::support::*;
 use crate::api::{Ack, Command, Event, Input, Outcome, Role, SessionView, Settings};
 use crate::config::NodeId;
 use crate::error::Error;
+use crate::harness::*;
 use crate::message::Message;
 use crate::node::Node;
 use crate::placement::Placement;
@@ -34,7 +34,6 @@ fn heartbeats_make_peers_up_and_silence_makes_them_down() {
             .any(|(n, e)| n == &id("a") && matches!(e, Event::PeerDown { node } if node == &id("b")))
     );
     assert_eq!(cl.nodes[&id("a")].stats().peers_down, 1);
-    let _ = T0_MS;
     let _ = cl.t0;
 }
 

@@ -1,9 +1,6 @@
-//! The engine's unit tests: a cluster of engines with in-memory delivery (`support`) and
-//! the scenarios run on it, one file per concern of the engine (`model` runs random
-//! operation sequences against a model of each session).
-
-#[allow(clippy::unwrap_used, unreachable_pub, dead_code)]
-mod support;
+//! The engine's unit tests: scenarios run on a cluster of engines ([`crate::harness`]), one
+//! file per concern of the engine (`model` runs random operation sequences against a model
+//! of each session).
 
 #[allow(clippy::unwrap_used)]
 mod backup;

@@ -1,9 +1,9 @@
 //! Random operation sequences against a model of each session's expected state, on a
 //! three-node peer-to-peer domain with reliable delivery and two backups per session.
 
-use super::support::*;
 use crate::api::{Ack, Command, Outcome, Role};
 use crate::config::NodeId;
+use crate::harness::*;
 use crate::message::{Attributes, Change, Version};
 use proptest::prelude::*;
 use std::collections::BTreeMap;

@@ -1,7 +1,7 @@
 //! The restart quarantine.
 
-use super::support::*;
 use crate::api::{Input, Output, Settings};
+use crate::harness::*;
 use crate::message::{Epoch, Message};
 use crate::node::Node;
 use std::time::Instant;

@@ -1,8 +1,8 @@
 //! The client-server topology.
 
-use super::support::*;
 use crate::api::{Ack, Command, Input, Outcome, Output, Role, Settings};
 use crate::config::DomainConfig;
+use crate::harness::*;
 use crate::message::Attributes;
 use crate::node::Node;
 use std::time::{Duration, Instant};

@@ -1,7 +1,7 @@
 //! Owner writes and their acknowledgements, expiry, statistics of unacknowledged changes.
 
-use super::support::*;
 use crate::api::{Ack, Command, Event, Input, Outcome, Output, Role, Settings};
+use crate::harness::*;
 use crate::message::{Attributes, Body, Change, Epoch, Message, Payload};
 use crate::node::Node;
 use crate::node::store::{OwnerState, Record, Replica};

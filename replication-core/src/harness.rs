@@ -1,3 +1,7 @@
+//! A cluster of engines for tests: virtual time, in-memory delivery, links that can be cut,
+//! messages that can be dropped (as a full transport queue refuses them). The engine's unit
+//! tests run on it; other crates' tests get it with the cargo feature `harness`.
+
 use crate::api::{Ack, Command, Event, Input, Outcome, Output, RequestId, SessionView, Settings};
 use crate::config::{DomainConfig, NodeId};
 use crate::message::{Attributes, Change, Message, Version};
@@ -5,21 +9,28 @@ use crate::node::Node;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
-pub const T0_MS: u64 = 0;
-
+/// A peer-to-peer domain "t" of `names` (addresses 127.0.0.1:7000 on) keeping `replicas`
+/// backups per session, with the default timings.
 pub fn cfg(names: &[&str], replicas: u32) -> DomainConfig {
     let mut text = format!("[domain]\nname = \"t\"\nreplicas = {replicas}\n");
     for (i, n) in names.iter().enumerate() {
         text.push_str(&format!("[[node]]\nname = \"{n}\"\naddress = \"127.0.0.1:{}\"\n", 7000 + i));
     }
-    DomainConfig::parse(&text, "t").unwrap()
+    DomainConfig::parse(&text, "t").expect("the test domain parses")
 }
 
+/// Engines of one domain under virtual time, with in-memory delivery: every output is
+/// collected after each input (the drain rule), messages wait on the `wire` until `pump`.
 pub struct Cluster {
+    /// The instant the engines started at.
     pub t0: Instant,
+    /// The virtual time now.
     pub now: Instant,
+    /// The engines by name (remove one to crash it).
     pub nodes: BTreeMap<NodeId, Node>,
+    /// Every outcome received: node, request, outcome.
     pub outcomes: Vec<(NodeId, RequestId, Outcome)>,
+    /// Every event received, by node.
     pub events: Vec<(NodeId, Event)>,
     /// Messages in flight, delivered by `pump`.
     pub wire: VecDeque<(NodeId, NodeId, Message)>,
@@ -29,21 +40,29 @@ pub struct Cluster {
     pub refusals: Vec<(NodeId, NodeId)>,
 }
 
+/// The node named `s`.
 pub fn id(s: &str) -> NodeId {
     NodeId::new(s)
 }
 
 impl Cluster {
+    /// Engines named `names` of the domain [`cfg`](fn@cfg), every peer heard by every other.
     pub fn new(names: &[&str], replicas: u32) -> Self {
         Self::from_config(cfg(names, replicas), Settings::default())
     }
 
+    /// Every node of `c` as an engine with `settings`, every peer heard by every other.
     pub fn from_config(c: DomainConfig, settings: Settings) -> Self {
         let t0 = Instant::now();
         let nodes = c
             .nodes
             .iter()
-            .map(|n| (n.name.clone(), Node::new(c.clone(), n.name.clone(), 1, settings.clone(), t0).unwrap()))
+            .map(|n| {
+                (
+                    n.name.clone(),
+                    Node::new(c.clone(), n.name.clone(), 1, settings.clone(), t0).expect("a member"),
+                )
+            })
             .collect();
         let mut cl = Cluster {
             t0,
@@ -61,8 +80,9 @@ impl Cluster {
         cl
     }
 
+    /// Drains the outputs of `n`: sends go on the wire, outcomes and events are kept.
     pub fn collect(&mut self, n: &NodeId) {
-        let node = self.nodes.get_mut(n).unwrap();
+        let Some(node) = self.nodes.get_mut(n) else { return };
         while let Some(o) = node.poll_output() {
             match o {
                 Output::Send { to, msg } => self.wire.push_back((n.clone(), to, msg)),
@@ -72,11 +92,12 @@ impl Cluster {
         }
     }
 
+    /// Runs the timeouts due now on every engine.
     pub fn tick_all(&mut self) {
         let names: Vec<NodeId> = self.nodes.keys().cloned().collect();
         for n in names {
             let now = self.now;
-            let node = self.nodes.get_mut(&n).unwrap();
+            let Some(node) = self.nodes.get_mut(&n) else { continue };
             if node.poll_timeout().is_some_and(|t| t <= now) {
                 node.handle_timeout(now);
             }
@@ -84,6 +105,8 @@ impl Cluster {
         }
     }
 
+    /// Delivers the wire until it is empty (what the deliveries send too), except over cut
+    /// links.
     pub fn pump(&mut self) {
         let mut budget = 100_000;
         while let Some((from, to, msg)) = self.wire.pop_front() {
@@ -148,7 +171,9 @@ impl Cluster {
         if feed && !dropped.is_empty() {
             let now = self.now;
             for (from, to, msg) in dropped.clone() {
-                self.nodes.get_mut(&from).unwrap().handle_input(now, Input::Undelivered { to, msg });
+                if let Some(node) = self.nodes.get_mut(&from) {
+                    node.handle_input(now, Input::Undelivered { to, msg });
+                }
                 self.collect(&from);
             }
             self.pump();
@@ -156,25 +181,31 @@ impl Cluster {
         dropped
     }
 
+    /// Node `n` runs command `rid`.
     pub fn cmd(&mut self, n: &str, rid: RequestId, cmd: Command) {
         let now = self.now;
-        self.nodes.get_mut(&id(n)).unwrap().handle_input(now, Input::Command { id: rid, cmd });
+        let node = self.nodes.get_mut(&id(n)).expect("a node of the cluster");
+        node.handle_input(now, Input::Command { id: rid, cmd });
         self.collect(&id(n));
     }
 
+    /// The outcome of request `rid`, once received.
     pub fn outcome(&self, rid: RequestId) -> Option<&Outcome> {
         self.outcomes.iter().find(|(_, i, _)| *i == rid).map(|(_, _, o)| o)
     }
 
+    /// Node `n`'s view of session `s`.
     pub fn session(&self, n: &str, s: &str) -> Option<SessionView> {
         self.nodes[&id(n)].session(s)
     }
 }
 
+/// Attributes from `(name, value)` pairs.
 pub fn attrs(pairs: &[(&str, &[u8])]) -> Attributes {
     pairs.iter().map(|(k, v)| (k.to_string(), v.to_vec())).collect()
 }
 
+/// Node `n` creates session `s` with `k = v1`, inactive for a minute at most.
 pub fn create(cl: &mut Cluster, n: &str, rid: RequestId, s: &str, ack: Ack) {
     cl.cmd(
         n,
