@@ -4,9 +4,10 @@
 
 use crate::api::{Ack, Command, Event, Input, Outcome, Output, RequestId, SessionView, Settings};
 use crate::config::{DomainConfig, NodeId};
-use crate::message::{Attributes, Change, Message, Version};
+use crate::message::{Attributes, Change, Epoch, Message, Payload, Version};
 use crate::node::Node;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// A peer-to-peer domain "t" of `names` (addresses 127.0.0.1:7000 on) keeping `replicas`
@@ -203,6 +204,21 @@ impl Cluster {
 /// Attributes from `(name, value)` pairs.
 pub fn attrs(pairs: &[(&str, &[u8])]) -> Attributes {
     pairs.iter().map(|(k, v)| (k.to_string(), v.to_vec())).collect()
+}
+
+/// A copy or delta of session `s` at `epoch` from `from`, as a message input.
+pub fn replicate(from: &str, s: &str, epoch: Epoch, payload: Payload) -> Input {
+    Input::Message {
+        from: id(from),
+        msg: Message::Replicate { session: s.into(), epoch, payload: Arc::new(payload) },
+    }
+}
+
+/// Node `n` creates session `s` without attributes, inactive for `max_inactive` at most
+/// (asynchronous).
+pub fn create_inactive(cl: &mut Cluster, n: &str, rid: RequestId, s: &str, max_inactive: Duration) {
+    let cmd = Command::Create { session: s.into(), attrs: Attributes::new(), max_inactive, ack: Ack::Async };
+    cl.cmd(n, rid, cmd);
 }
 
 /// Node `n` creates session `s` with `k = v1`, inactive for a minute at most.

@@ -4,7 +4,6 @@ use crate::api::{Ack, Command, Event, Input, Outcome, Output, Role, Settings};
 use crate::harness::*;
 use crate::message::{Change, Epoch, Message, Payload};
 use crate::node::Node;
-use std::sync::Arc;
 use std::time::Duration;
 
 #[test]
@@ -96,17 +95,7 @@ fn stale_epoch_is_fenced_and_owner_steps_down() {
             "c"
         };
     let h = cl.nodes.get_mut(&id(holder)).unwrap();
-    h.handle_input(
-        now,
-        Input::Message {
-            from: id("a"),
-            msg: Message::Replicate {
-                session: "s".into(),
-                epoch: Epoch::new(1, id("a"), 1),
-                payload: Arc::new(Payload::Touch { version: 1 }),
-            },
-        },
-    );
+    h.handle_input(now, replicate("a", "s", Epoch::new(1, id("a"), 1), Payload::Touch { version: 1 }));
     let out = h.poll_output();
     assert!(matches!(out, Some(Output::Send { msg: Message::Fenced { .. }, .. })), "{out:?}");
     // a is not the owner any more.

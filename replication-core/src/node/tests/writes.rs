@@ -2,10 +2,9 @@
 
 use crate::api::{Ack, Command, Event, Input, Outcome, Output, Role, Settings};
 use crate::harness::*;
-use crate::message::{Attributes, Body, Change, Epoch, Message, Payload};
+use crate::message::{Attributes, Body, Change, Epoch, Payload};
 use crate::node::Node;
 use crate::node::store::{OwnerState, Record, Replica};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 #[test]
@@ -202,17 +201,7 @@ fn invalidate_replicates_a_tombstone_that_blocks_late_copies() {
     let b = cl.nodes.get_mut(&id("b")).unwrap();
     let full =
         Payload::Full { version: 1, body: Body::Live { attrs: Attributes::new(), max_inactive_ms: 1000 } };
-    b.handle_input(
-        now,
-        Input::Message {
-            from: id("a"),
-            msg: Message::Replicate {
-                session: "s".into(),
-                epoch: Epoch::new(1, id("a"), 1),
-                payload: Arc::new(full),
-            },
-        },
-    );
+    b.handle_input(now, replicate("a", "s", Epoch::new(1, id("a"), 1), full));
     assert!(b.session("s").unwrap().invalidated);
     cl.cmd("b", 3, Command::Get { session: "s".into() });
     assert_eq!(cl.outcome(3), Some(&Outcome::NotFound));
@@ -223,16 +212,7 @@ fn invalidate_replicates_a_tombstone_that_blocks_late_copies() {
 #[test]
 fn owner_expires_inactive_sessions_and_backups_follow() {
     let mut cl = Cluster::new(&["a", "b"], 1);
-    cl.cmd(
-        "a",
-        1,
-        Command::Create {
-            session: "s".into(),
-            attrs: Attributes::new(),
-            max_inactive: Duration::from_secs(2),
-            ack: Ack::Async,
-        },
-    );
+    create_inactive(&mut cl, "a", 1, "s", Duration::from_secs(2));
     cl.advance(Duration::from_millis(1500));
     cl.cmd("a", 2, Command::Touch { session: "s".into() });
     assert_eq!(cl.outcome(2), Some(&Outcome::Touched));
@@ -247,16 +227,7 @@ fn owner_expires_inactive_sessions_and_backups_follow() {
 #[test]
 fn huge_max_inactive_never_expires_and_never_panics() {
     let mut cl = Cluster::new(&["a", "b"], 1);
-    cl.cmd(
-        "a",
-        1,
-        Command::Create {
-            session: "s".into(),
-            attrs: Attributes::new(),
-            max_inactive: Duration::MAX,
-            ack: Ack::Async,
-        },
-    );
+    create_inactive(&mut cl, "a", 1, "s", Duration::MAX);
     cl.advance(Duration::from_secs(3));
     assert_eq!(cl.session("a", "s").unwrap().role, Role::Owner);
     assert_eq!(cl.session("b", "s").unwrap().role, Role::Backup);
