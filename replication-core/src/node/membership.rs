@@ -5,6 +5,7 @@ use super::flow::Flow;
 
 use crate::api::Event;
 use crate::config::NodeId;
+use crate::message::Message;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -207,7 +208,66 @@ impl Membership {
     }
 }
 
+/// What a message says of its sender (see `Node::peer_heard`).
+pub(super) enum Heard {
+    /// A live peer: the message is taken.
+    Live,
+    /// The peer announced it leaves: only its answers to this node's claims are taken.
+    Departed,
+    /// Nothing more to do with the message (an unknown sender, a heartbeat of a departed
+    /// incarnation, a `Leaving`).
+    Nothing,
+}
+
 impl Node {
+    /// The membership side of a message from `from`: a restart seen in a heartbeat, a
+    /// `Leaving`, and a peer heard (up, if it was down). Returns what the rest of the message
+    /// is worth.
+    pub(super) fn peer_heard(&mut self, now: Instant, from: &NodeId, msg: &Message) -> Heard {
+        let Some(peer) = self.view.peers.get_mut(from) else { return Heard::Nothing };
+        match msg {
+            Message::Heartbeat { incarnation } => {
+                if peer.departed == Some(*incarnation) {
+                    return Heard::Nothing;
+                }
+                peer.departed = None;
+                let restarted = peer.incarnation.is_some_and(|i| i != *incarnation);
+                peer.incarnation = Some(*incarnation);
+                if restarted && peer.up {
+                    self.peer_down(now, from);
+                } else if restarted {
+                    // Down already (it left): the new incarnation never answers the old one's
+                    // claims.
+                    self.forget_answers(now, from);
+                }
+            }
+            Message::Leaving { incarnation } => {
+                peer.departed = Some(*incarnation);
+                if peer.up {
+                    self.peer_left(now, from);
+                }
+                return Heard::Nothing;
+            }
+            _ => {
+                if peer.departed.is_some() && peer.departed == peer.incarnation {
+                    return Heard::Departed;
+                }
+            }
+        }
+        let Some(peer) = self.view.peers.get_mut(from) else { return Heard::Nothing };
+        peer.last_heard = Some(now);
+        if !peer.up {
+            peer.up = true;
+            peer.ups += 1;
+            let incarnation = peer.incarnation;
+            self.out.event(Event::PeerUp { node: from.clone(), incarnation });
+            self.view.came_up(now);
+            self.view_changed();
+            self.quarantine_ask(now, from);
+        }
+        Heard::Live
+    }
+
     /// After a long gap without running (the process was paused, the machine slept), peers'
     /// silence says nothing about them: give each a fresh window before suspecting it.
     pub(super) fn woke(&mut self, now: Instant) {

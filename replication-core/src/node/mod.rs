@@ -152,13 +152,13 @@ use self::acquire::Acquires;
 use self::answer::Deferred;
 use self::flow::Flow;
 use self::leave::Leave;
-use self::membership::{Membership, Peer};
+use self::membership::{Heard, Membership, Peer};
 use self::outbox::Outbox;
 use self::pacing::Pacing;
 use self::quarantine::Quarantine;
 use self::store::Sessions;
 use self::writes::{WriteKind, Writes};
-use crate::api::{Command, Event, Input, Outcome, Output, RequestId, Settings};
+use crate::api::{Command, Input, Outcome, Output, RequestId, Settings};
 use crate::config::{DomainConfig, NodeId};
 use crate::error::Error;
 use crate::message::Message;
@@ -374,61 +374,17 @@ impl Node {
     }
 
     fn on_message(&mut self, now: Instant, from: NodeId, msg: Message) {
-        let Some(peer) = self.view.peers.get_mut(&from) else { return };
-        match &msg {
-            Message::Heartbeat { incarnation } => {
-                if peer.departed == Some(*incarnation) {
-                    return;
-                }
-                peer.departed = None;
-                let restarted = peer.incarnation.is_some_and(|i| i != *incarnation);
-                peer.incarnation = Some(*incarnation);
-                if restarted && peer.up {
-                    self.peer_down(now, &from);
-                } else if restarted {
-                    // Down already (it left): the new incarnation never answers the old one's
-                    // claims.
-                    self.forget_answers(now, &from);
-                }
-            }
-            Message::Leaving { incarnation } => {
-                peer.departed = Some(*incarnation);
-                if peer.up {
-                    self.peer_left(now, &from);
-                }
-                return;
-            }
-            _ => {
-                if peer.departed.is_some() && peer.departed == peer.incarnation {
-                    // A peer that left answered our claims before its `Leaving`, but the
-                    // answer may arrive after it (transports carry control messages ahead of
-                    // data): its copy still counts, as it may be the newest (a demoted owner).
-                    // Nothing else from a departed incarnation is taken.
-                    match msg {
-                        Message::ClaimAck { session, epoch, copy } => {
-                            self.on_claim_ack(now, &from, &session, &epoch, copy)
-                        }
-                        Message::ClaimAcks { acks } => {
-                            for (session, epoch, copy) in acks {
-                                self.on_claim_ack(now, &from, &session, &epoch, copy);
-                            }
-                        }
-                        _ => {}
-                    }
-                    return;
-                }
-            }
-        }
-        let Some(peer) = self.view.peers.get_mut(&from) else { return };
-        peer.last_heard = Some(now);
-        if !peer.up {
-            peer.up = true;
-            peer.ups += 1;
-            let incarnation = peer.incarnation;
-            self.out.event(Event::PeerUp { node: from.clone(), incarnation });
-            self.view.came_up(now);
-            self.view_changed();
-            self.quarantine_ask(now, &from);
+        let take = match self.peer_heard(now, &from, &msg) {
+            Heard::Live => true,
+            // A peer that left answered our claims before its `Leaving`, but the answer may
+            // arrive after it (transports carry control messages ahead of data): its copy
+            // still counts, as it may be the newest (a demoted owner). Nothing else from a
+            // departed incarnation is taken.
+            Heard::Departed => matches!(msg, Message::ClaimAck { .. } | Message::ClaimAcks { .. }),
+            Heard::Nothing => false,
+        };
+        if !take {
+            return;
         }
         match msg {
             Message::Heartbeat { .. } | Message::Leaving { .. } => {}
