@@ -610,3 +610,43 @@ impl Node {
         self.forget_if_empty(session);
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn deadlines_stay_in_order_even_if_time_goes_back() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let mut a = Acquires::default();
+        a.push_deadline(t0 + ms(20), "s1");
+        a.push_deadline(t0 + ms(10), "s2");
+        assert_eq!(a.next_deadline(), Some(t0 + ms(20)));
+        assert_eq!(a.pop_due(t0 + ms(15)), None);
+        assert_eq!(a.pop_due(t0 + ms(20)).as_deref(), Some("s1"));
+        assert_eq!(a.pop_due(t0 + ms(20)).as_deref(), Some("s2"), "kept late, checked when it fires");
+        a.clear_deadlines();
+        assert_eq!(a.next_deadline(), None);
+    }
+
+    #[test]
+    fn a_hold_on_an_owner_ends_at_its_instant() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let (b, c) = (NodeId::new("b"), NodeId::new("c"));
+        let mut a = Acquires::default();
+        a.hold_over(&b, t0 + ms(50));
+        a.hold_over(&c, t0 + ms(80));
+        a.push_deadline(t0 + ms(60), "s");
+        assert_eq!(a.next_deadline(), Some(t0 + ms(50)));
+        assert!(a.held_over(&b, t0 + ms(49)));
+        assert!(!a.end_holds(t0 + ms(49)));
+        assert!(a.end_holds(t0 + ms(50)));
+        assert!(!a.held_over(&b, t0 + ms(50)));
+        assert!(a.held_over(&c, t0 + ms(50)));
+        assert_eq!(a.next_deadline(), Some(t0 + ms(60)));
+    }
+}

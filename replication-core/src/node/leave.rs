@@ -80,6 +80,17 @@ impl Leave {
         matches!(self, Leave::Left)
     }
 
+    /// Receivers acknowledged holding these copies (`(session, epoch, version)`).
+    pub(super) fn handoffs_acked(&mut self, acks: Vec<(String, Epoch, Version)>) {
+        for (session, epoch, version) in acks {
+            if let Some(h) = self.handoff_mut(&session) {
+                if h.epoch == epoch && h.version == version {
+                    h.acked = true;
+                }
+            }
+        }
+    }
+
     /// The hand-off of `session` under way, if leaving.
     pub(super) fn handoff_mut(&mut self, session: &str) -> Option<&mut Handoff> {
         match self {
@@ -304,5 +315,22 @@ impl Node {
         self.acquires.clear_deadlines();
         self.out.outcome(id, Outcome::Left { handed_off, unreplicated });
         self.leave = Leave::Left;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn a_leave_that_progresses_moves_its_deadline_one_that_stalls_does_not() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs;
+        let mut l = Leaving::new(1, t0 + s(4));
+        assert_eq!(l.progress(10, t0 + s(2)), t0 + s(4), "never earlier");
+        assert_eq!(l.progress(5, t0 + s(6)), t0 + s(6), "a new low");
+        assert_eq!(l.progress(5, t0 + s(9)), t0 + s(6), "no progress");
+        assert_eq!(l.progress(7, t0 + s(9)), t0 + s(6));
     }
 }

@@ -317,3 +317,58 @@ impl Node {
         self.answer_deferred(now, true);
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn view(n: usize) -> Membership {
+        let peers = (1..n).map(|i| (NodeId::new(&format!("p{i}")), Peer::new(Flow::new(8)))).collect();
+        Membership::new(peers, Duration::from_millis(600))
+    }
+
+    fn up(v: &mut Membership, i: usize, at: Instant) {
+        let p = v.peers.get_mut(&NodeId::new(&format!("p{i}"))).unwrap();
+        p.up = true;
+        p.last_heard = Some(at);
+    }
+
+    #[test]
+    fn a_majority_is_more_than_half_except_in_a_domain_of_two() {
+        assert!(view(2).majority(1), "the survivor of a crash in a domain of two");
+        let mut v = view(4);
+        assert!(!v.majority(2), "exactly half is not enough");
+        assert!(v.majority(3));
+        // A peer that left gracefully and is down does not count.
+        v.peers.get_mut(&NodeId::new("p3")).unwrap().departed = Some(1);
+        assert!(v.majority(2), "two of three");
+    }
+
+    #[test]
+    fn a_view_is_settled_once_complete_or_after_the_failure_timeout() {
+        let t0 = Instant::now();
+        let mut v = view(3);
+        assert!(!v.observe(t0), "sees itself only");
+        up(&mut v, 1, t0);
+        assert!(!v.observe(t0), "sees enough, but p2 may be live and unheard");
+        assert_eq!(v.settle_deadline(), Some(t0 + v.failure_timeout));
+        assert!(v.observe(t0 + v.failure_timeout), "seen enough for the failure timeout");
+        assert!(!v.observe(t0 + v.failure_timeout), "newly settled once");
+        assert_eq!(v.settle_deadline(), None);
+    }
+
+    #[test]
+    fn a_complete_view_is_settled_at_once_and_a_silent_peer_is_due_at_its_timeout() {
+        let t0 = Instant::now();
+        let mut v = view(3);
+        up(&mut v, 1, t0);
+        up(&mut v, 2, t0 + Duration::from_millis(100));
+        v.came_up(t0);
+        assert!(v.settled(t0));
+        assert_eq!(v.failure_deadline(), Some(t0 + v.failure_timeout));
+        assert!(!v.due(t0));
+        assert!(v.due(t0 + v.failure_timeout));
+        assert_eq!(v.failed(t0 + v.failure_timeout), vec![NodeId::new("p1")]);
+    }
+}

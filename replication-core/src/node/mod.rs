@@ -408,15 +408,7 @@ impl Node {
             Message::Drop { session, epoch } => self.on_drop(now, &from, &session, &epoch),
             Message::Release { session, epoch } => self.on_release(now, &from, &session, &epoch),
             Message::Handoff { copies } => self.on_handoff(now, &from, copies),
-            Message::HandoffAcks { acks } => {
-                for (session, epoch, version) in acks {
-                    if let Some(h) = self.leave.handoff_mut(&session) {
-                        if h.epoch == epoch && h.version == version {
-                            h.acked = true;
-                        }
-                    }
-                }
-            }
+            Message::HandoffAcks { acks } => self.leave.handoffs_acked(acks),
             Message::EpochsRequest { incarnation, after } => {
                 self.on_epochs_request(&from, incarnation, after)
             }

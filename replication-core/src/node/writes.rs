@@ -409,3 +409,57 @@ impl Node {
         self.out.outcome(id, Outcome::Indeterminate { epoch: w.epoch, version: w.version, acks });
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn write(deadline: Instant) -> PendingWrite {
+        PendingWrite {
+            session: "s".into(),
+            epoch: Epoch::new(1, NodeId::new("a"), 1),
+            version: 2,
+            needed: 1,
+            acks: InlineSet::default(),
+            deadline,
+        }
+    }
+
+    #[test]
+    fn deadlines_come_due_in_order_and_leave_with_their_write() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let mut w = Writes::default();
+        w.insert(1, write(t0 + ms(20)));
+        w.insert(2, write(t0 + ms(10)));
+        w.insert(3, write(t0 + ms(30)));
+        assert!(w.remove(3).is_some());
+        assert_eq!(w.next_deadline(), Some(t0 + ms(10)));
+        assert_eq!(w.pop_due(t0 + ms(5)), None);
+        assert_eq!(w.pop_due(t0 + ms(25)), Some(2));
+        assert_eq!(w.pop_due(t0 + ms(25)), Some(1));
+        assert_eq!(w.pop_due(t0 + ms(60)), None, "the removed write's deadline went with it");
+        assert_eq!(w.len(), 2, "popping a deadline leaves the write to `time_out`");
+    }
+
+    #[test]
+    fn a_write_timed_out_early_keeps_its_deadline_and_failed_writes_get_one_outcome() {
+        let t0 = Instant::now();
+        let mut w = Writes::default();
+        w.insert(1, write(t0));
+        w.insert(2, write(t0));
+        assert!(w.time_out(1).is_some());
+        assert_eq!(w.next_deadline(), Some(t0), "fires later for nothing");
+        let mut out = Outbox::default();
+        w.fail([1, 2, 2], &mut out, |w| Outcome::Indeterminate {
+            epoch: w.epoch,
+            version: w.version,
+            acks: 0,
+        });
+        assert_eq!(out.q.len(), 1, "write 1 was gone already, write 2 ends once");
+        assert_eq!(w.len(), 0);
+        assert_eq!(w.pop_due(t0), Some(1));
+        assert_eq!(w.pop_due(t0), None);
+    }
+}
