@@ -181,11 +181,12 @@ fn a_claim_nobody_answered_does_not_take_over_with_a_stale_copy() {
     assert_eq!(v.attrs.get("k"), Some(&b"v2"[..]), "the acknowledged write survives");
 }
 
-/// A broken link (simulator seed 500842 of an earlier engine): the link b-c is cut, and c, which sees a and d (a majority), failed b's
-/// session over with their promises while b kept owning it. Then a leaves, d restarts
-/// (forgetting its promise), c is cut off outbound and a restarts: a's quarantine cannot
-/// learn c's epoch, so a acknowledged b's write, which c's epoch overwrote at the heal.
-/// Now a and d, which still hear b, refuse c's claims: b stays the only owner.
+/// A broken link (a case the simulator found): the link b-c is cut, and c, which sees a and
+/// d (a majority), would fail b's session over with their promises while b keeps owning it.
+/// Then a leaves, d restarts (forgetting its promise), c is cut off outbound and a
+/// restarts: a's quarantine cannot learn c's epoch, so a would acknowledge b's write, which
+/// c's epoch would overwrite at the heal. a and d, which still hear b, refuse c's claims: b
+/// stays the only owner.
 #[test]
 fn split_owner_write_acknowledged_by_an_amnesiac_backup_survives() {
     let names = ["a", "b", "c", "d"];
