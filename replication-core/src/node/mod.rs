@@ -79,8 +79,9 @@
 //! - Promises live in memory: a backup that restarts forgets the epochs it promised. A node
 //!   that did not run for about the failure timeout steps down from all its sessions (see
 //!   [`Event::OwnershipLost`](crate::Event::OwnershipLost)), which covers a paused stale
-//!   owner. A stale owner that was *partitioned* (still running) while another node took over, and that then reaches a
-//!   freshly restarted backup before it learns it was replaced, is fenced by the **restart
+//!   owner. A stale owner that was *partitioned* (still running) while another node took
+//!   over, and that then reaches a freshly restarted backup before it learns it was
+//!   replaced, is fenced by the **restart
 //!   quarantine**: a new incarnation acknowledges no copy of a session it holds nothing of
 //!   (it answers `Fenced` when it already knows a higher epoch, and nothing otherwise: the
 //!   owner retransmits) until it has asked every live peer ([`Message::EpochsRequest`]) for
