@@ -110,9 +110,10 @@ impl Node {
     /// Whether a claim that fails `over` over is refused because this node still hears that
     /// owner: with one link broken, both of its ends see a majority, and the acquirer would
     /// take the session from an owner that keeps writing, unaware, to backups that may have
-    /// forgotten every promise (test `split_owner_write_acknowledged_by_an_amnesiac_backup_survives`). Nothing is promised. A
-    /// claim this node promised already, or is fenced by a higher promise, goes on to
-    /// `promise` (answered again, or fenced).
+    /// forgotten every promise (test
+    /// `split_owner_write_acknowledged_by_an_amnesiac_backup_survives`). Nothing is promised. A
+    /// claim this node promised already, or is fenced by a higher promise, goes on to `promise`
+    /// (answered again, or fenced).
     fn refuses(&self, now: Instant, session: &str, epoch: &Epoch, over: Option<&Epoch>) -> bool {
         over.is_some_and(|o| self.hears_owner(now, o))
             && self.sessions.get(session).and_then(|r| r.promised.as_ref()).is_none_or(|p| p < epoch)

@@ -1,4 +1,5 @@
-//! Flow control towards each peer (see [`Input::Undelivered`](crate::Input::Undelivered)): re-sends and the pacing window.
+//! Flow control towards each peer (see [`Input::Undelivered`](crate::Input::Undelivered)):
+//! re-sends and the pacing window.
 
 use super::Node;
 use super::store::Record;

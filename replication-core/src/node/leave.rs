@@ -101,14 +101,14 @@ impl Leave {
 }
 
 impl Node {
-    /// Sessions a leaving node must take over before it goes, because its copy may be the
-    /// only newest one (tests `a_leaving_demoted_owner_*`,
-    /// `a_leaving_server_hands_ownerless_copies_to_another_server`): those it owned until a claim that
-    /// produced no owner demoted it, and (peer-to-peer) live copies whose owner is gone with
-    /// nobody taking them over. Each is claimed like a failover; once owned, it is handed off
-    /// like every owned session (the leave waits for its backups). A live claimant is given
-    /// the request timeout (its claim's own deadline) to complete first: it has this node's
-    /// answer, and completing takes the copy with it.
+    /// Sessions a leaving node must take over before it goes, because its copy may be the only
+    /// newest one (tests `a_leaving_demoted_owner_*`,
+    /// `a_leaving_server_hands_ownerless_copies_to_another_server`): those it owned until a
+    /// claim that produced no owner demoted it, and (peer-to-peer) live copies whose owner is
+    /// gone with nobody taking them over. Each is claimed like a failover; once owned, it is
+    /// handed off like every owned session (the leave waits for its backups). A live claimant
+    /// is given the request timeout (its claim's own deadline) to complete first: it has this
+    /// node's answer, and completing takes the copy with it.
     ///
     /// Returns the sessions to claim now and how many such copies are left in all (those
     /// whose claimant is still given its time included).

@@ -1,4 +1,5 @@
-//! The membership view: peers up, down or gone, the majority rule, and when the view is settled enough to take sessions over.
+//! The membership view: peers up, down or gone, the majority rule, and when the view is settled
+//! enough to take sessions over.
 
 use super::Node;
 use super::flow::Flow;
@@ -138,13 +139,13 @@ impl Membership {
     }
 
     /// Whether `nodes` (this one included) are more than half of the domain: two such sets
-    /// always share a node, so the two sides of a split domain cannot both take a session
-    /// over (with exactly half, as in a four-node domain split two and two, both could: see
-    /// the test `an_even_split_leaves_the_sessions_with_their_owners`). Peers that left gracefully and have not come back
-    /// do not count: they hold nothing and promise nothing (a domain scaled down by leaves
-    /// keeps failing over), and a quorum of the rest still meets any quorum that counts them.
-    /// A domain of two is the exception: one node is enough there, or the survivor of a crash
-    /// could never take over.
+    /// always share a node, so the two sides of a split domain cannot both take a session over
+    /// (with exactly half, as in a four-node domain split two and two, both could: see the test
+    /// `an_even_split_leaves_the_sessions_with_their_owners`). Peers that left gracefully and
+    /// have not come back do not count: they hold nothing and promise nothing (a domain scaled
+    /// down by leaves keeps failing over), and a quorum of the rest still meets any quorum that
+    /// counts them. A domain of two is the exception: one node is enough there, or the survivor
+    /// of a crash could never take over.
     pub(super) fn majority(&self, nodes: usize) -> bool {
         let domain = 1 + self.peers.values().filter(|p| p.up || p.departed.is_none()).count();
         if domain <= 2 { nodes >= 1 } else { nodes * 2 > domain }

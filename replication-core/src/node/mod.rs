@@ -19,10 +19,10 @@
 //!   re-sent at the next step. Full copies from maintenance (re-replication, retransmission,
 //!   the first copies after a failover) go to a peer within a window per step: after a step
 //!   with refusals, one and a half times what the peer accepted in it; doubled after a step
-//!   that used it all without a refusal; at most [`Settings::scan_batch`]: re-replication goes at the pace the peer's queue drains instead of overflowing it. Writes
-//!   (deltas, a create's first copy), fetches and a leave are never held back. A runtime that
-//!   never feeds it is still correct (losses are repaired by retransmission and the scan),
-//!   only slower.
+//!   that used it all without a refusal; at most [`Settings::scan_batch`]: re-replication goes
+//!   at the pace the peer's queue drains instead of overflowing it. Writes (deltas, a create's
+//!   first copy), fetches and a leave are never held back. A runtime that never feeds it is
+//!   still correct (losses are repaired by retransmission and the scan), only slower.
 //!
 //! ```
 //! use std::time::{Duration, Instant};
@@ -78,24 +78,23 @@
 //!   [`Outcome::Fenced`] promise nothing beyond this node.
 //! - Promises live in memory: a backup that restarts forgets the epochs it promised. A node
 //!   that did not run for about the failure timeout steps down from all its sessions (see
-//!   [`Event::OwnershipLost`](crate::Event::OwnershipLost)), which covers a paused stale
-//!   owner. A stale owner that was *partitioned* (still running) while another node took
-//!   over, and that then reaches a freshly restarted backup before it learns it was
-//!   replaced, is fenced by the **restart
-//!   quarantine**: a new incarnation acknowledges no copy of a session it holds nothing of
-//!   (it answers `Fenced` when it already knows a higher epoch, and nothing otherwise: the
-//!   owner retransmits) until it has asked every live peer ([`Message::EpochsRequest`]) for
-//!   the highest epoch the peer promised or holds of every session whose ownership moved (term
-//!   above 1; a session only ever owned by its creator has no stale owner), and each answered
-//!   ([`Message::Epochs`], a page of up to 1024 per request, so the answer never floods a
-//!   queue: the next page is asked for when one arrives). The epochs learned become promises, kept as long
-//!   as a tombstone ([`Settings::tombstone_ttl`]) also without a copy. The quarantine ends
-//!   when every peer of the domain answered, or once the failure timeout has passed since the
-//!   start and every live peer answered. Cost per start: ⌈moved sessions / 1024⌉ round trips
-//!   per peer (O(sessions) work at the peer in all), promise-only
-//!   records for the moved sessions, and backups that wait one round trip (at most about the
-//!   failure timeout) before they acknowledge new copies. It cannot learn an epoch that only
-//!   nodes it considers dead know (the failure-detector caveat of the first point).
+//!   [`Event::OwnershipLost`](crate::Event::OwnershipLost)), which covers a paused stale owner.
+//!   A stale owner that was *partitioned* (still running) while another node took over, and
+//!   that then reaches a freshly restarted backup before it learns it was replaced, is fenced
+//!   by the **restart quarantine**: a new incarnation acknowledges no copy of a session it
+//!   holds nothing of (it answers `Fenced` when it already knows a higher epoch, and nothing
+//!   otherwise: the owner retransmits) until it has asked every live peer
+//!   ([`Message::EpochsRequest`]) for the highest epoch the peer promised or holds of every
+//!   session whose ownership moved (term above 1; a session only ever owned by its creator has
+//!   no stale owner), and each answered ([`Message::Epochs`], a page of up to 1024 per request,
+//!   so the answer never floods a queue: the next page is asked for when one arrives). The
+//!   epochs learned become promises, kept as long as a tombstone ([`Settings::tombstone_ttl`])
+//!   also without a copy. The quarantine ends when every peer of the domain answered, or once
+//!   the failure timeout has passed since the start and every live peer answered. Cost per
+//!   start: ⌈moved sessions / 1024⌉ round trips per peer (O(sessions) work at the peer in all),
+//!   promise-only records for the moved sessions, and backups that wait one round trip (at most
+//!   about the failure timeout) before they acknowledge new copies. It cannot learn an epoch
+//!   that only nodes it considers dead know (the failure-detector caveat of the first point).
 //! - A node that sees fewer than half of the domain live does not take sessions over (neither
 //!   hot failover nor fetch): it may be the one cut off. When it sees enough again, it takes
 //!   nothing over until it sees every peer or has seen enough for the failure timeout: the

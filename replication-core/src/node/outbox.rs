@@ -1,4 +1,5 @@
-//! The queue of outputs a node produces, drained by [`Node::poll_output`](super::Node::poll_output).
+//! The queue of outputs a node produces, drained by
+//! [`Node::poll_output`](super::Node::poll_output).
 
 use crate::api::{Event, Outcome, Output, RequestId};
 use crate::config::NodeId;

@@ -1,4 +1,5 @@
-//! The session store: a record per session (copy, promise, owner state) and the placed backups of an owned one.
+//! The session store: a record per session (copy, promise, owner state) and the placed backups
+//! of an owned one.
 
 use crate::api::RequestId;
 use crate::config::NodeId;
