@@ -291,3 +291,40 @@ impl Node {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_window_doubles_when_used_up_and_follows_what_the_peer_accepted_after_refusals() {
+        let mut f = Flow::new(MIN_WINDOW);
+        f.credit = 0;
+        f.step(1000);
+        assert_eq!((f.window, f.credit), (2 * MIN_WINDOW, 2 * MIN_WINDOW), "used up: doubled");
+        f.step(1000);
+        assert_eq!(f.window, 2 * MIN_WINDOW, "not used up: kept");
+        f.offered = 100;
+        f.refuse();
+        f.refuse();
+        assert_eq!(f.credit, 0, "nothing more in this step");
+        f.step(1000);
+        assert_eq!(f.window, 98 + 49, "one and a half times what was accepted");
+        f.offered = 3;
+        f.refuse();
+        f.step(1000);
+        assert_eq!(f.window, MIN_WINDOW, "never below the minimum");
+    }
+
+    #[test]
+    fn the_resend_cursor_only_goes_down() {
+        let mut f = Flow::new(MIN_WINDOW);
+        assert!(!f.pending());
+        f.resend_at("m");
+        f.resend_at("t");
+        assert_eq!(f.resend_from.as_deref(), Some("m"));
+        f.resend_at("c");
+        assert_eq!(f.resend_from.as_deref(), Some("c"));
+        assert!(f.pending());
+    }
+}
