@@ -298,8 +298,7 @@ impl Node {
                 self.out.send(&to, Message::ClaimAck { session, epoch, copy: Some(copy) });
             }
         }
-        let peers: Vec<NodeId> = self.view.peers.keys().cloned().collect();
-        for p in &peers {
+        for p in self.view.peers.keys() {
             self.out.send(p, Message::Leaving { incarnation: self.incarnation });
         }
         for w in self.writes.ids() {
