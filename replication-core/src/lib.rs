@@ -37,6 +37,8 @@ pub mod attributes;
 pub mod carrier;
 pub mod config;
 pub mod error;
+#[cfg(any(test, feature = "harness"))]
+pub mod harness;
 mod load;
 pub mod message;
 pub mod node;

@@ -1,0 +1,188 @@
+//! The owner side of replication: placing backups and sending them what they lack.
+
+use super::Node;
+use super::flow::Pace;
+use super::membership::Peer;
+use super::store::{OwnerState, Record, Replica, due, full_payload};
+use super::writes::payload_size;
+use crate::api::Event;
+use crate::config::NodeId;
+use crate::message::{Epoch, Message};
+use crate::slim::SlimSet;
+use crate::stamp::Stamp;
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+/// Places an owned session's backups on `backups` for the view `view_gen` (see `Node::plan`):
+/// the holders no longer placed become stale, a backup that restarted or was down is sent
+/// everything again. Returns whether the session just became under-replicated (fewer than
+/// `want` backups).
+pub(super) fn place(
+    o: &mut OwnerState,
+    backups: &[NodeId],
+    peers: &BTreeMap<NodeId, Peer>,
+    view_gen: u64,
+    now: Stamp,
+    want: usize,
+) -> bool {
+    o.view_gen = view_gen;
+    let removed: Vec<NodeId> = o.replicas.keys().filter(|n| !backups.contains(n)).cloned().collect();
+    for n in removed {
+        o.replicas.remove(&n);
+        o.stale.insert(n);
+    }
+    for b in backups {
+        let inc = peers.get(b).and_then(|p| p.incarnation);
+        let ups = peers.get(b).map_or(0, |p| p.ups);
+        o.stale.remove(b);
+        let fresh = Replica { acked: None, last_sent: None, inc, ups };
+        let r = o.replicas.get_or_insert_with(b, || fresh.clone());
+        if r.inc != inc || r.ups != ups {
+            // Restarted (empty) or was down (may have missed writes, or promised a higher
+            // epoch to someone else): send it everything again.
+            *r = fresh;
+        }
+        if r.acked.is_none() && o.unacked_since.is_none() {
+            o.unacked_since = Some(now);
+        }
+    }
+    if backups.len() < want {
+        let newly = !o.under;
+        o.under = true;
+        newly
+    } else {
+        o.under = false;
+        false
+    }
+}
+
+impl Node {
+    /// How many backups each owned session should have (see [`Placement::target`]).
+    pub(super) fn replica_target(&self) -> usize {
+        self.placement.target(&self.me, |n| self.view.is_up(n))
+    }
+
+    /// Recomputes the backups of an owned session when the view changed since last time.
+    pub(super) fn plan(&mut self, session: &str, now: Instant) {
+        let view_gen = self.view.generation;
+        let want = self.replica_target();
+        let Some(Record { owner: Some(o), .. }) = self.sessions.get_mut(session) else { return };
+        if o.view_gen == view_gen {
+            return;
+        }
+        let view = &self.view;
+        let backups = self.placement.backups(session, &self.me, |n| view.is_up(n));
+        if place(o, &backups, &view.peers, view_gen, self.stamps.stamp(now), want) {
+            let have = backups.len();
+            self.out.event(Event::UnderReplicated { session: session.to_owned(), have, want });
+        }
+    }
+
+    /// Sends a full copy to every live placed backup that has not acknowledged the current
+    /// version and was not sent anything within the retransmit interval (`retransmit`), or
+    /// never sent anything (`!retransmit`); see [`Pace`] for what may be held back. Returns how
+    /// many were sent.
+    pub(super) fn send_full_to_lagging(
+        &mut self,
+        session: &str,
+        now: Instant,
+        retransmit: bool,
+        pace: Pace<'_>,
+    ) -> u64 {
+        let only = match pace {
+            Pace::Walk(n) => Some(n),
+            _ => None,
+        };
+        let every = self.settings.retransmit_interval;
+        let hold_first = self.hold_first_copies;
+        let Some(Record { owner: Some(o), copy: Some(copy), .. }) = self.sessions.get_mut(session) else {
+            return 0;
+        };
+        let mut payload = None;
+        let mut sent = 0;
+        for (to, r) in o.replicas.iter_mut() {
+            if only.is_some_and(|n| n != to) {
+                continue;
+            }
+            let Some(peer) = self.view.peers.get_mut(to) else { continue };
+            if r.acked >= Some(copy.version) || !peer.up {
+                continue;
+            }
+            let due = match r.last_sent {
+                None => true,
+                Some(t) => retransmit && due(now, self.stamps.instant(t), every),
+            };
+            if !due {
+                continue;
+            }
+            let flow = &mut peer.flow;
+            if matches!(pace, Pace::No) {
+                // A write, a fetch or a leave: not held back.
+            } else if flow.resend_from.as_deref().is_some_and(|c| c <= session) {
+                // The peer's resend walk reaches this session later.
+                r.last_sent = None;
+                continue;
+            } else if flow.credit == 0 || (hold_first && r.last_sent.is_none()) {
+                r.last_sent = None;
+                flow.resend_at(session);
+                continue;
+            } else {
+                flow.credit -= 1;
+                flow.offered += 1;
+            }
+            let p = payload.get_or_insert_with(|| full_payload(copy)).clone();
+            r.last_sent = Some(self.stamps.stamp(now));
+            self.out.bytes += payload_size(&p);
+            self.out.fulls += 1;
+            sent += 1;
+            self.out.send(
+                to,
+                Message::Replicate { session: session.to_owned(), epoch: copy.epoch.clone(), payload: p },
+            );
+        }
+        sent
+    }
+
+    /// Tells former holders to drop their copies once every placed backup holds the current
+    /// version (make before break).
+    pub(super) fn maybe_drop_stale(&mut self, session: &str) {
+        let Some(Record { owner: Some(o), copy: Some(copy), .. }) = self.sessions.get_mut(session) else {
+            return;
+        };
+        if o.stale.is_empty() || o.replicas.values().any(|r| r.acked < Some(copy.version)) {
+            return;
+        }
+        // Holders that are down now keep their place: they are told when they come back (a
+        // former owner cut off during the takeover learns it was replaced).
+        let view = &self.view;
+        let replicas = &o.replicas;
+        // A placed backup is never dropped, even if it was a former holder too (its copy was
+        // just replaced: a `Drop` after the `Replicate` would delete it while it counts).
+        let (up, down): (SlimSet<NodeId>, SlimSet<NodeId>) = std::mem::take(&mut o.stale)
+            .into_iter()
+            .filter(|n| replicas.find(n).is_err())
+            .partition(|n| view.is_up(n));
+        o.stale = down;
+        for n in up {
+            self.out.send(&n, Message::Drop { session: session.to_owned(), epoch: copy.epoch.clone() });
+        }
+    }
+
+    pub(super) fn on_need_full(&mut self, now: Instant, from: &NodeId, session: &str, epoch: &Epoch) {
+        let Some(Record { owner: Some(o), copy: Some(copy), .. }) = self.sessions.get_mut(session) else {
+            return;
+        };
+        if copy.epoch != *epoch {
+            return;
+        }
+        let Some(r) = o.replicas.get_mut(from) else { return };
+        // It does not hold what it acknowledged (a delta's base, or a copy it dropped).
+        r.acked = None;
+        r.last_sent = Some(self.stamps.stamp(now));
+        let p = full_payload(copy);
+        self.out.bytes += payload_size(&p);
+        self.out.fulls += 1;
+        let msg = Message::Replicate { session: session.to_owned(), epoch: copy.epoch.clone(), payload: p };
+        self.out.send(from, msg);
+    }
+}
