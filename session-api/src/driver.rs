@@ -35,12 +35,27 @@ use request::{reply, request_reply};
 #[derive(Debug)]
 enum Kind {
     Plain,
-    Write { session: String, started: Instant, sync: bool },
-    Create { id: String, started: Instant, sync: bool },
+    Write {
+        session: String,
+        started: Instant,
+        sync: bool,
+    },
+    Create {
+        id: String,
+        started: Instant,
+        sync: bool,
+    },
     /// `claim`: when the read started, set when the engine could not answer it at once (the
     /// session is fetched from another node).
-    Get { session: String, claim: Option<Instant> },
-    Flush { session: String, commits: u64, waiter: Option<u64> },
+    Get {
+        session: String,
+        claim: Option<Instant>,
+    },
+    Flush {
+        session: String,
+        commits: u64,
+        waiter: Option<u64>,
+    },
     Leave,
 }
 

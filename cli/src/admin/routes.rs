@@ -13,9 +13,9 @@ use axum::http::{StatusCode, header};
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use serde_json::{Value, json};
 use metrics::Gauge;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
+use serde_json::{Value, json};
 use session_api::metrics::export::{LATENCY_BUCKETS, NODE_LABEL};
 use session_api::{Commit, Error, Metrics, Replication, Session, SessionManager};
 
@@ -396,8 +396,10 @@ impl Exposition {
 async fn metrics(State(st): Shared) -> Response {
     // Taking a snapshot publishes the node's counters and gauges to its recorder.
     match st.manager.metrics().await {
-        Ok(_) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], st.exposition.render())
-            .into_response(),
+        Ok(_) => {
+            ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], st.exposition.render())
+                .into_response()
+        }
         Err(e) => failure(&e),
     }
 }

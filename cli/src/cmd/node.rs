@@ -222,7 +222,12 @@ async fn serve(
             }
             let guard = Arc::new(Guard { token, body_timeout: limits.timeout });
             let app = admin::router(
-                Arc::new(AdminState { manager: manager.clone(), ack: ack_text, certificate_expiry, exposition }),
+                Arc::new(AdminState {
+                    manager: manager.clone(),
+                    ack: ack_text,
+                    certificate_expiry,
+                    exposition,
+                }),
                 guard,
             );
             Some(tokio::spawn(admin::serve(listener, app, limits, async move {

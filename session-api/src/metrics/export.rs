@@ -107,11 +107,9 @@ const COUNTERS: &[(&str, &str, Read<u64>)] = &[
     ),
     ("m2m_send_errors_total", "Messages dropped for other transport errors.", |m| m.send_errors),
     ("m2m_refused_connections_total", "Connections the transport refused.", |m| m.refused),
-    (
-        "m2m_unacknowledged_writes_total",
-        "Writes completed without the requested acknowledgements.",
-        |m| m.unacked_writes,
-    ),
+    ("m2m_unacknowledged_writes_total", "Writes completed without the requested acknowledgements.", |m| {
+        m.unacked_writes
+    }),
     ("m2m_conflicts_total", "Conflicting writes reported to callers.", |m| m.conflicts),
     ("m2m_requests_total", "Requests the node served.", |m| m.requests),
     ("m2m_staged_lost_total", "Staged commits dropped because the session moved or went away.", |m| {
