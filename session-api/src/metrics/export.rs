@@ -38,10 +38,20 @@
 //! `metrics-exporter-prometheus` give them [`LATENCY_BUCKETS`], or they are rendered as
 //! summaries:
 //!
-//! ```ignore
-//! let recorder = PrometheusBuilder::new()
-//!     .set_buckets_for_metric(Matcher::Prefix("m2m_".into()), session_api::metrics::export::LATENCY_BUCKETS)?
-//!     .install_recorder()?; // before the node starts
+//! ```no_run
+//! use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+//! use session_api::SessionManager;
+//! use session_api::metrics::export::LATENCY_BUCKETS;
+//!
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! // Before the node starts: its handles are registered when it starts.
+//! let prometheus = PrometheusBuilder::new()
+//!     .set_buckets_for_metric(Matcher::Prefix("m2m_".into()), LATENCY_BUCKETS)?
+//!     .install_recorder()?;
+//! let sessions = SessionManager::builder("web.toml", "app1").certs_dir("certs").start().await?;
+//! // The application's scrape endpoint answers `prometheus.render()`, and something calls
+//! // `prometheus.run_upkeep()` every few seconds (it drains histogram samples).
+//! # let _ = sessions; Ok(()) }
 //! ```
 
 use ::metrics::{Counter, Gauge, Histogram, Recorder};
