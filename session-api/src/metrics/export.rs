@@ -1,4 +1,4 @@
-//! Export through the [`metrics`](::metrics) facade: every node records its counters, gauges
+//! Export through the `metrics` crate's facade: every node records its counters, gauges
 //! and histograms with the facade's handles, and the application chooses the exporter
 //! (Prometheus, StatsD, OpenTelemetry... any `metrics` recorder).
 //!
