@@ -118,11 +118,15 @@ fn status_shows_membership_sessions_and_lag_as_text_and_json() {
 
     let (code, metrics) = c.http(1, "GET", "/metrics", &[], "");
     assert_eq!(code, 200, "{metrics}");
-    assert!(metrics.contains("m2m_sessions_owned 4"), "{metrics}");
-    assert!(metrics.contains("\nm2m_certificate_expiry_days 364\n"), "{metrics}");
-    assert!(metrics.contains("m2m_peer_up{peer=\"app1\"} 1"), "{metrics}");
-    assert!(metrics.contains("\nm2m_replication_lag_seconds 0\n"), "{metrics}");
-    assert!(metrics.lines().filter(|l| !l.starts_with('#')).all(|l| l.starts_with("m2m_")), "{metrics}");
+    // The exposition is checked with a parser in `tests/metrics.rs`.
+    assert!(metrics.contains("\nm2m_sessions_owned{node=\"app2\"} 4\n"), "{metrics}");
+    assert!(metrics.contains("\nm2m_certificate_expiry_days{node=\"app2\"} 364\n"), "{metrics}");
+    assert!(metrics.contains("\nm2m_peer_up{node=\"app2\",peer=\"app1\"} 1\n"), "{metrics}");
+    assert!(metrics.contains("\nm2m_replication_lag_seconds{node=\"app2\"} 0\n"), "{metrics}");
+    assert!(
+        metrics.lines().filter(|l| !l.is_empty() && !l.starts_with('#')).all(|l| l.starts_with("m2m_")),
+        "{metrics}"
+    );
 
     // The JSON API itself.
     let a = 2;

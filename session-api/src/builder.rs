@@ -18,6 +18,10 @@ use crate::driver::{Driver, DriverParts};
 use crate::error::{Error, Result};
 use crate::manager::SessionManager;
 use crate::metrics::NodeEvent;
+use crate::metrics::export::Export;
+
+/// The default of [`Builder::metrics_interval`].
+const DEFAULT_METRICS_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Starts a node: the domain, this node's name, the settings and the transport security.
 ///
@@ -44,6 +48,8 @@ pub struct Builder {
     listen: Option<SocketAddr>,
     transport: Option<Arc<dyn Transport<Message>>>,
     incarnation: Option<u64>,
+    metrics_recorder: Option<Arc<dyn ::metrics::Recorder + Send + Sync>>,
+    metrics_interval: Duration,
 }
 
 impl std::fmt::Debug for Builder {
@@ -73,6 +79,8 @@ impl Builder {
             listen: None,
             transport: None,
             incarnation: None,
+            metrics_recorder: None,
+            metrics_interval: DEFAULT_METRICS_INTERVAL,
         }
     }
 
@@ -109,6 +117,22 @@ impl Builder {
     /// Called from the driver for every event (keep it short).
     pub fn metrics_hook(mut self, hook: impl Fn(&NodeEvent) + Send + Sync + 'static) -> Self {
         self.settings.metrics_hook = Some(Arc::new(hook));
+        self
+    }
+
+    /// Records this node's metrics with `recorder` instead of the global `metrics` recorder:
+    /// one exposition per node, or nodes of several domains in one process (see
+    /// [`crate::metrics::export`]).
+    pub fn metrics_recorder(mut self, recorder: Arc<dyn ::metrics::Recorder + Send + Sync>) -> Self {
+        self.metrics_recorder = Some(recorder);
+        self
+    }
+
+    /// How often the counters and gauges are published to the `metrics` recorder at least
+    /// (default 10 s; each publication counts the sessions once). A
+    /// [`SessionManager::metrics`] snapshot publishes them too.
+    pub fn metrics_interval(mut self, every: Duration) -> Self {
+        self.metrics_interval = every;
         self
     }
 
@@ -211,7 +235,14 @@ impl Builder {
         let (tx, rx) = mpsc::channel(settings.command_capacity);
         let (events, _) = broadcast::channel(settings.event_capacity);
         let placement = Placement::new(&cfg);
+        let export = Export::register(
+            &self.node,
+            cfg.nodes.iter().map(|n| n.name.clone()),
+            self.metrics_recorder.as_deref(),
+        );
         let driver = Driver::new(DriverParts {
+            export,
+            metrics_interval: self.metrics_interval,
             node,
             transport,
             requests: rx,

@@ -21,6 +21,7 @@ use tokio::sync::{broadcast, mpsc};
 
 use crate::config::{SessionSettings, WriteFrequency};
 use crate::error::Error;
+use crate::metrics::export::Export;
 use crate::metrics::{Metrics, MetricsHook, NodeEvent};
 
 mod overlay;
@@ -34,10 +35,27 @@ use request::{reply, request_reply};
 #[derive(Debug)]
 enum Kind {
     Plain,
-    Write { session: String, started: Instant, sync: bool },
-    Create { id: String, started: Instant, sync: bool },
-    Get { session: String },
-    Flush { session: String, commits: u64, waiter: Option<u64> },
+    Write {
+        session: String,
+        started: Instant,
+        sync: bool,
+    },
+    Create {
+        id: String,
+        started: Instant,
+        sync: bool,
+    },
+    /// `claim`: when the read started, set when the engine could not answer it at once (the
+    /// session is fetched from another node).
+    Get {
+        session: String,
+        claim: Option<Instant>,
+    },
+    Flush {
+        session: String,
+        commits: u64,
+        waiter: Option<u64>,
+    },
     Leave,
 }
 
@@ -55,6 +73,8 @@ pub(crate) struct DriverParts {
     pub events: broadcast::Sender<NodeEvent>,
     pub settings: SessionSettings,
     pub placement: Placement,
+    pub export: Export,
+    pub metrics_interval: Duration,
 }
 
 pub(crate) struct Driver {
@@ -70,6 +90,11 @@ pub(crate) struct Driver {
     waiters: HashMap<u64, SyncWaiter>,
     next_id: RequestId,
     metrics: Metrics,
+    /// The `metrics` facade handles; counters and gauges are published at least every
+    /// `metrics_interval` (next at `next_publish`) and with every snapshot.
+    export: Export,
+    metrics_interval: Duration,
+    next_publish: Instant,
     connected: BTreeSet<NodeId>,
     overlays: HashMap<String, Overlay>,
     /// Staged mode: logical version = engine version + offset (a flush of k commits advances
@@ -109,6 +134,9 @@ impl Driver {
             waiters: HashMap::new(),
             next_id: 1,
             metrics,
+            export: parts.export,
+            metrics_interval: parts.metrics_interval,
+            next_publish: Instant::now(),
             connected: BTreeSet::new(),
             overlays: HashMap::new(),
             offsets: HashMap::new(),
@@ -231,8 +259,12 @@ impl Driver {
     }
 
     fn handle_timeout(&mut self) {
-        self.node.handle_timeout(Instant::now());
+        let now = Instant::now();
+        self.node.handle_timeout(now);
         self.drain();
+        if now >= self.next_publish {
+            self.snapshot();
+        }
     }
 
     fn input(&mut self, input: Input) {
@@ -380,7 +412,9 @@ impl Driver {
     /// Records the latency of a sync write the backups acknowledged.
     fn record_sync_write(&mut self, sync: bool, started: Instant, outcome: &Outcome) {
         if sync && matches!(outcome, Outcome::Replicated { .. }) {
-            self.metrics.sync_write_latency.record(started.elapsed());
+            let latency = started.elapsed();
+            self.metrics.sync_write_latency.record(latency);
+            self.export.sync_write.record(latency);
         }
     }
 
@@ -405,9 +439,12 @@ impl Driver {
                 self.record_sync_write(sync, started, &outcome);
                 reply(p.reply, Reply::Created { id, outcome });
             }
-            Kind::Get { session } => {
+            Kind::Get { session, claim } => {
                 let outcome = match outcome {
                     Outcome::Found { epoch, version, attrs } => {
+                        if let Some(started) = claim {
+                            self.export.claim.record(started.elapsed());
+                        }
                         let (version, attrs) = self.apply_overlay(&session, version, attrs);
                         Outcome::Found { epoch, version, attrs }
                     }
@@ -466,7 +503,13 @@ impl Driver {
                 self.command(cmd, Some(reply), kind);
             }
             Request::Get { session, reply } => {
-                self.command(Command::Get { session: session.clone() }, Some(reply), Kind::Get { session });
+                let (id, started) = (self.next_id, Instant::now());
+                let kind = Kind::Get { session: session.clone(), claim: None };
+                self.command(Command::Get { session }, Some(reply), kind);
+                // Still waiting: the engine asked other nodes for the session (a claim).
+                if let Some(Pending { kind: Kind::Get { claim, .. }, .. }) = self.pending.get_mut(&id) {
+                    *claim = Some(started);
+                }
             }
             Request::Write { session, expected, changes, reply } => {
                 if self.staged() {
@@ -500,7 +543,8 @@ impl Driver {
         }
     }
 
-    fn snapshot(&self) -> Metrics {
+    /// The metrics now, also published to the `metrics` recorder.
+    fn snapshot(&mut self) -> Metrics {
         let mut m = self.metrics.clone();
         m.core = self.node.stats();
         m.replication_lag =
@@ -509,6 +553,8 @@ impl Driver {
         m.connected = self.connected.iter().cloned().collect();
         m.staged_commits = self.overlays.values().map(|o| o.commits).sum();
         m.staged_sessions = self.overlays.len();
+        self.export.publish(&m);
+        self.next_publish = Instant::now() + self.metrics_interval;
         m
     }
 

@@ -1,11 +1,15 @@
 //! Events and metrics of a node: what the replication engine reports, what the transport
-//! reports, and the counters the driver keeps.
+//! reports, and the counters the driver keeps. [`Metrics`] is the snapshot an application
+//! polls; [`export`] records the same counters and gauges, and latency histograms, through the
+//! `metrics` facade for the application's exporter.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
 use replication_core::{Event, NodeId, PeerView, Stats};
+
+pub mod export;
 
 /// Refusals remembered in [`Metrics::recent_refusals`] at most.
 pub const RECENT_REFUSALS: usize = 16;

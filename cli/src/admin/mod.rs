@@ -10,5 +10,5 @@ mod server;
 pub(crate) mod token;
 
 pub(crate) use guard::Guard;
-pub(crate) use routes::{AdminState, router};
+pub(crate) use routes::{AdminState, Exposition, router};
 pub(crate) use server::{Limits, serve};

@@ -1,4 +1,5 @@
-//! The routes of the admin API: status, Prometheus metrics, and session reads and writes.
+//! The routes of the admin API: status, Prometheus metrics (the node's own
+//! `metrics-exporter-prometheus` recorder, see [`Exposition`]), and session reads and writes.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -12,7 +13,10 @@ use axum::http::{StatusCode, header};
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use metrics::Gauge;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 use serde_json::{Value, json};
+use session_api::metrics::export::{LATENCY_BUCKETS, NODE_LABEL};
 use session_api::{Commit, Error, Metrics, Replication, Session, SessionManager};
 
 /// What the handlers share.
@@ -23,6 +27,8 @@ pub(crate) struct AdminState {
     pub(crate) ack: String,
     /// When this node's certificate expires (`None` for an insecure node).
     pub(crate) certificate_expiry: Option<std::time::SystemTime>,
+    /// What `/metrics` renders.
+    pub(crate) exposition: Exposition,
 }
 
 /// Whole days until `expiry`, from the clock of this call (negative once it passed).
@@ -328,140 +334,72 @@ async fn status(State(st): Shared) -> Response {
     }
 }
 
-/// The metrics in Prometheus' text format.
-pub(crate) fn prometheus(st: &AdminState, m: &Metrics) -> String {
-    let manager = &st.manager;
-    let mut out = String::new();
-    let mut metric = |name: &str, kind: &str, help: &str, value: String| {
-        let _ = writeln!(out, "# HELP m2m_{name} {help}\n# TYPE m2m_{name} {kind}\nm2m_{name} {value}");
-    };
-    let c = &m.core;
-    metric("sessions_owned", "gauge", "Sessions this node owns.", c.owned.to_string());
-    if let Some(t) = st.certificate_expiry {
-        metric(
-            "certificate_expiry_days",
-            "gauge",
-            "Whole days until this node's certificate expires (negative once it has).",
-            days_left(t).to_string(),
+/// The gauge of whole days until this node's certificate expires.
+const CERTIFICATE_EXPIRY_DAYS: &str = "m2m_certificate_expiry_days";
+
+/// This node's Prometheus exposition: the node records into its own
+/// `metrics-exporter-prometheus` recorder (given to the session manager's builder), and
+/// `/metrics` renders it. A recorder per node, not the global one, so that every `/metrics`
+/// shows its own node only, however many nodes a process runs.
+pub(crate) struct Exposition {
+    handle: PrometheusHandle,
+    /// Set from the certificate's expiry at each render (`None` for an insecure node).
+    certificate_days: Option<(Gauge, std::time::SystemTime)>,
+}
+
+impl Exposition {
+    /// The recorder for node `node` (for [`session_api::Builder::metrics_recorder`]) and its
+    /// exposition. Latency histograms get [`LATENCY_BUCKETS`]; a task drains their samples
+    /// every 5 s, so they stay bounded between scrapes.
+    pub(crate) fn new(
+        node: &str,
+        certificate_expiry: Option<std::time::SystemTime>,
+    ) -> anyhow::Result<(Arc<PrometheusRecorder>, Exposition)> {
+        let recorder = Arc::new(
+            PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Prefix("m2m_".into()), LATENCY_BUCKETS)?
+                .build_recorder(),
         );
+        let handle = recorder.handle();
+        let certificate_days = certificate_expiry.map(|t| {
+            let gauge = metrics::with_local_recorder(recorder.as_ref(), || {
+                metrics::describe_gauge!(
+                    CERTIFICATE_EXPIRY_DAYS,
+                    "Whole days until this node's certificate expires (negative once it has)."
+                );
+                metrics::gauge!(CERTIFICATE_EXPIRY_DAYS, NODE_LABEL => node.to_owned())
+            });
+            (gauge, t)
+        });
+        let upkeep = handle.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(std::time::Duration::from_secs(5));
+            loop {
+                every.tick().await;
+                upkeep.run_upkeep();
+            }
+        });
+        Ok((recorder, Exposition { handle, certificate_days }))
     }
-    metric(
-        "sessions_backed_up",
-        "gauge",
-        "Backup copies this node holds for other nodes.",
-        c.backups.to_string(),
-    );
-    metric(
-        "sessions_under_replicated",
-        "gauge",
-        "Owned sessions with fewer up-to-date backups than the domain wants.",
-        c.under_replicated.to_string(),
-    );
-    metric("tombstones", "gauge", "Tombstones held.", c.tombstones.to_string());
-    metric("peers_up", "gauge", "Peers considered live.", c.peers_up.to_string());
-    metric("peers_down", "gauge", "Peers considered failed.", c.peers_down.to_string());
-    metric(
-        "failovers_total",
-        "counter",
-        "Ownerships taken over after an owner failed.",
-        c.failovers.to_string(),
-    );
-    metric(
-        "acquisitions_total",
-        "counter",
-        "Ownerships gained by claiming (failover, fetch).",
-        c.acquisitions.to_string(),
-    );
-    metric("fenced_total", "counter", "Ownerships lost to a higher epoch.", c.fenced.to_string());
-    metric(
-        "bytes_replicated_total",
-        "counter",
-        "Approximate payload bytes replicated.",
-        c.bytes_replicated.to_string(),
-    );
-    metric(
-        "full_copies_sent_total",
-        "counter",
-        "Full copies sent by re-replication.",
-        c.full_copies_sent.to_string(),
-    );
-    metric(
-        "messages_sent_total",
-        "counter",
-        "Messages handed to the transport.",
-        m.messages_sent.to_string(),
-    );
-    metric(
-        "messages_received_total",
-        "counter",
-        "Messages received from peers.",
-        m.messages_received.to_string(),
-    );
-    metric(
-        "send_queue_full_total",
-        "counter",
-        "Messages dropped on a full send queue.",
-        m.send_queue_full.to_string(),
-    );
-    metric(
-        "peers_gone_total",
-        "counter",
-        "Peers failed at once because their link closed and a new connection to them was refused or reset.",
-        m.peers_gone.to_string(),
-    );
-    metric(
-        "send_errors_total",
-        "counter",
-        "Messages dropped for other transport errors.",
-        m.send_errors.to_string(),
-    );
-    metric(
-        "refused_connections_total",
-        "counter",
-        "Connections the transport refused.",
-        m.refused.to_string(),
-    );
-    metric(
-        "unacknowledged_writes_total",
-        "counter",
-        "Writes completed without the requested acknowledgements.",
-        m.unacked_writes.to_string(),
-    );
-    metric("conflicts_total", "counter", "Conflicting writes reported to callers.", m.conflicts.to_string());
-    metric("requests_total", "counter", "Requests the node served.", m.requests.to_string());
-    metric(
-        "replication_lag_seconds",
-        "gauge",
-        "Age of the oldest change to an owned session not yet acknowledged by every placed backup.",
-        m.replication_lag.as_secs_f64().to_string(),
-    );
-    let lag = &m.sync_write_latency;
-    let _ = writeln!(
-        out,
-        "# HELP m2m_sync_write_seconds Latency of synchronous writes until the backups acknowledged.\n\
-         # TYPE m2m_sync_write_seconds summary\n\
-         m2m_sync_write_seconds_sum {}\nm2m_sync_write_seconds_count {}",
-        lag.total.as_secs_f64(),
-        lag.count
-    );
-    let _ = writeln!(
-        out,
-        "# HELP m2m_peer_up Whether a peer is considered live (1) or failed (0).\n# TYPE m2m_peer_up gauge"
-    );
-    for n in &manager.domain().nodes {
-        if &n.name == manager.node() {
-            continue;
+
+    /// The metrics in Prometheus' text format.
+    pub(crate) fn render(&self) -> String {
+        if let Some((gauge, t)) = &self.certificate_days {
+            // Whole days fit an f64 exactly.
+            #[allow(clippy::cast_precision_loss)]
+            gauge.set(days_left(*t) as f64);
         }
-        let up = m.peers.iter().any(|p| p.node == n.name && p.up);
-        let _ = writeln!(out, "m2m_peer_up{{peer=\"{}\"}} {}", n.name, u8::from(up));
+        self.handle.render()
     }
-    out
 }
 
 async fn metrics(State(st): Shared) -> Response {
+    // Taking a snapshot publishes the node's counters and gauges to its recorder.
     match st.manager.metrics().await {
-        Ok(m) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], prometheus(&st, &m))
-            .into_response(),
+        Ok(_) => {
+            ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], st.exposition.render())
+                .into_response()
+        }
         Err(e) => failure(&e),
     }
 }

@@ -190,6 +190,9 @@ async fn serve(
         Some(dir) => Some(certificate_expiry(dir, &args.name)?),
         None => None,
     };
+    // The node records its metrics into its own Prometheus recorder, which `/metrics` renders.
+    let (recorder, exposition) = admin::Exposition::new(&args.name, certificate_expiry)?;
+    builder = builder.metrics_recorder(recorder);
     let manager = builder.start().await.with_context(|| format!("node {} cannot start", args.name))?;
     tracing::info!(node = %args.name, domain = %domain_name, %transport, %address, "node started");
 
@@ -219,7 +222,12 @@ async fn serve(
             }
             let guard = Arc::new(Guard { token, body_timeout: limits.timeout });
             let app = admin::router(
-                Arc::new(AdminState { manager: manager.clone(), ack: ack_text, certificate_expiry }),
+                Arc::new(AdminState {
+                    manager: manager.clone(),
+                    ack: ack_text,
+                    certificate_expiry,
+                    exposition,
+                }),
                 guard,
             );
             Some(tokio::spawn(admin::serve(listener, app, limits, async move {
