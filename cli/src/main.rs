@@ -7,7 +7,7 @@
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, Parser, Subcommand};
 
 mod admin;
 mod cmd;
@@ -15,6 +15,7 @@ mod domain;
 mod http;
 mod logging;
 mod output;
+mod progress;
 
 const EXIT_CODES: &str = "Exit codes:\n  0  success\n  1  the domain breaks a rule, or the command failed \
 (admin API unreachable or refused, no such session, node failed, a demo session lost)\n  2  bad arguments, \
@@ -51,6 +52,10 @@ enum Command {
     /// Measure m2m against raw TCP, raw QUIC and Redis baselines (latency, throughput, memory,
     /// failover, re-replication).
     Bench(cmd::bench::Args),
+    /// Print the completion script of a shell (bash, zsh, fish, elvish, powershell).
+    Completions(cmd::completions::Args),
+    /// Print the manual page (troff), or write one page per command with --out DIR.
+    Man(cmd::man::Args),
 }
 
 fn main() -> ExitCode {
@@ -64,6 +69,8 @@ fn main() -> ExitCode {
         Command::Session(args) => cmd::session::run(&args),
         Command::Demo(args) => cmd::demo::run(&args),
         Command::Bench(args) => cmd::bench::run(&args),
+        Command::Completions(args) => cmd::completions::run(&args, Cli::command()),
+        Command::Man(args) => cmd::man::run(&args, Cli::command()),
     };
     match result {
         Ok(code) => code,
@@ -77,7 +84,6 @@ fn main() -> ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::CommandFactory;
 
     #[test]
     fn cli_definition_is_consistent() {

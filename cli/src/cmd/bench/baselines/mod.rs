@@ -34,6 +34,7 @@ async fn raw_listener(
 
 /// A quinn server and client endpoint on loopback (throw-away certificate, TLS 1.3), and the
 /// server's address.
+#[cfg(feature = "quic")]
 fn quinn_pair() -> anyhow::Result<(quinn::Endpoint, quinn::Endpoint, std::net::SocketAddr)> {
     use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
     let (sc, cc) = replication_core::tls::insecure_configs()?;
@@ -48,6 +49,7 @@ fn quinn_pair() -> anyhow::Result<(quinn::Endpoint, quinn::Endpoint, std::net::S
 /// One quinn connection on loopback: `serve` runs on the accepted side (a task of its own),
 /// `talk` on the connecting side; when both are done, both ends and both endpoints close.
 /// What `serve` and `talk` returned.
+#[cfg(feature = "quic")]
 async fn quinn_exchange<T, U, S, SF, C, CF>(serve: S, talk: C) -> anyhow::Result<(T, U)>
 where
     S: FnOnce(quinn::Connection) -> SF + Send + 'static,
