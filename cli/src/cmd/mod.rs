@@ -31,14 +31,36 @@ pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 /// `quic`, both by default). When it was not, says so on stderr, naming `what` asked for it
 /// and the missing feature, and returns exit code 2: the input cannot be used by this binary.
 pub(crate) fn require_transport(kind: TransportKind, what: &str) -> Result<(), ExitCode> {
-    if session_api::carrier::available().contains(&kind) {
-        return Ok(());
+    missing_transport(kind, &session_api::carrier::available(), what).map_or(Ok(()), |message| {
+        eprintln!("error: {message}");
+        Err(output::exit(EXIT_UNUSABLE))
+    })
+}
+
+/// Why `kind` cannot be used by a build with the transports `built`, if it cannot.
+fn missing_transport(kind: TransportKind, built: &[TransportKind], what: &str) -> Option<String> {
+    if built.contains(&kind) {
+        return None;
     }
-    let built: Vec<String> = session_api::carrier::available().iter().map(ToString::to_string).collect();
-    eprintln!(
-        "error: {what} uses the `{kind}` transport, but this m2m was built without the cargo feature \
-         `{kind}` (it has: {}); build one with it, e.g. `cargo install --path cli --features {kind}`",
+    let built: Vec<String> = built.iter().map(ToString::to_string).collect();
+    Some(format!(
+        "{what} uses the `{kind}` transport, but this m2m was built without the cargo feature `{kind}` \
+         (it has: {}); build one with it, e.g. `cargo install --path cli --features {kind}`",
         if built.is_empty() { "none".to_owned() } else { built.join(", ") }
-    );
-    Err(output::exit(EXIT_UNUSABLE))
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_transport_names_its_feature() {
+        use TransportKind::{Quic, Tcp};
+        assert_eq!(missing_transport(Tcp, &[Tcp, Quic], "d"), None);
+        let m = missing_transport(Quic, &[Tcp], "domain d in d.toml").expect("quic is missing");
+        assert!(m.starts_with("domain d in d.toml uses the `quic` transport"), "{m}");
+        assert!(m.contains("without the cargo feature `quic` (it has: tcp)"), "{m}");
+        assert!(missing_transport(Tcp, &[], "d").is_some_and(|m| m.contains("(it has: none)")));
+    }
 }
