@@ -25,7 +25,8 @@ fn histogram(samples: &[Duration]) -> Option<Histogram<u64>> {
     if samples.is_empty() {
         return None;
     }
-    let mut h = Histogram::<u64>::new(SIGNIFICANT_DIGITS).ok()?;
+    // 1 ns to an hour; a longer sample counts as an hour.
+    let mut h = Histogram::<u64>::new_with_bounds(1, 3_600 * 1_000_000_000, SIGNIFICANT_DIGITS).ok()?;
     for d in samples {
         h.saturating_record(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX).max(1));
     }
