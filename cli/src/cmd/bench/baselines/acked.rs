@@ -7,7 +7,7 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _, BufReader, BufWriter};
 use tokio::net::TcpStream;
 
 #[cfg(feature = "quic")]
-use super::quinn_exchange;
+use super::quinn_link::exchange as quinn_exchange;
 use super::{TlsConfigs, frame, raw_listener};
 use crate::cmd::bench::PAYLOAD;
 
