@@ -3,7 +3,8 @@
 //! Each subcommand lives in its own module under [`cmd`] and returns the process exit code:
 //! 0 success, 1 the domain breaks a rule or the command failed (unreachable admin API, no such
 //! session, a demo session lost), 2 the input cannot be used (unreadable or unparseable file,
-//! unknown node, bad arguments), 3 a write was not acknowledged by its backups in time.
+//! unknown node, bad arguments, a transport the binary was built without), 3 a write was not
+//! acknowledged by its backups in time.
 
 use std::process::ExitCode;
 
@@ -19,7 +20,7 @@ mod progress;
 
 const EXIT_CODES: &str = "Exit codes:\n  0  success\n  1  the domain breaks a rule, or the command failed \
 (admin API unreachable or refused, no such session, node failed, a demo session lost)\n  2  bad arguments, \
-unreadable or unparseable domain file, unknown node\n  3  a write's outcome is not certain: applied \
+unreadable or unparseable domain file, unknown node, a transport this m2m was built without\n  3  a write's outcome is not certain: applied \
 but not acknowledged by its backups in time, or another node took the session over while it was \
 in flight (m2m session)";
 

@@ -42,7 +42,20 @@ impl Report {
     pub(crate) fn png(&self, path: &Path) -> anyhow::Result<()> {
         let svg = self.svg()?;
         let mut options = resvg::usvg::Options::default();
-        options.fontdb_mut().load_system_fonts();
+        let fonts = options.fontdb_mut();
+        fonts.load_system_fonts();
+        // The SVG asks for `sans-serif`, which fontdb takes to be Arial: the first of these
+        // the system has (else any font it has) instead.
+        let families: Vec<String> =
+            fonts.faces().flat_map(|f| f.families.iter().map(|(name, _)| name.clone())).collect();
+        let sans = ["DejaVu Sans", "Liberation Sans", "Noto Sans", "Arial", "Helvetica"]
+            .into_iter()
+            .find(|want| families.iter().any(|f| f == want))
+            .map(str::to_owned)
+            .or_else(|| families.first().cloned());
+        if let Some(sans) = sans {
+            fonts.set_sans_serif_family(sans);
+        }
         let tree = resvg::usvg::Tree::from_str(&svg, &options).context("reading the plot back")?;
         let mut pixmap = resvg::tiny_skia::Pixmap::new(WIDTH, HEIGHT).context("a pixmap for the plot")?;
         resvg::render(&tree, resvg::tiny_skia::Transform::default(), &mut pixmap.as_mut());
@@ -157,6 +170,7 @@ impl Report {
             .x_label_formatter(&group)
             .x_desc(x_desc)
             .y_desc("updates/s")
+            .y_label_formatter(&|y| format!("{y:.0}"))
             .draw()
             .map_err(failed)?;
         for (bi, (name, carrier, color)) in bars.into_iter().enumerate() {
