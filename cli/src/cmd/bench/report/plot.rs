@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use anyhow::Context as _;
-use plotters::coord::Shift;
+use plotters::coord::{CoordTranslate, Shift};
 use plotters::prelude::*;
 
 use super::Report;
@@ -19,6 +19,20 @@ const HEIGHT: u32 = 400;
 /// A drawing error as text (plotters' errors are generic over the backend).
 fn failed(e: impl std::fmt::Display) -> anyhow::Error {
     anyhow::anyhow!("drawing the plot: {e}")
+}
+
+/// The legend of `chart`'s series, at `at`.
+fn legend<'a, DB: DrawingBackend + 'a, CT: CoordTranslate>(
+    chart: &mut ChartContext<'a, DB, CT>,
+    at: SeriesLabelPosition,
+) -> anyhow::Result<()> {
+    chart
+        .configure_series_labels()
+        .position(at)
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(failed)
 }
 
 /// The "nines" scale of the latency panel: p50, p90, p99 and p99.9 equally spaced.
@@ -117,14 +131,7 @@ impl Report {
                 .label(name)
                 .legend(move |(x, y)| Rectangle::new([(x, y - 2), (x + 12, y + 1)], color.filled()));
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::LowerRight)
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .draw()
-            .map_err(failed)?;
-        Ok(())
+        legend(&mut chart, SeriesLabelPosition::LowerRight)
     }
 
     /// Synchronous updates per second by concurrent sessions, TCP and QUIC side by side, with
@@ -204,13 +211,6 @@ impl Report {
                 .label(format!("Redis SET+WAIT 1, 16 clients: {r16:.0}/s"))
                 .legend(move |(x, y)| PathElement::new([(x, y), (x + 12, y)], green));
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperLeft)
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .draw()
-            .map_err(failed)?;
-        Ok(())
+        legend(&mut chart, SeriesLabelPosition::UpperLeft)
     }
 }
