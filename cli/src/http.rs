@@ -1,15 +1,23 @@
-//! A small blocking HTTP/1.1 client for the admin API (`m2m status`, `m2m session`): one
-//! request per connection (`Connection: close`), JSON bodies, optional bearer token.
+//! The blocking HTTP/1.1 client of the admin API (`m2m status`, `m2m session`), on `ureq`:
+//! one request per call (a fresh agent, nothing pooled), JSON bodies, optional bearer token.
+//! Every HTTP status is an answer here (the commands explain 401, 404, 503, 504 themselves);
+//! only "no answer" is an [`HttpError`].
 
 use std::fmt;
-use std::io::{Read as _, Write as _};
-use std::net::{TcpStream, ToSocketAddrs as _};
+use std::io::ErrorKind;
 use std::time::Duration;
+
+use ureq::http::Request;
 
 /// How long connecting to the admin address may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long a request may take (a sync write waits up to about twice the request timeout).
+/// How long sending the request, waiting for the answer, or reading its body may each take (a
+/// sync write waits up to about twice the request timeout before the node answers).
 const IO_TIMEOUT: Duration = Duration::from_secs(60);
+/// The largest answer read: a page of `GET /sessions` (10,000 ids) is far below it.
+const MAX_BODY: u64 = 64 << 20;
+/// What to check when the admin API cannot be reached.
+const HINT: &str = "is `m2m node` running there, with this `admin` address in its domain file?";
 
 /// An answer of the admin API.
 #[derive(Debug)]
@@ -63,18 +71,18 @@ pub(crate) fn host_port(admin: &str) -> &str {
 
 /// Percent-encodes a path segment (session ids are URL-safe already; anything else is escaped).
 pub(crate) fn encode_segment(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+    /// RFC 3986's unreserved characters stay as they are.
+    const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
+    utf8_percent_encode(s, SEGMENT).to_string()
 }
 
 /// Sends one request to the admin API at `admin` and reads the whole answer.
+///
+/// A node at its connection cap answers 503 before reading the request and may reset the
+/// connection after its answer: the answer is read by its `content-length`, so a reset after
+/// it does not turn it into an error (`the_connection_cap_holds_and_replication_goes_on` in
+/// `tests/admin.rs`).
 pub(crate) fn request(
     admin: &str,
     method: &str,
@@ -83,125 +91,114 @@ pub(crate) fn request(
     body: Option<&str>,
 ) -> Result<Response, HttpError> {
     let host = host_port(admin);
-    let hint = "is `m2m node` running there, with this `admin` address in its domain file?";
-    let addrs: Vec<_> = host
-        .to_socket_addrs()
-        .map_err(|e| HttpError::Unreachable(format!("cannot resolve the admin address `{host}`: {e}")))?
-        .collect();
-    let mut last = None;
-    let mut stream = None;
-    for a in &addrs {
-        match TcpStream::connect_timeout(a, CONNECT_TIMEOUT) {
-            Ok(s) => {
-                stream = Some(s);
-                break;
-            }
-            Err(e) => last = Some(e),
-        }
-    }
-    let Some(mut stream) = stream else {
-        let why = last.map_or_else(|| "no address".to_owned(), |e| e.to_string());
-        return Err(HttpError::Unreachable(format!("cannot reach the admin API at {host}: {why} ({hint})")));
-    };
-    let broken = |e: std::io::Error| HttpError::Protocol(format!("admin API at {host}: {e}"));
-    stream.set_read_timeout(Some(IO_TIMEOUT)).map_err(broken)?;
-    stream.set_write_timeout(Some(IO_TIMEOUT)).map_err(broken)?;
-    let mut head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nUser-Agent: m2m/{}\r\nAccept: application/json\r\n",
-        env!("CARGO_PKG_VERSION")
-    );
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .max_idle_connections(0)
+        .timeout_connect(Some(CONNECT_TIMEOUT))
+        .timeout_send_request(Some(IO_TIMEOUT))
+        .timeout_send_body(Some(IO_TIMEOUT))
+        .timeout_recv_response(Some(IO_TIMEOUT))
+        .timeout_recv_body(Some(IO_TIMEOUT))
+        .user_agent(concat!("m2m/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .into();
+    let mut req = Request::builder()
+        .method(method)
+        .uri(format!("http://{host}{path}"))
+        .header("Accept", "application/json");
     if let Some(t) = token {
-        head.push_str(&format!("Authorization: Bearer {t}\r\n"));
+        req = req.header("Authorization", format!("Bearer {t}"));
     }
-    let body = body.unwrap_or("");
-    if method != "GET" && method != "DELETE" || !body.is_empty() {
-        head.push_str(&format!("Content-Type: application/json\r\nContent-Length: {}\r\n", body.len()));
-    }
-    head.push_str("\r\n");
-    head.push_str(body);
-    stream.write_all(head.as_bytes()).map_err(broken)?;
-    let mut raw = Vec::new();
-    // A node that answers before reading the request (503 at its connection cap) may reset
-    // the connection after its answer: a whole answer read before the reset counts.
-    let read = stream.read_to_end(&mut raw);
-    match (parse_response(&raw), read) {
-        (Ok(r), _) => Ok(r),
-        (Err(_), Err(e)) => Err(broken(e)),
-        (Err(m), Ok(_)) => Err(HttpError::Protocol(format!("admin API at {host}: {m}"))),
-    }
-}
-
-/// Parses a whole HTTP/1.1 response (the connection was closed after it).
-fn parse_response(raw: &[u8]) -> Result<Response, String> {
-    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").ok_or("the answer is not HTTP")?;
-    let head = String::from_utf8_lossy(&raw[..split]);
-    let rest = &raw[split + 4..];
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next().unwrap_or_default();
-    let status = status_line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse::<u16>().ok())
-        .filter(|_| status_line.starts_with("HTTP/1."))
-        .ok_or_else(|| format!("the answer is not HTTP: `{status_line}`"))?;
-    let mut chunked = false;
-    let mut length = None;
-    for line in lines {
-        let Some((name, value)) = line.split_once(':') else { continue };
-        let value = value.trim();
-        if name.eq_ignore_ascii_case("transfer-encoding") && value.eq_ignore_ascii_case("chunked") {
-            chunked = true;
-        } else if name.eq_ignore_ascii_case("content-length") {
-            length = value.parse::<usize>().ok();
-        }
-    }
-    let body = if chunked {
-        dechunk(rest)?
-    } else {
-        match length {
-            Some(n) => rest.get(..n).ok_or("the answer was cut short")?.to_vec(),
-            None => rest.to_vec(),
-        }
+    let bad = |e: ureq::http::Error| HttpError::Protocol(format!("admin API at {host}: {e}"));
+    let answer = match body {
+        Some(b) => agent.run(req.header("Content-Type", "application/json").body(b).map_err(bad)?),
+        None => agent.run(req.body(()).map_err(bad)?),
     };
-    Ok(Response { status, body: String::from_utf8_lossy(&body).into_owned() })
+    let mut answer = answer.map_err(|e| classify(host, e))?;
+    let status = answer.status().as_u16();
+    let bytes =
+        answer.body_mut().with_config().limit(MAX_BODY).read_to_vec().map_err(|e| classify(host, e))?;
+    Ok(Response { status, body: String::from_utf8_lossy(&bytes).into_owned() })
 }
 
-fn dechunk(mut rest: &[u8]) -> Result<Vec<u8>, String> {
-    let mut out = Vec::new();
-    loop {
-        let end = rest.windows(2).position(|w| w == b"\r\n").ok_or("bad chunked body")?;
-        let size_text = String::from_utf8_lossy(&rest[..end]);
-        let size_text = size_text.split(';').next().unwrap_or_default().trim();
-        let size = usize::from_str_radix(size_text, 16).map_err(|_| "bad chunk size")?;
-        rest = &rest[end + 2..];
-        if size == 0 {
-            return Ok(out);
+/// A failed call as the user should read it: unreachable (nothing listens, no route, the
+/// name does not resolve) or broken (the connection or the answer failed).
+fn classify(host: &str, e: ureq::Error) -> HttpError {
+    use ureq::Error as E;
+    match e {
+        E::HostNotFound => HttpError::Unreachable(format!("cannot resolve the admin address `{host}`")),
+        E::Io(io) if unreachable(io.kind()) => {
+            HttpError::Unreachable(format!("cannot reach the admin API at {host}: {io} ({HINT})"))
         }
-        out.extend_from_slice(rest.get(..size).ok_or("the answer was cut short")?);
-        rest = rest.get(size + 2..).ok_or("the answer was cut short")?;
+        E::ConnectionFailed | E::Timeout(ureq::Timeout::Connect | ureq::Timeout::Resolve) => {
+            HttpError::Unreachable(format!("cannot reach the admin API at {host}: {e} ({HINT})"))
+        }
+        E::Protocol(p) => HttpError::Protocol(format!("admin API at {host}: the answer is not HTTP: {p}")),
+        other => HttpError::Protocol(format!("admin API at {host}: {other}")),
     }
+}
+
+/// Connecting failed: nothing listens, or no route to the address.
+fn unreachable(kind: ErrorKind) -> bool {
+    matches!(
+        kind,
+        ErrorKind::ConnectionRefused
+            | ErrorKind::AddrNotAvailable
+            | ErrorKind::HostUnreachable
+            | ErrorKind::NetworkUnreachable
+            | ErrorKind::NetworkDown
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::{Read as _, Write as _};
+
+    /// Serves one connection with `answer` (after reading the request's head) and returns
+    /// the admin address.
+    fn one_answer(answer: &'static [u8]) -> String {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = l.local_addr().expect("addr").to_string();
+        std::thread::spawn(move || {
+            let (mut s, _) = l.accept().expect("accept");
+            let mut head = Vec::new();
+            let mut b = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && s.read(&mut b).map(|n| n == 1).unwrap_or(false) {
+                head.push(b[0]);
+            }
+            let _ = s.write_all(answer);
+        });
+        addr
+    }
 
     #[test]
     fn parses_plain_and_chunked_answers() {
-        let r = parse_response(b"HTTP/1.1 404 Not Found\r\ncontent-length: 2\r\n\r\n{}").expect("parses");
+        let admin = one_answer(b"HTTP/1.1 404 Not Found\r\ncontent-length: 2\r\n\r\n{}");
+        let r = request(&admin, "GET", "/x", None, None).expect("answers");
         assert_eq!((r.status, r.body.as_str()), (404, "{}"));
-        let r = parse_response(
+        let admin = one_answer(
             b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n",
-        )
-        .expect("parses");
+        );
+        let r = request(&admin, "PUT", "/x", Some("t"), Some("{}")).expect("answers");
         assert_eq!(r.body, "abcde");
-        assert!(parse_response(b"SSH-2.0\r\n\r\n").is_err());
+        let admin = one_answer(b"SSH-2.0\r\n\r\n");
+        let e = request(&admin, "GET", "/x", None, None).expect_err("not HTTP");
+        assert!(matches!(e, HttpError::Protocol(_)), "{e}");
+    }
+
+    #[test]
+    fn nothing_listening_is_unreachable() {
+        let addr = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr");
+        let e = request(&addr.to_string(), "GET", "/status", None, None).expect_err("nothing listens");
+        assert!(matches!(e, HttpError::Unreachable(_)), "{e}");
+        assert!(e.to_string().starts_with(&format!("cannot reach the admin API at {addr}")), "{e}");
     }
 
     #[test]
     fn addresses_and_segments() {
         assert_eq!(host_port("http://127.0.0.1:8101/"), "127.0.0.1:8101");
-        assert_eq!(encode_segment("a.b-c_d"), "a.b-c_d");
+        assert_eq!(encode_segment("a.b-c_d~"), "a.b-c_d~");
         assert_eq!(encode_segment("a b/c"), "a%20b%2Fc");
     }
 }

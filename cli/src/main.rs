@@ -3,11 +3,12 @@
 //! Each subcommand lives in its own module under [`cmd`] and returns the process exit code:
 //! 0 success, 1 the domain breaks a rule or the command failed (unreachable admin API, no such
 //! session, a demo session lost), 2 the input cannot be used (unreadable or unparseable file,
-//! unknown node, bad arguments), 3 a write was not acknowledged by its backups in time.
+//! unknown node, bad arguments, a transport the binary was built without), 3 a write was not
+//! acknowledged by its backups in time.
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, Parser, Subcommand};
 
 mod admin;
 mod cmd;
@@ -15,10 +16,11 @@ mod domain;
 mod http;
 mod logging;
 mod output;
+mod progress;
 
 const EXIT_CODES: &str = "Exit codes:\n  0  success\n  1  the domain breaks a rule, or the command failed \
 (admin API unreachable or refused, no such session, node failed, a demo session lost)\n  2  bad arguments, \
-unreadable or unparseable domain file, unknown node\n  3  a write's outcome is not certain: applied \
+unreadable or unparseable domain file, unknown node, a transport this m2m was built without\n  3  a write's outcome is not certain: applied \
 but not acknowledged by its backups in time, or another node took the session over while it was \
 in flight (m2m session)";
 
@@ -51,6 +53,10 @@ enum Command {
     /// Measure m2m against raw TCP, raw QUIC and Redis baselines (latency, throughput, memory,
     /// failover, re-replication).
     Bench(cmd::bench::Args),
+    /// Print the completion script of a shell (bash, zsh, fish, elvish, powershell).
+    Completions(cmd::completions::Args),
+    /// Print the manual page (troff), or write one page per command with --out DIR.
+    Man(cmd::man::Args),
 }
 
 fn main() -> ExitCode {
@@ -64,6 +70,8 @@ fn main() -> ExitCode {
         Command::Session(args) => cmd::session::run(&args),
         Command::Demo(args) => cmd::demo::run(&args),
         Command::Bench(args) => cmd::bench::run(&args),
+        Command::Completions(args) => cmd::completions::run(&args, Cli::command()),
+        Command::Man(args) => cmd::man::run(&args, Cli::command()),
     };
     match result {
         Ok(code) => code,
@@ -77,7 +85,6 @@ fn main() -> ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::CommandFactory;
 
     #[test]
     fn cli_definition_is_consistent() {

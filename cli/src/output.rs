@@ -54,7 +54,9 @@ pub(crate) fn violation_line(v: &Violation) -> String {
 }
 
 /// A table of plain, space-aligned columns. Columns whose every cell is a number are
-/// right-aligned, the others left-aligned.
+/// right-aligned, the others left-aligned. Written here (one short function) rather than with
+/// a table crate: those draw borders or pad every line, and the README's samples and the
+/// scripts that read these columns want bare columns with no trailing spaces.
 #[derive(Debug, Default)]
 pub(crate) struct Table {
     headers: Vec<String>,

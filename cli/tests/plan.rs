@@ -167,6 +167,13 @@ fn client_server_failover_moves_sessions_to_live_clients() {
     assert_eq!(n(&node(&json, "web2")["owns_after"]), 1000);
     assert_eq!(sum(&json, "backups"), 1000, "only servers hold backups");
     assert_eq!(n(&node(&json, "web1")["backups"]), 0);
+    // At run time a client takes a session over only when a request for it arrives.
+    assert_eq!(after["ownership_moves"], "on-request", "{json}");
+    let run = m2m(&["plan", &file, "--fail", "web1"]);
+    assert!(run.stdout.contains("ownership moves on request:"), "{run:?}");
+    assert!(!run.stdout.contains("ownership moved:"), "{run:?}");
+    let p2p = plan_json(&[THREE, "--fail", "app1"]);
+    assert_eq!(p2p["after_failure"]["ownership_moves"], "at-once", "{p2p}");
 
     // A client and a server together: sessions whose owner and only backup both failed are lost.
     let json = plan_json(&[&file, "--fail", "web1", "--fail", "store1"]);

@@ -162,6 +162,11 @@ fn readme_three_node_cluster_runs_as_documented() {
             assert!(ok.success());
             let status = eventually(20, "the node to exit after SIGINT", || child.try_wait().expect("wait"));
             assert_eq!(status.code(), Some(0), "a node leaves with exit 0 after Ctrl-C");
+            // As the README says: one line on stdout once it has left.
+            let out = std::fs::read_to_string(dir.path().join(format!("node{n}.out"))).expect("node stdout");
+            let left = format!("node app{n} left domain local: ");
+            assert!(out.starts_with(&left) && out.lines().count() == 1, "stdout of app{n}: {out:?}");
+            assert!(text.contains(&format!("`{left}")), "the README shows the line `{left}...`");
             ran += 1;
             continue;
         }
@@ -180,12 +185,14 @@ fn readme_three_node_cluster_runs_as_documented() {
             let name = args.iter().skip_while(|a| *a != "--name").nth(1).expect("--name").clone();
             let admin = remap(&format!("127.0.0.1:820{}", name.trim_start_matches("app")));
             node_admins.push(admin);
+            let stdout = std::fs::File::create(dir.path().join(format!("node{}.out", nodes.0.len() + 1)))
+                .expect("a file for the node's stdout");
             let child = Command::new(env!("CARGO_BIN_EXE_m2m"))
                 .args(&args)
                 .env_remove("M2M_ADMIN_TOKEN")
                 .current_dir(dir.path())
                 .stdin(Stdio::null())
-                .stdout(Stdio::null())
+                .stdout(stdout)
                 .stderr(Stdio::null())
                 .spawn()
                 .expect("m2m node starts");
@@ -220,6 +227,10 @@ fn readme_three_node_cluster_runs_as_documented() {
     assert!(ran >= 15, "expected the section to show at least 15 commands, found {ran}");
     let list = outputs.iter().find(|(c, _)| c.starts_with("m2m session list")).expect("ran list");
     assert_eq!(list.1, format!("{id}\n"), "app2 owns the session it fetched, and only that one");
+    for quiet in ["m2m session set", "m2m session invalidate"] {
+        let (c, out) = outputs.iter().find(|(c, _)| c.starts_with(quiet)).expect("ran it");
+        assert_eq!(out, "", "the README says `{c}` prints nothing");
+    }
 
     // The samples shown are what the commands printed (the status sample: its fixed lines).
     let get = "m2m session get --admin 127.0.0.1:8202 --certs certs $ID";

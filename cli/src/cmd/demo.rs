@@ -3,18 +3,19 @@
 //! and every session read back.
 
 use std::collections::BTreeMap;
-use std::io::{IsTerminal as _, Write as _};
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
+use replication_core::TransportKind;
+use serde::Serialize;
+use serde_json::{Value, json};
 use session_api::id::SessionIdParts;
 use session_api::{AckPolicy, Attributes, DomainConfig, NodeId, SessionManager};
 use tokio::task::JoinSet;
 
-use crate::output::{self, EXIT_FAILED, Table};
+use crate::output::{self, EXIT_FAILED, Format, Table};
+use crate::progress;
 
 /// Requests in flight at once while creating and reading.
 const IN_FLIGHT: usize = 64;
@@ -34,6 +35,9 @@ pub(crate) struct Args {
     /// Sessions to create (1 to 100000).
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub(crate) sessions: u32,
+    /// Output format: the story as text, or its figures as one JSON document at the end.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub(crate) format: Format,
 }
 
 /// The transport `--transport` picks.
@@ -45,16 +49,80 @@ pub(crate) enum TransportArg {
     Quic,
 }
 
-/// Runs `m2m demo`.
-pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
-    crate::logging::init("warn");
-    let rt = super::runtime()?;
-    let lost = rt.block_on(demo(args))?;
-    Ok(if lost == 0 { ExitCode::SUCCESS } else { output::exit(EXIT_FAILED) })
+impl TransportArg {
+    fn kind(self) -> TransportKind {
+        match self {
+            TransportArg::Tcp => TransportKind::Tcp,
+            TransportArg::Quic => TransportKind::Quic,
+        }
+    }
 }
 
-fn say(text: impl AsRef<str>) {
-    output::emit(&format!("{}\n", text.as_ref()));
+/// Runs `m2m demo`.
+pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
+    let kind = args.transport.kind();
+    if let Err(code) = super::require_transport(kind, &format!("m2m demo --transport {kind}")) {
+        return Ok(code);
+    }
+    crate::logging::init("warn");
+    let rt = super::runtime()?;
+    let report = rt.block_on(demo(args))?;
+    if args.format == Format::Json {
+        output::print_json(&report)?;
+    }
+    Ok(if report.sessions_lost == 0 { ExitCode::SUCCESS } else { output::exit(EXIT_FAILED) })
+}
+
+/// What `m2m demo --format json` prints: the figures the text tells.
+#[derive(Debug, Default, Serialize)]
+struct DemoReport {
+    transport: String,
+    nodes: usize,
+    /// Milliseconds until every node saw every other.
+    all_up_ms: u128,
+    sessions_created: usize,
+    create_ms: u128,
+    /// The nodes before the crash: `node`, `state`, `owns`, `backups`,
+    /// `failover_target_for`, `under_replicated`.
+    before: Vec<Value>,
+    killed: String,
+    killed_owned: usize,
+    /// Milliseconds from the crash until every survivor saw it (`null`: not within 10 s).
+    detected_ms: Option<u128>,
+    /// Of the killed node's sessions, how many each failover target served.
+    failover_reads: BTreeMap<String, usize>,
+    /// Milliseconds from the crash until every session was read back.
+    read_back_ms: u128,
+    /// Milliseconds from the crash until no session was under-replicated (`null`: not settled).
+    rereplicated_ms: Option<u128>,
+    under_replicated: usize,
+    /// The nodes after the crash: `node`, `state`, `owns`, `backups`, `under_replicated`,
+    /// `failovers` (only `node` and `state` for the killed one).
+    after: Vec<Value>,
+    failovers: u64,
+    sessions_lost: usize,
+    /// The first ten lost session ids.
+    lost: Vec<String>,
+    duration_ms: u128,
+}
+
+/// Prints the story as text, unless the format is JSON.
+struct Story {
+    text: bool,
+}
+
+impl Story {
+    fn say(&self, text: impl AsRef<str>) {
+        if self.text {
+            output::emit(&format!("{}\n", text.as_ref()));
+        }
+    }
+
+    fn table(&self, t: &Table) {
+        if self.text {
+            output::emit(&t.render());
+        }
+    }
 }
 
 /// Polls `check` every 20 ms until it returns `Some`, or gives up after `limit`.
@@ -75,33 +143,6 @@ where
     }
 }
 
-struct Progress {
-    label: &'static str,
-    total: usize,
-    done: AtomicUsize,
-    tty: bool,
-}
-
-impl Progress {
-    fn tick(&self) {
-        let done = self.done.fetch_add(1, Ordering::Relaxed) + 1;
-        let step = (self.total / 20).max(1);
-        if self.tty && (done % step == 0 || done == self.total) {
-            let mut err = std::io::stderr().lock();
-            let _ = write!(err, "\r{}: {done}/{}", self.label, self.total);
-            let _ = err.flush();
-        }
-    }
-
-    fn finish(&self) {
-        if self.tty {
-            let mut err = std::io::stderr().lock();
-            let _ = write!(err, "\r\x1b[2K");
-            let _ = err.flush();
-        }
-    }
-}
-
 fn attrs_for(i: u32) -> Attributes {
     let mut a = Attributes::new();
     a.insert("user", format!("user-{i}").into_bytes());
@@ -109,13 +150,13 @@ fn attrs_for(i: u32) -> Attributes {
     a
 }
 
-async fn demo(args: &Args) -> anyhow::Result<usize> {
+async fn demo(args: &Args) -> anyhow::Result<DemoReport> {
     let started = Instant::now();
     let n = usize::from(args.nodes);
-    let transport = match args.transport {
-        TransportArg::Tcp => "tcp",
-        TransportArg::Quic => "quic",
-    };
+    let transport = args.transport.kind().to_string();
+    let story = Story { text: args.format == Format::Text };
+    let say = |text: String| story.say(text);
+    let mut report = DemoReport { transport: transport.clone(), nodes: n, ..DemoReport::default() };
 
     // Bind every socket first, then write the domain with those ports: no collisions.
     let mut text = format!(
@@ -174,18 +215,14 @@ async fn demo(args: &Args) -> anyhow::Result<usize> {
     if all_up.is_none() {
         bail!("the demo nodes did not see each other within 15 s");
     }
-    say(format!("all {n} nodes see each other ({} ms)", started.elapsed().as_millis()));
+    report.all_up_ms = started.elapsed().as_millis();
+    say(format!("all {n} nodes see each other ({} ms)", report.all_up_ms));
 
     // Create the sessions, round-robin over the nodes, IN_FLIGHT at a time.
     let total = args.sessions;
-    let progress = Arc::new(Progress {
-        label: "creating sessions",
-        total: usize::try_from(total).unwrap_or(usize::MAX),
-        done: AtomicUsize::new(0),
-        tty: std::io::stderr().is_terminal(),
-    });
+    let progress = progress::bar("creating sessions", u64::from(total));
     let t_create = Instant::now();
-    let mut created: Vec<(String, u32)> = Vec::with_capacity(progress.total);
+    let mut created: Vec<(String, u32)> = Vec::with_capacity(usize::try_from(total).unwrap_or(0));
     let mut tasks = JoinSet::new();
     let mut next = 0u32;
     while next < total || !tasks.is_empty() {
@@ -198,7 +235,7 @@ async fn demo(args: &Args) -> anyhow::Result<usize> {
                 for _ in 0..5 {
                     match m.create_with(attrs_for(i)).await {
                         Ok(s) => {
-                            progress.tick();
+                            progress.inc(1);
                             return Ok((s.id().to_owned(), i));
                         }
                         Err(e) => last = Some(e),
@@ -213,11 +250,10 @@ async fn demo(args: &Args) -> anyhow::Result<usize> {
             created.push(r.context("a create task")??);
         }
     }
-    progress.finish();
-    say(format!(
-        "created {total} sessions in {} ms (sync writes, 1 backup each)",
-        t_create.elapsed().as_millis()
-    ));
+    progress.finish_and_clear();
+    report.sessions_created = created.len();
+    report.create_ms = t_create.elapsed().as_millis();
+    say(format!("created {total} sessions in {} ms (sync writes, 1 backup each)", report.create_ms));
 
     // Let replication settle so the table shows the steady state.
     let _ = wait_for(Duration::from_secs(10), || {
@@ -238,26 +274,37 @@ async fn demo(args: &Args) -> anyhow::Result<usize> {
             *failover_for.entry(t).or_default() += 1;
         }
     }
-    say("\nwhere the sessions live:");
+    say("\nwhere the sessions live:".into());
     let mut t = Table::new(["node", "state", "owns", "backups", "failover-target-for", "under-replicated"]);
     for m in &nodes {
         let x = m.metrics().await?;
+        let target_for = failover_for.get(m.node()).copied().unwrap_or(0);
         t.row([
             m.node().to_string(),
             "up".into(),
             x.sessions_owned().to_string(),
             x.sessions_backed_up().to_string(),
-            failover_for.get(m.node()).copied().unwrap_or(0).to_string(),
+            target_for.to_string(),
             x.under_replicated().to_string(),
         ]);
+        report.before.push(json!({
+            "node": m.node().to_string(),
+            "state": "up",
+            "owns": x.sessions_owned(),
+            "backups": x.sessions_backed_up(),
+            "failover_target_for": target_for,
+            "under_replicated": x.under_replicated(),
+        }));
     }
-    output::emit(&t.render());
+    story.table(&t);
 
     // Crash the first node: no graceful shutdown, no hand-off.
     let victim = nodes[0].clone();
     let victim_id = victim.node().clone();
     let victim_sessions = victim.owned_sessions().await?;
     let survivors: Vec<SessionManager> = nodes[1..].to_vec();
+    report.killed = victim_id.to_string();
+    report.killed_owned = victim_sessions.len();
     say(format!(
         "\nkilling {victim_id} (owner of {} sessions) without a graceful shutdown",
         victim_sessions.len()
@@ -284,6 +331,7 @@ async fn demo(args: &Args) -> anyhow::Result<usize> {
         for m in &survivors {
             under += m.metrics().await?.under_replicated();
         }
+        report.detected_ms = Some(t_kill.elapsed().as_millis());
         say(format!(
             "{victim_id} detected as failed by every survivor after {} ms; under-replicated sessions then: {under}",
             t_kill.elapsed().as_millis()
@@ -306,12 +354,7 @@ async fn demo(args: &Args) -> anyhow::Result<usize> {
     // Read every session through a surviving node: its owner if alive, else its failover target.
     let victim_set: std::collections::HashSet<String> = victim_sessions.iter().cloned().collect();
     let t_read = Instant::now();
-    let reading = Arc::new(Progress {
-        label: "reading sessions",
-        total: created.len(),
-        done: AtomicUsize::new(0),
-        tty: std::io::stderr().is_terminal(),
-    });
+    let reading = progress::bar("reading sessions", u64::try_from(created.len()).unwrap_or(u64::MAX));
     let mut reads = JoinSet::new();
     let mut served_by: BTreeMap<NodeId, usize> = BTreeMap::new();
     let mut lost = Vec::new();
@@ -331,7 +374,7 @@ async fn demo(args: &Args) -> anyhow::Result<usize> {
             let reading = reading.clone();
             reads.spawn(async move {
                 let ok = read_back(&reader, &id, &attrs_for(i)).await;
-                reading.tick();
+                reading.inc(1);
                 (id, reader.node().clone(), ok)
             });
         }
@@ -346,7 +389,9 @@ async fn demo(args: &Args) -> anyhow::Result<usize> {
             }
         }
     }
-    reading.finish();
+    reading.finish_and_clear();
+    report.read_back_ms = t_read.duration_since(t_kill).as_millis() + t_read.elapsed().as_millis();
+    report.failover_reads = served_by.iter().map(|(k, v)| (k.to_string(), *v)).collect();
     let moved: Vec<String> = served_by.iter().map(|(k, v)| format!("{k}: {v}")).collect();
     say(format!(
         "hot failover: {} of {}'s {} sessions read with the right attributes from their failover targets ({}); \
@@ -356,7 +401,7 @@ async fn demo(args: &Args) -> anyhow::Result<usize> {
         victim_sessions.len(),
         if moved.is_empty() { "none".to_owned() } else { moved.join(", ") },
         created.len(),
-        t_read.duration_since(t_kill).as_millis() + t_read.elapsed().as_millis(),
+        report.read_back_ms,
     ));
 
     // Re-replication: the sessions that lost a backup get a new one on a surviving node.
@@ -376,14 +421,8 @@ async fn demo(args: &Args) -> anyhow::Result<usize> {
     let mut under = 0;
     let mut failovers = 0;
     let mut t = Table::new(["node", "state", "owns", "backups", "under-replicated", "failovers"]);
-    t.row([
-        victim_id.to_string(),
-        "KILLED".into(),
-        String::new(),
-        String::new(),
-        String::new(),
-        String::new(),
-    ]);
+    t.row([victim_id.to_string(), "KILLED".into()]);
+    report.after.push(json!({ "node": victim_id.to_string(), "state": "KILLED" }));
     for m in &survivors {
         let x = m.metrics().await?;
         under += x.under_replicated();
@@ -396,7 +435,18 @@ async fn demo(args: &Args) -> anyhow::Result<usize> {
             x.under_replicated().to_string(),
             x.failovers().to_string(),
         ]);
+        report.after.push(json!({
+            "node": m.node().to_string(),
+            "state": "up",
+            "owns": x.sessions_owned(),
+            "backups": x.sessions_backed_up(),
+            "under_replicated": x.under_replicated(),
+            "failovers": x.failovers(),
+        }));
     }
+    report.under_replicated = under;
+    report.failovers = failovers;
+    report.rereplicated_ms = settled.map(|()| settled_after.as_millis());
     if settled.is_some() {
         say(format!(
             "re-replication: under-replicated back to 0 (checked {} ms after the crash)",
@@ -409,11 +459,13 @@ async fn demo(args: &Args) -> anyhow::Result<usize> {
     } else {
         say(format!("re-replication: still {under} under-replicated sessions after 15 s"));
     }
-    say("\nafter the failure:");
-    output::emit(&t.render());
+    say("\nafter the failure:".into());
+    story.table(&t);
     for id in lost.iter().take(10) {
         say(format!("LOST: {id}"));
     }
+    report.sessions_lost = lost.len();
+    report.lost = lost.iter().take(10).cloned().collect();
     for m in &survivors {
         let _ = m.shutdown().await;
     }
@@ -423,7 +475,8 @@ async fn demo(args: &Args) -> anyhow::Result<usize> {
         created.len(),
         lost.len()
     ));
-    Ok(lost.len())
+    report.duration_ms = started.elapsed().as_millis();
+    Ok(report)
 }
 
 enum Socket {

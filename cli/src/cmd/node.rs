@@ -96,6 +96,10 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
         Ok(cfg) => cfg,
         Err(code) => return Ok(code),
     };
+    let what = format!("domain {} in {}", cfg.domain.name, args.config.display());
+    if let Err(code) = super::require_transport(cfg.domain.transport, &what) {
+        return Ok(code);
+    }
     let me = NodeId::new(&args.name);
     let Some(node_cfg) = cfg.node(&me) else {
         let known: Vec<&str> = cfg.nodes.iter().map(|n| n.name.as_str()).collect();

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use anyhow::bail;
 use replication_core::placement::{Placement, WhatIf};
 use replication_core::validate::Violation;
-use replication_core::{DomainConfig, NodeId};
+use replication_core::{DomainConfig, NodeId, Topology};
 use serde::Serialize;
 
 use crate::domain::{self, Checked, report_json, report_text};
@@ -48,12 +48,28 @@ struct NodeRow {
     backups_after: Option<usize>,
 }
 
+/// When the sessions of a failed owner get their new owner.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+enum Takeover {
+    /// Peer-to-peer: each failover target takes its sessions over without waiting (hot
+    /// failover).
+    AtOnce,
+    /// Client-server: the servers keep the sessions until a client gets a request for one and
+    /// fetches it; servers never own.
+    OnRequest,
+}
+
 /// What the failure of `failed` does.
 #[derive(Debug, Serialize)]
 struct AfterFailure {
-    /// Sessions whose owner failed and that another node now owns.
+    /// Sessions whose owner failed and that another node owns (client-server: once a request
+    /// for them reaches that client).
     ownership_moved: usize,
-    /// Of those, how many each new owner takes.
+    /// When they move.
+    ownership_moves: Takeover,
+    /// Of those, how many each new owner takes (client-server: the client the placement
+    /// names; any live client that gets the request takes the session instead).
     moved_to: BTreeMap<String, usize>,
     under_replicated: usize,
     without_backup: usize,
@@ -112,7 +128,7 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
         unplaced: ids.len() - placed.len(),
         failed: failed.iter().map(ToString::to_string).collect(),
         nodes: node_rows(&cfg, &what, !failed.is_empty()),
-        after_failure: (!failed.is_empty()).then(|| after_failure(&what)),
+        after_failure: (!failed.is_empty()).then(|| after_failure(&what, cfg.topology())),
         warnings: report.warnings().collect(),
     };
     match args.format {
@@ -164,7 +180,7 @@ fn node_rows(cfg: &DomainConfig, what: &WhatIf, with_failure: bool) -> Vec<NodeR
         .collect()
 }
 
-fn after_failure(what: &WhatIf) -> AfterFailure {
+fn after_failure(what: &WhatIf, topology: Topology) -> AfterFailure {
     // A live owner keeps its sessions, so what a live node owns beyond its own came to it
     // from a failed node. (The core's `WhatIf` has no per-new-owner count; derived here.)
     let moved_to = what
@@ -175,6 +191,10 @@ fn after_failure(what: &WhatIf) -> AfterFailure {
         .collect();
     AfterFailure {
         ownership_moved: what.ownership_moved,
+        ownership_moves: match topology {
+            Topology::PeerToPeer => Takeover::AtOnce,
+            Topology::ClientServer => Takeover::OnRequest,
+        },
         moved_to,
         under_replicated: what.under_replicated,
         without_backup: what.without_backup,
@@ -232,7 +252,19 @@ fn render_text(plan: &Plan<'_>) -> String {
 
     if let Some(a) = &plan.after_failure {
         out.push('\n');
-        let _ = writeln!(out, "ownership moved: {} sessions", a.ownership_moved);
+        match a.ownership_moves {
+            Takeover::AtOnce => {
+                let _ = writeln!(out, "ownership moved: {} sessions", a.ownership_moved);
+            }
+            Takeover::OnRequest => {
+                let _ = writeln!(
+                    out,
+                    "ownership moves on request: {} sessions (the servers keep them until a live client \
+                     gets a request for one and fetches it; the client the placement names:)",
+                    a.ownership_moved
+                );
+            }
+        }
         for (node, count) in &a.moved_to {
             let _ = writeln!(out, "  to {node}: {count}");
         }

@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use crate::cmd::status::AdminArgs;
 use crate::http::encode_segment;
-use crate::output::{self, EXIT_FAILED, EXIT_UNACKED};
+use crate::output::{self, EXIT_FAILED, EXIT_UNACKED, Format};
 
 const EXIT_CODES: &str = "Exit codes: 0 done; 1 no such session, the admin API is unreachable, \
 refused the request or failed; 2 bad arguments (e.g. a malformed KEY=VALUE) or an unreadable \
@@ -20,6 +20,10 @@ may be lost if that node fails).";
 pub(crate) struct Args {
     #[command(subcommand)]
     pub(crate) command: SessionCommand,
+    /// Output format: text (ids, KEY=VALUE lines), or the admin API's JSON answer (`list`:
+    /// `{"sessions": [ids]}`).
+    #[arg(long, value_enum, default_value_t = Format::Text, global = true)]
+    pub(crate) format: Format,
 }
 
 /// The `session` subcommands.
@@ -34,7 +38,7 @@ pub(crate) enum SessionCommand {
         #[arg(value_name = "KEY=VALUE", value_parser = parse_kv)]
         attributes: Vec<(String, String)>,
     },
-    /// Set attributes of a session (other attributes are kept).
+    /// Set attributes of a session (other attributes are kept); prints nothing.
     #[command(after_help = EXIT_CODES)]
     Set {
         #[command(flatten)]
@@ -56,7 +60,7 @@ pub(crate) enum SessionCommand {
         #[arg(allow_hyphen_values = true)]
         id: String,
     },
-    /// Invalidate a session everywhere.
+    /// Invalidate a session everywhere; prints nothing.
     #[command(after_help = EXIT_CODES)]
     Invalidate {
         #[command(flatten)]
@@ -116,21 +120,30 @@ fn write_result(what: &str, id: &str, r: &crate::http::Response) -> Option<ExitC
 
 /// Runs `m2m session ...`.
 pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
+    let json = args.format == Format::Json;
     let code = match &args.command {
-        SessionCommand::Create { admin, attributes } => create(admin, attributes),
-        SessionCommand::Set { admin, id, attributes } => set(admin, id, attributes),
-        SessionCommand::Get { admin, id } => get(admin, id),
-        SessionCommand::Invalidate { admin, id } => invalidate(admin, id),
-        SessionCommand::List { admin } => list(admin),
+        SessionCommand::Create { admin, attributes } => create(admin, attributes, json),
+        SessionCommand::Set { admin, id, attributes } => set(admin, id, attributes, json),
+        SessionCommand::Get { admin, id } => get(admin, id, json),
+        SessionCommand::Invalidate { admin, id } => invalidate(admin, id, json),
+        SessionCommand::List { admin } => list(admin, json),
     };
     Ok(code.unwrap_or_else(|c| c))
 }
 
-fn create(admin: &AdminArgs, attrs: &[(String, String)]) -> Result<ExitCode, ExitCode> {
+/// Prints the admin API's JSON answer on stdout (`--format json`).
+fn answer_json(r: &crate::http::Response) {
+    if output::print_json(&r.json()).is_err() {
+        output::emit(&format!("{}\n", r.body.trim()));
+    }
+}
+
+fn create(admin: &AdminArgs, attrs: &[(String, String)], json: bool) -> Result<ExitCode, ExitCode> {
     let r = admin.call("POST", "/sessions", Some(&body(attrs)))?;
     let id = r.json().get("id").and_then(Value::as_str).map(str::to_owned);
     match (&id, r.status) {
         // The session exists (also when not acknowledged): its id goes to stdout.
+        (Some(_), 200 | 201 | 504) if json => answer_json(&r),
         (Some(id), 200 | 201 | 504) => output::emit(&format!("{id}\n")),
         (None, 200 | 201) => {
             eprintln!("error: the admin API did not return a session id: {}", r.body);
@@ -144,17 +157,30 @@ fn create(admin: &AdminArgs, attrs: &[(String, String)]) -> Result<ExitCode, Exi
     }
 }
 
-fn set(admin: &AdminArgs, id: &str, attrs: &[(String, String)]) -> Result<ExitCode, ExitCode> {
+fn set(admin: &AdminArgs, id: &str, attrs: &[(String, String)], json: bool) -> Result<ExitCode, ExitCode> {
     let r = admin.call("PUT", &format!("/sessions/{}", encode_segment(id)), Some(&body(attrs)))?;
-    match write_result("set", id, &r) {
+    write_done("set", id, &r, json)
+}
+
+/// The outcome of `set` or `invalidate`: nothing printed on success in text, the answer in
+/// JSON (also when the backups did not acknowledge it).
+fn write_done(what: &str, id: &str, r: &crate::http::Response, json: bool) -> Result<ExitCode, ExitCode> {
+    if json && matches!(r.status, 200 | 201 | 504) {
+        answer_json(r);
+    }
+    match write_result(what, id, r) {
         Some(code) => Err(code),
         None => Ok(ExitCode::SUCCESS),
     }
 }
 
-fn get(admin: &AdminArgs, id: &str) -> Result<ExitCode, ExitCode> {
+fn get(admin: &AdminArgs, id: &str, json: bool) -> Result<ExitCode, ExitCode> {
     let r = admin.call("GET", &format!("/sessions/{}", encode_segment(id)), None)?;
     match r.status {
+        200 if json => {
+            answer_json(&r);
+            Ok(ExitCode::SUCCESS)
+        }
         200 => {
             let json = r.json();
             let mut out = String::new();
@@ -179,19 +205,13 @@ fn get(admin: &AdminArgs, id: &str) -> Result<ExitCode, ExitCode> {
     }
 }
 
-fn invalidate(admin: &AdminArgs, id: &str) -> Result<ExitCode, ExitCode> {
+fn invalidate(admin: &AdminArgs, id: &str, json: bool) -> Result<ExitCode, ExitCode> {
     let r = admin.call("DELETE", &format!("/sessions/{}", encode_segment(id)), None)?;
-    match write_result("invalidate", id, &r) {
-        Some(code) => Err(code),
-        None => {
-            output::emit(&format!("invalidated {id}\n"));
-            Ok(ExitCode::SUCCESS)
-        }
-    }
+    write_done("invalidate", id, &r, json)
 }
 
-fn list(admin: &AdminArgs) -> Result<ExitCode, ExitCode> {
-    let mut out = String::new();
+fn list(admin: &AdminArgs, json: bool) -> Result<ExitCode, ExitCode> {
+    let mut all: Vec<String> = Vec::new();
     let mut after: Option<String> = None;
     loop {
         let path = match &after {
@@ -208,17 +228,20 @@ fn list(admin: &AdminArgs) -> Result<ExitCode, ExitCode> {
             eprintln!("error: list: the admin API answered without a session list: {}", r.body);
             return Err(output::exit(EXIT_FAILED));
         };
-        for id in ids.iter().filter_map(Value::as_str) {
-            out.push_str(id);
-            out.push('\n');
-        }
+        all.extend(ids.iter().filter_map(Value::as_str).map(str::to_owned));
         match json.get("next").and_then(Value::as_str) {
             // A page that does not move forward would loop for ever.
             Some(next) if after.as_deref() != Some(next) => after = Some(next.to_owned()),
             _ => break,
         }
     }
-    output::emit(&out);
+    if json {
+        if output::print_json(&serde_json::json!({ "sessions": all })).is_err() {
+            return Err(output::exit(EXIT_FAILED));
+        }
+    } else {
+        output::emit(&all.iter().map(|id| format!("{id}\n")).collect::<String>());
+    }
     Ok(ExitCode::SUCCESS)
 }
 

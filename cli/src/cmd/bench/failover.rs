@@ -9,6 +9,7 @@ use anyhow::{Context as _, bail};
 use session_api::{DomainConfig, SessionManager};
 
 use super::cluster::{bench_domain, create_many, start_node, wait_peers_up, wait_until};
+use super::figure::Carrier;
 use super::{FAILURE_TIMEOUT_MS, sync};
 
 /// When the failover's steps happened on one node (from its metrics hook: an event is seen
@@ -84,7 +85,7 @@ pub(crate) async fn failover(n: usize, closed_links: bool) -> anyhow::Result<(f6
     let trace = Arc::new(Trace::default());
     let extra = if closed_links { "" } else { "closed_link_detection = false\n" };
     let started = Instant::now();
-    let (text, cfg, mut sockets) = bench_domain("tcp", 3, 1, extra)?;
+    let (text, cfg, mut sockets) = bench_domain(Carrier::main().as_str(), 3, 1, extra)?;
     let dir = tempfile::tempdir()?;
     let certs = dir.path().join("certs");
     std::fs::create_dir_all(&certs)?;

@@ -24,6 +24,26 @@ impl Carrier {
     /// Both, in the order they are measured.
     pub(crate) const ALL: [Carrier; 2] = [Carrier::Tcp, Carrier::Quic];
 
+    /// Those this build includes (cargo features `tcp`, `quic`), in the order they are
+    /// measured.
+    pub(crate) fn built_in() -> impl Iterator<Item = Carrier> {
+        let available = session_api::carrier::available();
+        Carrier::ALL.into_iter().filter(move |c| available.contains(&c.kind()))
+    }
+
+    /// The transport of the parts that measure one: TCP, or QUIC in a build without TCP.
+    pub(crate) fn main() -> Carrier {
+        Carrier::built_in().next().unwrap_or(Carrier::Tcp)
+    }
+
+    /// The domain file's transport.
+    fn kind(self) -> replication_core::TransportKind {
+        match self {
+            Carrier::Tcp => replication_core::TransportKind::Tcp,
+            Carrier::Quic => replication_core::TransportKind::Quic,
+        }
+    }
+
     /// The name in figures, in the domain file's `transport` and in `--only`.
     pub(crate) fn as_str(self) -> &'static str {
         match self {

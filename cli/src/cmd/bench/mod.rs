@@ -27,9 +27,13 @@ use std::time::Duration;
 use anyhow::Context as _;
 use session_api::AckPolicy;
 
-use self::baselines::acked::{WINDOW, raw_quinn_acked, raw_tcp_acked};
+#[cfg(feature = "quic")]
+use self::baselines::acked::raw_quinn_acked;
+use self::baselines::acked::{WINDOW, raw_tcp_acked};
 use self::baselines::pingpong::{Placement, raw_tcp_pingpong};
-use self::baselines::pipelined::{raw_quinn, raw_tcp_pipelined, raw_tls_pipelined};
+#[cfg(feature = "quic")]
+use self::baselines::pipelined::raw_quinn;
+use self::baselines::pipelined::{raw_tcp_pipelined, raw_tls_pipelined};
 use self::baselines::redis::redis_set_wait;
 use self::cluster::{Cluster, updates};
 use self::failover::{failover, failover_child};
@@ -40,6 +44,8 @@ use self::memory::{memory, memory_child};
 use self::report::Report;
 use self::rereplication::rereplication;
 use self::stats::{Curves, Lat, curve, lat, median_figures};
+use crate::output::{self, Format};
+use crate::progress::Steps;
 
 mod baselines;
 mod cluster;
@@ -72,6 +78,12 @@ pub(crate) struct Args {
     /// Also write the plot (latency distribution, throughput by concurrency) as SVG here.
     #[arg(long, value_name = "FILE")]
     pub(crate) svg: Option<PathBuf>,
+    /// Also write the plot as PNG here.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) png: Option<PathBuf>,
+    /// How the report is printed on stdout: a table, or the document `--json` writes.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub(crate) format: Format,
     /// A Redis primary (with one replica attached) for the SET + WAIT 1 baseline.
     #[arg(long, value_name = "HOST:PORT")]
     pub(crate) redis: Option<String>,
@@ -160,39 +172,52 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let runs = args.runs.unwrap_or(if args.quick { 1 } else { 3 });
+    let steps = Steps::new();
     let mut all: Vec<Figures> = Vec::new();
     let mut curves = Curves::default();
     for i in 0..runs {
-        eprintln!("run {}/{runs} ...", i + 1);
-        let (figs, c) = rt.block_on(one_run(&plan, args.redis.as_deref(), &args.only))?;
+        steps.note(format!("run {}/{runs}", i + 1));
+        let (figs, c) = rt.block_on(one_run(&plan, args.redis.as_deref(), &args.only, &steps))?;
         all.push(figs);
         curves = c;
     }
     let memory = if args.only.is_empty() || args.only.iter().any(|o| o == "memory") {
-        eprintln!("memory ({} sessions of 1 KiB, fresh child processes) ...", plan.memory_sessions);
+        steps.step(format!("memory ({} sessions of 1 KiB, fresh child processes)", plan.memory_sessions));
         memory(args, plan.memory_sessions).unwrap_or_else(|e| {
-            eprintln!("memory: {e:#}");
+            steps.note(format!("memory: {e:#}"));
             BTreeMap::new()
         })
     } else {
         BTreeMap::new()
     };
+    drop(steps);
     let median = median_figures(&all);
     let report = Report::new(&plan, runs, median, all, memory, curves, args.redis.is_some());
-    print!("{}", report.render());
+    match args.format {
+        Format::Text => output::emit(&report.render()),
+        Format::Json => output::print_json(&report)?,
+    }
     if let Some(path) = &args.json {
         std::fs::write(path, serde_json::to_string_pretty(&report)? + "\n")
             .with_context(|| format!("writing {}", path.display()))?;
     }
     if let Some(path) = &args.svg {
-        std::fs::write(path, report.svg()).with_context(|| format!("writing {}", path.display()))?;
+        std::fs::write(path, report.svg()?).with_context(|| format!("writing {}", path.display()))?;
+    }
+    if let Some(path) = &args.png {
+        report.png(path).with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(ExitCode::SUCCESS)
 }
 
 // ----- one run -----
 
-async fn one_run(plan: &Plan, redis: Option<&str>, only: &[String]) -> anyhow::Result<(Figures, Curves)> {
+async fn one_run(
+    plan: &Plan,
+    redis: Option<&str>,
+    only: &[String],
+    steps: &Steps,
+) -> anyhow::Result<(Figures, Curves)> {
     let want = |part: &str| only.is_empty() || only.iter().any(|o| o == part);
     let mut f = Figures::default();
     let mut curves = Curves::default();
@@ -204,18 +229,21 @@ async fn one_run(plan: &Plan, redis: Option<&str>, only: &[String]) -> anyhow::R
     let put_rate = |f: &mut Figures, rate: Rate, v: f64| f.insert(Figure::Rate(rate), v);
 
     if want("raw") {
-        eprintln!("  raw tcp ...");
+        steps.step("raw tcp");
         let rtt = raw_tcp_pingpong(plan.rounds, Placement::TwoCpus).await.context("raw TCP ping-pong")?;
         put_lat(&mut f, Latency::RawRtt(Placement::TwoCpus), lat(&rtt));
         let rtt1 = raw_tcp_pingpong(plan.rounds, Placement::OneCpu).await.context("raw TCP ping-pong")?;
         put_lat(&mut f, Latency::RawRtt(Placement::OneCpu), lat(&rtt1));
         curves.raw_tcp = curve(&rtt);
         put_rate(&mut f, Rate::Raw(Link::Tcp), raw_tcp_pipelined(plan.messages).await.context("raw TCP")?);
-        eprintln!("  raw tls ...");
+        steps.step("raw tls");
         put_rate(&mut f, Rate::Raw(Link::Tls), raw_tls_pipelined(plan.messages).await.context("raw TLS")?);
-        eprintln!("  raw quinn ...");
-        put_rate(&mut f, Rate::Raw(Link::Quinn), raw_quinn(plan.messages).await.context("raw quinn")?);
-        eprintln!("  raw acknowledged ({WINDOW} in flight) ...");
+        #[cfg(feature = "quic")]
+        {
+            steps.step("raw quinn");
+            put_rate(&mut f, Rate::Raw(Link::Quinn), raw_quinn(plan.messages).await.context("raw quinn")?);
+        }
+        steps.step(format!("raw acknowledged ({WINDOW} in flight)"));
         let n = plan.messages / 4;
         put_rate(&mut f, Rate::RawAcked(Link::Tcp), raw_tcp_acked(n, None).await.context("raw TCP acked")?);
         let tls = replication_core::tls::insecure_configs()?;
@@ -224,11 +252,12 @@ async fn one_run(plan: &Plan, redis: Option<&str>, only: &[String]) -> anyhow::R
             Rate::RawAcked(Link::Tls),
             raw_tcp_acked(n, Some(tls)).await.context("raw TLS acked")?,
         );
+        #[cfg(feature = "quic")]
         put_rate(&mut f, Rate::RawAcked(Link::Quinn), raw_quinn_acked(n).await.context("raw quinn acked")?);
     }
 
     if let Some(addr) = redis.filter(|_| want("redis")) {
-        eprintln!("  redis ...");
+        steps.step("redis");
         for c in [Conc::C1, Conc::C16] {
             let (rate, samples) =
                 redis_set_wait(addr, c.n(), plan.phase).await.context("Redis SET + WAIT")?;
@@ -240,9 +269,9 @@ async fn one_run(plan: &Plan, redis: Option<&str>, only: &[String]) -> anyhow::R
         }
     }
 
-    for carrier in Carrier::ALL.into_iter().filter(|t| want(t.as_str())) {
+    for carrier in Carrier::built_in().filter(|t| want(t.as_str())) {
         let transport = carrier.as_str();
-        eprintln!("  m2m {transport} sync ...");
+        steps.step(format!("m2m {transport} sync"));
         let c = Cluster::start(transport, 2, 1, sync(1), None, None, "").await?;
         let owner = &c.nodes[0];
         let (_, samples) = updates(owner, 1, plan.phase, true).await?;
@@ -258,9 +287,11 @@ async fn one_run(plan: &Plan, redis: Option<&str>, only: &[String]) -> anyhow::R
         c.stop().await;
     }
 
+    // The other m2m parts run over TCP (over QUIC in a build without TCP).
+    let main = Carrier::main().as_str();
     if want("replicas2") {
-        eprintln!("  m2m tcp replicas 2 ...");
-        let c = Cluster::start("tcp", 3, 2, sync(2), None, None, "").await?;
+        steps.step(format!("m2m {main} replicas 2"));
+        let c = Cluster::start(main, 3, 2, sync(2), None, None, "").await?;
         let (_, samples) = updates(&c.nodes[0], 1, plan.phase, true).await?;
         put_lat(&mut f, Latency::Replicas2, lat(&samples));
         let (rate, _) = updates(&c.nodes[0], 64, plan.phase, false).await?;
@@ -269,8 +300,8 @@ async fn one_run(plan: &Plan, redis: Option<&str>, only: &[String]) -> anyhow::R
     }
 
     if want("async") {
-        eprintln!("  m2m tcp async ...");
-        let c = Cluster::start("tcp", 2, 1, AckPolicy::Async, None, None, "").await?;
+        steps.step(format!("m2m {main} async"));
+        let c = Cluster::start(main, 2, 1, AckPolicy::Async, None, None, "").await?;
         for conc in [Conc::C1, Conc::C64] {
             let (rate, _) = updates(&c.nodes[0], conc.n(), plan.phase, false).await?;
             put_rate(&mut f, Rate::Async(conc), rate);
@@ -281,7 +312,7 @@ async fn one_run(plan: &Plan, redis: Option<&str>, only: &[String]) -> anyhow::R
     if want("failover") {
         f.insert(Figure::FailoverSessions, plan.failover_sessions as f64);
         for loss in Loss::ALL {
-            eprintln!("  {} ...", loss.phase());
+            steps.step(loss.phase());
             let (all_ms, first_ms, dropped) = failover(plan.failover_sessions, loss == Loss::Crashed).await?;
             f.insert(Figure::Failover(loss, FailoverMetric::SendQueueFull), dropped);
             f.insert(Figure::Failover(loss, FailoverMetric::AllOwnedMs), all_ms);
@@ -290,7 +321,7 @@ async fn one_run(plan: &Plan, redis: Option<&str>, only: &[String]) -> anyhow::R
     }
 
     if want("rerep") {
-        eprintln!("  re-replication ...");
+        steps.step("re-replication");
         let (rate, n, total_ms) = rereplication(plan.rerep_sessions).await?;
         f.insert(Figure::Rereplication(RerepMetric::SessionsPerS), rate);
         f.insert(Figure::Rereplication(RerepMetric::Sessions), n);

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 
 use super::cluster::{Cluster, create_many, wait_until};
+use super::figure::Carrier;
 use super::sync;
 
 /// Re-replication settings of the benchmark: a token bucket that does not limit (1,000,000
@@ -22,7 +23,7 @@ pub(crate) async fn rereplication(n: usize) -> anyhow::Result<(f64, f64, f64)> {
     core.rereplication_per_sec = REREP_PER_SEC;
     core.rereplication_burst = REREP_BATCH;
     core.scan_batch = REREP_BATCH as usize;
-    let c = Cluster::start("tcp", 3, 1, sync(1), Some(core), None, "").await?;
+    let c = Cluster::start(Carrier::main().as_str(), 3, 1, sync(1), Some(core), None, "").await?;
     let (a, b, dead) = (c.nodes[0].clone(), c.nodes[1].clone(), c.nodes[2].clone());
     create_many(&a, n).await?;
     wait_until(Duration::from_secs(60), Duration::from_millis(10), || {

@@ -6,7 +6,9 @@ use std::time::Instant;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _, BufReader, BufWriter};
 use tokio::net::TcpStream;
 
-use super::{TlsConfigs, frame, quinn_exchange, raw_listener};
+#[cfg(feature = "quic")]
+use super::quinn_link::exchange as quinn_exchange;
+use super::{TlsConfigs, frame, raw_listener};
 use crate::cmd::bench::PAYLOAD;
 
 /// In-flight requests of the request/acknowledge baselines: as many as m2m's concurrent
@@ -51,6 +53,7 @@ pub(crate) async fn raw_tcp_acked(n: usize, tls: Option<TlsConfigs>) -> anyhow::
 }
 
 /// The same over one quinn connection (one bidirectional stream).
+#[cfg(feature = "quic")]
 pub(crate) async fn raw_quinn_acked(n: usize) -> anyhow::Result<f64> {
     let ((), rate) = quinn_exchange(
         move |conn| async move {
@@ -150,8 +153,11 @@ mod tests {
             let tcp = tokio::time::timeout(limit, raw_tcp_acked(n, None)).await??;
             let tls = replication_core::tls::insecure_configs()?;
             let tls = tokio::time::timeout(limit, raw_tcp_acked(n, Some(tls))).await??;
-            let quinn = tokio::time::timeout(limit, raw_quinn_acked(n)).await??;
-            for (name, rate) in [("tcp", tcp), ("tls", tls), ("quinn", quinn)] {
+            #[cfg(feature = "quic")]
+            let quinn = [("quinn", tokio::time::timeout(limit, raw_quinn_acked(n)).await??)];
+            #[cfg(not(feature = "quic"))]
+            let quinn = [];
+            for (name, rate) in [("tcp", tcp), ("tls", tls)].into_iter().chain(quinn) {
                 assert!(rate.is_finite() && rate > 0.0, "{name}: {rate}");
             }
             // Fewer requests than the window.

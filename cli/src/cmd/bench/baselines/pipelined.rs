@@ -6,7 +6,9 @@ use std::time::Instant;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _, BufReader, BufWriter};
 use tokio::net::TcpStream;
 
-use super::{TlsConfigs, frame, quinn_exchange, raw_listener};
+#[cfg(feature = "quic")]
+use super::quinn_link::exchange as quinn_exchange;
+use super::{TlsConfigs, frame, raw_listener};
 use crate::cmd::bench::PAYLOAD;
 
 /// `n` length-prefixed 1 KiB messages written as fast as possible on one connection; the
@@ -82,6 +84,7 @@ async fn write_frames<S: tokio::io::AsyncWrite + Unpin>(
 
 /// `n` length-prefixed 1 KiB messages on one quinn connection (one unidirectional stream),
 /// TLS 1.3 as QUIC requires; the clock stops when the receiver has read the last one.
+#[cfg(feature = "quic")]
 pub(crate) async fn raw_quinn(n: usize) -> anyhow::Result<f64> {
     let (done, t0) = quinn_exchange(
         move |conn| async move {

@@ -186,7 +186,7 @@ mod tests {
     /// and the text and the plot look up only figures of the benchmark (`Figures::get`
     /// asserts it in debug builds).
     #[test]
-    fn a_full_report_has_every_ratio_and_target() {
+    fn a_full_report_has_every_ratio_and_target() -> anyhow::Result<()> {
         let report = full_report();
         for (name, v) in &report.ratios {
             assert!(v.is_finite(), "ratio {name}: {v}");
@@ -196,14 +196,25 @@ mod tests {
         }
         let text = report.render();
         assert!(!text.contains("NaN") && !text.contains(" - "), "{text}");
-        assert!(report.svg().ends_with("</svg>\n"));
+        let svg = report.svg()?;
+        assert!(svg.trim_end().ends_with("</svg>"), "{svg}");
+        for label in ["Latency at concurrency 1", "m2m QUIC sync update", "Redis SET+WAIT 1, 16 clients"] {
+            assert!(svg.contains(label), "the plot shows `{label}`");
+        }
+        Ok(())
     }
 
-    /// A run that measured no latency curve (`--only failover --svg FILE`) still gets its plot.
+    /// A run that measured no latency curve (`--only failover --svg FILE`) still gets its
+    /// plot, as SVG and as PNG.
     #[test]
-    fn a_plot_without_latency_curves_is_drawn() {
+    fn a_plot_without_latency_curves_is_drawn() -> anyhow::Result<()> {
         let mut report = full_report();
         report.latency_curves_us = Curves::default();
-        assert!(report.svg().ends_with("</svg>\n"));
+        assert!(report.svg()?.trim_end().ends_with("</svg>"));
+        let dir = tempfile::tempdir()?;
+        let png = dir.path().join("plot.png");
+        report.png(&png)?;
+        assert!(std::fs::read(&png)?.starts_with(b"\x89PNG"), "a PNG file");
+        Ok(())
     }
 }
