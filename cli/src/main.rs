@@ -51,6 +51,9 @@ enum Command {
     /// Measure m2m against raw TCP, raw QUIC and Redis baselines (latency, throughput, memory,
     /// failover, re-replication).
     Bench(cmd::bench::Args),
+    /// Print a load-balancer configuration (HAProxy or nginx) that sends each request to its
+    /// session's owner, to its failover target when the owner is down, else to any node.
+    LbConfig(cmd::lb_config::Args),
 }
 
 fn main() -> ExitCode {
@@ -64,6 +67,7 @@ fn main() -> ExitCode {
         Command::Session(args) => cmd::session::run(&args),
         Command::Demo(args) => cmd::demo::run(&args),
         Command::Bench(args) => cmd::bench::run(&args),
+        Command::LbConfig(args) => cmd::lb_config::run(&args),
     };
     match result {
         Ok(code) => code,

@@ -3,6 +3,7 @@
 pub(crate) mod bench;
 pub(crate) mod certs;
 pub(crate) mod demo;
+pub(crate) mod lb_config;
 pub(crate) mod node;
 pub(crate) mod plan;
 pub(crate) mod session;

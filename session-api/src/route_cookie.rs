@@ -1,0 +1,297 @@
+//! The route cookie: a tower layer that tells the load balancer where each session lives
+//! (cargo feature `tower`).
+//!
+//! After the application answered, the layer finds the request's session id (the cookie the
+//! session layer set on the response, else the one the request carried), and when this node
+//! owns that session it sets the route cookie, `<owner>.<failover>` ([`Route`]), e.g.
+//! `M2MROUTE=app1.app3`. A load balancer reads it without knowing m2m: send the request to the
+//! first part, to the second when the first is down, to any node when neither is up (`m2m
+//! lb-config` writes such configurations for HAProxy and nginx). When the session's owner
+//! changes (failover, a fetch by another node), the next response from the new owner carries
+//! the new route, so affinity follows the new owner and does not snap back when the old node
+//! returns. The cookie is set only when its value changes.
+//!
+//! The route a client sends is never trusted: a cookie naming an unknown node, a node of
+//! another domain, or garbage only makes the balancer pick any node, which fetches the
+//! session and answers with the right route.
+//!
+//! Put the layer *outside* the session layer, so the session is saved (and its id cookie
+//! set) when the layer looks:
+//!
+//! ```no_run
+//! # async fn demo(sessions: session_api::SessionManager) {
+//! use session_api::route_cookie::RouteCookieLayer;
+//! use session_api::store::ReplicatedStore;
+//! let app: axum::Router = axum::Router::new()
+//!     .layer(tower_sessions::SessionManagerLayer::new(ReplicatedStore::new(sessions.clone())))
+//!     .layer(RouteCookieLayer::new(sessions));
+//! # let _ = app; }
+//! ```
+
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use cookie::{Cookie, SameSite};
+use http::header::{COOKIE, SET_COOKIE};
+use http::{HeaderMap, HeaderValue, Request, Response};
+use replication_core::{NodeId, Role};
+
+use crate::id::Route;
+use crate::manager::SessionManager;
+
+pub use crate::id::DEFAULT_ROUTE_COOKIE;
+
+/// The session cookie's default name: tower-sessions' default.
+pub const DEFAULT_SESSION_COOKIE: &str = "id";
+
+/// How long the membership used for failover targets is reused before it is asked again.
+const LIVE_SET_MAX_AGE: Duration = Duration::from_millis(250);
+
+/// The layer (see the module documentation).
+#[derive(Clone, Debug)]
+pub struct RouteCookieLayer {
+    router: Arc<Router>,
+}
+
+impl RouteCookieLayer {
+    /// Sets [`DEFAULT_ROUTE_COOKIE`] for sessions named by the cookie
+    /// [`DEFAULT_SESSION_COOKIE`].
+    pub fn new(sessions: SessionManager) -> Self {
+        RouteCookieLayer {
+            router: Arc::new(Router {
+                sessions,
+                route_cookie: DEFAULT_ROUTE_COOKIE.to_owned(),
+                session_cookie: DEFAULT_SESSION_COOKIE.to_owned(),
+                secure: false,
+                live: Arc::default(),
+            }),
+        }
+    }
+
+    fn with(mut self, f: impl FnOnce(&mut Router)) -> Self {
+        let mut router = (*self.router).clone();
+        f(&mut router);
+        self.router = Arc::new(router);
+        self
+    }
+
+    /// The route cookie's name (as `jvmRoute` in Tomcat or an ALB stickiness cookie); the load
+    /// balancer's configuration must read the same name.
+    pub fn with_name(self, name: impl Into<String>) -> Self {
+        let name = name.into();
+        self.with(|r| r.route_cookie = name)
+    }
+
+    /// The name of the cookie that holds the session id (tower-sessions'
+    /// `SessionManagerLayer::with_name`, or the application's cookie of m2m ids).
+    pub fn with_session_cookie(self, name: impl Into<String>) -> Self {
+        let name = name.into();
+        self.with(|r| r.session_cookie = name)
+    }
+
+    /// Whether the route cookie is marked `Secure` (sent over HTTPS only). Off by default:
+    /// the cookie names nodes, nothing secret, and the balancer in front may speak plain HTTP.
+    pub fn with_secure(self, secure: bool) -> Self {
+        self.with(|r| r.secure = secure)
+    }
+}
+
+impl<S> tower_layer::Layer<S> for RouteCookieLayer {
+    type Service = RouteCookie<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        RouteCookie { inner, router: self.router.clone() }
+    }
+}
+
+/// The service [`RouteCookieLayer`] wraps around the application.
+#[derive(Clone, Debug)]
+pub struct RouteCookie<S> {
+    inner: S,
+    router: Arc<Router>,
+}
+
+impl<S, ReqBody, ResBody> tower_service::Service<Request<ReqBody>> for RouteCookie<S>
+where
+    S: tower_service::Service<Request<ReqBody>, Response = Response<ResBody>>,
+    S::Future: Send + 'static,
+    ResBody: Send + 'static,
+{
+    type Response = Response<ResBody>;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+        let sent = Sent {
+            session: request_cookie(req.headers(), &self.router.session_cookie),
+            route: request_cookie(req.headers(), &self.router.route_cookie),
+        };
+        let router = self.router.clone();
+        let answer = self.inner.call(req);
+        Box::pin(async move {
+            let mut res = answer.await?;
+            router.stamp(sent, res.headers_mut()).await;
+            Ok(res)
+        })
+    }
+}
+
+/// The cookies a request carried.
+struct Sent {
+    session: Option<String>,
+    route: Option<String>,
+}
+
+/// What the layer knows: the node, the cookie names, and a recent membership.
+#[derive(Clone)]
+struct Router {
+    sessions: SessionManager,
+    route_cookie: String,
+    session_cookie: String,
+    secure: bool,
+    /// The live nodes (this one included) and when they were asked for.
+    live: Arc<Mutex<Option<(Instant, Arc<BTreeSet<NodeId>>)>>>,
+}
+
+impl std::fmt::Debug for Router {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Router")
+            .field("node", self.sessions.node())
+            .field("route_cookie", &self.route_cookie)
+            .field("session_cookie", &self.session_cookie)
+            .finish_non_exhaustive()
+    }
+}
+
+enum SessionCookie {
+    /// The session the response is about.
+    Id(String),
+    /// The response removes the session cookie (the session was deleted).
+    Removed,
+    /// The response does not mention it.
+    Unchanged,
+}
+
+impl Router {
+    /// Adds the route cookie to a response when this node owns its session and the client's
+    /// route differs.
+    async fn stamp(&self, sent: Sent, headers: &mut HeaderMap) {
+        let session = match self.response_session_cookie(headers) {
+            SessionCookie::Id(id) => Some(id),
+            SessionCookie::Removed => None,
+            SessionCookie::Unchanged => sent.session,
+        };
+        let route = match session {
+            Some(id) => match self.route(&id).await {
+                Some(route) => route.to_string(),
+                // Another node owns it, or it does not exist: the client's route stays.
+                None => return,
+            },
+            None if sent.route.is_some() => String::new(),
+            None => return,
+        };
+        if sent.route.as_deref() == Some(route.as_str()) {
+            return;
+        }
+        let mut cookie = Cookie::build((self.route_cookie.as_str(), route.as_str()))
+            .path("/")
+            .http_only(true)
+            .secure(self.secure)
+            .same_site(SameSite::Lax)
+            .build();
+        if route.is_empty() {
+            cookie.make_removal();
+        }
+        if let Ok(value) = HeaderValue::from_str(&cookie.encoded().to_string()) {
+            headers.append(SET_COOKIE, value);
+        }
+    }
+
+    /// The session cookie the response sets, if any.
+    fn response_session_cookie(&self, headers: &HeaderMap) -> SessionCookie {
+        let mut found = SessionCookie::Unchanged;
+        for value in headers.get_all(SET_COOKIE) {
+            let Some(c) = value.to_str().ok().and_then(|v| Cookie::parse_encoded(v).ok()) else { continue };
+            if c.name() != self.session_cookie {
+                continue;
+            }
+            let removed = c.value().is_empty()
+                || c.max_age().is_some_and(|a| a.is_zero() || a.is_negative())
+                || c.expires_datetime().is_some_and(|t| t <= time::OffsetDateTime::now_utc());
+            found = if removed { SessionCookie::Removed } else { SessionCookie::Id(c.value().to_owned()) };
+        }
+        found
+    }
+
+    /// The session's route when this node owns it.
+    async fn route(&self, session: &str) -> Option<Route> {
+        let view = self.sessions.view(session).await.ok()??;
+        let me = self.sessions.node();
+        if view.role != Role::Owner || view.invalidated || view.owner.as_ref() != Some(me) {
+            return None;
+        }
+        let live = self.live().await;
+        Some(Route::current(self.sessions.placement(), session, me.clone(), |n| live.contains(n)))
+    }
+
+    /// The nodes up now (as of at most [`LIVE_SET_MAX_AGE`] ago).
+    async fn live(&self) -> Arc<BTreeSet<NodeId>> {
+        let cached = self.live.lock().ok().and_then(|g| g.clone());
+        if let Some((at, set)) = &cached {
+            if at.elapsed() < LIVE_SET_MAX_AGE {
+                return set.clone();
+            }
+        }
+        let set: Arc<BTreeSet<NodeId>> = match self.sessions.metrics().await {
+            Ok(m) => Arc::new(
+                m.peers
+                    .iter()
+                    .filter(|p| p.up)
+                    .map(|p| p.node.clone())
+                    .chain(std::iter::once(self.sessions.node().clone()))
+                    .collect(),
+            ),
+            // Shutting down: the last known membership is as good as any.
+            Err(_) => return cached.map(|(_, s)| s).unwrap_or_default(),
+        };
+        if let Ok(mut g) = self.live.lock() {
+            *g = Some((Instant::now(), set.clone()));
+        }
+        set
+    }
+}
+
+/// The value of the cookie `name` in a request's `Cookie` headers.
+fn request_cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(Cookie::split_parse_encoded)
+        .filter_map(Result::ok)
+        .find(|c| c.name() == name)
+        .map(|c| c.value().to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_cookies_are_found_among_others() {
+        let mut h = HeaderMap::new();
+        h.append(COOKIE, HeaderValue::from_static("a=1; id=abc%2Bd"));
+        h.append(COOKIE, HeaderValue::from_static("M2MROUTE=app1.app2"));
+        assert_eq!(request_cookie(&h, "id").as_deref(), Some("abc+d"));
+        assert_eq!(request_cookie(&h, "M2MROUTE").as_deref(), Some("app1.app2"));
+        assert_eq!(request_cookie(&h, "b"), None);
+    }
+}
