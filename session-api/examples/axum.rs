@@ -20,6 +20,8 @@
 //! failovers, peers up), for load-balancer tests.
 
 use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use session_api::SessionManager;
@@ -43,15 +45,30 @@ async fn visit(State(app): State<App>, session: Session) -> String {
 
 /// `POST /counter`: one more; the answer is sent after the session layer saved it (a failed
 /// save answers 500), so a 200 means the count is held by this node and its backup.
-async fn count(State(app): State<App>, session: Session) -> Result<String, String> {
-    let n: u64 = session.get("counter").await.map_err(|e| e.to_string())?.unwrap_or(0) + 1;
-    session.insert("counter", n).await.map_err(|e| e.to_string())?;
+async fn count(State(app): State<App>, session: Session) -> Result<String, Unavailable> {
+    let n: u64 = session.get("counter").await?.unwrap_or(0) + 1;
+    session.insert("counter", n).await?;
     Ok(format!("{} {n}\n", app.node))
 }
 
-async fn read_count(State(app): State<App>, session: Session) -> Result<String, String> {
-    let n: u64 = session.get("counter").await.map_err(|e| e.to_string())?.unwrap_or(0);
+async fn read_count(State(app): State<App>, session: Session) -> Result<String, Unavailable> {
+    let n: u64 = session.get("counter").await?.unwrap_or(0);
     Ok(format!("{} {n}\n", app.node))
+}
+
+/// A session that cannot be read or written now: 503 with the reason.
+struct Unavailable(String);
+
+impl<E: std::fmt::Display> From<E> for Unavailable {
+    fn from(e: E) -> Self {
+        Unavailable(e.to_string())
+    }
+}
+
+impl IntoResponse for Unavailable {
+    fn into_response(self) -> Response {
+        (StatusCode::SERVICE_UNAVAILABLE, format!("session error: {}\n", self.0)).into_response()
+    }
 }
 
 async fn logout(State(app): State<App>, session: Session) -> String {
@@ -61,8 +78,8 @@ async fn logout(State(app): State<App>, session: Session) -> String {
     }
 }
 
-async fn stats(State(app): State<App>) -> Result<Json<serde_json::Value>, String> {
-    let m = app.sessions.metrics().await.map_err(|e| e.to_string())?;
+async fn stats(State(app): State<App>) -> Result<Json<serde_json::Value>, Unavailable> {
+    let m = app.sessions.metrics().await?;
     Ok(Json(serde_json::json!({
         "node": app.node,
         "owned": m.sessions_owned(),

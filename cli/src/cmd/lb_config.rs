@@ -139,7 +139,6 @@ fn haproxy(plan: &Plan) -> String {
          # A request goes to its session's owner (route cookie {c}=<owner>.<failover>), to the\n\
          # failover target while the owner is down, to any node when neither is up or the\n\
          # request has no route. Run: haproxy -f THIS-FILE\n\
-         global\n    maxconn 10000\n\n\
          defaults\n    mode http\n    timeout connect 2s\n    timeout client 60s\n    timeout server 60s\n\
          \x20   retries 1\n\n\
          frontend m2m_{tag}\n    bind {listen}\n    default_backend m2m_{tag}_nodes\n\n\
@@ -166,8 +165,10 @@ fn haproxy(plan: &Plan) -> String {
 }
 
 /// nginx (no active health checks): a `map` from the route cookie to an upstream per (owner,
-/// failover target), the target as `backup`; a refused connection or timeout tries the backup
-/// within the same request, and with both down the request goes to every node (`@any`).
+/// failover target), the target as `backup`, so a refused connection or a timeout tries the
+/// target within the same request. A request the owner took and did not answer (it died
+/// meanwhile) fails with 502 and goes to the failover target (`@failover`); with both down,
+/// to any node (`@any`).
 fn nginx(plan: &Plan) -> String {
     let (c, tag) = (&plan.cookie, &plan.tag);
     let mut out = format!(
@@ -176,7 +177,8 @@ fn nginx(plan: &Plan) -> String {
          # failover target when the owner does not answer, to any node when neither does or the\n\
          # request has no route. Run: nginx -c THIS-FILE\n\
          worker_processes auto;\n\nevents {{\n    worker_connections 4096;\n}}\n\n\
-         http {{\n    access_log off;\n\n    map $cookie_{c} $m2m_{tag}_upstream {{\n        default m2m_{tag}_any;\n",
+         http {{\n    access_log off;\n\n    # The route: owner, then failover target.\n\
+         \x20   map $cookie_{c} $m2m_{tag}_route {{\n        default m2m_{tag}_any;\n",
         domain = plan.domain,
     );
     for (o, f) in pairs(plan) {
@@ -185,6 +187,13 @@ fn nginx(plan: &Plan) -> String {
     for b in &plan.backends {
         // An owner alone (no failover target), or with a target this file does not know.
         let _ = writeln!(out, "        ~^{n}(\\.|$) m2m_{tag}_{n};", n = b.name);
+    }
+    let _ = write!(
+        out,
+        "    }}\n\n    # The failover target alone.\n    map $cookie_{c} $m2m_{tag}_failover {{\n        default m2m_{tag}_any;\n"
+    );
+    for b in &plan.backends {
+        let _ = writeln!(out, "        ~\\.{n}$ m2m_{tag}_{n};", n = b.name);
     }
     out.push_str("    }\n\n");
     let server =
@@ -214,10 +223,14 @@ fn nginx(plan: &Plan) -> String {
          \x20       proxy_set_header Host $host;\n\
          \x20       proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;\n\
          \x20       proxy_next_upstream error timeout;\n\
-         \x20       proxy_connect_timeout 2s;\n\n\
+         \x20       proxy_connect_timeout 2s;\n\
+         \x20       recursive_error_pages on;\n\n\
          \x20       location / {{\n\
-         \x20           proxy_pass http://$m2m_{tag}_upstream;\n\
-         \x20           # Owner and failover target both down: any node.\n\
+         \x20           proxy_pass http://$m2m_{tag}_route;\n\
+         \x20           error_page 502 504 = @failover;\n\
+         \x20       }}\n\n\
+         \x20       location @failover {{\n\
+         \x20           proxy_pass http://$m2m_{tag}_failover;\n\
          \x20           error_page 502 504 = @any;\n\
          \x20       }}\n\n\
          \x20       location @any {{\n\
