@@ -588,3 +588,21 @@ fn lb_config_needs_an_http_address_per_node() {
         assert!(out.status.success(), "{flag}: {}", String::from_utf8_lossy(&out.stderr));
     }
 }
+
+/// The README's "Behind a load balancer" shows what `m2m lb-config` prints.
+#[test]
+fn readme_shows_the_generated_configurations() {
+    let readme = std::fs::read_to_string(workspace_root().join("README.md")).expect("README.md");
+    let section = readme.split("## Behind a load balancer\n").nth(1).expect("the README section");
+    for flag in ["--haproxy", "--nginx"] {
+        let command = format!("m2m lb-config {flag} examples/domains/load-balancer.toml");
+        let sample = section
+            .split(&format!("(`{command}`):\n\n```text\n"))
+            .nth(1)
+            .and_then(|s| s.split("```").next())
+            .unwrap_or_else(|| panic!("the README shows the output of `{command}`"));
+        let run = m2m(&command.split_whitespace().skip(1).collect::<Vec<_>>());
+        assert_eq!(run.code, 0, "{run:?}");
+        assert_eq!(run.stdout, sample, "update the README sample of `{command}`");
+    }
+}
