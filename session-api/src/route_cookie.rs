@@ -150,6 +150,9 @@ struct Sent {
     route: Option<String>,
 }
 
+/// The nodes up (this one included), and when the driver was asked.
+type LiveSet = (Instant, Arc<BTreeSet<NodeId>>);
+
 /// What the layer knows: the node, the cookie names, and a recent membership.
 #[derive(Clone)]
 struct Router {
@@ -158,7 +161,7 @@ struct Router {
     session_cookie: String,
     secure: bool,
     /// The live nodes (this one included) and when they were asked for.
-    live: Arc<Mutex<Option<(Instant, Arc<BTreeSet<NodeId>>)>>>,
+    live: Arc<Mutex<Option<LiveSet>>>,
 }
 
 impl std::fmt::Debug for Router {
@@ -169,6 +172,16 @@ impl std::fmt::Debug for Router {
             .field("session_cookie", &self.session_cookie)
             .finish_non_exhaustive()
     }
+}
+
+/// What this node knows of a session's route.
+enum Known {
+    /// It owns the session: this is the route.
+    Owned(Route),
+    /// The session was invalidated.
+    Gone,
+    /// Another node owns it, or this node holds nothing of it.
+    NotHere,
 }
 
 enum SessionCookie {
@@ -191,13 +204,17 @@ impl Router {
         };
         let route = match session {
             Some(id) => match self.route(&id).await {
-                Some(route) => route.to_string(),
-                // Another node owns it, or it does not exist: the client's route stays.
-                None => return,
+                Known::Owned(route) => route.to_string(),
+                Known::Gone => String::new(),
+                // Another node owns it, or this node knows nothing: the client's route stays.
+                Known::NotHere => return,
             },
-            None if sent.route.is_some() => String::new(),
-            None => return,
+            None => String::new(),
         };
+        // An empty route removes the cookie, when the client has one.
+        if route.is_empty() && sent.route.is_none() {
+            return;
+        }
         if sent.route.as_deref() == Some(route.as_str()) {
             return;
         }
@@ -232,14 +249,17 @@ impl Router {
     }
 
     /// The session's route when this node owns it.
-    async fn route(&self, session: &str) -> Option<Route> {
-        let view = self.sessions.view(session).await.ok()??;
+    async fn route(&self, session: &str) -> Known {
+        let Some(view) = self.sessions.view(session).await.ok().flatten() else { return Known::NotHere };
+        if view.invalidated {
+            return Known::Gone;
+        }
         let me = self.sessions.node();
-        if view.role != Role::Owner || view.invalidated || view.owner.as_ref() != Some(me) {
-            return None;
+        if view.role != Role::Owner || view.owner.as_ref() != Some(me) {
+            return Known::NotHere;
         }
         let live = self.live().await;
-        Some(Route::current(self.sessions.placement(), session, me.clone(), |n| live.contains(n)))
+        Known::Owned(Route::current(self.sessions.placement(), session, me.clone(), |n| live.contains(n)))
     }
 
     /// The nodes up now (as of at most [`LIVE_SET_MAX_AGE`] ago).
