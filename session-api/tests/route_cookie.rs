@@ -5,31 +5,18 @@
 
 mod support;
 
-use std::sync::Arc;
-
 use axum::Router;
 use axum::body::Body;
-use axum::extract::State;
 use axum::http::{Request, header};
 use axum::routing::get;
 use session_api::SessionManager;
 use session_api::id::{Route, SessionIdParts};
 use session_api::route_cookie::{DEFAULT_ROUTE_COOKIE, RouteCookieLayer};
 use session_api::store::ReplicatedStore;
-use support::{Hub, domain_text, eventually, parse};
+use support::Hub;
+use support::web::{logout, start_domain, visit};
 use tower_service::Service as _;
-use tower_sessions::{Session, SessionManagerLayer};
-
-async fn visit(State(node): State<String>, session: Session) -> String {
-    let visits: u64 = session.get("visits").await.ok().flatten().unwrap_or(0) + 1;
-    session.insert("visits", visits).await.expect("insert");
-    format!("{node} {visits}")
-}
-
-async fn logout(session: Session) -> &'static str {
-    session.delete().await.expect("delete");
-    "bye"
-}
+use tower_sessions::SessionManagerLayer;
 
 fn app(sessions: &SessionManager) -> Router {
     let layer = SessionManagerLayer::new(ReplicatedStore::new(sessions.clone())).with_secure(false);
@@ -72,25 +59,7 @@ fn cookie<'a>(set: &'a [(String, String)], name: &str) -> Option<&'a str> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_route_cookie_names_the_owner_and_follows_it() {
     let hub = Hub::new();
-    let nodes: Vec<(&str, String, &str)> = ["a", "b", "c"]
-        .iter()
-        .enumerate()
-        .map(|(i, n)| (*n, format!("127.0.0.1:{}", 7001 + i), "both"))
-        .collect();
-    let cfg = parse(&domain_text("", &nodes));
-    let mut managers = Vec::new();
-    for (n, _, _) in &nodes {
-        let m = SessionManager::builder(cfg.clone(), n)
-            .transport(hub.attach(n) as Arc<_>)
-            .start()
-            .await
-            .expect("starts");
-        managers.push(m);
-    }
-    for m in &managers {
-        eventually(10, "peers up", || async { (m.metrics().await.ok()?.core.peers_up == 2).then_some(()) })
-            .await;
-    }
+    let managers = start_domain(&hub, &["a", "b", "c"], 7001).await;
     let (a, b) = (app(&managers[0]), app(&managers[1]));
     let placement = managers[0].placement().clone();
     let r = DEFAULT_ROUTE_COOKIE;
@@ -136,14 +105,8 @@ async fn the_route_cookie_names_the_owner_and_follows_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn new_session_ids_name_the_failover_target() {
     let hub = Hub::new();
-    let nodes: Vec<(&str, String, &str)> = ["a", "b", "c"]
-        .iter()
-        .enumerate()
-        .map(|(i, n)| (*n, format!("127.0.0.1:{}", 7101 + i), "both"))
-        .collect();
-    let cfg = parse(&domain_text("", &nodes));
-    let m =
-        SessionManager::builder(cfg, "a").transport(hub.attach("a") as Arc<_>).start().await.expect("starts");
+    let managers = start_domain(&hub, &["a", "b", "c"], 7101).await;
+    let m = &managers[0];
     for _ in 0..20 {
         let s = m.new_session().expect("a new session");
         let parts = SessionIdParts::parse(s.id()).expect("an m2m id");
