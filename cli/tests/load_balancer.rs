@@ -159,8 +159,13 @@ struct Served {
     node: String,
 }
 
+/// The deployments of this file run one at a time: each is three application processes and a
+/// balancer under load, and the machine may have two cores.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
 /// Three application instances and a balancer, all killed on drop.
 struct Deployment {
+    _turn: std::sync::MutexGuard<'static, ()>,
     dir: tempfile::TempDir,
     domain: PathBuf,
     names: Vec<String>,
@@ -181,6 +186,7 @@ impl Drop for Deployment {
 
 impl Deployment {
     fn new() -> Deployment {
+        let turn = ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         require_balancers();
         let app = example_app();
         assert!(app.exists(), "{} built", app.display());
@@ -199,6 +205,7 @@ impl Deployment {
         let run = m2m(&["certs", "init", "--domain", path(&domain), "--out", path(&certs)]);
         assert_eq!(run.code, 0, "{run:?}");
         let mut d = Deployment {
+            _turn: turn,
             dir,
             domain,
             names,
@@ -570,6 +577,18 @@ fn lb_config_needs_an_http_address_per_node() {
     let run = m2m(&["lb-config", "--haproxy", &colliding]);
     assert_eq!(run.code, 1, "{run:?}");
     assert!(run.stderr.contains("duplicate-address"), "{run:?}");
+    // Client-server: the clients own sessions and serve requests; the servers need no `http`.
+    let cs = std::fs::read_to_string(workspace_root().join("cli/tests/fixtures/client-server.toml"))
+        .expect("fixture")
+        .replace("mode = \"client\"", "mode = \"client\"\nhttp = \"127.0.0.1:0\"");
+    let cs = cs.replacen("127.0.0.1:0", "127.0.0.1:8501", 1).replacen("127.0.0.1:0", "127.0.0.1:8502", 1);
+    let run = m2m(&["lb-config", "--haproxy", &write("cs.toml", &cs)]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(
+        run.stdout.contains("server web1 127.0.0.1:8501")
+            && run.stdout.contains("server web2 127.0.0.1:8502")
+    );
+    assert!(!run.stdout.contains("store1"), "servers hold backups, not requests:\n{}", run.stdout);
     let run = m2m(&["lb-config", "--nginx", "no-such-file.toml"]);
     assert_eq!(run.code, 2, "{run:?}");
     let run = m2m(&["lb-config", "examples/domains/load-balancer.toml"]);
