@@ -9,7 +9,11 @@
 //! lb-config` writes such configurations for HAProxy and nginx). When the session's owner
 //! changes (failover, a fetch by another node), the next response from the new owner carries
 //! the new route, so affinity follows the new owner and does not snap back when the old node
-//! returns. The cookie is set only when its value changes.
+//! returns. The cookie is set only when its value changes. A request that names this node as
+//! the failover target came because the balancer found the owner down: it waits (at most the
+//! failure timeout) until this node's failure detector agrees and the hot failover made it the
+//! owner, so the session is taken over from the backup held here rather than claimed like a
+//! fetch.
 //!
 //! The route a client sends is never trusted: a cookie naming an unknown node, a node of
 //! another domain, or garbage only makes the balancer pick any node, which fetches the
@@ -47,6 +51,9 @@ pub use crate::id::DEFAULT_ROUTE_COOKIE;
 
 /// The session cookie's default name: tower-sessions' default.
 pub const DEFAULT_SESSION_COOKIE: &str = "id";
+
+/// How often a request for a session failing over to this node looks whether it did.
+const FAILOVER_POLL: Duration = Duration::from_millis(5);
 
 /// How long the membership used for failover targets is reused before it is asked again.
 const LIVE_SET_MAX_AGE: Duration = Duration::from_millis(250);
@@ -117,8 +124,9 @@ pub struct RouteCookie<S> {
 
 impl<S, ReqBody, ResBody> tower_service::Service<Request<ReqBody>> for RouteCookie<S>
 where
-    S: tower_service::Service<Request<ReqBody>, Response = Response<ResBody>>,
+    S: tower_service::Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
     S::Future: Send + 'static,
+    ReqBody: Send + 'static,
     ResBody: Send + 'static,
 {
     type Response = Response<ResBody>;
@@ -135,9 +143,12 @@ where
             route: request_cookie(req.headers(), &self.router.route_cookie),
         };
         let router = self.router.clone();
-        let answer = self.inner.call(req);
+        // The service that was polled ready serves this request; its clone the next one.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
         Box::pin(async move {
-            let mut res = answer.await?;
+            router.await_failover(&sent).await;
+            let mut res = inner.call(req).await?;
             router.stamp(sent, res.headers_mut()).await;
             Ok(res)
         })
@@ -194,6 +205,34 @@ enum SessionCookie {
 }
 
 impl Router {
+    /// A request whose route names this node as the failover target reached it because the
+    /// balancer found the owner down. Serving it before this node's failure detector noticed
+    /// would claim the session from its backup like a fetch; waiting (for at most the domain's
+    /// failure timeout) lets the hot failover make this node the owner first.
+    async fn await_failover(&self, sent: &Sent) {
+        let me = self.sessions.node();
+        let (Some(session), Some(route)) = (&sent.session, sent.route.as_deref().and_then(Route::parse))
+        else {
+            return;
+        };
+        if route.failover.as_ref() != Some(me) || &route.owner == me {
+            return;
+        }
+        let deadline = Instant::now() + self.sessions.domain().failure_timeout();
+        while Instant::now() < deadline {
+            let Ok(Some(view)) = self.sessions.view(session).await else { return };
+            if view.role == Role::Owner || view.invalidated {
+                return;
+            }
+            let Ok(m) = self.sessions.metrics().await else { return };
+            if !m.peers.iter().any(|p| p.node == route.owner && p.up) {
+                // Failed: the failover is under way, the request's read waits for it.
+                return;
+            }
+            tokio::time::sleep(FAILOVER_POLL).await;
+        }
+    }
+
     /// Adds the route cookie to a response when this node owns its session and the client's
     /// route differs.
     async fn stamp(&self, sent: Sent, headers: &mut HeaderMap) {
