@@ -109,7 +109,7 @@ pub const DEFAULT_ROUTE_COOKIE: &str = "M2MROUTE";
 /// Where a session's requests go: its owner, and the node that takes it over when the owner
 /// fails (the hot-failover target; in client-server topology, the client that will retrieve
 /// it). Written `<owner>.<failover>`, or `<owner>` when no other node could take it over: the
-/// value of the route cookie ([`crate::route_cookie`]) and the last two parts of an id made by
+/// value of the route cookie (module `route_cookie`, cargo feature `tower`) and the last two parts of an id made by
 /// [`generate`], readable by a load balancer without knowing m2m (`field(1,.)` is the owner).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Route {
@@ -310,6 +310,25 @@ mod tests {
         assert_eq!(Route::parse("a"), Some(alone));
         for bad in ["", ".b", "a.", "a.b.c", "a b", "a;b"] {
             assert_eq!(Route::parse(bad), None, "{bad:?}");
+        }
+    }
+
+    /// Client-server: the route names the owning client and the client that will retrieve the
+    /// session from a server.
+    #[test]
+    fn client_server_routes_name_clients() {
+        let p = placement(
+            "[domain]\nname='w'\ntopology='client-server'\n\
+             [[node]]\nname='c1'\naddress='127.0.0.1:1'\nmode='client'\n\
+             [[node]]\nname='c2'\naddress='127.0.0.1:2'\nmode='client'\n\
+             [[node]]\nname='s1'\naddress='127.0.0.1:3'\nmode='server'\n",
+        );
+        let c1 = NodeId::new("c1");
+        for _ in 0..20 {
+            let sid = generate(&p, &c1, |_| true).expect("id");
+            let route = Route::current(&p, &sid, c1.clone(), |_| true);
+            assert_eq!(route.to_string(), "c1.c2", "{sid}");
+            assert_eq!(SessionIdParts::parse(&sid).expect("parses").route(), route);
         }
     }
 
