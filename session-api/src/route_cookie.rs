@@ -10,10 +10,10 @@
 //! changes (failover, a fetch by another node), the next response from the new owner carries
 //! the new route, so affinity follows the new owner and does not snap back when the old node
 //! returns. The cookie is set only when its value changes. A request that names this node as
-//! the failover target came because the balancer found the owner down: it waits (at most the
-//! failure timeout) until this node's failure detector agrees and the hot failover made it the
-//! owner, so the session is taken over from the backup held here rather than claimed like a
-//! fetch.
+//! the failover target came because the balancer found the owner down: while the link to the
+//! owner is down it waits (at most the failure timeout) until this node's failure detector
+//! agrees and the hot failover made it the owner, so the session is taken over from the backup
+//! held here rather than claimed like a fetch.
 //!
 //! The route a client sends is never trusted: a cookie naming an unknown node, a node of
 //! another domain, or garbage only makes the balancer pick any node, which fetches the
@@ -54,6 +54,10 @@ pub const DEFAULT_SESSION_COOKIE: &str = "id";
 
 /// How often a request for a session failing over to this node looks whether it did.
 const FAILOVER_POLL: Duration = Duration::from_millis(5);
+
+/// How long a request for a session failing over to this node waits for the link to its owner
+/// to go down before it counts the owner alive.
+const LINK_GRACE: Duration = Duration::from_millis(25);
 
 /// How long the membership used for failover targets is reused before it is asked again.
 const LIVE_SET_MAX_AGE: Duration = Duration::from_millis(250);
@@ -207,8 +211,10 @@ enum SessionCookie {
 impl Router {
     /// A request whose route names this node as the failover target reached it because the
     /// balancer found the owner down. Serving it before this node's failure detector noticed
-    /// would claim the session from its backup like a fetch; waiting (for at most the domain's
-    /// failure timeout) lets the hot failover make this node the owner first.
+    /// would claim the session from its backup like a fetch; while the link to the owner is
+    /// down, waiting (for at most the domain's failure timeout) lets the hot failover make this
+    /// node the owner first. With the link up for [`LINK_GRACE`], the owner is alive (a
+    /// balancer without affinity sent the request here) and the request goes on at once.
     async fn await_failover(&self, sent: &Sent) {
         let me = self.sessions.node();
         let (Some(session), Some(route)) = (&sent.session, sent.route.as_deref().and_then(Route::parse))
@@ -218,8 +224,9 @@ impl Router {
         if route.failover.as_ref() != Some(me) || &route.owner == me {
             return;
         }
-        let deadline = Instant::now() + self.sessions.domain().failure_timeout();
-        while Instant::now() < deadline {
+        let started = Instant::now();
+        let limit = self.sessions.domain().failure_timeout();
+        while started.elapsed() < limit {
             let Ok(Some(view)) = self.sessions.view(session).await else { return };
             if view.role == Role::Owner || view.invalidated {
                 return;
@@ -227,6 +234,9 @@ impl Router {
             let Ok(m) = self.sessions.metrics().await else { return };
             if !m.peers.iter().any(|p| p.node == route.owner && p.up) {
                 // Failed: the failover is under way, the request's read waits for it.
+                return;
+            }
+            if m.connected.contains(&route.owner) && started.elapsed() >= LINK_GRACE {
                 return;
             }
             tokio::time::sleep(FAILOVER_POLL).await;
