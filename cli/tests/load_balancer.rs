@@ -177,11 +177,29 @@ struct Deployment {
 
 impl Drop for Deployment {
     fn drop(&mut self) {
-        for c in self.apps.iter_mut().flatten().chain(self.balancer.as_mut()) {
+        if let Some(b) = self.balancer.take() {
+            stop_balancer(b);
+        }
+        for c in self.apps.iter_mut().flatten() {
             let _ = c.kill();
             let _ = c.wait();
         }
     }
+}
+
+/// SIGTERM, so nginx's master stops its workers (SIGKILL would leave them serving), then
+/// SIGKILL if it has not exited within 5 s.
+fn stop_balancer(mut b: Child) {
+    let _ = Command::new("kill").args(["-TERM", &b.id().to_string()]).status();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = b.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = b.kill();
+    let _ = b.wait();
 }
 
 impl Deployment {
@@ -271,9 +289,8 @@ impl Deployment {
     }
 
     fn start_balancer(&mut self, kind: Balancer) {
-        if let Some(mut b) = self.balancer.take() {
-            let _ = b.kill();
-            let _ = b.wait();
+        if let Some(b) = self.balancer.take() {
+            stop_balancer(b);
         }
         let flag = if kind == Balancer::Nginx { "--nginx" } else { "--haproxy" };
         let run = m2m(&["lb-config", flag, path(&self.domain), "--listen", &self.listen]);
