@@ -53,6 +53,9 @@ enum Command {
     /// Measure m2m against raw TCP, raw QUIC and Redis baselines (latency, throughput, memory,
     /// failover, re-replication).
     Bench(cmd::bench::Args),
+    /// Print a load-balancer configuration (HAProxy or nginx) that sends each request to its
+    /// session's owner, to its failover target when the owner is down, else to any node.
+    LbConfig(cmd::lb_config::Args),
     /// Print the completion script of a shell (bash, zsh, fish, elvish, powershell).
     Completions(cmd::completions::Args),
     /// Print the manual page (troff), or write one page per command with --out DIR.
@@ -70,6 +73,7 @@ fn main() -> ExitCode {
         Command::Session(args) => cmd::session::run(&args),
         Command::Demo(args) => cmd::demo::run(&args),
         Command::Bench(args) => cmd::bench::run(&args),
+        Command::LbConfig(args) => cmd::lb_config::run(&args),
         Command::Completions(args) => cmd::completions::run(&args, Cli::command()),
         Command::Man(args) => cmd::man::run(&args, Cli::command()),
     };

@@ -220,6 +220,24 @@ fn readme_three_node_cluster_runs_as_documented() {
         if capture {
             id = run.stdout.trim().to_owned();
             assert_eq!(run.stdout, format!("{id}\n"), "create prints only the id");
+            // The format the README states: `<random>.<owner>.<failover-target>`.
+            assert!(
+                readme.contains("(`<random>.<owner>.<failover-target>`)"),
+                "the README states the id format"
+            );
+            let parts: Vec<&str> = id.split('.').collect();
+            assert_eq!(parts.len(), 3, "{id}: <random>.<owner>.<failover-target>");
+            assert_eq!(parts[0].len(), 24, "{id}: 24 random characters");
+            let admin = m2m_args.split_whitespace().find_map(|a| a.strip_prefix("127.0.0.1:820"));
+            assert_eq!(
+                Some(parts[1]),
+                admin.map(|n| format!("app{n}")).as_deref(),
+                "{id}: the creating node"
+            );
+            assert!(
+                ["app1", "app2", "app3"].contains(&parts[2]) && parts[2] != parts[1],
+                "{id}: failover target"
+            );
         }
         outputs.push((format!("m2m {m2m_args}"), run.stdout));
         ran += 1;

@@ -95,6 +95,65 @@ impl<'a> SessionIdParts<'a> {
     }
 }
 
+impl SessionIdParts<'_> {
+    /// The route the id names: the owner and failover target at creation.
+    pub fn route(&self) -> Route {
+        Route { owner: self.owner.clone(), failover: self.failover.clone() }
+    }
+}
+
+/// The route cookie's default name (the `RouteCookieLayer` of the `tower` feature sets it,
+/// `m2m lb-config` reads it).
+pub const DEFAULT_ROUTE_COOKIE: &str = "M2MROUTE";
+
+/// Where a session's requests go: its owner, and the node that takes it over when the owner
+/// fails (the hot-failover target; in client-server topology, the client that will retrieve
+/// it). Written `<owner>.<failover>`, or `<owner>` when no other node could take it over: the
+/// value of the route cookie (module `route_cookie`, cargo feature `tower`) and the last two parts of an id made by
+/// [`generate`], readable by a load balancer without knowing m2m (`field(1,.)` is the owner).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Route {
+    /// The node that owns the session.
+    pub owner: NodeId,
+    /// The node that takes it over when the owner fails.
+    pub failover: Option<NodeId>,
+}
+
+impl Route {
+    /// The route of `session_id` owned by `owner` now, with the failover target the
+    /// replication core will pick among the nodes for which `live` is true.
+    pub fn current(
+        placement: &Placement,
+        session_id: &str,
+        owner: NodeId,
+        live: impl Fn(&NodeId) -> bool,
+    ) -> Self {
+        let failover = placement.failover_owner(session_id, &owner, live);
+        Route { owner, failover }
+    }
+
+    /// Reads `<owner>.<failover>` or `<owner>`; `None` when the parts are not node names.
+    pub fn parse(text: &str) -> Option<Self> {
+        let (owner, failover) = match text.split_once('.') {
+            Some((o, f)) => (o, Some(f)),
+            None => (text, None),
+        };
+        if !is_label(owner) || failover.is_some_and(|f| !is_label(f)) {
+            return None;
+        }
+        Some(Route { owner: NodeId::new(owner), failover: failover.map(NodeId::new) })
+    }
+}
+
+impl std::fmt::Display for Route {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.failover {
+            Some(t) => write!(f, "{}.{t}", self.owner),
+            None => write!(f, "{}", self.owner),
+        }
+    }
+}
+
 fn is_label(s: &str) -> bool {
     !s.is_empty() && s.len() <= 63 && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
 }
@@ -235,6 +294,42 @@ mod tests {
         assert_eq!(route(&p, &sid, |n| n == &c), Some(c.clone()));
         assert_eq!(route(&p, &sid, |_| false), None);
         assert!(route(&p, "not-ours", |_| true).is_some());
+    }
+
+    #[test]
+    fn routes_print_and_parse_back() {
+        let p = placement(P2P);
+        let a = NodeId::new("a");
+        let sid = generate(&p, &a, |_| true).expect("id");
+        let route = SessionIdParts::parse(&sid).expect("parses").route();
+        assert_eq!(route, Route::current(&p, &sid, a.clone(), |_| true));
+        assert!(sid.ends_with(&format!(".{route}")), "{sid} ends with its route {route}");
+        assert_eq!(Route::parse(&route.to_string()), Some(route));
+        let alone = Route::current(&p, &sid, a.clone(), |n| n == &a);
+        assert_eq!(alone.to_string(), "a");
+        assert_eq!(Route::parse("a"), Some(alone));
+        for bad in ["", ".b", "a.", "a.b.c", "a b", "a;b"] {
+            assert_eq!(Route::parse(bad), None, "{bad:?}");
+        }
+    }
+
+    /// Client-server: the route names the owning client and the client that will retrieve the
+    /// session from a server.
+    #[test]
+    fn client_server_routes_name_clients() {
+        let p = placement(
+            "[domain]\nname='w'\ntopology='client-server'\n\
+             [[node]]\nname='c1'\naddress='127.0.0.1:1'\nmode='client'\n\
+             [[node]]\nname='c2'\naddress='127.0.0.1:2'\nmode='client'\n\
+             [[node]]\nname='s1'\naddress='127.0.0.1:3'\nmode='server'\n",
+        );
+        let c1 = NodeId::new("c1");
+        for _ in 0..20 {
+            let sid = generate(&p, &c1, |_| true).expect("id");
+            let route = Route::current(&p, &sid, c1.clone(), |_| true);
+            assert_eq!(route.to_string(), "c1.c2", "{sid}");
+            assert_eq!(SessionIdParts::parse(&sid).expect("parses").route(), route);
+        }
     }
 
     #[test]

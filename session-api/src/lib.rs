@@ -16,7 +16,8 @@
 //! - Write frequency (end of request, manual, time-based), write contents (changed or all) and
 //!   acknowledgement (async or sync with a number of backups) follow WebSphere's settings.
 //! - [`BlockingSessionManager`] serves plain threads; the `tower` feature provides a
-//!   `tower_sessions::SessionStore` (see `store`).
+//!   `tower_sessions::SessionStore` (see `store`) and the route cookie that keeps a load
+//!   balancer's affinity on each session's owner (see `route_cookie`).
 //! - [`SessionManager::metrics`] and [`SessionManager::subscribe`] expose what happens.
 //!
 //! ```no_run
@@ -59,6 +60,8 @@ pub mod error;
 pub mod id;
 mod manager;
 pub mod metrics;
+#[cfg(feature = "tower")]
+pub mod route_cookie;
 mod session;
 #[cfg(feature = "tower")]
 pub mod store;

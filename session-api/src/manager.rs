@@ -118,12 +118,14 @@ impl SessionManager {
         self.client.create(Some(id.to_owned()), attrs).await.map(|(s, _)| s)
     }
 
-    /// A new session object under a fresh random id, written at its first [`commit`]
-    /// (the id does not name the failover target: use [`SessionManager::create`] for that).
+    /// A new session object under a fresh id `<random>.<owner>.<failover-target>` naming this
+    /// node and the failover target placement gives it with every node up (a router goes to
+    /// the next live node when that one is down: [`crate::id::route`]), written at its first
+    /// [`commit`].
     ///
     /// [`commit`]: SessionManager::commit
     pub fn new_session(&self) -> Result<Session> {
-        let id = format!("{}.{}", crate::id::random_part()?, self.client.inner.me);
+        let id = crate::id::generate(&self.client.inner.placement, &self.client.inner.me, |_| true)?;
         Ok(Session::new(id))
     }
 

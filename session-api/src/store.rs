@@ -4,7 +4,9 @@
 //! the record is one attribute (`d:<key>`, JSON as tower-sessions stores it) and the expiry
 //! date is the attribute `m2m:expiry`. A load on a node that does not hold the session
 //! fetches it from the domain, so instances behind a plain (non-sticky) load balancer share
-//! sessions. Saves are full replaces and last-writer-wins, as tower-sessions expects.
+//! sessions; with the route cookie ([`crate::route_cookie`]) a balancer keeps each session on
+//! its owner and fetches are the exception. Saves are full replaces and last-writer-wins, as
+//! tower-sessions expects.
 //!
 //! Expiry: the record's expiry date is checked on load; replicas expire after the manager's
 //! `max_inactive`, so configure it at least as long as the tower session expiry.

@@ -4,28 +4,16 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::State;
 use axum::routing::get;
 use session_api::SessionManager;
 use session_api::store::ReplicatedStore;
-use support::{Hub, domain_text, eventually, parse};
+use support::Hub;
+use support::web::{logout, start_domain, visit};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tower_sessions::{Session, SessionManagerLayer};
-
-async fn visit(State(node): State<String>, session: Session) -> String {
-    let visits: u64 = session.get("visits").await.ok().flatten().unwrap_or(0) + 1;
-    session.insert("visits", visits).await.expect("insert");
-    format!("{node} {visits}")
-}
-
-async fn logout(session: Session) -> &'static str {
-    session.delete().await.expect("delete");
-    "bye"
-}
+use tower_sessions::SessionManagerLayer;
 
 async fn serve(sessions: SessionManager) -> SocketAddr {
     let node = sessions.node().to_string();
@@ -68,21 +56,7 @@ async fn http_get(addr: SocketAddr, path: &str, cookie: Option<&str>) -> (u16, O
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn axum_instances_share_sessions_through_the_store() {
     let hub = Hub::new();
-    let nodes = [("a", "127.0.0.1:7001".to_owned(), "both"), ("b", "127.0.0.1:7002".to_owned(), "both")];
-    let cfg = parse(&domain_text("", &nodes));
-    let mut managers = Vec::new();
-    for n in ["a", "b"] {
-        let m = SessionManager::builder(cfg.clone(), n)
-            .transport(hub.attach(n) as Arc<_>)
-            .start()
-            .await
-            .expect("starts");
-        managers.push(m);
-    }
-    for m in &managers {
-        eventually(10, "peer up", || async { (m.metrics().await.ok()?.core.peers_up == 1).then_some(()) })
-            .await;
-    }
+    let managers = start_domain(&hub, &["a", "b"], 7001).await;
     let a = serve(managers[0].clone()).await;
     let b = serve(managers[1].clone()).await;
 

@@ -4,6 +4,7 @@ pub(crate) mod bench;
 pub(crate) mod certs;
 pub(crate) mod completions;
 pub(crate) mod demo;
+pub(crate) mod lb_config;
 pub(crate) mod man;
 pub(crate) mod node;
 pub(crate) mod plan;

@@ -46,6 +46,9 @@ where
     }
 }
 
+#[cfg(feature = "tower")]
+pub mod web;
+
 type Inbox = mpsc::Sender<TransportEvent<Message>>;
 
 /// An in-memory network: nodes attach, messages go through bounded channels; links can be cut.
