@@ -14,12 +14,10 @@ use std::process::ExitCode;
 use replication_core::DomainConfig;
 use replication_core::config::Address;
 use replication_core::placement::Placement;
-use replication_core::validate::validate;
 use session_api::id::DEFAULT_ROUTE_COOKIE;
 
-use crate::cmd::validate::report_text;
 use crate::domain;
-use crate::output::{self, EXIT_INVALID, EXIT_UNUSABLE};
+use crate::output::{self, EXIT_UNUSABLE};
 
 /// Arguments of `m2m lb-config`.
 #[derive(Debug, clap::Args)]
@@ -73,18 +71,10 @@ struct Plan {
 /// Runs `m2m lb-config`.
 pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let file = args.file.display().to_string();
-    let cfg = match domain::load(&args.file) {
+    let cfg = match domain::load_valid(&args.file) {
         Ok(cfg) => cfg,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return Ok(output::exit(EXIT_UNUSABLE));
-        }
+        Err(code) => return Ok(code),
     };
-    let report = validate(&cfg);
-    if report.has_errors() {
-        eprint!("{}", report_text(&file, &cfg, &report));
-        return Ok(output::exit(EXIT_INVALID));
-    }
     let backends = match backends(&cfg) {
         Ok(b) => b,
         Err(missing) => {
