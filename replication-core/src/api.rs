@@ -224,6 +224,16 @@ pub enum Outcome {
     Unavailable,
     /// Too many pending requests; nothing was done.
     Busy,
+    /// The write would make the session larger than the domain's `max_session_bytes` (its
+    /// encoded attributes, [`Attributes::encoded_size`](crate::Attributes::encoded_size));
+    /// nothing was applied. A session is bounded so that a full copy of it always fits one
+    /// frame: it can always be fetched, re-replicated and handed over.
+    TooLarge {
+        /// The session's encoded size had the write been applied.
+        size: u64,
+        /// The domain's `max_session_bytes`.
+        limit: u64,
+    },
     /// This node's mode forbids it (e.g. a `server` node never owns sessions).
     NotAllowed,
     /// The node left the domain; nothing was done.

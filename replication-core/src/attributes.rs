@@ -256,6 +256,39 @@ impl Attributes {
         self.iter().map(|(k, v)| k.len() + v.len() + 10).sum::<usize>() + 5
     }
 
+    /// [`Attributes::encoded_size`] once `changes` are applied, without applying them (no copy
+    /// of the attributes: only the entries the changes name are looked at).
+    pub fn encoded_size_after(&self, changes: &[Change]) -> usize {
+        let entry = |k: &str, v: &[u8]| k.len() + v.len() + 10;
+        // The entries the changes touched so far, with their size now (0: absent).
+        let mut touched: smallvec::SmallVec<[(&str, usize); 4]> = smallvec::SmallVec::new();
+        let mut cleared = false;
+        let mut size = self.encoded_size();
+        for c in changes {
+            let (name, new) = match c {
+                Change::Set(k, v) => (k.as_str(), entry(k, v)),
+                Change::Remove(k) => (k.as_str(), 0),
+                Change::Clear => {
+                    (cleared, size) = (true, 5);
+                    touched.clear();
+                    continue;
+                }
+            };
+            let slot = touched.iter_mut().find(|(k, _)| *k == name);
+            let old = match &slot {
+                Some((_, n)) => *n,
+                None if cleared => 0,
+                None => self.get(name).map_or(0, |v| entry(name, v)),
+            };
+            size = size - old + new;
+            match slot {
+                Some((_, n)) => *n = new,
+                None => touched.push((name, new)),
+            }
+        }
+        size
+    }
+
     /// From `(name, value)` pairs in any order; the last of equal names wins.
     fn from_pairs(pairs: Vec<(String, Vec<u8>)>) -> Self {
         Attributes::from_entries(pairs.iter().map(|(k, v)| (k.as_str(), v.as_slice())))
@@ -542,6 +575,29 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
+
+    #[test]
+    fn encoded_size_after_is_the_size_once_applied() {
+        use bytes::Bytes;
+        let set = |k: &str, n: usize| Change::Set(k.into(), Bytes::from(vec![1u8; n]));
+        let rm = |k: &str| Change::Remove(k.into());
+        let mut a = Attributes::new();
+        a.apply(&[set("a", 10), set("b", 300)]);
+        for changes in [
+            vec![],
+            vec![set("a", 1000)],
+            vec![set("c", 5), rm("a")],
+            vec![rm("zz")],
+            vec![set("a", 7), set("a", 70_000), rm("b")],
+            vec![Change::Clear],
+            vec![set("x", 9), Change::Clear, set("b", 3), rm("a")],
+            vec![Change::Clear, set("a", 4), set("a", 40)],
+        ] {
+            let mut applied = a.clone();
+            applied.apply(&changes);
+            assert_eq!(a.encoded_size_after(&changes), applied.encoded_size(), "{changes:?}");
+        }
+    }
 
     #[test]
     fn encoded_size_bounds_the_encoding() {

@@ -43,6 +43,7 @@ fn outcome_error(o: Outcome) -> Error {
         Outcome::Unavailable => Error::Unavailable,
         Outcome::Busy => Error::Busy,
         Outcome::NotAllowed => Error::NotAllowed,
+        Outcome::TooLarge { size, limit } => Error::TooLarge { size, limit },
         _ => Error::ShuttingDown,
     }
 }

@@ -65,6 +65,17 @@ pub enum Error {
     /// Too many requests are pending in the node; nothing was done.
     #[error("the node is busy; retry later")]
     Busy,
+    /// The write would make the session larger than the domain's `max_session_bytes`; nothing
+    /// was applied (the session is as it was).
+    #[error(
+        "the session would be {size} bytes, over the domain's max_session_bytes of {limit}: nothing was applied"
+    )]
+    TooLarge {
+        /// The session's encoded size had the write been applied.
+        size: u64,
+        /// The domain's `max_session_bytes`.
+        limit: u64,
+    },
     /// The node's mode forbids it (a `server` node owns no sessions).
     #[error("this node's mode does not allow it")]
     NotAllowed,

@@ -76,6 +76,7 @@ fn failure(e: &Error) -> Response {
             error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e.to_string())
         }
         Error::NotAllowed => error(StatusCode::FORBIDDEN, "not-allowed", e.to_string()),
+        Error::TooLarge { .. } => error(StatusCode::PAYLOAD_TOO_LARGE, "too-large", e.to_string()),
         _ => error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
     }
 }

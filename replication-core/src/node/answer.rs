@@ -174,9 +174,14 @@ impl Node {
                 continue;
             }
             let Some(copy) = self.promise(now, from, &session, &epoch) else { continue };
-            if let Some(c) = &copy {
-                bytes += payload_size(&full_payload(c));
+            let size = copy.as_ref().map_or(0, |c| payload_size(&full_payload(c)));
+            if !acks.is_empty() && bytes + size > CLAIM_ACK_BYTES {
+                // A large copy starts a message of its own: a message holds one session of
+                // up to `max_session_bytes` at most, which fits a frame.
+                self.out.send(from, Message::ClaimAcks { acks: std::mem::take(&mut acks) });
+                bytes = 0;
             }
+            bytes += size;
             acks.push((session, epoch, copy));
             if acks.len() >= CLAIMS_PER_MESSAGE || bytes >= CLAIM_ACK_BYTES {
                 self.out.send(from, Message::ClaimAcks { acks: std::mem::take(&mut acks) });

@@ -212,7 +212,13 @@ impl Node {
             let mut batch = Vec::new();
             let mut bytes = 0;
             for (session, copy) in copies {
-                bytes += payload_size(&full_payload(&copy));
+                let size = payload_size(&full_payload(&copy));
+                if !batch.is_empty() && bytes + size > CLAIM_ACK_BYTES {
+                    // A large copy starts a message of its own (see `answer_claims`).
+                    self.out.send(&to, Message::Handoff { copies: std::mem::take(&mut batch) });
+                    bytes = 0;
+                }
+                bytes += size;
                 batch.push((session, copy));
                 if bytes >= CLAIM_ACK_BYTES {
                     self.out.send(&to, Message::Handoff { copies: std::mem::take(&mut batch) });

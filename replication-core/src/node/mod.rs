@@ -177,6 +177,8 @@ pub struct Node {
     request_timeout: Duration,
     tick: Duration,
     can_own: bool,
+    /// The domain's `max_session_bytes`: larger sessions are refused ([`Outcome::TooLarge`]).
+    max_session_bytes: u64,
     /// The peers and what this node can act on (see [`Membership`]).
     view: Membership,
     sessions: Sessions,
@@ -239,6 +241,7 @@ impl Node {
             request_timeout: config.request_timeout(),
             tick,
             can_own,
+            max_session_bytes: config.domain.max_session_bytes,
             view: Membership::new(peers, config.failure_timeout()),
             sessions: Sessions::default(),
             writes: Writes::default(),

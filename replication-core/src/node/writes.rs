@@ -152,6 +152,10 @@ impl Node {
         if !self.can_own {
             return self.out.outcome(id, Outcome::NotAllowed);
         }
+        let size = attrs.encoded_size() as u64;
+        if size > self.max_session_bytes {
+            return self.out.outcome(id, Outcome::TooLarge { size, limit: self.max_session_bytes });
+        }
         // A promise without data (a fetch of an unknown id passed by) does not make it exist,
         // but the new epoch must be above it.
         let promised_term = match self.sessions.get(&session) {
@@ -213,6 +217,16 @@ impl Node {
         if let Some(v) = expected {
             if v != copy.version {
                 return self.out.outcome(id, Outcome::Conflict { current_version: copy.version });
+            }
+        }
+        if let (WriteKind::Changes(changes), Body::Live { attrs, .. }) = (&kind, &copy.body) {
+            // A session larger than a frame could not be fetched, re-replicated or handed over:
+            // an acknowledged write would become unreadable. Refused before anything is applied.
+            let size = attrs.encoded_size_after(changes);
+            if size as u64 > self.max_session_bytes && size > attrs.encoded_size() {
+                return self
+                    .out
+                    .outcome(id, Outcome::TooLarge { size: size as u64, limit: self.max_session_bytes });
             }
         }
         if busy {

@@ -232,3 +232,53 @@ fn huge_max_inactive_never_expires_and_never_panics() {
     assert_eq!(cl.session("a", "s").unwrap().role, Role::Owner);
     assert_eq!(cl.session("b", "s").unwrap().role, Role::Backup);
 }
+
+/// A session is bounded by the domain's `max_session_bytes`, so that a full copy always fits a
+/// frame: a create or a write past it is refused before anything is applied, on the owner and
+/// its backup; a write that shrinks a session is taken.
+#[test]
+fn a_write_past_max_session_bytes_is_refused_and_changes_nothing() {
+    let mut c = cfg(&["a", "b"], 1);
+    c.domain.max_session_bytes = 4096;
+    let mut cl = Cluster::from_config(c, Settings::default());
+    cl.tick_all();
+    cl.pump();
+    let sync = Ack::Sync { backups: 1 };
+    let big = vec![7u8; 5000];
+    cl.cmd(
+        "a",
+        1,
+        Command::Create {
+            session: "huge".into(),
+            attrs: attrs(&[("k", &big)]),
+            max_inactive: Duration::from_secs(60),
+            ack: sync,
+        },
+    );
+    cl.pump();
+    assert!(
+        matches!(cl.outcome(1), Some(Outcome::TooLarge { size, limit: 4096 }) if *size > 5000),
+        "{:?}",
+        cl.outcome(1)
+    );
+    assert!(cl.session("a", "huge").is_none() && cl.session("b", "huge").is_none(), "nothing created");
+
+    create(&mut cl, "a", 2, "s", sync);
+    cl.pump();
+    set_k(&mut cl, "a", 3, "s", &[1u8; 3000], sync);
+    cl.pump();
+    assert!(matches!(cl.outcome(3), Some(Outcome::Replicated { version: 2, .. })), "{:?}", cl.outcome(3));
+    // 3,000 more bytes under another name: over the limit.
+    let grow = vec![Change::Set("other".into(), vec![2u8; 3000].into())];
+    cl.cmd("a", 4, Command::Update { session: "s".into(), expected_version: None, changes: grow, ack: sync });
+    cl.pump();
+    assert!(matches!(cl.outcome(4), Some(Outcome::TooLarge { limit: 4096, .. })), "{:?}", cl.outcome(4));
+    for n in ["a", "b"] {
+        let v = cl.session(n, "s").expect("held");
+        assert_eq!(v.version, 2, "{n}: the refused write applied nothing");
+    }
+    // Replacing the big value by a small one is taken.
+    set_k(&mut cl, "a", 5, "s", b"small", sync);
+    cl.pump();
+    assert!(matches!(cl.outcome(5), Some(Outcome::Replicated { version: 3, .. })), "{:?}", cl.outcome(5));
+}
