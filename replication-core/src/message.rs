@@ -363,13 +363,15 @@ impl Message {
     ///
     /// - `true`: writes and full copies ([`Message::Replicate`] with a delta or the whole
     ///   state), claims ([`Message::Claim`], [`Message::Claims`]), hand-offs
-    ///   ([`Message::Handoff`], [`Message::HandoffAcks`]) and the small replies
+    ///   ([`Message::Handoff`]) and the small replies
     ///   ([`Message::Ack`], [`Message::NeedFull`], [`Message::Fenced`], [`Message::ClaimAck`],
     ///   [`Message::ClaimAcks`], [`Message::ClaimsRefused`], [`Message::Release`]).
     /// - `false`: what repeats or repairs itself: [`Message::Heartbeat`], [`Message::Leaving`],
     ///   touches ([`Message::Replicate`] with [`Payload::Touch`]), [`Message::Drop`] (a lost
     ///   one leaves an orphan copy that expires), and the restart quarantine's
-    ///   [`Message::EpochsRequest`] and [`Message::Epochs`] (it asks again).
+    ///   [`Message::EpochsRequest`] and [`Message::Epochs`] (it asks again), and
+    ///   [`Message::HandoffAcks`] (the leaving node sends the hand-off again until it is
+    ///   acknowledged).
     ///
     /// Feeding nothing back is correct too (the protocol repairs losses), only slower.
     pub fn resent_when_refused(&self) -> bool {
@@ -379,7 +381,8 @@ impl Message {
             | Message::Leaving { .. }
             | Message::Drop { .. }
             | Message::EpochsRequest { .. }
-            | Message::Epochs { .. } => false,
+            | Message::Epochs { .. }
+            | Message::HandoffAcks { .. } => false,
             Message::Ack { .. }
             | Message::NeedFull { .. }
             | Message::Fenced { .. }
@@ -387,7 +390,6 @@ impl Message {
             | Message::ClaimAck { .. }
             | Message::Release { .. }
             | Message::Handoff { .. }
-            | Message::HandoffAcks { .. }
             | Message::Claims { .. }
             | Message::ClaimsRefused { .. }
             | Message::ClaimAcks { .. } => true,
@@ -510,7 +512,6 @@ mod tests {
             Message::ClaimAck { session: s(), epoch: e(), copy: None },
             Message::Release { session: s(), epoch: e() },
             Message::Handoff { copies: Vec::new() },
-            Message::HandoffAcks { acks: Vec::new() },
             Message::Claims { claims: Vec::new() },
             Message::ClaimsRefused { claims: Vec::new() },
             Message::ClaimAcks { acks: Vec::new() },
@@ -525,6 +526,7 @@ mod tests {
             Message::Drop { session: s(), epoch: e() },
             Message::EpochsRequest { incarnation: 1, after: None },
             Message::Epochs { incarnation: 1, after: None, epochs: Vec::new(), next: None },
+            Message::HandoffAcks { acks: Vec::new() },
         ];
         for m in &not_resent {
             assert!(!m.resent_when_refused(), "{m:?}");

@@ -143,7 +143,9 @@ impl Node {
         }
     }
 
-    /// The runtime could not send `msg` to `to` (see [`Input::Undelivered`]).
+    /// The runtime could not send `msg` to `to` (see [`Input::Undelivered`]). Which messages
+    /// come back is decided once, by [`Message::resent_when_refused`]; the others are ignored
+    /// here too.
     pub(super) fn on_undelivered(&mut self, to: &NodeId, msg: Message) {
         let Some(peer) = self.view.peers.get_mut(to) else { return };
         if !peer.up {
