@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use replication_core::NodeId;
 use replication_core::carrier::conformance::{
     self, Cluster, Harness, Sec, domain_text, msg, n, parse, receive, refused, rss_kib, settings,
+    stranger_tcp,
 };
 use replication_core::transport::{Transport, TransportSettings};
 use replication_core::wire::{FrameEncoder, Hello, MIN_MAX_FRAME};
@@ -33,21 +34,22 @@ fn closed(s: &mut TcpStream) -> bool {
     }
 }
 
-/// Node `a` of the domain `web` (`a` and `x`, no TLS; `tweak` may change a's settings) on a
+/// Node `y` of the domain `web` (`x` and `y`, no TLS; `tweak` may change y's settings) on a
 /// free port, its address, the `Hello` frame a raw peer named `x` opens with, the directory
-/// of `a`'s files, and x's socket. x is listed in the domain but not started: while its socket
-/// is kept, nothing else takes its port.
-async fn node_a_and_hello_of_x(
+/// of `y`'s files, and x's socket. x is listed in the domain but not started: while its socket
+/// is kept, nothing else takes its port. x sorts first, so x is the one that dials: y takes
+/// the links x opens.
+async fn node_y_and_hello_of_x(
     tweak: impl FnOnce(&mut TransportSettings),
 ) -> (<Tcp as Harness>::T, std::net::SocketAddr, Vec<u8>, tempfile::TempDir, std::net::TcpListener) {
     let ba = Tcp::bind(0);
     let bx = Tcp::bind(0);
-    let cfg = parse(&domain_text("web", &[("a", Tcp::port(&ba)), ("x", Tcp::port(&bx))], ""));
+    let cfg = parse(&domain_text("web", &[("x", Tcp::port(&bx)), ("y", Tcp::port(&ba))], ""));
     let dir = tempfile::tempdir().expect("tmp");
     let addr = ba.local_addr().expect("addr");
-    let mut s = settings(&cfg, "a", Sec::Insecure, dir.path());
+    let mut s = settings(&cfg, "y", Sec::Insecure, dir.path());
     tweak(&mut s);
-    let a = Tcp::start(s, ba).await.expect("a");
+    let a = Tcp::start(s, ba).await.expect("y");
     let mut enc = FrameEncoder::new(MIN_MAX_FRAME);
     enc.hello(&Hello::for_node(&cfg, &NodeId::new("x")).expect("x is a member")).expect("hello");
     (a, addr, enc.finish().to_vec(), dir, bx)
@@ -57,16 +59,17 @@ async fn node_a_and_hello_of_x(
 fn handshake(s: &mut TcpStream, hello: &[u8]) {
     s.write_all(hello).expect("hello");
     let mut head = [0u8; 4];
-    s.read_exact(&mut head).expect("a's hello");
+    s.read_exact(&mut head).expect("the node's hello");
     let mut rest = vec![0u8; u32::from_be_bytes(head) as usize];
-    s.read_exact(&mut rest).expect("a's hello");
+    s.read_exact(&mut rest).expect("the node's hello");
 }
 
 const CAP: usize = 8;
 const FLOOD: usize = 300;
 
-/// 300 connections that never say anything: at most the cap of them is held open (the rest
-/// is closed at once), the held ones are cut at the handshake timeout, memory stays flat, and
+/// 300 connections from one stranger that never say anything: at most the cap of them is held
+/// open (the rest is closed at once), the held ones are cut by the time their handshake should
+/// have started, memory stays flat, and
 /// the real peer's messages flow throughout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn handshake_flood_is_capped_and_the_real_peer_keeps_working() {
@@ -80,8 +83,14 @@ async fn handshake_flood_is_capped_and_the_real_peer_keeps_working() {
     conformance::connected(c.node("a"), "b").await;
     let addr = c.addr("b");
     let before = rss_kib();
+    // From another loopback address than the peers': a stranger (see `STRANGER`).
+    let mut conns = Vec::new();
+    for _ in 0..FLOOD {
+        if let Ok(s) = stranger_tcp(addr).await.and_then(|s| s.into_std()) {
+            conns.push(s);
+        }
+    }
     let flood = tokio::task::spawn_blocking(move || {
-        let mut conns: Vec<TcpStream> = (0..FLOOD).filter_map(|_| TcpStream::connect(addr).ok()).collect();
         std::thread::sleep(Duration::from_millis(700));
         let open_mid = conns.iter_mut().map(|s| usize::from(!closed(s))).sum::<usize>();
         std::thread::sleep(Duration::from_millis(2000));
@@ -115,7 +124,7 @@ async fn handshake_flood_is_capped_and_the_real_peer_keeps_working() {
 async fn slow_loris_hello_is_cut_at_the_handshake_timeout() {
     // The slow peer poses as x.
     let (a, addr, hello, _dir, _bx) =
-        node_a_and_hello_of_x(|s| s.handshake_timeout = Duration::from_secs(1)).await;
+        node_y_and_hello_of_x(|s| s.handshake_timeout = Duration::from_secs(1)).await;
     let slow = tokio::task::spawn_blocking(move || {
         let mut s = TcpStream::connect(addr).expect("connect");
         let t0 = Instant::now();
@@ -146,7 +155,7 @@ async fn slow_loris_hello_is_cut_at_the_handshake_timeout() {
 /// handshake), the connection closed, nothing of that size allocated.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn huge_length_frame_is_refused_without_allocating() {
-    let (a, addr, hello, _dir, _) = node_a_and_hello_of_x(|_| {}).await;
+    let (a, addr, hello, _dir, _) = node_y_and_hello_of_x(|_| {}).await;
     let before = rss_kib();
     for after_handshake in [false, true] {
         let hello = hello.clone();
@@ -190,7 +199,7 @@ async fn huge_length_frame_is_refused_without_allocating() {
 /// kernel splits the write), in order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn frames_read_together_are_delivered_as_one_event() {
-    let (a, addr, mut bytes, _dir, _) = node_a_and_hello_of_x(|_| {}).await;
+    let (a, addr, mut bytes, _dir, _) = node_y_and_hello_of_x(|_| {}).await;
     let hello_len = bytes.len();
     for seq in 0..10 {
         let mut enc = FrameEncoder::new(MIN_MAX_FRAME);

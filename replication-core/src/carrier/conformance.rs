@@ -35,6 +35,23 @@ pub fn rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
+/// The number of file descriptors this process has open (0 when /proc is not there).
+pub fn fd_count() -> usize {
+    std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count())
+}
+
+/// The loopback address hostile connections come from, so that they are strangers to the
+/// nodes (which all run on 127.0.0.1, the configured peers' address): on Linux all of
+/// 127.0.0.0/8 is loopback.
+pub const STRANGER: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 9));
+
+/// A TCP connection to `addr` from [`STRANGER`].
+pub async fn stranger_tcp(addr: SocketAddr) -> std::io::Result<tokio::net::TcpStream> {
+    let s = tokio::net::TcpSocket::new_v4()?;
+    s.bind(SocketAddr::new(STRANGER, 0))?;
+    s.connect(addr).await
+}
+
 /// The suite's message type (also the microbenchmark's).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TestMsg {
@@ -68,7 +85,8 @@ pub trait Bound: Send + Sized + 'static {
     /// Sends garbage bytes to `addr`; returns whether the acceptor can see it (and report a
     /// refusal) at all.
     fn garbage(addr: SocketAddr) -> impl Future<Output = bool> + Send;
-    /// Opens a connection that never says anything, if the transport can be tested that way.
+    /// Opens a connection that never says anything, from [`STRANGER`], if the transport can
+    /// be tested that way.
     fn silent(addr: SocketAddr) -> impl Future<Output = Option<Box<dyn Send>>> + Send;
 }
 
@@ -94,7 +112,7 @@ impl Bound for std::net::TcpListener {
     }
 
     async fn silent(addr: SocketAddr) -> Option<Box<dyn Send>> {
-        let s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let s = stranger_tcp(addr).await.expect("connect");
         Some(Box::new(s))
     }
 }

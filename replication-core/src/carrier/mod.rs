@@ -17,12 +17,14 @@
 //! holds the transport conformance suite and [`bench`](mod@bench) the transport microbenchmark.
 
 pub mod accept;
+pub mod admission;
 #[cfg(feature = "conformance")]
 pub mod bench;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 pub mod handshake;
 pub mod peer;
+pub mod throttle;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -40,6 +42,7 @@ use crate::wire::{ByteSource, Frame, FrameDecoder, FrameEncoder, Hello, WireErro
 
 pub use handshake::DialError;
 pub use peer::{Carrier, LinkEnd};
+pub use throttle::Throttle;
 
 /// Bytes a writer gathers into one write before writing (it never waits to gather more).
 pub const WRITE_BATCH_BYTES: usize = 256 * 1024;
@@ -73,6 +76,9 @@ pub struct Common {
     pub credit: Semaphore,
     /// [`TransportSettings::event_capacity`].
     pub event_capacity: usize,
+    /// Rate limit of the warnings a stranger can cause at will (refused connections, dial
+    /// failures): [`refused`], [`warn_throttled`].
+    pub warnings: Throttle,
 }
 
 impl Common {
@@ -98,6 +104,7 @@ impl Common {
             shutdown,
             credit: Semaphore::new(settings.event_capacity.min(Semaphore::MAX_PERMITS)),
             event_capacity: settings.event_capacity,
+            warnings: Throttle::new(throttle::SUMMARY_INTERVAL),
         };
         Ok((common, stop))
     }
@@ -184,11 +191,31 @@ pub async fn wait_stop(rx: &mut watch::Receiver<bool>) {
     let _ = rx.wait_for(|v| *v).await;
 }
 
-/// Logs a refused connection and reports it as [`TransportEvent::Refused`], without waiting.
-pub fn refused<M>(events: &mpsc::Sender<TransportEvent<M>>, peer: String, reason: String) {
-    warn!(%peer, %reason, "m2m connection refused");
+/// Logs a refused connection (rate-limited: [`warn_throttled`]) and reports it as
+/// [`TransportEvent::Refused`], without waiting.
+pub fn refused<M>(common: &Common, events: &mpsc::Sender<TransportEvent<M>>, peer: String, reason: String) {
+    if warn_throttled(common, throttle::rule_of(&reason), &peer) {
+        warn!(%peer, %reason, "m2m connection refused");
+    }
     // Never block on a refusal: a flood of bad connections must not stall the transport.
     let _ = events.try_send(TransportEvent::Refused { peer, reason });
+}
+
+/// Counts a warning of `rule` about `source` (an address or a node) in
+/// [`Common::warnings`]: whether to write it (the first of its rule in the interval); writes
+/// the summary of the interval it ended, if any.
+pub fn warn_throttled(common: &Common, rule: &str, source: &str) -> bool {
+    let (verdict, summary) =
+        common.warnings.note(std::time::Instant::now(), rule, &throttle::source_of(source));
+    warn_summary(summary);
+    verdict == throttle::Verdict::Log
+}
+
+/// Writes a [`Throttle`] summary, if any.
+pub fn warn_summary(summary: Option<String>) {
+    if let Some(s) = summary {
+        warn!(summary = %s, "m2m warnings repeated (rate-limited)");
+    }
 }
 
 /// Aborts the task when dropped.
