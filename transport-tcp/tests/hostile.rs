@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use replication_core::NodeId;
 use replication_core::carrier::conformance::{
     self, Cluster, Harness, Sec, domain_text, msg, n, parse, receive, refused, rss_kib, settings,
-    stranger_tcp,
 };
+use replication_core::carrier::hostile::{STRANGER, stranger_tcp};
 use replication_core::transport::{Transport, TransportSettings};
 use replication_core::wire::{FrameEncoder, Hello, MIN_MAX_FRAME};
 use tcp_harness::Tcp;
@@ -86,7 +86,7 @@ async fn handshake_flood_is_capped_and_the_real_peer_keeps_working() {
     // From another loopback address than the peers': a stranger (see `STRANGER`).
     let mut conns = Vec::new();
     for _ in 0..FLOOD {
-        if let Ok(s) = stranger_tcp(addr).await.and_then(|s| s.into_std()) {
+        if let Ok(s) = stranger_tcp(addr, STRANGER).await.and_then(|s| s.into_std()) {
             conns.push(s);
         }
     }

@@ -23,6 +23,8 @@ pub mod bench;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 pub mod handshake;
+#[cfg(feature = "conformance")]
+pub mod hostile;
 pub mod peer;
 pub mod throttle;
 
