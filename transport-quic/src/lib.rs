@@ -17,6 +17,13 @@
 //! the control stream has a higher QUIC send priority than the data streams, so a flood of
 //! session data neither fills it nor holds heartbeats back.
 //!
+//! New connections get fair handshake slots ([`replication_core::carrier::admission`]): each
+//! configured peer's address has slots of its own; other sources share a capped pool, at most
+//! 8 each, must finish the QUIC handshake within 2 s, and, once half the pool is busy, must
+//! first answer a Retry (QUIC address validation: a flood of Initials from spoofed addresses
+//! then holds at most half the pool). Excess connections are ignored, not refused, since a
+//! refusal would be a datagram sent to an address that may be spoofed.
+//!
 //! [`Security::Insecure`] still speaks TLS (QUIC requires it) but with a throwaway
 //! self-signed certificate and no verification; it logs a warning.
 //!

@@ -2,8 +2,10 @@
 //!
 //! [`TcpTransport`] implements [`Transport`]: one logical link per peer, the node whose name
 //! sorts first dials ([`TransportSettings::dials`]), reconnects with jittered exponential
-//! backoff, bounded per-peer queues, a cap on connections in their handshake and a handshake
-//! timeout, and a `shutdown` that flushes what is queued. Frames use the shared codec
+//! backoff, bounded per-peer queues, fair handshake slots (reserved for each configured peer's
+//! address; others share a capped pool, at most 8 per source address, and must send their
+//! first byte within 2 s: [`replication_core::carrier::admission`]) and a handshake timeout,
+//! and a `shutdown` that flushes what is queued. Frames use the shared codec
 //! ([`replication_core::wire`]); when a peer's queue holds several messages they go out as one
 //! Batch frame in one write and one flush.
 //!

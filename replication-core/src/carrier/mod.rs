@@ -1,11 +1,15 @@
 //! What the tokio-based carriers (`transport-tcp`, `transport-quic`) share, written once:
-//! the Hello exchange over any `AsyncRead + AsyncWrite` stream with its checks and refusals
-//! ([`handshake`]), the per-peer task that dials, waits for accepted links, reconnects with
-//! back-off and reports link events ([`peer`]), the accept loop with its cap on connections in
-//! their handshake ([`accept`]), the frame reader of a link, and the application side of a
-//! transport (its event queue with the received-message credits, the stop signal, the link
-//! tasks and their shutdown). Each transport keeps only what is specific to its sockets: TCP
-//! its listener, TLS streams and the "gone" probe; QUIC its endpoint and streams.
+//! the Hello exchange over any `AsyncRead + AsyncWrite` stream with its checks, refusals and
+//! deadlines ([`handshake`]), the per-peer task that dials, wakes up the peers that dial it,
+//! waits for accepted links, reconnects with back-off and reports link events ([`peer`]),
+//! the accept loop ([`accept`]) with fair handshake slots ([`admission`]: slots reserved for
+//! each configured peer's address, a per-source cap and a short first-bytes deadline for
+//! everyone else, address validation where the source may be spoofed), rate-limited
+//! warnings for what strangers can cause at will ([`throttle`]), the frame reader of a link,
+//! and the application side of a transport (its event queue with the received-message
+//! credits, the stop signal, the link tasks and their shutdown). Each transport keeps only
+//! what is specific to its sockets: TCP its listener, TLS streams and the "gone" probe; QUIC
+//! its endpoint, its Retry and streams.
 //!
 //! This lives in the core, behind the cargo feature `carrier` (tokio's channels, timers and
 //! I/O traits, and `tracing`), rather than in `transport-tcp` for `transport-quic` to import:
@@ -14,7 +18,8 @@
 //! The default build of the core stays free of I/O, runtime and clock.
 //!
 //! With the feature `conformance` (for the transports' tests and examples), [`conformance`]
-//! holds the transport conformance suite and [`bench`](mod@bench) the transport microbenchmark.
+//! holds the transport conformance suite, [`hostile`] the helpers of the hostile-traffic
+//! tests and [`bench`](mod@bench) the transport microbenchmark.
 
 pub mod accept;
 pub mod admission;
