@@ -4,8 +4,10 @@
 //! call [`conformance_tests!`](crate::conformance_tests), which makes one test per case of
 //! the suite; hostile-traffic tests of one transport use the same helpers ([`Cluster`],
 //! [`expect`], [`receive`], ...). Both transport crates take this module as a
-//! dev-dependency on `replication-core` with the feature `conformance`. Everything runs on
-//! 127.0.0.1 with ephemeral ports; waits are generous and tests assert outcomes, not timings.
+//! dev-dependency on `replication-core` with the feature `conformance`. Every node runs on
+//! 127.0.0.1 with ephemeral ports, hostile connections come from other loopback addresses
+//! ([`hostile`](super::hostile)); waits are generous and tests assert outcomes, not timings,
+//! except where a timing is the point (a restarted node's links).
 
 use std::collections::BTreeMap;
 use std::future::Future;
