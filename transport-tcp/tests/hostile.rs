@@ -1,6 +1,6 @@
 //! Hostile peers against [`transport_tcp::TcpTransport`]: a flood of connections that never
-//! complete a handshake, a slow-loris Hello, a node of another domain, and a frame header
-//! claiming a huge length. The node keeps serving its real peer throughout, and its memory
+//! complete a handshake, a slow-loris Hello, a node of another domain, a frame header
+//! claiming a huge length, and a peer whose host went away without closing its link. The node keeps serving its real peer throughout, and its memory
 //! stays bounded. (Nodes of another domain, certificates of another CA, unknown nodes,
 //! garbage and a few silent connections are in the conformance suite,
 //! `replication_core::carrier::conformance`, run for TCP and QUIC.)
@@ -219,5 +219,64 @@ async fn frames_read_together_are_delivered_as_one_event() {
     assert_eq!(got, (0..10).collect::<Vec<_>>());
     assert!(events.len() < 10, "one event per frame: {} events", events.len());
     drop(peer.await.expect("peer"));
+    a.shutdown().await;
+}
+
+/// Reads one frame (the node's Hello) from `s`, then answers with `hello`: a raw peer's side
+/// of a handshake the node dialed.
+fn answer(s: &mut TcpStream, hello: &[u8]) {
+    let mut head = [0u8; 4];
+    s.read_exact(&mut head).expect("the node's hello");
+    let mut rest = vec![0u8; u32::from_be_bytes(head) as usize];
+    s.read_exact(&mut rest).expect("the node's hello");
+    s.write_all(hello).expect("hello");
+}
+
+/// Node `a` dials a raw peer `b`, whose host then goes away without closing the link (the
+/// raw peer keeps it open and silent). When `b` starts again, its wake-up (a connection with
+/// its Hello) makes `a` drop the stale link and dial at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wake_up_replaces_a_stale_link() {
+    let ba = Tcp::bind(0);
+    let bb = Tcp::bind(0);
+    let cfg = parse(&domain_text("web", &[("a", Tcp::port(&ba)), ("b", Tcp::port(&bb))], ""));
+    let a_addr = ba.local_addr().expect("addr");
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut s = settings(&cfg, "a", Sec::Insecure, dir.path());
+    s.handshake_timeout = Duration::from_millis(500);
+    let a = Tcp::start(s, ba).await.expect("a");
+    let mut enc = FrameEncoder::new(MIN_MAX_FRAME);
+    enc.hello(&Hello::for_node(&cfg, &NodeId::new("b")).expect("b is a member")).expect("hello");
+    let hello = enc.finish().to_vec();
+    // b answers a's dial, then its host goes away: the link stays open and silent.
+    let stale = {
+        let hello = hello.clone();
+        tokio::task::spawn_blocking(move || {
+            let (mut s, _) = bb.accept().expect("a's dial");
+            answer(&mut s, &hello);
+            (s, bb)
+        })
+    };
+    conformance::connected(&a, "b").await;
+    let (mut stale, bb) = stale.await.expect("b");
+    // Older than twice the handshake timeout: a link to an earlier run of b.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let t0 = Instant::now();
+    let again = tokio::task::spawn_blocking(move || {
+        let mut wake = TcpStream::connect(a_addr).expect("wake-up");
+        handshake(&mut wake, &hello);
+        drop(wake);
+        let (mut s, _) = bb.accept().expect("a dials again");
+        answer(&mut s, &hello);
+        s
+    });
+    conformance::disconnected(&a, "b").await;
+    conformance::connected(&a, "b").await;
+    let took = t0.elapsed();
+    let _link = again.await.expect("b again");
+    eprintln!("a wake-up replaced the stale link in {took:?}");
+    assert!(took < Duration::from_secs(2), "{took:?}");
+    let _ = stale.set_read_timeout(Some(Duration::from_secs(5)));
+    assert!(matches!(stale.read(&mut [0u8; 64]), Ok(0) | Err(_)), "a closed the stale link");
     a.shutdown().await;
 }

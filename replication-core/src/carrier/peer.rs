@@ -6,11 +6,15 @@
 //! **Wake-up.** A node that starts dials, once, each peer that dials it, runs the handshake
 //! and closes that connection again: to the peer, an authenticated connection from a node it
 //! dials means "I am (back) up". A dialer that is backing off then dials at once, with its
-//! back-off reset; one that is dialing or has a link drops the wake-up (the link it dials or
-//! has is the one both ends take). A restarted node thus sees every live peer up within two
-//! handshakes, rather than when that peer's back-off ends (regression test:
-//! `conformance::restarted_node_sees_every_peer_within_a_handshake`). A failed wake-up is
-//! logged at debug level only: the peer that dials reports its own refusals.
+//! back-off reset; one that is dialing, or whose link came up within twice the handshake
+//! timeout, drops the wake-up (that link may be the one to the peer that just started, and is
+//! the one both ends take). A link older than that is to an earlier run of the peer (its host
+//! went away without closing it): the dialer drops it and dials at once (regression test:
+//! `transport-tcp/tests/hostile.rs`, `a_wake_up_replaces_a_stale_link`). A restarted node
+//! thus sees every live peer up within two handshakes, rather than when that peer's back-off
+//! ends (regression test: `conformance::restarted_node_sees_every_peer_within_a_handshake`).
+//! A failed wake-up is logged at debug level only: the peer that dials reports its own
+//! refusals.
 //!
 //! Dial failures are warnings, rate-limited ([`warn_throttled`]). The task reports
 //! [`TransportEvent::Connected`] and [`TransportEvent::Disconnected`], refused dials as
@@ -167,16 +171,31 @@ impl<C: Carrier<M>, M: WireMessage> PeerTask<C, M> {
                 }
             };
             backoff.reset();
+            let since = tokio::time::Instant::now();
+            let stale_after = 2 * self.shared.common().handshake_timeout;
             let end = {
                 let PeerTask { shared, peer, queues, links, events, .. } = self;
                 let run = run(shared, peer, link, queues, &mut none, events);
                 tokio::pin!(run);
                 loop {
                     tokio::select! {
-                        end = &mut run => break end,
-                        Some(_) = links.recv() => debug!(%peer, "wake-up while linked: dropped"),
+                        end = &mut run => break Some(end),
+                        Some(_) = links.recv() => {
+                            if since.elapsed() > stale_after {
+                                break None;
+                            }
+                            debug!(%peer, "wake-up while linked: dropped");
+                        }
                     }
                 }
+            };
+            let Some(end) = end else {
+                // The link ends with `run` dropped; redial at once.
+                info!(peer = %self.peer, "m2m link down: the peer started again, so this link is stale");
+                if self.events.send(TransportEvent::Disconnected(self.peer.clone())).await.is_err() {
+                    return;
+                }
+                continue;
             };
             match end {
                 None | Some(LinkEnd::Stop) => return,
