@@ -17,6 +17,13 @@
 //! the control stream has a higher QUIC send priority than the data streams, so a flood of
 //! session data neither fills it nor holds heartbeats back.
 //!
+//! New connections get fair handshake slots ([`replication_core::carrier::admission`]): each
+//! configured peer's address has slots of its own; other sources share a capped pool, at most
+//! 8 each, must finish the QUIC handshake within 2 s, and, once half the pool is busy, must
+//! first answer a Retry (QUIC address validation: a flood of Initials from spoofed addresses
+//! then holds at most half the pool). Excess connections are ignored, not refused, since a
+//! refusal would be a datagram sent to an address that may be spoofed.
+//!
 //! [`Security::Insecure`] still speaks TLS (QUIC requires it) but with a throwaway
 //! self-signed certificate and no verification; it logs a warning.
 //!
@@ -52,7 +59,8 @@ use std::time::Duration;
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use quinn::{Connection, Endpoint, RecvStream, SendStream, VarInt};
 use replication_core::carrier::accept;
-use replication_core::carrier::handshake::{self, HelloStream, accept_within};
+use replication_core::carrier::admission::Admission;
+use replication_core::carrier::handshake::{self, Deadlines, HelloStream, accept_within};
 use replication_core::carrier::peer::{Carrier, peer_task};
 use replication_core::carrier::{
     AbortOnDrop, AppSide, Common, DialError, LinkEnd, WRITE_BATCH_BYTES, encode, read_frames, refused,
@@ -63,7 +71,7 @@ use replication_core::wire::{FrameEncoder, refusal};
 use replication_core::{NodeId, tls};
 use rustls::pki_types::CertificateDer;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
@@ -230,17 +238,25 @@ impl<M: WireMessage> QuicTransport<M> {
             peers.insert(n.name.clone(), Peer { queues });
             routes.insert(n.name.clone(), links);
         }
-        let sem = Arc::new(Semaphore::new(settings.max_unauthenticated));
+        let admission = Admission::for_domain(&cfg, &local, settings.max_unauthenticated).await;
         let handshake = {
             let shared = shared.clone();
-            move |incoming, addr| {
+            move |incoming, addr, deadlines| {
                 let shared = shared.clone();
-                async move { Some(accept_handshake(&shared, incoming, addr).await) }
+                async move { Some(accept_handshake(&shared, incoming, addr, deadlines).await) }
             }
         };
         let incoming = Incoming(shared.endpoint.clone());
         let stop_accepting = shared.common.shutdown.clone();
-        tasks.spawn(accept::accept_loop(incoming, stop_accepting, sem, routes, ev_tx, handshake));
+        tasks.spawn(accept::accept_loop::<_, _, M, _, _>(
+            incoming,
+            shared.clone(),
+            stop_accepting,
+            admission,
+            routes,
+            ev_tx,
+            handshake,
+        ));
         info!(node = %local, addr = %local_addr, "m2m quic transport listening");
         Ok(QuicTransport { shared, peers, app: AppSide::new(ev_rx, stop, tasks), local_addr })
     }
@@ -304,8 +320,21 @@ impl accept::Listener for Incoming {
         Some(Ok((incoming, addr)))
     }
 
+    fn validated(&self, incoming: &quinn::Incoming) -> bool {
+        incoming.remote_address_validated()
+    }
+
+    /// A stateless Retry: the source gets a slot only once it answers from its address.
+    fn validate(&self, incoming: quinn::Incoming) {
+        if let Err(e) = incoming.retry() {
+            e.into_incoming().ignore();
+        }
+    }
+
+    /// Ignored, not refused: a refusal would be a datagram sent to a source that may be
+    /// spoofed.
     fn turn_away(&self, incoming: quinn::Incoming) {
-        incoming.refuse();
+        incoming.ignore();
     }
 }
 
@@ -315,18 +344,21 @@ fn peer_node(shared: &Shared, conn: &Connection) -> Option<NodeId> {
     tls::peer_node(&shared.common.cfg, certs.first()?)
 }
 
+/// The acceptor's side: the QUIC handshake (by the start deadline), then the Hello exchange
+/// on the first bidirectional stream (by the end).
 async fn accept_handshake(
     shared: &Shared,
     incoming: quinn::Incoming,
     addr: SocketAddr,
+    deadlines: Deadlines,
 ) -> Result<(NodeId, Link), (String, String)> {
     let common = &shared.common;
-    let deadline = tokio::time::Instant::now() + common.handshake_timeout;
     let work = async {
         let tls_failed = |e: &dyn std::fmt::Display| {
             (addr.to_string(), format!("[{}] QUIC/TLS handshake failed: {e}", refusal::CERTIFICATE))
         };
-        let conn = incoming.accept().map_err(|e| tls_failed(&e))?.await.map_err(|e| tls_failed(&e))?;
+        let connecting = incoming.accept().map_err(|e| tls_failed(&e))?;
+        let conn = deadlines.started(addr, async { connecting.await.map_err(|e| tls_failed(&e)) }).await?;
         let authenticated = if common.secure {
             match peer_node(shared, &conn) {
                 Some(n) => Some(n),
@@ -341,7 +373,7 @@ async fn accept_handshake(
         let node = handshake::accept_hello(common, &mut link, authenticated.as_ref(), who).await?;
         Ok((node, link))
     };
-    accept_within(common, deadline, addr, work).await
+    accept_within(common, deadlines.end, addr, work).await
 }
 
 impl<M: WireMessage> Carrier<M> for Shared {
@@ -544,7 +576,7 @@ async fn read_link<M: WireMessage>(
                     debug!(%peer, error = %e, "connection ended; draining its streams");
                     while let Some(r) = streams.join_next().await {
                         if let Ok(Err(reason)) = r {
-                            refused(&events, peer.to_string(), reason);
+                            refused(&shared.common, &events, peer.to_string(), reason);
                         }
                     }
                     return;
@@ -552,7 +584,7 @@ async fn read_link<M: WireMessage>(
             },
             Some(r) = streams.join_next() => {
                 if let Ok(Err(reason)) = r {
-                    refused(&events, peer.to_string(), reason);
+                    refused(&shared.common, &events, peer.to_string(), reason);
                     conn.close(VarInt::from_u32(4), b"framing");
                     return;
                 }

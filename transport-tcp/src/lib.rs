@@ -2,8 +2,10 @@
 //!
 //! [`TcpTransport`] implements [`Transport`]: one logical link per peer, the node whose name
 //! sorts first dials ([`TransportSettings::dials`]), reconnects with jittered exponential
-//! backoff, bounded per-peer queues, a cap on connections in their handshake and a handshake
-//! timeout, and a `shutdown` that flushes what is queued. Frames use the shared codec
+//! backoff, bounded per-peer queues, fair handshake slots (reserved for each configured peer's
+//! address; others share a capped pool, at most 8 per source address, and must send their
+//! first byte within 2 s: [`replication_core::carrier::admission`]) and a handshake timeout,
+//! and a `shutdown` that flushes what is queued. Frames use the shared codec
 //! ([`replication_core::wire`]); when a peer's queue holds several messages they go out as one
 //! Batch frame in one write and one flush.
 //!
@@ -48,7 +50,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use replication_core::carrier::accept::{self, Handshake};
-use replication_core::carrier::handshake::{self, HelloStream, accept_within};
+use replication_core::carrier::admission::Admission;
+use replication_core::carrier::handshake::{self, Deadlines, HelloStream, accept_within};
 use replication_core::carrier::peer::{Carrier, peer_task};
 use replication_core::carrier::{
     AbortOnDrop, AppSide, Common, DialError, LinkEnd, WRITE_BATCH_BYTES, encode, read_frames, refused,
@@ -59,7 +62,7 @@ use replication_core::wire::{FrameEncoder, refusal};
 use replication_core::{NodeId, tls};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
@@ -205,14 +208,21 @@ impl<M: WireMessage> TcpTransport<M> {
         }
         let routes: HashMap<NodeId, mpsc::Sender<Stream>> =
             peers.iter().map(|(k, p): (&NodeId, &Peer<M>)| (k.clone(), p.links.clone())).collect();
-        let sem = Arc::new(Semaphore::new(settings.max_unauthenticated));
+        let admission = Admission::for_domain(&cfg, &local, settings.max_unauthenticated).await;
         let (stop_accepting, accept_stop) = watch::channel(false);
         let handshake = {
             let shared = shared.clone();
-            move |tcp, addr| accept_connection(shared.clone(), tcp, addr)
+            move |tcp, addr, deadlines| accept_connection(shared.clone(), tcp, addr, deadlines)
         };
-        let accepting =
-            tokio::spawn(accept::accept_loop(Incoming(listener), accept_stop, sem, routes, ev_tx, handshake));
+        let accepting = tokio::spawn(accept::accept_loop::<_, _, M, _, _>(
+            Incoming(listener),
+            shared.clone(),
+            accept_stop,
+            admission,
+            routes,
+            ev_tx,
+            handshake,
+        ));
         info!(node = %local, addr = %local_addr, "m2m tcp transport listening");
         Ok(TcpTransport {
             shared,
@@ -290,17 +300,25 @@ impl accept::Listener for Incoming {
     }
 }
 
-/// One accepted connection: `None` for a probe, else its handshake.
-async fn accept_connection(shared: Arc<Shared>, tcp: TcpStream, addr: SocketAddr) -> Handshake<Stream> {
+/// One accepted connection: `None` for a probe, else its handshake. Its first byte (of a
+/// TLS ClientHello, or of a Hello without TLS) must come by the start deadline.
+async fn accept_connection(
+    shared: Arc<Shared>,
+    tcp: TcpStream,
+    addr: SocketAddr,
+    deadlines: Deadlines,
+) -> Handshake<Stream> {
     // A connection closed before its first byte is a peer's probe
     // (`peer_process_gone`) or a port check, not a refused handshake.
-    let deadline = tokio::time::Instant::now() + shared.common.handshake_timeout;
-    let first = tokio::time::timeout_at(deadline, tcp.peek(&mut [0u8; 1])).await;
-    if matches!(first, Ok(Ok(0))) {
-        debug!(%addr, "connection closed before its first byte (a probe)");
-        return None;
+    match deadlines.started(addr, async { Ok(tcp.peek(&mut [0u8; 1]).await) }).await {
+        Ok(Ok(0)) => {
+            debug!(%addr, "connection closed before its first byte (a probe)");
+            return None;
+        }
+        Err(refusal) => return Some(Err(refusal)),
+        Ok(_) => {}
     }
-    Some(accept_handshake(&shared, tcp, addr, deadline).await)
+    Some(accept_handshake(&shared, tcp, addr, deadlines.end).await)
 }
 
 /// The acceptor's side of the handshake: TLS, then the Hello exchange, all under the
@@ -492,7 +510,7 @@ async fn read_loop<M: WireMessage, R: AsyncRead + Unpin + Send>(
     shared: Arc<Shared>,
 ) {
     if let Err(reason) = read_frames(&mut rd, &peer, &events, &shared.common, "read failed").await {
-        refused(&events, peer.to_string(), reason);
+        refused(&shared.common, &events, peer.to_string(), reason);
     }
 }
 

@@ -1,6 +1,6 @@
 //! Hostile peers against [`transport_tcp::TcpTransport`]: a flood of connections that never
-//! complete a handshake, a slow-loris Hello, a node of another domain, and a frame header
-//! claiming a huge length. The node keeps serving its real peer throughout, and its memory
+//! complete a handshake, a slow-loris Hello, a node of another domain, a frame header
+//! claiming a huge length, and a peer whose host went away without closing its link. The node keeps serving its real peer throughout, and its memory
 //! stays bounded. (Nodes of another domain, certificates of another CA, unknown nodes,
 //! garbage and a few silent connections are in the conformance suite,
 //! `replication_core::carrier::conformance`, run for TCP and QUIC.)
@@ -15,6 +15,7 @@ use replication_core::NodeId;
 use replication_core::carrier::conformance::{
     self, Cluster, Harness, Sec, domain_text, msg, n, parse, receive, refused, rss_kib, settings,
 };
+use replication_core::carrier::hostile::{STRANGER, stranger_tcp};
 use replication_core::transport::{Transport, TransportSettings};
 use replication_core::wire::{FrameEncoder, Hello, MIN_MAX_FRAME};
 use tcp_harness::Tcp;
@@ -33,21 +34,22 @@ fn closed(s: &mut TcpStream) -> bool {
     }
 }
 
-/// Node `a` of the domain `web` (`a` and `x`, no TLS; `tweak` may change a's settings) on a
+/// Node `y` of the domain `web` (`x` and `y`, no TLS; `tweak` may change y's settings) on a
 /// free port, its address, the `Hello` frame a raw peer named `x` opens with, the directory
-/// of `a`'s files, and x's socket. x is listed in the domain but not started: while its socket
-/// is kept, nothing else takes its port.
-async fn node_a_and_hello_of_x(
+/// of `y`'s files, and x's socket. x is listed in the domain but not started: while its socket
+/// is kept, nothing else takes its port. x sorts first, so x is the one that dials: y takes
+/// the links x opens.
+async fn node_y_and_hello_of_x(
     tweak: impl FnOnce(&mut TransportSettings),
 ) -> (<Tcp as Harness>::T, std::net::SocketAddr, Vec<u8>, tempfile::TempDir, std::net::TcpListener) {
     let ba = Tcp::bind(0);
     let bx = Tcp::bind(0);
-    let cfg = parse(&domain_text("web", &[("a", Tcp::port(&ba)), ("x", Tcp::port(&bx))], ""));
+    let cfg = parse(&domain_text("web", &[("x", Tcp::port(&bx)), ("y", Tcp::port(&ba))], ""));
     let dir = tempfile::tempdir().expect("tmp");
     let addr = ba.local_addr().expect("addr");
-    let mut s = settings(&cfg, "a", Sec::Insecure, dir.path());
+    let mut s = settings(&cfg, "y", Sec::Insecure, dir.path());
     tweak(&mut s);
-    let a = Tcp::start(s, ba).await.expect("a");
+    let a = Tcp::start(s, ba).await.expect("y");
     let mut enc = FrameEncoder::new(MIN_MAX_FRAME);
     enc.hello(&Hello::for_node(&cfg, &NodeId::new("x")).expect("x is a member")).expect("hello");
     (a, addr, enc.finish().to_vec(), dir, bx)
@@ -57,16 +59,17 @@ async fn node_a_and_hello_of_x(
 fn handshake(s: &mut TcpStream, hello: &[u8]) {
     s.write_all(hello).expect("hello");
     let mut head = [0u8; 4];
-    s.read_exact(&mut head).expect("a's hello");
+    s.read_exact(&mut head).expect("the node's hello");
     let mut rest = vec![0u8; u32::from_be_bytes(head) as usize];
-    s.read_exact(&mut rest).expect("a's hello");
+    s.read_exact(&mut rest).expect("the node's hello");
 }
 
 const CAP: usize = 8;
 const FLOOD: usize = 300;
 
-/// 300 connections that never say anything: at most the cap of them is held open (the rest
-/// is closed at once), the held ones are cut at the handshake timeout, memory stays flat, and
+/// 300 connections from one stranger that never say anything: at most the cap of them is held
+/// open (the rest is closed at once), the held ones are cut by the time their handshake should
+/// have started, memory stays flat, and
 /// the real peer's messages flow throughout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn handshake_flood_is_capped_and_the_real_peer_keeps_working() {
@@ -80,8 +83,14 @@ async fn handshake_flood_is_capped_and_the_real_peer_keeps_working() {
     conformance::connected(c.node("a"), "b").await;
     let addr = c.addr("b");
     let before = rss_kib();
+    // From another loopback address than the peers': a stranger (see `STRANGER`).
+    let mut conns = Vec::new();
+    for _ in 0..FLOOD {
+        if let Ok(s) = stranger_tcp(addr, STRANGER).await.and_then(|s| s.into_std()) {
+            conns.push(s);
+        }
+    }
     let flood = tokio::task::spawn_blocking(move || {
-        let mut conns: Vec<TcpStream> = (0..FLOOD).filter_map(|_| TcpStream::connect(addr).ok()).collect();
         std::thread::sleep(Duration::from_millis(700));
         let open_mid = conns.iter_mut().map(|s| usize::from(!closed(s))).sum::<usize>();
         std::thread::sleep(Duration::from_millis(2000));
@@ -115,7 +124,7 @@ async fn handshake_flood_is_capped_and_the_real_peer_keeps_working() {
 async fn slow_loris_hello_is_cut_at_the_handshake_timeout() {
     // The slow peer poses as x.
     let (a, addr, hello, _dir, _bx) =
-        node_a_and_hello_of_x(|s| s.handshake_timeout = Duration::from_secs(1)).await;
+        node_y_and_hello_of_x(|s| s.handshake_timeout = Duration::from_secs(1)).await;
     let slow = tokio::task::spawn_blocking(move || {
         let mut s = TcpStream::connect(addr).expect("connect");
         let t0 = Instant::now();
@@ -146,7 +155,7 @@ async fn slow_loris_hello_is_cut_at_the_handshake_timeout() {
 /// handshake), the connection closed, nothing of that size allocated.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn huge_length_frame_is_refused_without_allocating() {
-    let (a, addr, hello, _dir, _) = node_a_and_hello_of_x(|_| {}).await;
+    let (a, addr, hello, _dir, _) = node_y_and_hello_of_x(|_| {}).await;
     let before = rss_kib();
     for after_handshake in [false, true] {
         let hello = hello.clone();
@@ -190,7 +199,7 @@ async fn huge_length_frame_is_refused_without_allocating() {
 /// kernel splits the write), in order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn frames_read_together_are_delivered_as_one_event() {
-    let (a, addr, mut bytes, _dir, _) = node_a_and_hello_of_x(|_| {}).await;
+    let (a, addr, mut bytes, _dir, _) = node_y_and_hello_of_x(|_| {}).await;
     let hello_len = bytes.len();
     for seq in 0..10 {
         let mut enc = FrameEncoder::new(MIN_MAX_FRAME);
@@ -210,5 +219,64 @@ async fn frames_read_together_are_delivered_as_one_event() {
     assert_eq!(got, (0..10).collect::<Vec<_>>());
     assert!(events.len() < 10, "one event per frame: {} events", events.len());
     drop(peer.await.expect("peer"));
+    a.shutdown().await;
+}
+
+/// Reads one frame (the node's Hello) from `s`, then answers with `hello`: a raw peer's side
+/// of a handshake the node dialed.
+fn answer(s: &mut TcpStream, hello: &[u8]) {
+    let mut head = [0u8; 4];
+    s.read_exact(&mut head).expect("the node's hello");
+    let mut rest = vec![0u8; u32::from_be_bytes(head) as usize];
+    s.read_exact(&mut rest).expect("the node's hello");
+    s.write_all(hello).expect("hello");
+}
+
+/// Node `a` dials a raw peer `b`, whose host then goes away without closing the link (the
+/// raw peer keeps it open and silent). When `b` starts again, its wake-up (a connection with
+/// its Hello) makes `a` drop the stale link and dial at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wake_up_replaces_a_stale_link() {
+    let ba = Tcp::bind(0);
+    let bb = Tcp::bind(0);
+    let cfg = parse(&domain_text("web", &[("a", Tcp::port(&ba)), ("b", Tcp::port(&bb))], ""));
+    let a_addr = ba.local_addr().expect("addr");
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut s = settings(&cfg, "a", Sec::Insecure, dir.path());
+    s.handshake_timeout = Duration::from_millis(500);
+    let a = Tcp::start(s, ba).await.expect("a");
+    let mut enc = FrameEncoder::new(MIN_MAX_FRAME);
+    enc.hello(&Hello::for_node(&cfg, &NodeId::new("b")).expect("b is a member")).expect("hello");
+    let hello = enc.finish().to_vec();
+    // b answers a's dial, then its host goes away: the link stays open and silent.
+    let stale = {
+        let hello = hello.clone();
+        tokio::task::spawn_blocking(move || {
+            let (mut s, _) = bb.accept().expect("a's dial");
+            answer(&mut s, &hello);
+            (s, bb)
+        })
+    };
+    conformance::connected(&a, "b").await;
+    let (mut stale, bb) = stale.await.expect("b");
+    // Older than twice the handshake timeout: a link to an earlier run of b.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let t0 = Instant::now();
+    let again = tokio::task::spawn_blocking(move || {
+        let mut wake = TcpStream::connect(a_addr).expect("wake-up");
+        handshake(&mut wake, &hello);
+        drop(wake);
+        let (mut s, _) = bb.accept().expect("a dials again");
+        answer(&mut s, &hello);
+        s
+    });
+    conformance::disconnected(&a, "b").await;
+    conformance::connected(&a, "b").await;
+    let took = t0.elapsed();
+    let _link = again.await.expect("b again");
+    eprintln!("a wake-up replaced the stale link in {took:?}");
+    assert!(took < Duration::from_secs(2), "{took:?}");
+    let _ = stale.set_read_timeout(Some(Duration::from_secs(5)));
+    assert!(matches!(stale.read(&mut [0u8; 64]), Ok(0) | Err(_)), "a closed the stale link");
     a.shutdown().await;
 }

@@ -4,8 +4,10 @@
 //! call [`conformance_tests!`](crate::conformance_tests), which makes one test per case of
 //! the suite; hostile-traffic tests of one transport use the same helpers ([`Cluster`],
 //! [`expect`], [`receive`], ...). Both transport crates take this module as a
-//! dev-dependency on `replication-core` with the feature `conformance`. Everything runs on
-//! 127.0.0.1 with ephemeral ports; waits are generous and tests assert outcomes, not timings.
+//! dev-dependency on `replication-core` with the feature `conformance`. Every node runs on
+//! 127.0.0.1 with ephemeral ports, hostile connections come from other loopback addresses
+//! ([`hostile`](super::hostile)); waits are generous and tests assert outcomes, not timings,
+//! except where a timing is the point (a restarted node's links).
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -68,7 +70,8 @@ pub trait Bound: Send + Sized + 'static {
     /// Sends garbage bytes to `addr`; returns whether the acceptor can see it (and report a
     /// refusal) at all.
     fn garbage(addr: SocketAddr) -> impl Future<Output = bool> + Send;
-    /// Opens a connection that never says anything, if the transport can be tested that way.
+    /// Opens a connection that never says anything, from [`STRANGER`](super::hostile::STRANGER),
+    /// if the transport can be tested that way.
     fn silent(addr: SocketAddr) -> impl Future<Output = Option<Box<dyn Send>>> + Send;
 }
 
@@ -94,7 +97,7 @@ impl Bound for std::net::TcpListener {
     }
 
     async fn silent(addr: SocketAddr) -> Option<Box<dyn Send>> {
-        let s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let s = super::hostile::stranger_tcp(addr, super::hostile::STRANGER).await.expect("connect");
         Some(Box::new(s))
     }
 }
@@ -613,6 +616,33 @@ pub async fn peer_restart_and_reconnect<H: Harness>() {
     assert_eq!(got, (0..5).map(|i| msg(None, i)).collect::<Vec<_>>());
 }
 
+/// A node of three restarts while the peer that dials it backs off for seconds: it sees both
+/// peers up within one heartbeat interval and a second (its wake-up dial makes the peer that
+/// dials it dial at once), and so do they.
+pub async fn restarted_node_sees_every_peer_within_a_handshake<H: Harness>() {
+    // a, which dials b, backs off 2 to 4 s between attempts.
+    let mut c = Cluster::<H>::start(&["a", "b", "c"], Sec::Tls, |n, s| {
+        if n == "a" {
+            s.reconnect_min = Duration::from_secs(4);
+            s.reconnect_max = Duration::from_secs(4);
+        }
+    })
+    .await;
+    connected_all(c.node("b"), &["a", "c"]).await;
+    if let Some(b) = c.nodes.remove("b") {
+        b.shutdown().await;
+    }
+    disconnected(c.node("a"), "b").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let bound = c.cfg.heartbeat_interval() + Duration::from_secs(1);
+    let took = super::hostile::restart_and_link(&mut c, "b", &["a", "c"]).await;
+    connected(c.node("a"), "b").await;
+    eprintln!("b restarted and saw a and c up after {took:?} (bound {bound:?})");
+    assert!(took < bound, "b saw its peers up after {took:?}, more than {bound:?}");
+    c.node("a").send(&n("b"), msg(None, 1)).await.expect("queued");
+    assert_eq!(receive(c.node("b"), "a", 1).await, vec![msg(None, 1)]);
+}
+
 /// `shutdown` delivers what was queued, then refuses messages and ends `recv`.
 pub async fn shutdown_flushes<H: Harness>() {
     let c = Cluster::<H>::start(&["a", "b"], Sec::Tls, |_, _| {}).await;
@@ -768,7 +798,7 @@ macro_rules! conformance_tests {
             handshake, handshake_insecure, messages_both_ways_in_order,
             large_messages_up_to_the_limit, oversize_frame_and_garbage_refused_others_keep_working,
             wrong_ca_refused, unknown_node_refused, other_domain_refused, forbidden_mode_refused,
-            peer_restart_and_reconnect, shutdown_flushes, bounded_queues_and_unknown_peers,
+            peer_restart_and_reconnect, restarted_node_sees_every_peer_within_a_handshake, shutdown_flushes, bounded_queues_and_unknown_peers,
             control_passes_a_full_data_queue, silent_connection_times_out, garbage_insecure);
     };
     (@cases $h:ty; $($case:ident),* $(,)?) => {

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
+use super::admission::FIRST_BYTES;
 use super::{Common, Source, write_frames};
 use crate::config::NodeId;
 use crate::wire::{Frame, FrameDecoder, FrameEncoder, WireError, refusal};
@@ -127,6 +128,49 @@ pub async fn dial_hello<S: HelloStream>(
         }
         Ok(Err(e)) => Err(DialError::Refused(format!("handshake failed: {}", e.reason()))),
         Err(e) => Err(S::read_failed(e)),
+    }
+}
+
+/// When an accepted connection's handshake must have started (its first bytes) and ended.
+#[derive(Debug, Clone, Copy)]
+pub struct Deadlines {
+    /// The first bytes (a TLS ClientHello) or the QUIC handshake: [`FIRST_BYTES`] from now in
+    /// a shared slot, the end in a configured peer's reserved slot.
+    pub start: tokio::time::Instant,
+    /// The whole handshake: the handshake timeout from now.
+    pub end: tokio::time::Instant,
+    /// How long from now `start` is.
+    within: Duration,
+}
+
+impl Deadlines {
+    /// The deadlines of a handshake starting now, in a reserved slot or not.
+    pub fn new(common: &Common, reserved: bool) -> Self {
+        let now = tokio::time::Instant::now();
+        let end = now + common.handshake_timeout;
+        let within =
+            if reserved { common.handshake_timeout } else { FIRST_BYTES.min(common.handshake_timeout) };
+        Deadlines { start: now + within, end, within }
+    }
+
+    /// `work` (the start of a handshake), cut at the start deadline: then a refusal of `addr`
+    /// naming the handshake timeout.
+    pub async fn started<T>(
+        &self,
+        addr: SocketAddr,
+        work: impl Future<Output = Result<T, (String, String)>>,
+    ) -> Result<T, (String, String)> {
+        match tokio::time::timeout_at(self.start, work).await {
+            Ok(r) => r,
+            Err(_) => Err((
+                addr.to_string(),
+                format!(
+                    "[{}] the handshake did not start within {:?}",
+                    refusal::HANDSHAKE_TIMEOUT,
+                    self.within
+                ),
+            )),
+        }
     }
 }
 

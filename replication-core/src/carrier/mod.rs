@@ -1,11 +1,15 @@
 //! What the tokio-based carriers (`transport-tcp`, `transport-quic`) share, written once:
-//! the Hello exchange over any `AsyncRead + AsyncWrite` stream with its checks and refusals
-//! ([`handshake`]), the per-peer task that dials, waits for accepted links, reconnects with
-//! back-off and reports link events ([`peer`]), the accept loop with its cap on connections in
-//! their handshake ([`accept`]), the frame reader of a link, and the application side of a
-//! transport (its event queue with the received-message credits, the stop signal, the link
-//! tasks and their shutdown). Each transport keeps only what is specific to its sockets: TCP
-//! its listener, TLS streams and the "gone" probe; QUIC its endpoint and streams.
+//! the Hello exchange over any `AsyncRead + AsyncWrite` stream with its checks, refusals and
+//! deadlines ([`handshake`]), the per-peer task that dials, wakes up the peers that dial it,
+//! waits for accepted links, reconnects with back-off and reports link events ([`peer`]),
+//! the accept loop ([`accept`]) with fair handshake slots ([`admission`]: slots reserved for
+//! each configured peer's address, a per-source cap and a short first-bytes deadline for
+//! everyone else, address validation where the source may be spoofed), rate-limited
+//! warnings for what strangers can cause at will ([`throttle`]), the frame reader of a link,
+//! and the application side of a transport (its event queue with the received-message
+//! credits, the stop signal, the link tasks and their shutdown). Each transport keeps only
+//! what is specific to its sockets: TCP its listener, TLS streams and the "gone" probe; QUIC
+//! its endpoint, its Retry and streams.
 //!
 //! This lives in the core, behind the cargo feature `carrier` (tokio's channels, timers and
 //! I/O traits, and `tracing`), rather than in `transport-tcp` for `transport-quic` to import:
@@ -14,15 +18,20 @@
 //! The default build of the core stays free of I/O, runtime and clock.
 //!
 //! With the feature `conformance` (for the transports' tests and examples), [`conformance`]
-//! holds the transport conformance suite and [`bench`](mod@bench) the transport microbenchmark.
+//! holds the transport conformance suite, [`hostile`] the helpers of the hostile-traffic
+//! tests and [`bench`](mod@bench) the transport microbenchmark.
 
 pub mod accept;
+pub mod admission;
 #[cfg(feature = "conformance")]
 pub mod bench;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 pub mod handshake;
+#[cfg(feature = "conformance")]
+pub mod hostile;
 pub mod peer;
+pub mod throttle;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -40,6 +49,7 @@ use crate::wire::{ByteSource, Frame, FrameDecoder, FrameEncoder, Hello, WireErro
 
 pub use handshake::DialError;
 pub use peer::{Carrier, LinkEnd};
+pub use throttle::Throttle;
 
 /// Bytes a writer gathers into one write before writing (it never waits to gather more).
 pub const WRITE_BATCH_BYTES: usize = 256 * 1024;
@@ -73,6 +83,9 @@ pub struct Common {
     pub credit: Semaphore,
     /// [`TransportSettings::event_capacity`].
     pub event_capacity: usize,
+    /// Rate limit of the warnings a stranger can cause at will (refused connections, dial
+    /// failures): [`refused`], [`warn_throttled`].
+    pub warnings: Throttle,
 }
 
 impl Common {
@@ -98,6 +111,7 @@ impl Common {
             shutdown,
             credit: Semaphore::new(settings.event_capacity.min(Semaphore::MAX_PERMITS)),
             event_capacity: settings.event_capacity,
+            warnings: Throttle::new(throttle::SUMMARY_INTERVAL),
         };
         Ok((common, stop))
     }
@@ -184,11 +198,31 @@ pub async fn wait_stop(rx: &mut watch::Receiver<bool>) {
     let _ = rx.wait_for(|v| *v).await;
 }
 
-/// Logs a refused connection and reports it as [`TransportEvent::Refused`], without waiting.
-pub fn refused<M>(events: &mpsc::Sender<TransportEvent<M>>, peer: String, reason: String) {
-    warn!(%peer, %reason, "m2m connection refused");
+/// Logs a refused connection (rate-limited: [`warn_throttled`]) and reports it as
+/// [`TransportEvent::Refused`], without waiting.
+pub fn refused<M>(common: &Common, events: &mpsc::Sender<TransportEvent<M>>, peer: String, reason: String) {
+    if warn_throttled(common, throttle::rule_of(&reason), &peer) {
+        warn!(%peer, %reason, "m2m connection refused");
+    }
     // Never block on a refusal: a flood of bad connections must not stall the transport.
     let _ = events.try_send(TransportEvent::Refused { peer, reason });
+}
+
+/// Counts a warning of `rule` about `source` (an address or a node) in
+/// [`Common::warnings`]: whether to write it (the first of its rule in the interval); writes
+/// the summary of the interval it ended, if any.
+pub fn warn_throttled(common: &Common, rule: &str, source: &str) -> bool {
+    let (verdict, summary) =
+        common.warnings.note(std::time::Instant::now(), rule, &throttle::source_of(source));
+    warn_summary(summary);
+    verdict == throttle::Verdict::Log
+}
+
+/// Writes a [`Throttle`] summary, if any.
+pub fn warn_summary(summary: Option<String>) {
+    if let Some(s) = summary {
+        warn!(summary = %s, "m2m warnings repeated (rate-limited)");
+    }
 }
 
 /// Aborts the task when dropped.

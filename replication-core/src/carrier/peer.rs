@@ -1,17 +1,34 @@
-//! The task that keeps one peer's link: the node whose name sorts first dials (and redials
-//! with jittered exponential back-off), the other waits for the links its accept loop hands
-//! over; a newer link replaces the current one. It reports [`TransportEvent::Connected`] and
-//! [`TransportEvent::Disconnected`], refused dials as [`TransportEvent::Refused`], and, for a
-//! carrier that can tell ([`Carrier::PROBES_GONE`]), [`TransportEvent::Gone`].
+//! The task that keeps one peer's link. Links carry data in one direction of dialing only:
+//! the node whose name sorts first dials (and redials with jittered exponential back-off),
+//! the other takes the links its accept loop hands over, a newer one replacing the current
+//! one (the peer restarted). So both ends always agree on which link is the link.
+//!
+//! **Wake-up.** A node that starts dials, once, each peer that dials it, runs the handshake
+//! and closes that connection again: to the peer, an authenticated connection from a node it
+//! dials means "I am (back) up". A dialer that is backing off then dials at once, with its
+//! back-off reset; one that is dialing, or whose link came up within twice the handshake
+//! timeout, drops the wake-up (that link may be the one to the peer that just started, and is
+//! the one both ends take). A link older than that is to an earlier run of the peer (its host
+//! went away without closing it): the dialer drops it and dials at once (regression test:
+//! `transport-tcp/tests/hostile.rs`, `a_wake_up_replaces_a_stale_link`). A restarted node
+//! thus sees every live peer up within two handshakes, rather than when that peer's back-off
+//! ends (regression test: `conformance::restarted_node_sees_every_peer_within_a_handshake`).
+//! A failed wake-up is logged at debug level only: the peer that dials reports its own
+//! refusals.
+//!
+//! Dial failures are warnings, rate-limited ([`warn_throttled`]). The task reports
+//! [`TransportEvent::Connected`] and [`TransportEvent::Disconnected`], refused dials as
+//! [`TransportEvent::Refused`], and, for a carrier that can tell
+//! ([`Carrier::PROBES_GONE`]), [`TransportEvent::Gone`].
 
 use std::future::Future;
 use std::sync::Arc;
 
-use tokio::sync::mpsc;
-use tracing::{debug, info};
+use tokio::sync::{mpsc, watch};
+use tracing::{debug, info, warn};
 
 use super::handshake::dial_within;
-use super::{Common, DialError, refused, wait_stop};
+use super::{Common, DialError, refused, wait_stop, warn_throttled};
 use crate::config::NodeId;
 use crate::transport::{Backoff, TransportEvent, WireMessage};
 
@@ -77,88 +94,210 @@ async fn dial<C: Carrier<M>, M: WireMessage>(shared: &C, peer: &NodeId) -> Resul
 }
 
 /// Keeps the link to `peer` until the transport stops: dials it when `dials`, else takes the
-/// links accepted for it from `links`.
+/// links accepted for it from `links` (after a wake-up dial).
 pub async fn peer_task<C: Carrier<M>, M: WireMessage>(
     shared: Arc<C>,
     peer: NodeId,
     dials: bool,
-    mut queues: C::Queues,
-    mut links: mpsc::Receiver<C::Link>,
+    queues: C::Queues,
+    links: mpsc::Receiver<C::Link>,
     events: mpsc::Sender<TransportEvent<M>>,
 ) {
-    let common = shared.common();
-    let mut stop = common.shutdown.clone();
-    let mut backoff = Backoff::new(common.reconnect_min, common.reconnect_max);
-    let mut next: Option<C::Link> = None;
-    loop {
-        let link = match next.take() {
-            Some(l) => l,
-            None if dials => {
-                let r = tokio::select! {
-                    _ = wait_stop(&mut stop) => return,
-                    Some(l) = links.recv() => Ok(l),
-                    r = dial(&*shared, &peer) => r,
-                };
-                match r {
-                    Ok(l) => l,
-                    Err(e) => {
-                        match e {
-                            DialError::Unreachable(why) => debug!(%peer, %why, "peer unreachable"),
-                            DialError::Refused(why) => refused(&events, peer.to_string(), why),
-                        }
-                        let delay = backoff.next_delay();
-                        tokio::select! {
-                            _ = wait_stop(&mut stop) => return,
-                            Some(l) = links.recv() => next = Some(l),
-                            _ = tokio::time::sleep(delay) => {}
-                        }
-                        continue;
-                    }
-                }
-            }
-            None => tokio::select! {
-                _ = wait_stop(&mut stop) => return,
-                l = links.recv() => match l { Some(l) => l, None => return },
-            },
+    let mut task = PeerTask { stop: shared.common().shutdown.clone(), shared, peer, queues, links, events };
+    if dials { task.dialer().await } else { task.acceptor().await }
+}
+
+/// What one peer's task holds.
+struct PeerTask<C: Carrier<M>, M: WireMessage> {
+    shared: Arc<C>,
+    peer: NodeId,
+    queues: C::Queues,
+    /// Links the accept loop authenticated as `peer`.
+    links: mpsc::Receiver<C::Link>,
+    events: mpsc::Sender<TransportEvent<M>>,
+    stop: watch::Receiver<bool>,
+}
+
+/// What happened while a task waited.
+enum Woke<L> {
+    /// The transport shuts down.
+    Stop,
+    /// The wait ended.
+    Done,
+    /// A link arrived from the accept loop.
+    Link(L),
+}
+
+impl<C: Carrier<M>, M: WireMessage> PeerTask<C, M> {
+    /// The side that dials: every accepted link is a wake-up.
+    async fn dialer(&mut self) {
+        let mut backoff = {
+            let common = self.shared.common();
+            Backoff::new(common.reconnect_min, common.reconnect_max)
         };
-        backoff.reset();
-        info!(%peer, "m2m link up");
-        if events.send(TransportEvent::Connected(peer.clone())).await.is_err() {
-            return;
-        }
-        let end = C::run_link(&shared, &peer, link, &mut queues, &mut links, &events).await;
-        info!(%peer, "m2m link down");
-        let _ = events.send(TransportEvent::Disconnected(peer.clone())).await;
-        match end {
-            LinkEnd::Stop => return,
-            LinkEnd::Failed => {
-                if C::PROBES_GONE && common.cfg.domain.closed_link_detection {
-                    let gone = tokio::select! {
-                        _ = wait_stop(&mut stop) => return,
-                        Some(l) = links.recv() => {
-                            next = Some(l);
-                            false
-                        }
-                        gone = shared.peer_process_gone(&peer) => gone,
-                    };
-                    if gone {
-                        info!(%peer, "m2m peer gone: its link closed and a new connection was refused or reset");
-                        if events.send(TransportEvent::Gone(peer.clone())).await.is_err() {
-                            return;
-                        }
-                    }
-                }
-                if dials && next.is_none() {
-                    // Do not hammer a peer that accepts and drops at once.
-                    let delay = backoff.next_delay();
+        // The dialer's links never replace each other: run_link gets a queue nothing arrives on.
+        let (_none_tx, mut none) = mpsc::channel(1);
+        loop {
+            let r = {
+                let dialing = dial(&*self.shared, &self.peer);
+                tokio::pin!(dialing);
+                loop {
                     tokio::select! {
-                        _ = wait_stop(&mut stop) => return,
-                        Some(l) = links.recv() => next = Some(l),
-                        _ = tokio::time::sleep(delay) => {}
+                        _ = wait_stop(&mut self.stop) => return,
+                        Some(_) = self.links.recv() => debug!(peer = %self.peer, "wake-up while dialing: dropped"),
+                        r = &mut dialing => break r,
                     }
                 }
+            };
+            let link = match r {
+                Ok(l) => l,
+                Err(e) => {
+                    match e {
+                        DialError::Unreachable(why) => {
+                            if warn_throttled(self.shared.common(), "unreachable", self.peer.as_str()) {
+                                warn!(peer = %self.peer, %why, "m2m peer unreachable");
+                            }
+                        }
+                        DialError::Refused(why) => {
+                            refused(self.shared.common(), &self.events, self.peer.to_string(), why);
+                        }
+                    }
+                    match self.wait(backoff.next_delay()).await {
+                        Woke::Stop => return,
+                        Woke::Link(_) => backoff.reset(),
+                        Woke::Done => {}
+                    }
+                    continue;
+                }
+            };
+            backoff.reset();
+            let since = tokio::time::Instant::now();
+            let stale_after = 2 * self.shared.common().handshake_timeout;
+            let end = {
+                let PeerTask { shared, peer, queues, links, events, .. } = self;
+                let run = run(shared, peer, link, queues, &mut none, events);
+                tokio::pin!(run);
+                loop {
+                    tokio::select! {
+                        end = &mut run => break Some(end),
+                        Some(_) = links.recv() => {
+                            if since.elapsed() > stale_after {
+                                break None;
+                            }
+                            debug!(%peer, "wake-up while linked: dropped");
+                        }
+                    }
+                }
+            };
+            let Some(end) = end else {
+                // The link ends with `run` dropped; redial at once.
+                info!(peer = %self.peer, "m2m link down: the peer started again, so this link is stale");
+                if self.events.send(TransportEvent::Disconnected(self.peer.clone())).await.is_err() {
+                    return;
+                }
+                continue;
+            };
+            match end {
+                None | Some(LinkEnd::Stop) => return,
+                Some(LinkEnd::Failed | LinkEnd::Replaced(_)) => match self.after_failure().await {
+                    Woke::Stop => return,
+                    Woke::Link(_) => backoff.reset(),
+                    // Do not hammer a peer that accepts and drops at once.
+                    Woke::Done => match self.wait(backoff.next_delay()).await {
+                        Woke::Stop => return,
+                        Woke::Link(_) => backoff.reset(),
+                        Woke::Done => {}
+                    },
+                },
             }
-            LinkEnd::Replaced(l) => next = Some(l),
         }
     }
+
+    /// The side that is dialed: wakes the peer up once, then runs the links it dials.
+    async fn acceptor(&mut self) {
+        let mut next = {
+            let waking = dial(&*self.shared, &self.peer);
+            tokio::select! {
+                _ = wait_stop(&mut self.stop) => return,
+                Some(l) = self.links.recv() => Some(l),
+                r = waking => {
+                    match r {
+                        Ok(_) => debug!(peer = %self.peer, "wake-up sent"),
+                        Err(DialError::Unreachable(why) | DialError::Refused(why)) => {
+                            debug!(peer = %self.peer, %why, "wake-up failed; the peer dials when it is up");
+                        }
+                    }
+                    None
+                }
+            }
+        };
+        loop {
+            let link = match next.take() {
+                Some(l) => l,
+                None => tokio::select! {
+                    _ = wait_stop(&mut self.stop) => return,
+                    l = self.links.recv() => match l { Some(l) => l, None => return },
+                },
+            };
+            let PeerTask { shared, peer, queues, links, events, .. } = self;
+            match run(shared, peer, link, queues, links, events).await {
+                None | Some(LinkEnd::Stop) => return,
+                Some(LinkEnd::Replaced(l)) => next = Some(l),
+                Some(LinkEnd::Failed) => match self.after_failure().await {
+                    Woke::Stop => return,
+                    Woke::Link(l) => next = Some(l),
+                    Woke::Done => {}
+                },
+            }
+        }
+    }
+
+    /// Waits `delay`, or for the stop signal or a link.
+    async fn wait(&mut self, delay: std::time::Duration) -> Woke<C::Link> {
+        tokio::select! {
+            _ = wait_stop(&mut self.stop) => Woke::Stop,
+            Some(l) = self.links.recv() => Woke::Link(l),
+            _ = tokio::time::sleep(delay) => Woke::Done,
+        }
+    }
+
+    /// After a link failed: asks whether the peer's process is gone, when the carrier can
+    /// tell and the domain wants to know, and reports it.
+    async fn after_failure(&mut self) -> Woke<C::Link> {
+        let common = self.shared.common();
+        if !(C::PROBES_GONE && common.cfg.domain.closed_link_detection) {
+            return Woke::Done;
+        }
+        let gone = tokio::select! {
+            _ = wait_stop(&mut self.stop) => return Woke::Stop,
+            Some(l) = self.links.recv() => return Woke::Link(l),
+            gone = self.shared.peer_process_gone(&self.peer) => gone,
+        };
+        if gone {
+            info!(peer = %self.peer, "m2m peer gone: its link closed and a new connection was refused or reset");
+            if self.events.send(TransportEvent::Gone(self.peer.clone())).await.is_err() {
+                return Woke::Stop;
+            }
+        }
+        Woke::Done
+    }
+}
+
+/// Runs `link` to its end, reporting it up and down; `None` when the application is gone.
+async fn run<C: Carrier<M>, M: WireMessage>(
+    shared: &Arc<C>,
+    peer: &NodeId,
+    link: C::Link,
+    queues: &mut C::Queues,
+    links: &mut mpsc::Receiver<C::Link>,
+    events: &mpsc::Sender<TransportEvent<M>>,
+) -> Option<LinkEnd<C::Link>> {
+    info!(%peer, "m2m link up");
+    if events.send(TransportEvent::Connected(peer.clone())).await.is_err() {
+        return None;
+    }
+    let end = C::run_link(shared, peer, link, queues, links, events).await;
+    info!(%peer, "m2m link down");
+    let _ = events.send(TransportEvent::Disconnected(peer.clone())).await;
+    Some(end)
 }
