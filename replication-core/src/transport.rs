@@ -213,7 +213,10 @@ pub struct TransportSettings {
     pub control_queue_capacity: usize,
     /// How long a new connection has to finish TLS and the Hello exchange (default 5 s).
     pub handshake_timeout: Duration,
-    /// Connections still in their handshake at any time; more are dropped at once (default 64).
+    /// Connections from strangers still in their handshake at any time, shared by every source
+    /// (at most 8 from one IP, which must start its handshake within 2 s); more are dropped at
+    /// once (default 64). Each configured peer's IP has 2 reserved slots on top, which
+    /// strangers cannot take (see `carrier::admission`).
     pub max_unauthenticated: usize,
     /// First reconnect delay; doubles up to `reconnect_max`, with jitter (default 50 ms).
     pub reconnect_min: Duration,

@@ -297,7 +297,9 @@ async fn log_events(mut rx: tokio::sync::broadcast::Receiver<NodeEvent>) {
                 peer = %p,
                 "peer gone: its link closed and a new connection was refused or reset; failed without waiting for the failure timeout"
             ),
-            Ok(NodeEvent::Refused { peer, reason }) => tracing::warn!(%peer, %reason, "connection refused"),
+            // The transport warns about refusals itself, rate-limited (one summary line per
+            // interval); each one is counted in `/status` and the metrics.
+            Ok(NodeEvent::Refused { peer, reason }) => tracing::debug!(%peer, %reason, "connection refused"),
             Ok(other) => tracing::debug!(event = ?other, "node event"),
             Err(RecvError::Lagged(n)) => tracing::debug!(missed = n, "event log fell behind"),
             Err(RecvError::Closed) => return,
