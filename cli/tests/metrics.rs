@@ -18,6 +18,8 @@ const EXPOSED: &[(&str, &str)] = &[
     ("m2m_sessions_backed_up", "gauge"),
     ("m2m_sessions_under_replicated", "gauge"),
     ("m2m_tombstones", "gauge"),
+    ("m2m_sessions_held", "gauge"),
+    ("m2m_sessions_max", "gauge"),
     ("m2m_peers_up", "gauge"),
     ("m2m_peers_down", "gauge"),
     ("m2m_peer_up", "gauge"),

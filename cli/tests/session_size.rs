@@ -79,3 +79,29 @@ fn a_session_grows_to_the_limit_and_no_further_and_survives_fetch_failover_and_r
     let last = eventually(20, "the session survives", || read(&c, 1, &id));
     assert_eq!(last, (4, want), "nothing acknowledged was lost");
 }
+
+#[test]
+fn a_node_at_its_max_sessions_refuses_creates_with_507_and_says_so_in_its_metrics() {
+    let mut c = Cluster::new(2, TIMING);
+    for i in 0..2 {
+        c.start(i, &["--max-sessions", "3"]);
+    }
+    c.wait_membership(0, &[0, 1]);
+    c.wait_membership(1, &[0, 1]);
+    let mut created = Vec::new();
+    for n in 0..3 {
+        let (code, body) = c.http(0, "POST", "/sessions", &[JSON], &format!("{{\"n\": \"{n}\"}}"));
+        assert_eq!(code, 201, "{body}");
+        created
+            .push(serde_json::from_str::<Value>(&body).expect("json")["id"].as_str().expect("id").to_owned());
+    }
+    let (code, body) = c.http(0, "POST", "/sessions", &[JSON], "{\"n\": \"4\"}");
+    assert_eq!(code, 507, "{body}");
+    assert!(body.contains("\"full\"") && body.contains("limit of 3"), "{body}");
+    // What the node holds still takes writes.
+    let (code, body) = c.http(0, "PATCH", &format!("/sessions/{}", created[0]), &[JSON], "{\"more\": \"x\"}");
+    assert_eq!(code, 200, "{body}");
+    let (_, metrics) = c.http(0, "GET", "/metrics", &[], "");
+    assert!(metrics.contains("m2m_sessions_held{node=\"app1\"} 3"), "{metrics}");
+    assert!(metrics.contains("m2m_sessions_max{node=\"app1\"} 3"), "{metrics}");
+}

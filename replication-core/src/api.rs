@@ -224,6 +224,13 @@ pub enum Outcome {
     Unavailable,
     /// Too many pending requests; nothing was done.
     Busy,
+    /// This node holds [`Settings::max_sessions`] session records: no session was created.
+    Full {
+        /// Records held.
+        held: u64,
+        /// The limit.
+        limit: u64,
+    },
     /// The write would make the session larger than the domain's `max_session_bytes` (its
     /// encoded attributes, [`Attributes::encoded_size`](crate::Attributes::encoded_size));
     /// nothing was applied. A session is bounded so that a full copy of it always fits one
@@ -353,6 +360,12 @@ pub struct Settings {
     pub keepalive_interval: Duration,
     /// How many times a fetch retries after losing a claim race.
     pub claim_retries: u32,
+    /// Session records (owned copies, backup copies, tombstones) this node holds at most
+    /// before it refuses to create more ([`Outcome::Full`]). Only creates are refused: a
+    /// failover, a fetch or a backup copy is always taken, since refusing one could lose an
+    /// acknowledged write; with `max_session_bytes` this bounds what the node's own
+    /// applications add to its memory.
+    pub max_sessions: usize,
 }
 
 impl Default for Settings {
@@ -368,6 +381,7 @@ impl Default for Settings {
             touch_interval: Duration::from_secs(10),
             keepalive_interval: Duration::from_secs(30),
             claim_retries: 3,
+            max_sessions: 10_000_000,
         }
     }
 }
@@ -457,4 +471,8 @@ pub struct Stats {
     /// re-replication, failover), when it was placed. `None` when every placed backup holds
     /// every owned session's current version. A replication-lag gauge is `now` minus this.
     pub oldest_unacked: Option<Instant>,
+    /// Session records held (copies, tombstones, promises).
+    pub held: usize,
+    /// [`Settings::max_sessions`]: creates are refused at `held`.
+    pub max_sessions: usize,
 }

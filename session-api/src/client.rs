@@ -44,6 +44,7 @@ fn outcome_error(o: Outcome) -> Error {
         Outcome::Busy => Error::Busy,
         Outcome::NotAllowed => Error::NotAllowed,
         Outcome::TooLarge { size, limit } => Error::TooLarge { size, limit },
+        Outcome::Full { held, limit } => Error::Full { held, limit },
         _ => Error::ShuttingDown,
     }
 }

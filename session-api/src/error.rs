@@ -65,6 +65,15 @@ pub enum Error {
     /// Too many requests are pending in the node; nothing was done.
     #[error("the node is busy; retry later")]
     Busy,
+    /// The node holds its `max_sessions` session records; no session was created (creates
+    /// elsewhere, or a higher limit, go on).
+    #[error("this node holds {held} sessions, its limit of {limit}: no session was created")]
+    Full {
+        /// Records held.
+        held: u64,
+        /// The node's `max_sessions`.
+        limit: u64,
+    },
     /// The write would make the session larger than the domain's `max_session_bytes`; nothing
     /// was applied (the session is as it was).
     #[error(

@@ -77,6 +77,7 @@ fn failure(e: &Error) -> Response {
         }
         Error::NotAllowed => error(StatusCode::FORBIDDEN, "not-allowed", e.to_string()),
         Error::TooLarge { .. } => error(StatusCode::PAYLOAD_TOO_LARGE, "too-large", e.to_string()),
+        Error::Full { .. } => error(StatusCode::INSUFFICIENT_STORAGE, "full", e.to_string()),
         _ => error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
     }
 }

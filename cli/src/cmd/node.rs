@@ -60,6 +60,11 @@ pub(crate) struct Args {
     /// Backups that must acknowledge a sync write.
     #[arg(long, default_value_t = 1, value_name = "N")]
     pub(crate) ack_backups: u32,
+    /// Session records (owned, backup copies, tombstones) this node holds at most before it
+    /// refuses to create more (507 `full`); failovers, fetches and backup copies are always
+    /// taken. `m2m_sessions_held` and `m2m_sessions_max` show how close it is.
+    #[arg(long, value_name = "N", default_value_t = replication_core::Settings::default().max_sessions)]
+    pub(crate) max_sessions: usize,
 }
 
 /// The acknowledgement of writes.
@@ -180,7 +185,9 @@ async fn serve(
         ),
         Ack::Async => (AckPolicy::Async, "async".to_owned()),
     };
-    let mut builder = SessionManager::builder(cfg, &args.name).ack(ack);
+    let mut settings = session_api::SessionSettings::default();
+    settings.core.max_sessions = args.max_sessions;
+    let mut builder = SessionManager::builder(cfg, &args.name).settings(settings).ack(ack);
     builder = match &args.certs {
         Some(dir) => builder.certs_dir(dir),
         None => {

@@ -136,6 +136,8 @@ impl Node {
             messages_sent: self.out.messages_sent,
             bytes_replicated: self.out.bytes,
             full_copies_sent: self.out.fulls,
+            held: self.sessions.len(),
+            max_sessions: self.settings.max_sessions,
             ..Stats::default()
         };
         s.peers_up = self.view.peers.values().filter(|p| p.up).count();

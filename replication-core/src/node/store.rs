@@ -138,6 +138,11 @@ impl Record {
 pub(super) struct Sessions(BTreeMap<SessionKey, Box<Record>>);
 
 impl Sessions {
+    /// Records held (copies, tombstones, promises).
+    pub(super) fn len(&self) -> usize {
+        self.0.len()
+    }
+
     pub(super) fn get(&self, session: &str) -> Option<&Record> {
         self.0.get(Sid::new(session)).map(|r| &**r)
     }

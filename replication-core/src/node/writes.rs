@@ -152,6 +152,11 @@ impl Node {
         if !self.can_own {
             return self.out.outcome(id, Outcome::NotAllowed);
         }
+        let held = self.sessions.len();
+        if held >= self.settings.max_sessions && self.sessions.get(&session).is_none() {
+            let (held, limit) = (held as u64, self.settings.max_sessions as u64);
+            return self.out.outcome(id, Outcome::Full { held, limit });
+        }
         let size = attrs.encoded_size() as u64;
         if size > self.max_session_bytes {
             return self.out.outcome(id, Outcome::TooLarge { size, limit: self.max_session_bytes });

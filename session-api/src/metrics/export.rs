@@ -90,6 +90,14 @@ const GAUGES: &[(&str, &str, Read<f64>)] = &[
         |m| m.core.under_replicated as f64,
     ),
     ("m2m_tombstones", "Tombstones held.", |m| m.core.tombstones as f64),
+    ("m2m_sessions_held", "Session records this node holds (owned, backup copies, tombstones).", |m| {
+        m.core.held as f64
+    }),
+    (
+        "m2m_sessions_max",
+        "Session records this node holds at most before it refuses creates (max_sessions).",
+        |m| m.core.max_sessions as f64,
+    ),
     ("m2m_peers_up", "Peers considered live.", |m| m.core.peers_up as f64),
     ("m2m_peers_down", "Peers considered failed.", |m| m.core.peers_down as f64),
     (

@@ -282,3 +282,27 @@ fn a_write_past_max_session_bytes_is_refused_and_changes_nothing() {
     cl.pump();
     assert!(matches!(cl.outcome(5), Some(Outcome::Replicated { version: 3, .. })), "{:?}", cl.outcome(5));
 }
+
+/// A node that holds `max_sessions` records refuses to create more, and only creates: its
+/// backups and the sessions it already holds still take writes.
+#[test]
+fn a_full_node_refuses_creates_only() {
+    let settings = Settings { max_sessions: 2, ..Settings::default() };
+    let mut cl = Cluster::from_config(cfg(&["a", "b"], 1), settings);
+    cl.tick_all();
+    cl.pump();
+    let sync = Ack::Sync { backups: 1 };
+    create(&mut cl, "a", 1, "s1", sync);
+    create(&mut cl, "b", 2, "s2", sync);
+    cl.pump();
+    // a holds s1 and a copy of s2.
+    assert_eq!(cl.nodes[&id("a")].stats().held, 2);
+    create(&mut cl, "a", 3, "s3", sync);
+    assert!(matches!(cl.outcome(3), Some(Outcome::Full { held: 2, limit: 2 })), "{:?}", cl.outcome(3));
+    assert!(cl.session("a", "s3").is_none());
+    set_k(&mut cl, "a", 4, "s1", b"v", sync);
+    set_k(&mut cl, "b", 5, "s2", b"v", sync);
+    cl.pump();
+    assert!(matches!(cl.outcome(4), Some(Outcome::Replicated { .. })), "{:?}", cl.outcome(4));
+    assert!(matches!(cl.outcome(5), Some(Outcome::Replicated { .. })), "{:?}", cl.outcome(5));
+}
