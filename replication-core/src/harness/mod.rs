@@ -2,6 +2,8 @@
 //! messages that can be dropped (as a full transport queue refuses them). The engine's unit
 //! tests run on it; other crates' tests get it with the cargo feature `harness`.
 
+pub mod fuzz;
+
 use crate::api::{Ack, Command, Event, Input, Outcome, Output, RequestId, SessionView, Settings};
 use crate::config::{DomainConfig, NodeId};
 use crate::message::{Attributes, Change, Epoch, Message, Payload, Version};

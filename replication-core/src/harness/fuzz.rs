@@ -1,24 +1,25 @@
 //! The world of the `core_inputs` fuzz target, shared with the regression tests that replay
-//! what it found (`replication-core/tests/fuzz_repro.rs` includes this file): three `Node`s
-//! under a byte-decoded sequence of commands, message deliveries, drops, duplicates and
-//! reorderings, time advances (with one node paused), crashes and restarts. After every step:
-//! no panic, a holder's `(epoch, version)` of a session never goes backwards, a node owns only
-//! at its own epochs, and each epoch of a session has one owner (node and incarnation) ever.
+//! what it found (`replication-core/tests/fuzz_repro.rs`): three `Node`s under a byte-decoded
+//! sequence of commands, message deliveries, drops, duplicates and reorderings, time advances
+//! (with one node paused), crashes and restarts. After every step: no panic, a holder's
+//! `(epoch, version)` of a session never goes backwards, a node owns only at its own epochs, and
+//! each epoch of a session has one owner (node and incarnation) ever.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use replication_core::{
+use crate::{
     Ack, Attributes, Change, Command, DomainConfig, Epoch, Input, Message, Node, NodeId, Output, Settings,
     Version,
 };
 
+/// The nodes of the world, named `n0`, `n1`, ...
 pub const NODES: usize = 3;
 const SESSIONS: u8 = 16;
 const MAX_NET: usize = 512;
 const MAX_STEPS: usize = 400;
 
-pub struct Bytes<'a>(&'a [u8]);
+struct Bytes<'a>(&'a [u8]);
 
 impl Bytes<'_> {
     fn next(&mut self) -> Option<u8> {
@@ -28,10 +29,14 @@ impl Bytes<'_> {
     }
 }
 
+/// Three engines, the messages in flight between them and what the invariants remember.
 pub struct World {
     cfg: DomainConfig,
+    /// The node names, by index.
     pub names: Vec<NodeId>,
+    /// The engines by index (`None` while crashed).
     pub nodes: Vec<Option<Node>>,
+    /// Each node's incarnation (one more at every restart).
     pub incarnations: Vec<u64>,
     t0: Instant,
     ms: u64,
