@@ -5,13 +5,10 @@
 //! `(epoch, version)` of a session never goes backwards, a node owns only at its own epochs, and
 //! each epoch of a session has one owner (node and incarnation) ever.
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use crate::{
-    Ack, Attributes, Change, Command, DomainConfig, Epoch, Input, Message, Node, NodeId, Output, Settings,
-    Version,
-};
+use super::invariants::CopyInvariants;
+use crate::{Ack, Attributes, Change, Command, DomainConfig, Input, Message, Node, NodeId, Output, Settings};
 
 /// The nodes of the world, named `n0`, `n1`, ...
 pub const NODES: usize = 3;
@@ -43,10 +40,7 @@ pub struct World {
     net: Vec<(usize, usize, Message)>,
     next_rid: u64,
     created: Vec<String>,
-    /// (node, incarnation, session) -> last (epoch, version, owned) seen.
-    holder: HashMap<(usize, u64, String), (Epoch, Version)>,
-    /// (session, epoch) -> (node, incarnation) that owned at it.
-    writer: HashMap<(String, Epoch), (usize, u64)>,
+    invariants: CopyInvariants,
 }
 
 impl World {
@@ -74,8 +68,7 @@ impl World {
             net: Vec::new(),
             next_rid: 1,
             created: Vec::new(),
-            holder: HashMap::new(),
-            writer: HashMap::new(),
+            invariants: CopyInvariants::new(),
         }
     }
 
@@ -199,28 +192,10 @@ impl World {
     }
 
     fn check(&mut self) {
-        let mut next = HashMap::new();
-        for i in 0..NODES {
-            let Some(node) = self.nodes[i].as_ref() else { continue };
-            let inc = self.incarnations[i];
-            for (s, e, ver, owned) in node.copies() {
-                let key = (i, inc, s.to_owned());
-                if let Some((pe, pv)) = self.holder.get(&key) {
-                    assert!((e, ver) >= (pe, *pv), "n{i}#{inc} went back on {s}: {pe:?}/{pv} -> {e:?}/{ver}");
-                }
-                if owned {
-                    assert!(
-                        e.node == self.names[i] && e.incarnation == inc,
-                        "n{i}#{inc} owns {s} at a foreign epoch {e:?}"
-                    );
-                    let w = self.writer.entry((s.to_owned(), e.clone())).or_insert((i, inc));
-                    assert_eq!(*w, (i, inc), "epoch {e:?} of {s} owned by n{i}#{inc} and {w:?}");
-                }
-                next.insert(key, (e.clone(), ver));
-            }
-        }
-        // A record that disappears may come back older (a new backup copy): forget it.
-        self.holder = next;
+        let engines = (0..NODES)
+            .filter_map(|i| self.nodes[i].as_ref().map(|node| (&self.names[i], self.incarnations[i], node)));
+        let violations = self.invariants.check(engines, |_, _, _, _| {});
+        assert!(violations.is_empty(), "{}", violations.join("\n"));
     }
 }
 

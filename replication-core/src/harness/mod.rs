@@ -3,6 +3,7 @@
 //! tests run on it; other crates' tests get it with the cargo feature `harness`.
 
 pub mod fuzz;
+pub mod invariants;
 
 use crate::api::{Ack, Command, Event, Input, Outcome, Output, RequestId, SessionView, Settings};
 use crate::config::{DomainConfig, NodeId};

@@ -13,6 +13,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
+use replication_core::harness::invariants::CopyInvariants;
 use replication_core::transport::WireMessage as _;
 use replication_core::{
     Ack, Attributes, Change, Command, DomainConfig, Epoch, Event, Input, Message, Node, NodeId, Outcome,
@@ -258,8 +259,8 @@ pub struct Sim {
     maybe_gone: BTreeSet<String>,
     /// (node, time from, time to) of faults touching a node.
     faults: Vec<(NodeId, u64, u64)>,
-    epoch_writer: HashMap<(String, Epoch), (NodeId, u64)>,
-    holder: HashMap<(NodeId, u64, String), (Epoch, Version, bool)>,
+    /// The per-step invariants of the copies and the epochs' owners.
+    invariants: CopyInvariants,
     final_found: BTreeMap<String, Option<Attributes>>,
     report: Report,
     trace: u64,
@@ -355,8 +356,7 @@ impl Sim {
             invalidated: BTreeMap::new(),
             maybe_gone: BTreeSet::new(),
             faults: Vec::new(),
-            epoch_writer: HashMap::new(),
-            holder: HashMap::new(),
+            invariants: CopyInvariants::new(),
             final_found: BTreeMap::new(),
             report,
             trace: 0xcbf2_9ce4_8422_2325,
@@ -744,9 +744,7 @@ impl Sim {
             if e.node != *n || e.incarnation != inc {
                 self.violation(format!("{n}#{inc} reports epoch {e:?} for {}", p.session));
             }
-            let prev = self.epoch_writer.entry((p.session.clone(), e.clone())).or_insert((n.clone(), inc));
-            if *prev != (n.clone(), inc) {
-                let prev = prev.clone();
+            if let Err(prev) = self.invariants.use_epoch(&p.session, &e, n, inc) {
                 self.violation(format!("epoch {e:?} of {} used by {n}#{inc} and {prev:?}", p.session));
             }
             self.believed_owner.insert(p.session.clone(), n.clone());
@@ -943,52 +941,29 @@ impl Sim {
         self.trace_str("heal");
     }
 
-    /// Invariants checked after every step: versions never go backwards at a holder, only an
-    /// epoch's node and incarnation owns at it, and holders of acked writes are tracked.
+    /// Invariants checked after every step (`CopyInvariants`: versions never go backwards at a
+    /// holder, only an epoch's node and incarnation owns at it); the holders of acked writes
+    /// are tracked.
     fn check_step(&mut self) {
-        let mut violations = Vec::new();
-        let mut next = HashMap::with_capacity(self.holder.len());
-        for (n, slot) in &self.slots {
-            let Some(node) = slot.node.as_ref() else { continue };
-            let inc = slot.incarnation;
-            for (s, e, ver, owned) in node.copies() {
-                let key = (n.clone(), inc, s.to_owned());
-                let prev = self.holder.get(&key);
-                let changed = prev.is_none_or(|(pe, pv, po)| pe != e || *pv != ver || *po != owned);
-                if changed {
-                    if let Some((pe, pv, _)) = prev {
-                        if (e, ver) < (pe, *pv) {
-                            violations
-                                .push(format!("{n}#{inc} went back on {s}: {pe:?}/{pv} -> {e:?}/{ver}"));
-                        }
-                    }
-                    if owned {
-                        if e.node != *n || e.incarnation != inc {
-                            violations.push(format!("{n}#{inc} owns {s} at foreign epoch {e:?}"));
-                        }
-                        let w =
-                            self.epoch_writer.entry((s.to_owned(), e.clone())).or_insert((n.clone(), inc));
-                        if *w != (n.clone(), inc) {
-                            violations.push(format!("epoch {e:?} of {s} owned by {n}#{inc} and {w:?}"));
-                        }
-                    }
-                    for &i in self.acked_by_session.get(s).map(Vec::as_slice).unwrap_or(&[]) {
-                        let a = &mut self.acked[i];
-                        if (e, ver) >= (&a.epoch, a.version) {
-                            a.holders.insert(n.clone());
-                        }
-                    }
-                    if let Some(a) = self.invalidated.get_mut(s) {
-                        if (e, ver) >= (&a.epoch, a.version) {
-                            a.holders.insert(n.clone());
-                        }
-                    }
+        let engines = self
+            .slots
+            .iter()
+            .filter_map(|(n, slot)| slot.node.as_ref().map(|node| (n, slot.incarnation, node)));
+        let (acked, acked_by_session, invalidated) =
+            (&mut self.acked, &self.acked_by_session, &mut self.invalidated);
+        let violations = self.invariants.check(engines, |n, s, e, ver| {
+            for &i in acked_by_session.get(s).map(Vec::as_slice).unwrap_or(&[]) {
+                let a = &mut acked[i];
+                if (e, ver) >= (&a.epoch, a.version) {
+                    a.holders.insert(n.clone());
                 }
-                next.insert(key, (e.clone(), ver, owned));
             }
-        }
-        // A record that disappears may come back older (a new backup copy): forget it.
-        self.holder = next;
+            if let Some(a) = invalidated.get_mut(s) {
+                if (e, ver) >= (&a.epoch, a.version) {
+                    a.holders.insert(n.clone());
+                }
+            }
+        });
         for v in violations {
             self.violation(v);
         }

@@ -1,0 +1,76 @@
+//! The invariants every world of engines checks after each step: a holder's `(epoch, version)`
+//! of a session never goes back, a node owns a session only at its own epoch (its name and
+//! incarnation), and each epoch of a session has one owner (node and incarnation) ever.
+
+use crate::{Epoch, Node, NodeId, Version};
+use std::collections::HashMap;
+
+/// What the per-step invariants remember between steps.
+#[derive(Debug, Default)]
+pub struct CopyInvariants {
+    /// (node, incarnation, session) -> the copy seen at the last check: epoch, version, owned.
+    held: HashMap<(NodeId, u64, String), (Epoch, Version, bool)>,
+    /// (session, epoch) -> the node and incarnation that owned or served at it.
+    epoch_owner: HashMap<(String, Epoch), (NodeId, u64)>,
+}
+
+impl CopyInvariants {
+    /// Nothing seen yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Records that `node`#`incarnation` owns or serves `session` at `epoch`; the node and
+    /// incarnation that used the epoch first if it is another.
+    pub fn use_epoch(
+        &mut self,
+        session: &str,
+        epoch: &Epoch,
+        node: &NodeId,
+        incarnation: u64,
+    ) -> Result<(), (NodeId, u64)> {
+        let first = self
+            .epoch_owner
+            .entry((session.to_owned(), epoch.clone()))
+            .or_insert((node.clone(), incarnation));
+        if first.0 == *node && first.1 == incarnation { Ok(()) } else { Err(first.clone()) }
+    }
+
+    /// Checks the copies of `engines` (name, incarnation, engine) against the last check and
+    /// returns the violations; `changed(node, session, epoch, version)` sees every copy new or
+    /// changed since then. A copy that disappears is forgotten: it may come back older (a new
+    /// backup copy).
+    pub fn check<'a>(
+        &mut self,
+        engines: impl IntoIterator<Item = (&'a NodeId, u64, &'a Node)>,
+        mut changed: impl FnMut(&NodeId, &str, &Epoch, Version),
+    ) -> Vec<String> {
+        let mut violations = Vec::new();
+        let mut next = HashMap::with_capacity(self.held.len());
+        for (n, inc, node) in engines {
+            for (s, e, ver, owned) in node.copies() {
+                let key = (n.clone(), inc, s.to_owned());
+                let prev = self.held.get(&key);
+                if prev.is_none_or(|(pe, pv, po)| pe != e || *pv != ver || *po != owned) {
+                    if let Some((pe, pv, _)) = prev
+                        && (e, ver) < (pe, *pv)
+                    {
+                        violations.push(format!("{n}#{inc} went back on {s}: {pe:?}/{pv} -> {e:?}/{ver}"));
+                    }
+                    if owned {
+                        if e.node != *n || e.incarnation != inc {
+                            violations.push(format!("{n}#{inc} owns {s} at a foreign epoch {e:?}"));
+                        }
+                        if let Err(first) = self.use_epoch(s, e, n, inc) {
+                            violations.push(format!("epoch {e:?} of {s} owned by {n}#{inc} and {first:?}"));
+                        }
+                    }
+                    changed(n, s, e, ver);
+                }
+                next.insert(key, (e.clone(), ver, owned));
+            }
+        }
+        self.held = next;
+        violations
+    }
+}
