@@ -7,6 +7,7 @@
 
 use replication_core::Role;
 use replication_core::harness::fuzz::{self, NODES, World};
+use replication_core::harness::world::Engine;
 
 /// `fuzz/repro/core_inputs-ownerless`: a claim reaches the owner n2 after its acquirer n1 has
 /// given up, and n1 then releases the session; 70 s of quiet virtual time end the input. Every
@@ -16,8 +17,8 @@ use replication_core::harness::fuzz::{self, NODES, World};
 fn late_claim_then_release_leaves_one_owner() {
     let w: World = fuzz::run(include_bytes!("../../fuzz/repro/core_inputs-ownerless")).unwrap();
     let s = "n0s6";
-    assert!(w.nodes.iter().all(Option::is_some), "every node is up at the end");
-    let views: Vec<_> = w.nodes.iter().map(|n| n.as_ref().unwrap().session(s)).collect();
+    assert!(w.engines.iter().all(Engine::is_up), "every node is up at the end");
+    let views: Vec<_> = w.engines.iter().map(|e| e.node.as_ref().unwrap().session(s)).collect();
     let dump = format!("{views:#?}");
     let owners: Vec<usize> =
         (0..NODES).filter(|&i| views[i].as_ref().is_some_and(|v| v.role == Role::Owner)).collect();

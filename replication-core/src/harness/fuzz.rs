@@ -8,7 +8,8 @@
 use std::time::{Duration, Instant};
 
 use super::invariants::CopyInvariants;
-use crate::{Ack, Attributes, Change, Command, DomainConfig, Input, Message, Node, NodeId, Output, Settings};
+use super::world::{DomainText, Engine};
+use crate::{Ack, Attributes, Change, Command, DomainConfig, Input, Message, NodeId, Output, Settings};
 
 /// The nodes of the world, named `n0`, `n1`, ...
 pub const NODES: usize = 3;
@@ -31,10 +32,8 @@ pub struct World {
     cfg: DomainConfig,
     /// The node names, by index.
     pub names: Vec<NodeId>,
-    /// The engines by index (`None` while crashed).
-    pub nodes: Vec<Option<Node>>,
-    /// Each node's incarnation (one more at every restart).
-    pub incarnations: Vec<u64>,
+    /// The engines by index.
+    pub engines: Vec<Engine>,
     t0: Instant,
     ms: u64,
     net: Vec<(usize, usize, Message)>,
@@ -45,24 +44,20 @@ pub struct World {
 
 impl World {
     fn new(replicas: u32) -> World {
-        let mut text = format!(
-            "[domain]\nname = \"f\"\nreplicas = {replicas}\nheartbeat_interval_ms = 50\nfailure_timeout_ms = 200\nrequest_timeout_ms = 500\n"
-        );
-        for i in 0..NODES {
-            text.push_str(&format!("[[node]]\nname = \"n{i}\"\naddress = \"127.0.0.1:{}\"\n", 7000 + i));
-        }
-        let cfg = DomainConfig::parse(&text, "fuzz").expect("the fuzz domain parses");
         let names: Vec<NodeId> = (0..NODES).map(|i| NodeId::new(&format!("n{i}"))).collect();
-        let t0 = Instant::now();
-        let nodes = names
+        let cfg = names
             .iter()
-            .map(|n| Some(Node::new(cfg.clone(), n.clone(), 1, Settings::default(), t0).expect("node")))
-            .collect();
+            .fold(DomainText::new("f", replicas), |d, n| d.node(n.as_str(), None))
+            .set("heartbeat_interval_ms", 50)
+            .set("failure_timeout_ms", 200)
+            .set("request_timeout_ms", 500)
+            .parse("fuzz");
+        let t0 = Instant::now();
+        let engines = names.iter().map(|n| Engine::start(&cfg, n, &Settings::default(), t0)).collect();
         World {
             cfg,
             names,
-            nodes,
-            incarnations: vec![1; NODES],
+            engines,
             t0,
             ms: 0,
             net: Vec::new(),
@@ -77,7 +72,7 @@ impl World {
     }
 
     fn drain(&mut self, i: usize) {
-        let Some(node) = self.nodes[i].as_mut() else { return };
+        let Some(node) = self.engines[i].node.as_mut() else { return };
         let mut guard = 0;
         while let Some(out) = node.poll_output() {
             guard += 1;
@@ -96,7 +91,7 @@ impl World {
 
     fn input(&mut self, i: usize, input: Input) {
         let now = self.now();
-        if let Some(node) = self.nodes[i].as_mut() {
+        if let Some(node) = self.engines[i].node.as_mut() {
             node.handle_input(now, input);
             self.drain(i);
         }
@@ -127,7 +122,7 @@ impl World {
                 if Some(i) == paused {
                     continue;
                 }
-                let Some(node) = self.nodes[i].as_mut() else { continue };
+                let Some(node) = self.engines[i].node.as_mut() else { continue };
                 let mut guard = 0;
                 while node.poll_timeout().is_some_and(|t| t <= now) && guard < 8 {
                     node.handle_timeout(now);
@@ -174,27 +169,17 @@ impl World {
     }
 
     fn crash_or_restart(&mut self, i: usize) {
-        if self.nodes[i].is_some() {
-            self.nodes[i] = None;
+        if self.engines[i].is_up() {
+            self.engines[i].crash();
         } else {
-            self.incarnations[i] += 1;
-            let node = Node::new(
-                self.cfg.clone(),
-                self.names[i].clone(),
-                self.incarnations[i],
-                Settings::default(),
-                self.now(),
-            )
-            .expect("node");
-            self.nodes[i] = Some(node);
+            let now = self.now();
+            self.engines[i].restart(&self.cfg, &self.names[i], &Settings::default(), now);
             self.drain(i);
         }
     }
 
     fn check(&mut self) {
-        let engines = (0..NODES)
-            .filter_map(|i| self.nodes[i].as_ref().map(|node| (&self.names[i], self.incarnations[i], node)));
-        let violations = self.invariants.check(engines, |_, _, _, _| {});
+        let violations = self.invariants.check(self.names.iter().zip(&self.engines), |_, _, _, _| {});
         assert!(violations.is_empty(), "{}", violations.join("\n"));
     }
 }
@@ -204,12 +189,12 @@ impl World {
 fn trace(w: &World, what: &str) {
     let Ok(s) = std::env::var("CORE_TRACE") else { return };
     let views: Vec<String> = (0..NODES)
-        .map(|i| match w.nodes[i].as_ref().and_then(|n| n.session(&s)) {
+        .map(|i| match w.engines[i].node.as_ref().and_then(|n| n.session(&s)) {
             Some(v) => format!(
                 "n{i}#{}:{:?} {:?}/{} owner={:?} promised={:?} inv={}",
-                w.incarnations[i], v.role, v.epoch, v.version, v.owner, v.promised, v.invalidated
+                w.engines[i].incarnation, v.role, v.epoch, v.version, v.owner, v.promised, v.invalidated
             ),
-            None => format!("n{i}:{}", if w.nodes[i].is_some() { "-" } else { "DOWN" }),
+            None => format!("n{i}:{}", if w.engines[i].is_up() { "-" } else { "DOWN" }),
         })
         .collect();
     eprintln!("t={} {what}\n    {}", w.ms, views.join("\n    "));

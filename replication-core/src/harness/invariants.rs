@@ -2,7 +2,8 @@
 //! of a session never goes back, a node owns a session only at its own epoch (its name and
 //! incarnation), and each epoch of a session has one owner (node and incarnation) ever.
 
-use crate::{Epoch, Node, NodeId, Version};
+use super::world::Engine;
+use crate::{Epoch, NodeId, Version};
 use std::collections::HashMap;
 
 /// What the per-step invariants remember between steps.
@@ -36,18 +37,19 @@ impl CopyInvariants {
         if first.0 == *node && first.1 == incarnation { Ok(()) } else { Err(first.clone()) }
     }
 
-    /// Checks the copies of `engines` (name, incarnation, engine) against the last check and
+    /// Checks the copies of the running `engines` (with their names) against the last check and
     /// returns the violations; `changed(node, session, epoch, version)` sees every copy new or
     /// changed since then. A copy that disappears is forgotten: it may come back older (a new
     /// backup copy).
     pub fn check<'a>(
         &mut self,
-        engines: impl IntoIterator<Item = (&'a NodeId, u64, &'a Node)>,
+        engines: impl IntoIterator<Item = (&'a NodeId, &'a Engine)>,
         mut changed: impl FnMut(&NodeId, &str, &Epoch, Version),
     ) -> Vec<String> {
         let mut violations = Vec::new();
         let mut next = HashMap::with_capacity(self.held.len());
-        for (n, inc, node) in engines {
+        for (n, engine) in engines {
+            let (Some(node), inc) = (engine.node.as_ref(), engine.incarnation) else { continue };
             for (s, e, ver, owned) in node.copies() {
                 let key = (n.clone(), inc, s.to_owned());
                 let prev = self.held.get(&key);
