@@ -6,6 +6,10 @@
 //! and its inbound messages wait), partitions including one-way ones, and random client
 //! commands. After the fault phase every fault heals and the cluster runs quiet; then the
 //! durability and convergence invariants are checked.
+//!
+//! The engine slots, the domain and the per-step copy invariants are those of every world of
+//! engines (`replication_core::harness::{world, invariants}`); the network, the RNG draws and
+//! the drain order are the simulator's own, and fix its trace hashes (`tests/trace_hashes.txt`).
 
 #![allow(dead_code, clippy::unwrap_used, missing_docs, unreachable_pub)]
 
@@ -764,8 +768,8 @@ impl Sim {
                 if let Some(a) = self.invalidated.get(&p.session) {
                     // A node whose messages do not reach the others (its outbound links cut)
                     // may be a stale owner that has not learned it was replaced: it serves its
-                    // old state until it does (the documented partition limit, finding 13 of
-                    // docs/reliability.md), counted apart.
+                    // old state until it does (the open limit "a cut-off owner keeps serving" of
+                    // docs/design.md), counted apart.
                     let isolated = self.cut.iter().any(|((from, _), until)| from == n && *until > self.now);
                     if isolated && matches!(p.kind, Kind::Get) {
                         self.report.isolated_stale_reads += 1;
@@ -894,9 +898,9 @@ impl Sim {
                 }
             }
             // Only the node cut off (and, for a single link, the other end) counts as faulted:
-            // a holder on the connected side keeps what it acknowledged. (Counting every node
-            // hid the partition + amnesia case: a stale owner cut off from the new owner only,
-            // acknowledged by a backup that restarted meanwhile.)
+            // a holder on the connected side keeps what it acknowledged, so the partition +
+            // amnesia case (a stale owner cut off from the new owner only, acknowledged by a
+            // backup that restarted meanwhile) is checked (`partition_amnesia_seed`).
             self.faults.push((n.clone(), self.now, until));
             if mode == 2 && other != n {
                 self.faults.push((other.clone(), self.now, until));
