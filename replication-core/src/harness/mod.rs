@@ -1,6 +1,9 @@
-//! A cluster of engines for tests: virtual time, in-memory delivery, links that can be cut,
-//! messages that can be dropped (as a full transport queue refuses them). The engine's unit
-//! tests run on it; other crates' tests get it with the cargo feature `harness`.
+//! Worlds of engines for tests. [`Cluster`]: virtual time, in-memory delivery, links that can
+//! be cut, messages that can be dropped (as a full transport queue refuses them); the engine's
+//! unit tests run on it. [`world`] (the domain text, the engine slot with crash and restart)
+//! and [`invariants`] (the per-step checks of every copy and epoch owner) are what the
+//! simulator (`tests/sim`) and the fuzz world ([`fuzz`]) share with it. Integration tests, the
+//! fuzz crate and other crates' tests get this module with the cargo feature `harness`.
 
 pub mod fuzz;
 pub mod invariants;
