@@ -645,14 +645,8 @@ impl Sim {
             .insert(id, Pending { node: n.clone(), incarnation: inc, session: session.to_owned(), kind });
         self.trace_str(&format!("cmd {id} {n} {cmd:?}"));
         let at = self.instant();
-        self.slots
-            .get_mut(n)
-            .unwrap()
-            .engine
-            .node
-            .as_mut()
-            .unwrap()
-            .handle_input(at, Input::Command { id, cmd });
+        let node = self.slots.get_mut(n).unwrap().engine.node.as_mut().unwrap();
+        node.handle_input(at, Input::Command { id, cmd });
         self.drain(n);
     }
 
