@@ -76,3 +76,58 @@ impl CopyInvariants {
         violations
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{Ack, Command, Input, Settings};
+    use crate::harness::{cfg, id};
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn an_epoch_has_one_owner_ever() {
+        let mut inv = CopyInvariants::new();
+        let e = Epoch { term: 1, node: id("a"), incarnation: 1 };
+        assert_eq!(inv.use_epoch("s", &e, &id("a"), 1), Ok(()));
+        assert_eq!(inv.use_epoch("s", &e, &id("a"), 1), Ok(()));
+        assert_eq!(inv.use_epoch("s", &e, &id("b"), 1), Err((id("a"), 1)));
+        assert_eq!(inv.use_epoch("s", &e, &id("a"), 2), Err((id("a"), 1)));
+        assert_eq!(inv.use_epoch("other", &e, &id("b"), 1), Ok(()), "epochs are per session");
+    }
+
+    #[test]
+    fn a_copy_is_reported_when_new_and_forgotten_when_its_node_is_down() {
+        let c = cfg(&["a", "b"], 1);
+        let t0 = Instant::now();
+        let names = [id("a"), id("b")];
+        let mut engines: Vec<Engine> =
+            names.iter().map(|n| Engine::start(&c, n, &Settings::default(), t0)).collect();
+        let create = Command::Create {
+            session: "s".into(),
+            attrs: crate::harness::attrs(&[("k", b"v")]),
+            max_inactive: Duration::from_secs(60),
+            ack: Ack::Async,
+        };
+        let a = engines[0].node.as_mut().expect("a runs");
+        a.handle_input(t0, Input::Command { id: 1, cmd: create });
+        let mut inv = CopyInvariants::new();
+        let mut seen = Vec::new();
+        let v = inv
+            .check(names.iter().zip(&engines), |n, s, e, _| seen.push((n.clone(), s.to_owned(), e.clone())));
+        assert_eq!(v, Vec::<String>::new());
+        assert_eq!(seen.len(), 1, "the owner's new copy: {seen:?}");
+        assert_eq!((&seen[0].0, seen[0].1.as_str(), seen[0].2.incarnation), (&id("a"), "s", 1));
+        seen.clear();
+        let v = inv
+            .check(names.iter().zip(&engines), |n, s, e, _| seen.push((n.clone(), s.to_owned(), e.clone())));
+        assert!(v.is_empty() && seen.is_empty(), "an unchanged copy is not reported again");
+        engines[0].crash();
+        assert!(inv.check(names.iter().zip(&engines), |_, _, _, _| {}).is_empty());
+        engines[0].restart(&c, &names[0], &Settings::default(), t0);
+        assert_eq!(engines[0].incarnation, 2);
+        assert!(
+            engines[0].node.as_ref().is_some_and(|n| n.copies().next().is_none()),
+            "a restart starts empty"
+        );
+    }
+}
