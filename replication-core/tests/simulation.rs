@@ -87,10 +87,10 @@ fn fixed_seeds() {
 /// Partition + amnesia (README "Guarantees"): the owner n3 of s94 is cut off (its sends are
 /// lost), n4 takes s94 over without reaching it and crashes at once; restarted with empty
 /// memory, n4 acknowledges n3's stale write, which n0's later takeover from n4's epoch loses.
-/// Flagged ("acked write op1172 of s94 ... lost") without the restart quarantine; clean with it.
+/// The restart quarantine keeps it clean (an acked write of s94 is never lost).
 #[test]
 fn partition_amnesia_seed() {
-    // The run as recorded, before the bounded link queue was modelled (it would change it).
+    // The case shows with unbounded link queues (a bound changes this seed's run).
     let mut opt = SimOptions::from_seed(1072, 4000);
     opt.queue_cap = None;
     let r = Sim::new(opt).run();
@@ -98,8 +98,9 @@ fn partition_amnesia_seed() {
     assert_clean(&r);
 }
 
-/// Rolling restarts (finding 7 of docs/reliability.md, seen in the process tests): every node
-/// in turn leaves and comes back at once while sessions are written through every node.
+/// Rolling restarts (the process tests' `tcp-rolling` shape): every node in turn leaves and
+/// comes back at once while sessions are written through every node; nothing acknowledged is
+/// lost.
 #[test]
 fn rolling_restarts() {
     let steps = env_u64("M2M_SIM_STEPS").unwrap_or(1500);
@@ -115,15 +116,14 @@ fn rolling_restarts() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
-/// A deaf node's stale view (finding 8 of docs/reliability.md): n1's inbound links are cut
-/// (one way), so it declares every peer down; meanwhile n3 invalidates s10, acknowledged by
-/// n2. When n1 hears again, n0 comes back first: with it n1 sees half of the four nodes and
-/// fails s10 over to itself on its stale marks of n2 and n3, asking n0 only, and its live copy
-/// undoes the invalidation ("invalidated session s10 came back at n1"). Clean once a node that
-/// did not see enough of the domain waits until it sees every peer, or a failure timeout (and,
-/// since finding 7's change, also with only its wait of two heartbeats before a failover; the
-/// unit test `a_node_that_hears_again_does_not_take_over_on_the_marks_of_its_deafness` covers
-/// the fetch that wait does not).
+/// A deaf node's stale view: n1's inbound links are cut (one way), so it declares every peer
+/// down; meanwhile n3 invalidates s10, acknowledged by n2. When n1 hears again, n0 comes back
+/// first: with it n1 sees half of the four nodes, and it must not fail s10 over to itself on its
+/// stale marks of n2 and n3 (its live copy would undo the invalidation). A node that did not
+/// see enough of the domain waits until it sees every peer, or a failure timeout; its wait of
+/// two heartbeats before a failover covers this seed too, and the unit test
+/// `a_node_that_hears_again_does_not_take_over_on_the_marks_of_its_deafness` covers the fetch
+/// that wait does not.
 #[test]
 fn deaf_node_stale_view_seed() {
     let r = run(400161, 4000);
@@ -131,9 +131,9 @@ fn deaf_node_stale_view_seed() {
     assert_clean(&r);
 }
 
-/// A backup told to drop its copy forgot the promise with it, and stored (and would have
-/// acknowledged) a stale owner's copy still in flight: `n0#2 went back on s18: (8,n1,3)/4 ->
-/// (7,n2,2)/4`. The dropped copy now leaves a promise-only record. Fails without that.
+/// A backup told to drop its copy keeps the promise (a promise-only record), so it never stores
+/// (nor acknowledges) a stale owner's copy still in flight; that would show as `n0#2 went back
+/// on s18: (8,n1,3)/4 -> (7,n2,2)/4`.
 #[test]
 fn dropped_copy_keeps_its_promise_seed() {
     let r = run(800_045, 4000);

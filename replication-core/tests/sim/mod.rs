@@ -6,17 +6,22 @@
 //! and its inbound messages wait), partitions including one-way ones, and random client
 //! commands. After the fault phase every fault heals and the cluster runs quiet; then the
 //! durability and convergence invariants are checked.
+//!
+//! The engine slots, the domain and the per-step copy invariants are those of every world of
+//! engines (`replication_core::harness::{world, invariants}`); the network, the RNG draws and
+//! the drain order are the simulator's own, and fix its trace hashes (`tests/trace_hashes.txt`).
 
 #![allow(dead_code, clippy::unwrap_used, missing_docs, unreachable_pub)]
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
-use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
+use replication_core::harness::invariants::CopyInvariants;
+use replication_core::harness::world::{DomainText, Engine};
 use replication_core::transport::WireMessage as _;
 use replication_core::{
-    Ack, Attributes, Change, Command, DomainConfig, Epoch, Event, Input, Message, Node, NodeId, Outcome,
-    Output, Settings, Version,
+    Ack, Attributes, Change, Command, DomainConfig, Epoch, Event, Input, Message, NodeId, Outcome, Output,
+    Settings, Version,
 };
 
 /// splitmix64.
@@ -149,8 +154,7 @@ impl SimOptions {
 
 #[derive(Debug)]
 struct Slot {
-    node: Option<Node>,
-    incarnation: u64,
+    engine: Engine,
     paused_until: Option<u64>,
     down_until: Option<u64>,
     /// Messages that arrived while paused.
@@ -258,8 +262,8 @@ pub struct Sim {
     maybe_gone: BTreeSet<String>,
     /// (node, time from, time to) of faults touching a node.
     faults: Vec<(NodeId, u64, u64)>,
-    epoch_writer: HashMap<(String, Epoch), (NodeId, u64)>,
-    holder: HashMap<(NodeId, u64, String), (Epoch, Version, bool)>,
+    /// The per-step invariants of the copies and the epochs' owners.
+    invariants: CopyInvariants,
     final_found: BTreeMap<String, Option<Attributes>>,
     report: Report,
     trace: u64,
@@ -275,26 +279,20 @@ const STEP_MS: u64 = 10;
 
 impl Sim {
     pub fn new(opt: SimOptions) -> Self {
-        let mut text = format!(
-            "[domain]\nname = \"sim\"\nreplicas = {}\nrequest_timeout_ms = 2000\nheartbeat_interval_ms = 100\nfailure_timeout_ms = 600\n",
-            opt.replicas
-        );
+        let names: Vec<NodeId> = (0..opt.nodes).map(|i| NodeId::new(&format!("n{i}"))).collect();
+        let mut domain = DomainText::new("sim", opt.replicas)
+            .set("request_timeout_ms", 2000)
+            .set("heartbeat_interval_ms", 100)
+            .set("failure_timeout_ms", 600);
         if opt.client_server {
-            text.push_str("topology = \"client-server\"\n");
+            domain = domain.set("topology", "\"client-server\"");
         }
-        let mut names = Vec::new();
-        for i in 0..opt.nodes {
-            let name = format!("n{i}");
+        for (i, n) in names.iter().enumerate() {
             let mode =
                 if opt.client_server { if i < opt.nodes / 2 { "client" } else { "server" } } else { "both" };
-            let _ = write!(
-                text,
-                "[[node]]\nname = \"{name}\"\naddress = \"127.0.0.1:{}\"\nmode = \"{mode}\"\n",
-                7000 + i
-            );
-            names.push(NodeId::new(&name));
+            domain = domain.node(n.as_str(), Some(mode));
         }
-        let cfg = DomainConfig::parse(&text, "sim").unwrap();
+        let cfg = domain.parse("sim");
         let mut settings = Settings::default();
         settings.retransmit_interval = Duration::from_millis(250);
         settings.keepalive_interval = Duration::from_secs(1);
@@ -308,12 +306,10 @@ impl Sim {
         let t0 = Instant::now();
         let mut slots = BTreeMap::new();
         for n in &names {
-            let node = Node::new(cfg.clone(), n.clone(), 1, settings.clone(), t0).unwrap();
             slots.insert(
                 n.clone(),
                 Slot {
-                    node: Some(node),
-                    incarnation: 1,
+                    engine: Engine::start(&cfg, n, &settings, t0),
                     paused_until: None,
                     down_until: None,
                     inbox: VecDeque::new(),
@@ -355,8 +351,7 @@ impl Sim {
             invalidated: BTreeMap::new(),
             maybe_gone: BTreeSet::new(),
             faults: Vec::new(),
-            epoch_writer: HashMap::new(),
-            holder: HashMap::new(),
+            invariants: CopyInvariants::new(),
             final_found: BTreeMap::new(),
             report,
             trace: 0xcbf2_9ce4_8422_2325,
@@ -391,7 +386,7 @@ impl Sim {
     }
 
     fn running(&self, n: &NodeId) -> bool {
-        self.slots.get(n).is_some_and(|s| s.node.is_some() && s.paused_until.is_none())
+        self.slots.get(n).is_some_and(|s| s.engine.is_up() && s.paused_until.is_none())
     }
 
     /// Runs the whole scenario and returns the figures.
@@ -427,16 +422,14 @@ impl Sim {
                     self.deliver(from, n.clone(), msg);
                 }
             }
+            let at = self.instant();
             let slot = self.slots.get_mut(n).unwrap();
             if slot.down_until.is_some_and(|t| t <= now) {
                 slot.down_until = None;
-                slot.incarnation += 1;
                 slot.leaving = false;
                 let clean = std::mem::take(&mut slot.left_clean) && self.opt.rolling;
-                let inc = slot.incarnation;
-                let at = self.instant();
-                let node = Node::new(self.cfg.clone(), n.clone(), inc, self.settings.clone(), at).unwrap();
-                self.slots.get_mut(n).unwrap().node = Some(node);
+                slot.engine.restart(&self.cfg, n, &self.settings, at);
+                let inc = slot.engine.incarnation;
                 self.report.restarts += 1;
                 if !clean {
                     self.faults.push((n.clone(), self.now, self.now));
@@ -455,7 +448,7 @@ impl Sim {
                 }
                 self.trace_str(&format!("gone {peer} at {to}"));
                 let at = self.instant();
-                let node = self.slots.get_mut(&to).unwrap().node.as_mut().unwrap();
+                let node = self.slots.get_mut(&to).unwrap().engine.node.as_mut().unwrap();
                 node.handle_input(at, Input::PeerGone { peer });
                 self.drain(&to);
             }
@@ -486,7 +479,7 @@ impl Sim {
             if self.now % 100 == 0 {
                 let id = w.trim_matches('"');
                 for (n, slot) in &self.slots {
-                    if let Some(v) = slot.node.as_ref().and_then(|x| x.session(id)) {
+                    if let Some(v) = slot.engine.node.as_ref().and_then(|x| x.session(id)) {
                         eprintln!(
                             "[{}ms] view {n}: {:?} {:?}/{} owner {:?} promised {:?}",
                             self.now, v.role, v.epoch, v.version, v.owner, v.promised
@@ -525,7 +518,7 @@ impl Sim {
         }
         let at = self.instant();
         let slot = self.slots.get_mut(n).unwrap();
-        let node = slot.node.as_mut().unwrap();
+        let node = slot.engine.node.as_mut().unwrap();
         if node.poll_timeout().is_some_and(|t| t <= at) {
             node.handle_timeout(at);
             self.drain(n);
@@ -534,7 +527,7 @@ impl Sim {
 
     fn deliver(&mut self, from: NodeId, to: NodeId, msg: Message) {
         let Some(slot) = self.slots.get_mut(&to) else { return };
-        if slot.node.is_none() {
+        if slot.engine.node.is_none() {
             self.report.dropped += 1;
             return;
         }
@@ -560,7 +553,7 @@ impl Sim {
                 eprintln!("[{}ms] {from} -> {to}: {text:.300}", self.now);
             }
         }
-        slot.node.as_mut().unwrap().handle_input(at, Input::Message { from, msg });
+        slot.engine.node.as_mut().unwrap().handle_input(at, Input::Message { from, msg });
         self.drain(&to);
     }
 
@@ -583,7 +576,7 @@ impl Sim {
             }
             let at = self.instant();
             let refused = std::mem::take(&mut self.refused);
-            let Some(node) = self.slots.get_mut(n).and_then(|s| s.node.as_mut()) else { return };
+            let Some(node) = self.slots.get_mut(n).and_then(|s| s.engine.node.as_mut()) else { return };
             for (to, msg) in refused {
                 node.handle_input(at, Input::Undelivered { to, msg });
             }
@@ -595,7 +588,7 @@ impl Sim {
     fn drain_outputs(&mut self, n: &NodeId) {
         loop {
             let Some(slot) = self.slots.get_mut(n) else { return };
-            let Some(node) = slot.node.as_mut() else { return };
+            let Some(node) = slot.engine.node.as_mut() else { return };
             let Some(out) = node.poll_output() else { break };
             match out {
                 Output::Send { to, msg } => self.send(n.clone(), to, msg),
@@ -647,12 +640,13 @@ impl Sim {
         let id = self.next_req;
         self.next_req += 1;
         self.report.commands += 1;
-        let inc = self.slots[n].incarnation;
+        let inc = self.slots[n].engine.incarnation;
         self.pending
             .insert(id, Pending { node: n.clone(), incarnation: inc, session: session.to_owned(), kind });
         self.trace_str(&format!("cmd {id} {n} {cmd:?}"));
         let at = self.instant();
-        self.slots.get_mut(n).unwrap().node.as_mut().unwrap().handle_input(at, Input::Command { id, cmd });
+        let node = self.slots.get_mut(n).unwrap().engine.node.as_mut().unwrap();
+        node.handle_input(at, Input::Command { id, cmd });
         self.drain(n);
     }
 
@@ -729,7 +723,7 @@ impl Sim {
         if p.node != *n {
             self.violation(format!("outcome of {id} from {n}, sent to {}", p.node));
         }
-        let inc = self.slots[n].incarnation;
+        let inc = self.slots[n].engine.incarnation;
         // Epoch ownership: only the epoch's node and incarnation writes or serves at it.
         let epoch = match &outcome {
             Outcome::Applied { epoch, .. }
@@ -744,9 +738,7 @@ impl Sim {
             if e.node != *n || e.incarnation != inc {
                 self.violation(format!("{n}#{inc} reports epoch {e:?} for {}", p.session));
             }
-            let prev = self.epoch_writer.entry((p.session.clone(), e.clone())).or_insert((n.clone(), inc));
-            if *prev != (n.clone(), inc) {
-                let prev = prev.clone();
+            if let Err(prev) = self.invariants.use_epoch(&p.session, &e, n, inc) {
                 self.violation(format!("epoch {e:?} of {} used by {n}#{inc} and {prev:?}", p.session));
             }
             self.believed_owner.insert(p.session.clone(), n.clone());
@@ -770,8 +762,8 @@ impl Sim {
                 if let Some(a) = self.invalidated.get(&p.session) {
                     // A node whose messages do not reach the others (its outbound links cut)
                     // may be a stale owner that has not learned it was replaced: it serves its
-                    // old state until it does (the documented partition limit, finding 13 of
-                    // docs/reliability.md), counted apart.
+                    // old state until it does (the open limit "a cut-off owner keeps serving" of
+                    // docs/design.md), counted apart.
                     let isolated = self.cut.iter().any(|((from, _), until)| from == n && *until > self.now);
                     if isolated && matches!(p.kind, Kind::Get) {
                         self.report.isolated_stale_reads += 1;
@@ -793,7 +785,7 @@ impl Sim {
                 // The node is gone; bring it back later as a new incarnation (at once in a
                 // rolling restart, and the next node leaves a little later).
                 let slot = self.slots.get_mut(n).unwrap();
-                slot.node = None;
+                slot.engine.crash();
                 slot.inbox.clear();
                 slot.left_clean = *unreplicated == 0;
                 let until = if self.opt.rolling {
@@ -841,23 +833,23 @@ impl Sim {
 
     fn fail_pending_of(&mut self, n: &NodeId) {
         // Commands in flight on a crashed node never complete: forget them.
-        let inc = self.slots[n].incarnation;
+        let inc = self.slots[n].engine.incarnation;
         self.pending.retain(|_, p| !(p.node == *n && p.incarnation == inc));
     }
 
     fn inject_fault(&mut self) {
         let n = self.rng.pick(&self.names).cloned().unwrap();
-        let live_count = self.slots.values().filter(|s| s.node.is_some()).count();
+        let live_count = self.slots.values().filter(|s| s.engine.is_up()).count();
         let roll = self.rng.below(100);
         if roll < 40 {
             // Crash, restart later.
-            if self.slots[&n].node.is_none() || live_count <= 1 {
+            if self.slots[&n].engine.node.is_none() || live_count <= 1 {
                 return;
             }
             self.fail_pending_of(&n);
             let until = self.now + 300 + self.rng.below(4000);
             let slot = self.slots.get_mut(&n).unwrap();
-            slot.node = None;
+            slot.engine.crash();
             slot.paused_until = None;
             slot.inbox.clear();
             slot.down_until = Some(until);
@@ -900,9 +892,9 @@ impl Sim {
                 }
             }
             // Only the node cut off (and, for a single link, the other end) counts as faulted:
-            // a holder on the connected side keeps what it acknowledged. (Counting every node
-            // hid the partition + amnesia case: a stale owner cut off from the new owner only,
-            // acknowledged by a backup that restarted meanwhile.)
+            // a holder on the connected side keeps what it acknowledged, so the partition +
+            // amnesia case (a stale owner cut off from the new owner only, acknowledged by a
+            // backup that restarted meanwhile) is checked (`partition_amnesia_seed`).
             self.faults.push((n.clone(), self.now, until));
             if mode == 2 && other != n {
                 self.faults.push((other.clone(), self.now, until));
@@ -914,7 +906,7 @@ impl Sim {
 
     /// Rolling restart: the next node in turn leaves when the previous one is back.
     fn roll(&mut self) {
-        if self.now < self.next_roll || self.slots.values().any(|s| s.leaving || s.node.is_none()) {
+        if self.now < self.next_roll || self.slots.values().any(|s| s.leaving || s.engine.node.is_none()) {
             return;
         }
         let n = self.names[self.roll_idx % self.names.len()].clone();
@@ -943,52 +935,26 @@ impl Sim {
         self.trace_str("heal");
     }
 
-    /// Invariants checked after every step: versions never go backwards at a holder, only an
-    /// epoch's node and incarnation owns at it, and holders of acked writes are tracked.
+    /// Invariants checked after every step (`CopyInvariants`: versions never go backwards at a
+    /// holder, only an epoch's node and incarnation owns at it); the holders of acked writes
+    /// are tracked.
     fn check_step(&mut self) {
-        let mut violations = Vec::new();
-        let mut next = HashMap::with_capacity(self.holder.len());
-        for (n, slot) in &self.slots {
-            let Some(node) = slot.node.as_ref() else { continue };
-            let inc = slot.incarnation;
-            for (s, e, ver, owned) in node.copies() {
-                let key = (n.clone(), inc, s.to_owned());
-                let prev = self.holder.get(&key);
-                let changed = prev.is_none_or(|(pe, pv, po)| pe != e || *pv != ver || *po != owned);
-                if changed {
-                    if let Some((pe, pv, _)) = prev {
-                        if (e, ver) < (pe, *pv) {
-                            violations
-                                .push(format!("{n}#{inc} went back on {s}: {pe:?}/{pv} -> {e:?}/{ver}"));
-                        }
-                    }
-                    if owned {
-                        if e.node != *n || e.incarnation != inc {
-                            violations.push(format!("{n}#{inc} owns {s} at foreign epoch {e:?}"));
-                        }
-                        let w =
-                            self.epoch_writer.entry((s.to_owned(), e.clone())).or_insert((n.clone(), inc));
-                        if *w != (n.clone(), inc) {
-                            violations.push(format!("epoch {e:?} of {s} owned by {n}#{inc} and {w:?}"));
-                        }
-                    }
-                    for &i in self.acked_by_session.get(s).map(Vec::as_slice).unwrap_or(&[]) {
-                        let a = &mut self.acked[i];
-                        if (e, ver) >= (&a.epoch, a.version) {
-                            a.holders.insert(n.clone());
-                        }
-                    }
-                    if let Some(a) = self.invalidated.get_mut(s) {
-                        if (e, ver) >= (&a.epoch, a.version) {
-                            a.holders.insert(n.clone());
-                        }
-                    }
+        let engines = self.slots.iter().map(|(n, slot)| (n, &slot.engine));
+        let (acked, acked_by_session, invalidated) =
+            (&mut self.acked, &self.acked_by_session, &mut self.invalidated);
+        let violations = self.invariants.check(engines, |n, s, e, ver| {
+            for &i in acked_by_session.get(s).map(Vec::as_slice).unwrap_or(&[]) {
+                let a = &mut acked[i];
+                if (e, ver) >= (&a.epoch, a.version) {
+                    a.holders.insert(n.clone());
                 }
-                next.insert(key, (e.clone(), ver, owned));
             }
-        }
-        // A record that disappears may come back older (a new backup copy): forget it.
-        self.holder = next;
+            if let Some(a) = invalidated.get_mut(s) {
+                if (e, ver) >= (&a.epoch, a.version) {
+                    a.holders.insert(n.clone());
+                }
+            }
+        });
         for v in violations {
             self.violation(v);
         }
@@ -998,7 +964,7 @@ impl Sim {
     fn holders_now(&self, session: &str, epoch: &Epoch, version: Version) -> BTreeSet<NodeId> {
         let mut h = BTreeSet::new();
         for (n, slot) in &self.slots {
-            let Some(node) = slot.node.as_ref() else { continue };
+            let Some(node) = slot.engine.node.as_ref() else { continue };
             if let Some(v) = node.session(session) {
                 if v.epoch.as_ref().is_some_and(|e| (e, v.version) >= (epoch, version)) {
                     h.insert(n.clone());
@@ -1012,13 +978,13 @@ impl Sim {
         // Convergence: one owner per session, holding its target replica count.
         let mut owners: BTreeMap<String, Vec<NodeId>> = BTreeMap::new();
         for (n, slot) in &self.slots {
-            let Some(node) = slot.node.as_ref() else { continue };
+            let Some(node) = slot.engine.node.as_ref() else { continue };
             for s in node.owned_sessions() {
                 owners.entry(s.to_owned()).or_default().push(n.clone());
             }
         }
         let live: BTreeSet<NodeId> =
-            self.slots.iter().filter(|(_, s)| s.node.is_some()).map(|(n, _)| n.clone()).collect();
+            self.slots.iter().filter(|(_, s)| s.engine.is_up()).map(|(n, _)| n.clone()).collect();
         let mut problems = Vec::new();
         for (s, os) in &owners {
             if os.len() > 1 {
@@ -1026,7 +992,7 @@ impl Sim {
                 continue;
             }
             let o = &os[0];
-            let node = self.slots[o].node.as_ref().unwrap();
+            let node = self.slots[o].engine.node.as_ref().unwrap();
             let view = node.session(s).unwrap();
             let eligible = self
                 .cfg
@@ -1043,7 +1009,7 @@ impl Sim {
                 problems.push(format!("{s} owned by {o}: backups {:?}, want {want}", view.backups));
             }
             for b in held {
-                let bv = self.slots[b].node.as_ref().and_then(|x| x.session(s));
+                let bv = self.slots[b].engine.node.as_ref().and_then(|x| x.session(s));
                 if bv.as_ref().map(|v| (v.epoch.clone(), v.version))
                     != Some((view.epoch.clone(), view.version))
                 {

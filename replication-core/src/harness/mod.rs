@@ -1,6 +1,13 @@
-//! A cluster of engines for tests: virtual time, in-memory delivery, links that can be cut,
-//! messages that can be dropped (as a full transport queue refuses them). The engine's unit
-//! tests run on it; other crates' tests get it with the cargo feature `harness`.
+//! Worlds of engines for tests. [`Cluster`]: virtual time, in-memory delivery, links that can
+//! be cut, messages that can be dropped (as a full transport queue refuses them); the engine's
+//! unit tests run on it. [`world`] (the domain text, the engine slot with crash and restart)
+//! and [`invariants`] (the per-step checks of every copy and epoch owner) are what the
+//! simulator (`tests/sim`) and the fuzz world ([`fuzz`]) share with it. Integration tests, the
+//! fuzz crate and other crates' tests get this module with the cargo feature `harness`.
+
+pub mod fuzz;
+pub mod invariants;
+pub mod world;
 
 use crate::api::{Ack, Command, Event, Input, Outcome, Output, RequestId, SessionView, Settings};
 use crate::config::{DomainConfig, NodeId};
@@ -9,15 +16,12 @@ use crate::node::Node;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use world::DomainText;
 
 /// A peer-to-peer domain "t" of `names` (addresses 127.0.0.1:7000 on) keeping `replicas`
 /// backups per session, with the default timings.
 pub fn cfg(names: &[&str], replicas: u32) -> DomainConfig {
-    let mut text = format!("[domain]\nname = \"t\"\nreplicas = {replicas}\n");
-    for (i, n) in names.iter().enumerate() {
-        text.push_str(&format!("[[node]]\nname = \"{n}\"\naddress = \"127.0.0.1:{}\"\n", 7000 + i));
-    }
-    DomainConfig::parse(&text, "t").expect("the test domain parses")
+    names.iter().fold(DomainText::new("t", replicas), |d, n| d.node(n, None)).parse("t")
 }
 
 /// Engines of one domain under virtual time, with in-memory delivery: every output is

@@ -1,24 +1,23 @@
 //! The world of the `core_inputs` fuzz target, shared with the regression tests that replay
-//! what it found (`replication-core/tests/fuzz_repro.rs` includes this file): three `Node`s
-//! under a byte-decoded sequence of commands, message deliveries, drops, duplicates and
-//! reorderings, time advances (with one node paused), crashes and restarts. After every step:
-//! no panic, a holder's `(epoch, version)` of a session never goes backwards, a node owns only
-//! at its own epochs, and each epoch of a session has one owner (node and incarnation) ever.
+//! what it found (`replication-core/tests/fuzz_repro.rs`): three `Node`s under a byte-decoded
+//! sequence of commands, message deliveries, drops, duplicates and reorderings, time advances
+//! (with one node paused), crashes and restarts. After every step: no panic, a holder's
+//! `(epoch, version)` of a session never goes backwards, a node owns only at its own epochs, and
+//! each epoch of a session has one owner (node and incarnation) ever.
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use replication_core::{
-    Ack, Attributes, Change, Command, DomainConfig, Epoch, Input, Message, Node, NodeId, Output, Settings,
-    Version,
-};
+use super::invariants::CopyInvariants;
+use super::world::{DomainText, Engine};
+use crate::{Ack, Attributes, Change, Command, DomainConfig, Input, Message, NodeId, Output, Settings};
 
+/// The nodes of the world, named `n0`, `n1`, ...
 pub const NODES: usize = 3;
 const SESSIONS: u8 = 16;
 const MAX_NET: usize = 512;
 const MAX_STEPS: usize = 400;
 
-pub struct Bytes<'a>(&'a [u8]);
+struct Bytes<'a>(&'a [u8]);
 
 impl Bytes<'_> {
     fn next(&mut self) -> Option<u8> {
@@ -28,49 +27,43 @@ impl Bytes<'_> {
     }
 }
 
+/// Three engines, the messages in flight between them and what the invariants remember.
 pub struct World {
     cfg: DomainConfig,
+    /// The node names, by index.
     pub names: Vec<NodeId>,
-    pub nodes: Vec<Option<Node>>,
-    pub incarnations: Vec<u64>,
+    /// The engines by index.
+    pub engines: Vec<Engine>,
     t0: Instant,
     ms: u64,
     net: Vec<(usize, usize, Message)>,
     next_rid: u64,
     created: Vec<String>,
-    /// (node, incarnation, session) -> last (epoch, version, owned) seen.
-    holder: HashMap<(usize, u64, String), (Epoch, Version)>,
-    /// (session, epoch) -> (node, incarnation) that owned at it.
-    writer: HashMap<(String, Epoch), (usize, u64)>,
+    invariants: CopyInvariants,
 }
 
 impl World {
     fn new(replicas: u32) -> World {
-        let mut text = format!(
-            "[domain]\nname = \"f\"\nreplicas = {replicas}\nheartbeat_interval_ms = 50\nfailure_timeout_ms = 200\nrequest_timeout_ms = 500\n"
-        );
-        for i in 0..NODES {
-            text.push_str(&format!("[[node]]\nname = \"n{i}\"\naddress = \"127.0.0.1:{}\"\n", 7000 + i));
-        }
-        let cfg = DomainConfig::parse(&text, "fuzz").expect("the fuzz domain parses");
         let names: Vec<NodeId> = (0..NODES).map(|i| NodeId::new(&format!("n{i}"))).collect();
-        let t0 = Instant::now();
-        let nodes = names
+        let cfg = names
             .iter()
-            .map(|n| Some(Node::new(cfg.clone(), n.clone(), 1, Settings::default(), t0).expect("node")))
-            .collect();
+            .fold(DomainText::new("f", replicas), |d, n| d.node(n.as_str(), None))
+            .set("heartbeat_interval_ms", 50)
+            .set("failure_timeout_ms", 200)
+            .set("request_timeout_ms", 500)
+            .parse("fuzz");
+        let t0 = Instant::now();
+        let engines = names.iter().map(|n| Engine::start(&cfg, n, &Settings::default(), t0)).collect();
         World {
             cfg,
             names,
-            nodes,
-            incarnations: vec![1; NODES],
+            engines,
             t0,
             ms: 0,
             net: Vec::new(),
             next_rid: 1,
             created: Vec::new(),
-            holder: HashMap::new(),
-            writer: HashMap::new(),
+            invariants: CopyInvariants::new(),
         }
     }
 
@@ -79,7 +72,7 @@ impl World {
     }
 
     fn drain(&mut self, i: usize) {
-        let Some(node) = self.nodes[i].as_mut() else { return };
+        let Some(node) = self.engines[i].node.as_mut() else { return };
         let mut guard = 0;
         while let Some(out) = node.poll_output() {
             guard += 1;
@@ -98,7 +91,7 @@ impl World {
 
     fn input(&mut self, i: usize, input: Input) {
         let now = self.now();
-        if let Some(node) = self.nodes[i].as_mut() {
+        if let Some(node) = self.engines[i].node.as_mut() {
             node.handle_input(now, input);
             self.drain(i);
         }
@@ -129,7 +122,7 @@ impl World {
                 if Some(i) == paused {
                     continue;
                 }
-                let Some(node) = self.nodes[i].as_mut() else { continue };
+                let Some(node) = self.engines[i].node.as_mut() else { continue };
                 let mut guard = 0;
                 while node.poll_timeout().is_some_and(|t| t <= now) && guard < 8 {
                     node.handle_timeout(now);
@@ -176,46 +169,18 @@ impl World {
     }
 
     fn crash_or_restart(&mut self, i: usize) {
-        if self.nodes[i].is_some() {
-            self.nodes[i] = None;
+        if self.engines[i].is_up() {
+            self.engines[i].crash();
         } else {
-            self.incarnations[i] += 1;
-            let node = Node::new(
-                self.cfg.clone(),
-                self.names[i].clone(),
-                self.incarnations[i],
-                Settings::default(),
-                self.now(),
-            )
-            .expect("node");
-            self.nodes[i] = Some(node);
+            let now = self.now();
+            self.engines[i].restart(&self.cfg, &self.names[i], &Settings::default(), now);
             self.drain(i);
         }
     }
 
     fn check(&mut self) {
-        let mut next = HashMap::new();
-        for i in 0..NODES {
-            let Some(node) = self.nodes[i].as_ref() else { continue };
-            let inc = self.incarnations[i];
-            for (s, e, ver, owned) in node.copies() {
-                let key = (i, inc, s.to_owned());
-                if let Some((pe, pv)) = self.holder.get(&key) {
-                    assert!((e, ver) >= (pe, *pv), "n{i}#{inc} went back on {s}: {pe:?}/{pv} -> {e:?}/{ver}");
-                }
-                if owned {
-                    assert!(
-                        e.node == self.names[i] && e.incarnation == inc,
-                        "n{i}#{inc} owns {s} at a foreign epoch {e:?}"
-                    );
-                    let w = self.writer.entry((s.to_owned(), e.clone())).or_insert((i, inc));
-                    assert_eq!(*w, (i, inc), "epoch {e:?} of {s} owned by n{i}#{inc} and {w:?}");
-                }
-                next.insert(key, (e.clone(), ver));
-            }
-        }
-        // A record that disappears may come back older (a new backup copy): forget it.
-        self.holder = next;
+        let violations = self.invariants.check(self.names.iter().zip(&self.engines), |_, _, _, _| {});
+        assert!(violations.is_empty(), "{}", violations.join("\n"));
     }
 }
 
@@ -224,12 +189,12 @@ impl World {
 fn trace(w: &World, what: &str) {
     let Ok(s) = std::env::var("CORE_TRACE") else { return };
     let views: Vec<String> = (0..NODES)
-        .map(|i| match w.nodes[i].as_ref().and_then(|n| n.session(&s)) {
+        .map(|i| match w.engines[i].node.as_ref().and_then(|n| n.session(&s)) {
             Some(v) => format!(
                 "n{i}#{}:{:?} {:?}/{} owner={:?} promised={:?} inv={}",
-                w.incarnations[i], v.role, v.epoch, v.version, v.owner, v.promised, v.invalidated
+                w.engines[i].incarnation, v.role, v.epoch, v.version, v.owner, v.promised, v.invalidated
             ),
-            None => format!("n{i}:{}", if w.nodes[i].is_some() { "-" } else { "DOWN" }),
+            None => format!("n{i}:{}", if w.engines[i].is_up() { "-" } else { "DOWN" }),
         })
         .collect();
     eprintln!("t={} {what}\n    {}", w.ms, views.join("\n    "));
