@@ -17,8 +17,8 @@ use crate::placement::stable_hash;
 use crate::transport::WireMessage;
 
 /// The protocol version; a peer speaking another one is refused at the handshake. Raised with
-/// every change to the messages or to what they mean (`cargo test -p replication-core --test
-/// golden` pins their encoding), so nodes of two versions never mix in a domain.
+/// every change to the messages or to what they mean, so nodes of two versions never mix in a
+/// domain.
 pub const PROTOCOL_VERSION: u32 = 6;
 
 /// The version of a session's state inside one [`Epoch`]; every write adds one. Versions
