@@ -19,9 +19,8 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::Next;
-use axum::response::Response;
-
-use super::routes::error;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
 
 /// Most bytes a request body may have (a session's attributes as JSON).
 pub(crate) const MAX_BODY: usize = 1024 * 1024;
@@ -124,6 +123,11 @@ pub(crate) async fn check(State(guard): State<Arc<Guard>>, req: Request, next: N
         }
     };
     next.run(Request::from_parts(parts, Body::from(bytes))).await
+}
+
+/// A JSON error answer: `{"error": message, "kind": kind}` with `status`.
+pub(super) fn error(status: StatusCode, kind: &str, message: impl Into<String>) -> Response {
+    (status, axum::Json(json!({ "error": message.into(), "kind": kind }))).into_response()
 }
 
 #[cfg(test)]

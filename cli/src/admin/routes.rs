@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::Arc;
 
-use super::guard::Guard;
+use super::guard::{Guard, error};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
@@ -53,10 +53,6 @@ pub(crate) fn router(state: Arc<AdminState>, guard: Arc<Guard>) -> Router {
 }
 
 type Shared = State<Arc<AdminState>>;
-
-pub(super) fn error(status: StatusCode, kind: &str, message: impl Into<String>) -> Response {
-    (status, axum::Json(json!({ "error": message.into(), "kind": kind }))).into_response()
-}
 
 /// A library error as an HTTP answer.
 fn failure(e: &Error) -> Response {

@@ -11,10 +11,10 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncWriteExt;
@@ -70,7 +70,7 @@ pub trait Bound: Send + Sized + 'static {
     /// Sends garbage bytes to `addr`; returns whether the acceptor can see it (and report a
     /// refusal) at all.
     fn garbage(addr: SocketAddr) -> impl Future<Output = bool> + Send;
-    /// Opens a connection that never says anything, from [`STRANGER`](super::hostile::STRANGER),
+    /// Opens a connection that never says anything, from [`STRANGER`](STRANGER),
     /// if the transport can be tested that way.
     fn silent(addr: SocketAddr) -> impl Future<Output = Option<Box<dyn Send>>> + Send;
 }
@@ -97,7 +97,7 @@ impl Bound for std::net::TcpListener {
     }
 
     async fn silent(addr: SocketAddr) -> Option<Box<dyn Send>> {
-        let s = super::hostile::stranger_tcp(addr, super::hostile::STRANGER).await.expect("connect");
+        let s = stranger_tcp(addr, STRANGER).await.expect("connect");
         Some(Box::new(s))
     }
 }
@@ -635,7 +635,7 @@ pub async fn restarted_node_sees_every_peer_within_a_handshake<H: Harness>() {
     disconnected(c.node("a"), "b").await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let bound = c.cfg.heartbeat_interval() + Duration::from_secs(1);
-    let took = super::hostile::restart_and_link(&mut c, "b", &["a", "c"]).await;
+    let took = restart_and_link(&mut c, "b", &["a", "c"]).await;
     connected(c.node("a"), "b").await;
     eprintln!("b restarted and saw a and c up after {took:?} (bound {bound:?})");
     assert!(took < bound, "b saw its peers up after {took:?}, more than {bound:?}");
@@ -809,4 +809,34 @@ macro_rules! conformance_tests {
             }
         )*
     };
+}
+
+/// The loopback address hostile connections come from by default (`127.0.0.9`).
+pub const STRANGER: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 9));
+
+/// The `i`-th stranger's address: `127.0.0.(9 + i)`.
+pub fn stranger(i: u8) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(127, 0, 0, 9u8.saturating_add(i)))
+}
+
+/// A TCP connection to `addr` from `from` (any port).
+pub async fn stranger_tcp(addr: SocketAddr, from: IpAddr) -> std::io::Result<tokio::net::TcpStream> {
+    let s = tokio::net::TcpSocket::new_v4()?;
+    s.bind(SocketAddr::new(from, 0))?;
+    s.connect(addr).await
+}
+
+/// Restarts `node` of `c` and waits until it reports a link up to every one of `peers`; how
+/// long that took from the moment it started (after its socket was bound again: a stopped
+/// QUIC endpoint keeps its UDP socket until its connections have drained).
+pub async fn restart_and_link<H: Harness>(c: &mut Cluster<H>, node: &str, peers: &[&str]) -> Duration {
+    if let Some(t) = c.nodes.remove(node) {
+        t.shutdown().await;
+    }
+    let bound = H::bind(c.ports[node]);
+    let t0 = Instant::now();
+    let t = H::start(settings(&c.cfg, node, c.sec, c.certs.path()), bound).await.expect("restart");
+    c.nodes.insert(node.to_owned(), t);
+    connected_all(c.node(node), peers).await;
+    t0.elapsed()
 }

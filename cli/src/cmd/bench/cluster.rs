@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use session_api::{AckPolicy, Attributes, DomainConfig, Replication, SessionManager, SessionSettings};
 
-use super::failover::Trace;
+use super::trace::Trace;
 use super::{FAILURE_TIMEOUT_MS, HEARTBEAT_MS, PAYLOAD};
 
 pub(crate) struct Cluster {

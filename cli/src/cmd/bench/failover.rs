@@ -1,7 +1,6 @@
 //! Failover: the owner, a child process, killed with SIGKILL; the time until the survivors own
 //! every session.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -10,70 +9,8 @@ use session_api::{DomainConfig, SessionManager};
 
 use super::cluster::{bench_domain, create_many, start_node, wait_peers_up, wait_until};
 use super::figure::Carrier;
+use super::trace::Trace;
 use super::{FAILURE_TIMEOUT_MS, sync};
-
-/// When the failover's steps happened on one node (from its metrics hook: an event is seen
-/// when the driver drains the engine after the step that produced it).
-#[derive(Clone, Debug, Default)]
-struct NodeTrace {
-    down: Option<Instant>,
-    first_gained: Option<Instant>,
-    last_gained: Option<Instant>,
-    gained: usize,
-}
-
-/// Timestamps of the failover's steps per node, recorded by the nodes' metrics hooks from
-/// `start` on (where the time goes between the kill and the last session owned).
-#[derive(Debug, Default)]
-pub(crate) struct Trace {
-    nodes: std::sync::Mutex<(Option<Instant>, BTreeMap<String, NodeTrace>)>,
-}
-
-impl Trace {
-    fn start(&self, t0: Instant) {
-        if let Ok(mut g) = self.nodes.lock() {
-            *g = (Some(t0), BTreeMap::new());
-        }
-    }
-
-    pub(crate) fn record(&self, node: &str, ev: &session_api::NodeEvent) {
-        let Ok(mut g) = self.nodes.lock() else { return };
-        if g.0.is_none() {
-            return;
-        }
-        let now = Instant::now();
-        let t = g.1.entry(node.to_owned()).or_default();
-        match ev {
-            session_api::NodeEvent::Core(replication_core::Event::PeerDown { .. }) => {
-                t.down.get_or_insert(now);
-            }
-            session_api::NodeEvent::Core(replication_core::Event::OwnershipGained { .. }) => {
-                t.first_gained.get_or_insert(now);
-                t.last_gained = Some(now);
-                t.gained += 1;
-            }
-            other => {
-                if std::env::var_os("M2M_BENCH_TRACE").is_some() {
-                    let t0 = g.0.unwrap_or(now);
-                    eprintln!(
-                        "    trace {node} {:.1} ms: {other:?}",
-                        now.saturating_duration_since(t0).as_secs_f64() * 1e3
-                    );
-                }
-            }
-        }
-    }
-
-    fn of(&self, node: &str) -> NodeTrace {
-        self.nodes.lock().ok().and_then(|g| g.1.get(node).cloned()).unwrap_or_default()
-    }
-
-    /// Ownerships gained on every node since `start`, and when the last one was.
-    fn gained(&self) -> (usize, Option<Instant>) {
-        let Ok(g) = self.nodes.lock() else { return (0, None) };
-        (g.1.values().map(|t| t.gained).sum(), g.1.values().filter_map(|t| t.last_gained).max())
-    }
-}
 
 /// Three nodes; `n` sessions owned by app1, a process of its own, which is then killed with
 /// SIGKILL. With `closed_links` the survivors fail it when its links close and its address

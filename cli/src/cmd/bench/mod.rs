@@ -55,6 +55,7 @@ mod memory;
 mod report;
 mod rereplication;
 mod stats;
+mod trace;
 
 /// The payload of every message and session: 1 KiB.
 const PAYLOAD: usize = 1024;
