@@ -253,7 +253,15 @@ impl Builder {
         let task = tokio::spawn(driver.run());
         let manager = SessionManager {
             client: Client {
-                inner: Arc::new(Inner { tx, events, me: self.node, domain: cfg, placement, settings }),
+                inner: Arc::new(Inner {
+                    tx,
+                    events,
+                    me: self.node,
+                    domain: cfg,
+                    placement,
+                    settings,
+                    started: std::time::Instant::now(),
+                }),
                 blocking: false,
             },
         };

@@ -22,6 +22,9 @@ pub(crate) struct Inner {
     pub(crate) domain: Arc<DomainConfig>,
     pub(crate) placement: Placement,
     pub(crate) settings: SessionSettings,
+    /// When the node started: its view of the domain settles at the latest one failure
+    /// timeout later, with enough of the domain up.
+    pub(crate) started: std::time::Instant,
 }
 
 /// The request logic shared by the async and the blocking handles.
@@ -32,6 +35,11 @@ pub(crate) struct Client {
     /// futures are ready at the first poll.
     pub(crate) blocking: bool,
 }
+
+/// The first pause before a request answered [`Error::Unavailable`] is tried again.
+const RETRY_FIRST_PAUSE: Duration = Duration::from_millis(10);
+/// The longest pause between two tries of a request answered [`Error::Unavailable`].
+const RETRY_MAX_PAUSE: Duration = Duration::from_millis(200);
 
 fn outcome_error(o: Outcome) -> Error {
     match o {
@@ -92,6 +100,40 @@ impl Client {
         self.inner.settings.write_wait(&self.inner.domain)
     }
 
+    /// Runs `op` again while it fails with [`Error::Unavailable`], pausing a little longer
+    /// each time (from [`RETRY_FIRST_PAUSE`] up to [`RETRY_MAX_PAUSE`]), until the request
+    /// timeout has passed since the first attempt. The engine answers `Unavailable` while its
+    /// view of the domain is not settled yet (right after start) and when a claim ends
+    /// without an answer from enough of the domain: both pass once the peers are heard, so a
+    /// request waits for them as it would for a slow answer and fails only when the holder
+    /// stays out of reach for the whole request timeout (tests `tower_routes`). A fenced read
+    /// or claim (another node's claim of the session won) is not tried again here: claiming
+    /// again at once would fence that node's claim in turn.
+    async fn while_unavailable<T, F>(&self, mut op: impl FnMut() -> F) -> Result<T>
+    where
+        F: std::future::Future<Output = Result<T>>,
+    {
+        let deadline = std::time::Instant::now() + self.request_wait();
+        let mut pause = RETRY_FIRST_PAUSE;
+        loop {
+            match op().await {
+                Err(Error::Unavailable) if std::time::Instant::now() + pause < deadline => {
+                    self.pause(pause).await;
+                    pause = (pause * 2).min(RETRY_MAX_PAUSE);
+                }
+                r => return r,
+            }
+        }
+    }
+
+    async fn pause(&self, pause: Duration) {
+        if self.blocking {
+            std::thread::sleep(pause);
+        } else {
+            tokio::time::sleep(pause).await;
+        }
+    }
+
     async fn outcome(&self, make: impl FnOnce(Responder) -> Request, wait: Duration) -> Result<Outcome> {
         crate::driver::expect_outcome(self.call(make, wait).await?)
     }
@@ -101,10 +143,13 @@ impl Client {
     }
 
     async fn acquire(&self, session: &str) -> Result<()> {
-        match self.core(Command::Acquire { session: session.to_owned() }, self.request_wait()).await? {
-            Outcome::Acquired { .. } | Outcome::Found { .. } => Ok(()),
-            other => Err(outcome_error(other)),
-        }
+        self.while_unavailable(|| async {
+            match self.core(Command::Acquire { session: session.to_owned() }, self.request_wait()).await? {
+                Outcome::Acquired { .. } | Outcome::Found { .. } => Ok(()),
+                other => Err(outcome_error(other)),
+            }
+        })
+        .await
     }
 
     pub(crate) async fn create(&self, id: Option<String>, attrs: Attributes) -> Result<(Session, Commit)> {
@@ -120,6 +165,10 @@ impl Client {
     }
 
     pub(crate) async fn get(&self, id: &str) -> Result<Option<Session>> {
+        self.while_unavailable(|| self.get_once(id)).await
+    }
+
+    async fn get_once(&self, id: &str) -> Result<Option<Session>> {
         let session = id.to_owned();
         match self.outcome(|reply| Request::Get { session, reply }, self.request_wait()).await? {
             Outcome::Found { version, attrs, .. } => Ok(Some(Session::loaded(id.to_owned(), version, attrs))),
@@ -180,7 +229,13 @@ impl Client {
 
     /// Runs `cmd` on a session this node may not own yet: acquires it on `NotOwner`, once.
     async fn owned_command(&self, session: &str, cmd: Command, wait: Duration) -> Result<Outcome> {
-        match self.core(cmd.clone(), wait).await? {
+        let once = || async {
+            match self.core(cmd.clone(), wait).await? {
+                Outcome::Unavailable => Err(Error::Unavailable),
+                other => Ok(other),
+            }
+        };
+        match self.while_unavailable(once).await? {
             Outcome::NotOwner { .. } => {
                 self.acquire(session).await?;
                 self.core(cmd, wait).await
@@ -252,6 +307,30 @@ impl Client {
             Reply::Metrics(m) => Ok(*m),
             other => Err(other.into_error()),
         }
+    }
+
+    /// Whether the node answers for every session id: it sees every peer up, or enough of
+    /// the domain (more than half, or itself in a domain of two) since one failure timeout
+    /// after it started, as the engine's view requires before it takes a session over.
+    pub(crate) async fn is_ready(&self) -> Result<bool> {
+        let m = self.metrics().await?;
+        let up = m.peers.iter().filter(|p| p.up).count();
+        if up == m.peers.len() {
+            return Ok(true);
+        }
+        let domain = 1 + m.peers.len();
+        let enough = if domain <= 2 { true } else { (1 + up) * 2 > domain };
+        Ok(enough && self.inner.started.elapsed() >= self.inner.domain.failure_timeout())
+    }
+
+    /// Waits until [`Client::is_ready`].
+    pub(crate) async fn ready(&self) -> Result<()> {
+        let mut pause = RETRY_FIRST_PAUSE;
+        while !self.is_ready().await? {
+            self.pause(pause).await;
+            pause = (pause * 2).min(RETRY_MAX_PAUSE);
+        }
+        Ok(())
     }
 
     pub(crate) async fn abort(&self) -> Result<()> {
