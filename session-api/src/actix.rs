@@ -7,13 +7,15 @@
 //! expiry date is the attribute `m2m:expiry`, the layout the tower store uses. A load on a
 //! node that does not hold the session fetches it from the domain, so instances behind a
 //! plain (non-sticky) load balancer share sessions. A request waits (up to the domain's
-//! request timeout) while a session's ownership moves or the node's view of the domain
-//! settles; it fails only when the node holding the session cannot be reached.
+//! request timeout) while the node's view of the domain settles (right after start) or a
+//! fetch lacks its peers' answers; it fails only when the node holding the session stays out
+//! of reach that long.
 //!
 //! actix-session answers every store error with a 500; the middleware function
 //! [`unavailable_as_503`] (with `actix_web::middleware::from_fn`, outside the
 //! `SessionMiddleware`) answers a `503 Service Unavailable` with `Retry-After` instead when the
-//! session was unavailable ([`Error::Unavailable`]) or the node overloaded ([`Error::Busy`]).
+//! session was unavailable ([`Error::Unavailable`]), another node's claim of it won
+//! ([`Error::NotOwner`]) or the node was overloaded ([`Error::Busy`]).
 //!
 //! ```no_run
 //! # fn demo(sessions: session_api::SessionManager, key: actix_web::cookie::Key) {
@@ -134,8 +136,9 @@ impl SessionStore for ActixStore {
 
 /// An actix-web middleware function (for `actix_web::middleware::from_fn`) that answers
 /// `503 Service Unavailable`, with `Retry-After`, instead of the `500` actix-session answers
-/// when [`ActixStore`] failed because a session was unavailable ([`Error::Unavailable`]) or
-/// the node was overloaded ([`Error::Busy`]). Register it after (outside) the
+/// when [`ActixStore`] failed because a session was unavailable ([`Error::Unavailable`]),
+/// another node's claim of it won ([`Error::NotOwner`]) or the node was overloaded
+/// ([`Error::Busy`]). Register it after (outside) the
 /// `SessionMiddleware`; other errors stay as they are.
 pub async fn unavailable_as_503<B: MessageBody + 'static>(
     req: ServiceRequest,

@@ -2,21 +2,22 @@
 //!
 //! Each tower session is an m2m session whose id is the tower id's string form; each value of
 //! the record is one attribute (`d:<key>`, JSON as tower-sessions stores it) and the expiry
-//! date is the attribute `m2m:expiry` (the layout of [`crate::web_store`]). A load on a node that does not hold the session
-//! fetches it from the domain, so instances behind a plain (non-sticky) load balancer share
-//! sessions; with the route cookie ([`crate::route_cookie`]) a balancer keeps each session on
+//! date is the attribute `m2m:expiry` (the layout the actix store shares). A load on a node
+//! that does not hold the session fetches it from the domain, so instances behind a plain
+//! (non-sticky) load balancer share sessions; with the route cookie ([`crate::route_cookie`]) a balancer keeps each session on
 //! its owner and fetches are the exception. Saves are full replaces and last-writer-wins, as
 //! tower-sessions expects.
 //!
 //! Expiry: the record's expiry date is checked on load; replicas expire after the manager's
 //! `max_inactive`, so configure it at least as long as the tower session expiry.
 //!
-//! Errors: a request waits (up to the domain's request timeout) while a session's ownership
-//! moves or the node's view of the domain settles; the store fails with
-//! [`Error::Unavailable`] only when the node holding the session cannot be reached.
-//! tower-sessions answers every store error with a 500; wrap its layer in
-//! [`UnavailableLayer`] to answer those with a `503 Service Unavailable` (and `Retry-After`)
-//! instead, which balancers and clients retry.
+//! Errors: a request waits (up to the domain's request timeout) while the node's view of the
+//! domain settles (right after start) or a fetch lacks its peers' answers; the store fails
+//! with [`Error::Unavailable`] only when the node holding the session stays out of reach that
+//! long. tower-sessions answers every store error with a 500; wrap its layer in
+//! [`UnavailableLayer`] to answer the errors a retry may cure (unavailable, busy, or another
+//! node's claim of the session won: [`Error::NotOwner`]) with a `503 Service Unavailable`
+//! (and `Retry-After`) instead, which balancers and clients retry.
 //!
 //! ```no_run
 //! # async fn demo(sessions: session_api::SessionManager) {
@@ -131,7 +132,8 @@ impl SessionStore for ReplicatedStore {
 
 /// A layer that answers `503 Service Unavailable` (with `Retry-After`) instead of the
 /// `500` tower-sessions answers when [`ReplicatedStore`] failed because a session was
-/// unavailable ([`Error::Unavailable`]) or the node was overloaded ([`Error::Busy`]). Put it
+/// unavailable ([`Error::Unavailable`]), another node's claim of it won
+/// ([`Error::NotOwner`]) or the node was overloaded ([`Error::Busy`]). Put it
 /// outside tower-sessions' `SessionManagerLayer`; other errors stay `500`s.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct UnavailableLayer;
