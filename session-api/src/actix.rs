@@ -7,8 +7,8 @@
 //! expiry date is the attribute `m2m:expiry`, the layout the tower store uses. A load on a
 //! node that does not hold the session fetches it from the domain, so instances behind a
 //! plain (non-sticky) load balancer share sessions. A request waits (up to the domain's
-//! request timeout) while the node's view of the domain settles (right after start) or a
-//! fetch lacks its peers' answers; it fails only when the node holding the session stays out
+//! request timeout) while the node's view of the domain settles (right after start), a fetch
+//! lacks its peers' answers or another node fetches the same session; it fails only when the node holding the session stays out
 //! of reach that long.
 //!
 //! actix-session answers every store error with a 500; the middleware function

@@ -40,6 +40,9 @@ pub(crate) struct Client {
 const RETRY_FIRST_PAUSE: Duration = Duration::from_millis(10);
 /// The longest pause between two tries of a request answered [`Error::Unavailable`].
 const RETRY_MAX_PAUSE: Duration = Duration::from_millis(200);
+/// The first pause before a read fenced by another node's claim of the session is tried again:
+/// about the time that claim takes to complete on a loaded LAN.
+const FENCED_FIRST_PAUSE: Duration = Duration::from_millis(300);
 
 fn outcome_error(o: Outcome) -> Error {
     match o {
@@ -107,8 +110,7 @@ impl Client {
     /// without an answer from enough of the domain: both pass once the peers are heard, so a
     /// request waits for them as it would for a slow answer and fails only when the holder
     /// stays out of reach for the whole request timeout (tests `tower_routes`). A fenced read
-    /// or claim (another node's claim of the session won) is not tried again here: claiming
-    /// again at once would fence that node's claim in turn.
+    /// is tried again by [`Client::get`], later.
     async fn while_unavailable<T, F>(&self, mut op: impl FnMut() -> F) -> Result<T>
     where
         F: std::future::Future<Output = Result<T>>,
@@ -164,8 +166,23 @@ impl Client {
         }
     }
 
+    /// Reads a session, fetching it when another node holds it. A fetch fenced by another
+    /// node's claim of the same session (two nodes fetching it at once) is tried again after
+    /// [`FENCED_FIRST_PAUSE`], then twice as long each time, within the request timeout: at
+    /// once, it would fence that claim in turn, and the two would keep fencing each other
+    /// (test `contended_reads_of_one_session_from_two_nodes`).
     pub(crate) async fn get(&self, id: &str) -> Result<Option<Session>> {
-        self.while_unavailable(|| self.get_once(id)).await
+        let deadline = std::time::Instant::now() + self.request_wait();
+        let mut pause = FENCED_FIRST_PAUSE;
+        loop {
+            match self.while_unavailable(|| self.get_once(id)).await {
+                Err(Error::NotOwner { .. }) if std::time::Instant::now() + pause < deadline => {
+                    self.pause(pause).await;
+                    pause *= 2;
+                }
+                r => return r,
+            }
+        }
     }
 
     async fn get_once(&self, id: &str) -> Result<Option<Session>> {

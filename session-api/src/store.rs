@@ -12,7 +12,8 @@
 //! `max_inactive`, so configure it at least as long as the tower session expiry.
 //!
 //! Errors: a request waits (up to the domain's request timeout) while the node's view of the
-//! domain settles (right after start) or a fetch lacks its peers' answers; the store fails
+//! domain settles (right after start), a fetch lacks its peers' answers or another node
+//! fetches the same session; the store fails
 //! with [`Error::Unavailable`] only when the node holding the session stays out of reach that
 //! long. tower-sessions answers every store error with a 500; wrap its layer in
 //! [`UnavailableLayer`] to answer the errors a retry may cure (unavailable, busy, or another

@@ -267,3 +267,31 @@ async fn ready_resolves_once_the_node_answers_for_every_id() {
     }
     assert!(managers[1].get("not-a-session").await.expect("answered").is_none());
 }
+
+/// Reads of one session from both nodes at once (a page's parallel requests behind a balancer
+/// without affinity), for a session that exists and for one that does not: every read is
+/// answered, none fenced.
+#[cfg(feature = "tcp")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn contended_reads_of_one_session_from_two_nodes() {
+    let (managers, _certs) = start_tls_nodes(&["a", "b"]).await;
+    for m in &managers {
+        m.ready().await.expect("ready");
+    }
+    for exists in [true, false] {
+        let id = if exists {
+            managers[0].create().await.expect("created").id().to_owned()
+        } else {
+            tower_sessions::session::Id::default().to_string()
+        };
+        let reads: Vec<_> = (0..12)
+            .map(|i| {
+                let (m, id) = (managers[i % 2].clone(), id.clone());
+                tokio::spawn(async move { m.get(&id).await.map(|s| s.is_some()) })
+            })
+            .collect();
+        for r in reads {
+            assert_eq!(r.await.expect("joined").expect("answered"), exists);
+        }
+    }
+}
