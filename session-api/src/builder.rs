@@ -253,15 +253,7 @@ impl Builder {
         let task = tokio::spawn(driver.run());
         let manager = SessionManager {
             client: Client {
-                inner: Arc::new(Inner {
-                    tx,
-                    events,
-                    me: self.node,
-                    domain: cfg,
-                    placement,
-                    settings,
-                    started: std::time::Instant::now(),
-                }),
+                inner: Arc::new(Inner { tx, events, me: self.node, domain: cfg, placement, settings }),
                 blocking: false,
             },
         };

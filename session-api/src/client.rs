@@ -22,9 +22,6 @@ pub(crate) struct Inner {
     pub(crate) domain: Arc<DomainConfig>,
     pub(crate) placement: Placement,
     pub(crate) settings: SessionSettings,
-    /// When the node started: its view of the domain settles at the latest one failure
-    /// timeout later, with enough of the domain up.
-    pub(crate) started: std::time::Instant,
 }
 
 /// The request logic shared by the async and the blocking handles.
@@ -40,6 +37,10 @@ pub(crate) struct Client {
 const RETRY_FIRST_PAUSE: Duration = Duration::from_millis(10);
 /// The longest pause between two tries of a request answered [`Error::Unavailable`].
 const RETRY_MAX_PAUSE: Duration = Duration::from_millis(200);
+/// The session id `is_ready` reads when a peer is down: never a session's (ids the library
+/// draws have no `:`).
+const READY_PROBE: &str = "m2m:ready-probe";
+
 /// The first pause before a read fenced by another node's claim of the session is tried again:
 /// about the time that claim takes to complete on a loaded LAN.
 const FENCED_FIRST_PAUSE: Duration = Duration::from_millis(300);
@@ -326,18 +327,21 @@ impl Client {
         }
     }
 
-    /// Whether the node answers for every session id: it sees every peer up, or enough of
-    /// the domain (more than half, or itself in a domain of two) since one failure timeout
-    /// after it started, as the engine's view requires before it takes a session over.
+    /// Whether the node answers for every session id: it sees every peer up, or the engine
+    /// answers a read of [`READY_PROBE`] (an id no session has) with something other than
+    /// `Unavailable`, which it answers while its view of the domain is not settled (for one
+    /// failure timeout after start, or while it sees no majority of the domain). With every
+    /// peer up the view is settled, and no probe is sent.
     pub(crate) async fn is_ready(&self) -> Result<bool> {
         let m = self.metrics().await?;
-        let up = m.peers.iter().filter(|p| p.up).count();
-        if up == m.peers.len() {
+        if m.peers.iter().all(|p| p.up) {
             return Ok(true);
         }
-        let domain = 1 + m.peers.len();
-        let enough = if domain <= 2 { true } else { (1 + up) * 2 > domain };
-        Ok(enough && self.inner.started.elapsed() >= self.inner.domain.failure_timeout())
+        match self.get_once(READY_PROBE).await {
+            Err(Error::Unavailable | Error::Timeout) => Ok(false),
+            Err(e @ Error::ShuttingDown) => Err(e),
+            _ => Ok(true),
+        }
     }
 
     /// Waits until [`Client::is_ready`].

@@ -295,3 +295,23 @@ async fn contended_reads_of_one_session_from_two_nodes() {
         }
     }
 }
+
+/// A node whose peer never starts is ready once its view settles (one failure timeout), and
+/// answers then; with every peer up it is ready at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ready_with_a_peer_down() {
+    let hub = Hub::new();
+    let nodes = [("a", "127.0.0.1:7141".to_owned(), "both"), ("b", "127.0.0.1:7142".to_owned(), "both")];
+    let cfg = support::parse(&support::domain_text("", &nodes));
+    let a = SessionManager::builder(cfg, "a")
+        .transport(hub.attach("a") as std::sync::Arc<_>)
+        .start()
+        .await
+        .expect("a");
+    tokio::time::timeout(std::time::Duration::from_secs(5), a.ready())
+        .await
+        .expect("ready in time")
+        .expect("ready");
+    assert!(a.is_ready().await);
+    assert!(a.get("not-a-session").await.expect("answered").is_none());
+}
