@@ -338,3 +338,26 @@ fn a_client_that_does_not_take_its_answers_is_cut() {
     let _ = sender.join();
     assert_eq!(c.status(0, &[]).code, 0, "still serving");
 }
+
+/// The orchestrators' probes answer without the token: `/live` while the node runs, `/ready`
+/// once it answers for every session (here: once it sees a majority of its three-node domain).
+#[test]
+fn live_and_ready_probes_need_no_token_and_follow_the_domain() {
+    let mut c = Cluster::new(3, TIMING);
+    c.start(0, &[]);
+    let addr = c.admins[0].clone();
+    wait_admin(&addr);
+    let (code, body) = http(&addr, "GET", "/live", &[], "");
+    assert_eq!((code, body.as_str()), (200, r#"{"live":true}"#));
+    // Alone in a domain of three, past the failure timeout: not ready, and it stays so.
+    std::thread::sleep(Duration::from_millis(600));
+    let (code, body) = http(&addr, "GET", "/ready", &[], "");
+    assert_eq!((code, body.as_str()), (503, r#"{"ready":false}"#));
+    // The token is still required everywhere else.
+    let (code, _) = http(&addr, "GET", "/status", &[], "");
+    assert_eq!(code, 401);
+    c.start(1, &[]);
+    eventually(20, "ready once a majority is up", || {
+        (http(&addr, "GET", "/ready", &[], "") == (200, r#"{"ready":true}"#.to_owned())).then_some(())
+    });
+}

@@ -26,7 +26,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use session_api::SessionManager;
 use session_api::route_cookie::{DEFAULT_ROUTE_COOKIE, RouteCookieLayer};
-use session_api::store::ReplicatedStore;
+use session_api::store::{ReplicatedStore, UnavailableLayer};
 use tower_sessions::{Session, SessionManagerLayer};
 
 #[derive(Clone)]
@@ -155,6 +155,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .route("/logout", get(logout))
         .route("/m2m/stats", get(stats))
         .layer(layer)
+        // Outside the session layer: a session that cannot be reached now answers 503.
+        .layer(UnavailableLayer)
         // Outside the session layer: it reads the session's id once the session is saved.
         .layer(RouteCookieLayer::new(sessions.clone()).with_name(opts.route_cookie))
         .with_state(App { node: opts.node.clone(), sessions: sessions.clone() });

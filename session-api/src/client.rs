@@ -33,6 +33,18 @@ pub(crate) struct Client {
     pub(crate) blocking: bool,
 }
 
+/// The first pause before a request answered [`Error::Unavailable`] is tried again.
+const RETRY_FIRST_PAUSE: Duration = Duration::from_millis(10);
+/// The longest pause between two tries of a request answered [`Error::Unavailable`].
+const RETRY_MAX_PAUSE: Duration = Duration::from_millis(200);
+/// The session id `is_ready` reads when a peer is down: never a session's (ids the library
+/// draws have no `:`).
+const READY_PROBE: &str = "m2m:ready-probe";
+
+/// The first pause before a read fenced by another node's claim of the session is tried again:
+/// about the time that claim takes to complete on a loaded LAN.
+const FENCED_FIRST_PAUSE: Duration = Duration::from_millis(300);
+
 fn outcome_error(o: Outcome) -> Error {
     match o {
         Outcome::Conflict { current_version } => Error::Conflict { current_version },
@@ -93,6 +105,39 @@ impl Client {
         self.inner.settings.write_wait(&self.inner.domain)
     }
 
+    /// Runs `op` again while it fails with [`Error::Unavailable`], pausing a little longer
+    /// each time (from [`RETRY_FIRST_PAUSE`] up to [`RETRY_MAX_PAUSE`]), until the request
+    /// timeout has passed since the first attempt. The engine answers `Unavailable` while its
+    /// view of the domain is not settled yet (right after start) and when a claim ends
+    /// without an answer from enough of the domain: both pass once the peers are heard, so a
+    /// request waits for them as it would for a slow answer and fails only when the holder
+    /// stays out of reach for the whole request timeout (tests `tower_routes`). A fenced read
+    /// is tried again by [`Client::get`], later.
+    async fn while_unavailable<T, F>(&self, mut op: impl FnMut() -> F) -> Result<T>
+    where
+        F: std::future::Future<Output = Result<T>>,
+    {
+        let deadline = std::time::Instant::now() + self.request_wait();
+        let mut pause = RETRY_FIRST_PAUSE;
+        loop {
+            match op().await {
+                Err(Error::Unavailable) if std::time::Instant::now() + pause < deadline => {
+                    self.pause(pause).await;
+                    pause = (pause * 2).min(RETRY_MAX_PAUSE);
+                }
+                r => return r,
+            }
+        }
+    }
+
+    async fn pause(&self, pause: Duration) {
+        if self.blocking {
+            std::thread::sleep(pause);
+        } else {
+            tokio::time::sleep(pause).await;
+        }
+    }
+
     async fn outcome(&self, make: impl FnOnce(Responder) -> Request, wait: Duration) -> Result<Outcome> {
         crate::driver::expect_outcome(self.call(make, wait).await?)
     }
@@ -102,10 +147,13 @@ impl Client {
     }
 
     async fn acquire(&self, session: &str) -> Result<()> {
-        match self.core(Command::Acquire { session: session.to_owned() }, self.request_wait()).await? {
-            Outcome::Acquired { .. } | Outcome::Found { .. } => Ok(()),
-            other => Err(outcome_error(other)),
-        }
+        self.while_unavailable(|| async {
+            match self.core(Command::Acquire { session: session.to_owned() }, self.request_wait()).await? {
+                Outcome::Acquired { .. } | Outcome::Found { .. } => Ok(()),
+                other => Err(outcome_error(other)),
+            }
+        })
+        .await
     }
 
     pub(crate) async fn create(&self, id: Option<String>, attrs: Attributes) -> Result<(Session, Commit)> {
@@ -120,7 +168,26 @@ impl Client {
         }
     }
 
+    /// Reads a session, fetching it when another node holds it. A fetch fenced by another
+    /// node's claim of the same session (two nodes fetching it at once) is tried again after
+    /// [`FENCED_FIRST_PAUSE`], then twice as long each time, within the request timeout: at
+    /// once, it would fence that claim in turn, and the two would keep fencing each other
+    /// (test `contended_reads_of_one_session_from_two_nodes`).
     pub(crate) async fn get(&self, id: &str) -> Result<Option<Session>> {
+        let deadline = std::time::Instant::now() + self.request_wait();
+        let mut pause = FENCED_FIRST_PAUSE;
+        loop {
+            match self.while_unavailable(|| self.get_once(id)).await {
+                Err(Error::NotOwner { .. }) if std::time::Instant::now() + pause < deadline => {
+                    self.pause(pause).await;
+                    pause *= 2;
+                }
+                r => return r,
+            }
+        }
+    }
+
+    async fn get_once(&self, id: &str) -> Result<Option<Session>> {
         let session = id.to_owned();
         match self.outcome(|reply| Request::Get { session, reply }, self.request_wait()).await? {
             Outcome::Found { version, attrs, .. } => Ok(Some(Session::loaded(id.to_owned(), version, attrs))),
@@ -181,7 +248,13 @@ impl Client {
 
     /// Runs `cmd` on a session this node may not own yet: acquires it on `NotOwner`, once.
     async fn owned_command(&self, session: &str, cmd: Command, wait: Duration) -> Result<Outcome> {
-        match self.core(cmd.clone(), wait).await? {
+        let once = || async {
+            match self.core(cmd.clone(), wait).await? {
+                Outcome::Unavailable => Err(Error::Unavailable),
+                other => Ok(other),
+            }
+        };
+        match self.while_unavailable(once).await? {
             Outcome::NotOwner { .. } => {
                 self.acquire(session).await?;
                 self.core(cmd, wait).await
@@ -253,6 +326,33 @@ impl Client {
             Reply::Metrics(m) => Ok(*m),
             other => Err(other.into_error()),
         }
+    }
+
+    /// Whether the node answers for every session id: it sees every peer up, or the engine
+    /// answers a read of [`READY_PROBE`] (an id no session has) with something other than
+    /// `Unavailable`, which it answers while its view of the domain is not settled (for one
+    /// failure timeout after start, or while it sees no majority of the domain). With every
+    /// peer up the view is settled, and no probe is sent.
+    pub(crate) async fn is_ready(&self) -> Result<bool> {
+        let m = self.metrics().await?;
+        if m.peers.iter().all(|p| p.up) {
+            return Ok(true);
+        }
+        match self.get_once(READY_PROBE).await {
+            Err(Error::Unavailable | Error::Timeout) => Ok(false),
+            Err(e @ Error::ShuttingDown) => Err(e),
+            _ => Ok(true),
+        }
+    }
+
+    /// Waits until [`Client::is_ready`].
+    pub(crate) async fn ready(&self) -> Result<()> {
+        let mut pause = RETRY_FIRST_PAUSE;
+        while !self.is_ready().await? {
+            self.pause(pause).await;
+            pause = (pause * 2).min(RETRY_MAX_PAUSE);
+        }
+        Ok(())
     }
 
     pub(crate) async fn abort(&self) -> Result<()> {

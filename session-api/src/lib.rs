@@ -50,6 +50,8 @@
 //! # Ok(()) }
 //! ```
 
+#[cfg(feature = "actix")]
+pub mod actix;
 mod blocking;
 mod builder;
 pub mod carrier;
@@ -65,6 +67,8 @@ pub mod route_cookie;
 mod session;
 #[cfg(feature = "tower")]
 pub mod store;
+#[cfg(any(feature = "tower", feature = "actix"))]
+mod web_store;
 
 pub use blocking::BlockingSessionManager;
 pub use builder::Builder;

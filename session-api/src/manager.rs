@@ -182,6 +182,19 @@ impl SessionManager {
         self.client.owned().await
     }
 
+    /// Resolves once the node answers for every session id: its view of the domain is
+    /// settled (every peer seen up, or enough of the domain for one failure timeout). Requests
+    /// made earlier are not refused: they wait for it (up to the request timeout). For a load
+    /// balancer's readiness probe, see [`SessionManager::is_ready`].
+    pub async fn ready(&self) -> Result<()> {
+        self.client.ready().await
+    }
+
+    /// Whether the node answers for every session id now (see [`SessionManager::ready`]).
+    pub async fn is_ready(&self) -> bool {
+        self.client.is_ready().await.unwrap_or(false)
+    }
+
     /// A metrics snapshot: engine counters, membership, transport and driver counters.
     pub async fn metrics(&self) -> Result<Metrics> {
         self.client.metrics().await

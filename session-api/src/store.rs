@@ -2,36 +2,46 @@
 //!
 //! Each tower session is an m2m session whose id is the tower id's string form; each value of
 //! the record is one attribute (`d:<key>`, JSON as tower-sessions stores it) and the expiry
-//! date is the attribute `m2m:expiry`. A load on a node that does not hold the session
-//! fetches it from the domain, so instances behind a plain (non-sticky) load balancer share
-//! sessions; with the route cookie ([`crate::route_cookie`]) a balancer keeps each session on
+//! date is the attribute `m2m:expiry` (the layout the actix store shares). A load on a node
+//! that does not hold the session fetches it from the domain, so instances behind a plain
+//! (non-sticky) load balancer share sessions; with the route cookie ([`crate::route_cookie`]) a balancer keeps each session on
 //! its owner and fetches are the exception. Saves are full replaces and last-writer-wins, as
 //! tower-sessions expects.
 //!
 //! Expiry: the record's expiry date is checked on load; replicas expire after the manager's
 //! `max_inactive`, so configure it at least as long as the tower session expiry.
 //!
+//! Errors: a request waits (up to the domain's request timeout) while the node's view of the
+//! domain settles (right after start), a fetch lacks its peers' answers or another node
+//! fetches the same session; the store fails
+//! with [`Error::Unavailable`] only when the node holding the session stays out of reach that
+//! long. tower-sessions answers every store error with a 500; wrap its layer in
+//! [`UnavailableLayer`] to answer the errors a retry may cure (unavailable, busy, or another
+//! node's claim of the session won: [`Error::NotOwner`]) with a `503 Service Unavailable`
+//! (and `Retry-After`) instead, which balancers and clients retry.
+//!
 //! ```no_run
 //! # async fn demo(sessions: session_api::SessionManager) {
-//! use session_api::store::ReplicatedStore;
-//! let layer = tower_sessions::SessionManagerLayer::new(ReplicatedStore::new(sessions));
-//! # let _ = layer; }
+//! use session_api::store::{ReplicatedStore, UnavailableLayer};
+//! let sessions = tower_sessions::SessionManagerLayer::new(ReplicatedStore::new(sessions));
+//! // The layer added last is the outermost: it sees the 500 tower-sessions answers with.
+//! let app: axum::Router = axum::Router::new().layer(sessions).layer(UnavailableLayer);
+//! # let _ = app; }
 //! ```
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
 use async_trait::async_trait;
+use http::{HeaderValue, Request, Response, StatusCode};
 use tower_sessions_core::session::{Id, Record};
 use tower_sessions_core::session_store::{self, SessionStore};
 
 use crate::error::Error;
 use crate::manager::SessionManager;
-use crate::session::Session;
-
-const DATA_PREFIX: &str = "d:";
-const EXPIRY: &str = "m2m:expiry";
-/// Fresh ids drawn before `create` gives up (collisions are astronomically rare).
-const CREATE_ATTEMPTS: usize = 8;
+use crate::web_store;
 
 /// A tower-sessions store over a [`SessionManager`].
 #[derive(Clone, Debug)]
@@ -52,39 +62,30 @@ impl ReplicatedStore {
 }
 
 fn backend(e: Error) -> session_store::Error {
+    web_store::note(&e);
     session_store::Error::Backend(e.to_string())
 }
 
-fn write_record(s: &mut Session, record: &Record) -> session_store::Result<()> {
-    s.clear().map_err(backend)?;
-    for (k, v) in &record.data {
-        let bytes = serde_json::to_vec(v).map_err(|e| session_store::Error::Encode(e.to_string()))?;
-        s.set_bytes(format!("{DATA_PREFIX}{k}"), bytes).map_err(backend)?;
-    }
-    s.set(EXPIRY, &record.expiry_date.unix_timestamp()).map_err(backend)
-}
-
 fn attributes(record: &Record) -> session_store::Result<crate::Attributes> {
-    let mut s = Session::new(String::new());
-    write_record(&mut s, record)?;
-    Ok(s.attributes())
+    let mut values = Vec::with_capacity(record.data.len());
+    for (k, v) in &record.data {
+        values.push((k, serde_json::to_vec(v).map_err(|e| session_store::Error::Encode(e.to_string()))?));
+    }
+    web_store::record_attributes(values, record.expiry_date.unix_timestamp())
+        .map_err(|e| session_store::Error::Encode(e.to_string()))
 }
 
-fn read_record(id: Id, s: &Session) -> session_store::Result<Record> {
+fn decode(e: impl ToString) -> session_store::Error {
+    session_store::Error::Decode(e.to_string())
+}
+
+fn read_record(id: Id, s: &crate::Session) -> session_store::Result<Record> {
     let mut data = HashMap::new();
-    for k in s.keys() {
-        if let Some(name) = k.strip_prefix(DATA_PREFIX) {
-            let bytes = s.get_bytes(k).unwrap_or_default();
-            let v = serde_json::from_slice(bytes).map_err(|e| session_store::Error::Decode(e.to_string()))?;
-            data.insert(name.to_owned(), v);
-        }
+    for (name, bytes) in web_store::record_values(s) {
+        data.insert(name.to_owned(), serde_json::from_slice(bytes).map_err(decode)?);
     }
-    let ts: i64 = s
-        .get(EXPIRY)
-        .map_err(|e| session_store::Error::Decode(e.to_string()))?
-        .ok_or_else(|| session_store::Error::Decode("no expiry date".into()))?;
-    let expiry_date = time::OffsetDateTime::from_unix_timestamp(ts)
-        .map_err(|e| session_store::Error::Decode(e.to_string()))?;
+    let ts = web_store::record_expiry(s).map_err(decode)?.ok_or_else(|| decode("no expiry date"))?;
+    let expiry_date = time::OffsetDateTime::from_unix_timestamp(ts).map_err(decode)?;
     Ok(Record { id, data, expiry_date })
 }
 
@@ -92,67 +93,90 @@ fn read_record(id: Id, s: &Session) -> session_store::Result<Record> {
 impl SessionStore for ReplicatedStore {
     async fn create(&self, record: &mut Record) -> session_store::Result<()> {
         let attrs = attributes(record)?;
-        for _ in 0..CREATE_ATTEMPTS {
-            match self.sessions.create_with_id(&record.id.to_string(), attrs.clone()).await {
-                Ok(_) => return Ok(()),
-                Err(Error::AlreadyExists) => record.id = Id::default(),
-                Err(e) => return Err(backend(e)),
-            }
-        }
-        Err(session_store::Error::Backend("could not draw an unused session id".into()))
-    }
-
-    async fn save(&self, record: &Record) -> session_store::Result<()> {
-        let sid = record.id.to_string();
-        let mut encode_error = None;
-        let r = self
-            .sessions
-            .update(&sid, |s| {
-                if let Err(e) = write_record(s, record) {
-                    encode_error = Some(e.to_string());
+        let mut fresh = Vec::new();
+        let fresh_id = || {
+            let id = Id::default();
+            fresh.push(id);
+            id.to_string()
+        };
+        let id = web_store::create(&self.sessions, record.id.to_string(), fresh_id, &attrs).await;
+        match id {
+            Ok(_) => {
+                if let Some(id) = fresh.last() {
+                    record.id = *id;
                 }
                 Ok(())
-            })
-            .await;
-        if let Some(e) = encode_error {
-            return Err(session_store::Error::Encode(e));
-        }
-        match r {
-            Ok(_) => Ok(()),
-            Err(Error::NotFound) => {
-                let attrs = attributes(record)?;
-                match self.sessions.create_with_id(&sid, attrs).await {
-                    Ok(_) => Ok(()),
-                    // Created concurrently by another request: write over it.
-                    Err(Error::AlreadyExists) => self
-                        .sessions
-                        .update(&sid, |s| {
-                            write_record(s, record)
-                                .map_err(|e| Error::Codec { name: "record".into(), message: e.to_string() })
-                        })
-                        .await
-                        .map(|_| ())
-                        .map_err(backend),
-                    Err(e) => Err(backend(e)),
-                }
+            }
+            Err(Error::AlreadyExists) => {
+                Err(session_store::Error::Backend("could not draw an unused session id".into()))
             }
             Err(e) => Err(backend(e)),
         }
     }
 
+    async fn save(&self, record: &Record) -> session_store::Result<()> {
+        let attrs = attributes(record)?;
+        web_store::put(&self.sessions, &record.id.to_string(), &attrs).await.map_err(backend)
+    }
+
     async fn load(&self, session_id: &Id) -> session_store::Result<Option<Record>> {
-        let Some(s) = self.sessions.get(&session_id.to_string()).await.map_err(backend)? else {
-            return Ok(None);
-        };
-        let record = read_record(*session_id, &s)?;
-        if record.expiry_date <= time::OffsetDateTime::now_utc() {
-            let _ = self.sessions.invalidate(&session_id.to_string()).await;
-            return Ok(None);
+        match web_store::load(&self.sessions, &session_id.to_string()).await.map_err(backend)? {
+            Some(s) => read_record(*session_id, &s).map(Some),
+            None => Ok(None),
         }
-        Ok(Some(record))
     }
 
     async fn delete(&self, session_id: &Id) -> session_store::Result<()> {
         self.sessions.invalidate(&session_id.to_string()).await.map(|_| ()).map_err(backend)
+    }
+}
+
+/// A layer that answers `503 Service Unavailable` (with `Retry-After`) instead of the
+/// `500` tower-sessions answers when [`ReplicatedStore`] failed because a session was
+/// unavailable ([`Error::Unavailable`]), another node's claim of it won
+/// ([`Error::NotOwner`]) or the node was overloaded ([`Error::Busy`]). Put it
+/// outside tower-sessions' `SessionManagerLayer`; other errors stay `500`s.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct UnavailableLayer;
+
+impl<S> tower_layer::Layer<S> for UnavailableLayer {
+    type Service = Unavailable503<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Unavailable503 { inner }
+    }
+}
+
+/// The service [`UnavailableLayer`] wraps around the application.
+#[derive(Clone, Debug)]
+pub struct Unavailable503<S> {
+    inner: S,
+}
+
+impl<S, ReqBody, ResBody> tower_service::Service<Request<ReqBody>> for Unavailable503<S>
+where
+    S: tower_service::Service<Request<ReqBody>, Response = Response<ResBody>>,
+    S::Future: Send + 'static,
+{
+    type Response = Response<ResBody>;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+        let inner = self.inner.call(req);
+        Box::pin(async move {
+            let (res, unavailable) = web_store::watch(inner).await;
+            let mut res = res?;
+            if unavailable && res.status() == StatusCode::INTERNAL_SERVER_ERROR {
+                *res.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+                res.headers_mut()
+                    .insert(http::header::RETRY_AFTER, HeaderValue::from_static(web_store::RETRY_AFTER_SECS));
+            }
+            Ok(res)
+        })
     }
 }

@@ -4,15 +4,13 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use axum::Router;
 use axum::routing::get;
 use session_api::SessionManager;
 use session_api::store::ReplicatedStore;
 use support::Hub;
-use support::web::{logout, start_domain, visit};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use support::web::{http_get, logout, start_domain, visit};
 use tower_sessions::SessionManagerLayer;
 
 async fn serve(sessions: SessionManager) -> SocketAddr {
@@ -24,33 +22,6 @@ async fn serve(sessions: SessionManager) -> SocketAddr {
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(async move { axum::serve(listener, app).await });
     addr
-}
-
-/// A tiny HTTP/1.1 client: status, `Set-Cookie` value (name=value part) and body.
-async fn http_get(addr: SocketAddr, path: &str, cookie: Option<&str>) -> (u16, Option<String>, String) {
-    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let cookie = cookie.map(|c| format!("Cookie: {c}\r\n")).unwrap_or_default();
-    let req = format!("GET {path} HTTP/1.1\r\nHost: test\r\n{cookie}Connection: close\r\n\r\n");
-    stream.write_all(req.as_bytes()).await.expect("write");
-    let mut buf = Vec::new();
-    tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut buf))
-        .await
-        .expect("response in time")
-        .expect("read");
-    let text = String::from_utf8(buf).expect("utf-8");
-    let (head, body) = text.split_once("\r\n\r\n").expect("head and body");
-    let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).expect("status");
-    let set_cookie = head
-        .lines()
-        .find_map(|l| l.strip_prefix("set-cookie: ").or_else(|| l.strip_prefix("Set-Cookie: ")))
-        .map(|v| v.split(';').next().unwrap_or_default().to_owned());
-    // Chunked bodies: keep the chunk payloads only.
-    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
-        body.split("\r\n").skip(1).step_by(2).collect::<Vec<_>>().join("")
-    } else {
-        body.to_owned()
-    };
-    (status, set_cookie, body)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

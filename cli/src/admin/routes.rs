@@ -41,7 +41,9 @@ fn unix_secs(t: std::time::SystemTime) -> u64 {
     t.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
-/// The admin API's routes, behind the [`guard`](super::guard).
+/// The admin API's routes, behind the [`guard`](super::guard), and the orchestrators' probes
+/// `/live` and `/ready` in front of it: a probe cannot send the token, and the probes tell
+/// nothing but whether the node runs and answers for every session.
 pub(crate) fn router(state: Arc<AdminState>, guard: Arc<Guard>) -> Router {
     Router::new()
         .route("/status", get(status))
@@ -49,6 +51,8 @@ pub(crate) fn router(state: Arc<AdminState>, guard: Arc<Guard>) -> Router {
         .route("/sessions", post(create).get(list_owned))
         .route("/sessions/{id}", get(read).put(set).patch(set).delete(invalidate))
         .layer(middleware::from_fn_with_state(guard, super::guard::check))
+        .route("/live", get(live))
+        .route("/ready", get(ready))
         .with_state(state)
 }
 
@@ -323,6 +327,22 @@ pub(crate) fn status_json(st: &AdminState, m: &Metrics) -> Value {
         },
         "certificate": st.certificate_expiry.map(|t| json!({ "not_after": unix_secs(t), "days_left": days_left(t) })),
     })
+}
+
+/// `GET /live`: 200 while the node runs (its engine answers), else 503.
+async fn live(State(st): Shared) -> Response {
+    match st.manager.metrics().await {
+        Ok(_) => axum::Json(json!({ "live": true })).into_response(),
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, axum::Json(json!({ "live": false }))).into_response(),
+    }
+}
+
+/// `GET /ready`: 200 once the node answers for every session id
+/// ([`SessionManager::is_ready`]), else 503.
+async fn ready(State(st): Shared) -> Response {
+    let ready = st.manager.is_ready().await;
+    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, axum::Json(json!({ "ready": ready }))).into_response()
 }
 
 async fn status(State(st): Shared) -> Response {
