@@ -8,8 +8,9 @@ use tokio::sync::broadcast;
 use crate::client::Client;
 use crate::driver::SyncReport;
 use crate::error::Result;
-use crate::manager::{Commit, LeaveReport};
+use crate::manager::SessionManager;
 use crate::metrics::{Metrics, NodeEvent};
+use crate::report::{Commit, LeaveReport};
 use crate::session::Session;
 
 /// Polls a future that completes without waiting (the blocking client's).
@@ -123,5 +124,12 @@ impl BlockingSessionManager {
     /// See [`SessionManager::shutdown`](crate::SessionManager::shutdown).
     pub fn shutdown(&self) -> Result<LeaveReport> {
         block_on(self.client.shutdown())
+    }
+}
+
+impl SessionManager {
+    /// A blocking handle to the same node, for plain threads (not for async code: it blocks).
+    pub fn blocking(&self) -> BlockingSessionManager {
+        BlockingSessionManager { client: Client { inner: self.client.inner.clone(), blocking: true } }
     }
 }

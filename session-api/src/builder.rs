@@ -293,3 +293,10 @@ impl Builder {
         rx.recv().map_err(|_| Error::ShuttingDown)?
     }
 }
+
+impl SessionManager {
+    /// A [`Builder`] for node `node` of a domain (file path or [`DomainConfig`](replication_core::DomainConfig)).
+    pub fn builder(domain: impl Into<DomainSource>, node: &str) -> Builder {
+        Builder::new(domain, node)
+    }
+}

@@ -11,8 +11,8 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use crate::config::{SessionSettings, request_wait};
 use crate::driver::{Reply, Request, Responder, SyncReport};
 use crate::error::{Error, Result};
-use crate::manager::{Commit, LeaveReport, Replication};
 use crate::metrics::{Metrics, NodeEvent};
+use crate::report::{Commit, LeaveReport, Replication};
 use crate::session::Session;
 
 pub(crate) struct Inner {

@@ -62,6 +62,7 @@ pub mod error;
 pub mod id;
 mod manager;
 pub mod metrics;
+mod report;
 #[cfg(feature = "tower")]
 pub mod route_cookie;
 mod session;
@@ -77,8 +78,9 @@ pub use config::{
 };
 pub use driver::SyncReport;
 pub use error::{Error, Result};
-pub use manager::{Commit, LeaveReport, Replication, SessionManager};
+pub use manager::SessionManager;
 pub use metrics::{Metrics, MetricsHook, NodeEvent};
+pub use report::{Commit, LeaveReport, Replication};
 pub use session::Session;
 
 pub use replication_core::{Attributes, DomainConfig, NodeId, SessionView};

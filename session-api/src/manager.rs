@@ -1,56 +1,16 @@
 //! The async handle applications use, and what its writes and shutdown report.
 
 use replication_core::placement::Placement;
-use replication_core::{Attributes, DomainConfig, NodeId, SessionView, Version};
+use replication_core::{Attributes, DomainConfig, NodeId, SessionView};
 use tokio::sync::broadcast;
 
-use crate::blocking::BlockingSessionManager;
-use crate::builder::Builder;
 use crate::client::Client;
-use crate::config::{DomainSource, SessionSettings};
+use crate::config::SessionSettings;
 use crate::driver::SyncReport;
 use crate::error::Result;
 use crate::metrics::{Metrics, NodeEvent};
+use crate::report::{Commit, LeaveReport};
 use crate::session::Session;
-
-/// How well a committed write is protected.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Replication {
-    /// Applied on this node; replication follows in the background (async acknowledgement, or
-    /// staged for a later write with manual / time-based frequency).
-    Local,
-    /// Held by `acks` backups.
-    Replicated {
-        /// Backups that acknowledged.
-        acks: u32,
-    },
-    /// No backup is live: the session exists on this node only.
-    Unreplicated,
-    /// Fewer backups than requested acknowledged in time; it may not survive this node.
-    Indeterminate {
-        /// Backups that did acknowledge.
-        acks: u32,
-    },
-}
-
-/// The result of a successful commit.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Commit {
-    /// The session's version after the write.
-    pub version: Version,
-    /// How well the write is protected.
-    pub replication: Replication,
-}
-
-/// What a graceful shutdown did.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct LeaveReport {
-    /// Owned sessions whose latest version a backup held when leaving.
-    pub handed_off: usize,
-    /// Owned sessions without an up-to-date backup (their latest writes are lost).
-    pub unreplicated: usize,
-}
 
 /// The handle applications use: cheap to clone, usable from any task. The node leaves the
 /// domain gracefully when [`SessionManager::shutdown`] is called or the last handle (async or
@@ -71,11 +31,6 @@ impl std::fmt::Debug for SessionManager {
 }
 
 impl SessionManager {
-    /// A [`Builder`] for node `node` of a domain (file path or [`DomainConfig`]).
-    pub fn builder(domain: impl Into<DomainSource>, node: &str) -> Builder {
-        Builder::new(domain, node)
-    }
-
     /// This node.
     pub fn node(&self) -> &NodeId {
         &self.client.inner.me
@@ -94,11 +49,6 @@ impl SessionManager {
     /// The settings the node runs with.
     pub fn settings(&self) -> &SessionSettings {
         &self.client.inner.settings
-    }
-
-    /// A blocking handle to the same node, for plain threads (not for async code: it blocks).
-    pub fn blocking(&self) -> BlockingSessionManager {
-        BlockingSessionManager { client: Client { inner: self.client.inner.clone(), blocking: true } }
     }
 
     /// Creates a session with no attributes, owned by this node, under a fresh id naming this
@@ -150,7 +100,7 @@ impl SessionManager {
 
     /// Invalidates a session everywhere. `Ok(None)` when it did not exist; otherwise the
     /// [`Commit`] says how the tombstone was acknowledged, like any write (an
-    /// [`Replication::Indeterminate`] invalidation may not have reached the backups yet).
+    /// [`Replication::Indeterminate`](crate::Replication::Indeterminate) invalidation may not have reached the backups yet).
     pub async fn invalidate(&self, id: &str) -> Result<Option<Commit>> {
         self.client.invalidate(id).await
     }
