@@ -95,3 +95,26 @@ fn node_certificates_expire_after_the_days_given_and_one_is_reissued_from_the_ca
     assert_eq!(run.code, 2, "{run:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn init_and_reissue_report_as_json() {
+    let dir = scratch_dir("json");
+    let out = dir.to_str().expect("utf-8");
+    let domain = "examples/domains/three-node.toml";
+    let json = m2m(&["certs", "init", "--domain", domain, "--out", out, "--format", "json"]).json();
+    assert_eq!(json["domain"], "web", "{json}");
+    let nodes = json["nodes"].as_array().expect("nodes");
+    assert_eq!(nodes.len(), 3, "{json}");
+    for n in nodes {
+        assert_eq!(n["state"], "issued", "{n}");
+        assert!(n["valid_until"].as_str().is_some_and(|d| d.len() == 10), "{n}");
+    }
+    assert_eq!(json["admin_token"]["state"], "issued", "{json}");
+    let again = m2m(&["certs", "init", "--domain", domain, "--out", out, "--format", "json"]).json();
+    assert!(again["nodes"].as_array().expect("nodes").iter().all(|n| n["state"] == "kept"), "{again}");
+    let re =
+        m2m(&["certs", "reissue", "--domain", domain, "--dir", out, "--node", "app2", "--format", "json"])
+            .json();
+    assert_eq!((re["node"].as_str(), re["state"].as_str()), (Some("app2"), Some("issued")), "{re}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

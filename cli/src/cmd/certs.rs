@@ -9,7 +9,8 @@ use anyhow::Context as _;
 
 use crate::admin::token;
 use crate::domain;
-use crate::output;
+use crate::output::{self, Format};
+use serde_json::json;
 
 /// Arguments of `m2m certs`.
 #[derive(Debug, clap::Args)]
@@ -44,6 +45,9 @@ pub(crate) struct InitArgs {
     #[arg(long, value_name = "DAYS", default_value_t = replication_core::tls::DEFAULT_VALIDITY_DAYS,
           value_parser = clap::value_parser!(u32).range(1..=36_500))]
     pub(crate) days: u32,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub(crate) format: Format,
 }
 
 /// Arguments of `m2m certs reissue`.
@@ -62,6 +66,9 @@ pub(crate) struct ReissueArgs {
     #[arg(long, value_name = "DAYS", default_value_t = replication_core::tls::DEFAULT_VALIDITY_DAYS,
           value_parser = clap::value_parser!(u32).range(1..=36_500))]
     pub(crate) days: u32,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub(crate) format: Format,
 }
 
 /// Runs `m2m certs ...`.
@@ -77,15 +84,10 @@ fn date(t: std::time::SystemTime) -> String {
     time::OffsetDateTime::from(t).date().to_string()
 }
 
-/// `path`'s certificate expiry as `valid until YYYY-MM-DD`, or why it cannot be read.
-fn valid_until(path: &std::path::Path) -> String {
-    match std::fs::read_to_string(path)
-        .map_err(anyhow::Error::from)
-        .and_then(|pem| replication_core::tls::not_after(&pem).map_err(anyhow::Error::from))
-    {
-        Ok(t) => format!("valid until {}", date(t)),
-        Err(e) => format!("expiry unreadable: {e}"),
-    }
+/// When the certificate at `path` expires.
+fn expiry(path: &std::path::Path) -> anyhow::Result<std::time::SystemTime> {
+    let pem = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    Ok(replication_core::tls::not_after(&pem)?)
 }
 
 fn reissue(args: &ReissueArgs) -> anyhow::Result<ExitCode> {
@@ -116,12 +118,17 @@ fn reissue(args: &ReissueArgs) -> anyhow::Result<ExitCode> {
             return Ok(output::exit(output::EXIT_UNUSABLE));
         }
     };
-    output::emit(&format!(
-        "{}: {} and its key re-issued, {}; restart the node to load it\n",
-        args.node,
-        path.display(),
-        valid_until(&path)
-    ));
+    let dir = path.parent().unwrap_or(&args.dir);
+    let files = NodeFiles::of(dir, &args.node, "issued");
+    match args.format {
+        Format::Json => output::print_json(&files)?,
+        Format::Text => output::emit(&format!(
+            "{}: {} and its key re-issued, {}; restart the node to load it\n",
+            args.node,
+            files.cert.display(),
+            files.valid_until_text()
+        )),
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -134,29 +141,84 @@ fn init(args: &InitArgs) -> anyhow::Result<ExitCode> {
         replication_core::tls::init_dir_with(&cfg, &args.out, std::time::SystemTime::now(), args.days)
             .with_context(|| format!("cannot create certificates in {}", args.out.display()))?;
     let token_issued = token::ensure(&args.out)?;
-    let dir = args.out.display();
+    let state = |new: bool| if new { "issued" } else { "kept" };
+    let nodes: Vec<NodeFiles> = cfg
+        .nodes
+        .iter()
+        .map(|n| NodeFiles::of(&args.out, n.name.as_str(), state(issued.contains(&n.name))))
+        .collect();
+    let dir = args.out.display().to_string();
+    if args.format == Format::Json {
+        output::print_json(&json!({
+            "domain": cfg.domain.name,
+            "dir": dir,
+            "ca": { "cert": args.out.join("ca.pem"), "key": args.out.join("ca.key") },
+            "nodes": nodes,
+            "admin_token": { "file": args.out.join(token::TOKEN_FILE), "state": state(token_issued) },
+        }))?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let mut text = format!("domain {}: certificates in {dir}\n", cfg.domain.name);
     text.push_str(&format!(
         "  CA: {dir}/ca.pem (its key {dir}/ca.key signs node certificates: copy only ca.pem, NODE.pem, \
          NODE.key and admin.token to each node, and keep ca.key offline until the next `m2m certs init` \
          or `m2m certs reissue`)\n"
     ));
-    for n in &cfg.nodes {
-        let state = if issued.contains(&n.name) { "issued" } else { "kept (already there)" };
-        let pem = args.out.join(format!("{}.pem", n.name));
+    for n in &nodes {
+        let state = if n.state == "issued" { "issued" } else { "kept (already there)" };
         text.push_str(&format!(
-            "  {}: {dir}/{}.pem, {dir}/{}.key  {state}, {}\n",
-            n.name,
-            n.name,
-            n.name,
-            valid_until(&pem)
+            "  {}: {}, {}  {state}, {}\n",
+            n.node,
+            n.cert.display(),
+            n.key.display(),
+            n.valid_until_text()
         ));
     }
-    let state = if token_issued { "issued" } else { "kept (already there)" };
     text.push_str(&format!(
-        "  admin API token: {dir}/{} (owner only; `--certs {dir}` finds it)  {state}\n",
-        token::TOKEN_FILE
+        "  admin API token: {dir}/{} (owner only; `--certs {dir}` finds it)  {}\n",
+        token::TOKEN_FILE,
+        if token_issued { "issued" } else { "kept (already there)" }
     ));
     output::emit(&text);
     Ok(ExitCode::SUCCESS)
+}
+
+/// One node's certificate and key, for the report of `certs init` and `certs reissue`.
+#[derive(Debug, serde::Serialize)]
+struct NodeFiles {
+    node: String,
+    cert: PathBuf,
+    key: PathBuf,
+    /// `issued` or `kept`.
+    state: &'static str,
+    /// The certificate's expiry, `YYYY-MM-DD` (UTC); `None` when it cannot be read.
+    valid_until: Option<String>,
+    /// Why the expiry cannot be read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+impl NodeFiles {
+    fn of(dir: &std::path::Path, node: &str, state: &'static str) -> Self {
+        let cert = dir.join(format!("{node}.pem"));
+        let (valid_until, error) = match expiry(&cert) {
+            Ok(t) => (Some(date(t)), None),
+            Err(e) => (None, Some(e.to_string())),
+        };
+        NodeFiles {
+            node: node.to_owned(),
+            key: dir.join(format!("{node}.key")),
+            cert,
+            state,
+            valid_until,
+            error,
+        }
+    }
+
+    fn valid_until_text(&self) -> String {
+        match (&self.valid_until, &self.error) {
+            (Some(d), _) => format!("valid until {d}"),
+            (None, e) => format!("expiry unreadable: {}", e.as_deref().unwrap_or("?")),
+        }
+    }
 }
