@@ -11,7 +11,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use crate::config::{SessionSettings, request_wait};
 use crate::driver::{Reply, Request, Responder, SyncReport};
 use crate::error::{Error, Result};
-use crate::metrics::{Metrics, NodeEvent};
+use crate::metrics::{Metrics, NodeEvent, Peers};
 use crate::report::{Commit, LeaveReport, Replication};
 use crate::session::Session;
 
@@ -321,6 +321,13 @@ impl Client {
         }
     }
 
+    pub(crate) async fn peers(&self) -> Result<Peers> {
+        match self.call(|reply| Request::Peers { reply }, self.request_wait()).await? {
+            Reply::Peers(p) => Ok(p),
+            other => Err(other.into_error()),
+        }
+    }
+
     pub(crate) async fn metrics(&self) -> Result<Metrics> {
         match self.call(|reply| Request::Metrics { reply }, self.request_wait()).await? {
             Reply::Metrics(m) => Ok(*m),
@@ -334,7 +341,7 @@ impl Client {
     /// failure timeout after start, or while it sees no majority of the domain). With every
     /// peer up the view is settled, and no probe is sent.
     pub(crate) async fn is_ready(&self) -> Result<bool> {
-        let m = self.metrics().await?;
+        let m = self.peers().await?;
         if m.peers.iter().all(|p| p.up) {
             return Ok(true);
         }

@@ -22,7 +22,7 @@ use tokio::sync::{broadcast, mpsc};
 use crate::config::{SessionSettings, WriteFrequency};
 use crate::error::Error;
 use crate::metrics::export::Export;
-use crate::metrics::{Metrics, MetricsHook, NodeEvent};
+use crate::metrics::{Metrics, MetricsHook, NodeEvent, Peers};
 
 mod overlay;
 mod request;
@@ -537,6 +537,10 @@ impl Driver {
             }
             Request::Metrics { reply } => {
                 reply.send(Reply::Metrics(Box::new(self.snapshot())));
+            }
+            Request::Peers { reply } => {
+                let connected = self.connected.iter().cloned().collect();
+                reply.send(Reply::Peers(Peers { peers: self.node.peers(), connected }));
             }
             Request::Shutdown { reply } => self.start_leave(Some(reply)),
             Request::Abort { reply } => self.shutdown_reply.push(reply),

@@ -8,7 +8,7 @@ use crate::client::Client;
 use crate::config::SessionSettings;
 use crate::driver::SyncReport;
 use crate::error::Result;
-use crate::metrics::{Metrics, NodeEvent};
+use crate::metrics::{Metrics, NodeEvent, Peers};
 use crate::report::{Commit, LeaveReport};
 use crate::session::Session;
 
@@ -145,9 +145,15 @@ impl SessionManager {
         self.client.is_ready().await.unwrap_or(false)
     }
 
-    /// A metrics snapshot: engine counters, membership, transport and driver counters.
+    /// A metrics snapshot: engine counters, membership, transport and driver counters. It
+    /// takes a pass over every session held; [`SessionManager::peers`] is the membership alone.
     pub async fn metrics(&self) -> Result<Metrics> {
         self.client.metrics().await
+    }
+
+    /// The membership as this node sees it: its peers up or down, and the links it has now.
+    pub async fn peers(&self) -> Result<Peers> {
+        self.client.peers().await
     }
 
     /// Events from now on (bounded: a subscriber that falls behind loses the oldest).

@@ -80,6 +80,17 @@ impl Latency {
     }
 }
 
+/// The membership as this node sees it, without the counters of [`Metrics`] (which take a
+/// pass over every session): [`crate::SessionManager::peers`].
+#[derive(Clone, Debug, Default, PartialEq)]
+#[non_exhaustive]
+pub struct Peers {
+    /// Every peer, up or down, with its incarnation.
+    pub peers: Vec<replication_core::PeerView>,
+    /// Peers the transport has a link to now.
+    pub connected: Vec<NodeId>,
+}
+
 /// A snapshot of a node's metrics ([`crate::SessionManager::metrics`]).
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]

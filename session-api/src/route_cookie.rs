@@ -231,7 +231,7 @@ impl Router {
             if view.role == Role::Owner || view.invalidated {
                 return;
             }
-            let Ok(m) = self.sessions.metrics().await else { return };
+            let Ok(m) = self.sessions.peers().await else { return };
             if !m.peers.iter().any(|p| p.node == route.owner && p.up) {
                 // Failed: the failover is under way, the request's read waits for it.
                 return;
@@ -319,7 +319,7 @@ impl Router {
                 return set.clone();
             }
         }
-        let set: Arc<BTreeSet<NodeId>> = match self.sessions.metrics().await {
+        let set: Arc<BTreeSet<NodeId>> = match self.sessions.peers().await {
             Ok(m) => Arc::new(
                 m.peers
                     .iter()

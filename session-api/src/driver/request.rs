@@ -8,7 +8,7 @@ use tokio::sync::oneshot;
 
 use super::SyncReport;
 use crate::error::{Error, Result};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, Peers};
 
 /// What the driver answers.
 #[derive(Debug)]
@@ -27,6 +27,8 @@ pub(crate) enum Reply {
     Ids(Vec<String>),
     /// A metrics snapshot.
     Metrics(Box<Metrics>),
+    /// The membership.
+    Peers(Peers),
     /// The result of a flush of staged changes.
     Synced(SyncReport),
     /// A request that could not be served.
@@ -85,6 +87,8 @@ pub(crate) enum Request {
     Owned { reply: Responder },
     /// A metrics snapshot.
     Metrics { reply: Responder },
+    /// The membership (cheap: no pass over the sessions).
+    Peers { reply: Responder },
     /// Leave the domain and stop.
     Shutdown { reply: Responder },
     /// Stop at once without leaving, like a crash.
@@ -107,6 +111,7 @@ pub(super) fn request_reply(req: Request) -> Responder {
         | Request::Inspect { reply, .. }
         | Request::Owned { reply }
         | Request::Metrics { reply }
+        | Request::Peers { reply }
         | Request::Shutdown { reply }
         | Request::Abort { reply } => reply,
     }
