@@ -327,7 +327,8 @@ fn scale_out_3_to_4_moves_a_third_of_the_backups_to_the_new_node() {
     assert_eq!(count_line(&run.stdout, "backups change"), moved);
     assert_eq!(count_line(&run.stdout, "fewer copies than before"), 0);
     assert!(run.stdout.contains("copies made before old ones are dropped"), "{}", run.stdout);
-    assert!(run.stdout.contains("  1. start the added nodes"), "{}", run.stdout);
+    assert!(run.stdout.contains("  1. start the added nodes\n"), "{}", run.stdout);
+    assert!(!run.stdout.contains("if-removed-leave-first"), "nothing is removed: {}", run.stdout);
     let row = run.stdout.lines().find(|l| l.starts_with("n4 ")).expect("a row for n4");
     let moved = moved.to_string();
     assert_eq!(
@@ -515,4 +516,19 @@ fn change_in_a_client_server_domain() {
     for client in ["web1", "web2"] {
         assert_eq!(n(&node(&json, client)["make"]), 0, "{json}");
     }
+}
+
+#[test]
+fn the_readme_sample_of_a_change_is_what_the_binary_prints() {
+    let readme = std::fs::read_to_string(common::workspace_root().join("README.md")).expect("README.md");
+    let command = "m2m plan --from examples/domains/three-node.toml --to examples/domains/four-node.toml";
+    let sample = readme
+        .split(&format!("$ {command}\n"))
+        .nth(1)
+        .and_then(|s| s.split("```").next())
+        .expect("a README sample of the change from three-node.toml to four-node.toml");
+    let args: Vec<&str> = command.split_whitespace().skip(1).collect();
+    let run = m2m(&args);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(run.stdout, sample, "update the README sample");
 }

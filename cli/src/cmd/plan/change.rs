@@ -52,7 +52,7 @@ const PROCEDURE: [&str; 4] = [
     "start the added nodes",
     "reload every node that stays with NEW",
     "wait until `m2m status` shows the change complete and no session under-replicated",
-    "reload the removed nodes: they hand their sessions off and stop",
+    "stop the removed nodes (SIGTERM, or a reload): they hand their sessions off and leave",
 ];
 
 /// A count of sample sessions and its share of them.
@@ -389,8 +389,9 @@ fn render_text(plan: &ChangePlan<'_>) -> String {
     );
     let _ = writeln!(
         out,
-        "{} sample session(s), ids <random>.<owner>.<failover-target> created in turn on the owning nodes of {}",
-        plan.sessions, plan.from
+        "{} sample session(s): ids <random>.<owner>.<failover-target>, created in turn on the nodes of the \
+         old file",
+        plan.sessions
     );
     if plan.unplaced > 0 {
         let _ = writeln!(
@@ -438,7 +439,13 @@ fn render_text(plan: &ChangePlan<'_>) -> String {
 
     let _ =
         writeln!(out, "\ncopies per session through the change (copies made before old ones are dropped):");
-    let mut table = Table::new(["before", "during", "after", "if-removed-leave-first", "sessions"]);
+    // The copies left if the removed nodes leave first: only when a node is removed.
+    let removals = !plan.removed.is_empty();
+    let mut headers = vec!["before", "during", "after", "sessions"];
+    if removals {
+        headers.insert(3, "if-removed-leave-first");
+    }
+    let mut table = Table::new(headers);
     for c in &plan.classes {
         let k = c.class;
         let during = if k.during_min == k.during_max {
@@ -446,13 +453,11 @@ fn render_text(plan: &ChangePlan<'_>) -> String {
         } else {
             format!("{}..{}", k.during_min, k.during_max)
         };
-        table.row([
-            k.before.to_string(),
-            during,
-            k.after.to_string(),
-            k.removed_first.to_string(),
-            c.sessions.to_string(),
-        ]);
+        let mut cells = vec![k.before.to_string(), during, k.after.to_string(), c.sessions.to_string()];
+        if removals {
+            cells.insert(3, k.removed_first.to_string());
+        }
+        table.row(cells);
     }
     out.push_str(&table.render());
     out.push_str("assumes these steps:\n");
@@ -465,7 +470,7 @@ fn render_text(plan: &ChangePlan<'_>) -> String {
         out.push_str(" (NEW keeps fewer copies of them; no step goes below that)");
     }
     out.push('\n');
-    if !plan.removed.is_empty() {
+    if removals {
         let _ = writeln!(
             out,
             "fewer copies than before if the removed nodes leave before the new copies are made: {} \
