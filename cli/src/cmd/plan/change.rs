@@ -235,89 +235,137 @@ impl Holders {
     }
 }
 
+/// The counts over the sample sessions.
+#[derive(Default)]
+struct Tally {
+    nodes: BTreeMap<NodeId, NodeRow>,
+    classes: BTreeMap<Class, usize>,
+    placed: usize,
+    orphaned: usize,
+    owner_moved: usize,
+    backups_changed: usize,
+    target_changed: usize,
+    unchanged: usize,
+    copies_before: usize,
+    copies_after: usize,
+    made: usize,
+    dropped: usize,
+    fewer: usize,
+    fewer_removed_first: usize,
+    lost_removed_first: usize,
+}
+
+/// The counters of one side of a node's row: copies held, sessions owned, and copies it has
+/// on this side only (dropped before, made after).
+type Side = fn(&mut NodeRow) -> [&mut usize; 3];
+
+impl Tally {
+    /// Counts a session whose copies move from `before` to `after`; `in_new` tells the nodes of
+    /// the new file.
+    fn add(
+        &mut self,
+        before: &Holders,
+        after: &Holders,
+        target_moved: bool,
+        in_new: impl Fn(&NodeId) -> bool,
+    ) {
+        let moved = before.owner != after.owner;
+        let backups_differ =
+            before.backups.iter().collect::<BTreeSet<_>>() != after.backups.iter().collect::<BTreeSet<_>>();
+        self.owner_moved += usize::from(moved);
+        self.backups_changed += usize::from(backups_differ);
+        self.target_changed += usize::from(target_moved);
+        self.unchanged += usize::from(!moved && !backups_differ && !target_moved);
+
+        let (h0, h1) = (before.all(), after.all());
+        let old_side: Side = |r| [&mut r.copies_before, &mut r.owns_before, &mut r.drop];
+        let new_side: Side = |r| [&mut r.copies_after, &mut r.owns_after, &mut r.make];
+        self.dropped += self.count(&h0, &h1, &before.owner, old_side);
+        self.made += self.count(&h1, &h0, &after.owner, new_side);
+
+        let class = Class {
+            before: h0.len(),
+            during_min: h0.len().min(h1.len()),
+            during_max: h0.union(&h1).count(),
+            after: h1.len(),
+            removed_first: h0.iter().filter(|n| in_new(n)).count(),
+        };
+        self.copies_before += class.before;
+        self.copies_after += class.after;
+        self.fewer += usize::from(class.during_min < class.before);
+        self.fewer_removed_first += usize::from(class.removed_first.min(class.after) < class.before);
+        self.lost_removed_first += usize::from(class.removed_first == 0);
+        *self.classes.entry(class).or_default() += 1;
+    }
+
+    /// Counts the copies on `held` into the `side` of their nodes' rows; returns how many are
+    /// not in `other`.
+    fn count(
+        &mut self,
+        held: &BTreeSet<&NodeId>,
+        other: &BTreeSet<&NodeId>,
+        owner: &NodeId,
+        side: Side,
+    ) -> usize {
+        let mut only_here = 0;
+        for n in held {
+            let [copies, owns, moved] = side(self.nodes.entry((*n).clone()).or_default());
+            *copies += 1;
+            *owns += usize::from(*n == owner);
+            if !other.contains(n) {
+                *moved += 1;
+                only_here += 1;
+            }
+        }
+        only_here
+    }
+}
+
+/// Sample session `i`: its id, made as [`session_api::id::generate`] makes one (with a seeded
+/// random part), and its owner, the `i`-th of `owners` (the nodes that own sessions) in turn.
+/// `None` when there is no such node.
+fn sample_session<'n>(
+    placement: &Placement,
+    owners: &[&'n NodeId],
+    i: u32,
+) -> anyhow::Result<Option<(String, &'n NodeId)>> {
+    let Some(owner) = owners.get(i as usize % owners.len().max(1)).copied() else { return Ok(None) };
+    let mut draw = 0;
+    let random = || {
+        draw += 1;
+        Ok(sample_random(i, draw))
+    };
+    let sid = session_api::id::generate_with(placement, owner, |_| true, random)
+        .context("drawing a sample session id")?;
+    Ok(Some((sid, owner)))
+}
+
 fn plan<'a>(old: &'a Checked, new: &'a Checked, sessions: u32) -> anyhow::Result<ChangePlan<'a>> {
     let (po, pn) = (Placement::new(&old.cfg), Placement::new(&new.cfg));
     let in_new = |n: &NodeId| new.cfg.node(n).is_some();
     let owners: Vec<&NodeId> = po.nodes().filter(|n| po.owns_sessions(n)).collect();
-
-    let mut rows: BTreeMap<NodeId, NodeRow> = BTreeMap::new();
-    let mut classes: BTreeMap<Class, usize> = BTreeMap::new();
-    let (mut owner_moved, mut backups_changed, mut target_changed, mut unchanged) = (0, 0, 0, 0);
-    let (mut orphaned, mut fewer, mut fewer_removed_first, mut lost_removed_first) = (0, 0, 0, 0);
-    let (mut made, mut dropped, mut before_total, mut after_total) = (0, 0, 0, 0);
-    let mut placed = 0;
-    if !owners.is_empty() {
-        for i in 0..sessions {
-            let owner = owners[i as usize % owners.len()];
-            let mut draw = 0;
-            let sid = session_api::id::generate_with(
-                &po,
-                owner,
-                |_| true,
-                || {
-                    draw += 1;
-                    Ok(sample_random(i, draw))
-                },
-            )
-            .context("drawing a sample session id")?;
-            placed += 1;
-            let before = Holders { owner: owner.clone(), backups: po.backups(&sid, owner, |_| true) };
-            let new_owner = if pn.owns_sessions(owner) {
-                Some(owner.clone())
-            } else {
-                pn.failover_owner(&sid, owner, in_new)
-            };
-            let Some(new_owner) = new_owner else {
-                orphaned += 1;
-                continue;
-            };
-            let after = Holders { backups: pn.backups(&sid, &new_owner, in_new), owner: new_owner };
-            let (h0, h1) = (before.all(), after.all());
-
-            let moved = before.owner != after.owner;
-            let backups_differ = before.backups.iter().collect::<BTreeSet<_>>()
-                != after.backups.iter().collect::<BTreeSet<_>>();
-            let target = |p: &Placement, h: &Holders| p.failover_owner(&sid, &h.owner, |_| true);
-            let target_moved = target(&po, &before) != target(&pn, &after);
-            owner_moved += usize::from(moved);
-            backups_changed += usize::from(backups_differ);
-            target_changed += usize::from(target_moved);
-            unchanged += usize::from(!moved && !backups_differ && !target_moved);
-
-            for n in &h0 {
-                let r = rows.entry((*n).clone()).or_default();
-                r.copies_before += 1;
-                r.owns_before += usize::from(*n == &before.owner);
-                if !h1.contains(n) {
-                    r.drop += 1;
-                    dropped += 1;
-                }
-            }
-            for n in &h1 {
-                let r = rows.entry((*n).clone()).or_default();
-                r.copies_after += 1;
-                r.owns_after += usize::from(*n == &after.owner);
-                if !h0.contains(n) {
-                    r.make += 1;
-                    made += 1;
-                }
-            }
-            let class = Class {
-                before: h0.len(),
-                during_min: h0.len().min(h1.len()),
-                during_max: h0.union(&h1).count(),
-                after: h1.len(),
-                removed_first: h0.iter().filter(|n| in_new(n)).count(),
-            };
-            before_total += class.before;
-            after_total += class.after;
-            fewer += usize::from(class.during_min < class.before);
-            fewer_removed_first += usize::from(class.removed_first.min(class.after) < class.before);
-            lost_removed_first += usize::from(class.removed_first == 0);
-            *classes.entry(class).or_default() += 1;
-        }
+    let mut t = Tally::default();
+    for i in 0..sessions {
+        let Some((sid, owner)) = sample_session(&po, &owners, i)? else { break };
+        t.placed += 1;
+        let before = Holders { owner: owner.clone(), backups: po.backups(&sid, owner, |_| true) };
+        // The owner keeps its sessions while the new file lets it own sessions; otherwise they
+        // go where its failover under the new file sends them.
+        let new_owner = if pn.owns_sessions(owner) {
+            Some(owner.clone())
+        } else {
+            pn.failover_owner(&sid, owner, in_new)
+        };
+        let Some(new_owner) = new_owner else {
+            t.orphaned += 1;
+            continue;
+        };
+        let after = Holders { backups: pn.backups(&sid, &new_owner, in_new), owner: new_owner };
+        let target = |p: &Placement, h: &Holders| p.failover_owner(&sid, &h.owner, |_| true);
+        t.add(&before, &after, target(&po, &before) != target(&pn, &after), in_new);
     }
-    let counted = placed - orphaned;
+
+    let counted = t.placed - t.orphaned;
     let share = |count: usize| Share {
         count,
         share: if counted == 0 { 0.0 } else { (count as f64 / counted as f64 * 1000.0).round() / 1000.0 },
@@ -325,13 +373,11 @@ fn plan<'a>(old: &'a Checked, new: &'a Checked, sessions: u32) -> anyhow::Result
     let names = |cfg: &DomainConfig, other: &DomainConfig| -> Vec<String> {
         cfg.nodes.iter().filter(|n| other.node(&n.name).is_none()).map(|n| n.name.to_string()).collect()
     };
-    let added = names(&new.cfg, &old.cfg);
-    let removed = names(&old.cfg, &new.cfg);
     // NEW's nodes in file order, then the removed ones in OLD's.
     let order = new.cfg.nodes.iter().chain(old.cfg.nodes.iter().filter(|n| !in_new(&n.name)));
     let nodes = order
         .map(|n| {
-            let mut r = rows.remove(&n.name).unwrap_or_default();
+            let mut r = t.nodes.remove(&n.name).unwrap_or_default();
             r.name = n.name.to_string();
             r.change = match (old.cfg.node(&n.name).is_some(), in_new(&n.name)) {
                 (true, true) => "kept",
@@ -351,24 +397,24 @@ fn plan<'a>(old: &'a Checked, new: &'a Checked, sessions: u32) -> anyhow::Result
             from: old.cfg.domain.replicas.to_string(),
             to: new.cfg.domain.replicas.to_string(),
         },
-        added,
-        removed,
+        added: names(&new.cfg, &old.cfg),
+        removed: names(&old.cfg, &new.cfg),
         sessions: sessions as usize,
-        unplaced: sessions as usize - placed,
-        orphaned,
-        owner_moved: share(owner_moved),
-        backups_changed: share(backups_changed),
-        failover_target_changed: share(target_changed),
-        unchanged: share(unchanged),
-        copies_before: before_total,
-        copies_after: after_total,
-        copies_to_make: made,
-        copies_to_drop: dropped,
-        fewer_copies: fewer,
-        fewer_copies_if_removed_first: fewer_removed_first,
-        lost_if_removed_first: lost_removed_first,
+        unplaced: sessions as usize - t.placed,
+        orphaned: t.orphaned,
+        owner_moved: share(t.owner_moved),
+        backups_changed: share(t.backups_changed),
+        failover_target_changed: share(t.target_changed),
+        unchanged: share(t.unchanged),
+        copies_before: t.copies_before,
+        copies_after: t.copies_after,
+        copies_to_make: t.made,
+        copies_to_drop: t.dropped,
+        fewer_copies: t.fewer,
+        fewer_copies_if_removed_first: t.fewer_removed_first,
+        lost_if_removed_first: t.lost_removed_first,
         assumes: PROCEDURE,
-        classes: classes.into_iter().rev().map(|(class, sessions)| ClassRow { class, sessions }).collect(),
+        classes: t.classes.into_iter().rev().map(|(class, sessions)| ClassRow { class, sessions }).collect(),
         nodes,
         warnings: new.report.warnings().collect(),
     })
