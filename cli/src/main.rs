@@ -37,7 +37,8 @@ enum Command {
     /// Check a domain file: exit 0 when valid (warnings are printed), 1 when it breaks a
     /// rule, 2 when it cannot be read or parsed.
     Validate(cmd::validate::Args),
-    /// Show where sessions would live, and what happens when nodes fail ("what if").
+    /// Show where sessions would live, and what happens when nodes fail ("what if"); with
+    /// --from OLD --to NEW, what changing a running domain's file moves.
     Plan(cmd::plan::Args),
     /// Create the domain's certificate authority and the nodes' certificates.
     Certs(cmd::certs::Args),

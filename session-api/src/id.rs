@@ -161,11 +161,23 @@ fn is_label(s: &str) -> bool {
 /// A new session id owned by `owner`, naming the failover target placement gives it among the
 /// nodes for which `live` is true.
 pub fn generate(placement: &Placement, owner: &NodeId, live: impl Fn(&NodeId) -> bool) -> Result<String> {
+    generate_with(placement, owner, live, random_part)
+}
+
+/// As [`generate`], with the random parts drawn from `draw` rather than the operating system: a
+/// seeded `draw` gives repeatable ids of the real shape (`m2m plan --from --to` places sample
+/// sessions with them).
+pub fn generate_with(
+    placement: &Placement,
+    owner: &NodeId,
+    live: impl Fn(&NodeId) -> bool,
+    mut draw: impl FnMut() -> Result<String>,
+) -> Result<String> {
     let candidates: Vec<NodeId> =
         placement.nodes().filter(|n| *n != owner && live(n) && placement.owns_sessions(n)).cloned().collect();
     let mut fallback = None;
     for _ in 0..MAX_DRAWS {
-        let random = random_part()?;
+        let random = draw()?;
         // The candidates are tried from one picked by the random part, not always from the
         // first: trying them in a fixed order gave the first one half of all sessions (it is
         // accepted with probability 1/n at every draw, before the others get their turn), so

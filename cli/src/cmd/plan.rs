@@ -1,8 +1,9 @@
-//! `m2m plan FILE`: the "what if" view of placement, with synthetic sessions.
+//! `m2m plan FILE`: the "what if" view of placement, with synthetic sessions; `m2m plan --from
+//! OLD --to NEW`: what a change of the domain file moves ([`change`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::bail;
@@ -14,6 +15,8 @@ use serde::Serialize;
 use crate::domain::{self, Checked, report_json, report_text};
 use crate::output::{self, EXIT_INVALID, Format, Table};
 
+mod change;
+
 /// Most synthetic sessions `--sessions` accepts.
 const MAX_SESSIONS: u32 = 1_000_000;
 
@@ -21,8 +24,17 @@ const MAX_SESSIONS: u32 = 1_000_000;
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
     /// The domain file (TOML).
-    pub(crate) file: PathBuf,
-    /// How many synthetic sessions (s-000001, s-000002, ...) to place, at most 1000000.
+    #[arg(required_unless_present = "from", conflicts_with = "from")]
+    pub(crate) file: Option<PathBuf>,
+    /// The domain file the nodes run now: with --to, show what changing to that file moves
+    /// (owners, backups, copies to make and drop per node, copies during the change).
+    #[arg(long, value_name = "OLD", requires = "to", conflicts_with = "fail")]
+    pub(crate) from: Option<PathBuf>,
+    /// The new domain file (with --from).
+    #[arg(long, value_name = "NEW", requires = "from")]
+    pub(crate) to: Option<PathBuf>,
+    /// How many synthetic sessions (s-000001, s-000002, ...; with --from, sample session ids
+    /// of the real shape) to place, at most 1000000.
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(0..=i64::from(MAX_SESSIONS)))]
     pub(crate) sessions: u32,
     /// A node that fails (repeat for several failing at once).
@@ -96,17 +108,16 @@ struct Plan<'a> {
 
 /// Runs `m2m plan`.
 pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
-    let Checked { file, cfg, report } = match domain::check_for(&args.file, args.format)? {
+    let file = match (&args.file, &args.from, &args.to) {
+        (_, Some(from), Some(to)) => return change::run(from, to, args.sessions, args.format),
+        (Some(file), _, _) => file,
+        // clap requires FILE or both --from and --to.
+        _ => bail!("give a domain file, or --from OLD and --to NEW"),
+    };
+    let Checked { file, cfg, report } = match checked(file, args.format)? {
         Ok(checked) => checked,
         Err(code) => return Ok(code),
     };
-    if report.has_errors() {
-        match args.format {
-            Format::Json => output::print_json(&report_json(&file, &cfg, &report))?,
-            Format::Text => eprint!("{}", report_text(&file, &cfg, &report)),
-        }
-        return Ok(output::exit(EXIT_INVALID));
-    }
     let failed = failed_nodes(&cfg, &args.fail)?;
     let placement = Placement::new(&cfg);
 
@@ -141,6 +152,25 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Reads, parses and validates the domain file at `path`. When it cannot be used, or breaks a
+/// rule, the problem is printed (as `m2m validate` does, in `format`) and the exit code (2 or
+/// 1) is returned instead; warnings are left to the caller.
+fn checked(path: &Path, format: Format) -> anyhow::Result<Result<Checked, ExitCode>> {
+    let checked = match domain::check_for(path, format)? {
+        Ok(checked) => checked,
+        Err(code) => return Ok(Err(code)),
+    };
+    let Checked { file, cfg, report } = &checked;
+    if report.has_errors() {
+        match format {
+            Format::Json => output::print_json(&report_json(file, cfg, report))?,
+            Format::Text => eprint!("{}", report_text(file, cfg, report)),
+        }
+        return Ok(Err(output::exit(EXIT_INVALID)));
+    }
+    Ok(Ok(checked))
 }
 
 /// The `--fail` names as node ids; an unknown name is an error that lists the known nodes.
