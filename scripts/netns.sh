@@ -13,6 +13,8 @@
 #   scripts/netns.sh heal N          restore host N's link
 #   scripts/netns.sh drop A B        drop every packet from host A to host B (one-way; nftables in A)
 #   scripts/netns.sh undrop A B      remove that drop
+#   scripts/netns.sh faketime        print the path of libfaketime (installing it when missing),
+#                                    which the clock scenarios preload into one node
 #   scripts/netns.sh check           exit 0 when this machine can run the harness (root, ip, netns)
 set -euo pipefail
 P="${M2M_NETNS_PREFIX:-m2m}"
@@ -29,6 +31,14 @@ ensure_nft() {
   (apt-get install -y -q nftables >/dev/null 2>&1 || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q nftables >/dev/null 2>&1; }) \
     || { echo "netns harness: could not install nftables" >&2; return 1; }
 }
+
+ensure_faketime() {
+  [ -e "$FAKETIME_LIB" ] && return 0
+  echo "netns harness: installing libfaketime" >&2
+  (apt-get install -y -q faketime >/dev/null 2>&1 || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q faketime >/dev/null 2>&1; }) \
+    || { echo "netns harness: could not install libfaketime" >&2; return 1; }
+}
+FAKETIME_LIB="/usr/lib/$(uname -m)-linux-gnu/faketime/libfaketime.so.1"
 
 host() { echo "${P}h$1"; }
 
@@ -89,5 +99,6 @@ case "$cmd" in
       ip netns exec "$h" nft delete rule inet m2m out handle "$handle"
     done
     ;;
-  *) sed -n '2,20p' "$0"; exit 2 ;;
+  faketime) ensure_faketime && echo "$FAKETIME_LIB" ;;
+  *) sed -n '2,22p' "$0"; exit 2 ;;
 esac

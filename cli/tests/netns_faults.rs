@@ -28,6 +28,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::history::{self, Entry, History, Op};
 use serde_json::{Value, json};
 
 const NODES: usize = 3;
@@ -137,7 +138,10 @@ impl Client {
             if let Some(rest) = line.strip_prefix("@@") {
                 let v: Value = serde_json::from_str(rest.trim()).unwrap_or(Value::Null);
                 let status = v["s"].as_u64().and_then(|s| u16::try_from(s).ok()).unwrap_or(0);
-                let body = v["b"].as_str().and_then(|b| serde_json::from_str(b).ok()).unwrap_or(Value::Null);
+                // A body that is not JSON (the helper's own "connect failed", ...) as a string.
+                let body = v["b"].as_str().map_or(Value::Null, |b| {
+                    serde_json::from_str(b).unwrap_or_else(|_| Value::String(b.to_owned()))
+                });
                 return (status, body);
             }
         }
@@ -163,6 +167,8 @@ struct Net {
     token: PathBuf,
     nodes: Vec<Option<Child>>,
     starts: Vec<u32>,
+    /// The node whose clocks libfaketime sets, and the library.
+    faketime: Option<(usize, PathBuf)>,
 }
 
 fn netns(prefix: &str, args: &[&str]) -> bool {
@@ -184,7 +190,9 @@ fn admin(i: usize) -> String {
 }
 
 impl Net {
-    fn up(prefix: String, transport: &str) -> Net {
+    /// The namespaces and `NODES` nodes on `transport`; node `skewed` (if any) runs under
+    /// libfaketime, its clocks set by [`Net::clock_file`].
+    fn up(prefix: String, transport: &str, skewed: Option<usize>) -> Net {
         // Leftovers of an earlier run with the same prefix.
         netns(&prefix, &["down"]);
         let dir = tempfile::tempdir().expect("temp dir");
@@ -196,7 +204,15 @@ impl Net {
             dir,
             nodes: (0..NODES).map(|_| None).collect(),
             starts: vec![0; NODES],
+            faketime: None,
         };
+        if let Some(i) = skewed {
+            let out = Command::new(netns_script()).arg("faketime").output().expect("netns.sh faketime");
+            let lib = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+            assert!(out.status.success() && !lib.is_empty(), "netns.sh faketime failed");
+            std::fs::write(net.clock_file(), "+0 x0.95\n").expect("clock file");
+            net.faketime = Some((i, PathBuf::from(lib)));
+        }
         assert!(netns(&net.prefix, &["up", &(NODES + 1).to_string()]), "netns.sh up failed");
         let mut text = format!(
             "[domain]\nname = \"faults\"\ntransport = \"{transport}\"\nheartbeat_interval_ms = 100\n\
@@ -224,10 +240,23 @@ impl Net {
         self.dir.path().join(format!("app{}.{}.log", i + 1, self.starts[i]))
     }
 
+    /// libfaketime's setting of the skewed node's clocks: an offset and a rate, re-read at
+    /// most once a second.
+    fn clock_file(&self) -> PathBuf {
+        self.dir.path().join("clock")
+    }
+
     fn start(&mut self, i: usize) {
         self.starts[i] += 1;
         let log = std::fs::File::create(self.log(i)).expect("log file");
-        let child = Command::new("ip")
+        let mut command = Command::new("ip");
+        if let Some((_, lib)) = self.faketime.as_ref().filter(|(n, _)| *n == i) {
+            command
+                .env("LD_PRELOAD", lib)
+                .env("FAKETIME_TIMESTAMP_FILE", self.clock_file())
+                .env("FAKETIME_CACHE_DURATION", "1");
+        }
+        let child = command
             .args(["netns", "exec", &format!("{}h{}", self.prefix, i + 1)])
             .arg(env!("CARGO_BIN_EXE_m2m"))
             .args(["node", "--config", path(&self.domain), "--name", &format!("app{}", i + 1)])
@@ -373,6 +402,13 @@ fn wait_healthy(client: &mut Client, secs: u64) -> Option<Duration> {
 
 // ----- the workload -----
 
+/// Most operations the workload sends to one session before it retires it (the final read
+/// comes on top): the checker's search grows fast with the length of a session's history, so
+/// the workload spreads its operations over many short-lived sessions.
+const OPS_PER_SESSION: u32 = 20;
+/// The client id of the final reads in the history (the workload's clients are 0..WORKERS).
+const CHECKER_CLIENT: u64 = 100;
+
 #[derive(Debug, Default)]
 struct Record {
     /// session -> attribute -> value, for every acknowledged write.
@@ -383,8 +419,12 @@ struct Record {
     failed: u64,
     /// Creates whose answer never came: a session may exist that the test does not know.
     unknown_creates: u64,
-    /// Sessions created (acknowledged or not) and not invalidated.
+    /// Sessions created (acknowledged or not), not invalidated and not retired.
     live: Vec<String>,
+    /// Sessions that got their share of operations ([`OPS_PER_SESSION`]).
+    retired: Vec<String>,
+    /// Operations sent to each session.
+    ops: BTreeMap<String, u32>,
     /// Sessions whose invalidation was not acknowledged.
     unsure: BTreeSet<String>,
     /// Refused invalidations: session -> answers.
@@ -393,9 +433,50 @@ struct Record {
     deleted_by: BTreeMap<String, (usize, Instant)>,
 }
 
+/// Sends `op` on `session` (none for a create) to node `node` and records it in `history` as
+/// sent by client `who`; a create is recorded under the id it answered (a create without an
+/// id names no session anyone can use again).
+fn send(
+    client: &mut Client,
+    history: &History,
+    who: u64,
+    node: usize,
+    session: Option<&str>,
+    op: Op,
+) -> (u16, Value) {
+    let (method, target, body) = match (&op, session) {
+        (Op::Create { attrs }, _) => ("POST", "/sessions".to_owned(), json!(attrs).to_string()),
+        (Op::Set { key, value }, Some(id)) => {
+            ("PATCH", format!("/sessions/{id}"), json!({ key.clone(): value.clone() }).to_string())
+        }
+        (Op::Get, Some(id)) => ("GET", format!("/sessions/{id}"), String::new()),
+        (Op::Invalidate, Some(id)) => ("DELETE", format!("/sessions/{id}"), String::new()),
+        (_, None) => return (0, Value::Null),
+    };
+    let invoked = Instant::now();
+    let (code, answer) = client.call(&admin(node), method, &target, &body);
+    let completed = Instant::now();
+    let id = session.map(str::to_owned).or_else(|| answer["id"].as_str().map(str::to_owned));
+    if let Some(session) = id {
+        let (outcome, detail) = history::outcome(&op, code, &answer);
+        history.push(Entry {
+            session,
+            client: who,
+            node: format!("app{}", node + 1),
+            op,
+            invoke_us: history.micros(invoked),
+            complete_us: history.micros(completed),
+            outcome,
+            status: code,
+            detail,
+        });
+    }
+    (code, answer)
+}
+
 /// One workload thread (several run at once, each with its own client, so a paused node
-/// stalls only one of them); they share the record and the list of live sessions.
-fn workload(prefix: String, t: u64, stop: Arc<AtomicBool>, rec: Arc<Mutex<Record>>) {
+/// stalls only one of them); they share the record, the history and the list of live sessions.
+fn workload(prefix: String, t: u64, stop: Arc<AtomicBool>, rec: Arc<Mutex<Record>>, history: Arc<History>) {
     let mut client = Client::spawn(&prefix, NODES + 1);
     let mut seq: u64 = 0;
     let deadline = Instant::now() + Duration::from_secs(300);
@@ -404,8 +485,8 @@ fn workload(prefix: String, t: u64, stop: Arc<AtomicBool>, rec: Arc<Mutex<Record
         let node = ((seq + t) as usize) % NODES;
         let live = rec.lock().expect("record").live.clone();
         if live.len() < 12 || seq % 10 == 0 {
-            let body = json!({ "c": format!("{t}.{seq}") }).to_string();
-            let (code, answer) = client.call(&admin(node), "POST", "/sessions", &body);
+            let attrs = BTreeMap::from([("c".to_owned(), format!("{t}.{seq}"))]);
+            let (code, answer) = send(&mut client, &history, t, node, None, Op::Create { attrs });
             let id = answer["id"].as_str().map(str::to_owned);
             let mut r = rec.lock().expect("record");
             match (code, id) {
@@ -424,11 +505,21 @@ fn workload(prefix: String, t: u64, stop: Arc<AtomicBool>, rec: Arc<Mutex<Record
             continue;
         }
         let id = live[(seq as usize * 7 + t as usize) % live.len()].clone();
+        {
+            let mut r = rec.lock().expect("record");
+            let n = r.ops.entry(id.clone()).or_default();
+            *n += 1;
+            if *n >= OPS_PER_SESSION && r.live.contains(&id) {
+                r.live.retain(|l| *l != id);
+                r.retired.push(id.clone());
+            }
+        }
         if seq % 37 == 0 {
-            let (code, answer) = client.call(&admin(node), "DELETE", &format!("/sessions/{id}"), "");
+            let (code, answer) = send(&mut client, &history, t, node, Some(&id), Op::Invalidate);
             let mut r = rec.lock().expect("record");
             if code == 200 && answer["invalidated"] == true {
                 r.live.retain(|l| *l != id);
+                r.retired.retain(|l| *l != id);
                 r.acked.remove(&id);
                 r.deleted_by.insert(id.clone(), (node, Instant::now()));
                 r.invalidated.insert(id);
@@ -437,6 +528,7 @@ fn workload(prefix: String, t: u64, stop: Arc<AtomicBool>, rec: Arc<Mutex<Record
                 // while the invalidation was in flight); 409 from older nodes meant fenced too.
                 // May or may not be invalidated: stop tracking it either way.
                 r.live.retain(|l| *l != id);
+                r.retired.retain(|l| *l != id);
                 r.acked.remove(&id);
                 r.unsure.insert(id);
                 r.unacked += 1;
@@ -446,14 +538,21 @@ fn workload(prefix: String, t: u64, stop: Arc<AtomicBool>, rec: Arc<Mutex<Record
             }
             continue;
         }
+        if seq % 3 == 0 {
+            send(&mut client, &history, t, node, Some(&id), Op::Get);
+            continue;
+        }
         let key = format!("w{t}.{seq}");
         let value = format!("v{t}.{seq}");
-        let body = json!({ key.clone(): value.clone() }).to_string();
-        let (code, answer) = client.call(&admin(node), "PATCH", &format!("/sessions/{id}"), &body);
+        let op = Op::Set { key: key.clone(), value: value.clone() };
+        let (code, answer) = send(&mut client, &history, t, node, Some(&id), op);
         let mut r = rec.lock().expect("record");
         match code {
             // A session another thread invalidated meanwhile is not tracked any more.
-            200 if answer["replication"] == "replicated" && r.live.contains(&id) => {
+            200 if answer["replication"] == "replicated"
+                && !r.invalidated.contains(&id)
+                && !r.unsure.contains(&id) =>
+            {
                 r.acked.entry(id).or_default().insert(key, value);
                 r.acked_writes += 1;
             }
@@ -480,6 +579,10 @@ enum Fault {
     Cut,
     Drop,
     Rolling,
+    KillCut,
+    OneWay,
+    Clock,
+    Flap,
 }
 
 impl Fault {
@@ -490,8 +593,44 @@ impl Fault {
             Fault::Cut => "cut",
             Fault::Drop => "drop",
             Fault::Rolling => "rolling",
+            Fault::KillCut => "kill-cut",
+            Fault::OneWay => "oneway",
+            Fault::Clock => "clock",
+            Fault::Flap => "flap",
         }
     }
+
+    /// The faults during which app1 keeps running but is cut off from some peer, so that an
+    /// invalidation it answers alone may be undone at the heal.
+    fn isolates_a_live_node(self) -> bool {
+        matches!(self, Fault::Cut | Fault::Drop | Fault::Pause | Fault::OneWay | Fault::Flap | Fault::Clock)
+    }
+}
+
+/// Scenarios whose histories are not linearizable while an owner cut off from its peers keeps
+/// serving reads of sessions failed over elsewhere (the open limit in `docs/design.md`): their
+/// checker verdict is printed and listed, not failed on, until owners serve under a read lease.
+const NOT_LINEARIZABLE_UNTIL_READ_LEASE: &[&str] = &["tcp-oneway", "quic-oneway"];
+
+/// Where the histories go: `M2M_NETNS_HISTORY_DIR`, else `netns-histories` in the test's
+/// target temp dir.
+fn history_dir() -> PathBuf {
+    let dir = std::env::var_os("M2M_NETNS_HISTORY_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("netns-histories"), PathBuf::from);
+    std::fs::create_dir_all(&dir).expect("history dir");
+    dir
+}
+
+/// The linearizability check of one scenario's history.
+#[derive(Debug, Default)]
+struct Checked {
+    ops: usize,
+    sessions: usize,
+    longest: usize,
+    violations: usize,
+    file: PathBuf,
+    report: Option<PathBuf>,
+    took: Duration,
 }
 
 #[derive(Debug)]
@@ -505,13 +644,17 @@ struct Summary {
     /// Invalidations answered by the isolated node alone during the fault, undone after it.
     stale_undone: usize,
     recovery: Option<Duration>,
+    checked: Checked,
+    took: Duration,
     problems: Vec<String>,
 }
 
 fn run_scenario(idx: usize, transport: &str, fault: Fault) -> Summary {
     let name = format!("{transport}-{}", fault.name());
+    let began = Instant::now();
     let prefix = format!("mf{}x{idx}", std::process::id() % 100_000);
-    let mut net = Net::up(prefix.clone(), transport);
+    let victim = 0;
+    let mut net = Net::up(prefix.clone(), transport, (fault == Fault::Clock).then_some(victim));
     let mut ctl = Client::spawn(&prefix, NODES + 1);
     let mut problems = Vec::new();
     if wait_healthy(&mut ctl, 30).is_none() {
@@ -525,6 +668,8 @@ fn run_scenario(idx: usize, transport: &str, fault: Fault) -> Summary {
             resurrected: 0,
             stale_undone: 0,
             recovery: None,
+            checked: Checked::default(),
+            took: began.elapsed(),
             problems,
         };
     }
@@ -533,14 +678,14 @@ fn run_scenario(idx: usize, transport: &str, fault: Fault) -> Summary {
     // Stops the workload also when this scenario panics.
     let _stop_guard = StopOnDrop(stop.clone());
     let shared = Arc::new(Mutex::new(Record::default()));
+    let history = Arc::new(History::default());
     let workers: Vec<_> = (0..WORKERS)
         .map(|t| {
-            let (prefix, stop, shared) = (prefix.clone(), stop.clone(), shared.clone());
-            std::thread::spawn(move || workload(prefix, t, stop, shared))
+            let (prefix, stop, shared, history) = (prefix.clone(), stop.clone(), shared.clone(), history.clone());
+            std::thread::spawn(move || workload(prefix, t, stop, shared, history))
         })
         .collect();
     std::thread::sleep(Duration::from_millis(1500));
-    let victim = 0;
     let mut faults = 0;
     let fault_start = Instant::now();
     let fault_time = Duration::from_millis(2500);
@@ -568,6 +713,43 @@ fn run_scenario(idx: usize, transport: &str, fault: Fault) -> Summary {
             faults += 1;
             std::thread::sleep(fault_time);
             assert!(netns(&prefix, &["undrop", "1", "2"]));
+        }
+        Fault::KillCut => {
+            // Two faults at once: app1 killed and app2's link cut; app3 alone answers.
+            net.kill(victim);
+            assert!(netns(&prefix, &["cut", "2"]));
+            faults += 2;
+            std::thread::sleep(fault_time);
+            assert!(netns(&prefix, &["heal", "2"]));
+            net.start(victim);
+        }
+        Fault::OneWay => {
+            // app1's outbound links to its peers cut: it still hears them and the clients.
+            for to in ["2", "3"] {
+                assert!(netns(&prefix, &["drop", "1", to]), "netns.sh drop (nftables) failed");
+            }
+            faults += 1;
+            std::thread::sleep(fault_time);
+            for to in ["2", "3"] {
+                assert!(netns(&prefix, &["undrop", "1", to]));
+            }
+        }
+        Fault::Clock => {
+            // app1's clocks (monotonic ones too) run 5 % slow from its start; now they also
+            // step 2 s forward (libfaketime reads the file at most once a second).
+            std::fs::write(net.clock_file(), "+2 x0.95\n").expect("clock file");
+            faults += 1;
+            std::thread::sleep(fault_time);
+        }
+        Fault::Flap => {
+            // app1's link cut and healed every 300 ms.
+            while fault_start.elapsed() < fault_time {
+                assert!(netns(&prefix, &["cut", "1"]));
+                faults += 1;
+                std::thread::sleep(Duration::from_millis(300));
+                assert!(netns(&prefix, &["heal", "1"]));
+                std::thread::sleep(Duration::from_millis(300));
+            }
         }
         Fault::Rolling => {
             for i in 0..NODES {
@@ -607,7 +789,7 @@ fn run_scenario(idx: usize, transport: &str, fault: Fault) -> Summary {
     for (id, attrs) in &rec.acked {
         let mut got = None;
         for _ in 0..30 {
-            let (code, body) = ctl.call(&admin(reader), "GET", &format!("/sessions/{id}"), "");
+            let (code, body) = send(&mut ctl, &history, CHECKER_CLIENT, reader, Some(id), Op::Get);
             if code == 200 || code == 404 {
                 got = Some((code, body));
                 break;
@@ -636,13 +818,13 @@ fn run_scenario(idx: usize, transport: &str, fault: Fault) -> Summary {
     let mut resurrected = 0;
     let mut stale_undone = 0;
     for id in &rec.invalidated {
-        let (code, body) = ctl.call(&admin((reader + 1) % NODES), "GET", &format!("/sessions/{id}"), "");
+        let (code, body) = send(&mut ctl, &history, CHECKER_CLIENT, (reader + 1) % NODES, Some(id), Op::Get);
         if code != 404 {
             // DELETE does not say whether the tombstone reached a backup. An invalidation the
             // isolated node answered during the fault (its tombstone held by itself only) is
             // undone by the new owner: the documented partition limit, counted apart.
             let by = rec.deleted_by.get(id);
-            let isolated = matches!(fault, Fault::Cut | Fault::Drop | Fault::Pause)
+            let isolated = fault.isolates_a_live_node()
                 && by.is_some_and(|(n, at)| {
                     *n == victim && *at >= fault_start && *at <= healed + Duration::from_secs(4)
                 });
@@ -694,10 +876,12 @@ fn run_scenario(idx: usize, transport: &str, fault: Fault) -> Summary {
     // else here closes a live node's links without a leave (a pause, a cut link and dropped
     // packets close nothing; a rolling restart leaves first), so no other scenario reports a
     // node gone. The killed node restarted: its own count starts again at 0.
-    let expect_gone = transport == "tcp" && matches!(fault, Fault::Kill);
+    let expect_gone = transport == "tcp" && matches!(fault, Fault::Kill | Fault::KillCut);
     for i in 0..NODES {
         let gone = peers_gone(&mut ctl, i);
         let ok = match gone {
+            // app2, cut off while app1 was killed, may or may not have seen it gone.
+            Some(_) if expect_gone && fault == Fault::KillCut && i == 1 => true,
             Some(g) if expect_gone && i != victim => g >= 1,
             Some(g) if expect_gone => g == 0,
             Some(g) => g == 0,
@@ -709,8 +893,9 @@ fn run_scenario(idx: usize, transport: &str, fault: Fault) -> Summary {
     }
     let owned = owners.len() as u64;
     // Sessions whose invalidation by the isolated node was undone exist again.
-    let may =
-        rec.live.len() + rec.unsure.len() + usize::try_from(rec.unknown_creates).unwrap_or(0) + stale_undone;
+    let may = rec.live.len()
+        + rec.retired.len()
+        + rec.unsure.len() + usize::try_from(rec.unknown_creates).unwrap_or(0) + stale_undone;
     let (must, may) = (rec.acked.len() as u64, may as u64);
     if owned < must || owned > may {
         let statuses: Vec<Option<NodeStatus>> = (0..NODES).map(|i| status(&mut ctl, i)).collect();
@@ -719,6 +904,7 @@ fn run_scenario(idx: usize, transport: &str, fault: Fault) -> Summary {
              may exist: {statuses:?}"
         ));
     }
+    let checked = check_history(&name, &history.entries(), &mut problems);
     if !problems.is_empty() {
         problems.push(net.logs());
         // M2M_NETNS_KEEP_LOGS=DIR keeps every node log of a failed scenario (set RUST_LOG=debug
@@ -743,13 +929,65 @@ fn run_scenario(idx: usize, transport: &str, fault: Fault) -> Summary {
         resurrected,
         stale_undone,
         recovery,
+        checked,
+        took: began.elapsed(),
         problems,
+    }
+}
+
+/// Writes the scenario's history (JSON lines) and checks it; a violation is a problem unless
+/// the scenario is listed in [`NOT_LINEARIZABLE_UNTIL_READ_LEASE`].
+fn check_history(name: &str, entries: &[Entry], problems: &mut Vec<String>) -> Checked {
+    let dir = history_dir();
+    let file = dir.join(format!("{name}.jsonl"));
+    let report_file = dir.join(format!("{name}.violations.txt"));
+    let _ = std::fs::remove_file(&report_file);
+    if let Err(e) = history::write_jsonl(&file, entries) {
+        problems.push(format!("could not write the history {}: {e}", file.display()));
+    }
+    let t0 = Instant::now();
+    let verdict = history::check(entries);
+    let took = t0.elapsed();
+    let mut report = None;
+    if !verdict.violations.is_empty() {
+        let _ = std::fs::write(&report_file, history::violations_report(&verdict));
+        let what = format!(
+            "{} of {} session histories not linearizable (stateright LinearizabilityTester): shortest \
+             failing sub-history and timeline in {}",
+            verdict.violations.len(),
+            verdict.sessions,
+            report_file.display()
+        );
+        eprintln!("scenario {name}: {what}");
+        if !NOT_LINEARIZABLE_UNTIL_READ_LEASE.contains(&name) {
+            problems.push(what);
+        }
+        report = Some(report_file);
+    }
+    Checked {
+        ops: verdict.ops,
+        sessions: verdict.sessions,
+        longest: verdict.longest,
+        violations: verdict.violations.len(),
+        file,
+        report,
+        took,
     }
 }
 
 fn selected() -> Option<Vec<(&'static str, Fault)>> {
     let spec = std::env::var("M2M_NETNS_SCENARIOS").ok()?;
-    let faults = [Fault::Kill, Fault::Pause, Fault::Cut, Fault::Drop, Fault::Rolling];
+    let faults = [
+        Fault::Kill,
+        Fault::Pause,
+        Fault::Cut,
+        Fault::Drop,
+        Fault::Rolling,
+        Fault::KillCut,
+        Fault::OneWay,
+        Fault::Clock,
+        Fault::Flap,
+    ];
     let mut all = Vec::new();
     for t in ["tcp", "quic"] {
         for f in faults {
@@ -758,7 +996,7 @@ fn selected() -> Option<Vec<(&'static str, Fault)>> {
     }
     Some(match spec.trim() {
         "" | "none" => return None,
-        "short" => vec![("tcp", Fault::Kill), ("tcp", Fault::Pause)],
+        "short" => vec![("tcp", Fault::Kill), ("tcp", Fault::Pause), ("tcp", Fault::Flap)],
         "all" => all,
         list => {
             let wanted: Vec<&str> = list.split(',').map(str::trim).collect();
@@ -788,9 +1026,11 @@ fn netns_fault_scenarios() {
     let mut summaries = Vec::new();
     for (idx, (t, f)) in scenarios.into_iter().enumerate() {
         let s = run_scenario(idx, t, f);
+        let c = &s.checked;
         eprintln!(
             "scenario {:<13} writes acknowledged {:>5}, not acknowledged {:>4}, faults {}, lost {}, \
-             invalidated back {} (+{} by the isolated node), recovery {}",
+             invalidated back {} (+{} by the isolated node), recovery {}, {} ops on {} sessions (at most {}), \
+             linearizable: {} (checked in {} ms), {} s; history {}",
             s.name,
             s.acked,
             s.unacked,
@@ -798,9 +1038,32 @@ fn netns_fault_scenarios() {
             s.lost,
             s.resurrected,
             s.stale_undone,
-            s.recovery.map_or("NONE".to_owned(), |d| format!("{} ms", d.as_millis()))
+            s.recovery.map_or("NONE".to_owned(), |d| format!("{} ms", d.as_millis())),
+            c.ops,
+            c.sessions,
+            c.longest,
+            if c.violations == 0 { "yes".to_owned() } else { format!("NO ({} sessions)", c.violations) },
+            c.took.as_millis(),
+            s.took.as_secs(),
+            c.file.display()
         );
         summaries.push(s);
+    }
+    for s in &summaries {
+        let listed = NOT_LINEARIZABLE_UNTIL_READ_LEASE.contains(&s.name.as_str());
+        match (&s.checked.report, listed) {
+            (Some(report), true) => eprintln!(
+                "known failure until the read lease: {} is not linearizable (a cut-off owner serves stale \
+                 reads), see {}",
+                s.name,
+                report.display()
+            ),
+            (None, true) if s.checked.ops > 0 => eprintln!(
+                "{} is linearizable now: take it off NOT_LINEARIZABLE_UNTIL_READ_LEASE",
+                s.name
+            ),
+            _ => {}
+        }
     }
     let mut failed = String::new();
     for s in &summaries {
