@@ -167,7 +167,10 @@ fn a_history_file_round_trips() {
     assert_eq!(history::read_jsonl(&file).expect("read"), h);
     let line = std::fs::read_to_string(&file).expect("read").lines().nth(1).map(str::to_owned);
     let v: serde_json::Value = serde_json::from_str(&line.expect("a second line")).expect("JSON");
-    assert_eq!((v["op"].as_str(), v["key"].as_str(), v["outcome"].as_str()), (Some("set"), Some("a"), Some("unknown")));
+    assert_eq!(
+        (v["op"].as_str(), v["key"].as_str(), v["outcome"].as_str()),
+        (Some("set"), Some("a"), Some("unknown"))
+    );
 }
 
 #[test]

@@ -99,9 +99,9 @@ pub fn outcome(op: &Op, status: u16, body: &Value) -> (Outcome, String) {
         (0, _) if body.as_str() == Some("connect failed") => (Outcome::Failed, "connect failed".into()),
         (0, _) => (Outcome::Unknown, format!("no answer: {}", body.as_str().unwrap_or_default())),
         (200, Op::Get) => {
-            let attrs = body["attributes"]
-                .as_object()
-                .map(|m| m.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned())).collect());
+            let attrs = body["attributes"].as_object().map(|m| {
+                m.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned())).collect()
+            });
             match attrs {
                 Some(a) => (Outcome::Done(Ret::Value(a)), String::new()),
                 None => (Outcome::Unknown, format!("unreadable answer {body}")),
@@ -268,9 +268,7 @@ fn removable(h: &[Entry], i: usize) -> bool {
     match &h[i].op {
         Op::Get => true,
         Op::Create { .. } => false,
-        Op::Set { key, value } => {
-            !observed(&|r| matches!(r, Ret::Value(m) if m.get(key) == Some(value)))
-        }
+        Op::Set { key, value } => !observed(&|r| matches!(r, Ret::Value(m) if m.get(key) == Some(value))),
         Op::Invalidate => !observed(&|r| *r == Ret::NotFound),
     }
 }
@@ -312,13 +310,15 @@ fn show_attrs(a: &Attrs) -> String {
     format!("{{{}}}", parts.join(", "))
 }
 
-/// One line per operation, in invocation order, times in ms from the first invocation.
+/// One line per operation, in invocation order, times in ms from the start of the history.
 pub fn timeline(entries: &[Entry]) -> String {
     let mut sorted: Vec<&Entry> = entries.iter().collect();
     sorted.sort_by_key(|e| (e.invoke_us, e.complete_us));
-    let t0 = sorted.first().map_or(0, |e| e.invoke_us);
-    let ms = |us: u64| format!("{:>10.3}", us.saturating_sub(t0) as f64 / 1000.0);
-    let mut out = format!("{:>10} {:>10}  {:<8} {:<5} {:<28} result\n", "invoked", "answered", "client", "node", "operation");
+    let ms = |us: u64| format!("{:>10.3}", us as f64 / 1000.0);
+    let mut out = format!(
+        "{:>10} {:>10}  {:<8} {:<5} {:<28} result\n",
+        "invoked", "answered", "client", "node", "operation"
+    );
     for e in sorted {
         let result = match &e.outcome {
             Outcome::Done(Ret::Ok) => "ok".to_owned(),
