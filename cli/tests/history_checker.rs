@@ -2,7 +2,8 @@
 //! `LinearizabilityTester`) on histories made here: it passes linearizable ones, with
 //! concurrent and indeterminate operations, and fails planted anomalies (a stale read after a
 //! newer acknowledged write, an invalidated session that comes back, an indeterminate write seen
-//! and then gone), shrinking each to its few operations that fail.
+//! and then gone), shrinking each to its few operations that fail; and it fails two session
+//! histories recorded from real nodes by the fault matrix (`fixtures/histories/`).
 //!
 //! `M2M_HISTORY_FILE=PATH cargo test -p m2m-cli --test history_checker -- --nocapture
 //! recheck_a_recorded_history` checks a history the fault matrix wrote and prints the timeline of
@@ -191,6 +192,31 @@ fn admin_answers_map_to_outcomes() {
     }
     let read = json!({ "attributes": { "c": "0" } });
     assert_eq!(history::outcome(&Op::Get, 200, &read).0, Outcome::Done(Ret::Value(attrs(&[("c", "0")]))));
+}
+
+/// Histories the fault matrix recorded from real nodes (one session each, 22 operations), in
+/// which the checker found a stale read: a cut-off owner answering with its old state
+/// (`tcp-oneway`), and an owner a restarted node took a session from (`quic-rolling`).
+#[test]
+fn stale_reads_recorded_from_real_nodes_fail() {
+    for (name, stale_read_at_us) in
+        [("tcp-oneway-stale-owner.jsonl", 4_517_767), ("quic-rolling-rejoin.jsonl", 3_871_949)]
+    {
+        let file = common::workspace_root().join("cli/tests/fixtures/histories").join(name);
+        let entries = history::read_jsonl(&file).expect("a recorded history");
+        assert_eq!(entries.len(), 22, "{name}");
+        let verdict = history::check(&entries);
+        assert_eq!(verdict.violations.len(), 1, "{name}");
+        let shrunk = &verdict.violations[0].shrunk;
+        assert!(shrunk.len() <= 5, "{name}: {}", history::timeline(shrunk));
+        // The failing read is the one the fault matrix reported.
+        let last = shrunk.iter().max_by_key(|e| e.invoke_us).expect("a failing sub-history");
+        assert_eq!((last.invoke_us, &last.op), (stale_read_at_us, &Op::Get), "{name}");
+        // Without that read, the rest is linearizable.
+        let without: Vec<Entry> =
+            entries.iter().filter(|e| e.invoke_us != stale_read_at_us).cloned().collect();
+        assert!(history::linearizable(&without), "{name}");
+    }
 }
 
 #[test]
