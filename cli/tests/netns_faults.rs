@@ -9,7 +9,7 @@
 //! checked by `stateright`'s `LinearizabilityTester`).
 //!
 //! Needs root and network namespaces. Runs only when `M2M_NETNS_SCENARIOS` is set:
-//! `short` (SIGKILL, pause and a flapping link over TCP, as CI runs it), `all` (every fault over
+//! `short` (SIGKILL, pause, and a kill and a cut at once, over TCP, as CI runs it), `all` (every fault over
 //! TCP and QUIC), or a comma-separated list like `tcp-kill,quic-cut`.
 //!
 //! ```sh
@@ -325,24 +325,42 @@ impl Fault {
 const STALE_OWNER: &str = "an owner that a peer failed over while it still ran (that peer did not hear it, or it \
      did not hear that peer) answers reads with its stale state until it learns it was replaced, and may own a \
      session another node took over after the heal (owned by two nodes); until the read lease";
-/// A restarted node links to one peer before the other.
-const REJOIN: &str = "a restarted node that has linked to one peer and not yet to the other takes sessions \
-     over from that live owner, which answers a stale read until it hears of it; until a restarted node \
-     links to every live peer before it takes sessions over";
+/// A stale owner, and reads of writes no backup acknowledged.
+const STALE_OWNER_AND_UNACKNOWLEDGED_READS: &str = "a stale owner answers reads (see the drop scenarios), and an \
+     owner answers reads with a write it applied that no backup acknowledged (504 or unreplicated), which is \
+     lost when another node takes the session over";
+/// A restarted node serves before it links to every live peer.
+const REJOIN: &str = "a restarted node that has linked to one peer and not yet to the other serves anyway: it \
+     takes sessions over from the live owner it has not reached (which answers a stale read until it hears of \
+     it) and answers 404 for sessions it has not found; until a restarted node links to every live peer first";
 
-/// Scenarios that fail for a known reason (in some runs or all): their problems, checker
-/// verdict included, are printed as known failures and not failed on. Take a scenario off once
-/// its reason is fixed; the test says when a listed scenario passed.
+/// Scenarios that fail for a known reason (in some runs or all). Only their checker verdict
+/// and a session owned by two nodes (or more sessions owned than may exist) after the heal are
+/// printed as known failures and not failed on ([`tolerated`]); any other problem fails them.
+/// Take a scenario off once its reason is fixed; the test says when a listed scenario passed.
 const KNOWN_FAILURES: &[(&str, &str)] = &[
     ("tcp-drop", STALE_OWNER),
     ("quic-drop", STALE_OWNER),
     ("tcp-oneway", STALE_OWNER),
     ("quic-oneway", STALE_OWNER),
+    ("tcp-flap", STALE_OWNER_AND_UNACKNOWLEDGED_READS),
+    ("quic-flap", STALE_OWNER_AND_UNACKNOWLEDGED_READS),
     ("quic-rolling", REJOIN),
+    ("quic-kill-cut", REJOIN),
 ];
 
 fn known_failure(name: &str) -> Option<&'static str> {
     KNOWN_FAILURES.iter().find(|(n, _)| *n == name).map(|(_, why)| *why)
+}
+
+/// The problems a known failure may show: the checker's verdict, a session owned by two nodes
+/// or more sessions owned than may exist, and the node logs printed with them.
+fn tolerated(problem: &str) -> bool {
+    problem.contains("session histories not linearizable")
+        || problem.contains("owned by two nodes")
+        || problem.contains("session(s) have an owner")
+        || problem.starts_with("--- ")
+        || problem.starts_with("node logs kept in")
 }
 
 /// Where the histories go: `M2M_NETNS_HISTORY_DIR`, else `netns-histories` in the test's
@@ -746,7 +764,7 @@ fn selected() -> Option<Vec<(&'static str, Fault)>> {
     }
     Some(match spec.trim() {
         "" | "none" => return None,
-        "short" => vec![("tcp", Fault::Kill), ("tcp", Fault::Pause), ("tcp", Fault::Flap)],
+        "short" => vec![("tcp", Fault::Kill), ("tcp", Fault::Pause), ("tcp", Fault::KillCut)],
         "all" => all,
         list => {
             let wanted: Vec<&str> = list.split(',').map(str::trim).collect();
@@ -809,13 +827,13 @@ fn netns_fault_scenarios() {
         if let Some(why) = known_failure(&s.name) {
             if s.problems.is_empty() {
                 eprintln!("known failure {} passed this time ({why})", s.name);
-            } else {
+            } else if s.problems.iter().all(|p| tolerated(p)) {
                 eprintln!("KNOWN FAILURE {} ({why}):", s.name);
                 for p in s.problems.iter().filter(|p| !p.starts_with("--- ")) {
                     eprintln!("  {}", p.lines().next().unwrap_or_default());
                 }
+                continue;
             }
-            continue;
         }
         for p in &s.problems {
             failed.push_str(&format!("{}: {p}\n", s.name));
