@@ -11,8 +11,10 @@
 #   scripts/netns.sh exec N CMD...   run CMD inside host N
 #   scripts/netns.sh cut N           cut host N's link (partition it from everyone)
 #   scripts/netns.sh heal N          restore host N's link
-#   scripts/netns.sh drop A B        drop every packet from host A to host B (one-way; nftables in A)
-#   scripts/netns.sh undrop A B      remove that drop
+#   scripts/netns.sh drop A B...     drop every packet from host A to hosts B... (one-way; nftables in A)
+#   scripts/netns.sh undrop A B...   remove those drops
+#   scripts/netns.sh faketime        print the path of libfaketime (installing it when missing),
+#                                    which the clock scenarios preload into one node
 #   scripts/netns.sh check           exit 0 when this machine can run the harness (root, ip, netns)
 set -euo pipefail
 P="${M2M_NETNS_PREFIX:-m2m}"
@@ -29,6 +31,14 @@ ensure_nft() {
   (apt-get install -y -q nftables >/dev/null 2>&1 || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q nftables >/dev/null 2>&1; }) \
     || { echo "netns harness: could not install nftables" >&2; return 1; }
 }
+
+ensure_faketime() {
+  [ -e "$FAKETIME_LIB" ] && return 0
+  echo "netns harness: installing libfaketime" >&2
+  (apt-get install -y -q faketime >/dev/null 2>&1 || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q faketime >/dev/null 2>&1; }) \
+    || { echo "netns harness: could not install libfaketime" >&2; return 1; }
+}
+FAKETIME_LIB="/usr/lib/$(uname -m)-linux-gnu/faketime/libfaketime.so.1"
 
 host() { echo "${P}h$1"; }
 
@@ -73,21 +83,22 @@ case "$cmd" in
   cut) ip -n "${P}sw" link set "${P}p${1:?usage: cut N}" down ;;
   heal) ip -n "${P}sw" link set "${P}p${1:?usage: heal N}" up ;;
   drop)
-    a="${1:?usage: drop A B}"; b="${2:?usage: drop A B}"
+    a="${1:?usage: drop A B...}"; shift; [ $# -ge 1 ] || { echo "usage: drop A B..." >&2; exit 2; }
     ensure_nft
-    h=$(host "$a")
-    ip netns exec "$h" nft list table inet m2m >/dev/null 2>&1 || {
-      ip netns exec "$h" nft add table inet m2m
-      ip netns exec "$h" nft add chain inet m2m out '{ type filter hook output priority 0; policy accept; }'
-    }
-    ip netns exec "$h" nft add rule inet m2m out ip daddr "$SUBNET.$b" counter drop comment "\"to-$b\""
+    {
+      echo "table inet m2m { chain out { type filter hook output priority 0; policy accept; }; }"
+      for b in "$@"; do echo "add rule inet m2m out ip daddr $SUBNET.$b counter drop comment \"to-$b\""; done
+    } | ip netns exec "$(host "$a")" nft -f -
     ;;
   undrop)
-    a="${1:?usage: undrop A B}"; b="${2:?usage: undrop A B}"
+    a="${1:?usage: undrop A B...}"; shift
     h=$(host "$a")
-    for handle in $(ip netns exec "$h" nft -a list chain inet m2m out 2>/dev/null | grep "\"to-$b\"" | sed -E 's/.*# handle ([0-9]+).*/\1/'); do
-      ip netns exec "$h" nft delete rule inet m2m out handle "$handle"
+    for b in "$@"; do
+      for handle in $(ip netns exec "$h" nft -a list chain inet m2m out 2>/dev/null | grep "\"to-$b\"" | sed -E 's/.*# handle ([0-9]+).*/\1/'); do
+        ip netns exec "$h" nft delete rule inet m2m out handle "$handle"
+      done
     done
     ;;
-  *) sed -n '2,20p' "$0"; exit 2 ;;
+  faketime) ensure_faketime && echo "$FAKETIME_LIB" ;;
+  *) sed -n '2,22p' "$0"; exit 2 ;;
 esac

@@ -1,14 +1,16 @@
 //! Multi-host fault tests: real `m2m node` processes, each in its own network namespace
 //! (`scripts/netns.sh`), with mutual TLS from `m2m certs init` and a bearer token on the admin
-//! APIs. A workload writes sessions with synchronous acknowledgement through the admin APIs and
-//! records every acknowledged write; a fault is injected (SIGKILL, SIGSTOP/SIGCONT, link cut,
-//! one-way drop, rolling restart) and healed; then every acknowledged write must be readable,
-//! no invalidated session may be back, each session has one owner and nothing is
-//! under-replicated.
+//! APIs. A workload writes and reads sessions with synchronous acknowledgement through the admin
+//! APIs and records every operation as a history; a fault is injected (SIGKILL, SIGSTOP/SIGCONT,
+//! link cut, one-way drop, rolling restart, a kill and a cut at once, the owner's outbound links
+//! cut, a clock step and drift, a flapping link) and healed; then every acknowledged write must
+//! be readable, no invalidated session may be back, each session has one owner, nothing is
+//! under-replicated, and every session's history must be linearizable (`common/history.rs`,
+//! checked by `stateright`'s `LinearizabilityTester`).
 //!
 //! Needs root and network namespaces. Runs only when `M2M_NETNS_SCENARIOS` is set:
-//! `short` (SIGKILL and pause over TCP, as CI runs it), `all` (every fault over TCP and QUIC),
-//! or a comma-separated list like `tcp-kill,quic-cut`.
+//! `short` (SIGKILL, pause, and a kill and a cut at once, over TCP, as CI runs it), `all` (every fault over
+//! TCP and QUIC), or a comma-separated list like `tcp-kill,quic-cut`.
 //!
 //! ```sh
 //! M2M_NETNS_SCENARIOS=all cargo test -p m2m-cli --test netns_faults -- --nocapture
@@ -18,16 +20,19 @@
 //! there (`ip netns exec ... <this binary> netns_http_helper`) as a line-oriented proxy.
 
 mod common;
+#[path = "netns_faults/hosts.rs"]
+mod hosts;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead as _, BufReader, Read as _, Write as _};
-use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::io::{BufRead as _, Write as _};
+use std::path::PathBuf;
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::history::{self, Entry, History, Op};
+use hosts::{Client, Net, NodeStatus, admin, netns, owned_ids, peers_gone, raw_http, status, wait_healthy};
 use serde_json::{Value, json};
 
 const NODES: usize = 3;
@@ -70,308 +75,14 @@ fn netns_http_helper() {
     }
 }
 
-fn raw_http(addr: &str, method: &str, target: &str, token: &str, body: &str) -> (u16, String) {
-    let Ok(sa) = addr.parse::<SocketAddr>() else { return (0, format!("bad address {addr}")) };
-    let Ok(mut s) = TcpStream::connect_timeout(&sa, Duration::from_millis(1000)) else {
-        return (0, "connect failed".into());
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_millis(3000)));
-    let _ = s.set_write_timeout(Some(Duration::from_millis(1000)));
-    let req = format!(
-        "{method} {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nAuthorization: Bearer {token}\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    if s.write_all(req.as_bytes()).is_err() {
-        return (0, "send failed".into());
-    }
-    let mut raw = String::new();
-    if s.read_to_string(&mut raw).is_err() && raw.is_empty() {
-        return (0, "no answer in time".into());
-    }
-    let status = raw.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = raw.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
-    (status, body)
-}
-
-/// A proxy process inside the client namespace.
-struct Client {
-    child: Child,
-    stdin: ChildStdin,
-    stdout: BufReader<ChildStdout>,
-}
-
-impl Client {
-    fn spawn(prefix: &str, host: usize) -> Client {
-        let exe = std::env::current_exe().expect("the test binary's path");
-        let mut child = Command::new(netns_script())
-            .args(["exec", &host.to_string()])
-            .arg(exe)
-            .args(["netns_http_helper", "--exact", "--nocapture", "--test-threads=1", "--quiet"])
-            .env("M2M_NETNS_PREFIX", prefix)
-            .env(HELPER_ENV, "1")
-            .env("M2M_NETNS_TOKEN", TOKEN)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("the HTTP helper starts");
-        let stdin = child.stdin.take().expect("helper stdin");
-        let stdout = BufReader::new(child.stdout.take().expect("helper stdout"));
-        Client { child, stdin, stdout }
-    }
-
-    /// One request; `(0, why)` when the node did not answer.
-    fn call(&mut self, addr: &str, method: &str, path: &str, body: &str) -> (u16, Value) {
-        let req = json!({ "a": addr, "m": method, "p": path, "b": body });
-        if writeln!(self.stdin, "{req}").and_then(|()| self.stdin.flush()).is_err() {
-            return (0, Value::Null);
-        }
-        // The helper answers within ~5 s (connect 1 s + read 3 s); other lines are libtest's.
-        for _ in 0..100 {
-            let mut line = String::new();
-            match self.stdout.read_line(&mut line) {
-                Ok(0) | Err(_) => return (0, Value::Null),
-                Ok(_) => {}
-            }
-            if let Some(rest) = line.strip_prefix("@@") {
-                let v: Value = serde_json::from_str(rest.trim()).unwrap_or(Value::Null);
-                let status = v["s"].as_u64().and_then(|s| u16::try_from(s).ok()).unwrap_or(0);
-                let body = v["b"].as_str().and_then(|b| serde_json::from_str(b).ok()).unwrap_or(Value::Null);
-                return (status, body);
-            }
-        }
-        (0, Value::Null)
-    }
-}
-
-impl Drop for Client {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-// ----- the hosts -----
-
-/// The namespaces and node processes of one scenario; everything is torn down on drop.
-struct Net {
-    prefix: String,
-    dir: tempfile::TempDir,
-    domain: PathBuf,
-    certs: PathBuf,
-    token: PathBuf,
-    nodes: Vec<Option<Child>>,
-    starts: Vec<u32>,
-}
-
-fn netns(prefix: &str, args: &[&str]) -> bool {
-    Command::new(netns_script())
-        .args(args)
-        .env("M2M_NETNS_PREFIX", prefix)
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-fn addr(i: usize, port: u16) -> String {
-    format!("10.213.0.{}:{port}", i + 1)
-}
-
-fn admin(i: usize) -> String {
-    addr(i, 8100)
-}
-
-impl Net {
-    fn up(prefix: String, transport: &str) -> Net {
-        // Leftovers of an earlier run with the same prefix.
-        netns(&prefix, &["down"]);
-        let dir = tempfile::tempdir().expect("temp dir");
-        let mut net = Net {
-            prefix,
-            domain: dir.path().join("domain.toml"),
-            certs: dir.path().join("certs"),
-            token: dir.path().join("token"),
-            dir,
-            nodes: (0..NODES).map(|_| None).collect(),
-            starts: vec![0; NODES],
-        };
-        assert!(netns(&net.prefix, &["up", &(NODES + 1).to_string()]), "netns.sh up failed");
-        let mut text = format!(
-            "[domain]\nname = \"faults\"\ntransport = \"{transport}\"\nheartbeat_interval_ms = 100\n\
-             failure_timeout_ms = 600\nrequest_timeout_ms = 1000\n\n"
-        );
-        for i in 0..NODES {
-            text.push_str(&format!(
-                "[[node]]\nname = \"app{}\"\naddress = \"{}\"\nadmin = \"{}\"\n\n",
-                i + 1,
-                addr(i, 7100),
-                admin(i)
-            ));
-        }
-        std::fs::write(&net.domain, text).expect("domain file");
-        std::fs::write(&net.token, TOKEN).expect("token file");
-        let run = common::m2m(&["certs", "init", "--domain", path(&net.domain), "--out", path(&net.certs)]);
-        assert_eq!(run.code, 0, "{run:?}");
-        for i in 0..NODES {
-            net.start(i);
-        }
-        net
-    }
-
-    fn log(&self, i: usize) -> PathBuf {
-        self.dir.path().join(format!("app{}.{}.log", i + 1, self.starts[i]))
-    }
-
-    fn start(&mut self, i: usize) {
-        self.starts[i] += 1;
-        let log = std::fs::File::create(self.log(i)).expect("log file");
-        let child = Command::new("ip")
-            .args(["netns", "exec", &format!("{}h{}", self.prefix, i + 1)])
-            .arg(env!("CARGO_BIN_EXE_m2m"))
-            .args(["node", "--config", path(&self.domain), "--name", &format!("app{}", i + 1)])
-            .args(["--certs", path(&self.certs), "--admin-token-file", path(&self.token)])
-            .env_remove("M2M_ADMIN_TOKEN")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log file"))
-            .stderr(log)
-            .spawn()
-            .expect("m2m node starts");
-        self.nodes[i] = Some(child);
-    }
-
-    fn signal(&self, i: usize, sig: &str) {
-        if let Some(c) = &self.nodes[i] {
-            let _ = Command::new("kill").args([format!("-{sig}"), c.id().to_string()]).status();
-        }
-    }
-
-    fn kill(&mut self, i: usize) {
-        if let Some(mut c) = self.nodes[i].take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    /// SIGTERM and wait (at most 15 s) for the node to leave.
-    fn stop(&mut self, i: usize) -> Option<i32> {
-        self.signal(i, "TERM");
-        let mut c = self.nodes[i].take()?;
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = c.try_wait() {
-                return status.code();
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = c.kill();
-        let _ = c.wait();
-        None
-    }
-
-    fn logs(&self) -> String {
-        let mut out = String::new();
-        for i in 0..NODES {
-            for n in 1..=self.starts[i] {
-                let p = self.dir.path().join(format!("app{}.{n}.log", i + 1));
-                let text = std::fs::read_to_string(p).unwrap_or_default();
-                let tail: Vec<&str> = text.lines().rev().take(15).collect();
-                out.push_str(&format!("--- app{} start {n} (last lines)\n", i + 1));
-                for l in tail.iter().rev() {
-                    out.push_str(l);
-                    out.push('\n');
-                }
-            }
-        }
-        out
-    }
-}
-
-impl Drop for Net {
-    fn drop(&mut self) {
-        for c in self.nodes.iter_mut() {
-            if let Some(mut c) = c.take() {
-                let _ = Command::new("kill").args(["-CONT", &c.id().to_string()]).status();
-                let _ = c.kill();
-                let _ = c.wait();
-            }
-        }
-        netns(&self.prefix, &["down"]);
-    }
-}
-
-fn path(p: &Path) -> &str {
-    p.to_str().expect("UTF-8 path")
-}
-
-// ----- status -----
-
-#[derive(Debug, Default, Clone)]
-struct NodeStatus {
-    up: usize,
-    owned: u64,
-    under_replicated: u64,
-}
-
-fn status(client: &mut Client, i: usize) -> Option<NodeStatus> {
-    let (code, s) = client.call(&admin(i), "GET", "/status", "");
-    if code != 200 {
-        return None;
-    }
-    let up = s["membership"].as_array()?.iter().filter(|m| m["up"] == true).count();
-    Some(NodeStatus {
-        up,
-        owned: s["sessions"]["owned"].as_u64()?,
-        under_replicated: s["sessions"]["under_replicated"].as_u64()?,
-    })
-}
-
-/// Peers node `i` failed because their process was gone (`peers_gone` of `/status`).
-fn peers_gone(client: &mut Client, i: usize) -> Option<u64> {
-    let (code, s) = client.call(&admin(i), "GET", "/status", "");
-    if code != 200 {
-        return None;
-    }
-    s["peers_gone"].as_u64()
-}
-
-/// The ids node `i` owns (every page of `GET /sessions`), or `None` when it does not answer.
-fn owned_ids(client: &mut Client, i: usize) -> Option<Vec<String>> {
-    let mut ids = Vec::new();
-    let mut after: Option<String> = None;
-    // Bounded: a node owns at most a few thousand sessions here, 10,000 ids a page.
-    for _ in 0..100 {
-        let target =
-            after.as_ref().map_or_else(|| "/sessions".to_owned(), |a| format!("/sessions?after={a}"));
-        let (code, page) = client.call(&admin(i), "GET", &target, "");
-        if code != 200 {
-            return None;
-        }
-        ids.extend(page["sessions"].as_array()?.iter().filter_map(|v| v.as_str().map(str::to_owned)));
-        match page["next"].as_str() {
-            Some(next) => after = Some(next.to_owned()),
-            None => return Some(ids),
-        }
-    }
-    None
-}
-
-/// Waits (at most `secs`) until every node answers, sees every node up and has nothing
-/// under-replicated; returns how long it took, or `None`.
-fn wait_healthy(client: &mut Client, secs: u64) -> Option<Duration> {
-    let t0 = Instant::now();
-    while t0.elapsed() < Duration::from_secs(secs) {
-        let all: Option<Vec<NodeStatus>> = (0..NODES).map(|i| status(client, i)).collect();
-        if all.is_some_and(|v| v.iter().all(|s| s.up == NODES && s.under_replicated == 0)) {
-            return Some(t0.elapsed());
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    None
-}
-
 // ----- the workload -----
+
+/// Most operations the workload sends to one session before it retires it (the final read
+/// comes on top): the checker's search grows fast with the length of a session's history, so
+/// the workload spreads its operations over many short-lived sessions.
+const OPS_PER_SESSION: u32 = 20;
+/// The client id of the final reads in the history (the workload's clients are 0..WORKERS).
+const CHECKER_CLIENT: u64 = 100;
 
 #[derive(Debug, Default)]
 struct Record {
@@ -383,8 +94,12 @@ struct Record {
     failed: u64,
     /// Creates whose answer never came: a session may exist that the test does not know.
     unknown_creates: u64,
-    /// Sessions created (acknowledged or not) and not invalidated.
+    /// Sessions created (acknowledged or not), not invalidated and not retired.
     live: Vec<String>,
+    /// Sessions that got their share of operations ([`OPS_PER_SESSION`]).
+    retired: Vec<String>,
+    /// Operations sent to each session.
+    ops: BTreeMap<String, u32>,
     /// Sessions whose invalidation was not acknowledged.
     unsure: BTreeSet<String>,
     /// Refused invalidations: session -> answers.
@@ -393,9 +108,62 @@ struct Record {
     deleted_by: BTreeMap<String, (usize, Instant)>,
 }
 
+impl Record {
+    /// Counts one more operation on `id`, retiring it at [`OPS_PER_SESSION`].
+    fn count_op(&mut self, id: &str) {
+        let n = self.ops.entry(id.to_owned()).or_default();
+        *n += 1;
+        if *n >= OPS_PER_SESSION && self.live.iter().any(|l| l == id) {
+            self.live.retain(|l| l != id);
+            self.retired.push(id.to_owned());
+        }
+    }
+}
+
+/// Sends `op` on `session` (none for a create) to node `node` and records it in `history` as
+/// sent by client `who`; a create is recorded under the id it answered (a create without an
+/// id names no session anyone can use again).
+fn send(
+    client: &mut Client,
+    history: &History,
+    who: u64,
+    node: usize,
+    session: Option<&str>,
+    op: Op,
+) -> (u16, Value) {
+    let (method, target, body) = match (&op, session) {
+        (Op::Create { attrs }, _) => ("POST", "/sessions".to_owned(), json!(attrs).to_string()),
+        (Op::Set { key, value }, Some(id)) => {
+            ("PATCH", format!("/sessions/{id}"), json!({ key.clone(): value.clone() }).to_string())
+        }
+        (Op::Get, Some(id)) => ("GET", format!("/sessions/{id}"), String::new()),
+        (Op::Invalidate, Some(id)) => ("DELETE", format!("/sessions/{id}"), String::new()),
+        (_, None) => return (0, Value::Null),
+    };
+    let invoked = Instant::now();
+    let (code, answer) = client.call(&admin(node), method, &target, &body);
+    let completed = Instant::now();
+    let id = session.map(str::to_owned).or_else(|| answer["id"].as_str().map(str::to_owned));
+    if let Some(session) = id {
+        let (outcome, detail) = history::outcome(&op, code, &answer);
+        history.push(Entry {
+            session,
+            client: who,
+            node: format!("app{}", node + 1),
+            op,
+            invoke_us: history.micros(invoked),
+            complete_us: history.micros(completed),
+            outcome,
+            status: code,
+            detail,
+        });
+    }
+    (code, answer)
+}
+
 /// One workload thread (several run at once, each with its own client, so a paused node
-/// stalls only one of them); they share the record and the list of live sessions.
-fn workload(prefix: String, t: u64, stop: Arc<AtomicBool>, rec: Arc<Mutex<Record>>) {
+/// stalls only one of them); they share the record, the history and the list of live sessions.
+fn workload(prefix: String, t: u64, stop: Arc<AtomicBool>, rec: Arc<Mutex<Record>>, history: Arc<History>) {
     let mut client = Client::spawn(&prefix, NODES + 1);
     let mut seq: u64 = 0;
     let deadline = Instant::now() + Duration::from_secs(300);
@@ -404,8 +172,8 @@ fn workload(prefix: String, t: u64, stop: Arc<AtomicBool>, rec: Arc<Mutex<Record
         let node = ((seq + t) as usize) % NODES;
         let live = rec.lock().expect("record").live.clone();
         if live.len() < 12 || seq % 10 == 0 {
-            let body = json!({ "c": format!("{t}.{seq}") }).to_string();
-            let (code, answer) = client.call(&admin(node), "POST", "/sessions", &body);
+            let attrs = BTreeMap::from([("c".to_owned(), format!("{t}.{seq}"))]);
+            let (code, answer) = send(&mut client, &history, t, node, None, Op::Create { attrs });
             let id = answer["id"].as_str().map(str::to_owned);
             let mut r = rec.lock().expect("record");
             match (code, id) {
@@ -424,11 +192,13 @@ fn workload(prefix: String, t: u64, stop: Arc<AtomicBool>, rec: Arc<Mutex<Record
             continue;
         }
         let id = live[(seq as usize * 7 + t as usize) % live.len()].clone();
+        rec.lock().expect("record").count_op(&id);
         if seq % 37 == 0 {
-            let (code, answer) = client.call(&admin(node), "DELETE", &format!("/sessions/{id}"), "");
+            let (code, answer) = send(&mut client, &history, t, node, Some(&id), Op::Invalidate);
             let mut r = rec.lock().expect("record");
             if code == 200 && answer["invalidated"] == true {
                 r.live.retain(|l| *l != id);
+                r.retired.retain(|l| *l != id);
                 r.acked.remove(&id);
                 r.deleted_by.insert(id.clone(), (node, Instant::now()));
                 r.invalidated.insert(id);
@@ -437,6 +207,7 @@ fn workload(prefix: String, t: u64, stop: Arc<AtomicBool>, rec: Arc<Mutex<Record
                 // while the invalidation was in flight); 409 from older nodes meant fenced too.
                 // May or may not be invalidated: stop tracking it either way.
                 r.live.retain(|l| *l != id);
+                r.retired.retain(|l| *l != id);
                 r.acked.remove(&id);
                 r.unsure.insert(id);
                 r.unacked += 1;
@@ -446,19 +217,61 @@ fn workload(prefix: String, t: u64, stop: Arc<AtomicBool>, rec: Arc<Mutex<Record
             }
             continue;
         }
+        if seq % 3 == 0 {
+            send(&mut client, &history, t, node, Some(&id), Op::Get);
+            continue;
+        }
         let key = format!("w{t}.{seq}");
         let value = format!("v{t}.{seq}");
-        let body = json!({ key.clone(): value.clone() }).to_string();
-        let (code, answer) = client.call(&admin(node), "PATCH", &format!("/sessions/{id}"), &body);
+        let op = Op::Set { key: key.clone(), value: value.clone() };
+        let (code, answer) = send(&mut client, &history, t, node, Some(&id), op);
         let mut r = rec.lock().expect("record");
         match code {
             // A session another thread invalidated meanwhile is not tracked any more.
-            200 if answer["replication"] == "replicated" && r.live.contains(&id) => {
+            200 if answer["replication"] == "replicated"
+                && !r.invalidated.contains(&id)
+                && !r.unsure.contains(&id) =>
+            {
                 r.acked.entry(id).or_default().insert(key, value);
                 r.acked_writes += 1;
             }
             200 | 504 | 0 => r.unacked += 1,
             _ => r.failed += 1,
+        }
+    }
+}
+
+/// Reads live sessions through node `node` only, as client [`WORKERS`]: each read makes `node`
+/// their owner, so that while `node` is cut off, the workload's writes through the others take
+/// them over, and these reads show whether `node` still answers with what it had.
+fn reader(
+    prefix: String,
+    node: usize,
+    stop: Arc<AtomicBool>,
+    rec: Arc<Mutex<Record>>,
+    history: Arc<History>,
+) {
+    let mut client = Client::spawn(&prefix, NODES + 1);
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let mut seq = 0_usize;
+    while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+        seq += 1;
+        let id = {
+            let mut r = rec.lock().expect("record");
+            let id = (!r.live.is_empty()).then(|| r.live[seq % r.live.len()].clone());
+            if let Some(id) = &id {
+                r.count_op(id);
+            }
+            id
+        };
+        match id {
+            Some(id) => {
+                // A node that is down refuses at once: do not spin on it.
+                if send(&mut client, &history, WORKERS, node, Some(&id), Op::Get).0 == 0 {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+            None => std::thread::sleep(Duration::from_millis(20)),
         }
     }
 }
@@ -480,6 +293,10 @@ enum Fault {
     Cut,
     Drop,
     Rolling,
+    KillCut,
+    OneWay,
+    Clock,
+    Flap,
 }
 
 impl Fault {
@@ -490,8 +307,80 @@ impl Fault {
             Fault::Cut => "cut",
             Fault::Drop => "drop",
             Fault::Rolling => "rolling",
+            Fault::KillCut => "kill-cut",
+            Fault::OneWay => "oneway",
+            Fault::Clock => "clock",
+            Fault::Flap => "flap",
         }
     }
+
+    /// The faults during which app1 keeps running but is cut off from some peer, so that an
+    /// invalidation it answers alone may be undone at the heal.
+    fn isolates_a_live_node(self) -> bool {
+        matches!(self, Fault::Cut | Fault::Drop | Fault::Pause | Fault::OneWay | Fault::Flap | Fault::Clock)
+    }
+}
+
+/// A stale owner keeps serving (the open limit in `docs/design.md`).
+const STALE_OWNER: &str = "an owner that a peer failed over while it still ran (that peer did not hear it, or it \
+     did not hear that peer) answers reads with its stale state until it learns it was replaced, and may own a \
+     session another node took over after the heal (owned by two nodes); until the read lease";
+/// A stale owner, and reads of writes no backup acknowledged.
+const STALE_OWNER_AND_UNACKNOWLEDGED_READS: &str = "a stale owner answers reads (see the drop scenarios), and an \
+     owner answers reads with a write it applied that no backup acknowledged (504 or unreplicated), which is \
+     lost when another node takes the session over";
+/// A restarted node serves before it links to every live peer.
+const REJOIN: &str = "a restarted node that has linked to one peer and not yet to the other serves anyway: it \
+     takes sessions over from the live owner it has not reached (which answers a stale read until it hears of \
+     it) and answers 404 for sessions it has not found; until a restarted node links to every live peer first";
+
+/// Scenarios that fail for a known reason (in some runs or all). Only their checker verdict
+/// and a session owned by two nodes (or more sessions owned than may exist) after the heal are
+/// printed as known failures and not failed on ([`tolerated`]); any other problem fails them.
+/// Take a scenario off once its reason is fixed; the test says when a listed scenario passed.
+const KNOWN_FAILURES: &[(&str, &str)] = &[
+    ("tcp-drop", STALE_OWNER),
+    ("quic-drop", STALE_OWNER),
+    ("tcp-oneway", STALE_OWNER),
+    ("quic-oneway", STALE_OWNER),
+    ("tcp-flap", STALE_OWNER_AND_UNACKNOWLEDGED_READS),
+    ("quic-flap", STALE_OWNER_AND_UNACKNOWLEDGED_READS),
+    ("quic-rolling", REJOIN),
+    ("quic-kill-cut", REJOIN),
+];
+
+fn known_failure(name: &str) -> Option<&'static str> {
+    KNOWN_FAILURES.iter().find(|(n, _)| *n == name).map(|(_, why)| *why)
+}
+
+/// The problems a known failure may show: the checker's verdict, a session owned by two nodes
+/// or more sessions owned than may exist, and the node logs printed with them.
+fn tolerated(problem: &str) -> bool {
+    problem.contains("session histories not linearizable")
+        || problem.contains("owned by two nodes")
+        || problem.contains("session(s) have an owner")
+        || problem.starts_with("--- ")
+        || problem.starts_with("node logs kept in")
+}
+
+/// Where the histories go: `M2M_NETNS_HISTORY_DIR`, else `netns-histories` in the test's
+/// target temp dir.
+fn history_dir() -> PathBuf {
+    let dir = std::env::var_os("M2M_NETNS_HISTORY_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("netns-histories"), PathBuf::from);
+    std::fs::create_dir_all(&dir).expect("history dir");
+    dir
+}
+
+/// The linearizability check of one scenario's history.
+#[derive(Debug, Default)]
+struct Checked {
+    ops: usize,
+    sessions: usize,
+    longest: usize,
+    violations: usize,
+    file: PathBuf,
+    took: Duration,
 }
 
 #[derive(Debug)]
@@ -505,13 +394,19 @@ struct Summary {
     /// Invalidations answered by the isolated node alone during the fault, undone after it.
     stale_undone: usize,
     recovery: Option<Duration>,
+    /// When the fault began and was healed, in ms from the start of the history.
+    fault_window: (u64, u64),
+    checked: Checked,
+    took: Duration,
     problems: Vec<String>,
 }
 
 fn run_scenario(idx: usize, transport: &str, fault: Fault) -> Summary {
     let name = format!("{transport}-{}", fault.name());
+    let began = Instant::now();
     let prefix = format!("mf{}x{idx}", std::process::id() % 100_000);
-    let mut net = Net::up(prefix.clone(), transport);
+    let victim = 0;
+    let mut net = Net::up(prefix.clone(), transport, (fault == Fault::Clock).then_some(victim));
     let mut ctl = Client::spawn(&prefix, NODES + 1);
     let mut problems = Vec::new();
     if wait_healthy(&mut ctl, 30).is_none() {
@@ -525,6 +420,9 @@ fn run_scenario(idx: usize, transport: &str, fault: Fault) -> Summary {
             resurrected: 0,
             stale_undone: 0,
             recovery: None,
+            fault_window: (0, 0),
+            checked: Checked::default(),
+            took: began.elapsed(),
             problems,
         };
     }
@@ -533,14 +431,19 @@ fn run_scenario(idx: usize, transport: &str, fault: Fault) -> Summary {
     // Stops the workload also when this scenario panics.
     let _stop_guard = StopOnDrop(stop.clone());
     let shared = Arc::new(Mutex::new(Record::default()));
-    let workers: Vec<_> = (0..WORKERS)
+    let history = Arc::new(History::default());
+    let mut workers: Vec<_> = (0..WORKERS)
         .map(|t| {
-            let (prefix, stop, shared) = (prefix.clone(), stop.clone(), shared.clone());
-            std::thread::spawn(move || workload(prefix, t, stop, shared))
+            let (prefix, stop, shared, history) =
+                (prefix.clone(), stop.clone(), shared.clone(), history.clone());
+            std::thread::spawn(move || workload(prefix, t, stop, shared, history))
         })
         .collect();
+    workers.push({
+        let (prefix, stop, shared, history) = (prefix.clone(), stop.clone(), shared.clone(), history.clone());
+        std::thread::spawn(move || reader(prefix, victim, stop, shared, history))
+    });
     std::thread::sleep(Duration::from_millis(1500));
-    let victim = 0;
     let mut faults = 0;
     let fault_start = Instant::now();
     let fault_time = Duration::from_millis(2500);
@@ -569,6 +472,40 @@ fn run_scenario(idx: usize, transport: &str, fault: Fault) -> Summary {
             std::thread::sleep(fault_time);
             assert!(netns(&prefix, &["undrop", "1", "2"]));
         }
+        Fault::KillCut => {
+            // Two faults at once: app1 killed and app2's link cut; app3 alone answers.
+            net.kill(victim);
+            assert!(netns(&prefix, &["cut", "2"]));
+            faults += 2;
+            std::thread::sleep(fault_time);
+            assert!(netns(&prefix, &["heal", "2"]));
+            net.start(victim);
+        }
+        Fault::OneWay => {
+            // app1's outbound links to its peers cut (the clients still reach it), for twice as
+            // long as the other faults: the peers fail it over while it still answers.
+            assert!(netns(&prefix, &["drop", "1", "2", "3"]), "netns.sh drop (nftables) failed");
+            faults += 1;
+            std::thread::sleep(fault_time * 2);
+            assert!(netns(&prefix, &["undrop", "1", "2", "3"]));
+        }
+        Fault::Clock => {
+            // app1's clocks (monotonic ones too) run 5 % slow from its start; now they also
+            // step 2 s forward (libfaketime reads the file at most once a second).
+            std::fs::write(net.clock_file(), "+2 x0.95\n").expect("clock file");
+            faults += 1;
+            std::thread::sleep(fault_time);
+        }
+        Fault::Flap => {
+            // app1's link cut and healed every 300 ms.
+            while fault_start.elapsed() < fault_time {
+                assert!(netns(&prefix, &["cut", "1"]));
+                faults += 1;
+                std::thread::sleep(Duration::from_millis(300));
+                assert!(netns(&prefix, &["heal", "1"]));
+                std::thread::sleep(Duration::from_millis(300));
+            }
+        }
         Fault::Rolling => {
             for i in 0..NODES {
                 let code = net.stop(i);
@@ -586,6 +523,7 @@ fn run_scenario(idx: usize, transport: &str, fault: Fault) -> Summary {
     // Recovery: from the end of the fault until every node sees every node up and nothing is
     // under-replicated, measured while the workload keeps writing.
     let healed = Instant::now();
+    let fault_window = (history.micros(fault_start) / 1000, history.micros(healed) / 1000);
     let recovery = wait_healthy(&mut ctl, 40);
     if recovery.is_none() {
         let all: Vec<Option<NodeStatus>> = (0..NODES).map(|i| status(&mut ctl, i)).collect();
@@ -607,7 +545,7 @@ fn run_scenario(idx: usize, transport: &str, fault: Fault) -> Summary {
     for (id, attrs) in &rec.acked {
         let mut got = None;
         for _ in 0..30 {
-            let (code, body) = ctl.call(&admin(reader), "GET", &format!("/sessions/{id}"), "");
+            let (code, body) = send(&mut ctl, &history, CHECKER_CLIENT, reader, Some(id), Op::Get);
             if code == 200 || code == 404 {
                 got = Some((code, body));
                 break;
@@ -636,13 +574,13 @@ fn run_scenario(idx: usize, transport: &str, fault: Fault) -> Summary {
     let mut resurrected = 0;
     let mut stale_undone = 0;
     for id in &rec.invalidated {
-        let (code, body) = ctl.call(&admin((reader + 1) % NODES), "GET", &format!("/sessions/{id}"), "");
+        let (code, body) = send(&mut ctl, &history, CHECKER_CLIENT, (reader + 1) % NODES, Some(id), Op::Get);
         if code != 404 {
             // DELETE does not say whether the tombstone reached a backup. An invalidation the
             // isolated node answered during the fault (its tombstone held by itself only) is
             // undone by the new owner: the documented partition limit, counted apart.
             let by = rec.deleted_by.get(id);
-            let isolated = matches!(fault, Fault::Cut | Fault::Drop | Fault::Pause)
+            let isolated = fault.isolates_a_live_node()
                 && by.is_some_and(|(n, at)| {
                     *n == victim && *at >= fault_start && *at <= healed + Duration::from_secs(4)
                 });
@@ -694,10 +632,12 @@ fn run_scenario(idx: usize, transport: &str, fault: Fault) -> Summary {
     // else here closes a live node's links without a leave (a pause, a cut link and dropped
     // packets close nothing; a rolling restart leaves first), so no other scenario reports a
     // node gone. The killed node restarted: its own count starts again at 0.
-    let expect_gone = transport == "tcp" && matches!(fault, Fault::Kill);
+    let expect_gone = transport == "tcp" && matches!(fault, Fault::Kill | Fault::KillCut);
     for i in 0..NODES {
         let gone = peers_gone(&mut ctl, i);
         let ok = match gone {
+            // app2, cut off while app1 was killed, may or may not have seen it gone.
+            Some(_) if expect_gone && fault == Fault::KillCut && i == 1 => true,
             Some(g) if expect_gone && i != victim => g >= 1,
             Some(g) if expect_gone => g == 0,
             Some(g) => g == 0,
@@ -709,16 +649,35 @@ fn run_scenario(idx: usize, transport: &str, fault: Fault) -> Summary {
     }
     let owned = owners.len() as u64;
     // Sessions whose invalidation by the isolated node was undone exist again.
-    let may =
-        rec.live.len() + rec.unsure.len() + usize::try_from(rec.unknown_creates).unwrap_or(0) + stale_undone;
+    let may = rec.live.len()
+        + rec.retired.len()
+        + rec.unsure.len()
+        + usize::try_from(rec.unknown_creates).unwrap_or(0)
+        + stale_undone;
     let (must, may) = (rec.acked.len() as u64, may as u64);
     if owned < must || owned > may {
         let statuses: Vec<Option<NodeStatus>> = (0..NODES).map(|i| status(&mut ctl, i)).collect();
+        // The owned sessions the workload does not count as existing, and what it knows of them.
+        let unexpected: Vec<String> = owners
+            .iter()
+            .filter(|(id, _)| {
+                !rec.live.contains(id) && !rec.retired.contains(id) && !rec.unsure.contains(*id)
+            })
+            .take(5)
+            .map(|(id, by)| {
+                format!(
+                    "{id} owned by {by:?}, invalidated {} (answered by {:?})",
+                    rec.invalidated.contains(id),
+                    rec.deleted_by.get(id).map(|(n, at)| (n, at.saturating_duration_since(began)))
+                )
+            })
+            .collect();
         problems.push(format!(
             "{owned} session(s) have an owner: {must} session(s) have acknowledged writes, at most {may} \
-             may exist: {statuses:?}"
+             may exist: {statuses:?}; owned and not expected: {unexpected:?}"
         ));
     }
+    let checked = check_history(&name, &history.entries(), &mut problems);
     if !problems.is_empty() {
         problems.push(net.logs());
         // M2M_NETNS_KEEP_LOGS=DIR keeps every node log of a failed scenario (set RUST_LOG=debug
@@ -743,13 +702,60 @@ fn run_scenario(idx: usize, transport: &str, fault: Fault) -> Summary {
         resurrected,
         stale_undone,
         recovery,
+        fault_window,
+        checked,
+        took: began.elapsed(),
         problems,
+    }
+}
+
+/// Writes the scenario's history (JSON lines) and checks it; a violation is a problem.
+fn check_history(name: &str, entries: &[Entry], problems: &mut Vec<String>) -> Checked {
+    let dir = history_dir();
+    let file = dir.join(format!("{name}.jsonl"));
+    let report_file = dir.join(format!("{name}.violations.txt"));
+    let _ = std::fs::remove_file(&report_file);
+    if let Err(e) = history::write_jsonl(&file, entries) {
+        problems.push(format!("could not write the history {}: {e}", file.display()));
+    }
+    let t0 = Instant::now();
+    let verdict = history::check(entries);
+    let took = t0.elapsed();
+    if !verdict.violations.is_empty() {
+        let _ = std::fs::write(&report_file, history::violations_report(&verdict));
+        let what = format!(
+            "{} of {} session histories not linearizable (stateright LinearizabilityTester): shortest \
+             failing sub-history and timeline in {}",
+            verdict.violations.len(),
+            verdict.sessions,
+            report_file.display()
+        );
+        eprintln!("scenario {name}: {what}");
+        problems.push(what);
+    }
+    Checked {
+        ops: verdict.ops,
+        sessions: verdict.sessions,
+        longest: verdict.longest,
+        violations: verdict.violations.len(),
+        file,
+        took,
     }
 }
 
 fn selected() -> Option<Vec<(&'static str, Fault)>> {
     let spec = std::env::var("M2M_NETNS_SCENARIOS").ok()?;
-    let faults = [Fault::Kill, Fault::Pause, Fault::Cut, Fault::Drop, Fault::Rolling];
+    let faults = [
+        Fault::Kill,
+        Fault::Pause,
+        Fault::Cut,
+        Fault::Drop,
+        Fault::Rolling,
+        Fault::KillCut,
+        Fault::OneWay,
+        Fault::Clock,
+        Fault::Flap,
+    ];
     let mut all = Vec::new();
     for t in ["tcp", "quic"] {
         for f in faults {
@@ -758,7 +764,7 @@ fn selected() -> Option<Vec<(&'static str, Fault)>> {
     }
     Some(match spec.trim() {
         "" | "none" => return None,
-        "short" => vec![("tcp", Fault::Kill), ("tcp", Fault::Pause)],
+        "short" => vec![("tcp", Fault::Kill), ("tcp", Fault::Pause), ("tcp", Fault::KillCut)],
         "all" => all,
         list => {
             let wanted: Vec<&str> = list.split(',').map(str::trim).collect();
@@ -788,9 +794,11 @@ fn netns_fault_scenarios() {
     let mut summaries = Vec::new();
     for (idx, (t, f)) in scenarios.into_iter().enumerate() {
         let s = run_scenario(idx, t, f);
+        let c = &s.checked;
         eprintln!(
             "scenario {:<13} writes acknowledged {:>5}, not acknowledged {:>4}, faults {}, lost {}, \
-             invalidated back {} (+{} by the isolated node), recovery {}",
+             invalidated back {} (+{} by the isolated node), fault {}-{} ms, recovery {}, {} ops on {} sessions \
+             (at most {}), linearizable: {} (checked in {} ms), {} s; history {}",
             s.name,
             s.acked,
             s.unacked,
@@ -798,7 +806,16 @@ fn netns_fault_scenarios() {
             s.lost,
             s.resurrected,
             s.stale_undone,
-            s.recovery.map_or("NONE".to_owned(), |d| format!("{} ms", d.as_millis()))
+            s.fault_window.0,
+            s.fault_window.1,
+            s.recovery.map_or("NONE".to_owned(), |d| format!("{} ms", d.as_millis())),
+            c.ops,
+            c.sessions,
+            c.longest,
+            if c.violations == 0 { "yes".to_owned() } else { format!("NO ({} sessions)", c.violations) },
+            c.took.as_millis(),
+            s.took.as_secs(),
+            c.file.display()
         );
         summaries.push(s);
     }
@@ -806,6 +823,17 @@ fn netns_fault_scenarios() {
     for s in &summaries {
         if s.acked == 0 {
             failed.push_str(&format!("{}: no write was acknowledged\n", s.name));
+        }
+        if let Some(why) = known_failure(&s.name) {
+            if s.problems.is_empty() {
+                eprintln!("known failure {} passed this time ({why})", s.name);
+            } else if s.problems.iter().all(|p| tolerated(p)) {
+                eprintln!("KNOWN FAILURE {} ({why}):", s.name);
+                for p in s.problems.iter().filter(|p| !p.starts_with("--- ")) {
+                    eprintln!("  {}", p.lines().next().unwrap_or_default());
+                }
+                continue;
+            }
         }
         for p in &s.problems {
             failed.push_str(&format!("{}: {p}\n", s.name));

@@ -68,3 +68,4 @@ pub fn scratch_file(name: &str, bytes: &[u8]) -> String {
 }
 
 pub mod cluster;
+pub mod history;
