@@ -51,6 +51,12 @@ pub fn stable_hash(bytes: &[u8]) -> u64 {
     mix(h)
 }
 
+/// The placement hash of a session: of its id alone, whatever its manager (an id routes the
+/// same in every manager, see [`crate::scope`]).
+fn session_hash(session: &str) -> u64 {
+    stable_hash(crate::scope::ScopedId::parse(session).id().as_bytes())
+}
+
 fn mix(mut z: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
@@ -142,7 +148,7 @@ impl Placement {
 
     /// Nodes passing `filter`, best rendezvous score for `session` first.
     fn ranked<'a>(&'a self, session: &str, filter: impl Fn(&Member) -> bool) -> Vec<&'a Member> {
-        let sh = stable_hash(session.as_bytes());
+        let sh = session_hash(session);
         let mut v: Vec<(u64, &Member)> =
             self.members.iter().filter(|m| filter(m)).map(|m| (mix(sh ^ m.hash), m)).collect();
         // Ties (astronomically rare) break by name so the order is total.
@@ -181,7 +187,7 @@ impl Placement {
             Topology::PeerToPeer => {
                 // The first of `backups` (without ranking them all into vectors: a mass
                 // failover asks this for every session).
-                let sh = stable_hash(session.as_bytes());
+                let sh = session_hash(session);
                 let mut eligible = 0;
                 let mut best: Option<(u64, &Member)> = None;
                 for m in self.members.iter().filter(|m| m.stores && &m.id != owner && live(&m.id)) {
