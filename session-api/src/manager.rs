@@ -79,6 +79,18 @@ impl SessionManager {
         Ok(Session::new(id))
     }
 
+    /// A new session object under a caller-chosen id, written at its first [`commit`]
+    /// ([`Error::AlreadyExists`](crate::Error::AlreadyExists) then when the id is taken;
+    /// [`Error::InvalidId`](crate::Error::InvalidId) now for an id no manager can hold).
+    ///
+    /// [`commit`]: SessionManager::commit
+    pub fn new_session_with_id(&self, id: &str) -> Result<Session> {
+        if !replication_core::scope::id_is_valid(id) {
+            return Err(crate::Error::InvalidId { id: id.escape_default().to_string() });
+        }
+        Ok(Session::new(id.to_owned()))
+    }
+
     /// Reads a session; fetches it (and becomes its owner) when another node holds it.
     /// `Ok(None)` when no node has it (or it was invalidated or expired).
     pub async fn get(&self, id: &str) -> Result<Option<Session>> {

@@ -21,7 +21,10 @@ pub(super) fn routes() -> Router<Arc<AdminState>> {
     Router::new()
         .route("/managers", get(list_managers))
         .route("/managers/{name}/sessions", post(create).get(list))
-        .route("/managers/{name}/sessions/{id}", get(read).put(set).patch(set).delete(invalidate))
+        .route(
+            "/managers/{name}/sessions/{id}",
+            get(read).post(create_id).put(set).patch(set).delete(invalidate),
+        )
 }
 
 /// The handle of manager `name`, or a 404 naming the managers this node declares.
@@ -46,7 +49,14 @@ async fn list_managers(State(st): Shared) -> Response {
 
 async fn create(State(st): Shared, Path(name): Path<String>, body: Bytes) -> Response {
     match handle(&st, &name) {
-        Ok(m) => create_in(&st, &m, body).await,
+        Ok(m) => create_in(&st, &m, None, body).await,
+        Err(r) => *r,
+    }
+}
+
+async fn create_id(State(st): Shared, Path((name, id)): Path<(String, String)>, body: Bytes) -> Response {
+    match handle(&st, &name) {
+        Ok(m) => create_in(&st, &m, Some(id), body).await,
         Err(r) => *r,
     }
 }

@@ -49,7 +49,7 @@ pub(crate) fn router(state: Arc<AdminState>, guard: Arc<Guard>) -> Router {
         .route("/status", get(status))
         .route("/metrics", get(metrics))
         .route("/sessions", post(create).get(list_owned))
-        .route("/sessions/{id}", get(read).put(set).patch(set).delete(invalidate))
+        .route("/sessions/{id}", get(read).post(create_id).put(set).patch(set).delete(invalidate))
         .merge(super::managers::routes())
         .layer(middleware::from_fn_with_state(guard, super::guard::check))
         .route("/live", get(live))
@@ -77,6 +77,8 @@ pub(super) fn failure(e: &Error) -> Response {
             error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e.to_string())
         }
         Error::NotAllowed => error(StatusCode::FORBIDDEN, "not-allowed", e.to_string()),
+        Error::AlreadyExists => error(StatusCode::CONFLICT, "already-exists", e.to_string()),
+        Error::InvalidId { .. } => error(StatusCode::BAD_REQUEST, "bad-request", e.to_string()),
         Error::TooLarge { .. } => error(StatusCode::PAYLOAD_TOO_LARGE, "too-large", e.to_string()),
         Error::Full { .. } => error(StatusCode::INSUFFICIENT_STORAGE, "full", e.to_string()),
         _ => error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
@@ -170,18 +172,28 @@ fn write_answer(st: &AdminState, ok: StatusCode, id: &str, c: &Commit, extra: Va
 }
 
 async fn create(State(st): Shared, body: Bytes) -> Response {
-    create_in(&st, &st.manager, body).await
+    create_in(&st, &st.manager, None, body).await
 }
 
-/// `POST /sessions` in session manager `m`.
-pub(super) async fn create_in(st: &AdminState, m: &SessionManager, body: Bytes) -> Response {
+async fn create_id(State(st): Shared, Path(id): Path<String>, body: Bytes) -> Response {
+    create_in(&st, &st.manager, Some(id), body).await
+}
+
+/// `POST /sessions` (a fresh id) or `POST /sessions/{id}` (409 when taken) in session
+/// manager `m`.
+pub(super) async fn create_in(
+    st: &AdminState,
+    m: &SessionManager,
+    id: Option<String>,
+    body: Bytes,
+) -> Response {
     let attrs = match parse_attributes(&body) {
         Ok(a) => a,
         Err(m) => return error(StatusCode::BAD_REQUEST, "bad-request", m),
     };
     // A new session is created by its first commit: one write, whose `Commit` says how the
     // backups acknowledged it.
-    let mut s = match m.new_session() {
+    let mut s = match id.map_or_else(|| m.new_session(), |id| m.new_session_with_id(&id)) {
         Ok(s) => s,
         Err(e) => return failure(&e),
     };

@@ -38,6 +38,9 @@ pub(crate) enum SessionCommand {
     Create {
         #[command(flatten)]
         admin: AdminArgs,
+        /// The new session's id (refused when taken); a fresh id naming the node when absent.
+        #[arg(long, allow_hyphen_values = true)]
+        id: Option<String>,
         /// Attributes of the new session.
         #[arg(value_name = "KEY=VALUE", value_parser = parse_kv)]
         attributes: Vec<(String, String)>,
@@ -132,7 +135,10 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let base = sessions_path(args.manager.as_deref());
     let one = |id: &str| format!("{base}/{}", encode_segment(id));
     let code = match &args.command {
-        SessionCommand::Create { admin, attributes } => create(admin, &base, attributes, json),
+        SessionCommand::Create { admin, id, attributes } => {
+            let path = id.as_deref().map_or_else(|| base.clone(), one);
+            create(admin, &path, attributes, json)
+        }
         SessionCommand::Set { admin, id, attributes } => set(admin, &one(id), id, attributes, json),
         SessionCommand::Get { admin, id } => get(admin, &one(id), id, json),
         SessionCommand::Invalidate { admin, id } => invalidate(admin, &one(id), id, json),
