@@ -84,6 +84,26 @@ fn fixed_seeds() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
+/// Two and three session managers per node, every id in every manager (and in the anonymous
+/// one): no record crosses managers, and every invariant holds through the faults of the
+/// seed (crashes, partitions, pauses) with failover per session.
+#[test]
+fn managers_per_node() {
+    let steps = env_u64("M2M_SIM_STEPS").unwrap_or(1500);
+    let mut failures = Vec::new();
+    for (seed, managers) in [(1, 2), (2, 3), (3, 2), (4, 3), (5, 2), (6, 3)] {
+        let mut opt = SimOptions::from_seed(seed, steps);
+        opt.managers = managers;
+        let r = run_with(opt);
+        println!("{managers} managers: {}", summary(&r));
+        assert!(r.checked_writes > 0, "{}", summary(&r));
+        if !r.violations.is_empty() {
+            failures.push(format!("{}\n  {}", summary(&r), r.violations.join("\n  ")));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
 /// Partition + amnesia (README "Guarantees"): the owner n3 of s94 is cut off (its sends are
 /// lost), n4 takes s94 over without reaching it and crashes at once; restarted with empty
 /// memory, n4 acknowledges n3's stale write, which n0's later takeover from n4's epoch loses.
