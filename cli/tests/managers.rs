@@ -87,3 +87,28 @@ fn two_managers_keep_the_same_ids_apart_through_a_killed_node() {
     let (code, body) = c.http(2, "GET", "/managers/profile/sessions/u2", &[], "");
     assert_eq!(code, 200, "{body}");
 }
+
+#[test]
+fn plan_lists_the_managers_of_the_example_file() {
+    let run = common::m2m(&["plan", "examples/domains/two-modules.toml", "--format", "json"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let plan = run.json();
+    assert_eq!(plan["managers"]["app2"], serde_json::json!(["cart", "profile"]), "{plan}");
+    let run = common::m2m(&["plan", "examples/domains/two-modules.toml"]);
+    assert!(run.stdout.contains("session managers") && run.stdout.contains("cart, profile"), "{run:?}");
+    // A file without managers says nothing of them.
+    let run = common::m2m(&["plan", "examples/domains/three-node.toml", "--format", "json"]);
+    assert!(run.json().get("managers").is_none(), "{run:?}");
+}
+
+#[test]
+fn demo_spreads_sessions_over_managers_and_reads_them_all_back() {
+    let run = common::m2m(&["demo", "--sessions", "200", "--managers", "cart,profile", "--format", "json"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let report = run.json();
+    assert_eq!(report["managers"], serde_json::json!(["cart", "profile"]));
+    let per = &report["read_back_per_manager"];
+    let (cart, profile) = (per["cart"].as_u64().unwrap_or(0), per["profile"].as_u64().unwrap_or(0));
+    assert!(cart >= 90 && profile >= 90 && cart + profile == 200, "{report}");
+    assert_eq!(report["sessions_lost"], 0);
+}
