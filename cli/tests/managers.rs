@@ -112,3 +112,25 @@ fn demo_spreads_sessions_over_managers_and_reads_them_all_back() {
     assert!(cart >= 90 && profile >= 90 && cart + profile == 200, "{report}");
     assert_eq!(report["sessions_lost"], 0);
 }
+
+/// The README's section on session managers names the example file, and its `m2m validate`
+/// and `m2m plan` commands run as shown.
+#[test]
+fn the_readme_section_runs() {
+    let readme =
+        std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"))
+            .expect("README.md");
+    let section =
+        readme.split("## Several session managers per node\n").nth(1).expect("the README has the section");
+    let section = section.split("\n## ").next().unwrap_or(section);
+    assert!(section.contains("examples/domains/two-modules.toml"));
+    let mut ran = 0;
+    for line in section.lines().filter(|l| l.starts_with("m2m validate") || l.starts_with("m2m plan")) {
+        let command = line.split('#').next().unwrap_or(line);
+        let args: Vec<&str> = command.split_whitespace().skip(1).collect();
+        let run = common::m2m(&args);
+        assert_eq!(run.code, 0, "README: {line}\n{run:?}");
+        ran += 1;
+    }
+    assert_eq!(ran, 2);
+}

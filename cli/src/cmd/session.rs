@@ -97,6 +97,11 @@ fn body(attrs: &[(String, String)]) -> String {
     serde_json::to_string(&map).unwrap_or_else(|_| "{}".into())
 }
 
+/// Whether the admin API answered that the node declares no such session manager.
+fn unknown_manager(r: &crate::http::Response) -> bool {
+    r.json().get("kind").and_then(Value::as_str) == Some("unknown-manager")
+}
+
 /// Reports the outcome of a write: warnings, 504 (exit 3), other failures (exit 1).
 fn write_result(what: &str, id: &str, r: &crate::http::Response) -> Option<ExitCode> {
     match r.status {
@@ -114,7 +119,7 @@ fn write_result(what: &str, id: &str, r: &crate::http::Response) -> Option<ExitC
             eprintln!("error: {what} {id}: not acknowledged by the backups in time: {}", r.error_message());
             Some(output::exit(EXIT_UNACKED))
         }
-        404 if r.json().get("kind").and_then(Value::as_str) == Some("unknown-manager") => {
+        404 if unknown_manager(r) => {
             eprintln!("error: {}", r.error_message());
             Some(output::exit(EXIT_FAILED))
         }
@@ -229,7 +234,7 @@ fn get(admin: &AdminArgs, path: &str, id: &str, json: bool) -> Result<ExitCode, 
             output::emit(&out);
             Ok(ExitCode::SUCCESS)
         }
-        404 if r.json().get("kind").and_then(Value::as_str) == Some("unknown-manager") => {
+        404 if unknown_manager(&r) => {
             eprintln!("error: {}", r.error_message());
             Err(output::exit(EXIT_FAILED))
         }

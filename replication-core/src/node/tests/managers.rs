@@ -6,14 +6,36 @@ use crate::harness::*;
 use crate::scope::key;
 use std::time::Duration;
 
-/// Three nodes; `a` and `b` declare `managers`, `c` declares `c_managers`.
-fn cluster(managers: &[&str], c_managers: &[&str]) -> Cluster {
+/// The domain of nodes `a`, `b`, `c`; `a` and `b` declare `managers`, `c` declares
+/// `c_managers`.
+fn domain(managers: &[&str], c_managers: &[&str]) -> crate::config::DomainConfig {
     let mut c = cfg(&["a", "b", "c"], 1);
     for n in &mut c.nodes {
         let names = if n.name.as_str() == "c" { c_managers } else { managers };
         n.managers = names.iter().map(|m| ((*m).to_owned(), crate::config::Mode::Both)).collect();
     }
-    Cluster::from_config(c, Settings::default())
+    c
+}
+
+fn cluster(managers: &[&str], c_managers: &[&str]) -> Cluster {
+    Cluster::from_config(domain(managers, c_managers), Settings::default())
+}
+
+#[test]
+fn a_manager_is_placed_only_on_the_nodes_that_declare_it() {
+    let placement = crate::placement::Placement::new(&domain(&["cart"], &[]));
+    let (a, c) = (id("a"), id("c"));
+    let mut on_c = 0;
+    for i in 0..200 {
+        let anon = key(None, &format!("s{i}"));
+        let cart = key(Some("cart"), &format!("s{i}"));
+        assert!(!placement.backups(&cart, &a, |_| true).contains(&c));
+        assert_ne!(placement.failover_owner(&cart, &a, |_| true), Some(c.clone()));
+        assert_ne!(placement.home(&cart, |_| true), Some(c.clone()));
+        on_c += usize::from(placement.backups(&anon, &a, |_| true).contains(&c));
+    }
+    // The anonymous manager, which every node hosts, uses c as ever.
+    assert!(on_c > 50, "{on_c}");
 }
 
 #[test]
@@ -74,8 +96,14 @@ fn the_same_id_in_three_managers_is_three_sessions_each_failed_over() {
 
 #[test]
 fn a_node_refuses_records_of_a_manager_it_does_not_declare() {
-    // `c` does not declare `cart` (its domain file differs).
-    let mut cl = cluster(&["cart"], &[]);
+    // Every node's file declares `cart` on every node, except `c`'s own file, which does not
+    // declare it for `c` (the files differ between nodes).
+    let mut cl = cluster(&["cart"], &["cart"]);
+    let differing = domain(&["cart"], &[]);
+    let c = crate::node::Node::new(differing, id("c"), 1, Settings::default(), cl.t0).unwrap();
+    cl.nodes.insert(id("c"), c);
+    cl.tick_all();
+    cl.pump();
     cl.advance(Duration::from_millis(300));
     // Sessions created on `a` until one is placed on `c`.
     let mut placed_on_c = None;
