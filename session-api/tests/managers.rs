@@ -139,3 +139,38 @@ async fn an_undeclared_manager_is_an_error_at_start() {
     let bad = format!("x{}cart", replication_core::scope::SEPARATOR);
     assert!(matches!(a.get(&bad).await, Err(Error::InvalidId { .. })));
 }
+
+/// The tower-sessions store takes a manager's handle: two stores of one node, one per
+/// manager, keep a record under the same tower id apart.
+#[cfg(feature = "tower")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_tower_store_per_manager() {
+    use session_api::store::ReplicatedStore;
+    use tower_sessions_core::session::{Id, Record};
+    use tower_sessions_core::session_store::SessionStore;
+
+    let cfg = parse(&text());
+    let hub = Hub::new();
+    let mut nodes = Vec::new();
+    for n in ["a", "b", "c"] {
+        nodes.push(start(&hub, &cfg, n).await);
+    }
+    for n in &nodes {
+        eventually(10, "peers up", || async { (n.metrics().await.ok()?.core.peers_up == 2).then_some(()) })
+            .await;
+    }
+    let cart = nodes[0].clone();
+    let (cart_store, profile_store) = (
+        ReplicatedStore::new(cart.clone()),
+        ReplicatedStore::new(cart.manager("profile").expect("declared")),
+    );
+    let expiry = time::OffsetDateTime::now_utc() + time::Duration::hours(1);
+    let id = Id(42);
+    let mut data = std::collections::HashMap::new();
+    data.insert("who".to_owned(), serde_json::json!("cart"));
+    cart_store.save(&Record { id, data, expiry_date: expiry }).await.expect("save");
+    assert!(cart_store.load(&id).await.expect("load").is_some());
+    assert!(profile_store.load(&id).await.expect("load").is_none());
+    assert_eq!(cart.owned_sessions().await.expect("owned").len(), 1);
+    assert!(cart.manager("profile").expect("declared").owned_sessions().await.expect("owned").is_empty());
+}
