@@ -1,17 +1,27 @@
 //! The session managers this node hosts, and the refusal of records of any other.
 //!
-//! A record, claim, hand-off or epoch of a session whose scoped key names a manager this
-//! node's `[[node]]` entry does not declare ([`crate::scope`]) is refused, never stored: the
-//! domain file differs between nodes, and mixing that manager's sessions into another
-//! namespace (or keeping copies nobody here serves) would be silent damage. The refusal is
-//! counted ([`Stats::manager_refused`](crate::Stats::manager_refused)) and reported once per
-//! peer and manager as [`Event::ManagerRefused`] with the rule [`MANAGER_NOT_DECLARED`]. The
-//! sender sees a silent backup and keeps the session under-replicated, as with a lost peer.
+//! A copy, hand-off or epoch of a session whose scoped key names a manager this node's
+//! `[[node]]` entry does not declare ([`crate::scope`]) is refused, never stored: the domain
+//! file differs between nodes, and mixing that manager's sessions into another namespace (or
+//! keeping copies nobody here serves) would be silent damage. The refusal is counted
+//! ([`Stats::manager_refused`](crate::Stats::manager_refused)) and reported once per peer and
+//! manager as [`Event::ManagerRefused`] with the rule [`MANAGER_NOT_DECLARED`]. The sender
+//! sees a silent backup and keeps the session under-replicated, as with a lost peer.
+//!
+//! A claim of such a session is answered without a copy and without recording a promise: this
+//! node never holds a copy of that manager's sessions (it refuses them all), so it keeps the
+//! promise whatever it records, and the acquirer does not wait out its request timeout for an
+//! answer that would never come. A claim over an owner this node still hears is refused
+//! ([`Message::ClaimsRefused`]) as any other (`answer`'s `refuses`).
+//!
 //! Keys of the anonymous manager (no separator) pass with one byte search.
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use std::time::Instant;
+
 use super::Node;
+use super::acquire::{CLAIMS_PER_MESSAGE, ClaimOf};
 use crate::api::Event;
 use crate::config::{DomainConfig, NodeId};
 use crate::message::{Body, Message, Snapshot};
@@ -51,7 +61,7 @@ impl Managers {
 impl Node {
     /// `msg` without what it carries of managers this node does not declare; `None` when
     /// nothing is left of it.
-    pub(super) fn admit_managers(&mut self, from: &NodeId, msg: Message) -> Option<Message> {
+    pub(super) fn admit_managers(&mut self, now: Instant, from: &NodeId, msg: Message) -> Option<Message> {
         let mut refused: Vec<String> = Vec::new();
         let mut keep = |m: &Managers, key: &str| match m.foreign(key) {
             Some(foreign) => {
@@ -61,13 +71,27 @@ impl Node {
             None => true,
         };
         let m = &self.managers;
+        let mut foreign_claims = Vec::new();
         let msg = match msg {
-            Message::Replicate { ref session, .. } | Message::Claim { ref session, .. } => {
-                if keep(m, session) { Some(msg) } else { None }
+            Message::Replicate { ref session, .. } => {
+                if keep(m, session) {
+                    Some(msg)
+                } else {
+                    None
+                }
             }
-            Message::Claims { mut claims } => {
-                claims.retain(|(s, ..)| keep(m, s));
-                (!claims.is_empty()).then_some(Message::Claims { claims })
+            Message::Claim { session, epoch, over } => {
+                if keep(m, &session) {
+                    Some(Message::Claim { session, epoch, over })
+                } else {
+                    foreign_claims.push((session, epoch, over));
+                    None
+                }
+            }
+            Message::Claims { claims } => {
+                let (kept, foreign): (Vec<_>, Vec<_>) = claims.into_iter().partition(|(s, ..)| keep(m, s));
+                foreign_claims = foreign;
+                (!kept.is_empty()).then_some(Message::Claims { claims: kept })
             }
             Message::Handoff { mut copies } => {
                 copies.retain(|(s, _)| keep(m, s));
@@ -83,7 +107,27 @@ impl Node {
         for manager in refused {
             self.refuse_manager(from, manager);
         }
+        if !foreign_claims.is_empty() {
+            self.answer_foreign_claims(now, from, foreign_claims);
+        }
         msg
+    }
+
+    /// Answers claims of sessions of managers this node does not host: refused when this node
+    /// still hears the owner they fail over from, else acknowledged without a copy and
+    /// without a promise recorded (see the module docs).
+    fn answer_foreign_claims(&mut self, now: Instant, from: &NodeId, claims: Vec<ClaimOf>) {
+        let (refused, acked): (Vec<_>, Vec<_>) = claims
+            .into_iter()
+            .partition(|(_, _, over)| over.as_ref().is_some_and(|o| self.hears_owner(now, o)));
+        let acks: Vec<_> = acked.into_iter().map(|(s, e, _)| (s, e, None)).collect();
+        for chunk in acks.chunks(CLAIMS_PER_MESSAGE) {
+            self.out.send(from, Message::ClaimAcks { acks: chunk.to_vec() });
+        }
+        if !refused.is_empty() {
+            let claims = refused.into_iter().map(|(s, e, _)| (s, e)).collect();
+            self.out.send(from, Message::ClaimsRefused { claims });
+        }
     }
 
     fn refuse_manager(&mut self, from: &NodeId, manager: String) {

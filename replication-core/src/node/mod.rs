@@ -396,7 +396,7 @@ impl Node {
         if !take {
             return;
         }
-        let Some(msg) = self.admit_managers(&from, msg) else { return };
+        let Some(msg) = self.admit_managers(now, &from, msg) else { return };
         match msg {
             Message::Heartbeat { .. } | Message::Leaving { .. } => {}
             Message::Replicate { session, epoch, payload } => {

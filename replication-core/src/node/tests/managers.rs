@@ -145,6 +145,12 @@ fn a_node_refuses_records_of_a_manager_it_does_not_declare() {
     ));
     assert!(!cl.nodes[&id("c")].hosts_manager_of(&k));
     assert!(cl.nodes[&id("a")].hosts_manager_of(&k));
+    // A claim reaching `c` is answered at once, without a copy or a promise kept there: `b`
+    // fetches the session well within the request timeout.
+    cl.cmd("b", 500, Command::Get { session: k.clone() });
+    cl.advance(Duration::from_millis(100));
+    assert!(matches!(cl.outcome(500), Some(Outcome::Found { .. })), "{:?}", cl.outcome(500));
+    assert!(cl.session("c", &k).is_none());
     // Anonymous sessions are taken as ever.
     cl.cmd(
         "a",
