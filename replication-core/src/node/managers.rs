@@ -1,23 +1,25 @@
 //! The session managers this node hosts, and the refusal of records of any other.
 //!
-//! A copy, hand-off or epoch of a session whose scoped key names a manager this node's
-//! `[[node]]` entry does not declare ([`crate::scope`]) is refused, never stored: the domain
-//! file differs between nodes, and mixing that manager's sessions into another namespace (or
-//! keeping copies nobody here serves) would be silent damage. The refusal is counted
+//! A copy or hand-off of a session whose scoped key names a manager this node's `[[node]]`
+//! entry does not declare ([`crate::scope`]) is refused, never stored. Placement sends them
+//! only to nodes that declare the manager, so the domain file differs between nodes, and
+//! mixing that manager's sessions into another namespace (or keeping copies nobody here
+//! serves) would be silent damage. The refusal is counted
 //! ([`Stats::manager_refused`](crate::Stats::manager_refused)) and reported once per peer and
 //! manager as [`Event::ManagerRefused`] with the rule [`MANAGER_NOT_DECLARED`]. The sender
 //! sees a silent backup and keeps the session under-replicated, as with a lost peer.
 //!
-//! A claim of such a session is answered without a copy and without recording a promise: this
-//! node never holds a copy of that manager's sessions (it refuses them all), so it keeps the
-//! promise whatever it records, and the acquirer does not wait out its request timeout for an
-//! answer that would never come. A claim over an owner this node still hears is refused
-//! ([`Message::ClaimsRefused`]) as any other (`answer`'s `refuses`).
+//! Claims and restart epochs go to every live peer, so those of a manager this node does not
+//! host are no sign of differing files and are not counted. Epochs are dropped. A claim is
+//! answered without a copy and without recording a promise: this node never holds a copy of
+//! that manager's sessions (it refuses them all), so it keeps the promise whatever it records,
+//! and the acquirer does not wait out its request timeout for an answer that would never come.
+//! A claim over an owner this node still hears is refused ([`Message::ClaimsRefused`]) as any
+//! other (`answer`'s `refuses`).
 //!
 //! Keys of the anonymous manager (no separator) pass with one byte search.
 
 use std::collections::{BTreeMap, BTreeSet};
-
 use std::time::Instant;
 
 use super::Node;
@@ -80,8 +82,10 @@ impl Node {
                     None
                 }
             }
+            // Claims and epochs go to every live peer, also where a manager is declared on
+            // some nodes only: answered or dropped without counting a refusal.
             Message::Claim { session, epoch, over } => {
-                if keep(m, &session) {
+                if m.hosts(&session) {
                     Some(Message::Claim { session, epoch, over })
                 } else {
                     foreign_claims.push((session, epoch, over));
@@ -89,7 +93,7 @@ impl Node {
                 }
             }
             Message::Claims { claims } => {
-                let (kept, foreign): (Vec<_>, Vec<_>) = claims.into_iter().partition(|(s, ..)| keep(m, s));
+                let (kept, foreign): (Vec<_>, Vec<_>) = claims.into_iter().partition(|(s, ..)| m.hosts(s));
                 foreign_claims = foreign;
                 (!kept.is_empty()).then_some(Message::Claims { claims: kept })
             }
@@ -99,7 +103,7 @@ impl Node {
             }
             Message::Epochs { incarnation, after, mut epochs, next } => {
                 // Kept even when empty: the pages of the quarantine go on.
-                epochs.retain(|(s, _)| keep(m, s));
+                epochs.retain(|(s, _)| m.hosts(s));
                 Some(Message::Epochs { incarnation, after, epochs, next })
             }
             other => Some(other),
