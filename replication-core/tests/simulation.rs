@@ -7,6 +7,8 @@
 //! - `M2M_SIM_SOAK=1` (or `-- --ignored soak`) runs many seeds for `M2M_SIM_SOAK_SECS`; every
 //!   fourth seed is a rolling restart (`SimOptions::rolling_from_seed`).
 //! - `M2M_SIM_ROLLING=1` makes `one_seed` (and every soak seed) a rolling restart.
+//! - `M2M_SIM_MANAGERS=K` gives every node of every run `K` session managers
+//!   (`SimOptions::managers`; the fixed seeds' own test sets it for its runs).
 
 mod sim;
 
@@ -32,6 +34,9 @@ fn run_rolling(seed: u64, steps: u64) -> Report {
 
 fn run_with(mut opt: SimOptions) -> Report {
     opt.verbose = std::env::var("M2M_SIM_VERBOSE").is_ok_and(|v| v == "1");
+    if let Some(k) = env_u64("M2M_SIM_MANAGERS") {
+        opt.managers = usize::try_from(k).unwrap_or(0);
+    }
     Sim::new(opt).run()
 }
 

@@ -26,7 +26,10 @@ pub struct SessionManager {
 
 impl std::fmt::Debug for SessionManager {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SessionManager").field("node", &self.client.inner.me).finish_non_exhaustive()
+        f.debug_struct("SessionManager")
+            .field("node", &self.client.inner.me)
+            .field("manager", &self.client.inner.manager)
+            .finish_non_exhaustive()
     }
 }
 

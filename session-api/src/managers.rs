@@ -18,6 +18,11 @@
 //! heartbeat per manager); each session is placed, failed over and re-replicated on its own,
 //! whatever its manager. How the engine keeps them apart: [`replication_core::scope`].
 //!
+//! Events ([`SessionManager::subscribe`]) are the node's, whatever the handle: they name a
+//! session by its engine key, which [`replication_core::scope::ScopedId::parse`] splits into
+//! the manager and the id. Metrics are the node's too, with counts per manager
+//! ([`crate::Metrics::managers`]).
+//!
 //! Per manager, like WebSphere's per-module settings: write contents, synchronous or
 //! asynchronous acknowledgement, max inactive interval ([`ManagerSettings`]). The write
 //! frequency and the rest of [`SessionSettings`] are the node's: one flush timer and one
