@@ -31,6 +31,20 @@ async fn start(hub: &Arc<Hub>, cfg: &replication_core::DomainConfig, n: &str) ->
         .expect("starts")
 }
 
+/// Nodes `a`, `b` and `c` on `hub`, each seeing the others up (handles of `cart`).
+async fn start_all(hub: &Arc<Hub>) -> Vec<SessionManager> {
+    let cfg = parse(&text());
+    let mut nodes = Vec::new();
+    for n in ["a", "b", "c"] {
+        nodes.push(start(hub, &cfg, n).await);
+    }
+    for n in &nodes {
+        eventually(10, "peers up", || async { (n.metrics().await.ok()?.core.peers_up == 2).then_some(()) })
+            .await;
+    }
+    nodes
+}
+
 fn attrs(v: &str) -> Attributes {
     let mut a = Attributes::new();
     a.insert("v", v);
@@ -50,16 +64,8 @@ async fn value(m: &SessionManager, id: &str) -> Option<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn same_ids_in_two_managers_are_two_sessions_through_a_failover() {
-    let cfg = parse(&text());
     let hub = Hub::new();
-    let mut nodes = Vec::new();
-    for n in ["a", "b", "c"] {
-        nodes.push(start(&hub, &cfg, n).await);
-    }
-    for n in &nodes {
-        eventually(10, "peers up", || async { (n.metrics().await.ok()?.core.peers_up == 2).then_some(()) })
-            .await;
-    }
+    let nodes = start_all(&hub).await;
     let cart = &nodes[0];
     assert_eq!(cart.manager_name(), Some("cart"));
     assert_eq!(cart.managers(), ["cart", "profile"]);
@@ -149,16 +155,8 @@ async fn one_tower_store_per_manager() {
     use tower_sessions_core::session::{Id, Record};
     use tower_sessions_core::session_store::SessionStore;
 
-    let cfg = parse(&text());
     let hub = Hub::new();
-    let mut nodes = Vec::new();
-    for n in ["a", "b", "c"] {
-        nodes.push(start(&hub, &cfg, n).await);
-    }
-    for n in &nodes {
-        eventually(10, "peers up", || async { (n.metrics().await.ok()?.core.peers_up == 2).then_some(()) })
-            .await;
-    }
+    let nodes = start_all(&hub).await;
     let cart = nodes[0].clone();
     let (cart_store, profile_store) = (
         ReplicatedStore::new(cart.clone()),
