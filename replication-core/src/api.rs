@@ -306,6 +306,16 @@ pub enum Event {
         /// Backups wanted (the replica count, at most the eligible nodes of the config).
         want: usize,
     },
+    /// A peer sent records of a session manager this node does not declare: they were
+    /// refused (reported once per peer and manager; see [`crate::scope`]).
+    ManagerRefused {
+        /// The peer.
+        from: NodeId,
+        /// The manager.
+        manager: String,
+        /// The rule: [`crate::node::MANAGER_NOT_DECLARED`].
+        rule: &'static str,
+    },
 }
 
 /// What the node asks the runtime to do.
@@ -475,4 +485,7 @@ pub struct Stats {
     pub held: usize,
     /// [`Settings::max_sessions`]: creates are refused at `held`.
     pub max_sessions: usize,
+    /// Records, claims and epochs refused because they belong to a session manager this node
+    /// does not declare (rule [`crate::node::MANAGER_NOT_DECLARED`]).
+    pub manager_refused: u64,
 }

@@ -43,6 +43,7 @@ mod load;
 pub mod message;
 pub mod node;
 pub mod placement;
+pub mod scope;
 mod session_key;
 mod slim;
 mod stamp;

@@ -9,7 +9,9 @@
 //! a session the same way.
 //!
 //! Eligibility follows the topology: in peer-to-peer every node (`both`) holds backups and owns
-//! sessions; in client-server `server` nodes hold backups and `client` nodes own sessions.
+//! sessions; in client-server `server` nodes hold backups and `client` nodes own sessions. A
+//! session of a named session manager ([`crate::scope`]) is placed only on the nodes that
+//! declare that manager, ranked by the hash of its id alone.
 //!
 //! ```
 //! use replication_core::{DomainConfig, NodeId, placement::Placement};
@@ -51,6 +53,13 @@ pub fn stable_hash(bytes: &[u8]) -> u64 {
     mix(h)
 }
 
+/// The placement hash of a session, of its id alone whatever its manager (an id routes the
+/// same in every manager, see [`crate::scope`]), and its manager.
+fn session_hash(session: &str) -> (u64, Option<&str>) {
+    let s = crate::scope::ScopedId::parse(session);
+    (stable_hash(s.id().as_bytes()), s.manager())
+}
+
 fn mix(mut z: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
@@ -63,6 +72,15 @@ struct Member {
     hash: u64,
     owns: bool,
     stores: bool,
+    /// The named session managers the node declares.
+    managers: BTreeSet<String>,
+}
+
+impl Member {
+    /// Whether the node hosts `manager` (`None`, the anonymous one: every node).
+    fn hosts(&self, manager: Option<&str>) -> bool {
+        manager.is_none_or(|m| self.managers.contains(m))
+    }
 }
 
 /// Placement for one domain config; cheap to query, build once per config.
@@ -91,6 +109,7 @@ impl Placement {
                         Topology::PeerToPeer => mode == Mode::Both,
                         Topology::ClientServer => mode == Mode::Server,
                     },
+                    managers: n.managers.keys().cloned().collect(),
                 }
             })
             .collect();
@@ -142,9 +161,13 @@ impl Placement {
 
     /// Nodes passing `filter`, best rendezvous score for `session` first.
     fn ranked<'a>(&'a self, session: &str, filter: impl Fn(&Member) -> bool) -> Vec<&'a Member> {
-        let sh = stable_hash(session.as_bytes());
-        let mut v: Vec<(u64, &Member)> =
-            self.members.iter().filter(|m| filter(m)).map(|m| (mix(sh ^ m.hash), m)).collect();
+        let (sh, manager) = session_hash(session);
+        let mut v: Vec<(u64, &Member)> = self
+            .members
+            .iter()
+            .filter(|m| filter(m) && m.hosts(manager))
+            .map(|m| (mix(sh ^ m.hash), m))
+            .collect();
         // Ties (astronomically rare) break by name so the order is total.
         v.sort_unstable_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.id.cmp(&b.1.id)));
         v.into_iter().map(|(_, m)| m).collect()
@@ -181,10 +204,14 @@ impl Placement {
             Topology::PeerToPeer => {
                 // The first of `backups` (without ranking them all into vectors: a mass
                 // failover asks this for every session).
-                let sh = stable_hash(session.as_bytes());
+                let (sh, manager) = session_hash(session);
                 let mut eligible = 0;
                 let mut best: Option<(u64, &Member)> = None;
-                for m in self.members.iter().filter(|m| m.stores && &m.id != owner && live(&m.id)) {
+                for m in self
+                    .members
+                    .iter()
+                    .filter(|m| m.stores && &m.id != owner && m.hosts(manager) && live(&m.id))
+                {
                     eligible += 1;
                     let score = mix(sh ^ m.hash);
                     // The order of `ranked`: higher score first, ties by name.

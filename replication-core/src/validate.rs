@@ -326,6 +326,19 @@ fn check_names(cfg: &DomainConfig, r: &mut Report) {
             bad.into_iter().map(str::to_owned).collect(),
         );
     }
+    let bad: BTreeSet<String> = cfg
+        .nodes
+        .iter()
+        .flat_map(|n| n.managers.keys().filter(|m| !is_label(m)).map(move |m| format!("{}/{m}", n.name)))
+        .collect();
+    if !bad.is_empty() {
+        r.push(
+            Severity::Error,
+            rule::NAME_CHARS,
+            "session manager names must be 1 to 63 letters, digits or inner hyphens (they scope session ids on the wire and in admin paths)".into(),
+            bad.into_iter().collect(),
+        );
+    }
 }
 
 fn check_session_size(cfg: &DomainConfig, r: &mut Report) {

@@ -17,6 +17,7 @@ use crate::config::{
 use crate::driver::{Driver, DriverParts};
 use crate::error::{Error, Result};
 use crate::manager::SessionManager;
+use crate::managers::ManagerChoice;
 use crate::metrics::NodeEvent;
 use crate::metrics::export::Export;
 
@@ -50,6 +51,7 @@ pub struct Builder {
     incarnation: Option<u64>,
     metrics_recorder: Option<Arc<dyn ::metrics::Recorder + Send + Sync>>,
     metrics_interval: Duration,
+    pub(crate) managers: ManagerChoice,
 }
 
 impl std::fmt::Debug for Builder {
@@ -77,6 +79,7 @@ impl Builder {
             tcp_listener: None,
             udp_socket: None,
             listen: None,
+            managers: ManagerChoice::default(),
             transport: None,
             incarnation: None,
             metrics_recorder: None,
@@ -200,6 +203,8 @@ impl Builder {
                 self.node, cfg.domain.name
             )));
         }
+        let table = self.managers.table(&cfg, &self.node, &settings)?;
+        let handle_manager = self.managers.handle.clone();
         let cfg = Arc::new(cfg);
         let transport = match self.transport {
             Some(t) => t,
@@ -238,6 +243,12 @@ impl Builder {
         let export = Export::register(
             &self.node,
             cfg.nodes.iter().map(|n| n.name.clone()),
+            // Per-manager gauges only where the node declares managers.
+            &if table.len() > 1 {
+                table.keys().map(|m| m.clone().unwrap_or_default()).collect::<Vec<_>>()
+            } else {
+                Vec::new()
+            },
             self.metrics_recorder.as_deref(),
         );
         let driver = Driver::new(DriverParts {
@@ -253,7 +264,16 @@ impl Builder {
         let task = tokio::spawn(driver.run());
         let manager = SessionManager {
             client: Client {
-                inner: Arc::new(Inner { tx, events, me: self.node, domain: cfg, placement, settings }),
+                inner: Arc::new(Inner {
+                    tx,
+                    events,
+                    me: self.node,
+                    domain: cfg,
+                    placement,
+                    settings: table.get(&handle_manager).cloned().unwrap_or(settings),
+                    manager: handle_manager,
+                    managers: Arc::new(table),
+                }),
                 blocking: false,
             },
         };

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use replication_core::placement::Placement;
+use replication_core::scope::{self, ScopedId};
 use replication_core::{Attributes, Command, DomainConfig, NodeId, Outcome, SessionView};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
@@ -22,6 +23,11 @@ pub(crate) struct Inner {
     pub(crate) domain: Arc<DomainConfig>,
     pub(crate) placement: Placement,
     pub(crate) settings: SessionSettings,
+    /// The session manager of this handle (`None`: the anonymous one); every id it passes to
+    /// the engine is scoped by it ([`replication_core::scope`]).
+    pub(crate) manager: Option<String>,
+    /// The effective settings of every manager the node hosts.
+    pub(crate) managers: Arc<crate::managers::ManagerTable>,
 }
 
 /// The request logic shared by the async and the blocking handles.
@@ -146,9 +152,24 @@ impl Client {
         self.outcome(|reply| Request::Core { cmd, reply }, wait).await
     }
 
-    async fn acquire(&self, session: &str) -> Result<()> {
+    /// The engine key of `id` in this handle's manager; ids containing the scope separator
+    /// are refused.
+    fn key(&self, id: &str) -> Result<String> {
+        if !scope::id_is_valid(id) {
+            return Err(Error::InvalidId { id: id.escape_default().to_string() });
+        }
+        Ok(scope::key(self.inner.manager.as_deref(), id))
+    }
+
+    /// `session`'s id when it belongs to this handle's manager.
+    fn own_id<'k>(&self, key: &'k str) -> Option<&'k str> {
+        let s = ScopedId::parse(key);
+        (s.manager() == self.inner.manager.as_deref()).then(|| s.id())
+    }
+
+    async fn acquire(&self, key: &str) -> Result<()> {
         self.while_unavailable(|| async {
-            match self.core(Command::Acquire { session: session.to_owned() }, self.request_wait()).await? {
+            match self.core(Command::Acquire { session: key.to_owned() }, self.request_wait()).await? {
                 Outcome::Acquired { .. } | Outcome::Found { .. } => Ok(()),
                 other => Err(outcome_error(other)),
             }
@@ -158,11 +179,13 @@ impl Client {
 
     pub(crate) async fn create(&self, id: Option<String>, attrs: Attributes) -> Result<(Session, Commit)> {
         let max_inactive = self.inner.settings.max_inactive;
-        let make = |reply| Request::Create { id, attrs: attrs.clone(), max_inactive, reply };
+        let id = id.map(|id| self.key(&id)).transpose()?;
+        let (manager, ack) = (self.inner.manager.clone(), self.inner.settings.core_ack());
+        let make = |reply| Request::Create { id, manager, attrs: attrs.clone(), max_inactive, ack, reply };
         match self.call(make, self.write_wait()).await? {
             Reply::Created { id, outcome } => {
                 let c = commit_of(outcome)?;
-                Ok((Session::loaded(id, c.version, attrs), c))
+                Ok((Session::loaded(ScopedId::parse(&id).id().to_owned(), c.version, attrs), c))
             }
             other => Err(other.into_error()),
         }
@@ -188,7 +211,7 @@ impl Client {
     }
 
     async fn get_once(&self, id: &str) -> Result<Option<Session>> {
-        let session = id.to_owned();
+        let session = self.key(id)?;
         match self.outcome(|reply| Request::Get { session, reply }, self.request_wait()).await? {
             Outcome::Found { version, attrs, .. } => Ok(Some(Session::loaded(id.to_owned(), version, attrs))),
             Outcome::NotFound => Ok(None),
@@ -212,14 +235,16 @@ impl Client {
             return Ok(Commit { version: s.version(), replication: Replication::Local });
         }
         let contents = self.inner.settings.write_contents;
+        let ack = self.inner.settings.core_ack();
+        let key = self.key(s.id())?;
         let mut acquired = false;
         loop {
             // Built per attempt (the session does not change in between): one copy of the
             // values per write, not a copy kept for a retry plus a clone of it.
-            let (session, changes) = (s.id().to_owned(), s.to_changes(contents));
+            let (session, changes) = (key.clone(), s.to_changes(contents));
             let expected = Some(s.version());
             let (outcome, attrs) = match self
-                .call(|reply| Request::Write { session, expected, changes, reply }, self.write_wait())
+                .call(|reply| Request::Write { session, expected, changes, ack, reply }, self.write_wait())
                 .await?
             {
                 Reply::Written { outcome, attrs } => (outcome, attrs),
@@ -230,7 +255,7 @@ impl Client {
                 // here): take it over and write if nobody changed it meanwhile.
                 Outcome::NotOwner { .. } if !acquired => {
                     acquired = true;
-                    self.acquire(s.id()).await?;
+                    self.acquire(&key).await?;
                 }
                 other => {
                     let c = commit_of(other)?;
@@ -265,8 +290,9 @@ impl Client {
 
     pub(crate) async fn invalidate(&self, id: &str) -> Result<Option<Commit>> {
         let ack = self.inner.settings.core_ack();
-        let cmd = Command::Invalidate { session: id.to_owned(), ack };
-        match self.owned_command(id, cmd, self.write_wait()).await {
+        let key = self.key(id)?;
+        let cmd = Command::Invalidate { session: key.clone(), ack };
+        match self.owned_command(&key, cmd, self.write_wait()).await {
             Ok(o) => commit_of(o).map(Some),
             Err(Error::NotFound) => Ok(None),
             Err(e) => Err(e),
@@ -274,8 +300,9 @@ impl Client {
     }
 
     pub(crate) async fn touch(&self, id: &str) -> Result<()> {
-        let cmd = Command::Touch { session: id.to_owned() };
-        match self.owned_command(id, cmd, self.request_wait()).await? {
+        let key = self.key(id)?;
+        let cmd = Command::Touch { session: key.clone() };
+        match self.owned_command(&key, cmd, self.request_wait()).await? {
             Outcome::Touched => Ok(()),
             other => Err(outcome_error(other)),
         }
@@ -307,16 +334,20 @@ impl Client {
     }
 
     pub(crate) async fn view(&self, id: &str) -> Result<Option<SessionView>> {
-        let session = id.to_owned();
+        let session = self.key(id)?;
         match self.call(|reply| Request::Inspect { session, reply }, self.request_wait()).await? {
-            Reply::View(v) => Ok(v.map(|b| *b)),
+            Reply::View(v) => Ok(v.map(|b| {
+                let mut v = *b;
+                v.id = id.to_owned();
+                v
+            })),
             other => Err(other.into_error()),
         }
     }
 
     pub(crate) async fn owned(&self) -> Result<Vec<String>> {
         match self.call(|reply| Request::Owned { reply }, self.request_wait()).await? {
-            Reply::Ids(v) => Ok(v),
+            Reply::Ids(v) => Ok(v.iter().filter_map(|k| self.own_id(k)).map(str::to_owned).collect()),
             other => Err(other.into_error()),
         }
     }

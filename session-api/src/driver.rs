@@ -399,14 +399,10 @@ impl Driver {
         self.emit(NodeEvent::Core(ev));
     }
 
-    /// Whether writes wait for backups (their latency is recorded).
-    fn sync_ack(&self) -> bool {
-        matches!(self.ack, Ack::Sync { .. })
-    }
-
-    /// What the outcome of a write of `session` sent now completes.
-    fn write_kind(&self, session: String) -> Kind {
-        Kind::Write { session, started: Instant::now(), sync: self.sync_ack() }
+    /// What the outcome of a write of `session` sent now with `ack` completes (the latency
+    /// of writes that wait for backups is recorded).
+    fn write_kind(session: String, ack: Ack) -> Kind {
+        Kind::Write { session, started: Instant::now(), sync: matches!(ack, Ack::Sync { .. }) }
     }
 
     /// Records the latency of a sync write the backups acknowledged.
@@ -481,25 +477,26 @@ impl Driver {
                         self.forget_staged(session);
                         Kind::Plain
                     }
-                    Command::Update { session, .. } => self.write_kind(session.clone()),
+                    Command::Update { session, ack, .. } => Self::write_kind(session.clone(), *ack),
                     _ => Kind::Plain,
                 };
                 self.command(cmd, Some(reply), kind);
             }
-            Request::Create { id, attrs, max_inactive, reply } => {
+            Request::Create { id, manager, attrs, max_inactive, ack, reply } => {
                 let id = match id {
                     Some(id) => id,
                     None => {
                         let me = self.node.id().clone();
                         let node = &self.node;
                         match crate::id::generate(&self.placement, &me, |n| node.is_live(n)) {
-                            Ok(id) => id,
+                            Ok(id) => replication_core::scope::key(manager.as_deref(), &id),
                             Err(e) => return reply.send(Reply::Failed(e)),
                         }
                     }
                 };
-                let cmd = Command::Create { session: id.clone(), attrs, max_inactive, ack: self.ack };
-                let kind = Kind::Create { id, started: Instant::now(), sync: self.sync_ack() };
+                let cmd = Command::Create { session: id.clone(), attrs, max_inactive, ack };
+                let kind =
+                    Kind::Create { id, started: Instant::now(), sync: matches!(ack, Ack::Sync { .. }) };
                 self.command(cmd, Some(reply), kind);
             }
             Request::Get { session, reply } => {
@@ -511,12 +508,12 @@ impl Driver {
                     *claim = Some(started);
                 }
             }
-            Request::Write { session, expected, changes, reply } => {
+            Request::Write { session, expected, changes, ack, reply } => {
                 if self.staged() {
                     self.stage(session, expected, changes, reply);
                 } else {
-                    let kind = self.write_kind(session.clone());
-                    let cmd = Command::Update { session, expected_version: expected, changes, ack: self.ack };
+                    let kind = Self::write_kind(session.clone(), ack);
+                    let cmd = Command::Update { session, expected_version: expected, changes, ack };
                     self.command(cmd, Some(reply), kind);
                 }
             }
@@ -557,6 +554,7 @@ impl Driver {
         m.connected = self.connected.iter().cloned().collect();
         m.staged_commits = self.overlays.values().map(|o| o.commits).sum();
         m.staged_sessions = self.overlays.len();
+        m.managers = crate::managers::counts(&self.node);
         self.export.publish(&m);
         self.next_publish = Instant::now() + self.metrics_interval;
         m

@@ -111,6 +111,13 @@ pub enum Error {
     /// The session is invalidated in this handle; it can no longer be changed.
     #[error("the session was invalidated")]
     Invalidated,
+    /// The session id contains the byte that separates an id from its session manager in
+    /// the engine ([`replication_core::scope::SEPARATOR`]).
+    #[error("session id `{id}` contains the session-manager separator (\\x1f)")]
+    InvalidId {
+        /// The id, escaped.
+        id: String,
+    },
 }
 
 /// `Result` with this crate's [`Error`].

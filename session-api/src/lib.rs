@@ -61,6 +61,7 @@ mod driver;
 pub mod error;
 pub mod id;
 mod manager;
+pub mod managers;
 pub mod metrics;
 mod report;
 #[cfg(feature = "tower")]
@@ -79,6 +80,7 @@ pub use config::{
 pub use driver::SyncReport;
 pub use error::{Error, Result};
 pub use manager::SessionManager;
+pub use managers::{ManagerCounts, ManagerSettings};
 pub use metrics::{Metrics, MetricsHook, NodeEvent};
 pub use report::{Commit, LeaveReport, Replication};
 pub use session::Session;

@@ -26,7 +26,10 @@ pub struct SessionManager {
 
 impl std::fmt::Debug for SessionManager {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SessionManager").field("node", &self.client.inner.me).finish_non_exhaustive()
+        f.debug_struct("SessionManager")
+            .field("node", &self.client.inner.me)
+            .field("manager", &self.client.inner.manager)
+            .finish_non_exhaustive()
     }
 }
 
@@ -77,6 +80,18 @@ impl SessionManager {
     pub fn new_session(&self) -> Result<Session> {
         let id = crate::id::generate(&self.client.inner.placement, &self.client.inner.me, |_| true)?;
         Ok(Session::new(id))
+    }
+
+    /// A new session object under a caller-chosen id, written at its first [`commit`]
+    /// ([`Error::AlreadyExists`](crate::Error::AlreadyExists) then when the id is taken;
+    /// [`Error::InvalidId`](crate::Error::InvalidId) now for an id no manager can hold).
+    ///
+    /// [`commit`]: SessionManager::commit
+    pub fn new_session_with_id(&self, id: &str) -> Result<Session> {
+        if !replication_core::scope::id_is_valid(id) {
+            return Err(crate::Error::InvalidId { id: id.escape_default().to_string() });
+        }
+        Ok(Session::new(id.to_owned()))
     }
 
     /// Reads a session; fetches it (and becomes its owner) when another node holds it.

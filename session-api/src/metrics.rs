@@ -139,6 +139,9 @@ pub struct Metrics {
     pub conflicts: u64,
     /// Requests the driver served.
     pub requests: u64,
+    /// Per session manager (`""`: the anonymous one), the live sessions owned and the backup
+    /// copies held (see [`crate::managers`]); managers with none are absent.
+    pub managers: std::collections::BTreeMap<String, crate::managers::ManagerCounts>,
 }
 
 impl Metrics {

@@ -50,7 +50,9 @@ pub struct ReplicatedStore {
 }
 
 impl ReplicatedStore {
-    /// A store over this node's sessions.
+    /// A store over the sessions of `sessions`' session manager: the anonymous one, or the
+    /// manager of a handle from [`SessionManager::manager`] (one store per web module, each
+    /// a namespace of its own; see [`crate::managers`]).
     pub fn new(sessions: SessionManager) -> Self {
         ReplicatedStore { sessions }
     }

@@ -5,6 +5,7 @@
 
 pub(crate) mod fds;
 mod guard;
+mod managers;
 mod routes;
 mod server;
 pub(crate) mod token;

@@ -49,17 +49,18 @@ pub(crate) fn router(state: Arc<AdminState>, guard: Arc<Guard>) -> Router {
         .route("/status", get(status))
         .route("/metrics", get(metrics))
         .route("/sessions", post(create).get(list_owned))
-        .route("/sessions/{id}", get(read).put(set).patch(set).delete(invalidate))
+        .route("/sessions/{id}", get(read).post(create_id).put(set).patch(set).delete(invalidate))
+        .merge(super::managers::routes())
         .layer(middleware::from_fn_with_state(guard, super::guard::check))
         .route("/live", get(live))
         .route("/ready", get(ready))
         .with_state(state)
 }
 
-type Shared = State<Arc<AdminState>>;
+pub(super) type Shared = State<Arc<AdminState>>;
 
 /// A library error as an HTTP answer.
-fn failure(e: &Error) -> Response {
+pub(super) fn failure(e: &Error) -> Response {
     match e {
         Error::NotFound => error(StatusCode::NOT_FOUND, "not-found", "no such session"),
         Error::Timeout => error(
@@ -76,6 +77,8 @@ fn failure(e: &Error) -> Response {
             error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e.to_string())
         }
         Error::NotAllowed => error(StatusCode::FORBIDDEN, "not-allowed", e.to_string()),
+        Error::AlreadyExists => error(StatusCode::CONFLICT, "already-exists", e.to_string()),
+        Error::InvalidId { .. } => error(StatusCode::BAD_REQUEST, "bad-request", e.to_string()),
         Error::TooLarge { .. } => error(StatusCode::PAYLOAD_TOO_LARGE, "too-large", e.to_string()),
         Error::Full { .. } => error(StatusCode::INSUFFICIENT_STORAGE, "full", e.to_string()),
         _ => error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
@@ -169,13 +172,28 @@ fn write_answer(st: &AdminState, ok: StatusCode, id: &str, c: &Commit, extra: Va
 }
 
 async fn create(State(st): Shared, body: Bytes) -> Response {
+    create_in(&st, &st.manager, None, body).await
+}
+
+async fn create_id(State(st): Shared, Path(id): Path<String>, body: Bytes) -> Response {
+    create_in(&st, &st.manager, Some(id), body).await
+}
+
+/// `POST /sessions` (a fresh id) or `POST /sessions/{id}` (409 when taken) in session
+/// manager `m`.
+pub(super) async fn create_in(
+    st: &AdminState,
+    m: &SessionManager,
+    id: Option<String>,
+    body: Bytes,
+) -> Response {
     let attrs = match parse_attributes(&body) {
         Ok(a) => a,
         Err(m) => return error(StatusCode::BAD_REQUEST, "bad-request", m),
     };
     // A new session is created by its first commit: one write, whose `Commit` says how the
     // backups acknowledged it.
-    let mut s = match st.manager.new_session() {
+    let mut s = match id.map_or_else(|| m.new_session(), |id| m.new_session_with_id(&id)) {
         Ok(s) => s,
         Err(e) => return failure(&e),
     };
@@ -183,8 +201,8 @@ async fn create(State(st): Shared, body: Bytes) -> Response {
     if let Err(e) = apply(&mut s, &attrs) {
         return failure(&e);
     }
-    match st.manager.commit(&mut s).await {
-        Ok(c) => write_answer(&st, StatusCode::CREATED, &id, &c, Value::Null),
+    match m.commit(&mut s).await {
+        Ok(c) => write_answer(st, StatusCode::CREATED, &id, &c, Value::Null),
         Err(e) => failure(&e),
     }
 }
@@ -195,7 +213,7 @@ pub(crate) const MAX_PAGE: usize = 10_000;
 /// The query of `GET /sessions`.
 #[derive(Debug, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
-struct ListQuery {
+pub(super) struct ListQuery {
     /// Only ids sorting after this one (the `next` of the previous page).
     after: Option<String>,
     /// Page size (default and most: [`MAX_PAGE`]).
@@ -206,6 +224,14 @@ struct ListQuery {
 /// `{"node", "owned": total, "sessions": [ids], "next": id or null}`.
 async fn list_owned(
     State(st): Shared,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    list_in(&st.manager, query).await
+}
+
+/// `GET /sessions` of session manager `m`.
+pub(super) async fn list_in(
+    m: &SessionManager,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
     let Query(q) = match query {
@@ -222,7 +248,7 @@ async fn list_owned(
             format!("limit must be between 1 and {MAX_PAGE}"),
         );
     }
-    let mut ids = match st.manager.owned_sessions().await {
+    let mut ids = match m.owned_sessions().await {
         Ok(ids) => ids,
         Err(e) => return failure(&e),
     };
@@ -232,7 +258,7 @@ async fn list_owned(
     let page: Vec<String> = ids.drain(start..).take(limit).collect();
     let next = if start + page.len() < total { page.last().cloned() } else { None };
     axum::Json(json!({
-        "node": st.manager.node().to_string(),
+        "node": m.node().to_string(),
         "owned": total,
         "sessions": page,
         "next": next,
@@ -241,11 +267,16 @@ async fn list_owned(
 }
 
 async fn read(State(st): Shared, Path(id): Path<String>) -> Response {
-    match st.manager.get(&id).await {
+    read_in(&st.manager, id).await
+}
+
+/// `GET /sessions/{id}` in session manager `m`.
+pub(super) async fn read_in(m: &SessionManager, id: String) -> Response {
+    match m.get(&id).await {
         Ok(Some(s)) => axum::Json(json!({
             "id": id,
             "version": s.version(),
-            "node": st.manager.node().to_string(),
+            "node": m.node().to_string(),
             "attributes": attributes_json(&s),
         }))
         .into_response(),
@@ -255,20 +286,30 @@ async fn read(State(st): Shared, Path(id): Path<String>) -> Response {
 }
 
 async fn set(State(st): Shared, Path(id): Path<String>, body: Bytes) -> Response {
+    set_in(&st, &st.manager, id, body).await
+}
+
+/// `PUT /sessions/{id}` in session manager `m`.
+pub(super) async fn set_in(st: &AdminState, m: &SessionManager, id: String, body: Bytes) -> Response {
     let attrs = match parse_attributes(&body) {
         Ok(a) => a,
         Err(m) => return error(StatusCode::BAD_REQUEST, "bad-request", m),
     };
-    match st.manager.update(&id, |s| apply(s, &attrs)).await {
-        Ok(((), c)) => write_answer(&st, StatusCode::OK, &id, &c, Value::Null),
+    match m.update(&id, |s| apply(s, &attrs)).await {
+        Ok(((), c)) => write_answer(st, StatusCode::OK, &id, &c, Value::Null),
         Err(Error::NotFound) => error(StatusCode::NOT_FOUND, "not-found", format!("no session `{id}`")),
         Err(e) => failure(&e),
     }
 }
 
 async fn invalidate(State(st): Shared, Path(id): Path<String>) -> Response {
-    match st.manager.invalidate(&id).await {
-        Ok(Some(c)) => write_answer(&st, StatusCode::OK, &id, &c, json!({ "invalidated": true })),
+    invalidate_in(&st, &st.manager, id).await
+}
+
+/// `DELETE /sessions/{id}` in session manager `m`.
+pub(super) async fn invalidate_in(st: &AdminState, m: &SessionManager, id: String) -> Response {
+    match m.invalidate(&id).await {
+        Ok(Some(c)) => write_answer(st, StatusCode::OK, &id, &c, json!({ "invalidated": true })),
         Ok(None) => error(StatusCode::NOT_FOUND, "not-found", format!("no session `{id}`")),
         Err(e) => failure(&e),
     }
@@ -296,7 +337,7 @@ pub(crate) fn status_json(st: &AdminState, m: &Metrics) -> Value {
         })
         .collect();
     let lag = &m.sync_write_latency;
-    json!({
+    let mut doc = json!({
         "node": me.as_str(),
         "domain": cfg.domain.name,
         "topology": cfg.topology().as_str(),
@@ -326,7 +367,11 @@ pub(crate) fn status_json(st: &AdminState, m: &Metrics) -> Value {
             "recent": m.recent_refusals.iter().map(|(peer, reason)| json!({ "peer": peer, "reason": reason })).collect::<Vec<_>>(),
         },
         "certificate": st.certificate_expiry.map(|t| json!({ "not_after": unix_secs(t), "days_left": days_left(t) })),
-    })
+    });
+    if let Some(managers) = super::managers::status_managers(manager, m) {
+        doc["managers"] = managers;
+    }
+    doc
 }
 
 /// `GET /live`: 200 while the node runs (its engine answers), else 503.

@@ -38,6 +38,10 @@ pub(crate) struct Args {
     /// Output format: the story as text, or its figures as one JSON document at the end.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub(crate) format: Format,
+    /// Session managers every node declares (e.g. `cart,profile`); the sessions are spread
+    /// over them, each manager a namespace of its own. Without it, the anonymous manager.
+    #[arg(long, value_name = "NAMES", value_delimiter = ',')]
+    pub(crate) managers: Vec<String>,
 }
 
 /// The transport `--transport` picks.
@@ -78,6 +82,12 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
 struct DemoReport {
     transport: String,
     nodes: usize,
+    /// The session managers every node declares (absent: the anonymous manager only).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    managers: Vec<String>,
+    /// Per manager, the sessions read back intact after the crash (absent without managers).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    read_back_per_manager: BTreeMap<String, usize>,
     /// Milliseconds until every node saw every other.
     all_up_ms: u128,
     sessions_created: usize,
@@ -156,7 +166,18 @@ async fn demo(args: &Args) -> anyhow::Result<DemoReport> {
     let transport = args.transport.kind().to_string();
     let story = Story { text: args.format == Format::Text };
     let say = |text: String| story.say(text);
-    let mut report = DemoReport { transport: transport.clone(), nodes: n, ..DemoReport::default() };
+    let mut report = DemoReport {
+        transport: transport.clone(),
+        nodes: n,
+        managers: args.managers.clone(),
+        ..DemoReport::default()
+    };
+    let managers_line = if args.managers.is_empty() {
+        String::new()
+    } else {
+        let list: Vec<String> = args.managers.iter().map(|m| format!("{m} = \"both\"")).collect();
+        format!("managers = {{ {} }}\n", list.join(", "))
+    };
 
     // Bind every socket first, then write the domain with those ports: no collisions.
     let mut text = format!(
@@ -176,7 +197,7 @@ async fn demo(args: &Args) -> anyhow::Result<DemoReport> {
                 (s.local_addr()?, Socket::Udp(s))
             }
         };
-        text.push_str(&format!("\n[[node]]\nname = \"{name}\"\naddress = \"{addr}\"\n"));
+        text.push_str(&format!("\n[[node]]\nname = \"{name}\"\naddress = \"{addr}\"\n{managers_line}"));
         sockets.push((name, addr, socket));
     }
     let cfg = DomainConfig::parse(&text, "demo.toml").context("the generated demo domain")?;
@@ -200,6 +221,18 @@ async fn demo(args: &Args) -> anyhow::Result<DemoReport> {
         say(format!("  {name} listening on {addr}"));
         nodes.push(m);
     }
+    // Per node, the handle of each manager (the anonymous one alone without managers).
+    let mut handles: Vec<Vec<SessionManager>> = Vec::new();
+    for m in &nodes {
+        handles.push(manager_handles(m, &args.managers)?);
+    }
+    let k = handles.first().map_or(1, Vec::len);
+    if !args.managers.is_empty() {
+        say(format!(
+            "session managers on every node: {} (one engine, one set of links; each its own session ids)",
+            args.managers.join(", ")
+        ));
+    }
     let all_up = wait_for(Duration::from_secs(15), || {
         let nodes = nodes.clone();
         async move {
@@ -222,12 +255,14 @@ async fn demo(args: &Args) -> anyhow::Result<DemoReport> {
     let total = args.sessions;
     let progress = progress::bar("creating sessions", u64::from(total));
     let t_create = Instant::now();
-    let mut created: Vec<(String, u32)> = Vec::with_capacity(usize::try_from(total).unwrap_or(0));
+    let mut created: Vec<(String, u32, usize)> = Vec::with_capacity(usize::try_from(total).unwrap_or(0));
     let mut tasks = JoinSet::new();
     let mut next = 0u32;
     while next < total || !tasks.is_empty() {
         while next < total && tasks.len() < IN_FLIGHT {
-            let m = nodes[usize::try_from(next).unwrap_or(0) % n].clone();
+            let at = usize::try_from(next).unwrap_or(0);
+            let mi = (at / n) % k;
+            let m = handles[at % n][mi].clone();
             let i = next;
             let progress = progress.clone();
             tasks.spawn(async move {
@@ -236,7 +271,7 @@ async fn demo(args: &Args) -> anyhow::Result<DemoReport> {
                     match m.create_with(attrs_for(i)).await {
                         Ok(s) => {
                             progress.inc(1);
-                            return Ok((s.id().to_owned(), i));
+                            return Ok((s.id().to_owned(), i, mi));
                         }
                         Err(e) => last = Some(e),
                     }
@@ -269,7 +304,7 @@ async fn demo(args: &Args) -> anyhow::Result<DemoReport> {
     })
     .await;
     let mut failover_for: BTreeMap<NodeId, usize> = BTreeMap::new();
-    for (id, _) in &created {
+    for (id, ..) in &created {
         if let Some(t) = SessionIdParts::parse(id).and_then(|p| p.failover) {
             *failover_for.entry(t).or_default() += 1;
         }
@@ -301,7 +336,10 @@ async fn demo(args: &Args) -> anyhow::Result<DemoReport> {
     // Crash the first node: no graceful shutdown, no hand-off.
     let victim = nodes[0].clone();
     let victim_id = victim.node().clone();
-    let victim_sessions = victim.owned_sessions().await?;
+    let mut victim_sessions = Vec::new();
+    for h in &handles[0] {
+        victim_sessions.extend(h.owned_sessions().await?);
+    }
     let survivors: Vec<SessionManager> = nodes[1..].to_vec();
     report.killed = victim_id.to_string();
     report.killed_owned = victim_sessions.len();
@@ -357,30 +395,31 @@ async fn demo(args: &Args) -> anyhow::Result<DemoReport> {
     let reading = progress::bar("reading sessions", u64::try_from(created.len()).unwrap_or(u64::MAX));
     let mut reads = JoinSet::new();
     let mut served_by: BTreeMap<NodeId, usize> = BTreeMap::new();
+    let mut per_manager: Vec<usize> = vec![0; k];
     let mut lost = Vec::new();
     let mut queue = created.clone().into_iter();
     let mut pending = true;
     while pending || !reads.is_empty() {
         while reads.len() < IN_FLIGHT {
-            let Some((id, i)) = queue.next() else {
+            let Some((id, i, mi)) = queue.next() else {
                 pending = false;
                 break;
             };
             let dead = victim_id.clone();
             let route = survivors[0].route(&id, |node| node != &dead);
-            let reader = route
-                .and_then(|r| survivors.iter().find(|m| m.node() == &r).cloned())
-                .unwrap_or_else(|| survivors[0].clone());
+            let at = route.and_then(|r| survivors.iter().position(|m| m.node() == &r)).unwrap_or(0);
+            let reader = handles[1 + at][mi].clone();
             let reading = reading.clone();
             reads.spawn(async move {
                 let ok = read_back(&reader, &id, &attrs_for(i)).await;
                 reading.inc(1);
-                (id, reader.node().clone(), ok)
+                (id, reader.node().clone(), ok, mi)
             });
         }
         if let Some(r) = reads.join_next().await {
-            let (id, node, ok) = r.context("a read task")?;
+            let (id, node, ok, mi) = r.context("a read task")?;
             if ok {
+                per_manager[mi] += 1;
                 if victim_set.contains(&id) {
                     *served_by.entry(node).or_default() += 1;
                 }
@@ -390,6 +429,13 @@ async fn demo(args: &Args) -> anyhow::Result<DemoReport> {
         }
     }
     reading.finish_and_clear();
+    if !args.managers.is_empty() {
+        report.read_back_per_manager =
+            args.managers.iter().cloned().zip(per_manager.iter().copied()).collect();
+        let each: Vec<String> =
+            report.read_back_per_manager.iter().map(|(m, c)| format!("{m}: {c}")).collect();
+        say(format!("read back intact per session manager: {}", each.join(", ")));
+    }
     report.read_back_ms = t_read.duration_since(t_kill).as_millis() + t_read.elapsed().as_millis();
     report.failover_reads = served_by.iter().map(|(k, v)| (k.to_string(), *v)).collect();
     let moved: Vec<String> = served_by.iter().map(|(k, v)| format!("{k}: {v}")).collect();
@@ -477,6 +523,14 @@ async fn demo(args: &Args) -> anyhow::Result<DemoReport> {
     ));
     report.duration_ms = started.elapsed().as_millis();
     Ok(report)
+}
+
+/// The handles of `managers` on node `m`, or its anonymous handle alone when there are none.
+fn manager_handles(m: &SessionManager, managers: &[String]) -> anyhow::Result<Vec<SessionManager>> {
+    if managers.is_empty() {
+        return Ok(vec![m.clone()]);
+    }
+    managers.iter().map(|name| m.manager(name).map_err(anyhow::Error::from)).collect()
 }
 
 enum Socket {

@@ -103,6 +103,10 @@ struct Plan<'a> {
     failed: Vec<String>,
     nodes: Vec<NodeRow>,
     after_failure: Option<AfterFailure>,
+    /// The session managers each node declares (absent when none does): each manager's
+    /// sessions are placed like these synthetic ones, so the figures hold per manager.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    managers: BTreeMap<String, Vec<String>>,
     warnings: Vec<&'a Violation>,
 }
 
@@ -140,6 +144,11 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
         failed: failed.iter().map(ToString::to_string).collect(),
         nodes: node_rows(&cfg, &what, !failed.is_empty()),
         after_failure: (!failed.is_empty()).then(|| after_failure(&what, cfg.topology())),
+        managers: if cfg.nodes.iter().any(|n| !n.managers.is_empty()) {
+            cfg.nodes.iter().map(|n| (n.name.to_string(), n.managers.keys().cloned().collect())).collect()
+        } else {
+            BTreeMap::new()
+        },
         warnings: report.warnings().collect(),
     };
     match args.format {
@@ -279,6 +288,19 @@ fn render_text(plan: &Plan<'_>) -> String {
     }
     table.row(total);
     out.push_str(&table.render());
+    if !plan.managers.is_empty() {
+        out.push('\n');
+        let _ = writeln!(
+            out,
+            "session managers (each has its own session ids, placed like the sessions above, so the figures hold per manager):"
+        );
+        let mut t = Table::new(["node", "managers"]);
+        for (node, managers) in &plan.managers {
+            let list = if managers.is_empty() { "(anonymous only)".to_owned() } else { managers.join(", ") };
+            t.row([node.clone(), list]);
+        }
+        out.push_str(&t.render());
+    }
 
     if let Some(a) = &plan.after_failure {
         out.push('\n');

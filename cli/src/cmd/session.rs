@@ -24,6 +24,10 @@ pub(crate) struct Args {
     /// `{"sessions": [ids]}`).
     #[arg(long, value_enum, default_value_t = Format::Text, global = true)]
     pub(crate) format: Format,
+    /// The session manager (declared in the node's `managers`), whose sessions are a namespace
+    /// of their own; without it, the node's anonymous manager.
+    #[arg(long, value_name = "NAME", global = true)]
+    pub(crate) manager: Option<String>,
 }
 
 /// The `session` subcommands.
@@ -34,6 +38,9 @@ pub(crate) enum SessionCommand {
     Create {
         #[command(flatten)]
         admin: AdminArgs,
+        /// The new session's id (refused when taken); a fresh id naming the node when absent.
+        #[arg(long, allow_hyphen_values = true)]
+        id: Option<String>,
         /// Attributes of the new session.
         #[arg(value_name = "KEY=VALUE", value_parser = parse_kv)]
         attributes: Vec<(String, String)>,
@@ -90,6 +97,11 @@ fn body(attrs: &[(String, String)]) -> String {
     serde_json::to_string(&map).unwrap_or_else(|_| "{}".into())
 }
 
+/// Whether the admin API answered that the node declares no such session manager.
+fn unknown_manager(r: &crate::http::Response) -> bool {
+    r.json().get("kind").and_then(Value::as_str) == Some("unknown-manager")
+}
+
 /// Reports the outcome of a write: warnings, 504 (exit 3), other failures (exit 1).
 fn write_result(what: &str, id: &str, r: &crate::http::Response) -> Option<ExitCode> {
     match r.status {
@@ -107,6 +119,10 @@ fn write_result(what: &str, id: &str, r: &crate::http::Response) -> Option<ExitC
             eprintln!("error: {what} {id}: not acknowledged by the backups in time: {}", r.error_message());
             Some(output::exit(EXIT_UNACKED))
         }
+        404 if unknown_manager(r) => {
+            eprintln!("error: {}", r.error_message());
+            Some(output::exit(EXIT_FAILED))
+        }
         404 => {
             eprintln!("error: no session {id} (never created, invalidated, or expired)");
             Some(output::exit(EXIT_FAILED))
@@ -121,14 +137,27 @@ fn write_result(what: &str, id: &str, r: &crate::http::Response) -> Option<ExitC
 /// Runs `m2m session ...`.
 pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let json = args.format == Format::Json;
+    let base = sessions_path(args.manager.as_deref());
+    let one = |id: &str| format!("{base}/{}", encode_segment(id));
     let code = match &args.command {
-        SessionCommand::Create { admin, attributes } => create(admin, attributes, json),
-        SessionCommand::Set { admin, id, attributes } => set(admin, id, attributes, json),
-        SessionCommand::Get { admin, id } => get(admin, id, json),
-        SessionCommand::Invalidate { admin, id } => invalidate(admin, id, json),
-        SessionCommand::List { admin } => list(admin, json),
+        SessionCommand::Create { admin, id, attributes } => {
+            let path = id.as_deref().map_or_else(|| base.clone(), one);
+            create(admin, &path, attributes, json)
+        }
+        SessionCommand::Set { admin, id, attributes } => set(admin, &one(id), id, attributes, json),
+        SessionCommand::Get { admin, id } => get(admin, &one(id), id, json),
+        SessionCommand::Invalidate { admin, id } => invalidate(admin, &one(id), id, json),
+        SessionCommand::List { admin } => list(admin, &base, json),
     };
     Ok(code.unwrap_or_else(|c| c))
+}
+
+/// The admin API's path of the sessions of `manager` (`None`: the anonymous one).
+fn sessions_path(manager: Option<&str>) -> String {
+    match manager {
+        Some(m) => format!("/managers/{}/sessions", encode_segment(m)),
+        None => "/sessions".to_owned(),
+    }
 }
 
 /// Prints the admin API's JSON answer on stdout (`--format json`).
@@ -138,8 +167,13 @@ fn answer_json(r: &crate::http::Response) {
     }
 }
 
-fn create(admin: &AdminArgs, attrs: &[(String, String)], json: bool) -> Result<ExitCode, ExitCode> {
-    let r = admin.call("POST", "/sessions", Some(&body(attrs)))?;
+fn create(
+    admin: &AdminArgs,
+    base: &str,
+    attrs: &[(String, String)],
+    json: bool,
+) -> Result<ExitCode, ExitCode> {
+    let r = admin.call("POST", base, Some(&body(attrs)))?;
     let id = r.json().get("id").and_then(Value::as_str).map(str::to_owned);
     match (&id, r.status) {
         // The session exists (also when not acknowledged): its id goes to stdout.
@@ -157,8 +191,14 @@ fn create(admin: &AdminArgs, attrs: &[(String, String)], json: bool) -> Result<E
     }
 }
 
-fn set(admin: &AdminArgs, id: &str, attrs: &[(String, String)], json: bool) -> Result<ExitCode, ExitCode> {
-    let r = admin.call("PUT", &format!("/sessions/{}", encode_segment(id)), Some(&body(attrs)))?;
+fn set(
+    admin: &AdminArgs,
+    path: &str,
+    id: &str,
+    attrs: &[(String, String)],
+    json: bool,
+) -> Result<ExitCode, ExitCode> {
+    let r = admin.call("PUT", path, Some(&body(attrs)))?;
     write_done("set", id, &r, json)
 }
 
@@ -174,8 +214,8 @@ fn write_done(what: &str, id: &str, r: &crate::http::Response, json: bool) -> Re
     }
 }
 
-fn get(admin: &AdminArgs, id: &str, json: bool) -> Result<ExitCode, ExitCode> {
-    let r = admin.call("GET", &format!("/sessions/{}", encode_segment(id)), None)?;
+fn get(admin: &AdminArgs, path: &str, id: &str, json: bool) -> Result<ExitCode, ExitCode> {
+    let r = admin.call("GET", path, None)?;
     match r.status {
         200 if json => {
             answer_json(&r);
@@ -194,6 +234,10 @@ fn get(admin: &AdminArgs, id: &str, json: bool) -> Result<ExitCode, ExitCode> {
             output::emit(&out);
             Ok(ExitCode::SUCCESS)
         }
+        404 if unknown_manager(&r) => {
+            eprintln!("error: {}", r.error_message());
+            Err(output::exit(EXIT_FAILED))
+        }
         404 => {
             eprintln!("error: no session {id} (never created, invalidated, or expired)");
             Err(output::exit(EXIT_FAILED))
@@ -205,18 +249,18 @@ fn get(admin: &AdminArgs, id: &str, json: bool) -> Result<ExitCode, ExitCode> {
     }
 }
 
-fn invalidate(admin: &AdminArgs, id: &str, json: bool) -> Result<ExitCode, ExitCode> {
-    let r = admin.call("DELETE", &format!("/sessions/{}", encode_segment(id)), None)?;
+fn invalidate(admin: &AdminArgs, path: &str, id: &str, json: bool) -> Result<ExitCode, ExitCode> {
+    let r = admin.call("DELETE", path, None)?;
     write_done("invalidate", id, &r, json)
 }
 
-fn list(admin: &AdminArgs, json: bool) -> Result<ExitCode, ExitCode> {
+fn list(admin: &AdminArgs, base: &str, json: bool) -> Result<ExitCode, ExitCode> {
     let mut all: Vec<String> = Vec::new();
     let mut after: Option<String> = None;
     loop {
         let path = match &after {
-            Some(a) => format!("/sessions?after={}", encode_segment(a)),
-            None => "/sessions".to_owned(),
+            Some(a) => format!("{base}?after={}", encode_segment(a)),
+            None => base.to_owned(),
         };
         let r = admin.call("GET", &path, None)?;
         if r.status != 200 {

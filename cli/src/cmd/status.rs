@@ -152,6 +152,14 @@ fn render(s: &Value) -> String {
     let _ = writeln!(out, "sessions owned:        {}", num(s, &["sessions", "owned"]));
     let _ = writeln!(out, "sessions backed up:    {}", num(s, &["sessions", "backed_up"]));
     let _ = writeln!(out, "under-replicated:      {}", num(s, &["sessions", "under_replicated"]));
+    if let Some(managers) = s.get("managers").and_then(Value::as_object) {
+        let mut t = Table::new(["session manager", "owned", "backed up"]);
+        for (name, m) in managers {
+            let name = if name.is_empty() { "(anonymous)" } else { name.as_str() };
+            t.row([name.to_owned(), num(m, &["owned"]), num(m, &["backed_up"])]);
+        }
+        out.push_str(&t.render());
+    }
     let _ = writeln!(
         out,
         "replication lag:       {} behind; sync writes last {}, mean {}, max {} ({})",

@@ -72,7 +72,7 @@ impl Node {
     /// crashed is silent for longer than that everywhere by the time a peer declares it down
     /// (the heartbeats reach every peer about together), so a genuine failover is not
     /// refused; a peer that only one link lost is still heard by the others.
-    fn hears_owner(&self, now: Instant, epoch: &Epoch) -> bool {
+    pub(super) fn hears_owner(&self, now: Instant, epoch: &Epoch) -> bool {
         if epoch.node == self.me {
             return epoch.incarnation == self.incarnation;
         }

@@ -127,6 +127,7 @@
 //!   after a view change; `pacing`: its token bucket, cursors and interval;
 //! - `flow`: flow control per peer (undelivered sends, the resend walk, the window);
 //! - `quarantine`: the restart quarantine; `leave`: the graceful leave;
+//! - `managers`: the session managers hosted, and the refusal of records of others;
 //! - `queries`: read-only queries and statistics; `outbox`: the outputs to drain;
 //! - `tests`: the unit tests on a cluster of engines with in-memory delivery.
 
@@ -137,6 +138,7 @@ mod failover;
 mod flow;
 mod leave;
 mod maintenance;
+mod managers;
 mod membership;
 mod outbox;
 mod pacing;
@@ -152,6 +154,8 @@ use self::acquire::Acquires;
 use self::answer::Deferred;
 use self::flow::Flow;
 use self::leave::Leave;
+pub use self::managers::MANAGER_NOT_DECLARED;
+use self::managers::Managers;
 use self::membership::{Heard, Membership, Peer};
 use self::outbox::Outbox;
 use self::pacing::Pacing;
@@ -209,6 +213,8 @@ pub struct Node {
     /// first copies of owned sessions wait for the next step without (see
     /// `failovers_pending`).
     hold_first_copies: bool,
+    /// The session managers this node hosts, and what it refused of others.
+    managers: Managers,
 }
 
 impl Node {
@@ -259,6 +265,7 @@ impl Node {
             deferred: Deferred::default(),
             stamps: StampBase::new(now),
             hold_first_copies: false,
+            managers: Managers::new(&config, &me),
             me,
             settings,
         })
@@ -389,6 +396,7 @@ impl Node {
         if !take {
             return;
         }
+        let Some(msg) = self.admit_managers(now, &from, msg) else { return };
         match msg {
             Message::Heartbeat { .. } | Message::Leaving { .. } => {}
             Message::Replicate { session, epoch, payload } => {

@@ -138,6 +138,7 @@ impl Node {
             full_copies_sent: self.out.fulls,
             held: self.sessions.len(),
             max_sessions: self.settings.max_sessions,
+            manager_refused: self.managers.refused,
             ..Stats::default()
         };
         s.peers_up = self.view.peers.values().filter(|p| p.up).count();

@@ -93,6 +93,12 @@ pub struct SimOptions {
     /// then it reports a live node gone to one node (a wrong report, which must cost nothing
     /// acknowledged).
     pub gone: bool,
+    /// Named session managers every node declares (`m0`, `m1`, ...; 0: none, the anonymous
+    /// manager only). With `k` of them, the n-th session created is id `s<n / (k+1)>` of
+    /// the anonymous manager or of one of them in turn: every id exists in every manager, on
+    /// purpose, and a record of one showing up as another is a violation (the attribute `c`
+    /// names the scoped key). Opt-in: no seed draws it, so recorded traces stay as they are.
+    pub managers: usize,
 }
 
 impl SimOptions {
@@ -119,6 +125,7 @@ impl SimOptions {
             affinity: 750,
             rolling: false,
             gone: false,
+            managers: 0,
         };
         // Drawn last: the options above stay what they were for every seed.
         let queue_cap = if r.chance(500) { Some(4 + r.below(60) as usize) } else { None };
@@ -292,7 +299,10 @@ impl Sim {
                 if opt.client_server { if i < opt.nodes / 2 { "client" } else { "server" } } else { "both" };
             domain = domain.node(n.as_str(), Some(mode));
         }
-        let cfg = domain.parse("sim");
+        let mut cfg = domain.parse("sim");
+        for n in &mut cfg.nodes {
+            n.managers = (0..opt.managers).map(|m| (format!("m{m}"), n.mode())).collect();
+        }
         let mut settings = Settings::default();
         settings.retransmit_interval = Duration::from_millis(250);
         settings.keepalive_interval = Duration::from_secs(1);
@@ -654,13 +664,20 @@ impl Sim {
         if self.rng.chance(600) { Ack::Sync { backups: 1 + self.rng.below(2) as u32 } } else { Ack::Async }
     }
 
+    /// The scoped key of the n-th session created (see [`SimOptions::managers`]).
+    fn session_key(&self, n: u64) -> String {
+        let k = self.opt.managers as u64 + 1;
+        let manager = (n % k).checked_sub(1).map(|m| format!("m{m}"));
+        replication_core::scope::key(manager.as_deref(), &format!("s{}", n / k))
+    }
+
     fn client_op(&mut self) {
         let running: Vec<NodeId> =
             self.owners.iter().filter(|n| self.running(n) && !self.slots[*n].leaving).cloned().collect();
         let Some(node) = self.rng.pick(&running).cloned() else { return };
         let roll = self.rng.below(100);
         if roll < 15 || self.sessions.is_empty() {
-            let session = format!("s{}", self.next_session);
+            let session = self.session_key(self.next_session);
             self.next_session += 1;
             self.sessions.push(session.clone());
             self.believed_owner.insert(session.clone(), node.clone());
@@ -759,6 +776,12 @@ impl Sim {
                 self.invalidated.entry(p.session.clone()).or_insert(a);
             }
             (Kind::Get | Kind::FinalGet, Outcome::Found { attrs, .. }) => {
+                // Every record names the scoped key it was created under: no cross-talk
+                // between session managers (or sessions).
+                if let Some(c) = attrs.get("c").filter(|c| *c != p.session.as_bytes()) {
+                    let c = String::from_utf8_lossy(c).escape_default().to_string();
+                    self.violation(format!("{} answered with the record of {c}", p.session.escape_default()));
+                }
                 if let Some(a) = self.invalidated.get(&p.session) {
                     // A node whose messages do not reach the others (its outbound links cut)
                     // may be a stale owner that has not learned it was replaced: it serves its

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use replication_core::{Attributes, Change, Command, Outcome, SessionView, Version};
+use replication_core::{Ack, Attributes, Change, Command, Outcome, SessionView, Version};
 use tokio::sync::oneshot;
 
 use super::SyncReport;
@@ -74,11 +74,20 @@ pub(crate) enum Request {
     /// A core command, sent as is (writes, invalidation, touch, acquire).
     Core { cmd: Command, reply: Responder },
     /// Create a session; a fresh id naming the owner and failover target when `id` is `None`.
-    Create { id: Option<String>, attrs: Attributes, max_inactive: Duration, reply: Responder },
+    /// `id` is the engine key; a fresh id is scoped by `manager`. `ack` is the handle's.
+    Create {
+        id: Option<String>,
+        manager: Option<String>,
+        attrs: Attributes,
+        max_inactive: Duration,
+        ack: Ack,
+        reply: Responder,
+    },
     /// Read (fetching it when another node holds it); staged changes are applied.
     Get { session: String, reply: Responder },
     /// A write, staged (manual / time-based frequency) or sent (end of request).
-    Write { session: String, expected: Option<Version>, changes: Vec<Change>, reply: Responder },
+    /// `ack` is the handle's (sent writes; a flush of staged ones uses the node's).
+    Write { session: String, expected: Option<Version>, changes: Vec<Change>, ack: Ack, reply: Responder },
     /// Write every staged change now.
     Sync { reply: Responder },
     /// What this node holds about a session (no fetch).

@@ -78,6 +78,17 @@ pub const PEER_UP: &str = "m2m_peer_up";
 /// The label naming the node on every metric.
 pub const NODE_LABEL: &str = "node";
 
+/// Gauge: live sessions a session manager owns on the node; labels `node` and `manager`
+/// (`""`: the anonymous manager).
+pub const MANAGER_OWNED: &str = "m2m_manager_sessions_owned";
+
+/// Gauge: live backup copies of a session manager's sessions the node holds; labels `node`
+/// and `manager`.
+pub const MANAGER_BACKED_UP: &str = "m2m_manager_sessions_backed_up";
+
+/// The label naming the session manager on the per-manager metrics.
+pub const MANAGER_LABEL: &str = "manager";
+
 type Read<T> = fn(&Metrics) -> T;
 
 /// Gauges published from the snapshot: name, help, value.
@@ -140,6 +151,8 @@ pub(crate) struct Export {
     gauges: Vec<Gauge>,
     counters: Vec<(Counter, u64)>,
     peers: Vec<(NodeId, Gauge)>,
+    /// Per manager: [`MANAGER_OWNED`] and [`MANAGER_BACKED_UP`].
+    managers: Vec<(String, Gauge, Gauge)>,
     /// See [`SYNC_WRITE_SECONDS`].
     pub(crate) sync_write: Histogram,
     /// See [`CLAIM_SECONDS`].
@@ -158,6 +171,7 @@ impl Export {
     pub(crate) fn register(
         node: &NodeId,
         peers: impl Iterator<Item = NodeId>,
+        managers: &[String],
         recorder: Option<&(dyn Recorder + Send + Sync)>,
     ) -> Export {
         let register = || {
@@ -184,6 +198,22 @@ impl Export {
                     (p, gauge)
                 })
                 .collect();
+            ::metrics::describe_gauge!(MANAGER_OWNED, "Live sessions a session manager owns on this node.");
+            ::metrics::describe_gauge!(
+                MANAGER_BACKED_UP,
+                "Backup copies of a session manager's sessions held."
+            );
+            let managers = managers
+                .iter()
+                .map(|m| {
+                    let labels = [(NODE_LABEL, me.clone()), (MANAGER_LABEL, m.clone())];
+                    (
+                        m.clone(),
+                        ::metrics::gauge!(MANAGER_OWNED, &labels),
+                        ::metrics::gauge!(MANAGER_BACKED_UP, &labels),
+                    )
+                })
+                .collect();
             ::metrics::describe_histogram!(
                 SYNC_WRITE_SECONDS,
                 ::metrics::Unit::Seconds,
@@ -198,6 +228,7 @@ impl Export {
                 gauges,
                 counters,
                 peers,
+                managers,
                 sync_write: ::metrics::histogram!(SYNC_WRITE_SECONDS, NODE_LABEL => me.clone()),
                 claim: ::metrics::histogram!(CLAIM_SECONDS, NODE_LABEL => me),
             }
@@ -221,6 +252,11 @@ impl Export {
         for (peer, gauge) in &self.peers {
             let up = m.peers.iter().any(|p| &p.node == peer && p.up);
             gauge.set(f64::from(u8::from(up)));
+        }
+        for (name, owned, backups) in &self.managers {
+            let c = m.managers.get(name).copied().unwrap_or_default();
+            owned.set(c.owned as f64);
+            backups.set(c.backups as f64);
         }
     }
 }

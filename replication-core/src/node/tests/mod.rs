@@ -13,6 +13,8 @@ mod flow;
 #[allow(clippy::unwrap_used)]
 mod leave;
 #[allow(clippy::unwrap_used)]
+mod managers;
+#[allow(clippy::unwrap_used)]
 mod membership;
 #[allow(clippy::unwrap_used)]
 mod model;
