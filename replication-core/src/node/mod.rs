@@ -135,6 +135,7 @@ mod answer;
 mod backup;
 mod failover;
 mod flow;
+mod lease;
 mod leave;
 mod maintenance;
 mod membership;
@@ -151,6 +152,7 @@ mod writes;
 use self::acquire::Acquires;
 use self::answer::Deferred;
 use self::flow::Flow;
+use self::lease::Lease;
 use self::leave::Leave;
 use self::membership::{Heard, Membership, Peer};
 use self::outbox::Outbox;
@@ -161,7 +163,7 @@ use self::writes::{WriteKind, Writes};
 use crate::api::{Command, Input, Outcome, Output, RequestId, Settings};
 use crate::config::{DomainConfig, NodeId};
 use crate::error::Error;
-use crate::message::Message;
+use crate::message::{Echo, Message};
 use crate::placement::Placement;
 use crate::stamp::StampBase;
 use std::time::{Duration, Instant};
@@ -181,6 +183,8 @@ pub struct Node {
     max_session_bytes: u64,
     /// The peers and what this node can act on (see [`Membership`]).
     view: Membership,
+    /// The read lease's bound and clock base (the per-peer state is in `view`).
+    lease: Lease,
     sessions: Sessions,
     /// Sync writes waiting for acknowledgements.
     writes: Writes,
@@ -243,6 +247,7 @@ impl Node {
             can_own,
             max_session_bytes: config.domain.max_session_bytes,
             view: Membership::new(peers, config.failure_timeout()),
+            lease: Lease::new(now, config.failure_timeout()),
             sessions: Sessions::default(),
             writes: Writes::default(),
             acquires: Acquires::default(),
@@ -326,8 +331,9 @@ impl Node {
         }
         self.woke(now);
         if now >= self.next_heartbeat {
-            for p in self.view.peers.keys() {
-                self.out.send(p, Message::Heartbeat { incarnation: self.incarnation });
+            let peers: Vec<NodeId> = self.view.peers.keys().cloned().collect();
+            for p in &peers {
+                self.heartbeat_to(now, p);
             }
             self.next_heartbeat = now + self.heartbeat_interval;
         }
@@ -377,6 +383,7 @@ impl Node {
     }
 
     fn on_message(&mut self, now: Instant, from: NodeId, msg: Message) {
+        let was_up = self.view.is_up(&from);
         let take = match self.peer_heard(now, &from, &msg) {
             Heard::Live => true,
             // A peer that left answered our claims before its `Leaving`, but the answer may
@@ -390,7 +397,10 @@ impl Node {
             return;
         }
         match msg {
-            Message::Heartbeat { .. } | Message::Leaving { .. } => {}
+            Message::Heartbeat { incarnation, sent, echo } => {
+                self.lease_heard(now, &from, Echo { incarnation, sent }, echo, !was_up)
+            }
+            Message::Leaving { .. } => {}
             Message::Replicate { session, epoch, payload } => {
                 self.on_replicate(now, &from, session, epoch, &payload)
             }
