@@ -83,12 +83,13 @@ impl Node {
         })
     }
 
-    /// How recently a peer must have been heard to count as heard: half the failure timeout,
-    /// and at least one and a half heartbeat intervals (a live peer is heard every interval,
-    /// give or take the network), which stays below the failure timeout since that is at
-    /// least two intervals (`validate`).
+    /// How recently a peer must have been heard to count as heard: the lease bound, so that
+    /// a peer that answers a claim over an owner did not hear it within the bound, and the
+    /// owner's read lease cannot rest on it (see `lease`). At least one and a half heartbeat
+    /// intervals (a live peer is heard every interval, give or take the network): the bound
+    /// is nine tenths of the failure timeout, which is at least two intervals (`validate`).
     pub(super) fn hearing_window(&self) -> Duration {
-        (self.view.failure_timeout / 2).max(self.heartbeat_interval * 3 / 2)
+        self.lease.bound().max(self.heartbeat_interval * 3 / 2)
     }
 
     pub(super) fn on_claim(
