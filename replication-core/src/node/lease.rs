@@ -17,11 +17,19 @@ use crate::config::NodeId;
 use crate::message::{Echo, Message};
 use std::time::{Duration, Instant};
 
-/// The margin the lease bound leaves below the failure timeout, in percent: the bound is
-/// `failure_timeout * (100 - DRIFT_MARGIN_PERCENT) / 100`. Safe while, over any interval, no
-/// node's clock measures more than `100 / (100 - DRIFT_MARGIN_PERCENT)` (about 1.11) times
-/// what another node's clock measures (clocks' rates within about 10% of each other).
+/// The margin for the clocks' rates, in percent. A peer takes part in taking an owner's
+/// sessions over only when it has not heard that owner for the failure timeout (the node
+/// that takes over) or for the hearing window (a node that answers its claim), which is the
+/// failure timeout less this margin; the lease bound is the hearing window less it again
+/// (`failure_timeout * 0.9 * 0.9`). Safe while, over any interval, no node's clock measures
+/// more than `100 / (100 - DRIFT_MARGIN_PERCENT)` (about 1.11) times what another node's clock
+/// measures: clocks' rates within about 10% of each other.
 pub(super) const DRIFT_MARGIN_PERCENT: u32 = 10;
+
+/// `d` less the drift margin.
+fn less_margin(d: Duration) -> Duration {
+    d * (100 - DRIFT_MARGIN_PERCENT) / 100
+}
 
 /// What this node knows of one peer for the lease, both ways.
 #[derive(Debug, Clone, Copy, Default)]
@@ -54,17 +62,26 @@ pub(super) struct Lease {
     base: Instant,
     /// How long an echo keeps the lease (see [`DRIFT_MARGIN_PERCENT`]).
     bound: Duration,
+    /// How recently a peer must have been heard to count as heard when a claim over it comes
+    /// (`Node::hearing_window`).
+    hearing: Duration,
 }
 
 impl Lease {
     pub(super) fn new(base: Instant, failure_timeout: Duration) -> Self {
-        let bound = failure_timeout * (100 - DRIFT_MARGIN_PERCENT) / 100;
-        Lease { base, bound }
+        let hearing = less_margin(failure_timeout);
+        Lease { base, bound: less_margin(hearing), hearing }
     }
 
     /// The lease bound.
+    #[cfg(test)]
     pub(super) fn bound(&self) -> Duration {
         self.bound
+    }
+
+    /// The hearing window: the failure timeout less the drift margin.
+    pub(super) fn hearing_window(&self) -> Duration {
+        self.hearing
     }
 
     /// The `sent` of a heartbeat sent at `now`: microseconds since this node started.

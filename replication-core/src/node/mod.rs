@@ -74,6 +74,11 @@
 //!   backups; it survives the crash of any `k` of them, provided the failure detector does not
 //!   wrongly declare *all* surviving holders dead while another node takes the session over
 //!   (ownership moves on the failure detector's word, not on a quorum).
+//! - An owner answers a read or a write only while it holds the read lease: it and the peers
+//!   that heard it within 81% of the failure timeout are a majority (in a domain of two, a peer
+//!   it considers up must have heard it). Without it the command ends
+//!   [`Outcome::Unavailable`]: a node cut off from the others stops serving before any other
+//!   node may take its sessions over (with clock rates within about 10% of each other).
 //! - [`Outcome::Unreplicated`], [`Outcome::Indeterminate`], [`Outcome::Applied`] and
 //!   [`Outcome::Fenced`] promise nothing beyond this node.
 //! - Promises live in memory: a backup that restarts forgets the epochs it promised. A node
@@ -126,6 +131,8 @@
 //! - `maintenance`: the tick (expiry, retransmission, touches, the scan) and the replan pass
 //!   after a view change; `pacing`: its token bucket, cursors and interval;
 //! - `flow`: flow control per peer (undelivered sends, the resend walk, the window);
+//! - `lease`: the read lease (an owner serves reads and writes only while a majority heard it
+//!   recently), carried by the heartbeats;
 //! - `quarantine`: the restart quarantine; `leave`: the graceful leave;
 //! - `queries`: read-only queries and statistics; `outbox`: the outputs to drain;
 //! - `tests`: the unit tests on a cluster of engines with in-memory delivery.

@@ -278,7 +278,7 @@ fn a_gone_peer_fails_over_at_once() {
 
 /// b is told a is gone, c never is (it fails a at the failure timeout, 1 s): c still hears
 /// a when b's claims come, defers them (a heartbeat, 200 ms) and refuses them; b holds
-/// its failovers over a for the hearing window (the lease bound, 900 ms) and, when the hold ends, a new
+/// its failovers over a for the hearing window (900 ms) and, when the hold ends, a new
 /// replan pass claims them all again (c no longer hears a then), not the general scan,
 /// `scan_batch` records a tick (8 here, a tick of 200 ms).
 #[test]

@@ -37,7 +37,9 @@ fn cut_outbound(cl: &mut Cluster, n: &str, cut: bool) {
 fn the_bound_leaves_the_drift_margin_below_the_failure_timeout() {
     let cl = Cluster::new(&["a", "b", "c"], 1);
     let ft = cl.nodes[&id("a")].view.failure_timeout;
-    assert_eq!(bound(&cl), ft * (100 - DRIFT_MARGIN_PERCENT) / 100);
+    let margin = |d: Duration| d * (100 - DRIFT_MARGIN_PERCENT) / 100;
+    assert_eq!(cl.nodes[&id("a")].hearing_window(), margin(ft), "a peer answers claims over it");
+    assert_eq!(bound(&cl), margin(margin(ft)), "the drift margin below that");
     assert!(bound(&cl) > cl.nodes[&id("a")].heartbeat_interval * 2, "a live owner keeps it");
 }
 
