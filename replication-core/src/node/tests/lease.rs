@@ -130,6 +130,7 @@ fn the_lease_comes_back_when_the_links_heal() {
         if read(&mut cl, "a", rid, "s") == Outcome::Unavailable {
             break cl.now;
         }
+        assert!(rid < 40, "still served 1.5 s after the cut");
     };
     cut_outbound(&mut cl, "a", false);
     let back = loop {
@@ -137,7 +138,7 @@ fn the_lease_comes_back_when_the_links_heal() {
         rid += 1;
         match read(&mut cl, "a", rid, "s") {
             Outcome::Found { .. } => break cl.now,
-            Outcome::Unavailable => {}
+            Outcome::Unavailable => assert!(cl.now - lost < Duration::from_secs(2), "never back"),
             o => panic!("{o:?}"),
         }
     };
