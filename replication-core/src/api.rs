@@ -220,7 +220,9 @@ pub enum Outcome {
     Touched,
     /// Fetching the session did not complete: a holder believed live did not answer within
     /// the request timeout, or this node sees fewer than half of the domain live (it may be
-    /// the one cut off).
+    /// the one cut off). Also the answer of an owner (and of a create) without the read lease:
+    /// no majority heard this node recently, so another node may have taken over. Nothing was
+    /// done; try again.
     Unavailable,
     /// Too many pending requests; nothing was done.
     Busy,

@@ -58,5 +58,5 @@ pub use api::{
 };
 pub use config::{DomainConfig, Mode, NodeId, Replicas, Topology, TransportKind};
 pub use error::Error;
-pub use message::{Attributes, Change, Epoch, Message, PROTOCOL_VERSION, Version};
+pub use message::{Attributes, Change, Echo, Epoch, Message, PROTOCOL_VERSION, Version};
 pub use node::Node;

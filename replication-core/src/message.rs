@@ -19,7 +19,7 @@ use crate::transport::WireMessage;
 /// The protocol version; a peer speaking another one is refused at the handshake. Raised with
 /// every change to the messages or to what they mean, so nodes of two versions never mix in a
 /// domain.
-pub const PROTOCOL_VERSION: u32 = 6;
+pub const PROTOCOL_VERSION: u32 = 7;
 
 /// The version of a session's state inside one [`Epoch`]; every write adds one. Versions
 /// continue across ownership changes (a new owner starts from the highest copy it found).
@@ -175,6 +175,17 @@ pub enum Payload {
     },
 }
 
+/// What a heartbeat says of the newest heartbeat its sender received from its receiver: the
+/// receiver's `incarnation` and `sent` as they came. Measured on the receiver's own clock, so
+/// the receiver learns when the sender last heard it without comparing two nodes' clocks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Echo {
+    /// The incarnation of the node the echoed heartbeat came from.
+    pub incarnation: u64,
+    /// Its `sent`.
+    pub sent: u64,
+}
+
 /// A core protocol message.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]
@@ -183,6 +194,12 @@ pub enum Message {
     Heartbeat {
         /// Changes every time the node starts, so peers notice a restart.
         incarnation: u64,
+        /// When it was sent, in microseconds on the sender's clock since the sender started:
+        /// the receiver echoes it back ([`Echo`]).
+        sent: u64,
+        /// The newest heartbeat the sender received from the receiver: the receiver's proof
+        /// that the sender heard it then, on which its read lease rests.
+        echo: Option<Echo>,
     },
     /// "I am leaving the domain": peers consider the sender down at once.
     Leaving {
@@ -484,7 +501,7 @@ mod tests {
 
     #[test]
     fn ordering_keys() {
-        let hb = Message::Heartbeat { incarnation: 1 };
+        let hb = Message::Heartbeat { incarnation: 1, sent: 0, echo: None };
         assert_eq!(hb.ordering_key(), None);
         let m = Message::Claim { session: "s".into(), epoch: Epoch::new(1, NodeId::new("a"), 1), over: None };
         assert_eq!(m.ordering_key(), Some(stable_hash(b"s")));
@@ -516,7 +533,7 @@ mod tests {
         }
         let not_resent = [
             replicate(Payload::Touch { version: 1 }),
-            Message::Heartbeat { incarnation: 1 },
+            Message::Heartbeat { incarnation: 1, sent: 0, echo: None },
             Message::Leaving { incarnation: 1 },
             Message::Drop { session: s(), epoch: e() },
             Message::EpochsRequest { incarnation: 1, after: None },

@@ -181,14 +181,27 @@ impl Client {
         let max_inactive = self.inner.settings.max_inactive;
         let id = id.map(|id| self.key(&id)).transpose()?;
         let (manager, ack) = (self.inner.manager.clone(), self.inner.settings.core_ack());
-        let make = |reply| Request::Create { id, manager, attrs: attrs.clone(), max_inactive, ack, reply };
-        match self.call(make, self.write_wait()).await? {
-            Reply::Created { id, outcome } => {
-                let c = commit_of(outcome)?;
-                Ok((Session::loaded(ScopedId::parse(&id).id().to_owned(), c.version, attrs), c))
-            }
-            other => Err(other.into_error()),
-        }
+        // Tried again while `Unavailable`: a node without the read lease (it hears no
+        // majority yet, right after start) refuses creates.
+        let (id, outcome) = self
+            .while_unavailable(|| async {
+                let make = |reply| Request::Create {
+                    id: id.clone(),
+                    manager: manager.clone(),
+                    attrs: attrs.clone(),
+                    max_inactive,
+                    ack,
+                    reply,
+                };
+                match self.call(make, self.write_wait()).await? {
+                    Reply::Created { outcome: Outcome::Unavailable, .. } => Err(Error::Unavailable),
+                    Reply::Created { id, outcome } => Ok((id, outcome)),
+                    other => Err(other.into_error()),
+                }
+            })
+            .await?;
+        let c = commit_of(outcome)?;
+        Ok((Session::loaded(ScopedId::parse(&id).id().to_owned(), c.version, attrs), c))
     }
 
     /// Reads a session, fetching it when another node holds it. A fetch fenced by another
@@ -241,15 +254,22 @@ impl Client {
         loop {
             // Built per attempt (the session does not change in between): one copy of the
             // values per write, not a copy kept for a retry plus a clone of it.
-            let (session, changes) = (key.clone(), s.to_changes(contents));
-            let expected = Some(s.version());
-            let (outcome, attrs) = match self
-                .call(|reply| Request::Write { session, expected, changes, ack, reply }, self.write_wait())
-                .await?
-            {
-                Reply::Written { outcome, attrs } => (outcome, attrs),
-                other => (crate::driver::expect_outcome(other)?, None),
-            };
+            // Tried again while `Unavailable` (an owner without the read lease refuses writes).
+            let (outcome, attrs) = self
+                .while_unavailable(|| async {
+                    let (session, changes) = (key.clone(), s.to_changes(contents));
+                    let expected = Some(s.version());
+                    let make = |reply| Request::Write { session, expected, changes, ack, reply };
+                    let (outcome, attrs) = match self.call(make, self.write_wait()).await? {
+                        Reply::Written { outcome, attrs } => (outcome, attrs),
+                        other => (crate::driver::expect_outcome(other)?, None),
+                    };
+                    match outcome {
+                        Outcome::Unavailable => Err(Error::Unavailable),
+                        outcome => Ok((outcome, attrs)),
+                    }
+                })
+                .await?;
             match outcome {
                 // The session moved (e.g. this node restarted, or a router sent the request
                 // here): take it over and write if nobody changed it meanwhile.

@@ -133,8 +133,13 @@ async fn a_partitioned_old_owner_is_fenced() {
     .await;
     let ((), _) = t.update(&id, |s| s.set("v", "target")).await.expect("target writes");
 
-    // The old owner, cut off, still believes it owns the session; its write cannot win.
-    let _ = a.update(&id, |s| s.set("v", "stale")).await;
+    // The old owner, cut off, still believes it owns the session, but holds no read lease: it
+    // answers `Unavailable` (the admin API's 503), not its stale copy, and takes no write.
+    assert_eq!(a.view(&id).await.expect("view").expect("held").role, Role::Owner);
+    let read = a.get(&id).await.map(|s| s.map(|s| s.get::<String>("v")));
+    assert!(matches!(read, Err(Error::Unavailable)), "a stale read: {read:?}");
+    let write = a.update(&id, |s| s.set("v", "stale")).await;
+    assert!(matches!(write, Err(Error::Unavailable)), "a write without the lease: {write:?}");
     hub.partition("a", &["b", "c"], false);
 
     eventually(15, "the old owner is fenced", || async {

@@ -86,7 +86,7 @@ async fn replayed_and_reordered_frames_do_not_move_state_back() {
             let deadline = Instant::now() + Duration::from_secs(60);
             while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
                 if Instant::now() >= next_beat {
-                    send(&mut s, &[Message::Heartbeat { incarnation: 1 }]);
+                    send(&mut s, &[Message::Heartbeat { incarnation: 1, sent: 0, echo: None }]);
                     next_beat += Duration::from_millis(50);
                 }
                 match s.read(&mut buf) {

@@ -44,7 +44,7 @@
 //! let pem = tls::load_node(std::path::Path::new("certs"), &me)?;
 //! let settings = TransportSettings::new(Arc::new(cfg), me, Security::Tls(pem));
 //! let t: QuicTransport<Message> = QuicTransport::start(settings).await?;
-//! t.try_send(&NodeId::new("app2"), Message::Heartbeat { incarnation: 1 })?;
+//! t.try_send(&NodeId::new("app2"), Message::Heartbeat { incarnation: 1, sent: 0, echo: None })?;
 //! t.shutdown().await;
 //! # Ok(()) }
 //! ```

@@ -32,7 +32,7 @@
 //! let pem = tls::load_node(std::path::Path::new("certs"), &me)?;
 //! let settings = TransportSettings::new(Arc::new(cfg), me, Security::Tls(pem));
 //! let t: TcpTransport<Message> = TcpTransport::start(settings).await?;
-//! t.try_send(&NodeId::new("app2"), Message::Heartbeat { incarnation: 1 })?;
+//! t.try_send(&NodeId::new("app2"), Message::Heartbeat { incarnation: 1, sent: 0, echo: None })?;
 //! while let Some(ev) = t.recv().await {
 //!     if let TransportEvent::Messages { from, msgs } = ev {
 //!         for msg in msgs {

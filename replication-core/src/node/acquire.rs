@@ -179,8 +179,13 @@ impl Node {
         if !self.can_own {
             return self.out.outcome(id, Outcome::NotAllowed);
         }
+        let lease = self.holds_lease(now);
         if let Some(rec) = self.sessions.get_mut(&session) {
             if let (Some(o), Some(c)) = (&mut rec.owner, &rec.copy) {
+                if !lease {
+                    // Another node may have taken it over (see `lease`).
+                    return self.out.outcome(id, Outcome::Unavailable);
+                }
                 let outcome = match &c.body {
                     Body::Tombstone => Outcome::NotFound,
                     Body::Live { attrs, .. } => {

@@ -83,12 +83,13 @@ impl Node {
         })
     }
 
-    /// How recently a peer must have been heard to count as heard: half the failure timeout,
-    /// and at least one and a half heartbeat intervals (a live peer is heard every interval,
-    /// give or take the network), which stays below the failure timeout since that is at
-    /// least two intervals (`validate`).
+    /// How recently a peer must have been heard to count as heard: nine tenths of the failure
+    /// timeout, so a peer that answers a claim over an owner has not heard it for longer than
+    /// the owner's read lease lasts, with the drift margin (see `lease`). It is at least 1.8
+    /// heartbeat intervals (the failure timeout is at least two, `validate`): a live peer is
+    /// heard every interval, give or take the network.
     pub(super) fn hearing_window(&self) -> Duration {
-        (self.view.failure_timeout / 2).max(self.heartbeat_interval * 3 / 2)
+        self.lease.hearing_window()
     }
 
     pub(super) fn on_claim(

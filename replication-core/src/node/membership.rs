@@ -3,6 +3,7 @@
 
 use super::Node;
 use super::flow::Flow;
+use super::lease::PeerLease;
 
 use crate::api::Event;
 use crate::config::NodeId;
@@ -25,12 +26,23 @@ pub(super) struct Peer {
     pub(super) gone: bool,
     /// Flow control of what goes to it (see [`Input::Undelivered`]).
     pub(super) flow: Flow,
+    /// What it heard of this node, and what to echo to it (the read lease).
+    pub(super) lease: PeerLease,
 }
 
 impl Peer {
     /// A peer not heard from yet: down.
     pub(super) fn new(flow: Flow) -> Self {
-        Peer { up: false, incarnation: None, last_heard: None, departed: None, ups: 0, gone: false, flow }
+        Peer {
+            up: false,
+            incarnation: None,
+            last_heard: None,
+            departed: None,
+            ups: 0,
+            gone: false,
+            flow,
+            lease: PeerLease::default(),
+        }
     }
 }
 
@@ -147,8 +159,14 @@ impl Membership {
     /// counts them. A domain of two is the exception: one node is enough there, or the survivor
     /// of a crash could never take over.
     pub(super) fn majority(&self, nodes: usize) -> bool {
-        let domain = 1 + self.peers.values().filter(|p| p.up || p.departed.is_none()).count();
+        let domain = self.counted();
         if domain <= 2 { nodes >= 1 } else { nodes * 2 > domain }
+    }
+
+    /// The nodes a majority is counted among (`majority`): this one and every peer but those
+    /// that left and have not come back.
+    pub(super) fn counted(&self) -> usize {
+        1 + self.peers.values().filter(|p| p.up || p.departed.is_none()).count()
     }
 
     /// Whether this node's view of the domain can be acted on to take sessions over (hot
@@ -227,7 +245,7 @@ impl Node {
     pub(super) fn peer_heard(&mut self, now: Instant, from: &NodeId, msg: &Message) -> Heard {
         let Some(peer) = self.view.peers.get_mut(from) else { return Heard::Nothing };
         match msg {
-            Message::Heartbeat { incarnation } => {
+            Message::Heartbeat { incarnation, .. } => {
                 if peer.departed == Some(*incarnation) {
                     return Heard::Nothing;
                 }
@@ -306,6 +324,7 @@ impl Node {
         if let Some(p) = self.view.peers.get_mut(node) {
             p.up = false;
             p.gone = false;
+            p.lease.forget();
             // Its copies are planned again when it comes back.
             p.flow = Flow::new(p.flow.window);
         }

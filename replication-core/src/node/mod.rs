@@ -74,6 +74,11 @@
 //!   backups; it survives the crash of any `k` of them, provided the failure detector does not
 //!   wrongly declare *all* surviving holders dead while another node takes the session over
 //!   (ownership moves on the failure detector's word, not on a quorum).
+//! - An owner answers a read or a write only while it holds the read lease: it and the peers
+//!   that heard it within 81% of the failure timeout are a majority (in a domain of two, a peer
+//!   it considers up must have heard it). Without it the command ends
+//!   [`Outcome::Unavailable`]: a node cut off from the others stops serving before any other
+//!   node may take its sessions over (with clock rates within about 10% of each other).
 //! - [`Outcome::Unreplicated`], [`Outcome::Indeterminate`], [`Outcome::Applied`] and
 //!   [`Outcome::Fenced`] promise nothing beyond this node.
 //! - Promises live in memory: a backup that restarts forgets the epochs it promised. A node
@@ -126,6 +131,8 @@
 //! - `maintenance`: the tick (expiry, retransmission, touches, the scan) and the replan pass
 //!   after a view change; `pacing`: its token bucket, cursors and interval;
 //! - `flow`: flow control per peer (undelivered sends, the resend walk, the window);
+//! - `lease`: the read lease (an owner serves reads and writes only while a majority heard it
+//!   recently), carried by the heartbeats;
 //! - `quarantine`: the restart quarantine; `leave`: the graceful leave;
 //! - `managers`: the session managers hosted, and the refusal of records of others;
 //! - `queries`: read-only queries and statistics; `outbox`: the outputs to drain;
@@ -136,6 +143,7 @@ mod answer;
 mod backup;
 mod failover;
 mod flow;
+mod lease;
 mod leave;
 mod maintenance;
 mod managers;
@@ -153,6 +161,7 @@ mod writes;
 use self::acquire::Acquires;
 use self::answer::Deferred;
 use self::flow::Flow;
+use self::lease::Lease;
 use self::leave::Leave;
 pub use self::managers::MANAGER_NOT_DECLARED;
 use self::managers::Managers;
@@ -165,7 +174,7 @@ use self::writes::{WriteKind, Writes};
 use crate::api::{Command, Input, Outcome, Output, RequestId, Settings};
 use crate::config::{DomainConfig, NodeId};
 use crate::error::Error;
-use crate::message::Message;
+use crate::message::{Echo, Message};
 use crate::placement::Placement;
 use crate::stamp::StampBase;
 use std::time::{Duration, Instant};
@@ -185,6 +194,8 @@ pub struct Node {
     max_session_bytes: u64,
     /// The peers and what this node can act on (see [`Membership`]).
     view: Membership,
+    /// The read lease's bound and clock base (the per-peer state is in `view`).
+    lease: Lease,
     sessions: Sessions,
     /// Sync writes waiting for acknowledgements.
     writes: Writes,
@@ -249,6 +260,7 @@ impl Node {
             can_own,
             max_session_bytes: config.domain.max_session_bytes,
             view: Membership::new(peers, config.failure_timeout()),
+            lease: Lease::new(now, config.failure_timeout()),
             sessions: Sessions::default(),
             writes: Writes::default(),
             acquires: Acquires::default(),
@@ -333,8 +345,9 @@ impl Node {
         }
         self.woke(now);
         if now >= self.next_heartbeat {
-            for p in self.view.peers.keys() {
-                self.out.send(p, Message::Heartbeat { incarnation: self.incarnation });
+            let peers: Vec<NodeId> = self.view.peers.keys().cloned().collect();
+            for p in &peers {
+                self.heartbeat_to(now, p);
             }
             self.next_heartbeat = now + self.heartbeat_interval;
         }
@@ -384,6 +397,7 @@ impl Node {
     }
 
     fn on_message(&mut self, now: Instant, from: NodeId, msg: Message) {
+        let was_up = self.view.is_up(&from);
         let take = match self.peer_heard(now, &from, &msg) {
             Heard::Live => true,
             // A peer that left answered our claims before its `Leaving`, but the answer may
@@ -398,7 +412,10 @@ impl Node {
         }
         let Some(msg) = self.admit_managers(now, &from, msg) else { return };
         match msg {
-            Message::Heartbeat { .. } | Message::Leaving { .. } => {}
+            Message::Heartbeat { incarnation, sent, echo } => {
+                self.lease_heard(now, &from, Echo { incarnation, sent }, echo, !was_up)
+            }
+            Message::Leaving { .. } => {}
             Message::Replicate { session, epoch, payload } => {
                 self.on_replicate(now, &from, session, epoch, &payload)
             }

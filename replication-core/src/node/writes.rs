@@ -152,6 +152,10 @@ impl Node {
         if !self.can_own {
             return self.out.outcome(id, Outcome::NotAllowed);
         }
+        if !self.holds_lease(now) {
+            // A node cut off from the majority may not know the id is taken (see `lease`).
+            return self.out.outcome(id, Outcome::Unavailable);
+        }
         let held = self.sessions.len();
         if held >= self.settings.max_sessions && self.sessions.get(&session).is_none() {
             let (held, limit) = (held as u64, self.settings.max_sessions as u64);
@@ -216,6 +220,10 @@ impl Node {
         let Some(Record { owner: Some(_), copy: Some(copy), .. }) = self.sessions.get(session) else {
             return self.out.outcome(id, Outcome::NotOwner { owner: hint });
         };
+        if !self.holds_lease(now) {
+            // Another node may have taken it over (see `lease`).
+            return self.out.outcome(id, Outcome::Unavailable);
+        }
         if matches!(copy.body, Body::Tombstone) {
             return self.out.outcome(id, Outcome::NotFound);
         }

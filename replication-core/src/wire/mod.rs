@@ -30,8 +30,8 @@
 //! use replication_core::Message;
 //!
 //! let mut enc = FrameEncoder::new(DEFAULT_MAX_FRAME);
-//! enc.push(&Message::Heartbeat { incarnation: 1 }).expect("small");
-//! enc.push(&Message::Heartbeat { incarnation: 2 }).expect("small");
+//! enc.push(&Message::Heartbeat { incarnation: 1, sent: 0, echo: None }).expect("small");
+//! enc.push(&Message::Heartbeat { incarnation: 2, sent: 0, echo: None }).expect("small");
 //! let bytes = enc.finish().to_vec(); // one frame holding both messages
 //!
 //! let mut dec = FrameDecoder::new(DEFAULT_MAX_FRAME);

@@ -218,8 +218,9 @@ pub struct Report {
     pub pauses: u64,
     /// Live nodes wrongly reported gone (`SimOptions::gone`).
     pub false_gone: u64,
-    /// Reads of an invalidated session answered by a node cut off from the others (a stale
-    /// owner that has not learned it was replaced).
+    /// Reads of an invalidated session answered by a node whose outbound links are cut (a
+    /// stale owner that has not learned it was replaced); a violation too unless the
+    /// invalidation lost more holders than it was acknowledged by.
     pub isolated_stale_reads: u64,
     pub partitions: u64,
     pub leaves: u64,
@@ -553,7 +554,7 @@ impl Sim {
         fnv(&mut h, from.as_str().as_bytes());
         fnv(&mut h, to.as_str().as_bytes());
         match &msg {
-            Message::Heartbeat { incarnation } => fnv(&mut h, &incarnation.to_le_bytes()),
+            Message::Heartbeat { incarnation, .. } => fnv(&mut h, &incarnation.to_le_bytes()),
             other => fnv(&mut h, &rmp_serde::to_vec(other).unwrap()),
         }
         self.trace = h;
@@ -784,14 +785,16 @@ impl Sim {
                 }
                 if let Some(a) = self.invalidated.get(&p.session) {
                     // A node whose messages do not reach the others (its outbound links cut)
-                    // may be a stale owner that has not learned it was replaced: it serves its
-                    // old state until it does (the open limit "a cut-off owner keeps serving" of
-                    // docs/design.md), counted apart.
+                    // may be a stale owner that has not learned it was replaced: the read
+                    // lease keeps it from serving its old state (docs/design.md, "The read
+                    // lease"). Counted in the report line too.
                     let isolated = self.cut.iter().any(|((from, _), until)| from == n && *until > self.now);
-                    if isolated && matches!(p.kind, Kind::Get) {
+                    if isolated {
                         self.report.isolated_stale_reads += 1;
-                    } else if self.faulted_holders(a) <= a.k as usize {
-                        self.violation(format!("invalidated session {} came back at {n}", p.session));
+                    }
+                    if self.faulted_holders(a) <= a.k as usize {
+                        let cut = if isolated { " (cut off)" } else { "" };
+                        self.violation(format!("invalidated session {} came back at {n}{cut}", p.session));
                     }
                 }
                 if matches!(p.kind, Kind::FinalGet) {

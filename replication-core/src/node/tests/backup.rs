@@ -157,6 +157,8 @@ fn restarted_backup_does_not_acknowledge_a_stale_owner() {
     let now = cl.now;
     cl.nodes
         .insert(id("c"), Node::new(cfg(&["a", "b", "c"], 1), id("c"), 2, Settings::default(), now).unwrap());
+    // a, cut off from both, held no lease; c's heartbeats give it back (a and c are a majority).
+    cl.advance(Duration::from_millis(300));
     cl.cmd(
         "a",
         100,

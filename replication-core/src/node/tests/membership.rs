@@ -63,7 +63,10 @@ fn a_silent_peer_is_declared_down_at_its_deadline_not_at_the_next_tick() {
     drain(&mut a);
     // b is last heard between two maintenance ticks (every 200 ms here).
     let heard = t0 + Duration::from_millis(7);
-    a.handle_input(heard, Input::Message { from: id("b"), msg: Message::Heartbeat { incarnation: 1 } });
+    a.handle_input(
+        heard,
+        Input::Message { from: id("b"), msg: Message::Heartbeat { incarnation: 1, sent: 0, echo: None } },
+    );
     drain(&mut a);
     assert!(a.is_live(&id("b")));
     let deadline = heard + failure_timeout;

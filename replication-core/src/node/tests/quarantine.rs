@@ -20,7 +20,10 @@ fn the_quarantine_answer_comes_a_page_per_request() {
     while a.poll_output().is_some() {}
     // c restarted and asks; every answer is one message, a page of at most 1024.
     let mut c_node = Node::new(c, id("c"), 2, Settings::default(), now).unwrap();
-    c_node.handle_input(now, Input::Message { from: id("a"), msg: Message::Heartbeat { incarnation: 1 } });
+    c_node.handle_input(
+        now,
+        Input::Message { from: id("a"), msg: Message::Heartbeat { incarnation: 1, sent: 0, echo: None } },
+    );
     let mut pages = Vec::new();
     let mut learned = 0;
     for _ in 0..10 {
