@@ -42,7 +42,7 @@ cargo build --release -j 2 -q --bin m2m >&2
 cargo build --release -j 2 -q -p session-api --features tower --example axum >&2
 TARGET=${CARGO_TARGET_DIR:-target}/release
 M2M=$TARGET/m2m
-APP=$TARGET/examples/axum
+APP=${APP:-$TARGET/examples/axum}
 
 free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
