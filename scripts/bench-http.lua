@@ -1,6 +1,6 @@
 -- wrk script of scripts/bench-http.sh: one connection per thread (wrk -t16 -c16), each thread
--- posting to /bench with its own session (the cookie the script created for it, in the file
--- $COOKIES, one `id=...` per line). Each request adds one to the session's counter and writes
+-- posting to /bench with its own session (the cookies the script created for it, in the file
+-- $COOKIES, one `Cookie` header value per line). Each request adds one to the session's counter and writes
 -- a 1 KiB attribute. At the end it prints one line per session (`last COOKIE COUNT`: the last
 -- counter answered) and a `result` line: requests, seconds, p50 and p99 in microseconds,
 -- errors (socket and non-2xx).

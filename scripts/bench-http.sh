@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # What a web application sees: `session-api/examples/axum.rs` driven by wrk over HTTP on
 # loopback, every request (`POST /bench`) adding one to its session's counter and writing a
-# 1 KiB attribute, 16 connections each with its own session (wrk -t16 -c16, one connection
+# 1 KiB attribute, 16 connections each with its own session and its cookies (wrk -t16 -c16, one connection
 # per thread, scripts/bench-http.lua). Two set-ups, alternating in each run:
 #
 #   memory  one process on tower-sessions' MemoryStore (nothing replicated);
@@ -91,12 +91,13 @@ curl -sf "http://127.0.0.1:$H1/m2m/stats" | grep -q '"peers_up":1' || { echo "th
 ticks() { awk '{ sub(/.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"; }
 TICK_US=$((1000000 / $(getconf CLK_TCK)))
 
-# Creates $CONNS sessions on port $1; writes their cookies (`id=...`) to file $2.
+# Creates $CONNS sessions on port $1; writes the cookies of each (`id=...`, and m2m's route
+# cookie, which a browser sends back too) to file $2, one session a line.
 sessions() {
   : >"$2"
   for i in $(seq "$CONNS"); do
     curl -sf -c "$TMP/jar" -X POST "http://127.0.0.1:$1/bench" >/dev/null
-    awk '$6 == "id" { print "id=" $7 }' "$TMP/jar" >>"$2"
+    awk 'NF >= 7 && ($1 !~ /^#/ || $1 ~ /^#HttpOnly_/) { printf "%s%s=%s", sep, $6, $7; sep = ";" } END { print "" }' "$TMP/jar" >>"$2"
     rm -f "$TMP/jar"
   done
 }

@@ -12,12 +12,12 @@
 //! prints the table `docs/design.md` ("Domain size") quotes. `M2M_DOMAIN_SIZES=16,64` picks
 //! the sizes.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use replication_core::harness::{Cluster, cfg, id};
 use replication_core::message::Message;
-use replication_core::{Input, Node, NodeId, Output, Settings};
+use replication_core::{Input, NodeId, Output, Settings};
 
 /// Virtual seconds the steady state is counted over.
 const STEADY_S: u64 = 10;
@@ -104,27 +104,7 @@ fn measure(n: usize) -> Figures {
     let refs: Vec<&str> = names.iter().map(String::as_str).collect();
     let config = cfg(&refs, 1);
     let before = rss_bytes();
-    // `Cluster::from_config` without its first delivery, whose budget a domain of 256 nodes
-    // exceeds: the first heartbeats go out at the first step.
-    let t0 = Instant::now();
-    let nodes = config
-        .nodes
-        .iter()
-        .map(|n| {
-            let node = Node::new(config.clone(), n.name.clone(), 1, Settings::default(), t0);
-            (n.name.clone(), node.expect("a member"))
-        })
-        .collect();
-    let mut cl = Cluster {
-        t0,
-        now: t0,
-        nodes,
-        outcomes: vec![],
-        events: vec![],
-        wire: VecDeque::new(),
-        cut: BTreeSet::new(),
-        refusals: vec![],
-    };
+    let mut cl = Cluster::unstarted(config, Settings::default());
     let mut traffic = Traffic::default();
     // A second of warm-up: every view complete, timers spread as they run.
     for _ in 0..100 {
