@@ -15,24 +15,29 @@
 //! instance owns are handed to their backups.
 //!
 //! Endpoints: `GET /` counts visits; `POST /counter` adds one to the session's counter and
-//! `GET /counter` reads it (both answer `<node> <count>`); `GET /logout` deletes the session;
-//! `GET /m2m/stats` is this node's counters as JSON (sessions owned, ownerships acquired,
-//! failovers, peers up), for load-balancer tests.
+//! `GET /counter` reads it (both answer `<node> <count>`); `POST /bench` adds one to the
+//! counter and writes a 1 KiB attribute with it (what `scripts/bench-http.sh` drives);
+//! `GET /logout` deletes the session; `GET /m2m/stats` is this node's counters as JSON
+//! (sessions owned, ownerships acquired, failovers, peers up), for load-balancer tests.
+//!
+//! `axum --memory-store --http ADDR` serves the same application on tower-sessions'
+//! `MemoryStore` (one process, nothing replicated): the baseline of `scripts/bench-http.sh`.
 
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use session_api::SessionManager;
 use session_api::route_cookie::{DEFAULT_ROUTE_COOKIE, RouteCookieLayer};
 use session_api::store::{ReplicatedStore, UnavailableLayer};
-use tower_sessions::{Session, SessionManagerLayer};
+use tower_sessions::{MemoryStore, Session, SessionManagerLayer};
 
 #[derive(Clone)]
 struct App {
     node: String,
-    sessions: SessionManager,
+    /// `None` on the `MemoryStore`.
+    sessions: Option<SessionManager>,
 }
 
 async fn visit(State(app): State<App>, session: Session) -> String {
@@ -48,6 +53,15 @@ async fn visit(State(app): State<App>, session: Session) -> String {
 async fn count(State(app): State<App>, session: Session) -> Result<String, Unavailable> {
     let n: u64 = session.get("counter").await?.unwrap_or(0) + 1;
     session.insert("counter", n).await?;
+    Ok(format!("{} {n}\n", app.node))
+}
+
+/// `POST /bench`: one more on the counter and a 1 KiB attribute holding it, saved before the
+/// answer `<node> <count>`.
+async fn bench(State(app): State<App>, session: Session) -> Result<String, Unavailable> {
+    let n: u64 = session.get("counter").await?.unwrap_or(0) + 1;
+    session.insert("counter", n).await?;
+    session.insert("data", format!("{n:0>1024}")).await?;
     Ok(format!("{} {n}\n", app.node))
 }
 
@@ -79,7 +93,8 @@ async fn logout(State(app): State<App>, session: Session) -> String {
 }
 
 async fn stats(State(app): State<App>) -> Result<Json<serde_json::Value>, Unavailable> {
-    let m = app.sessions.metrics().await?;
+    let Some(sessions) = &app.sessions else { return Err(Unavailable("no m2m node".into())) };
+    let m = sessions.metrics().await?;
     Ok(Json(serde_json::json!({
         "node": app.node,
         "owned": m.sessions_owned(),
@@ -95,6 +110,17 @@ struct Options {
     http: Option<String>,
     certs: Option<String>,
     route_cookie: String,
+}
+
+/// `--memory-store --http ADDR`: the address of the unreplicated baseline.
+fn memory_store_option() -> Option<String> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match &args[..] {
+        [flag, http, addr] | [http, addr, flag] if flag == "--memory-store" && http == "--http" => {
+            Some(addr.clone())
+        }
+        _ => None,
+    }
 }
 
 fn options() -> Option<Options> {
@@ -117,12 +143,39 @@ fn options() -> Option<Options> {
     positional.next().is_none().then_some(Options { domain, node, http, certs, route_cookie })
 }
 
+/// The application's routes (the session layer goes on by the caller).
+fn routes() -> Router<App> {
+    Router::new()
+        .route("/", get(visit))
+        .route("/counter", get(read_count).post(count))
+        .route("/bench", post(bench))
+        .route("/logout", get(logout))
+        .route("/m2m/stats", get(stats))
+}
+
+/// Serves the application on tower-sessions' `MemoryStore` at `http` until Ctrl-C.
+async fn serve_memory_store(http: &str) -> Result<(), Box<dyn std::error::Error>> {
+    let layer = SessionManagerLayer::new(MemoryStore::default()).with_secure(false);
+    let app = routes().layer(layer).with_state(App { node: "memory".into(), sessions: None });
+    let listener = tokio::net::TcpListener::bind(http).await?;
+    println!("memory: http on {}", listener.local_addr()?);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await?;
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    if let Some(http) = memory_store_option() {
+        return serve_memory_store(&http).await;
+    }
     let Some(opts) = options() else {
         eprintln!(
             "usage: axum <domain.toml> <node> [<http-address>] [<certs-dir>] \
-             [--http ADDR] [--certs DIR] [--route-cookie NAME]"
+             [--http ADDR] [--certs DIR] [--route-cookie NAME]\n       axum --memory-store --http ADDR"
         );
         std::process::exit(2);
     };
@@ -149,17 +202,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     };
     let layer = SessionManagerLayer::new(ReplicatedStore::new(sessions.clone())).with_secure(false);
-    let app = Router::new()
-        .route("/", get(visit))
-        .route("/counter", get(read_count).post(count))
-        .route("/logout", get(logout))
-        .route("/m2m/stats", get(stats))
+    let app = routes()
         .layer(layer)
         // Outside the session layer: a session that cannot be reached now answers 503.
         .layer(UnavailableLayer)
         // Outside the session layer: it reads the session's id once the session is saved.
         .layer(RouteCookieLayer::new(sessions.clone()).with_name(opts.route_cookie))
-        .with_state(App { node: opts.node.clone(), sessions: sessions.clone() });
+        .with_state(App { node: opts.node.clone(), sessions: Some(sessions.clone()) });
     let listener = tokio::net::TcpListener::bind(&http).await?;
     println!("{}: http on {}", opts.node, listener.local_addr()?);
     axum::serve(listener, app)

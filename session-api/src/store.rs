@@ -29,9 +29,10 @@
 //! # let _ = app; }
 //! ```
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use async_trait::async_trait;
@@ -47,6 +48,42 @@ use crate::web_store;
 #[derive(Clone, Debug)]
 pub struct ReplicatedStore {
     sessions: SessionManager,
+    loaded: Arc<Mutex<Loaded>>,
+}
+
+/// Records loaded and not saved since, at most [`LOADED`] (the oldest go first): the save
+/// that ends a request writes, at the version its load read, only the values that changed
+/// (one write, no second read); when the session changed since (a conflict), it falls back to
+/// the full replace, last writer wins.
+#[derive(Debug, Default)]
+struct Loaded {
+    by_id: HashMap<String, crate::Session>,
+    order: VecDeque<String>,
+}
+
+/// Loaded records kept for their save: more than the requests a node serves at once.
+const LOADED: usize = 4096;
+
+impl Loaded {
+    fn keep(&mut self, id: String, s: crate::Session) {
+        if self.by_id.insert(id.clone(), s).is_none() {
+            self.order.push_back(id);
+        }
+        while self.by_id.len() > LOADED {
+            let Some(old) = self.order.pop_front() else { break };
+            self.by_id.remove(&old);
+        }
+    }
+
+    fn take(&mut self, id: &str) -> Option<crate::Session> {
+        // `order` keeps the id until it comes up: it is skipped then if gone or kept again.
+        let s = self.by_id.remove(id);
+        if self.order.len() > 2 * LOADED {
+            let by_id = &self.by_id;
+            self.order.retain(|k| by_id.contains_key(k));
+        }
+        s
+    }
 }
 
 impl ReplicatedStore {
@@ -54,7 +91,12 @@ impl ReplicatedStore {
     /// manager of a handle from [`SessionManager::manager`] (one store per web module, each
     /// a namespace of its own; see [`crate::managers`]).
     pub fn new(sessions: SessionManager) -> Self {
-        ReplicatedStore { sessions }
+        ReplicatedStore { sessions, loaded: Arc::default() }
+    }
+
+    fn loaded(&self) -> std::sync::MutexGuard<'_, Loaded> {
+        // A panic while holding it leaves a cache that is still valid: keep using it.
+        self.loaded.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The session manager underneath.
@@ -118,18 +160,36 @@ impl SessionStore for ReplicatedStore {
 
     async fn save(&self, record: &Record) -> session_store::Result<()> {
         let attrs = attributes(record)?;
-        web_store::put(&self.sessions, &record.id.to_string(), &attrs).await.map_err(backend)
+        let id = record.id.to_string();
+        let loaded = self.loaded().take(&id);
+        if let Some(mut s) = loaded {
+            web_store::replace(&mut s, &attrs).map_err(backend)?;
+            match self.sessions.commit(&mut s).await {
+                Ok(_) => return Ok(()),
+                // Changed or gone since it was loaded: replaced below, last writer wins.
+                Err(Error::Conflict { .. } | Error::NotFound | Error::TooManyConflicts { .. }) => {}
+                Err(e) => return Err(backend(e)),
+            }
+        }
+        web_store::put(&self.sessions, &id, &attrs).await.map_err(backend)
     }
 
     async fn load(&self, session_id: &Id) -> session_store::Result<Option<Record>> {
-        match web_store::load(&self.sessions, &session_id.to_string()).await.map_err(backend)? {
-            Some(s) => read_record(*session_id, &s).map(Some),
+        let id = session_id.to_string();
+        match web_store::load(&self.sessions, &id).await.map_err(backend)? {
+            Some(s) => {
+                let record = read_record(*session_id, &s)?;
+                self.loaded().keep(id, s);
+                Ok(Some(record))
+            }
             None => Ok(None),
         }
     }
 
     async fn delete(&self, session_id: &Id) -> session_store::Result<()> {
-        self.sessions.invalidate(&session_id.to_string()).await.map(|_| ()).map_err(backend)
+        let id = session_id.to_string();
+        drop(self.loaded().take(&id));
+        self.sessions.invalidate(&id).await.map(|_| ()).map_err(backend)
     }
 }
 
@@ -180,5 +240,29 @@ where
             }
             Ok(res)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The records kept for their save stay bounded, the oldest going first, and a save
+    /// takes its record.
+    #[test]
+    fn loaded_records_are_bounded() {
+        let mut l = Loaded::default();
+        for i in 0..LOADED + 10 {
+            l.keep(i.to_string(), crate::Session::loaded(i.to_string(), 1, crate::Attributes::new()));
+        }
+        assert_eq!(l.by_id.len(), LOADED);
+        assert!(l.take("0").is_none(), "the oldest went first");
+        assert!(l.take(&(LOADED + 9).to_string()).is_some());
+        assert!(l.take(&(LOADED + 9).to_string()).is_none(), "taken once");
+        for i in 0..3 * LOADED {
+            l.keep("again".into(), crate::Session::loaded("again".into(), 1, crate::Attributes::new()));
+            assert!(l.take("again").is_some());
+            assert!(l.order.len() <= 2 * LOADED + 1, "{i}: {}", l.order.len());
+        }
     }
 }

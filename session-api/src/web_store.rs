@@ -120,15 +120,25 @@ pub(crate) async fn create(
     Err(Error::AlreadyExists)
 }
 
-/// Replaces the record `id` by `attrs`, creating it when no node has it.
-pub(crate) async fn put(sessions: &SessionManager, id: &str, attrs: &Attributes) -> Result<(), Error> {
-    let replace = |s: &mut Session| {
-        s.clear()?;
-        for (k, v) in attrs.iter() {
+/// Makes `s` hold `attrs`: sets the values that differ and removes those `attrs` lacks, so
+/// that the write carries only what changed (a record's full replace, as a delta).
+pub(crate) fn replace(s: &mut Session, attrs: &Attributes) -> Result<(), Error> {
+    let gone: Vec<String> =
+        s.keys().into_iter().filter(|k| !attrs.contains_key(k)).map(str::to_owned).collect();
+    for k in gone {
+        s.remove(&k)?;
+    }
+    for (k, v) in attrs.iter() {
+        if s.get_bytes(k) != Some(v) {
             s.set_bytes(k, v)?;
         }
-        Ok(())
-    };
+    }
+    Ok(())
+}
+
+/// Replaces the record `id` by `attrs`, creating it when no node has it.
+pub(crate) async fn put(sessions: &SessionManager, id: &str, attrs: &Attributes) -> Result<(), Error> {
+    let replace = |s: &mut Session| replace(s, attrs);
     match sessions.update(id, replace).await {
         Err(Error::NotFound) => match sessions.create_with_id(id, attrs.clone()).await {
             // Created concurrently by another request: write over it.
@@ -136,5 +146,28 @@ pub(crate) async fn put(sessions: &SessionManager, id: &str, attrs: &Attributes)
             r => r.map(|_| ()),
         },
         r => r.map(|_| ()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::WriteContents;
+    use replication_core::Change;
+
+    /// A full replace as a delta: only the values that differ are written, the missing ones
+    /// removed, and the record ends as `attrs`.
+    #[test]
+    fn replace_writes_only_what_changed() -> Result<(), Error> {
+        let base = record_attributes([("a", b"1"), ("b", b"2"), ("c", b"3")], 100)?;
+        let mut s = Session::loaded("s".into(), 7, base);
+        let attrs = record_attributes([("a", b"1"), ("b", b"9")], 100)?;
+        replace(&mut s, &attrs)?;
+        assert_eq!(
+            s.to_changes(WriteContents::Changed),
+            vec![Change::Set("d:b".into(), b"9".to_vec().into()), Change::Remove("d:c".into())]
+        );
+        assert_eq!(s.attributes(), attrs);
+        Ok(())
     }
 }

@@ -58,6 +58,16 @@ impl Cluster {
 
     /// Every node of `c` as an engine with `settings`, every peer heard by every other.
     pub fn from_config(c: DomainConfig, settings: Settings) -> Self {
+        let mut cl = Self::unstarted(c, settings);
+        // Heartbeats make everyone live.
+        cl.tick_all();
+        cl.pump();
+        cl
+    }
+
+    /// Every node of `c` as an engine with `settings`, nothing sent yet: the first heartbeats
+    /// go out at the first tick (a domain too large for one `pump`).
+    pub fn unstarted(c: DomainConfig, settings: Settings) -> Self {
         let t0 = Instant::now();
         let nodes = c
             .nodes
@@ -69,7 +79,7 @@ impl Cluster {
                 )
             })
             .collect();
-        let mut cl = Cluster {
+        Cluster {
             t0,
             now: t0,
             nodes,
@@ -78,11 +88,7 @@ impl Cluster {
             wire: VecDeque::new(),
             cut: BTreeSet::new(),
             refusals: vec![],
-        };
-        // Heartbeats make everyone live.
-        cl.tick_all();
-        cl.pump();
-        cl
+        }
     }
 
     /// Drains the outputs of `n`: sends go on the wire, outcomes and events are kept.

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use session_api::{AckPolicy, Attributes, DomainConfig, Replication, SessionManager, SessionSettings};
 
+use super::cpu::{process_cpu, us_per_op};
 use super::trace::Trace;
 use super::{FAILURE_TIMEOUT_MS, HEARTBEAT_MS, PAYLOAD};
 
@@ -131,24 +132,47 @@ fn session_attrs() -> Attributes {
     a
 }
 
+/// What a phase of updates measured.
+pub(crate) struct Load {
+    /// Acknowledged updates per second.
+    pub(crate) rate: f64,
+    /// The latency of each update, when recorded.
+    pub(crate) samples: Vec<Duration>,
+    /// CPU microseconds of this process per update (every node of the process and the load).
+    pub(crate) cpu_us_per_op: f64,
+}
+
 /// `conc` tasks, each updating its own session (a 1 KiB attribute) in a loop for `phase`:
-/// the rate of acknowledged updates, and their latencies when `record`.
+/// the rate of acknowledged updates, their latencies when `record`, and the CPU time of the
+/// process per update.
 pub(crate) async fn updates(
     m: &SessionManager,
     conc: usize,
     phase: Duration,
     record: bool,
-) -> anyhow::Result<(f64, Vec<Duration>)> {
-    let mut sessions = Vec::with_capacity(conc);
-    for _ in 0..conc {
-        sessions.push(m.create_with(session_attrs()).await?);
+) -> anyhow::Result<Load> {
+    updates_on(std::slice::from_ref(m), conc, phase, record).await
+}
+
+/// [`updates`] on each of `nodes` at once, `conc` sessions on each (owned by that node): the
+/// rate of all together.
+pub(crate) async fn updates_on(
+    nodes: &[SessionManager],
+    conc: usize,
+    phase: Duration,
+    record: bool,
+) -> anyhow::Result<Load> {
+    let mut sessions = Vec::with_capacity(conc * nodes.len());
+    for m in nodes {
+        for _ in 0..conc {
+            sessions.push((m.clone(), m.create_with(session_attrs()).await?));
+        }
     }
     let warmup = Duration::from_millis(150).min(phase / 4);
     let start = Instant::now() + warmup;
     let deadline = start + phase;
     let mut tasks = tokio::task::JoinSet::new();
-    for (i, mut s) in sessions.into_iter().enumerate() {
-        let m = m.clone();
+    for (i, (m, mut s)) in sessions.into_iter().enumerate() {
         tasks.spawn(async move {
             let mut samples = Vec::new();
             let mut ops = 0u64;
@@ -174,6 +198,10 @@ pub(crate) async fn updates(
             Ok::<_, anyhow::Error>((ops, samples))
         });
     }
+    tokio::time::sleep_until(start.into()).await;
+    let cpu_start = process_cpu()?;
+    tokio::time::sleep_until(deadline.into()).await;
+    let cpu_end = process_cpu()?;
     let mut ops = 0;
     let mut all = Vec::new();
     while let Some(r) = tasks.join_next().await {
@@ -181,7 +209,11 @@ pub(crate) async fn updates(
         ops += o;
         all.extend(s);
     }
-    Ok((ops as f64 / phase.as_secs_f64(), all))
+    Ok(Load {
+        rate: ops as f64 / phase.as_secs_f64(),
+        samples: all,
+        cpu_us_per_op: us_per_op(cpu_start, cpu_end, ops),
+    })
 }
 
 /// Creates `n` sessions on `m`, 64 at a time (sync acknowledgement keeps the pace bounded);
@@ -211,6 +243,12 @@ pub(crate) async fn create_each(
         }
     }
     Ok(())
+}
+
+/// Extra time a step over `n` sessions is allowed: a second per 5,000 sessions (creating
+/// them on a loaded two-core machine runs at 10,000 to 50,000 a second).
+pub(crate) fn scaled(n: usize) -> Duration {
+    Duration::from_millis(n as u64 / 5)
 }
 
 pub(crate) async fn wait_until<F, Fut>(

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use session_api::{DomainConfig, SessionManager};
 
-use super::cluster::{bench_domain, create_many, start_node, wait_peers_up, wait_until};
+use super::cluster::{bench_domain, create_many, scaled, start_node, wait_peers_up, wait_until};
 use super::figure::Carrier;
 use super::trace::Trace;
 use super::{FAILURE_TIMEOUT_MS, sync};
@@ -35,7 +35,8 @@ pub(crate) async fn failover(n: usize, closed_links: bool) -> anyhow::Result<(f6
         survivors.push(start_node(&cfg, &certs, &name, socket, sync(1), None, Some(&trace)).await?);
     }
     let mut owner = OwnerProcess::spawn(dir.path(), n)?;
-    let ready = owner.line(Duration::from_secs(120)).await.context("the failover owner starting")?;
+    let ready =
+        owner.line(Duration::from_secs(120) + scaled(n)).await.context("the failover owner starting")?;
     let words: Vec<&str> = ready.split_whitespace().collect();
     let [_, probe, _, _] = words[..] else { bail!("the failover owner said {ready:?}") };
     let probe = probe.to_owned();

@@ -77,6 +77,8 @@ pub(crate) enum Conc {
     C16,
     /// Sixty-four.
     C64,
+    /// 1,024 (TCP only).
+    C1024,
 }
 
 impl Conc {
@@ -86,6 +88,7 @@ impl Conc {
             Conc::C1 => 1,
             Conc::C16 => 16,
             Conc::C64 => 64,
+            Conc::C1024 => 1024,
         }
     }
 }
@@ -191,6 +194,76 @@ pub(crate) enum RerepMetric {
     FromKillMs,
 }
 
+/// Whose CPU time per update: the process holding the owner, the backup and the load (the
+/// nodes of the benchmark share one process), over a phase of 64 sessions over TCP.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Cpu {
+    /// Synchronous updates of a carrier.
+    Sync(Carrier),
+    /// Asynchronous updates (TCP).
+    Async,
+}
+
+/// A number of sessions the cost-as-work-grows rows are measured at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Sessions {
+    /// 10,000.
+    K10,
+    /// 100,000.
+    K100,
+    /// 1,000,000.
+    M1,
+}
+
+impl Sessions {
+    /// All three, smallest first.
+    pub(crate) const ALL: [Sessions; 3] = [Sessions::K10, Sessions::K100, Sessions::M1];
+
+    /// The number.
+    pub(crate) fn n(self) -> usize {
+        match self {
+            Sessions::K10 => 10_000,
+            Sessions::K100 => 100_000,
+            Sessions::M1 => 1_000_000,
+        }
+    }
+}
+
+/// What is measured at each size of [`Sessions`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum ScaleMetric {
+    /// Milliseconds from the SIGKILL of the owner (a crashed process) until the survivors own
+    /// every session.
+    FailoverMs,
+    /// Re-replication, sessions per second from the failure detection to the last copy.
+    RereplicationPerS,
+}
+
+/// Nodes of one process that each own their share of the sessions (one backup each).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Nodes {
+    /// Three.
+    N3,
+    /// Six.
+    N6,
+    /// Twelve.
+    N12,
+}
+
+impl Nodes {
+    /// All three, fewest first.
+    pub(crate) const ALL: [Nodes; 3] = [Nodes::N3, Nodes::N6, Nodes::N12];
+
+    /// The number.
+    pub(crate) fn n(self) -> usize {
+        match self {
+            Nodes::N3 => 3,
+            Nodes::N6 => 6,
+            Nodes::N12 => 12,
+        }
+    }
+}
+
 /// One figure of a run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum Figure {
@@ -204,6 +277,12 @@ pub(crate) enum Figure {
     Failover(Loss, FailoverMetric),
     /// A figure of re-replication.
     Rereplication(RerepMetric),
+    /// CPU microseconds per update (user + system time of the process).
+    CpuPerUpdate(Cpu),
+    /// A figure at a number of sessions.
+    Scale(Sessions, ScaleMetric),
+    /// Synchronous updates per second of all nodes together, TCP.
+    NodesRate(Nodes),
 }
 
 impl Figure {
@@ -220,6 +299,7 @@ impl Figure {
         for t in Carrier::ALL {
             v.extend([Conc::C1, Conc::C16, Conc::C64].map(|c| Figure::Rate(Rate::Sync(t, c))));
         }
+        v.push(Figure::Rate(Rate::Sync(Carrier::Tcp, Conc::C1024)));
         v.push(Figure::Rate(Rate::Replicas2));
         v.extend([Conc::C1, Conc::C64].map(|c| Figure::Rate(Rate::Async(c))));
         v.push(Figure::FailoverSessions);
@@ -233,6 +313,11 @@ impl Figure {
             [RerepMetric::SessionsPerS, RerepMetric::Sessions, RerepMetric::FromKillMs]
                 .map(Figure::Rereplication),
         );
+        v.extend([Cpu::Sync(Carrier::Tcp), Cpu::Sync(Carrier::Quic), Cpu::Async].map(Figure::CpuPerUpdate));
+        for s in Sessions::ALL {
+            v.extend([ScaleMetric::FailoverMs, ScaleMetric::RereplicationPerS].map(|m| Figure::Scale(s, m)));
+        }
+        v.extend(Nodes::ALL.map(Figure::NodesRate));
         v
     }
 }
@@ -311,6 +396,18 @@ impl fmt::Display for Figure {
                 RerepMetric::Sessions => "rereplication.sessions",
                 RerepMetric::FromKillMs => "rereplication.from_kill_ms",
             }),
+            Figure::CpuPerUpdate(Cpu::Sync(t)) => write!(f, "{}.sync.c64.cpu_us_per_op", t.as_str()),
+            Figure::CpuPerUpdate(Cpu::Async) => f.write_str("tcp.async.c64.cpu_us_per_op"),
+            Figure::Scale(s, m) => write!(
+                f,
+                "scale.{}.{}",
+                s.n(),
+                match m {
+                    ScaleMetric::FailoverMs => "failover_ms",
+                    ScaleMetric::RereplicationPerS => "rereplication.sessions_per_s",
+                }
+            ),
+            Figure::NodesRate(n) => write!(f, "tcp.nodes{}.ops_per_s", n.n()),
         }
     }
 }
@@ -371,6 +468,11 @@ mod tests {
             "raw.tls.acked.msgs_per_s",
             "raw.tcp.rtt_one_cpu.p999_us",
             "failover.silent.all_owned_ms",
+            "tcp.sync.c1024.ops_per_s",
+            "tcp.sync.c64.cpu_us_per_op",
+            "scale.1000000.failover_ms",
+            "scale.10000.rereplication.sessions_per_s",
+            "tcp.nodes12.ops_per_s",
         ] {
             assert!(keys.contains(k), "{k}");
         }

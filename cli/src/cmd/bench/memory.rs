@@ -8,7 +8,7 @@ use clap::ValueEnum as _;
 use serde::Serialize;
 use session_api::AckPolicy;
 
-use super::cluster::{Cluster, create_each, wait_until};
+use super::cluster::{Cluster, create_each, scaled, wait_until};
 use super::figure::Carrier;
 use super::{Args, MemoryKind, PAYLOAD};
 
@@ -59,7 +59,7 @@ pub(crate) async fn memory_child(kind: MemoryKind, n: usize) -> anyhow::Result<M
             // Count the ids without keeping them: only the nodes' memory is measured.
             let mut created = 0;
             create_each(&a, n, |_| created += 1).await?;
-            wait_until(Duration::from_secs(600), Duration::from_millis(100), || {
+            wait_until(Duration::from_secs(600) + scaled(n), Duration::from_millis(100), || {
                 let b = b.clone();
                 // A busy node may answer a metrics request late: ask again.
                 async move { Ok(b.metrics().await.is_ok_and(|m| m.core.backups >= created)) }

@@ -35,10 +35,11 @@ use self::baselines::pingpong::{Placement, raw_tcp_pingpong};
 use self::baselines::pipelined::raw_quinn;
 use self::baselines::pipelined::{raw_tcp_pipelined, raw_tls_pipelined};
 use self::baselines::redis::redis_set_wait;
-use self::cluster::{Cluster, updates};
+use self::cluster::{Cluster, updates, updates_on};
 use self::failover::{failover, failover_child};
 use self::figure::{
-    Carrier, Conc, FailoverMetric, Figure, Figures, Latency, Link, Loss, Pct, Rate, RerepMetric,
+    Carrier, Conc, Cpu, FailoverMetric, Figure, Figures, Latency, Link, Loss, Nodes, Pct, Rate, RerepMetric,
+    ScaleMetric, Sessions,
 };
 use self::memory::{memory, memory_child};
 use self::report::Report;
@@ -49,6 +50,7 @@ use crate::progress::Steps;
 
 mod baselines;
 mod cluster;
+mod cpu;
 mod failover;
 mod figure;
 mod memory;
@@ -59,6 +61,9 @@ mod trace;
 
 /// The payload of every message and session: 1 KiB.
 const PAYLOAD: usize = 1024;
+/// Sessions updated at once in the rows of 3, 6 and 12 nodes, shared out evenly: each node
+/// owns its share.
+const NODES_SESSIONS: usize = 192;
 /// Heartbeat and failure timeout of the benchmark domains (as in `m2m demo`).
 const HEARTBEAT_MS: u64 = 50;
 const FAILURE_TIMEOUT_MS: u64 = 300;
@@ -91,8 +96,13 @@ pub(crate) struct Args {
     /// Sessions for the memory figure (default 1,000,000; 100,000 with --quick).
     #[arg(long)]
     pub(crate) memory_sessions: Option<usize>,
+    /// The largest number of sessions of the cost-as-work-grows rows (failover and
+    /// re-replication at 10,000, 100,000 and 1,000,000 sessions; default 1,000,000, 10,000
+    /// with --quick).
+    #[arg(long)]
+    pub(crate) scale_max: Option<usize>,
     /// Run only these parts (comma-separated: raw, redis, tcp, quic, replicas2, async,
-    /// failover, rerep, memory); for profiling.
+    /// failover, rerep, scale, nodes, memory); for profiling.
     #[arg(long, value_delimiter = ',')]
     pub(crate) only: Vec<String>,
     /// Internal: measure memory of one kind in this (child) process and print it.
@@ -126,6 +136,7 @@ struct Plan {
     failover_sessions: usize,
     rerep_sessions: usize,
     memory_sessions: usize,
+    scale_max: usize,
 }
 
 impl Plan {
@@ -137,6 +148,7 @@ impl Plan {
         failover_sessions: 1_000,
         rerep_sessions: 20_000,
         memory_sessions: 100_000,
+        scale_max: 10_000,
     };
 
     /// The phases of a full run.
@@ -147,12 +159,16 @@ impl Plan {
         failover_sessions: 10_000,
         rerep_sessions: 100_000,
         memory_sessions: 1_000_000,
+        scale_max: 1_000_000,
     };
 
     fn new(args: &Args) -> Plan {
         let mut p = if args.quick { Plan::QUICK } else { Plan::FULL };
         if let Some(n) = args.memory_sessions {
             p.memory_sessions = n.max(1);
+        }
+        if let Some(n) = args.scale_max {
+            p.scale_max = n;
         }
         p
     }
@@ -275,15 +291,22 @@ async fn one_run(
         steps.step(format!("m2m {transport} sync"));
         let c = Cluster::start(transport, 2, 1, sync(1), None, None, "").await?;
         let owner = &c.nodes[0];
-        let (_, samples) = updates(owner, 1, plan.phase, true).await?;
+        let samples = updates(owner, 1, plan.phase, true).await?.samples;
         put_lat(&mut f, Latency::Sync(carrier), lat(&samples));
         match carrier {
             Carrier::Tcp => curves.tcp = curve(&samples),
             Carrier::Quic => curves.quic = curve(&samples),
         }
-        for conc in [Conc::C1, Conc::C16, Conc::C64] {
-            let (rate, _) = updates(owner, conc.n(), plan.phase, false).await?;
-            put_rate(&mut f, Rate::Sync(carrier, conc), rate);
+        let mut concs = vec![Conc::C1, Conc::C16, Conc::C64];
+        if carrier == Carrier::Tcp {
+            concs.push(Conc::C1024);
+        }
+        for conc in concs {
+            let load = updates(owner, conc.n(), plan.phase, false).await?;
+            put_rate(&mut f, Rate::Sync(carrier, conc), load.rate);
+            if conc == Conc::C64 {
+                f.insert(Figure::CpuPerUpdate(Cpu::Sync(carrier)), load.cpu_us_per_op);
+            }
         }
         c.stop().await;
     }
@@ -293,9 +316,9 @@ async fn one_run(
     if want("replicas2") {
         steps.step(format!("m2m {main} replicas 2"));
         let c = Cluster::start(main, 3, 2, sync(2), None, None, "").await?;
-        let (_, samples) = updates(&c.nodes[0], 1, plan.phase, true).await?;
+        let samples = updates(&c.nodes[0], 1, plan.phase, true).await?.samples;
         put_lat(&mut f, Latency::Replicas2, lat(&samples));
-        let (rate, _) = updates(&c.nodes[0], 64, plan.phase, false).await?;
+        let rate = updates(&c.nodes[0], 64, plan.phase, false).await?.rate;
         put_rate(&mut f, Rate::Replicas2, rate);
         c.stop().await;
     }
@@ -304,10 +327,24 @@ async fn one_run(
         steps.step(format!("m2m {main} async"));
         let c = Cluster::start(main, 2, 1, AckPolicy::Async, None, None, "").await?;
         for conc in [Conc::C1, Conc::C64] {
-            let (rate, _) = updates(&c.nodes[0], conc.n(), plan.phase, false).await?;
-            put_rate(&mut f, Rate::Async(conc), rate);
+            let load = updates(&c.nodes[0], conc.n(), plan.phase, false).await?;
+            put_rate(&mut f, Rate::Async(conc), load.rate);
+            if conc == Conc::C64 {
+                f.insert(Figure::CpuPerUpdate(Cpu::Async), load.cpu_us_per_op);
+            }
         }
         c.stop().await;
+    }
+
+    if want("nodes") {
+        for nodes in Nodes::ALL {
+            let n = nodes.n();
+            steps.step(format!("m2m {main} {n} nodes, {NODES_SESSIONS} sessions"));
+            let c = Cluster::start(main, n, 1, sync(1), None, None, "").await?;
+            let rate = updates_on(&c.nodes, NODES_SESSIONS / n, plan.phase, false).await?.rate;
+            f.insert(Figure::NodesRate(nodes), rate);
+            c.stop().await;
+        }
     }
 
     if want("failover") {
@@ -327,6 +364,24 @@ async fn one_run(
         f.insert(Figure::Rereplication(RerepMetric::SessionsPerS), rate);
         f.insert(Figure::Rereplication(RerepMetric::Sessions), n);
         f.insert(Figure::Rereplication(RerepMetric::FromKillMs), total_ms);
+    }
+
+    if want("scale") {
+        for size in Sessions::ALL.into_iter().filter(|s| s.n() <= plan.scale_max) {
+            let n = size.n();
+            // A size that fails (setting up a million sessions on a loaded machine can time
+            // out) leaves its figure unmeasured and the others measured.
+            steps.step(format!("failover of a crashed process, {n} sessions"));
+            match failover(n, true).await {
+                Ok((all_ms, _, _)) => f.insert(Figure::Scale(size, ScaleMetric::FailoverMs), all_ms),
+                Err(e) => steps.note(format!("failover at {n} sessions not measured: {e:#}")),
+            }
+            steps.step(format!("re-replication, {n} sessions"));
+            match rereplication(n).await {
+                Ok((rate, _, _)) => f.insert(Figure::Scale(size, ScaleMetric::RereplicationPerS), rate),
+                Err(e) => steps.note(format!("re-replication at {n} sessions not measured: {e:#}")),
+            }
+        }
     }
     Ok((f, curves))
 }

@@ -9,10 +9,22 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use self::ratio::{RATIOS, Ratio};
-use super::figure::{FailoverMetric, Figure, Figures, Latency, Loss, Pct, Rate, RerepMetric};
+use super::figure::{
+    Carrier, Cpu, FailoverMetric, Figure, Figures, Latency, Loss, Pct, Rate, RerepMetric, ScaleMetric,
+    Sessions,
+};
 use super::memory::MemoryFigure;
 use super::stats::{CURVE_POINTS, Curves};
 use super::{FAILURE_TIMEOUT_MS, MemoryKind, Plan};
+
+/// CPU microseconds per synchronous update (TCP, 64 sessions, owner + backup + load in one
+/// process) of the data path with a task hand-off per step, which the target halves.
+pub(crate) const CPU_PER_SYNC_UPDATE_BASE_US: f64 = 14.0;
+
+/// The failover limit at `n` sessions moved: 50 ms and 0.1 ms per 1,000 sessions.
+pub(crate) fn failover_limit_ms(n: usize) -> f64 {
+    50.0 + 0.1 * n as f64 / 1000.0
+}
 
 /// A target of the benchmark and whether the run met it (`None`: not measured).
 #[derive(Debug, Serialize)]
@@ -89,7 +101,31 @@ impl Report {
                 50_000.0,
                 false,
             ),
+            target("sync c64 >= 0.5x raw TLS acked", r(ratio::SYNC_C64_ACKED), 0.5, false),
+            target("sync c1024 >= 0.6x raw TLS acked", r(ratio::SYNC_C1024_ACKED), 0.6, false),
+            target("QUIC sync c64 >= 0.6x raw quinn acked", r(ratio::QUIC_SYNC_C64_ACKED), 0.6, false),
+            target("async c64 >= 0.3x raw TLS pipelined", r(ratio::ASYNC_C64_TLS), 0.3, false),
+            target(
+                "CPU per sync update <= half of 14 us",
+                g(Figure::CpuPerUpdate(Cpu::Sync(Carrier::Tcp))),
+                CPU_PER_SYNC_UPDATE_BASE_US / 2.0,
+                true,
+            ),
+            target("sync p50 <= raw TCP round trip p50", r(ratio::SYNC_P50), 1.0, true),
+            target("sync p99 <= 1.5x raw TCP round trip p99", r(ratio::SYNC_P99), 1.5, true),
+            target("replicas 2 c64 >= 0.7x replicas 1", r(ratio::REPLICAS2_TO_1), 0.7, false),
+            target("12 nodes >= 0.8x 3 nodes (updates/s)", r(ratio::NODES12_TO_3), 0.8, false),
+            target("re-replication at 1,000,000 >= 0.8x at 10,000", r(ratio::REREP_1M_TO_10K), 0.8, false),
         ];
+        let mut targets = targets;
+        for s in Sessions::ALL {
+            targets.push(target(
+                &format!("failover at {} sessions <= 50 ms + 0.1 ms per 1,000", s.n()),
+                g(Figure::Scale(s, ScaleMetric::FailoverMs)),
+                failover_limit_ms(s.n()),
+                true,
+            ));
+        }
         Report {
             quick: plan.rounds < 20_000,
             runs,

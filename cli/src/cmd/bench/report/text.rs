@@ -1,12 +1,13 @@
 //! The report as a text table.
 
-use super::Report;
+use super::{CPU_PER_SYNC_UPDATE_BASE_US, Report, failover_limit_ms};
 use crate::cmd::bench::baselines::acked::WINDOW;
 use crate::cmd::bench::baselines::pingpong::Placement;
 use crate::cmd::bench::figure::{
-    Carrier, Conc, FailoverMetric, Figure, Latency, Link, Loss, Pct, Rate, RerepMetric,
+    Carrier, Conc, Cpu, FailoverMetric, Figure, Latency, Link, Loss, Nodes, Pct, Rate, RerepMetric,
+    ScaleMetric, Sessions,
 };
-use crate::cmd::bench::{FAILURE_TIMEOUT_MS, MemoryKind};
+use crate::cmd::bench::{FAILURE_TIMEOUT_MS, MemoryKind, NODES_SESSIONS};
 use crate::output::Table;
 
 impl Report {
@@ -96,7 +97,11 @@ impl Report {
             ]);
             t.row([format!("m2m {name} sync update p99"), us(p99), ratio(p99 / rtt99), "raw TCP p99".into()]);
             t.row([format!("m2m {name} sync update p999"), us(p999), String::new(), String::new()]);
-            for c in [Conc::C1, Conc::C16, Conc::C64] {
+            let concs: &[Conc] = match tr {
+                Carrier::Tcp => &[Conc::C1, Conc::C16, Conc::C64, Conc::C1024],
+                Carrier::Quic => &[Conc::C1, Conc::C16, Conc::C64],
+            };
+            for &c in concs {
                 let v = self.per_s(Rate::Sync(tr, c));
                 let (r2, n2) = if c == Conc::C64 && tr == Carrier::Tcp && self.redis {
                     (
@@ -114,6 +119,11 @@ impl Report {
                         format!("{}; {}; {}", ratio(v / raw), ratio(v / raw_tls), ratio(v / tls_acked)),
                         format!("{raw_name}; raw TLS; raw TLS acked"),
                     )
+                } else if c == Conc::C1024 {
+                    (
+                        format!("{}; {}", ratio(v / raw), ratio(v / tls_acked)),
+                        format!("{raw_name}; raw TLS acked"),
+                    )
                 } else if c == Conc::C64 {
                     (
                         format!("{}; {}", ratio(v / raw), ratio(v / quinn_acked)),
@@ -124,6 +134,13 @@ impl Report {
                 };
                 t.row([format!("m2m {name} sync updates, {} sessions", c.n()), rate(v), r2, n2]);
             }
+            let cpu = self.g(Figure::CpuPerUpdate(Cpu::Sync(tr)));
+            t.row([
+                format!("m2m {name} CPU per sync update, 64 sessions (owner + backup)"),
+                us(cpu),
+                ratio(cpu / CPU_PER_SYNC_UPDATE_BASE_US),
+                format!("{CPU_PER_SYNC_UPDATE_BASE_US} us"),
+            ]);
         }
         let p50 = self.lat(Latency::Replicas2, Pct::P50);
         t.row([
@@ -146,6 +163,22 @@ impl Report {
                 rate(v),
                 ratio(v / raw_tcp),
                 "raw TCP".into(),
+            ]);
+        }
+        t.row([
+            "m2m TCP CPU per async update, 64 sessions (owner + backup)".into(),
+            us(self.g(Figure::CpuPerUpdate(Cpu::Async))),
+            String::new(),
+            String::new(),
+        ]);
+        let nodes3 = self.g(Figure::NodesRate(Nodes::N3));
+        for n in Nodes::ALL {
+            let v = self.g(Figure::NodesRate(n));
+            t.row([
+                format!("m2m TCP sync updates, {} nodes, {NODES_SESSIONS} sessions", n.n()),
+                rate(v),
+                ratio(v / nodes3),
+                "3 nodes".into(),
             ]);
         }
         if let (Some(h), Some(m)) = (self.memory.get(&MemoryKind::Hashmap), self.memory.get(&MemoryKind::M2m))
@@ -193,6 +226,23 @@ impl Report {
             String::new(),
             format!("{:.0} ms from the kill", self.g(Figure::Rereplication(RerepMetric::FromKillMs))),
         ]);
+        let rerep10k = self.g(Figure::Scale(Sessions::K10, ScaleMetric::RereplicationPerS));
+        for s in Sessions::ALL {
+            let fo = self.g(Figure::Scale(s, ScaleMetric::FailoverMs));
+            t.row([
+                format!("failover, crashed process, {} sessions", s.n()),
+                if fo.is_finite() { format!("{fo:.0} ms") } else { "-".into() },
+                ratio(fo / failover_limit_ms(s.n())),
+                format!("limit {:.0} ms", failover_limit_ms(s.n())),
+            ]);
+            let v = self.g(Figure::Scale(s, ScaleMetric::RereplicationPerS));
+            t.row([
+                format!("re-replication, {} sessions", s.n()),
+                rate(v),
+                ratio(v / rerep10k),
+                "at 10000 sessions".into(),
+            ]);
+        }
         let mut out = format!(
             "m2m bench: median of {} run(s), phases of {} ms; nodes in this process on 127.0.0.1, mutual TLS; \
              raw TCP without TLS; allocator: {}\n\n",

@@ -1,0 +1,172 @@
+#!/usr/bin/env bash
+# What a web application sees: `session-api/examples/axum.rs` driven by wrk over HTTP on
+# loopback, every request (`POST /bench`) adding one to its session's counter and writing a
+# 1 KiB attribute, 16 connections each with its own session and its cookies (wrk -t16 -c16, one connection
+# per thread, scripts/bench-http.lua). Two set-ups, alternating in each run:
+#
+#   memory  one process on tower-sessions' MemoryStore (nothing replicated);
+#   m2m     two nodes (app1, app2) with mutual TLS, synchronous writes, one backup; wrk
+#           drives app1, which owns the sessions, app2 holds their backups.
+#
+# Reported: requests/s, p50/p99 (wrk), CPU per request of each process (utime + stime from
+# /proc/PID/stat before and after the run, divided by the requests) and the medians over the
+# runs. After each run every session is read back (GET /counter) on the other node (on the
+# same process for memory): it must hold the last counter wrk saw answered, or one more (a
+# request in flight when wrk stopped).
+#
+#   scripts/bench-http.sh                      # 3 runs of 10 s
+#   RUNS=5 SECS=20 scripts/bench-http.sh
+#   OUT=docs/benchmarks/http.json scripts/bench-http.sh   # also the figures as JSON
+#   PERF=1 scripts/bench-http.sh               # perf record app1 during the last m2m run
+#
+# wrk (and curl) are installed from the OS packages when missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RUNS=${RUNS:-3}
+SECS=${SECS:-10}
+CONNS=16
+
+install() {
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "installing $* ..." >&2
+    apt-get install -y -q "$@" >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q "$@" >/dev/null; }
+  else
+    echo "$* not found (and cannot apt-get install it)" >&2
+    exit 1
+  fi
+}
+command -v wrk >/dev/null 2>&1 || install wrk
+command -v curl >/dev/null 2>&1 || install curl
+
+cargo build --release -j 2 -q --bin m2m >&2
+cargo build --release -j 2 -q -p session-api --features tower --example axum >&2
+TARGET=${CARGO_TARGET_DIR:-target}/release
+M2M=$TARGET/m2m
+APP=${APP:-$TARGET/examples/axum}
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+TMP=$(mktemp -d)
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done
+  for p in "${PIDS[@]:-}"; do [ -n "$p" ] && wait "$p" 2>/dev/null || true; done
+  rm -rf "$TMP"
+}
+trap cleanup EXIT
+
+R1=$(free_port); R2=$(free_port); H1=$(free_port); H2=$(free_port); H0=$(free_port)
+cat >"$TMP/web.toml" <<TOML
+[domain]
+name = "bench-http"
+topology = "peer-to-peer"
+replicas = 1
+transport = "tcp"
+
+[[node]]
+name = "app1"
+address = "127.0.0.1:$R1"
+
+[[node]]
+name = "app2"
+address = "127.0.0.1:$R2"
+TOML
+"$M2M" certs init --domain "$TMP/web.toml" --out "$TMP/certs" >/dev/null 2>&1
+
+"$APP" --memory-store --http "127.0.0.1:$H0" >"$TMP/memory.log" 2>&1 & PID0=$!; PIDS+=($PID0)
+"$APP" "$TMP/web.toml" app1 --http "127.0.0.1:$H1" --certs "$TMP/certs" >"$TMP/app1.log" 2>&1 & PID1=$!; PIDS+=($PID1)
+"$APP" "$TMP/web.toml" app2 --http "127.0.0.1:$H2" --certs "$TMP/certs" >"$TMP/app2.log" 2>&1 & PID2=$!; PIDS+=($PID2)
+for _ in $(seq 200); do
+  if curl -sf "http://127.0.0.1:$H1/m2m/stats" 2>/dev/null | grep -q '"peers_up":1' &&
+     curl -sf "http://127.0.0.1:$H0/counter" >/dev/null 2>&1; then
+    break
+  fi
+  sleep 0.1
+done
+curl -sf "http://127.0.0.1:$H1/m2m/stats" | grep -q '"peers_up":1' || { echo "the nodes did not see each other" >&2; cat "$TMP"/*.log >&2; exit 1; }
+
+# utime + stime of a process, in clock ticks.
+ticks() { awk '{ sub(/.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"; }
+TICK_US=$((1000000 / $(getconf CLK_TCK)))
+
+# Creates $CONNS sessions on port $1; writes the cookies of each (`id=...`, and m2m's route
+# cookie, which a browser sends back too) to file $2, one session a line.
+sessions() {
+  : >"$2"
+  for i in $(seq "$CONNS"); do
+    curl -sf -c "$TMP/jar" -X POST "http://127.0.0.1:$1/bench" >/dev/null
+    awk 'NF >= 7 && ($1 !~ /^#/ || $1 ~ /^#HttpOnly_/) { printf "%s%s=%s", sep, $6, $7; sep = ";" } END { print "" }' "$TMP/jar" >>"$2"
+    rm -f "$TMP/jar"
+  done
+}
+
+# One run of set-up $1 (memory or m2m): wrk against port $2, read back on port $3, the CPU of
+# the processes $4... Prints `SETUP req/s p50 p99 errors stale cpu_us_per_req...`.
+run() {
+  local setup=$1 port=$2 back=$3; shift 3
+  sessions "$port" "$TMP/cookies"
+  local before=() after=() p
+  for p in "$@"; do before+=("$(ticks "$p")"); done
+  COOKIES="$TMP/cookies" wrk -t"$CONNS" -c"$CONNS" -d"${SECS}s" --timeout 5s -s scripts/bench-http.lua \
+    "http://127.0.0.1:$port" >"$TMP/wrk.out"
+  for p in "$@"; do after+=("$(ticks "$p")"); done
+  read -r _ requests secs p50 p99 errors < <(grep '^result ' "$TMP/wrk.out")
+  # Every session read back on the other node: the last counter answered, or one more.
+  local stale=0 cookie last got
+  while read -r _ cookie last; do
+    got=$(curl -sf -b "$cookie" "http://127.0.0.1:$back/counter" | awk '{ print $2 }')
+    if [ -z "$got" ] || [ "$got" -lt "$last" ] || [ "$got" -gt $((last + 1)) ]; then
+      echo "  $setup: session $cookie read back $got on port $back, last answered $last" >&2
+      stale=$((stale + 1))
+    fi
+  done < <(grep '^last ' "$TMP/wrk.out")
+  local line="$setup $(awk -v r="$requests" -v s="$secs" 'BEGIN { printf "%.0f", r / s }') $p50 $p99 $errors $stale"
+  local i
+  for i in "${!before[@]}"; do
+    line+=" $(awk -v a="${before[$i]}" -v b="${after[$i]}" -v r="$requests" -v t="$TICK_US" 'BEGIN { printf "%.1f", (b - a) * t / r }')"
+  done
+  echo "$line"
+}
+
+: >"$TMP/runs"
+for r in $(seq "$RUNS"); do
+  echo "run $r/$RUNS ..." >&2
+  run memory "$H0" "$H0" "$PID0" | tee -a "$TMP/runs" >&2
+  if [ -n "${PERF:-}" ] && [ "$r" = "$RUNS" ] && command -v perf >/dev/null 2>&1; then
+    perf record -F 999 ${PERF_ARGS:---call-graph dwarf,16384} -p "$PID1" -o "${PERF_OUT:-perf-app1.data}" -- sleep "$SECS" >/dev/null 2>&1 &
+    PERF_PID=$!
+  fi
+  run m2m "$H1" "$H2" "$PID1" "$PID2" | tee -a "$TMP/runs" >&2
+  [ -n "${PERF_PID:-}" ] && wait "$PERF_PID" 2>/dev/null || true
+done
+
+python3 - "$TMP/runs" "$SECS" "${OUT:-}" <<'PY'
+import json, statistics, sys
+runs = [l.split() for l in open(sys.argv[1]) if l.strip()]
+def med(setup, i):
+    v = [float(r[i]) for r in runs if r[0] == setup]
+    return statistics.median(v) if v else float("nan")
+def total(setup, first):
+    v = [sum(float(x) for x in r[first:]) for r in runs if r[0] == setup]
+    return statistics.median(v) if v else float("nan")
+mem = {"req_per_s": med("memory", 1), "p50_us": med("memory", 2), "p99_us": med("memory", 3),
+       "errors": med("memory", 4), "stale_reads": med("memory", 5), "cpu_us_per_req": med("memory", 6)}
+m2m = {"req_per_s": med("m2m", 1), "p50_us": med("m2m", 2), "p99_us": med("m2m", 3),
+       "errors": med("m2m", 4), "stale_reads": med("m2m", 5), "cpu_us_per_req_owner": med("m2m", 6),
+       "cpu_us_per_req_backup": med("m2m", 7), "cpu_us_per_req": total("m2m", 6)}
+ratios = {"req_per_s": m2m["req_per_s"] / mem["req_per_s"], "cpu_per_req": m2m["cpu_us_per_req"] / mem["cpu_us_per_req"]}
+n = len([r for r in runs if r[0] == "m2m"])
+print(f"bench-http: median of {n} run(s) of {sys.argv[2]} s, wrk -t16 -c16, POST /bench (counter + 1 KiB attribute)\n")
+print(f"{'set-up':<44}{'req/s':>10}{'p50':>9}{'p99':>9}{'CPU/req':>11}  read back")
+print(f"{'MemoryStore, one process':<44}{mem['req_per_s']:>10.0f}{mem['p50_us']:>7.0f}us{mem['p99_us']:>7.0f}us{mem['cpu_us_per_req']:>9.1f}us  {'ok' if mem['stale_reads'] == 0 else 'STALE'}")
+print(f"{'m2m, two nodes (sync, 1 backup, mutual TLS)':<44}{m2m['req_per_s']:>10.0f}{m2m['p50_us']:>7.0f}us{m2m['p99_us']:>7.0f}us{m2m['cpu_us_per_req']:>9.1f}us  {'ok' if m2m['stale_reads'] == 0 else 'STALE'}")
+print(f"{'  of which owner (app1) / backup (app2)':<44}{'':>10}{'':>9}{'':>9}{m2m['cpu_us_per_req_owner']:>6.1f} / {m2m['cpu_us_per_req_backup']:.1f}us")
+print()
+print(f"targets:\n  replicated req/s >= 0.8x MemoryStore        {ratios['req_per_s']:.2f}x {'met' if ratios['req_per_s'] >= 0.8 else 'NOT met'}")
+print(f"  CPU per replicated request <= 1.5x         {ratios['cpu_per_req']:.2f}x {'met' if ratios['cpu_per_req'] <= 1.5 else 'NOT met'}")
+if sys.argv[3]:
+    json.dump({"runs": n, "secs": float(sys.argv[2]), "memory": mem, "m2m": m2m, "ratios": ratios,
+               "each_run": runs}, open(sys.argv[3], "w"), indent=2)
+PY
