@@ -142,6 +142,7 @@ mod outbox;
 mod pacing;
 mod quarantine;
 mod queries;
+mod reconfigure;
 mod replicate;
 mod store;
 #[cfg(test)]
@@ -156,6 +157,7 @@ use self::membership::{Heard, Membership, Peer};
 use self::outbox::Outbox;
 use self::pacing::Pacing;
 use self::quarantine::Quarantine;
+use self::reconfigure::DomainState;
 use self::store::Sessions;
 use self::writes::{WriteKind, Writes};
 use crate::api::{Command, Input, Outcome, Output, RequestId, Settings};
@@ -209,6 +211,8 @@ pub struct Node {
     /// first copies of owned sessions wait for the next step without (see
     /// `failovers_pending`).
     hold_first_copies: bool,
+    /// The domain file this node runs, and its peers' (online domain changes).
+    domain: DomainState,
 }
 
 impl Node {
@@ -226,6 +230,9 @@ impl Node {
             return Err(Error::UnknownPeer { peer: me.to_string() });
         }
         let placement = Placement::new(&config);
+        let max_session_bytes = config.domain.max_session_bytes;
+        let request_timeout = config.request_timeout();
+        let failure_timeout = config.failure_timeout();
         let can_own = placement.owns_sessions(&me);
         let peers = placement
             .nodes()
@@ -238,11 +245,11 @@ impl Node {
             incarnation,
             placement,
             heartbeat_interval,
-            request_timeout: config.request_timeout(),
+            request_timeout,
             tick,
             can_own,
-            max_session_bytes: config.domain.max_session_bytes,
-            view: Membership::new(peers, config.failure_timeout()),
+            max_session_bytes,
+            view: Membership::new(peers, failure_timeout),
             sessions: Sessions::default(),
             writes: Writes::default(),
             acquires: Acquires::default(),
@@ -255,10 +262,11 @@ impl Node {
             acquisitions: 0,
             failovers: 0,
             fenced: 0,
-            quarantine: Some(Quarantine::new(now + config.failure_timeout())),
+            quarantine: Some(Quarantine::new(now + failure_timeout)),
             deferred: Deferred::default(),
             stamps: StampBase::new(now),
             hold_first_copies: false,
+            domain: DomainState::new(config),
             me,
             settings,
         })
@@ -329,6 +337,7 @@ impl Node {
             for p in self.view.peers.keys() {
                 self.out.send(p, Message::Heartbeat { incarnation: self.incarnation });
             }
+            self.domain_heartbeat();
             self.next_heartbeat = now + self.heartbeat_interval;
         }
         while let Some(id) = self.writes.pop_due(now) {
@@ -418,6 +427,7 @@ impl Node {
             Message::Epochs { incarnation, after, epochs, next } => {
                 self.on_epochs(now, &from, incarnation, after, epochs, next)
             }
+            Message::Domain { fingerprint, placed, joint } => self.on_domain(&from, fingerprint, placed, joint),
         }
     }
 }

@@ -22,3 +22,5 @@ mod quarantine;
 mod topology;
 #[allow(clippy::unwrap_used)]
 mod writes;
+#[allow(clippy::unwrap_used)]
+mod reconfigure;
