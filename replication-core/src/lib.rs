@@ -55,8 +55,8 @@ pub mod validate;
 pub mod wire;
 
 pub use api::{
-    Ack, Command, DomainView, Event, Input, NodeDomain, Outcome, Output, PeerView, RequestId, Role, SessionView,
-    Settings, Stats,
+    Ack, Command, DomainView, Event, Input, NodeDomain, Outcome, Output, PeerView, RequestId, Role,
+    SessionView, Settings, Stats,
 };
 pub use config::{DomainConfig, Mode, NodeId, Replicas, Topology, TransportKind};
 pub use error::Error;

@@ -126,7 +126,11 @@ impl Node {
         if self.acquires.held_over(&owner, now) {
             return FailoverStep::Nothing;
         }
-        if self.failover_target_is_me(session, &owner) { FailoverStep::Claim } else { FailoverStep::Nothing }
+        if self.failover_target_is_me(session, &owner) || self.unclaimed_after_change(now, rec) {
+            FailoverStep::Claim
+        } else {
+            FailoverStep::Nothing
+        }
     }
 
     /// Starts the failover claim `failover_step` decided on, if there is room for it.

@@ -427,7 +427,9 @@ impl Node {
             Message::Epochs { incarnation, after, epochs, next } => {
                 self.on_epochs(now, &from, incarnation, after, epochs, next)
             }
-            Message::Domain { fingerprint, placed, joint } => self.on_domain(&from, fingerprint, placed, joint),
+            Message::Domain { fingerprint, placed, joint } => {
+                self.on_domain(&from, fingerprint, placed, joint)
+            }
         }
     }
 }

@@ -10,8 +10,10 @@
 //!   copies within the re-replication token bucket while the old holders keep theirs.
 //! - **Fingerprints.** A node that reloaded, or heard a peer announce another file, is *aware*:
 //!   it sends [`Message::Domain`] to every live peer each heartbeat while the domain changes,
-//!   and once to a peer it has not told yet (new, back, restarted). A domain whose nodes all
-//!   run the file they started with sends none.
+//!   and otherwise to a peer whose last announcement from it said something else (a peer new,
+//!   back or restarted, or told before its sessions were placed), until every live peer was
+//!   told this node's file with its sessions placed. A domain whose nodes all run the file
+//!   they started with sends none.
 //! - **Joint majority.** Until the change completes, a node that reloaded (or that heard a
 //!   reloaded peer name the nodes of the former file) takes sessions over only with a
 //!   majority of the former file's nodes *and* of the new file's (`Membership::joint`), so a
@@ -44,6 +46,14 @@ struct Announced {
     incarnation: Option<u64>,
     fingerprint: u64,
     placed: bool,
+}
+
+/// What this node told a peer last ([`Message::Domain`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Told {
+    incarnation: Option<u64>,
+    fingerprint: u64,
+    placed: bool,
     joint: bool,
 }
 
@@ -65,8 +75,8 @@ pub(super) struct DomainState {
     aware: bool,
     former: Option<Former>,
     heard: BTreeMap<NodeId, Announced>,
-    /// Peers told the current fingerprint, with their incarnation then.
-    told: BTreeMap<NodeId, Option<u64>>,
+    /// What each peer was told last, with its incarnation then.
+    told: BTreeMap<NodeId, Told>,
     /// The fingerprint whose change completed here last: a late announcement from a peer
     /// still changing to it does not start it again.
     completed: Option<u64>,
@@ -141,7 +151,8 @@ impl Node {
     /// The timings and limits of `config`.
     fn apply_timings(&mut self, config: &DomainConfig) {
         self.heartbeat_interval = config.heartbeat_interval().max(Duration::from_millis(1));
-        self.tick = self.heartbeat_interval.min(self.settings.retransmit_interval).max(Duration::from_millis(1));
+        self.tick =
+            self.heartbeat_interval.min(self.settings.retransmit_interval).max(Duration::from_millis(1));
         self.request_timeout = config.request_timeout();
         self.max_session_bytes = config.domain.max_session_bytes;
         self.view.failure_timeout = config.failure_timeout();
@@ -164,7 +175,7 @@ impl Node {
     pub(super) fn on_domain(&mut self, from: &NodeId, fingerprint: u64, placed: bool, joint: Vec<NodeId>) {
         let incarnation = self.view.peers.get(from).and_then(|p| p.incarnation);
         let has_joint = !joint.is_empty();
-        self.domain.heard.insert(from.clone(), Announced { incarnation, fingerprint, placed, joint: has_joint });
+        self.domain.heard.insert(from.clone(), Announced { incarnation, fingerprint, placed });
         if fingerprint != self.domain.fingerprint {
             self.domain.aware = true;
         }
@@ -180,7 +191,7 @@ impl Node {
             self.set_joint();
             self.view_changed();
         }
-        if self.domain.told.get(from) != Some(&incarnation) {
+        if self.domain.told.get(from).is_none_or(|t| t.incarnation != incarnation) {
             let placed = self.domain_placed();
             self.send_domain(from, incarnation, placed);
         }
@@ -188,33 +199,54 @@ impl Node {
     }
 
     /// At each heartbeat: the change may have completed; while it runs, every live peer is
-    /// told this node's fingerprint again (the message is not re-sent when lost), and a peer
-    /// not told yet is told now.
+    /// told this node's fingerprint again (the message is not re-sent when lost); otherwise a
+    /// peer is told when what it was told last differs from what this node would say now
+    /// (whether its owned sessions are placed is computed only while some live peer was not
+    /// told they are).
     pub(super) fn domain_heartbeat(&mut self) {
         if !self.domain.aware {
             return;
         }
         let changing = self.domain_changing();
         self.check_change_complete();
+        let settled = |t: Option<&Told>, inc: Option<u64>, fp: u64| {
+            t.is_some_and(|t| t.incarnation == inc && t.fingerprint == fp && t.placed && !t.joint)
+        };
+        let fp = self.domain.fingerprint;
+        let joint = self.domain.former.is_some();
+        let unsettled = changing
+            || joint
+            || self
+                .view
+                .peers
+                .iter()
+                .any(|(n, p)| p.up && !settled(self.domain.told.get(n), p.incarnation, fp));
+        if !unsettled {
+            return;
+        }
+        let placed = self.domain_placed();
+        let now = Told { incarnation: None, fingerprint: fp, placed, joint };
         let up: Vec<(NodeId, Option<u64>)> = self
             .view
             .peers
             .iter()
-            .filter(|(n, p)| p.up && (changing || self.domain.told.get(*n) != Some(&p.incarnation)))
+            .filter(|(n, p)| {
+                p.up && (changing
+                    || self.domain.told.get(*n) != Some(&Told { incarnation: p.incarnation, ..now.clone() }))
+            })
             .map(|(n, p)| (n.clone(), p.incarnation))
             .collect();
-        if up.is_empty() {
-            return;
-        }
-        let placed = self.domain_placed();
         for (n, inc) in up {
             self.send_domain(&n, inc, placed);
         }
     }
 
     fn send_domain(&mut self, to: &NodeId, incarnation: Option<u64>, placed: bool) {
-        let joint = self.domain.former.as_ref().map(|f| f.members.iter().cloned().collect()).unwrap_or_default();
-        self.domain.told.insert(to.clone(), incarnation);
+        let joint: Vec<NodeId> =
+            self.domain.former.as_ref().map(|f| f.members.iter().cloned().collect()).unwrap_or_default();
+        let told =
+            Told { incarnation, fingerprint: self.domain.fingerprint, placed, joint: !joint.is_empty() };
+        self.domain.told.insert(to.clone(), told);
         self.out.send(to, Message::Domain { fingerprint: self.domain.fingerprint, placed, joint });
     }
 
@@ -224,12 +256,12 @@ impl Node {
         self.domain.heard.get(peer).filter(|a| a.incarnation == inc)
     }
 
-    /// Whether the domain is changing as this node sees it: it keeps a former file, or a live
-    /// peer announced another fingerprint.
+    /// Whether the domain is changing as this node sees it: it keeps a former file (its own
+    /// change has not completed), or a live peer announced another fingerprint.
     pub(super) fn domain_changing(&self) -> bool {
         self.domain.former.is_some()
             || self.view.peers.iter().any(|(n, p)| {
-                p.up && self.announced(n).is_some_and(|a| a.fingerprint != self.domain.fingerprint || a.joint)
+                p.up && self.announced(n).is_some_and(|a| a.fingerprint != self.domain.fingerprint)
             })
     }
 
@@ -256,9 +288,11 @@ impl Node {
         let ready = current.iter().filter(|n| **n != self.me).all(|n| {
             self.view.is_up(n) && self.announced(n).is_some_and(|a| a.fingerprint == fp && a.placed)
         });
-        let removed_gone = former.members.iter().filter(|n| !current.contains(*n) && **n != self.me).all(|n| {
-            self.view.peers.get(n).is_none_or(|p| !p.up || p.departed.is_some())
-        });
+        let removed_gone = former
+            .members
+            .iter()
+            .filter(|n| !current.contains(*n) && **n != self.me)
+            .all(|n| self.view.peers.get(n).is_none_or(|p| !p.up || p.departed.is_some()));
         if !(ready && removed_gone && self.domain_placed()) {
             return;
         }
@@ -279,7 +313,18 @@ impl Node {
         let me = &self.me;
         let live = |n: &NodeId| n == me || view.is_up(n);
         let mine = |p: &Placement| p.failover_owner(session, owner, live).as_ref() == Some(me);
-        mine(&self.placement) || self.domain.former.as_ref().and_then(|f| f.placement.as_ref()).is_some_and(mine)
+        mine(&self.placement)
+            || self.domain.former.as_ref().and_then(|f| f.placement.as_ref()).is_some_and(mine)
+    }
+
+    /// Whether this holder of an orphaned copy claims it although it is not its failover
+    /// target, after a domain change was seen: the target by this node's placements may hold
+    /// no copy (the owner placed its backups by another file, or with other nodes live), and
+    /// a node without a copy never claims. Once nobody spoke of the session for twice the
+    /// request timeout, any live holder claims it (claims race safely: the higher epoch wins).
+    pub(super) fn unclaimed_after_change(&self, now: std::time::Instant, rec: &Record) -> bool {
+        self.domain.aware
+            && super::store::due(now, self.stamps.instant(rec.last_heard), self.request_timeout * 2)
     }
 
     /// The fingerprint of the file this node runs, and what it knows of its peers'.

@@ -40,8 +40,10 @@ fn reload(cl: &mut Cluster, n: &str, new: &DomainConfig) -> change::Plan {
 
 /// Every live session: its owners and the nodes holding a live copy at the owner's version.
 fn holders(cl: &Cluster, s: &str) -> (Vec<NodeId>, Vec<NodeId>) {
-    let views: Vec<_> = cl.nodes.iter().filter_map(|(n, node)| node.session(s).map(|v| (n.clone(), v))).collect();
-    let owners: Vec<NodeId> = views.iter().filter(|(_, v)| v.role == Role::Owner).map(|(n, _)| n.clone()).collect();
+    let views: Vec<_> =
+        cl.nodes.iter().filter_map(|(n, node)| node.session(s).map(|v| (n.clone(), v))).collect();
+    let owners: Vec<NodeId> =
+        views.iter().filter(|(_, v)| v.role == Role::Owner).map(|(n, _)| n.clone()).collect();
     let version = views.iter().find(|(_, v)| v.role == Role::Owner).map_or(0, |(_, v)| v.version);
     let held = views
         .iter()
@@ -128,7 +130,11 @@ fn a_removed_node_hands_its_sessions_off_and_the_others_forget_it() {
     assert!(plan.removes_this_node);
     cl.cmd("c", 1000, Command::Leave);
     cl.advance(Duration::from_secs(2));
-    assert!(matches!(cl.outcome(1000), Some(Outcome::Left { unreplicated: 0, .. })), "{:?}", cl.outcome(1000));
+    assert!(
+        matches!(cl.outcome(1000), Some(Outcome::Left { unreplicated: 0, .. })),
+        "{:?}",
+        cl.outcome(1000)
+    );
     cl.nodes.remove(&id("c"));
     cl.advance(Duration::from_secs(3));
     assert_settled(&cl, 2);
@@ -187,8 +193,15 @@ fn while_a_change_runs_a_takeover_needs_a_majority_of_both_files() {
     assert!(a.domain().changing);
     for i in 0..SESSIONS {
         let s = format!("s{i}");
-        assert_ne!(a.session(&s).map(|v| v.role), Some(Role::Owner), "{s}: a is no majority of the former file");
-        let owners = ["a", "b", "d", "e"].iter().filter(|n| cl.session(n, &s).is_some_and(|v| v.role == Role::Owner)).count();
+        assert_ne!(
+            a.session(&s).map(|v| v.role),
+            Some(Role::Owner),
+            "{s}: a is no majority of the former file"
+        );
+        let owners = ["a", "b", "d", "e"]
+            .iter()
+            .filter(|n| cl.session(n, &s).is_some_and(|v| v.role == Role::Owner))
+            .count();
         assert!(owners <= 1, "{s}: owned twice");
     }
 }
