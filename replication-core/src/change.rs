@@ -50,6 +50,27 @@ pub mod rule {
     pub const ADDRESS: &str = "change-node-address";
     /// A node that stays has another mode.
     pub const MODE: &str = "change-node-mode";
+    /// The new file adds nodes and the running transport cannot link to nodes added while it
+    /// runs ([`Transport::add_peers`](crate::transport::Transport::add_peers)): restart the
+    /// nodes with the new file instead.
+    pub const TRANSPORT_PEERS: &str = "change-transport-peers";
+}
+
+/// The refusal of a change that adds nodes the running transport cannot link to (rule
+/// [`rule::TRANSPORT_PEERS`]); `why` is the transport's reason.
+pub fn transport_refusal(added: &BTreeSet<NodeId>, why: &str) -> Report {
+    let members: Vec<String> = added.iter().map(NodeId::to_string).collect();
+    Report {
+        violations: vec![Violation {
+            code: rule::TRANSPORT_PEERS,
+            severity: Severity::Error,
+            message: format!(
+                "the new file adds {}, and this node's transport cannot link to new nodes while it runs ({why}): restart the nodes with the new file",
+                members.join(", ")
+            ),
+            members,
+        }],
+    }
 }
 
 /// What an allowed change does, as seen from the node that checks it.
