@@ -843,9 +843,15 @@ impl Sim {
                     self.now + 500 + self.rng.below(3000)
                 };
                 self.slots.get_mut(n).unwrap().down_until = Some(until);
-                if self.opt.reconfig && *unreplicated > 0 && self.cfg.node(n).is_none() {
+                if self.opt.reconfig
+                    && (*unreplicated > 0 || self.opt.client_server)
+                    && self.cfg.node(n).is_none()
+                {
                     // A removed node does not come back: what it could not hand off is a
                     // fault of its holdings now (a node that comes back counts at its restart).
+                    // A removed client of a client-server domain takes its copy away: its
+                    // sessions keep their backups on the servers, and no node owns them until
+                    // their next read (servers do not take sessions over).
                     self.faults.push((n.clone(), self.now, self.now));
                 }
                 self.trace_str(&format!("left {n} unreplicated {unreplicated}"));
@@ -1192,7 +1198,9 @@ impl Sim {
                 new.nodes.push(universe.node(&n).unwrap().clone());
                 format!("add {n}")
             }
-            1 if listed.len() > 2 => {
+            // At least three nodes stay: a domain of two takes sessions over on one node's
+            // word (the exception of the majority rule), outside what the runs check.
+            1 if listed.len() > 3 => {
                 let n = self.rng.pick(&listed).cloned().unwrap();
                 new.nodes.retain(|c| c.name != n);
                 format!("remove {n}")
