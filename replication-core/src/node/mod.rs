@@ -109,6 +109,13 @@
 //!   sessions). [`Command::Leave`] is the exception (it looks at every owned session at each
 //!   tick until it completes). [`Node::stats`] is O(n).
 //!
+//! Online domain changes: [`Node::reconfigure`] switches a running node to a new domain file
+//! (nodes added or removed, `replicas`, timings), refused with the rule broken when the file
+//! is invalid or changes what cannot change online ([`crate::change`]). Until every node runs
+//! the new file, a node that reloaded takes sessions over only with a majority of the former
+//! file's nodes and of the new file's, and claims orphans by both placements; copies move make
+//! before break (docs/design.md, "Online domain changes").
+//!
 //! Where things are (each file owns its state and the `impl Node` methods of its concern;
 //! this one holds the [`Node`] made of those sub-states, the sans-IO entry points and the
 //! dispatch of inputs, commands and messages; [`Node::poll_timeout`] is the earliest of the
@@ -127,6 +134,8 @@
 //!   after a view change; `pacing`: its token bucket, cursors and interval;
 //! - `flow`: flow control per peer (undelivered sends, the resend walk, the window);
 //! - `quarantine`: the restart quarantine; `leave`: the graceful leave;
+//! - `reconfigure`: online domain changes (the file run, the fingerprints heard, the former
+//!   file kept until the change completes);
 //! - `queries`: read-only queries and statistics; `outbox`: the outputs to drain;
 //! - `tests`: the unit tests on a cluster of engines with in-memory delivery.
 
