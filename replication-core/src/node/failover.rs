@@ -126,7 +126,7 @@ impl Node {
         if self.acquires.held_over(&owner, now) {
             return FailoverStep::Nothing;
         }
-        if self.failover_target_is_me(session, &owner) || self.unclaimed_after_change(now, rec) {
+        if self.failover_target_is_me(session, &owner) || self.unclaimed_after_change(now, rec, &owner) {
             FailoverStep::Claim
         } else {
             FailoverStep::Nothing

@@ -320,11 +320,22 @@ impl Node {
     /// Whether this holder of an orphaned copy claims it although it is not its failover
     /// target, after a domain change was seen: the target by this node's placements may hold
     /// no copy (the owner placed its backups by another file, or with other nodes live), and
-    /// a node without a copy never claims. Once nobody spoke of the session for twice the
-    /// request timeout, any live holder claims it (claims race safely: the higher epoch wins).
-    pub(super) fn unclaimed_after_change(&self, now: std::time::Instant, rec: &Record) -> bool {
-        self.domain.aware
-            && super::store::due(now, self.stamps.instant(rec.last_heard), self.request_timeout * 2)
+    /// a node without a copy never claims. A holder claims at once when the owner left the
+    /// domain (it announced its leave, or the file no longer lists it: it handed its sessions
+    /// to their backups, so the holders are the ones to take them), and otherwise once nobody
+    /// spoke of the session for twice the request timeout. Claims race safely: the higher
+    /// epoch wins.
+    pub(super) fn unclaimed_after_change(
+        &self,
+        now: std::time::Instant,
+        rec: &Record,
+        owner: &NodeId,
+    ) -> bool {
+        if !self.domain.aware {
+            return false;
+        }
+        let left = self.view.peers.get(owner).is_none_or(|p| !p.up && p.departed.is_some());
+        left || super::store::due(now, self.stamps.instant(rec.last_heard), self.request_timeout * 2)
     }
 
     /// The fingerprint of the file this node runs, and what it knows of its peers'.
