@@ -874,6 +874,12 @@ impl Sim {
     }
 
     fn make_acked(&self, session: &str, key: String, k: u32, epoch: &Epoch, version: Version) -> Acked {
+        // While a lowered replica count rolls out, the extra copy of a write acknowledged by
+        // more backups is dropped on purpose: it survives the faults the new count allows.
+        let k = match self.cfg.domain.replicas {
+            replication_core::Replicas::Count(n) if self.opt.reconfig => k.min(n),
+            _ => k,
+        };
         let holders = self.holders_now(session, epoch, version);
         // An acknowledging backup that crashed before the ack arrived is a faulted holder.
         let missing = (k as usize + 1).saturating_sub(holders.len());
