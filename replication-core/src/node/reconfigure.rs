@@ -250,10 +250,12 @@ impl Node {
         self.out.send(to, Message::Domain { fingerprint: self.domain.fingerprint, placed, joint });
     }
 
-    /// What `peer` announced, if it was in its current incarnation.
+    /// What `peer` announced, if it was in its current incarnation (or before this node knew
+    /// any incarnation of it).
     fn announced(&self, peer: &NodeId) -> Option<&Announced> {
         let inc = self.view.peers.get(peer).and_then(|p| p.incarnation);
-        self.domain.heard.get(peer).filter(|a| a.incarnation == inc)
+        // Heard before the peer's first heartbeat: from the incarnation that heartbeat names.
+        self.domain.heard.get(peer).filter(|a| a.incarnation.is_none() || a.incarnation == inc)
     }
 
     /// Whether the domain is changing as this node sees it: it keeps a former file (its own
