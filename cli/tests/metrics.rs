@@ -18,6 +18,8 @@ const EXPOSED: &[(&str, &str)] = &[
     ("m2m_sessions_backed_up", "gauge"),
     ("m2m_sessions_under_replicated", "gauge"),
     ("m2m_tombstones", "gauge"),
+    ("m2m_domain_changing", "gauge"),
+    ("m2m_domain_file", "gauge"),
     ("m2m_sessions_held", "gauge"),
     ("m2m_sessions_max", "gauge"),
     ("m2m_peers_up", "gauge"),
@@ -111,8 +113,11 @@ fn node_metrics_parse_with_their_names_types_labels_and_buckets_and_the_dashboar
             }
             let labels: BTreeSet<&str> =
                 samples.iter().flat_map(|x| x.labels.keys()).map(String::as_str).collect();
-            let want_labels: BTreeSet<&str> =
-                if name == "m2m_peer_up" { ["node", "peer"].into() } else { ["node"].into() };
+            let want_labels: BTreeSet<&str> = match name {
+                "m2m_peer_up" => ["node", "peer"].into(),
+                "m2m_domain_file" => ["node", "member", "fingerprint"].into(),
+                _ => ["node"].into(),
+            };
             assert_eq!(labels, want_labels, "{name}'s labels");
         }
         // Every m2m_ series is listed above (a new one is added there on purpose).

@@ -491,3 +491,35 @@ pub struct Stats {
     /// does not declare (rule [`crate::node::MANAGER_NOT_DECLARED`]).
     pub manager_refused: u64,
 }
+
+/// The domain file a node runs and what it knows of its peers' files (online domain changes,
+/// see [`Node::reconfigure`](crate::Node::reconfigure)).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DomainView {
+    /// The fingerprint of this node's file ([`crate::change::fingerprint`]).
+    pub fingerprint: u64,
+    /// Whether a change runs as this node sees it: it keeps the former file's rules, or a
+    /// live peer runs another file. `false` once every node runs this file.
+    pub changing: bool,
+    /// Whether every session this node owns is placed by its file and held by its live
+    /// backups.
+    pub placed: bool,
+    /// Every peer this node knows: of its file, and while a change runs those of the former.
+    pub nodes: Vec<NodeDomain>,
+}
+
+/// One peer in a [`DomainView`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeDomain {
+    /// The peer.
+    pub node: NodeId,
+    /// Considered live.
+    pub up: bool,
+    /// The fingerprint it announced in its current incarnation; `None` when it announced none
+    /// (it runs the file it started with, and no change was seen since).
+    pub fingerprint: Option<u64>,
+    /// Whether it announced all its owned sessions placed.
+    pub placed: Option<bool>,
+    /// Whether this node's file lists it (a peer only in the former file is leaving).
+    pub listed: bool,
+}

@@ -2,7 +2,8 @@
 //!
 //! By default this crate has no sockets, no threads, no async runtime and no clock: every
 //! call that depends on time takes `now`. It holds
-//! - the domain configuration model ([`config`]) and its rules ([`validate`]),
+//! - the domain configuration model ([`config`]), its rules ([`validate`]) and what may change
+//!   while a domain runs ([`change`]),
 //! - placement of session copies on nodes ([`placement`]),
 //! - the messages nodes exchange ([`message`]) and the contract transports implement
 //!   ([`transport`]), and the codec they share ([`wire`]);
@@ -35,6 +36,7 @@ pub mod api;
 pub mod attributes;
 #[cfg(feature = "carrier")]
 pub mod carrier;
+pub mod change;
 pub mod config;
 pub mod error;
 #[cfg(any(test, feature = "harness"))]
@@ -54,7 +56,8 @@ pub mod validate;
 pub mod wire;
 
 pub use api::{
-    Ack, Command, Event, Input, Outcome, Output, PeerView, RequestId, Role, SessionView, Settings, Stats,
+    Ack, Command, DomainView, Event, Input, NodeDomain, Outcome, Output, PeerView, RequestId, Role,
+    SessionView, Settings, Stats,
 };
 pub use config::{DomainConfig, Mode, NodeId, Replicas, Topology, TransportKind};
 pub use error::Error;

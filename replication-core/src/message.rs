@@ -340,6 +340,19 @@ pub enum Message {
         /// The `after` of the next page; `None` on the last page.
         next: Option<String>,
     },
+    /// "I run the domain file with this fingerprint" ([`crate::change::fingerprint`]): sent
+    /// only around an online domain change (see [`crate::node`], "Online domain changes"),
+    /// never by a domain whose nodes all run the file they started with.
+    Domain {
+        /// The fingerprint of the sender's domain file.
+        fingerprint: u64,
+        /// Every session the sender owns is placed by that file and held by its live
+        /// backups: the copies the change moves to or from the sender's sessions are made.
+        placed: bool,
+        /// While the sender changes: the nodes of the file it ran before, whose majority
+        /// it still needs to take sessions over (empty otherwise).
+        joint: Vec<NodeId>,
+    },
 }
 
 impl Message {
@@ -354,7 +367,8 @@ impl Message {
             | Message::ClaimAcks { .. }
             | Message::ClaimsRefused { .. }
             | Message::Handoff { .. }
-            | Message::HandoffAcks { .. } => None,
+            | Message::HandoffAcks { .. }
+            | Message::Domain { .. } => None,
             Message::Replicate { session, .. }
             | Message::Ack { session, .. }
             | Message::NeedFull { session, .. }
@@ -383,7 +397,7 @@ impl Message {
     ///   one leaves an orphan copy that expires), and the restart quarantine's
     ///   [`Message::EpochsRequest`] and [`Message::Epochs`] (it asks again), and
     ///   [`Message::HandoffAcks`] (the leaving node sends the hand-off again until it is
-    ///   acknowledged).
+    ///   acknowledged), and [`Message::Domain`] (repeated every heartbeat while a change runs).
     ///
     /// Feeding nothing back is correct too (the protocol repairs losses), only slower.
     pub fn resent_when_refused(&self) -> bool {
@@ -394,7 +408,8 @@ impl Message {
             | Message::Drop { .. }
             | Message::EpochsRequest { .. }
             | Message::Epochs { .. }
-            | Message::HandoffAcks { .. } => false,
+            | Message::HandoffAcks { .. }
+            | Message::Domain { .. } => false,
             Message::Ack { .. }
             | Message::NeedFull { .. }
             | Message::Fenced { .. }
@@ -539,6 +554,7 @@ mod tests {
             Message::EpochsRequest { incarnation: 1, after: None },
             Message::Epochs { incarnation: 1, after: None, epochs: Vec::new(), next: None },
             Message::HandoffAcks { acks: Vec::new() },
+            Message::Domain { fingerprint: 1, placed: true, joint: Vec::new() },
         ];
         for m in &not_resent {
             assert!(!m.resent_when_refused(), "{m:?}");

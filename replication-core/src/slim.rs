@@ -79,6 +79,11 @@ impl<T: Ord> SlimSet<T> {
         self.0.is_empty()
     }
 
+    /// The members, in order.
+    pub(crate) fn iter(&self) -> std::slice::Iter<'_, T> {
+        self.0.0.iter()
+    }
+
     /// Adds `x`; whether it was not there.
     pub(crate) fn insert(&mut self, x: T) -> bool {
         match self.0.0.binary_search(&x) {

@@ -154,6 +154,15 @@ pub trait Transport<M: WireMessage>: Send + Sync + 'static {
     /// Stops accepting and connecting, flushes what is queued (bounded by a grace period),
     /// and closes every link.
     async fn shutdown(&self);
+
+    /// Links to the nodes a new domain file adds, while the transport runs (an online domain
+    /// change, [`crate::Node::reconfigure`]). A transport that cannot (the default) refuses:
+    /// the runtime then refuses the change with rule [`crate::change::rule::TRANSPORT_PEERS`]
+    /// and keeps running on the file it has. Changes that add no node need nothing here.
+    fn add_peers(&self, domain: Arc<DomainConfig>) -> Result<(), Error> {
+        let _ = domain;
+        Err(Error::Settings("this transport cannot link to nodes added while it runs".into()))
+    }
 }
 
 /// The error a runtime returns when the domain file names a transport this build does not

@@ -9,6 +9,8 @@
 //! - `M2M_SIM_ROLLING=1` makes `one_seed` (and every soak seed) a rolling restart.
 //! - `M2M_SIM_MANAGERS=K` gives every node of every run `K` session managers
 //!   (`SimOptions::managers`; the fixed seeds' own test sets it for its runs).
+//! - `M2M_SIM_RECONFIG=1` makes `one_seed` (and every soak seed) a run with online domain
+//!   changes (`SimOptions::reconfig_from_seed`).
 
 mod sim;
 
@@ -18,6 +20,10 @@ use sim::{Report, Sim, SimOptions};
 
 fn env_u64(name: &str) -> Option<u64> {
     std::env::var(name).ok().and_then(|v| v.parse().ok())
+}
+
+fn reconfig_asked() -> bool {
+    std::env::var("M2M_SIM_RECONFIG").is_ok_and(|v| v == "1")
 }
 
 fn rolling_asked() -> bool {
@@ -32,6 +38,10 @@ fn run_rolling(seed: u64, steps: u64) -> Report {
     run_with(SimOptions::rolling_from_seed(seed, steps))
 }
 
+fn run_reconfig(seed: u64, steps: u64) -> Report {
+    run_with(SimOptions::reconfig_from_seed(seed, steps))
+}
+
 fn run_with(mut opt: SimOptions) -> Report {
     opt.verbose = std::env::var("M2M_SIM_VERBOSE").is_ok_and(|v| v == "1");
     if let Some(k) = env_u64("M2M_SIM_MANAGERS") {
@@ -42,7 +52,7 @@ fn run_with(mut opt: SimOptions) -> Report {
 
 fn summary(r: &Report) -> String {
     format!(
-        "seed {}{} hash {:016x}: steps {} cmds {} acked {} checked {} sessions {} msgs {} dropped {} dup {} refused {} crashes {} restarts {} pauses {} partitions {} leaves {} false-gone {} isolated-stale-reads {} violations {}",
+        "seed {}{} hash {:016x}: reconfigs {} steps {} cmds {} acked {} checked {} sessions {} msgs {} dropped {} dup {} refused {} crashes {} restarts {} pauses {} partitions {} leaves {} false-gone {} isolated-stale-reads {} violations {}",
         r.seed,
         match (r.rolling, r.client_server) {
             (true, true) => " (rolling, client-server)",
@@ -51,6 +61,7 @@ fn summary(r: &Report) -> String {
             (false, false) => "",
         },
         r.trace_hash,
+        r.reconfigs,
         r.steps,
         r.commands,
         r.acked_writes,
@@ -107,6 +118,28 @@ fn managers_per_node() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// Online domain changes (nodes added and removed, replicas up and down, each file reaching
+/// the nodes one at a time in random order) mixed with the faults of `from_seed`: nothing
+/// acknowledged lost, one owner per session, every replica count restored and every change
+/// complete after healing. Seeds from 10,001 on (the seeds of `fixed_seeds` run without
+/// changes).
+#[test]
+fn reconfig_seeds() {
+    let steps = env_u64("M2M_SIM_STEPS").unwrap_or(3000);
+    let mut failures = Vec::new();
+    let mut changes = 0;
+    for seed in 10_001..=10_008u64 {
+        let r = run_reconfig(seed, steps);
+        println!("{}", summary(&r));
+        changes += r.reconfigs;
+        if !r.violations.is_empty() {
+            failures.push(format!("{}\n  {}", summary(&r), r.violations.join("\n  ")));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert!(changes >= 8, "only {changes} changes in 8 runs");
 }
 
 /// Partition + amnesia (README "Guarantees"): the owner n3 of s94 is cut off (its sends are
@@ -179,7 +212,13 @@ fn same_seed_same_trace() {
 fn one_seed() {
     let Some(seed) = env_u64("M2M_SIM_SEED") else { return };
     let steps = env_u64("M2M_SIM_STEPS").unwrap_or(2000);
-    let pick = if rolling_asked() { run_rolling } else { run };
+    let pick = if reconfig_asked() {
+        run_reconfig
+    } else if rolling_asked() {
+        run_rolling
+    } else {
+        run
+    };
     let r = pick(seed, steps);
     println!("{}", summary(&r));
     let again = pick(seed, steps);
@@ -210,8 +249,15 @@ fn soak_run() {
     let mut bad = Vec::new();
     let mut seed = first;
     while start.elapsed().as_secs() < secs {
-        let r = if rolling_asked() || seed % 4 == 3 { run_rolling(seed, steps) } else { run(seed, steps) };
+        let r = if reconfig_asked() {
+            run_reconfig(seed, steps)
+        } else if rolling_asked() || seed % 4 == 3 {
+            run_rolling(seed, steps)
+        } else {
+            run(seed, steps)
+        };
         runs += 1;
+        total.reconfigs += r.reconfigs;
         total.steps += r.steps;
         total.commands += r.commands;
         total.acked_writes += r.acked_writes;
@@ -239,9 +285,10 @@ fn soak_run() {
         seed += 1;
     }
     println!(
-        "soak: seeds {first}..{} ({runs} runs) in {:?}; steps {} cmds {} acked {} checked {} crashes {} restarts {} pauses {} partitions {} leaves {} false-gone {} isolated-stale-reads {} msgs {} dropped {} dup {} refused {}; violations {} in seeds {bad:?}",
+        "soak: seeds {first}..{} ({runs} runs) in {:?}; reconfigs {} steps {} cmds {} acked {} checked {} crashes {} restarts {} pauses {} partitions {} leaves {} false-gone {} isolated-stale-reads {} msgs {} dropped {} dup {} refused {}; violations {} in seeds {bad:?}",
         seed - 1,
         start.elapsed(),
+        total.reconfigs,
         total.steps,
         total.commands,
         total.acked_writes,

@@ -4,9 +4,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use replication_core::change::Plan;
 use replication_core::placement::Placement;
 use replication_core::scope::{self, ScopedId};
-use replication_core::{Attributes, Command, DomainConfig, NodeId, Outcome, SessionView};
+use replication_core::{Attributes, Command, DomainConfig, DomainView, NodeId, Outcome, SessionView};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::config::{SessionSettings, request_wait};
@@ -375,6 +376,21 @@ impl Client {
     pub(crate) async fn peers(&self) -> Result<Peers> {
         match self.call(|reply| Request::Peers { reply }, self.request_wait()).await? {
             Reply::Peers(p) => Ok(p),
+            other => Err(other.into_error()),
+        }
+    }
+
+    pub(crate) async fn reconfigure(&self, config: DomainConfig) -> Result<Plan> {
+        let config = Box::new(config);
+        match self.call(|reply| Request::Reconfigure { config, reply }, self.request_wait()).await? {
+            Reply::Reconfigured(p) => Ok(*p),
+            other => Err(other.into_error()),
+        }
+    }
+
+    pub(crate) async fn domain_view(&self) -> Result<DomainView> {
+        match self.call(|reply| Request::Domain { reply }, self.request_wait()).await? {
+            Reply::Domain(d) => Ok(*d),
             other => Err(other.into_error()),
         }
     }

@@ -25,6 +25,7 @@ use crate::metrics::export::Export;
 use crate::metrics::{Metrics, MetricsHook, NodeEvent, Peers};
 
 mod overlay;
+mod reconfigure;
 mod request;
 
 pub use overlay::SyncReport;
@@ -539,6 +540,8 @@ impl Driver {
                 let connected = self.connected.iter().cloned().collect();
                 reply.send(Reply::Peers(Peers { peers: self.node.peers(), connected }));
             }
+            Request::Reconfigure { config, reply } => self.reconfigure(*config, reply),
+            Request::Domain { reply } => reply.send(Reply::Domain(Box::new(self.node.domain()))),
             Request::Shutdown { reply } => self.start_leave(Some(reply)),
             Request::Abort { reply } => self.shutdown_reply.push(reply),
         }
@@ -551,6 +554,7 @@ impl Driver {
         m.replication_lag =
             m.core.oldest_unacked.map_or(Duration::ZERO, |t| Instant::now().saturating_duration_since(t));
         m.peers = self.node.peers();
+        m.domain = Some(self.node.domain());
         m.connected = self.connected.iter().cloned().collect();
         m.staged_commits = self.overlays.values().map(|o| o.commits).sum();
         m.staged_sessions = self.overlays.len();

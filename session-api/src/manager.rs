@@ -1,7 +1,8 @@
 //! The async handle applications use, and what its writes and shutdown report.
 
+use replication_core::change::Plan;
 use replication_core::placement::Placement;
-use replication_core::{Attributes, DomainConfig, NodeId, SessionView};
+use replication_core::{Attributes, DomainConfig, DomainView, NodeId, SessionView};
 use tokio::sync::broadcast;
 
 use crate::client::Client;
@@ -39,7 +40,8 @@ impl SessionManager {
         &self.client.inner.me
     }
 
-    /// The domain configuration.
+    /// The domain configuration the node started with ([`SessionManager::reconfigure`]
+    /// switches the running node to another; [`SessionManager::domain_view`] names it).
     pub fn domain(&self) -> &DomainConfig {
         &self.client.inner.domain
     }
@@ -169,6 +171,37 @@ impl SessionManager {
     /// The membership as this node sees it: its peers up or down, and the links it has now.
     pub async fn peers(&self) -> Result<Peers> {
         self.client.peers().await
+    }
+
+    /// Switches the running node to a new domain file (an online domain change): reads and
+    /// parses it, checks it ([`replication_core::change::check`]) and hands it to the
+    /// transport (when it adds nodes) and the engine. Allowed online: nodes added or removed,
+    /// `replicas`, timeouts and intervals; copies move to the new placement within the
+    /// re-replication token bucket, and `under_replicated` in the metrics tells the progress.
+    /// A file that does not list this node makes it leave the domain gracefully (its sessions
+    /// are handed off) and stop. Refused, with the node still running on the file it has:
+    /// an unreadable file ([`Error::Io`](crate::Error::Io)), a file that does not parse, is
+    /// invalid, or changes what cannot change online
+    /// ([`Error::Core`](crate::Error::Core) holding
+    /// [`replication_core::Error::Invalid`], each violation with its rule code, see
+    /// [`replication_core::change::rule`]).
+    pub async fn reconfigure(&self, domain: impl Into<crate::DomainSource>) -> Result<Plan> {
+        let config = match domain.into() {
+            crate::DomainSource::File(path) => {
+                let origin = path.display().to_string();
+                let text = std::fs::read_to_string(&path)
+                    .map_err(|source| crate::Error::Io { what: format!("reading {origin}"), source })?;
+                DomainConfig::parse(&text, &origin)?
+            }
+            crate::DomainSource::Config(cfg) => cfg,
+        };
+        self.client.reconfigure(config).await
+    }
+
+    /// The fingerprint of the domain file the node runs, whether a change is under way, and
+    /// which file each peer announced.
+    pub async fn domain_view(&self) -> Result<DomainView> {
+        self.client.domain_view().await
     }
 
     /// Events from now on (bounded: a subscriber that falls behind loses the oldest).

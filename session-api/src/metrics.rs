@@ -97,6 +97,9 @@ pub struct Peers {
 pub struct Metrics {
     /// This node.
     pub node: Option<NodeId>,
+    /// The domain file this node runs (its fingerprint), whether an online domain change is
+    /// under way, and the file each peer announced ([`crate::SessionManager::reconfigure`]).
+    pub domain: Option<replication_core::DomainView>,
     /// Counters and gauges of the replication engine: sessions owned, backups held,
     /// under-replicated sessions, failovers, bytes replicated...
     pub core: Stats,

@@ -29,6 +29,10 @@ pub(crate) struct AdminState {
     pub(crate) certificate_expiry: Option<std::time::SystemTime>,
     /// What `/metrics` renders.
     pub(crate) exposition: Exposition,
+    /// The domain file `POST /domain/reload` reads again.
+    pub(crate) domain_file: std::path::PathBuf,
+    /// Told when a reload removed this node from the domain: it leaves and the process ends.
+    pub(crate) removed: Arc<tokio::sync::Notify>,
 }
 
 /// Whole days until `expiry`, from the clock of this call (negative once it passed).
@@ -48,6 +52,7 @@ pub(crate) fn router(state: Arc<AdminState>, guard: Arc<Guard>) -> Router {
     Router::new()
         .route("/status", get(status))
         .route("/metrics", get(metrics))
+        .route("/domain/reload", post(reload_domain))
         .route("/sessions", post(create).get(list_owned))
         .route("/sessions/{id}", get(read).post(create_id).put(set).patch(set).delete(invalidate))
         .merge(super::managers::routes())
@@ -367,11 +372,35 @@ pub(crate) fn status_json(st: &AdminState, m: &Metrics) -> Value {
             "recent": m.recent_refusals.iter().map(|(peer, reason)| json!({ "peer": peer, "reason": reason })).collect::<Vec<_>>(),
         },
         "certificate": st.certificate_expiry.map(|t| json!({ "not_after": unix_secs(t), "days_left": days_left(t) })),
+        "domain_file": domain_file_json(me, m),
     });
     if let Some(managers) = super::managers::status_managers(manager, m) {
         doc["managers"] = managers;
     }
     doc
+}
+
+/// Which domain file each node runs (by fingerprint, as this node heard), and whether an
+/// online change is under way.
+fn domain_file_json(me: &replication_core::NodeId, m: &Metrics) -> Value {
+    let Some(d) = &m.domain else { return Value::Null };
+    let hex = replication_core::change::fingerprint_hex;
+    let mut nodes = vec![
+        json!({ "node": me.as_str(), "fingerprint": hex(d.fingerprint), "placed": d.placed, "listed": true }),
+    ];
+    nodes.extend(d.nodes.iter().map(|n| {
+        json!({
+            "node": n.node.as_str(),
+            "up": n.up,
+            // Nothing announced: the peer runs the file it started with and no change was
+            // seen since, so the same file as this node.
+            "fingerprint": hex(n.fingerprint.unwrap_or(d.fingerprint)),
+            "announced": n.fingerprint.is_some(),
+            "placed": n.placed,
+            "listed": n.listed,
+        })
+    }));
+    json!({ "fingerprint": hex(d.fingerprint), "changing": d.changing, "complete": !d.changing, "nodes": nodes })
 }
 
 /// `GET /live`: 200 while the node runs (its engine answers), else 503.
@@ -388,6 +417,23 @@ async fn ready(State(st): Shared) -> Response {
     let ready = st.manager.is_ready().await;
     let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (status, axum::Json(json!({ "ready": ready }))).into_response()
+}
+
+/// `POST /domain/reload`: reads the domain file again and switches the node to it (200 with
+/// what changed), or refuses it (422 with the rules it breaks; the node keeps running on the
+/// file it has).
+async fn reload_domain(State(st): Shared) -> Response {
+    let result = super::reload::reload(&st.manager, &st.domain_file).await;
+    super::reload::log(&st.domain_file, &result);
+    match result {
+        Ok(plan) => {
+            if plan.removes_this_node {
+                st.removed.notify_one();
+            }
+            axum::Json(super::reload::plan_json(&plan)).into_response()
+        }
+        Err(r) => (StatusCode::UNPROCESSABLE_ENTITY, axum::Json(r.json())).into_response(),
+    }
 }
 
 async fn status(State(st): Shared) -> Response {
@@ -445,22 +491,44 @@ impl Exposition {
         Ok((recorder, Exposition { handle, certificate_days }))
     }
 
-    /// The metrics in Prometheus' text format.
-    pub(crate) fn render(&self) -> String {
+    /// The metrics in Prometheus' text format, with the domain file's fingerprint of this
+    /// node and of each peer that announced one (`m2m_domain_file`, an info metric: value 1,
+    /// the fingerprint in a label).
+    pub(crate) fn render(&self, m: &Metrics) -> String {
         if let Some((gauge, t)) = &self.certificate_days {
             // Whole days fit an f64 exactly.
             #[allow(clippy::cast_precision_loss)]
             gauge.set(days_left(*t) as f64);
         }
-        self.handle.render()
+        let mut text = self.handle.render();
+        if let (Some(d), Some(me)) = (&m.domain, &m.node) {
+            let hex = replication_core::change::fingerprint_hex;
+            text.push_str(
+                "# HELP m2m_domain_file The fingerprint of the domain file a node runs, as this node knows it (1 per node).\n# TYPE m2m_domain_file gauge\n",
+            );
+            let _ = writeln!(
+                text,
+                "m2m_domain_file{{node=\"{me}\",member=\"{me}\",fingerprint=\"{}\"}} 1",
+                hex(d.fingerprint)
+            );
+            for n in &d.nodes {
+                let fp = hex(n.fingerprint.unwrap_or(d.fingerprint));
+                let _ = writeln!(
+                    text,
+                    "m2m_domain_file{{node=\"{me}\",member=\"{}\",fingerprint=\"{fp}\"}} 1",
+                    n.node
+                );
+            }
+        }
+        text
     }
 }
 
 async fn metrics(State(st): Shared) -> Response {
     // Taking a snapshot publishes the node's counters and gauges to its recorder.
     match st.manager.metrics().await {
-        Ok(_) => {
-            ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], st.exposition.render())
+        Ok(m) => {
+            ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], st.exposition.render(&m))
                 .into_response()
         }
         Err(e) => failure(&e),

@@ -1,5 +1,8 @@
 //! `m2m node --config FILE --name NODE`: runs one node of a domain in the foreground, with
-//! the admin HTTP API on the node's `admin` address, until SIGINT or SIGTERM.
+//! the admin HTTP API on the node's `admin` address, until SIGINT or SIGTERM. SIGHUP (and
+//! `POST /domain/reload`) reads the domain file again and switches the running node to it
+//! (an online domain change), or refuses it with the rules it breaks and keeps running; a file
+//! that no longer lists the node makes it leave the domain gracefully and exit.
 
 use std::net::{SocketAddr, ToSocketAddrs as _};
 use std::path::PathBuf;
@@ -208,6 +211,7 @@ async fn serve(
     tracing::info!(node = %args.name, domain = %domain_name, %transport, %address, "node started");
 
     let events = tokio::spawn(log_events(manager.subscribe()));
+    let removed = Arc::new(tokio::sync::Notify::new());
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = match admin_listener {
         Some(listener) => {
@@ -238,6 +242,8 @@ async fn serve(
                     ack: ack_text,
                     certificate_expiry,
                     exposition,
+                    domain_file: args.config.clone(),
+                    removed: removed.clone(),
                 }),
                 guard,
             );
@@ -251,7 +257,7 @@ async fn serve(
         }
     };
 
-    let signal = wait_for_signal().await?;
+    let signal = run_until_stopped(&manager, &args.config, &removed).await?;
     tracing::info!(signal, "leaving the domain");
     let _ = stop_tx.send(());
     if let Some(server) = server {
@@ -267,22 +273,45 @@ async fn serve(
     Ok(())
 }
 
-/// Waits for SIGINT or SIGTERM and names it.
-async fn wait_for_signal() -> anyhow::Result<&'static str> {
+/// Runs until SIGINT or SIGTERM, or until a reload removed this node from the domain, and
+/// names why; reloads the domain file at each SIGHUP.
+async fn run_until_stopped(
+    manager: &SessionManager,
+    config: &std::path::Path,
+    removed: &tokio::sync::Notify,
+) -> anyhow::Result<&'static str> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
         let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
         let mut int = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
-        tokio::select! {
-            _ = term.recv() => Ok("SIGTERM"),
-            _ = int.recv() => Ok("SIGINT"),
+        let mut hup = signal(SignalKind::hangup()).context("cannot listen for SIGHUP")?;
+        loop {
+            tokio::select! {
+                _ = term.recv() => return Ok("SIGTERM"),
+                _ = int.recv() => return Ok("SIGINT"),
+                () = removed.notified() => return Ok("removed from the domain file"),
+                _ = hup.recv() => {
+                    tracing::info!(file = %config.display(), "SIGHUP: reloading the domain file");
+                    let result = admin::reload::reload(manager, config).await;
+                    admin::reload::log(config, &result);
+                    if result.is_ok_and(|p| p.removes_this_node) {
+                        return Ok("removed from the domain file");
+                    }
+                }
+            }
         }
     }
     #[cfg(not(unix))]
     {
-        tokio::signal::ctrl_c().await.context("cannot listen for Ctrl-C")?;
-        Ok("Ctrl-C")
+        let _ = (manager, config);
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => {
+                r.context("cannot listen for Ctrl-C")?;
+                Ok("Ctrl-C")
+            }
+            () = removed.notified() => Ok("removed from the domain file"),
+        }
     }
 }
 

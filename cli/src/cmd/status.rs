@@ -135,7 +135,25 @@ fn render(s: &Value) -> String {
         text(s, "ack"),
     );
     out.push('\n');
-    let mut t = Table::new(["node", "mode", "state", "link"]);
+    let files: Vec<&Value> = s
+        .get("domain_file")
+        .and_then(|d| d.get("nodes"))
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .collect();
+    // The domain file each node runs (its fingerprint), as this node heard it.
+    let file_of = |node: &str| {
+        files.iter().find(|f| text(f, "node") == node).map_or("-".to_owned(), |f| {
+            let placed = f.get("placed").and_then(Value::as_bool);
+            format!(
+                "{}{}",
+                text(f, "fingerprint"),
+                if placed == Some(false) { " (copies moving)" } else { "" }
+            )
+        })
+    };
+    let mut t = Table::new(["node", "mode", "state", "link", "domain file"]);
     for m in s.get("membership").and_then(Value::as_array).into_iter().flatten() {
         let is_self = m.get("self").and_then(Value::as_bool).unwrap_or(false);
         let up = m.get("up").and_then(Value::as_bool).unwrap_or(false);
@@ -145,10 +163,31 @@ fn render(s: &Value) -> String {
             let connected = m.get("connected").and_then(Value::as_bool).unwrap_or(false);
             (if up { "up" } else { "DOWN" }, if connected { "connected" } else { "-" })
         };
-        t.row([text(m, "node"), text(m, "mode"), state.to_owned(), link.to_owned()]);
+        t.row([
+            text(m, "node"),
+            text(m, "mode"),
+            state.to_owned(),
+            link.to_owned(),
+            file_of(&text(m, "node")),
+        ]);
+    }
+    // Nodes of the former file while a change runs (leaving).
+    for f in files.iter().filter(|f| f.get("listed").and_then(Value::as_bool) == Some(false)) {
+        let up = f.get("up").and_then(Value::as_bool).unwrap_or(false);
+        let state = if up { "up (removed)" } else { "DOWN (removed)" };
+        t.row([text(f, "node"), "-".to_owned(), state.to_owned(), "-".to_owned(), file_of(&text(f, "node"))]);
     }
     out.push_str(&t.render());
     out.push('\n');
+    if let Some(d) = s.get("domain_file").filter(|d| !d.is_null()) {
+        let changing = d.get("changing").and_then(Value::as_bool).unwrap_or(false);
+        let state = if changing {
+            "CHANGING: nodes run different files, or copies are still moving"
+        } else {
+            "complete: every node runs it"
+        };
+        let _ = writeln!(out, "domain file:           {} ({state})", text(d, "fingerprint"));
+    }
     let _ = writeln!(out, "sessions owned:        {}", num(s, &["sessions", "owned"]));
     let _ = writeln!(out, "sessions backed up:    {}", num(s, &["sessions", "backed_up"]));
     let _ = writeln!(out, "under-replicated:      {}", num(s, &["sessions", "under_replicated"]));

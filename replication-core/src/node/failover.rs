@@ -126,10 +126,11 @@ impl Node {
         if self.acquires.held_over(&owner, now) {
             return FailoverStep::Nothing;
         }
-        let view = &self.view;
-        let me = &self.me;
-        let target = self.placement.failover_owner(session, &owner, |n| n == me || view.is_up(n));
-        if target.as_ref() == Some(&self.me) { FailoverStep::Claim } else { FailoverStep::Nothing }
+        if self.failover_target_is_me(session, &owner) || self.unclaimed_after_change(now, rec, &owner) {
+            FailoverStep::Claim
+        } else {
+            FailoverStep::Nothing
+        }
     }
 
     /// Starts the failover claim `failover_step` decided on, if there is room for it.

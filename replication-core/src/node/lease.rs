@@ -73,6 +73,22 @@ impl Lease {
         Lease { base, bound: less_margin(hearing), hearing }
     }
 
+    /// The settings while an online change to a file with failure timeout `new` runs: the
+    /// shorter of this lease bound and the new one, and the longer hearing window. Nodes on
+    /// either file (or on any file of chained changes) then keep the lease rule between them:
+    /// no node's lease outlasts another's hearing window
+    /// (`a_changed_failure_timeout_keeps_the_lease_inside_every_hearing_window`). Once every
+    /// node runs the new file, [`Lease::new`] with it.
+    pub(super) fn changing(&self, new: Duration) -> Self {
+        let next = Lease::new(self.base, new);
+        Lease { base: self.base, bound: self.bound.min(next.bound), hearing: self.hearing.max(next.hearing) }
+    }
+
+    /// The instant `sent` counts from.
+    pub(super) fn base(&self) -> Instant {
+        self.base
+    }
+
     /// The lease bound.
     #[cfg(test)]
     pub(super) fn bound(&self) -> Duration {

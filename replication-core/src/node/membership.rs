@@ -9,7 +9,7 @@ use crate::api::Event;
 use crate::config::NodeId;
 use crate::message::Message;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone)]
@@ -31,6 +31,11 @@ pub(super) struct Peer {
 }
 
 impl Peer {
+    /// Whether it counts in a majority: up, or not gone by a graceful leave (`majority`).
+    pub(super) fn counts(&self) -> bool {
+        self.up || self.departed.is_none()
+    }
+
     /// A peer not heard from yet: down.
     pub(super) fn new(flow: Flow) -> Self {
         Peer {
@@ -66,6 +71,10 @@ pub(super) struct Membership {
     complete_since: Option<Instant>,
     /// Whether the view was settled at the last maintenance (see `settled`).
     was_settled: bool,
+    /// While an online domain change runs at this node: the peers of the former file and of
+    /// the new one, each with whether this node is listed too; a majority must be one in
+    /// each (`majority`). Empty otherwise.
+    pub(super) joint: Vec<(BTreeSet<NodeId>, bool)>,
 }
 
 impl Membership {
@@ -77,6 +86,7 @@ impl Membership {
             seen_enough_since: None,
             complete_since: None,
             was_settled: false,
+            joint: Vec::new(),
         }
     }
 
@@ -158,15 +168,26 @@ impl Membership {
     /// down by leaves keeps failing over), and a quorum of the rest still meets any quorum that
     /// counts them. A domain of two is the exception: one node is enough there, or the survivor
     /// of a crash could never take over.
+    ///
+    /// While an online domain change runs (`joint`), `nodes` must also be a majority of the
+    /// former file's nodes and of the new file's, counted in the worst case (the nodes outside
+    /// a file among them first): a node still on the former file and a node on the new one
+    /// then never both see a majority on two sides of a partition.
     pub(super) fn majority(&self, nodes: usize) -> bool {
         let domain = self.counted();
-        if domain <= 2 { nodes >= 1 } else { nodes * 2 > domain }
+        let enough = |n: usize, of: usize| if of <= 2 { n >= 1 } else { n * 2 > of };
+        enough(nodes, domain)
+            && self.joint.iter().all(|(set, me)| {
+                let inside = usize::from(*me)
+                    + self.peers.iter().filter(|(n, p)| p.counts() && set.contains(*n)).count();
+                enough(nodes.saturating_sub(domain - inside), inside)
+            })
     }
 
     /// The nodes a majority is counted among (`majority`): this one and every peer but those
     /// that left and have not come back.
     pub(super) fn counted(&self) -> usize {
-        1 + self.peers.values().filter(|p| p.up || p.departed.is_none()).count()
+        1 + self.peers.values().filter(|p| p.counts()).count()
     }
 
     /// Whether this node's view of the domain can be acted on to take sessions over (hot

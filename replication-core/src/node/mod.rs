@@ -114,6 +114,13 @@
 //!   sessions). [`Command::Leave`] is the exception (it looks at every owned session at each
 //!   tick until it completes). [`Node::stats`] is O(n).
 //!
+//! Online domain changes: [`Node::reconfigure`] switches a running node to a new domain file
+//! (nodes added or removed, `replicas`, timings), refused with the rule broken when the file
+//! is invalid or changes what cannot change online ([`crate::change`]). Until every node runs
+//! the new file, a node that reloaded takes sessions over only with a majority of the former
+//! file's nodes and of the new file's, and claims orphans by both placements; copies move make
+//! before break (docs/design.md, "Online domain changes").
+//!
 //! Where things are (each file owns its state and the `impl Node` methods of its concern;
 //! this one holds the [`Node`] made of those sub-states, the sans-IO entry points and the
 //! dispatch of inputs, commands and messages; [`Node::poll_timeout`] is the earliest of the
@@ -135,6 +142,8 @@
 //!   recently), carried by the heartbeats;
 //! - `quarantine`: the restart quarantine; `leave`: the graceful leave;
 //! - `managers`: the session managers hosted, and the refusal of records of others;
+//! - `reconfigure`: online domain changes (the file run, the fingerprints heard, the former
+//!   file kept until the change completes);
 //! - `queries`: read-only queries and statistics; `outbox`: the outputs to drain;
 //! - `tests`: the unit tests on a cluster of engines with in-memory delivery.
 
@@ -152,6 +161,7 @@ mod outbox;
 mod pacing;
 mod quarantine;
 mod queries;
+mod reconfigure;
 mod replicate;
 mod store;
 #[cfg(test)]
@@ -169,6 +179,7 @@ use self::membership::{Heard, Membership, Peer};
 use self::outbox::Outbox;
 use self::pacing::Pacing;
 use self::quarantine::Quarantine;
+use self::reconfigure::DomainState;
 use self::store::Sessions;
 use self::writes::{WriteKind, Writes};
 use crate::api::{Command, Input, Outcome, Output, RequestId, Settings};
@@ -226,6 +237,8 @@ pub struct Node {
     hold_first_copies: bool,
     /// The session managers this node hosts, and what it refused of others.
     managers: Managers,
+    /// The domain file this node runs, and its peers' (online domain changes).
+    domain: DomainState,
 }
 
 impl Node {
@@ -243,6 +256,9 @@ impl Node {
             return Err(Error::UnknownPeer { peer: me.to_string() });
         }
         let placement = Placement::new(&config);
+        let max_session_bytes = config.domain.max_session_bytes;
+        let request_timeout = config.request_timeout();
+        let failure_timeout = config.failure_timeout();
         let can_own = placement.owns_sessions(&me);
         let peers = placement
             .nodes()
@@ -255,12 +271,12 @@ impl Node {
             incarnation,
             placement,
             heartbeat_interval,
-            request_timeout: config.request_timeout(),
+            request_timeout,
             tick,
             can_own,
-            max_session_bytes: config.domain.max_session_bytes,
-            view: Membership::new(peers, config.failure_timeout()),
-            lease: Lease::new(now, config.failure_timeout()),
+            max_session_bytes,
+            view: Membership::new(peers, failure_timeout),
+            lease: Lease::new(now, failure_timeout),
             sessions: Sessions::default(),
             writes: Writes::default(),
             acquires: Acquires::default(),
@@ -273,11 +289,12 @@ impl Node {
             acquisitions: 0,
             failovers: 0,
             fenced: 0,
-            quarantine: Some(Quarantine::new(now + config.failure_timeout())),
+            quarantine: Some(Quarantine::new(now + failure_timeout)),
             deferred: Deferred::default(),
             stamps: StampBase::new(now),
             hold_first_copies: false,
             managers: Managers::new(&config, &me),
+            domain: DomainState::new(config),
             me,
             settings,
         })
@@ -349,6 +366,7 @@ impl Node {
             for p in &peers {
                 self.heartbeat_to(now, p);
             }
+            self.domain_heartbeat();
             self.next_heartbeat = now + self.heartbeat_interval;
         }
         while let Some(id) = self.writes.pop_due(now) {
@@ -442,6 +460,9 @@ impl Node {
             }
             Message::Epochs { incarnation, after, epochs, next } => {
                 self.on_epochs(now, &from, incarnation, after, epochs, next)
+            }
+            Message::Domain { fingerprint, placed, joint } => {
+                self.on_domain(&from, fingerprint, placed, joint)
             }
         }
     }

@@ -99,6 +99,11 @@ pub struct SimOptions {
     /// purpose, and a record of one showing up as another is a violation (the attribute `c`
     /// names the scoped key). Opt-in: no seed draws it, so recorded traces stay as they are.
     pub managers: usize,
+    /// Online domain changes (`Sim::reconfig_step`): nodes added (from two spares outside
+    /// the domain at start) and removed, replicas raised and lowered, each new file reaching
+    /// the nodes one at a time in random order, mixed with the other faults. Off in the seeds
+    /// of `from_seed` and `rolling_from_seed` (their traces stay what they were).
+    pub reconfig: bool,
 }
 
 impl SimOptions {
@@ -126,11 +131,17 @@ impl SimOptions {
             rolling: false,
             gone: false,
             managers: 0,
+            reconfig: false,
         };
         // Drawn last: the options above stay what they were for every seed.
         let queue_cap = if r.chance(500) { Some(4 + r.below(60) as usize) } else { None };
         let gone = r.chance(500);
-        SimOptions { queue_cap, gone, ..opt }
+        SimOptions { queue_cap, gone, reconfig: false, ..opt }
+    }
+
+    /// `from_seed` with online domain changes (`SimOptions::reconfig`).
+    pub fn reconfig_from_seed(seed: u64, steps: u64) -> Self {
+        SimOptions { reconfig: true, ..Self::from_seed(seed, steps) }
     }
 
     /// A rolling restart (the process tests' `tcp-rolling` shape): sessions written through
@@ -170,6 +181,18 @@ struct Slot {
     /// It left gracefully with everything handed off (`Outcome::Left` with nothing
     /// unreplicated): in a rolling restart its restart is not a fault.
     left_clean: bool,
+}
+
+/// An online domain change on its way to the nodes (`SimOptions::reconfig`).
+#[derive(Debug, Default)]
+struct Rollout {
+    /// The nodes still to reload the current file, each at a time (ms), in that order.
+    due: VecDeque<(u64, NodeId)>,
+    /// Every node with two more: the addresses of all the files of the run.
+    universe: Option<DomainConfig>,
+    changes: u64,
+    /// When the last change's rollout ended.
+    ended: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -222,6 +245,8 @@ pub struct Report {
     /// stale owner that has not learned it was replaced); a violation too unless the
     /// invalidation lost more holders than it was acknowledged by.
     pub isolated_stale_reads: u64,
+    /// Online domain changes started (`SimOptions::reconfig`).
+    pub reconfigs: u64,
     pub partitions: u64,
     pub leaves: u64,
     pub messages: u64,
@@ -281,13 +306,16 @@ pub struct Sim {
     roll_idx: usize,
     /// `M2M_SIM_WATCH=s13`: print every delivered message naming that session.
     watch: Option<String>,
+    /// Online domain changes (`SimOptions::reconfig`).
+    rollout: Rollout,
 }
 
 const STEP_MS: u64 = 10;
 
 impl Sim {
     pub fn new(opt: SimOptions) -> Self {
-        let names: Vec<NodeId> = (0..opt.nodes).map(|i| NodeId::new(&format!("n{i}"))).collect();
+        let spares = if opt.reconfig { 2 } else { 0 };
+        let names: Vec<NodeId> = (0..opt.nodes + spares).map(|i| NodeId::new(&format!("n{i}"))).collect();
         let mut domain = DomainText::new("sim", opt.replicas)
             .set("request_timeout_ms", 2000)
             .set("heartbeat_interval_ms", 100)
@@ -304,6 +332,11 @@ impl Sim {
         for n in &mut cfg.nodes {
             n.managers = (0..opt.managers).map(|m| (format!("m{m}"), n.mode())).collect();
         }
+        let mut rollout = Rollout::default();
+        if opt.reconfig {
+            rollout.universe = Some(cfg.clone());
+            cfg.nodes.truncate(opt.nodes);
+        }
         let mut settings = Settings::default();
         settings.retransmit_interval = Duration::from_millis(250);
         settings.keepalive_interval = Duration::from_secs(1);
@@ -317,10 +350,15 @@ impl Sim {
         let t0 = Instant::now();
         let mut slots = BTreeMap::new();
         for n in &names {
+            let engine = if cfg.node(n).is_some() {
+                Engine::start(&cfg, n, &settings, t0)
+            } else {
+                Engine { node: None, incarnation: 0 }
+            };
             slots.insert(
                 n.clone(),
                 Slot {
-                    engine: Engine::start(&cfg, n, &settings, t0),
+                    engine,
                     paused_until: None,
                     down_until: None,
                     inbox: VecDeque::new(),
@@ -370,6 +408,7 @@ impl Sim {
             next_roll: 1000,
             roll_idx: 0,
             watch: std::env::var("M2M_SIM_WATCH").ok().map(|w| format!("\"{w}\"")),
+            rollout,
         }
     }
 
@@ -435,6 +474,11 @@ impl Sim {
             }
             let at = self.instant();
             let slot = self.slots.get_mut(n).unwrap();
+            if slot.down_until.is_some_and(|t| t <= now) && self.cfg.node(n).is_none() {
+                // Removed from the domain: it does not come back.
+                slot.down_until = None;
+                slot.leaving = false;
+            }
             if slot.down_until.is_some_and(|t| t <= now) {
                 slot.down_until = None;
                 slot.leaving = false;
@@ -498,6 +542,9 @@ impl Sim {
                     }
                 }
             }
+        }
+        if self.opt.reconfig {
+            self.reconfig_step(faults);
         }
         if faults {
             if self.rng.chance(self.opt.op_rate) {
@@ -822,6 +869,17 @@ impl Sim {
                     self.now + 500 + self.rng.below(3000)
                 };
                 self.slots.get_mut(n).unwrap().down_until = Some(until);
+                if self.opt.reconfig
+                    && (*unreplicated > 0 || self.opt.client_server)
+                    && self.cfg.node(n).is_none()
+                {
+                    // A removed node does not come back: what it could not hand off is a
+                    // fault of its holdings now (a node that comes back counts at its restart).
+                    // A removed client of a client-server domain takes its copy away: its
+                    // sessions keep their backups on the servers, and no node owns them until
+                    // their next read (servers do not take sessions over).
+                    self.faults.push((n.clone(), self.now, self.now));
+                }
                 self.trace_str(&format!("left {n} unreplicated {unreplicated}"));
             }
             _ => {}
@@ -842,6 +900,12 @@ impl Sim {
     }
 
     fn make_acked(&self, session: &str, key: String, k: u32, epoch: &Epoch, version: Version) -> Acked {
+        // While a lowered replica count rolls out, the extra copy of a write acknowledged by
+        // more backups is dropped on purpose: it survives the faults the new count allows.
+        let k = match self.cfg.domain.replicas {
+            replication_core::Replicas::Count(n) if self.opt.reconfig => k.min(n),
+            _ => k,
+        };
         let holders = self.holders_now(session, epoch, version);
         // An acknowledging backup that crashed before the ack arrived is a faulted holder.
         let missing = (k as usize + 1).saturating_sub(holders.len());
@@ -1001,6 +1065,24 @@ impl Sim {
     }
 
     fn final_checks(&mut self) {
+        if self.opt.reconfig {
+            for _ in 0..1000 {
+                if self.rollout.due.is_empty() {
+                    break;
+                }
+                self.step(false);
+            }
+            let changing: Vec<String> = self
+                .slots
+                .iter()
+                .filter_map(|(n, s)| s.engine.node.as_ref().map(|x| (n, x.domain())))
+                .filter(|(_, d)| d.changing)
+                .map(|(n, d)| format!("{n}: {d:?}"))
+                .collect();
+            for c in changing {
+                self.violation(format!("the change did not complete after healing: {c}"));
+            }
+        }
         // Convergence: one owner per session, holding its target replica count.
         let mut owners: BTreeMap<String, Vec<NodeId>> = BTreeMap::new();
         for (n, slot) in &self.slots {
@@ -1029,7 +1111,7 @@ impl Sim {
                     if self.opt.client_server { c.mode() == replication_core::Mode::Server } else { true }
                 })
                 .count();
-            let want = (self.opt.replicas as usize).min(eligible);
+            let want = self.cfg.domain.replicas.wanted(eligible);
             let held: Vec<&NodeId> = view.backups.iter().filter(|(_, h)| *h).map(|(n, _)| n).collect();
             if view.backups.len() != want || held.len() != want {
                 problems.push(format!("{s} owned by {o}: backups {:?}, want {want}", view.backups));
@@ -1102,6 +1184,131 @@ impl Sim {
             self.pending.iter().map(|(id, p)| format!("{id} on {} ({:?})", p.node, p.kind)).collect();
         for l in left {
             self.violation(format!("no outcome for command {l}"));
+        }
+    }
+
+    /// Online domain changes (`SimOptions::reconfig`): in the fault phase, now and then a new
+    /// file (a node added or removed, replicas up or down) when no rollout runs; in every
+    /// phase, the rollout's next node reloads when due (a node down restarts with the new
+    /// file; a paused one reloads when it resumes).
+    fn reconfig_step(&mut self, faults: bool) {
+        if let Some(&(t, ref n)) = self.rollout.due.front() {
+            if t <= self.now {
+                let n = n.clone();
+                self.rollout.due.pop_front();
+                if self.slots[&n].paused_until.is_some() {
+                    self.rollout.due.push_back((self.now + 100, n));
+                } else if self.running(&n) {
+                    self.reload(&n);
+                }
+                if self.rollout.due.is_empty() {
+                    self.rollout.ended = self.now;
+                }
+            }
+            return;
+        }
+        if faults && self.now > self.rollout.ended + 2000 && self.rng.chance(4) {
+            self.start_change();
+        }
+    }
+
+    /// A new file, and the order and times at which it reaches the nodes.
+    fn start_change(&mut self) {
+        let Some(universe) = self.rollout.universe.clone() else { return };
+        let mut new = self.cfg.clone();
+        let listed: Vec<NodeId> = new.nodes.iter().map(|n| n.name.clone()).collect();
+        let spare: Vec<NodeId> = universe
+            .nodes
+            .iter()
+            .map(|n| n.name.clone())
+            .filter(|n| !listed.contains(n) && !self.slots[n].engine.is_up())
+            .collect();
+        let what = self.rng.below(4);
+        let desc = match what {
+            0 if !spare.is_empty() => {
+                let n = self.rng.pick(&spare).cloned().unwrap();
+                new.nodes.push(universe.node(&n).unwrap().clone());
+                format!("add {n}")
+            }
+            // At least three nodes stay: a domain of two takes sessions over on one node's
+            // word (the exception of the majority rule), outside what the runs check.
+            1 if listed.len() > 3 => {
+                let n = self.rng.pick(&listed).cloned().unwrap();
+                new.nodes.retain(|c| c.name != n);
+                format!("remove {n}")
+            }
+            2 if self.cfg.domain.replicas == replication_core::Replicas::Count(1) => {
+                new.domain.replicas = replication_core::Replicas::Count(2);
+                "replicas 2".to_owned()
+            }
+            3 if self.cfg.domain.replicas == replication_core::Replicas::Count(2) => {
+                new.domain.replicas = replication_core::Replicas::Count(1);
+                // The extra copies of every session are dropped on purpose: a write
+                // acknowledged by two backups now survives the faults of one.
+                for a in self.acked.iter_mut().chain(self.invalidated.values_mut()) {
+                    a.k = a.k.min(1);
+                }
+                "replicas 1".to_owned()
+            }
+            _ => return,
+        };
+        // Every file keeps a node that owns sessions and one that holds backups.
+        let has = |f: fn(replication_core::Mode) -> bool| new.nodes.iter().any(|c| f(c.mode()));
+        if replication_core::validate::validate(&new).has_errors()
+            || !has(replication_core::Mode::owns_sessions)
+            || !has(replication_core::Mode::stores_backups)
+        {
+            return;
+        }
+        self.trace_str(&format!("reconfig {desc}"));
+        self.report.reconfigs += 1;
+        self.rollout.changes += 1;
+        // Order the new file's nodes and the removed ones at random; the new nodes start
+        // first, with the new file (the others refuse them until they reload).
+        let mut order = listed.clone();
+        for i in (1..order.len()).rev() {
+            let j = self.rng.below(i as u64 + 1) as usize;
+            order.swap(i, j);
+        }
+        let at = self.instant();
+        for c in &new.nodes {
+            let slot = self.slots.get_mut(&c.name).unwrap();
+            if !listed.contains(&c.name) {
+                slot.engine.restart(&new, &c.name, &self.settings, at);
+                slot.down_until = None;
+                slot.paused_until = None;
+                slot.inbox.clear();
+                let inc = slot.engine.incarnation;
+                self.trace_str(&format!("start {} {inc}", c.name));
+            }
+        }
+        self.cfg = new;
+        self.owners =
+            self.cfg.nodes.iter().filter(|n| n.mode().owns_sessions()).map(|n| n.name.clone()).collect();
+        let mut t = self.now;
+        for n in order {
+            t += self.rng.below(1500);
+            self.rollout.due.push_back((t, n));
+        }
+    }
+
+    /// Node `n` reloads the current file: a node it does not list leaves the domain and
+    /// does not come back.
+    fn reload(&mut self, n: &NodeId) {
+        let cfg = self.cfg.clone();
+        let node = self.slots.get_mut(n).unwrap().engine.node.as_mut().unwrap();
+        let res = node.reconfigure(cfg);
+        self.drain(n);
+        match res {
+            Ok(plan) => {
+                self.trace_str(&format!("reload {n}"));
+                if plan.removes_this_node && !self.slots[n].leaving {
+                    self.slots.get_mut(n).unwrap().leaving = true;
+                    self.report.leaves += 1;
+                    self.command(n, "", Kind::Leave, Command::Leave);
+                }
+            }
+            Err(e) => self.violation(format!("{n} refused the sim's new file: {e}")),
         }
     }
 }

@@ -3,7 +3,10 @@
 
 use std::time::Duration;
 
-use replication_core::{Ack, Attributes, Change, Command, Outcome, SessionView, Version};
+use replication_core::change::Plan;
+use replication_core::{
+    Ack, Attributes, Change, Command, DomainConfig, DomainView, Outcome, SessionView, Version,
+};
 use tokio::sync::oneshot;
 
 use super::SyncReport;
@@ -31,6 +34,10 @@ pub(crate) enum Reply {
     Peers(Peers),
     /// The result of a flush of staged changes.
     Synced(SyncReport),
+    /// A new domain file taken (online domain change).
+    Reconfigured(Box<Plan>),
+    /// The domain file this node runs and its peers'.
+    Domain(Box<DomainView>),
     /// A request that could not be served.
     Failed(Error),
 }
@@ -98,6 +105,10 @@ pub(crate) enum Request {
     Metrics { reply: Responder },
     /// The membership (cheap: no pass over the sessions).
     Peers { reply: Responder },
+    /// Switch to a new domain file (online domain change).
+    Reconfigure { config: Box<DomainConfig>, reply: Responder },
+    /// The domain file this node runs and its peers'.
+    Domain { reply: Responder },
     /// Leave the domain and stop.
     Shutdown { reply: Responder },
     /// Stop at once without leaving, like a crash.
@@ -121,6 +132,8 @@ pub(super) fn request_reply(req: Request) -> Responder {
         | Request::Owned { reply }
         | Request::Metrics { reply }
         | Request::Peers { reply }
+        | Request::Reconfigure { reply, .. }
+        | Request::Domain { reply }
         | Request::Shutdown { reply }
         | Request::Abort { reply } => reply,
     }

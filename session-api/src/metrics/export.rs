@@ -101,6 +101,11 @@ const GAUGES: &[(&str, &str, Read<f64>)] = &[
         |m| m.core.under_replicated as f64,
     ),
     ("m2m_tombstones", "Tombstones held.", |m| m.core.tombstones as f64),
+    (
+        "m2m_domain_changing",
+        "1 while an online domain change is under way as this node sees it (nodes run different domain files, or copies are still moving), else 0.",
+        |m| m.domain.as_ref().map_or(0.0, |d| f64::from(u8::from(d.changing))),
+    ),
     ("m2m_sessions_held", "Session records this node holds (owned, backup copies, tombstones).", |m| {
         m.core.held as f64
     }),

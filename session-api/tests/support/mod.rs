@@ -148,6 +148,11 @@ impl Transport<Message> for MemTransport {
         self.rx.lock().await.recv().await
     }
 
+    /// The hub reaches every node attached: a node added to the domain needs nothing more.
+    fn add_peers(&self, _domain: Arc<DomainConfig>) -> Result<(), replication_core::Error> {
+        Ok(())
+    }
+
     async fn shutdown(&self) {
         self.closed.store(true, Ordering::Release);
         let mut nodes = self.hub.nodes.lock().expect("hub");
