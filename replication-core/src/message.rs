@@ -428,6 +428,10 @@ impl WireMessage for Message {
     fn ordering_key(&self) -> Option<u64> {
         self.session().map(|s| stable_hash(s.as_bytes()))
     }
+
+    fn is_control(&self) -> bool {
+        self.session().is_none()
+    }
 }
 
 /// Attribute values as one byte string (MessagePack `bin`: a length and the bytes), instead
@@ -520,6 +524,7 @@ mod tests {
         assert_eq!(hb.ordering_key(), None);
         let m = Message::Claim { session: "s".into(), epoch: Epoch::new(1, NodeId::new("a"), 1), over: None };
         assert_eq!(m.ordering_key(), Some(stable_hash(b"s")));
+        assert!(hb.is_control() && !m.is_control(), "is_control agrees with ordering_key");
     }
 
     #[test]

@@ -36,6 +36,12 @@ pub trait WireMessage: Serialize + DeserializeOwned + Send + Sync + 'static {
     /// it may overtake keyed messages (it has its own queue, served first; see the module
     /// documentation).
     fn ordering_key(&self) -> Option<u64>;
+
+    /// Whether this is control traffic (`ordering_key() == None`). A message type whose key
+    /// costs a hash tells it without computing the key.
+    fn is_control(&self) -> bool {
+        self.ordering_key().is_none()
+    }
 }
 
 /// What [`Transport::recv`] yields.

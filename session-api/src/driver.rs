@@ -163,6 +163,11 @@ impl Driver {
         let core_timer = tokio::time::sleep_until(far());
         tokio::pin!(core_timer);
         let mut armed: Option<tokio::time::Instant> = None;
+        // One `recv` future, kept from one loop to the next and replaced only when it yields
+        // an event: a new one per loop would cost an allocation and a lock of the event queue
+        // each time the driver wakes, whatever woke it.
+        let transport = self.transport.clone();
+        let mut next_event = transport.recv();
         loop {
             if self.node.has_left() || self.aborted {
                 break;
@@ -183,8 +188,9 @@ impl Driver {
                         tokio::task::yield_now().await;
                     }
                 }
-                ev = self.transport.recv(), if !inbox => match ev {
+                ev = &mut next_event, if !inbox => match ev {
                     Some(ev) => {
+                        next_event = transport.recv();
                         self.on_transport(ev);
                         // Take what else already arrived without another trip through select.
                         let mut closed = false;
@@ -193,8 +199,11 @@ impl Driver {
                                 tokio::task::yield_now().await;
                                 break;
                             }
-                            match ready_now(self.transport.recv()) {
-                                Some(Some(ev)) => self.on_transport(ev),
+                            match ready_now(&mut next_event) {
+                                Some(Some(ev)) => {
+                                    next_event = transport.recv();
+                                    self.on_transport(ev);
+                                }
                                 Some(None) => {
                                     closed = true;
                                     break;
@@ -239,6 +248,7 @@ impl Driver {
                 }
             }
         }
+        drop(next_event);
         // Answer whoever still waits, then close the links.
         for (_, p) in self.pending.drain() {
             if let Some(r) = p.reply {
@@ -589,12 +599,11 @@ fn written_at(outcome: &Outcome) -> Option<(&Epoch, Version)> {
     }
 }
 
-/// Polls `f` once: its output if it is ready now, `None` otherwise (`f` is dropped then, which
-/// the transports' `recv` allows: it is cancel-safe).
-fn ready_now<F: std::future::Future>(f: F) -> Option<F::Output> {
-    let mut f = std::pin::pin!(f);
+/// Polls `f` once, without a waker: its output if it is ready now, `None` otherwise (`f` stays
+/// pending; the next poll with a waker, in the driver's `select!`, registers that one).
+fn ready_now<F: std::future::Future + Unpin>(f: &mut F) -> Option<F::Output> {
     let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-    match f.as_mut().poll(&mut cx) {
+    match std::pin::Pin::new(f).poll(&mut cx) {
         std::task::Poll::Ready(v) => Some(v),
         std::task::Poll::Pending => None,
     }

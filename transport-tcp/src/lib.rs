@@ -125,7 +125,7 @@ impl<M> Peer<M> {
     where
         M: WireMessage,
     {
-        if msg.ordering_key().is_none() { &self.control } else { &self.queue }
+        if msg.is_control() { &self.control } else { &self.queue }
     }
 }
 
