@@ -121,6 +121,27 @@ pub fn check(old: &DomainConfig, new: &DomainConfig, me: &NodeId) -> Result<Plan
     if report.has_errors() {
         return Err(Report { violations: report.errors().cloned().collect() });
     }
+    let refused = refusals(old, new);
+    if refused.has_errors() {
+        return Err(refused);
+    }
+    let names = |c: &DomainConfig| c.nodes.iter().map(|n| n.name.clone()).collect::<BTreeSet<_>>();
+    let (before, after) = (names(old), names(new));
+    Ok(Plan {
+        from: fingerprint(old),
+        to: fingerprint(new),
+        added: after.difference(&before).cloned().collect(),
+        removed: before.difference(&after).cloned().collect(),
+        replicas_changed: old.domain.replicas != new.domain.replicas,
+        removes_this_node: !after.contains(me),
+        warnings: report.warnings().cloned().collect(),
+    })
+}
+
+/// What differs between `old` and `new` that a running domain cannot take (the [`rule`]s), as
+/// seen from any node: empty when the change can be made online. [`check`] adds the new file's
+/// own validation; `m2m plan --from/--to` shows these.
+pub fn refusals(old: &DomainConfig, new: &DomainConfig) -> Report {
     let mut refused = Report::default();
     let mut push = |code: &'static str, message: String, members: Vec<String>| {
         refused.violations.push(Violation { code, severity: Severity::Error, message, members });
@@ -188,20 +209,7 @@ pub fn check(old: &DomainConfig, new: &DomainConfig, me: &NodeId) -> Result<Plan
             );
         }
     }
-    if refused.has_errors() {
-        return Err(refused);
-    }
-    let names = |c: &DomainConfig| c.nodes.iter().map(|n| n.name.clone()).collect::<BTreeSet<_>>();
-    let (before, after) = (names(old), names(new));
-    Ok(Plan {
-        from: fingerprint(old),
-        to: fingerprint(new),
-        added: after.difference(&before).cloned().collect(),
-        removed: before.difference(&after).cloned().collect(),
-        replicas_changed: old.domain.replicas != new.domain.replicas,
-        removes_this_node: !after.contains(me),
-        warnings: report.warnings().cloned().collect(),
-    })
+    refused
 }
 
 #[cfg(test)]

@@ -27,7 +27,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use replication_core::placement::{Placement, stable_hash};
-use replication_core::validate::{Severity, Violation};
+use replication_core::validate::Violation;
 use replication_core::{DomainConfig, NodeId, Topology};
 use serde::Serialize;
 use serde_json::json;
@@ -36,21 +36,10 @@ use super::checked;
 use crate::domain::Checked;
 use crate::output::{self, EXIT_INVALID, Format, Table};
 
-/// The rule codes of a change that cannot be made online (the codes `m2m node` answers a
-/// refused reload with).
-mod rule {
-    /// The new file names another domain.
-    pub(super) const DOMAIN_NAME: &str = "change-domain-name";
-    /// The new file has another topology (written or inferred).
-    pub(super) const TOPOLOGY: &str = "change-topology";
-    /// The new file names another transport, or changes `closed_link_detection`.
-    pub(super) const TRANSPORT: &str = "change-transport";
-}
-
 /// The steps the plan assumes (docs/deploy.md): copies are made before old ones are dropped.
 const PROCEDURE: [&str; 4] = [
     "start the added nodes",
-    "reload every node that stays with NEW",
+    "reload every node that stays with NEW (restart it instead, one at a time, when nodes are added)",
     "wait until `m2m status` shows the change complete and no session under-replicated",
     "stop the removed nodes (SIGTERM, or a reload): they hand their sessions off and leave",
 ];
@@ -154,7 +143,7 @@ pub(super) fn run(from: &Path, to: &Path, sessions: u32, format: Format) -> anyh
         Ok(c) => c,
         Err(code) => return Ok(code),
     };
-    let refused = refusals(&old.cfg, &new.cfg);
+    let refused = replication_core::change::refusals(&old.cfg, &new.cfg).violations;
     if !refused.is_empty() {
         match format {
             Format::Json => output::print_json(&json!({
@@ -184,36 +173,6 @@ pub(super) fn run(from: &Path, to: &Path, sessions: u32, format: Format) -> anyh
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// What differs between `old` and `new` that a running domain cannot take: each a violation
-/// with its rule code; empty when the change can be made online.
-fn refusals(old: &DomainConfig, new: &DomainConfig) -> Vec<Violation> {
-    let refuse = |code, message| Violation { code, severity: Severity::Error, message, members: Vec::new() };
-    let mut out = Vec::new();
-    let (o, n) = (&old.domain, &new.domain);
-    if o.name != n.name {
-        out.push(refuse(
-            rule::DOMAIN_NAME,
-            format!("the domain name changes from `{}` to `{}`", o.name, n.name),
-        ));
-    }
-    if old.topology() != new.topology() {
-        out.push(refuse(
-            rule::TOPOLOGY,
-            format!("the topology changes from {} to {}", old.topology(), new.topology()),
-        ));
-    }
-    if o.transport != n.transport || o.closed_link_detection != n.closed_link_detection {
-        out.push(refuse(
-            rule::TRANSPORT,
-            format!(
-                "the transport changes from {} (closed_link_detection {}) to {} (closed_link_detection {})",
-                o.transport, o.closed_link_detection, n.transport, n.closed_link_detection
-            ),
-        ));
-    }
-    out
 }
 
 /// A seeded random part for sample session `i`'s `draw`-th draw: 24 characters, the length of
@@ -439,6 +398,15 @@ fn render_text(plan: &ChangePlan<'_>) -> String {
          old file",
         plan.sessions
     );
+    if !plan.added.is_empty() {
+        let _ = writeln!(
+            out,
+            "nodes added: the TCP and QUIC transports link only to the nodes they started with, so \
+             a reload that adds nodes is refused (rule {}): start every node with the new file (a \
+             rolling restart) instead",
+            replication_core::change::rule::TRANSPORT_PEERS
+        );
+    }
     if plan.unplaced > 0 {
         let _ = writeln!(
             out,
