@@ -322,17 +322,18 @@ impl Fault {
 }
 
 /// A stale owner keeps serving (the open limit in `docs/design.md`).
-const STALE_OWNER: &str = "an owner that a peer failed over while it still ran (that peer did not hear it, or it \
-     did not hear that peer) answers reads with its stale state until it learns it was replaced, and may own a \
-     session another node took over after the heal (owned by two nodes); until the read lease";
+const STALE_OWNER: &str = "a node that a peer did not hear (its packets to that peer dropped) answers a read of a \
+     session after another node's acknowledged write with the copy it held before it, or a session stays owned by \
+     two nodes after the heal: the read lease leaves the cases where the dropped direction still lets a majority \
+     hear the stale node (docs/reliability.md, open limits)";
 /// A stale owner, and reads of writes no backup acknowledged.
 const STALE_OWNER_AND_UNACKNOWLEDGED_READS: &str = "a stale owner answers reads (see the drop scenarios), and an \
      owner answers reads with a write it applied that no backup acknowledged (504 or unreplicated), which is \
      lost when another node takes the session over";
 /// A restarted node serves before it links to every live peer.
 const REJOIN: &str = "a restarted node that has linked to one peer and not yet to the other serves anyway: it \
-     takes sessions over from the live owner it has not reached (which answers a stale read until it hears of \
-     it) and answers 404 for sessions it has not found; until a restarted node links to every live peer first";
+     answers 404 for sessions whose holders it has not reached (a majority without any holder says nothing of a \
+     session), and may take sessions over from the live owner it has not reached";
 
 /// Scenarios that fail for a known reason (in some runs or all). Only their checker verdict
 /// and a session owned by two nodes (or more sessions owned than may exist) after the heal are

@@ -150,7 +150,7 @@ pub fn refusals(old: &DomainConfig, new: &DomainConfig) -> Report {
         push(
             rule::DOMAIN_NAME,
             format!(
-                "the new file names domain `{}`, this node runs domain `{}`: a domain cannot be renamed while it runs",
+                "the new file names domain `{}`, the running domain is `{}`: a domain cannot be renamed while it runs",
                 new.domain.name, old.domain.name
             ),
             vec![],
