@@ -87,7 +87,8 @@ pub trait Carrier<M: WireMessage>: Send + Sync + Sized + 'static {
 /// Dials `peer` at its address from the domain, all of it within the handshake timeout.
 async fn dial<C: Carrier<M>, M: WireMessage>(shared: &C, peer: &NodeId) -> Result<C::Link, DialError> {
     let common = shared.common();
-    let Some(node) = common.cfg.node(peer) else {
+    let cfg = common.cfg.load();
+    let Some(node) = cfg.node(peer) else {
         return Err(DialError::Refused("not in the domain".into()));
     };
     dial_within(common.handshake_timeout, shared.dial(peer, node.address.as_str())).await
@@ -265,7 +266,7 @@ impl<C: Carrier<M>, M: WireMessage> PeerTask<C, M> {
     /// tell and the domain wants to know, and reports it.
     async fn after_failure(&mut self) -> Woke<C::Link> {
         let common = self.shared.common();
-        if !(C::PROBES_GONE && common.cfg.domain.closed_link_detection) {
+        if !(C::PROBES_GONE && common.cfg.load().domain.closed_link_detection) {
             return Woke::Done;
         }
         let gone = tokio::select! {
