@@ -1,7 +1,7 @@
 //! Reloading the domain file of running `m2m node` processes (`POST /domain/reload`, SIGHUP):
 //! refused files answer 422 with the rule they break and change nothing; an allowed change is
-//! taken and shown by `m2m status` and `/metrics`; a node the new file no longer lists leaves
-//! and exits 0.
+//! taken and shown by `m2m status` and `/metrics`; a node added to a running domain links to
+//! it and gets its copies; a node the new file no longer lists leaves and exits 0.
 
 mod common;
 
@@ -39,7 +39,6 @@ fn refused_reloads_name_their_rule_and_the_node_keeps_its_file() {
         (good.replace("[domain]\n", "[domain]\ntransport = \"quic\"\n"), "change-transport"),
         (good.replacen(&app1_address, "127.0.0.1:1", 1), "change-node-address"),
         (good.replace("[domain]\n", "[domain]\nreplicas = 0\n"), "replicas-min"),
-        (format!("{good}\n[[node]]\nname = \"app9\"\naddress = \"127.0.0.1:2\"\n"), "change-transport-peers"),
         ("[domain\nthis is not toml".to_owned(), "parse"),
     ];
     for (text, rule) in cases {
@@ -103,6 +102,39 @@ fn replicas_changed_by_sighup_and_by_the_admin_api_reach_status_and_metrics() {
     let (_, metrics) = c.http(0, "GET", "/metrics", &[], "");
     assert!(metrics.contains("m2m_domain_changing{node=\"app1\"} 0"), "{metrics}");
     assert!(c.status(0, &[]).stdout.contains("complete"));
+}
+
+#[test]
+fn a_node_added_to_a_running_domain_by_reload_gets_its_copies() {
+    let mut c = Cluster::new(3, &format!("{TIMING}replicas = \"entire-domain\"\n"));
+    let three = std::fs::read_to_string(&c.domain).expect("domain file");
+    let app3 = three.find("[[node]]\nname = \"app3\"").expect("app3 listed");
+    std::fs::write(&c.domain, &three[..app3]).expect("write the 2-node file");
+    c.start(0, &[]);
+    c.start(1, &[]);
+    c.wait_membership(0, &[0, 1]);
+    c.wait_membership(1, &[0, 1]);
+    for _ in 0..5 {
+        let run = c.session(0, &["create", "k=v"]);
+        assert_eq!(run.code, 0, "{run:?}");
+    }
+    // app3 starts on the 3-node file; app1 takes it by the admin API, app2 by SIGHUP.
+    std::fs::write(&c.domain, &three).expect("write the 3-node file");
+    c.start(2, &[]);
+    let (code, body) = reload(&c, 0);
+    assert_eq!(code, 200, "{body}");
+    c.signal(1, "HUP");
+    let after = body["fingerprint"].as_str().expect("fingerprint").to_owned();
+    for i in 0..3 {
+        eventually(30, "the change completes and app3 holds every copy", || {
+            let s = c.status(i, &["--format", "json"]).json();
+            let done = s["domain_file"]["complete"].as_bool()? && s["sessions"]["under_replicated"] == 0;
+            let copies = i != 2 || s["sessions"]["backed_up"] == 5;
+            (done && copies && s["domain_file"]["fingerprint"] == after.as_str()).then_some(())
+        });
+    }
+    c.wait_membership(0, &[0, 1, 2]);
+    assert!(c.status(2, &[]).stdout.contains("complete"), "{}", c.outputs());
 }
 
 #[test]

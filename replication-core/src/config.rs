@@ -483,6 +483,35 @@ impl NodeConfig {
     }
 }
 
+/// The domain file a running transport checks against, replaced when a reload adds nodes
+/// (`Transport::add_peers`): readers take the current file ([`SharedDomain::load`]), each
+/// clone sees every replacement ([`SharedDomain::store`]).
+#[derive(Clone, Debug)]
+pub struct SharedDomain(Arc<std::sync::RwLock<Arc<DomainConfig>>>);
+
+impl SharedDomain {
+    /// Starts with `cfg`.
+    pub fn new(cfg: Arc<DomainConfig>) -> Self {
+        SharedDomain(Arc::new(std::sync::RwLock::new(cfg)))
+    }
+
+    /// The current file.
+    pub fn load(&self) -> Arc<DomainConfig> {
+        match self.0.read() {
+            Ok(g) => g.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Replaces the file.
+    pub fn store(&self, cfg: Arc<DomainConfig>) {
+        match self.0.write() {
+            Ok(mut g) => *g = cfg,
+            Err(poisoned) => *poisoned.into_inner() = cfg,
+        }
+    }
+}
+
 /// A whole domain file.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

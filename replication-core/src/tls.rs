@@ -52,7 +52,7 @@ use rustls::{
     ClientConfig, DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig, SignatureScheme,
 };
 
-use crate::config::{DomainConfig, NodeId};
+use crate::config::{DomainConfig, NodeId, SharedDomain};
 use crate::error::Error;
 use crate::transport::PemMaterial;
 
@@ -338,12 +338,13 @@ fn parse(cfg: &DomainConfig, local: &NodeId, pem: &PemMaterial) -> Result<Parsed
 /// domain.
 struct DomainClientVerifier {
     inner: Arc<dyn ClientCertVerifier>,
-    cfg: Arc<DomainConfig>,
+    /// Follows the nodes a reload adds.
+    cfg: SharedDomain,
 }
 
 impl fmt::Debug for DomainClientVerifier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("DomainClientVerifier").field("domain", &self.cfg.domain.name).finish()
+        f.debug_struct("DomainClientVerifier").field("domain", &self.cfg.load().domain.name).finish()
     }
 }
 
@@ -359,9 +360,10 @@ impl ClientCertVerifier for DomainClientVerifier {
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
         let ok = self.inner.verify_client_cert(end_entity, intermediates, now)?;
-        if peer_node(&self.cfg, end_entity).is_none() {
+        let cfg = self.cfg.load();
+        if peer_node(&cfg, end_entity).is_none() {
             return Err(rustls::Error::InvalidCertificate(rustls::CertificateError::Other(
-                rustls::OtherError(Arc::new(NotANode(self.cfg.domain.name.clone()))),
+                rustls::OtherError(Arc::new(NotANode(cfg.domain.name.clone()))),
             )));
         }
         Ok(ok)
@@ -414,11 +416,21 @@ pub fn server_config(
     local: &NodeId,
     pem: &PemMaterial,
 ) -> Result<Arc<ServerConfig>, Error> {
-    let p = parse(cfg, local, pem)?;
+    server_config_following(&SharedDomain::new(cfg.clone()), local, pem)
+}
+
+/// [`server_config`] checking client certificates against the current file of `domain`, so
+/// that it accepts the nodes a reload adds.
+pub fn server_config_following(
+    domain: &SharedDomain,
+    local: &NodeId,
+    pem: &PemMaterial,
+) -> Result<Arc<ServerConfig>, Error> {
+    let p = parse(&domain.load(), local, pem)?;
     let inner = WebPkiClientVerifier::builder_with_provider(p.roots, provider())
         .build()
         .map_err(|e| Error::Tls(format!("client verifier: {e}")))?;
-    let verifier = Arc::new(DomainClientVerifier { inner, cfg: cfg.clone() });
+    let verifier = Arc::new(DomainClientVerifier { inner, cfg: domain.clone() });
     let mut sc = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(tls_err("server config"))?

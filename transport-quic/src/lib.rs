@@ -49,7 +49,6 @@
 //! # Ok(()) }
 //! ```
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -61,14 +60,15 @@ use quinn::{Connection, Endpoint, RecvStream, SendStream, VarInt};
 use replication_core::carrier::accept;
 use replication_core::carrier::admission::Admission;
 use replication_core::carrier::handshake::{self, Deadlines, HelloStream, accept_within};
-use replication_core::carrier::peer::{Carrier, peer_task};
+use replication_core::carrier::members::Members;
+use replication_core::carrier::peer::Carrier;
 use replication_core::carrier::{
     AbortOnDrop, AppSide, Common, DialError, LinkEnd, WRITE_BATCH_BYTES, encode, read_frames, refused,
     wait_stop,
 };
 use replication_core::transport::{Security, Transport, TransportEvent, TransportSettings, WireMessage};
 use replication_core::wire::{FrameEncoder, refusal};
-use replication_core::{NodeId, tls};
+use replication_core::{DomainConfig, NodeId, tls};
 use rustls::pki_types::CertificateDer;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{mpsc, watch};
@@ -159,10 +159,31 @@ struct Peer<M> {
 
 type SharedQueue<M> = Arc<tokio::sync::Mutex<mpsc::Receiver<M>>>;
 
+/// The capacities of a new peer's queues.
+#[derive(Clone, Copy)]
+struct Sizes {
+    queue: usize,
+    control: usize,
+}
+
+impl Sizes {
+    /// A new peer's sending and receiving sides.
+    fn peer<M>(self) -> (Peer<M>, Vec<SharedQueue<M>>) {
+        let (queues, queue_rxs) = (0..=DATA_STREAMS)
+            .map(|i| {
+                let (tx, rx) = mpsc::channel(if i == 0 { self.control } else { self.queue });
+                (tx, Arc::new(tokio::sync::Mutex::new(rx)))
+            })
+            .unzip();
+        (Peer { queues }, queue_rxs)
+    }
+}
+
 /// A [`Transport`] over QUIC.
 pub struct QuicTransport<M: WireMessage> {
     shared: Arc<Shared>,
-    peers: HashMap<NodeId, Peer<M>>,
+    peers: Members<Link, M, Peer<M>>,
+    sizes: Sizes,
     app: AppSide<M>,
     local_addr: SocketAddr,
 }
@@ -186,9 +207,10 @@ impl<M: WireMessage> QuicTransport<M> {
         let cfg = settings.domain.clone();
         let local = settings.local.clone();
         let (server, client) = match &settings.security {
-            Security::Tls(pem) => {
-                (tls::server_config(&cfg, &local, pem)?, tls::client_config(&cfg, &local, pem)?)
-            }
+            Security::Tls(pem) => (
+                tls::server_config_following(&common.cfg, &local, pem)?,
+                tls::client_config(&cfg, &local, pem)?,
+            ),
             Security::Insecure => {
                 warn!(node = %local, "m2m quic transport is INSECURE: throwaway certificate, no verification; loopback demos only");
                 tls::insecure_configs()?
@@ -220,25 +242,14 @@ impl<M: WireMessage> QuicTransport<M> {
             endpoint.local_addr().map_err(|source| Error::Bind { addr: "socket".into(), source })?;
         let shared = Arc::new(Shared { common, endpoint, client });
         let (ev_tx, ev_rx) = mpsc::channel(settings.event_capacity);
-        let mut tasks = JoinSet::new();
-        let mut peers = HashMap::new();
-        let mut routes = HashMap::new();
-        for n in cfg.nodes.iter().filter(|n| n.name != local) {
-            let (queues, queue_rxs): (Vec<_>, Vec<_>) = (0..=DATA_STREAMS)
-                .map(|i| {
-                    let capacity =
-                        if i == 0 { settings.control_queue_capacity } else { settings.queue_capacity };
-                    let (tx, rx) = mpsc::channel(capacity);
-                    (tx, Arc::new(tokio::sync::Mutex::new(rx)))
-                })
-                .unzip();
-            let (links, links_rx) = mpsc::channel(4);
-            let dials = settings.dials(&n.name);
-            tasks.spawn(peer_task(shared.clone(), n.name.clone(), dials, queue_rxs, links_rx, ev_tx.clone()));
-            peers.insert(n.name.clone(), Peer { queues });
-            routes.insert(n.name.clone(), links);
-        }
+        let app = AppSide::new(ev_rx, stop, JoinSet::new());
         let admission = Admission::for_domain(&cfg, &local, settings.max_unauthenticated).await;
+        let peers = Members::new(admission, &ev_tx);
+        let sizes = Sizes { queue: settings.queue_capacity, control: settings.control_queue_capacity };
+        for n in cfg.nodes.iter().filter(|n| n.name != local) {
+            let (peer, queues) = sizes.peer();
+            peers.add(&shared, &app, n.name.clone(), peer, queues)?;
+        }
         let handshake = {
             let shared = shared.clone();
             move |incoming, addr, deadlines| {
@@ -248,17 +259,17 @@ impl<M: WireMessage> QuicTransport<M> {
         };
         let incoming = Incoming(shared.endpoint.clone());
         let stop_accepting = shared.common.shutdown.clone();
-        tasks.spawn(accept::accept_loop::<_, _, M, _, _>(
+        app.spawn(accept::accept_loop::<_, _, M, _, _>(
             incoming,
             shared.clone(),
             stop_accepting,
-            admission,
-            routes,
+            peers.admission(),
+            peers.routes(),
             ev_tx,
             handshake,
-        ));
+        ))?;
         info!(node = %local, addr = %local_addr, "m2m quic transport listening");
-        Ok(QuicTransport { shared, peers, app: AppSide::new(ev_rx, stop, tasks), local_addr })
+        Ok(QuicTransport { shared, peers, sizes, app, local_addr })
     }
 
     /// The address the UDP socket is bound to.
@@ -266,13 +277,12 @@ impl<M: WireMessage> QuicTransport<M> {
         self.local_addr
     }
 
-    fn queue(&self, to: &NodeId, msg: &M) -> Result<&mpsc::Sender<M>, replication_core::Error> {
+    /// The queue of `to` that `msg` goes to.
+    fn queue(&self, to: &NodeId, msg: &M) -> Result<mpsc::Sender<M>, replication_core::Error> {
         self.app.check_open()?;
-        let peer = self
-            .peers
-            .get(to)
-            .ok_or_else(|| replication_core::Error::UnknownPeer { peer: to.to_string() })?;
-        peer.queues.get(stream_index(msg.ordering_key())).ok_or(replication_core::Error::Closed)
+        let peers = self.peers.read();
+        let peer = peers.get(to).ok_or_else(|| unknown(to))?;
+        peer.queues.get(stream_index(msg.ordering_key())).cloned().ok_or(replication_core::Error::Closed)
     }
 }
 
@@ -283,11 +293,20 @@ impl<M: WireMessage> Transport<M> for QuicTransport<M> {
     }
 
     fn offer(&self, to: &NodeId, msg: M) -> Result<(), (replication_core::Error, M)> {
-        let queue = match self.queue(to, &msg) {
-            Ok(q) => q,
-            Err(e) => return Err((e, msg)),
-        };
-        replication_core::carrier::offer(queue, to, msg)
+        if let Err(e) = self.app.check_open() {
+            return Err((e, msg));
+        }
+        let peers = self.peers.read();
+        let Some(peer) = peers.get(to) else { return Err((unknown(to), msg)) };
+        match peer.queues.get(stream_index(msg.ordering_key())) {
+            Some(queue) => replication_core::carrier::offer(queue, to, msg),
+            None => Err((replication_core::Error::Closed, msg)),
+        }
+    }
+
+    fn add_peers(&self, domain: Arc<DomainConfig>) -> Result<(), replication_core::Error> {
+        let sizes = self.sizes;
+        self.peers.add_peers(&self.shared, &self.app, domain, || sizes.peer())
     }
 
     async fn send(&self, to: &NodeId, msg: M) -> Result<(), replication_core::Error> {
@@ -306,6 +325,10 @@ impl<M: WireMessage> Transport<M> for QuicTransport<M> {
             let _ = tokio::time::timeout(Duration::from_millis(500), self.shared.endpoint.wait_idle()).await;
         }
     }
+}
+
+fn unknown(to: &NodeId) -> replication_core::Error {
+    replication_core::Error::UnknownPeer { peer: to.to_string() }
 }
 
 /// The endpoint as the accept loop's source of connections.
@@ -341,7 +364,7 @@ impl accept::Listener for Incoming {
 fn peer_node(shared: &Shared, conn: &Connection) -> Option<NodeId> {
     let any = conn.peer_identity()?;
     let certs = any.downcast::<Vec<CertificateDer<'static>>>().ok()?;
-    tls::peer_node(&shared.common.cfg, certs.first()?)
+    tls::peer_node(&shared.common.cfg.load(), certs.first()?)
 }
 
 /// The acceptor's side: the QUIC handshake (by the start deadline), then the Hello exchange
@@ -392,7 +415,7 @@ impl<M: WireMessage> Carrier<M> for Shared {
             .and_then(|mut a| a.next())
             .ok_or_else(|| DialError::Unreachable(format!("cannot resolve {address}")))?;
         let name = if common.secure {
-            tls::server_name(&common.cfg.domain.name, peer)
+            tls::server_name(&common.cfg.load().domain.name, peer)
                 .map_err(|e| DialError::Refused(e.to_string()))?
                 .to_str()
                 .into_owned()

@@ -44,7 +44,6 @@
 //! # Ok(()) }
 //! ```
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -52,14 +51,15 @@ use std::time::Duration;
 use replication_core::carrier::accept::{self, Handshake};
 use replication_core::carrier::admission::Admission;
 use replication_core::carrier::handshake::{self, Deadlines, HelloStream, accept_within};
-use replication_core::carrier::peer::{Carrier, peer_task};
+use replication_core::carrier::members::Members;
+use replication_core::carrier::peer::Carrier;
 use replication_core::carrier::{
     AbortOnDrop, AppSide, Common, DialError, LinkEnd, WRITE_BATCH_BYTES, encode, read_frames, refused,
     wait_stop, write_frames,
 };
 use replication_core::transport::{Security, Transport, TransportEvent, TransportSettings, WireMessage};
 use replication_core::wire::{FrameEncoder, refusal};
-use replication_core::{NodeId, tls};
+use replication_core::{DomainConfig, NodeId, tls};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
@@ -117,7 +117,6 @@ struct Peer<M> {
     queue: mpsc::Sender<M>,
     /// Control messages (`ordering_key() == None`), served before `queue`.
     control: mpsc::Sender<M>,
-    links: mpsc::Sender<Stream>,
 }
 
 impl<M> Peer<M> {
@@ -148,10 +147,30 @@ struct Writer<M> {
     enc: FrameEncoder,
 }
 
+/// The capacities of a new peer's queues and its encoder's frame limit.
+#[derive(Clone, Copy)]
+struct Sizes {
+    queue: usize,
+    control: usize,
+    max_frame: usize,
+}
+
+impl Sizes {
+    /// A new peer's sending and receiving sides.
+    fn peer<M>(self) -> (Peer<M>, Writer<M>) {
+        let (queue, data) = mpsc::channel(self.queue);
+        let (control, control_rx) = mpsc::channel(self.control);
+        let writer =
+            Writer { queues: Queues { data, control: control_rx }, enc: FrameEncoder::new(self.max_frame) };
+        (Peer { queue, control }, writer)
+    }
+}
+
 /// A [`Transport`] over TCP (mutual TLS 1.3, or plain TCP with [`Security::Insecure`]).
 pub struct TcpTransport<M: WireMessage> {
     shared: Arc<Shared>,
-    peers: HashMap<NodeId, Peer<M>>,
+    peers: Members<Stream, M, Peer<M>>,
+    sizes: Sizes,
     app: AppSide<M>,
     /// Stops the accept loop, which `shutdown` ends before the links (see there).
     stop_accepting: watch::Sender<bool>,
@@ -168,7 +187,7 @@ impl<M: WireMessage> TcpTransport<M> {
         let local = settings.local.clone();
         let tls = match &settings.security {
             Security::Tls(pem) => {
-                let server = tls::server_config(&cfg, &local, pem)?;
+                let server = tls::server_config_following(&common.cfg, &local, pem)?;
                 let client = tls::client_config(&cfg, &local, pem)?;
                 Some((tokio_rustls::TlsAcceptor::from(server), tokio_rustls::TlsConnector::from(client)))
             }
@@ -192,23 +211,18 @@ impl<M: WireMessage> TcpTransport<M> {
             listener.local_addr().map_err(|source| Error::Bind { addr: "listener".into(), source })?;
         let shared = Arc::new(Shared { common, tls });
         let (ev_tx, ev_rx) = mpsc::channel(settings.event_capacity);
-        let mut tasks = JoinSet::new();
-        let mut peers = HashMap::new();
-        for n in cfg.nodes.iter().filter(|n| n.name != local) {
-            let (queue, data) = mpsc::channel(settings.queue_capacity);
-            let (control, control_rx) = mpsc::channel(settings.control_queue_capacity);
-            let (links, links_rx) = mpsc::channel(4);
-            let dials = settings.dials(&n.name);
-            let writer = Writer {
-                queues: Queues { data, control: control_rx },
-                enc: FrameEncoder::new(settings.max_frame),
-            };
-            tasks.spawn(peer_task(shared.clone(), n.name.clone(), dials, writer, links_rx, ev_tx.clone()));
-            peers.insert(n.name.clone(), Peer { queue, control, links });
-        }
-        let routes: HashMap<NodeId, mpsc::Sender<Stream>> =
-            peers.iter().map(|(k, p): (&NodeId, &Peer<M>)| (k.clone(), p.links.clone())).collect();
+        let app = AppSide::new(ev_rx, stop, JoinSet::new());
         let admission = Admission::for_domain(&cfg, &local, settings.max_unauthenticated).await;
+        let peers = Members::new(admission, &ev_tx);
+        let sizes = Sizes {
+            queue: settings.queue_capacity,
+            control: settings.control_queue_capacity,
+            max_frame: settings.max_frame,
+        };
+        for n in cfg.nodes.iter().filter(|n| n.name != local) {
+            let (peer, writer) = sizes.peer();
+            peers.add(&shared, &app, n.name.clone(), peer, writer)?;
+        }
         let (stop_accepting, accept_stop) = watch::channel(false);
         let handshake = {
             let shared = shared.clone();
@@ -218,8 +232,8 @@ impl<M: WireMessage> TcpTransport<M> {
             Incoming(listener),
             shared.clone(),
             accept_stop,
-            admission,
-            routes,
+            peers.admission(),
+            peers.routes(),
             ev_tx,
             handshake,
         ));
@@ -227,7 +241,8 @@ impl<M: WireMessage> TcpTransport<M> {
         Ok(TcpTransport {
             shared,
             peers,
-            app: AppSide::new(ev_rx, stop, tasks),
+            sizes,
+            app,
             stop_accepting,
             accepting: std::sync::Mutex::new(Some(accepting)),
             local_addr,
@@ -239,9 +254,12 @@ impl<M: WireMessage> TcpTransport<M> {
         self.local_addr
     }
 
-    fn peer(&self, to: &NodeId) -> Result<&Peer<M>, replication_core::Error> {
+    /// The queue of `to` that `msg` goes to.
+    fn queue(&self, to: &NodeId, msg: &M) -> Result<mpsc::Sender<M>, replication_core::Error> {
         self.app.check_open()?;
-        self.peers.get(to).ok_or_else(|| replication_core::Error::UnknownPeer { peer: to.to_string() })
+        let peers = self.peers.read();
+        let peer = peers.get(to).ok_or_else(|| unknown(to))?;
+        Ok(peer.queue_for(msg).clone())
     }
 }
 
@@ -259,15 +277,21 @@ impl<M: WireMessage> Transport<M> for TcpTransport<M> {
     }
 
     fn offer(&self, to: &NodeId, msg: M) -> Result<(), (replication_core::Error, M)> {
-        let peer = match self.peer(to) {
-            Ok(p) => p,
-            Err(e) => return Err((e, msg)),
-        };
+        if let Err(e) = self.app.check_open() {
+            return Err((e, msg));
+        }
+        let peers = self.peers.read();
+        let Some(peer) = peers.get(to) else { return Err((unknown(to), msg)) };
         replication_core::carrier::offer(peer.queue_for(&msg), to, msg)
     }
 
     async fn send(&self, to: &NodeId, msg: M) -> Result<(), replication_core::Error> {
-        self.peer(to)?.queue_for(&msg).send(msg).await.map_err(|_| replication_core::Error::Closed)
+        self.queue(to, &msg)?.send(msg).await.map_err(|_| replication_core::Error::Closed)
+    }
+
+    fn add_peers(&self, domain: Arc<DomainConfig>) -> Result<(), replication_core::Error> {
+        let sizes = self.sizes;
+        self.peers.add_peers(&self.shared, &self.app, domain, || sizes.peer())
     }
 
     async fn recv(&self) -> Option<TransportEvent<M>> {
@@ -287,6 +311,10 @@ impl<M: WireMessage> Transport<M> for TcpTransport<M> {
         let common = &self.shared.common;
         self.app.stop_and_join(common.grace, &common.local).await;
     }
+}
+
+fn unknown(to: &NodeId) -> replication_core::Error {
+    replication_core::Error::UnknownPeer { peer: to.to_string() }
 }
 
 /// The TCP listener as the accept loop's source of connections.
@@ -342,7 +370,7 @@ async fn accept_handshake(
                     .1
                     .peer_certificates()
                     .and_then(|c| c.first())
-                    .and_then(|c| tls::peer_node(&common.cfg, c));
+                    .and_then(|c| tls::peer_node(&common.cfg.load(), c));
                 let Some(id) = id else {
                     return Err((
                         addr.to_string(),
@@ -397,7 +425,7 @@ impl<M: WireMessage> Carrier<M> for Shared {
         let _ = tcp.set_nodelay(true);
         let mut stream: Stream = match &self.tls {
             Some((_, connector)) => {
-                let name = tls::server_name(&common.cfg.domain.name, peer)
+                let name = tls::server_name(&common.cfg.load().domain.name, peer)
                     .map_err(|e| DialError::Refused(e.to_string()))?;
                 Box::new(connector.connect(name, tcp).await.map_err(|e| {
                     DialError::Refused(format!("[{}] TLS handshake failed: {e}", refusal::CERTIFICATE))
@@ -471,8 +499,10 @@ impl<M: WireMessage> Carrier<M> for Shared {
     /// handshake timeout (a host down, a partition) is not taken as gone: the failure timeout
     /// decides then.
     async fn peer_process_gone(&self, peer: &NodeId) -> bool {
-        let Some(node) = self.common.cfg.node(peer) else { return false };
-        address_gone(node.address.as_str(), self.common.handshake_timeout).await
+        let Some(address) = self.common.cfg.load().node(peer).map(|n| n.address.to_string()) else {
+            return false;
+        };
+        address_gone(&address, self.common.handshake_timeout).await
     }
 }
 

@@ -6,7 +6,6 @@
 //! [`Throttle`](super::throttle::Throttle), whose summaries this loop also writes when a flood
 //! stops.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -18,6 +17,7 @@ use tracing::{debug, warn};
 
 use super::admission::{Admission, Admit};
 use super::handshake::Deadlines;
+use super::members::Routes;
 use super::peer::Carrier;
 use super::throttle::SUMMARY_INTERVAL;
 use super::{refused, wait_stop, warn_summary};
@@ -64,7 +64,7 @@ pub async fn accept_loop<N, C, M, H, F>(
     shared: Arc<C>,
     mut stop: watch::Receiver<bool>,
     admission: Admission,
-    routes: HashMap<NodeId, mpsc::Sender<C::Link>>,
+    routes: Routes<C::Link>,
     events: mpsc::Sender<TransportEvent<M>>,
     handshake: H,
 ) where
@@ -121,7 +121,7 @@ pub async fn accept_loop<N, C, M, H, F>(
             drop(slot);
             match result {
                 None => {}
-                Some(Ok((node, link))) => match routes.get(&node) {
+                Some(Ok((node, link))) => match route(&routes, &node) {
                     Some(route) => {
                         debug!(peer = %node, %addr, "accepted link");
                         let _ = route.send(link).await;
@@ -132,7 +132,7 @@ pub async fn accept_loop<N, C, M, H, F>(
                 },
                 Some(Err((peer, reason))) => {
                     let node = NodeId::new(peer.as_str());
-                    if routes.contains_key(&node) && shared.common().local < node {
+                    if route(&routes, &node).is_some() && shared.common().local < node {
                         // A wake-up from a peer this node dials (`peer`): its own dial
                         // reports the refusal.
                         debug!(%peer, %reason, "wake-up refused");
@@ -143,4 +143,9 @@ pub async fn accept_loop<N, C, M, H, F>(
             }
         });
     }
+}
+
+/// The route of `node`'s links, if it is a peer.
+fn route<L>(routes: &Routes<L>, node: &NodeId) -> Option<mpsc::Sender<L>> {
+    routes.read().unwrap_or_else(std::sync::PoisonError::into_inner).get(node).cloned()
 }

@@ -2,7 +2,7 @@
 //! cannot keep a configured peer out.
 //!
 //! - **Reserved slots.** Each IP address a configured peer's address resolves to (resolved
-//!   once, when the transport starts) has [`RESERVED_PER_PEER`] handshake slots per peer at
+//!   once, when the transport starts or a reload adds the peer) has [`RESERVED_PER_PEER`] handshake slots per peer at
 //!   that IP that no other source can take: a peer dials one connection at a time, plus the
 //!   TCP transport's "gone" probe.
 //! - **Shared slots.** Everyone else (and a configured IP whose reserved slots are busy)
@@ -26,7 +26,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use tracing::warn;
@@ -65,7 +65,7 @@ struct Counts {
 /// The handshake slots of one transport (see the module docs).
 #[derive(Debug, Clone)]
 pub struct Admission {
-    reserved: Arc<HashMap<IpAddr, usize>>,
+    reserved: Arc<RwLock<HashMap<IpAddr, usize>>>,
     shared: usize,
     counts: Arc<Mutex<Counts>>,
 }
@@ -115,36 +115,46 @@ impl Admission {
     /// `shared` slots for everyone, and [`RESERVED_PER_PEER`] per peer for each IP in
     /// `peers` (one entry per peer and address it resolves to).
     pub fn new(shared: usize, peers: impl IntoIterator<Item = IpAddr>) -> Self {
-        let mut reserved = HashMap::new();
+        let a = Admission {
+            reserved: Arc::new(RwLock::new(HashMap::new())),
+            shared,
+            counts: Arc::new(Mutex::new(Counts::default())),
+        };
+        a.reserve(peers);
+        a
+    }
+
+    /// [`RESERVED_PER_PEER`] more reserved slots for each IP in `peers` (one entry per peer
+    /// and address it resolves to): a reload added those peers.
+    pub fn reserve(&self, peers: impl IntoIterator<Item = IpAddr>) {
+        let mut reserved = match self.reserved.write() {
+            Ok(r) => r,
+            Err(poisoned) => poisoned.into_inner(),
+        };
         for ip in peers {
             *reserved.entry(source_ip(ip)).or_insert(0) += RESERVED_PER_PEER;
         }
-        Admission { reserved: Arc::new(reserved), shared, counts: Arc::new(Mutex::new(Counts::default())) }
     }
 
     /// The slots for `local`'s peers in `cfg`, resolving their addresses now (a name that
     /// does not resolve gets no reserved slots and is logged).
     pub async fn for_domain(cfg: &DomainConfig, local: &NodeId, shared: usize) -> Self {
-        let mut ips = Vec::new();
-        for n in cfg.nodes.iter().filter(|n| &n.name != local) {
-            match tokio::net::lookup_host(n.address.as_str()).await {
-                Ok(addrs) => {
-                    let mut mine: Vec<IpAddr> = addrs.map(|a| source_ip(a.ip())).collect();
-                    mine.sort();
-                    mine.dedup();
-                    ips.extend(mine);
-                }
-                Err(e) => {
-                    warn!(peer = %n.name, address = %n.address, error = %e, "cannot resolve a peer's address: no handshake slots reserved for it");
-                }
-            }
-        }
+        let peers: Vec<NodeId> = cfg.nodes.iter().map(|n| n.name.clone()).filter(|n| n != local).collect();
+        let ips = resolve(cfg, &peers).await;
         Admission::new(shared, ips)
     }
 
     /// Whether `ip` is a configured peer's address.
     pub fn is_peer(&self, ip: IpAddr) -> bool {
-        self.reserved.contains_key(&source_ip(ip))
+        self.reserved_for(ip) > 0
+    }
+
+    fn reserved_for(&self, ip: IpAddr) -> usize {
+        let ip = source_ip(ip);
+        match self.reserved.read() {
+            Ok(r) => r.get(&ip).copied().unwrap_or(0),
+            Err(poisoned) => poisoned.into_inner().get(&ip).copied().unwrap_or(0),
+        }
     }
 
     /// A slot for a new connection from `ip`, whose source address is proven when
@@ -155,7 +165,7 @@ impl Admission {
             return Admit::Full(crate::wire::refusal::TOO_MANY_UNAUTHENTICATED);
         };
         let (held_reserved, held_shared) = c.by_source.get(&ip).copied().unwrap_or((0, 0));
-        let mine = self.reserved.get(&ip).copied().unwrap_or(0);
+        let mine = self.reserved_for(ip);
         if held_reserved < mine {
             c.by_source.insert(ip, (held_reserved + 1, held_shared));
             return Admit::Slot(Slot { ip, reserved: true, counts: self.counts.clone() });
@@ -176,6 +186,26 @@ impl Admission {
     pub fn sources(&self) -> usize {
         self.counts.lock().map_or(0, |c| c.by_source.len())
     }
+}
+
+/// The IP addresses of `peers` of `cfg`, one entry per peer and address its address resolves
+/// to, resolved now (a name that does not resolve is logged and left out).
+pub async fn resolve(cfg: &DomainConfig, peers: &[NodeId]) -> Vec<IpAddr> {
+    let mut ips = Vec::new();
+    for n in peers.iter().filter_map(|p| cfg.node(p)) {
+        match tokio::net::lookup_host(n.address.as_str()).await {
+            Ok(addrs) => {
+                let mut mine: Vec<IpAddr> = addrs.map(|a| source_ip(a.ip())).collect();
+                mine.sort();
+                mine.dedup();
+                ips.extend(mine);
+            }
+            Err(e) => {
+                warn!(peer = %n.name, address = %n.address, error = %e, "cannot resolve a peer's address: no handshake slots reserved for it");
+            }
+        }
+    }
+    ips
 }
 
 #[cfg(test)]

@@ -789,6 +789,42 @@ pub async fn garbage_insecure<H: Harness>() {
     assert_eq!(receive(c.node("b"), "a", 1).await, vec![msg(Some(3), 1)]);
 }
 
+/// A reload adds a node to a running domain: `a` and `b` run a 2-node file, `c` starts with
+/// a 3-node file (its certificate issued by the same CA); once `a` and `b` take the 3-node
+/// file ([`Transport::add_peers`]), messages flow both ways between every pair. A file of
+/// another domain is refused.
+pub async fn added_node_links_to_running_nodes<H: Harness>() {
+    for sec in [Sec::Tls, Sec::Insecure] {
+        let bound: Vec<(&str, H::Bound)> = ["a", "b", "c"].iter().map(|n| (*n, H::bind(0))).collect();
+        let ports: Vec<(&str, u16)> = bound.iter().map(|(n, b)| (*n, H::port(b))).collect();
+        let two = parse(&domain_text("web", &ports[..2], ""));
+        let three = parse(&domain_text("web", &ports, ""));
+        let certs = tempfile::tempdir().expect("tempdir");
+        tls::init_dir(&three, certs.path()).expect("certs");
+        let mut nodes = BTreeMap::new();
+        for (n, b) in bound {
+            let cfg = if n == "c" { &three } else { &two };
+            nodes.insert(n, H::start(settings(cfg, n, sec, certs.path()), b).await.expect("start"));
+        }
+        connected(&nodes["a"], "b").await;
+        let other = parse(&domain_text("shop", &ports, ""));
+        assert!(nodes["a"].add_peers(other).is_err(), "a file of another domain is refused");
+        for n in ["a", "b"] {
+            nodes[n].add_peers(three.clone()).expect("add_peers");
+        }
+        connected_all(&nodes["c"], &["a", "b"]).await;
+        let mut seq = 0;
+        for (from, to) in [("a", "b"), ("b", "a"), ("a", "c"), ("c", "a"), ("b", "c"), ("c", "b")] {
+            seq += 1;
+            nodes[from].send(&n(to), msg(Some(seq), seq)).await.expect("send");
+            assert_eq!(receive(&nodes[to], from, 1).await, vec![msg(Some(seq), seq)], "{from} -> {to}");
+        }
+        for t in nodes.values() {
+            t.shutdown().await;
+        }
+    }
+}
+
 /// Instantiates every case of [`carrier::conformance`](crate::carrier::conformance) as a
 /// `#[tokio::test]` for a [`Harness`](crate::carrier::conformance::Harness) type.
 #[macro_export]
@@ -799,7 +835,8 @@ macro_rules! conformance_tests {
             large_messages_up_to_the_limit, oversize_frame_and_garbage_refused_others_keep_working,
             wrong_ca_refused, unknown_node_refused, other_domain_refused, forbidden_mode_refused,
             peer_restart_and_reconnect, restarted_node_sees_every_peer_within_a_handshake, shutdown_flushes, bounded_queues_and_unknown_peers,
-            control_passes_a_full_data_queue, silent_connection_times_out, garbage_insecure);
+            control_passes_a_full_data_queue, silent_connection_times_out, garbage_insecure,
+            added_node_links_to_running_nodes);
     };
     (@cases $h:ty; $($case:ident),* $(,)?) => {
         $(

@@ -77,7 +77,7 @@ pub async fn accept_hello<S: HelloStream>(
         Err(e) => return Err((who, e.to_string())),
     };
     let mut enc = FrameEncoder::new(common.max_frame);
-    if let Err(r) = hello.check(&common.cfg, &common.local, authenticated) {
+    if let Err(r) = hello.check(&common.cfg.load(), &common.local, authenticated) {
         let reason = r.to_string();
         let sent = enc.refuse(&reason).is_ok();
         if sent {
@@ -115,7 +115,7 @@ pub async fn dial_hello<S: HelloStream>(
                 )));
             }
             let auth = common.secure.then_some(peer);
-            h.check(&common.cfg, &common.local, auth).map_err(|r| DialError::Refused(r.to_string()))
+            h.check(&common.cfg.load(), &common.local, auth).map_err(|r| DialError::Refused(r.to_string()))
         }
         Ok(Ok(Some(Frame::Refuse(reason)))) => {
             Err(DialError::Refused(format!("refused by the peer: {reason}")))

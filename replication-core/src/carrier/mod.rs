@@ -30,10 +30,11 @@ pub mod conformance;
 pub mod handshake;
 #[cfg(feature = "conformance")]
 pub mod hostile;
+pub mod members;
 pub mod peer;
 pub mod throttle;
 
-use std::sync::Arc;
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -42,7 +43,7 @@ use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 use tracing::{debug, warn};
 
-use crate::config::{DomainConfig, NodeId};
+use crate::config::{NodeId, SharedDomain};
 use crate::error::Error;
 use crate::transport::{DELIVER_BATCH, Security, TransportEvent, TransportSettings, WireMessage, deliver};
 use crate::wire::{ByteSource, Frame, FrameDecoder, FrameEncoder, Hello, WireError};
@@ -58,8 +59,9 @@ pub const WRITE_BATCH_BYTES: usize = 256 * 1024;
 /// the [`TransportSettings`], the stop signal and the credits of received messages.
 #[derive(Debug)]
 pub struct Common {
-    /// The domain.
-    pub cfg: Arc<DomainConfig>,
+    /// The domain: the file the transport started with, replaced when a reload adds nodes
+    /// ([`members::Members::add_peers`]).
+    pub cfg: SharedDomain,
     /// This node.
     pub local: NodeId,
     /// The Hello this node sends.
@@ -93,9 +95,9 @@ impl Common {
     /// sender of the stop signal that [`Common::shutdown`] follows.
     pub fn new(settings: &TransportSettings) -> Result<(Common, watch::Sender<bool>), Error> {
         settings.check()?;
-        let cfg = settings.domain.clone();
+        let cfg = SharedDomain::new(settings.domain.clone());
         let local = settings.local.clone();
-        let hello = Hello::for_node(&cfg, &local)
+        let hello = Hello::for_node(&settings.domain, &local)
             .ok_or_else(|| Error::Settings(format!("`{local}` is not in the domain")))?;
         let (stop, shutdown) = watch::channel(false);
         let common = Common {
@@ -140,6 +142,14 @@ impl<M: Send + 'static> AppSide<M> {
             closed: AtomicBool::new(false),
             tasks: std::sync::Mutex::new(Some(tasks)),
         }
+    }
+
+    /// Runs `task` with the link tasks; [`Error::Closed`] once they were stopped.
+    pub fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) -> Result<(), Error> {
+        let mut tasks = self.tasks.lock().map_err(|_| Error::Closed)?;
+        let tasks = tasks.as_mut().ok_or(Error::Closed)?;
+        tasks.spawn(task);
+        Ok(())
     }
 
     /// [`Error::Closed`] once [`AppSide::close`] was called.

@@ -16,6 +16,9 @@
 //! A failed wake-up is logged at debug level only: the peer that dials reports its own
 //! refusals.
 //!
+//! A dialer whose peer the current domain file no longer lists (a reload removed it) stops
+//! dialing, quietly, until a later file lists it again.
+//!
 //! Dial failures are warnings, rate-limited ([`warn_throttled`]). The task reports
 //! [`TransportEvent::Connected`] and [`TransportEvent::Disconnected`], refused dials as
 //! [`TransportEvent::Refused`], and, for a carrier that can tell
@@ -87,7 +90,8 @@ pub trait Carrier<M: WireMessage>: Send + Sync + Sized + 'static {
 /// Dials `peer` at its address from the domain, all of it within the handshake timeout.
 async fn dial<C: Carrier<M>, M: WireMessage>(shared: &C, peer: &NodeId) -> Result<C::Link, DialError> {
     let common = shared.common();
-    let Some(node) = common.cfg.node(peer) else {
+    let cfg = common.cfg.load();
+    let Some(node) = cfg.node(peer) else {
         return Err(DialError::Refused("not in the domain".into()));
     };
     dial_within(common.handshake_timeout, shared.dial(peer, node.address.as_str())).await
@@ -138,6 +142,14 @@ impl<C: Carrier<M>, M: WireMessage> PeerTask<C, M> {
         // The dialer's links never replace each other: run_link gets a queue nothing arrives on.
         let (_none_tx, mut none) = mpsc::channel(1);
         loop {
+            if self.shared.common().cfg.load().node(&self.peer).is_none() {
+                // A reload removed the peer: the engine no longer addresses it; dial again
+                // only if a later file lists it again.
+                match self.wait(self.shared.common().reconnect_max).await {
+                    Woke::Stop => return,
+                    Woke::Link(_) | Woke::Done => continue,
+                }
+            }
             let r = {
                 let dialing = dial(&*self.shared, &self.peer);
                 tokio::pin!(dialing);
@@ -265,7 +277,7 @@ impl<C: Carrier<M>, M: WireMessage> PeerTask<C, M> {
     /// tell and the domain wants to know, and reports it.
     async fn after_failure(&mut self) -> Woke<C::Link> {
         let common = self.shared.common();
-        if !(C::PROBES_GONE && common.cfg.domain.closed_link_detection) {
+        if !(C::PROBES_GONE && common.cfg.load().domain.closed_link_detection) {
             return Woke::Done;
         }
         let gone = tokio::select! {

@@ -39,7 +39,7 @@ use crate::output::{self, EXIT_INVALID, Format, Table};
 /// The steps the plan assumes (docs/deploy.md): copies are made before old ones are dropped.
 const PROCEDURE: [&str; 4] = [
     "start the added nodes",
-    "reload every node that stays with NEW (restart it instead, one at a time, when nodes are added)",
+    "reload every node that stays with NEW",
     "wait until `m2m status` shows the change complete and no session under-replicated",
     "stop the removed nodes (SIGTERM, or a reload): they hand their sessions off and leave",
 ];
@@ -401,10 +401,8 @@ fn render_text(plan: &ChangePlan<'_>) -> String {
     if !plan.added.is_empty() {
         let _ = writeln!(
             out,
-            "nodes added: the TCP and QUIC transports link only to the nodes they started with, so \
-             a reload that adds nodes is refused (rule {}): start every node with the new file (a \
-             rolling restart) instead",
-            replication_core::change::rule::TRANSPORT_PEERS
+            "nodes added: start them with the new file first; each node that stays links to them \
+             when it reloads the new file"
         );
     }
     if plan.unplaced > 0 {
