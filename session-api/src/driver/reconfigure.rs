@@ -19,6 +19,9 @@ impl Driver {
                 return reply.send(Reply::Failed(Error::Core(replication_core::Error::Invalid(report))));
             }
         };
+        // The transport goes first, so that a transport that cannot link to the added nodes
+        // leaves the engine untouched; the engine runs the same `change::check` on the same
+        // two files, so it cannot then refuse what passed here.
         if !plan.added.is_empty() && !plan.removes_this_node {
             if let Err(e) = self.transport.add_peers(Arc::new(config.clone())) {
                 let report = change::transport_refusal(&plan.added, &e.to_string());
