@@ -20,16 +20,9 @@ use session_api::{AckPolicy, Attributes, DomainConfig, Replication, SessionManag
 
 const PAYLOAD: usize = 1024;
 
-/// The process's CPU time so far (user + system, every thread), from `/proc/self/stat`.
+/// The process's CPU time so far (user + system, every thread).
 fn cpu_time() -> Duration {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    // The fields after the command name (which may hold spaces) start after its `)`.
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name; in clock
-    // ticks of 1/100 s.
-    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
-    Duration::from_millis((ticks(11) + ticks(12)) * 10)
+    cpu_time::ProcessTime::now().as_duration()
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
