@@ -67,7 +67,8 @@ async fn serve() -> Result<(), Box<dyn std::error::Error>> {
         }
     };
     let sessions = builder.start().await?;
-    let me = sessions.domain().nodes.iter().find(|n| n.name.as_str() == node.as_str());
+    let domain = sessions.domain();
+    let me = domain.nodes.iter().find(|n| n.name.as_str() == node.as_str());
     let Some(http) = args.get(2).cloned().or_else(|| me.and_then(|n| n.http.as_ref()).map(|a| a.to_string()))
     else {
         eprintln!("{node}: no HTTP address: give one, or `http = ...` in the domain file");

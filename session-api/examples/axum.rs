@@ -191,7 +191,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let http = match opts.http {
         Some(a) => a,
         None => {
-            let me = sessions.domain().nodes.iter().find(|n| n.name.as_str() == opts.node);
+            let domain = sessions.domain();
+            let me = domain.nodes.iter().find(|n| n.name.as_str() == opts.node);
             match me.and_then(|n| n.http.as_ref()) {
                 Some(a) => a.to_string(),
                 None => {

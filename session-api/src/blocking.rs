@@ -68,7 +68,7 @@ impl BlockingSessionManager {
 
     /// See [`SessionManager::route`](crate::SessionManager::route).
     pub fn route(&self, session_id: &str, is_live: impl Fn(&NodeId) -> bool) -> Option<NodeId> {
-        crate::id::route(&self.client.inner.placement, session_id, is_live)
+        crate::id::route(&self.client.inner.placement(), session_id, is_live)
     }
 
     /// See [`SessionManager::subscribe`](crate::SessionManager::subscribe) (receive with `blocking_recv`).

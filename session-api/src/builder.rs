@@ -1,7 +1,7 @@
 //! The builder that starts a node: domain, settings, transport, driver task.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use replication_core::placement::Placement;
@@ -10,7 +10,7 @@ use replication_core::{Message, Node, NodeId};
 use tokio::sync::{broadcast, mpsc};
 
 use crate::blocking::BlockingSessionManager;
-use crate::client::{Client, Inner};
+use crate::client::{Client, Current, Inner};
 use crate::config::{
     AckPolicy, DomainSource, SessionSettings, TransportSecurity, WriteContents, WriteFrequency,
 };
@@ -268,8 +268,7 @@ impl Builder {
                     tx,
                     events,
                     me: self.node,
-                    domain: cfg,
-                    placement,
+                    current: Arc::new(RwLock::new(Current { domain: cfg, placement: Arc::new(placement) })),
                     settings: table.get(&handle_manager).cloned().unwrap_or(settings),
                     manager: handle_manager,
                     managers: Arc::new(table),

@@ -1,7 +1,7 @@
 //! The request plumbing the async and the blocking handles share: a request to the driver
 //! task, the wait for its reply, and the translation of outcomes to results.
 
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use replication_core::change::Plan;
@@ -21,14 +21,40 @@ pub(crate) struct Inner {
     pub(crate) tx: mpsc::Sender<Request>,
     pub(crate) events: broadcast::Sender<NodeEvent>,
     pub(crate) me: NodeId,
-    pub(crate) domain: Arc<DomainConfig>,
-    pub(crate) placement: Placement,
+    /// The domain file the node runs and its placement, replaced by a reload; one for every
+    /// manager's handle of the node.
+    pub(crate) current: Arc<RwLock<Current>>,
     pub(crate) settings: SessionSettings,
     /// The session manager of this handle (`None`: the anonymous one); every id it passes to
     /// the engine is scoped by it ([`replication_core::scope`]).
     pub(crate) manager: Option<String>,
     /// The effective settings of every manager the node hosts.
     pub(crate) managers: Arc<crate::managers::ManagerTable>,
+}
+
+/// The domain file a node runs, with its placement (ids, routes, waits read them).
+pub(crate) struct Current {
+    pub(crate) domain: Arc<DomainConfig>,
+    pub(crate) placement: Arc<Placement>,
+}
+
+impl Current {
+    pub(crate) fn new(domain: Arc<DomainConfig>) -> Self {
+        let placement = Arc::new(Placement::new(&domain));
+        Current { domain, placement }
+    }
+}
+
+impl Inner {
+    /// The domain file the node runs now.
+    pub(crate) fn domain(&self) -> Arc<DomainConfig> {
+        self.current.read().unwrap_or_else(PoisonError::into_inner).domain.clone()
+    }
+
+    /// The placement of the domain file the node runs now.
+    pub(crate) fn placement(&self) -> Arc<Placement> {
+        self.current.read().unwrap_or_else(PoisonError::into_inner).placement.clone()
+    }
 }
 
 /// The request logic shared by the async and the blocking handles.
@@ -105,11 +131,11 @@ impl Client {
     }
 
     fn request_wait(&self) -> Duration {
-        request_wait(&self.inner.domain)
+        request_wait(&self.inner.domain())
     }
 
     fn write_wait(&self) -> Duration {
-        self.inner.settings.write_wait(&self.inner.domain)
+        self.inner.settings.write_wait(&self.inner.domain())
     }
 
     /// Runs `op` again while it fails with [`Error::Unavailable`], pausing a little longer
@@ -381,9 +407,15 @@ impl Client {
     }
 
     pub(crate) async fn reconfigure(&self, config: DomainConfig) -> Result<Plan> {
+        let next = Arc::new(config.clone());
         let config = Box::new(config);
         match self.call(|reply| Request::Reconfigure { config, reply }, self.request_wait()).await? {
-            Reply::Reconfigured(p) => Ok(*p),
+            Reply::Reconfigured(p) => {
+                if !p.unchanged() && !p.removes_this_node {
+                    *self.inner.current.write().unwrap_or_else(PoisonError::into_inner) = Current::new(next);
+                }
+                Ok(*p)
+            }
             other => Err(other.into_error()),
         }
     }

@@ -1,5 +1,7 @@
 //! The async handle applications use, and what its writes and shutdown report.
 
+use std::sync::Arc;
+
 use replication_core::change::Plan;
 use replication_core::placement::Placement;
 use replication_core::{Attributes, DomainConfig, DomainView, NodeId, SessionView};
@@ -42,13 +44,13 @@ impl SessionManager {
 
     /// The domain configuration the node started with ([`SessionManager::reconfigure`]
     /// switches the running node to another; [`SessionManager::domain_view`] names it).
-    pub fn domain(&self) -> &DomainConfig {
-        &self.client.inner.domain
+    pub fn domain(&self) -> Arc<DomainConfig> {
+        self.client.inner.domain()
     }
 
     /// Placement of the domain (backups, failover targets).
-    pub fn placement(&self) -> &Placement {
-        &self.client.inner.placement
+    pub fn placement(&self) -> Arc<Placement> {
+        self.client.inner.placement()
     }
 
     /// The settings the node runs with.
@@ -80,7 +82,7 @@ impl SessionManager {
     ///
     /// [`commit`]: SessionManager::commit
     pub fn new_session(&self) -> Result<Session> {
-        let id = crate::id::generate(&self.client.inner.placement, &self.client.inner.me, |_| true)?;
+        let id = crate::id::generate(&self.client.inner.placement(), &self.client.inner.me, |_| true)?;
         Ok(Session::new(id))
     }
 
@@ -211,7 +213,7 @@ impl SessionManager {
 
     /// Where a router should send a request for `session_id` (see [`crate::id::route`]).
     pub fn route(&self, session_id: &str, is_live: impl Fn(&NodeId) -> bool) -> Option<NodeId> {
-        crate::id::route(&self.client.inner.placement, session_id, is_live)
+        crate::id::route(&self.client.inner.placement(), session_id, is_live)
     }
 
     /// Leaves the domain gracefully (owned sessions are handed to their backups), then shuts the

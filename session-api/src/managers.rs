@@ -187,15 +187,14 @@ impl Client {
         let key = name.map(str::to_owned);
         let Some(settings) = self.inner.managers.get(&key) else {
             let m = name.unwrap_or_default();
-            return Err(undeclared(&self.inner.domain, &self.inner.me, m));
+            return Err(undeclared(&self.inner.domain(), &self.inner.me, m));
         };
         let i = &self.inner;
         let inner = Inner {
             tx: i.tx.clone(),
             events: i.events.clone(),
             me: i.me.clone(),
-            domain: Arc::clone(&i.domain),
-            placement: i.placement.clone(),
+            current: Arc::clone(&i.current),
             settings: settings.clone(),
             manager: key,
             managers: Arc::clone(&i.managers),

@@ -308,7 +308,7 @@ impl Router {
             return Known::NotHere;
         }
         let live = self.live().await;
-        Known::Owned(Route::current(self.sessions.placement(), session, me.clone(), |n| live.contains(n)))
+        Known::Owned(Route::current(&self.sessions.placement(), session, me.clone(), |n| live.contains(n)))
     }
 
     /// The nodes up now (as of at most [`LIVE_SET_MAX_AGE`] ago).

@@ -60,6 +60,9 @@ async fn a_node_added_to_a_running_domain_gets_its_copies() {
     let c = start(&hub, &three, "c").await;
     let plan = a.reconfigure(three.clone()).await.expect("allowed");
     assert_eq!(plan.added, [NodeId::new("c")].into());
+    assert_eq!(a.domain().nodes.len(), 3, "the handle reads the file the node runs now");
+    assert!(a.placement().nodes().any(|n| n.as_str() == "c"), "and places by it");
+    assert_eq!(b.domain().nodes.len(), 2, "b has not reloaded");
     assert!(a.domain_view().await.expect("view").changing, "b runs the former file");
     b.reconfigure(three.clone()).await.expect("allowed");
     settled(&[&a, &b, &c], &three).await;
