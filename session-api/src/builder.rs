@@ -203,7 +203,7 @@ impl Builder {
                 self.node, cfg.domain.name
             )));
         }
-        let table = self.managers.table(&cfg, &self.node, &settings)?;
+        let table = Arc::new(self.managers.table(&cfg, &self.node, &settings)?);
         let handle_manager = self.managers.handle.clone();
         let cfg = Arc::new(cfg);
         let transport = match self.transport {
@@ -260,6 +260,7 @@ impl Builder {
             events: events.clone(),
             settings: settings.clone(),
             placement: placement.clone(),
+            managers: Arc::clone(&table),
         });
         let task = tokio::spawn(driver.run());
         let manager = SessionManager {
@@ -271,7 +272,7 @@ impl Builder {
                     current: Arc::new(RwLock::new(Current { domain: cfg, placement: Arc::new(placement) })),
                     settings: table.get(&handle_manager).cloned().unwrap_or(settings),
                     manager: handle_manager,
-                    managers: Arc::new(table),
+                    managers: table,
                 }),
                 blocking: false,
             },

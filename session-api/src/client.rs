@@ -374,7 +374,9 @@ impl Client {
     }
 
     pub(crate) async fn sync(&self) -> Result<SyncReport> {
-        match self.call(|reply| Request::Sync { reply }, self.write_wait().max(self.request_wait())).await? {
+        let manager = self.inner.manager.clone();
+        let wait = self.write_wait().max(self.request_wait());
+        match self.call(|reply| Request::Sync { manager, reply }, wait).await? {
             Reply::Synced(r) => Ok(r),
             other => Err(other.into_error()),
         }

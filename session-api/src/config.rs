@@ -133,7 +133,8 @@ impl DomainSource {
 #[derive(Clone)]
 #[non_exhaustive]
 pub struct SessionSettings {
-    /// When changes are sent (default: end of request).
+    /// When changes are sent (default: end of request); a session manager may set its own
+    /// ([`crate::ManagerSettings::write_frequency`]).
     pub write_frequency: WriteFrequency,
     /// What is sent (default: changed attributes).
     pub write_contents: WriteContents,

@@ -19,7 +19,7 @@ use replication_core::{
 };
 use tokio::sync::{broadcast, mpsc};
 
-use crate::config::{SessionSettings, WriteFrequency};
+use crate::config::SessionSettings;
 use crate::error::Error;
 use crate::metrics::export::Export;
 use crate::metrics::{Metrics, MetricsHook, NodeEvent, Peers};
@@ -29,7 +29,7 @@ mod reconfigure;
 mod request;
 
 pub use overlay::SyncReport;
-use overlay::{Overlay, SyncWaiter};
+use overlay::{FlushOf, Lanes, SyncWaiter};
 pub(crate) use request::{Reply, Request, Responder, expect_outcome};
 use request::{reply, request_reply};
 
@@ -76,6 +76,8 @@ pub(crate) struct DriverParts {
     pub placement: Placement,
     pub export: Export,
     pub metrics_interval: Duration,
+    /// The effective settings of every manager the node hosts (write frequency per manager).
+    pub managers: Arc<crate::managers::ManagerTable>,
 }
 
 pub(crate) struct Driver {
@@ -86,7 +88,6 @@ pub(crate) struct Driver {
     hook: Option<MetricsHook>,
     settings: SessionSettings,
     placement: Placement,
-    ack: Ack,
     pending: HashMap<RequestId, Pending>,
     waiters: HashMap<u64, SyncWaiter>,
     next_id: RequestId,
@@ -97,11 +98,11 @@ pub(crate) struct Driver {
     metrics_interval: Duration,
     next_publish: Instant,
     connected: BTreeSet<NodeId>,
-    overlays: HashMap<String, Overlay>,
+    /// Staged writes and their flush schedule, per session manager.
+    lanes: Lanes,
     /// Staged mode: logical version = engine version + offset (a flush of k commits advances
     /// the engine by one version and the logical version by k).
     offsets: HashMap<String, u64>,
-    next_flush: Option<tokio::time::Instant>,
     leaving: bool,
     /// Every handle is gone.
     requests_done: bool,
@@ -117,14 +118,9 @@ pub(crate) struct Driver {
 
 impl Driver {
     pub(crate) fn new(parts: DriverParts) -> Self {
-        let next_flush = match parts.settings.write_frequency {
-            WriteFrequency::TimeBased(d) => Some(tokio::time::Instant::now() + d),
-            _ => None,
-        };
         let metrics = Metrics { node: Some(parts.node.id().clone()), ..Metrics::default() };
         Driver {
             hook: parts.settings.metrics_hook.clone(),
-            ack: parts.settings.core_ack(),
             node: parts.node,
             transport: parts.transport,
             requests: parts.requests,
@@ -139,9 +135,8 @@ impl Driver {
             metrics_interval: parts.metrics_interval,
             next_publish: Instant::now(),
             connected: BTreeSet::new(),
-            overlays: HashMap::new(),
+            lanes: Lanes::new(&parts.managers, tokio::time::Instant::now()),
             offsets: HashMap::new(),
-            next_flush,
             leaving: false,
             requests_done: false,
             shutdown_reply: Vec::new(),
@@ -178,7 +173,8 @@ impl Driver {
                 core_timer.as_mut().reset(core_deadline);
                 armed = Some(core_deadline);
             }
-            let flush_deadline = self.next_flush.unwrap_or_else(far);
+            let next_flush = self.lanes.next_due();
+            let flush_deadline = next_flush.unwrap_or_else(far);
             let requests_open = !self.requests_done;
             let inbox = self.inbox.is_some();
             tokio::select! {
@@ -240,11 +236,8 @@ impl Driver {
                     armed = None;
                     self.handle_timeout();
                 }
-                () = tokio::time::sleep_until(flush_deadline), if self.next_flush.is_some() => {
-                    if let WriteFrequency::TimeBased(d) = self.settings.write_frequency {
-                        self.next_flush = Some(tokio::time::Instant::now() + d);
-                    }
-                    self.flush(None);
+                () = tokio::time::sleep_until(flush_deadline), if next_flush.is_some() => {
+                    self.flush(FlushOf::Due(tokio::time::Instant::now()), None);
                 }
             }
         }
@@ -520,7 +513,7 @@ impl Driver {
                 }
             }
             Request::Write { session, expected, changes, ack, reply } => {
-                if self.staged() {
+                if self.staged(&session) {
                     self.stage(session, expected, changes, reply);
                 } else {
                     let kind = Self::write_kind(session.clone(), ack);
@@ -528,7 +521,7 @@ impl Driver {
                     self.command(cmd, Some(reply), kind);
                 }
             }
-            Request::Sync { reply } => self.flush(Some(reply)),
+            Request::Sync { manager, reply } => self.flush(FlushOf::Manager(manager.as_deref()), Some(reply)),
             Request::Inspect { session, reply } => {
                 let view = self.node.session(&session).map(|mut v| {
                     if v.role == Role::Owner {
@@ -566,8 +559,8 @@ impl Driver {
         m.peers = self.node.peers();
         m.domain = Some(self.node.domain());
         m.connected = self.connected.iter().cloned().collect();
-        m.staged_commits = self.overlays.values().map(|o| o.commits).sum();
-        m.staged_sessions = self.overlays.len();
+        m.staged_commits = self.lanes.commits();
+        m.staged_sessions = self.lanes.sessions();
         m.managers = crate::managers::counts(&self.node);
         self.export.publish(&m);
         self.next_publish = Instant::now() + self.metrics_interval;
@@ -582,7 +575,7 @@ impl Driver {
             return;
         }
         // Staged changes go out before the hand-off.
-        self.flush(None);
+        self.flush(FlushOf::All, None);
         self.leaving = true;
         self.command(Command::Leave, None, Kind::Leave);
     }

@@ -136,7 +136,8 @@ impl SessionManager {
         self.client.touch(id).await
     }
 
-    /// Writes every staged change now (manual and time-based write frequency).
+    /// Writes every staged change of this handle's session manager now (manual and
+    /// time-based write frequency); other managers' staged changes stay staged.
     pub async fn sync(&self) -> Result<SyncReport> {
         self.client.sync().await
     }

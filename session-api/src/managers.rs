@@ -23,19 +23,29 @@
 //! the manager and the id. Metrics are the node's too, with counts per manager
 //! ([`crate::Metrics::managers`]).
 //!
-//! Per manager, like WebSphere's per-module settings: write contents, synchronous or
-//! asynchronous acknowledgement, max inactive interval ([`ManagerSettings`]). The write
-//! frequency and the rest of [`SessionSettings`] are the node's: one flush timer and one
-//! command queue serve every manager.
+//! Per manager, like WebSphere's per-module settings: write frequency, write contents,
+//! synchronous or asynchronous acknowledgement, max inactive interval ([`ManagerSettings`]).
+//! The rest of [`SessionSettings`] is the node's (one command queue serves every manager).
+//!
+//! Write frequency per manager: a write is sent at once or staged on this node as its
+//! manager's frequency says; [`SessionManager::sync`] writes the staged changes of the
+//! handle's manager only; each time-based manager flushes on its own interval (the node's one
+//! flush timer is armed for the earliest due manager), and a flush asks for the manager's
+//! acknowledgement. Tests: `session-api/tests/manager_write_frequency.rs`.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), session_api::Error> {
 //! use std::time::Duration;
-//! use session_api::{AckPolicy, ManagerSettings, SessionManager};
+//! use session_api::{AckPolicy, ManagerSettings, SessionManager, WriteFrequency};
 //! let cart = SessionManager::builder("web.toml", "app1")
 //!     .certs_dir("certs")
 //!     .manager("cart")
-//!     .manager_settings("profile", ManagerSettings::default().ack(AckPolicy::Async))
+//!     .manager_settings(
+//!         "profile",
+//!         ManagerSettings::default()
+//!             .ack(AckPolicy::Async)
+//!             .write_frequency(WriteFrequency::TimeBased(Duration::from_secs(10))),
+//!     )
 //!     .start()
 //!     .await?;
 //! let profile = cart.manager("profile")?; // the same node, another namespace
@@ -53,7 +63,7 @@ use replication_core::{DomainConfig, NodeId};
 use crate::blocking::BlockingSessionManager;
 use crate::builder::Builder;
 use crate::client::{Client, Inner};
-use crate::config::{AckPolicy, SessionSettings, WriteContents};
+use crate::config::{AckPolicy, SessionSettings, WriteContents, WriteFrequency};
 use crate::error::{Error, Result};
 use crate::manager::SessionManager;
 
@@ -79,12 +89,21 @@ pub(crate) fn counts(node: &replication_core::Node) -> BTreeMap<String, ManagerC
 /// ([`SessionSettings`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ManagerSettings {
+    write_frequency: Option<WriteFrequency>,
     write_contents: Option<WriteContents>,
     ack: Option<AckPolicy>,
     max_inactive: Option<Duration>,
 }
 
 impl ManagerSettings {
+    /// When this manager's changes are sent to the backups: at the end of each request, on
+    /// [`SessionManager::sync`] of its handle, or every interval of its own (a zero interval
+    /// is refused at start).
+    pub fn write_frequency(mut self, f: WriteFrequency) -> Self {
+        self.write_frequency = Some(f);
+        self
+    }
+
     /// What a write sends.
     pub fn write_contents(mut self, c: WriteContents) -> Self {
         self.write_contents = Some(c);
@@ -106,6 +125,9 @@ impl ManagerSettings {
     /// The node's settings with these applied.
     fn apply(&self, node: &SessionSettings) -> SessionSettings {
         let mut s = node.clone();
+        if let Some(f) = self.write_frequency {
+            s.write_frequency = f;
+        }
         if let Some(c) = self.write_contents {
             s.write_contents = c;
         }
@@ -133,7 +155,7 @@ pub(crate) struct ManagerChoice {
 
 impl ManagerChoice {
     /// The table of the managers `node` declares, checked: the handle's manager and every
-    /// manager given settings must be declared.
+    /// manager given settings must be declared, and each manager's settings valid.
     pub(crate) fn table(
         &self,
         cfg: &DomainConfig,
@@ -149,6 +171,10 @@ impl ManagerChoice {
         table.insert(None, base.clone());
         for name in declared.keys() {
             let s = self.settings.get(name).map_or_else(|| base.clone(), |m| m.apply(base));
+            s.check().map_err(|e| match e {
+                Error::Config(why) => Error::Config(format!("session manager `{name}`: {why}")),
+                other => other,
+            })?;
             table.insert(Some(name.clone()), s);
         }
         Ok(table)

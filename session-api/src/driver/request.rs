@@ -92,11 +92,11 @@ pub(crate) enum Request {
     },
     /// Read (fetching it when another node holds it); staged changes are applied.
     Get { session: String, reply: Responder },
-    /// A write, staged (manual / time-based frequency) or sent (end of request).
-    /// `ack` is the handle's (sent writes; a flush of staged ones uses the node's).
+    /// A write, staged (its manager's write frequency is manual or time-based) or sent (end of
+    /// request). `ack` is the handle's (sent writes; a flush of staged ones uses the manager's).
     Write { session: String, expected: Option<Version>, changes: Vec<Change>, ack: Ack, reply: Responder },
-    /// Write every staged change now.
-    Sync { reply: Responder },
+    /// Write every staged change of `manager` (`None`: the anonymous one) now.
+    Sync { manager: Option<String>, reply: Responder },
     /// What this node holds about a session (no fetch).
     Inspect { session: String, reply: Responder },
     /// Ids of the sessions this node owns.
@@ -127,7 +127,7 @@ pub(super) fn request_reply(req: Request) -> Responder {
         | Request::Create { reply, .. }
         | Request::Get { reply, .. }
         | Request::Write { reply, .. }
-        | Request::Sync { reply }
+        | Request::Sync { reply, .. }
         | Request::Inspect { reply, .. }
         | Request::Owned { reply }
         | Request::Metrics { reply }
