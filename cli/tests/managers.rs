@@ -59,6 +59,7 @@ fn two_managers_keep_the_same_ids_apart_through_a_killed_node() {
     let status = c.status(0, &["--format", "json"]).json();
     assert_eq!(status["managers"]["cart"]["owned"], 4, "{status}");
     assert_eq!(status["managers"]["profile"]["owned"], 4, "{status}");
+    assert_eq!(status["manager_refused"], 0, "every node's file declares both: {status}");
     let text = c.status(0, &[]).stdout;
     assert!(text.contains("cart") && text.contains("profile"), "{text}");
     // ... and a `manager` label in /metrics.

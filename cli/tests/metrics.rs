@@ -31,6 +31,7 @@ const EXPOSED: &[(&str, &str)] = &[
     ("m2m_failovers_total", "counter"),
     ("m2m_acquisitions_total", "counter"),
     ("m2m_fenced_total", "counter"),
+    ("m2m_manager_refused_total", "counter"),
     ("m2m_bytes_replicated_total", "counter"),
     ("m2m_full_copies_sent_total", "counter"),
     ("m2m_messages_sent_total", "counter"),

@@ -172,3 +172,108 @@ async fn one_tower_store_per_manager() {
     assert_eq!(cart.owned_sessions().await.expect("owned").len(), 1);
     assert!(cart.manager("profile").expect("declared").owned_sessions().await.expect("owned").is_empty());
 }
+
+/// A manager's own max inactive interval: `cart`'s sessions expire after 400 ms idle, while
+/// `profile`'s and the anonymous manager's session under the same id (the node's 30 minutes)
+/// stay, on the owner and on the backup.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expiring_in_one_manager_leaves_the_others() {
+    let hub = Hub::new();
+    let cfg = parse(&text());
+    let mut nodes = Vec::new();
+    for n in ["a", "b"] {
+        let m = SessionManager::builder(cfg.clone(), n)
+            .transport(hub.attach(n) as Arc<_>)
+            .manager("cart")
+            .manager_settings("cart", ManagerSettings::default().max_inactive(Duration::from_millis(400)))
+            .start()
+            .await
+            .expect("starts");
+        nodes.push(m);
+    }
+    for n in &nodes {
+        eventually(10, "peer up", || async { (n.metrics().await.ok()?.core.peers_up >= 1).then_some(()) })
+            .await;
+    }
+    let (cart, b) = (&nodes[0], &nodes[1]);
+    assert_eq!(cart.settings().max_inactive, Duration::from_millis(400));
+    let profile = cart.manager("profile").expect("declared");
+    assert_eq!(profile.settings().max_inactive, Duration::from_secs(30 * 60));
+    let anon = cart.anonymous();
+    cart.create_with_id("u1", attrs("cart")).await.expect("create");
+    profile.create_with_id("u1", attrs("profile")).await.expect("create");
+    anon.create_with_id("u1", attrs("anon")).await.expect("create");
+    let gone = |v: Option<replication_core::SessionView>| v.is_none_or(|v| v.invalidated);
+    eventually(10, "cart's u1 expired on every node", || async {
+        let on_a = gone(cart.view("u1").await.ok()?);
+        let on_b = gone(b.view("u1").await.ok()?);
+        (on_a && on_b).then_some(())
+    })
+    .await;
+    assert!(cart.get("u1").await.expect("read").is_none());
+    for (h, want) in [(&profile, "profile"), (&anon, "anon")] {
+        let v = h.view("u1").await.expect("view").expect("held");
+        assert!(!v.invalidated, "{want}");
+        assert_eq!(v.attrs.get("v"), Some(want.as_bytes()));
+    }
+    assert_eq!(value(&b.manager("profile").expect("declared"), "u1").await.as_deref(), Some("profile"));
+}
+
+/// Domain files that differ between nodes: `a`'s file declares `cart` on both nodes, `b`'s
+/// declares it on `a` only. `b` refuses `a`'s copies of `cart` sessions with the rule named
+/// (an event and a counter), stores nothing of them, and still backs up the anonymous
+/// manager's sessions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_refuses_a_manager_its_file_does_not_declare() {
+    let file = |b_managers: &str| {
+        let mut t = format!("[domain]\nname = \"test\"\n{}", support::TIMING);
+        t.push_str("[[node]]\nname = \"a\"\naddress = \"127.0.0.1:7450\"\nmanagers = { cart = \"both\" }\n");
+        t.push_str(&format!("[[node]]\nname = \"b\"\naddress = \"127.0.0.1:7451\"\n{b_managers}\n"));
+        parse(&t)
+    };
+    let hub = Hub::new();
+    let a = SessionManager::builder(file("managers = { cart = \"both\" }"), "a")
+        .transport(hub.attach("a") as Arc<_>)
+        .manager("cart")
+        .ack(AckPolicy::Async)
+        .start()
+        .await
+        .expect("a starts");
+    let b =
+        SessionManager::builder(file(""), "b").transport(hub.attach("b") as Arc<_>).start().await.expect("b");
+    let mut events = b.subscribe();
+    for n in [&a, &b] {
+        eventually(10, "peer up", || async { (n.metrics().await.ok()?.core.peers_up == 1).then_some(()) })
+            .await;
+    }
+    assert!(b.manager("cart").is_err(), "b does not host cart");
+    a.create_with_id("u1", attrs("cart")).await.expect("create");
+    a.anonymous().create_with_id("u1", attrs("anon")).await.expect("create");
+    let (from, manager, rule) = eventually(10, "b reports the refusal", || {
+        let ev = events.try_recv();
+        async move {
+            match ev {
+                Ok(session_api::NodeEvent::Core(replication_core::Event::ManagerRefused {
+                    from,
+                    manager,
+                    rule,
+                })) => Some((from, manager, rule)),
+                _ => None,
+            }
+        }
+    })
+    .await;
+    assert_eq!(
+        (from.as_str(), manager.as_str(), rule),
+        ("a", "cart", replication_core::node::MANAGER_NOT_DECLARED)
+    );
+    assert_eq!(rule, "manager-not-declared");
+    assert!(b.metrics().await.expect("metrics").core.manager_refused >= 1);
+    // Nothing of cart is stored on b; the anonymous u1 is backed up there.
+    assert_eq!(b.metrics().await.expect("metrics").managers.get("cart"), None);
+    eventually(10, "b backs up the anonymous u1", || async {
+        let v = b.view("u1").await.ok()??;
+        (v.attrs.get("v") == Some(b"anon".as_slice())).then_some(())
+    })
+    .await;
+}

@@ -367,6 +367,7 @@ pub(crate) fn status_json(st: &AdminState, m: &Metrics) -> Value {
         "peers_gone": m.peers_gone,
         "acquisitions": m.core.acquisitions,
         "unacknowledged_writes": m.unacked_writes,
+        "manager_refused": m.core.manager_refused,
         "refused": {
             "count": m.refused,
             "recent": m.recent_refusals.iter().map(|(peer, reason)| json!({ "peer": peer, "reason": reason })).collect::<Vec<_>>(),

@@ -326,6 +326,13 @@ async fn log_events(mut rx: tokio::sync::broadcast::Receiver<NodeEvent>) {
                 tracing::info!(peer = %node, ?incarnation, "peer up");
             }
             Ok(NodeEvent::Core(Event::PeerDown { node })) => tracing::warn!(peer = %node, "peer down"),
+            // Reported once per peer and manager, counted in `/status` and the metrics.
+            Ok(NodeEvent::Core(Event::ManagerRefused { from, manager, rule })) => tracing::warn!(
+                peer = %from,
+                %manager,
+                rule,
+                "refused the records of a session manager this node's domain file does not declare: the domain files differ between nodes"
+            ),
             Ok(NodeEvent::Core(e)) => tracing::debug!(event = ?e, "replication"),
             Ok(NodeEvent::Connected(p)) => tracing::debug!(peer = %p, "link up"),
             Ok(NodeEvent::Disconnected(p)) => tracing::debug!(peer = %p, "link down"),

@@ -199,6 +199,13 @@ fn render(s: &Value) -> String {
         }
         out.push_str(&t.render());
     }
+    if s.get("manager_refused").and_then(Value::as_u64).is_some_and(|n| n > 0) {
+        let _ = writeln!(
+            out,
+            "undeclared managers:   {} record(s) refused (rule manager-not-declared: the domain files differ)",
+            num(s, &["manager_refused"])
+        );
+    }
     let _ = writeln!(
         out,
         "replication lag:       {} behind; sync writes last {}, mean {}, max {} ({})",
@@ -218,4 +225,22 @@ fn render(s: &Value) -> String {
         let _ = writeln!(out, "  refused {}: {}", text(r, "peer"), text(r, "reason"));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::render;
+
+    /// Records of an undeclared manager refused: `m2m status` names the rule; none, no line.
+    #[test]
+    fn refused_records_of_an_undeclared_manager_are_shown() {
+        let text = render(&json!({ "manager_refused": 3 }));
+        assert!(
+            text.contains("undeclared managers:   3 record(s) refused (rule manager-not-declared"),
+            "{text}"
+        );
+        assert!(!render(&json!({ "manager_refused": 0 })).contains("undeclared managers"));
+    }
 }

@@ -129,6 +129,11 @@ const COUNTERS: &[(&str, &str, Read<u64>)] = &[
     ("m2m_failovers_total", "Ownerships taken over after an owner failed.", |m| m.core.failovers),
     ("m2m_acquisitions_total", "Ownerships gained by claiming (failover, fetch).", |m| m.core.acquisitions),
     ("m2m_fenced_total", "Ownerships lost to a higher epoch.", |m| m.core.fenced),
+    (
+        "m2m_manager_refused_total",
+        "Records of a session manager this node's domain file does not declare, refused (rule manager-not-declared).",
+        |m| m.core.manager_refused,
+    ),
     ("m2m_bytes_replicated_total", "Approximate payload bytes replicated.", |m| m.core.bytes_replicated),
     ("m2m_full_copies_sent_total", "Full copies sent by re-replication.", |m| m.core.full_copies_sent),
     ("m2m_messages_sent_total", "Messages handed to the transport.", |m| m.messages_sent),
