@@ -50,6 +50,9 @@ pub mod rule {
     pub const ADDRESS: &str = "change-node-address";
     /// A node that stays has another mode.
     pub const MODE: &str = "change-node-mode";
+    /// A node that stays declares other session managers (each node's engine and handles
+    /// serve the managers of the file it started with).
+    pub const MANAGERS: &str = "change-node-managers";
     /// The new file adds nodes and the running transport cannot link to nodes added while it
     /// runs ([`Transport::add_peers`](crate::transport::Transport::add_peers)): restart the
     /// nodes with the new file instead.
@@ -208,6 +211,25 @@ pub fn refusals(old: &DomainConfig, new: &DomainConfig) -> Report {
                 vec![n.name.to_string()],
             );
         }
+        if o.managers.keys().ne(n.managers.keys()) {
+            let list = |m: &std::collections::BTreeMap<String, crate::config::Mode>| {
+                if m.is_empty() {
+                    "none".to_owned()
+                } else {
+                    m.keys().cloned().collect::<Vec<_>>().join(", ")
+                }
+            };
+            push(
+                rule::MANAGERS,
+                format!(
+                    "node {} changes its session managers from ({}) to ({}): a node keeps its session managers while the domain runs (restart it with the new file)",
+                    n.name,
+                    list(&o.managers),
+                    list(&n.managers)
+                ),
+                vec![n.name.to_string()],
+            );
+        }
     }
     refused
 }
@@ -273,6 +295,16 @@ mod tests {
         let mut new = old.clone();
         new.nodes[1].address = crate::config::Address::parse("127.0.0.1:7999").unwrap();
         assert_eq!(codes(check(&old, &new, &NodeId::new("a"))), [rule::ADDRESS]);
+        // Session managers: a node that stays keeps its own; a node added brings its own.
+        let mut new = old.clone();
+        new.nodes[2].managers.insert("cart".into(), Mode::Both);
+        assert_eq!(codes(check(&old, &new, &NodeId::new("a"))), [rule::MANAGERS]);
+        let mut joined = new.clone();
+        joined.nodes[2].name = NodeId::new("d");
+        joined.nodes[2].address = crate::config::Address::parse("127.0.0.1:7104").unwrap();
+        let mut with_d = old.clone();
+        with_d.nodes.push(joined.nodes[2].clone());
+        assert!(check(&old, &with_d, &NodeId::new("a")).is_ok());
         // Client-server: the topology, and a mode that changes.
         let mut new = old.clone();
         new.domain.topology = Some(Topology::ClientServer);

@@ -18,11 +18,12 @@ pub enum WriteFrequency {
     #[default]
     EndOfRequest,
     /// Committed changes are kept on this node (reads see them) until
-    /// [`crate::SessionManager::sync`] sends them. Creation and invalidation are written at
-    /// once; changes staged when the session moves to another node are lost (reported as
-    /// [`crate::NodeEvent::StagedWritesLost`]).
+    /// [`crate::SessionManager::sync`] of a handle of their session manager sends them.
+    /// Creation and invalidation are written at once; changes staged when the session moves to
+    /// another node are lost (reported as [`crate::NodeEvent::StagedWritesLost`]).
     Manual,
-    /// Committed changes are kept on this node and sent every interval (and on `sync`).
+    /// Committed changes are kept on this node and sent every interval of their session
+    /// manager (and on its `sync`).
     TimeBased(Duration),
 }
 

@@ -269,3 +269,30 @@ impl BlockingSessionManager {
         self.client.inner.manager.as_deref()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What a manager sets replaces the node's; what it leaves unset is the node's.
+    #[test]
+    fn manager_settings_apply_over_the_node_settings() {
+        let node = SessionSettings::default();
+        let every = Duration::from_millis(250);
+        let m = ManagerSettings::default()
+            .write_frequency(WriteFrequency::TimeBased(every))
+            .write_contents(WriteContents::All)
+            .ack(AckPolicy::Async)
+            .max_inactive(Duration::from_secs(60));
+        let s = m.apply(&node);
+        assert_eq!(s.write_frequency, WriteFrequency::TimeBased(every));
+        assert_eq!(s.write_contents, WriteContents::All);
+        assert_eq!(s.ack, AckPolicy::Async);
+        assert_eq!(s.max_inactive, Duration::from_secs(60));
+        let s = ManagerSettings::default().apply(&node);
+        assert_eq!(
+            (s.write_frequency, s.write_contents, s.ack, s.max_inactive),
+            (node.write_frequency, node.write_contents, node.ack, node.max_inactive)
+        );
+    }
+}
