@@ -240,3 +240,36 @@ async fn a_zero_interval_of_a_manager_is_an_error_at_start() {
     assert!(matches!(e, Error::Config(_)), "{e:?}");
     assert!(msg.contains("`profile`") && msg.contains("interval"), "{msg}");
 }
+
+/// A flush asks for its manager's acknowledgement: alone in its domain (no backup to wait
+/// for), node `a` flushes `orders` (manual, async) as applied and `profile` (manual, sync) as
+/// a write without the backup it asked for, counted as unacknowledged.
+#[tokio::test]
+async fn a_flush_asks_for_its_managers_acknowledgement() {
+    let text = format!(
+        "[domain]\nname = \"test\"\n{}[[node]]\nname = \"a\"\naddress = \"127.0.0.1:7650\"\nmanagers = {{ profile = \"both\", orders = \"both\" }}\n",
+        support::TIMING
+    );
+    let hub = Hub::new();
+    let manual = ManagerSettings::default().write_frequency(WriteFrequency::Manual);
+    let a = SessionManager::builder(parse(&text), "a")
+        .transport(hub.attach("a") as Arc<_>)
+        .ack(AckPolicy::Async)
+        .manager("orders")
+        .manager_settings("orders", manual)
+        .manager_settings("profile", manual.ack(sync_ack()))
+        .start()
+        .await
+        .expect("a starts");
+    let (orders, profile) = (a.clone(), a.manager("profile").expect("declared"));
+    for m in [&orders, &profile] {
+        m.create_with_id("u1", attrs("v")).await.expect("create");
+        assert_eq!(set_k(m, "staged").await, Replication::Local);
+    }
+    let unacked = || async { a.metrics().await.expect("metrics").unacked_writes };
+    let before = unacked().await;
+    assert_eq!(orders.sync().await.expect("sync").failed, 0);
+    assert_eq!(unacked().await, before, "orders' flush is async: applied is all it asks");
+    assert_eq!(profile.sync().await.expect("sync").failed, 0);
+    assert_eq!(unacked().await, before + 1, "profile's flush asked for a backup it could not have");
+}

@@ -277,3 +277,52 @@ async fn a_node_refuses_a_manager_its_file_does_not_declare() {
     })
     .await;
 }
+
+/// The managers of a node share its links and membership: two idle nodes declaring `cart`
+/// and `profile` send about as many messages (heartbeats) as two declaring none, not one set
+/// per manager.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn managers_add_no_heartbeats() {
+    let pair = |managers: &str| {
+        let mut t = format!("[domain]\nname = \"test\"\n{}", support::TIMING);
+        for (i, n) in ["a", "b"].iter().enumerate() {
+            t.push_str(&format!(
+                "[[node]]\nname = \"{n}\"\naddress = \"127.0.0.1:{}\"\n{managers}\n",
+                7460 + i
+            ));
+        }
+        parse(&t)
+    };
+    let mut firsts = Vec::new();
+    for managers in ["managers = { cart = \"both\", profile = \"both\" }", ""] {
+        let (cfg, hub) = (pair(managers), Hub::new());
+        let mut nodes = Vec::new();
+        for n in ["a", "b"] {
+            nodes.push(
+                SessionManager::builder(cfg.clone(), n)
+                    .transport(hub.attach(n) as Arc<_>)
+                    .start()
+                    .await
+                    .expect("starts"),
+            );
+        }
+        for n in &nodes {
+            eventually(10, "peer up", || async {
+                (n.metrics().await.ok()?.core.peers_up == 1).then_some(())
+            })
+            .await;
+        }
+        firsts.push(nodes);
+    }
+    // Both pairs idle over the same second.
+    let sent = |n: &SessionManager| {
+        let n = n.clone();
+        async move { n.metrics().await.expect("metrics").messages_sent }
+    };
+    let (with0, without0) = (sent(&firsts[0][0]).await, sent(&firsts[1][0]).await);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let with = sent(&firsts[0][0]).await - with0;
+    let without = sent(&firsts[1][0]).await - without0;
+    assert!(without > 0, "heartbeats flow");
+    assert!(with * 4 <= without * 5 + 8, "with managers {with} messages, without {without}");
+}
