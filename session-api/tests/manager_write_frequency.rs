@@ -13,20 +13,13 @@ use replication_core::{DomainConfig, Role};
 use session_api::{
     AckPolicy, Attributes, Error, ManagerSettings, Replication, SessionManager, WriteFrequency,
 };
-use support::{Hub, eventually, parse};
+use support::{Hub, eventually, managers_domain};
 
 const MANAGERS: [&str; 3] = ["cart", "profile", "orders"];
 
 /// Nodes `a` and `b`, each declaring `cart`, `profile` and `orders`.
 fn cfg() -> DomainConfig {
-    let mut t = format!("[domain]\nname = \"test\"\n{}", support::TIMING);
-    for (i, n) in ["a", "b"].iter().enumerate() {
-        t.push_str(&format!(
-            "[[node]]\nname = \"{n}\"\naddress = \"127.0.0.1:{}\"\nmanagers = {{ cart = \"both\", profile = \"both\", orders = \"both\" }}\n",
-            7600 + i
-        ));
-    }
-    parse(&t)
+    managers_domain(7600, &[("a", &MANAGERS), ("b", &MANAGERS)])
 }
 
 fn sync_ack() -> AckPolicy {
@@ -246,13 +239,10 @@ async fn a_zero_interval_of_a_manager_is_an_error_at_start() {
 /// a write without the backup it asked for, counted as unacknowledged.
 #[tokio::test]
 async fn a_flush_asks_for_its_managers_acknowledgement() {
-    let text = format!(
-        "[domain]\nname = \"test\"\n{}[[node]]\nname = \"a\"\naddress = \"127.0.0.1:7650\"\nmanagers = {{ profile = \"both\", orders = \"both\" }}\n",
-        support::TIMING
-    );
+    let cfg = managers_domain(7650, &[("a", &["profile", "orders"])]);
     let hub = Hub::new();
     let manual = ManagerSettings::default().write_frequency(WriteFrequency::Manual);
-    let a = SessionManager::builder(parse(&text), "a")
+    let a = SessionManager::builder(cfg, "a")
         .transport(hub.attach("a") as Arc<_>)
         .ack(AckPolicy::Async)
         .manager("orders")

@@ -7,18 +7,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use session_api::{AckPolicy, Attributes, Error, ManagerSettings, SessionManager};
-use support::{Hub, eventually, parse};
+use support::{Hub, eventually, managers_domain};
 
 /// Nodes `a`, `b`, `c`, each declaring `cart` and `profile`.
-fn text() -> String {
-    let mut t = format!("[domain]\nname = \"test\"\n{}", support::TIMING);
-    for (i, n) in ["a", "b", "c"].iter().enumerate() {
-        t.push_str(&format!(
-            "[[node]]\nname = \"{n}\"\naddress = \"127.0.0.1:{}\"\nmanagers = {{ cart = \"both\", profile = \"both\" }}\n",
-            7400 + i
-        ));
-    }
-    t
+fn cfg() -> replication_core::DomainConfig {
+    const BOTH: &[&str] = &["cart", "profile"];
+    managers_domain(7400, &[("a", BOTH), ("b", BOTH), ("c", BOTH)])
 }
 
 async fn start(hub: &Arc<Hub>, cfg: &replication_core::DomainConfig, n: &str) -> SessionManager {
@@ -33,7 +27,7 @@ async fn start(hub: &Arc<Hub>, cfg: &replication_core::DomainConfig, n: &str) ->
 
 /// Nodes `a`, `b` and `c` on `hub`, each seeing the others up (handles of `cart`).
 async fn start_all(hub: &Arc<Hub>) -> Vec<SessionManager> {
-    let cfg = parse(&text());
+    let cfg = cfg();
     let mut nodes = Vec::new();
     for n in ["a", "b", "c"] {
         nodes.push(start(hub, &cfg, n).await);
@@ -119,7 +113,7 @@ async fn same_ids_in_two_managers_are_two_sessions_through_a_failover() {
 
 #[tokio::test]
 async fn an_undeclared_manager_is_an_error_at_start() {
-    let cfg = parse(&text());
+    let cfg = cfg();
     let hub = Hub::new();
     let e = SessionManager::builder(cfg.clone(), "a")
         .transport(hub.attach("a") as Arc<_>)
@@ -179,7 +173,7 @@ async fn one_tower_store_per_manager() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expiring_in_one_manager_leaves_the_others() {
     let hub = Hub::new();
-    let cfg = parse(&text());
+    let cfg = cfg();
     let mut nodes = Vec::new();
     for n in ["a", "b"] {
         let m = SessionManager::builder(cfg.clone(), n)
@@ -225,22 +219,21 @@ async fn expiring_in_one_manager_leaves_the_others() {
 /// manager's sessions.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_refuses_a_manager_its_file_does_not_declare() {
-    let file = |b_managers: &str| {
-        let mut t = format!("[domain]\nname = \"test\"\n{}", support::TIMING);
-        t.push_str("[[node]]\nname = \"a\"\naddress = \"127.0.0.1:7450\"\nmanagers = { cart = \"both\" }\n");
-        t.push_str(&format!("[[node]]\nname = \"b\"\naddress = \"127.0.0.1:7451\"\n{b_managers}\n"));
-        parse(&t)
-    };
+    // `b`'s file: `b` declares no manager.
+    let file = |b_managers: &[&str]| managers_domain(7450, &[("a", &["cart"]), ("b", b_managers)]);
     let hub = Hub::new();
-    let a = SessionManager::builder(file("managers = { cart = \"both\" }"), "a")
+    let a = SessionManager::builder(file(&["cart"]), "a")
         .transport(hub.attach("a") as Arc<_>)
         .manager("cart")
         .ack(AckPolicy::Async)
         .start()
         .await
         .expect("a starts");
-    let b =
-        SessionManager::builder(file(""), "b").transport(hub.attach("b") as Arc<_>).start().await.expect("b");
+    let b = SessionManager::builder(file(&[]), "b")
+        .transport(hub.attach("b") as Arc<_>)
+        .start()
+        .await
+        .expect("b");
     let mut events = b.subscribe();
     for n in [&a, &b] {
         eventually(10, "peer up", || async { (n.metrics().await.ok()?.core.peers_up == 1).then_some(()) })
@@ -283,18 +276,9 @@ async fn a_node_refuses_a_manager_its_file_does_not_declare() {
 /// per manager.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn managers_add_no_heartbeats() {
-    let pair = |managers: &str| {
-        let mut t = format!("[domain]\nname = \"test\"\n{}", support::TIMING);
-        for (i, n) in ["a", "b"].iter().enumerate() {
-            t.push_str(&format!(
-                "[[node]]\nname = \"{n}\"\naddress = \"127.0.0.1:{}\"\n{managers}\n",
-                7460 + i
-            ));
-        }
-        parse(&t)
-    };
+    let pair = |managers: &[&str]| managers_domain(7460, &[("a", managers), ("b", managers)]);
     let mut firsts = Vec::new();
-    for managers in ["managers = { cart = \"both\", profile = \"both\" }", ""] {
+    for managers in [&["cart", "profile"][..], &[]] {
         let (cfg, hub) = (pair(managers), Hub::new());
         let mut nodes = Vec::new();
         for n in ["a", "b"] {

@@ -24,6 +24,21 @@ pub fn domain_text(extra: &str, nodes: &[(&str, String, &str)]) -> String {
     t
 }
 
+/// A domain of `nodes` (name, the session managers it declares) on loopback ports from
+/// `first_port`.
+pub fn managers_domain(first_port: u16, nodes: &[(&str, &[&str])]) -> DomainConfig {
+    let mut t = format!("[domain]\nname = \"test\"\n{TIMING}");
+    for (i, (name, managers)) in nodes.iter().enumerate() {
+        let port = usize::from(first_port) + i;
+        t.push_str(&format!("[[node]]\nname = \"{name}\"\naddress = \"127.0.0.1:{port}\"\n"));
+        if !managers.is_empty() {
+            let list: Vec<String> = managers.iter().map(|m| format!("{m} = \"both\"")).collect();
+            t.push_str(&format!("managers = {{ {} }}\n", list.join(", ")));
+        }
+    }
+    parse(&t)
+}
+
 pub fn parse(text: &str) -> DomainConfig {
     DomainConfig::parse(text, "test.toml").expect("test domain parses")
 }
