@@ -22,11 +22,12 @@
 mod common;
 #[path = "netns_faults/hosts.rs"]
 mod hosts;
+#[path = "netns_faults/matrix.rs"]
+mod matrix;
 #[path = "netns_faults/workload.rs"]
 mod workload;
 
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::history::Op;
@@ -351,17 +352,7 @@ fn run_scenario(idx: usize, transport: &str, fault: Fault) -> Summary {
     }
     let checked = check_history(&name, &history.entries(), &mut problems);
     if !problems.is_empty() {
-        problems.push(net.logs());
-        // M2M_NETNS_KEEP_LOGS=DIR keeps every node log of a failed scenario (set RUST_LOG=debug
-        // for the per-session events).
-        if let Some(keep) = std::env::var_os("M2M_NETNS_KEEP_LOGS") {
-            let to = PathBuf::from(keep).join(&name);
-            let _ = std::fs::create_dir_all(&to);
-            for e in std::fs::read_dir(net.dir.path()).into_iter().flatten().flatten() {
-                let _ = std::fs::copy(e.path(), to.join(e.file_name()));
-            }
-            problems.push(format!("node logs kept in {}", to.display()));
-        }
+        problems.extend(net.failure_report(&name));
     }
     drop(ctl);
     drop(net);
@@ -400,15 +391,8 @@ fn selected() -> Option<Vec<(&'static str, Fault)>> {
             all.push((t, f));
         }
     }
-    Some(match spec.trim() {
-        "" | "none" => return None,
-        "short" => vec![("tcp", Fault::Kill), ("tcp", Fault::Pause), ("tcp", Fault::KillCut)],
-        "all" => all,
-        list => {
-            let wanted: Vec<&str> = list.split(',').map(str::trim).collect();
-            all.into_iter().filter(|(t, f)| wanted.contains(&format!("{t}-{}", f.name()).as_str())).collect()
-        }
-    })
+    let short = vec![("tcp", Fault::Kill), ("tcp", Fault::Pause), ("tcp", Fault::KillCut)];
+    matrix::select(&spec, all, short, Fault::name)
 }
 
 #[test]
@@ -422,11 +406,7 @@ fn netns_fault_scenarios() {
         );
         return;
     };
-    let check = Command::new(netns_script()).arg("check").env("M2M_NETNS_PREFIX", "mfcheck").status();
-    if !check.is_ok_and(|s| s.success()) {
-        eprintln!(
-            "netns_fault_scenarios: skipped: needs root and network namespaces (scripts/netns.sh check failed)"
-        );
+    if !matrix::can_run("netns_fault_scenarios") {
         return;
     }
     let mut summaries = Vec::new();
@@ -462,18 +442,7 @@ fn netns_fault_scenarios() {
         if s.acked == 0 {
             failed.push_str(&format!("{}: no write was acknowledged\n", s.name));
         }
-        if let Some(why) = known_failure(&s.name) {
-            if s.problems.is_empty() {
-                eprintln!("known failure {} passed this time ({why})", s.name);
-            } else if s.problems.iter().all(|p| tolerated(p)) {
-                eprintln!("KNOWN FAILURE {} ({why}):", s.name);
-                for p in s.problems.iter().filter(|p| !p.starts_with("--- ")) {
-                    eprintln!("  {}", p.lines().next().unwrap_or_default());
-                }
-                continue;
-            }
-        }
-        for p in &s.problems {
+        for p in matrix::failing(&s.name, &s.problems, known_failure(&s.name), tolerated) {
             failed.push_str(&format!("{}: {p}\n", s.name));
         }
     }

@@ -303,6 +303,22 @@ impl Net {
         None
     }
 
+    /// What to add to the problems of failed scenario `name`: the last lines of every node
+    /// log and, with `M2M_NETNS_KEEP_LOGS=DIR`, where a copy of every node log is kept
+    /// (`DIR/name`; set RUST_LOG=debug for the per-session events).
+    pub(crate) fn failure_report(&self, name: &str) -> Vec<String> {
+        let mut report = vec![self.logs()];
+        if let Some(keep) = std::env::var_os("M2M_NETNS_KEEP_LOGS") {
+            let to = PathBuf::from(keep).join(name);
+            let _ = std::fs::create_dir_all(&to);
+            for e in std::fs::read_dir(self.dir.path()).into_iter().flatten().flatten() {
+                let _ = std::fs::copy(e.path(), to.join(e.file_name()));
+            }
+            report.push(format!("node logs kept in {}", to.display()));
+        }
+        report
+    }
+
     pub(crate) fn logs(&self) -> String {
         let mut out = String::new();
         for i in 0..self.nodes.len() {
