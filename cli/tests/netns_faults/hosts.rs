@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use super::{HELPER_ENV, NODES, TOKEN, common, netns_script};
 
-pub(crate) fn raw_http(addr: &str, method: &str, target: &str, token: &str, body: &str) -> (u16, String) {
+fn raw_http(addr: &str, method: &str, target: &str, token: &str, body: &str) -> (u16, String) {
     let Ok(sa) = addr.parse::<SocketAddr>() else { return (0, format!("bad address {addr}")) };
     let Ok(mut s) = TcpStream::connect_timeout(&sa, Duration::from_millis(1000)) else {
         return (0, "connect failed".into());
@@ -33,6 +33,34 @@ pub(crate) fn raw_http(addr: &str, method: &str, target: &str, token: &str, body
     let status = raw.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
     let body = raw.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
     (status, body)
+}
+
+/// The proxy a test binary runs inside its client namespace when `HELPER_ENV` is set (a
+/// `netns_http_helper` test calls it): reads JSON requests `{"a": addr, "m": method, "p":
+/// path, "b": body}` from stdin, answers `@@{"s": status, "b": body}` lines (status 0: no
+/// answer). Does nothing otherwise.
+pub(crate) fn http_helper() {
+    if std::env::var_os(HELPER_ENV).is_none() {
+        return;
+    }
+    let token = std::env::var("M2M_NETNS_TOKEN").unwrap_or_default();
+    let stdin = std::io::stdin();
+    let mut out = std::io::stdout();
+    for line in stdin.lock().lines().take(10_000_000) {
+        let Ok(line) = line else { break };
+        let req: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
+        let (status, body) = raw_http(
+            req["a"].as_str().unwrap_or(""),
+            req["m"].as_str().unwrap_or("GET"),
+            req["p"].as_str().unwrap_or("/"),
+            &token,
+            req["b"].as_str().unwrap_or(""),
+        );
+        let answer = json!({ "s": status, "b": body });
+        if writeln!(out, "@@{answer}").and_then(|()| out.flush()).is_err() {
+            break;
+        }
+    }
 }
 
 /// A proxy process inside the client namespace.
@@ -102,7 +130,11 @@ impl Drop for Client {
 pub(crate) struct Net {
     prefix: String,
     pub(crate) dir: tempfile::TempDir,
+    /// The domain file listing every host's node (the certificates are made from it).
     domain: PathBuf,
+    /// The domain file each node starts with ([`Net::set_file`]); `domain` when unset.
+    files: Vec<Option<PathBuf>>,
+    transport: String,
     certs: PathBuf,
     token: PathBuf,
     nodes: Vec<Option<Child>>,
@@ -133,17 +165,29 @@ impl Net {
     /// The namespaces and `NODES` nodes on `transport`; node `skewed` (if any) runs under
     /// libfaketime, its clocks set by [`Net::clock_file`].
     pub(crate) fn up(prefix: String, transport: &str, skewed: Option<usize>) -> Net {
+        let mut net = Net::hosts(prefix, transport, skewed, NODES);
+        for i in 0..NODES {
+            net.start(i);
+        }
+        net
+    }
+
+    /// The namespaces of `hosts` node hosts and one client host (`hosts + 1`), certificates
+    /// for every node, and a domain file on `transport` listing them all; no node started.
+    pub(crate) fn hosts(prefix: String, transport: &str, skewed: Option<usize>, hosts: usize) -> Net {
         // Leftovers of an earlier run with the same prefix.
         netns(&prefix, &["down"]);
         let dir = tempfile::tempdir().expect("temp dir");
         let mut net = Net {
             prefix,
             domain: dir.path().join("domain.toml"),
+            files: vec![None; hosts],
+            transport: transport.to_owned(),
             certs: dir.path().join("certs"),
             token: dir.path().join("token"),
             dir,
-            nodes: (0..NODES).map(|_| None).collect(),
-            starts: vec![0; NODES],
+            nodes: (0..hosts).map(|_| None).collect(),
+            starts: vec![0; hosts],
             faketime: None,
         };
         if let Some(i) = skewed {
@@ -153,12 +197,24 @@ impl Net {
             std::fs::write(net.clock_file(), "+0 x0.95\n").expect("clock file");
             net.faketime = Some((i, PathBuf::from(lib)));
         }
-        assert!(netns(&net.prefix, &["up", &(NODES + 1).to_string()]), "netns.sh up failed");
+        assert!(netns(&net.prefix, &["up", &(hosts + 1).to_string()]), "netns.sh up failed");
+        let all: Vec<usize> = (0..hosts).collect();
+        std::fs::write(&net.domain, net.domain_text(&all, "")).expect("domain file");
+        std::fs::write(&net.token, TOKEN).expect("token file");
+        let run = common::m2m(&["certs", "init", "--domain", path(&net.domain), "--out", path(&net.certs)]);
+        assert_eq!(run.code, 0, "{run:?}");
+        net
+    }
+
+    /// A domain file on this net's transport listing the nodes `nodes` (host indexes), with
+    /// `extra` lines in its `[domain]` table.
+    pub(crate) fn domain_text(&self, nodes: &[usize], extra: &str) -> String {
         let mut text = format!(
-            "[domain]\nname = \"faults\"\ntransport = \"{transport}\"\nheartbeat_interval_ms = 100\n\
-             failure_timeout_ms = 600\nrequest_timeout_ms = 1000\n\n"
+            "[domain]\nname = \"faults\"\ntransport = \"{}\"\nheartbeat_interval_ms = 100\n\
+             failure_timeout_ms = 600\nrequest_timeout_ms = 1000\n{extra}\n",
+            self.transport
         );
-        for i in 0..NODES {
+        for &i in nodes {
             text.push_str(&format!(
                 "[[node]]\nname = \"app{}\"\naddress = \"{}\"\nadmin = \"{}\"\n\n",
                 i + 1,
@@ -166,14 +222,15 @@ impl Net {
                 admin(i)
             ));
         }
-        std::fs::write(&net.domain, text).expect("domain file");
-        std::fs::write(&net.token, TOKEN).expect("token file");
-        let run = common::m2m(&["certs", "init", "--domain", path(&net.domain), "--out", path(&net.certs)]);
-        assert_eq!(run.code, 0, "{run:?}");
-        for i in 0..NODES {
-            net.start(i);
-        }
-        net
+        text
+    }
+
+    /// Writes node `i`'s own domain file: it starts with it and reads it on a reload.
+    #[allow(dead_code, reason = "netns_reconfig.rs changes the files; netns_faults.rs does not")]
+    pub(crate) fn set_file(&mut self, i: usize, text: &str) {
+        let file = self.dir.path().join(format!("app{}.toml", i + 1));
+        std::fs::write(&file, text).expect("domain file");
+        self.files[i] = Some(file);
     }
 
     fn log(&self, i: usize) -> PathBuf {
@@ -199,7 +256,8 @@ impl Net {
         let child = command
             .args(["netns", "exec", &format!("{}h{}", self.prefix, i + 1)])
             .arg(env!("CARGO_BIN_EXE_m2m"))
-            .args(["node", "--config", path(&self.domain), "--name", &format!("app{}", i + 1)])
+            .args(["node", "--config", path(self.files[i].as_ref().unwrap_or(&self.domain))])
+            .args(["--name", &format!("app{}", i + 1)])
             .args(["--certs", path(&self.certs), "--admin-token-file", path(&self.token)])
             .env_remove("M2M_ADMIN_TOKEN")
             .stdin(Stdio::null())
@@ -226,8 +284,14 @@ impl Net {
     /// SIGTERM and wait (at most 15 s) for the node to leave.
     pub(crate) fn stop(&mut self, i: usize) -> Option<i32> {
         self.signal(i, "TERM");
+        self.wait_exit(i, Duration::from_secs(15))
+    }
+
+    /// Waits (at most `limit`) for node `i` to exit: its exit code, or `None` (then it is
+    /// killed).
+    pub(crate) fn wait_exit(&mut self, i: usize, limit: Duration) -> Option<i32> {
         let mut c = self.nodes[i].take()?;
-        let deadline = Instant::now() + Duration::from_secs(15);
+        let deadline = Instant::now() + limit;
         while Instant::now() < deadline {
             if let Ok(Some(status)) = c.try_wait() {
                 return status.code();
@@ -239,9 +303,25 @@ impl Net {
         None
     }
 
+    /// What to add to the problems of failed scenario `name`: the last lines of every node
+    /// log and, with `M2M_NETNS_KEEP_LOGS=DIR`, where a copy of every node log is kept
+    /// (`DIR/name`; set RUST_LOG=debug for the per-session events).
+    pub(crate) fn failure_report(&self, name: &str) -> Vec<String> {
+        let mut report = vec![self.logs()];
+        if let Some(keep) = std::env::var_os("M2M_NETNS_KEEP_LOGS") {
+            let to = PathBuf::from(keep).join(name);
+            let _ = std::fs::create_dir_all(&to);
+            for e in std::fs::read_dir(self.dir.path()).into_iter().flatten().flatten() {
+                let _ = std::fs::copy(e.path(), to.join(e.file_name()));
+            }
+            report.push(format!("node logs kept in {}", to.display()));
+        }
+        report
+    }
+
     pub(crate) fn logs(&self) -> String {
         let mut out = String::new();
-        for i in 0..NODES {
+        for i in 0..self.nodes.len() {
             for n in 1..=self.starts[i] {
                 let p = self.dir.path().join(format!("app{}.{n}.log", i + 1));
                 let text = std::fs::read_to_string(p).unwrap_or_default();
@@ -278,9 +358,18 @@ pub(crate) fn path(p: &Path) -> &str {
 
 #[derive(Debug, Default, Clone)]
 pub(crate) struct NodeStatus {
+    /// The nodes of its domain file it sees up (itself included).
     up: usize,
+    /// The nodes its domain file lists.
+    listed: usize,
     pub(crate) owned: u64,
+    #[allow(dead_code, reason = "netns_reconfig.rs counts the copies; netns_faults.rs does not")]
+    pub(crate) backed_up: u64,
     under_replicated: u64,
+    /// The fingerprint of the domain file it runs.
+    pub(crate) fingerprint: String,
+    /// Whether it sees an online domain change under way.
+    changing: bool,
 }
 
 pub(crate) fn status(client: &mut Client, i: usize) -> Option<NodeStatus> {
@@ -288,11 +377,15 @@ pub(crate) fn status(client: &mut Client, i: usize) -> Option<NodeStatus> {
     if code != 200 {
         return None;
     }
-    let up = s["membership"].as_array()?.iter().filter(|m| m["up"] == true).count();
+    let members = s["membership"].as_array()?;
     Some(NodeStatus {
-        up,
+        up: members.iter().filter(|m| m["up"] == true).count(),
+        listed: members.len(),
         owned: s["sessions"]["owned"].as_u64()?,
+        backed_up: s["sessions"]["backed_up"].as_u64()?,
         under_replicated: s["sessions"]["under_replicated"].as_u64()?,
+        fingerprint: s["domain_file"]["fingerprint"].as_str().unwrap_or_default().to_owned(),
+        changing: s["domain_file"]["changing"].as_bool().unwrap_or(false),
     })
 }
 
@@ -329,13 +422,30 @@ pub(crate) fn owned_ids(client: &mut Client, i: usize) -> Option<Vec<String>> {
 /// Waits (at most `secs`) until every node answers, sees every node up and has nothing
 /// under-replicated; returns how long it took, or `None`.
 pub(crate) fn wait_healthy(client: &mut Client, secs: u64) -> Option<Duration> {
+    wait_healthy_of(client, &(0..NODES).collect::<Vec<_>>(), secs)
+}
+
+/// Waits (at most `secs`) until every node of `nodes` answers, runs the same domain file
+/// listing just `nodes`, sees no domain change under way, sees every node up and has nothing
+/// under-replicated; returns how long it took, or `None`.
+pub(crate) fn wait_healthy_of(client: &mut Client, nodes: &[usize], secs: u64) -> Option<Duration> {
     let t0 = Instant::now();
     while t0.elapsed() < Duration::from_secs(secs) {
-        let all: Option<Vec<NodeStatus>> = (0..NODES).map(|i| status(client, i)).collect();
-        if all.is_some_and(|v| v.iter().all(|s| s.up == NODES && s.under_replicated == 0)) {
+        let all: Option<Vec<NodeStatus>> = nodes.iter().map(|&i| status(client, i)).collect();
+        if all.is_some_and(|v| healthy(&v, nodes.len())) {
             return Some(t0.elapsed());
         }
         std::thread::sleep(Duration::from_millis(100));
     }
     None
+}
+
+fn healthy(all: &[NodeStatus], n: usize) -> bool {
+    all.iter().all(|s| {
+        s.listed == n
+            && s.up == n
+            && s.under_replicated == 0
+            && !s.changing
+            && all.first().is_some_and(|f| f.fingerprint == s.fingerprint)
+    })
 }
