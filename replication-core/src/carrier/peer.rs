@@ -6,9 +6,13 @@
 //! **Wake-up.** A node that starts dials, once, each peer that dials it, runs the handshake
 //! and closes that connection again: to the peer, an authenticated connection from a node it
 //! dials means "I am (back) up". A dialer that is backing off then dials at once, with its
-//! back-off reset; one that is dialing, or whose link came up within twice the handshake
-//! timeout, drops the wake-up (that link may be the one to the peer that just started, and is
-//! the one both ends take). A link older than that is to an earlier run of the peer (its host
+//! back-off reset; one that is dialing drops that dial and dials again (the dial under way may
+//! have begun before the peer started, and its lost first packets are sent again only after
+//! about a second: regression test
+//! `conformance::a_wake_up_while_dialing_dials_again_at_once`); one whose link came up within
+//! twice the handshake timeout drops the wake-up (that link may be the one to the peer that
+//! just started, and is the one both ends take). A link older than that is to an earlier run
+//! of the peer (its host
 //! went away without closing it): the dialer drops it and dials at once (regression test:
 //! `transport-tcp/tests/hostile.rs`, `a_wake_up_replaces_a_stale_link`). A restarted node
 //! thus sees every live peer up within two handshakes, rather than when that peer's back-off
@@ -151,12 +155,17 @@ impl<C: Carrier<M>, M: WireMessage> PeerTask<C, M> {
                 }
             }
             let r = {
-                let dialing = dial(&*self.shared, &self.peer);
-                tokio::pin!(dialing);
+                let mut dialing = Box::pin(dial(&*self.shared, &self.peer));
                 loop {
                     tokio::select! {
                         _ = wait_stop(&mut self.stop) => return,
-                        Some(_) = self.links.recv() => debug!(peer = %self.peer, "wake-up while dialing: dropped"),
+                        Some(_) = self.links.recv() => {
+                            // The dial under way may have begun before the peer started: its
+                            // first packets were lost (a QUIC Initial is sent again only after
+                            // about a second; a TCP SYN to a host that was away, after one).
+                            debug!(peer = %self.peer, "wake-up while dialing: dialing again");
+                            dialing = Box::pin(dial(&*self.shared, &self.peer));
+                        }
                         r = &mut dialing => break r,
                     }
                 }
