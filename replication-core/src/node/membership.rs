@@ -220,6 +220,11 @@ impl Membership {
         matches!((self.complete_since, self.seen_enough_since), (Some(c), Some(s)) if c >= s)
     }
 
+    /// Whether every peer was up (or leaving) at some instant since this node started.
+    pub(super) fn was_complete(&self) -> bool {
+        self.complete_since.is_some()
+    }
+
     /// Every peer is up or announced that it leaves.
     fn complete(&self) -> bool {
         self.peers.values().all(|p| p.up || p.departed.is_some())
