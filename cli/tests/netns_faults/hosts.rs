@@ -278,7 +278,8 @@ pub(crate) fn path(p: &Path) -> &str {
 
 #[derive(Debug, Default, Clone)]
 pub(crate) struct NodeStatus {
-    up: usize,
+    /// The nodes it sees up, itself included.
+    pub(crate) up: usize,
     pub(crate) owned: u64,
     under_replicated: u64,
 }
@@ -336,6 +337,24 @@ pub(crate) fn wait_healthy(client: &mut Client, secs: u64) -> Option<Duration> {
             return Some(t0.elapsed());
         }
         std::thread::sleep(Duration::from_millis(100));
+    }
+    None
+}
+
+/// How long node `i`, just started, took to see every node up: from its first answer to
+/// `/status` (the admin API starts after the transport) until its membership shows every node
+/// up; `None` when that did not happen within `secs`.
+pub(crate) fn rejoin_time(client: &mut Client, i: usize, secs: u64) -> Option<Duration> {
+    let t0 = Instant::now();
+    let mut first: Option<Instant> = None;
+    while t0.elapsed() < Duration::from_secs(secs) {
+        if let Some(s) = status(client, i) {
+            let at = *first.get_or_insert_with(Instant::now);
+            if s.up == NODES {
+                return Some(at.elapsed());
+            }
+        }
+        std::thread::sleep(Duration::from_millis(5));
     }
     None
 }
