@@ -487,7 +487,7 @@ fn run_scenario(idx: usize, transport: &str, fault: Fault) -> Summary {
             // resume up to about a second after the link does, which would be timed as app1's
             // rejoin (app1's restart then waits for them: a few hundred ms after the heal).
             let healing = Instant::now();
-            while !status(&mut ctl, 1).is_some_and(|s| s.up == NODES - 1)
+            while status(&mut ctl, 1).is_none_or(|s| s.up != NODES - 1)
                 && healing.elapsed() < Duration::from_secs(3)
             {
                 std::thread::sleep(Duration::from_millis(10));

@@ -565,9 +565,10 @@ impl Node {
     fn absent(&self, now: Instant, session: &str, answered: &InlineSet<NodeId>) -> bool {
         let me = self.memory_counts(now).then_some(&self.me);
         let heard = |n: &NodeId| answered.contains(n) || Some(n) == me;
-        self.placement.nodes().filter(|o| self.placement.owns_sessions(o)).all(|owner| {
-            heard(owner) || self.placement.backups(session, owner, |_| true).iter().any(|b| heard(b))
-        })
+        self.placement
+            .nodes()
+            .filter(|o| self.placement.owns_sessions(o))
+            .all(|owner| heard(owner) || self.placement.backups(session, owner, |_| true).iter().any(&heard))
     }
 
     /// Whether this node having no copy of a session says it holds none: not while this
@@ -634,11 +635,15 @@ impl Node {
         epoch: &Epoch,
         copy: Option<Snapshot>,
     ) {
+        let counts = self.acquires.get(session).is_some_and(|a| a.over.is_none())
+            || self.answers_over_owners(now, from);
         let Some(a) = self.acquires.get_mut(session) else { return };
         if a.epoch != *epoch || !a.waiting.remove(from) {
             return;
         }
-        a.answered.insert(from.clone());
+        if counts {
+            a.answered.insert(from.clone());
+        }
         if let Some(c) = copy {
             a.holders.insert(from.clone());
             if newer(&c, a.best.as_ref()) {

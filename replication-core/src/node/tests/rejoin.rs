@@ -1,6 +1,7 @@
 //! A restarted node that has linked to some of its peers only: it takes no session over from
 //! a live owner it has not reached, and answers `NotFound` only when a node that may hold the
-//! session answered.
+//! session answered; and a peer seen restarting does not vouch for a failover within the
+//! hearing window, while the owner's read lease may rest on its former incarnation.
 
 use crate::api::{Ack, Command, Outcome, Role, Settings};
 use crate::harness::*;
@@ -87,4 +88,27 @@ fn a_restarted_node_answers_unavailable_for_a_session_its_peers_may_hold() {
     cl.cmd("a", 5, Command::Get { session: "never".into() });
     cl.pump();
     assert_eq!(cl.outcome(5), Some(&Outcome::NotFound));
+}
+
+#[test]
+fn a_peer_restarted_within_the_hearing_window_does_not_vouch_for_a_failover() {
+    let mut cl = Cluster::new(&["a", "b", "c"], 1);
+    // a owns s, b holds its backup (the failover target); the domain is older than the
+    // hearing window (0.9 s).
+    let s = session_backed_up("a", "b");
+    create(&mut cl, "a", 1, &s, Ack::Sync { backups: 1 });
+    cl.pump();
+    cl.advance(Duration::from_millis(1500));
+    // a crashes; c restarts half a second later: a's read lease may rest on what c's former
+    // incarnation heard until then.
+    cl.nodes.remove(&id("a"));
+    cl.advance(Duration::from_millis(500));
+    let fresh = Node::new(cfg(&["a", "b", "c"], 1), id("c"), 2, Settings::default(), cl.now).unwrap();
+    cl.nodes.insert(id("c"), fresh);
+    // b fails a at its failure timeout (1 s after the crash): c's answer does not count yet.
+    cl.advance(Duration::from_millis(700));
+    assert_ne!(cl.session("b", &s).map(|v| v.role), Some(Role::Owner));
+    // Once the hearing window since c's restart has passed, b takes s over.
+    cl.advance(Duration::from_millis(1500));
+    assert_eq!(cl.session("b", &s).map(|v| v.role), Some(Role::Owner));
 }
