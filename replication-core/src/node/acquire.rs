@@ -558,9 +558,9 @@ impl Node {
     /// Whether the answers of a claim that found no copy show that the session exists nowhere:
     /// for every node that may own it, that node or one of the backups placement gives it
     /// answered (this node counting as an answer once its memory does, see
-    /// `memory_counts`). Otherwise every node that may hold it is among the nodes not heard
-    /// (a restarted node linked to some of its peers only), and the fetch is
-    /// [`Outcome::Unavailable`] rather than `NotFound`. Regression test:
+    /// `memory_counts`). Otherwise, for some owner, every node that may hold the session is
+    /// among the nodes not heard (a restarted node linked to some of its peers only, or nodes
+    /// down), and the fetch is [`Outcome::Unavailable`] rather than `NotFound`. Regression test:
     /// `a_restarted_node_answers_unavailable_for_a_session_its_peers_may_hold`.
     fn absent(&self, now: Instant, session: &str, answered: &InlineSet<NodeId>) -> bool {
         let me = self.memory_counts(now).then_some(&self.me);
