@@ -40,6 +40,11 @@ impl StampBase {
         StampBase { base, range }
     }
 
+    /// The base instant (the node's start).
+    pub(crate) fn base(&self) -> Instant {
+        self.base
+    }
+
     /// `t` as a stamp, saturating to the base and to the end of the range.
     pub(crate) fn stamp(&self, t: Instant) -> Stamp {
         let offset = t.saturating_duration_since(self.base).min(self.range);

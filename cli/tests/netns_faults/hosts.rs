@@ -359,7 +359,7 @@ pub(crate) fn path(p: &Path) -> &str {
 #[derive(Debug, Default, Clone)]
 pub(crate) struct NodeStatus {
     /// The nodes of its domain file it sees up (itself included).
-    up: usize,
+    pub(crate) up: usize,
     /// The nodes its domain file lists.
     listed: usize,
     pub(crate) owned: u64,
@@ -448,4 +448,23 @@ fn healthy(all: &[NodeStatus], n: usize) -> bool {
             && !s.changing
             && all.first().is_some_and(|f| f.fingerprint == s.fingerprint)
     })
+}
+
+/// How long node `i`, just started, took to see every node up: from its first answer to
+/// `/status` (the admin API starts after the transport) until its membership shows every node
+/// up; `None` when that did not happen within `secs`.
+#[allow(dead_code, reason = "netns_faults.rs times restarts; netns_reconfig.rs does not")]
+pub(crate) fn rejoin_time(client: &mut Client, i: usize, secs: u64) -> Option<Duration> {
+    let t0 = Instant::now();
+    let mut first: Option<Instant> = None;
+    while t0.elapsed() < Duration::from_secs(secs) {
+        if let Some(s) = status(client, i) {
+            let at = *first.get_or_insert_with(Instant::now);
+            if s.listed > 0 && s.up == s.listed {
+                return Some(at.elapsed());
+            }
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    None
 }

@@ -643,6 +643,33 @@ pub async fn restarted_node_sees_every_peer_within_a_handshake<H: Harness>() {
     assert_eq!(receive(c.node("b"), "a", 1).await, vec![msg(None, 1)]);
 }
 
+/// A node of three restarts while the peer that dials it is dialing it (with a short back-off,
+/// it redials as soon as the node stops): the restarted node's wake-up makes that peer drop
+/// the dial under way, whose packets went to no one (a QUIC Initial is sent again after
+/// doubling delays), and dial again: both links up within 400 ms.
+pub async fn a_wake_up_while_dialing_dials_again_at_once<H: Harness>() {
+    let mut c = Cluster::<H>::start(&["a", "b", "c"], Sec::Tls, |n, s| {
+        if n == "a" {
+            s.reconnect_min = Duration::from_millis(5);
+            s.reconnect_max = Duration::from_millis(10);
+        }
+    })
+    .await;
+    connected_all(c.node("b"), &["a", "c"]).await;
+    if let Some(b) = c.nodes.remove("b") {
+        b.shutdown().await;
+    }
+    disconnected(c.node("a"), "b").await;
+    // Over QUIC, a's dial has sent its Initial three or four times by then, the next one
+    // about a second later.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let bound = Duration::from_millis(400);
+    let took = restart_and_link(&mut c, "b", &["a", "c"]).await;
+    connected(c.node("a"), "b").await;
+    eprintln!("b restarted while a was dialing it and saw a and c up after {took:?} (bound {bound:?})");
+    assert!(took < bound, "b saw its peers up after {took:?}, more than {bound:?}");
+}
+
 /// `shutdown` delivers what was queued, then refuses messages and ends `recv`.
 pub async fn shutdown_flushes<H: Harness>() {
     let c = Cluster::<H>::start(&["a", "b"], Sec::Tls, |_, _| {}).await;
@@ -834,7 +861,8 @@ macro_rules! conformance_tests {
             handshake, handshake_insecure, messages_both_ways_in_order,
             large_messages_up_to_the_limit, oversize_frame_and_garbage_refused_others_keep_working,
             wrong_ca_refused, unknown_node_refused, other_domain_refused, forbidden_mode_refused,
-            peer_restart_and_reconnect, restarted_node_sees_every_peer_within_a_handshake, shutdown_flushes, bounded_queues_and_unknown_peers,
+            peer_restart_and_reconnect, restarted_node_sees_every_peer_within_a_handshake,
+            a_wake_up_while_dialing_dials_again_at_once, shutdown_flushes, bounded_queues_and_unknown_peers,
             control_passes_a_full_data_queue, silent_connection_times_out, garbage_insecure,
             added_node_links_to_running_nodes);
     };

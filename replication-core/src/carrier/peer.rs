@@ -6,9 +6,13 @@
 //! **Wake-up.** A node that starts dials, once, each peer that dials it, runs the handshake
 //! and closes that connection again: to the peer, an authenticated connection from a node it
 //! dials means "I am (back) up". A dialer that is backing off then dials at once, with its
-//! back-off reset; one that is dialing, or whose link came up within twice the handshake
-//! timeout, drops the wake-up (that link may be the one to the peer that just started, and is
-//! the one both ends take). A link older than that is to an earlier run of the peer (its host
+//! back-off reset; one that is dialing drops that dial and dials again unless it completes
+//! within [`WAKE_UP_GRACE`] (the dial under way may have begun before the peer started, and
+//! its lost first packets are sent again only after a while: regression test
+//! `conformance::a_wake_up_while_dialing_dials_again_at_once`); one whose link came up within
+//! twice the handshake timeout drops the wake-up (that link may be the one to the peer that
+//! just started, and is the one both ends take). A link older than that is to an earlier run
+//! of the peer (its host
 //! went away without closing it): the dialer drops it and dials at once (regression test:
 //! `transport-tcp/tests/hostile.rs`, `a_wake_up_replaces_a_stale_link`). A restarted node
 //! thus sees every live peer up within two handshakes, rather than when that peer's back-off
@@ -34,6 +38,13 @@ use super::handshake::dial_within;
 use super::{Common, DialError, refused, wait_stop, warn_throttled};
 use crate::config::NodeId;
 use crate::transport::{Backoff, TransportEvent, WireMessage};
+
+/// How long a dial under way when a wake-up arrives may still take before it is dropped for a
+/// new one: a handshake between two nodes of a domain takes a few milliseconds, while a dial
+/// begun before the peer started waits for its lost first packets to be sent again (a QUIC
+/// Initial after 150 ms, a TCP SYN after a second). Dropped at once, a dial in the middle of a
+/// good handshake would show at the peer as a refused connection.
+const WAKE_UP_GRACE: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// How a link ended.
 #[derive(Debug)]
@@ -151,12 +162,24 @@ impl<C: Carrier<M>, M: WireMessage> PeerTask<C, M> {
                 }
             }
             let r = {
-                let dialing = dial(&*self.shared, &self.peer);
-                tokio::pin!(dialing);
+                let mut dialing = Box::pin(dial(&*self.shared, &self.peer));
+                // After a wake-up: when the dial under way is dropped for a new one.
+                let mut redial: Option<tokio::time::Instant> = None;
                 loop {
                     tokio::select! {
                         _ = wait_stop(&mut self.stop) => return,
-                        Some(_) = self.links.recv() => debug!(peer = %self.peer, "wake-up while dialing: dropped"),
+                        Some(_) = self.links.recv() => {
+                            if redial.is_none() {
+                                redial = Some(tokio::time::Instant::now() + WAKE_UP_GRACE);
+                            }
+                        }
+                        _ = tokio::time::sleep_until(redial.unwrap_or_else(tokio::time::Instant::now)),
+                            if redial.is_some() =>
+                        {
+                            debug!(peer = %self.peer, "wake-up while dialing: dialing again");
+                            redial = None;
+                            dialing = Box::pin(dial(&*self.shared, &self.peer));
+                        }
                         r = &mut dialing => break r,
                     }
                 }

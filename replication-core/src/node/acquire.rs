@@ -21,7 +21,7 @@ pub(super) struct Acquire {
     best: Option<Snapshot>,
     holders: InlineSet<NodeId>,
     /// Peers that answered the claim (with a copy or without).
-    answered: usize,
+    answered: InlineSet<NodeId>,
     /// Commands waiting: id and whether the outcome carries the attributes.
     pub(super) requests: Vec<(RequestId, bool)>,
     deadline: Instant,
@@ -230,6 +230,22 @@ impl Node {
         retries: u32,
         min_term: u64,
     ) {
+        self.start_claim(now, session, requests, failover, retries, min_term, None);
+    }
+
+    /// `start_acquire`, failing over from `over` when given (else from the owner of this
+    /// node's copy, if it considers that owner gone).
+    #[allow(clippy::too_many_arguments)]
+    fn start_claim(
+        &mut self,
+        now: Instant,
+        session: &str,
+        requests: Vec<(RequestId, bool)>,
+        failover: bool,
+        retries: u32,
+        min_term: u64,
+        over: Option<Epoch>,
+    ) {
         let stamp = self.stamps.stamp(now);
         let rec = record_or_empty!(self.sessions, session, stamp);
         let known = rec
@@ -243,7 +259,7 @@ impl Node {
         let prior = rec.promised.replace(epoch.clone());
         rec.last_heard = stamp;
         let best = rec.copy.clone();
-        let over = best.as_ref().map(|c| &c.epoch).filter(|e| self.owner_gone(e)).cloned();
+        let over = over.or_else(|| best.as_ref().map(|c| &c.epoch).filter(|e| self.owner_gone(e)).cloned());
         let waiting: InlineSet<NodeId> = self.view.up().cloned().collect();
         for to in &waiting {
             self.queue_claim(to.clone(), session.to_owned(), epoch.clone(), over.clone());
@@ -258,7 +274,7 @@ impl Node {
                 waiting,
                 best,
                 holders: InlineSet::default(),
-                answered: 0,
+                answered: InlineSet::default(),
                 requests,
                 deadline,
                 sent: now,
@@ -374,7 +390,7 @@ impl Node {
         // down before answering may have promised and hold the newest copy (a one-way
         // partition, or a node that was paused and wakes up to a silent domain). Taking the
         // session over without their copies would fence them and lose what they hold.
-        if !self.view.majority(1 + a.answered) {
+        if !self.view.majority(1 + a.answered.len()) {
             for (id, _) in a.requests {
                 self.out.outcome(id, Outcome::Unavailable);
             }
@@ -385,6 +401,22 @@ impl Node {
             }
             self.release_claim(session, &a.epoch, &a.asked);
             self.forget_if_empty(session);
+            return;
+        }
+        if let Some(owner) = self.unasked_owner(&a) {
+            // The newest copy names an owner this claim did not reach (down in this node's
+            // view: never heard since this node started, or failed): claimed again over it, so
+            // that the peers that still hear it refuse (`answer::refuses`) rather than let this
+            // node take the session from a live owner that keeps serving it. Regression test:
+            // `a_restarted_node_does_not_fetch_from_a_live_owner_it_has_not_reached`.
+            self.release_claim(session, &a.epoch, &a.asked);
+            if let Some(rec) = self.sessions.get_mut(session) {
+                if rec.promised.as_ref() == Some(&a.epoch) {
+                    rec.promised = a.prior.clone();
+                }
+            }
+            let Acquire { requests, failover, retries, epoch, .. } = *a;
+            self.start_claim(now, session, requests, failover, retries, epoch.term, Some(owner));
             return;
         }
         let me = self.me.clone();
@@ -502,12 +534,51 @@ impl Node {
                 // not fenced by them (a lost release only costs that create its ownership), and
                 // so that an owner demoted by this claim arriving late takes the session back.
                 self.release_claim(session, &a.epoch, &a.asked);
+                let outcome = if self.absent(now, session, &a.answered) {
+                    Outcome::NotFound
+                } else {
+                    Outcome::Unavailable
+                };
                 for (id, _) in a.requests {
-                    self.out.outcome(id, Outcome::NotFound);
+                    self.out.outcome(id, outcome.clone());
                 }
                 self.forget_if_empty(session);
             }
         }
+    }
+
+    /// The owner named by the newest copy a claim collected, when the claim did not reach it
+    /// and did not name it (`over`): see `decide_acquire`.
+    fn unasked_owner(&self, a: &Acquire) -> Option<Epoch> {
+        let best = a.best.as_ref().filter(|b| matches!(b.body, Body::Live { .. }))?;
+        let owner = &best.epoch;
+        (a.over.is_none() && owner.node != self.me && !a.asked.contains(&owner.node)).then(|| owner.clone())
+    }
+
+    /// Whether the answers of a claim that found no copy show that the session exists nowhere:
+    /// for every node that may own it, that node or one of the backups placement gives it
+    /// answered (this node counting as an answer once its memory does, see
+    /// `memory_counts`). Otherwise, for some owner, every node that may hold the session is
+    /// among the nodes not heard (a restarted node linked to some of its peers only, or nodes
+    /// down), and the fetch is [`Outcome::Unavailable`] rather than `NotFound`. Regression test:
+    /// `a_restarted_node_answers_unavailable_for_a_session_its_peers_may_hold`.
+    fn absent(&self, now: Instant, session: &str, answered: &InlineSet<NodeId>) -> bool {
+        let me = self.memory_counts(now).then_some(&self.me);
+        let heard = |n: &NodeId| answered.contains(n) || Some(n) == me;
+        self.placement
+            .nodes()
+            .filter(|o| self.placement.owns_sessions(o))
+            .all(|owner| heard(owner) || self.placement.backups(session, owner, |_| true).iter().any(&heard))
+    }
+
+    /// Whether this node having no copy of a session says it holds none: not while this
+    /// incarnation may have lost copies placed on it before its restart and a peer that
+    /// holds them too is live and not yet heard, that is until it has heard every peer of the
+    /// domain, or for twice the failure timeout after its start (a live peer links within a
+    /// heartbeat interval and a handshake of it; a peer not heard by then is down on the
+    /// failure detector's word).
+    fn memory_counts(&self, now: Instant) -> bool {
+        self.view.was_complete() || now >= self.stamps.base() + self.view.failure_timeout * 2
     }
 
     /// Steps down from owning `session`: a higher epoch exists.
@@ -564,11 +635,15 @@ impl Node {
         epoch: &Epoch,
         copy: Option<Snapshot>,
     ) {
+        let counts = self.acquires.get(session).is_some_and(|a| a.over.is_none())
+            || self.answers_over_owners(now, from);
         let Some(a) = self.acquires.get_mut(session) else { return };
         if a.epoch != *epoch || !a.waiting.remove(from) {
             return;
         }
-        a.answered += 1;
+        if counts {
+            a.answered.insert(from.clone());
+        }
         if let Some(c) = copy {
             a.holders.insert(from.clone());
             if newer(&c, a.best.as_ref()) {

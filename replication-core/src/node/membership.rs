@@ -28,6 +28,9 @@ pub(super) struct Peer {
     pub(super) flow: Flow,
     /// What it heard of this node, and what to echo to it (the read lease).
     pub(super) lease: PeerLease,
+    /// When this node first heard its current incarnation, if it knew a former one (see
+    /// `Node::answers_over_owners`).
+    pub(super) restarted_at: Option<Instant>,
 }
 
 impl Peer {
@@ -47,6 +50,7 @@ impl Peer {
             gone: false,
             flow,
             lease: PeerLease::default(),
+            restarted_at: None,
         }
     }
 }
@@ -220,6 +224,11 @@ impl Membership {
         matches!((self.complete_since, self.seen_enough_since), (Some(c), Some(s)) if c >= s)
     }
 
+    /// Whether every peer was up (or leaving) at some instant since this node started.
+    pub(super) fn was_complete(&self) -> bool {
+        self.complete_since.is_some()
+    }
+
     /// Every peer is up or announced that it leaves.
     fn complete(&self) -> bool {
         self.peers.values().all(|p| p.up || p.departed.is_some())
@@ -273,6 +282,9 @@ impl Node {
                 peer.departed = None;
                 let restarted = peer.incarnation.is_some_and(|i| i != *incarnation);
                 peer.incarnation = Some(*incarnation);
+                if restarted {
+                    peer.restarted_at = Some(now);
+                }
                 if restarted && peer.up {
                     self.peer_down(now, from);
                 } else if restarted {
@@ -306,6 +318,22 @@ impl Node {
             self.quarantine_ask(now, from);
         }
         Heard::Live
+    }
+
+    /// Whether `peer`'s answer to a claim over an owner counts: not for the hearing window
+    /// after this node first heard the peer's current incarnation, when it knew a former one.
+    /// The owner's [read lease](super::lease) may rest on echoes the former incarnation sent
+    /// until it went away, and the new one does not know which owners it heard (it answers
+    /// such a claim as a node that does not hear the owner). Only a restart this node saw
+    /// counts: it slows the failovers that need the restarted peer's answer by at most the
+    /// hearing window, and not those of a young domain. Regression test:
+    /// `a_peer_restarted_within_the_hearing_window_does_not_vouch_for_a_failover`.
+    pub(super) fn answers_over_owners(&self, now: Instant, peer: &NodeId) -> bool {
+        self.view
+            .peers
+            .get(peer)
+            .and_then(|p| p.restarted_at)
+            .is_none_or(|t| now.saturating_duration_since(t) >= self.hearing_window())
     }
 
     /// After a long gap without running (the process was paused, the machine slept), peers'

@@ -25,6 +25,8 @@ mod quarantine;
 #[allow(clippy::unwrap_used)]
 mod reconfigure;
 #[allow(clippy::unwrap_used)]
+mod rejoin;
+#[allow(clippy::unwrap_used)]
 mod topology;
 #[allow(clippy::unwrap_used)]
 mod writes;
