@@ -179,6 +179,9 @@ impl Node {
         if !self.can_own {
             return self.out.outcome(id, Outcome::NotAllowed);
         }
+        if want_attrs && self.read_waits(now, id, &session) {
+            return;
+        }
         let lease = self.holds_lease(now);
         if let Some(rec) = self.sessions.get_mut(&session) {
             if let (Some(o), Some(c)) = (&mut rec.owner, &rec.copy) {
@@ -244,6 +247,7 @@ impl Node {
         rec.last_heard = stamp;
         let best = rec.copy.clone();
         let over = best.as_ref().map(|c| &c.epoch).filter(|e| self.owner_gone(e)).cloned();
+        let over = over.or_else(|| self.missed_owner(session));
         let waiting: InlineSet<NodeId> = self.view.up().cloned().collect();
         for to in &waiting {
             self.queue_claim(to.clone(), session.to_owned(), epoch.clone(), over.clone());
@@ -374,7 +378,9 @@ impl Node {
         // down before answering may have promised and hold the newest copy (a one-way
         // partition, or a node that was paused and wakes up to a silent domain). Taking the
         // session over without their copies would fence them and lose what they hold.
-        if !self.view.majority(1 + a.answered) {
+        if !self.view.majority(1 + a.answered)
+            || !self.claim_fences_owner(session, a.best.as_ref(), &a.holders, a.over.as_ref())
+        {
             for (id, _) in a.requests {
                 self.out.outcome(id, Outcome::Unavailable);
             }
@@ -439,6 +445,7 @@ impl Node {
                     under: false,
                     waiting: SlimVec::default(),
                     unacked_since: None,
+                    unconfirmed: false,
                 };
                 o.stale = a.holders.into_iter().filter(|n| *n != me).collect();
                 // The previous owner may be alive without knowing (it missed the claim).

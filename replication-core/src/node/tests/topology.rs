@@ -50,6 +50,11 @@ fn client_server_backups_live_on_servers_and_clients_fetch() {
     cl.advance(Duration::from_millis(1500));
     assert!(cl.nodes.values().all(|n| n.stats().owned == 0));
     // ... the next request for it, on c2, fetches it from the server.
+    // (Its first claim names no owner, since c2 holds no copy: given up, `Unavailable`; the
+    // library tries again, and the second claim names c1.)
+    cl.cmd("c2", 20, Command::Get { session: "s".into() });
+    cl.pump();
+    assert_eq!(cl.outcome(20), Some(&Outcome::Unavailable));
     cl.cmd("c2", 2, Command::Get { session: "s".into() });
     cl.pump();
     assert!(matches!(cl.outcome(2), Some(Outcome::Found { epoch, .. }) if epoch.node == id("c2")));
