@@ -321,15 +321,6 @@ impl Fault {
     }
 }
 
-/// A stale owner keeps serving (the open limit in `docs/design.md`).
-const STALE_OWNER: &str = "a node that a peer did not hear (its packets to that peer dropped) answers a read of a \
-     session after another node's acknowledged write with the copy it held before it, or a session stays owned by \
-     two nodes after the heal: the read lease leaves the cases where the dropped direction still lets a majority \
-     hear the stale node (docs/reliability.md, open limits)";
-/// A stale owner, and reads of writes no backup acknowledged.
-const STALE_OWNER_AND_UNACKNOWLEDGED_READS: &str = "a stale owner answers reads (see the drop scenarios), and an \
-     owner answers reads with a write it applied that no backup acknowledged (504 or unreplicated), which is \
-     lost when another node takes the session over";
 /// A restarted node serves before it links to every live peer.
 const REJOIN: &str = "a restarted node that has linked to one peer and not yet to the other serves anyway: it \
      answers 404 for sessions whose holders it has not reached (a majority without any holder says nothing of a \
@@ -339,16 +330,7 @@ const REJOIN: &str = "a restarted node that has linked to one peer and not yet t
 /// and a session owned by two nodes (or more sessions owned than may exist) after the heal are
 /// printed as known failures and not failed on ([`tolerated`]); any other problem fails them.
 /// Take a scenario off once its reason is fixed; the test says when a listed scenario passed.
-const KNOWN_FAILURES: &[(&str, &str)] = &[
-    ("tcp-drop", STALE_OWNER),
-    ("quic-drop", STALE_OWNER),
-    ("tcp-oneway", STALE_OWNER),
-    ("quic-oneway", STALE_OWNER),
-    ("tcp-flap", STALE_OWNER_AND_UNACKNOWLEDGED_READS),
-    ("quic-flap", STALE_OWNER_AND_UNACKNOWLEDGED_READS),
-    ("quic-rolling", REJOIN),
-    ("quic-kill-cut", REJOIN),
-];
+const KNOWN_FAILURES: &[(&str, &str)] = &[("quic-rolling", REJOIN), ("quic-kill-cut", REJOIN)];
 
 fn known_failure(name: &str) -> Option<&'static str> {
     KNOWN_FAILURES.iter().find(|(n, _)| *n == name).map(|(_, why)| *why)
