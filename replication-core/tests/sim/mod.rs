@@ -104,6 +104,11 @@ pub struct SimOptions {
     /// the nodes one at a time in random order, mixed with the other faults. Off in the seeds
     /// of `from_seed` and `rolling_from_seed` (their traces stay what they were).
     pub reconfig: bool,
+    /// A partition of a single link cuts it one way only (from the node picked to the other):
+    /// the stale-owner case where a majority still hears the owner while the node that takes
+    /// the session over does not. Opt-in (`M2M_SIM_ONE_WAY=1`): no seed draws it, so recorded
+    /// traces stay as they are.
+    pub one_way_links: bool,
 }
 
 impl SimOptions {
@@ -132,6 +137,7 @@ impl SimOptions {
             gone: false,
             managers: 0,
             reconfig: false,
+            one_way_links: false,
         };
         // Drawn last: the options above stay what they were for every seed.
         let queue_cap = if r.chance(500) { Some(4 + r.below(60) as usize) } else { None };
@@ -1087,7 +1093,7 @@ impl Sim {
                 if mode != 1 {
                     self.cut.insert((n.clone(), m.clone()), until);
                 }
-                if mode != 0 || mode == 2 {
+                if (mode != 0 || mode == 2) && !(mode == 2 && self.opt.one_way_links) {
                     self.cut.insert((m.clone(), n.clone()), until);
                 }
             }

@@ -24,6 +24,15 @@ fn read_pumped(cl: &mut Cluster, n: &str, rid: u64, s: &str) -> Option<Outcome> 
     cl.outcome(rid).cloned()
 }
 
+/// Nodes a, b and c; a owns `s` (`k = v1`), acknowledged by its one backup.
+fn owned_by_a() -> Cluster {
+    let mut cl = Cluster::new(&["a", "b", "c"], 1);
+    create(&mut cl, "a", 1, "s", Ack::Sync { backups: 1 });
+    cl.pump();
+    assert!(matches!(cl.outcome(1), Some(Outcome::Replicated { .. })));
+    cl
+}
+
 /// The backup `a` placed for `s` (one backup), and the third node.
 fn backup_and_other(cl: &Cluster, s: &str) -> (String, String) {
     let view = cl.session("a", s).unwrap();
@@ -36,9 +45,7 @@ fn backup_and_other(cl: &Cluster, s: &str) -> (String, String) {
 /// acknowledgement and then shows it; an asynchronous write is read at once.
 #[test]
 fn a_read_waits_for_the_acknowledgement_of_a_synchronous_write() {
-    let mut cl = Cluster::new(&["a", "b", "c"], 1);
-    create(&mut cl, "a", 1, "s", Ack::Sync { backups: 1 });
-    cl.pump();
+    let mut cl = owned_by_a();
     set_k(&mut cl, "a", 2, "s", b"v2", Ack::Sync { backups: 1 });
     cl.cmd("a", 3, Command::Get { session: "s".into() });
     assert_eq!(cl.outcome(3), None, "waits for the write's acknowledgement");
@@ -56,9 +63,7 @@ fn a_read_waits_for_the_acknowledgement_of_a_synchronous_write() {
 /// copy. At no time does a read show `v2` while no other node holds it.
 #[test]
 fn an_unacknowledged_write_is_not_read_until_a_backup_holds_it() {
-    let mut cl = Cluster::new(&["a", "b", "c"], 1);
-    create(&mut cl, "a", 1, "s", Ack::Sync { backups: 1 });
-    cl.pump();
+    let mut cl = owned_by_a();
     let (b, _) = backup_and_other(&cl, "s");
     cl.cut.insert((id(&b), id("a")));
     set_k(&mut cl, "a", 2, "s", b"v2", Ack::Sync { backups: 1 });
@@ -92,9 +97,7 @@ fn an_unacknowledged_write_is_not_read_until_a_backup_holds_it() {
 /// have seen it is refused).
 #[test]
 fn a_write_lost_in_a_failover_was_never_read() {
-    let mut cl = Cluster::new(&["a", "b", "c"], 1);
-    create(&mut cl, "a", 1, "s", Ack::Sync { backups: 1 });
-    cl.pump();
+    let mut cl = owned_by_a();
     // Everything from a is lost from now on: its write reaches nobody.
     for n in ["b", "c"] {
         cl.cut.insert((id("a"), id(n)));
@@ -113,9 +116,7 @@ fn a_write_lost_in_a_failover_was_never_read() {
 /// copies reach it.
 #[test]
 fn an_owner_whose_lease_lapsed_steps_down_before_serving_again() {
-    let mut cl = Cluster::new(&["a", "b", "c"], 1);
-    create(&mut cl, "a", 1, "s", Ack::Sync { backups: 1 });
-    cl.pump();
+    let mut cl = owned_by_a();
     let (b, _) = backup_and_other(&cl, "s");
     for n in ["b", "c"] {
         cl.cut.insert((id("a"), id(n)));
@@ -150,9 +151,7 @@ fn an_owner_whose_lease_lapsed_steps_down_before_serving_again() {
 /// claim gives up rather than take the session over while the owner still serves its copy.
 #[test]
 fn a_claim_that_missed_a_heard_owner_gives_up() {
-    let mut cl = Cluster::new(&["a", "b", "c"], 1);
-    create(&mut cl, "a", 1, "s", Ack::Sync { backups: 1 });
-    cl.pump();
+    let mut cl = owned_by_a();
     let (b, other) = backup_and_other(&cl, "s");
     cl.cut.insert((id("a"), id(&other)));
     cl.advance(Duration::from_secs(2));
