@@ -78,7 +78,12 @@
 //!   that heard it within 81% of the failure timeout are a majority (in a domain of two, a peer
 //!   it considers up must have heard it). Without it the command ends
 //!   [`Outcome::Unavailable`]: a node cut off from the others stops serving before any other
-//!   node may take its sessions over (with clock rates within about 10% of each other).
+//!   node may take its sessions over (with clock rates within about 10% of each other). An
+//!   owner whose lease lapsed steps down from every session (the next read or write claims it
+//!   again); a claim takes a session over only with the promise of the owner of the newest
+//!   copy, or naming it (`over`). A `Get` of a session whose newest synchronous write no
+//!   backup acknowledged yet waits for that acknowledgement (`Unavailable` if it does not
+//!   come): a read never shows what a failover can lose.
 //! - [`Outcome::Unreplicated`], [`Outcome::Indeterminate`], [`Outcome::Applied`] and
 //!   [`Outcome::Fenced`] promise nothing beyond this node.
 //! - Promises live in memory: a backup that restarts forgets the epochs it promised. A node
