@@ -88,28 +88,11 @@ impl Fault {
     }
 }
 
-/// A stale owner keeps serving (the open limit in `docs/design.md`).
-const STALE_OWNER: &str = "a node that a peer did not hear (its packets to that peer dropped) answers a read of a \
-     session after another node's acknowledged write with the copy it held before it, or a session stays owned by \
-     two nodes after the heal: the read lease leaves the cases where the dropped direction still lets a majority \
-     hear the stale node (docs/reliability.md, open limits)";
-/// A stale owner, and reads of writes no backup acknowledged.
-const STALE_OWNER_AND_UNACKNOWLEDGED_READS: &str = "a stale owner answers reads (see the drop scenarios), and an \
-     owner answers reads with a write it applied that no backup acknowledged (504 or unreplicated), which is \
-     lost when another node takes the session over";
-
 /// Scenarios that fail for a known reason (in some runs or all). Only their checker verdict
 /// and a session owned by two nodes (or more sessions owned than may exist) after the heal are
 /// printed as known failures and not failed on ([`tolerated`]); any other problem fails them.
 /// Take a scenario off once its reason is fixed; the test says when a listed scenario passed.
-const KNOWN_FAILURES: &[(&str, &str)] = &[
-    ("tcp-drop", STALE_OWNER),
-    ("quic-drop", STALE_OWNER),
-    ("tcp-oneway", STALE_OWNER),
-    ("quic-oneway", STALE_OWNER),
-    ("tcp-flap", STALE_OWNER_AND_UNACKNOWLEDGED_READS),
-    ("quic-flap", STALE_OWNER_AND_UNACKNOWLEDGED_READS),
-];
+const KNOWN_FAILURES: &[(&str, &str)] = &[];
 
 fn known_failure(name: &str) -> Option<&'static str> {
     KNOWN_FAILURES.iter().find(|(n, _)| *n == name).map(|(_, why)| *why)

@@ -38,6 +38,10 @@ impl<T> SlimVec<T> {
         });
     }
 
+    pub(crate) fn iter(&self) -> std::slice::Iter<'_, T> {
+        self.0.iter()
+    }
+
     pub(crate) fn retain(&mut self, f: impl FnMut(&T) -> bool) {
         self.edit(|v| v.retain(f));
     }

@@ -11,6 +11,8 @@
 //!   (`SimOptions::managers`; the fixed seeds' own test sets it for its runs).
 //! - `M2M_SIM_RECONFIG=1` makes `one_seed` (and every soak seed) a run with online domain
 //!   changes (`SimOptions::reconfig_from_seed`).
+//! - `M2M_SIM_ONE_WAY=1` cuts a single link one way only in every run
+//!   (`SimOptions::one_way_links`; `one_way_link_seeds` sets it for its runs).
 
 mod sim;
 
@@ -44,6 +46,7 @@ fn run_reconfig(seed: u64, steps: u64) -> Report {
 
 fn run_with(mut opt: SimOptions) -> Report {
     opt.verbose = std::env::var("M2M_SIM_VERBOSE").is_ok_and(|v| v == "1");
+    opt.one_way_links |= std::env::var("M2M_SIM_ONE_WAY").is_ok_and(|v| v == "1");
     if let Some(k) = env_u64("M2M_SIM_MANAGERS") {
         opt.managers = usize::try_from(k).unwrap_or(0);
     }
@@ -140,6 +143,23 @@ fn reconfig_seeds() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     assert!(changes >= 8, "only {changes} changes in 8 runs");
+}
+
+/// Single links cut one way (`SimOptions::one_way_links`): a node that stops hearing the
+/// owner while a majority still does must not take the session over, and the owner must not
+/// serve a copy older than a write acknowledged elsewhere (a stale read is a violation).
+#[test]
+fn one_way_link_seeds() {
+    let steps = env_u64("M2M_SIM_STEPS").unwrap_or(3000);
+    let mut failures = Vec::new();
+    for seed in 20_001..=20_008u64 {
+        let r = run_with(SimOptions { one_way_links: true, ..SimOptions::from_seed(seed, steps) });
+        println!("{}", summary(&r));
+        if !r.violations.is_empty() {
+            failures.push(format!("{}\n  {}", summary(&r), r.violations.join("\n  ")));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
 /// Partition + amnesia (README "Guarantees"): the owner n3 of s94 is cut off (its sends are

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use replication_core::wire::{DEFAULT_MAX_FRAME, Frame, FrameDecoder, FrameEncoder, Hello};
-use replication_core::{DomainConfig, Message, NodeId};
+use replication_core::{DomainConfig, Echo, Message, NodeId};
 use session_api::SessionManager;
 
 fn connect_as(cfg: &DomainConfig, me: &str, to: SocketAddr) -> (TcpStream, FrameDecoder) {
@@ -74,7 +74,9 @@ async fn replayed_and_reordered_frames_do_not_move_state_back() {
         .await
         .expect("c starts");
 
-    // The fake a: dials b (a sorts first), says it is alive, records what b sends.
+    // The fake a: dials b (a sorts first), says it is alive (echoing b's heartbeats, so that b's
+    // read lease does not rest on c alone, whose link the replay below disturbs), records what
+    // b sends.
     let stop = Arc::new(AtomicBool::new(false));
     let recorded = Arc::new(Mutex::new(Vec::<Message>::new()));
     let fake_a = {
@@ -83,10 +85,11 @@ async fn replayed_and_reordered_frames_do_not_move_state_back() {
             let (mut s, mut dec) = connect_as(&cfg, "a", to);
             let mut buf = vec![0u8; 64 * 1024];
             let mut next_beat = Instant::now();
+            let mut echo = None;
             let deadline = Instant::now() + Duration::from_secs(60);
             while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
                 if Instant::now() >= next_beat {
-                    send(&mut s, &[Message::Heartbeat { incarnation: 1, sent: 0, echo: None }]);
+                    send(&mut s, &[Message::Heartbeat { incarnation: 1, sent: 0, echo }]);
                     next_beat += Duration::from_millis(50);
                 }
                 match s.read(&mut buf) {
@@ -96,6 +99,11 @@ async fn replayed_and_reordered_frames_do_not_move_state_back() {
                 }
                 while let Ok(Some(f)) = dec.next_frame::<Message>() {
                     if let Frame::Batch(msgs) = f {
+                        for m in &msgs {
+                            if let Message::Heartbeat { incarnation, sent, .. } = m {
+                                echo = Some(Echo { incarnation: *incarnation, sent: *sent });
+                            }
+                        }
                         let mut r = recorded.lock().expect("recorded");
                         r.extend(msgs.into_iter().filter(|m| !matches!(m, Message::Heartbeat { .. })));
                     }

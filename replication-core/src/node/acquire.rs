@@ -179,6 +179,9 @@ impl Node {
         if !self.can_own {
             return self.out.outcome(id, Outcome::NotAllowed);
         }
+        if want_attrs && self.read_waits(now, id, &session) {
+            return;
+        }
         let lease = self.holds_lease(now);
         if let Some(rec) = self.sessions.get_mut(&session) {
             if let (Some(o), Some(c)) = (&mut rec.owner, &rec.copy) {
@@ -259,7 +262,9 @@ impl Node {
         let prior = rec.promised.replace(epoch.clone());
         rec.last_heard = stamp;
         let best = rec.copy.clone();
-        let over = over.or_else(|| best.as_ref().map(|c| &c.epoch).filter(|e| self.owner_gone(e)).cloned());
+        let over = over
+            .or_else(|| best.as_ref().map(|c| &c.epoch).filter(|e| self.owner_gone(e)).cloned())
+            .or_else(|| self.missed_owner(session));
         let waiting: InlineSet<NodeId> = self.view.up().cloned().collect();
         for to in &waiting {
             self.queue_claim(to.clone(), session.to_owned(), epoch.clone(), over.clone());
@@ -390,20 +395,8 @@ impl Node {
         // down before answering may have promised and hold the newest copy (a one-way
         // partition, or a node that was paused and wakes up to a silent domain). Taking the
         // session over without their copies would fence them and lose what they hold.
-        if !self.view.majority(1 + a.answered.len()) {
-            for (id, _) in a.requests {
-                self.out.outcome(id, Outcome::Unavailable);
-            }
-            if let Some(rec) = self.sessions.get_mut(session) {
-                if rec.promised.as_ref() == Some(&a.epoch) {
-                    rec.promised = a.prior;
-                }
-            }
-            self.release_claim(session, &a.epoch, &a.asked);
-            self.forget_if_empty(session);
-            return;
-        }
-        if let Some(owner) = self.unasked_owner(&a) {
+        let majority = self.view.majority(1 + a.answered.len());
+        if let Some(owner) = self.unasked_owner(&a).filter(|_| majority) {
             // The newest copy names an owner this claim did not reach (down in this node's
             // view: never heard since this node started, or failed): claimed again over it, so
             // that the peers that still hear it refuse (`answer::refuses`) rather than let this
@@ -417,6 +410,20 @@ impl Node {
             }
             let Acquire { requests, failover, retries, epoch, .. } = *a;
             self.start_claim(now, session, requests, failover, retries, epoch.term, Some(owner));
+            return;
+        }
+        // A claim that missed an owner still heard elsewhere gives up (`claim_fences_owner`).
+        if !majority || !self.claim_fences_owner(session, a.best.as_ref(), &a.holders, a.over.as_ref()) {
+            for (id, _) in a.requests {
+                self.out.outcome(id, Outcome::Unavailable);
+            }
+            if let Some(rec) = self.sessions.get_mut(session) {
+                if rec.promised.as_ref() == Some(&a.epoch) {
+                    rec.promised = a.prior;
+                }
+            }
+            self.release_claim(session, &a.epoch, &a.asked);
+            self.forget_if_empty(session);
             return;
         }
         let me = self.me.clone();
@@ -471,6 +478,7 @@ impl Node {
                     under: false,
                     waiting: SlimVec::default(),
                     unacked_since: None,
+                    unconfirmed: false,
                 };
                 o.stale = a.holders.into_iter().filter(|n| *n != me).collect();
                 // The previous owner may be alive without knowing (it missed the claim).

@@ -78,7 +78,12 @@
 //!   that heard it within 81% of the failure timeout are a majority (in a domain of two, a peer
 //!   it considers up must have heard it). Without it the command ends
 //!   [`Outcome::Unavailable`]: a node cut off from the others stops serving before any other
-//!   node may take its sessions over (with clock rates within about 10% of each other).
+//!   node may take its sessions over (with clock rates within about 10% of each other). An
+//!   owner whose lease lapsed steps down from every session (the next read or write claims it
+//!   again); a claim takes a session over only with the promise of the owner of the newest
+//!   copy, or naming it (`over`). A `Get` of a session whose newest synchronous write no
+//!   backup acknowledged yet waits for that acknowledgement (`Unavailable` if it does not
+//!   come): a read never shows what a failover can lose.
 //! - [`Outcome::Unreplicated`], [`Outcome::Indeterminate`], [`Outcome::Applied`] and
 //!   [`Outcome::Fenced`] promise nothing beyond this node.
 //! - Promises live in memory: a backup that restarts forgets the epochs it promised. A node
@@ -144,6 +149,8 @@
 //! - `managers`: the session managers hosted, and the refusal of records of others;
 //! - `reconfigure`: online domain changes (the file run, the fingerprints heard, the former
 //!   file kept until the change completes);
+//! - `reads`: a read of an owned session waits for the acknowledgement of a synchronous
+//!   write that no backup acknowledged yet;
 //! - `queries`: read-only queries and statistics; `outbox`: the outputs to drain;
 //! - `tests`: the unit tests on a cluster of engines with in-memory delivery.
 
@@ -161,6 +168,7 @@ mod outbox;
 mod pacing;
 mod quarantine;
 mod queries;
+mod reads;
 mod reconfigure;
 mod replicate;
 mod store;
@@ -171,7 +179,7 @@ mod writes;
 use self::acquire::Acquires;
 use self::answer::Deferred;
 use self::flow::Flow;
-use self::lease::Lease;
+use self::lease::{Lease, MissedOwners};
 use self::leave::Leave;
 pub use self::managers::MANAGER_NOT_DECLARED;
 use self::managers::Managers;
@@ -207,6 +215,8 @@ pub struct Node {
     view: Membership,
     /// The read lease's bound and clock base (the per-peer state is in `view`).
     lease: Lease,
+    /// Owners that claims found but did not reach: the next claim names them.
+    missed_owners: MissedOwners,
     sessions: Sessions,
     /// Sync writes waiting for acknowledgements.
     writes: Writes,
@@ -277,6 +287,7 @@ impl Node {
             max_session_bytes,
             view: Membership::new(peers, failure_timeout),
             lease: Lease::new(now, failure_timeout),
+            missed_owners: MissedOwners::default(),
             sessions: Sessions::default(),
             writes: Writes::default(),
             acquires: Acquires::default(),
@@ -437,7 +448,7 @@ impl Node {
             Message::Replicate { session, epoch, payload } => {
                 self.on_replicate(now, &from, session, epoch, &payload)
             }
-            Message::Ack { session, epoch, version } => self.on_ack(&from, &session, &epoch, version),
+            Message::Ack { session, epoch, version } => self.on_ack(now, &from, &session, &epoch, version),
             Message::NeedFull { session, epoch } => self.on_need_full(now, &from, &session, &epoch),
             Message::Fenced { session, epoch } => self.on_fenced(now, &session, &epoch),
             Message::Claim { session, epoch, over } => self.on_claim(now, &from, session, epoch, over),

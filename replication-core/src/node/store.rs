@@ -90,6 +90,11 @@ pub(super) struct OwnerState {
     /// When the oldest change not yet acknowledged by every placed backup was made (a backup
     /// placed later: its placement); `None` once all acknowledged. See [`Stats::oldest_unacked`].
     pub(super) unacked_since: Option<Stamp>,
+    /// A synchronous write was applied that no backup has acknowledged yet: set by the write,
+    /// cleared by an acknowledgement of the whole current copy. A read waits meanwhile (see
+    /// `reads`): under synchronous acknowledgement a read never shows a write that a failover
+    /// could still lose.
+    pub(super) unconfirmed: bool,
 }
 
 #[derive(Debug, Clone)]

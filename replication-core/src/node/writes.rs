@@ -22,6 +22,9 @@ pub(super) struct PendingWrite {
     acks: InlineSet<NodeId>,
     /// When it is reported [`Outcome::Indeterminate`] if not acknowledged by then.
     deadline: Instant,
+    /// Reads (`Get`) of the session that wait for it (see `reads`): served again once it is
+    /// acknowledged, answered [`Outcome::Unavailable`] if it is not.
+    pub(super) reads: Vec<RequestId>,
 }
 
 impl PendingWrite {
@@ -48,6 +51,10 @@ impl Writes {
 
     pub(super) fn ids(&self) -> Vec<RequestId> {
         self.pending.keys().copied().collect()
+    }
+
+    pub(super) fn get(&self, id: RequestId) -> Option<&PendingWrite> {
+        self.pending.get(&id)
     }
 
     pub(super) fn get_mut(&mut self, id: RequestId) -> Option<&mut PendingWrite> {
@@ -81,7 +88,8 @@ impl Writes {
         outcome: impl Fn(PendingWrite) -> Outcome,
     ) {
         for id in ids {
-            if let Some(w) = self.remove(id) {
+            if let Some(mut w) = self.remove(id) {
+                unavailable(out, &mut w.reads);
                 out.outcome(id, outcome(w));
             }
         }
@@ -102,6 +110,14 @@ impl Writes {
     /// Forgets every deadline (the node left).
     pub(super) fn clear_deadlines(&mut self) {
         self.deadlines.clear();
+    }
+}
+
+/// Answers the reads that waited for a write that was not acknowledged: tried again by the
+/// caller within its request timeout.
+fn unavailable(out: &mut Outbox, reads: &mut Vec<RequestId>) {
+    for id in reads.drain(..) {
+        out.outcome(id, Outcome::Unavailable);
     }
 }
 
@@ -203,6 +219,7 @@ impl Node {
             under: false,
             waiting: SlimVec::default(),
             unacked_since: None,
+            unconfirmed: false,
         }
     }
 
@@ -316,6 +333,7 @@ impl Node {
             }
             Ack::Sync { backups } => backups,
         };
+        o.unconfirmed = true;
         let live = o.replicas.keys().filter(|n| self.view.is_up(n)).count();
         if live == 0 {
             return self.out.outcome(id, Outcome::Unreplicated { epoch, version });
@@ -332,11 +350,19 @@ impl Node {
                 needed,
                 acks: InlineSet::default(),
                 deadline,
+                reads: Vec::new(),
             },
         );
     }
 
-    pub(super) fn on_ack(&mut self, from: &NodeId, session: &str, epoch: &Epoch, version: Version) {
+    pub(super) fn on_ack(
+        &mut self,
+        now: Instant,
+        from: &NodeId,
+        session: &str,
+        epoch: &Epoch,
+        version: Version,
+    ) {
         let Some(Record { owner: Some(o), copy: Some(copy), .. }) = self.sessions.get_mut(session) else {
             return;
         };
@@ -354,8 +380,12 @@ impl Node {
         if o.replicas.values().all(|r| r.acked >= Some(copy.version)) {
             o.unacked_since = None;
         }
+        if version >= copy.version {
+            o.unconfirmed = false;
+        }
         let acked = version;
         let mut still = Vec::new();
+        let mut reads = Vec::new();
         for id in std::mem::take(&mut o.waiting) {
             let Some(w) = self.writes.get_mut(id) else { continue };
             if w.version <= acked && w.epoch == *epoch {
@@ -363,7 +393,8 @@ impl Node {
             }
             if w.acks.len() >= w.needed as usize {
                 let acks = w.acks_count();
-                if let Some(w) = self.writes.remove(id) {
+                if let Some(mut w) = self.writes.remove(id) {
+                    reads.append(&mut w.reads);
                     self.out.outcome(id, Outcome::Replicated { epoch: w.epoch, version: w.version, acks });
                 }
             } else {
@@ -372,6 +403,9 @@ impl Node {
         }
         o.waiting = still.into();
         self.maybe_drop_stale(session);
+        for id in reads {
+            self.get(now, id, session.to_owned(), true);
+        }
     }
 
     pub(super) fn on_fenced(&mut self, now: Instant, session: &str, epoch: &Epoch) {
@@ -428,7 +462,8 @@ impl Node {
     /// A sync write's deadline passed (or its session or the node ended): reported
     /// [`Outcome::Indeterminate`].
     pub(super) fn write_timed_out(&mut self, id: RequestId) {
-        let Some(w) = self.writes.time_out(id) else { return };
+        let Some(mut w) = self.writes.time_out(id) else { return };
+        unavailable(&mut self.out, &mut w.reads);
         if let Some(Record { owner: Some(o), .. }) = self.sessions.get_mut(&w.session) {
             o.waiting.retain(|x| *x != id);
         }
@@ -450,6 +485,7 @@ mod tests {
             needed: 1,
             acks: InlineSet::default(),
             deadline,
+            reads: Vec::new(),
         }
     }
 

@@ -104,6 +104,11 @@ pub struct SimOptions {
     /// the nodes one at a time in random order, mixed with the other faults. Off in the seeds
     /// of `from_seed` and `rolling_from_seed` (their traces stay what they were).
     pub reconfig: bool,
+    /// A partition of a single link cuts it one way only (from the node picked to the other):
+    /// the stale-owner case where a majority still hears the owner while the node that takes
+    /// the session over does not. Opt-in (`M2M_SIM_ONE_WAY=1`): no seed draws it, so recorded
+    /// traces stay as they are.
+    pub one_way_links: bool,
 }
 
 impl SimOptions {
@@ -132,6 +137,7 @@ impl SimOptions {
             gone: false,
             managers: 0,
             reconfig: false,
+            one_way_links: false,
         };
         // Drawn last: the options above stay what they were for every seed.
         let queue_cap = if r.chance(500) { Some(4 + r.below(60) as usize) } else { None };
@@ -212,6 +218,21 @@ struct Pending {
     incarnation: u64,
     session: String,
     kind: Kind,
+    /// When it was sent (ms).
+    at: u64,
+}
+
+/// A read that showed a synchronous write held by the answering node only (no other node
+/// held a copy with it), while that node had a live backup placed: if the write is then lost,
+/// the read showed what a failover lost (see `Sim::check_unbacked_reads`).
+#[derive(Clone, Debug)]
+struct UnbackedRead {
+    session: String,
+    key: String,
+    node: NodeId,
+    /// When the write was sent, and when the read was answered (ms).
+    written: u64,
+    at: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -298,6 +319,10 @@ pub struct Sim {
     /// The per-step invariants of the copies and the epochs' owners.
     invariants: CopyInvariants,
     final_found: BTreeMap<String, Option<Attributes>>,
+    /// Keys written by synchronous updates, and when each was sent (ms).
+    sync_keys: HashMap<String, u64>,
+    /// Reads that showed a synchronous write no other node held (see [`UnbackedRead`]).
+    unbacked_reads: Vec<UnbackedRead>,
     report: Report,
     trace: u64,
     phase_quiet: bool,
@@ -402,6 +427,8 @@ impl Sim {
             faults: Vec::new(),
             invariants: CopyInvariants::new(),
             final_found: BTreeMap::new(),
+            sync_keys: HashMap::new(),
+            unbacked_reads: Vec::new(),
             report,
             trace: 0xcbf2_9ce4_8422_2325,
             phase_quiet: false,
@@ -699,8 +726,10 @@ impl Sim {
         self.next_req += 1;
         self.report.commands += 1;
         let inc = self.slots[n].engine.incarnation;
-        self.pending
-            .insert(id, Pending { node: n.clone(), incarnation: inc, session: session.to_owned(), kind });
+        self.pending.insert(
+            id,
+            Pending { node: n.clone(), incarnation: inc, session: session.to_owned(), kind, at: self.now },
+        );
         self.trace_str(&format!("cmd {id} {n} {cmd:?}"));
         let at = self.instant();
         let node = self.slots.get_mut(n).unwrap().engine.node.as_mut().unwrap();
@@ -752,6 +781,9 @@ impl Sim {
             let key = format!("op{}", self.next_op);
             self.next_op += 1;
             let ack = self.random_ack();
+            if matches!(ack, Ack::Sync { .. }) {
+                self.sync_keys.insert(key.clone(), self.now);
+            }
             let cmd = Command::Update {
                 session: session.clone(),
                 expected_version: None,
@@ -844,8 +876,11 @@ impl Sim {
                         self.violation(format!("invalidated session {} came back at {n}{cut}", p.session));
                     }
                 }
+                self.check_stale_read(n, &p, attrs);
                 if matches!(p.kind, Kind::FinalGet) {
                     self.final_found.insert(p.session.clone(), Some(attrs.clone()));
+                } else {
+                    self.note_unbacked_read(n, &p.session, attrs);
                 }
             }
             (Kind::FinalGet, other) => {
@@ -883,6 +918,87 @@ impl Sim {
                 self.trace_str(&format!("left {n} unreplicated {unreplicated}"));
             }
             _ => {}
+        }
+    }
+
+    /// A read must show every write acknowledged before it was sent, unless the write could
+    /// be lost (more of its holders faulted than it was acknowledged by): a read that misses
+    /// one came from a stale owner (one that a majority still heard while another node took
+    /// the session over, or one whose lease lapsed while it was failed over).
+    fn check_stale_read(&mut self, n: &NodeId, p: &Pending, attrs: &Attributes) {
+        if self.maybe_gone.contains(&p.session) {
+            return;
+        }
+        let missed: Vec<String> = self
+            .acked_by_session
+            .get(&p.session)
+            .into_iter()
+            .flatten()
+            .map(|&i| &self.acked[i])
+            .filter(|a| a.at < p.at && !attrs.contains_key(&a.key))
+            .filter(|a| self.faulted_holders(a) <= a.k as usize)
+            .map(|a| {
+                format!(
+                    "stale read: {} read at {n} (sent at {}ms) misses {} acknowledged at {}ms ({:?}/{})",
+                    p.session, p.at, a.key, a.at, a.epoch, a.version
+                )
+            })
+            .collect();
+        for m in missed {
+            self.violation(m);
+        }
+    }
+
+    /// Notes the synchronous writes a read at `n` showed that no other node held, when `n` had
+    /// a live backup of the session (with none, its writes were reported unreplicated and an
+    /// owner reads its one copy).
+    fn note_unbacked_read(&mut self, n: &NodeId, session: &str, attrs: &Attributes) {
+        let Some(node) = self.slots[n].engine.node.as_ref() else { return };
+        let backed = node.session(session).is_some_and(|v| v.backups.iter().any(|(b, _)| node.is_live(b)));
+        if !backed || !attrs.keys().any(|k| self.sync_keys.contains_key(k)) {
+            return;
+        }
+        let others: Vec<Attributes> = self
+            .slots
+            .iter()
+            .filter(|(m, _)| *m != n)
+            .filter_map(|(_, s)| s.engine.node.as_ref()?.session(session).map(|v| v.attrs))
+            .collect();
+        for k in attrs.keys() {
+            let Some(&written) = self.sync_keys.get(k) else { continue };
+            if !others.iter().any(|o| o.contains_key(k)) {
+                let (key, node, at) = (k.to_owned(), n.clone(), self.now);
+                self.unbacked_reads.push(UnbackedRead {
+                    session: session.to_owned(),
+                    key,
+                    node,
+                    written,
+                    at,
+                });
+            }
+        }
+    }
+
+    /// A read that showed a synchronous write no backup held, which the session's final state
+    /// then lacks, showed what a failover lost: a violation unless a node other than the one
+    /// that answered faulted since the write (a backup that held it may have lost it).
+    fn check_unbacked_reads(&mut self) {
+        let mut lost = Vec::new();
+        for r in std::mem::take(&mut self.unbacked_reads) {
+            if self.maybe_gone.contains(&r.session) {
+                continue;
+            }
+            let Some(Some(fin)) = self.final_found.get(&r.session) else { continue };
+            let others_faulted = self.faults.iter().any(|(m, _, to)| *m != r.node && *to >= r.written);
+            if !fin.contains_key(&r.key) && !others_faulted {
+                lost.push(format!(
+                    "read of {} at {} ({}ms) showed {} (sent at {}ms), which no backup held and which was lost",
+                    r.session, r.node, r.at, r.key, r.written
+                ));
+            }
+        }
+        for l in lost {
+            self.violation(l);
         }
     }
 
@@ -977,7 +1093,7 @@ impl Sim {
                 if mode != 1 {
                     self.cut.insert((n.clone(), m.clone()), until);
                 }
-                if mode != 0 || mode == 2 {
+                if (mode != 0 || mode == 2) && !(mode == 2 && self.opt.one_way_links) {
                     self.cut.insert((m.clone(), n.clone()), until);
                 }
             }
@@ -1149,6 +1265,7 @@ impl Sim {
             }
             self.step(false);
         }
+        self.check_unbacked_reads();
         let acked = std::mem::take(&mut self.acked);
         self.acked_by_session.clear();
         for a in &acked {

@@ -236,6 +236,9 @@ fn split_owner_write_acknowledged_by_an_amnesiac_backup_survives() {
     let now = cl.now;
     cl.nodes.insert(id("a"), Node::new(cfg(&names, 2), id("a"), 2, Settings::default(), now).unwrap());
     cl.advance(Duration::from_millis(3000));
+    // b's lease rested on d alone, which restarted: b stepped down and claims s back.
+    cl.cmd("b", 299, Command::Acquire { session: s.clone() });
+    cl.advance(Duration::from_millis(1000));
     set_k(&mut cl, "b", 300, &s, b"v2", Ack::Sync { backups: 1 });
     cl.advance(Duration::from_millis(1000));
     assert!(matches!(cl.outcome(300), Some(Outcome::Replicated { .. })), "{:?}", cl.outcome(300));

@@ -212,9 +212,17 @@ fn an_even_split_leaves_the_sessions_with_their_owners() {
     for n in ["c", "d"] {
         assert_eq!(cl.nodes[&id(n)].stats().owned, 0, "{n} took sessions over with half the domain");
     }
-    assert_eq!(cl.nodes[&id("a")].stats().owned, 4, "a keeps its sessions");
+    // a and b hold no lease (half the domain): a stepped down, its copies stay.
+    for s in ["s1", "s2", "s3", "s4"] {
+        assert!(cl.session("a", s).is_some_and(|v| v.version == 1), "a keeps its copy of {s}");
+    }
     cl.cut.clear();
     cl.advance(Duration::from_secs(4));
+    // Read again through a, they are owned again.
+    for (rid, s) in [(11, "s1"), (12, "s2"), (13, "s3"), (14, "s4")] {
+        cl.cmd("a", rid, Command::Get { session: s.into() });
+    }
+    cl.advance(Duration::from_secs(1));
     let owned: usize = cl.nodes.values().map(|n| n.stats().owned).sum();
     assert_eq!(owned, 4, "one owner each after the heal");
 }

@@ -23,6 +23,8 @@ mod model;
 #[allow(clippy::unwrap_used)]
 mod quarantine;
 #[allow(clippy::unwrap_used)]
+mod reads;
+#[allow(clippy::unwrap_used)]
 mod reconfigure;
 #[allow(clippy::unwrap_used)]
 mod rejoin;

@@ -50,6 +50,8 @@ fn client_server_backups_live_on_servers_and_clients_fetch() {
     cl.advance(Duration::from_millis(1500));
     assert!(cl.nodes.values().all(|n| n.stats().owned == 0));
     // ... the next request for it, on c2, fetches it from the server.
+    // (Its first claim names no owner, since c2 holds no copy; the copy it collects names c1,
+    // which it did not reach, so it claims again at once naming c1.)
     cl.cmd("c2", 2, Command::Get { session: "s".into() });
     cl.pump();
     assert!(matches!(cl.outcome(2), Some(Outcome::Found { epoch, .. }) if epoch.node == id("c2")));
