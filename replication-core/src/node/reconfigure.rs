@@ -193,7 +193,12 @@ impl Node {
             self.set_joint();
             self.view_changed();
         }
-        if self.domain.told.get(from).is_none_or(|t| t.incarnation != incarnation) {
+        // A peer still changing (it keeps a former file, or runs another) announces every
+        // heartbeat and waits for this node's word: a node not changing itself (which does
+        // not announce every heartbeat) answers each time, as what it told the peer last may
+        // have been lost (test `a_lost_announcement_does_not_stall_the_change`).
+        let waits = (has_joint || fingerprint != self.domain.fingerprint) && !self.domain_changing();
+        if waits || self.domain.told.get(from).is_none_or(|t| t.incarnation != incarnation) {
             let placed = self.domain_placed();
             self.send_domain(from, incarnation, placed);
         }

@@ -6,6 +6,7 @@ use crate::change;
 use crate::config::{DomainConfig, NodeId};
 use crate::error::Error;
 use crate::harness::*;
+use crate::message::Message;
 use crate::node::Node;
 use std::time::Duration;
 
@@ -248,4 +249,32 @@ fn a_changed_failure_timeout_keeps_the_lease_inside_every_hearing_window() {
         );
         assert_eq!(cl.nodes[&id(n)].hearing_window(), fresh.nodes[&id(n)].hearing_window());
     }
+}
+
+/// Announcements are lost (`Message::Domain` is not re-sent by itself): for the first second
+/// of a scale-out every announcement b sends is dropped, so the one saying its sessions are
+/// placed may be lost after b completed. A peer still changing announces every heartbeat
+/// and is answered each time, so a completes too (simulator seed 40081 showed the stall).
+#[test]
+fn a_lost_announcement_does_not_stall_the_change() {
+    let mut cl = Cluster::new(&["a", "b", "c"], 1);
+    create_many(&mut cl, &["a", "b", "c"]);
+    let new = cfg(&["a", "b", "c", "d"], 1);
+    start_new(&mut cl, &new);
+    for n in ["b", "c", "d", "a"] {
+        let node = cl.nodes.get_mut(&id(n)).unwrap();
+        if node.config() != &new {
+            node.reconfigure(new.clone()).unwrap();
+        }
+        cl.collect(&id(n));
+    }
+    let mut dropped = 0;
+    for _ in 0..20 {
+        let lost =
+            cl.step_dropping(|from, _, m| from.as_str() == "b" && matches!(m, Message::Domain { .. }), false);
+        dropped += lost.len();
+    }
+    assert!(dropped > 0);
+    cl.advance(Duration::from_secs(3));
+    assert_settled(&cl, 2);
 }
