@@ -39,7 +39,7 @@ use crate::error::Error;
 use crate::message::Message;
 use crate::placement::Placement;
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// What a peer announced last ([`Message::Domain`]), for its incarnation then.
 #[derive(Debug, Clone)]
@@ -67,6 +67,18 @@ struct Former {
     members: BTreeSet<NodeId>,
 }
 
+/// A file that does not list this node, read while it runs: it leaves once the copies have
+/// moved (`Node::removal_waits`).
+#[derive(Debug)]
+struct Removal {
+    /// The fingerprint of the file that removes this node.
+    fingerprint: u64,
+    /// The nodes of that file.
+    members: BTreeSet<NodeId>,
+    /// When this node stops waiting for the copies to move and leaves as it can.
+    until: Instant,
+}
+
 /// The domain file this node runs and what it knows of its peers' files.
 #[derive(Debug)]
 pub(super) struct DomainState {
@@ -81,6 +93,8 @@ pub(super) struct DomainState {
     /// The fingerprint whose change completed here last: a late announcement from a peer
     /// still changing to it does not start it again.
     completed: Option<u64>,
+    /// The file that removes this node, while it waits to leave.
+    removal: Option<Removal>,
 }
 
 impl DomainState {
@@ -93,9 +107,14 @@ impl DomainState {
             heard: BTreeMap::new(),
             told: BTreeMap::new(),
             completed: None,
+            removal: None,
         }
     }
 }
+
+/// How long a removed node waits, at most, for the copies to move before it leaves, in
+/// request timeouts (`Node::removal_waits`).
+const REMOVAL_WAIT: u32 = 10;
 
 /// The nodes of a file.
 fn members(cfg: &DomainConfig) -> BTreeSet<NodeId> {
@@ -107,13 +126,18 @@ impl Node {
     /// the module docs of `node`, "Online domain changes"). Refused, with nothing changed,
     /// when the new file is invalid or changes what cannot change online: the report names
     /// each rule ([`crate::change::rule`], [`crate::validate::rule`]). A file that does not
-    /// list this node changes nothing here: the plan says so
-    /// ([`Plan::removes_this_node`]) and the runtime leaves the domain
-    /// ([`Command::Leave`](crate::Command::Leave), which hands the sessions off) and stops.
-    /// The same file again changes nothing. Drain [`Node::poll_output`] afterwards.
+    /// list this node says so ([`Plan::removes_this_node`]): this node places the copies of
+    /// the sessions it owns on the nodes of that file, and the runtime leaves the domain
+    /// ([`Command::Leave`](crate::Command::Leave), which hands the sessions off once the
+    /// copies have moved, see `removal_waits`) and stops. The same file again changes
+    /// nothing. Drain [`Node::poll_output`] afterwards.
     pub fn reconfigure(&mut self, config: DomainConfig) -> Result<Plan, Error> {
         let plan = change::check(&self.domain.config, &config, &self.me).map_err(Error::Invalid)?;
-        if plan.unchanged() || plan.removes_this_node || !self.leave.is_member() {
+        if plan.unchanged() || !self.leave.is_member() {
+            return Ok(plan);
+        }
+        if plan.removes_this_node {
+            self.removed_by(&config, plan.to);
             return Ok(plan);
         }
         let old_members = members(&self.domain.config);
@@ -147,6 +171,47 @@ impl Node {
             self.send_domain(&n, inc, placed);
         }
         Ok(plan)
+    }
+
+    /// This node read `config`, which does not list it (fingerprint `fingerprint`): the
+    /// sessions it owns are placed on the nodes of `config` with one copy more than it asks
+    /// for, the copy the node that takes each over after this one's leave holds. Each session
+    /// then has, without this node, the copies it had with it: a removal does not take one
+    /// with it (simulator seeds 40135, 40220; test
+    /// `a_removed_owner_leaves_its_sessions_with_every_copy`).
+    fn removed_by(&mut self, config: &DomainConfig, fingerprint: u64) {
+        if self.domain.removal.as_ref().is_some_and(|r| r.fingerprint == fingerprint) {
+            return;
+        }
+        let mut leaver = config.clone();
+        if let crate::config::Replicas::Count(n) = leaver.domain.replicas {
+            leaver.domain.replicas = crate::config::Replicas::Count(n.saturating_add(1));
+        }
+        self.placement = Placement::new(&leaver);
+        self.domain.removal = Some(Removal {
+            fingerprint,
+            members: members(config),
+            until: self.last_run + self.request_timeout * REMOVAL_WAIT,
+        });
+        self.domain.aware = true;
+        self.view_changed();
+    }
+
+    /// Whether this node, removed by the file it read (`removed_by`), still waits before its
+    /// leave ends: until every live node of that file announced it runs it with its sessions
+    /// placed (their copies are no longer placed on this node), and every session this node
+    /// owns is held by the nodes that file places it on; at most `REMOVAL_WAIT` request
+    /// timeouts (a node of that file that never reads it does not keep this one forever).
+    pub(super) fn removal_waits(&self, now: Instant) -> bool {
+        let Some(r) = &self.domain.removal else { return false };
+        if now >= r.until {
+            return false;
+        }
+        let moved = r.members.iter().all(|n| {
+            !self.view.is_up(n)
+                || self.announced(n).is_some_and(|a| a.fingerprint == r.fingerprint && a.placed)
+        });
+        !(moved && self.domain_placed())
     }
 
     /// The timings and limits of `config`.

@@ -278,3 +278,47 @@ fn a_lost_announcement_does_not_stall_the_change() {
     cl.advance(Duration::from_secs(3));
     assert_settled(&cl, 2);
 }
+
+/// A removed owner reads its file first and is told to leave: it waits for the others to run
+/// the file, places each session it owns on the two nodes that file ranks first (the one
+/// that takes it over and its backup), and leaves with every session held by two nodes
+/// besides it, as it was with it (simulator seeds 40135, 40220: a removed owner left one
+/// copy, and one crash lost the write).
+#[test]
+fn a_removed_owner_leaves_its_sessions_with_every_copy() {
+    let mut cl = Cluster::new(&["a", "b", "c", "d"], 1);
+    create_many(&mut cl, &["d"]);
+    let new = cfg(&["a", "b", "c"], 1);
+    assert!(reload(&mut cl, "d", &new).removes_this_node);
+    cl.cmd("d", 1000, Command::Leave);
+    cl.advance(Duration::from_secs(1));
+    assert!(cl.outcome(1000).is_none(), "d waits for the others to run the file");
+    for n in ["a", "b", "c"] {
+        reload(&mut cl, n, &new);
+    }
+    // The others learn that d left from the failure detector only: what they hold when d's
+    // leave ends is what d left them.
+    let mut steps = 0;
+    while cl.outcome(1000).is_none() {
+        steps += 1;
+        assert!(steps < 200, "d's leave ends");
+        cl.step_dropping(|from, _, m| from.as_str() == "d" && matches!(m, Message::Leaving { .. }), false);
+    }
+    assert!(
+        matches!(cl.outcome(1000), Some(Outcome::Left { unreplicated: 0, .. })),
+        "{:?}",
+        cl.outcome(1000)
+    );
+    for i in 0..SESSIONS {
+        let s = format!("s{i}");
+        let version = cl.session("d", &s).map(|v| v.version);
+        let held = ["a", "b", "c"]
+            .iter()
+            .filter(|n| cl.session(n, &s).is_some_and(|v| Some(v.version) == version && v.epoch.is_some()))
+            .count();
+        assert_eq!(held, 2, "{s}: two copies besides d");
+    }
+    cl.nodes.remove(&id("d"));
+    cl.advance(Duration::from_secs(5));
+    assert_settled(&cl, 2);
+}
