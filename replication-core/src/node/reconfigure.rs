@@ -12,8 +12,9 @@
 //!   it sends [`Message::Domain`] to every live peer each heartbeat while the domain changes,
 //!   and otherwise to a peer whose last announcement from it said something else (a peer new,
 //!   back or restarted, or told before its sessions were placed), until every live peer was
-//!   told this node's file with its sessions placed. A domain whose nodes all run the file
-//!   they started with sends none.
+//!   told this node's file with its sessions placed. A node not changing answers every
+//!   announcement of a peer still changing (its last answer may have been lost). A domain
+//!   whose nodes all run the file they started with sends none.
 //! - **Joint majority.** Until the change completes, a node that reloaded (or that heard a
 //!   reloaded peer name the nodes of the former file) takes sessions over only with a
 //!   majority of the former file's nodes *and* of the new file's (`Membership::joint`), so a
@@ -22,6 +23,10 @@
 //! - **Failover.** Until then, an orphaned copy is claimed by its failover target by the new
 //!   placement or by the former one: a node that holds no copy never claims (it has nothing
 //!   to fail over), so a new node becomes a failover target once it holds the copy.
+//! - **Removal.** A node that reads a file without itself places the sessions it owns on that
+//!   file's nodes with one copy more, and its leave ends once those copies are acknowledged
+//!   and every live node of the file runs it with its sessions placed (`removal_waits`): a
+//!   removal takes no copy with it.
 //! - **Completion.** The change is complete at this node when every node of the new file is
 //!   live and announced this node's fingerprint with all its owned sessions placed, every
 //!   node only in the former file has left or is down, and this node's owned sessions are
