@@ -100,6 +100,8 @@ pub(super) struct DomainState {
     completed: Option<u64>,
     /// The file that removes this node, while it waits to leave.
     removal: Option<Removal>,
+    /// Every live node of this node's file announced it runs it (`Node::placed_backups`).
+    all_run: bool,
 }
 
 impl DomainState {
@@ -113,6 +115,7 @@ impl DomainState {
             told: BTreeMap::new(),
             completed: None,
             removal: None,
+            all_run: true,
         }
     }
 }
@@ -167,8 +170,10 @@ impl Node {
         self.domain.config = config;
         self.domain.aware = true;
         self.domain.told.clear();
+        self.domain.all_run = false;
         self.set_joint();
         self.view_changed();
+        self.note_all_run();
         let placed = self.domain_placed();
         let up: Vec<(NodeId, Option<u64>)> =
             self.view.peers.iter().filter(|(_, p)| p.up).map(|(n, p)| (n.clone(), p.incarnation)).collect();
@@ -219,6 +224,43 @@ impl Node {
         !(moved && self.domain_placed())
     }
 
+    /// The backups a session this node owns is placed on: by the file it runs, and while a
+    /// change runs here and a live node of that file may still run the former one (it has
+    /// not announced this file), by the former file too. A node on the former file does not
+    /// know the nodes the change adds: a claim of its own finds the newest copy only on
+    /// nodes it knows, so the former placement's backups stay current until every live node
+    /// runs the new file; only then are they dropped, make before break (test
+    /// `a_node_on_the_former_file_does_not_take_an_older_copy_over`).
+    pub(super) fn placed_backups(&self, session: &str) -> Vec<NodeId> {
+        let view = &self.view;
+        let live = |n: &NodeId| view.is_up(n);
+        let mut backups = self.placement.backups(session, &self.me, live);
+        if self.domain.all_run {
+            return backups;
+        }
+        if let Some(former) = self.domain.former.as_ref().and_then(|f| f.placement.as_ref()) {
+            for n in former.backups(session, &self.me, live) {
+                if !backups.contains(&n) {
+                    backups.push(n);
+                }
+            }
+        }
+        backups
+    }
+
+    /// Recomputes whether every live node of this node's file announced it runs it; when
+    /// that changes, the owned sessions are placed again (`placed_backups`).
+    fn note_all_run(&mut self) {
+        let fp = self.domain.fingerprint;
+        let all_run = self.domain.config.nodes.iter().filter(|n| n.name != self.me).all(|n| {
+            !self.view.is_up(&n.name) || self.announced(&n.name).is_some_and(|a| a.fingerprint == fp)
+        });
+        if all_run != self.domain.all_run {
+            self.domain.all_run = all_run;
+            self.view_changed();
+        }
+    }
+
     /// The timings and limits of `config`.
     fn apply_timings(&mut self, config: &DomainConfig) {
         self.heartbeat_interval = config.heartbeat_interval().max(Duration::from_millis(1));
@@ -248,6 +290,7 @@ impl Node {
         let incarnation = self.view.peers.get(from).and_then(|p| p.incarnation);
         let has_joint = !joint.is_empty();
         self.domain.heard.insert(from.clone(), Announced { incarnation, fingerprint, placed });
+        self.note_all_run();
         if fingerprint != self.domain.fingerprint {
             self.domain.aware = true;
         }
@@ -285,6 +328,7 @@ impl Node {
             return;
         }
         let changing = self.domain_changing();
+        self.note_all_run();
         self.check_change_complete();
         let settled = |t: Option<&Told>, inc: Option<u64>, fp: u64| {
             t.is_some_and(|t| t.incarnation == inc && t.fingerprint == fp && t.placed && !t.joint)
@@ -351,6 +395,8 @@ impl Node {
         self.sessions.iter().all(|(k, rec)| match rec {
             Record { owner: Some(o), copy: Some(c), .. } => {
                 let want = self.placement.backups(k, &self.me, |n| view.is_up(n));
+                // Placed by this file alone: a former file's backups still placed while nodes
+                // may run it (`placed_backups`) are holders to drop.
                 want.iter().all(|b| o.replicas.iter().any(|(n, r)| n == b && r.acked >= Some(c.version)))
                     && o.replicas.keys().all(|n| want.contains(n) || !view.is_up(n))
                     && o.stale.iter().all(|n| !view.is_up(n))

@@ -322,3 +322,77 @@ fn a_removed_owner_leaves_its_sessions_with_every_copy() {
     cl.advance(Duration::from_secs(5));
     assert_settled(&cl, 2);
 }
+
+/// A scale-out reaches the owner a first: it places each session's copy on the new node d
+/// that the new file places it on, while b and c, still on the former file, do not know d.
+/// Should a drop its former backup b (here its `Drop`s to b are lost, so b would keep an older
+/// copy), then write (acknowledged by d) and crash, a claim by b or c would take b's older
+/// copy over and lose the write acknowledged by d. The former backup stays placed until
+/// every live node runs the new file (`placed_backups`), so b's copy is the newest.
+#[test]
+fn a_node_on_the_former_file_does_not_take_an_older_copy_over() {
+    let mut cl = Cluster::new(&["a", "b", "c"], 1);
+    let new = cfg(&["a", "b", "c", "d"], 1);
+    let old_p = crate::placement::Placement::new(&cfg(&["a", "b", "c"], 1));
+    let new_p = crate::placement::Placement::new(&new);
+    let all = |_: &NodeId| true;
+    let moved: Vec<String> = (0..SESSIONS)
+        .map(|i| format!("s{i}"))
+        .filter(|s| {
+            new_p.backups(s, &id("a"), all) == [id("d")] && old_p.backups(s, &id("a"), all) == [id("b")]
+        })
+        .take(3)
+        .collect();
+    assert!(!moved.is_empty());
+    for (i, s) in moved.iter().enumerate() {
+        create(&mut cl, "a", i as u64 + 1, s, Ack::Sync { backups: 1 });
+    }
+    cl.pump();
+    start_new(&mut cl, &new);
+    // a's `Drop`s to b are lost.
+    cl.lose =
+        Some(|from, to, m| from.as_str() == "a" && to.as_str() == "b" && matches!(m, Message::Drop { .. }));
+    let node = cl.nodes.get_mut(&id("a")).unwrap();
+    node.reconfigure(new.clone()).unwrap();
+    cl.collect(&id("a"));
+    let on_d = |cl: &Cluster| {
+        moved.iter().all(|s| cl.session("a", s).is_some_and(|v| v.backups.contains(&(id("d"), true))))
+    };
+    for _ in 0..100 {
+        if on_d(&cl) {
+            break;
+        }
+        cl.advance(Duration::from_millis(50));
+    }
+    assert!(on_d(&cl));
+    cl.advance(Duration::from_millis(50));
+    cl.lose = None;
+    for s in &moved {
+        assert!(cl.session("b", s).is_some_and(|v| v.epoch.is_some()), "b kept its copy of {s}");
+    }
+    for (i, s) in moved.iter().enumerate() {
+        set_k(&mut cl, "a", 100 + i as u64, s, b"v2", Ack::Sync { backups: 1 });
+    }
+    cl.advance(Duration::from_millis(100));
+    for i in 0..moved.len() {
+        let rid = 100 + i as u64;
+        assert!(matches!(cl.outcome(rid), Some(Outcome::Replicated { .. })), "{:?}", cl.outcome(rid));
+    }
+    cl.nodes.remove(&id("a"));
+    cl.advance(Duration::from_secs(5));
+    for n in ["b", "c"] {
+        reload(&mut cl, n, &new);
+    }
+    cl.advance(Duration::from_secs(5));
+    for (i, s) in moved.iter().enumerate() {
+        let rid = 200 + i as u64;
+        cl.cmd("c", rid, Command::Get { session: s.clone() });
+        cl.advance(Duration::from_secs(3));
+        match cl.outcome(rid) {
+            Some(Outcome::Found { attrs, .. }) => {
+                assert_eq!(attrs.get("k").map(|v| v.to_vec()), Some(b"v2".to_vec()), "{s}")
+            }
+            other => panic!("{s}: {other:?}"),
+        }
+    }
+}
