@@ -204,6 +204,7 @@ impl Node {
             until: self.last_run + self.request_timeout * REMOVAL_WAIT,
         });
         self.domain.aware = true;
+        self.set_joint();
         self.view_changed();
     }
 
@@ -217,9 +218,10 @@ impl Node {
         if now >= r.until {
             return false;
         }
+        // That file, or a later one (a change after it): not this node's.
         let moved = r.members.iter().all(|n| {
             !self.view.is_up(n)
-                || self.announced(n).is_some_and(|a| a.fingerprint == r.fingerprint && a.placed)
+                || self.announced(n).is_some_and(|a| a.fingerprint != self.domain.fingerprint && a.placed)
         });
         !(moved && self.domain_placed())
     }
@@ -272,17 +274,25 @@ impl Node {
         self.lease = self.lease.changing(config.failure_timeout());
     }
 
-    /// The member sets whose majority a takeover needs (`Membership::majority`).
+    /// The member sets whose majority a takeover needs (`Membership::majority`): while a
+    /// change runs, the former file's and this one's; for a node removed by the file it read
+    /// (while it waits to leave), that file's nodes too, among which it does not count: the
+    /// others may no longer talk to it, and its own view of them is stale (simulator seed
+    /// 40283: a removed node took a session over with one answer, from a node that had
+    /// dropped its copy, and lost a newer write held by nodes it no longer heard).
     fn set_joint(&mut self) {
-        self.view.joint = match &self.domain.former {
-            None => Vec::new(),
-            Some(f) => {
-                let set = |m: &BTreeSet<NodeId>| {
-                    (m.iter().filter(|n| **n != self.me).cloned().collect(), m.contains(&self.me))
-                };
-                vec![set(&f.members), set(&members(&self.domain.config))]
-            }
+        let set = |m: &BTreeSet<NodeId>| {
+            (m.iter().filter(|n| **n != self.me).cloned().collect(), m.contains(&self.me))
         };
+        let mut joint = Vec::new();
+        if let Some(f) = &self.domain.former {
+            joint.push(set(&f.members));
+            joint.push(set(&members(&self.domain.config)));
+        }
+        if let Some(r) = &self.domain.removal {
+            joint.push(set(&r.members));
+        }
+        self.view.joint = joint;
     }
 
     /// A peer's [`Message::Domain`].

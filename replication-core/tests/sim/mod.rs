@@ -1288,6 +1288,9 @@ impl Sim {
                     self.faults.push((c.name.clone(), self.now, self.now));
                 }
                 slot.engine.restart(&new, &c.name, &self.settings, at);
+                // A new incarnation, not leaving (it may have left shortly before): a file
+                // that removes it again makes it leave (`reload`).
+                slot.leaving = false;
                 slot.down_until = None;
                 slot.paused_until = None;
                 slot.inbox.clear();
