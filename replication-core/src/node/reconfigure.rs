@@ -198,6 +198,11 @@ impl Node {
             leaver.domain.replicas = crate::config::Replicas::Count(n.saturating_add(1));
         }
         self.placement = Placement::new(&leaver);
+        // It takes nothing over any more (no claim: fetch, failover, taking back what a claim
+        // demoted): the nodes of the new file stop talking to it as their changes complete,
+        // so its view of them goes stale (simulator seeds 10005, 40283). Copies whose owner is
+        // gone are handed off at its leave, as a node that cannot own does.
+        self.can_own = false;
         self.domain.removal = Some(Removal {
             fingerprint,
             members: members(config),
