@@ -26,7 +26,7 @@
 //! - **Removal.** A node that reads a file without itself places the sessions it owns on that
 //!   file's nodes with one copy more, and its leave ends once those copies are acknowledged
 //!   and every live node of the file runs it with its sessions placed (`removal_waits`): a
-//!   removal takes no copy with it.
+//!   removal takes no copy with it. Meanwhile it takes nothing over (its view goes stale).
 //! - **Completion.** The change is complete at this node when every node of the new file is
 //!   live and announced this node's fingerprint with all its owned sessions placed, every
 //!   node only in the former file has left or is down, and this node's owned sessions are
@@ -281,10 +281,8 @@ impl Node {
 
     /// The member sets whose majority a takeover needs (`Membership::majority`): while a
     /// change runs, the former file's and this one's; for a node removed by the file it read
-    /// (while it waits to leave), that file's nodes too, among which it does not count: the
-    /// others may no longer talk to it, and its own view of them is stale (simulator seed
-    /// 40283: a removed node took a session over with one answer, from a node that had
-    /// dropped its copy, and lost a newer write held by nodes it no longer heard).
+    /// (while it waits to leave, when it takes nothing over anyway), that file's nodes too,
+    /// among which it does not count.
     fn set_joint(&mut self) {
         let set = |m: &BTreeSet<NodeId>| {
             (m.iter().filter(|n| **n != self.me).cloned().collect(), m.contains(&self.me))

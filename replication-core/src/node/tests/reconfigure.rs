@@ -396,3 +396,19 @@ fn a_node_on_the_former_file_does_not_take_an_older_copy_over() {
         }
     }
 }
+
+/// A node removed by the file it read takes nothing over while it waits to leave: the nodes
+/// of the new file stop talking to it, so a majority it counts on its own view may be stale
+/// (simulator seeds 10005, 40283: a removed node took a session back on such a view while
+/// another owner wrote on).
+#[test]
+fn a_removed_node_takes_nothing_over() {
+    let mut cl = Cluster::new(&["a", "b", "c", "d"], 1);
+    create(&mut cl, "a", 1, "s", Ack::Sync { backups: 1 });
+    cl.pump();
+    assert!(reload(&mut cl, "d", &cfg(&["a", "b", "c"], 1)).removes_this_node);
+    cl.cmd("d", 2, Command::Get { session: "s".into() });
+    cl.pump();
+    assert_eq!(cl.outcome(2), Some(&Outcome::NotAllowed));
+    assert!(cl.session("a", "s").is_some_and(|v| v.role == Role::Owner), "a still owns s");
+}
