@@ -214,8 +214,9 @@ impl Node {
     }
 
     /// Whether this node, removed by the file it read (`removed_by`), still waits before its
-    /// leave ends: until every live node of that file announced it runs it with its sessions
-    /// placed (their copies are no longer placed on this node), and every session this node
+    /// leave ends: until every live node of that file announced it runs it (or a later file)
+    /// with its sessions placed (their copies are no longer placed on this node), and every
+    /// session this node
     /// owns is held by the nodes that file places it on; at most `REMOVAL_WAIT` request
     /// timeouts (a node of that file that never reads it does not keep this one forever).
     pub(super) fn removal_waits(&self, now: Instant) -> bool {
@@ -223,7 +224,7 @@ impl Node {
         if now >= r.until {
             return false;
         }
-        // That file, or a later one (a change after it): not this node's.
+        // That file, or a later one (a change after it): any but this node's.
         let moved = r.members.iter().all(|n| {
             !self.view.is_up(n)
                 || self.announced(n).is_some_and(|a| a.fingerprint != self.domain.fingerprint && a.placed)
