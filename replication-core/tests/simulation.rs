@@ -162,6 +162,28 @@ fn one_way_link_seeds() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
+/// Online changes that failed once, each with the unit test that pins its cause down:
+/// 40081, a change that never completed after healing (a lost announcement,
+/// `a_lost_announcement_does_not_stall_the_change`); 40135 and 40220, an acknowledged write
+/// lost to one crash after its removed owner left with a copy fewer
+/// (`a_removed_owner_leaves_its_sessions_with_every_copy`); 40283 and 40296, a removed node
+/// waiting to leave that took a session over on its stale view, or left with the copy of a
+/// session whose owner was demoted (`a_removed_node_takes_nothing_over`); 40117, a node removed, added back and removed again (it leaves again);
+/// 40377, a node that left while listed and was removed before it came back (its leave
+/// counts as a fault of its holdings, as its restart would).
+#[test]
+fn reconfig_found_seeds() {
+    let mut failures = Vec::new();
+    for seed in [40_081, 40_117, 40_135, 40_220, 40_283, 40_296, 40_377] {
+        let r = run_reconfig(seed, 4000);
+        println!("{}", summary(&r));
+        if !r.violations.is_empty() {
+            failures.push(format!("{}\n  {}", summary(&r), r.violations.join("\n  ")));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
 /// Partition + amnesia (README "Guarantees"): the owner n3 of s94 is cut off (its sends are
 /// lost), n4 takes s94 over without reaching it and crashes at once; restarted with empty
 /// memory, n4 acknowledges n3's stale write, which n0's later takeover from n4's epoch loses.

@@ -43,6 +43,8 @@ pub struct Cluster {
     pub cut: BTreeSet<(NodeId, NodeId)>,
     /// Delivered [`Message::ClaimsRefused`]: (from, to).
     pub refusals: Vec<(NodeId, NodeId)>,
+    /// Messages `pump` loses (from, to, message), besides those over cut links.
+    pub lose: Option<fn(&NodeId, &NodeId, &Message) -> bool>,
 }
 
 /// The node named `s`.
@@ -88,6 +90,7 @@ impl Cluster {
             wire: VecDeque::new(),
             cut: BTreeSet::new(),
             refusals: vec![],
+            lose: None,
         }
     }
 
@@ -123,7 +126,9 @@ impl Cluster {
         while let Some((from, to, msg)) = self.wire.pop_front() {
             budget -= 1;
             assert!(budget > 0, "message storm");
-            if self.cut.contains(&(from.clone(), to.clone())) {
+            if self.cut.contains(&(from.clone(), to.clone()))
+                || self.lose.is_some_and(|f| f(&from, &to, &msg))
+            {
                 continue;
             }
             let now = self.now;

@@ -432,8 +432,7 @@ impl Node {
         // borrowed: a failover places them here, without looking the session up again.
         let view_gen = self.view.generation;
         let want = self.replica_target();
-        let view = &self.view;
-        let backups = self.placement.backups(session, &self.me, |n| view.is_up(n));
+        let backups = self.placed_backups(session);
         let rec = record_or_empty!(self.sessions, session, stamp);
         if rec.promised.as_ref().is_some_and(|p| *p > a.epoch) {
             let higher = rec.promised.clone().unwrap_or_else(|| a.epoch.clone());

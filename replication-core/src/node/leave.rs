@@ -281,10 +281,13 @@ impl Node {
                 unreplicated += 1;
             }
         }
+        // A node removed by the file it read first lets the copies move (`removal_waits`).
+        let moving = self.removal_waits(now);
+        all_done &= !moving;
         let later = now + self.request_timeout;
         let Leave::Leaving(leaving) = &mut self.leave else { return };
         let deadline = leaving.progress(stuck, later);
-        if !all_done && now < deadline {
+        if !all_done && (now < deadline || moving) {
             return;
         }
         // A session this node owned until a claim demoted it may exist nowhere else in its

@@ -12,8 +12,9 @@
 //!   it sends [`Message::Domain`] to every live peer each heartbeat while the domain changes,
 //!   and otherwise to a peer whose last announcement from it said something else (a peer new,
 //!   back or restarted, or told before its sessions were placed), until every live peer was
-//!   told this node's file with its sessions placed. A domain whose nodes all run the file
-//!   they started with sends none.
+//!   told this node's file with its sessions placed. A node not changing answers every
+//!   announcement of a peer still changing (its last answer may have been lost). A domain
+//!   whose nodes all run the file they started with sends none.
 //! - **Joint majority.** Until the change completes, a node that reloaded (or that heard a
 //!   reloaded peer name the nodes of the former file) takes sessions over only with a
 //!   majority of the former file's nodes *and* of the new file's (`Membership::joint`), so a
@@ -22,6 +23,10 @@
 //! - **Failover.** Until then, an orphaned copy is claimed by its failover target by the new
 //!   placement or by the former one: a node that holds no copy never claims (it has nothing
 //!   to fail over), so a new node becomes a failover target once it holds the copy.
+//! - **Removal.** A node that reads a file without itself places the sessions it owns on that
+//!   file's nodes with one copy more, and its leave ends once those copies are acknowledged
+//!   and every live node of the file runs it with its sessions placed (`removal_waits`): a
+//!   removal takes no copy with it. Meanwhile it takes nothing over (its view goes stale).
 //! - **Completion.** The change is complete at this node when every node of the new file is
 //!   live and announced this node's fingerprint with all its owned sessions placed, every
 //!   node only in the former file has left or is down, and this node's owned sessions are
@@ -39,7 +44,7 @@ use crate::error::Error;
 use crate::message::Message;
 use crate::placement::Placement;
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// What a peer announced last ([`Message::Domain`]), for its incarnation then.
 #[derive(Debug, Clone)]
@@ -67,6 +72,18 @@ struct Former {
     members: BTreeSet<NodeId>,
 }
 
+/// A file that does not list this node, read while it runs: it leaves once the copies have
+/// moved (`Node::removal_waits`).
+#[derive(Debug)]
+struct Removal {
+    /// The fingerprint of the file that removes this node.
+    fingerprint: u64,
+    /// The nodes of that file.
+    members: BTreeSet<NodeId>,
+    /// When this node stops waiting for the copies to move and leaves as it can.
+    until: Instant,
+}
+
 /// The domain file this node runs and what it knows of its peers' files.
 #[derive(Debug)]
 pub(super) struct DomainState {
@@ -81,6 +98,10 @@ pub(super) struct DomainState {
     /// The fingerprint whose change completed here last: a late announcement from a peer
     /// still changing to it does not start it again.
     completed: Option<u64>,
+    /// The file that removes this node, while it waits to leave.
+    removal: Option<Removal>,
+    /// Every live node of this node's file announced it runs it (`Node::placed_backups`).
+    all_run: bool,
 }
 
 impl DomainState {
@@ -93,9 +114,15 @@ impl DomainState {
             heard: BTreeMap::new(),
             told: BTreeMap::new(),
             completed: None,
+            removal: None,
+            all_run: true,
         }
     }
 }
+
+/// How long a removed node waits, at most, for the copies to move before it leaves, in
+/// request timeouts (`Node::removal_waits`).
+const REMOVAL_WAIT: u32 = 10;
 
 /// The nodes of a file.
 fn members(cfg: &DomainConfig) -> BTreeSet<NodeId> {
@@ -107,13 +134,18 @@ impl Node {
     /// the module docs of `node`, "Online domain changes"). Refused, with nothing changed,
     /// when the new file is invalid or changes what cannot change online: the report names
     /// each rule ([`crate::change::rule`], [`crate::validate::rule`]). A file that does not
-    /// list this node changes nothing here: the plan says so
-    /// ([`Plan::removes_this_node`]) and the runtime leaves the domain
-    /// ([`Command::Leave`](crate::Command::Leave), which hands the sessions off) and stops.
-    /// The same file again changes nothing. Drain [`Node::poll_output`] afterwards.
+    /// list this node says so ([`Plan::removes_this_node`]): this node places the copies of
+    /// the sessions it owns on the nodes of that file, and the runtime leaves the domain
+    /// ([`Command::Leave`](crate::Command::Leave), which hands the sessions off once the
+    /// copies have moved, see `removal_waits`) and stops. The same file again changes
+    /// nothing. Drain [`Node::poll_output`] afterwards.
     pub fn reconfigure(&mut self, config: DomainConfig) -> Result<Plan, Error> {
         let plan = change::check(&self.domain.config, &config, &self.me).map_err(Error::Invalid)?;
-        if plan.unchanged() || plan.removes_this_node || !self.leave.is_member() {
+        if plan.unchanged() || !self.leave.is_member() {
+            return Ok(plan);
+        }
+        if plan.removes_this_node {
+            self.removed_by(&config, plan.to);
             return Ok(plan);
         }
         let old_members = members(&self.domain.config);
@@ -138,8 +170,10 @@ impl Node {
         self.domain.config = config;
         self.domain.aware = true;
         self.domain.told.clear();
+        self.domain.all_run = false;
         self.set_joint();
         self.view_changed();
+        self.note_all_run();
         let placed = self.domain_placed();
         let up: Vec<(NodeId, Option<u64>)> =
             self.view.peers.iter().filter(|(_, p)| p.up).map(|(n, p)| (n.clone(), p.incarnation)).collect();
@@ -147,6 +181,92 @@ impl Node {
             self.send_domain(&n, inc, placed);
         }
         Ok(plan)
+    }
+
+    /// This node read `config`, which does not list it (fingerprint `fingerprint`): the
+    /// sessions it owns are placed on the nodes of `config` with one copy more than it asks
+    /// for, the copy the node that takes each over after this one's leave holds. Each session
+    /// then has, without this node, the copies it had with it: a removal does not take one
+    /// with it (simulator seeds 40135, 40220; test
+    /// `a_removed_owner_leaves_its_sessions_with_every_copy`).
+    fn removed_by(&mut self, config: &DomainConfig, fingerprint: u64) {
+        if self.domain.removal.as_ref().is_some_and(|r| r.fingerprint == fingerprint) {
+            return;
+        }
+        let mut leaver = config.clone();
+        if let crate::config::Replicas::Count(n) = leaver.domain.replicas {
+            leaver.domain.replicas = crate::config::Replicas::Count(n.saturating_add(1));
+        }
+        self.placement = Placement::new(&leaver);
+        // It takes nothing over any more (no claim: fetch, failover, taking back what a claim
+        // demoted): the nodes of the new file stop talking to it as their changes complete,
+        // so its view of them goes stale (simulator seeds 10005, 40283). Copies whose owner is
+        // gone are handed off at its leave, as a node that cannot own does.
+        self.can_own = false;
+        self.domain.removal = Some(Removal {
+            fingerprint,
+            members: members(config),
+            until: self.last_run + self.request_timeout * REMOVAL_WAIT,
+        });
+        self.domain.aware = true;
+        self.set_joint();
+        self.view_changed();
+    }
+
+    /// Whether this node, removed by the file it read (`removed_by`), still waits before its
+    /// leave ends: until every live node of that file announced it runs it (or a later file)
+    /// with its sessions placed (their copies are no longer placed on this node), and every
+    /// session this node
+    /// owns is held by the nodes that file places it on; at most `REMOVAL_WAIT` request
+    /// timeouts (a node of that file that never reads it does not keep this one forever).
+    pub(super) fn removal_waits(&self, now: Instant) -> bool {
+        let Some(r) = &self.domain.removal else { return false };
+        if now >= r.until {
+            return false;
+        }
+        // That file, or a later one (a change after it): any but this node's.
+        let moved = r.members.iter().all(|n| {
+            !self.view.is_up(n)
+                || self.announced(n).is_some_and(|a| a.fingerprint != self.domain.fingerprint && a.placed)
+        });
+        !(moved && self.domain_placed())
+    }
+
+    /// The backups a session this node owns is placed on: by the file it runs, and while a
+    /// change runs here and a live node of that file may still run the former one (it has
+    /// not announced this file), by the former file too. A node on the former file does not
+    /// know the nodes the change adds: a claim of its own finds the newest copy only on
+    /// nodes it knows, so the former placement's backups stay current until every live node
+    /// runs the new file; only then are they dropped, make before break (test
+    /// `a_node_on_the_former_file_does_not_take_an_older_copy_over`).
+    pub(super) fn placed_backups(&self, session: &str) -> Vec<NodeId> {
+        let view = &self.view;
+        let live = |n: &NodeId| view.is_up(n);
+        let mut backups = self.placement.backups(session, &self.me, live);
+        if self.domain.all_run {
+            return backups;
+        }
+        if let Some(former) = self.domain.former.as_ref().and_then(|f| f.placement.as_ref()) {
+            for n in former.backups(session, &self.me, live) {
+                if !backups.contains(&n) {
+                    backups.push(n);
+                }
+            }
+        }
+        backups
+    }
+
+    /// Recomputes whether every live node of this node's file announced it runs it; when
+    /// that changes, the owned sessions are placed again (`placed_backups`).
+    fn note_all_run(&mut self) {
+        let fp = self.domain.fingerprint;
+        let all_run = self.domain.config.nodes.iter().filter(|n| n.name != self.me).all(|n| {
+            !self.view.is_up(&n.name) || self.announced(&n.name).is_some_and(|a| a.fingerprint == fp)
+        });
+        if all_run != self.domain.all_run {
+            self.domain.all_run = all_run;
+            self.view_changed();
+        }
     }
 
     /// The timings and limits of `config`.
@@ -160,17 +280,23 @@ impl Node {
         self.lease = self.lease.changing(config.failure_timeout());
     }
 
-    /// The member sets whose majority a takeover needs (`Membership::majority`).
+    /// The member sets whose majority a takeover needs (`Membership::majority`): while a
+    /// change runs, the former file's and this one's; for a node removed by the file it read
+    /// (while it waits to leave, when it takes nothing over anyway), that file's nodes too,
+    /// among which it does not count.
     fn set_joint(&mut self) {
-        self.view.joint = match &self.domain.former {
-            None => Vec::new(),
-            Some(f) => {
-                let set = |m: &BTreeSet<NodeId>| {
-                    (m.iter().filter(|n| **n != self.me).cloned().collect(), m.contains(&self.me))
-                };
-                vec![set(&f.members), set(&members(&self.domain.config))]
-            }
+        let set = |m: &BTreeSet<NodeId>| {
+            (m.iter().filter(|n| **n != self.me).cloned().collect(), m.contains(&self.me))
         };
+        let mut joint = Vec::new();
+        if let Some(f) = &self.domain.former {
+            joint.push(set(&f.members));
+            joint.push(set(&members(&self.domain.config)));
+        }
+        if let Some(r) = &self.domain.removal {
+            joint.push(set(&r.members));
+        }
+        self.view.joint = joint;
     }
 
     /// A peer's [`Message::Domain`].
@@ -178,6 +304,7 @@ impl Node {
         let incarnation = self.view.peers.get(from).and_then(|p| p.incarnation);
         let has_joint = !joint.is_empty();
         self.domain.heard.insert(from.clone(), Announced { incarnation, fingerprint, placed });
+        self.note_all_run();
         if fingerprint != self.domain.fingerprint {
             self.domain.aware = true;
         }
@@ -193,7 +320,12 @@ impl Node {
             self.set_joint();
             self.view_changed();
         }
-        if self.domain.told.get(from).is_none_or(|t| t.incarnation != incarnation) {
+        // A peer still changing (it keeps a former file, or runs another) announces every
+        // heartbeat and waits for this node's word: a node not changing itself (which does
+        // not announce every heartbeat) answers each time, as what it told the peer last may
+        // have been lost (test `a_lost_announcement_does_not_stall_the_change`).
+        let waits = (has_joint || fingerprint != self.domain.fingerprint) && !self.domain_changing();
+        if waits || self.domain.told.get(from).is_none_or(|t| t.incarnation != incarnation) {
             let placed = self.domain_placed();
             self.send_domain(from, incarnation, placed);
         }
@@ -210,6 +342,7 @@ impl Node {
             return;
         }
         let changing = self.domain_changing();
+        self.note_all_run();
         self.check_change_complete();
         let settled = |t: Option<&Told>, inc: Option<u64>, fp: u64| {
             t.is_some_and(|t| t.incarnation == inc && t.fingerprint == fp && t.placed && !t.joint)
@@ -276,6 +409,8 @@ impl Node {
         self.sessions.iter().all(|(k, rec)| match rec {
             Record { owner: Some(o), copy: Some(c), .. } => {
                 let want = self.placement.backups(k, &self.me, |n| view.is_up(n));
+                // Placed by this file alone: a former file's backups still placed while nodes
+                // may run it (`placed_backups`) are holders to drop.
                 want.iter().all(|b| o.replicas.iter().any(|(n, r)| n == b && r.acked >= Some(c.version)))
                     && o.replicas.keys().all(|n| want.contains(n) || !view.is_up(n))
                     && o.stale.iter().all(|n| !view.is_up(n))

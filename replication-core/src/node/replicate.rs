@@ -65,13 +65,14 @@ impl Node {
     /// Recomputes the backups of an owned session when the view changed since last time.
     pub(super) fn plan(&mut self, session: &str, now: Instant) {
         let view_gen = self.view.generation;
-        let want = self.replica_target();
-        let Some(Record { owner: Some(o), .. }) = self.sessions.get_mut(session) else { return };
-        if o.view_gen == view_gen {
+        if !matches!(self.sessions.get(session), Some(Record { owner: Some(o), .. }) if o.view_gen != view_gen)
+        {
             return;
         }
+        let want = self.replica_target();
+        let backups = self.placed_backups(session);
+        let Some(Record { owner: Some(o), .. }) = self.sessions.get_mut(session) else { return };
         let view = &self.view;
-        let backups = self.placement.backups(session, &self.me, |n| view.is_up(n));
         if place(o, &backups, &view.peers, view_gen, self.stamps.stamp(now), want) {
             let have = backups.len();
             self.out.event(Event::UnderReplicated { session: session.to_owned(), have, want });

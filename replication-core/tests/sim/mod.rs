@@ -187,6 +187,9 @@ struct Slot {
     /// It left gracefully with everything handed off (`Outcome::Left` with nothing
     /// unreplicated): in a rolling restart its restart is not a fault.
     left_clean: bool,
+    /// It left while the domain listed it (a leave, not a removal): its copies went with it,
+    /// a fault counted when it comes back, or when a change removes it before it does.
+    left_listed: bool,
 }
 
 /// An online domain change on its way to the nodes (`SimOptions::reconfig`).
@@ -389,6 +392,7 @@ impl Sim {
                     inbox: VecDeque::new(),
                     leaving: false,
                     left_clean: false,
+                    left_listed: false,
                 },
             );
         }
@@ -502,14 +506,19 @@ impl Sim {
             let at = self.instant();
             let slot = self.slots.get_mut(n).unwrap();
             if slot.down_until.is_some_and(|t| t <= now) && self.cfg.node(n).is_none() {
-                // Removed from the domain: it does not come back.
+                // Removed from the domain: it does not come back. A node that had left while
+                // listed took its copies with it (a leave, counted when it comes back).
                 slot.down_until = None;
                 slot.leaving = false;
+                if std::mem::take(&mut slot.left_listed) {
+                    self.faults.push((n.clone(), now, now));
+                }
             }
             if slot.down_until.is_some_and(|t| t <= now) {
                 slot.down_until = None;
                 slot.leaving = false;
                 let clean = std::mem::take(&mut slot.left_clean) && self.opt.rolling;
+                slot.left_listed = false;
                 slot.engine.restart(&self.cfg, n, &self.settings, at);
                 let inc = slot.engine.incarnation;
                 self.report.restarts += 1;
@@ -896,6 +905,7 @@ impl Sim {
                 slot.engine.crash();
                 slot.inbox.clear();
                 slot.left_clean = *unreplicated == 0;
+                slot.left_listed = self.cfg.node(n).is_some();
                 let until = if self.opt.rolling {
                     let until = self.now + self.rng.below(300);
                     self.next_roll = until + 300 + self.rng.below(1000);
@@ -1391,7 +1401,13 @@ impl Sim {
         for c in &new.nodes {
             let slot = self.slots.get_mut(&c.name).unwrap();
             if !listed.contains(&c.name) {
+                if std::mem::take(&mut slot.left_listed) {
+                    self.faults.push((c.name.clone(), self.now, self.now));
+                }
                 slot.engine.restart(&new, &c.name, &self.settings, at);
+                // A new incarnation, not leaving (it may have left shortly before): a file
+                // that removes it again makes it leave (`reload`).
+                slot.leaving = false;
                 slot.down_until = None;
                 slot.paused_until = None;
                 slot.inbox.clear();
