@@ -459,8 +459,14 @@ pub async fn oversize_frame_and_garbage_refused_others_keep_working<H: Harness>(
     connected(c.node("a"), "b").await;
     let big = TestMsg { key: None, seq: 1, body: "z".repeat(200 * 1024) };
     c.node("a").send(&n("b"), big).await.expect("queued");
-    let why = refused(c.node("b"), "oversize frame").await;
-    assert!(why.contains("exceeds the limit"), "{why}");
+    // (A loaded machine may show an earlier refusal: a's dial dropped in its TLS handshake
+    // by b's wake-up, after the grace a dial under way gets.)
+    expect(
+        c.node("b"),
+        "the oversize frame refused",
+        |e| matches!(e, TransportEvent::Refused { reason, .. } if reason.contains("exceeds the limit")),
+    )
+    .await;
     // c's link to b is untouched.
     c.node("c").send(&n("b"), msg(None, 7)).await.expect("queued");
     assert_eq!(receive(c.node("b"), "c", 1).await, vec![msg(None, 7)]);
