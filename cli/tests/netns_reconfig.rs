@@ -414,12 +414,6 @@ fn stray_allowance(owned: u64) -> u64 {
     (owned / 50).max(2)
 }
 
-/// A restarted node serves before it links to every live peer (`REJOIN` in `netns_faults.rs`).
-const REJOIN: &str = "app2, SIGKILLed in the middle of the change and restarted with the new file, links to app3 \
-     and app4 at once but to app1 only when app1's QUIC connection to app2's former process times out (about 7 s); \
-     meanwhile app2 takes over sessions app1 owns (it has the joint majority app2, app3, app4 without app1) while \
-     app1 still serves them, so reads through app1 miss writes acknowledged through app2 until the link comes up";
-
 /// A new node serves before it links to every live peer.
 const NEW_NODE: &str = "app4, started with the new file, links to app2 and app3 at once but to app1 about 1 s \
      later (app1 reloaded first and dialed app4 before it listened, then waited out its backoff); meanwhile \
@@ -431,7 +425,7 @@ const NEW_NODE: &str = "app4, started with the new file, links to app2 and app3 
 /// session owned twice and a copy count off are printed as known failures ([`tolerated`]);
 /// any other problem (a lost write, no recovery) fails them. Take a scenario off once its
 /// reason is fixed; the test says when a listed scenario passed.
-const KNOWN_FAILURES: &[(&str, &str)] = &[("quic-scale-out", NEW_NODE), ("quic-kill-mid", REJOIN)];
+const KNOWN_FAILURES: &[(&str, &str)] = &[("quic-scale-out", NEW_NODE)];
 
 /// The problems a known failure may show.
 fn tolerated(problem: &str) -> bool {

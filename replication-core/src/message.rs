@@ -19,7 +19,7 @@ use crate::transport::WireMessage;
 /// The protocol version; a peer speaking another one is refused at the handshake. Raised with
 /// every change to the messages or to what they mean, so nodes of two versions never mix in a
 /// domain.
-pub const PROTOCOL_VERSION: u32 = 7;
+pub const PROTOCOL_VERSION: u32 = 8;
 
 /// The version of a session's state inside one [`Epoch`]; every write adds one. Versions
 /// continue across ownership changes (a new owner starts from the highest copy it found).

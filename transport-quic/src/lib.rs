@@ -113,6 +113,8 @@ struct Link {
     conn: Connection,
     control_tx: SendStream,
     control_rx: RecvStream,
+    /// The incarnation of the peer's run the link reaches (from its Hello; 0 until then).
+    incarnation: u64,
 }
 
 impl AsyncRead for Link {
@@ -401,9 +403,10 @@ async fn accept_handshake(
         };
         let who = handshake::who(authenticated.as_ref(), addr);
         let (tx, rx) = conn.accept_bi().await.map_err(|e| (who.clone(), format!("handshake failed: {e}")))?;
-        let mut link = Link { conn, control_tx: tx, control_rx: rx };
-        let node = handshake::accept_hello(common, &mut link, authenticated.as_ref(), who).await?;
-        Ok((node, link))
+        let mut link = Link { conn, control_tx: tx, control_rx: rx, incarnation: 0 };
+        let hello = handshake::accept_hello(common, &mut link, authenticated.as_ref(), who).await?;
+        link.incarnation = hello.incarnation;
+        Ok((hello.node, link))
     };
     accept_within(common, deadlines.end, addr, work).await
 }
@@ -414,6 +417,10 @@ impl<M: WireMessage> Carrier<M> for Shared {
 
     fn common(&self) -> &Common {
         &self.common
+    }
+
+    fn incarnation(link: &Link) -> u64 {
+        link.incarnation
     }
 
     async fn dial(&self, peer: &NodeId, address: &str) -> Result<Link, DialError> {
@@ -444,8 +451,8 @@ impl<M: WireMessage> Carrier<M> for Shared {
         let exchange = async {
             let (tx, rx) =
                 conn.open_bi().await.map_err(|e| DialError::Refused(format!("handshake failed: {e}")))?;
-            let mut link = Link { conn: conn.clone(), control_tx: tx, control_rx: rx };
-            handshake::dial_hello(common, &mut link, peer, address).await?;
+            let mut link = Link { conn: conn.clone(), control_tx: tx, control_rx: rx, incarnation: 0 };
+            link.incarnation = handshake::dial_hello(common, &mut link, peer, address).await?.incarnation;
             Ok(link)
         };
         exchange.await.map_err(|e| match conn.close_reason() {
@@ -466,7 +473,7 @@ impl<M: WireMessage> Carrier<M> for Shared {
         links: &mut mpsc::Receiver<Link>,
         events: &mpsc::Sender<TransportEvent<M>>,
     ) -> LinkEnd<Link> {
-        let Link { conn, control_tx, control_rx } = link;
+        let Link { conn, control_tx, control_rx, .. } = link;
         // Control traffic (heartbeats) goes out before data waiting on the connection.
         if let Err(e) = control_tx.set_priority(CONTROL_PRIORITY) {
             debug!(%peer, error = %e, "cannot raise the control stream's priority");

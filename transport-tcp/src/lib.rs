@@ -87,6 +87,13 @@ trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
 type Stream = Box<dyn Io>;
 
+/// An established, authenticated link: its stream and the incarnation of the peer's run it
+/// reaches (from that peer's Hello).
+struct Link {
+    stream: Stream,
+    incarnation: u64,
+}
+
 impl HelloStream for Box<dyn Io + '_> {
     const NAME: &'static str = "connection";
 
@@ -169,7 +176,7 @@ impl Sizes {
 /// A [`Transport`] over TCP (mutual TLS 1.3, or plain TCP with [`Security::Insecure`]).
 pub struct TcpTransport<M: WireMessage> {
     shared: Arc<Shared>,
-    peers: Members<Stream, M, Peer<M>>,
+    peers: Members<Link, M, Peer<M>>,
     sizes: Sizes,
     app: AppSide<M>,
     /// Stops the accept loop, which `shutdown` ends before the links (see there).
@@ -335,7 +342,7 @@ async fn accept_connection(
     tcp: TcpStream,
     addr: SocketAddr,
     deadlines: Deadlines,
-) -> Handshake<Stream> {
+) -> Handshake<Link> {
     // A connection closed before its first byte is a peer's probe
     // (`peer_process_gone`) or a port check, not a refused handshake.
     match deadlines.started(addr, async { Ok(tcp.peek(&mut [0u8; 1]).await) }).await {
@@ -356,7 +363,7 @@ async fn accept_handshake(
     tcp: TcpStream,
     addr: SocketAddr,
     deadline: tokio::time::Instant,
-) -> Result<(NodeId, Stream), (String, String)> {
+) -> Result<(NodeId, Link), (String, String)> {
     let common = &shared.common;
     let work = async {
         let _ = tcp.set_nodelay(true);
@@ -382,8 +389,8 @@ async fn accept_handshake(
             None => (Box::new(tcp), None),
         };
         let who = handshake::who(authenticated.as_ref(), addr);
-        let node = handshake::accept_hello(common, &mut stream, authenticated.as_ref(), who).await?;
-        Ok((node, stream))
+        let hello = handshake::accept_hello(common, &mut stream, authenticated.as_ref(), who).await?;
+        Ok((hello.node, Link { stream, incarnation: hello.incarnation }))
     };
     accept_within(common, deadline, addr, work).await
 }
@@ -408,7 +415,7 @@ async fn address_gone(address: &str, timeout: Duration) -> bool {
 }
 
 impl<M: WireMessage> Carrier<M> for Shared {
-    type Link = Stream;
+    type Link = Link;
     type Queues = Writer<M>;
     const PROBES_GONE: bool = true;
 
@@ -416,8 +423,12 @@ impl<M: WireMessage> Carrier<M> for Shared {
         &self.common
     }
 
+    fn incarnation(link: &Link) -> u64 {
+        link.incarnation
+    }
+
     /// The dialer's side: TCP connect, TLS naming the peer, Hello exchange.
-    async fn dial(&self, peer: &NodeId, address: &str) -> Result<Stream, DialError> {
+    async fn dial(&self, peer: &NodeId, address: &str) -> Result<Link, DialError> {
         let common = &self.common;
         let tcp = TcpStream::connect(address)
             .await
@@ -433,20 +444,20 @@ impl<M: WireMessage> Carrier<M> for Shared {
             }
             None => Box::new(tcp),
         };
-        handshake::dial_hello(common, &mut stream, peer, address).await?;
-        Ok(stream)
+        let hello = handshake::dial_hello(common, &mut stream, peer, address).await?;
+        Ok(Link { stream, incarnation: hello.incarnation })
     }
 
     async fn run_link(
         shared: &Arc<Self>,
         peer: &NodeId,
-        stream: Stream,
+        link: Link,
         writer: &mut Writer<M>,
-        links: &mut mpsc::Receiver<Stream>,
+        links: &mut mpsc::Receiver<Link>,
         events: &mpsc::Sender<TransportEvent<M>>,
-    ) -> LinkEnd<Stream> {
+    ) -> LinkEnd<Link> {
         let Writer { queues, enc } = writer;
-        let (rd, mut wr) = tokio::io::split(stream);
+        let (rd, mut wr) = tokio::io::split(link.stream);
         let mut reader =
             AbortOnDrop(tokio::spawn(read_loop(rd, peer.clone(), events.clone(), shared.clone())));
         let mut stop = shared.common.shutdown.clone();
@@ -514,7 +525,7 @@ async fn write_batch<M: WireMessage, W: AsyncWrite + Unpin>(
     peer: &NodeId,
     queues: &mut Queues<M>,
     first: M,
-) -> Result<(), LinkEnd<Stream>> {
+) -> Result<(), LinkEnd<Link>> {
     enc.clear();
     encode(enc, peer, &first);
     while enc.len() < WRITE_BATCH_BYTES {

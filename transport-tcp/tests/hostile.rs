@@ -233,8 +233,10 @@ fn answer(s: &mut TcpStream, hello: &[u8]) {
 }
 
 /// Node `a` dials a raw peer `b`, whose host then goes away without closing the link (the
-/// raw peer keeps it open and silent). When `b` starts again, its wake-up (a connection with
-/// its Hello) makes `a` drop the stale link and dial at once.
+/// raw peer keeps it open and silent). A wake-up from the run of `b` the link reaches (`b`
+/// started while `a` dialed it) leaves the link alone; when `b` starts again, its wake-up (a
+/// connection with the Hello of its new run), within a second of the link coming up, makes
+/// `a` drop the stale link and dial at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wake_up_replaces_a_stale_link() {
     let ba = Tcp::bind(0);
@@ -242,12 +244,15 @@ async fn a_wake_up_replaces_a_stale_link() {
     let cfg = parse(&domain_text("web", &[("a", Tcp::port(&ba)), ("b", Tcp::port(&bb))], ""));
     let a_addr = ba.local_addr().expect("addr");
     let dir = tempfile::tempdir().expect("tmp");
-    let mut s = settings(&cfg, "a", Sec::Insecure, dir.path());
-    s.handshake_timeout = Duration::from_millis(500);
+    let s = settings(&cfg, "a", Sec::Insecure, dir.path());
     let a = Tcp::start(s, ba).await.expect("a");
-    let mut enc = FrameEncoder::new(MIN_MAX_FRAME);
-    enc.hello(&Hello::for_node(&cfg, &NodeId::new("b")).expect("b is a member")).expect("hello");
-    let hello = enc.finish().to_vec();
+    let hello_of_run = |incarnation| {
+        let hello = Hello { incarnation, ..Hello::for_node(&cfg, &NodeId::new("b")).expect("b is a member") };
+        let mut enc = FrameEncoder::new(MIN_MAX_FRAME);
+        enc.hello(&hello).expect("hello");
+        enc.finish().to_vec()
+    };
+    let (hello, hello_again) = (hello_of_run(1), hello_of_run(2));
     // b answers a's dial, then its host goes away: the link stays open and silent.
     let stale = {
         let hello = hello.clone();
@@ -258,16 +263,23 @@ async fn a_wake_up_replaces_a_stale_link() {
         })
     };
     conformance::connected(&a, "b").await;
+    let linked = Instant::now();
     let (mut stale, bb) = stale.await.expect("b");
-    // Older than twice the handshake timeout: a link to an earlier run of b.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let t0 = Instant::now();
-    let again = tokio::task::spawn_blocking(move || {
+    let same_run = tokio::task::spawn_blocking(move || {
         let mut wake = TcpStream::connect(a_addr).expect("wake-up");
         handshake(&mut wake, &hello);
+    });
+    same_run.await.expect("wake-up of the same run");
+    let kept = tokio::time::timeout(Duration::from_millis(300), conformance::disconnected(&a, "b")).await;
+    assert!(kept.is_err(), "a wake-up from the run the link reaches ended the link");
+    let t0 = Instant::now();
+    assert!(t0 - linked < Duration::from_secs(1), "{:?}", t0 - linked);
+    let again = tokio::task::spawn_blocking(move || {
+        let mut wake = TcpStream::connect(a_addr).expect("wake-up");
+        handshake(&mut wake, &hello_again);
         drop(wake);
         let (mut s, _) = bb.accept().expect("a dials again");
-        answer(&mut s, &hello);
+        answer(&mut s, &hello_again);
         s
     });
     conformance::disconnected(&a, "b").await;

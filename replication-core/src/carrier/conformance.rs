@@ -459,8 +459,14 @@ pub async fn oversize_frame_and_garbage_refused_others_keep_working<H: Harness>(
     connected(c.node("a"), "b").await;
     let big = TestMsg { key: None, seq: 1, body: "z".repeat(200 * 1024) };
     c.node("a").send(&n("b"), big).await.expect("queued");
-    let why = refused(c.node("b"), "oversize frame").await;
-    assert!(why.contains("exceeds the limit"), "{why}");
+    // (A loaded machine may show an earlier refusal: a's dial dropped in its TLS handshake
+    // by b's wake-up, after the grace a dial under way gets.)
+    expect(
+        c.node("b"),
+        "the oversize frame refused",
+        |e| matches!(e, TransportEvent::Refused { reason, .. } if reason.contains("exceeds the limit")),
+    )
+    .await;
     // c's link to b is untouched.
     c.node("c").send(&n("b"), msg(None, 7)).await.expect("queued");
     assert_eq!(receive(c.node("b"), "c", 1).await, vec![msg(None, 7)]);
@@ -670,6 +676,59 @@ pub async fn a_wake_up_while_dialing_dials_again_at_once<H: Harness>() {
     assert!(took < bound, "b saw its peers up after {took:?}, more than {bound:?}");
 }
 
+/// The peer a node dials is killed within a second of their link coming up and starts again
+/// at once. Nothing closes the old link (over QUIC, the dialer would see it end only at the
+/// idle timeout, 10 s); the restarted peer's wake-up comes from another run than the one the
+/// link reaches, so the dialer drops the link and dials the new run: it reports the link down
+/// and up again within two seconds of the restart.
+pub async fn a_peer_restarted_just_after_linking_is_linked_again_at_once<H: Harness>() {
+    let mut c = Cluster::<H>::start(&["a", "b"], Sec::Tls, |_, _| {}).await;
+    connected(c.node("a"), "b").await;
+    if let Some(b) = c.nodes.remove("b") {
+        b.shutdown().await;
+    }
+    disconnected(c.node("a"), "b").await;
+    let (runtime, b) = start_apart(&c, "b").await;
+    connected(c.node("a"), "b").await;
+    let linked = Instant::now();
+    connected(&b, "a").await;
+    kill(runtime, b).await;
+    let bound = H::bind(c.ports["b"]);
+    let t0 = Instant::now();
+    assert!(t0 - linked < Duration::from_secs(1), "b was killed {:?} after the link came up", t0 - linked);
+    let b = H::start(settings(&c.cfg, "b", c.sec, c.certs.path()), bound).await.expect("restart");
+    c.nodes.insert("b".to_owned(), b);
+    disconnected(c.node("a"), "b").await;
+    connected(c.node("a"), "b").await;
+    let took = t0.elapsed();
+    let limit = Duration::from_secs(2);
+    eprintln!("b killed and restarted; a linked to its new run after {took:?} (bound {limit:?})");
+    assert!(took < limit, "a linked to the restarted b after {took:?}, more than {limit:?}");
+    c.node("a").send(&n("b"), msg(None, 1)).await.expect("queued");
+    assert_eq!(receive(c.node("b"), "a", 1).await, vec![msg(None, 1)]);
+}
+
+/// Starts `node` of `c` on its port, on a runtime of its own, so that [`kill`] can stop it as
+/// a killed process stops.
+async fn start_apart<H: Harness>(c: &Cluster<H>, node: &str) -> (tokio::runtime::Runtime, H::T) {
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("runtime");
+    let s = settings(&c.cfg, node, c.sec, c.certs.path());
+    let bound = H::bind(c.ports[node]);
+    let t = runtime.spawn(H::start(s, bound)).await.expect("joined").expect("start");
+    (runtime, t)
+}
+
+/// Stops a node started by [`start_apart`] as a killed process stops: its tasks end at once,
+/// its sockets close without a word on its links (a QUIC peer hears nothing).
+async fn kill<T: Send + 'static>(runtime: tokio::runtime::Runtime, t: T) {
+    let stop = move || {
+        runtime.shutdown_timeout(Duration::from_secs(1));
+        drop(t);
+    };
+    tokio::task::spawn_blocking(stop).await.expect("killed");
+}
+
 /// `shutdown` delivers what was queued, then refuses messages and ends `recv`.
 pub async fn shutdown_flushes<H: Harness>() {
     let c = Cluster::<H>::start(&["a", "b"], Sec::Tls, |_, _| {}).await;
@@ -862,7 +921,8 @@ macro_rules! conformance_tests {
             large_messages_up_to_the_limit, oversize_frame_and_garbage_refused_others_keep_working,
             wrong_ca_refused, unknown_node_refused, other_domain_refused, forbidden_mode_refused,
             peer_restart_and_reconnect, restarted_node_sees_every_peer_within_a_handshake,
-            a_wake_up_while_dialing_dials_again_at_once, shutdown_flushes, bounded_queues_and_unknown_peers,
+            a_wake_up_while_dialing_dials_again_at_once,
+            a_peer_restarted_just_after_linking_is_linked_again_at_once, shutdown_flushes, bounded_queues_and_unknown_peers,
             control_passes_a_full_data_queue, silent_connection_times_out, garbage_insecure,
             added_node_links_to_running_nodes);
     };

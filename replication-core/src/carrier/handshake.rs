@@ -16,7 +16,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use super::admission::FIRST_BYTES;
 use super::{Common, Source, write_frames};
 use crate::config::NodeId;
-use crate::wire::{Frame, FrameDecoder, FrameEncoder, WireError, refusal};
+use crate::wire::{Frame, FrameDecoder, FrameEncoder, Hello, WireError, refusal};
 
 /// A stream the Hello exchange runs on (the TLS stream of a TCP link, the first
 /// bidirectional stream of a QUIC connection).
@@ -59,13 +59,13 @@ pub fn who(authenticated: Option<&NodeId>, addr: SocketAddr) -> String {
 
 /// The acceptor's Hello exchange on `stream`: reads the dialer's Hello, checks it against
 /// `authenticated` (the node its certificate names, `None` without TLS), refuses it or
-/// answers with this node's Hello. The dialer's node, or (who, why) for the refusal.
+/// answers with this node's Hello. The dialer's Hello, or (who, why) for the refusal.
 pub async fn accept_hello<S: HelloStream>(
     common: &Common,
     stream: &mut S,
     authenticated: Option<&NodeId>,
     who: String,
-) -> Result<NodeId, (String, String)> {
+) -> Result<Hello, (String, String)> {
     let mut dec = FrameDecoder::handshake(common.max_frame);
     let hello = match dec.read_frame::<(), _>(&mut Source(&mut *stream)).await {
         Ok(Ok(Some(Frame::Hello(h)))) => h,
@@ -88,17 +88,17 @@ pub async fn accept_hello<S: HelloStream>(
     }
     enc.hello(&common.hello).map_err(|e| (who.clone(), e.to_string()))?;
     write_frames(stream, enc.finish()).await.map_err(|e| (who, e.to_string()))?;
-    Ok(hello.node)
+    Ok(hello)
 }
 
 /// The dialer's Hello exchange on `stream`, to `peer` dialed at `address`: sends this node's
-/// Hello, then checks the answer.
+/// Hello, then checks the answer: the peer's Hello.
 pub async fn dial_hello<S: HelloStream>(
     common: &Common,
     stream: &mut S,
     peer: &NodeId,
     address: &str,
-) -> Result<(), DialError> {
+) -> Result<Hello, DialError> {
     let mut enc = FrameEncoder::new(common.max_frame);
     enc.hello(&common.hello).map_err(|e| DialError::Refused(e.to_string()))?;
     write_frames(stream, enc.finish())
@@ -115,7 +115,9 @@ pub async fn dial_hello<S: HelloStream>(
                 )));
             }
             let auth = common.secure.then_some(peer);
-            h.check(&common.cfg.load(), &common.local, auth).map_err(|r| DialError::Refused(r.to_string()))
+            h.check(&common.cfg.load(), &common.local, auth)
+                .map_err(|r| DialError::Refused(r.to_string()))?;
+            Ok(h)
         }
         Ok(Ok(Some(Frame::Refuse(reason)))) => {
             Err(DialError::Refused(format!("refused by the peer: {reason}")))

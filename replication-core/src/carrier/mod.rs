@@ -64,7 +64,7 @@ pub struct Common {
     pub cfg: SharedDomain,
     /// This node.
     pub local: NodeId,
-    /// The Hello this node sends.
+    /// The Hello this node sends, with this transport's incarnation.
     pub hello: Hello,
     /// Whether peers are authenticated by certificate ([`Security::Tls`]).
     pub secure: bool,
@@ -97,8 +97,9 @@ impl Common {
         settings.check()?;
         let cfg = SharedDomain::new(settings.domain.clone());
         let local = settings.local.clone();
-        let hello = Hello::for_node(&settings.domain, &local)
+        let mut hello = Hello::for_node(&settings.domain, &local)
             .ok_or_else(|| Error::Settings(format!("`{local}` is not in the domain")))?;
+        hello.incarnation = new_incarnation();
         let (stop, shutdown) = watch::channel(false);
         let common = Common {
             cfg,
@@ -117,6 +118,14 @@ impl Common {
         };
         Ok((common, stop))
     }
+}
+
+/// A number for this transport's run, different from every other run's (a random 64-bit
+/// value: `RandomState` keys come from the operating system's random source), sent in its
+/// Hellos ([`Hello::incarnation`]).
+fn new_incarnation() -> u64 {
+    use std::hash::BuildHasher;
+    std::collections::hash_map::RandomState::new().hash_one(0u64)
 }
 
 /// The application side of a transport: the queue of events [`AppSide::recv`] takes from, the

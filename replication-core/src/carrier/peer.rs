@@ -9,14 +9,19 @@
 //! back-off reset; one that is dialing drops that dial and dials again unless it completes
 //! within [`WAKE_UP_GRACE`] (the dial under way may have begun before the peer started, and
 //! its lost first packets are sent again only after a while: regression test
-//! `conformance::a_wake_up_while_dialing_dials_again_at_once`); one whose link came up within
-//! twice the handshake timeout drops the wake-up (that link may be the one to the peer that
-//! just started, and is the one both ends take). A link older than that is to an earlier run
-//! of the peer (its host
-//! went away without closing it): the dialer drops it and dials at once (regression test:
-//! `transport-tcp/tests/hostile.rs`, `a_wake_up_replaces_a_stale_link`). A restarted node
+//! `conformance::a_wake_up_while_dialing_dials_again_at_once`). Every Hello carries the
+//! incarnation of its sender's run ([`Hello::incarnation`](crate::wire::Hello::incarnation)),
+//! so the dialer knows which run of the peer its link reaches and which run sent a wake-up:
+//! a wake-up from that same run is dropped (the peer started while this node dialed it, and
+//! both ends take the link), one from another run means the link reaches a run that is gone
+//! (its host went away without closing it, or it was killed and started again before the
+//! link timed out): the dialer drops the link and dials at once (regression tests:
+//! `conformance::a_peer_restarted_just_after_linking_is_linked_again_at_once`,
+//! `transport-tcp/tests/hostile.rs` `a_wake_up_replaces_a_stale_link`). A dial that reaches
+//! another run than a wake-up that came during it is dropped and made again. A restarted node
 //! thus sees every live peer up within two handshakes, rather than when that peer's back-off
-//! ends (regression test: `conformance::restarted_node_sees_every_peer_within_a_handshake`).
+//! ends or its old link times out (regression test:
+//! `conformance::restarted_node_sees_every_peer_within_a_handshake`).
 //! A failed wake-up is logged at debug level only: the peer that dials reports its own
 //! refusals.
 //!
@@ -70,6 +75,10 @@ pub trait Carrier<M: WireMessage>: Send + Sync + Sized + 'static {
 
     /// What every task reads.
     fn common(&self) -> &Common;
+
+    /// The incarnation of the peer's run that `link` reaches: the one its Hello carried
+    /// ([`Hello::incarnation`](crate::wire::Hello::incarnation)).
+    fn incarnation(link: &Self::Link) -> u64;
 
     /// Connects to `peer` at `address` and runs both handshakes (cut at the handshake
     /// timeout by the caller).
@@ -161,6 +170,8 @@ impl<C: Carrier<M>, M: WireMessage> PeerTask<C, M> {
                     Woke::Link(_) | Woke::Done => continue,
                 }
             }
+            // The incarnation of the last wake-up that came during the dial.
+            let mut woke = None;
             let r = {
                 let mut dialing = Box::pin(dial(&*self.shared, &self.peer));
                 // After a wake-up: when the dial under way is dropped for a new one.
@@ -168,7 +179,8 @@ impl<C: Carrier<M>, M: WireMessage> PeerTask<C, M> {
                 loop {
                     tokio::select! {
                         _ = wait_stop(&mut self.stop) => return,
-                        Some(_) = self.links.recv() => {
+                        Some(wake) = self.links.recv() => {
+                            woke = Some(C::incarnation(&wake));
                             if redial.is_none() {
                                 redial = Some(tokio::time::Instant::now() + WAKE_UP_GRACE);
                             }
@@ -206,8 +218,13 @@ impl<C: Carrier<M>, M: WireMessage> PeerTask<C, M> {
                 }
             };
             backoff.reset();
-            let since = tokio::time::Instant::now();
-            let stale_after = 2 * self.shared.common().handshake_timeout;
+            let reached = C::incarnation(&link);
+            if woke.is_some_and(|w| w != reached) {
+                // The dial reached another run of the peer than the one that woke this node
+                // up: one of the two is gone; dial again.
+                debug!(peer = %self.peer, "the dial reached another run of the peer than its wake-up: dialing again");
+                continue;
+            }
             let end = {
                 let PeerTask { shared, peer, queues, links, events, .. } = self;
                 let run = run(shared, peer, link, queues, &mut none, events);
@@ -215,18 +232,18 @@ impl<C: Carrier<M>, M: WireMessage> PeerTask<C, M> {
                 loop {
                     tokio::select! {
                         end = &mut run => break Some(end),
-                        Some(_) = links.recv() => {
-                            if since.elapsed() > stale_after {
+                        Some(wake) = links.recv() => {
+                            if C::incarnation(&wake) != reached {
                                 break None;
                             }
-                            debug!(%peer, "wake-up while linked: dropped");
+                            debug!(%peer, "wake-up from the run this link reaches: dropped");
                         }
                     }
                 }
             };
             let Some(end) = end else {
                 // The link ends with `run` dropped; redial at once.
-                info!(peer = %self.peer, "m2m link down: the peer started again, so this link is stale");
+                info!(peer = %self.peer, "m2m link down: the peer started again, so this link reaches a run that is gone");
                 if self.events.send(TransportEvent::Disconnected(self.peer.clone())).await.is_err() {
                     return;
                 }

@@ -79,6 +79,12 @@ pub struct Hello {
     pub node: NodeId,
     /// The sender's mode; must be the mode the domain file gives it.
     pub mode: Mode,
+    /// The sender's process run: a number drawn when its transport starts, so two links
+    /// reach the same run of a node exactly when their Hellos carry the same incarnation
+    /// (the carrier's wake-up rule, `carrier::peer`). 0 in [`Hello::for_node`]'s Hello; a
+    /// Hello without it (an older protocol version, refused by [`Hello::check`]) reads as 0.
+    #[serde(default)]
+    pub incarnation: u64,
 }
 
 /// Stable codes of the handshake rules, used in [`Refusal::rule`] (besides the topology rules
@@ -125,7 +131,8 @@ impl Refusal {
 }
 
 impl Hello {
-    /// The Hello `node` sends in `cfg`; `None` when the domain file does not list `node`.
+    /// The Hello `node` sends in `cfg`, with incarnation 0 (a transport sets its own); `None`
+    /// when the domain file does not list `node`.
     pub fn for_node(cfg: &DomainConfig, node: &NodeId) -> Option<Hello> {
         let n = cfg.node(node)?;
         Some(Hello {
@@ -133,6 +140,7 @@ impl Hello {
             domain: cfg.domain.name.clone(),
             node: node.clone(),
             mode: n.mode(),
+            incarnation: 0,
         })
     }
 

@@ -95,6 +95,35 @@ fn hello_refusals_name_their_rule() {
     assert!(r.to_string().contains("mode-differs-from-config"), "{r}");
 }
 
+/// A Hello carries its sender's incarnation; one without it (a peer of protocol version 7)
+/// still decodes, as incarnation 0, and is refused by its version, not as garbage.
+#[test]
+fn a_hello_without_an_incarnation_is_refused_by_its_version() {
+    let c = p2p();
+    let h = Hello { incarnation: 42, ..Hello::for_node(&c, &NodeId::new("a")).expect("listed") };
+    let mut e = FrameEncoder::new(DEFAULT_MAX_FRAME);
+    e.hello(&h).expect("fits");
+    assert_eq!(decode_all(e.finish(), DEFAULT_MAX_FRAME).expect("decodes"), vec![Frame::Hello(h.clone())]);
+
+    #[derive(Serialize)]
+    struct Version7 {
+        protocol_version: u32,
+        domain: String,
+        node: NodeId,
+        mode: Mode,
+    }
+    let old = Version7 { protocol_version: 7, domain: h.domain.clone(), node: h.node.clone(), mode: h.mode };
+    let body = rmp_serde::to_vec_named(&old).expect("encodes");
+    let mut bytes = u32::try_from(body.len() + 1).expect("small").to_be_bytes().to_vec();
+    bytes.push(KIND_HELLO);
+    bytes.extend_from_slice(&body);
+    let frames = decode_all(&bytes, DEFAULT_MAX_FRAME).expect("decodes");
+    let [Frame::Hello(got)] = frames.as_slice() else { panic!("{frames:?}") };
+    assert_eq!(got.incarnation, 0);
+    let r = got.check(&c, &NodeId::new("b"), None).expect_err("refused");
+    assert_eq!(r.rule, refusal::PROTOCOL_VERSION);
+}
+
 #[test]
 fn batches_share_a_frame_and_split_at_the_limit() {
     let msgs: Vec<T> = (0..10).map(|i| T { key: Some(i), body: "x".repeat(100) }).collect();
