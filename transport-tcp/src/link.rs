@@ -39,8 +39,9 @@ pub(crate) enum Step<M> {
 pub(crate) struct LinkIo<'a, M> {
     stream: Stream,
     dec: FrameDecoder,
-    /// The bytes of the write under way ([`FrameEncoder::finish`]), kept from one link to the
-    /// next (its allocation).
+    /// The messages gathered for the next write, then the bytes of the write under way
+    /// ([`FrameEncoder::finish`]); kept from one link to the next (its allocation, and what
+    /// was gathered and not written yet).
     enc: &'a mut FrameEncoder,
     queues: &'a mut Queues<M>,
     peer: &'a NodeId,
@@ -59,7 +60,6 @@ impl<'a, M: WireMessage> LinkIo<'a, M> {
         queues: &'a mut Queues<M>,
         peer: &'a NodeId,
     ) -> Self {
-        enc.clear();
         LinkIo { stream, dec: FrameDecoder::new(max_frame), enc, queues, peer, written: None, held: false }
     }
 
@@ -187,9 +187,20 @@ impl<'a, M: WireMessage> LinkIo<'a, M> {
         }
         if !self.enc.is_empty() {
             self.stream.write_all(self.enc.finish()).await?;
+            self.enc.clear();
         }
         self.stream.flush().await?;
         self.stream.shutdown().await
+    }
+}
+
+impl<M> Drop for LinkIo<'_, M> {
+    /// A write cut short dies with its stream (the rest of a frame means nothing on another);
+    /// messages gathered and not written yet stay in the encoder, to go first on the next link.
+    fn drop(&mut self) {
+        if self.written.is_some() {
+            self.enc.clear();
+        }
     }
 }
 
