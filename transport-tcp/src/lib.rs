@@ -17,7 +17,8 @@
 //! What both transports share (the Hello exchange and its refusals, the per-peer task with
 //! reconnect and back-off, the accept loop, the frame reader) is
 //! [`replication_core::carrier`]; this crate holds what is TCP's own: the listener, TLS over
-//! TCP, the single-stream writer, and the probe that tells a peer's process is gone
+//! TCP, the link task that both reads and writes its stream (one task, the stream never split:
+//! `link.rs`), and the probe that tells a peer's process is gone
 //! ([`TransportEvent::Gone`]).
 //!
 //! ```no_run
@@ -44,7 +45,9 @@
 //! # Ok(()) }
 //! ```
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -53,11 +56,10 @@ use replication_core::carrier::admission::Admission;
 use replication_core::carrier::handshake::{self, Deadlines, HelloStream, accept_within};
 use replication_core::carrier::members::Members;
 use replication_core::carrier::peer::Carrier;
-use replication_core::carrier::{
-    AbortOnDrop, AppSide, Common, DialError, LinkEnd, WRITE_BATCH_BYTES, encode, read_frames, refused,
-    wait_stop, write_frames,
+use replication_core::carrier::{AppSide, Common, DialError, LinkEnd, refused, wait_stop};
+use replication_core::transport::{
+    Security, Transport, TransportEvent, TransportSettings, WireMessage, deliver,
 };
-use replication_core::transport::{Security, Transport, TransportEvent, TransportSettings, WireMessage};
 use replication_core::wire::{FrameEncoder, refusal};
 use replication_core::{DomainConfig, NodeId, tls};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -65,6 +67,10 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
+
+mod link;
+
+use link::{Delivery, LinkIo, Step, try_deliver};
 
 /// Errors of [`TcpTransport::start`].
 #[derive(Debug, thiserror::Error)]
@@ -456,47 +462,81 @@ impl<M: WireMessage> Carrier<M> for Shared {
         links: &mut mpsc::Receiver<Link>,
         events: &mpsc::Sender<TransportEvent<M>>,
     ) -> LinkEnd<Link> {
+        let common = &shared.common;
         let Writer { queues, enc } = writer;
-        let (rd, mut wr) = tokio::io::split(link.stream);
-        let mut reader =
-            AbortOnDrop(tokio::spawn(read_loop(rd, peer.clone(), events.clone(), shared.clone())));
-        let mut stop = shared.common.shutdown.clone();
+        let mut io = LinkIo::new(link.stream, common.max_frame, enc, queues, peer);
+        // Received messages waiting for credits or room in the event queue; no further read
+        // until they are queued (the writes go on meanwhile).
+        let mut delivery: Option<Pin<Box<dyn Future<Output = bool> + Send + '_>>> = None;
+        // One stop future for the life of the link (a new one per turn would register with
+        // the stop signal, under its lock, every time the task wakes).
+        let mut stop = common.shutdown.clone();
+        let stopped = wait_stop(&mut stop);
+        tokio::pin!(stopped);
         loop {
-            let first = tokio::select! {
+            let reading = delivery.is_none();
+            let woke = tokio::select! {
                 biased;
-                _ = wait_stop(&mut stop) => {
+                () = &mut stopped => Woke::Stop,
+                Some(s) = links.recv() => Woke::Replaced(s),
+                queued = async {
+                    match delivery.as_mut() {
+                        Some(d) => d.await,
+                        None => std::future::pending().await,
+                    }
+                }, if !reading => Woke::Delivered(queued),
+                step = std::future::poll_fn(|cx| io.poll_step(cx, reading)) => Woke::Step(step),
+            };
+            match woke {
+                Woke::Stop => {
+                    let pending = delivery.take();
                     let flush = async {
-                        enc.clear();
-                        while let Some(m) = queues.try_next() {
-                            encode(enc, peer, &m);
+                        if let Some(d) = pending
+                            && !d.await
+                        {
+                            return Ok(());
                         }
-                        if !enc.is_empty() {
-                            write_frames(&mut wr, enc.finish()).await?;
+                        io.finish_writes().await?;
+                        // Read until the peer closes its side, so nothing we sent is reset.
+                        while let Step::Received(msgs) = std::future::poll_fn(|cx| io.poll_read(cx)).await {
+                            if !deliver(events, &common.credit, common.event_capacity, peer, msgs).await {
+                                break;
+                            }
                         }
-                        wr.shutdown().await?;
-                        // Wait for the peer to close its side, so nothing we sent is reset.
-                        let _ = (&mut reader.0).await;
                         Ok::<_, std::io::Error>(())
                     };
-                    if let Err(e) = tokio::time::timeout(shared.common.grace, flush).await.unwrap_or_else(|_| {
+                    if let Err(e) = tokio::time::timeout(common.grace, flush).await.unwrap_or_else(|_| {
                         Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "shutdown grace elapsed"))
                     }) {
                         debug!(%peer, error = %e, "flush at shutdown incomplete");
                     }
                     return LinkEnd::Stop;
                 }
-                _ = &mut reader.0 => return LinkEnd::Failed,
-                Some(s) = links.recv() => {
+                Woke::Replaced(s) => {
                     debug!(%peer, "a new connection replaces the link");
                     return LinkEnd::Replaced(s);
                 }
-                // Control before data (the select is biased).
-                m = queues.control.recv() => m,
-                m = queues.data.recv() => m,
-            };
-            let Some(first) = first else { return LinkEnd::Stop };
-            if let Err(end) = write_batch(&mut wr, enc, peer, queues, first).await {
-                return end;
+                Woke::Delivered(true) => delivery = None,
+                Woke::Delivered(false) => return LinkEnd::Failed,
+                Woke::Step(Step::Received(msgs)) => match try_deliver(events, common, peer, msgs) {
+                    Delivery::Done => {}
+                    Delivery::Gone => return LinkEnd::Failed,
+                    Delivery::Wait(msgs) => {
+                        delivery = Some(Box::pin(deliver(
+                            events,
+                            &common.credit,
+                            common.event_capacity,
+                            peer,
+                            msgs,
+                        )));
+                    }
+                },
+                Woke::Step(Step::Failed) => return LinkEnd::Failed,
+                Woke::Step(Step::Refused(reason)) => {
+                    refused(common, events, peer.to_string(), reason);
+                    return LinkEnd::Failed;
+                }
+                Woke::Step(Step::Closed) => return LinkEnd::Stop,
             }
         }
     }
@@ -517,42 +557,13 @@ impl<M: WireMessage> Carrier<M> for Shared {
     }
 }
 
-/// Writes `first` and what else is queued (control first, up to [`WRITE_BATCH_BYTES`]) in
-/// one write.
-async fn write_batch<M: WireMessage, W: AsyncWrite + Unpin>(
-    wr: &mut W,
-    enc: &mut FrameEncoder,
-    peer: &NodeId,
-    queues: &mut Queues<M>,
-    first: M,
-) -> Result<(), LinkEnd<Link>> {
-    enc.clear();
-    encode(enc, peer, &first);
-    while enc.len() < WRITE_BATCH_BYTES {
-        match queues.try_next() {
-            Some(m) => encode(enc, peer, &m),
-            None => break,
-        }
-    }
-    if enc.is_empty() {
-        return Ok(());
-    }
-    if let Err(e) = write_frames(wr, enc.finish()).await {
-        debug!(%peer, error = %e, "write failed");
-        return Err(LinkEnd::Failed);
-    }
-    Ok(())
-}
-
-async fn read_loop<M: WireMessage, R: AsyncRead + Unpin + Send>(
-    mut rd: R,
-    peer: NodeId,
-    events: mpsc::Sender<TransportEvent<M>>,
-    shared: Arc<Shared>,
-) {
-    if let Err(reason) = read_frames(&mut rd, &peer, &events, &shared.common, "read failed").await {
-        refused(&shared.common, &events, peer.to_string(), reason);
-    }
+/// What woke a link's task.
+enum Woke<M> {
+    Stop,
+    Replaced(Link),
+    /// The messages waiting for the application were queued (`false`: it is gone).
+    Delivered(bool),
+    Step(Step<M>),
 }
 
 #[cfg(test)]

@@ -225,13 +225,22 @@ pub(crate) async fn create_many(m: &SessionManager, n: usize) -> anyhow::Result<
 }
 
 /// Creates `n` sessions on `m`, 64 at a time, passing each id to `each`.
+///
+/// A create whose acknowledgement did not come within the write timeout (the caller's wait
+/// ends with the engine's, so a copy dropped on a full transport queue shows as
+/// [`session_api::Error::Timeout`] rather than an unreplicated outcome), or that found the
+/// node's view of the domain unsettled for the whole request timeout
+/// ([`session_api::Error::Unavailable`]: its peers were not heard, as when a driver is busy
+/// with a million sessions), is made again under a new id, up to [`CREATE_TIMEOUTS`] times in
+/// all; a session a timed-out create left stays on the owner, is copied when the engine
+/// resends it, and is not counted among the `n`.
 pub(crate) async fn create_each(
     m: &SessionManager,
     n: usize,
     mut each: impl FnMut(String),
 ) -> anyhow::Result<()> {
     let mut tasks = tokio::task::JoinSet::new();
-    let mut next = 0;
+    let (mut next, mut timeouts) = (0, 0);
     while next < n || !tasks.is_empty() {
         while next < n && tasks.len() < 64 {
             let m = m.clone();
@@ -239,11 +248,32 @@ pub(crate) async fn create_each(
             next += 1;
         }
         if let Some(r) = tasks.join_next().await {
-            each(r??);
+            match r? {
+                Ok(id) => each(id),
+                Err(session_api::Error::Timeout | session_api::Error::Unavailable)
+                    if timeouts < CREATE_TIMEOUTS =>
+                {
+                    timeouts += 1;
+                    next -= 1;
+                }
+                Err(e) => {
+                    return Err(e).with_context(|| {
+                        format!("creating session {next} of {n}, after {timeouts} timed out")
+                    });
+                }
+            }
         }
+    }
+    if timeouts > 0 {
+        eprintln!(
+            "    creating {n} sessions: {timeouts} creates timed out or found the node unavailable, and were made again"
+        );
     }
     Ok(())
 }
+
+/// Creates [`create_each`] makes again after a time-out, at most.
+const CREATE_TIMEOUTS: usize = 10_000;
 
 /// Extra time a step over `n` sessions is allowed: a second per 5,000 sessions (creating
 /// them on a loaded two-core machine runs at 10,000 to 50,000 a second).

@@ -82,7 +82,9 @@ pub(crate) async fn failover(n: usize, closed_links: bool) -> anyhow::Result<(f6
         anyhow::Ok(owned)
     };
     let tr = trace.clone();
-    wait_until(Duration::from_secs(20), Duration::from_millis(1), || {
+    // 20 s, and a second more per 5,000 sessions moved (a million on the loaded machine).
+    let limit = Duration::from_secs(20) + scaled(n);
+    wait_until(limit, Duration::from_millis(1), || {
         let done = tr.gained().0 >= n;
         async move { Ok(done) }
     })
@@ -90,7 +92,7 @@ pub(crate) async fn failover(n: usize, closed_links: bool) -> anyhow::Result<(f6
     .context("failover")?;
     let all = match trace.gained().1 {
         Some(last) if owned(survivors.clone()).await? >= n => last,
-        _ => wait_until(Duration::from_secs(20), Duration::from_millis(2), || {
+        _ => wait_until(limit, Duration::from_millis(2), || {
             let survivors = survivors.clone();
             async move { Ok(owned(survivors).await? >= n) }
         })
