@@ -18,16 +18,19 @@ pub(super) enum FailoverStep {
 
 impl Node {
     /// Whether this node is a demoted owner: it is not the owner, and holds the live copy it
-    /// wrote itself (this incarnation) with a promise for a higher epoch. A real new owner
-    /// would have replaced that copy (it is a placed backup) or dropped it (it is a former
-    /// holder); until then the copy may be the newest one.
+    /// wrote itself (this incarnation) with a promise for its epoch or a higher one: demoted
+    /// by a higher claim, or stepped down at its own epoch (`step_down_all`, after its lease
+    /// lapsed or a gap). A real new owner would have replaced that copy (it is a placed
+    /// backup) or dropped it (it is a former holder); until then the copy may be the newest
+    /// one, and nobody else re-replicates it, so the session is resumed (`maybe_resume`).
+    /// Regression test: `a_stepped_down_owner_resumes_and_restores_its_copies`.
     pub(super) fn demoted_owner(&self, rec: &Record) -> bool {
         let Some(copy) = &rec.copy else { return false };
         rec.owner.is_none()
             && matches!(copy.body, Body::Live { .. })
             && copy.epoch.node == self.me
             && copy.epoch.incarnation == self.incarnation
-            && rec.promised.as_ref().is_some_and(|p| *p > copy.epoch)
+            && rec.promised.as_ref().is_some_and(|p| *p >= copy.epoch)
     }
 
     /// Takes back a session this node owned before a higher claim demoted it, when that claim
@@ -36,6 +39,7 @@ impl Node {
     /// continues from the newest, and demotes an owner it did not know of).
     pub(super) fn resume(&mut self, now: Instant, session: &str) {
         if !self.can_own
+            || self.leave.is_leaving()
             || self.leave.has_left()
             || self.acquires.contains(session)
             || !self.sessions.get(session).is_some_and(|r| self.demoted_owner(r))

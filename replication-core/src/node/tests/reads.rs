@@ -169,3 +169,29 @@ fn a_claim_that_missed_a_heard_owner_gives_up() {
     assert_eq!(k_of(read_pumped(&mut cl, "a", 4, "s").as_ref()), Ok(b"v1".to_vec()));
     assert_eq!(cl.session("a", "s").unwrap().role, Role::Owner, "{b} still hears a");
 }
+
+/// An owner whose lease lapsed steps down (above) while nobody failed it over: it still holds
+/// the newest copy, and nobody else re-replicates it. It resumes the session (a claim at a
+/// new epoch), so that when its backup then fails the copy is made again elsewhere; without
+/// that, the session lived on one node until the next request for it.
+#[test]
+fn a_stepped_down_owner_resumes_and_restores_its_copies() {
+    let mut cl = owned_by_a();
+    let (b, other) = backup_and_other(&cl, "s");
+    // Nothing reaches a: its lease lapses, while b and c still hear it (no failover).
+    for n in ["b", "c"] {
+        cl.cut.insert((id(n), id("a")));
+    }
+    cl.advance(Duration::from_millis(1500));
+    for n in ["b", "c"] {
+        cl.cut.remove(&(id(n), id("a")));
+    }
+    cl.advance(Duration::from_millis(300));
+    assert!(cl.session("a", "s").is_some_and(|v| v.role != Role::Owner), "a stepped down");
+    cl.nodes.remove(&id(&b));
+    cl.advance(Duration::from_secs(15));
+    let view = cl.session("a", "s").expect("a keeps s");
+    assert_eq!(view.role, Role::Owner, "a resumed s: {view:?}");
+    assert!(view.backups.iter().any(|(n, _)| n.as_str() == other), "s copied to {other}: {view:?}");
+    assert!(cl.session(&other, "s").is_some(), "{other} holds a copy of s");
+}
