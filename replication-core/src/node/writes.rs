@@ -375,7 +375,7 @@ impl Node {
             return;
         }
         let Some(r) = o.replicas.get_mut(from) else {
-            self.drop_unplaced(now, from, session);
+            self.drop_unplaced(from, session);
             return;
         };
         if r.acked < Some(version) {
