@@ -187,9 +187,10 @@ impl Node {
     /// is acknowledged to it again ([`Message::Ack`] of what this node holds): an owner that
     /// still owns the session at that epoch and does not place this node answers with a `Drop`
     /// (`Node::drop_unplaced`), so a holder whose `Drop` was lost does not keep a stray copy
-    /// until the orphan timeout. At most one such acknowledgement per copy per
-    /// maintenance scan, within the re-replication token bucket, and none over a link that
-    /// refused a message in this step or has replies waiting to be sent again. Regression test: `a_holder_whose_drop_was_lost_drops_on_confirmation`.
+    /// until the orphan timeout. At most one such acknowledgement per copy per maintenance
+    /// scan, within the re-replication token bucket, and none over a link that refused a
+    /// message in this step or has replies waiting to be sent again. Regression test:
+    /// `a_holder_whose_drop_was_lost_drops_on_confirmation`.
     fn maybe_confirm_placement(&mut self, now: Instant, session: &str) {
         if self.quarantine.is_some() {
             return;
