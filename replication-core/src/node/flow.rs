@@ -37,6 +37,12 @@ pub(super) struct Flow {
 }
 
 impl Flow {
+    /// Whether the peer refused a message in this step or has small replies waiting to be
+    /// sent again: a link where what is optional waits.
+    pub(super) fn congested(&self) -> bool {
+        self.refused > 0 || !self.retry.is_empty()
+    }
+
     pub(super) fn new(window: usize) -> Self {
         Flow {
             resend_from: None,

@@ -168,6 +168,7 @@ impl Node {
                         self.sessions.remove(session);
                         return;
                     }
+                    self.maybe_confirm_placement(now, session);
                     self.maybe_failover(now, session);
                 }
             }
@@ -179,6 +180,43 @@ impl Node {
                 }
             }
         }
+    }
+
+    /// A backup copy whose owner (the node of its epoch) is up but silent for twice the
+    /// keep-alive interval (an owner sends its placed backups a keep-alive at least that often)
+    /// is acknowledged to it again ([`Message::Ack`] of what this node holds): an owner that
+    /// still owns the session at that epoch and does not place this node answers with a `Drop`
+    /// (`Node::drop_unplaced`), so a holder whose `Drop` was lost does not keep a stray copy
+    /// until the orphan timeout. At most one such acknowledgement per copy per maintenance
+    /// scan, within the re-replication token bucket, and none over a link that refused a
+    /// message in this step or has replies waiting to be sent again. Regression test:
+    /// `a_holder_whose_drop_was_lost_drops_on_confirmation`.
+    fn maybe_confirm_placement(&mut self, now: Instant, session: &str) {
+        if self.quarantine.is_some() {
+            return;
+        }
+        let Some(Record { copy: Some(copy), last_heard, owner: None, .. }) = self.sessions.get(session)
+        else {
+            return;
+        };
+        let owner = &copy.epoch.node;
+        if *owner == self.me
+            || !due(now, self.stamps.instant(*last_heard), self.settings.keepalive_interval * 2)
+            || !self.pacing.has_token()
+        {
+            return;
+        }
+        // Only over a link that takes what it is given: a congested one carries the
+        // acknowledgements and copies that matter first.
+        let Some(peer) = self.view.peers.get(owner) else { return };
+        if !peer.up || peer.flow.congested() {
+            return;
+        }
+        self.pacing.spend(1);
+        let msg =
+            Message::Ack { session: session.to_owned(), epoch: copy.epoch.clone(), version: copy.version };
+        let to = owner.clone();
+        self.out.send(&to, msg);
     }
 
     fn send_touch(&mut self, now: Instant, session: &str) {

@@ -169,6 +169,31 @@ impl Node {
         }
     }
 
+    /// Tells `from`, which acknowledged this node's copy of an owned session at its current
+    /// epoch, to drop it when this node does not place it: a holder whose `Drop` was lost. A
+    /// former holder still waiting for the placed backups (`stale`, make before break) is told
+    /// by `maybe_drop_stale` instead, and none is told before at least one backup is placed
+    /// and every placed backup holds the current version, nor while the placement predates the
+    /// view (the holder asks again). A copy of an older epoch is never dropped this way: it may
+    /// hold what this node's claim did not find.
+    pub(super) fn drop_unplaced(&mut self, from: &NodeId, session: &str) {
+        let Some(Record { owner: Some(o), copy: Some(copy), .. }) = self.sessions.get(session) else {
+            return;
+        };
+        // Make before break, as for the former holders: not before every placed backup holds
+        // the current version (an owner that resumed at its epoch places its backups anew),
+        // and never the only copy besides this node's (no backup placed: none live).
+        if o.view_gen != self.view.generation
+            || o.replicas.find(from).is_ok()
+            || o.stale.iter().any(|n| n == from)
+            || o.replicas.keys().next().is_none()
+            || o.replicas.values().any(|r| r.acked < Some(copy.version))
+        {
+            return;
+        }
+        self.out.send(from, Message::Drop { session: session.to_owned(), epoch: copy.epoch.clone() });
+    }
+
     pub(super) fn on_need_full(&mut self, now: Instant, from: &NodeId, session: &str, epoch: &Epoch) {
         let Some(Record { owner: Some(o), copy: Some(copy), .. }) = self.sessions.get_mut(session) else {
             return;

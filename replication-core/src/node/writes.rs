@@ -366,14 +366,18 @@ impl Node {
         let Some(Record { owner: Some(o), copy: Some(copy), .. }) = self.sessions.get_mut(session) else {
             return;
         };
-        if copy.epoch != *epoch {
-            if copy.epoch < *epoch {
-                let e = epoch.clone();
-                self.demote(session, &e);
-            }
+        if copy.epoch < *epoch {
+            let e = epoch.clone();
+            self.demote(session, &e);
             return;
         }
-        let Some(r) = o.replicas.get_mut(from) else { return };
+        if copy.epoch != *epoch {
+            return;
+        }
+        let Some(r) = o.replicas.get_mut(from) else {
+            self.drop_unplaced(from, session);
+            return;
+        };
         if r.acked < Some(version) {
             r.acked = Some(version);
         }

@@ -21,7 +21,7 @@ use replication_core::harness::world::{DomainText, Engine};
 use replication_core::transport::WireMessage as _;
 use replication_core::{
     Ack, Attributes, Change, Command, DomainConfig, Epoch, Event, Input, Message, NodeId, Outcome, Output,
-    Settings, Version,
+    Role, Settings, Version,
 };
 
 /// splitmix64.
@@ -1256,6 +1256,7 @@ impl Sim {
                 }
             }
         }
+        problems.extend(self.stray_copies(&owners));
         for p in problems {
             self.violation(p);
         }
@@ -1312,6 +1313,37 @@ impl Sim {
         for l in left {
             self.violation(format!("no outcome for command {l}"));
         }
+    }
+
+    /// No stray copies after healing: every live backup copy of an owned session at its
+    /// owner's epoch is on a node the owner places it on (a lowered replica count or a shrunk
+    /// domain leaves no copy behind, a lost `Drop` included). Copies at an older epoch (of a
+    /// session that moved) are left to the orphan timeout (docs/design.md, "Online domain
+    /// changes"), and copies of sessions nobody owns are not counted here.
+    fn stray_copies(&self, owners: &BTreeMap<String, Vec<NodeId>>) -> Vec<String> {
+        let mut problems = Vec::new();
+        for (n, slot) in &self.slots {
+            let Some(node) = slot.engine.node.as_ref() else { continue };
+            if !slot.engine.is_up() {
+                continue;
+            }
+            for (s, epoch, version, owned) in node.copies() {
+                let Some([o]) = owners.get(s).map(Vec::as_slice) else { continue };
+                if owned || o == n || node.session(s).is_none_or(|v| v.role != Role::Backup) {
+                    continue;
+                }
+                let Some(view) = self.slots[o].engine.node.as_ref().and_then(|x| x.session(s)) else {
+                    continue;
+                };
+                if view.epoch.as_ref() == Some(epoch) && !view.backups.iter().any(|(b, _)| b == n) {
+                    problems.push(format!(
+                        "stray copy of {s} on {n} ({epoch:?}/{version}): owner {o} places {:?}",
+                        view.backups
+                    ));
+                }
+            }
+        }
+        problems
     }
 
     /// Online domain changes (`SimOptions::reconfig`): in the fault phase, now and then a new

@@ -1,6 +1,7 @@
 //! The backup side: deltas with gaps, fencing, restarted backups, drops.
 
 use crate::api::{Ack, Command, Event, Input, Outcome, Output, Role, Settings};
+use crate::config::NodeId;
 use crate::harness::*;
 use crate::message::{Change, Epoch, Message, Payload};
 use crate::node::Node;
@@ -195,4 +196,38 @@ fn restarted_backup_does_not_acknowledge_a_stale_owner() {
         ),
         "a stepped down or c fences a: {out:?}"
     );
+}
+
+/// The replica count goes from 2 to 1 while every `Drop` is lost: the holder a no longer
+/// places keeps its copy. It acknowledges that copy to a again once a was silent for twice
+/// the keep-alive interval (`maybe_confirm_placement`), and a, which does not place it,
+/// answers with a `Drop` (`drop_unplaced`): afterwards only the placed backup holds a copy.
+#[test]
+fn a_holder_whose_drop_was_lost_drops_on_confirmation() {
+    let settings = Settings { keepalive_interval: Duration::from_secs(1), ..Settings::default() };
+    let mut cl = Cluster::from_config(cfg(&["a", "b", "c"], 2), settings);
+    create(&mut cl, "a", 1, "s", Ack::Sync { backups: 2 });
+    cl.pump();
+    assert!(matches!(cl.outcome(1), Some(Outcome::Replicated { acks: 2, .. })), "{:?}", cl.outcome(1));
+    cl.lose = Some(|_, _, m| matches!(m, Message::Drop { .. }));
+    let new = cfg(&["a", "b", "c"], 1);
+    for n in ["a", "b", "c"] {
+        cl.nodes.get_mut(&id(n)).unwrap().reconfigure(new.clone()).unwrap();
+        cl.collect(&id(n));
+    }
+    cl.advance(Duration::from_millis(500));
+    let placed: Vec<NodeId> = cl.session("a", "s").unwrap().backups.iter().map(|(n, _)| n.clone()).collect();
+    assert_eq!(placed.len(), 1);
+    let holders = |cl: &Cluster| -> Vec<NodeId> {
+        ["b", "c"]
+            .into_iter()
+            .filter(|n| cl.session(n, "s").is_some_and(|v| v.role == Role::Backup))
+            .map(id)
+            .collect()
+    };
+    assert_eq!(holders(&cl).len(), 2, "the Drop was lost, so both holders keep a copy");
+    cl.lose = None;
+    cl.advance(Duration::from_secs(5));
+    assert_eq!(holders(&cl), placed);
+    assert_eq!(cl.session("a", "s").unwrap().role, Role::Owner);
 }
