@@ -85,6 +85,24 @@ fn summary(r: &Report) -> String {
     )
 }
 
+/// The violations of several runs: each run's summary is printed, and the test fails at the
+/// end with every failing run's summary and violations.
+#[derive(Default)]
+struct Failures(Vec<String>);
+
+impl Failures {
+    fn check(&mut self, r: &Report) {
+        println!("{}", summary(r));
+        if !r.violations.is_empty() {
+            self.0.push(format!("{}\n  {}", summary(r), r.violations.join("\n  ")));
+        }
+    }
+
+    fn assert_none(self) {
+        assert!(self.0.is_empty(), "{}", self.0.join("\n"));
+    }
+}
+
 fn assert_clean(r: &Report) {
     assert!(r.violations.is_empty(), "{}\n{}", summary(r), r.violations.join("\n"));
 }
@@ -92,15 +110,12 @@ fn assert_clean(r: &Report) {
 #[test]
 fn fixed_seeds() {
     let steps = env_u64("M2M_SIM_STEPS").unwrap_or(1500);
-    let mut failures = Vec::new();
+    let mut failures = Failures::default();
     for seed in 1..=10u64 {
         let r = run(seed, steps);
-        println!("{}", summary(&r));
-        if !r.violations.is_empty() {
-            failures.push(format!("{}\n  {}", summary(&r), r.violations.join("\n  ")));
-        }
+        failures.check(&r);
     }
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    failures.assert_none();
 }
 
 /// Two and three session managers per node, every id in every manager (and in the anonymous
@@ -109,18 +124,16 @@ fn fixed_seeds() {
 #[test]
 fn managers_per_node() {
     let steps = env_u64("M2M_SIM_STEPS").unwrap_or(1500);
-    let mut failures = Vec::new();
+    let mut failures = Failures::default();
     for (seed, managers) in [(1, 2), (2, 3), (3, 2), (4, 3), (5, 2), (6, 3)] {
         let mut opt = SimOptions::from_seed(seed, steps);
         opt.managers = managers;
         let r = run_with(opt);
-        println!("{managers} managers: {}", summary(&r));
+        print!("{managers} managers: ");
+        failures.check(&r);
         assert!(r.checked_writes > 0, "{}", summary(&r));
-        if !r.violations.is_empty() {
-            failures.push(format!("{}\n  {}", summary(&r), r.violations.join("\n  ")));
-        }
     }
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    failures.assert_none();
 }
 
 /// Online domain changes (nodes added and removed, replicas up and down, each file reaching
@@ -131,17 +144,14 @@ fn managers_per_node() {
 #[test]
 fn reconfig_seeds() {
     let steps = env_u64("M2M_SIM_STEPS").unwrap_or(3000);
-    let mut failures = Vec::new();
+    let mut failures = Failures::default();
     let mut changes = 0;
     for seed in 10_001..=10_008u64 {
         let r = run_reconfig(seed, steps);
-        println!("{}", summary(&r));
+        failures.check(&r);
         changes += r.reconfigs;
-        if !r.violations.is_empty() {
-            failures.push(format!("{}\n  {}", summary(&r), r.violations.join("\n  ")));
-        }
     }
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    failures.assert_none();
     assert!(changes >= 8, "only {changes} changes in 8 runs");
 }
 
@@ -151,15 +161,12 @@ fn reconfig_seeds() {
 #[test]
 fn one_way_link_seeds() {
     let steps = env_u64("M2M_SIM_STEPS").unwrap_or(3000);
-    let mut failures = Vec::new();
+    let mut failures = Failures::default();
     for seed in 20_001..=20_008u64 {
         let r = run_with(SimOptions { one_way_links: true, ..SimOptions::from_seed(seed, steps) });
-        println!("{}", summary(&r));
-        if !r.violations.is_empty() {
-            failures.push(format!("{}\n  {}", summary(&r), r.violations.join("\n  ")));
-        }
+        failures.check(&r);
     }
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    failures.assert_none();
 }
 
 /// Online changes that failed once, each with the unit test that pins its cause down:
@@ -173,15 +180,12 @@ fn one_way_link_seeds() {
 /// counts as a fault of its holdings, as its restart would).
 #[test]
 fn reconfig_found_seeds() {
-    let mut failures = Vec::new();
+    let mut failures = Failures::default();
     for seed in [40_081, 40_117, 40_135, 40_220, 40_283, 40_296, 40_377] {
         let r = run_reconfig(seed, 4000);
-        println!("{}", summary(&r));
-        if !r.violations.is_empty() {
-            failures.push(format!("{}\n  {}", summary(&r), r.violations.join("\n  ")));
-        }
+        failures.check(&r);
     }
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    failures.assert_none();
 }
 
 /// Stray copies (the end-of-run check "stray copy"): seeds where a lost `Drop` left a holder
@@ -191,16 +195,13 @@ fn reconfig_found_seeds() {
 /// (`a_holder_whose_drop_was_lost_drops_on_confirmation`).
 #[test]
 fn stray_copy_seeds() {
-    let mut failures = Vec::new();
+    let mut failures = Failures::default();
     let reconfig = [1001, 1003, 1004, 1005, 1007].map(|s| run_reconfig(s, 4000));
     let mixed = [1001, 1005, 1012, 1014].map(|s| run(s, 4000));
     for r in reconfig.iter().chain(&mixed) {
-        println!("{}", summary(r));
-        if !r.violations.is_empty() {
-            failures.push(format!("{}\n  {}", summary(r), r.violations.join("\n  ")));
-        }
+        failures.check(r);
     }
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    failures.assert_none();
 }
 
 /// Partition + amnesia (README "Guarantees"): the owner n3 of s94 is cut off (its sends are
@@ -223,16 +224,13 @@ fn partition_amnesia_seed() {
 #[test]
 fn rolling_restarts() {
     let steps = env_u64("M2M_SIM_STEPS").unwrap_or(1500);
-    let mut failures = Vec::new();
+    let mut failures = Failures::default();
     for seed in 1..=8u64 {
         let r = run_rolling(seed, steps);
-        println!("{}", summary(&r));
+        failures.check(&r);
         assert!(r.leaves >= 3, "{}: too few leaves to be a rolling restart", summary(&r));
-        if !r.violations.is_empty() {
-            failures.push(format!("{}\n  {}", summary(&r), r.violations.join("\n  ")));
-        }
     }
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    failures.assert_none();
 }
 
 /// A deaf node's stale view: n1's inbound links are cut (one way), so it declares every peer
