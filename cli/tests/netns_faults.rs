@@ -440,8 +440,8 @@ fn netns_fault_scenarios() {
         let c = &s.checked;
         eprintln!(
             "scenario {:<13} writes acknowledged {:>5}, not acknowledged {:>4}, faults {}, lost {}, \
-             invalidated back {} (+{} by the isolated node), fault {}-{} ms, recovery {}, rejoin {:?} ms, {} ops \
-             on {} sessions (at most {}), linearizable: {} (checked in {} ms), {} s; history {}",
+             invalidated back {} (+{} by the isolated node), fault {}-{} ms, recovery {}, rejoin {:?} ms, {c}, \
+             {} s; history {}",
             s.name,
             s.acked,
             s.unacked,
@@ -453,11 +453,6 @@ fn netns_fault_scenarios() {
             s.fault_window.1,
             s.recovery.map_or("NONE".to_owned(), |d| format!("{} ms", d.as_millis())),
             s.rejoins.iter().map(Duration::as_millis).collect::<Vec<_>>(),
-            c.ops,
-            c.sessions,
-            c.longest,
-            if c.violations == 0 { "yes".to_owned() } else { format!("NO ({} sessions)", c.violations) },
-            c.took.as_millis(),
             s.took.as_secs(),
             c.file.display()
         );

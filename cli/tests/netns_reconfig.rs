@@ -469,7 +469,7 @@ fn netns_reconfig_scenarios() {
             .collect();
         eprintln!(
             "scenario {:<15} writes acknowledged {:>5}, not acknowledged {:>4}, lost {}, invalidated back {}, \
-             recovery [{}], copies settled {}, {} ops on {} sessions (at most {}), linearizable: {} (checked in {} ms), {} s; history {}",
+             recovery [{}], copies settled {}, {k}, {} s; history {}",
             s.name,
             s.acked,
             s.unacked,
@@ -478,11 +478,6 @@ fn netns_reconfig_scenarios() {
             steps.join("; "),
             s.copies_settled
                 .map_or_else(|| format!("NO ({} stray)", s.stray), |d| format!("in {} ms", d.as_millis())),
-            k.ops,
-            k.sessions,
-            k.longest,
-            if k.violations == 0 { "yes".to_owned() } else { format!("NO ({} sessions)", k.violations) },
-            k.took.as_millis(),
             s.took.as_secs(),
             k.file.display()
         );

@@ -283,6 +283,26 @@ pub(crate) struct Checked {
     pub(crate) took: Duration,
 }
 
+/// The check as both matrices print it: "N ops on S sessions (at most L), linearizable: yes
+/// (checked in T ms)".
+impl std::fmt::Display for Checked {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let verdict = if self.violations == 0 {
+            "yes".to_owned()
+        } else {
+            format!("NO ({} sessions)", self.violations)
+        };
+        write!(
+            f,
+            "{} ops on {} sessions (at most {}), linearizable: {verdict} (checked in {} ms)",
+            self.ops,
+            self.sessions,
+            self.longest,
+            self.took.as_millis()
+        )
+    }
+}
+
 /// Writes the scenario's history (JSON lines) and checks it; a violation is a problem.
 pub(crate) fn check_history(name: &str, entries: &[Entry], problems: &mut Vec<String>) -> Checked {
     let dir = history_dir();
