@@ -11,10 +11,21 @@ use std::time::{Duration, Instant};
 
 use super::{Run, m2m};
 
-/// A free loopback address: bind port 0, note it, release it.
+/// A free loopback address: bind port 0, note it, release it. The kernel may hand a released
+/// port out again at the next bind, so the ports given out in this process are remembered and
+/// never given twice: a domain file built from several calls never names one port for two
+/// listeners (the `duplicate-address` rule would refuse it).
 pub fn free_addr() -> String {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
-    l.local_addr().expect("local address").to_string()
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    loop {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
+        let addr = l.local_addr().expect("local address");
+        if !given.contains(&addr.port()) {
+            given.push(addr.port());
+            return addr.to_string();
+        }
+    }
 }
 
 /// Polls `f` every 100 ms until it returns `Some`, for at most `secs` seconds.
