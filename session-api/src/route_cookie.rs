@@ -9,7 +9,11 @@
 //! lb-config` writes such configurations for HAProxy and nginx). When the session's owner
 //! changes (failover, a fetch by another node), the next response from the new owner carries
 //! the new route, so affinity follows the new owner and does not snap back when the old node
-//! returns. The cookie is set only when its value changes. A request that names this node as
+//! returns. The cookie is set only when its value changes. The owner comes from what the
+//! session store learned during the request ([`learn`]: a load or a write of the session that
+//! succeeded here means this node owns it, a delete that it is gone), so a request that used its
+//! session costs no further trip to the node's driver; only a response about a session the store
+//! did not touch (or touched without success) asks the node. A request that names this node as
 //! the failover target came because the balancer found the owner down: while the link to the
 //! owner is down it waits (at most the failure timeout) until this node's failure detector
 //! agrees and the hot failover made it the owner, so the session is taken over from the backup
@@ -32,6 +36,7 @@
 //! # let _ = app; }
 //! ```
 
+use std::cell::RefCell;
 use std::collections::BTreeSet;
 use std::future::Future;
 use std::pin::Pin;
@@ -61,6 +66,36 @@ const LINK_GRACE: Duration = Duration::from_millis(25);
 
 /// How long the membership used for failover targets is reused before it is asked again.
 const LIVE_SET_MAX_AGE: Duration = Duration::from_millis(250);
+
+tokio::task_local! {
+    /// What the session store learned of a session during the request the layer serves on
+    /// this task ([`learn`]).
+    static LEARNED: RefCell<Option<(String, Learned)>>;
+}
+
+/// What a session store call that succeeded says of its session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Learned {
+    /// A load or a write of it succeeded: this node owns it.
+    Owned,
+    /// It was invalidated.
+    Gone,
+}
+
+/// Notes, for the route cookie layer serving the request on this task (if any), what a store
+/// call learned of session `id`; `None` (a call that failed, or says nothing of the owner)
+/// forgets what an earlier call noted, so that the layer asks the node.
+pub(crate) fn learn(id: &str, what: Option<Learned>) {
+    // Outside a request the layer serves there is no note to take.
+    let _ = LEARNED.try_with(|l| {
+        let mut l = l.borrow_mut();
+        match (what, l.as_mut()) {
+            (None, _) => *l = None,
+            (Some(what), Some((known, was))) if known == id => *was = what,
+            (Some(what), _) => *l = Some((id.to_owned(), what)),
+        }
+    });
+}
 
 /// The layer (see the module documentation).
 #[derive(Clone, Debug)]
@@ -152,8 +187,14 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         Box::pin(async move {
             router.await_failover(&sent).await;
-            let mut res = inner.call(req).await?;
-            router.stamp(sent, res.headers_mut()).await;
+            let (res, learned) = LEARNED
+                .scope(RefCell::new(None), async move {
+                    let res = inner.call(req).await;
+                    (res, LEARNED.with(RefCell::take))
+                })
+                .await;
+            let mut res = res?;
+            router.stamp(sent, learned, res.headers_mut()).await;
             Ok(res)
         })
     }
@@ -244,15 +285,15 @@ impl Router {
     }
 
     /// Adds the route cookie to a response when this node owns its session and the client's
-    /// route differs.
-    async fn stamp(&self, sent: Sent, headers: &mut HeaderMap) {
+    /// route differs. `learned`: what the store learned of a session while serving it.
+    async fn stamp(&self, sent: Sent, learned: Option<(String, Learned)>, headers: &mut HeaderMap) {
         let session = match self.response_session_cookie(headers) {
             SessionCookie::Id(id) => Some(id),
             SessionCookie::Removed => None,
             SessionCookie::Unchanged => sent.session,
         };
         let route = match session {
-            Some(id) => match self.route(&id).await {
+            Some(id) => match self.route(&id, learned).await {
                 Known::Owned(route) => route.to_string(),
                 Known::Gone => String::new(),
                 // Another node owns it, or this node knows nothing: the client's route stays.
@@ -297,8 +338,14 @@ impl Router {
         found
     }
 
-    /// The session's route when this node owns it.
-    async fn route(&self, session: &str) -> Known {
+    /// The session's route when this node owns it: from what the store learned of it during
+    /// the request, else from the node (test `the_route_cookie_costs_no_driver_trip`).
+    async fn route(&self, session: &str, learned: Option<(String, Learned)>) -> Known {
+        match learned {
+            Some((id, Learned::Owned)) if id == session => return self.owned(session).await,
+            Some((id, Learned::Gone)) if id == session => return Known::Gone,
+            _ => {}
+        }
         let Some(view) = self.sessions.view(session).await.ok().flatten() else { return Known::NotHere };
         if view.invalidated {
             return Known::Gone;
@@ -307,8 +354,14 @@ impl Router {
         if view.role != Role::Owner || view.owner.as_ref() != Some(me) {
             return Known::NotHere;
         }
+        self.owned(session).await
+    }
+
+    /// The route of a session this node owns.
+    async fn owned(&self, session: &str) -> Known {
         let live = self.live().await;
-        Known::Owned(Route::current(&self.sessions.placement(), session, me.clone(), |n| live.contains(n)))
+        let me = self.sessions.node().clone();
+        Known::Owned(Route::current(&self.sessions.placement(), session, me, |n| live.contains(n)))
     }
 
     /// The nodes up now (as of at most [`LIVE_SET_MAX_AGE`] ago).

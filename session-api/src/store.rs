@@ -42,6 +42,7 @@ use tower_sessions_core::session_store::{self, SessionStore};
 
 use crate::error::Error;
 use crate::manager::SessionManager;
+use crate::route_cookie::{Learned, learn};
 use crate::web_store;
 
 /// A tower-sessions store over a [`SessionManager`].
@@ -87,6 +88,23 @@ impl Loaded {
 }
 
 impl ReplicatedStore {
+    /// Writes `record` as the session `id`: at the version its load read, only the values
+    /// that changed; the full replace when it was not loaded here or changed since.
+    async fn save_record(&self, id: &str, record: &Record) -> session_store::Result<()> {
+        let attrs = attributes(record)?;
+        let loaded = self.loaded().take(id);
+        if let Some(mut s) = loaded {
+            web_store::replace(&mut s, &attrs).map_err(backend)?;
+            match self.sessions.commit(&mut s).await {
+                Ok(_) => return Ok(()),
+                // Changed or gone since it was loaded: replaced below, last writer wins.
+                Err(Error::Conflict { .. } | Error::NotFound | Error::TooManyConflicts { .. }) => {}
+                Err(e) => return Err(backend(e)),
+            }
+        }
+        web_store::put(&self.sessions, id, &attrs).await.map_err(backend)
+    }
+
     /// A store over the sessions of `sessions`' session manager: the anonymous one, or the
     /// manager of a handle from [`SessionManager::manager`] (one store per web module, each
     /// a namespace of its own; see [`crate::managers`]).
@@ -144,6 +162,10 @@ impl SessionStore for ReplicatedStore {
             id.to_string()
         };
         let id = web_store::create(&self.sessions, record.id.to_string(), fresh_id, &attrs).await;
+        match &id {
+            Ok(id) => learn(id, Some(Learned::Owned)),
+            Err(_) => learn(&record.id.to_string(), None),
+        }
         match id {
             Ok(_) => {
                 if let Some(id) = fresh.last() {
@@ -159,24 +181,17 @@ impl SessionStore for ReplicatedStore {
     }
 
     async fn save(&self, record: &Record) -> session_store::Result<()> {
-        let attrs = attributes(record)?;
         let id = record.id.to_string();
-        let loaded = self.loaded().take(&id);
-        if let Some(mut s) = loaded {
-            web_store::replace(&mut s, &attrs).map_err(backend)?;
-            match self.sessions.commit(&mut s).await {
-                Ok(_) => return Ok(()),
-                // Changed or gone since it was loaded: replaced below, last writer wins.
-                Err(Error::Conflict { .. } | Error::NotFound | Error::TooManyConflicts { .. }) => {}
-                Err(e) => return Err(backend(e)),
-            }
-        }
-        web_store::put(&self.sessions, &id, &attrs).await.map_err(backend)
+        let saved = self.save_record(&id, record).await;
+        learn(&id, saved.as_ref().ok().map(|_| Learned::Owned));
+        saved
     }
 
     async fn load(&self, session_id: &Id) -> session_store::Result<Option<Record>> {
         let id = session_id.to_string();
-        match web_store::load(&self.sessions, &id).await.map_err(backend)? {
+        let loaded = web_store::load(&self.sessions, &id).await;
+        learn(&id, matches!(loaded, Ok(Some(_))).then_some(Learned::Owned));
+        match loaded.map_err(backend)? {
             Some(s) => {
                 let record = read_record(*session_id, &s)?;
                 self.loaded().keep(id, s);
@@ -189,7 +204,9 @@ impl SessionStore for ReplicatedStore {
     async fn delete(&self, session_id: &Id) -> session_store::Result<()> {
         let id = session_id.to_string();
         drop(self.loaded().take(&id));
-        self.sessions.invalidate(&id).await.map(|_| ()).map_err(backend)
+        let deleted = self.sessions.invalidate(&id).await;
+        learn(&id, matches!(deleted, Ok(Some(_))).then_some(Learned::Gone));
+        deleted.map(|_| ()).map_err(backend)
     }
 }
 

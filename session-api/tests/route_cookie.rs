@@ -119,3 +119,41 @@ async fn new_session_ids_name_the_failover_target() {
         );
     }
 }
+
+/// A response about a session the store loaded and saved gets its route from what the store
+/// learned during the request: the node's driver serves the load and the write, and no look-up
+/// of the owner. After a crash, the response of the node that took the session over names it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_route_cookie_costs_no_driver_trip() {
+    let hub = Hub::new();
+    let managers = start_domain(&hub, &["a", "b", "c"], 7201).await;
+    let apps: Vec<Router> = managers.iter().map(app).collect();
+    let r = DEFAULT_ROUTE_COOKIE;
+    let (_, set) = call(&apps[0], "/", &[]).await;
+    let id = cookie(&set, "id").expect("a session cookie").to_owned();
+    let route = Route::parse(cookie(&set, r).expect("a route cookie")).expect("a route");
+    let jar = vec![format!("id={id}"), format!("{r}={route}")];
+
+    // The layer refreshes the membership it caches every 250 ms (one more request): the fewest
+    // requests over a few rounds count. Each round's second snapshot counts itself.
+    let requests = || async { managers[0].metrics().await.expect("metrics").requests };
+    let mut fewest = u64::MAX;
+    for visits in 2..7 {
+        let before = requests().await;
+        let (body, set) = call(&apps[0], "/", &jar).await;
+        let after = requests().await;
+        assert_eq!(body, format!("a {visits}"));
+        assert_eq!(cookie(&set, r), None, "unchanged route: {set:?}");
+        fewest = fewest.min(after - before - 1);
+    }
+    assert_eq!(fewest, 2, "the load and the write only");
+
+    // The owner crashes: its failover target takes the session over and names itself.
+    let target = route.failover.clone().expect("a failover target");
+    let i = managers.iter().position(|m| m.node() == &target).expect("a node of the domain");
+    managers[0].abort().await.expect("abort");
+    let (body, set) = call(&apps[i], "/", &jar).await;
+    assert_eq!(body, format!("{target} 7"));
+    let moved = Route::parse(cookie(&set, r).expect("the new route")).expect("a route");
+    assert_eq!(moved.owner, target);
+}
