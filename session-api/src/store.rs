@@ -91,17 +91,22 @@ impl ReplicatedStore {
     /// Writes `record` as the session `id`: at the version its load read, only the values
     /// that changed; the full replace when it was not loaded here or changed since.
     async fn save_record(&self, id: &str, record: &Record) -> session_store::Result<()> {
-        let attrs = attributes(record)?;
+        let entries = entries(record)?;
         let loaded = self.loaded().take(id);
-        if let Some(mut s) = loaded {
-            web_store::replace(&mut s, &attrs).map_err(backend)?;
-            match self.sessions.commit(&mut s).await {
-                Ok(_) => return Ok(()),
-                // Changed or gone since it was loaded: replaced below, last writer wins.
-                Err(Error::Conflict { .. } | Error::NotFound | Error::TooManyConflicts { .. }) => {}
-                Err(e) => return Err(backend(e)),
+        let attrs = match loaded {
+            Some(mut s) => {
+                web_store::replace_with(&mut s, entries).map_err(backend)?;
+                match self.sessions.commit(&mut s).await {
+                    Ok(_) => return Ok(()),
+                    // Changed or gone since it was loaded: replaced below, last writer wins.
+                    Err(Error::Conflict { .. } | Error::NotFound | Error::TooManyConflicts { .. }) => {}
+                    Err(e) => return Err(backend(e)),
+                }
+                // What the record is now: the replace applied to what was loaded.
+                s.attributes()
             }
-        }
+            None => web_store::attributes_of(&entries),
+        };
         web_store::put(&self.sessions, id, &attrs).await.map_err(backend)
     }
 
@@ -128,13 +133,28 @@ fn backend(e: Error) -> session_store::Error {
     session_store::Error::Backend(e.to_string())
 }
 
-fn attributes(record: &Record) -> session_store::Result<crate::Attributes> {
+fn encode(e: impl ToString) -> session_store::Error {
+    session_store::Error::Encode(e.to_string())
+}
+
+/// A record's attributes, owned ([`web_store::record_entries`]): each value as JSON.
+fn entries(record: &Record) -> session_store::Result<Vec<(String, Vec<u8>)>> {
     let mut values = Vec::with_capacity(record.data.len());
     for (k, v) in &record.data {
-        values.push((k, serde_json::to_vec(v).map_err(|e| session_store::Error::Encode(e.to_string()))?));
+        // Written once at its size: a 1 KiB string is not copied through growing buffers.
+        let size = match v {
+            serde_json::Value::String(s) => s.len() + 2,
+            _ => 16,
+        };
+        let mut json = Vec::with_capacity(size);
+        serde_json::to_writer(&mut json, v).map_err(encode)?;
+        values.push((k, json));
     }
-    web_store::record_attributes(values, record.expiry_date.unix_timestamp())
-        .map_err(|e| session_store::Error::Encode(e.to_string()))
+    web_store::record_entries(values, record.expiry_date.unix_timestamp()).map_err(encode)
+}
+
+fn attributes(record: &Record) -> session_store::Result<crate::Attributes> {
+    Ok(web_store::attributes_of(&entries(record)?))
 }
 
 fn decode(e: impl ToString) -> session_store::Error {

@@ -55,16 +55,36 @@ pub(crate) async fn watch<F: Future>(request: F) -> (F::Output, bool) {
 pub(crate) const RETRY_AFTER_SECS: &str = "1";
 
 /// A record's attributes: its values (name, serialized value) and expiry date.
+#[cfg_attr(not(feature = "actix"), allow(dead_code))]
 pub(crate) fn record_attributes<K: AsRef<str>, V: AsRef<[u8]>>(
     values: impl IntoIterator<Item = (K, V)>,
     expiry_unix: i64,
 ) -> Result<Attributes, Error> {
-    let mut s = Session::new(String::new());
-    for (k, v) in values {
-        s.set_bytes(format!("{DATA_PREFIX}{}", k.as_ref()), v.as_ref())?;
-    }
-    set_expiry(&mut s, expiry_unix)?;
-    Ok(s.attributes())
+    let values = values.into_iter().map(|(k, v)| (k, v.as_ref().to_vec()));
+    Ok(attributes_of(&record_entries(values, expiry_unix)?))
+}
+
+/// The attributes of a record's entries ([`record_entries`]).
+pub(crate) fn attributes_of(entries: &[(String, Vec<u8>)]) -> Attributes {
+    Attributes::from_entries(entries.iter().map(|(k, v)| (k.as_str(), v.as_slice())))
+}
+
+/// A record's attributes as owned entries, `d:<name>` for each value and the expiry date
+/// ([`replace_with`] moves the values into the write).
+pub(crate) fn record_entries<K: AsRef<str>>(
+    values: impl IntoIterator<Item = (K, Vec<u8>)>,
+    expiry_unix: i64,
+) -> Result<Vec<(String, Vec<u8>)>, Error> {
+    let mut entries: Vec<(String, Vec<u8>)> =
+        values.into_iter().map(|(k, v)| (format!("{DATA_PREFIX}{}", k.as_ref()), v)).collect();
+    entries.push((EXPIRY.to_owned(), expiry_bytes(expiry_unix)?));
+    Ok(entries)
+}
+
+/// The expiry attribute's value.
+fn expiry_bytes(expiry_unix: i64) -> Result<Vec<u8>, Error> {
+    rmp_serde::to_vec_named(&expiry_unix)
+        .map_err(|e| Error::Codec { name: EXPIRY.to_owned(), message: e.to_string() })
 }
 
 /// Sets a record's expiry date (Unix seconds).
@@ -123,13 +143,32 @@ pub(crate) async fn create(
 /// Makes `s` hold `attrs`: sets the values that differ and removes those `attrs` lacks, so
 /// that the write carries only what changed (a record's full replace, as a delta).
 pub(crate) fn replace(s: &mut Session, attrs: &Attributes) -> Result<(), Error> {
-    let gone: Vec<String> =
-        s.keys().into_iter().filter(|k| !attrs.contains_key(k)).map(str::to_owned).collect();
+    replace_by(s, attrs.iter().collect())
+}
+
+/// [`replace`] by a record's entries ([`record_entries`]), whose values move into the write
+/// without a copy.
+pub(crate) fn replace_with(s: &mut Session, entries: Vec<(String, Vec<u8>)>) -> Result<(), Error> {
+    replace_by(s, entries)
+}
+
+/// Makes `s` hold `entries` (names unique): sets the values that differ, removes the others.
+fn replace_by<K, V>(s: &mut Session, entries: Vec<(K, V)>) -> Result<(), Error>
+where
+    K: AsRef<str> + Into<String>,
+    V: AsRef<[u8]> + Into<Vec<u8>>,
+{
+    let gone: Vec<String> = s
+        .keys()
+        .into_iter()
+        .filter(|k| !entries.iter().any(|(name, _)| name.as_ref() == *k))
+        .map(str::to_owned)
+        .collect();
     for k in gone {
         s.remove(&k)?;
     }
-    for (k, v) in attrs.iter() {
-        if s.get_bytes(k) != Some(v) {
+    for (k, v) in entries {
+        if s.get_bytes(k.as_ref()) != Some(v.as_ref()) {
             s.set_bytes(k, v)?;
         }
     }
@@ -156,18 +195,28 @@ mod tests {
     use replication_core::Change;
 
     /// A full replace as a delta: only the values that differ are written, the missing ones
-    /// removed, and the record ends as `attrs`.
+    /// removed, and the record ends as `record_attributes` lays it out.
     #[test]
     fn replace_writes_only_what_changed() -> Result<(), Error> {
         let base = record_attributes([("a", b"1"), ("b", b"2"), ("c", b"3")], 100)?;
         let mut s = Session::loaded("s".into(), 7, base);
-        let attrs = record_attributes([("a", b"1"), ("b", b"9")], 100)?;
-        replace(&mut s, &attrs)?;
+        let values = [("a", b"1".to_vec()), ("b", b"9".to_vec())];
+        replace_with(&mut s, record_entries(values.clone(), 100)?)?;
         assert_eq!(
             s.to_changes(WriteContents::Changed),
             vec![Change::Set("d:b".into(), b"9".to_vec().into()), Change::Remove("d:c".into())]
         );
-        assert_eq!(s.attributes(), attrs);
+        assert_eq!(s.attributes(), record_attributes(values, 100)?);
+        Ok(())
+    }
+
+    /// A record's values and expiry date read back as they were written.
+    #[test]
+    fn records_read_back() -> Result<(), Error> {
+        let attrs = record_attributes([("x", &b"[1]"[..]), ("y", &b""[..])], -5)?;
+        let s = Session::loaded("s".into(), 1, attrs);
+        assert_eq!(record_expiry(&s)?, Some(-5));
+        assert_eq!(record_values(&s).collect::<Vec<_>>(), vec![("x", &b"[1]"[..]), ("y", &b""[..])]);
         Ok(())
     }
 }
