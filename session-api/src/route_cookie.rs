@@ -177,10 +177,7 @@ where
     }
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
-        let sent = Sent {
-            session: request_cookie(req.headers(), &self.router.session_cookie),
-            route: request_cookie(req.headers(), &self.router.route_cookie),
-        };
+        let sent = Sent::of(req.headers(), &self.router.session_cookie, &self.router.route_cookie);
         let router = self.router.clone();
         // The service that was polled ready serves this request; its clone the next one.
         let clone = self.inner.clone();
@@ -201,9 +198,35 @@ where
 }
 
 /// The cookies a request carried.
+#[derive(Debug, PartialEq)]
 struct Sent {
     session: Option<String>,
     route: Option<String>,
+}
+
+impl Sent {
+    /// The cookies `session` and `route` among a request's `Cookie` headers, in one pass (the
+    /// first of each name counts).
+    fn of(headers: &HeaderMap, session: &str, route: &str) -> Sent {
+        let mut sent = Sent { session: None, route: None };
+        let cookies = headers.get_all(COOKIE).iter().filter_map(|v| v.to_str().ok());
+        for c in cookies.flat_map(Cookie::split_parse_encoded).filter_map(Result::ok) {
+            let slot = if c.name() == session {
+                &mut sent.session
+            } else if c.name() == route {
+                &mut sent.route
+            } else {
+                continue;
+            };
+            if slot.is_none() {
+                *slot = Some(c.value().to_owned());
+            }
+            if sent.session.is_some() && sent.route.is_some() {
+                break;
+            }
+        }
+        sent
+    }
 }
 
 /// The nodes up (this one included), and when the driver was asked.
@@ -391,18 +414,6 @@ impl Router {
     }
 }
 
-/// The value of the cookie `name` in a request's `Cookie` headers.
-fn request_cookie(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers
-        .get_all(COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(Cookie::split_parse_encoded)
-        .filter_map(Result::ok)
-        .find(|c| c.name() == name)
-        .map(|c| c.value().to_owned())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -411,9 +422,9 @@ mod tests {
     fn request_cookies_are_found_among_others() {
         let mut h = HeaderMap::new();
         h.append(COOKIE, HeaderValue::from_static("a=1; id=abc%2Bd"));
-        h.append(COOKIE, HeaderValue::from_static("M2MROUTE=app1.app2"));
-        assert_eq!(request_cookie(&h, "id").as_deref(), Some("abc+d"));
-        assert_eq!(request_cookie(&h, "M2MROUTE").as_deref(), Some("app1.app2"));
-        assert_eq!(request_cookie(&h, "b"), None);
+        h.append(COOKIE, HeaderValue::from_static("M2MROUTE=app1.app2; id=second"));
+        let sent = Sent::of(&h, "id", "M2MROUTE");
+        assert_eq!(sent, Sent { session: Some("abc+d".into()), route: Some("app1.app2".into()) });
+        assert_eq!(Sent::of(&h, "b", "c"), Sent { session: None, route: None });
     }
 }
