@@ -9,8 +9,9 @@
 #           drives app1, which owns the sessions, app2 holds their backups.
 #
 # Reported: requests/s, p50/p99 (wrk), CPU per request of each process (utime + stime from
-# /proc/PID/stat before and after the run, divided by the requests) and the medians over the
-# runs. After each run every session is read back (GET /counter) on the other node (on the
+# /proc/PID/stat before and after the run, divided by the requests), wrk's own CPU per request
+# (it shares the machine's cores with the servers, so requests/s follow the CPU of all three),
+# the load average before and after, and the medians over the runs. After each run every session is read back (GET /counter) on the other node (on the
 # same process for memory): it must hold the last counter wrk saw answered, or one more (a
 # request in flight when wrk stopped).
 #
@@ -103,14 +104,16 @@ sessions() {
 }
 
 # One run of set-up $1 (memory or m2m): wrk against port $2, read back on port $3, the CPU of
-# the processes $4... Prints `SETUP req/s p50 p99 errors stale cpu_us_per_req...`.
+# the processes $4... Prints `SETUP req/s p50 p99 errors stale wrk_cpu_us_per_req cpu_us_per_req...`.
 run() {
   local setup=$1 port=$2 back=$3; shift 3
   sessions "$port" "$TMP/cookies"
   local before=() after=() p
   for p in "$@"; do before+=("$(ticks "$p")"); done
-  COOKIES="$TMP/cookies" wrk -t"$CONNS" -c"$CONNS" -d"${SECS}s" --timeout 5s -s scripts/bench-http.lua \
-    "http://127.0.0.1:$port" >"$TMP/wrk.out"
+  local TIMEFORMAT='%U %S' wrk_user wrk_sys
+  { time COOKIES="$TMP/cookies" wrk -t"$CONNS" -c"$CONNS" -d"${SECS}s" --timeout 5s -s scripts/bench-http.lua \
+    "http://127.0.0.1:$port" >"$TMP/wrk.out"; } 2>"$TMP/wrk.time"
+  read -r wrk_user wrk_sys <"$TMP/wrk.time"
   for p in "$@"; do after+=("$(ticks "$p")"); done
   read -r _ requests secs p50 p99 errors < <(grep '^result ' "$TMP/wrk.out")
   # Every session read back on the other node: the last counter answered, or one more.
@@ -123,6 +126,7 @@ run() {
     fi
   done < <(grep '^last ' "$TMP/wrk.out")
   local line="$setup $(awk -v r="$requests" -v s="$secs" 'BEGIN { printf "%.0f", r / s }') $p50 $p99 $errors $stale"
+  line+=" $(awk -v u="$wrk_user" -v s="$wrk_sys" -v r="$requests" 'BEGIN { printf "%.1f", (u + s) * 1e6 / r }')"
   local i
   for i in "${!before[@]}"; do
     line+=" $(awk -v a="${before[$i]}" -v b="${after[$i]}" -v r="$requests" -v t="$TICK_US" 'BEGIN { printf "%.1f", (b - a) * t / r }')"
@@ -131,6 +135,7 @@ run() {
 }
 
 : >"$TMP/runs"
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 for r in $(seq "$RUNS"); do
   echo "run $r/$RUNS ..." >&2
   run memory "$H0" "$H0" "$PID0" | tee -a "$TMP/runs" >&2
@@ -142,7 +147,8 @@ for r in $(seq "$RUNS"); do
   [ -n "${PERF_PID:-}" ] && wait "$PERF_PID" 2>/dev/null || true
 done
 
-python3 - "$TMP/runs" "$SECS" "${OUT:-}" <<'PY'
+LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
+python3 - "$TMP/runs" "$SECS" "${OUT:-}" "$LOAD_BEFORE" "$LOAD_AFTER" <<'PY'
 import json, statistics, sys
 runs = [l.split() for l in open(sys.argv[1]) if l.strip()]
 def med(setup, i):
@@ -152,21 +158,26 @@ def total(setup, first):
     v = [sum(float(x) for x in r[first:]) for r in runs if r[0] == setup]
     return statistics.median(v) if v else float("nan")
 mem = {"req_per_s": med("memory", 1), "p50_us": med("memory", 2), "p99_us": med("memory", 3),
-       "errors": med("memory", 4), "stale_reads": med("memory", 5), "cpu_us_per_req": med("memory", 6)}
+       "errors": med("memory", 4), "stale_reads": med("memory", 5), "wrk_cpu_us_per_req": med("memory", 6),
+       "cpu_us_per_req": med("memory", 7)}
 m2m = {"req_per_s": med("m2m", 1), "p50_us": med("m2m", 2), "p99_us": med("m2m", 3),
-       "errors": med("m2m", 4), "stale_reads": med("m2m", 5), "cpu_us_per_req_owner": med("m2m", 6),
-       "cpu_us_per_req_backup": med("m2m", 7), "cpu_us_per_req": total("m2m", 6)}
+       "errors": med("m2m", 4), "stale_reads": med("m2m", 5), "wrk_cpu_us_per_req": med("m2m", 6),
+       "cpu_us_per_req_owner": med("m2m", 7), "cpu_us_per_req_backup": med("m2m", 8),
+       "cpu_us_per_req": total("m2m", 7)}
 ratios = {"req_per_s": m2m["req_per_s"] / mem["req_per_s"], "cpu_per_req": m2m["cpu_us_per_req"] / mem["cpu_us_per_req"]}
 n = len([r for r in runs if r[0] == "m2m"])
-print(f"bench-http: median of {n} run(s) of {sys.argv[2]} s, wrk -t16 -c16, POST /bench (counter + 1 KiB attribute)\n")
-print(f"{'set-up':<44}{'req/s':>10}{'p50':>9}{'p99':>9}{'CPU/req':>11}  read back")
-print(f"{'MemoryStore, one process':<44}{mem['req_per_s']:>10.0f}{mem['p50_us']:>7.0f}us{mem['p99_us']:>7.0f}us{mem['cpu_us_per_req']:>9.1f}us  {'ok' if mem['stale_reads'] == 0 else 'STALE'}")
-print(f"{'m2m, two nodes (sync, 1 backup, mutual TLS)':<44}{m2m['req_per_s']:>10.0f}{m2m['p50_us']:>7.0f}us{m2m['p99_us']:>7.0f}us{m2m['cpu_us_per_req']:>9.1f}us  {'ok' if m2m['stale_reads'] == 0 else 'STALE'}")
+print(f"bench-http: median of {n} run(s) of {sys.argv[2]} s, wrk -t16 -c16, POST /bench (counter + 1 KiB attribute)")
+print(f"load average (1, 5, 15 min): {sys.argv[4]} before, {sys.argv[5]} after\n")
+print(f"{'set-up':<44}{'req/s':>10}{'p50':>9}{'p99':>9}{'CPU/req':>11}{'wrk CPU/req':>13}  read back")
+print(f"{'MemoryStore, one process':<44}{mem['req_per_s']:>10.0f}{mem['p50_us']:>7.0f}us{mem['p99_us']:>7.0f}us{mem['cpu_us_per_req']:>9.1f}us{mem['wrk_cpu_us_per_req']:>11.1f}us  {'ok' if mem['stale_reads'] == 0 else 'STALE'}")
+print(f"{'m2m, two nodes (sync, 1 backup, mutual TLS)':<44}{m2m['req_per_s']:>10.0f}{m2m['p50_us']:>7.0f}us{m2m['p99_us']:>7.0f}us{m2m['cpu_us_per_req']:>9.1f}us{m2m['wrk_cpu_us_per_req']:>11.1f}us  {'ok' if m2m['stale_reads'] == 0 else 'STALE'}")
 print(f"{'  of which owner (app1) / backup (app2)':<44}{'':>10}{'':>9}{'':>9}{m2m['cpu_us_per_req_owner']:>6.1f} / {m2m['cpu_us_per_req_backup']:.1f}us")
+all_mem, all_m2m = mem["cpu_us_per_req"] + mem["wrk_cpu_us_per_req"], m2m["cpu_us_per_req"] + m2m["wrk_cpu_us_per_req"]
+print(f"{'  servers and wrk together':<44}{'':>10}{'':>9}{'':>9}{all_mem:>6.1f} / {all_m2m:.1f}us (memory / m2m: {all_mem / all_m2m:.2f}x, the req/s ratio when the cores are the limit)")
 print()
 print(f"targets:\n  replicated req/s >= 0.8x MemoryStore        {ratios['req_per_s']:.2f}x {'met' if ratios['req_per_s'] >= 0.8 else 'NOT met'}")
 print(f"  CPU per replicated request <= 1.5x         {ratios['cpu_per_req']:.2f}x {'met' if ratios['cpu_per_req'] <= 1.5 else 'NOT met'}")
 if sys.argv[3]:
-    json.dump({"runs": n, "secs": float(sys.argv[2]), "memory": mem, "m2m": m2m, "ratios": ratios,
-               "each_run": runs}, open(sys.argv[3], "w"), indent=2)
+    json.dump({"runs": n, "secs": float(sys.argv[2]), "load_average": [sys.argv[4], sys.argv[5]],
+               "memory": mem, "m2m": m2m, "ratios": ratios, "each_run": runs}, open(sys.argv[3], "w"), indent=2)
 PY
