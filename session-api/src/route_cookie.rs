@@ -418,6 +418,32 @@ impl Router {
 mod tests {
     use super::*;
 
+    /// The layer takes the last word of the store's calls on the session it asks about; a
+    /// failed call leaves nothing, and outside the layer nothing is noted.
+    #[tokio::test]
+    async fn the_last_store_call_is_what_the_layer_learns() {
+        learn("a", Some(Learned::Owned));
+        let learned = |calls: Vec<(&'static str, Option<Learned>)>| {
+            LEARNED.scope(RefCell::new(None), async move {
+                for (id, what) in calls {
+                    learn(id, what);
+                }
+                LEARNED.with(RefCell::take)
+            })
+        };
+        let owned = Some(Learned::Owned);
+        assert_eq!(learned(vec![("a", owned)]).await, Some(("a".into(), Learned::Owned)));
+        assert_eq!(
+            learned(vec![("a", owned), ("a", Some(Learned::Gone))]).await,
+            Some(("a".into(), Learned::Gone))
+        );
+        assert_eq!(
+            learned(vec![("a", Some(Learned::Gone)), ("b", owned)]).await,
+            Some(("b".into(), Learned::Owned))
+        );
+        assert_eq!(learned(vec![("a", owned), ("a", None)]).await, None);
+    }
+
     #[test]
     fn request_cookies_are_found_among_others() {
         let mut h = HeaderMap::new();
