@@ -114,6 +114,9 @@ pub(crate) struct Driver {
     /// writers drain what the engine answers (a whole frame at once could overflow their
     /// queues). No further transport event is taken until it is empty (per-peer order).
     inbox: Option<(NodeId, std::vec::IntoIter<Message>)>,
+    /// The time of this turn of the loop ([`Driver::now`]): read when first needed after the
+    /// driver woke, cleared before it waits again.
+    now: Option<Instant>,
 }
 
 impl Driver {
@@ -143,6 +146,7 @@ impl Driver {
             left: None,
             aborted: false,
             inbox: None,
+            now: None,
         }
     }
 
@@ -174,14 +178,15 @@ impl Driver {
                 armed = Some(core_deadline);
             }
             let next_flush = self.lanes.next_due();
-            let flush_deadline = next_flush.unwrap_or_else(far);
             let requests_open = !self.requests_done;
             let inbox = self.inbox.is_some();
+            self.now = None;
             tokio::select! {
                 () = std::future::ready(()), if inbox => {
                     self.feed_inbox();
                     if self.inbox.is_some() {
                         tokio::task::yield_now().await;
+                        self.now = None;
                     }
                 }
                 ev = &mut next_event, if !inbox => match ev {
@@ -193,6 +198,7 @@ impl Driver {
                         for _ in 1..self.settings.batch {
                             if self.inbox.is_some() {
                                 tokio::task::yield_now().await;
+                                self.now = None;
                                 break;
                             }
                             match ready_now(&mut next_event) {
@@ -236,7 +242,13 @@ impl Driver {
                     armed = None;
                     self.handle_timeout();
                 }
-                () = tokio::time::sleep_until(flush_deadline), if next_flush.is_some() => {
+                // The timer is made only when a flush is due (no clock reading, no timer
+                // handle per turn otherwise).
+                () = async {
+                    if let Some(due) = next_flush {
+                        tokio::time::sleep_until(due).await;
+                    }
+                }, if next_flush.is_some() => {
                     self.flush(FlushOf::Due(tokio::time::Instant::now()), None);
                 }
             }
@@ -262,8 +274,14 @@ impl Driver {
         }
     }
 
+    /// The time of this turn of the loop: one clock reading for everything the driver does
+    /// between two waits (the engine's inputs, the start and end of the writes it times).
+    fn now(&mut self) -> Instant {
+        *self.now.get_or_insert_with(Instant::now)
+    }
+
     fn handle_timeout(&mut self) {
-        let now = Instant::now();
+        let now = self.now();
         self.node.handle_timeout(now);
         self.drain();
         if now >= self.next_publish {
@@ -272,7 +290,8 @@ impl Driver {
     }
 
     fn input(&mut self, input: Input) {
-        self.node.handle_input(Instant::now(), input);
+        let now = self.now();
+        self.node.handle_input(now, input);
         self.drain();
     }
 
@@ -325,7 +344,7 @@ impl Driver {
     /// reading), draining the outputs after each.
     fn feed_inbox(&mut self) {
         let Some((from, mut msgs)) = self.inbox.take() else { return };
-        let now = Instant::now();
+        let now = self.now();
         for msg in msgs.by_ref().take(self.settings.batch) {
             self.node.handle_input(now, Input::Message { from: from.clone(), msg });
             self.drain();
@@ -373,7 +392,7 @@ impl Driver {
             if undelivered.is_empty() {
                 return;
             }
-            let now = Instant::now();
+            let now = self.now();
             for (to, msg) in undelivered {
                 self.node.handle_input(now, Input::Undelivered { to, msg });
             }
@@ -405,14 +424,14 @@ impl Driver {
 
     /// What the outcome of a write of `session` sent now with `ack` completes (the latency
     /// of writes that wait for backups is recorded).
-    fn write_kind(session: String, ack: Ack) -> Kind {
-        Kind::Write { session, started: Instant::now(), sync: matches!(ack, Ack::Sync { .. }) }
+    fn write_kind(&mut self, session: String, ack: Ack) -> Kind {
+        Kind::Write { session, started: self.now(), sync: matches!(ack, Ack::Sync { .. }) }
     }
 
     /// Records the latency of a sync write the backups acknowledged.
     fn record_sync_write(&mut self, sync: bool, started: Instant, outcome: &Outcome) {
         if sync && matches!(outcome, Outcome::Replicated { .. }) {
-            let latency = started.elapsed();
+            let latency = self.now().saturating_duration_since(started);
             self.metrics.sync_write_latency.record(latency);
             self.export.sync_write.record(latency);
         }
@@ -443,7 +462,8 @@ impl Driver {
                 let outcome = match outcome {
                     Outcome::Found { epoch, version, attrs } => {
                         if let Some(started) = claim {
-                            self.export.claim.record(started.elapsed());
+                            let waited = self.now().saturating_duration_since(started);
+                            self.export.claim.record(waited);
                         }
                         let (version, attrs) = self.apply_overlay(&session, version, attrs);
                         Outcome::Found { epoch, version, attrs }
@@ -481,7 +501,7 @@ impl Driver {
                         self.forget_staged(session);
                         Kind::Plain
                     }
-                    Command::Update { session, ack, .. } => Self::write_kind(session.clone(), *ack),
+                    Command::Update { session, ack, .. } => self.write_kind(session.clone(), *ack),
                     _ => Kind::Plain,
                 };
                 self.command(cmd, Some(reply), kind);
@@ -499,12 +519,11 @@ impl Driver {
                     }
                 };
                 let cmd = Command::Create { session: id.clone(), attrs, max_inactive, ack };
-                let kind =
-                    Kind::Create { id, started: Instant::now(), sync: matches!(ack, Ack::Sync { .. }) };
+                let kind = Kind::Create { id, started: self.now(), sync: matches!(ack, Ack::Sync { .. }) };
                 self.command(cmd, Some(reply), kind);
             }
             Request::Get { session, reply } => {
-                let (id, started) = (self.next_id, Instant::now());
+                let (id, started) = (self.next_id, self.now());
                 let kind = Kind::Get { session: session.clone(), claim: None };
                 self.command(Command::Get { session }, Some(reply), kind);
                 // Still waiting: the engine asked other nodes for the session (a claim).
@@ -516,7 +535,7 @@ impl Driver {
                 if self.staged(&session) {
                     self.stage(session, expected, changes, reply);
                 } else {
-                    let kind = Self::write_kind(session.clone(), ack);
+                    let kind = self.write_kind(session.clone(), ack);
                     let cmd = Command::Update { session, expected_version: expected, changes, ack };
                     self.command(cmd, Some(reply), kind);
                 }
