@@ -157,6 +157,12 @@ pub trait Transport<M: WireMessage>: Send + Sync + 'static {
     /// The next event; `None` once the transport is shut down and drained.
     async fn recv(&self) -> Option<TransportEvent<M>>;
 
+    /// [`Transport::recv`] as a poll, for a caller that waits for events again and again
+    /// without a future (and its allocation) per event: the next event if one is ready, else
+    /// `Pending` with `cx`'s waker registered. One receiver at a time: while another caller is
+    /// inside [`Transport::recv`], this asks to be polled again.
+    fn poll_recv(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Option<TransportEvent<M>>>;
+
     /// Stops accepting and connecting, flushes what is queued (bounded by a grace period),
     /// and closes every link.
     async fn shutdown(&self);

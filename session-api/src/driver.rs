@@ -10,6 +10,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use replication_core::placement::Placement;
@@ -162,11 +163,9 @@ impl Driver {
         let core_timer = tokio::time::sleep_until(far());
         tokio::pin!(core_timer);
         let mut armed: Option<tokio::time::Instant> = None;
-        // One `recv` future, kept from one loop to the next and replaced only when it yields
-        // an event: a new one per loop would cost an allocation and a lock of the event queue
-        // each time the driver wakes, whatever woke it.
+        // The transport's events are polled (`Transport::poll_recv`): no future, and no
+        // allocation, per event or per wake-up.
         let transport = self.transport.clone();
-        let mut next_event = transport.recv();
         loop {
             if self.node.has_left() || self.aborted {
                 break;
@@ -189,9 +188,8 @@ impl Driver {
                         self.now = None;
                     }
                 }
-                ev = &mut next_event, if !inbox => match ev {
+                ev = std::future::poll_fn(|cx| transport.poll_recv(cx)), if !inbox => match ev {
                     Some(ev) => {
-                        next_event = transport.recv();
                         self.on_transport(ev);
                         // Take what else already arrived without another trip through select.
                         let mut closed = false;
@@ -201,16 +199,13 @@ impl Driver {
                                 self.now = None;
                                 break;
                             }
-                            match ready_now(&mut next_event) {
-                                Some(Some(ev)) => {
-                                    next_event = transport.recv();
-                                    self.on_transport(ev);
-                                }
-                                Some(None) => {
+                            match ready_now(&*transport) {
+                                Poll::Ready(Some(ev)) => self.on_transport(ev),
+                                Poll::Ready(None) => {
                                     closed = true;
                                     break;
                                 }
-                                None => break,
+                                Poll::Pending => break,
                             }
                         }
                         if closed {
@@ -253,7 +248,6 @@ impl Driver {
                 }
             }
         }
-        drop(next_event);
         // Answer whoever still waits, then close the links.
         for (_, p) in self.pending.drain() {
             if let Some(r) = p.reply {
@@ -611,12 +605,8 @@ fn written_at(outcome: &Outcome) -> Option<(&Epoch, Version)> {
     }
 }
 
-/// Polls `f` once, without a waker: its output if it is ready now, `None` otherwise (`f` stays
-/// pending; the next poll with a waker, in the driver's `select!`, registers that one).
-fn ready_now<F: std::future::Future + Unpin>(f: &mut F) -> Option<F::Output> {
-    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-    match std::pin::Pin::new(f).poll(&mut cx) {
-        std::task::Poll::Ready(v) => Some(v),
-        std::task::Poll::Pending => None,
-    }
+/// The transport's next event if one is there now, without a waker (the next poll with one, in
+/// the driver's `select!`, registers that one).
+fn ready_now(transport: &dyn Transport<Message>) -> Poll<Option<TransportEvent<Message>>> {
+    transport.poll_recv(&mut Context::from_waker(std::task::Waker::noop()))
 }

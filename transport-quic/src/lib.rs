@@ -329,6 +329,10 @@ impl<M: WireMessage> Transport<M> for QuicTransport<M> {
         self.app.recv(&self.shared.common).await
     }
 
+    fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<Option<TransportEvent<M>>> {
+        self.app.poll_recv(cx, &self.shared.common)
+    }
+
     async fn shutdown(&self) {
         self.app.close();
         let common = &self.shared.common;

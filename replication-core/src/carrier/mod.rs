@@ -169,10 +169,24 @@ impl<M: Send + 'static> AppSide<M> {
     /// The next event; gives its credits back to `common.credit`.
     pub async fn recv(&self, common: &Common) -> Option<TransportEvent<M>> {
         let ev = self.events.lock().await.recv().await;
-        if let Some(ev) = &ev {
-            common.credit.add_permits(ev.credits(common.event_capacity) as usize);
-        }
+        give_back(common, ev.as_ref());
         ev
+    }
+
+    /// [`AppSide::recv`] as a poll ([`crate::transport::Transport::poll_recv`]): while a
+    /// `recv` holds the queue, wakes itself to be polled again.
+    pub fn poll_recv(
+        &self,
+        cx: &mut std::task::Context<'_>,
+        common: &Common,
+    ) -> std::task::Poll<Option<TransportEvent<M>>> {
+        let Ok(mut events) = self.events.try_lock() else {
+            cx.waker().wake_by_ref();
+            return std::task::Poll::Pending;
+        };
+        let ev = std::task::ready!(events.poll_recv(cx));
+        give_back(common, ev.as_ref());
+        std::task::Poll::Ready(ev)
     }
 
     /// Refuses further messages ([`AppSide::check_open`]).
@@ -194,6 +208,13 @@ impl<M: Send + 'static> AppSide<M> {
             while tasks.join_next().await.is_some() {}
         }
         true
+    }
+}
+
+/// Gives the credits of a received event back to `common.credit`.
+fn give_back<M>(common: &Common, ev: Option<&TransportEvent<M>>) {
+    if let Some(ev) = ev {
+        common.credit.add_permits(ev.credits(common.event_capacity) as usize);
     }
 }
 
