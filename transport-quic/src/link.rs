@@ -15,9 +15,9 @@ use std::task::{Context, Poll};
 
 use quinn::{Connection, RecvStream, SendStream, VarInt};
 use replication_core::NodeId;
-use replication_core::carrier::{WRITE_BATCH_BYTES, encode, refused, wait_stop};
+use replication_core::carrier::{WRITE_BATCH_BYTES, encode, refused, take_batches, wait_stop};
 use replication_core::transport::{DELIVER_BATCH, TransportEvent, WireMessage, deliver};
-use replication_core::wire::{Frame, FrameDecoder, FrameEncoder, WireError};
+use replication_core::wire::{FrameDecoder, FrameEncoder};
 use tokio::sync::{OwnedMutexGuard, mpsc, watch};
 use tracing::debug;
 
@@ -217,21 +217,15 @@ fn poll_streams<M: WireMessage>(
         }
         let s = &mut streams[i];
         loop {
-            match s.dec.next_frame::<M>() {
-                Ok(Some(Frame::Batch(batch))) => {
-                    msgs.extend(batch);
-                    s.dec.take_buffered_batches(&mut msgs, DELIVER_BATCH);
-                    if msgs.len() >= DELIVER_BATCH {
-                        break;
-                    }
-                    continue;
-                }
-                Ok(Some(other)) => {
-                    let e = WireError::Unexpected { expected: "batch", got: other.kind() };
-                    return Poll::Ready(Read::Refused(e.reason()));
-                }
-                Err(e) => return Poll::Ready(Read::Refused(e.reason())),
-                Ok(None) => {}
+            let before = msgs.len();
+            if let Err(reason) = take_batches(&mut s.dec, &mut msgs, DELIVER_BATCH) {
+                return Poll::Ready(Read::Refused(reason));
+            }
+            if msgs.len() >= DELIVER_BATCH {
+                break;
+            }
+            if msgs.len() > before {
+                continue;
             }
             match s.rx.poll_read(cx, s.dec.read_buf()) {
                 Poll::Ready(Ok(0)) => {

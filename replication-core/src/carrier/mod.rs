@@ -282,6 +282,33 @@ pub fn encode<M: WireMessage>(enc: &mut FrameEncoder, peer: &NodeId, m: &M) {
     }
 }
 
+/// Appends to `msgs` the messages of the next frame `dec` holds complete, which must be a
+/// Batch frame, then those of the Batch frames buffered after it, until `msgs` holds `max`
+/// ([`FrameDecoder::take_buffered_batches`]); `Err(reason)` when that next frame breaks the
+/// framing rules (a frame after it that does is left for the next call to report, so the
+/// messages before it are handed over first). Nothing when no frame is complete (read more).
+pub fn take_batches<M: WireMessage>(
+    dec: &mut FrameDecoder,
+    msgs: &mut Vec<M>,
+    max: usize,
+) -> Result<(), String> {
+    if msgs.len() >= max {
+        return Ok(());
+    }
+    match dec.next_frame::<M>() {
+        Ok(Some(Frame::Batch(batch))) if msgs.is_empty() => *msgs = batch,
+        Ok(Some(Frame::Batch(batch))) => msgs.extend(batch),
+        Ok(Some(other)) => {
+            return Err(WireError::Unexpected { expected: "batch", got: other.kind() }.reason());
+        }
+        Err(e) => return Err(e.reason()),
+        Ok(None) => return Ok(()),
+    }
+    // One event for every batch this read brought: one channel operation.
+    dec.take_buffered_batches(msgs, max);
+    Ok(())
+}
+
 /// Writes `bytes` and flushes.
 pub async fn write_frames<W: AsyncWrite + Unpin>(w: &mut W, bytes: &[u8]) -> std::io::Result<()> {
     w.write_all(bytes).await?;
