@@ -132,7 +132,8 @@ fn new_incarnation() -> u64 {
 /// stop signal (sent on drop too), and the tasks that run the links.
 #[derive(Debug)]
 pub struct AppSide<M> {
-    events: tokio::sync::Mutex<mpsc::Receiver<TransportEvent<M>>>,
+    /// Locked only for one poll, never across an await.
+    events: std::sync::Mutex<mpsc::Receiver<TransportEvent<M>>>,
     stop: watch::Sender<bool>,
     closed: AtomicBool,
     tasks: std::sync::Mutex<Option<JoinSet<()>>>,
@@ -146,7 +147,7 @@ impl<M: Send + 'static> AppSide<M> {
         tasks: JoinSet<()>,
     ) -> Self {
         AppSide {
-            events: tokio::sync::Mutex::new(events),
+            events: std::sync::Mutex::new(events),
             stop,
             closed: AtomicBool::new(false),
             tasks: std::sync::Mutex::new(Some(tasks)),
@@ -168,22 +169,16 @@ impl<M: Send + 'static> AppSide<M> {
 
     /// The next event; gives its credits back to `common.credit`.
     pub async fn recv(&self, common: &Common) -> Option<TransportEvent<M>> {
-        let ev = self.events.lock().await.recv().await;
-        give_back(common, ev.as_ref());
-        ev
+        std::future::poll_fn(|cx| self.poll_recv(cx, common)).await
     }
 
-    /// [`AppSide::recv`] as a poll ([`crate::transport::Transport::poll_recv`]): while a
-    /// `recv` holds the queue, wakes itself to be polled again.
+    /// [`AppSide::recv`] as a poll ([`crate::transport::Transport::poll_recv`]).
     pub fn poll_recv(
         &self,
         cx: &mut std::task::Context<'_>,
         common: &Common,
     ) -> std::task::Poll<Option<TransportEvent<M>>> {
-        let Ok(mut events) = self.events.try_lock() else {
-            cx.waker().wake_by_ref();
-            return std::task::Poll::Pending;
-        };
+        let mut events = self.events.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let ev = std::task::ready!(events.poll_recv(cx));
         give_back(common, ev.as_ref());
         std::task::Poll::Ready(ev)
