@@ -154,8 +154,15 @@ pub trait Transport<M: WireMessage>: Send + Sync + 'static {
     /// Queues `msg` for `to`, waiting for room in the peer's queue (backpressure).
     async fn send(&self, to: &NodeId, msg: M) -> Result<(), Error>;
 
-    /// The next event; `None` once the transport is shut down and drained.
+    /// The next event; `None` once the transport is shut down and drained. One receiver at a
+    /// time (here or in [`Transport::poll_recv`]): of two callers waiting at once, only the
+    /// later one is sure to be woken.
     async fn recv(&self) -> Option<TransportEvent<M>>;
+
+    /// [`Transport::recv`] as a poll, for a caller that waits for events again and again
+    /// without a future (and its allocation) per event: the next event if one is ready, else
+    /// `Pending` with `cx`'s waker registered.
+    fn poll_recv(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Option<TransportEvent<M>>>;
 
     /// Stops accepting and connecting, flushes what is queued (bounded by a grace period),
     /// and closes every link.

@@ -10,6 +10,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use replication_core::placement::Placement;
@@ -114,6 +115,9 @@ pub(crate) struct Driver {
     /// writers drain what the engine answers (a whole frame at once could overflow their
     /// queues). No further transport event is taken until it is empty (per-peer order).
     inbox: Option<(NodeId, std::vec::IntoIter<Message>)>,
+    /// The time of this turn of the loop ([`Driver::now`]): read when first needed after the
+    /// driver woke, cleared before it waits again.
+    now: Option<Instant>,
 }
 
 impl Driver {
@@ -143,6 +147,7 @@ impl Driver {
             left: None,
             aborted: false,
             inbox: None,
+            now: None,
         }
     }
 
@@ -158,11 +163,9 @@ impl Driver {
         let core_timer = tokio::time::sleep_until(far());
         tokio::pin!(core_timer);
         let mut armed: Option<tokio::time::Instant> = None;
-        // One `recv` future, kept from one loop to the next and replaced only when it yields
-        // an event: a new one per loop would cost an allocation and a lock of the event queue
-        // each time the driver wakes, whatever woke it.
+        // The transport's events are polled (`Transport::poll_recv`): no future, and no
+        // allocation, per event or per wake-up.
         let transport = self.transport.clone();
-        let mut next_event = transport.recv();
         loop {
             if self.node.has_left() || self.aborted {
                 break;
@@ -174,37 +177,35 @@ impl Driver {
                 armed = Some(core_deadline);
             }
             let next_flush = self.lanes.next_due();
-            let flush_deadline = next_flush.unwrap_or_else(far);
             let requests_open = !self.requests_done;
             let inbox = self.inbox.is_some();
+            self.now = None;
             tokio::select! {
                 () = std::future::ready(()), if inbox => {
                     self.feed_inbox();
                     if self.inbox.is_some() {
                         tokio::task::yield_now().await;
+                        self.now = None;
                     }
                 }
-                ev = &mut next_event, if !inbox => match ev {
+                ev = std::future::poll_fn(|cx| transport.poll_recv(cx)), if !inbox => match ev {
                     Some(ev) => {
-                        next_event = transport.recv();
                         self.on_transport(ev);
                         // Take what else already arrived without another trip through select.
                         let mut closed = false;
                         for _ in 1..self.settings.batch {
                             if self.inbox.is_some() {
                                 tokio::task::yield_now().await;
+                                self.now = None;
                                 break;
                             }
-                            match ready_now(&mut next_event) {
-                                Some(Some(ev)) => {
-                                    next_event = transport.recv();
-                                    self.on_transport(ev);
-                                }
-                                Some(None) => {
+                            match ready_now(&*transport) {
+                                Poll::Ready(Some(ev)) => self.on_transport(ev),
+                                Poll::Ready(None) => {
                                     closed = true;
                                     break;
                                 }
-                                None => break,
+                                Poll::Pending => break,
                             }
                         }
                         if closed {
@@ -236,12 +237,17 @@ impl Driver {
                     armed = None;
                     self.handle_timeout();
                 }
-                () = tokio::time::sleep_until(flush_deadline), if next_flush.is_some() => {
+                // The timer is made only when a flush is due (no clock reading, no timer
+                // handle per turn otherwise).
+                () = async {
+                    if let Some(due) = next_flush {
+                        tokio::time::sleep_until(due).await;
+                    }
+                }, if next_flush.is_some() => {
                     self.flush(FlushOf::Due(tokio::time::Instant::now()), None);
                 }
             }
         }
-        drop(next_event);
         // Answer whoever still waits, then close the links.
         for (_, p) in self.pending.drain() {
             if let Some(r) = p.reply {
@@ -262,8 +268,14 @@ impl Driver {
         }
     }
 
+    /// The time of this turn of the loop: one clock reading for everything the driver does
+    /// between two waits (the engine's inputs, the start and end of the writes it times).
+    fn now(&mut self) -> Instant {
+        *self.now.get_or_insert_with(Instant::now)
+    }
+
     fn handle_timeout(&mut self) {
-        let now = Instant::now();
+        let now = self.now();
         self.node.handle_timeout(now);
         self.drain();
         if now >= self.next_publish {
@@ -272,7 +284,8 @@ impl Driver {
     }
 
     fn input(&mut self, input: Input) {
-        self.node.handle_input(Instant::now(), input);
+        let now = self.now();
+        self.node.handle_input(now, input);
         self.drain();
     }
 
@@ -325,7 +338,7 @@ impl Driver {
     /// reading), draining the outputs after each.
     fn feed_inbox(&mut self) {
         let Some((from, mut msgs)) = self.inbox.take() else { return };
-        let now = Instant::now();
+        let now = self.now();
         for msg in msgs.by_ref().take(self.settings.batch) {
             self.node.handle_input(now, Input::Message { from: from.clone(), msg });
             self.drain();
@@ -373,7 +386,7 @@ impl Driver {
             if undelivered.is_empty() {
                 return;
             }
-            let now = Instant::now();
+            let now = self.now();
             for (to, msg) in undelivered {
                 self.node.handle_input(now, Input::Undelivered { to, msg });
             }
@@ -405,14 +418,14 @@ impl Driver {
 
     /// What the outcome of a write of `session` sent now with `ack` completes (the latency
     /// of writes that wait for backups is recorded).
-    fn write_kind(session: String, ack: Ack) -> Kind {
-        Kind::Write { session, started: Instant::now(), sync: matches!(ack, Ack::Sync { .. }) }
+    fn write_kind(&mut self, session: String, ack: Ack) -> Kind {
+        Kind::Write { session, started: self.now(), sync: matches!(ack, Ack::Sync { .. }) }
     }
 
     /// Records the latency of a sync write the backups acknowledged.
     fn record_sync_write(&mut self, sync: bool, started: Instant, outcome: &Outcome) {
         if sync && matches!(outcome, Outcome::Replicated { .. }) {
-            let latency = started.elapsed();
+            let latency = self.now().saturating_duration_since(started);
             self.metrics.sync_write_latency.record(latency);
             self.export.sync_write.record(latency);
         }
@@ -443,7 +456,8 @@ impl Driver {
                 let outcome = match outcome {
                     Outcome::Found { epoch, version, attrs } => {
                         if let Some(started) = claim {
-                            self.export.claim.record(started.elapsed());
+                            let waited = self.now().saturating_duration_since(started);
+                            self.export.claim.record(waited);
                         }
                         let (version, attrs) = self.apply_overlay(&session, version, attrs);
                         Outcome::Found { epoch, version, attrs }
@@ -481,7 +495,7 @@ impl Driver {
                         self.forget_staged(session);
                         Kind::Plain
                     }
-                    Command::Update { session, ack, .. } => Self::write_kind(session.clone(), *ack),
+                    Command::Update { session, ack, .. } => self.write_kind(session.clone(), *ack),
                     _ => Kind::Plain,
                 };
                 self.command(cmd, Some(reply), kind);
@@ -499,12 +513,11 @@ impl Driver {
                     }
                 };
                 let cmd = Command::Create { session: id.clone(), attrs, max_inactive, ack };
-                let kind =
-                    Kind::Create { id, started: Instant::now(), sync: matches!(ack, Ack::Sync { .. }) };
+                let kind = Kind::Create { id, started: self.now(), sync: matches!(ack, Ack::Sync { .. }) };
                 self.command(cmd, Some(reply), kind);
             }
             Request::Get { session, reply } => {
-                let (id, started) = (self.next_id, Instant::now());
+                let (id, started) = (self.next_id, self.now());
                 let kind = Kind::Get { session: session.clone(), claim: None };
                 self.command(Command::Get { session }, Some(reply), kind);
                 // Still waiting: the engine asked other nodes for the session (a claim).
@@ -516,7 +529,7 @@ impl Driver {
                 if self.staged(&session) {
                     self.stage(session, expected, changes, reply);
                 } else {
-                    let kind = Self::write_kind(session.clone(), ack);
+                    let kind = self.write_kind(session.clone(), ack);
                     let cmd = Command::Update { session, expected_version: expected, changes, ack };
                     self.command(cmd, Some(reply), kind);
                 }
@@ -592,12 +605,8 @@ fn written_at(outcome: &Outcome) -> Option<(&Epoch, Version)> {
     }
 }
 
-/// Polls `f` once, without a waker: its output if it is ready now, `None` otherwise (`f` stays
-/// pending; the next poll with a waker, in the driver's `select!`, registers that one).
-fn ready_now<F: std::future::Future + Unpin>(f: &mut F) -> Option<F::Output> {
-    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-    match std::pin::Pin::new(f).poll(&mut cx) {
-        std::task::Poll::Ready(v) => Some(v),
-        std::task::Poll::Pending => None,
-    }
+/// The transport's next event if one is there now, without a waker (the next poll with one, in
+/// the driver's `select!`, registers that one).
+fn ready_now(transport: &dyn Transport<Message>) -> Poll<Option<TransportEvent<Message>>> {
+    transport.poll_recv(&mut Context::from_waker(std::task::Waker::noop()))
 }

@@ -11,8 +11,10 @@
 //! stream `k % DATA_STREAMS`, so independent sessions do not block each other on loss, while
 //! each key keeps its order. Each data stream has its own bounded queue (of
 //! [`TransportSettings::queue_capacity`] messages, so up to `DATA_STREAMS` times that per
-//! peer) and its own writer task: a stream waiting for flow-control credit does not hold up
-//! the others. Messages queued together on a stream go out as one Batch frame in one write.
+//! peer). One task writes every stream of a link and one reads them all ([`link`]): a stream
+//! waiting for flow-control credit does not hold up the others, the messages queued together
+//! on a stream go out as one Batch frame in one write, and what all streams brought reaches
+//! the application as one batch.
 //! The control stream's queue is small ([`TransportSettings::control_queue_capacity`]) and
 //! the control stream has a higher QUIC send priority than the data streams, so a flood of
 //! session data neither fills it nor holds heartbeats back.
@@ -62,18 +64,17 @@ use replication_core::carrier::admission::Admission;
 use replication_core::carrier::handshake::{self, Deadlines, HelloStream, accept_within};
 use replication_core::carrier::members::Members;
 use replication_core::carrier::peer::Carrier;
-use replication_core::carrier::{
-    AbortOnDrop, AppSide, Common, DialError, LinkEnd, WRITE_BATCH_BYTES, encode, read_frames, refused,
-    wait_stop,
-};
+use replication_core::carrier::{AbortOnDrop, AppSide, Common, DialError, LinkEnd, wait_stop};
 use replication_core::transport::{Security, Transport, TransportEvent, TransportSettings, WireMessage};
-use replication_core::wire::{FrameEncoder, refusal};
+use replication_core::wire::refusal;
 use replication_core::{DomainConfig, NodeId, tls};
 use rustls::pki_types::CertificateDer;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
+
+mod link;
 
 /// Long-lived unidirectional streams per direction for keyed messages.
 pub const DATA_STREAMS: usize = 8;
@@ -328,6 +329,10 @@ impl<M: WireMessage> Transport<M> for QuicTransport<M> {
         self.app.recv(&self.shared.common).await
     }
 
+    fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<Option<TransportEvent<M>>> {
+        self.app.poll_recv(cx, &self.shared.common)
+    }
+
     async fn shutdown(&self) {
         self.app.close();
         let common = &self.shared.common;
@@ -478,34 +483,30 @@ impl<M: WireMessage> Carrier<M> for Shared {
         if let Err(e) = control_tx.set_priority(CONTROL_PRIORITY) {
             debug!(%peer, error = %e, "cannot raise the control stream's priority");
         }
-        let mut reader = AbortOnDrop(tokio::spawn(read_link(
+        let mut reader = AbortOnDrop(tokio::spawn(link::read_link(
             conn.clone(),
             control_rx,
             peer.clone(),
             events.clone(),
             shared.clone(),
         )));
-        // Dropping the set (link down, replaced) aborts the writers and frees their queues.
-        let mut writers = JoinSet::new();
-        let mut control = Some(control_tx);
-        for q in queues {
-            writers.spawn(stream_writer(
-                conn.clone(),
-                control.take(),
-                q.clone(),
-                peer.clone(),
-                shared.common.max_frame,
-                shared.common.shutdown.clone(),
-            ));
-        }
+        // Dropping it (link down, replaced) aborts the writer and frees the queues.
+        let mut writer = AbortOnDrop(tokio::spawn(link::write_link(
+            conn.clone(),
+            control_tx,
+            queues.clone(),
+            peer.clone(),
+            shared.common.max_frame,
+            shared.common.shutdown.clone(),
+        )));
+        let mut writing = true;
         let mut stop = shared.common.shutdown.clone();
         loop {
             tokio::select! {
                 biased;
                 _ = wait_stop(&mut stop) => {
-                    // The writers flush on their own; give them the grace period.
-                    let all = async { while writers.join_next().await.is_some() {} };
-                    if tokio::time::timeout(shared.common.grace, all).await.is_err() {
+                    // The writer flushes on its own; give it the grace period.
+                    if writing && tokio::time::timeout(shared.common.grace, &mut writer.0).await.is_err() {
                         debug!(%peer, "flush at shutdown: grace elapsed");
                     }
                     conn.close(VarInt::from_u32(0), b"shutdown");
@@ -515,7 +516,8 @@ impl<M: WireMessage> Carrier<M> for Shared {
                     conn.close(VarInt::from_u32(2), b"link failed");
                     return LinkEnd::Failed;
                 }
-                Some(r) = writers.join_next() => {
+                r = &mut writer.0, if writing => {
+                    writing = false;
                     if let Ok(Err(e)) = r {
                         debug!(%peer, error = %e, "write failed");
                         conn.close(VarInt::from_u32(2), b"write failed");
@@ -538,106 +540,4 @@ fn stream_index(key: Option<u64>) -> usize {
         None => 0,
         Some(k) => 1 + (k % DATA_STREAMS as u64) as usize,
     }
-}
-
-/// Writes one stream: takes what its queue holds (one Batch frame, one write), until the link
-/// ends. At shutdown, writes what is left, finishes the stream and waits until the peer has
-/// acknowledged all of it.
-async fn stream_writer<M: WireMessage>(
-    conn: Connection,
-    mut stream: Option<SendStream>,
-    queue: SharedQueue<M>,
-    peer: NodeId,
-    max_frame: usize,
-    mut stop: watch::Receiver<bool>,
-) -> Result<(), String> {
-    let mut queue = queue.lock().await;
-    let mut enc = FrameEncoder::new(max_frame);
-    loop {
-        let first = tokio::select! {
-            biased;
-            _ = wait_stop(&mut stop) => None,
-            m = queue.recv() => match m { Some(m) => Some(m), None => return Ok(()) },
-        };
-        enc.clear();
-        let stopping = first.is_none();
-        if let Some(m) = first {
-            encode(&mut enc, &peer, &m);
-            if queue.is_empty() {
-                // Let producers that are mid-burst add to this batch before it is written.
-                tokio::task::yield_now().await;
-            }
-        }
-        while stopping || enc.len() < WRITE_BATCH_BYTES {
-            match queue.try_recv() {
-                Ok(m) => encode(&mut enc, &peer, &m),
-                Err(_) => break,
-            }
-        }
-        if !enc.is_empty() {
-            if stream.is_none() {
-                stream = Some(conn.open_uni().await.map_err(|e| e.to_string())?);
-            }
-            if let Some(s) = stream.as_mut() {
-                s.write_all(enc.finish()).await.map_err(|e| e.to_string())?;
-            }
-        }
-        if stopping {
-            if let Some(mut s) = stream.take() {
-                let _ = s.finish();
-                let _ = s.stopped().await;
-            }
-            return Ok(());
-        }
-    }
-}
-
-/// Reads the control stream and every data stream the peer opens, until the connection ends
-/// or a stream breaks the framing rules (which closes the connection).
-async fn read_link<M: WireMessage>(
-    conn: Connection,
-    control: RecvStream,
-    peer: NodeId,
-    events: mpsc::Sender<TransportEvent<M>>,
-    shared: Arc<Shared>,
-) {
-    let mut streams = JoinSet::new();
-    streams.spawn(read_stream(control, peer.clone(), events.clone(), shared.clone()));
-    loop {
-        tokio::select! {
-            s = conn.accept_uni() => match s {
-                Ok(s) => {
-                    streams.spawn(read_stream(s, peer.clone(), events.clone(), shared.clone()));
-                }
-                Err(e) => {
-                    // Streams already received stay readable on a closed connection: drain
-                    // them, so a peer that flushed and closed loses nothing.
-                    debug!(%peer, error = %e, "connection ended; draining its streams");
-                    while let Some(r) = streams.join_next().await {
-                        if let Ok(Err(reason)) = r {
-                            refused(&shared.common, &events, peer.to_string(), reason);
-                        }
-                    }
-                    return;
-                }
-            },
-            Some(r) = streams.join_next() => {
-                if let Ok(Err(reason)) = r {
-                    refused(&shared.common, &events, peer.to_string(), reason);
-                    conn.close(VarInt::from_u32(4), b"framing");
-                    return;
-                }
-            }
-        }
-    }
-}
-
-/// Reads one stream to its end; `Err(reason)` on a framing error.
-async fn read_stream<M: WireMessage>(
-    mut rx: RecvStream,
-    peer: NodeId,
-    events: mpsc::Sender<TransportEvent<M>>,
-    shared: Arc<Shared>,
-) -> Result<(), String> {
-    read_frames(&mut rx, &peer, &events, &shared.common, "stream read failed").await
 }

@@ -49,6 +49,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use replication_core::carrier::accept::{self, Handshake};
@@ -309,6 +310,10 @@ impl<M: WireMessage> Transport<M> for TcpTransport<M> {
 
     async fn recv(&self) -> Option<TransportEvent<M>> {
         self.app.recv(&self.shared.common).await
+    }
+
+    fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<Option<TransportEvent<M>>> {
+        self.app.poll_recv(cx, &self.shared.common)
     }
 
     async fn shutdown(&self) {

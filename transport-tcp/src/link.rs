@@ -14,9 +14,9 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use replication_core::NodeId;
-use replication_core::carrier::{Common, WRITE_BATCH_BYTES, encode};
+use replication_core::carrier::{Common, WRITE_BATCH_BYTES, encode, take_batches};
 use replication_core::transport::{DELIVER_BATCH, TransportEvent, WireMessage};
-use replication_core::wire::{Frame, FrameDecoder, FrameEncoder, WireError};
+use replication_core::wire::{FrameDecoder, FrameEncoder};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::mpsc;
 use tracing::debug;
@@ -136,21 +136,12 @@ impl<'a, M: WireMessage> LinkIo<'a, M> {
     /// to read (`Pending`).
     pub(crate) fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<Step<M>> {
         loop {
-            match self.dec.next_frame::<M>() {
-                Ok(Some(Frame::Batch(mut msgs))) => {
-                    // One event for every batch this read brought: one channel operation.
-                    self.dec.take_buffered_batches(&mut msgs, DELIVER_BATCH);
-                    if !msgs.is_empty() {
-                        return Poll::Ready(Step::Received(msgs));
-                    }
-                    continue;
-                }
-                Ok(Some(other)) => {
-                    let e = WireError::Unexpected { expected: "batch", got: other.kind() };
-                    return Poll::Ready(Step::Refused(e.reason()));
-                }
-                Err(e) => return Poll::Ready(Step::Refused(e.reason())),
-                Ok(None) => {}
+            let mut msgs = Vec::new();
+            if let Err(reason) = take_batches(&mut self.dec, &mut msgs, DELIVER_BATCH) {
+                return Poll::Ready(Step::Refused(reason));
+            }
+            if !msgs.is_empty() {
+                return Poll::Ready(Step::Received(msgs));
             }
             let mut buf = ReadBuf::new(self.dec.read_buf());
             match Pin::new(&mut self.stream).poll_read(cx, &mut buf) {

@@ -132,7 +132,8 @@ fn new_incarnation() -> u64 {
 /// stop signal (sent on drop too), and the tasks that run the links.
 #[derive(Debug)]
 pub struct AppSide<M> {
-    events: tokio::sync::Mutex<mpsc::Receiver<TransportEvent<M>>>,
+    /// Locked only for one poll, never across an await.
+    events: std::sync::Mutex<mpsc::Receiver<TransportEvent<M>>>,
     stop: watch::Sender<bool>,
     closed: AtomicBool,
     tasks: std::sync::Mutex<Option<JoinSet<()>>>,
@@ -146,7 +147,7 @@ impl<M: Send + 'static> AppSide<M> {
         tasks: JoinSet<()>,
     ) -> Self {
         AppSide {
-            events: tokio::sync::Mutex::new(events),
+            events: std::sync::Mutex::new(events),
             stop,
             closed: AtomicBool::new(false),
             tasks: std::sync::Mutex::new(Some(tasks)),
@@ -168,11 +169,19 @@ impl<M: Send + 'static> AppSide<M> {
 
     /// The next event; gives its credits back to `common.credit`.
     pub async fn recv(&self, common: &Common) -> Option<TransportEvent<M>> {
-        let ev = self.events.lock().await.recv().await;
-        if let Some(ev) = &ev {
-            common.credit.add_permits(ev.credits(common.event_capacity) as usize);
-        }
-        ev
+        std::future::poll_fn(|cx| self.poll_recv(cx, common)).await
+    }
+
+    /// [`AppSide::recv`] as a poll ([`crate::transport::Transport::poll_recv`]).
+    pub fn poll_recv(
+        &self,
+        cx: &mut std::task::Context<'_>,
+        common: &Common,
+    ) -> std::task::Poll<Option<TransportEvent<M>>> {
+        let mut events = self.events.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let ev = std::task::ready!(events.poll_recv(cx));
+        give_back(common, ev.as_ref());
+        std::task::Poll::Ready(ev)
     }
 
     /// Refuses further messages ([`AppSide::check_open`]).
@@ -194,6 +203,13 @@ impl<M: Send + 'static> AppSide<M> {
             while tasks.join_next().await.is_some() {}
         }
         true
+    }
+}
+
+/// Gives the credits of a received event back to `common.credit`.
+fn give_back<M>(common: &Common, ev: Option<&TransportEvent<M>>) {
+    if let Some(ev) = ev {
+        common.credit.add_permits(ev.credits(common.event_capacity) as usize);
     }
 }
 
@@ -259,6 +275,33 @@ pub fn encode<M: WireMessage>(enc: &mut FrameEncoder, peer: &NodeId, m: &M) {
     if let Err(e) = enc.push(m) {
         warn!(%peer, error = %e, "message dropped: cannot be framed");
     }
+}
+
+/// Appends to `msgs` the messages of the next frame `dec` holds complete, which must be a
+/// Batch frame, then those of the Batch frames buffered after it, until `msgs` holds `max`
+/// ([`FrameDecoder::take_buffered_batches`]); `Err(reason)` when that next frame breaks the
+/// framing rules (a frame after it that does is left for the next call to report, so the
+/// messages before it are handed over first). Nothing when no frame is complete (read more).
+pub fn take_batches<M: WireMessage>(
+    dec: &mut FrameDecoder,
+    msgs: &mut Vec<M>,
+    max: usize,
+) -> Result<(), String> {
+    if msgs.len() >= max {
+        return Ok(());
+    }
+    match dec.next_frame::<M>() {
+        Ok(Some(Frame::Batch(batch))) if msgs.is_empty() => *msgs = batch,
+        Ok(Some(Frame::Batch(batch))) => msgs.extend(batch),
+        Ok(Some(other)) => {
+            return Err(WireError::Unexpected { expected: "batch", got: other.kind() }.reason());
+        }
+        Err(e) => return Err(e.reason()),
+        Ok(None) => return Ok(()),
+    }
+    // One event for every batch this read brought: one channel operation.
+    dec.take_buffered_batches(msgs, max);
+    Ok(())
 }
 
 /// Writes `bytes` and flushes.

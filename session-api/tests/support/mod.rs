@@ -163,6 +163,19 @@ impl Transport<Message> for MemTransport {
         self.rx.lock().await.recv().await
     }
 
+    fn poll_recv(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Option<TransportEvent<Message>>> {
+        if self.closed.load(Ordering::Acquire) {
+            return std::task::Poll::Ready(None);
+        }
+        match self.rx.try_lock() {
+            Ok(mut rx) => rx.poll_recv(cx),
+            Err(_) => {
+                cx.waker().wake_by_ref();
+                std::task::Poll::Pending
+            }
+        }
+    }
+
     /// The hub reaches every node attached: a node added to the domain needs nothing more.
     fn add_peers(&self, _domain: Arc<DomainConfig>) -> Result<(), replication_core::Error> {
         Ok(())
