@@ -330,7 +330,7 @@ impl Node {
             }
             Input::Undelivered { to, msg } => {
                 if !self.leave.has_left() {
-                    self.on_undelivered(&to, msg);
+                    self.on_undelivered(now, &to, msg);
                 }
             }
             Input::PeerGone { peer } => {
