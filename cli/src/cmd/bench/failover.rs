@@ -104,8 +104,10 @@ pub(crate) async fn failover(n: usize, closed_links: bool) -> anyhow::Result<(f6
         Ok(t) => t,
         Err(e) => {
             // How far it got, and the survivors stopped (not left running into the next step).
+            let mut held = 0;
             for m in &survivors {
                 let m = m.metrics().await?;
+                held += m.core.owned;
                 let node = m.node.as_ref().map(|n| n.to_string()).unwrap_or_default();
                 eprintln!(
                     "    failover stalled: {node} owns {}, holds {} backups, {} gained since the kill \
@@ -122,10 +124,7 @@ pub(crate) async fn failover(n: usize, closed_links: bool) -> anyhow::Result<(f6
             for m in &survivors {
                 let _ = m.abort().await;
             }
-            return Err(e).context(format!(
-                "failover: the survivors own {} of {n}",
-                owned(survivors).await.unwrap_or(0)
-            ));
+            return Err(e).context(format!("failover: the survivors own {held} of {n}"));
         }
     };
     let first = read.await?;
