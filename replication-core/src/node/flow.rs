@@ -7,12 +7,14 @@ use crate::config::NodeId;
 use crate::message::{Body, Epoch, Message, Payload, Snapshot};
 use std::collections::{BTreeSet, VecDeque};
 use std::ops::Bound;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-/// Flow control towards one peer, fed by [`Input::Undelivered`]: what the runtime could not
-/// hand to the transport is re-sent at the next step, and full copies from maintenance are
-/// paced by a window. Bounded: a cursor, a window, claims of pending acquires (at most one per
-/// acquire) and [`RETRY_MESSAGES`] / [`RETRY_BYTES`] of small replies.
+/// Flow control towards one peer, fed by [`Input::Undelivered`] and the peer's
+/// acknowledgements: what the runtime could not hand to the transport is re-sent at the next
+/// step, and full copies from maintenance are paced by a window per step and by the copies
+/// the peer has not acknowledged yet ([`Flow::in_flight`]). Bounded: a cursor, a window,
+/// claims of pending acquires (at most one per acquire) and [`RETRY_MESSAGES`] /
+/// [`RETRY_BYTES`] of small replies.
 #[derive(Debug, Clone)]
 pub(super) struct Flow {
     /// Owned sessions from this one on (inclusive) may have a copy for this peer that was held
@@ -25,6 +27,18 @@ pub(super) struct Flow {
     pub(super) credit: usize,
     /// Paced full copies sent to it in this step.
     pub(super) offered: usize,
+    /// Paced full copies sent to it and neither acknowledged nor refused yet (approximately:
+    /// any acknowledgement that completes a send counts): at most [`Flow::limit`], so the
+    /// copies waiting in the sockets and in the peer's inbound queue stay few, and a
+    /// heartbeat sent after them reaches the peer well within the lease bound
+    /// (`rereplication_keeps_the_lease_behind_a_deep_pipe`).
+    in_flight: usize,
+    /// The most paced copies in flight (the largest window, `scan_batch`).
+    limit: usize,
+    /// When `in_flight` last went down or was zero: a count that does not go down for a
+    /// retransmit interval is of copies lost on the way (a link that reconnected), and
+    /// starts again from zero.
+    progress: Option<Instant>,
     /// Messages to it undelivered since the step began.
     refused: usize,
     /// Sessions whose claim to this peer was undelivered, re-sent at the next step (each has
@@ -49,6 +63,9 @@ impl Flow {
             window,
             credit: window,
             offered: 0,
+            in_flight: 0,
+            limit: window,
+            progress: None,
             refused: 0,
             claims: BTreeSet::new(),
             retry: VecDeque::new(),
@@ -67,17 +84,44 @@ impl Flow {
         }
     }
 
+    /// Whether a paced full copy may go to the peer now: credit left in this step, and fewer
+    /// than `limit` unacknowledged.
+    pub(super) fn may_send(&self) -> bool {
+        self.credit > 0 && self.in_flight < self.limit
+    }
+
+    /// A paced full copy went to the peer.
+    pub(super) fn sent(&mut self) {
+        self.credit -= 1;
+        self.offered += 1;
+        self.in_flight += 1;
+    }
+
+    /// The peer acknowledged a send (or refused a copy) at `now`.
+    pub(super) fn landed(&mut self, now: Instant) {
+        self.in_flight = self.in_flight.saturating_sub(1);
+        self.progress = Some(now);
+    }
+
     /// The peer refused a message: nothing more from maintenance until the next step.
     fn refuse(&mut self) {
         self.refused += 1;
         self.credit = 0;
     }
 
-    /// A new step. After refusals, the window becomes what the peer accepted in the last step
-    /// and a half (the queue drains between steps: offering a little more keeps it busy); after
-    /// a step that used its whole window without a refusal, it doubles. Then the credit is the
-    /// window.
-    fn step(&mut self, max: usize) {
+    /// A new step at `now`. After refusals, the window becomes what the peer accepted in the
+    /// last step and a half (the queue drains between steps: offering a little more keeps it
+    /// busy); after a step that used its whole window without a refusal, it doubles. Then the
+    /// credit is the window. Copies in flight that saw no acknowledgement for `lost` are
+    /// taken as lost.
+    fn step(&mut self, max: usize, now: Instant, lost: Duration) {
+        self.limit = max.max(MIN_WINDOW);
+        if self.in_flight == 0 {
+            self.progress = Some(now);
+        } else if self.progress.is_none_or(|t| now.saturating_duration_since(t) >= lost) {
+            self.in_flight = 0;
+            self.progress = Some(now);
+        }
         if self.refused > 0 {
             let accepted = self.offered.saturating_sub(self.refused);
             self.window = accepted.saturating_add(accepted / 2).clamp(MIN_WINDOW, max.max(MIN_WINDOW));
@@ -140,19 +184,20 @@ impl Node {
         self.view.peers.values().any(|p| p.up && p.flow.pending())
     }
 
-    /// A new step: every peer's window is adjusted to what it accepted ([`Flow::step`]), up
-    /// to `scan_batch`, and its credit refilled.
-    pub(super) fn flow_step(&mut self) {
+    /// A new step at `now`: every peer's window is adjusted to what it accepted
+    /// ([`Flow::step`]), up to `scan_batch`, and its credit refilled.
+    pub(super) fn flow_step(&mut self, now: Instant) {
         let max = self.settings.scan_batch.max(1);
+        let lost = self.settings.retransmit_interval;
         for p in self.view.peers.values_mut() {
-            p.flow.step(max);
+            p.flow.step(max, now, lost);
         }
     }
 
     /// The runtime could not send `msg` to `to` (see [`Input::Undelivered`]). Which messages
     /// come back is decided once, by [`Message::resent_when_refused`]; the others are ignored
     /// here too.
-    pub(super) fn on_undelivered(&mut self, to: &NodeId, msg: Message) {
+    pub(super) fn on_undelivered(&mut self, now: Instant, to: &NodeId, msg: Message) {
         let Some(peer) = self.view.peers.get_mut(to) else { return };
         if !peer.up {
             // Its copies are planned again when it comes back; claims wait for no down peer.
@@ -165,6 +210,9 @@ impl Node {
                     return;
                 }
                 peer.flow.refuse();
+                if matches!(*payload, Payload::Full { .. }) {
+                    peer.flow.landed(now);
+                }
                 let Some(Record { owner: Some(o), copy: Some(copy), .. }) = self.sessions.get_mut(&session)
                 else {
                     return;
@@ -261,7 +309,7 @@ impl Node {
     /// where the window, the token bucket or the examination budget stopped it.
     fn resend_walk(&mut self, now: Instant, peer: &NodeId) {
         let Some(p) = self.view.peers.get_mut(peer) else { return };
-        if p.flow.credit == 0 {
+        if !p.flow.may_send() {
             return;
         }
         let Some(from) = p.flow.resend_from.take() else { return };
@@ -278,8 +326,8 @@ impl Node {
                 .collect();
             let last_chunk = keys.len() < WALK_CHUNK;
             for k in keys {
-                let credit = self.view.peers.get(peer).map_or(0, |p| p.flow.credit);
-                if budget == 0 || credit == 0 || !self.pacing.has_token() {
+                let may = self.view.peers.get(peer).is_some_and(|p| p.flow.may_send());
+                if budget == 0 || !may || !self.pacing.has_token() {
                     stop = Some(k);
                     break 'walk;
                 }
@@ -306,22 +354,43 @@ mod tests {
 
     #[test]
     fn the_window_doubles_when_used_up_and_follows_what_the_peer_accepted_after_refusals() {
+        let (now, lost) = (Instant::now(), Duration::from_millis(500));
         let mut f = Flow::new(MIN_WINDOW);
         f.credit = 0;
-        f.step(1000);
+        f.step(1000, now, lost);
         assert_eq!((f.window, f.credit), (2 * MIN_WINDOW, 2 * MIN_WINDOW), "used up: doubled");
-        f.step(1000);
+        f.step(1000, now, lost);
         assert_eq!(f.window, 2 * MIN_WINDOW, "not used up: kept");
         f.offered = 100;
         f.refuse();
         f.refuse();
         assert_eq!(f.credit, 0, "nothing more in this step");
-        f.step(1000);
+        f.step(1000, now, lost);
         assert_eq!(f.window, 98 + 49, "one and a half times what was accepted");
         f.offered = 3;
         f.refuse();
-        f.step(1000);
+        f.step(1000, now, lost);
         assert_eq!(f.window, MIN_WINDOW, "never below the minimum");
+    }
+
+    #[test]
+    fn copies_in_flight_are_bounded_until_acknowledged_or_taken_as_lost() {
+        let (t0, lost) = (Instant::now(), Duration::from_millis(500));
+        let mut f = Flow::new(64);
+        f.step(64, t0, lost);
+        while f.may_send() {
+            f.sent();
+        }
+        assert_eq!(f.in_flight, 64);
+        f.step(64, t0 + Duration::from_millis(10), lost);
+        assert!(!f.may_send(), "credit, but 64 unacknowledged");
+        f.landed(t0 + Duration::from_millis(20));
+        assert!(f.may_send(), "one acknowledged: one more may go");
+        f.sent();
+        f.step(64, t0 + Duration::from_millis(519), lost);
+        assert!(!f.may_send(), "acknowledged within the retransmit interval");
+        f.step(64, t0 + Duration::from_millis(520), lost);
+        assert!(f.may_send(), "nothing acknowledged for a retransmit interval: taken as lost");
     }
 
     #[test]

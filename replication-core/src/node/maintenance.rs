@@ -56,7 +56,7 @@ impl Node {
     /// One batch of the replan pass after a view change (re-placement, re-replication within
     /// the token bucket, failover of sessions whose owner is gone).
     pub(super) fn replan_pass(&mut self, now: Instant) {
-        self.flow_step();
+        self.flow_step(now);
         self.batching_claims(|node| node.replan_batch(now));
         self.resend_step(now);
     }

@@ -156,7 +156,12 @@ impl Node {
             if !matches!(&rec.copy, Some(Snapshot { body: Body::Live { .. }, .. })) {
                 continue;
             }
-            let e = counts.entry(ScopedId::parse(key).manager().unwrap_or("").to_owned()).or_default();
+            // No allocation per session: the walk runs on the driver for every metrics read.
+            let m = ScopedId::parse(key).manager().unwrap_or("");
+            let e = match counts.get_mut(m) {
+                Some(e) => e,
+                None => counts.entry(m.to_owned()).or_default(),
+            };
             if rec.owner.is_some() {
                 e.0 += 1;
             } else {

@@ -20,7 +20,10 @@
 //!   the first copies after a failover) go to a peer within a window per step: after a step
 //!   with refusals, one and a half times what the peer accepted in it; doubled after a step
 //!   that used it all without a refusal; at most [`Settings::scan_batch`]: re-replication goes
-//!   at the pace the peer's queue drains instead of overflowing it. Writes (deltas, a create's
+//!   at the pace the peer's queue drains instead of overflowing it. At most
+//!   [`Settings::scan_batch`] of those copies are unacknowledged by a peer at a time (a count
+//!   that no acknowledgement lowers for a retransmit interval starts again from zero), so the
+//!   heartbeats sent after them are not held behind a deep backlog. Writes (deltas, a create's
 //!   first copy), fetches and a leave are never held back. A runtime that never feeds it is
 //!   still correct (losses are repaired by retransmission and the scan), only slower.
 //!
@@ -330,7 +333,7 @@ impl Node {
             }
             Input::Undelivered { to, msg } => {
                 if !self.leave.has_left() {
-                    self.on_undelivered(&to, msg);
+                    self.on_undelivered(now, &to, msg);
                 }
             }
             Input::PeerGone { peer } => {

@@ -123,13 +123,12 @@ impl Node {
                 // The peer's resend walk reaches this session later.
                 r.last_sent = None;
                 continue;
-            } else if flow.credit == 0 || (hold_first && r.last_sent.is_none()) {
+            } else if !flow.may_send() || (hold_first && r.last_sent.is_none()) {
                 r.last_sent = None;
                 flow.resend_at(session);
                 continue;
             } else {
-                flow.credit -= 1;
-                flow.offered += 1;
+                flow.sent();
             }
             let p = payload.get_or_insert_with(|| full_payload(copy)).clone();
             r.last_sent = Some(self.stamps.stamp(now));

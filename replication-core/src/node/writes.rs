@@ -378,6 +378,12 @@ impl Node {
             self.drop_unplaced(from, session);
             return;
         };
+        if r.acked < Some(copy.version) && version >= copy.version && r.last_sent.is_some() {
+            // A send completed: room for another paced copy (`Flow::in_flight`).
+            if let Some(p) = self.view.peers.get_mut(from) {
+                p.flow.landed(now);
+            }
+        }
         if r.acked < Some(version) {
             r.acked = Some(version);
         }

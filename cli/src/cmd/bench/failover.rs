@@ -84,20 +84,48 @@ pub(crate) async fn failover(n: usize, closed_links: bool) -> anyhow::Result<(f6
     let tr = trace.clone();
     // 20 s, and a second more per 5,000 sessions moved (a million on the loaded machine).
     let limit = Duration::from_secs(20) + scaled(n);
-    wait_until(limit, Duration::from_millis(1), || {
+    let gained = wait_until(limit, Duration::from_millis(1), || {
         let done = tr.gained().0 >= n;
         async move { Ok(done) }
     })
-    .await
-    .context("failover")?;
-    let all = match trace.gained().1 {
-        Some(last) if owned(survivors.clone()).await? >= n => last,
-        _ => wait_until(limit, Duration::from_millis(2), || {
-            let survivors = survivors.clone();
-            async move { Ok(owned(survivors).await? >= n) }
-        })
-        .await
-        .context("failover")?,
+    .await;
+    let all = match (gained, trace.gained().1) {
+        (Err(e), _) => Err(e),
+        (Ok(_), Some(last)) if owned(survivors.clone()).await? >= n => Ok(last),
+        (Ok(_), _) => {
+            wait_until(limit, Duration::from_millis(2), || {
+                let survivors = survivors.clone();
+                async move { Ok(owned(survivors).await? >= n) }
+            })
+            .await
+        }
+    };
+    let all = match all {
+        Ok(t) => t,
+        Err(e) => {
+            // How far it got, and the survivors stopped (not left running into the next step).
+            let mut held = 0;
+            for m in &survivors {
+                let m = m.metrics().await?;
+                held += m.core.owned;
+                let node = m.node.as_ref().map(|n| n.to_string()).unwrap_or_default();
+                eprintln!(
+                    "    failover stalled: {node} owns {}, holds {} backups, {} gained since the kill \
+                     ({} failovers, {} stepped down or fenced, {} peers up), {} sends refused on a full queue",
+                    m.core.owned,
+                    m.core.backups,
+                    trace.of(&node).gained,
+                    m.core.failovers,
+                    m.core.fenced,
+                    m.core.peers_up,
+                    m.send_queue_full
+                );
+            }
+            for m in &survivors {
+                let _ = m.abort().await;
+            }
+            return Err(e).context(format!("failover: the survivors own {held} of {n}"));
+        }
     };
     let first = read.await?;
     let mut dropped = 0;

@@ -26,10 +26,12 @@ pub(crate) async fn rereplication(n: usize) -> anyhow::Result<(f64, f64, f64)> {
     let c = Cluster::start(Carrier::main().as_str(), 3, 1, sync(1), Some(core), None, "").await?;
     let (a, b, dead) = (c.nodes[0].clone(), c.nodes[1].clone(), c.nodes[2].clone());
     create_many(&a, n).await?;
-    // `metrics()` walks every session of the node on its driver task: polled at an interval
-    // that grows with the sessions, so that the walks take about the same share of the
-    // driver at every size (and the end is known within about 3% of the re-replication).
-    let every = Duration::from_micros((n as u64 / 5).max(1_000));
+    // `metrics()` walks every session of the node on its driver task (about 0.1 µs each, a
+    // cache miss, on this machine): polled every µs per session, so that the walks take a
+    // small share of the driver at every size (a shorter interval lets them take most of it
+    // at 100,000 sessions and more, and the heartbeats wait behind them); the end is known
+    // within about 5% of the re-replication.
+    let every = Duration::from_micros((n as u64).max(1_000));
     wait_until(Duration::from_secs(60) + scaled(n), every, || {
         let (b, dead) = (b.clone(), dead.clone());
         async move { Ok(b.metrics().await?.core.backups + dead.metrics().await?.core.backups >= n) }
@@ -52,16 +54,32 @@ pub(crate) async fn rereplication(n: usize) -> anyhow::Result<(f64, f64, f64)> {
     .await
     // The last copy arrived between the poll before and this one: the middle.
     .map(|t| t.checked_sub(every / 2).unwrap_or(t).max(detected));
-    if done.is_err() {
-        let (ma, mb) = (a.metrics().await?, b.metrics().await?);
-        eprintln!("app1 {:?}\napp2 {:?}", ma.core, mb.core);
-        eprintln!(
-            "re-replication stalled: backups on app2 {} of {n}; app1 under-replicated {}, full copies sent {}, \
-             send queue full {}",
-            mb.core.backups, ma.core.under_replicated, ma.core.full_copies_sent, ma.send_queue_full
-        );
+    let done = match done {
+        Ok(t) => t,
+        Err(e) => {
+            let (ma, mb) = (a.metrics().await?, b.metrics().await?);
+            eprintln!(
+                "    re-replication stalled: app2 holds {} of {n} backups ({} before the abort); app1 owns {}, \
+             {} under-replicated, {} stepped down or fenced, {} taken back by failover, {} full copies \
+             sent, {} sends refused on a full queue",
+                mb.core.backups,
+                before,
+                ma.core.owned,
+                ma.core.under_replicated,
+                ma.core.fenced,
+                ma.core.failovers,
+                ma.core.full_copies_sent,
+                ma.send_queue_full
+            );
+            // How far it got (above), and the nodes stopped (not left running into the next step).
+            c.stop().await;
+            return Err(e).context(format!("re-replication: app2 holds {} of {n} backups", mb.core.backups));
+        }
+    };
+    let fenced = a.metrics().await?.core.fenced;
+    if fenced > 0 {
+        eprintln!("    re-replication: app1 stepped down from or was fenced on {fenced} sessions");
     }
-    let done = done.context("re-replication")?;
     let dropped = a.metrics().await?.send_queue_full;
     eprintln!("    re-replication: {dropped} sends dropped on a full transport queue at app1");
     c.stop().await;

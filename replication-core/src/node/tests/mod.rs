@@ -29,6 +29,8 @@ mod reconfigure;
 #[allow(clippy::unwrap_used)]
 mod rejoin;
 #[allow(clippy::unwrap_used)]
+mod scale;
+#[allow(clippy::unwrap_used)]
 mod topology;
 #[allow(clippy::unwrap_used)]
 mod writes;
