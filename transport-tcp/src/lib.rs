@@ -409,6 +409,12 @@ async fn accept_handshake(
 /// How long a probe's connection waits for a reset (see `peer_process_gone`).
 const PROBE_RESET_WAIT: Duration = Duration::from_millis(250);
 
+/// Probes of a peer's address after its link closed, at most ([`Carrier::peer_process_gone`]).
+const PROBES: usize = 3;
+
+/// Time between two probes of a peer's address.
+const PROBE_INTERVAL: Duration = Duration::from_millis(30);
+
 /// Whether a TCP connection to `address` is refused within `timeout`, or reset within
 /// [`PROBE_RESET_WAIT`] after it opened without a byte sent.
 async fn address_gone(address: &str, timeout: Duration) -> bool {
@@ -558,7 +564,22 @@ impl<M: WireMessage> Carrier<M> for Shared {
         let Some(address) = self.common.cfg.load().node(peer).map(|n| n.address.to_string()) else {
             return false;
         };
-        address_gone(&address, self.common.handshake_timeout).await
+        // A probe right after the link closed can race the dying process (a connection to its
+        // listener in the moment before the kernel closes it ends without a reset). A live
+        // peer never answers refused or reset, so a probe that ended at once without an answer
+        // is made again a little later; one that waited (a listener that stays, a connect
+        // that hangs) is not.
+        for _ in 0..PROBES {
+            let started = tokio::time::Instant::now();
+            if address_gone(&address, self.common.handshake_timeout).await {
+                return true;
+            }
+            if started.elapsed() >= PROBE_RESET_WAIT / 2 {
+                return false;
+            }
+            tokio::time::sleep(PROBE_INTERVAL).await;
+        }
+        false
     }
 }
 
