@@ -19,7 +19,7 @@ use crate::transport::WireMessage;
 /// The protocol version; a peer speaking another one is refused at the handshake. Raised with
 /// every change to the messages or to what they mean, so nodes of two versions never mix in a
 /// domain.
-pub const PROTOCOL_VERSION: u32 = 8;
+pub const PROTOCOL_VERSION: u32 = 9;
 
 /// The version of a session's state inside one [`Epoch`]; every write adds one. Versions
 /// continue across ownership changes (a new owner starts from the highest copy it found).
@@ -353,6 +353,15 @@ pub enum Message {
         /// it still needs to take sessions over (empty otherwise).
         joint: Vec<NodeId>,
     },
+    /// Backup to owner: several [`Message::Ack`]s at once, each handled as if it came alone.
+    /// The engine answers every replicate with an `Ack`; the runtime (`session-api`'s driver)
+    /// sends the acks one turn of the engine produced for one peer as one `Acks`, so a batch of
+    /// replicates is answered by one message. Keyed as its first session: it rides the data
+    /// queue, behind the sender's earlier messages about that session.
+    Acks {
+        /// Session, and the epoch and version of the backup's copy (as in [`Message::Ack`]).
+        acks: Vec<(String, Epoch, Version)>,
+    },
 }
 
 impl Message {
@@ -368,7 +377,8 @@ impl Message {
             | Message::ClaimsRefused { .. }
             | Message::Handoff { .. }
             | Message::HandoffAcks { .. }
-            | Message::Domain { .. } => None,
+            | Message::Domain { .. }
+            | Message::Acks { .. } => None,
             Message::Replicate { session, .. }
             | Message::Ack { session, .. }
             | Message::NeedFull { session, .. }
@@ -419,18 +429,30 @@ impl Message {
             | Message::Handoff { .. }
             | Message::Claims { .. }
             | Message::ClaimsRefused { .. }
-            | Message::ClaimAcks { .. } => true,
+            | Message::ClaimAcks { .. }
+            | Message::Acks { .. } => true,
+        }
+    }
+}
+
+impl Message {
+    /// The session whose ordering key the message takes: its session, or the first of the
+    /// sessions a [`Message::Acks`] acknowledges; `None` for control messages.
+    fn keyed_by(&self) -> Option<&str> {
+        match self {
+            Message::Acks { acks } => acks.first().map(|(s, ..)| s.as_str()),
+            m => m.session(),
         }
     }
 }
 
 impl WireMessage for Message {
     fn ordering_key(&self) -> Option<u64> {
-        self.session().map(|s| stable_hash(s.as_bytes()))
+        self.keyed_by().map(|s| stable_hash(s.as_bytes()))
     }
 
     fn is_control(&self) -> bool {
-        self.session().is_none()
+        self.keyed_by().is_none()
     }
 }
 
@@ -525,6 +547,14 @@ mod tests {
         let m = Message::Claim { session: "s".into(), epoch: Epoch::new(1, NodeId::new("a"), 1), over: None };
         assert_eq!(m.ordering_key(), Some(stable_hash(b"s")));
         assert!(hb.is_control() && !m.is_control(), "is_control agrees with ordering_key");
+        let acks = Message::Acks {
+            acks: vec![
+                ("s".into(), Epoch::new(1, NodeId::new("a"), 1), 2),
+                ("t".into(), Epoch::new(1, NodeId::new("a"), 1), 3),
+            ],
+        };
+        assert_eq!(acks.ordering_key(), Some(stable_hash(b"s")), "keyed as its first session");
+        assert!(!acks.is_control());
     }
 
     #[test]
@@ -547,6 +577,7 @@ mod tests {
             Message::Claims { claims: Vec::new() },
             Message::ClaimsRefused { claims: Vec::new() },
             Message::ClaimAcks { acks: Vec::new() },
+            Message::Acks { acks: Vec::new() },
         ];
         for m in &resent {
             assert!(m.resent_when_refused(), "{m:?}");

@@ -25,6 +25,7 @@ use crate::error::Error;
 use crate::metrics::export::Export;
 use crate::metrics::{Metrics, MetricsHook, NodeEvent, Peers};
 
+mod acks;
 mod overlay;
 mod reconfigure;
 mod request;
@@ -118,6 +119,8 @@ pub(crate) struct Driver {
     /// The time of this turn of the loop ([`Driver::now`]): read when first needed after the
     /// driver woke, cleared before it waits again.
     now: Option<Instant>,
+    /// The acks of the drain under way, gathered per peer ([`acks`]).
+    acks: acks::AckBatch,
 }
 
 impl Driver {
@@ -148,6 +151,7 @@ impl Driver {
             aborted: false,
             inbox: None,
             now: None,
+            acks: acks::AckBatch::default(),
         }
     }
 
@@ -341,8 +345,10 @@ impl Driver {
         let now = self.now();
         for msg in msgs.by_ref().take(self.settings.batch) {
             self.node.handle_input(now, Input::Message { from: from.clone(), msg });
-            self.drain();
+            self.drain_gathering_acks(true);
         }
+        // The acks of the whole batch, one message per peer.
+        self.drain();
         if msgs.len() > 0 {
             self.inbox = Some((from, msgs));
         }
@@ -362,26 +368,34 @@ impl Driver {
     /// [`Input::Undelivered`] after the drain. Feeding it produces no sends by itself; the
     /// rounds are bounded anyway.
     fn drain(&mut self) {
+        self.drain_gathering_acks(false);
+    }
+
+    /// [`Driver::drain`]; with `keep`, the acks the engine made stay gathered for a drain
+    /// without it (a batch of received messages is answered with one [`Message::Acks`] per
+    /// peer, see [`acks`]).
+    fn drain_gathering_acks(&mut self, keep: bool) {
         for _ in 0..4 {
             let mut undelivered = Vec::new();
             while let Some(out) = self.node.poll_output() {
                 match out {
-                    Output::Send { to, msg } => match self.transport.offer(&to, msg) {
-                        Ok(()) => self.metrics.messages_sent += 1,
-                        Err((e, msg)) => {
-                            if matches!(e, replication_core::Error::QueueFull { .. }) {
-                                self.metrics.send_queue_full += 1;
-                            } else {
-                                self.metrics.send_errors += 1;
-                            }
-                            if msg.resent_when_refused() {
-                                undelivered.push((to, msg));
-                            }
+                    Output::Send { to, msg } => {
+                        let Some(msg) = self.acks.gather(&to, msg) else { continue };
+                        if let Some(acks) = self.acks.take(&to, &msg) {
+                            self.offer(to.clone(), acks, &mut undelivered);
                         }
-                    },
+                        self.offer(to, msg, &mut undelivered);
+                    }
                     Output::Outcome { id, outcome } => self.on_outcome(id, outcome),
                     Output::Event(ev) => self.on_event(ev),
                 }
+            }
+            if !keep {
+                let mut acks = std::mem::take(&mut self.acks);
+                for (to, msg) in acks.drain() {
+                    self.offer(to, msg, &mut undelivered);
+                }
+                self.acks = acks;
             }
             if undelivered.is_empty() {
                 return;
@@ -401,6 +415,24 @@ impl Driver {
                 },
                 Output::Outcome { id, outcome } => self.on_outcome(id, outcome),
                 Output::Event(ev) => self.on_event(ev),
+            }
+        }
+    }
+
+    /// Offers `msg` to the transport; a refused message the engine wants back joins
+    /// `undelivered`.
+    fn offer(&mut self, to: NodeId, msg: Message, undelivered: &mut Vec<(NodeId, Message)>) {
+        match self.transport.offer(&to, msg) {
+            Ok(()) => self.metrics.messages_sent += 1,
+            Err((e, msg)) => {
+                if matches!(e, replication_core::Error::QueueFull { .. }) {
+                    self.metrics.send_queue_full += 1;
+                } else {
+                    self.metrics.send_errors += 1;
+                }
+                if msg.resent_when_refused() {
+                    undelivered.push((to, msg));
+                }
             }
         }
     }

@@ -174,6 +174,7 @@ fn approx_size(m: &Message) -> usize {
         }
         Message::ClaimAcks { acks } => acks.iter().map(|(s, _, c)| 64 + s.len() + body(c)).sum(),
         Message::ClaimsRefused { claims } => claims.iter().map(|(s, _)| 64 + s.len()).sum(),
+        Message::Acks { acks } => acks.iter().map(|(s, ..)| 64 + s.len()).sum(),
         m => 64 + m.session().map_or(0, str::len),
     }
 }
@@ -246,7 +247,8 @@ impl Node {
             | Message::ClaimAck { .. }
             | Message::ClaimAcks { .. }
             | Message::ClaimsRefused { .. }
-            | Message::Release { .. }) => {
+            | Message::Release { .. }
+            | Message::Acks { .. }) => {
                 let f = &mut peer.flow;
                 f.refuse();
                 let size = approx_size(&m);

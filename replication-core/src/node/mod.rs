@@ -452,6 +452,11 @@ impl Node {
                 self.on_replicate(now, &from, session, epoch, &payload)
             }
             Message::Ack { session, epoch, version } => self.on_ack(now, &from, &session, &epoch, version),
+            Message::Acks { acks } => {
+                for (session, epoch, version) in acks {
+                    self.on_ack(now, &from, &session, &epoch, version);
+                }
+            }
             Message::NeedFull { session, epoch } => self.on_need_full(now, &from, &session, &epoch),
             Message::Fenced { session, epoch } => self.on_fenced(now, &session, &epoch),
             Message::Claim { session, epoch, over } => self.on_claim(now, &from, session, epoch, over),
