@@ -213,6 +213,7 @@ pub enum Message {
         /// The owner's epoch.
         epoch: Epoch,
         /// What changed.
+        #[serde(deserialize_with = "shared_payload")]
         payload: Arc<Payload>,
     },
     /// Backup to owner: "I hold `(epoch, version)`" (sent for every replicate, even duplicates).
@@ -454,6 +455,12 @@ impl WireMessage for Message {
     fn is_control(&self) -> bool {
         self.keyed_by().is_none()
     }
+}
+
+/// A decoded payload, shared: decoded in place and moved into its `Arc` (serde's own `Arc`
+/// decoding goes through a `Box`, one allocation and copy more per replicate).
+fn shared_payload<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Arc<Payload>, D::Error> {
+    Payload::deserialize(d).map(Arc::new)
 }
 
 /// Attribute values as one byte string (MessagePack `bin`: a length and the bytes), instead
