@@ -2,7 +2,7 @@
 
 use crate::api::{Ack, Command, Event, Input, Outcome, Output, Role, Settings};
 use crate::harness::*;
-use crate::message::{Attributes, Body, Change, Epoch, Payload};
+use crate::message::{Attributes, Body, Change, Epoch, Message, Payload};
 use crate::node::Node;
 use crate::node::store::{OwnerState, Record, Replica};
 use std::time::{Duration, Instant};
@@ -108,6 +108,34 @@ fn sync_write_completes_when_backups_ack() {
     let v = cl.session("a", "s").unwrap();
     assert_eq!(v.role, Role::Owner);
     assert!(v.backups.iter().all(|(_, held)| *held));
+}
+
+#[test]
+fn acks_in_one_message_complete_writes_as_single_acks_do() {
+    let mut cl = Cluster::new(&["a", "b"], 1);
+    create(&mut cl, "a", 1, "s", Ack::Sync { backups: 1 });
+    create(&mut cl, "a", 2, "t", Ack::Sync { backups: 1 });
+    // The backup takes both replicates; its acks go back as one `Acks`, as a runtime sends them.
+    let (b, now) = (id("b"), cl.now);
+    for (from, _, msg) in std::mem::take(&mut cl.wire) {
+        cl.nodes.get_mut(&b).unwrap().handle_input(now, Input::Message { from, msg });
+        cl.collect(&b);
+    }
+    let mut acks = Vec::new();
+    for (_, _, msg) in std::mem::take(&mut cl.wire) {
+        let Message::Ack { session, epoch, version } = msg else { panic!("{msg:?}") };
+        acks.push((session, epoch, version));
+    }
+    assert_eq!(acks.len(), 2);
+    cl.wire.push_back((b, id("a"), Message::Acks { acks }));
+    cl.pump();
+    for rid in [1, 2] {
+        assert!(
+            matches!(cl.outcome(rid), Some(Outcome::Replicated { acks: 1, .. })),
+            "{:?}",
+            cl.outcome(rid)
+        );
+    }
 }
 
 #[test]
