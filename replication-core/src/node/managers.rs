@@ -162,7 +162,7 @@ impl Node {
                 Some(e) => e,
                 None => counts.entry(m.to_owned()).or_default(),
             };
-            if rec.owner.is_some() {
+            if self.owns(rec) {
                 e.0 += 1;
             } else {
                 e.1 += 1;

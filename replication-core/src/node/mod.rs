@@ -162,6 +162,7 @@ mod answer;
 mod backup;
 mod failover;
 mod flow;
+mod lapse;
 mod lease;
 mod leave;
 mod maintenance;
@@ -182,6 +183,7 @@ mod writes;
 use self::acquire::Acquires;
 use self::answer::Deferred;
 use self::flow::Flow;
+use self::lapse::Lapses;
 use self::lease::{Lease, MissedOwners};
 use self::leave::Leave;
 pub use self::managers::MANAGER_NOT_DECLARED;
@@ -220,6 +222,8 @@ pub struct Node {
     lease: Lease,
     /// Owners that claims found but did not reach: the next claim names them.
     missed_owners: MissedOwners,
+    /// The lease gaps: owner states taken before the last are stale (see `lapse`).
+    lapses: Lapses,
     sessions: Sessions,
     /// Sync writes waiting for acknowledgements.
     writes: Writes,
@@ -291,6 +295,7 @@ impl Node {
             view: Membership::new(peers, failure_timeout),
             lease: Lease::new(now, failure_timeout),
             missed_owners: MissedOwners::default(),
+            lapses: Lapses::default(),
             sessions: Sessions::default(),
             writes: Writes::default(),
             acquires: Acquires::default(),
@@ -411,6 +416,7 @@ impl Node {
     }
 
     fn on_command(&mut self, now: Instant, id: RequestId, cmd: Command) {
+        self.settle_command(&cmd);
         match cmd {
             Command::Create { session, attrs, max_inactive, ack } => {
                 self.create(now, id, session, attrs, max_inactive, ack)
@@ -443,6 +449,7 @@ impl Node {
             return;
         }
         let Some(msg) = self.admit_managers(now, &from, msg) else { return };
+        self.settle_message(&msg);
         match msg {
             Message::Heartbeat { incarnation, sent, echo } => {
                 self.lease_heard(now, &from, Echo { incarnation, sent }, echo, !was_up)
