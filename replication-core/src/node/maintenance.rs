@@ -40,6 +40,7 @@ impl Node {
             self.pacing.start_replan();
         }
         self.quarantine_tick(now);
+        self.census_step();
         self.batching_claims(|node| {
             node.resend_claims(now);
             node.hold_first_copies = node.failovers_pending();

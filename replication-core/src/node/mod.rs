@@ -120,7 +120,8 @@
 //!   the re-replication token bucket, the first copies after a failover included; the claims
 //!   of a pass go out in batches ([`Message::Claims`], one message per peer and 512
 //!   sessions). [`Command::Leave`] is the exception (it looks at every owned session at each
-//!   tick until it completes). [`Node::stats`] is O(n).
+//!   tick until it completes). [`Node::stats`] walks every record of a small store; a large
+//!   one's counts come from a census taken in batches (see its docs).
 //!
 //! Online domain changes: [`Node::reconfigure`] switches a running node to a new domain file
 //! (nodes added or removed, `replicas`, timings), refused with the rule broken when the file
@@ -160,6 +161,7 @@
 mod acquire;
 mod answer;
 mod backup;
+mod census;
 mod failover;
 mod flow;
 mod lapse;
@@ -182,6 +184,7 @@ mod writes;
 
 use self::acquire::Acquires;
 use self::answer::Deferred;
+use self::census::Census;
 use self::flow::Flow;
 use self::lapse::Lapses;
 use self::lease::{Lease, MissedOwners};
@@ -224,6 +227,8 @@ pub struct Node {
     missed_owners: MissedOwners,
     /// The lease gaps: owner states taken before the last are stale (see `lapse`).
     lapses: Lapses,
+    /// The counts of the records by kind for the queries of a large store.
+    census: Census,
     sessions: Sessions,
     /// Sync writes waiting for acknowledgements.
     writes: Writes,
@@ -296,6 +301,7 @@ impl Node {
             lease: Lease::new(now, failure_timeout),
             missed_owners: MissedOwners::default(),
             lapses: Lapses::default(),
+            census: Census::default(),
             sessions: Sessions::default(),
             writes: Writes::default(),
             acquires: Acquires::default(),

@@ -125,7 +125,10 @@ impl Node {
         }
     }
 
-    /// Counters and gauges.
+    /// Counters and gauges. The counts of records by kind (`owned`, `backups`, `tombstones`,
+    /// `under_replicated`, `oldest_unacked`) walk every record up to 131,072 of them; above,
+    /// they are those of the last census, which the maintenance ticks take in batches while
+    /// queries ask for it (at most one census old, so that no step walks a large store).
     pub fn stats(&self) -> Stats {
         let mut s = Stats {
             acquisitions: self.acquisitions,
@@ -143,30 +146,7 @@ impl Node {
         };
         s.peers_up = self.view.peers.values().filter(|p| p.up).count();
         s.peers_down = self.view.peers.len() - s.peers_up;
-        // The same target as `Event::UnderReplicated`: the configured count, not what happens
-        // to be live (a session whose only backup node is down is under-replicated).
-        let want = self.replica_target();
-        for rec in self.sessions.values() {
-            let owner = rec.owner.as_deref().filter(|o| self.current_owner(o));
-            if let (Some(c), Some(o)) = (&rec.copy, owner) {
-                if o.replicas.values().any(|r| r.acked < Some(c.version)) {
-                    let since = o.unacked_since.map_or(self.last_run, |t| self.stamps.instant(t));
-                    s.oldest_unacked = Some(s.oldest_unacked.map_or(since, |t| t.min(since)));
-                }
-            }
-            match (&rec.copy, owner) {
-                (Some(Snapshot { body: Body::Tombstone, .. }), _) => s.tombstones += 1,
-                (Some(c), Some(o)) => {
-                    s.owned += 1;
-                    let held = o.replicas.values().filter(|r| r.acked >= Some(c.version)).count();
-                    if held < want {
-                        s.under_replicated += 1;
-                    }
-                }
-                (Some(_), None) => s.backups += 1,
-                (None, _) => {}
-            }
-        }
+        self.add_counts(&mut s);
         s
     }
 }
