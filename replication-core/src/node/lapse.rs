@@ -18,6 +18,7 @@ use super::Node;
 use super::store::{OwnerState, Record};
 use crate::api::{Command, Event, Outcome};
 use crate::message::{Body, Message};
+use std::time::Instant;
 
 /// The lease gaps of this node.
 #[derive(Debug, Default)]
@@ -28,6 +29,9 @@ pub(super) struct Lapses {
     /// Whether stale owner states may remain: from a lapse until a replan pass (restarted at
     /// the lapse) has walked every record.
     sweeping: bool,
+    /// When a replan pass resumes the sessions stepped down from at the last lapse: twice the
+    /// request timeout after it, when `Node::maybe_resume` finds them due.
+    resume_at: Option<Instant>,
 }
 
 impl Lapses {
@@ -60,7 +64,7 @@ impl Node {
     /// backup that restarted meanwhile (and so forgot the promises that fence this node) could
     /// acknowledge writes that the new owner later overwrites. O(pending writes): the owner
     /// states become stale at once and are taken away lazily (see the module docs).
-    pub(super) fn step_down_all(&mut self) {
+    pub(super) fn step_down_all(&mut self, now: Instant) {
         self.lapses.count = self.lapses.count.wrapping_add(1);
         self.lapses.sweeping = true;
         let ids = self.writes.ids();
@@ -72,6 +76,18 @@ impl Node {
         // Every record is looked at again, in batches: the stale owner states are taken away
         // and the demoted owner resumes its sessions (`replan_batch`).
         self.pacing.restart_replan();
+        self.lapses.resume_at = Some(now + self.request_timeout * 2);
+    }
+
+    /// Starts the replan pass that resumes the sessions stepped down from at the last lapse,
+    /// when it is due (at the maintenance tick): the demoted owner claims them back in batches
+    /// ([`Message::Claims`], up to eight times `scan_batch` claims per batch of the pass)
+    /// rather than `scan_batch` per tick of the general scan.
+    pub(super) fn resume_after_lapse(&mut self, now: Instant) {
+        if self.lapses.resume_at.is_some_and(|t| now >= t) {
+            self.lapses.resume_at = None;
+            self.pacing.start_replan();
+        }
     }
 
     /// Takes away the owner state of `session` if a lapse made it stale: the session is

@@ -41,6 +41,7 @@ impl Node {
         }
         self.quarantine_tick(now);
         self.census_step();
+        self.resume_after_lapse(now);
         self.batching_claims(|node| {
             node.resend_claims(now);
             node.hold_first_copies = node.failovers_pending();
