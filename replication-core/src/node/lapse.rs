@@ -9,16 +9,15 @@
 //! not of the sessions) and starts a replan pass. A stale owner state is taken away
 //! (`Node::settle`) when its session is touched (every command and message about a session
 //! settles it first), by the replan pass and by the maintenance scan, all in bounded batches;
-//! the demoted owner then resumes its sessions with claims batched per pass
-//! ([`Message::Claims`](crate::Message::Claims)). Until then a stale owner state serves
-//! nothing: the queries count it as not owned. Regression test:
+//! the demoted owner then resumes its sessions at the pace of the scan, with the claims of a
+//! scan batch in one [`Message::Claims`](crate::Message::Claims) per peer. Until then a stale
+//! owner state serves nothing: the queries count it as not owned. Regression test:
 //! `a_lapse_at_scale_steps_down_in_bounded_steps_and_serves_nothing_across_the_gap`.
 
 use super::Node;
 use super::store::{OwnerState, Record};
 use crate::api::{Command, Event, Outcome};
 use crate::message::{Body, Message};
-use std::time::Instant;
 
 /// The lease gaps of this node.
 #[derive(Debug, Default)]
@@ -29,9 +28,6 @@ pub(super) struct Lapses {
     /// Whether stale owner states may remain: from a lapse until a replan pass (restarted at
     /// the lapse) has walked every record.
     sweeping: bool,
-    /// When a replan pass resumes the sessions stepped down from at the last lapse: twice the
-    /// request timeout after it, when `Node::maybe_resume` finds them due.
-    resume_at: Option<Instant>,
 }
 
 impl Lapses {
@@ -64,7 +60,7 @@ impl Node {
     /// backup that restarted meanwhile (and so forgot the promises that fence this node) could
     /// acknowledge writes that the new owner later overwrites. O(pending writes): the owner
     /// states become stale at once and are taken away lazily (see the module docs).
-    pub(super) fn step_down_all(&mut self, now: Instant) {
+    pub(super) fn step_down_all(&mut self) {
         self.lapses.count = self.lapses.count.wrapping_add(1);
         self.lapses.sweeping = true;
         let ids = self.writes.ids();
@@ -74,20 +70,8 @@ impl Node {
             version: w.version,
         });
         // Every record is looked at again, in batches: the stale owner states are taken away
-        // and the demoted owner resumes its sessions (`replan_batch`).
+        // (`replan_batch`); the maintenance scan resumes them (`maybe_resume`).
         self.pacing.restart_replan();
-        self.lapses.resume_at = Some(now + self.request_timeout * 2);
-    }
-
-    /// Starts the replan pass that resumes the sessions stepped down from at the last lapse,
-    /// when it is due (at the maintenance tick): the demoted owner claims them back in batches
-    /// ([`Message::Claims`], up to eight times `scan_batch` claims per batch of the pass)
-    /// rather than `scan_batch` per tick of the general scan.
-    pub(super) fn resume_after_lapse(&mut self, now: Instant) {
-        if self.lapses.resume_at.is_some_and(|t| now >= t) {
-            self.lapses.resume_at = None;
-            self.pacing.start_replan();
-        }
     }
 
     /// Takes away the owner state of `session` if a lapse made it stale: the session is

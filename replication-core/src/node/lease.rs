@@ -226,7 +226,7 @@ impl Node {
     ) {
         let incarnation = self.incarnation;
         if self.lease.held && !self.lease.held_by_majority(now, &self.view) {
-            self.step_down_all(now);
+            self.step_down_all();
         }
         if let Some(p) = self.view.peers.get_mut(from) {
             self.lease.heard(now, incarnation, &mut p.lease, theirs, echo);

@@ -22,7 +22,10 @@ enum Replan {
     Plan,
     /// Not owned here: the `failover_step` decided while reading the map.
     Failover(FailoverStep),
-    /// Owned by a state a lapse made stale: stepped down from (`settle`), then resumed if due.
+    /// Owned by a state a lapse made stale: stepped down from (`settle`). The demoted owner
+    /// resumes it at the pace of the maintenance scan (`maybe_resume`), not in this pass: a
+    /// burst of claims (and of the first copies after them) right after a lapse would make the
+    /// next step long and the lease lapse again.
     Settle,
 }
 
@@ -41,7 +44,6 @@ impl Node {
         }
         self.quarantine_tick(now);
         self.census_step();
-        self.resume_after_lapse(now);
         self.batching_claims(|node| {
             node.resend_claims(now);
             node.hold_first_copies = node.failovers_pending();
@@ -121,7 +123,6 @@ impl Node {
                 Replan::Failover(step) => self.take_failover_step(now, &k, step),
                 Replan::Settle => {
                     self.settle(&k);
-                    self.maybe_failover(now, &k);
                 }
             }
         }

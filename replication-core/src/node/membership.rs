@@ -343,7 +343,7 @@ impl Node {
         self.last_run = now;
         let threshold = self.view.failure_timeout.saturating_sub(self.heartbeat_interval);
         if gap >= threshold && !threshold.is_zero() {
-            self.step_down_all(now);
+            self.step_down_all();
         }
         if gap > self.view.failure_timeout / 2 {
             let floor = now.checked_sub(self.view.failure_timeout / 2).unwrap_or(now);
