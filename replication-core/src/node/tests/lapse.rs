@@ -1,8 +1,8 @@
 //! A lease lapse at scale: the owner steps down in O(1) at the lapse and in bounded batches
 //! after it, serves nothing across the gap, and resumes its sessions.
 
+use super::scale::bench_timings;
 use crate::api::{Ack, Command, Event, Outcome, Settings};
-use crate::harness::world::DomainText;
 use crate::harness::*;
 use std::time::Duration;
 
@@ -19,16 +19,7 @@ fn lost(cl: &Cluster, n: &str) -> usize {
 
 #[test]
 fn a_lapse_at_scale_steps_down_in_bounded_steps_and_serves_nothing_across_the_gap() {
-    let cfg = ["a", "b", "c"]
-        .iter()
-        .fold(
-            DomainText::new("t", 1)
-                .set("heartbeat_interval_ms", 50)
-                .set("failure_timeout_ms", 300)
-                .set("request_timeout_ms", 2000),
-            |d, n| d.node(n, None),
-        )
-        .parse("t");
+    let cfg = bench_timings(&["a", "b", "c"]);
     let settings = Settings { scan_batch: 64, ..Settings::default() };
     let mut cl = Cluster::from_config(cfg, settings);
     for i in 0..SESSIONS {
