@@ -478,6 +478,7 @@ impl Node {
                     waiting: SlimVec::default(),
                     unacked_since: None,
                     unconfirmed: false,
+                    gap: self.lapses.current(),
                 };
                 o.stale = a.holders.into_iter().filter(|n| *n != me).collect();
                 // The previous owner may be alive without knowing (it missed the claim).

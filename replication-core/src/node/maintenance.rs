@@ -22,6 +22,11 @@ enum Replan {
     Plan,
     /// Not owned here: the `failover_step` decided while reading the map.
     Failover(FailoverStep),
+    /// Owned by a state a lapse made stale: stepped down from (`settle`). The demoted owner
+    /// resumes it at the pace of the maintenance scan (`maybe_resume`), not in this pass: a
+    /// burst of claims (and of the first copies after them) right after a lapse would make the
+    /// next step long and the lease lapse again.
+    Settle,
 }
 
 impl Node {
@@ -38,6 +43,7 @@ impl Node {
             self.pacing.start_replan();
         }
         self.quarantine_tick(now);
+        self.census_step();
         self.batching_claims(|node| {
             node.resend_claims(now);
             node.hold_first_copies = node.failovers_pending();
@@ -78,7 +84,9 @@ impl Node {
         let mut exhausted = true;
         let mut last: Option<&str> = None;
         for (k, rec) in range {
-            let (cost, act) = if rec.owner.is_some() {
+            let (cost, act) = if self.stale_owner(rec) {
+                (REPLAN_EXAMINED / 8, Some(Replan::Settle))
+            } else if rec.owner.is_some() {
                 (REPLAN_EXAMINED, Some(Replan::Plan))
             } else if self.failover_candidate(rec) {
                 let step = self.failover_step(now, k, rec, settled);
@@ -113,9 +121,14 @@ impl Node {
                 // Decided while reading the map: nothing about the session changed since
                 // (the claims started before it concern other sessions).
                 Replan::Failover(step) => self.take_failover_step(now, &k, step),
+                Replan::Settle => {
+                    self.settle(&k);
+                }
             }
         }
-        if !exhausted {
+        if exhausted {
+            self.replan_pass_complete();
+        } else {
             self.pacing.continue_replan(last);
         }
     }
@@ -128,6 +141,7 @@ impl Node {
         if self.acquires.contains(session) {
             return;
         }
+        self.settle(session);
         let Some(rec) = self.sessions.get(session) else { return };
         if rec.tomb_until.is_some_and(|t| now >= self.stamps.instant(t)) {
             if let Some(o) = &rec.owner {

@@ -19,14 +19,14 @@
 //!
 //! Keys of the anonymous manager (no separator) pass with one byte search.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::time::Instant;
 
 use super::Node;
 use super::acquire::{CLAIMS_PER_MESSAGE, ClaimOf};
 use crate::api::Event;
 use crate::config::{DomainConfig, NodeId};
-use crate::message::{Body, Message, Snapshot};
+use crate::message::Message;
 use crate::scope::ScopedId;
 
 /// The rule a refused manager is reported with.
@@ -146,28 +146,5 @@ impl Node {
     /// always; a named one when its `[[node]]` entry declares it).
     pub fn hosts_manager_of(&self, key: &str) -> bool {
         self.managers.hosts(key)
-    }
-
-    /// Per manager (`""`: the anonymous one), the live sessions this node owns and the live
-    /// backup copies it holds. O(n).
-    pub fn manager_counts(&self) -> BTreeMap<String, (usize, usize)> {
-        let mut counts: BTreeMap<String, (usize, usize)> = BTreeMap::new();
-        for (key, rec) in self.sessions.iter() {
-            if !matches!(&rec.copy, Some(Snapshot { body: Body::Live { .. }, .. })) {
-                continue;
-            }
-            // No allocation per session: the walk runs on the driver for every metrics read.
-            let m = ScopedId::parse(key).manager().unwrap_or("");
-            let e = match counts.get_mut(m) {
-                Some(e) => e,
-                None => counts.entry(m.to_owned()).or_default(),
-            };
-            if rec.owner.is_some() {
-                e.0 += 1;
-            } else {
-                e.1 += 1;
-            }
-        }
-        counts
     }
 }

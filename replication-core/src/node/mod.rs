@@ -120,7 +120,8 @@
 //!   the re-replication token bucket, the first copies after a failover included; the claims
 //!   of a pass go out in batches ([`Message::Claims`], one message per peer and 512
 //!   sessions). [`Command::Leave`] is the exception (it looks at every owned session at each
-//!   tick until it completes). [`Node::stats`] is O(n).
+//!   tick until it completes). [`Node::stats`] walks every record of a small store; a large
+//!   one's counts come from a census taken in batches (see its docs).
 //!
 //! Online domain changes: [`Node::reconfigure`] switches a running node to a new domain file
 //! (nodes added or removed, `replicas`, timings), refused with the rule broken when the file
@@ -160,8 +161,10 @@
 mod acquire;
 mod answer;
 mod backup;
+mod census;
 mod failover;
 mod flow;
+mod lapse;
 mod lease;
 mod leave;
 mod maintenance;
@@ -181,7 +184,9 @@ mod writes;
 
 use self::acquire::Acquires;
 use self::answer::Deferred;
+use self::census::Census;
 use self::flow::Flow;
+use self::lapse::Lapses;
 use self::lease::{Lease, MissedOwners};
 use self::leave::Leave;
 pub use self::managers::MANAGER_NOT_DECLARED;
@@ -220,6 +225,10 @@ pub struct Node {
     lease: Lease,
     /// Owners that claims found but did not reach: the next claim names them.
     missed_owners: MissedOwners,
+    /// The lease gaps: owner states taken before the last are stale (see `lapse`).
+    lapses: Lapses,
+    /// The counts of the records by kind for the queries of a large store.
+    census: Census,
     sessions: Sessions,
     /// Sync writes waiting for acknowledgements.
     writes: Writes,
@@ -291,6 +300,8 @@ impl Node {
             view: Membership::new(peers, failure_timeout),
             lease: Lease::new(now, failure_timeout),
             missed_owners: MissedOwners::default(),
+            lapses: Lapses::default(),
+            census: Census::default(),
             sessions: Sessions::default(),
             writes: Writes::default(),
             acquires: Acquires::default(),
@@ -411,6 +422,7 @@ impl Node {
     }
 
     fn on_command(&mut self, now: Instant, id: RequestId, cmd: Command) {
+        self.settle_command(&cmd);
         match cmd {
             Command::Create { session, attrs, max_inactive, ack } => {
                 self.create(now, id, session, attrs, max_inactive, ack)
@@ -443,6 +455,7 @@ impl Node {
             return;
         }
         let Some(msg) = self.admit_managers(now, &from, msg) else { return };
+        self.settle_message(&msg);
         match msg {
             Message::Heartbeat { incarnation, sent, echo } => {
                 self.lease_heard(now, &from, Echo { incarnation, sent }, echo, !was_up)

@@ -51,9 +51,7 @@ impl Node {
     pub fn owned_sessions(&self) -> impl Iterator<Item = &str> {
         self.sessions
             .iter()
-            .filter(|(_, r)| {
-                r.owner.is_some() && matches!(r.copy, Some(Snapshot { body: Body::Live { .. }, .. }))
-            })
+            .filter(|(_, r)| self.owns(r) && matches!(r.copy, Some(Snapshot { body: Body::Live { .. }, .. })))
             .map(|(k, _)| k)
     }
 
@@ -62,13 +60,14 @@ impl Node {
     pub fn copies(&self) -> impl Iterator<Item = (&str, &Epoch, Version, bool)> {
         self.sessions
             .iter()
-            .filter_map(|(k, r)| r.copy.as_ref().map(|c| (k, &c.epoch, c.version, r.owner.is_some())))
+            .filter_map(|(k, r)| r.copy.as_ref().map(|c| (k, &c.epoch, c.version, self.owns(r))))
     }
 
     /// What this node holds about `session`.
     pub fn session(&self, session: &str) -> Option<SessionView> {
         let rec = self.sessions.get(session)?;
-        let role = if rec.owner.is_some() {
+        let owned = self.owns(rec);
+        let role = if owned {
             Role::Owner
         } else if self.acquires.contains(session) {
             Role::Acquiring
@@ -90,9 +89,10 @@ impl Node {
         let backups = rec
             .owner
             .as_ref()
+            .filter(|_| owned)
             .map(|o| o.replicas.iter().map(|(n, r)| (n.clone(), r.acked >= Some(version))).collect())
             .unwrap_or_default();
-        let owner = if rec.owner.is_some() {
+        let owner = if owned {
             Some(self.me.clone())
         } else {
             rec.promised.as_ref().or(epoch.as_ref()).map(|e| e.node.clone())
@@ -117,15 +117,18 @@ impl Node {
     pub fn owned_attributes(&self, session: &str, epoch: &Epoch, version: Version) -> Option<&Attributes> {
         match self.sessions.get(session)? {
             Record {
-                owner: Some(_),
+                owner: Some(o),
                 copy: Some(Snapshot { epoch: e, version: v, body: Body::Live { attrs, .. } }),
                 ..
-            } if e == epoch && *v == version => Some(attrs),
+            } if e == epoch && *v == version && self.current_owner(o) => Some(attrs),
             _ => None,
         }
     }
 
-    /// Counters and gauges.
+    /// Counters and gauges. The counts of records by kind (`owned`, `backups`, `tombstones`,
+    /// `under_replicated`, `oldest_unacked`) walk every record up to 131,072 of them; above,
+    /// they are those of the last census, which the maintenance ticks take in batches while
+    /// queries ask for it (at most one census old, so that no step walks a large store).
     pub fn stats(&self) -> Stats {
         let mut s = Stats {
             acquisitions: self.acquisitions,
@@ -143,29 +146,7 @@ impl Node {
         };
         s.peers_up = self.view.peers.values().filter(|p| p.up).count();
         s.peers_down = self.view.peers.len() - s.peers_up;
-        // The same target as `Event::UnderReplicated`: the configured count, not what happens
-        // to be live (a session whose only backup node is down is under-replicated).
-        let want = self.replica_target();
-        for rec in self.sessions.values() {
-            if let (Some(c), Some(o)) = (&rec.copy, &rec.owner) {
-                if o.replicas.values().any(|r| r.acked < Some(c.version)) {
-                    let since = o.unacked_since.map_or(self.last_run, |t| self.stamps.instant(t));
-                    s.oldest_unacked = Some(s.oldest_unacked.map_or(since, |t| t.min(since)));
-                }
-            }
-            match (&rec.copy, &rec.owner) {
-                (Some(Snapshot { body: Body::Tombstone, .. }), _) => s.tombstones += 1,
-                (Some(c), Some(o)) => {
-                    s.owned += 1;
-                    let held = o.replicas.values().filter(|r| r.acked >= Some(c.version)).count();
-                    if held < want {
-                        s.under_replicated += 1;
-                    }
-                }
-                (Some(_), None) => s.backups += 1,
-                (None, _) => {}
-            }
-        }
+        self.add_counts(&mut s);
         s
     }
 }

@@ -95,6 +95,9 @@ pub(super) struct OwnerState {
     /// `reads`): under synchronous acknowledgement a read never shows a write that a failover
     /// could still lose.
     pub(super) unconfirmed: bool,
+    /// The node's lease-gap count when it took the session: an owner state of an older count
+    /// is stale and serves nothing (see `lapse`).
+    pub(super) gap: u32,
 }
 
 #[derive(Debug, Clone)]

@@ -29,7 +29,7 @@ pub(super) struct PendingWrite {
 
 impl PendingWrite {
     /// How many backups acknowledged it.
-    fn acks_count(&self) -> u32 {
+    pub(super) fn acks_count(&self) -> u32 {
         u32::try_from(self.acks.len()).unwrap_or(u32::MAX)
     }
 }
@@ -220,6 +220,7 @@ impl Node {
             waiting: SlimVec::default(),
             unacked_since: None,
             unconfirmed: false,
+            gap: self.lapses.current(),
         }
     }
 
@@ -429,29 +430,6 @@ impl Node {
         }
     }
 
-    /// After a gap long enough for peers to have declared this node dead (and taken its
-    /// sessions over), it stops owning anything: its copies stay, and the next fetch here
-    /// claims the session again with a new epoch, which reaches every holder. Without this, a
-    /// backup that restarted meanwhile (and so forgot the promises that fence this node) could
-    /// acknowledge writes that the new owner later overwrites.
-    pub(super) fn step_down_all(&mut self) {
-        let owned: Vec<String> =
-            self.sessions.iter().filter(|(_, r)| r.owner.is_some()).map(|(k, _)| k.to_owned()).collect();
-        for s in owned {
-            let Some(rec) = self.sessions.get_mut(&s) else { continue };
-            let Some(o) = rec.owner.take() else { continue };
-            let Some(copy) = &rec.copy else { continue };
-            self.fenced += 1;
-            self.writes.fail(o.waiting, &mut self.out, |w| Outcome::Indeterminate {
-                acks: w.acks_count(),
-                epoch: w.epoch,
-                version: w.version,
-            });
-            if matches!(copy.body, Body::Live { .. }) {
-                self.out.event(Event::OwnershipLost { session: s.clone(), epoch: copy.epoch.clone() });
-            }
-        }
-    }
     /// Marks an owned session accessed (it does not expire, and the backups hear of it).
     pub(super) fn touch(&mut self, now: Instant, id: RequestId, session: &str) {
         let outcome = match self.sessions.get_mut(session) {

@@ -73,7 +73,8 @@ pub(crate) async fn failover(n: usize, closed_links: bool) -> anyhow::Result<(f6
     // the engine), not by polling `metrics()`: its `owned` count walks every session on the
     // node's driver task, which is the task doing the failover (polling every 2 ms took about
     // 5% of the CPU of the run). The counts are checked once after, and polled only if they
-    // disagree.
+    // disagree: the end is then the last gain before they agree (above 131,072 records the
+    // counts come from a census at most one census old, see `Node::stats`).
     let owned = |survivors: [SessionManager; 2]| async move {
         let mut owned = 0;
         for m in &survivors {
@@ -93,11 +94,12 @@ pub(crate) async fn failover(n: usize, closed_links: bool) -> anyhow::Result<(f6
         (Err(e), _) => Err(e),
         (Ok(_), Some(last)) if owned(survivors.clone()).await? >= n => Ok(last),
         (Ok(_), _) => {
-            wait_until(limit, Duration::from_millis(2), || {
+            let agreed = wait_until(limit, Duration::from_millis(2), || {
                 let survivors = survivors.clone();
                 async move { Ok(owned(survivors).await? >= n) }
             })
-            .await
+            .await;
+            agreed.map(|t| trace.gained().1.map_or(t, |last| last.min(t)))
         }
     };
     let all = match all {

@@ -11,6 +11,8 @@ mod failover;
 #[allow(clippy::unwrap_used)]
 mod flow;
 #[allow(clippy::unwrap_used)]
+mod lapse;
+#[allow(clippy::unwrap_used)]
 mod lease;
 #[allow(clippy::unwrap_used)]
 mod leave;

@@ -6,7 +6,7 @@
 //! messages per millisecond.
 
 use crate::api::{Ack, Command, Input, Output, Settings};
-use crate::config::NodeId;
+use crate::config::{DomainConfig, NodeId};
 use crate::harness::world::DomainText;
 use crate::harness::*;
 use crate::message::Message;
@@ -14,6 +14,21 @@ use crate::node::Node;
 use crate::transport::WireMessage as _;
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
+
+/// A domain of `names` keeping one backup, with the benchmark's timings (heartbeats every
+/// 50 ms, failure timeout 300 ms, request timeout 2 s).
+pub(super) fn bench_timings(names: &[&str]) -> DomainConfig {
+    names
+        .iter()
+        .fold(
+            DomainText::new("t", 1)
+                .set("heartbeat_interval_ms", 50)
+                .set("failure_timeout_ms", 300)
+                .set("request_timeout_ms", 2000),
+            |d, n| d.node(n, None),
+        )
+        .parse("t")
+}
 
 /// A link's sending queues and its pipe.
 #[derive(Default)]
@@ -38,16 +53,7 @@ struct QueuedWorld {
 
 impl QueuedWorld {
     fn new(names: &[&str], settings: Settings, cap: usize, pipe: usize, per_ms: usize) -> Self {
-        let cfg = names
-            .iter()
-            .fold(
-                DomainText::new("t", 1)
-                    .set("heartbeat_interval_ms", 50)
-                    .set("failure_timeout_ms", 300)
-                    .set("request_timeout_ms", 2000),
-                |d, n| d.node(n, None),
-            )
-            .parse("t");
+        let cfg = bench_timings(names);
         let now = Instant::now();
         let nodes = names
             .iter()
