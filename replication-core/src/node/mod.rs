@@ -14,7 +14,7 @@
 //!   back as [`Input::Undelivered`], fed after the drain that produced it (not from inside the
 //!   drain loop). The node re-sends promptly and within bounds: a dropped copy is marked not
 //!   sent and a per-peer *resend walk* (a cursor, from the lowest session held back or dropped)
-//!   sends it at the next step (a tenth of the tick); dropped claims of pending acquires and
+//!   sends it at the next step (a tenth of the tick, at most 5 ms); dropped claims of pending acquires and
 //!   small replies (acks, claim answers, fencing; at most 256 messages and 4 MiB per peer) are
 //!   re-sent at the next step. Full copies from maintenance (re-replication, retransmission,
 //!   the first copies after a failover) go to a peer within a window per step: after a step

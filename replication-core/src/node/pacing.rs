@@ -20,6 +20,9 @@ enum ReplanPass {
     },
 }
 
+/// The longest wait before an unfinished replan pass continues (see `Pacing::interval`).
+const REPLAN_INTERVAL_MAX: Duration = Duration::from_millis(5);
+
 /// The pacing of maintenance (see the module docs).
 #[derive(Debug)]
 pub(super) struct Pacing {
@@ -31,9 +34,10 @@ pub(super) struct Pacing {
     replan: ReplanPass,
     /// When the replan pass last ran.
     last_replan: Instant,
-    /// How soon an unfinished replan pass continues: a tenth of the maintenance tick (at
-    /// least 1 ms), so re-replication and failover of many sessions are paced by the token
-    /// bucket and `scan_batch`, not by the tick.
+    /// How soon an unfinished replan pass continues: a tenth of the maintenance tick, from
+    /// 1 to [`REPLAN_INTERVAL_MAX`], so re-replication and failover of many sessions are paced
+    /// by the token bucket and `scan_batch`, not by the tick (the default 200 ms heartbeat
+    /// would otherwise cap a pass at `scan_batch` sessions per 20 ms).
     interval: Duration,
 }
 
@@ -46,7 +50,7 @@ impl Pacing {
             scan_cursor: None,
             replan: ReplanPass::Idle,
             last_replan: now,
-            interval: (tick / 10).max(Duration::from_millis(1)),
+            interval: (tick / 10).clamp(Duration::from_millis(1), REPLAN_INTERVAL_MAX),
         }
     }
 

@@ -7,10 +7,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use session_api::{DomainConfig, SessionManager};
 
-use super::cluster::{bench_domain, create_many, scaled, start_node, wait_peers_up, wait_until};
+use super::cluster::{Timings, bench_domain, create_many, scaled, start_node, wait_peers_up, wait_until};
 use super::figure::Carrier;
+use super::sync;
 use super::trace::Trace;
-use super::{FAILURE_TIMEOUT_MS, sync};
 
 /// Three nodes; `n` sessions owned by app1, a process of its own, which is then killed with
 /// SIGKILL. With `closed_links` the survivors fail it when its links close and its address
@@ -18,11 +18,16 @@ use super::{FAILURE_TIMEOUT_MS, sync};
 /// that went silent). Returns the time until every session is owned by a survivor, and until
 /// a read of one session through its failover target (named in its id) returned it, in
 /// milliseconds, and the sends dropped.
-pub(crate) async fn failover(n: usize, closed_links: bool) -> anyhow::Result<(f64, f64, f64)> {
+pub(crate) async fn failover(
+    n: usize,
+    closed_links: bool,
+    timings: Timings,
+) -> anyhow::Result<(f64, f64, f64)> {
     let trace = Arc::new(Trace::default());
     let extra = if closed_links { "" } else { "closed_link_detection = false\n" };
     let started = Instant::now();
-    let (text, cfg, mut sockets) = bench_domain(Carrier::main().as_str(), 3, 1, extra)?;
+    let (text, cfg, mut sockets) = bench_domain(Carrier::main().as_str(), 3, 1, extra, timings)?;
+    let failure_timeout = cfg.failure_timeout();
     let dir = tempfile::tempdir()?;
     let certs = dir.path().join("certs");
     std::fs::create_dir_all(&certs)?;
@@ -44,7 +49,7 @@ pub(crate) async fn failover(n: usize, closed_links: bool) -> anyhow::Result<(f6
     // before a complete view counted as settled at once). Then a write to a backup on each
     // survivor, so that both heard app1 just before the kill (the silent case is measured
     // from the last word, as with writes going on).
-    tokio::time::sleep_until((started + Duration::from_millis(FAILURE_TIMEOUT_MS + 200)).into()).await;
+    tokio::time::sleep_until((started + failure_timeout + Duration::from_millis(200)).into()).await;
     owner.send("refresh")?;
     let answer = owner.line(Duration::from_secs(10)).await?;
     if answer != "refreshed" {
@@ -147,7 +152,7 @@ pub(crate) async fn failover(n: usize, closed_links: bool) -> anyhow::Result<(f6
             t.down.map_or(f64::NAN, ms),
             match (t.down, heard) {
                 (Some(d), Some(h)) =>
-                    (d.saturating_duration_since(h).as_secs_f64() * 1e3) - FAILURE_TIMEOUT_MS as f64,
+                    (d.saturating_duration_since(h).as_secs_f64() - failure_timeout.as_secs_f64()) * 1e3,
                 _ => f64::NAN,
             },
             t.first_gained.map_or(f64::NAN, ms),

@@ -8,7 +8,7 @@ use clap::ValueEnum as _;
 use serde::Serialize;
 use session_api::AckPolicy;
 
-use super::cluster::{Cluster, create_each, scaled, wait_until};
+use super::cluster::{Cluster, Timings, create_each, scaled, wait_until};
 use super::figure::Carrier;
 use super::{Args, MemoryKind, PAYLOAD};
 
@@ -53,7 +53,7 @@ pub(crate) async fn memory_child(kind: MemoryKind, n: usize) -> anyhow::Result<M
         }
         MemoryKind::M2m => {
             let ack = AckPolicy::Sync { backups: 1, timeout: Duration::from_secs(60) };
-            let c = Cluster::start(Carrier::main().as_str(), 2, 1, ack, None, None, "").await?;
+            let c = Cluster::start(Carrier::main().as_str(), 2, 1, ack, None, None, Timings::Bench).await?;
             let (a, b) = (c.nodes[0].clone(), c.nodes[1].clone());
             let before = rss_bytes()?;
             // Count the ids without keeping them: only the nodes' memory is measured.

@@ -35,7 +35,7 @@ use self::baselines::pingpong::{Placement, raw_tcp_pingpong};
 use self::baselines::pipelined::raw_quinn;
 use self::baselines::pipelined::{raw_tcp_pipelined, raw_tls_pipelined};
 use self::baselines::redis::redis_set_wait;
-use self::cluster::{Cluster, updates, updates_on};
+use self::cluster::{Cluster, Timings, updates, updates_on};
 use self::failover::{failover, failover_child};
 use self::figure::{
     Carrier, Conc, Cpu, FailoverMetric, Figure, Figures, Latency, Link, Loss, Nodes, Pct, Rate, RerepMetric,
@@ -289,7 +289,7 @@ async fn one_run(
     for carrier in Carrier::built_in().filter(|t| want(t.as_str())) {
         let transport = carrier.as_str();
         steps.step(format!("m2m {transport} sync"));
-        let c = Cluster::start(transport, 2, 1, sync(1), None, None, "").await?;
+        let c = Cluster::start(transport, 2, 1, sync(1), None, None, Timings::Bench).await?;
         let owner = &c.nodes[0];
         let samples = updates(owner, 1, plan.phase, true).await?.samples;
         put_lat(&mut f, Latency::Sync(carrier), lat(&samples));
@@ -315,7 +315,7 @@ async fn one_run(
     let main = Carrier::main().as_str();
     if want("replicas2") {
         steps.step(format!("m2m {main} replicas 2"));
-        let c = Cluster::start(main, 3, 2, sync(2), None, None, "").await?;
+        let c = Cluster::start(main, 3, 2, sync(2), None, None, Timings::Bench).await?;
         let samples = updates(&c.nodes[0], 1, plan.phase, true).await?.samples;
         put_lat(&mut f, Latency::Replicas2, lat(&samples));
         let rate = updates(&c.nodes[0], 64, plan.phase, false).await?.rate;
@@ -325,7 +325,7 @@ async fn one_run(
 
     if want("async") {
         steps.step(format!("m2m {main} async"));
-        let c = Cluster::start(main, 2, 1, AckPolicy::Async, None, None, "").await?;
+        let c = Cluster::start(main, 2, 1, AckPolicy::Async, None, None, Timings::Bench).await?;
         for conc in [Conc::C1, Conc::C64] {
             let load = updates(&c.nodes[0], conc.n(), plan.phase, false).await?;
             put_rate(&mut f, Rate::Async(conc), load.rate);
@@ -340,7 +340,7 @@ async fn one_run(
         for nodes in Nodes::ALL {
             let n = nodes.n();
             steps.step(format!("m2m {main} {n} nodes, {NODES_SESSIONS} sessions"));
-            let c = Cluster::start(main, n, 1, sync(1), None, None, "").await?;
+            let c = Cluster::start(main, n, 1, sync(1), None, None, Timings::Bench).await?;
             let rate = updates_on(&c.nodes, NODES_SESSIONS / n, plan.phase, false).await?.rate;
             f.insert(Figure::NodesRate(nodes), rate);
             c.stop().await;
@@ -351,7 +351,8 @@ async fn one_run(
         f.insert(Figure::FailoverSessions, plan.failover_sessions as f64);
         for loss in Loss::ALL {
             steps.step(loss.phase());
-            let (all_ms, first_ms, dropped) = failover(plan.failover_sessions, loss == Loss::Crashed).await?;
+            let (all_ms, first_ms, dropped) =
+                failover(plan.failover_sessions, loss == Loss::Crashed, Timings::Bench).await?;
             f.insert(Figure::Failover(loss, FailoverMetric::SendQueueFull), dropped);
             f.insert(Figure::Failover(loss, FailoverMetric::AllOwnedMs), all_ms);
             f.insert(Figure::Failover(loss, FailoverMetric::FirstReadMs), first_ms);
@@ -360,7 +361,7 @@ async fn one_run(
 
     if want("rerep") {
         steps.step("re-replication");
-        let (rate, n, total_ms) = rereplication(plan.rerep_sessions).await?;
+        let (rate, n, total_ms) = rereplication(plan.rerep_sessions, Timings::Bench).await?;
         f.insert(Figure::Rereplication(RerepMetric::SessionsPerS), rate);
         f.insert(Figure::Rereplication(RerepMetric::Sessions), n);
         f.insert(Figure::Rereplication(RerepMetric::FromKillMs), total_ms);
@@ -372,12 +373,12 @@ async fn one_run(
             // A size that fails (setting up a million sessions on a loaded machine can time
             // out) leaves its figure unmeasured and the others measured.
             steps.step(format!("failover of a crashed process, {n} sessions"));
-            match failover(n, true).await {
+            match failover(n, true, Timings::Product).await {
                 Ok((all_ms, _, _)) => f.insert(Figure::Scale(size, ScaleMetric::FailoverMs), all_ms),
                 Err(e) => steps.note(format!("failover at {n} sessions not measured: {e:#}")),
             }
             steps.step(format!("re-replication, {n} sessions"));
-            match rereplication(n).await {
+            match rereplication(n, Timings::Product).await {
                 Ok((rate, _, _)) => f.insert(Figure::Scale(size, ScaleMetric::RereplicationPerS), rate),
                 Err(e) => steps.note(format!("re-replication at {n} sessions not measured: {e:#}")),
             }

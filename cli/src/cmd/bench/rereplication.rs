@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 
-use super::cluster::{Cluster, create_many, scaled, wait_until};
+use super::cluster::{Cluster, Timings, create_many, scaled, wait_until};
 use super::figure::Carrier;
 use super::sync;
 
@@ -18,12 +18,12 @@ const REREP_BATCH: u32 = 1000;
 /// aborted and app1 re-creates the lost copies on app2. The re-replication token bucket and
 /// scan batch are raised so they do not limit the rate. Returns sessions per second (from
 /// the failure detection to the last copy), sessions re-replicated, and ms from the kill.
-pub(crate) async fn rereplication(n: usize) -> anyhow::Result<(f64, f64, f64)> {
+pub(crate) async fn rereplication(n: usize, timings: Timings) -> anyhow::Result<(f64, f64, f64)> {
     let mut core = replication_core::Settings::default();
     core.rereplication_per_sec = REREP_PER_SEC;
     core.rereplication_burst = REREP_BATCH;
     core.scan_batch = REREP_BATCH as usize;
-    let c = Cluster::start(Carrier::main().as_str(), 3, 1, sync(1), Some(core), None, "").await?;
+    let c = Cluster::start(Carrier::main().as_str(), 3, 1, sync(1), Some(core), None, timings).await?;
     let (a, b, dead) = (c.nodes[0].clone(), c.nodes[1].clone(), c.nodes[2].clone());
     create_many(&a, n).await?;
     // `metrics()` walks every session of the node on its driver task (about 0.1 µs each, a
