@@ -139,17 +139,27 @@ mod tests {
     fn a_replan_pass_is_due_every_tenth_of_the_tick_while_it_runs() {
         let s = settings(100, 2);
         let t0 = Instant::now();
-        let mut p = Pacing::new(&s, Duration::from_millis(100), t0);
+        let mut p = Pacing::new(&s, Duration::from_millis(40), t0);
         assert_eq!(p.next_deadline(false), None);
-        assert_eq!(p.next_deadline(true), Some(t0 + Duration::from_millis(10)));
+        assert_eq!(p.next_deadline(true), Some(t0 + Duration::from_millis(4)));
         p.start_replan();
         assert_eq!(p.take_replan(t0 + Duration::from_millis(5)), Some(None));
         assert_eq!(p.next_deadline(false), None, "idle until continued");
         p.continue_replan(Some("k".into()));
         p.start_replan();
         assert_eq!(p.replan, ReplanPass::Running { after: Some("k".into()) }, "not restarted");
-        assert_eq!(p.next_deadline(false), Some(t0 + Duration::from_millis(15)));
+        assert_eq!(p.next_deadline(false), Some(t0 + Duration::from_millis(9)));
         p.restart_replan();
         assert_eq!(p.take_replan(t0), Some(None));
+    }
+
+    #[test]
+    fn a_long_tick_does_not_slow_a_replan_pass_below_its_bound() {
+        // The default 200 ms heartbeat: a pass goes on every 5 ms, not every 20 ms.
+        let t0 = Instant::now();
+        let mut p = Pacing::new(&settings(100, 2), Duration::from_millis(200), t0);
+        p.start_replan();
+        assert_eq!(p.next_deadline(false), Some(t0 + REPLAN_INTERVAL_MAX));
+        assert_eq!(REPLAN_INTERVAL_MAX, Duration::from_millis(5));
     }
 }
