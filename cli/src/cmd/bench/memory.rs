@@ -20,6 +20,11 @@ pub(crate) struct MemoryFigure {
     rss_before: u64,
     rss_after: u64,
     pub(crate) bytes_per_copy: f64,
+    /// Ownerships the creating node lost during the run (a lapsed read lease steps it down
+    /// from every session): not 0 means the copies moved while they were made, and the
+    /// figure includes what that churn left in the heap.
+    #[serde(default)]
+    fenced: u64,
 }
 
 fn rss_bytes() -> anyhow::Result<u64> {
@@ -49,6 +54,7 @@ pub(crate) async fn memory_child(kind: MemoryKind, n: usize) -> anyhow::Result<M
                 rss_before: before,
                 rss_after: after,
                 bytes_per_copy: after.saturating_sub(before) as f64 / copies as f64,
+                fenced: 0,
             })
         }
         MemoryKind::M2m => {
@@ -68,7 +74,8 @@ pub(crate) async fn memory_child(kind: MemoryKind, n: usize) -> anyhow::Result<M
             .context("replication of the memory sessions")?;
             tokio::time::sleep(Duration::from_millis(200)).await;
             let after = rss_bytes()?;
-            let copies = a.metrics().await?.core.owned + b.metrics().await?.core.backups;
+            let copies = copies_held(&a).await? + copies_held(&b).await?;
+            let fenced = a.metrics().await?.core.fenced;
             c.stop().await;
             Ok(MemoryFigure {
                 sessions: n,
@@ -76,9 +83,20 @@ pub(crate) async fn memory_child(kind: MemoryKind, n: usize) -> anyhow::Result<M
                 rss_before: before,
                 rss_after: after,
                 bytes_per_copy: after.saturating_sub(before) as f64 / copies.max(1) as f64,
+                fenced,
             })
         }
     }
+}
+
+/// The live copies `node` holds, owned or backups. Both nodes' are counted, wherever
+/// ownership lies when the figure is taken: a node whose read lease lapsed while it created
+/// the sessions stepped down from them and holds their copies as backups until it resumes,
+/// and a session its peer took over meanwhile is owned there with its backup here. Counting
+/// only the first node's owned sessions and the second's backups would miss those copies.
+async fn copies_held(node: &session_api::SessionManager) -> anyhow::Result<usize> {
+    let core = node.metrics().await?.core;
+    Ok(core.owned + core.backups)
 }
 
 pub(crate) fn memory(args: &Args, n: usize) -> anyhow::Result<BTreeMap<MemoryKind, MemoryFigure>> {
