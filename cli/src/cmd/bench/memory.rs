@@ -20,11 +20,6 @@ pub(crate) struct MemoryFigure {
     rss_before: u64,
     rss_after: u64,
     pub(crate) bytes_per_copy: f64,
-    /// Ownerships the creating node lost during the run (a lapsed read lease steps it down
-    /// from every session): not 0 means the copies moved while they were made, and the
-    /// figure includes what that churn left in the heap.
-    #[serde(default)]
-    fenced: u64,
 }
 
 fn rss_bytes() -> anyhow::Result<u64> {
@@ -54,7 +49,6 @@ pub(crate) async fn memory_child(kind: MemoryKind, n: usize) -> anyhow::Result<M
                 rss_before: before,
                 rss_after: after,
                 bytes_per_copy: after.saturating_sub(before) as f64 / copies as f64,
-                fenced: 0,
             })
         }
         MemoryKind::M2m => {
@@ -75,7 +69,6 @@ pub(crate) async fn memory_child(kind: MemoryKind, n: usize) -> anyhow::Result<M
             tokio::time::sleep(Duration::from_millis(200)).await;
             let after = rss_bytes()?;
             let copies = copies_held(&a).await? + copies_held(&b).await?;
-            let fenced = a.metrics().await?.core.fenced;
             c.stop().await;
             Ok(MemoryFigure {
                 sessions: n,
@@ -83,7 +76,6 @@ pub(crate) async fn memory_child(kind: MemoryKind, n: usize) -> anyhow::Result<M
                 rss_before: before,
                 rss_after: after,
                 bytes_per_copy: after.saturating_sub(before) as f64 / copies.max(1) as f64,
-                fenced,
             })
         }
     }
