@@ -68,7 +68,7 @@ pub(crate) async fn memory_child(kind: MemoryKind, n: usize) -> anyhow::Result<M
             .context("replication of the memory sessions")?;
             tokio::time::sleep(Duration::from_millis(200)).await;
             let after = rss_bytes()?;
-            let copies = a.metrics().await?.core.owned + b.metrics().await?.core.backups;
+            let copies = copies_held(&a).await? + copies_held(&b).await?;
             c.stop().await;
             Ok(MemoryFigure {
                 sessions: n,
@@ -79,6 +79,16 @@ pub(crate) async fn memory_child(kind: MemoryKind, n: usize) -> anyhow::Result<M
             })
         }
     }
+}
+
+/// The live copies `node` holds, owned or backups. Both nodes' are counted, wherever
+/// ownership lies when the figure is taken: a node whose read lease lapsed while it created
+/// the sessions stepped down from them and holds their copies as backups until it resumes,
+/// and a session its peer took over meanwhile is owned there with its backup here. Counting
+/// only the first node's owned sessions and the second's backups would miss those copies.
+async fn copies_held(node: &session_api::SessionManager) -> anyhow::Result<usize> {
+    let core = node.metrics().await?.core;
+    Ok(core.owned + core.backups)
 }
 
 pub(crate) fn memory(args: &Args, n: usize) -> anyhow::Result<BTreeMap<MemoryKind, MemoryFigure>> {
