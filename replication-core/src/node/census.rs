@@ -33,6 +33,8 @@ pub(super) struct Counts {
     oldest_unacked: Option<Instant>,
     /// Per manager, the live sessions owned and the live backup copies.
     managers: BTreeMap<String, (usize, usize)>,
+    /// Owned sessions not placed by the current file (`Node::record_placed`); a census only.
+    unplaced: usize,
 }
 
 /// The census of a large store: the last complete counts and the walk under way.
@@ -116,6 +118,9 @@ impl Node {
         let mut walked = 0;
         for (key, rec) in self.sessions.after(cursor.as_deref()).take(batch) {
             self.count(&mut c, key, rec, want);
+            if !self.record_placed(key, rec) {
+                c.unplaced += 1;
+            }
             walked += 1;
             last = Some(key);
         }
@@ -125,6 +130,18 @@ impl Node {
             let last = last.map(str::to_owned);
             self.census.running = Some((c, last));
         }
+    }
+
+    /// Whether every session this node owns is placed by the current file, for the queries
+    /// ([`Node::domain`]): a walk of every record, or the last census above
+    /// [`WALKED_AT_ONCE`] records (the walk computes each owned session's placement, so a
+    /// metrics snapshot of a million sessions would hold the driver past the lease bound).
+    pub(super) fn placed_for_queries(&self) -> bool {
+        if self.sessions.len() > WALKED_AT_ONCE {
+            self.census.wanted.store(true, Ordering::Relaxed);
+            return self.census.last.unplaced == 0;
+        }
+        self.domain_placed()
     }
 
     /// Adds the record counts to `s` (see the module docs).
@@ -179,5 +196,31 @@ mod tests {
         assert_eq!(steps, a.sessions.len() / 7 + 1);
         assert_eq!(a.census.last, walk);
         assert_eq!(walk.managers.get("").copied(), Some((walk.owned, walk.backups)));
+    }
+
+    #[test]
+    fn a_census_counts_the_owned_sessions_not_yet_placed() {
+        let mut cl = Cluster::new(&["a", "b", "c"], 1);
+        for i in 0..20 {
+            create(&mut cl, "a", i, &format!("s{i:03}"), Ack::Async);
+        }
+        cl.advance(Duration::from_secs(1));
+        let census = |cl: &mut Cluster| {
+            let a = cl.nodes.get_mut(&id("a")).unwrap();
+            a.census.wanted.store(true, Ordering::Relaxed);
+            while {
+                a.census_batch(3);
+                a.census.running.is_some()
+            } {}
+            (a.census.last.unplaced, a.domain_placed())
+        };
+        assert_eq!(census(&mut cl), (0, true));
+        // Two changes that reach no backup (a's links cut, its peers still up for it).
+        cl.cut.insert((id("a"), id("b")));
+        cl.cut.insert((id("a"), id("c")));
+        set_k(&mut cl, "a", 100, "s003", b"v", Ack::Async);
+        set_k(&mut cl, "a", 101, "s011", b"v", Ack::Async);
+        cl.pump();
+        assert_eq!(census(&mut cl), (2, false));
     }
 }

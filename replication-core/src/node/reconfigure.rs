@@ -404,9 +404,16 @@ impl Node {
 
     /// Whether every session this node owns is placed by the current file and held at its
     /// current version by every live placed backup, with no live former holder left.
-    fn domain_placed(&self) -> bool {
+    pub(super) fn domain_placed(&self) -> bool {
+        self.sessions.iter().all(|(k, rec)| self.record_placed(k, rec))
+    }
+
+    /// Whether record `rec` of session `k` is, if this node owns it, placed by the current
+    /// file and held at its current version by every live placed backup, with no live former
+    /// holder left (see `domain_placed`).
+    pub(super) fn record_placed(&self, k: &str, rec: &Record) -> bool {
         let view = &self.view;
-        self.sessions.iter().all(|(k, rec)| match rec {
+        match rec {
             Record { owner: Some(o), copy: Some(c), .. } => {
                 let want = self.placement.backups(k, &self.me, |n| view.is_up(n));
                 // Placed by this file alone: a former file's backups still placed while nodes
@@ -416,7 +423,7 @@ impl Node {
                     && o.stale.iter().all(|n| !view.is_up(n))
             }
             _ => true,
-        })
+        }
     }
 
     /// Ends the change at this node when it is complete (see the module docs).
@@ -499,7 +506,7 @@ impl Node {
         DomainView {
             fingerprint: self.domain.fingerprint,
             changing: self.domain_changing(),
-            placed: self.domain_placed(),
+            placed: self.placed_for_queries(),
             nodes,
         }
     }
