@@ -148,6 +148,9 @@ pub(crate) enum Rate {
     Replicas2,
     /// m2m updates acknowledged before replication (TCP).
     Async(Conc),
+    /// Raw TLS requests, each acknowledged, between every two of this many endpoints, the
+    /// nodes rows' requests in flight (see `baselines::mesh`).
+    RawMesh(Nodes),
 }
 
 /// How the failover's owner is lost.
@@ -318,6 +321,7 @@ impl Figure {
             v.extend([ScaleMetric::FailoverMs, ScaleMetric::RereplicationPerS].map(|m| Figure::Scale(s, m)));
         }
         v.extend(Nodes::ALL.map(Figure::NodesRate));
+        v.extend(Nodes::ALL.map(|n| Figure::Rate(Rate::RawMesh(n))));
         v
     }
 }
@@ -369,6 +373,7 @@ impl fmt::Display for Rate {
             Rate::Sync(t, c) => write!(f, "{}.sync.{c}.ops_per_s", t.as_str()),
             Rate::Replicas2 => f.write_str("tcp.replicas2.c64.ops_per_s"),
             Rate::Async(c) => write!(f, "tcp.async.{c}.ops_per_s"),
+            Rate::RawMesh(n) => write!(f, "raw.tls.mesh{}.msgs_per_s", n.n()),
         }
     }
 }

@@ -30,6 +30,7 @@ use session_api::AckPolicy;
 #[cfg(feature = "quic")]
 use self::baselines::acked::raw_quinn_acked;
 use self::baselines::acked::{WINDOW, raw_tcp_acked};
+use self::baselines::mesh::raw_tls_mesh;
 use self::baselines::pingpong::{Placement, raw_tcp_pingpong};
 #[cfg(feature = "quic")]
 use self::baselines::pipelined::raw_quinn;
@@ -344,6 +345,10 @@ async fn one_run(
             let rate = updates_on(&c.nodes, NODES_SESSIONS / n, plan.phase, false).await?.rate;
             f.insert(Figure::NodesRate(nodes), rate);
             c.stop().await;
+            steps.step(format!("raw tls mesh of {n} endpoints, {NODES_SESSIONS} in flight"));
+            let tls = replication_core::tls::insecure_configs()?;
+            let mesh = raw_tls_mesh(n, NODES_SESSIONS, plan.phase, tls).await.context("raw TLS mesh")?;
+            put_rate(&mut f, Rate::RawMesh(nodes), mesh);
         }
     }
 

@@ -1,7 +1,7 @@
 //! Raw acknowledged throughput: 1 KiB requests, each acknowledged with 8 bytes, a window of
 //! them in flight, over TCP, TLS or quinn.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _, BufReader, BufWriter};
 use tokio::net::TcpStream;
@@ -27,11 +27,11 @@ pub(crate) async fn raw_tcp_acked(n: usize, tls: Option<TlsConfigs>) -> anyhow::
         match acceptor {
             Some(a) => {
                 let (r, w) = tokio::io::split(a.accept(s).await?);
-                acknowledge(r, w, n).await
+                acknowledge(r, w).await
             }
             None => {
                 let (r, w) = s.into_split();
-                acknowledge(r, w, n).await
+                acknowledge(r, w).await
             }
         }
     });
@@ -41,11 +41,11 @@ pub(crate) async fn raw_tcp_acked(n: usize, tls: Option<TlsConfigs>) -> anyhow::
         Some((_, cc)) => {
             let name = tokio_rustls::rustls::pki_types::ServerName::try_from("insecure.m2m")?;
             let (r, w) = tokio::io::split(tokio_rustls::TlsConnector::from(cc).connect(name, s).await?);
-            request(r, w, n).await?
+            rate(n, request(r, w, WINDOW, Until::Acks(n)).await?)
         }
         None => {
             let (r, w) = s.into_split();
-            request(r, w, n).await?
+            rate(n, request(r, w, WINDOW, Until::Acks(n)).await?)
         }
     };
     server.await??;
@@ -58,21 +58,41 @@ pub(crate) async fn raw_quinn_acked(n: usize) -> anyhow::Result<f64> {
     let ((), rate) = quinn_exchange(
         move |conn| async move {
             let (tx, rx) = conn.accept_bi().await?;
-            Ok(acknowledge(rx, tx, n).await?)
+            Ok(acknowledge(rx, tx).await?)
         },
         |conn| async move {
             let (tx, rx) = conn.open_bi().await?;
-            Ok(request(rx, tx, n).await?)
+            Ok(rate(n, request(rx, tx, WINDOW, Until::Acks(n)).await?))
         },
     )
     .await?;
     Ok(rate)
 }
 
-/// The requesting side of the acknowledged baselines: keeps [`WINDOW`] requests in flight
-/// until `n` are acknowledged, writing the requests an arrival of acknowledgements frees in
-/// one flush; acknowledgements per second.
-async fn request<R, W>(r: R, w: W, n: usize) -> std::io::Result<f64>
+/// Acknowledgements per second of a requesting side that asked for `n`.
+fn rate(n: usize, (acked, took): (usize, Duration)) -> f64 {
+    debug_assert_eq!(acked, n);
+    acked as f64 / took.as_secs_f64()
+}
+
+/// When a requesting side stops asking.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum Until {
+    /// Once this many requests were acknowledged.
+    Acks(usize),
+    /// At this instant (the requests in flight then are still waited for).
+    Deadline(Instant),
+}
+
+/// The requesting side of the acknowledged baselines: keeps `window` requests in flight
+/// until `until`, writing the requests an arrival of acknowledgements frees in one flush;
+/// the requests acknowledged and the time they took.
+pub(super) async fn request<R, W>(
+    r: R,
+    w: W,
+    window: usize,
+    until: Until,
+) -> std::io::Result<(usize, Duration)>
 where
     R: tokio::io::AsyncRead + Unpin,
     W: tokio::io::AsyncWrite + Unpin,
@@ -81,15 +101,19 @@ where
     let mut w = BufWriter::with_capacity(128 * 1024, w);
     let msg = frame();
     let t0 = Instant::now();
+    let more = |sent: usize| match until {
+        Until::Acks(n) => sent < n,
+        Until::Deadline(d) => Instant::now() < d,
+    };
     let mut sent = 0;
-    for _ in 0..WINDOW.min(n) {
+    while sent < window && more(sent) {
         w.write_all(&msg).await?;
         sent += 1;
     }
     w.flush().await?;
     let mut acked = 0;
     let mut ack = [0u8; 8];
-    while acked < n {
+    while acked < sent {
         r.read_exact(&mut ack).await?;
         acked += 1;
         let mut free = 1;
@@ -99,19 +123,20 @@ where
             free += 1;
         }
         for _ in 0..free {
-            if sent < n {
+            if more(sent) {
                 w.write_all(&msg).await?;
                 sent += 1;
             }
         }
         w.flush().await?;
     }
-    Ok(n as f64 / t0.elapsed().as_secs_f64())
+    Ok((acked, t0.elapsed()))
 }
 
-/// The acknowledging side: reads `n` length-prefixed requests and answers each with 8
-/// bytes, flushed when no further complete request is buffered.
-async fn acknowledge<R, W>(r: R, w: W, n: usize) -> std::io::Result<()>
+/// The acknowledging side: reads length-prefixed requests until the requester closes its
+/// side, and answers each with 8 bytes, flushed when no further complete request is
+/// buffered.
+pub(super) async fn acknowledge<R, W>(r: R, w: W) -> std::io::Result<()>
 where
     R: tokio::io::AsyncRead + Unpin,
     W: tokio::io::AsyncWrite + Unpin,
@@ -119,8 +144,14 @@ where
     let mut r = BufReader::with_capacity(64 * 1024, r);
     let mut w = BufWriter::with_capacity(4096, w);
     let mut buf = vec![0u8; PAYLOAD];
-    for _ in 0..n {
-        let len = r.read_u32().await? as usize;
+    loop {
+        let len = match r.read_u32().await {
+            Ok(len) => len as usize,
+            // The requester got every acknowledgement it waited for and went (a TLS stream
+            // may end without its close notification, a socket with a reset: the same end).
+            Err(e) if requester_went(e.kind()) => break,
+            Err(e) => return Err(e),
+        };
         buf.resize(len, 0);
         r.read_exact(&mut buf).await?;
         w.write_all(&[1u8; 8]).await?;
@@ -128,12 +159,13 @@ where
             w.flush().await?;
         }
     }
-    w.flush().await?;
-    // Stay until the requester is done reading (closing first could reset a TLS stream
-    // under it).
-    let mut rest = Vec::new();
-    let _ = r.read_to_end(&mut rest).await;
     Ok(())
+}
+
+/// Whether a read ended because the requesting side closed or dropped its connection.
+fn requester_went(kind: std::io::ErrorKind) -> bool {
+    use std::io::ErrorKind::{ConnectionReset, NotConnected, UnexpectedEof};
+    matches!(kind, UnexpectedEof | ConnectionReset | NotConnected)
 }
 
 #[cfg(test)]

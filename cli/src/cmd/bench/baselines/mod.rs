@@ -2,6 +2,7 @@
 //! same 1 KiB messages, and Redis.
 
 pub(crate) mod acked;
+pub(crate) mod mesh;
 pub(crate) mod pingpong;
 pub(crate) mod pipelined;
 #[cfg(feature = "quic")]

@@ -114,7 +114,12 @@ impl Report {
             target("sync p50 <= raw TCP round trip p50", r(ratio::SYNC_P50), 1.0, true),
             target("sync p99 <= 1.5x raw TCP round trip p99", r(ratio::SYNC_P99), 1.5, true),
             target("replicas 2 c64 >= 0.7x replicas 1", r(ratio::REPLICAS2_TO_1), 0.7, false),
-            target("12 nodes >= 0.8x 3 nodes (updates/s)", r(ratio::NODES12_TO_3), 0.8, false),
+            target(
+                "12 nodes / 3 nodes >= 0.8x the same of the bare TLS mesh",
+                r(ratio::NODES12_TO_3) / r(ratio::MESH12_TO_3),
+                0.8,
+                false,
+            ),
             target("re-replication at 1,000,000 >= 0.8x at 10,000", r(ratio::REREP_1M_TO_10K), 0.8, false),
         ];
         let mut targets = targets;

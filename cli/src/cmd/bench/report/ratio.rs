@@ -44,6 +44,8 @@ const ASYNC_C64: Figure = Figure::Rate(Rate::Async(Conc::C64));
 const REPLICAS2: Figure = Figure::Rate(Rate::Replicas2);
 const NODES3: Figure = Figure::NodesRate(Nodes::N3);
 const NODES12: Figure = Figure::NodesRate(Nodes::N12);
+const MESH3: Figure = Figure::Rate(Rate::RawMesh(Nodes::N3));
+const MESH12: Figure = Figure::Rate(Rate::RawMesh(Nodes::N12));
 const REREP_10K: Figure = Figure::Scale(Sessions::K10, ScaleMetric::RereplicationPerS);
 const REREP_1M: Figure = Figure::Scale(Sessions::M1, ScaleMetric::RereplicationPerS);
 
@@ -70,12 +72,15 @@ pub(super) const ASYNC_C64_TLS: Ratio = ratio("tcp.async.c64 / raw.tls pipelined
 pub(super) const REPLICAS2_TO_1: Ratio = ratio("tcp.replicas2.c64 / tcp.sync.c64", REPLICAS2, TCP_C64);
 /// Twelve nodes against three, updates per second of all nodes.
 pub(super) const NODES12_TO_3: Ratio = ratio("tcp.nodes12 / tcp.nodes3", NODES12, NODES3);
+/// The same of the bare TLS mesh with the same requests in flight: what the cores and the
+/// spread over more links explain.
+pub(super) const MESH12_TO_3: Ratio = ratio("raw.tls.mesh12 / raw.tls.mesh3", MESH12, MESH3);
 /// Re-replication at 1,000,000 sessions against at 10,000.
 pub(super) const REREP_1M_TO_10K: Ratio =
     ratio("scale.1000000.rereplication / scale.10000.rereplication", REREP_1M, REREP_10K);
 
 /// Every ratio of figures in the report.
-pub(super) const RATIOS: [Ratio; 17] = [
+pub(super) const RATIOS: [Ratio; 18] = [
     SYNC_P50,
     SYNC_P99,
     ratio("tcp.sync.c1.p50 / raw.tcp.rtt_one_cpu.p50", TCP_P50, RTT_ONE_CPU_P50),
@@ -90,6 +95,7 @@ pub(super) const RATIOS: [Ratio; 17] = [
     ASYNC_C64_TLS,
     REPLICAS2_TO_1,
     NODES12_TO_3,
+    MESH12_TO_3,
     REREP_1M_TO_10K,
     ratio("raw.quinn.acked / raw.quinn", QUINN_ACKED, RAW_QUINN),
     ratio("raw.tls.acked / raw.tcp pipelined", TLS_ACKED, RAW_TCP),

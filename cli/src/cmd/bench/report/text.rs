@@ -172,6 +172,7 @@ impl Report {
             String::new(),
         ]);
         let nodes3 = self.g(Figure::NodesRate(Nodes::N3));
+        let mesh3 = self.per_s(Rate::RawMesh(Nodes::N3));
         for n in Nodes::ALL {
             let v = self.g(Figure::NodesRate(n));
             t.row([
@@ -179,6 +180,13 @@ impl Report {
                 rate(v),
                 ratio(v / nodes3),
                 "3 nodes".into(),
+            ]);
+            let m = self.per_s(Rate::RawMesh(n));
+            t.row([
+                format!("raw TLS acked mesh, {} endpoints, {NODES_SESSIONS} in flight", n.n()),
+                rate(m),
+                ratio(m / mesh3),
+                "3 endpoints".into(),
             ]);
         }
         if let (Some(h), Some(m)) = (self.memory.get(&MemoryKind::Hashmap), self.memory.get(&MemoryKind::M2m))
