@@ -53,7 +53,7 @@ pub(crate) async fn memory_child(kind: MemoryKind, n: usize) -> anyhow::Result<M
         }
         MemoryKind::M2m => {
             let ack = AckPolicy::Sync { backups: 1, timeout: Duration::from_secs(60) };
-            let c = Cluster::start(Carrier::main().as_str(), 2, 1, ack, None, None, Timings::Bench).await?;
+            let c = Cluster::start(Carrier::main().as_str(), 2, 1, ack, None, None, Timings::Product).await?;
             let (a, b) = (c.nodes[0].clone(), c.nodes[1].clone());
             let before = rss_bytes()?;
             // Count the ids without keeping them: only the nodes' memory is measured.
