@@ -133,6 +133,9 @@ impl Node {
             Message::ClaimsRefused { claims } => claims.iter().map(|(s, _)| s.clone()).collect(),
             Message::ClaimAcks { acks } => acks.iter().map(|(s, _, _)| s.clone()).collect(),
             Message::Handoff { copies } => copies.iter().map(|(s, _)| s.clone()).collect(),
+            Message::HandoffAcks { acks } | Message::Acks { acks } => {
+                acks.iter().map(|(s, ..)| s.clone()).collect()
+            }
             Message::Epochs { epochs, .. } => epochs.iter().map(|(s, _)| s.clone()).collect(),
             _ => {
                 if let Some(s) = msg.session() {
