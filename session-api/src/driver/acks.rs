@@ -51,14 +51,12 @@ impl AckBatch {
 
 /// One ack as the engine made it, several as one [`Message::Acks`].
 fn message(mut acks: Vec<AckOf>) -> Message {
-    match acks.pop() {
-        Some((session, epoch, version)) if acks.is_empty() => Message::Ack { session, epoch, version },
-        Some(last) => {
-            acks.push(last);
-            Message::Acks { acks }
-        }
-        None => Message::Acks { acks },
+    if acks.len() == 1
+        && let Some((session, epoch, version)) = acks.pop()
+    {
+        return Message::Ack { session, epoch, version };
     }
+    Message::Acks { acks }
 }
 
 #[cfg(test)]
