@@ -85,11 +85,20 @@ impl Node {
         }
     }
 
+    /// The last complete census when the store is too large for a query to walk, and then a
+    /// new census is asked for; `None` when a walk answers.
+    fn census_answers(&self) -> Option<&Counts> {
+        if self.sessions.len() <= WALKED_AT_ONCE {
+            return None;
+        }
+        self.census.wanted.store(true, Ordering::Relaxed);
+        Some(&self.census.last)
+    }
+
     /// The counts now: a walk of every record, or the last census (see the module docs).
     fn counts(&self) -> Counts {
-        if self.sessions.len() > WALKED_AT_ONCE {
-            self.census.wanted.store(true, Ordering::Relaxed);
-            return self.census.last.clone();
+        if let Some(last) = self.census_answers() {
+            return last.clone();
         }
         // The same target as `Event::UnderReplicated`: the configured count, not what happens
         // to be live (a session whose only backup node is down is under-replicated).
@@ -137,9 +146,8 @@ impl Node {
     /// [`WALKED_AT_ONCE`] records (the walk computes each owned session's placement, so a
     /// metrics snapshot of a million sessions would hold the driver past the lease bound).
     pub(super) fn placed_for_queries(&self) -> bool {
-        if self.sessions.len() > WALKED_AT_ONCE {
-            self.census.wanted.store(true, Ordering::Relaxed);
-            return self.census.last.unplaced == 0;
+        if let Some(last) = self.census_answers() {
+            return last.unplaced == 0;
         }
         self.domain_placed()
     }
