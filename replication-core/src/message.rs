@@ -434,9 +434,7 @@ impl Message {
             | Message::Acks { .. } => true,
         }
     }
-}
 
-impl Message {
     /// The session whose ordering key the message takes: its session, or the first of the
     /// sessions a [`Message::Acks`] acknowledges; `None` for control messages.
     fn keyed_by(&self) -> Option<&str> {
