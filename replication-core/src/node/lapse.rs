@@ -128,25 +128,23 @@ impl Node {
         if !self.lapses.sweeping {
             return;
         }
-        let sessions: Vec<String> = match msg {
-            Message::Claims { claims } => claims.iter().map(|(s, _, _)| s.clone()).collect(),
-            Message::ClaimsRefused { claims } => claims.iter().map(|(s, _)| s.clone()).collect(),
-            Message::ClaimAcks { acks } => acks.iter().map(|(s, _, _)| s.clone()).collect(),
-            Message::Handoff { copies } => copies.iter().map(|(s, _)| s.clone()).collect(),
+        let mut settle = |s: &str| {
+            self.settle(s);
+        };
+        match msg {
+            Message::Claims { claims } => claims.iter().for_each(|(s, ..)| settle(s)),
+            Message::ClaimsRefused { claims } => claims.iter().for_each(|(s, _)| settle(s)),
+            Message::ClaimAcks { acks } => acks.iter().for_each(|(s, ..)| settle(s)),
+            Message::Handoff { copies } => copies.iter().for_each(|(s, _)| settle(s)),
+            Message::Epochs { epochs, .. } => epochs.iter().for_each(|(s, _)| settle(s)),
             Message::HandoffAcks { acks } | Message::Acks { acks } => {
-                acks.iter().map(|(s, ..)| s.clone()).collect()
+                acks.iter().for_each(|(s, ..)| settle(s))
             }
-            Message::Epochs { epochs, .. } => epochs.iter().map(|(s, _)| s.clone()).collect(),
             _ => {
                 if let Some(s) = msg.session() {
-                    let s = s.to_owned();
-                    self.settle(&s);
+                    settle(s);
                 }
-                return;
             }
-        };
-        for s in sessions {
-            self.settle(&s);
         }
     }
 }
