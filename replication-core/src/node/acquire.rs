@@ -53,6 +53,9 @@ pub(super) struct Acquires {
     /// Boxed: a map node moves its values on every insert and removal, and a mass failover
     /// inserts and removes thousands.
     by_session: BTreeMap<SessionKey, Box<Acquire>>,
+    /// How many of them are failover claims (`Acquire::failover`), kept as they come and go
+    /// so that the failover window (`Node::failover_window_full`) costs no walk.
+    failovers: usize,
     /// The deadlines of the acquires started, in the order they were started: each is `now +
     /// request_timeout`, so they come in order and a queue keeps them (a mass failover starts
     /// thousands at one instant). A finished or restarted acquire is skipped when its entry
@@ -80,11 +83,16 @@ impl Acquires {
     }
 
     pub(super) fn insert(&mut self, session: &str, a: Box<Acquire>) {
-        self.by_session.insert(SessionKey::from(session), a);
+        self.failovers += usize::from(a.failover);
+        if let Some(old) = self.by_session.insert(SessionKey::from(session), a) {
+            self.failovers -= usize::from(old.failover);
+        }
     }
 
     pub(super) fn remove(&mut self, session: &str) -> Option<Box<Acquire>> {
-        self.by_session.remove(Sid::new(session))
+        let a = self.by_session.remove(Sid::new(session))?;
+        self.failovers -= usize::from(a.failover);
+        Some(a)
     }
 
     pub(super) fn len(&self) -> usize {
@@ -105,17 +113,18 @@ impl Acquires {
 
     /// Every acquire, removed (the node leaves).
     pub(super) fn take_all(&mut self) -> BTreeMap<SessionKey, Box<Acquire>> {
+        self.failovers = 0;
         std::mem::take(&mut self.by_session)
     }
 
     /// Whether failover claims of this node are pending (see `Node::failovers_pending`).
     pub(super) fn failovers_pending(&self) -> bool {
-        self.values().any(|a| a.failover)
+        self.failovers > 0
     }
 
     /// The failover claims pending.
     pub(super) fn failovers(&self) -> usize {
-        self.values().filter(|a| a.failover).count()
+        self.failovers
     }
 
     /// Queues the deadline of an acquire started, in order even if `now` went back (a

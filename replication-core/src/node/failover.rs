@@ -137,11 +137,24 @@ impl Node {
         }
     }
 
-    /// Starts the failover claim `failover_step` decided on, if there is room for it.
+    /// Starts the failover claim `failover_step` decided on, if there is room for it (in the
+    /// pending commands, and in the failover window).
     fn claim_orphan(&mut self, now: Instant, session: &str) {
-        if !self.at_pending_limit() {
+        if !self.at_pending_limit() && self.acquires.failovers() < self.failover_window() {
             self.start_acquire(now, session, Vec::new(), true, 0, 0);
         }
+    }
+
+    /// How many failover claims (and resumptions) may be in flight at once: eight times
+    /// `scan_batch`, what one replan batch may start. A mass failover (a node that owned
+    /// a million sessions) claims in a stream bounded by it, each batch as answers make room,
+    /// not all at once: the claims and their answers never queue up by the hundred thousand
+    /// between two nodes, so no step of either grows long enough for a lease to lapse (and
+    /// every session claimed lapse the claims again), and a session requested meanwhile is
+    /// claimed behind at most one window (its fetch starts its own claim at once, see
+    /// `get`). Regression test: `a_mass_failover_claims_within_its_window`.
+    pub(super) fn failover_window(&self) -> usize {
+        self.settings.scan_batch.max(1).saturating_mul(8)
     }
 
     /// The failed owner of a session this node holds a live backup copy of, when nobody

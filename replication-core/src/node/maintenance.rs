@@ -83,6 +83,8 @@ impl Node {
         let mut todo: Vec<(String, Replan)> = Vec::new();
         let mut exhausted = true;
         let mut last: Option<&str> = None;
+        // Failover claims this batch may start: the window's room (`failover_window`).
+        let mut room = self.failover_window().saturating_sub(self.acquires.failovers());
         for (k, rec) in range {
             let (cost, act) = if self.stale_owner(rec) {
                 (REPLAN_EXAMINED / 8, Some(Replan::Settle))
@@ -94,11 +96,15 @@ impl Node {
             } else {
                 (1, None)
             };
-            if cost > budget {
+            let claims = matches!(act, Some(Replan::Failover(_)));
+            if cost > budget || (claims && room == 0) {
+                // The pass goes on from here at its next batch: with the budget renewed, or
+                // once answers to the claims in flight made room in the window.
                 exhausted = false;
                 break;
             }
             budget -= cost;
+            room -= usize::from(claims);
             if let Some(act) = act {
                 todo.push((k.to_owned(), act));
             }

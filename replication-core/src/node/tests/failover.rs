@@ -429,3 +429,61 @@ fn failover_phase(cl: &mut Cluster, n: usize) {
     eprintln!("all {owned}/{n} owned {:?} after the kill (virtual)", cl.now - kill);
     assert_eq!(owned, n);
 }
+
+#[test]
+fn a_mass_failover_claims_within_its_window() {
+    // scan_batch 16: a window of 128 failover claims in flight. b holds about 600 of a's
+    // sessions: while nothing answers its claims, it has at most the window out; once the
+    // answers flow, it claims the rest in a stream and owns them all.
+    let settings = Settings { scan_batch: 16, ..Settings::default() };
+    let window = 16 * 8;
+    let mut cl = Cluster::from_config(cfg(&["a", "b", "c"], 1), settings);
+    create_many(&mut cl, "a", "a", 1200, 0);
+    cl.advance(Duration::from_secs(2));
+    let orphans = cl.nodes[&id("b")].copies().filter(|(_, e, _, _)| e.node == id("a")).count();
+    assert!(orphans > 4 * window, "b holds {orphans} of a's");
+    cl.nodes.remove(&id("a"));
+    // Claims held back (not delivered) for 300 ms from b's detection of a's failure.
+    let claim = |m: &Message| matches!(m, Message::Claim { .. } | Message::Claims { .. });
+    let mut held = Vec::new();
+    let mut detected_at = None;
+    let end = cl.now + Duration::from_secs(3);
+    while cl.now < end && detected_at.is_none_or(|t| cl.now < t + Duration::from_millis(300)) {
+        cl.now += Duration::from_millis(1);
+        let seen = cl.events.len();
+        cl.tick_all();
+        if cl.events[seen..]
+            .iter()
+            .any(|(n, e)| *n == id("b") && matches!(e, Event::PeerDown { node } if *node == id("a")))
+        {
+            detected_at.get_or_insert(cl.now);
+        }
+        let (claims, rest): (Vec<_>, Vec<_>) = cl.wire.drain(..).partition(|(_, _, m)| claim(m));
+        held.extend(claims);
+        cl.wire.extend(rest);
+        cl.pump();
+    }
+    assert!(detected_at.is_some(), "a never detected down by b");
+    // The sessions b claimed (a claim re-sent while unanswered counts once).
+    let mut claimed = std::collections::BTreeSet::new();
+    for (_, _, m) in held.iter().filter(|(from, _, _)| *from == id("b")) {
+        match m {
+            Message::Claims { claims } => claimed.extend(claims.iter().map(|(s, _, _)| s.clone())),
+            Message::Claim { session, .. } => {
+                claimed.insert(session.clone());
+            }
+            _ => {}
+        }
+    }
+    let first = claimed.len();
+    assert!(
+        first > 0 && first <= window,
+        "b claimed {first} sessions while none is answered (window {window})"
+    );
+    // The held claims arrive (late: some time out and are claimed again); the rest stream.
+    cl.wire.extend(held);
+    cl.pump();
+    cl.advance(Duration::from_secs(5));
+    let owned: usize = ["b", "c"].iter().map(|x| cl.nodes[&id(x)].stats().owned).sum();
+    assert_eq!(owned, 1200, "every session failed over");
+}
