@@ -54,7 +54,7 @@ pub(super) struct Acquires {
     /// inserts and removes thousands.
     by_session: BTreeMap<SessionKey, Box<Acquire>>,
     /// How many of them are failover claims (`Acquire::failover`), kept as they come and go
-    /// so that the failover window (`Node::failover_window_full`) costs no walk.
+    /// so that the failover window (`Node::failover_window`) costs no walk.
     failovers: usize,
     /// The deadlines of the acquires started, in the order they were started: each is `now +
     /// request_timeout`, so they come in order and a queue keeps them (a mass failover starts

@@ -149,10 +149,10 @@ impl Node {
     /// `scan_batch`, what one replan batch may start. A mass failover (a node that owned
     /// a million sessions) claims in a stream bounded by it, each batch as answers make room,
     /// not all at once: the claims and their answers never queue up by the hundred thousand
-    /// between two nodes, so no step of either grows long enough for a lease to lapse (and
-    /// every session claimed lapse the claims again), and a session requested meanwhile is
-    /// claimed behind at most one window (its fetch starts its own claim at once, see
-    /// `get`). Regression test: `a_mass_failover_claims_within_its_window`.
+    /// between two nodes, so no step of either grows long enough for its lease to lapse (a
+    /// lapse steps it down from what it claimed, and it claims again), and a session requested
+    /// meanwhile is claimed behind at most one window (its fetch starts its own claim at once,
+    /// see `get`). Regression test: `a_mass_failover_claims_within_its_window`.
     pub(super) fn failover_window(&self) -> usize {
         self.settings.scan_batch.max(1).saturating_mul(8)
     }
