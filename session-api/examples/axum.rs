@@ -29,7 +29,7 @@
 //! acknowledger (`m2m bench --acknowledge-child`), and waits for its 8-byte acknowledgement.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -39,7 +39,6 @@ use axum::{Json, Router};
 use session_api::SessionManager;
 use session_api::route_cookie::{DEFAULT_ROUTE_COOKIE, RouteCookieLayer};
 use session_api::store::{ReplicatedStore, UnavailableLayer};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::sync::{mpsc, oneshot};
 use tower_sessions::{MemoryStore, Session, SessionManagerLayer};
 
@@ -101,16 +100,16 @@ impl IntoResponse for Unavailable {
     }
 }
 
-/// The floor's link: one mutual-TLS connection to the acknowledger. A writer task sends the
-/// requests handed to it (all those waiting, in one flush) and a reader task completes them
-/// as their acknowledgements arrive, in the order they were sent. A handler only queues its
-/// request and waits: a request cancelled by its client cannot leave half a frame behind.
+/// The floor's link: one mutual-TLS connection to the acknowledger, driven by one task
+/// ([`floor_link`]) that writes the requests handed to it and completes them as their
+/// acknowledgements arrive, in the order they were sent. A handler only queues its request and
+/// waits: a request cancelled by its client cannot leave half a frame behind.
 #[derive(Clone)]
 struct Floor {
     requests: mpsc::Sender<(Vec<u8>, oneshot::Sender<()>)>,
 }
 
-/// Requests queued for the floor's writer: more than the requests served at once.
+/// Requests queued for the floor's link: more than the requests served at once.
 const FLOOR_QUEUE: usize = 1024;
 
 impl Floor {
@@ -125,11 +124,8 @@ impl Floor {
         let tcp = tokio::net::TcpStream::connect(peer.address.as_str()).await?;
         tcp.set_nodelay(true)?;
         let tls = connector.connect(tls::server_name(&cfg.domain.name, &peer.name)?, tcp).await?;
-        let (r, w) = tokio::io::split(tls);
         let (requests, queued) = mpsc::channel(FLOOR_QUEUE);
-        let sent = Arc::new(Mutex::new(VecDeque::new()));
-        tokio::spawn(floor_writer(w, queued, Arc::clone(&sent)));
-        tokio::spawn(floor_reader(r, sent));
+        tokio::spawn(floor_link(tls, queued));
         Ok(Floor { requests })
     }
 
@@ -147,44 +143,86 @@ impl Floor {
     }
 }
 
-/// Writes the queued requests, each batch in one flush, noting each as awaiting its
-/// acknowledgement before it is written.
-async fn floor_writer<W: tokio::io::AsyncWrite + Unpin>(
-    mut w: W,
+/// The floor link's task: both directions of the unsplit stream on one task (no lock between
+/// a reader and a writer), as m2m's own links do, and the same batching: the requests queued
+/// wait one more turn of the scheduler, so that the handlers running now add theirs, then go
+/// in one write and one flush. Ends when the stream ends or fails, or the queue closes.
+async fn floor_link<S>(
+    mut stream: S,
     mut queued: mpsc::Receiver<(Vec<u8>, oneshot::Sender<()>)>,
-    sent: Arc<Mutex<VecDeque<oneshot::Sender<()>>>>,
-) -> std::io::Result<()> {
-    let mut batch = Vec::new();
-    while queued.recv_many(&mut batch, FLOOR_QUEUE).await > 0 {
-        let mut frames = Vec::with_capacity(batch.iter().map(|(f, _)| f.len()).sum());
-        {
-            let mut sent = sent.lock().unwrap_or_else(PoisonError::into_inner);
-            for (frame, acked) in batch.drain(..) {
-                frames.extend_from_slice(&frame);
-                sent.push_back(acked);
+) -> std::io::Result<()>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use std::pin::Pin;
+    use std::task::Poll;
+    let mut sent: VecDeque<oneshot::Sender<()>> = VecDeque::new();
+    let (mut out, mut written, mut held) = (Vec::new(), None::<usize>, false);
+    let (mut buf, mut ack_bytes) = (vec![0u8; 16 * 1024], 0usize);
+    std::future::poll_fn(|cx| {
+        // Writes, until the stream or the queue makes them wait.
+        loop {
+            if let Some(off) = written {
+                if off < out.len() {
+                    match Pin::new(&mut stream).poll_write(cx, &out[off..]) {
+                        Poll::Ready(Ok(0)) => return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into())),
+                        Poll::Ready(Ok(n)) => written = Some(off + n),
+                        Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                        Poll::Pending => break,
+                    }
+                    continue;
+                }
+                match Pin::new(&mut stream).poll_flush(cx) {
+                    Poll::Ready(Ok(())) => {
+                        written = None;
+                        out.clear();
+                    }
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Pending => break,
+                }
+            }
+            loop {
+                match queued.poll_recv(cx) {
+                    Poll::Ready(Some((frame, acked))) => {
+                        out.extend_from_slice(&frame);
+                        sent.push_back(acked);
+                    }
+                    Poll::Ready(None) if out.is_empty() => return Poll::Ready(Ok(())),
+                    Poll::Ready(None) | Poll::Pending => break,
+                }
+            }
+            if out.is_empty() {
+                break;
+            }
+            if !held {
+                held = true;
+                cx.waker().wake_by_ref();
+                break;
+            }
+            held = false;
+            written = Some(0);
+        }
+        // Reads: every 8 bytes complete the oldest request sent.
+        loop {
+            let mut read = tokio::io::ReadBuf::new(&mut buf);
+            match Pin::new(&mut stream).poll_read(cx, &mut read) {
+                Poll::Ready(Ok(())) if read.filled().is_empty() => return Poll::Ready(Ok(())),
+                Poll::Ready(Ok(())) => {
+                    ack_bytes += read.filled().len();
+                    while ack_bytes >= 8 {
+                        ack_bytes -= 8;
+                        // A handler that went (its client closed) no longer waits.
+                        if let Some(acked) = sent.pop_front() {
+                            let _ = acked.send(());
+                        }
+                    }
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
             }
         }
-        w.write_all(&frames).await?;
-        w.flush().await?;
-    }
-    Ok(())
-}
-
-/// Completes the requests sent, in order, as their 8-byte acknowledgements arrive.
-async fn floor_reader<R: tokio::io::AsyncRead + Unpin>(
-    r: R,
-    sent: Arc<Mutex<VecDeque<oneshot::Sender<()>>>>,
-) -> std::io::Result<()> {
-    let mut r = tokio::io::BufReader::new(r);
-    let mut ack = [0u8; 8];
-    loop {
-        r.read_exact(&mut ack).await?;
-        let acked = sent.lock().unwrap_or_else(PoisonError::into_inner).pop_front();
-        // A handler that went (its client closed) no longer waits.
-        if let Some(acked) = acked {
-            let _ = acked.send(());
-        }
-    }
+    })
+    .await
 }
 
 async fn logout(State(app): State<App>, session: Session) -> String {
