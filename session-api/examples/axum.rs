@@ -22,6 +22,14 @@
 //!
 //! `axum --memory-store --http ADDR` serves the same application on tower-sessions'
 //! `MemoryStore` (one process, nothing replicated): the baseline of `scripts/bench-http.sh`.
+//! `axum --memory-store --floor <domain.toml> <node> --certs DIR --http ADDR` adds to it the
+//! least any synchronous replication costs, the floor of that script: before answering,
+//! `POST /bench` sends the counter and the 1 KiB attribute (a 4-byte length before them,
+//! nothing else) over one mutual-TLS connection, as `node`, to the domain's other node, an
+//! acknowledger (`m2m bench --acknowledge-child`), and waits for its 8-byte acknowledgement.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -31,6 +39,7 @@ use axum::{Json, Router};
 use session_api::SessionManager;
 use session_api::route_cookie::{DEFAULT_ROUTE_COOKIE, RouteCookieLayer};
 use session_api::store::{ReplicatedStore, UnavailableLayer};
+use tokio::sync::{mpsc, oneshot};
 use tower_sessions::{MemoryStore, Session, SessionManagerLayer};
 
 #[derive(Clone)]
@@ -38,6 +47,8 @@ struct App {
     node: String,
     /// `None` on the `MemoryStore`.
     sessions: Option<SessionManager>,
+    /// The acknowledger of the floor set-up (`--floor`).
+    floor: Option<Floor>,
 }
 
 async fn visit(State(app): State<App>, session: Session) -> String {
@@ -57,11 +68,15 @@ async fn count(State(app): State<App>, session: Session) -> Result<String, Unava
 }
 
 /// `POST /bench`: one more on the counter and a 1 KiB attribute holding it, saved before the
-/// answer `<node> <count>`.
+/// answer `<node> <count>`; with `--floor`, after the acknowledger acknowledged them too.
 async fn bench(State(app): State<App>, session: Session) -> Result<String, Unavailable> {
     let n: u64 = session.get("counter").await?.unwrap_or(0) + 1;
     session.insert("counter", n).await?;
-    session.insert("data", format!("{n:0>1024}")).await?;
+    let data = format!("{n:0>1024}");
+    if let Some(floor) = &app.floor {
+        floor.exchange(n, data.as_bytes()).await?;
+    }
+    session.insert("data", data).await?;
     Ok(format!("{} {n}\n", app.node))
 }
 
@@ -83,6 +98,131 @@ impl IntoResponse for Unavailable {
     fn into_response(self) -> Response {
         (StatusCode::SERVICE_UNAVAILABLE, format!("session error: {}\n", self.0)).into_response()
     }
+}
+
+/// The floor's link: one mutual-TLS connection to the acknowledger, driven by one task
+/// ([`floor_link`]) that writes the requests handed to it and completes them as their
+/// acknowledgements arrive, in the order they were sent. A handler only queues its request and
+/// waits: a request cancelled by its client cannot leave half a frame behind.
+#[derive(Clone)]
+struct Floor {
+    requests: mpsc::Sender<(Vec<u8>, oneshot::Sender<()>)>,
+}
+
+/// Requests queued for the floor's link: more than the requests served at once.
+const FLOOR_QUEUE: usize = 1024;
+
+impl Floor {
+    /// Connects as `node` of the domain file `domain` to the domain's other node.
+    async fn connect(domain: &str, node: &str, certs: &str) -> Result<Floor, Box<dyn std::error::Error>> {
+        use replication_core::{DomainConfig, NodeId, tls};
+        let cfg = Arc::new(DomainConfig::parse(&std::fs::read_to_string(domain)?, domain)?);
+        let me = NodeId::new(node);
+        let peer = cfg.nodes.iter().find(|n| n.name != me).ok_or("the domain has no other node")?;
+        let pem = tls::load_node(std::path::Path::new(certs), &me)?;
+        let connector = tokio_rustls::TlsConnector::from(tls::client_config(&cfg, &me, &pem)?);
+        let tcp = tokio::net::TcpStream::connect(peer.address.as_str()).await?;
+        tcp.set_nodelay(true)?;
+        let tls = connector.connect(tls::server_name(&cfg.domain.name, &peer.name)?, tcp).await?;
+        let (requests, queued) = mpsc::channel(FLOOR_QUEUE);
+        tokio::spawn(floor_link(tls, queued));
+        Ok(Floor { requests })
+    }
+
+    /// Sends `counter` and `attribute` and waits for their acknowledgement.
+    async fn exchange(&self, counter: u64, attribute: &[u8]) -> Result<(), Unavailable> {
+        let len = u32::try_from(8 + attribute.len())?;
+        let mut frame = Vec::with_capacity(4 + 8 + attribute.len());
+        frame.extend_from_slice(&len.to_be_bytes());
+        frame.extend_from_slice(&counter.to_be_bytes());
+        frame.extend_from_slice(attribute);
+        let (acked, ack) = oneshot::channel();
+        let gone = || Unavailable("the acknowledger is gone".into());
+        self.requests.send((frame, acked)).await.map_err(|_| gone())?;
+        ack.await.map_err(|_| gone())
+    }
+}
+
+/// The floor link's task: both directions of the unsplit stream on one task (no lock between
+/// a reader and a writer), as m2m's own links do, and the same batching: the requests queued
+/// wait one more turn of the scheduler, so that the handlers running now add theirs, then go
+/// in one write and one flush. Ends when the stream ends or fails, or the queue closes.
+async fn floor_link<S>(
+    mut stream: S,
+    mut queued: mpsc::Receiver<(Vec<u8>, oneshot::Sender<()>)>,
+) -> std::io::Result<()>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use std::pin::Pin;
+    use std::task::Poll;
+    let mut sent: VecDeque<oneshot::Sender<()>> = VecDeque::new();
+    let (mut out, mut written, mut held) = (Vec::new(), None::<usize>, false);
+    let (mut buf, mut ack_bytes) = (vec![0u8; 16 * 1024], 0usize);
+    std::future::poll_fn(|cx| {
+        // Writes, until the stream or the queue makes them wait.
+        loop {
+            if let Some(off) = written {
+                if off < out.len() {
+                    match Pin::new(&mut stream).poll_write(cx, &out[off..]) {
+                        Poll::Ready(Ok(0)) => return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into())),
+                        Poll::Ready(Ok(n)) => written = Some(off + n),
+                        Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                        Poll::Pending => break,
+                    }
+                    continue;
+                }
+                match Pin::new(&mut stream).poll_flush(cx) {
+                    Poll::Ready(Ok(())) => {
+                        written = None;
+                        out.clear();
+                    }
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Pending => break,
+                }
+            }
+            loop {
+                match queued.poll_recv(cx) {
+                    Poll::Ready(Some((frame, acked))) => {
+                        out.extend_from_slice(&frame);
+                        sent.push_back(acked);
+                    }
+                    Poll::Ready(None) if out.is_empty() => return Poll::Ready(Ok(())),
+                    Poll::Ready(None) | Poll::Pending => break,
+                }
+            }
+            if out.is_empty() {
+                break;
+            }
+            if !held {
+                held = true;
+                cx.waker().wake_by_ref();
+                break;
+            }
+            held = false;
+            written = Some(0);
+        }
+        // Reads: every 8 bytes complete the oldest request sent.
+        loop {
+            let mut read = tokio::io::ReadBuf::new(&mut buf);
+            match Pin::new(&mut stream).poll_read(cx, &mut read) {
+                Poll::Ready(Ok(())) if read.filled().is_empty() => return Poll::Ready(Ok(())),
+                Poll::Ready(Ok(())) => {
+                    ack_bytes += read.filled().len();
+                    while ack_bytes >= 8 {
+                        ack_bytes -= 8;
+                        // A handler that went (its client closed) no longer waits.
+                        if let Some(acked) = sent.pop_front() {
+                            let _ = acked.send(());
+                        }
+                    }
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    })
+    .await
 }
 
 async fn logout(State(app): State<App>, session: Session) -> String {
@@ -112,35 +252,47 @@ struct Options {
     route_cookie: String,
 }
 
-/// `--memory-store --http ADDR`: the address of the unreplicated baseline.
-fn memory_store_option() -> Option<String> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match &args[..] {
-        [flag, http, addr] | [http, addr, flag] if flag == "--memory-store" && http == "--http" => {
-            Some(addr.clone())
-        }
-        _ => None,
-    }
+/// What the command line asks for.
+enum Mode {
+    /// A node of the domain, serving the application on the replicated store.
+    Node(Options),
+    /// `--memory-store --http ADDR`: the unreplicated baseline; with `--floor`, each
+    /// `POST /bench` also makes one acknowledged exchange as `node` of `domain`.
+    Memory { http: String, floor: Option<(String, String, String)> },
 }
 
-fn options() -> Option<Options> {
+fn options() -> Option<Mode> {
     let mut positional = Vec::new();
     let (mut http, mut certs, mut route_cookie) = (None, None, DEFAULT_ROUTE_COOKIE.to_owned());
+    let (mut memory, mut floor) = (false, false);
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--http" => http = Some(args.next()?),
             "--certs" => certs = Some(args.next()?),
             "--route-cookie" => route_cookie = args.next()?,
+            "--memory-store" => memory = true,
+            "--floor" => floor = true,
             _ if a.starts_with("--") => return None,
             _ => positional.push(a),
         }
+    }
+    if memory {
+        let floor = match (floor, &positional[..], certs) {
+            (false, [], None) => None,
+            (true, [domain, node], Some(certs)) => Some((domain.clone(), node.clone(), certs)),
+            _ => return None,
+        };
+        return Some(Mode::Memory { http: http?, floor });
+    }
+    if floor {
+        return None;
     }
     let mut positional = positional.into_iter();
     let (domain, node) = (positional.next()?, positional.next()?);
     http = http.or_else(|| positional.next());
     certs = certs.or_else(|| positional.next());
-    positional.next().is_none().then_some(Options { domain, node, http, certs, route_cookie })
+    positional.next().is_none().then_some(Mode::Node(Options { domain, node, http, certs, route_cookie }))
 }
 
 /// The application's routes (the session layer goes on by the caller).
@@ -153,12 +305,14 @@ fn routes() -> Router<App> {
         .route("/m2m/stats", get(stats))
 }
 
-/// Serves the application on tower-sessions' `MemoryStore` at `http` until Ctrl-C.
-async fn serve_memory_store(http: &str) -> Result<(), Box<dyn std::error::Error>> {
+/// Serves the application on tower-sessions' `MemoryStore` at `http` until Ctrl-C, with the
+/// floor's acknowledged exchange when given.
+async fn serve_memory_store(http: &str, floor: Option<Floor>) -> Result<(), Box<dyn std::error::Error>> {
     let layer = SessionManagerLayer::new(MemoryStore::default()).with_secure(false);
-    let app = routes().layer(layer).with_state(App { node: "memory".into(), sessions: None });
+    let node = if floor.is_some() { "floor" } else { "memory" };
+    let app = routes().layer(layer).with_state(App { node: node.into(), sessions: None, floor });
     let listener = tokio::net::TcpListener::bind(http).await?;
-    println!("memory: http on {}", listener.local_addr()?);
+    println!("{node}: http on {}", listener.local_addr()?);
     axum::serve(listener, app)
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;
@@ -169,15 +323,23 @@ async fn serve_memory_store(http: &str) -> Result<(), Box<dyn std::error::Error>
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    if let Some(http) = memory_store_option() {
-        return serve_memory_store(&http).await;
-    }
-    let Some(opts) = options() else {
-        eprintln!(
-            "usage: axum <domain.toml> <node> [<http-address>] [<certs-dir>] \
-             [--http ADDR] [--certs DIR] [--route-cookie NAME]\n       axum --memory-store --http ADDR"
-        );
-        std::process::exit(2);
+    let opts = match options() {
+        Some(Mode::Node(opts)) => opts,
+        Some(Mode::Memory { http, floor }) => {
+            let floor = match floor {
+                Some((domain, node, certs)) => Some(Floor::connect(&domain, &node, &certs).await?),
+                None => None,
+            };
+            return serve_memory_store(&http, floor).await;
+        }
+        None => {
+            eprintln!(
+                "usage: axum <domain.toml> <node> [<http-address>] [<certs-dir>] \
+                 [--http ADDR] [--certs DIR] [--route-cookie NAME]\n       \
+                 axum --memory-store --http ADDR [--floor <domain.toml> <node> --certs DIR]"
+            );
+            std::process::exit(2);
+        }
     };
     let builder = SessionManager::builder(opts.domain.as_str(), &opts.node);
     let builder = match &opts.certs {
@@ -209,7 +371,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .layer(UnavailableLayer)
         // Outside the session layer: it reads the session's id once the session is saved.
         .layer(RouteCookieLayer::new(sessions.clone()).with_name(opts.route_cookie))
-        .with_state(App { node: opts.node.clone(), sessions: Some(sessions.clone()) });
+        .with_state(App { node: opts.node.clone(), sessions: Some(sessions.clone()), floor: None });
     let listener = tokio::net::TcpListener::bind(&http).await?;
     println!("{}: http on {}", opts.node, listener.local_addr()?);
     axum::serve(listener, app)

@@ -30,6 +30,7 @@ use session_api::AckPolicy;
 #[cfg(feature = "quic")]
 use self::baselines::acked::raw_quinn_acked;
 use self::baselines::acked::{WINDOW, raw_tcp_acked};
+use self::baselines::acknowledger::acknowledge_child;
 use self::baselines::mesh::raw_tls_mesh;
 use self::baselines::pingpong::{Placement, raw_tcp_pingpong};
 #[cfg(feature = "quic")]
@@ -116,6 +117,17 @@ pub(crate) struct Args {
     /// Internal: the sessions the failover child creates.
     #[arg(long, hide = true)]
     pub(crate) failover_sessions: Option<usize>,
+    /// Internal: acknowledge every request sent over mutual TLS to the node
+    /// `--acknowledge-node` of this domain file (certificates in `--acknowledge-certs`), until
+    /// killed: the floor set-up of `scripts/bench-http.sh`.
+    #[arg(long, hide = true, value_name = "FILE", requires_all = ["acknowledge_node", "acknowledge_certs"])]
+    pub(crate) acknowledge_child: Option<PathBuf>,
+    /// Internal: the node `--acknowledge-child` serves.
+    #[arg(long, hide = true, value_name = "NODE")]
+    pub(crate) acknowledge_node: Option<String>,
+    /// Internal: the certificate folder of `--acknowledge-child`.
+    #[arg(long, hide = true, value_name = "DIR")]
+    pub(crate) acknowledge_certs: Option<PathBuf>,
 }
 
 /// What a memory child measures.
@@ -183,6 +195,12 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
     if let Some(kind) = args.memory_child {
         let r = rt.block_on(memory_child(kind, plan.memory_sessions))?;
         println!("{}", serde_json::to_string(&r)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if let (Some(domain), Some(node), Some(certs)) =
+        (&args.acknowledge_child, &args.acknowledge_node, &args.acknowledge_certs)
+    {
+        rt.block_on(acknowledge_child(domain, node, certs))?;
         return Ok(ExitCode::SUCCESS);
     }
     if let Some(dir) = &args.failover_child {

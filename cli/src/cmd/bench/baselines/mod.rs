@@ -1,7 +1,9 @@
 //! The baselines measured in the same run as m2m: raw TCP, TLS and quinn exchanges of the
-//! same 1 KiB messages, and Redis.
+//! same 1 KiB messages, and Redis; and the acknowledging process of the HTTP benchmark's
+//! floor.
 
 pub(crate) mod acked;
+pub(crate) mod acknowledger;
 pub(crate) mod mesh;
 pub(crate) mod pingpong;
 pub(crate) mod pipelined;
