@@ -8,21 +8,31 @@ use anyhow::{Context as _, bail};
 use session_api::{DomainConfig, SessionManager};
 
 use super::cluster::{Timings, bench_domain, create_many, scaled, start_node, wait_peers_up, wait_until};
+use super::cpu::{process_cpu, us_per_op};
 use super::figure::Carrier;
 use super::sync;
 use super::trace::Trace;
 
+/// What one failover measured.
+pub(crate) struct Failover {
+    /// Milliseconds from the kill until every session is owned by a survivor.
+    pub(crate) all_ms: f64,
+    /// Milliseconds from the kill until a read of one session through its failover target
+    /// (named in its id) returned it.
+    pub(crate) first_read_ms: f64,
+    /// Sends the survivors dropped on a full transport queue.
+    pub(crate) dropped: f64,
+    /// CPU time of this process (both survivors, their links, the bench's own polling) from
+    /// the kill until every session was owned, per session: what taking one session over
+    /// costs, whatever the wall time.
+    pub(crate) cpu_us_per_session: f64,
+}
+
 /// Three nodes; `n` sessions owned by app1, a process of its own, which is then killed with
 /// SIGKILL. With `closed_links` the survivors fail it when its links close and its address
 /// refuses connections (a crashed process); without, at the failure timeout (as for a host
-/// that went silent). Returns the time until every session is owned by a survivor, and until
-/// a read of one session through its failover target (named in its id) returned it, in
-/// milliseconds, and the sends dropped.
-pub(crate) async fn failover(
-    n: usize,
-    closed_links: bool,
-    timings: Timings,
-) -> anyhow::Result<(f64, f64, f64)> {
+/// that went silent).
+pub(crate) async fn failover(n: usize, closed_links: bool, timings: Timings) -> anyhow::Result<Failover> {
     let trace = Arc::new(Trace::default());
     let extra = if closed_links { "" } else { "closed_link_detection = false\n" };
     let started = Instant::now();
@@ -58,6 +68,7 @@ pub(crate) async fn failover(
     let target = probe.rsplit('.').next().unwrap_or_default().to_owned();
     let reader = survivors.iter().find(|m| m.node().as_str() == target).context("failover target")?.clone();
     let survivors = [survivors[0].clone(), survivors[1].clone()];
+    let cpu0 = process_cpu()?;
     let t0 = Instant::now();
     trace.start(t0);
     owner.kill()?;
@@ -107,6 +118,7 @@ pub(crate) async fn failover(
             agreed.map(|t| trace.gained().1.map_or(t, |last| last.min(t)))
         }
     };
+    let cpu1 = process_cpu()?;
     let all = match all {
         Ok(t) => t,
         Err(e) => {
@@ -168,11 +180,12 @@ pub(crate) async fn failover(
     for m in &survivors {
         let _ = m.abort().await;
     }
-    Ok((
-        all.duration_since(t0).as_secs_f64() * 1e3,
-        first.duration_since(t0).as_secs_f64() * 1e3,
-        dropped as f64,
-    ))
+    Ok(Failover {
+        all_ms: all.duration_since(t0).as_secs_f64() * 1e3,
+        first_read_ms: first.duration_since(t0).as_secs_f64() * 1e3,
+        dropped: dropped as f64,
+        cpu_us_per_session: us_per_op(cpu0, cpu1, n as u64),
+    })
 }
 
 /// The failover benchmark's owner process (`m2m bench --failover-child DIR`): lines from its

@@ -238,6 +238,14 @@ pub(crate) enum ScaleMetric {
     /// Milliseconds from the SIGKILL of the owner (a crashed process) until the survivors own
     /// every session.
     FailoverMs,
+    /// Milliseconds from the SIGKILL until a read of one session (the first created, so at a
+    /// random place in the order the survivors claim in) through its failover target
+    /// returned it: what a request for a session of the failed node waits while the others
+    /// are still being claimed.
+    FirstReadMs,
+    /// CPU microseconds of the survivors' process per session taken over (see
+    /// `failover::Failover::cpu_us_per_session`).
+    FailoverCpuUs,
     /// Re-replication, sessions per second from the failure detection to the last copy.
     RereplicationPerS,
 }
@@ -318,7 +326,15 @@ impl Figure {
         );
         v.extend([Cpu::Sync(Carrier::Tcp), Cpu::Sync(Carrier::Quic), Cpu::Async].map(Figure::CpuPerUpdate));
         for s in Sessions::ALL {
-            v.extend([ScaleMetric::FailoverMs, ScaleMetric::RereplicationPerS].map(|m| Figure::Scale(s, m)));
+            v.extend(
+                [
+                    ScaleMetric::FailoverMs,
+                    ScaleMetric::FirstReadMs,
+                    ScaleMetric::FailoverCpuUs,
+                    ScaleMetric::RereplicationPerS,
+                ]
+                .map(|m| Figure::Scale(s, m)),
+            );
         }
         v.extend(Nodes::ALL.map(Figure::NodesRate));
         v.extend(Nodes::ALL.map(|n| Figure::Rate(Rate::RawMesh(n))));
@@ -409,6 +425,8 @@ impl fmt::Display for Figure {
                 s.n(),
                 match m {
                     ScaleMetric::FailoverMs => "failover_ms",
+                    ScaleMetric::FirstReadMs => "failover.first_read_ms",
+                    ScaleMetric::FailoverCpuUs => "failover.cpu_us_per_session",
                     ScaleMetric::RereplicationPerS => "rereplication.sessions_per_s",
                 }
             ),

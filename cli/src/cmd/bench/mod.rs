@@ -374,11 +374,10 @@ async fn one_run(
         f.insert(Figure::FailoverSessions, plan.failover_sessions as f64);
         for loss in Loss::ALL {
             steps.step(loss.phase());
-            let (all_ms, first_ms, dropped) =
-                failover(plan.failover_sessions, loss == Loss::Crashed, Timings::Bench).await?;
-            f.insert(Figure::Failover(loss, FailoverMetric::SendQueueFull), dropped);
-            f.insert(Figure::Failover(loss, FailoverMetric::AllOwnedMs), all_ms);
-            f.insert(Figure::Failover(loss, FailoverMetric::FirstReadMs), first_ms);
+            let fo = failover(plan.failover_sessions, loss == Loss::Crashed, Timings::Bench).await?;
+            f.insert(Figure::Failover(loss, FailoverMetric::SendQueueFull), fo.dropped);
+            f.insert(Figure::Failover(loss, FailoverMetric::AllOwnedMs), fo.all_ms);
+            f.insert(Figure::Failover(loss, FailoverMetric::FirstReadMs), fo.first_read_ms);
         }
     }
 
@@ -397,7 +396,11 @@ async fn one_run(
             // out) leaves its figure unmeasured and the others measured.
             steps.step(format!("failover of a crashed process, {n} sessions"));
             match failover(n, true, Timings::Product).await {
-                Ok((all_ms, _, _)) => f.insert(Figure::Scale(size, ScaleMetric::FailoverMs), all_ms),
+                Ok(fo) => {
+                    f.insert(Figure::Scale(size, ScaleMetric::FailoverMs), fo.all_ms);
+                    f.insert(Figure::Scale(size, ScaleMetric::FirstReadMs), fo.first_read_ms);
+                    f.insert(Figure::Scale(size, ScaleMetric::FailoverCpuUs), fo.cpu_us_per_session);
+                }
                 Err(e) => steps.note(format!("failover at {n} sessions not measured: {e:#}")),
             }
             steps.step(format!("re-replication, {n} sessions"));

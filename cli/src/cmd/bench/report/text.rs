@@ -243,6 +243,23 @@ impl Report {
                 ratio(fo / failover_limit_ms(s.n())),
                 format!("limit {:.0} ms", failover_limit_ms(s.n())),
             ]);
+            let first = self.g(Figure::Scale(s, ScaleMetric::FirstReadMs));
+            t.row([
+                format!("failover, crashed process, {} sessions: first read via failover target", s.n()),
+                if first.is_finite() { format!("{first:.0} ms") } else { "-".into() },
+                String::new(),
+                String::new(),
+            ]);
+            let cpu = self.g(Figure::Scale(s, ScaleMetric::FailoverCpuUs));
+            // The wall time the CPU alone takes on the two cores: the floor of a failover
+            // that claims each session on its own, whatever the waits.
+            let floor = cpu * s.n() as f64 / 2e3;
+            t.row([
+                format!("failover, crashed process, {} sessions: CPU per session (survivors)", s.n()),
+                if cpu.is_finite() { format!("{cpu:.1} us") } else { "-".into() },
+                String::new(),
+                if floor.is_finite() { format!("{floor:.0} ms of two cores") } else { String::new() },
+            ]);
             let v = self.g(Figure::Scale(s, ScaleMetric::RereplicationPerS));
             t.row([
                 format!("re-replication, {} sessions", s.n()),
