@@ -136,6 +136,10 @@ where
 /// The acknowledging side: reads length-prefixed requests until the requester closes its
 /// side, and answers each with 8 bytes, flushed when no further complete request is
 /// buffered.
+/// The longest request [`acknowledge`] reads: a length above it ends the connection (the
+/// requests of the benchmarks are 1 KiB, the HTTP floor's about as much).
+const MAX_REQUEST: usize = 64 * 1024;
+
 pub(super) async fn acknowledge<R, W>(r: R, w: W) -> std::io::Result<()>
 where
     R: tokio::io::AsyncRead + Unpin,
@@ -152,6 +156,12 @@ where
             Err(e) if requester_went(e.kind()) => break,
             Err(e) => return Err(e),
         };
+        if len > MAX_REQUEST {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("a request of {len} bytes (at most {MAX_REQUEST})"),
+            ));
+        }
         buf.resize(len, 0);
         r.read_exact(&mut buf).await?;
         w.write_all(&[1u8; 8]).await?;

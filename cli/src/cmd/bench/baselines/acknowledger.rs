@@ -12,6 +12,12 @@ use tokio::net::TcpListener;
 
 use super::acked::acknowledge;
 
+/// Connections served at once.
+const MAX_CONNECTIONS: usize = 16;
+
+/// How long a connection may take over its TLS handshake.
+const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Serves `node` of the domain file `domain` (its certificates in `certs`) until killed:
 /// each connection's requests are acknowledged in order.
 pub(crate) async fn acknowledge_child(domain: &Path, node: &str, certs: &Path) -> anyhow::Result<()> {
@@ -23,13 +29,18 @@ pub(crate) async fn acknowledge_child(domain: &Path, node: &str, certs: &Path) -
     let pem = tls::load_node(certs, &me)?;
     let acceptor = tokio_rustls::TlsAcceptor::from(tls::server_config(&cfg, &me, &pem)?);
     let listener = TcpListener::bind(&address).await.with_context(|| format!("listening on {address}"))?;
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
         let (s, _) = listener.accept().await?;
+        // Beyond the cap a connection is closed at once: the floor opens one.
+        let Ok(slot) = slots.clone().try_acquire_owned() else { continue };
         s.set_nodelay(true)?;
         let acceptor = acceptor.clone();
         tokio::spawn(async move {
-            // A requester that fails its handshake or goes is no concern of the others.
-            if let Ok(stream) = acceptor.accept(s).await {
+            let _slot = slot;
+            // A requester that fails its handshake, takes too long over it, or goes is no
+            // concern of the others.
+            if let Ok(Ok(stream)) = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(s)).await {
                 let (r, w) = tokio::io::split(stream);
                 let _ = acknowledge(r, w).await;
             }
@@ -101,6 +112,11 @@ mod tests {
             // Nothing more than one per request.
             let extra = tokio::time::timeout(Duration::from_millis(200), s.read_exact(&mut ack)).await;
             assert!(extra.is_err(), "an acknowledgement too many");
+            // A request longer than any the benchmarks send ends the connection, unread.
+            s.write_all(&u32::MAX.to_be_bytes()).await?;
+            s.flush().await?;
+            let end = tokio::time::timeout(limit, s.read_exact(&mut ack)).await?;
+            assert!(end.is_err(), "a request of 4 GiB was read");
             server.abort();
             Ok(())
         })
