@@ -17,6 +17,7 @@ impl Report {
         let us = |v: f64| if v.is_finite() { format!("{v:.0} us") } else { "-".into() };
         let rate = |v: f64| if v.is_finite() { format!("{v:.0}/s") } else { "-".into() };
         let ratio = |v: f64| if v.is_finite() { format!("{v:.2}x") } else { "-".into() };
+        let ms = |v: f64| if v.is_finite() { format!("{v:.0} ms") } else { "-".into() };
         let mut t = Table::new(["measurement", "value", "ratio", "to baseline"]);
         let rtt50 = self.lat(Latency::RawRtt(Placement::TwoCpus), Pct::P50);
         let rtt99 = self.lat(Latency::RawRtt(Placement::TwoCpus), Pct::P99);
@@ -239,14 +240,14 @@ impl Report {
             let fo = self.g(Figure::Scale(s, ScaleMetric::FailoverMs));
             t.row([
                 format!("failover, crashed process, {} sessions", s.n()),
-                if fo.is_finite() { format!("{fo:.0} ms") } else { "-".into() },
+                ms(fo),
                 ratio(fo / failover_limit_ms(s.n())),
                 format!("limit {:.0} ms", failover_limit_ms(s.n())),
             ]);
             let first = self.g(Figure::Scale(s, ScaleMetric::FirstReadMs));
             t.row([
                 format!("failover, crashed process, {} sessions: first read via failover target", s.n()),
-                if first.is_finite() { format!("{first:.0} ms") } else { "-".into() },
+                ms(first),
                 String::new(),
                 String::new(),
             ]);
