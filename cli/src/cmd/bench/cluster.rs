@@ -43,9 +43,14 @@ impl Cluster {
     }
 
     pub(crate) async fn stop(self) {
-        for m in &self.nodes {
-            let _ = m.abort().await;
-        }
+        stop_all(&self.nodes).await;
+    }
+}
+
+/// Stops every node of `nodes` at once (an abort: no leave).
+pub(crate) async fn stop_all(nodes: &[SessionManager]) {
+    for m in nodes {
+        let _ = m.abort().await;
     }
 }
 

@@ -5,9 +5,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use session_api::{DomainConfig, SessionManager};
+use session_api::SessionManager;
 
-use super::cluster::{Timings, bench_domain, create_many, scaled, start_node, wait_peers_up, wait_until};
+use super::child::{ChildNode, domain_dir};
+use super::cluster::{Timings, bench_domain, scaled, start_node, stop_all, wait_until};
 use super::cpu::{process_cpu, us_per_op};
 use super::figure::Carrier;
 use super::sync;
@@ -38,18 +39,14 @@ pub(crate) async fn failover(n: usize, closed_links: bool, timings: Timings) -> 
     let started = Instant::now();
     let (text, cfg, mut sockets) = bench_domain(Carrier::main().as_str(), 3, 1, extra, timings)?;
     let failure_timeout = cfg.failure_timeout();
-    let dir = tempfile::tempdir()?;
-    let certs = dir.path().join("certs");
-    std::fs::create_dir_all(&certs)?;
-    replication_core::tls::init_dir(&cfg, &certs).context("throw-away certificates")?;
-    std::fs::write(dir.path().join("bench.toml"), &text)?;
+    let (dir, certs) = domain_dir(&text, &cfg)?;
     // app1 binds its address in the child.
     drop(sockets.remove(0));
     let mut survivors = Vec::new();
     for (name, socket) in sockets {
         survivors.push(start_node(&cfg, &certs, &name, socket, sync(1), None, Some(&trace)).await?);
     }
-    let mut owner = OwnerProcess::spawn(dir.path(), n)?;
+    let mut owner = ChildNode::spawn(dir.path(), "app1", n)?;
     let ready =
         owner.line(Duration::from_secs(120) + scaled(n)).await.context("the failover owner starting")?;
     let words: Vec<&str> = ready.split_whitespace().collect();
@@ -140,9 +137,7 @@ pub(crate) async fn failover(n: usize, closed_links: bool, timings: Timings) -> 
                     m.send_queue_full
                 );
             }
-            for m in &survivors {
-                let _ = m.abort().await;
-            }
+            stop_all(&survivors).await;
             return Err(e).context(format!("failover: the survivors own {held} of {n}"));
         }
     };
@@ -177,123 +172,11 @@ pub(crate) async fn failover(n: usize, closed_links: bool, timings: Timings) -> 
             m.core.failovers, m.send_queue_full, m.messages_sent
         );
     }
-    for m in &survivors {
-        let _ = m.abort().await;
-    }
+    stop_all(&survivors).await;
     Ok(Failover {
         all_ms: all.duration_since(t0).as_secs_f64() * 1e3,
         first_read_ms: first.duration_since(t0).as_secs_f64() * 1e3,
         dropped: dropped as f64,
         cpu_us_per_session: us_per_op(cpu0, cpu1, n as u64),
     })
-}
-
-/// The failover benchmark's owner process (`m2m bench --failover-child DIR`): lines from its
-/// standard output, lines to its standard input; killed (SIGKILL) when dropped.
-struct OwnerProcess {
-    child: std::process::Child,
-    stdin: std::process::ChildStdin,
-    lines: tokio::sync::mpsc::Receiver<String>,
-}
-
-impl OwnerProcess {
-    fn spawn(dir: &std::path::Path, n: usize) -> anyhow::Result<OwnerProcess> {
-        let exe = std::env::current_exe().context("the m2m executable")?;
-        let mut child = std::process::Command::new(exe)
-            .arg("bench")
-            .arg("--failover-child")
-            .arg(dir)
-            .args(["--failover-sessions", &n.to_string()])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .context("starting the failover owner process")?;
-        let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
-            let _ = child.kill();
-            let _ = child.wait();
-            bail!("the failover owner process has no pipes");
-        };
-        Ok(OwnerProcess { child, stdin, lines: line_reader(stdout) })
-    }
-
-    /// The next line it prints, within `limit`.
-    async fn line(&mut self, limit: Duration) -> anyhow::Result<String> {
-        match tokio::time::timeout(limit, self.lines.recv()).await {
-            Ok(Some(line)) => Ok(line),
-            Ok(None) => bail!("the failover owner process exited ({:?})", self.child.try_wait()),
-            Err(_) => bail!("the failover owner process said nothing for {limit:?}"),
-        }
-    }
-
-    fn send(&mut self, line: &str) -> anyhow::Result<()> {
-        use std::io::Write as _;
-        writeln!(self.stdin, "{line}").context("writing to the failover owner process")?;
-        self.stdin.flush()?;
-        Ok(())
-    }
-
-    /// SIGKILL, and reaps it.
-    fn kill(&mut self) -> anyhow::Result<()> {
-        self.child.kill().context("killing the failover owner process")?;
-        self.child.wait()?;
-        Ok(())
-    }
-}
-
-impl Drop for OwnerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The lines of a blocking reader (a pipe), read on a thread of their own, until it ends or
-/// fails or the receiver is dropped.
-fn line_reader(r: impl std::io::Read + Send + 'static) -> tokio::sync::mpsc::Receiver<String> {
-    let (tx, rx) = tokio::sync::mpsc::channel(4);
-    std::thread::spawn(move || {
-        use std::io::BufRead as _;
-        for line in std::io::BufReader::new(r).lines() {
-            let Ok(line) = line else { break };
-            if tx.blocking_send(line).is_err() {
-                break;
-            }
-        }
-    });
-    rx
-}
-
-/// The owner of the failover benchmark in a child process (`--failover-child DIR`): starts
-/// app1 of `DIR/bench.toml` (certificates in `DIR/certs`), creates `n` sessions and prints
-/// `ready PROBE ID2 ID3`: a session to read back after the failover, and one backed up on
-/// app2 and one on app3. For each `refresh` on its standard input it writes to those two
-/// (so that both survivors hear it just before the kill) and prints `refreshed`. It runs
-/// until it is killed, or leaves when its standard input closes (the benchmark is gone).
-pub(crate) async fn failover_child(dir: &std::path::Path, n: usize) -> anyhow::Result<()> {
-    let text = std::fs::read_to_string(dir.join("bench.toml")).context("the failover domain file")?;
-    let cfg = DomainConfig::parse(&text, "bench.toml").context("the failover domain file")?;
-    let node = SessionManager::builder(cfg, "app1")
-        .certs_dir(dir.join("certs"))
-        .ack(sync(1))
-        .start()
-        .await
-        .context("starting app1")?;
-    wait_peers_up(std::slice::from_ref(&node), 2).await?;
-    let ids = create_many(&node, n).await?;
-    let probe = ids.first().cloned().context("no session")?;
-    let last = ["app2", "app3"].map(|t| {
-        ids.iter().find(|id| id.ends_with(&format!(".{t}"))).cloned().unwrap_or_else(|| probe.clone())
-    });
-    println!("ready {probe} {} {}", last[0], last[1]);
-    let mut rx = line_reader(std::io::stdin());
-    while let Some(line) = rx.recv().await {
-        if line.trim() == "refresh" {
-            for id in &last {
-                node.update(id, |s| s.set("refresh", &1u8)).await?;
-            }
-            println!("refreshed");
-        }
-    }
-    let _ = node.abort().await;
-    Ok(())
 }

@@ -37,8 +37,9 @@ use self::baselines::pingpong::{Placement, raw_tcp_pingpong};
 use self::baselines::pipelined::raw_quinn;
 use self::baselines::pipelined::{raw_tcp_pipelined, raw_tls_pipelined};
 use self::baselines::redis::redis_set_wait;
+use self::child::node_child;
 use self::cluster::{Cluster, Timings, updates, updates_on};
-use self::failover::{failover, failover_child};
+use self::failover::failover;
 use self::figure::{
     Carrier, Conc, Cpu, FailoverMetric, Figure, Figures, Latency, Link, Loss, Nodes, Pct, Rate, RerepMetric,
     ScaleMetric, Sessions,
@@ -51,6 +52,7 @@ use crate::output::{self, Format};
 use crate::progress::Steps;
 
 mod baselines;
+mod child;
 mod cluster;
 mod cpu;
 mod failover;
@@ -103,20 +105,28 @@ pub(crate) struct Args {
     /// with --quick).
     #[arg(long)]
     pub(crate) scale_max: Option<usize>,
+    /// The smallest number of sessions of the cost-as-work-grows rows (default 10,000); for
+    /// profiling one size.
+    #[arg(long)]
+    pub(crate) scale_min: Option<usize>,
     /// Run only these parts (comma-separated: raw, redis, tcp, quic, replicas2, async,
-    /// failover, rerep, scale, nodes, memory); for profiling.
+    /// failover, rerep, scale, nodes, memory; `scale-failover` and `scale-rerep` for one half
+    /// of `scale`); for profiling.
     #[arg(long, value_delimiter = ',')]
     pub(crate) only: Vec<String>,
     /// Internal: measure memory of one kind in this (child) process and print it.
     #[arg(long, hide = true, value_enum)]
     pub(crate) memory_child: Option<MemoryKind>,
-    /// Internal: run the failover benchmark's owner, app1 of `DIR/bench.toml`, in this
-    /// (child) process until it is killed.
+    /// Internal: run node `--child-node` of `DIR/bench.toml` in this (child) process until it
+    /// is killed (the failover benchmark's owner, the re-replication benchmark's lost backup).
     #[arg(long, hide = true, value_name = "DIR")]
-    pub(crate) failover_child: Option<PathBuf>,
-    /// Internal: the sessions the failover child creates.
+    pub(crate) child: Option<PathBuf>,
+    /// Internal: the node `--child` runs.
+    #[arg(long, hide = true, value_name = "NODE", default_value = "app1")]
+    pub(crate) child_node: String,
+    /// Internal: the sessions the child node creates.
     #[arg(long, hide = true)]
-    pub(crate) failover_sessions: Option<usize>,
+    pub(crate) child_sessions: Option<usize>,
     /// Internal: acknowledge every request sent over mutual TLS to the node
     /// `--acknowledge-node` of this domain file (certificates in `--acknowledge-certs`), until
     /// killed: the floor set-up of `scripts/bench-http.sh`.
@@ -149,6 +159,7 @@ struct Plan {
     failover_sessions: usize,
     rerep_sessions: usize,
     memory_sessions: usize,
+    scale_min: usize,
     scale_max: usize,
 }
 
@@ -161,6 +172,7 @@ impl Plan {
         failover_sessions: 1_000,
         rerep_sessions: 20_000,
         memory_sessions: 100_000,
+        scale_min: 0,
         scale_max: 10_000,
     };
 
@@ -172,6 +184,7 @@ impl Plan {
         failover_sessions: 10_000,
         rerep_sessions: 100_000,
         memory_sessions: 1_000_000,
+        scale_min: 0,
         scale_max: 1_000_000,
     };
 
@@ -182,6 +195,9 @@ impl Plan {
         }
         if let Some(n) = args.scale_max {
             p.scale_max = n;
+        }
+        if let Some(n) = args.scale_min {
+            p.scale_min = n;
         }
         p
     }
@@ -203,8 +219,12 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
         rt.block_on(acknowledge_child(domain, node, certs))?;
         return Ok(ExitCode::SUCCESS);
     }
-    if let Some(dir) = &args.failover_child {
-        rt.block_on(failover_child(dir, args.failover_sessions.unwrap_or(plan.failover_sessions)))?;
+    if let Some(dir) = &args.child {
+        rt.block_on(node_child(
+            dir,
+            &args.child_node,
+            args.child_sessions.unwrap_or(plan.failover_sessions),
+        ))?;
         return Ok(ExitCode::SUCCESS);
     }
     let runs = args.runs.unwrap_or(if args.quick { 1 } else { 3 });
@@ -389,24 +409,30 @@ async fn one_run(
         f.insert(Figure::Rereplication(RerepMetric::FromKillMs), total_ms);
     }
 
-    if want("scale") {
-        for size in Sessions::ALL.into_iter().filter(|s| s.n() <= plan.scale_max) {
+    let (scale_failover, scale_rerep) =
+        (want("scale") || want("scale-failover"), want("scale") || want("scale-rerep"));
+    if scale_failover || scale_rerep {
+        for size in Sessions::ALL.into_iter().filter(|s| (plan.scale_min..=plan.scale_max).contains(&s.n())) {
             let n = size.n();
             // A size that fails (setting up a million sessions on a loaded machine can time
             // out) leaves its figure unmeasured and the others measured.
-            steps.step(format!("failover of a crashed process, {n} sessions"));
-            match failover(n, true, Timings::Product).await {
-                Ok(fo) => {
-                    f.insert(Figure::Scale(size, ScaleMetric::FailoverMs), fo.all_ms);
-                    f.insert(Figure::Scale(size, ScaleMetric::FirstReadMs), fo.first_read_ms);
-                    f.insert(Figure::Scale(size, ScaleMetric::FailoverCpuUs), fo.cpu_us_per_session);
+            if scale_failover {
+                steps.step(format!("failover of a crashed process, {n} sessions"));
+                match failover(n, true, Timings::Product).await {
+                    Ok(fo) => {
+                        f.insert(Figure::Scale(size, ScaleMetric::FailoverMs), fo.all_ms);
+                        f.insert(Figure::Scale(size, ScaleMetric::FirstReadMs), fo.first_read_ms);
+                        f.insert(Figure::Scale(size, ScaleMetric::FailoverCpuUs), fo.cpu_us_per_session);
+                    }
+                    Err(e) => steps.note(format!("failover at {n} sessions not measured: {e:#}")),
                 }
-                Err(e) => steps.note(format!("failover at {n} sessions not measured: {e:#}")),
             }
-            steps.step(format!("re-replication, {n} sessions"));
-            match rereplication(n, Timings::Product).await {
-                Ok((rate, _, _)) => f.insert(Figure::Scale(size, ScaleMetric::RereplicationPerS), rate),
-                Err(e) => steps.note(format!("re-replication at {n} sessions not measured: {e:#}")),
+            if scale_rerep {
+                steps.step(format!("re-replication, {n} sessions"));
+                match rereplication(n, Timings::Product).await {
+                    Ok((rate, _, _)) => f.insert(Figure::Scale(size, ScaleMetric::RereplicationPerS), rate),
+                    Err(e) => steps.note(format!("re-replication at {n} sessions not measured: {e:#}")),
+                }
             }
         }
     }
