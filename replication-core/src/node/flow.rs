@@ -308,7 +308,10 @@ impl Node {
 
     /// Walks the owned sessions from the peer's resend cursor, sending the copies held back or
     /// dropped (examines at most eight times `scan_batch` sessions), and leaves the cursor
-    /// where the window, the token bucket or the examination budget stopped it.
+    /// where the window, the token bucket or the examination budget stopped it. The records
+    /// are read in place: only those that lack a copy for the peer are looked up again (most
+    /// of the sessions walked, backed up elsewhere or already sent, cost neither a look-up nor
+    /// a copy of their id).
     fn resend_walk(&mut self, now: Instant, peer: &NodeId) {
         let Some(p) = self.view.peers.get_mut(peer) else { return };
         if !p.flow.may_send() {
@@ -316,38 +319,48 @@ impl Node {
         }
         let Some(from) = p.flow.resend_from.take() else { return };
         let mut budget = self.settings.scan_batch.max(1).saturating_mul(8);
-        // Keys a chunk at a time: the window usually stops the walk long before the budget.
+        // A chunk at a time: the window usually stops the walk long before the budget.
         let mut cursor = Bound::Included(from);
-        let mut stop = None;
-        'walk: loop {
-            let keys: Vec<String> = self
-                .sessions
-                .range_from(cursor.as_ref().map(String::as_str))
-                .take(WALK_CHUNK)
-                .map(|(k, _)| k.to_owned())
-                .collect();
-            let last_chunk = keys.len() < WALK_CHUNK;
-            for k in keys {
-                let may = self.view.peers.get(peer).is_some_and(|p| p.flow.may_send());
-                if budget == 0 || !may || !self.pacing.has_token() {
-                    stop = Some(k);
-                    break 'walk;
+        let stop = 'walk: loop {
+            let (mut lacking, mut read, mut last, mut spent) = (Vec::new(), 0, None, None);
+            for (k, rec) in self.sessions.range_from(cursor.as_ref().map(String::as_str)).take(WALK_CHUNK) {
+                if budget == 0 {
+                    spent = Some(k.to_owned());
+                    break;
                 }
                 budget -= 1;
-                if self.sessions.get(&k).is_some_and(|r| r.owner.is_some()) {
-                    let n = self.send_full_to_lagging(&k, now, false, Pace::Walk(peer));
-                    self.pacing.spend(n);
+                read += 1;
+                if lacks_first_copy(rec, peer) {
+                    lacking.push(k.to_owned());
                 }
-                cursor = Bound::Excluded(k);
+                last = Some(k);
             }
-            if last_chunk {
-                break;
+            let last = last.map(str::to_owned);
+            for k in lacking {
+                let may = self.view.peers.get(peer).is_some_and(|p| p.flow.may_send());
+                if !may || !self.pacing.has_token() {
+                    break 'walk Some(k);
+                }
+                let n = self.send_full_to_lagging(&k, now, false, Pace::Walk(peer));
+                self.pacing.spend(n);
             }
-        }
+            match (spent, last) {
+                (Some(k), _) => break Some(k),
+                (None, Some(k)) if read == WALK_CHUNK => cursor = Bound::Excluded(k),
+                _ => break None,
+            }
+        };
         if let (Some(k), Some(p)) = (stop, self.view.peers.get_mut(peer)) {
             p.flow.resend_at(&k);
         }
     }
+}
+
+/// Whether `rec` is an owned session whose placed backup `peer` lacks its current version and
+/// was sent nothing since (held back, or dropped on a full queue): what the resend walk sends.
+fn lacks_first_copy(rec: &Record, peer: &NodeId) -> bool {
+    let (Some(o), Some(copy)) = (rec.owner.as_deref(), rec.copy.as_ref()) else { return false };
+    o.replicas.get(peer).is_some_and(|r| r.acked < Some(copy.version) && r.last_sent.is_none())
 }
 
 #[cfg(test)]

@@ -36,6 +36,11 @@ impl ReplicaMap {
         self.0.binary_search_by(|(k, _)| k.cmp(n))
     }
 
+    pub(super) fn get(&self, n: &NodeId) -> Option<&Replica> {
+        let i = self.find(n).ok()?;
+        Some(&self.0[i].1)
+    }
+
     pub(super) fn get_mut(&mut self, n: &NodeId) -> Option<&mut Replica> {
         let i = self.find(n).ok()?;
         Some(&mut self.0[i].1)
