@@ -248,6 +248,9 @@ pub(crate) enum ScaleMetric {
     FailoverCpuUs,
     /// Re-replication, sessions per second from the failure detection to the last copy.
     RereplicationPerS,
+    /// CPU microseconds of the process (owner, remaining backup, the benchmark's polling) per
+    /// session re-replicated, from the failure detection to the last copy.
+    RereplicationCpuUs,
 }
 
 /// Nodes of one process that each own their share of the sessions (one backup each).
@@ -332,6 +335,7 @@ impl Figure {
                     ScaleMetric::FirstReadMs,
                     ScaleMetric::FailoverCpuUs,
                     ScaleMetric::RereplicationPerS,
+                    ScaleMetric::RereplicationCpuUs,
                 ]
                 .map(|m| Figure::Scale(s, m)),
             );
@@ -428,6 +432,7 @@ impl fmt::Display for Figure {
                     ScaleMetric::FirstReadMs => "failover.first_read_ms",
                     ScaleMetric::FailoverCpuUs => "failover.cpu_us_per_session",
                     ScaleMetric::RereplicationPerS => "rereplication.sessions_per_s",
+                    ScaleMetric::RereplicationCpuUs => "rereplication.cpu_us_per_session",
                 }
             ),
             Figure::NodesRate(n) => write!(f, "tcp.nodes{}.ops_per_s", n.n()),

@@ -403,10 +403,10 @@ async fn one_run(
 
     if want("rerep") {
         steps.step("re-replication");
-        let (rate, n, total_ms) = rereplication(plan.rerep_sessions, Timings::Bench).await?;
-        f.insert(Figure::Rereplication(RerepMetric::SessionsPerS), rate);
-        f.insert(Figure::Rereplication(RerepMetric::Sessions), n);
-        f.insert(Figure::Rereplication(RerepMetric::FromKillMs), total_ms);
+        let r = rereplication(plan.rerep_sessions, Timings::Bench).await?;
+        f.insert(Figure::Rereplication(RerepMetric::SessionsPerS), r.per_s);
+        f.insert(Figure::Rereplication(RerepMetric::Sessions), r.sessions);
+        f.insert(Figure::Rereplication(RerepMetric::FromKillMs), r.from_kill_ms);
     }
 
     let (scale_failover, scale_rerep) =
@@ -430,7 +430,10 @@ async fn one_run(
             if scale_rerep {
                 steps.step(format!("re-replication, {n} sessions"));
                 match rereplication(n, Timings::Product).await {
-                    Ok((rate, _, _)) => f.insert(Figure::Scale(size, ScaleMetric::RereplicationPerS), rate),
+                    Ok(r) => {
+                        f.insert(Figure::Scale(size, ScaleMetric::RereplicationPerS), r.per_s);
+                        f.insert(Figure::Scale(size, ScaleMetric::RereplicationCpuUs), r.cpu_us_per_session);
+                    }
                     Err(e) => steps.note(format!("re-replication at {n} sessions not measured: {e:#}")),
                 }
             }

@@ -18,11 +18,23 @@ use super::sync;
 const REREP_PER_SEC: u32 = 1_000_000;
 const REREP_BATCH: u32 = 1000;
 
+/// What one re-replication measured.
+pub(crate) struct Rerep {
+    /// Sessions per second, from the failure detection to the last copy.
+    pub(crate) per_s: f64,
+    /// Sessions re-replicated.
+    pub(crate) sessions: f64,
+    /// Milliseconds from the kill to the last copy.
+    pub(crate) from_kill_ms: f64,
+    /// CPU time of this process (app1, app2, their links, the benchmark's polling) from the
+    /// failure detection to the last copy, per session re-replicated.
+    pub(crate) cpu_us_per_session: f64,
+}
+
 /// Three nodes, `n` sessions owned by app1 with one backup each on app2 or app3; app3, a
-/// process of its own, is killed with SIGKILL and app1 re-creates the lost copies on app2. The re-replication token bucket and
-/// scan batch are raised so they do not limit the rate. Returns sessions per second (from
-/// the failure detection to the last copy), sessions re-replicated, and ms from the kill.
-pub(crate) async fn rereplication(n: usize, timings: Timings) -> anyhow::Result<(f64, f64, f64)> {
+/// process of its own, is killed with SIGKILL and app1 re-creates the lost copies on app2.
+/// The re-replication token bucket and scan batch are raised so they do not limit the rate.
+pub(crate) async fn rereplication(n: usize, timings: Timings) -> anyhow::Result<Rerep> {
     let mut core = replication_core::Settings::default();
     core.rereplication_per_sec = REREP_PER_SEC;
     core.rereplication_burst = REREP_BATCH;
@@ -111,11 +123,15 @@ pub(crate) async fn rereplication(n: usize, timings: Timings) -> anyhow::Result<
     stop_all(&nodes).await;
     let moved = n.saturating_sub(before) as f64;
     let secs = done.duration_since(detected).as_secs_f64().max(1e-6);
+    let cpu_us_per_session = us_per_op(cpu0, cpu1, moved as u64);
     eprintln!(
-        "    re-replication: {:.1} µs of CPU per session re-replicated (app1 and app2, and the \
-         benchmark's polling), {:.0}% of two cores",
-        us_per_op(cpu0, cpu1, moved as u64),
+        "    re-replication: {cpu_us_per_session:.1} µs of CPU per session, {:.0}% of two cores",
         cpu1.saturating_sub(cpu0).as_secs_f64() * 100.0 / (2.0 * secs)
     );
-    Ok((moved / secs, moved, done.duration_since(t0).as_secs_f64() * 1e3))
+    Ok(Rerep {
+        per_s: moved / secs,
+        sessions: moved,
+        from_kill_ms: done.duration_since(t0).as_secs_f64() * 1e3,
+        cpu_us_per_session,
+    })
 }

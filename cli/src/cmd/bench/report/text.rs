@@ -15,6 +15,8 @@ impl Report {
     /// targets.
     pub(crate) fn render(&self) -> String {
         let us = |v: f64| if v.is_finite() { format!("{v:.0} us") } else { "-".into() };
+        // CPU per session, a few microseconds: one decimal.
+        let us1 = |v: f64| if v.is_finite() { format!("{v:.1} us") } else { "-".into() };
         let rate = |v: f64| if v.is_finite() { format!("{v:.0}/s") } else { "-".into() };
         let ratio = |v: f64| if v.is_finite() { format!("{v:.2}x") } else { "-".into() };
         let ms = |v: f64| if v.is_finite() { format!("{v:.0} ms") } else { "-".into() };
@@ -257,7 +259,7 @@ impl Report {
             let floor = cpu * s.n() as f64 / 2e3;
             t.row([
                 format!("failover, crashed process, {} sessions: CPU per session (survivors)", s.n()),
-                if cpu.is_finite() { format!("{cpu:.1} us") } else { "-".into() },
+                us1(cpu),
                 String::new(),
                 if floor.is_finite() { format!("{floor:.0} ms of two cores") } else { String::new() },
             ]);
@@ -266,6 +268,13 @@ impl Report {
                 format!("re-replication, {} sessions", s.n()),
                 rate(v),
                 ratio(v / rerep10k),
+                "at 10000 sessions".into(),
+            ]);
+            let cpu = self.g(Figure::Scale(s, ScaleMetric::RereplicationCpuUs));
+            t.row([
+                format!("re-replication, {} sessions: CPU per session (owner and backup)", s.n()),
+                us1(cpu),
+                ratio(cpu / self.g(Figure::Scale(Sessions::K10, ScaleMetric::RereplicationCpuUs))),
                 "at 10000 sessions".into(),
             ]);
         }
