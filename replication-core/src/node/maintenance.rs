@@ -3,7 +3,6 @@
 
 use super::Node;
 use super::failover::FailoverStep;
-use super::flow::Pace;
 use super::store::{Record, due, max_inactive_of};
 use super::writes::WriteKind;
 use crate::api::Event;
@@ -18,8 +17,9 @@ const REPLAN_EXAMINED: usize = 64;
 /// What a replan pass does with a session it examined.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Replan {
-    /// Owned here: place its backups and send what they lack.
-    Plan,
+    /// Owned here: place its backups (anew, `replace`, when the view changed since they were
+    /// placed) and send what they lack.
+    Plan { replace: bool },
     /// Not owned here: the `failover_step` decided while reading the map.
     Failover(FailoverStep),
     /// Owned by a state a lapse made stale: stepped down from (`settle`). The demoted owner
@@ -88,8 +88,8 @@ impl Node {
         for (k, rec) in range {
             let (cost, act) = if self.stale_owner(rec) {
                 (REPLAN_EXAMINED / 8, Some(Replan::Settle))
-            } else if rec.owner.is_some() {
-                (REPLAN_EXAMINED, Some(Replan::Plan))
+            } else if let Some(o) = &rec.owner {
+                (REPLAN_EXAMINED, Some(Replan::Plan { replace: o.view_gen != self.view.generation }))
             } else if self.failover_candidate(rec) {
                 let step = self.failover_step(now, k, rec, settled);
                 (REPLAN_EXAMINED / 8, (step != FailoverStep::Nothing).then_some(Replan::Failover(step)))
@@ -116,14 +116,7 @@ impl Node {
         // the same token bucket. Failovers never wait behind re-replication.
         for (k, act) in todo {
             match act {
-                Replan::Plan => {
-                    self.plan(&k, now);
-                    if self.pacing.has_token() {
-                        let n = self.send_full_to_lagging(&k, now, false, Pace::Window);
-                        self.pacing.spend(n);
-                    }
-                    self.maybe_drop_stale(&k);
-                }
+                Replan::Plan { replace } => self.maintain_owned(&k, now, false, replace),
                 // Decided while reading the map: nothing about the session changed since
                 // (the claims started before it concern other sessions).
                 Replan::Failover(step) => self.take_failover_step(now, &k, step),
@@ -171,15 +164,11 @@ impl Node {
                 let touch_every = self.settings.touch_interval.min(mi / 3);
                 let last_touch = self.stamps.instant(o.last_touch);
                 let touch_due = o.touched && due(now, last_touch, touch_every);
+                let replace = o.view_gen != self.view.generation;
                 if live && (touch_due || due(now, last_touch, self.settings.keepalive_interval)) {
                     self.send_touch(now, session);
                 }
-                self.plan(session, now);
-                if self.pacing.has_token() {
-                    let n = self.send_full_to_lagging(session, now, true, Pace::Window);
-                    self.pacing.spend(n);
-                }
-                self.maybe_drop_stale(session);
+                self.maintain_owned(session, now, true, replace);
             }
             (None, Some(copy)) => {
                 if matches!(copy.body, Body::Live { .. }) {

@@ -2,16 +2,17 @@
 
 use super::Node;
 use super::flow::Pace;
-use super::membership::Peer;
+use super::membership::{Membership, Peer};
+use super::outbox::Outbox;
 use super::store::{OwnerState, Record, Replica, due, full_payload};
 use super::writes::payload_size;
-use crate::api::Event;
+use crate::api::{Event, Settings};
 use crate::config::NodeId;
-use crate::message::{Epoch, Message};
+use crate::message::{Epoch, Message, Snapshot};
 use crate::slim::SlimSet;
-use crate::stamp::Stamp;
+use crate::stamp::{Stamp, StampBase};
 use std::collections::BTreeMap;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Places an owned session's backups on `backups` for the view `view_gen` (see `Node::plan`):
 /// the holders no longer placed become stale, a backup that restarted or was down is sent
@@ -90,82 +91,52 @@ impl Node {
         retransmit: bool,
         pace: Pace<'_>,
     ) -> u64 {
-        let only = match pace {
-            Pace::Walk(n) => Some(n),
-            _ => None,
-        };
-        let every = self.settings.retransmit_interval;
-        let hold_first = self.hold_first_copies;
+        let mut cx =
+            Copies::of(&mut self.view, &mut self.out, &self.stamps, &self.settings, self.hold_first_copies);
         let Some(Record { owner: Some(o), copy: Some(copy), .. }) = self.sessions.get_mut(session) else {
             return 0;
         };
-        let mut payload = None;
-        let mut sent = 0;
-        for (to, r) in o.replicas.iter_mut() {
-            if only.is_some_and(|n| n != to) {
-                continue;
-            }
-            let Some(peer) = self.view.peers.get_mut(to) else { continue };
-            if r.acked >= Some(copy.version) || !peer.up {
-                continue;
-            }
-            let due = match r.last_sent {
-                None => true,
-                Some(t) => retransmit && due(now, self.stamps.instant(t), every),
-            };
-            if !due {
-                continue;
-            }
-            let flow = &mut peer.flow;
-            if matches!(pace, Pace::No) {
-                // A write, a fetch or a leave: not held back.
-            } else if flow.resend_from.as_deref().is_some_and(|c| c <= session) {
-                // The peer's resend walk reaches this session later.
-                r.last_sent = None;
-                continue;
-            } else if !flow.may_send() || (hold_first && r.last_sent.is_none()) {
-                r.last_sent = None;
-                flow.resend_at(session);
-                continue;
-            } else {
-                flow.sent();
-            }
-            let p = payload.get_or_insert_with(|| full_payload(copy)).clone();
-            r.last_sent = Some(self.stamps.stamp(now));
-            self.out.bytes += payload_size(&p);
-            self.out.fulls += 1;
-            sent += 1;
-            self.out.send(
-                to,
-                Message::Replicate { session: session.to_owned(), epoch: copy.epoch.clone(), payload: p },
-            );
-        }
-        sent
+        cx.send_full(o, copy, session, now, retransmit, pace)
     }
 
     /// Tells former holders to drop their copies once every placed backup holds the current
     /// version (make before break).
     pub(super) fn maybe_drop_stale(&mut self, session: &str) {
+        let mut cx =
+            Copies::of(&mut self.view, &mut self.out, &self.stamps, &self.settings, self.hold_first_copies);
         let Some(Record { owner: Some(o), copy: Some(copy), .. }) = self.sessions.get_mut(session) else {
             return;
         };
-        if o.stale.is_empty() || o.replicas.values().any(|r| r.acked < Some(copy.version)) {
-            return;
+        cx.drop_stale(o, copy, session);
+    }
+
+    /// What maintenance does for an owned session, with one look-up of its record: places its
+    /// backups anew when the view changed since (`replace`, as the caller read the record:
+    /// see `plan`), sends what they lack within the token bucket and the peers' windows
+    /// (again after the retransmit interval with `retransmit`), and tells the former holders
+    /// to drop theirs once the backups hold it (`maybe_drop_stale`). A replan pass after a view
+    /// change does this for every owned session, a million of them on a large node, where
+    /// each look-up is a walk of cold memory.
+    pub(super) fn maintain_owned(&mut self, session: &str, now: Instant, retransmit: bool, replace: bool) {
+        let view_gen = self.view.generation;
+        let placed = replace.then(|| (self.placed_backups(session), self.replica_target()));
+        let stamp = self.stamps.stamp(now);
+        let token = self.pacing.has_token();
+        let mut cx =
+            Copies::of(&mut self.view, &mut self.out, &self.stamps, &self.settings, self.hold_first_copies);
+        let Some(Record { owner: Some(o), copy, .. }) = self.sessions.get_mut(session) else { return };
+        if let Some((backups, want)) = placed.filter(|_| o.view_gen != view_gen) {
+            if place(o, &backups, cx.peers, view_gen, stamp, want) {
+                let have = backups.len();
+                cx.out.event(Event::UnderReplicated { session: session.to_owned(), have, want });
+            }
         }
-        // Holders that are down now keep their place: they are told when they come back (a
-        // former owner cut off during the takeover learns it was replaced).
-        let view = &self.view;
-        let replicas = &o.replicas;
-        // A placed backup is never dropped, even if it was a former holder too (its copy was
-        // just replaced: a `Drop` after the `Replicate` would delete it while it counts).
-        let (up, down): (SlimSet<NodeId>, SlimSet<NodeId>) = std::mem::take(&mut o.stale)
-            .into_iter()
-            .filter(|n| replicas.find(n).is_err())
-            .partition(|n| view.is_up(n));
-        o.stale = down;
-        for n in up {
-            self.out.send(&n, Message::Drop { session: session.to_owned(), epoch: copy.epoch.clone() });
+        let Some(copy) = copy else { return };
+        if token {
+            let n = cx.send_full(o, copy, session, now, retransmit, Pace::Window);
+            self.pacing.spend(n);
         }
+        cx.drop_stale(o, copy, session);
     }
 
     /// Tells `from`, which acknowledged this node's copy of an owned session at its current
@@ -209,5 +180,109 @@ impl Node {
         self.out.fulls += 1;
         let msg = Message::Replicate { session: session.to_owned(), epoch: copy.epoch.clone(), payload: p };
         self.out.send(from, msg);
+    }
+}
+
+/// The parts of the node that sending an owned session's copies reads and writes, borrowed
+/// apart from the session map: a caller that holds the record sends without looking it up
+/// again (`Node::maintain_owned`).
+struct Copies<'a> {
+    peers: &'a mut BTreeMap<NodeId, Peer>,
+    out: &'a mut Outbox,
+    stamps: &'a StampBase,
+    /// `retransmit_interval`.
+    every: Duration,
+    /// `Node::hold_first_copies`.
+    hold_first: bool,
+}
+
+impl<'a> Copies<'a> {
+    fn of(
+        view: &'a mut Membership,
+        out: &'a mut Outbox,
+        stamps: &'a StampBase,
+        settings: &Settings,
+        hold_first: bool,
+    ) -> Self {
+        Copies { peers: &mut view.peers, out, stamps, every: settings.retransmit_interval, hold_first }
+    }
+
+    /// See `Node::send_full_to_lagging`.
+    fn send_full(
+        &mut self,
+        o: &mut OwnerState,
+        copy: &Snapshot,
+        session: &str,
+        now: Instant,
+        retransmit: bool,
+        pace: Pace<'_>,
+    ) -> u64 {
+        let only = match pace {
+            Pace::Walk(n) => Some(n),
+            _ => None,
+        };
+        let mut payload = None;
+        let mut sent = 0;
+        for (to, r) in o.replicas.iter_mut() {
+            if only.is_some_and(|n| n != to) {
+                continue;
+            }
+            let Some(peer) = self.peers.get_mut(to) else { continue };
+            if r.acked >= Some(copy.version) || !peer.up {
+                continue;
+            }
+            let due = match r.last_sent {
+                None => true,
+                Some(t) => retransmit && due(now, self.stamps.instant(t), self.every),
+            };
+            if !due {
+                continue;
+            }
+            let flow = &mut peer.flow;
+            if matches!(pace, Pace::No) {
+                // A write, a fetch or a leave: not held back.
+            } else if flow.resend_from.as_deref().is_some_and(|c| c <= session) {
+                // The peer's resend walk reaches this session later.
+                r.last_sent = None;
+                continue;
+            } else if !flow.may_send() || (self.hold_first && r.last_sent.is_none()) {
+                r.last_sent = None;
+                flow.resend_at(session);
+                continue;
+            } else {
+                flow.sent();
+            }
+            let p = payload.get_or_insert_with(|| full_payload(copy)).clone();
+            r.last_sent = Some(self.stamps.stamp(now));
+            self.out.bytes += payload_size(&p);
+            self.out.fulls += 1;
+            sent += 1;
+            self.out.send(
+                to,
+                Message::Replicate { session: session.to_owned(), epoch: copy.epoch.clone(), payload: p },
+            );
+        }
+        sent
+    }
+
+    /// See `Node::maybe_drop_stale`.
+    fn drop_stale(&mut self, o: &mut OwnerState, copy: &Snapshot, session: &str) {
+        if o.stale.is_empty() || o.replicas.values().any(|r| r.acked < Some(copy.version)) {
+            return;
+        }
+        // Holders that are down now keep their place: they are told when they come back (a
+        // former owner cut off during the takeover learns it was replaced).
+        let peers = &*self.peers;
+        let replicas = &o.replicas;
+        // A placed backup is never dropped, even if it was a former holder too (its copy was
+        // just replaced: a `Drop` after the `Replicate` would delete it while it counts).
+        let (up, down): (SlimSet<NodeId>, SlimSet<NodeId>) = std::mem::take(&mut o.stale)
+            .into_iter()
+            .filter(|n| replicas.find(n).is_err())
+            .partition(|n| peers.get(n).is_some_and(|p| p.up));
+        o.stale = down;
+        for n in up {
+            self.out.send(&n, Message::Drop { session: session.to_owned(), epoch: copy.epoch.clone() });
+        }
     }
 }
