@@ -26,6 +26,7 @@ use crate::metrics::export::Export;
 use crate::metrics::{Metrics, MetricsHook, NodeEvent, Peers};
 
 mod acks;
+mod free;
 mod overlay;
 mod reconfigure;
 mod request;
@@ -270,6 +271,8 @@ impl Driver {
         for r in self.shutdown_reply.drain(..) {
             r.send(Reply::Outcome(left.clone()));
         }
+        let records = self.node.held();
+        free::drop_apart(self.node, records);
     }
 
     /// The time of this turn of the loop: one clock reading for everything the driver does

@@ -125,6 +125,12 @@ impl Node {
         }
     }
 
+    /// Session records held (copies, tombstones, promises): [`Stats::held`], without walking
+    /// anything.
+    pub fn held(&self) -> usize {
+        self.sessions.len()
+    }
+
     /// Counters and gauges. The counts of records by kind (`owned`, `backups`, `tombstones`,
     /// `under_replicated`, `oldest_unacked`) walk every record up to 131,072 of them; above,
     /// they are those of the last census, which the maintenance ticks take in batches while
