@@ -70,14 +70,12 @@ impl Node {
         {
             return;
         }
-        let want = self.replica_target();
-        let backups = self.placed_backups(session);
+        let placed = (self.placed_backups(session), self.replica_target());
+        let stamp = self.stamps.stamp(now);
+        let mut cx =
+            Copies::of(&mut self.view, &mut self.out, &self.stamps, &self.settings, self.hold_first_copies);
         let Some(Record { owner: Some(o), .. }) = self.sessions.get_mut(session) else { return };
-        let view = &self.view;
-        if place(o, &backups, &view.peers, view_gen, self.stamps.stamp(now), want) {
-            let have = backups.len();
-            self.out.event(Event::UnderReplicated { session: session.to_owned(), have, want });
-        }
+        cx.place(o, session, placed, view_gen, stamp);
     }
 
     /// Sends a full copy to every live placed backup that has not acknowledged the current
@@ -125,11 +123,8 @@ impl Node {
         let mut cx =
             Copies::of(&mut self.view, &mut self.out, &self.stamps, &self.settings, self.hold_first_copies);
         let Some(Record { owner: Some(o), copy, .. }) = self.sessions.get_mut(session) else { return };
-        if let Some((backups, want)) = placed.filter(|_| o.view_gen != view_gen) {
-            if place(o, &backups, cx.peers, view_gen, stamp, want) {
-                let have = backups.len();
-                cx.out.event(Event::UnderReplicated { session: session.to_owned(), have, want });
-            }
+        if let Some(placed) = placed.filter(|_| o.view_gen != view_gen) {
+            cx.place(o, session, placed, view_gen, stamp);
         }
         let Some(copy) = copy else { return };
         if token {
@@ -205,6 +200,22 @@ impl<'a> Copies<'a> {
         hold_first: bool,
     ) -> Self {
         Copies { peers: &mut view.peers, out, stamps, every: settings.retransmit_interval, hold_first }
+    }
+
+    /// Places the owned session's backups on `backups` for the view `view_gen` (see [`place`]),
+    /// and reports it when it just became under-replicated (fewer than `want`).
+    fn place(
+        &mut self,
+        o: &mut OwnerState,
+        session: &str,
+        (backups, want): (Vec<NodeId>, usize),
+        view_gen: u64,
+        now: Stamp,
+    ) {
+        if place(o, &backups, self.peers, view_gen, now, want) {
+            let have = backups.len();
+            self.out.event(Event::UnderReplicated { session: session.to_owned(), have, want });
+        }
     }
 
     /// See `Node::send_full_to_lagging`.

@@ -97,7 +97,7 @@ pub(crate) async fn rereplication(n: usize, timings: Timings) -> anyhow::Result<
         Err(e) => {
             let (ma, mb) = (a.metrics().await?, b.metrics().await?);
             eprintln!(
-                "    re-replication stalled: app2 holds {} of {n} backups ({} before the abort); app1 owns {}, \
+                "    re-replication stalled: app2 holds {} of {n} backups ({} before the kill); app1 owns {}, \
              {} under-replicated, {} stepped down or fenced, {} taken back by failover, {} full copies \
              sent, {} sends refused on a full queue",
                 mb.core.backups,
