@@ -145,7 +145,7 @@ impl Node {
             messages_sent: self.out.messages_sent,
             bytes_replicated: self.out.bytes,
             full_copies_sent: self.out.fulls,
-            held: self.sessions.len(),
+            held: self.held(),
             max_sessions: self.settings.max_sessions,
             manager_refused: self.managers.refused,
             ..Stats::default()

@@ -105,8 +105,8 @@ pub(crate) struct Args {
     /// with --quick).
     #[arg(long)]
     pub(crate) scale_max: Option<usize>,
-    /// The smallest number of sessions of the cost-as-work-grows rows (default 10,000); for
-    /// profiling one size.
+    /// The smallest number of sessions of the cost-as-work-grows rows (by default every size
+    /// up to `--scale-max`, from 10,000); for profiling one size.
     #[arg(long)]
     pub(crate) scale_min: Option<usize>,
     /// Run only these parts (comma-separated: raw, redis, tcp, quic, replicas2, async,
